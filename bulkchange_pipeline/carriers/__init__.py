@@ -1,0 +1,67 @@
+"""Carrier clients behind one interface (`base.CarrierAdapter`), and the registry that picks the
+client for a service provider's integration, so the engine never names a carrier module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .base import (
+    BusinessCarrierError,
+    CarrierAccount,
+    CarrierAdapter,
+    CarrierError,
+    DeviceChange,
+    DeviceResult,
+    LogEntry,
+    TransientCarrierError,
+    WritesDisabledError,
+)
+
+
+def _jasper(account: CarrierAccount) -> CarrierAdapter:
+    from .jasper import JasperClient
+
+    return JasperClient(account)
+
+
+# Integration name -> adapter factory. The Jasper family shares one wire format.
+ADAPTERS: dict[str, Callable[[CarrierAccount], CarrierAdapter]] = {
+    "jasper": _jasper,
+    "att_cisco_jasper": _jasper,
+    "att_pod19": _jasper,
+    "t_mobile_jasper": _jasper,
+    "rogers": _jasper,
+}
+
+
+class UnknownIntegrationError(CarrierError, ValueError):
+    """No client is registered for the service provider's integration."""
+
+
+def build_adapter(account: CarrierAccount) -> CarrierAdapter:
+    """The adapter for `account.integration` (case-insensitive)."""
+    key = account.integration.strip().lower()
+    factory = ADAPTERS.get(key)
+    if factory is None:
+        known = ", ".join(sorted(ADAPTERS))
+        raise UnknownIntegrationError(
+            f"no carrier client for integration {account.integration!r} "
+            f"(service provider {account.service_provider_id}); known: {known}"
+        )
+    return factory(account)
+
+
+__all__ = [
+    "ADAPTERS",
+    "BusinessCarrierError",
+    "CarrierAccount",
+    "CarrierAdapter",
+    "CarrierError",
+    "DeviceChange",
+    "DeviceResult",
+    "LogEntry",
+    "TransientCarrierError",
+    "UnknownIntegrationError",
+    "WritesDisabledError",
+    "build_adapter",
+]

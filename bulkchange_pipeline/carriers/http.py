@@ -1,0 +1,366 @@
+"""The HTTP layer every carrier client shares: one connection pool per account, the account's
+rate and concurrency limits, tenacity retries at a fixed interval that honour a wait the carrier
+states, error classification through a per-carrier callback, and redacted capture of every
+exchange for the audit log.
+
+Carriers differ in auth, paths and error bodies, but not in how a call must be paced, retried and
+recorded; keeping that here means each carrier module is only its wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from .base import (
+    BusinessCarrierError,
+    CarrierAccount,
+    CarrierError,
+    LogEntry,
+    TransientCarrierError,
+)
+from .redaction import basic_token, redact_headers, redact_text
+
+MALFORMED = object()
+"""Sentinel body: the response had content that is not valid JSON."""
+
+Classifier = Callable[[httpx.Response, Any], CarrierError | None]
+"""Turns a response and its parsed body into None (success) or the error to raise."""
+
+MAX_STATED_WAIT_SECONDS = 60.0
+_TRY_AGAIN = re.compile(r"try again in\s+(\d+(?:\.\d+)?)\s*(?:s\b|sec|second)", re.IGNORECASE)
+
+
+class RateLimiter:
+    """Async pacing of calls to at most `rate_per_second`, evenly spaced.
+
+    Calls are scheduled one interval apart (a token bucket of depth one), because carriers count
+    calls in fixed one-second windows: a burst at a window edge would be answered over-limit.
+    `headroom` keeps the pace slightly under the rate so network jitter cannot push one extra call
+    into a window. It is adaptive: `penalize` pushes every waiter past a wait the carrier states
+    (or into the next one-second window) after an over-limit answer.
+    """
+
+    def __init__(self, rate_per_second: float, *, headroom: float = 0.95) -> None:
+        self.rate_per_second = rate_per_second
+        self._interval = 1.0 / (rate_per_second * headroom) if rate_per_second > 0 else 0.0
+        self._next = 0.0
+        self._blocked_until = 0.0
+
+    @property
+    def unlimited(self) -> bool:
+        return self._interval <= 0
+
+    async def acquire(self) -> None:
+        """Wait for this caller's slot. Slots are handed out in call order without a lock: the
+        reservation is synchronous, so concurrent callers never get the same slot."""
+        if self._interval <= 0 and self._blocked_until == 0.0:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next, self._blocked_until)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+        # A penalty that arrived while this caller slept still applies to it.
+        while (late := self._blocked_until - time.monotonic()) > 0:
+            await asyncio.sleep(late)
+
+    def penalize(self, seconds: float | None = None) -> None:
+        """After an over-limit answer: no new call before `seconds` (default: a full second, which
+        always reaches the carrier's next window)."""
+        wait = 1.0 if seconds is None or seconds <= 0 else seconds
+        self._blocked_until = max(self._blocked_until, time.monotonic() + wait)
+
+
+@dataclass
+class HttpStats:
+    """Counters for benchmarks and run summaries."""
+
+    calls: int = 0
+    retries: int = 0
+    over_limit: int = 0
+    transient_errors: int = 0
+    business_errors: int = 0
+    timeouts: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def stated_wait_seconds(response: httpx.Response, body: Any) -> float | None:
+    """The wait a carrier asks for: a Retry-After header (seconds or HTTP date), or a number of
+    seconds in the body's message ("Try again in N seconds", as Rev.io/Azure APIM send)."""
+    header = response.headers.get("retry-after")
+    if header:
+        try:
+            return max(0.0, float(header))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(header) if header else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    texts: list[str] = []
+    if isinstance(body, dict):
+        texts += [str(v) for k, v in body.items() if isinstance(v, str)]
+    elif isinstance(body, list):
+        texts += [str(v) for item in body if isinstance(item, dict) for v in item.values()]
+    elif body is MALFORMED or body is None:
+        texts.append(response.text[:500])
+    for text in texts:
+        match = _TRY_AGAIN.search(text)
+        if match:
+            return float(match.group(1))
+    return None
+
+
+def default_classify(response: httpx.Response, body: Any) -> CarrierError | None:
+    """Generic rules: 2xx ok unless the body is malformed; 429 and 5xx transient; other 4xx
+    business."""
+    status = response.status_code
+    if 200 <= status < 300:
+        if body is MALFORMED:
+            return TransientCarrierError("malformed response body", status=status)
+        return None
+    message = response.text[:300] or response.reason_phrase
+    if status == 429:
+        return TransientCarrierError(
+            message,
+            status=status,
+            retry_after=stated_wait_seconds(response, body),
+            over_limit=True,
+        )
+    if status >= 500:
+        return TransientCarrierError(message, status=status)
+    return BusinessCarrierError(message, status=status)
+
+
+class _CarrierWait:
+    """tenacity wait hook: the carrier's stated wait when the last error carried one, else the
+    fixed interval of DESIGN R8 ("HTTP 3 retries at fixed intervals")."""
+
+    def __init__(self, fixed_seconds: float, max_stated: float = MAX_STATED_WAIT_SECONDS) -> None:
+        self.fixed_seconds = fixed_seconds
+        self.max_stated = max_stated
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        stated = getattr(exc, "retry_after", None)
+        if stated is not None:
+            return min(max(stated, 0.0), self.max_stated)
+        return self.fixed_seconds
+
+
+@dataclass
+class CallResult:
+    """A successful call: the response, its parsed JSON body, and the log of every attempt."""
+
+    response: httpx.Response
+    body: Any
+    log: list[LogEntry]
+
+
+class CarrierHttp:
+    """One account's HTTP access: one AsyncClient, its limiter and semaphore, retries, capture.
+
+    The client, limiter and semaphore are bound to the event loop they were created in; if the
+    adapter is reused from a new loop (the engine may run one `asyncio.run` per batch), they are
+    rebuilt lazily instead of failing with "attached to a different loop".
+    """
+
+    def __init__(
+        self,
+        account: CarrierAccount,
+        auth: httpx.Auth | Mapping[str, str] | None = None,
+        *,
+        classify: Classifier = default_classify,
+        redact: Iterable[str] = (),
+        label: str | None = None,
+    ) -> None:
+        self.account = account
+        self._auth = auth if isinstance(auth, httpx.Auth) else None
+        self._headers = {"Accept": "application/json"}
+        if isinstance(auth, Mapping):
+            self._headers.update(auth)
+        self._classify = classify
+        self._secrets = [account.secret, basic_token(account.username, account.secret), *redact]
+        self.label = label or account.integration
+        self.stats = HttpStats()
+        self._retrying = AsyncRetrying(
+            stop=stop_after_attempt(max(1, account.max_attempts)),
+            wait=_CarrierWait(account.retry_wait_seconds),
+            retry=retry_if_exception_type(TransientCarrierError),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self.limiter = RateLimiter(account.rate_per_second)
+
+    # -- loop-bound state -------------------------------------------------------------------------
+
+    def _ensure_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            conc = self.account.max_concurrency
+            limits = httpx.Limits(
+                max_connections=conc if conc > 0 else 100,
+                max_keepalive_connections=conc if conc > 0 else 100,
+            )
+            self._client = httpx.AsyncClient(
+                base_url=self.account.base_url.rstrip("/") + "/",
+                auth=self._auth,
+                headers=self._headers,
+                timeout=httpx.Timeout(self.account.timeout_seconds),
+                limits=limits,
+            )
+            self._semaphore = asyncio.Semaphore(conc) if conc > 0 else None
+            self._loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the connection pool (only possible from the loop that owns it)."""
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.aclose()
+            except RuntimeError:
+                pass  # owned by a loop that is gone; its sockets went with it
+
+    # -- calls ------------------------------------------------------------------------------------
+
+    def _before_sleep(self, retry_state: RetryCallState) -> None:
+        self.stats.retries += 1
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        description: str = "",
+    ) -> CallResult:
+        """Send one logical request with retries; return the successful result or raise the
+        classified CarrierError carrying the log of every attempt."""
+        log: list[LogEntry] = []
+        content = json.dumps(json_body, separators=(",", ":")) if json_body is not None else None
+        retrying = self._retrying.copy()
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(method, path, content, params, description, log)
+        except CarrierError as exc:
+            exc.log = log
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        content: str | None,
+        params: Mapping[str, Any] | None,
+        description: str,
+        log: list[LogEntry],
+    ) -> CallResult:
+        client = self._ensure_client()
+        semaphore = self._semaphore
+        desc = description or f"{self.label} {method} {path}"
+        if len(log):
+            desc = f"{desc} (attempt {len(log) + 1})"
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        if semaphore is not None:
+            await semaphore.acquire()
+        try:
+            await self.limiter.acquire()
+            self.stats.calls += 1
+            try:
+                response = await client.request(
+                    method, path, content=content, params=params, headers=headers
+                )
+            except httpx.TimeoutException as exc:
+                self.stats.timeouts += 1
+                self.stats.transient_errors += 1
+                log.append(self._entry(desc, _request_of(exc), content, type(exc).__name__))
+                raise TransientCarrierError(
+                    f"timed out after {self.account.timeout_seconds:g}s ({type(exc).__name__})"
+                ) from exc
+            except httpx.TransportError as exc:
+                self.stats.transient_errors += 1
+                failure = f"{type(exc).__name__}: {exc}"
+                log.append(self._entry(desc, _request_of(exc), content, failure))
+                raise TransientCarrierError(f"connection error: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if semaphore is not None:
+                semaphore.release()
+        body = _parse_body(response)
+        error = self._classify(response, body)
+        log.append(self._entry(desc, response.request, content, None, response, error is not None))
+        if error is None:
+            return CallResult(response, body, log)
+        if isinstance(error, TransientCarrierError):
+            self.stats.transient_errors += 1
+            if error.over_limit:
+                self.stats.over_limit += 1
+                self.limiter.penalize(error.retry_after)
+        elif isinstance(error, BusinessCarrierError):
+            self.stats.business_errors += 1
+        raise error
+
+    # -- capture ----------------------------------------------------------------------------------
+
+    def _entry(
+        self,
+        description: str,
+        request: httpx.Request | None,
+        content: str | None,
+        failure: str | None,
+        response: httpx.Response | None = None,
+        has_errors: bool = True,
+    ) -> LogEntry:
+        if request is not None:
+            head = f"{request.method} {request.url}\n"
+            hdrs = redact_headers(request.headers.items())
+            head += "".join(f"{k}: {v}\n" for k, v in hdrs.items())
+        else:
+            head = "(request not sent)\n"
+        request_text = redact_text(head + "\n" + (content or ""), self._secrets)
+        if response is not None:
+            rhdrs = redact_headers(response.headers.items())
+            response_text = f"HTTP {response.status_code} {response.reason_phrase}\n"
+            response_text += "".join(f"{k}: {v}\n" for k, v in rhdrs.items())
+            response_text = redact_text(response_text + "\n" + response.text, self._secrets)
+            status: int | None = response.status_code
+        else:
+            response_text = redact_text(failure or "", self._secrets)
+            status = None
+            has_errors = True
+        return LogEntry(description, request_text, response_text, status, has_errors)
+
+
+def _parse_body(response: httpx.Response) -> Any:
+    """JSON body, None when empty, MALFORMED when the content is not JSON."""
+    raw = response.content
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return MALFORMED
+
+
+def _request_of(exc: httpx.RequestError) -> httpx.Request | None:
+    try:
+        return exc.request
+    except RuntimeError:
+        return None

@@ -1,0 +1,121 @@
+"""Redaction of secrets from request/response text before it is stored or logged.
+
+Every carrier exchange is kept as text in bulk_change_log (DESIGN section 9): the audit trail is
+only safe to keep if no credential ever reaches it. Three layers are applied, because each one
+alone misses cases: header names known to carry credentials, JSON keys known to carry them, and
+the literal secret values of the account (which catch a secret echoed anywhere, e.g. in a URL or
+an error message).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MASK = "***"
+
+# Compared after lower-casing and dropping '-' and '_', so "App-Secret", "app_secret" and
+# "appsecret" are one name.
+_SENSITIVE_NAMES = frozenset(
+    {
+        "authorization",
+        "proxyauthorization",
+        "appsecret",
+        "apisecret",
+        "apikey",
+        "password",
+        "passwd",
+        "secret",
+        "clientsecret",
+        "ocpapimsubscriptionkey",
+        "vzm2mtoken",
+        "sessiontoken",
+        "accesstoken",
+        "refreshtoken",
+        "token",
+        "cookie",
+        "setcookie",
+        "xapikey",
+    }
+)
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
+def is_sensitive_name(name: str) -> bool:
+    """True if a header or JSON key of this name carries a credential."""
+    return _norm(name) in _SENSITIVE_NAMES
+
+
+def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Copy of the headers with every credential-bearing value replaced by `***`."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return {k: (MASK if is_sensitive_name(k) else v) for k, v in items}
+
+
+def redact_json(value: Any) -> Any:
+    """Deep copy of a JSON value with the values of credential-bearing keys replaced by `***`."""
+    if isinstance(value, dict):
+        return {
+            k: (MASK if isinstance(k, str) and is_sensitive_name(k) else redact_json(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_json(v) for v in value]
+    return value
+
+
+_KEY_ALTERNATION = (
+    r"authorization|proxy[-_]?authorization|app[-_]?secret|api[-_]?secret|api[-_]?key|password"
+    r"|passwd|client[-_]?secret|secret|ocp[-_]?apim[-_]?subscription[-_]?key|vz[-_]?m2m[-_]?token"
+    r"|session[-_]?token|access[-_]?token|refresh[-_]?token|token|x[-_]?api[-_]?key"
+)
+# "key": "value" in JSON text (value may contain escaped quotes).
+_JSON_PAIR = re.compile(
+    r'("(?:' + _KEY_ALTERNATION + r')"\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE
+)
+# key=value in form bodies and query strings.
+_FORM_PAIR = re.compile(r"(?<![\w-])((?:" + _KEY_ALTERNATION + r")=)[^&\s]*", re.IGNORECASE)
+# Header lines "Name: value" inside a text dump.
+_HEADER_LINE = re.compile(
+    r"^((?:" + _KEY_ALTERNATION + r")[ \t]*:[ \t]*).*$", re.IGNORECASE | re.MULTILINE
+)
+# Basic/Bearer credentials wherever they appear.
+_SCHEME_TOKEN = re.compile(r"\b(Basic|Bearer)\s+[A-Za-z0-9+/=._~-]{8,}")
+
+
+def secret_variants(secrets: Iterable[str | None]) -> list[str]:
+    """The secrets plus the forms they travel in (base64 of user:secret is added by callers that
+    know the user); longest first so a secret that contains another is masked whole."""
+    out = {s for s in secrets if s and len(s) >= 3}
+    return sorted(out, key=len, reverse=True)
+
+
+def basic_token(username: str, secret: str) -> str:
+    """The base64 token of HTTP Basic auth, so it can be listed among the secrets to mask."""
+    return base64.b64encode(f"{username}:{secret}".encode()).decode()
+
+
+def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Mask credentials in free text: the given secret values wherever they occur, then
+    credential-named JSON pairs, form pairs, header lines and Basic/Bearer tokens."""
+    if not text:
+        return text
+    for s in secret_variants(secrets):
+        if s in text:
+            text = text.replace(s, MASK)
+    lowered = text.lower()
+    if not any(
+        w in lowered
+        for w in ("auth", "secret", "key", "pass", "token", "basic", "bearer", "cookie")
+    ):
+        return text  # fast path: nothing credential-like left to look for
+    text = _JSON_PAIR.sub(lambda m: m.group(1) + '"' + MASK + '"', text)
+    text = _FORM_PAIR.sub(lambda m: m.group(1) + MASK, text)
+    text = _HEADER_LINE.sub(lambda m: m.group(1) + MASK, text)
+    text = _SCHEME_TOKEN.sub(lambda m: m.group(1) + " " + MASK, text)
+    return text

@@ -1,0 +1,25 @@
+"""Pure domain model: no I/O, imports nothing else of ours."""
+
+from .capabilities import MATRIX, Capability, Handling, capability, unsupported_reason
+from .enums import (
+    FINAL_DEVICE_STATUSES,
+    BulkChangeStatus,
+    ChangeType,
+    DeviceChangeStatus,
+    Integration,
+    PortalType,
+    derive_bulk_status,
+)
+from .identifiers import IdentifierKind, classify, check_eid, check_iccid, check_imei, check_msisdn, luhn_check_digit, luhn_valid, normalize
+from .requests import PAYLOAD_KEYS, BulkChangeRequest, DeviceEntry, build_target, canonical_key
+from .transitions import TRANSITIONS, canonical_status, transition_error
+
+__all__ = [
+    "MATRIX", "Capability", "Handling", "capability", "unsupported_reason",
+    "FINAL_DEVICE_STATUSES", "BulkChangeStatus", "ChangeType", "DeviceChangeStatus", "Integration",
+    "PortalType", "derive_bulk_status",
+    "IdentifierKind", "classify", "check_eid", "check_iccid", "check_imei", "check_msisdn",
+    "luhn_check_digit", "luhn_valid", "normalize",
+    "PAYLOAD_KEYS", "BulkChangeRequest", "DeviceEntry", "build_target", "canonical_key",
+    "TRANSITIONS", "canonical_status", "transition_error",
+]

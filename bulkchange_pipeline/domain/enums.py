@@ -1,0 +1,146 @@
+"""Enumerations shared by every layer.
+
+ChangeType keeps the integer values of the system being replaced, so its requests still parse.
+Statuses are stored as their string values.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ChangeType(enum.IntEnum):
+    STATUS_UPDATE = 1
+    ACTIVATE_NEW_SERVICE = 2
+    ARCHIVAL = 3
+    CUSTOMER_RATE_PLAN_CHANGE = 4
+    CUSTOMER_ASSIGNMENT = 5
+    CARRIER_RATE_PLAN_CHANGE = 7
+    CREATE_REV_SERVICE = 8
+    CHANGE_ICCID_AND_IMEI = 9
+    EDIT_USERNAME_COST_CENTER = 10
+
+    @property
+    def label(self) -> str:
+        """The name the replaced system used, e.g. ``CustomerRatePlanChange``."""
+        return _LABELS[self]
+
+    @classmethod
+    def parse(cls, value: object) -> "ChangeType":
+        """Accept an int, a numeric string or a label; raise ValueError naming the valid values."""
+        if isinstance(value, ChangeType):
+            return value
+        if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+            for member, label in _LABELS.items():
+                if value.strip().lower() in (label.lower(), member.name.lower()):
+                    return member
+        else:
+            try:
+                return cls(int(value))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                pass
+        valid = ", ".join(f"{m.value} {m.label}" for m in cls)
+        raise ValueError(f"unknown change type {value!r}; valid change types are: {valid}")
+
+
+_LABELS = {
+    ChangeType.STATUS_UPDATE: "StatusUpdate",
+    ChangeType.ACTIVATE_NEW_SERVICE: "ActivateNewService",
+    ChangeType.ARCHIVAL: "Archival",
+    ChangeType.CUSTOMER_RATE_PLAN_CHANGE: "CustomerRatePlanChange",
+    ChangeType.CUSTOMER_ASSIGNMENT: "CustomerAssignment",
+    ChangeType.CARRIER_RATE_PLAN_CHANGE: "CarrierRatePlanChange",
+    ChangeType.CREATE_REV_SERVICE: "CreateRevService",
+    ChangeType.CHANGE_ICCID_AND_IMEI: "ChangeICCIDAndIMEI",
+    ChangeType.EDIT_USERNAME_COST_CENTER: "EditUsernameCostCenter",
+}
+
+
+class DeviceChangeStatus(str, enum.Enum):
+    """Status of one device row of a bulk change."""
+
+    NEW = "NEW"  # accepted, waiting to be sent
+    SCHEDULED = "SCHEDULED"  # effective date in the future
+    PROCESSING = "PROCESSING"  # sent; waiting for the carrier's answer or callback
+    PROCESSED = "PROCESSED"
+    API_FAILED = "API_FAILED"  # carrier refused it, or retries ran out
+    ERROR = "ERROR"  # failed validation or internal error
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_DEVICE_STATUSES
+
+
+FINAL_DEVICE_STATUSES = frozenset(
+    {
+        DeviceChangeStatus.PROCESSED,
+        DeviceChangeStatus.API_FAILED,
+        DeviceChangeStatus.ERROR,
+        DeviceChangeStatus.CANCELLED,
+    }
+)
+
+
+class BulkChangeStatus(str, enum.Enum):
+    """Status of a bulk change header; always derived from its device rows (see derive_bulk_status)."""
+
+    NEW = "NEW"
+    SCHEDULED = "SCHEDULED"
+    PROCESSING = "PROCESSING"
+    PENDING = "PENDING"  # only asynchronous answers outstanding
+    PROCESSED = "PROCESSED"  # every device row final; the counts say how many of each
+    ERROR = "ERROR"  # the run could not finish; unfinished rows stay re-runnable
+    CANCELLED = "CANCELLED"
+
+
+class PortalType(enum.IntEnum):
+    M2M = 0
+    LNP = 1
+    MOBILITY = 2
+
+
+class Integration(str, enum.Enum):
+    """Carrier or billing API an account speaks. The Jasper family shares one client."""
+
+    JASPER = "jasper"
+    THINGSPACE = "thingspace"
+    TELEGENCE = "telegence"
+    TEAL = "teal"
+    POND = "pond"
+    REVIO = "revio"
+
+    @classmethod
+    def parse(cls, value: str) -> "Integration":
+        key = value.strip().lower()
+        if key in _JASPER_FAMILY:
+            return cls.JASPER
+        try:
+            return cls(key)
+        except ValueError:
+            valid = ", ".join(i.value for i in cls)
+            raise ValueError(f"unknown integration {value!r}; valid: {valid}") from None
+
+
+# Carriers that run Cisco Control Center and speak the Jasper REST API.
+_JASPER_FAMILY = {"jasper", "att_cisco_jasper", "att_pod19", "pod19", "t_mobile_jasper", "tmobile_jasper", "rogers"}
+
+
+def derive_bulk_status(counts: dict[str, int], *, has_pending_async: bool = False) -> BulkChangeStatus:
+    """Derive a bulk change's status from the counts of its device rows by status.
+
+    The header never overrides a device row's result; it only summarises them.
+    """
+    total = sum(counts.values())
+    if total == 0:
+        return BulkChangeStatus.PROCESSED
+    c = {DeviceChangeStatus(k): v for k, v in counts.items() if v}
+    if set(c) == {DeviceChangeStatus.CANCELLED}:
+        return BulkChangeStatus.CANCELLED
+    if c.get(DeviceChangeStatus.PROCESSING) and not c.get(DeviceChangeStatus.NEW):
+        return BulkChangeStatus.PENDING if has_pending_async else BulkChangeStatus.PROCESSING
+    if c.get(DeviceChangeStatus.NEW) or c.get(DeviceChangeStatus.PROCESSING):
+        return BulkChangeStatus.PROCESSING if any(c.get(s) for s in FINAL_DEVICE_STATUSES) or c.get(DeviceChangeStatus.PROCESSING) else BulkChangeStatus.NEW
+    if c.get(DeviceChangeStatus.SCHEDULED):
+        return BulkChangeStatus.SCHEDULED
+    return BulkChangeStatus.PROCESSED

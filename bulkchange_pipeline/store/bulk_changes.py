@@ -1,0 +1,293 @@
+"""Repository functions for bulk changes and their device rows: create, list, read, count.
+
+Every function is scoped by tenant, except the ones the pipeline calls with an id it got from
+the sensor (the bulk change row carries its tenant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..domain import BulkChangeStatus, DeviceChangeStatus, derive_bulk_status
+from .db import run_transaction, utcnow
+from .schema import bulk_change, device_change
+
+INSERT_CHUNK = 5_000
+
+
+@dataclass
+class NewDeviceChange:
+    """A validated device row, ready to store (status NEW, SCHEDULED or ERROR)."""
+
+    change_request: dict[str, Any]
+    status: DeviceChangeStatus
+    device_id: int | None = None
+    iccid: str | None = None
+    msisdn: str | None = None
+    imei: str | None = None
+    eid: str | None = None
+    status_details: str | None = None
+    effective_at: datetime | None = None
+
+
+@dataclass
+class NewBulkChange:
+    tenant_id: int
+    service_provider_id: int
+    change_type: int
+    portal_type: int
+    process_changes: bool
+    request: dict[str, Any]
+    created_by: str
+    rows: Sequence[NewDeviceChange]
+    idempotency_key: str | None = None
+
+
+@dataclass
+class CreateResult:
+    bulk_change_id: int
+    created: bool  # False: the idempotency key was seen before; nothing new was written
+    status: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def initial_status(rows: Sequence[NewDeviceChange]) -> BulkChangeStatus:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
+    return derive_bulk_status(counts)
+
+
+def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
+    """Store a bulk change and all its device rows in one transaction.
+
+    With an idempotency key already used by this tenant, returns the existing bulk change and
+    writes nothing (DESIGN R7); a concurrent duplicate loses on the unique constraint and is
+    answered the same way.
+    """
+    if new.idempotency_key:
+        existing = _find_by_key(engine, new.tenant_id, new.idempotency_key)
+        if existing is not None:
+            return existing
+
+    now = utcnow()
+    status = initial_status(new.rows)
+    scheduled = [r.effective_at for r in new.rows if r.status is DeviceChangeStatus.SCHEDULED and r.effective_at]
+
+    def work(conn: sa.Connection) -> int:
+        bc_id = conn.execute(
+            sa.insert(bulk_change)
+            .values(
+                tenant_id=new.tenant_id,
+                service_provider_id=new.service_provider_id,
+                change_type=int(new.change_type),
+                portal_type=new.portal_type,
+                process_changes=new.process_changes,
+                status=status.value,
+                request=new.request,
+                created_by=new.created_by,
+                created_at=now,
+                effective_at=min(scheduled) if scheduled else None,
+                idempotency_key=new.idempotency_key,
+                processed_at=now if status is BulkChangeStatus.PROCESSED else None,
+            )
+            .returning(bulk_change.c.id)
+        ).scalar_one()
+        for start in range(0, len(new.rows), INSERT_CHUNK):
+            conn.execute(
+                sa.insert(device_change),
+                [
+                    {
+                        "tenant_id": new.tenant_id,
+                        "bulk_change_id": bc_id,
+                        "device_id": r.device_id,
+                        "iccid": r.iccid,
+                        "msisdn": r.msisdn,
+                        "imei": r.imei,
+                        "eid": r.eid,
+                        "change_request": r.change_request,
+                        "status": r.status.value,
+                        "status_details": r.status_details,
+                        "effective_at": r.effective_at,
+                        "processed_at": now if r.status.is_final else None,
+                        "updated_at": now,
+                    }
+                    for r in new.rows[start : start + INSERT_CHUNK]
+                ],
+            )
+        counts = _counts(conn, bc_id)
+        conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bc_id).values(counts=counts))
+        return bc_id
+
+    try:
+        bc_id = run_transaction(engine, work)
+    except sa.exc.IntegrityError:
+        if new.idempotency_key:
+            existing = _find_by_key(engine, new.tenant_id, new.idempotency_key)
+            if existing is not None:
+                return existing
+        raise
+    with engine.connect() as conn:
+        counts = _counts(conn, bc_id)
+    return CreateResult(bc_id, True, status.value, counts)
+
+
+def _find_by_key(engine: sa.Engine, tenant_id: int, key: str) -> CreateResult | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(bulk_change.c.id, bulk_change.c.status).where(
+                bulk_change.c.tenant_id == tenant_id, bulk_change.c.idempotency_key == key
+            )
+        ).first()
+        if row is None:
+            return None
+        return CreateResult(row.id, False, row.status, _counts(conn, row.id))
+
+
+def _counts(conn: sa.Connection, bulk_change_id: int) -> dict[str, int]:
+    rows = conn.execute(
+        sa.select(device_change.c.status, sa.func.count())
+        .where(device_change.c.bulk_change_id == bulk_change_id)
+        .group_by(device_change.c.status)
+    )
+    return {status: n for status, n in rows}
+
+
+def count_rows_by_status(engine: sa.Engine, bulk_change_id: int) -> dict[str, int]:
+    with engine.connect() as conn:
+        return _counts(conn, bulk_change_id)
+
+
+@dataclass
+class QueuedBulkChange:
+    """What the sensor needs to request a run."""
+
+    id: int
+    tenant_id: int
+    service_provider_id: int
+    change_type: int
+    status: str
+    attempt: int
+    effective_at: datetime | None
+
+
+_QUEUED_COLS = (
+    bulk_change.c.id,
+    bulk_change.c.tenant_id,
+    bulk_change.c.service_provider_id,
+    bulk_change.c.change_type,
+    bulk_change.c.status,
+    bulk_change.c.attempt,
+    bulk_change.c.effective_at,
+)
+
+
+def list_submitted_after(engine: sa.Engine, cursor: int, limit: int) -> list[QueuedBulkChange]:
+    """NEW bulk changes marked for processing with id > cursor, oldest first (one sensor page)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(*_QUEUED_COLS)
+            .where(
+                bulk_change.c.id > cursor,
+                bulk_change.c.status == BulkChangeStatus.NEW.value,
+                bulk_change.c.process_changes.is_(True),
+                bulk_change.c.deleted_at.is_(None),
+            )
+            .order_by(bulk_change.c.id)
+            .limit(limit)
+        )
+        return [QueuedBulkChange(**r._mapping) for r in rows]
+
+
+def list_due_scheduled(engine: sa.Engine, now: datetime, limit: int) -> list[QueuedBulkChange]:
+    """SCHEDULED bulk changes whose earliest waiting row is due."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(*_QUEUED_COLS)
+            .where(
+                bulk_change.c.status == BulkChangeStatus.SCHEDULED.value,
+                bulk_change.c.effective_at <= now,
+                bulk_change.c.process_changes.is_(True),
+                bulk_change.c.deleted_at.is_(None),
+            )
+            .order_by(bulk_change.c.effective_at, bulk_change.c.id)
+            .limit(limit)
+        )
+        return [QueuedBulkChange(**r._mapping) for r in rows]
+
+
+def get_bulk_change(engine: sa.Engine, bulk_change_id: int, tenant_id: int | None = None) -> dict[str, Any] | None:
+    """The bulk change header with live per-status counts, or None (also for another tenant's)."""
+    query = sa.select(bulk_change).where(bulk_change.c.id == bulk_change_id, bulk_change.c.deleted_at.is_(None))
+    if tenant_id is not None:
+        query = query.where(bulk_change.c.tenant_id == tenant_id)
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+        if row is None:
+            return None
+        out = dict(row._mapping)
+        out["counts"] = _counts(conn, bulk_change_id)
+        out["total"] = sum(out["counts"].values())
+        return out
+
+
+def iter_device_results(engine: sa.Engine, tenant_id: int, bulk_change_id: int, page: int = 5_000) -> Iterator[dict[str, Any]]:
+    """Every device row of a bulk change in id order, streamed page by page (for CSV export)."""
+    cols = (
+        device_change.c.id,
+        device_change.c.iccid,
+        device_change.c.msisdn,
+        device_change.c.imei,
+        device_change.c.eid,
+        device_change.c.status,
+        device_change.c.status_details,
+        device_change.c.attempt_count,
+        device_change.c.carrier_request_id,
+        device_change.c.change_request,
+        device_change.c.effective_at,
+        device_change.c.processed_at,
+    )
+    last = 0
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(*cols)
+                .where(
+                    device_change.c.bulk_change_id == bulk_change_id,
+                    device_change.c.tenant_id == tenant_id,
+                    device_change.c.id > last,
+                )
+                .order_by(device_change.c.id)
+                .limit(page)
+            ).all()
+        if not rows:
+            return
+        for r in rows:
+            yield dict(r._mapping)
+        last = rows[-1].id
+
+
+def set_bulk_status(
+    engine_or_conn: sa.Engine | sa.Connection,
+    bulk_change_id: int,
+    status: BulkChangeStatus,
+    *,
+    counts: dict[str, int] | None = None,
+    effective_at: datetime | None = None,
+    processed: bool = False,
+) -> None:
+    values: dict[str, Any] = {"status": status.value, "effective_at": effective_at}
+    if counts is not None:
+        values["counts"] = counts
+    if processed:
+        values["processed_at"] = utcnow()
+    stmt = sa.update(bulk_change).where(bulk_change.c.id == bulk_change_id).values(**values)
+    if isinstance(engine_or_conn, sa.Engine):
+        run_transaction(engine_or_conn, lambda conn: conn.execute(stmt))
+    else:
+        engine_or_conn.execute(stmt)

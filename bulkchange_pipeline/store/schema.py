@@ -1,0 +1,237 @@
+"""The business database schema (DESIGN section 3) as SQLAlchemy 2.0 Core metadata.
+
+Core tables rather than ORM classes: the hot paths are set-based bulk writes (executemany,
+UPDATE ... WHERE id IN), and Core keeps them explicit. Every business table carries tenant_id.
+Timestamps are naive UTC (SQLite has no time zones; PostgreSQL stores the same values).
+Changes go through Alembic migrations in ``store/migrations``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = sa.MetaData(naming_convention=NAMING)
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+
+def _id() -> sa.Column:
+    return sa.Column("id", BigId, primary_key=True, autoincrement=True)
+
+
+def _tenant() -> sa.Column:
+    return sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenant.id"), nullable=False, index=True)
+
+
+tenant = sa.Table(
+    "tenant",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("archive_after_days", sa.Integer, nullable=False, server_default="90"),
+    sa.Column("purge_after_days", sa.Integer, nullable=False, server_default="365"),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+api_key = sa.Table(
+    "api_key",
+    metadata,
+    _id(),
+    _tenant(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("key_hash", sa.String(128), nullable=False, unique=True),  # sha256 hex; the key is never stored
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("revoked_at", sa.DateTime),
+)
+
+service_provider = sa.Table(
+    "service_provider",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _tenant(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("integration", sa.String(32), nullable=False),  # jasper, thingspace, telegence, teal, pond, revio
+    sa.Column("carrier", sa.String(64), nullable=False),  # e.g. att_pod19, t_mobile_jasper, rogers, verizon
+    sa.Column("portal_type", sa.Integer, nullable=False, server_default="0"),  # M2M=0, Mobility=2
+    sa.Column("base_url", sa.String(500), nullable=False),
+    # Name of the credentials entry in the environment (BULKCHANGE_CRED_<NAME>_*); never the secret.
+    sa.Column("credentials_name", sa.String(100), nullable=False),
+    sa.Column("write_enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("rate_per_second", sa.Float, nullable=False, server_default="5"),
+    sa.Column("max_concurrency", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("batch_size", sa.Integer, nullable=False, server_default="500"),
+    sa.UniqueConstraint("tenant_id", "name"),
+)
+
+carrier_rate_plan = sa.Table(
+    "carrier_rate_plan",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _tenant(),
+    sa.Column("service_provider_id", sa.Integer, sa.ForeignKey("service_provider.id"), nullable=False),
+    sa.Column("code", sa.String(128), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("communication_plan", sa.String(128)),
+    sa.UniqueConstraint("service_provider_id", "code"),
+)
+
+customer = sa.Table(
+    "customer",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _tenant(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("rev_customer_id", sa.String(64)),
+)
+
+customer_rate_plan = sa.Table(
+    "customer_rate_plan",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _tenant(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("data_allocation_mb", sa.Integer),
+)
+
+customer_rate_pool = sa.Table(
+    "customer_rate_pool",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _tenant(),
+    sa.Column("name", sa.String(200), nullable=False),
+)
+
+device = sa.Table(
+    "device",
+    metadata,
+    _id(),
+    _tenant(),
+    sa.Column("service_provider_id", sa.Integer, sa.ForeignKey("service_provider.id"), nullable=False),
+    sa.Column("iccid", sa.String(20), index=True),
+    sa.Column("imei", sa.String(15), index=True),
+    sa.Column("msisdn", sa.String(15), index=True),
+    sa.Column("eid", sa.String(32), index=True),
+    sa.Column("status", sa.String(64)),
+    sa.Column("carrier_rate_plan", sa.String(128)),
+    sa.Column("communication_plan", sa.String(128)),
+    sa.Column("customer_id", sa.Integer, sa.ForeignKey("customer.id")),
+    sa.Column("customer_rate_plan_id", sa.Integer, sa.ForeignKey("customer_rate_plan.id")),
+    sa.Column("customer_rate_pool_id", sa.Integer, sa.ForeignKey("customer_rate_pool.id")),
+    sa.Column("data_allocation_mb", sa.Integer),
+    sa.Column("username", sa.String(128)),
+    sa.Column("cost_center", sa.String(128)),
+    sa.Column("last_usage_at", sa.DateTime),
+    sa.Column("has_active_rev_service", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("archived_at", sa.DateTime),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+bulk_change = sa.Table(
+    "bulk_change",
+    metadata,
+    _id(),
+    _tenant(),
+    sa.Column("service_provider_id", sa.Integer, sa.ForeignKey("service_provider.id"), nullable=False),
+    sa.Column("change_type", sa.Integer, nullable=False),
+    sa.Column("portal_type", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("process_changes", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("request", sa.JSON, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("effective_at", sa.DateTime),  # earliest effective date of its scheduled rows
+    sa.Column("processed_at", sa.DateTime),
+    sa.Column("idempotency_key", sa.String(200)),
+    sa.Column("counts", sa.JSON),  # device rows by status, as of the last finalize
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),  # bumped by retry; part of run_key
+    sa.Column("deleted_at", sa.DateTime),  # soft delete (archived)
+    sa.UniqueConstraint("tenant_id", "idempotency_key", name="uq_bulk_change_tenant_idempotency"),
+)
+
+device_change = sa.Table(
+    "device_change",
+    metadata,
+    _id(),
+    _tenant(),
+    sa.Column("bulk_change_id", BigId, sa.ForeignKey("bulk_change.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("device_id", BigId, sa.ForeignKey("device.id")),  # null when the identifier matched no device
+    sa.Column("iccid", sa.String(40)),
+    sa.Column("msisdn", sa.String(40)),
+    sa.Column("imei", sa.String(40)),
+    sa.Column("eid", sa.String(40)),
+    sa.Column("change_request", sa.JSON, nullable=False),  # the per-device target values
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status_details", sa.Text),
+    sa.Column("attempt_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("carrier_request_id", sa.String(100), index=True),
+    sa.Column("effective_at", sa.DateTime),
+    sa.Column("processed_at", sa.DateTime),
+    sa.Column("updated_at", sa.DateTime),
+    sa.Index("ix_device_change_bulk_status", "bulk_change_id", "status"),
+    sa.Index("ix_device_change_device", "device_id", "status"),
+)
+
+bulk_change_log = sa.Table(
+    "bulk_change_log",
+    metadata,
+    _id(),
+    _tenant(),
+    sa.Column("bulk_change_id", BigId, sa.ForeignKey("bulk_change.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("device_change_id", BigId, sa.ForeignKey("device_change.id", ondelete="CASCADE"), index=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("process_by", sa.String(200), nullable=False),
+    sa.Column("request_text", sa.Text),  # redacted
+    sa.Column("response_text", sa.Text),  # redacted
+    sa.Column("has_errors", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("response_status", sa.String(32)),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+carrier_callback = sa.Table(
+    "carrier_callback",
+    metadata,
+    _id(),
+    sa.Column("integration", sa.String(32), nullable=False),
+    sa.Column("request_id", sa.String(100), nullable=False),
+    sa.Column("device_key", sa.String(64), nullable=False, server_default=""),
+    sa.Column("payload", sa.JSON, nullable=False),  # redacted
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Column("applied_at", sa.DateTime),
+    sa.UniqueConstraint("integration", "request_id", "device_key", name="uq_carrier_callback_dedupe"),
+)
+
+device_history = sa.Table(
+    "device_history",
+    metadata,
+    _id(),
+    _tenant(),
+    sa.Column("device_id", BigId, sa.ForeignKey("device.id"), nullable=False, index=True),
+    sa.Column("field", sa.String(64), nullable=False),
+    sa.Column("old_value", sa.Text),
+    sa.Column("new_value", sa.Text),
+    sa.Column("bulk_change_id", BigId, sa.ForeignKey("bulk_change.id", ondelete="SET NULL"), index=True),
+    sa.Column("changed_at", sa.DateTime, nullable=False),
+)
+
+# Device columns a change may write, and so the ones device history records.
+DEVICE_CHANGE_FIELDS = (
+    "status",
+    "carrier_rate_plan",
+    "communication_plan",
+    "customer_id",
+    "customer_rate_plan_id",
+    "customer_rate_pool_id",
+    "data_allocation_mb",
+    "username",
+    "cost_center",
+    "iccid",
+    "imei",
+    "archived_at",
+)
