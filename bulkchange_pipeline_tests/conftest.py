@@ -87,3 +87,34 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def _pg_dagster_url(pg_database_url: str) -> Iterator[str]:
+    """A separate PostgreSQL database for Dagster's own storage (it has its own alembic_version)."""
+    name = sa.engine.make_url(pg_database_url).database + "_dagster"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def dagster_instance(db_url: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """A real Dagster instance whose storage follows the business database's backend, with
+    ``BULKCHANGE_DATABASE_URL`` pointing the resources at the test database."""
+    import dagster as dg
+
+    monkeypatch.setenv("BULKCHANGE_DATABASE_URL", db_url)
+    overrides = None
+    if db_url.startswith("postgresql"):
+        url = request.getfixturevalue("_pg_dagster_url")  # keeps +psycopg2: SQLAlchemy 2.1 defaults to psycopg 3
+        overrides = {"storage": {"postgres": {"postgres_url": url}}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        if overrides:
+            instance.wipe()
+            instance.wipe_all_schedules()
+        yield instance

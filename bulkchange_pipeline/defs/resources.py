@@ -1,0 +1,45 @@
+"""Dagster resources: the business database and the carrier gateway.
+
+Neither holds a secret in its config: the database URL is read from ``BULKCHANGE_DATABASE_URL``
+(default: the embedded SQLite file) and carrier secrets from ``BULKCHANGE_CRED_*`` variables, when
+a step needs them, so nothing secret reaches run config or the event log.
+"""
+
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import Field
+
+from ..carriers import CarrierAccount
+from ..engine.accounts import ENV_PREFIX, carrier_account
+from ..engine.bulk_change import ServiceProviderInfo
+from ..store.db import database_url, shared_engine
+
+
+class DatabaseResource(dg.ConfigurableResource):
+    """The business database. Empty ``url_env`` value means the embedded SQLite default."""
+
+    url_env: str = Field("BULKCHANGE_DATABASE_URL", description="Environment variable holding the SQLAlchemy URL")
+
+    def engine(self) -> sa.Engine:
+        import os
+
+        return shared_engine(os.environ.get(self.url_env) or database_url())
+
+
+class CarrierGatewayResource(dg.ConfigurableResource):
+    """Builds a carrier account (URL, limits from the service provider; secret from the environment)."""
+
+    credentials_env_prefix: str = Field(ENV_PREFIX, description="Prefix of the credentials environment variables")
+    timeout_seconds: float = 10.0
+    max_attempts: int = Field(4, description="1 try + 3 retries (DESIGN R8)")
+    retry_wait_seconds: float = Field(1.0, description="Fixed wait between HTTP retries unless the carrier states one")
+
+    def account(self, sp: ServiceProviderInfo) -> CarrierAccount:
+        return carrier_account(
+            sp,
+            prefix=self.credentials_env_prefix,
+            timeout_seconds=self.timeout_seconds,
+            max_attempts=self.max_attempts,
+            retry_wait_seconds=self.retry_wait_seconds,
+        )

@@ -1,0 +1,57 @@
+"""Carrier account settings: the service provider's row plus its secret from the environment.
+
+The database holds only the *name* of a credentials entry; the secret is read here, at the moment
+a batch needs it, from ``BULKCHANGE_CRED_<NAME>_USERNAME`` and ``BULKCHANGE_CRED_<NAME>_SECRET``.
+It never enters the database, run config, or the Dagster event log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+from ..carriers import CarrierAccount
+from .bulk_change import ServiceProviderInfo
+
+ENV_PREFIX = "BULKCHANGE_CRED_"
+
+
+class MissingCredentials(RuntimeError):
+    pass
+
+
+def credential_env_names(credentials_name: str, prefix: str = ENV_PREFIX) -> tuple[str, str]:
+    key = re.sub(r"[^A-Z0-9]+", "_", credentials_name.upper()).strip("_")
+    return f"{prefix}{key}_USERNAME", f"{prefix}{key}_SECRET"
+
+
+def carrier_account(
+    sp: ServiceProviderInfo,
+    *,
+    environ: Mapping[str, str] | None = None,
+    prefix: str = ENV_PREFIX,
+    timeout_seconds: float = 10.0,
+    max_attempts: int = 4,
+    retry_wait_seconds: float = 1.0,
+) -> CarrierAccount:
+    env = os.environ if environ is None else environ
+    user_var, secret_var = credential_env_names(sp.credentials_name, prefix)
+    username, secret = env.get(user_var), env.get(secret_var)
+    if not username or not secret:
+        raise MissingCredentials(
+            f"credentials for service provider {sp.name!r} are not set: export {user_var} and {secret_var}"
+        )
+    return CarrierAccount(
+        service_provider_id=sp.id,
+        integration=sp.integration.value,
+        base_url=sp.base_url,
+        username=username,
+        secret=secret,
+        rate_per_second=sp.rate_per_second,
+        max_concurrency=sp.max_concurrency,
+        write_enabled=sp.write_enabled,
+        timeout_seconds=timeout_seconds,
+        max_attempts=max_attempts,
+        retry_wait_seconds=retry_wait_seconds,
+    )

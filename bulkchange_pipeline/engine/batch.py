@@ -1,0 +1,205 @@
+"""Process one batch of device rows end to end: claim -> carrier call -> results -> logs.
+
+The order is what makes re-runs safe: rows are claimed (NEW -> PROCESSING) and committed before
+any carrier call, so a crash leaves them PROCESSING; the next attempt asks the carrier for the
+device's current state before re-sending such a row, and a change the carrier already holds is
+recorded as PROCESSED without a second call. A change is never applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..carriers import CarrierAccount, CarrierAdapter, DeviceChange, DeviceResult, LogEntry, WritesDisabledError, build_adapter
+from ..domain import DeviceChangeStatus, Handling
+from ..store.db import utcnow
+from ..store.schema import DEVICE_CHANGE_FIELDS
+from ..store.device_changes import IdRange, LogRow, RowResult, WorkRow, claim, load_batch, record_results
+from .bulk_change import BulkChangeInfo
+from .device_values import device_values
+
+AdapterFactory = Callable[[CarrierAccount], CarrierAdapter]
+
+
+@dataclass
+class BatchSummary:
+    first_id: int
+    last_id: int
+    rows: int = 0
+    processed: int = 0
+    api_failed: int = 0
+    processing: int = 0
+    recovered: int = 0  # rows a crashed attempt had applied, confirmed at the carrier, not re-sent
+    carrier_calls: int = 0
+    seconds: float = 0.0
+    sample_failures: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def process_batch(
+    engine: sa.Engine,
+    info: BulkChangeInfo,
+    rng: IdRange,
+    account: CarrierAccount | None,
+    *,
+    process_by: str,
+    adapter_factory: AdapterFactory = build_adapter,
+) -> BatchSummary:
+    """Synchronous entry point (one event loop per batch)."""
+    return asyncio.run(process_batch_async(engine, info, rng, account, process_by=process_by, adapter_factory=adapter_factory))
+
+
+async def process_batch_async(
+    engine: sa.Engine,
+    info: BulkChangeInfo,
+    rng: IdRange,
+    account: CarrierAccount | None,
+    *,
+    process_by: str,
+    adapter_factory: AdapterFactory = build_adapter,
+) -> BatchSummary:
+    started = time.perf_counter()
+    summary = BatchSummary(rng.first_id, rng.last_id)
+    rows = load_batch(engine, info.id, rng)
+    summary.rows = len(rows)
+    if not rows:
+        return summary
+
+    if info.handling is None:
+        results = [_fail(r, DeviceChangeStatus.ERROR, f"{info.change_type.label} is not supported for {info.service_provider.integration.value}") for r in rows]
+    elif info.handling is Handling.DB:
+        claim(engine, [r.id for r in rows])
+        now = utcnow()
+        results = [_db_result(info, r, now) for r in rows]
+    else:
+        results = await _carrier_results(engine, info, rows, account, adapter_factory, summary)
+
+    record_results(engine, tenant_id=info.tenant_id, bulk_change_id=info.id, results=results, process_by=process_by)
+    for r in results:
+        if r.status is DeviceChangeStatus.PROCESSED:
+            summary.processed += 1
+        elif r.status is DeviceChangeStatus.PROCESSING:
+            summary.processing += 1
+        else:
+            summary.api_failed += 1
+            if len(summary.sample_failures) < 5:
+                summary.sample_failures.append({"device": str(r.device_change_id), "reason": r.status_details[:200]})
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _change(info: BulkChangeInfo, row: WorkRow) -> DeviceChange:
+    return DeviceChange(
+        device_change_id=row.id,
+        device_id=row.device_id,
+        change_type=int(info.change_type),
+        iccid=row.iccid,
+        imei=row.imei,
+        msisdn=row.msisdn,
+        eid=row.eid,
+        target=row.change_request,
+    )
+
+
+def _db_result(info: BulkChangeInfo, row: WorkRow, now) -> RowResult:
+    values = device_values(info.change_type, row.change_request, now)
+    return RowResult(
+        device_change_id=row.id,
+        status=DeviceChangeStatus.PROCESSED,
+        status_details=f"{info.change_type.label} applied in the database",
+        device_id=row.device_id,
+        new_values=values,
+        old_values={k: row.current.get(k) for k in values},
+        logs=[LogRow(description=f"{info.change_type.label}: database updated ({', '.join(sorted(values))})")],
+    )
+
+
+def _fail(row: WorkRow, status: DeviceChangeStatus, reason: str) -> RowResult:
+    return RowResult(
+        device_change_id=row.id,
+        status=status,
+        status_details=reason,
+        device_id=row.device_id,
+        logs=[LogRow(description=reason, has_errors=True)],
+    )
+
+
+async def _carrier_results(
+    engine: sa.Engine,
+    info: BulkChangeInfo,
+    rows: list[WorkRow],
+    account: CarrierAccount | None,
+    adapter_factory: AdapterFactory,
+    summary: BatchSummary,
+) -> list[RowResult]:
+    if account is None:
+        raise ValueError(f"bulk change {info.id} needs a carrier account for service provider {info.service_provider.id}")
+    by_id = {r.id: r for r in rows}
+    now = utcnow()
+    adapter = adapter_factory(account)
+    results: list[RowResult] = []
+    try:
+        # Rows an earlier attempt left PROCESSING may already be applied: ask before re-sending.
+        leftover = [r for r in rows if r.status == DeviceChangeStatus.PROCESSING.value]
+        to_send = [r for r in rows if r.status != DeviceChangeStatus.PROCESSING.value]
+        if leftover:
+            checks = await adapter.already_applied([_change(info, r) for r in leftover])
+            summary.carrier_calls += len(leftover)
+            for row, found in zip(leftover, checks):
+                if found is None:
+                    to_send.append(row)
+                else:
+                    summary.recovered += 1
+                    results.append(_from_carrier(info, row, found, now))
+        to_send.sort(key=lambda r: r.id)
+        claim(engine, [r.id for r in to_send])
+        if to_send:
+            try:
+                answers = await adapter.apply([_change(info, r) for r in to_send])
+                summary.carrier_calls += len(to_send)
+            except WritesDisabledError as exc:
+                reason = f"Writes disabled for service provider {info.service_provider.name}: {exc}"
+                answers = [DeviceResult(r.id, "API_FAILED", reason, {}, log=[LogEntry(reason, "", "", None, True)]) for r in to_send]
+            for answer in answers:
+                results.append(_from_carrier(info, by_id[answer.device_change_id], answer, now))
+    finally:
+        await adapter.aclose()
+    return results
+
+
+def _from_carrier(info: BulkChangeInfo, row: WorkRow, answer: DeviceResult, now) -> RowResult:
+    status = DeviceChangeStatus(answer.status)
+    new_values: dict[str, Any] = {}
+    if status is DeviceChangeStatus.PROCESSED:
+        # Our database gets the change's own columns plus whatever the carrier reports it holds.
+        # Only columns our device table has: a carrier may report more (e.g. the customer's name).
+        reported = {k: v for k, v in (answer.new_values or {}).items() if k in DEVICE_CHANGE_FIELDS}
+        new_values = {**device_values(info.change_type, row.change_request, now), **reported}
+    return RowResult(
+        device_change_id=row.id,
+        status=status,
+        status_details=answer.detail,
+        device_id=row.device_id,
+        carrier_request_id=answer.carrier_request_id,
+        new_values=new_values,
+        old_values={k: row.current.get(k) for k in new_values},
+        logs=[
+            LogRow(
+                description=e.description,
+                request_text=e.request_text,
+                response_text=e.response_text,
+                response_status=None if e.response_status is None else str(e.response_status),
+                has_errors=e.has_errors,
+            )
+            for e in answer.log
+        ]
+        or [LogRow(description=answer.detail, has_errors=status is not DeviceChangeStatus.PROCESSED)],
+    )

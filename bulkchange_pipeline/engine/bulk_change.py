@@ -1,0 +1,170 @@
+"""Loading a bulk change for processing, sizing its batches, and finalizing it.
+
+Plain functions on the store: the Dagster ops in ``defs/`` are thin wrappers around them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..domain import (
+    BulkChangeStatus,
+    ChangeType,
+    DeviceChangeStatus,
+    Handling,
+    Integration,
+    capability,
+    derive_bulk_status,
+)
+from ..store.bulk_changes import count_rows_by_status, set_bulk_status
+from ..store.device_changes import IdRange, plan_id_ranges
+from ..store.schema import bulk_change, device_change, service_provider
+
+# Steps per run grow with batches, not devices (DESIGN P4: <= 64 steps for 100,000 devices):
+# a run has load, validate, plan, finalize plus at most this many apply_batch steps.
+MAX_BATCHES_PER_RUN = 48
+
+
+class BulkChangeNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServiceProviderInfo:
+    id: int
+    name: str
+    integration: Integration
+    carrier: str
+    base_url: str
+    credentials_name: str
+    write_enabled: bool
+    rate_per_second: float
+    max_concurrency: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class BulkChangeInfo:
+    """What every step of a run needs to know about its bulk change (small, picklable)."""
+
+    id: int
+    tenant_id: int
+    change_type: ChangeType
+    status: str
+    service_provider: ServiceProviderInfo
+    handling: Handling | None  # None: the carrier cannot do this change type
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def account_key(self) -> str:
+        """The carrier account a run talks to: used for run tags and concurrency limits."""
+        return f"sp-{self.service_provider.id}"
+
+
+def load_bulk_change(engine: sa.Engine, bulk_change_id: int) -> BulkChangeInfo:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(bulk_change, service_provider.c.name.label("sp_name"), service_provider.c.integration,
+                      service_provider.c.carrier, service_provider.c.base_url, service_provider.c.credentials_name,
+                      service_provider.c.write_enabled, service_provider.c.rate_per_second,
+                      service_provider.c.max_concurrency, service_provider.c.batch_size)
+            .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id)
+            .where(bulk_change.c.id == bulk_change_id, bulk_change.c.deleted_at.is_(None))
+        ).first()
+    if row is None:
+        raise BulkChangeNotFound(f"bulk change {bulk_change_id} does not exist (or was archived)")
+    m = row._mapping
+    integration = Integration.parse(m["integration"])
+    change_type = ChangeType(m["change_type"])
+    cap = capability(change_type, integration)
+    sp = ServiceProviderInfo(
+        id=m["service_provider_id"],
+        name=m["sp_name"],
+        integration=integration,
+        carrier=m["carrier"],
+        base_url=m["base_url"],
+        credentials_name=m["credentials_name"],
+        write_enabled=bool(m["write_enabled"]),
+        rate_per_second=float(m["rate_per_second"]),
+        max_concurrency=int(m["max_concurrency"]),
+        batch_size=int(m["batch_size"]),
+    )
+    return BulkChangeInfo(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        change_type=change_type,
+        status=m["status"],
+        service_provider=sp,
+        handling=cap.handling if cap else None,
+        counts=count_rows_by_status(engine, bulk_change_id),
+    )
+
+
+def batch_size_for(configured: int, actionable_rows: int, max_batches: int = MAX_BATCHES_PER_RUN) -> int:
+    """The carrier-sized batch, grown when needed so a run never exceeds ``max_batches`` batches."""
+    if actionable_rows <= 0:
+        return max(configured, 1)
+    return max(configured, 1, math.ceil(actionable_rows / max_batches))
+
+
+def plan_batches(engine: sa.Engine, info: BulkChangeInfo, batch_size: int | None = None) -> list[IdRange]:
+    """Id ranges of the rows this run should process (NEW, left PROCESSING, or SCHEDULED and due)."""
+    configured = batch_size or info.service_provider.batch_size
+    actionable = sum(info.counts.get(s.value, 0) for s in (DeviceChangeStatus.NEW, DeviceChangeStatus.PROCESSING, DeviceChangeStatus.SCHEDULED))
+    return plan_id_ranges(engine, info.id, batch_size_for(configured, actionable))
+
+
+def mark_processing(engine: sa.Engine, info: BulkChangeInfo) -> None:
+    set_bulk_status(engine, info.id, BulkChangeStatus.PROCESSING)
+
+
+@dataclass
+class FinalizeResult:
+    status: BulkChangeStatus
+    counts: dict[str, int]
+    summary_markdown: str
+
+
+def finalize(engine: sa.Engine, info: BulkChangeInfo, batch_summaries: list[dict[str, Any]]) -> FinalizeResult:
+    """Derive the header status from the device rows and store it with the counts.
+
+    Rows still waiting on an asynchronous carrier leave the bulk change PENDING; SCHEDULED rows not
+    yet due leave it SCHEDULED with the next effective date, so the sensor picks it up then.
+    """
+    counts = count_rows_by_status(engine, info.id)
+    status = derive_bulk_status(counts, has_pending_async=info.handling is Handling.CARRIER_ASYNC)
+    next_due = None
+    if status is BulkChangeStatus.SCHEDULED:
+        with engine.connect() as conn:
+            next_due = conn.execute(
+                sa.select(sa.func.min(device_change.c.effective_at)).where(
+                    device_change.c.bulk_change_id == info.id,
+                    device_change.c.status == DeviceChangeStatus.SCHEDULED.value,
+                )
+            ).scalar()
+    set_bulk_status(engine, info.id, status, counts=counts, effective_at=next_due, processed=status is BulkChangeStatus.PROCESSED)
+    return FinalizeResult(status, counts, summary_markdown(info, status, counts, batch_summaries))
+
+
+def summary_markdown(info: BulkChangeInfo, status: BulkChangeStatus, counts: dict[str, int], batches: list[dict[str, Any]]) -> str:
+    total = sum(counts.values())
+    lines = [
+        f"### Bulk change {info.id}: {info.change_type.label} on {info.service_provider.name}",
+        "",
+        f"**Status:** {status.value} ({total} devices)",
+        "",
+        "| device status | rows |",
+        "|---|---|",
+        *[f"| {s} | {n} |" for s, n in sorted(counts.items())],
+        "",
+        f"Batches this run: {len(batches)}; carrier calls: {sum(b.get('carrier_calls', 0) for b in batches)}; "
+        f"seconds in batches: {sum(b.get('seconds', 0.0) for b in batches):.1f}",
+    ]
+    failures = [f for b in batches for f in b.get("sample_failures", [])][:10]
+    if failures:
+        lines += ["", "Sample failures:", *[f"- `{f['device']}`: {f['reason']}" for f in failures]]
+    return "\n".join(lines)

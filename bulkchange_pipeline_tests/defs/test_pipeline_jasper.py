@@ -1,0 +1,189 @@
+"""The pipeline end to end: sensor -> partitioned job -> Jasper simulator -> results in the store.
+
+Real parts only: the Jasper simulator over HTTP on 127.0.0.1, a real Dagster instance (SQLite or
+PostgreSQL storage, following the business database's backend) and the business database.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from bulkchange_pipeline.domain import ChangeType
+from bulkchange_pipeline.simulators.jasper import JasperSimulator
+from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
+from bulkchange_pipeline.store.db import utcnow
+from bulkchange_pipeline.store.schema import bulk_change, bulk_change_log, device, device_change, device_history
+
+from ..factories import JASPER_KEY, JASPER_USER, make_account, make_bulk_change, make_devices
+from .harness import evaluate_sensor, execute, sensor_then_runs, test_definitions
+
+
+@pytest.fixture
+def jasper(monkeypatch):
+    sim = JasperSimulator({JASPER_USER: JASPER_KEY}, rate_per_second=0, max_concurrency=8)
+    monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_USERNAME", JASPER_USER)
+    monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_SECRET", JASPER_KEY)
+    with sim.run_in_thread() as handle:
+        yield sim, handle.base_url
+
+
+def _seed(engine, sim, base_url, n, status="ACTIVATED", **account):
+    ids = make_account(engine, base_url, **account)
+    devices = make_devices(engine, ids, n, status=status)
+    sim.seed_devices(
+        {"iccid": d["iccid"], "status": status, "ratePlan": "IOT-1GB", "communicationPlan": "CP-Basic"} for d in devices
+    )
+    return ids, devices
+
+
+def test_sensor_to_processed_status_update(engine, dagster_instance, jasper):
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 120)
+    bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    defs = test_definitions()
+
+    result, runs = sensor_then_runs(dagster_instance, defs)
+    assert [rr.partition_key for rr in result.run_requests] == [str(bc_id)]
+    assert result.run_requests[0].tags["bulkchange/carrier_account"] == f"sp-{ids['service_provider_id']}"
+    assert dagster_instance.get_dynamic_partitions("bulk_change") == [str(bc_id)]
+    assert runs[0].success
+    assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 120}
+    assert get_bulk_change(engine, bc_id)["status"] == "PROCESSED"
+    assert all(sim.device(d["iccid"])["status"] == "DEACTIVATED" for d in devices)
+    assert sim.stats()["applied_more_than_once"] == 0 and sim.stats()["applied_devices"] == 120
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(device).where(device.c.status == "DEACTIVATED")).scalar() == 120
+        hist = conn.execute(sa.select(device_history).where(device_history.c.device_id == devices[0]["id"])).all()
+    assert [(h.field, h.old_value, h.new_value) for h in hist] == [("status", "ACTIVATED", "DEACTIVATED")]
+
+    # The cursor moved: the next tick requests nothing; re-executing the finished partition applies nothing twice.
+    again = evaluate_sensor(dagster_instance, defs, cursor=result.cursor)
+    assert not again.run_requests
+    assert execute(dagster_instance, defs, str(bc_id)).success
+    assert sim.stats()["applied_more_than_once"] == 0
+    assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 120}
+
+
+@pytest.mark.parametrize(
+    "change_type,target,check",
+    [
+        (ChangeType.CARRIER_RATE_PLAN_CHANGE, {"carrier_rate_plan": "IOT-5GB", "communication_plan": "CP-Plus"},
+         lambda d: d["ratePlan"] == "IOT-5GB" and d["communicationPlan"] == "CP-Plus"),
+        (ChangeType.CUSTOMER_ASSIGNMENT, {"customer_id": None, "customer_name": "Fleet Co"}, lambda d: d["customer"] == "Fleet Co"),
+        (ChangeType.EDIT_USERNAME_COST_CENTER, {"username": "truck-17", "cost_center": "CC-42"}, None),
+    ],
+)
+def test_jasper_change_types(engine, dagster_instance, jasper, change_type, target, check):
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 30)
+    if "customer_id" in target:
+        target = {**target, "customer_id": ids["customer_id"]}
+    bc_id = make_bulk_change(engine, ids, devices, change_type, target)
+    _, runs = sensor_then_runs(dagster_instance, test_definitions())
+    assert runs[0].success
+    assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 30}
+    for d in devices:
+        state = sim.device(d["iccid"])
+        assert check is None or check(state), state
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(device).where(device.c.id == devices[0]["id"])).one()
+    if change_type is ChangeType.CUSTOMER_ASSIGNMENT:
+        assert row.customer_id == ids["customer_id"]
+    if change_type is ChangeType.EDIT_USERNAME_COST_CENTER:
+        assert (row.username, row.cost_center) == ("truck-17", "CC-42")
+    if change_type is ChangeType.CARRIER_RATE_PLAN_CHANGE:
+        assert (row.carrier_rate_plan, row.communication_plan) == ("IOT-5GB", "CP-Plus")
+    assert sim.stats()["applied_more_than_once"] == 0
+
+
+def test_database_only_changes_immediate_and_scheduled(engine, dagster_instance, jasper):
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 20)
+    now_bc = make_bulk_change(engine, ids, devices[:10], ChangeType.CUSTOMER_RATE_PLAN_CHANGE,
+                              {"customer_rate_plan_id": None, "customer_rate_pool_id": None, "data_allocation_mb": 1024})
+    later = utcnow() + timedelta(days=2)
+    sched_bc = make_bulk_change(engine, ids, devices[10:], ChangeType.CUSTOMER_RATE_PLAN_CHANGE, {"data_allocation_mb": 2048}, effective_at=later)
+    archive_bc = make_bulk_change(engine, ids, devices[:3], ChangeType.ARCHIVAL, {"override_usage_check": False})
+    defs = test_definitions()
+
+    result, runs = sensor_then_runs(dagster_instance, defs)
+    assert sorted(int(r.partition_key) for r in result.run_requests) == [now_bc, archive_bc]
+    assert all(r.success for r in runs)
+    assert count_rows_by_status(engine, now_bc) == {"PROCESSED": 10}
+    assert count_rows_by_status(engine, archive_bc) == {"PROCESSED": 3}
+    assert get_bulk_change(engine, sched_bc)["status"] == "SCHEDULED"
+    assert sim.stats()["total_calls"] == 0  # database-only: the carrier is never called
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(device).where(device.c.archived_at.is_not(None))).scalar() == 3
+
+    # When the effective date comes, the sensor requests the scheduled bulk change once.
+    with engine.begin() as conn:
+        past = utcnow() - timedelta(minutes=1)
+        conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == sched_bc).values(effective_at=past))
+        conn.execute(sa.update(bulk_change).where(bulk_change.c.id == sched_bc).values(effective_at=past))
+    due, due_runs = sensor_then_runs(dagster_instance, defs, cursor=result.cursor)
+    assert [int(r.partition_key) for r in due.run_requests] == [sched_bc]
+    assert due_runs[0].success
+    assert count_rows_by_status(engine, sched_bc) == {"PROCESSED": 10}
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(device).where(device.c.data_allocation_mb == 2048)).scalar() == 10
+
+
+def test_transient_faults_still_processed_business_refusals_api_failed(engine, dagster_instance, jasper):
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 200, status="DEACTIVATED")
+    # Five devices were purged at the carrier behind our back: the carrier refuses those.
+    for d in devices[:5]:
+        sim.devices[d["iccid"]]["status"] = "PURGED"
+    sim.configure(error_rate=0.04, burst_rate=0.02, timeout_rate=0.02, timeout_hold_seconds=3.0, malformed_rate=0.02, seed=7)
+    bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "ACTIVATED"})
+
+    _, runs = sensor_then_runs(dagster_instance, test_definitions())
+    assert runs[0].success
+    stats = sim.stats()
+    assert sum(stats["injected"].values()) >= 10, stats["injected"]  # faults really happened
+    assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 195, "API_FAILED": 5}
+    assert stats["applied_more_than_once"] == 0
+    with engine.connect() as conn:
+        failed = conn.execute(
+            sa.select(device_change.c.iccid, device_change.c.status_details).where(device_change.c.status == "API_FAILED")
+        ).all()
+    assert {f.iccid for f in failed} == {d["iccid"] for d in devices[:5]}
+    assert all("PURGED" in f.status_details for f in failed), failed[0].status_details
+
+
+def test_writes_disabled_refuses_without_calling(engine, dagster_instance, jasper):
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 5, write_enabled=False)
+    bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    _, runs = sensor_then_runs(dagster_instance, test_definitions())
+    assert runs[0].success
+    assert count_rows_by_status(engine, bc_id) == {"API_FAILED": 5}
+    assert sim.stats()["total_calls"] == 0
+
+
+def test_no_credential_in_logs_event_log_or_run_config(engine, dagster_instance, jasper):
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 25)
+    sim.configure(error_rate=0.2, seed=3)  # failures log request/response text too
+    make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    _, runs = sensor_then_runs(dagster_instance, test_definitions())
+    basic = base64.b64encode(f"{JASPER_USER}:{JASPER_KEY}".encode()).decode()
+    needles = [JASPER_KEY, basic]
+
+    with engine.connect() as conn:
+        logs = conn.execute(sa.select(bulk_change_log)).all()
+        everything = " ".join(str(tuple(r)) for t in (bulk_change_log, device_change, bulk_change, device)
+                              for r in conn.execute(sa.select(t)).all())
+    assert any(log.request_text for log in logs)  # the exchanges were captured...
+    assert not [n for n in needles if n in everything]  # ...without the secret
+    run = dagster_instance.get_run_by_id(runs[0].run_id)
+    events = dagster_instance.all_logs(runs[0].run_id)
+    dumped = str(run.run_config) + str(run.tags) + " ".join(dg.serialize_value(e) for e in events)
+    assert len(events) > 10
+    assert not [n for n in needles if n in dumped]
