@@ -50,8 +50,11 @@ class RateLimiter:
     (or into the next one-second window) after an over-limit answer.
     """
 
-    def __init__(self, rate_per_second: float, *, headroom: float = 0.95) -> None:
+    def __init__(
+        self, rate_per_second: float, *, headroom: float = 0.95, penalty_seconds: float = 1.0
+    ) -> None:
         self.rate_per_second = rate_per_second
+        self.penalty_seconds = penalty_seconds
         self._interval = 1.0 / (rate_per_second * headroom) if rate_per_second > 0 else 0.0
         self._next = 0.0
         self._blocked_until = 0.0
@@ -75,9 +78,9 @@ class RateLimiter:
             await asyncio.sleep(late)
 
     def penalize(self, seconds: float | None = None) -> None:
-        """After an over-limit answer: no new call before `seconds` (default: a full second, which
-        always reaches the carrier's next window)."""
-        wait = 1.0 if seconds is None or seconds <= 0 else seconds
+        """After an over-limit answer: no new call before `seconds` (default `penalty_seconds`, a
+        full second, which always reaches the carrier's next one-second window)."""
+        wait = self.penalty_seconds if seconds is None or seconds <= 0 else seconds
         self._blocked_until = max(self._blocked_until, time.monotonic() + wait)
 
 

@@ -26,7 +26,7 @@ JASPER = _t(
         "ACTIVATION_READY": {"ACTIVATED", "DEACTIVATED", "TEST_READY", "INVENTORY", "RETIRED"},
         "ACTIVATED": {"DEACTIVATED", "RETIRED"},
         "DEACTIVATED": {"ACTIVATED", "RETIRED", "INVENTORY"},
-        "RETIRED": {"PURGED", "DEACTIVATED"},
+        "RETIRED": {"PURGED"},
         "PURGED": set(),
         "REPLACED": set(),
     }

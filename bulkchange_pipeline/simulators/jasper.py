@@ -1,0 +1,386 @@
+"""A loopback simulator of the Jasper / Control Center REST API (`/rws/api/v1/devices`).
+
+It keeps device state, speaks Jasper's wire format (Basic auth, DeviceDetails, DeviceEditModel,
+`{errorMessage, errorCode}`), enforces one concurrent call and R calls per one-second window per
+account (answering 40000029 "Rate Limit Exceeded" with HTTP 429), refuses illegal status
+transitions, injects seeded faults, and counts every state-changing PUT per ICCID so tests can
+prove nothing was applied twice. Tests, the demo and the 100,000-call benchmark all run against
+it, so every request is O(1) and nothing is logged per request.
+
+Admin endpoints (no auth, loopback only): `POST /_sim/devices` (seed), `GET /_sim/devices/{iccid}`,
+`GET /_sim/stats`, `POST /_sim/config` (limits, faults, accounts, known plans), `POST /_sim/reset`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import jasper_rules as rules
+from .faults import AccountGate, Fault, FaultConfig, FaultInjector
+from .server import ServerHandle, run_app_in_thread
+
+API_PREFIX = "/rws/api/v1"
+MAX_PAGE_SIZE = 50
+_JSON = "application/json"
+
+
+def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status, headers, _JSON)
+
+
+def _error(status: int, code: str | None, message: str, headers: Mapping[str, str] | None = None
+           ) -> Response:
+    body = {"errorMessage": message} if code is None else {"errorMessage": message, "errorCode": code}
+    return _json(status, body, headers)
+
+
+class JasperSimulator:
+    """In-memory Jasper account(s) behind a Starlette app (`.app`)."""
+
+    def __init__(
+        self,
+        accounts: Mapping[str, str] | None = None,
+        *,
+        rate_per_second: float = 5.0,
+        max_concurrency: int = 1,
+        faults: FaultConfig | None = None,
+    ) -> None:
+        self.accounts: dict[str, str] = dict(accounts or {"demo": "demo-api-key"})
+        self.gate = AccountGate(rate_per_second, max_concurrency)
+        self.faults = FaultInjector(faults or FaultConfig())
+        self.devices: dict[str, dict[str, Any]] = {}
+        self._updated: dict[str, float] = {}
+        self.scheduled: dict[str, list[tuple[dt.datetime, dict[str, str]]]] = {}
+        self.rate_plans: frozenset[str] | None = None
+        self.communication_plans: frozenset[str] | None = None
+        self.customers: frozenset[str] | None = None
+        self._auth_cache: dict[str, str | None] = {}
+        self.reset_counters()
+        self.app = self._build_app()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def reset_counters(self) -> None:
+        """Zero every counter (device state is kept)."""
+        self.applied_counts: Counter[str] = Counter()
+        self.total_calls = 0
+        self.calls_by_method: Counter[str] = Counter()
+        self.over_limit_answers = 0
+        self.auth_failures = 0
+        self.business_refusals = 0
+        self.gate.accounts.clear()
+        self.faults.counts = {k: 0 for k in self.faults.counts}
+
+    def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
+        """Add or replace devices given in DeviceDetails names (at least `iccid`)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        stamp = time.time()
+        n = 0
+        for seed in devices:
+            record = rules.device_record(seed, now)
+            self.devices[record["iccid"]] = record
+            self._updated[record["iccid"]] = stamp
+            n += 1
+        return n
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """Change limits (`rate_per_second`, `max_concurrency`), faults (FaultConfig fields),
+        `accounts` ({username: apiKey}) or known `rate_plans`/`communication_plans`/`customers`
+        (lists; None accepts anything). Returns the resulting configuration."""
+        for key, value in changes.items():
+            if key == "rate_per_second":
+                self.gate.rate_per_second = float(value)
+            elif key == "max_concurrency":
+                self.gate.max_concurrency = int(value)
+            elif key == "accounts":
+                self.accounts = dict(value)
+                self._auth_cache.clear()
+            elif key in ("rate_plans", "communication_plans", "customers"):
+                setattr(self, key, None if value is None else frozenset(value))
+            else:
+                self.faults.config.update({key: value})
+                if key == "seed":
+                    self.faults.reseed(int(value))
+        return self.config()
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "rate_per_second": self.gate.rate_per_second,
+            "max_concurrency": self.gate.max_concurrency,
+            "accounts": sorted(self.accounts),
+            **self.faults.config.as_dict(),
+        }
+
+    def device(self, iccid: str) -> dict[str, Any] | None:
+        """Current DeviceDetails of a device (scheduled edits that are due applied first)."""
+        self._apply_due(iccid)
+        return self.devices.get(iccid)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for tests and benchmarks."""
+        per_account = {
+            name: {
+                "calls": st.calls,
+                "peak_concurrency": st.peak_concurrency,
+                "rate_refusals": st.rate_refusals,
+                "concurrency_refusals": st.concurrency_refusals,
+            }
+            for name, st in self.gate.accounts.items()
+        }
+        counts = self.applied_counts.values()
+        return {
+            "total_calls": self.total_calls,
+            "calls_by_method": dict(self.calls_by_method),
+            "over_limit_answers": self.over_limit_answers,
+            "auth_failures": self.auth_failures,
+            "business_refusals": self.business_refusals,
+            "injected": dict(self.faults.counts),
+            "accounts": per_account,
+            "peak_concurrency": max((a["peak_concurrency"] for a in per_account.values()), default=0),
+            "devices": len(self.devices),
+            "applied_total": sum(counts),
+            "applied_devices": len(self.applied_counts),
+            "applied_more_than_once": sum(1 for c in counts if c > 1),
+        }
+
+    def run_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> ServerHandle:
+        """Serve this simulator in a background thread; `.base_url` ends in /rws/api/v1."""
+        return run_app_in_thread(self.app, host, port, api_prefix=API_PREFIX, app_state=self)
+
+    # -- request plumbing -------------------------------------------------------------------------
+
+    def _account_of(self, header: str | None) -> str | None:
+        """Username for a valid Basic header, else None. Cached: decoding per call is waste."""
+        if header in self._auth_cache:
+            return self._auth_cache[header]
+        user = None
+        if header and header[:6].lower() == "basic ":
+            try:
+                name, _, key = base64.b64decode(header[6:].strip()).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                name, key = "", ""
+            if name in self.accounts and self.accounts[name] == key:
+                user = name
+        if len(self._auth_cache) < 10_000:
+            self._auth_cache[header] = user
+        return user
+
+    async def _guarded(self, request: Request, handler: Any) -> Response:
+        """Auth, limits and faults around one API call, then the handler."""
+        self.total_calls += 1
+        self.calls_by_method[request.method] += 1
+        header = request.headers.get("authorization")
+        if not header:
+            self.auth_failures += 1
+            return _error(401, None, rules.MSG_NO_CREDENTIALS,
+                          {"WWW-Authenticate": 'Basic realm="Jasper"'})
+        account = self._account_of(header)
+        if account is None:
+            self.auth_failures += 1
+            return _error(401, rules.ERR_INVALID_CREDENTIALS, rules.MSG_INVALID_CREDENTIALS)
+        state, refused = self.gate.enter(account)
+        left = False
+        try:
+            if refused:
+                self.over_limit_answers += 1
+                return _error(429, rules.ERR_RATE_LIMIT, rules.MSG_RATE_LIMIT)
+            fault = self.faults.draw(account)
+            latency = self.faults.latency_seconds()
+            if latency:
+                await asyncio.sleep(latency)
+            if fault is Fault.BURST_429:
+                self.over_limit_answers += 1
+                return _error(429, rules.ERR_RATE_LIMIT, rules.MSG_RATE_LIMIT)
+            if fault is Fault.ERROR_5XX:
+                return _error(500, rules.ERR_SERVER, "Internal server error")
+            response = await handler(request, account)
+            if fault is Fault.TIMEOUT:
+                # The work is done; only the answer is late. The call no longer counts as in
+                # flight, like a carrier that finished while the client gave up.
+                self.gate.leave(state)
+                left = True
+                await asyncio.sleep(self.faults.config.timeout_hold_seconds)
+            elif fault is Fault.MALFORMED:
+                return Response(response.body[: max(1, len(response.body) // 2)], 200,
+                                media_type=_JSON)
+            return response
+        finally:
+            if not left:
+                self.gate.leave(state)
+
+    def _apply_due(self, iccid: str) -> None:
+        pending = self.scheduled.get(iccid)
+        if not pending:
+            return
+        now = dt.datetime.now(dt.timezone.utc)
+        due = [edits for when, edits in pending if when <= now]
+        if due:
+            self.scheduled[iccid] = [(w, e) for w, e in pending if w > now]
+            for edits in due:
+                self._set(iccid, edits)
+
+    def _set(self, iccid: str, edits: Mapping[str, str]) -> bool:
+        """Write edits; True if anything changed."""
+        record = self.devices[iccid]
+        changed = {k: v for k, v in edits.items() if record.get(k) != v}
+        if not changed:
+            return False
+        now = dt.datetime.now(dt.timezone.utc)
+        record.update(changed)
+        record["dateUpdated"] = rules.jasper_time(now)
+        if changed.get("status") == "ACTIVATED" and "dateActivated" not in record:
+            record["dateActivated"] = record["dateUpdated"]
+        self._updated[iccid] = time.time()
+        return True
+
+    # -- API handlers -----------------------------------------------------------------------------
+
+    async def _get_device(self, request: Request, account: str) -> Response:
+        iccid = request.path_params["iccid"]
+        record = self.device(iccid)
+        if record is None:
+            self.business_refusals += 1
+            return _error(404, rules.ERR_NOT_FOUND, f"Resource not found - Invalid ICCID {iccid}")
+        return _json(200, record)
+
+    async def _put_device(self, request: Request, account: str) -> Response:
+        iccid = request.path_params["iccid"]
+        record = self.device(iccid)
+        if record is None:
+            self.business_refusals += 1
+            return _error(404, rules.ERR_NOT_FOUND, f"Resource not found - Invalid ICCID {iccid}")
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        try:
+            edits, when = rules.validate_edit(
+                body, record, rate_plans=self.rate_plans,
+                communication_plans=self.communication_plans, customers=self.customers,
+            )
+        except rules.Refusal as refusal:
+            self.business_refusals += 1
+            return _json(refusal.status, refusal.body())
+        if when is None:
+            if self._set(iccid, edits):
+                self.applied_counts[iccid] += 1
+        else:
+            pending = self.scheduled.setdefault(iccid, [])
+            if (when, edits) not in pending:
+                pending.append((when, edits))
+                self.applied_counts[iccid] += 1
+        return _json(200, {"iccid": iccid})
+
+    async def _search_devices(self, request: Request, account: str) -> Response:
+        q = request.query_params
+        since_text = (q.get("modifiedSince") or "").replace(" ", "+")
+        if not since_text:
+            return _error(400, rules.ERR_INVALID_REQUEST, "modifiedSince is required")
+        try:
+            since = dt.datetime.fromisoformat(since_text.replace("Z", "+00:00"))
+            till_text = (q.get("modifiedTill") or "").replace(" ", "+")
+            till = dt.datetime.fromisoformat(till_text.replace("Z", "+00:00")) if till_text else None
+            page_size = int(q.get("pageSize") or MAX_PAGE_SIZE)
+            page = int(q.get("pageNumber") or 1)
+        except ValueError:
+            return _error(400, rules.ERR_INVALID_REQUEST, "Invalid request parameter")
+        if not 1 <= page_size <= MAX_PAGE_SIZE or page < 1:
+            return _error(400, rules.ERR_INVALID_REQUEST,
+                          f"pageSize must be 1..{MAX_PAGE_SIZE} and pageNumber >= 1")
+        lo = (since if since.tzinfo else since.replace(tzinfo=dt.timezone.utc)).timestamp()
+        hi = float("inf") if till is None else (
+            till if till.tzinfo else till.replace(tzinfo=dt.timezone.utc)).timestamp()
+        status = q.get("status")
+        matches = sorted(
+            (ts, iccid) for iccid, ts in self._updated.items()
+            if lo <= ts <= hi and (status is None or self.devices[iccid]["status"] == status)
+        )
+        chunk = matches[(page - 1) * page_size: page * page_size]
+        items = [
+            {k: self.devices[iccid][k] for k in ("iccid", "status", "ratePlan", "communicationPlan")}
+            for _, iccid in chunk
+        ]
+        return _json(200, {"pageNumber": page, "devices": items,
+                           "lastPage": page * page_size >= len(matches)})
+
+    # -- admin handlers ---------------------------------------------------------------------------
+
+    async def _admin_seed(self, request: Request) -> Response:
+        payload = json.loads(await request.body())
+        devices = payload.get("devices", []) if isinstance(payload, dict) else payload
+        try:
+            n = self.seed_devices(devices)
+        except (KeyError, ValueError, TypeError) as exc:
+            return _json(400, {"error": str(exc)})
+        return _json(200, {"seeded": n, "devices": len(self.devices)})
+
+    async def _admin_device(self, request: Request) -> Response:
+        iccid = request.path_params["iccid"]
+        record = self.device(iccid)
+        if record is None:
+            return _json(404, {"error": f"no device {iccid}"})
+        return _json(200, {"device": record, "applied": self.applied_counts.get(iccid, 0),
+                           "scheduled": [[w.isoformat(), e] for w, e in self.scheduled.get(iccid, [])]})
+
+    async def _admin_stats(self, request: Request) -> Response:
+        return _json(200, self.stats())
+
+    async def _admin_config(self, request: Request) -> Response:
+        if request.method == "GET":
+            return _json(200, self.config())
+        try:
+            return _json(200, self.configure(**json.loads(await request.body())))
+        except (KeyError, ValueError, TypeError) as exc:
+            return _json(400, {"error": f"bad config: {exc}"})
+
+    async def _admin_reset(self, request: Request) -> Response:
+        self.reset_counters()
+        return _json(200, self.stats())
+
+    def _build_app(self) -> Starlette:
+        def api(handler: Any) -> Any:
+            async def endpoint(request: Request) -> Response:
+                return await self._guarded(request, handler)
+            return endpoint
+
+        routes = [
+            Route(API_PREFIX + "/devices/{iccid}", api(self._get_device), methods=["GET"]),
+            Route(API_PREFIX + "/devices/{iccid}", api(self._put_device), methods=["PUT"]),
+            Route(API_PREFIX + "/devices", api(self._search_devices), methods=["GET"]),
+            Route("/_sim/devices", self._admin_seed, methods=["POST"]),
+            Route("/_sim/devices/{iccid}", self._admin_device, methods=["GET"]),
+            Route("/_sim/stats", self._admin_stats, methods=["GET"]),
+            Route("/_sim/config", self._admin_config, methods=["GET", "POST"]),
+            Route("/_sim/reset", self._admin_reset, methods=["POST"]),
+        ]
+        return Starlette(routes=routes)
+
+
+def run_in_thread(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    simulator: JasperSimulator | None = None,
+    accounts: Mapping[str, str] | None = None,
+    rate_per_second: float = 5.0,
+    max_concurrency: int = 1,
+    faults: FaultConfig | None = None,
+) -> ServerHandle:
+    """Start a Jasper simulator (a new one unless `simulator` is given) in a background thread.
+    The handle's `.simulator` is the JasperSimulator, `.base_url` the API base."""
+    sim = simulator or JasperSimulator(
+        accounts, rate_per_second=rate_per_second, max_concurrency=max_concurrency, faults=faults
+    )
+    return sim.run_in_thread(host, port)
