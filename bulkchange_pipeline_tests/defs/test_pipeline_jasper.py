@@ -20,7 +20,7 @@ from bulkchange_pipeline.store.db import utcnow
 from bulkchange_pipeline.store.schema import bulk_change, bulk_change_log, device, device_change, device_history
 
 from ..factories import JASPER_KEY, JASPER_USER, make_account, make_bulk_change, make_devices
-from .harness import evaluate_sensor, execute, sensor_then_runs, test_definitions
+from .harness import evaluate_sensor, execute, sensor_then_runs, fast_definitions
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_sensor_to_processed_status_update(engine, dagster_instance, jasper):
     sim, base_url = jasper
     ids, devices = _seed(engine, sim, base_url, 120)
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
-    defs = test_definitions()
+    defs = fast_definitions()
 
     result, runs = sensor_then_runs(dagster_instance, defs)
     assert [rr.partition_key for rr in result.run_requests] == [str(bc_id)]
@@ -84,7 +84,7 @@ def test_jasper_change_types(engine, dagster_instance, jasper, change_type, targ
     if "customer_id" in target:
         target = {**target, "customer_id": ids["customer_id"]}
     bc_id = make_bulk_change(engine, ids, devices, change_type, target)
-    _, runs = sensor_then_runs(dagster_instance, test_definitions())
+    _, runs = sensor_then_runs(dagster_instance, fast_definitions())
     assert runs[0].success
     assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 30}
     for d in devices:
@@ -109,7 +109,7 @@ def test_database_only_changes_immediate_and_scheduled(engine, dagster_instance,
     later = utcnow() + timedelta(days=2)
     sched_bc = make_bulk_change(engine, ids, devices[10:], ChangeType.CUSTOMER_RATE_PLAN_CHANGE, {"data_allocation_mb": 2048}, effective_at=later)
     archive_bc = make_bulk_change(engine, ids, devices[:3], ChangeType.ARCHIVAL, {"override_usage_check": False})
-    defs = test_definitions()
+    defs = fast_definitions()
 
     result, runs = sensor_then_runs(dagster_instance, defs)
     assert sorted(int(r.partition_key) for r in result.run_requests) == [now_bc, archive_bc]
@@ -143,7 +143,7 @@ def test_transient_faults_still_processed_business_refusals_api_failed(engine, d
     sim.configure(error_rate=0.04, burst_rate=0.02, timeout_rate=0.02, timeout_hold_seconds=3.0, malformed_rate=0.02, seed=7)
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "ACTIVATED"})
 
-    _, runs = sensor_then_runs(dagster_instance, test_definitions())
+    _, runs = sensor_then_runs(dagster_instance, fast_definitions())
     assert runs[0].success
     stats = sim.stats()
     assert sum(stats["injected"].values()) >= 10, stats["injected"]  # faults really happened
@@ -161,7 +161,7 @@ def test_writes_disabled_refuses_without_calling(engine, dagster_instance, jaspe
     sim, base_url = jasper
     ids, devices = _seed(engine, sim, base_url, 5, write_enabled=False)
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
-    _, runs = sensor_then_runs(dagster_instance, test_definitions())
+    _, runs = sensor_then_runs(dagster_instance, fast_definitions())
     assert runs[0].success
     assert count_rows_by_status(engine, bc_id) == {"API_FAILED": 5}
     assert sim.stats()["total_calls"] == 0
@@ -172,7 +172,7 @@ def test_no_credential_in_logs_event_log_or_run_config(engine, dagster_instance,
     ids, devices = _seed(engine, sim, base_url, 25)
     sim.configure(error_rate=0.2, seed=3)  # failures log request/response text too
     make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
-    _, runs = sensor_then_runs(dagster_instance, test_definitions())
+    _, runs = sensor_then_runs(dagster_instance, fast_definitions())
     basic = base64.b64encode(f"{JASPER_USER}:{JASPER_KEY}".encode()).decode()
     needles = [JASPER_KEY, basic]
 

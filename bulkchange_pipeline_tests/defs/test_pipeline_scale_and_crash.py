@@ -18,14 +18,14 @@ from bulkchange_pipeline.simulators.jasper import JasperSimulator
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
 
 from ..factories import JASPER_KEY, JASPER_USER, make_account, make_bulk_change, make_devices
-from .harness import execute, sensor_then_runs, test_definitions
+from .harness import execute, sensor_then_runs, fast_definitions
 
 CHILD = textwrap.dedent(
     """
     import dagster as dg
-    from bulkchange_pipeline_tests.defs.harness import execute, test_definitions
+    from bulkchange_pipeline_tests.defs.harness import execute, fast_definitions
     with dg.DagsterInstance.get() as instance:
-        execute(instance, test_definitions(), {key!r})
+        execute(instance, fast_definitions(), {key!r})
     """
 )
 
@@ -70,7 +70,7 @@ def test_run_killed_half_way_then_rerun_applies_each_device_once(db_url, engine,
         assert counts.get("PROCESSING", 0) > 0 or counts.get("NEW", 0) > 0
 
         with dg.DagsterInstance.get() as instance:
-            assert execute(instance, test_definitions(), str(bc_id)).success
+            assert execute(instance, fast_definitions(), str(bc_id)).success
         stats = sim.stats()
     assert count_rows_by_status(engine, bc_id) == {"PROCESSED": n}
     assert stats["applied_devices"] == n
@@ -84,7 +84,7 @@ def test_ten_thousand_devices_in_at_most_64_steps(engine, dagster_instance, jasp
     with sim.run_in_thread() as handle:
         ids, devices = _seed(engine, sim, handle.base_url, n, max_concurrency=16, batch_size=200)
         bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
-        _, runs = sensor_then_runs(dagster_instance, test_definitions())
+        _, runs = sensor_then_runs(dagster_instance, fast_definitions())
         stats = sim.stats()
     assert runs[0].success
     steps = [e for e in runs[0].all_events if e.event_type == dg.DagsterEventType.STEP_START]

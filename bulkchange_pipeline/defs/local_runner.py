@@ -1,0 +1,52 @@
+"""Do in this process what the Dagster daemon does for the pipeline: evaluate the sensor, add the
+partitions it asks for, and execute the runs it requests, on a real instance.
+
+Used by ``bulkchange demo`` (no daemon needed on the embedded default) and by the tests, so
+both exercise the very sensor and job that ``dagster dev`` schedules.
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from .resources import DatabaseResource
+
+JOB_NAME = "process_bulk_change_job"
+SENSOR_NAME = "bulk_change_sensor"
+
+
+def evaluate_sensor(instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None = None) -> dg.SensorResult:
+    """One sensor tick; applies its dynamic partition requests as the daemon would."""
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources={"database": DatabaseResource()})
+    result = sensor(context)
+    for req in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return result
+
+
+def execute(
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    partition_key: str,
+    tags: dict[str, str] | None = None,
+    run_config: dict[str, Any] | None = None,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInProcessResult:
+    """Execute the job for one bulk change partition."""
+    job = defs.resolve_job_def(JOB_NAME)
+    return job.execute_in_process(
+        instance=instance, partition_key=partition_key, tags=tags, run_config=run_config, raise_on_error=raise_on_error
+    )
+
+
+def tick_and_run(
+    instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None = None, raise_on_error: bool = True
+) -> tuple[dg.SensorResult, list[dg.ExecuteInProcessResult]]:
+    """A sensor tick, then every run it requested, in request order."""
+    result = evaluate_sensor(instance, defs, cursor)
+    runs = [
+        execute(instance, defs, rr.partition_key, dict(rr.tags), raise_on_error=raise_on_error)
+        for rr in result.run_requests or []
+    ]
+    return result, runs
