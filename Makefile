@@ -14,6 +14,7 @@ $(PY):
 setup: $(PY)
 
 demo: $(PY)
+	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/bulkchange demo
 
 test: $(PY)

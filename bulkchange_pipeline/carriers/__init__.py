@@ -24,6 +24,18 @@ def _jasper(account: CarrierAccount) -> CarrierAdapter:
     return JasperClient(account)
 
 
+def _teal(account: CarrierAccount) -> CarrierAdapter:
+    from .teal import TealClient
+
+    return TealClient(account)
+
+
+def _thingspace(account: CarrierAccount) -> CarrierAdapter:
+    from .thingspace import ThingSpaceClient
+
+    return ThingSpaceClient(account)
+
+
 # Integration name -> adapter factory. The Jasper family shares one wire format.
 ADAPTERS: dict[str, Callable[[CarrierAccount], CarrierAdapter]] = {
     "jasper": _jasper,
@@ -31,6 +43,8 @@ ADAPTERS: dict[str, Callable[[CarrierAccount], CarrierAdapter]] = {
     "att_pod19": _jasper,
     "t_mobile_jasper": _jasper,
     "rogers": _jasper,
+    "thingspace": _thingspace,
+    "teal": _teal,
 }
 
 

@@ -110,6 +110,12 @@ class CarrierAccount:
     timeout_seconds: float = 10.0
     max_attempts: int = 4
     retry_wait_seconds: float = 1.0
+    # Further secrets some carriers need (ThingSpace OAuth client_id/client_secret and the callback
+    # username/password it echoes; Rev.io subscription_key), keyed in lower case.
+    extra: dict = field(default_factory=dict, repr=False, hash=False, compare=False)
+    # Where an async carrier should send callbacks: our callback endpoint's public base URL
+    # (the adapter appends /callbacks/{callback_name}).
+    callback_base_url: str | None = None
 
 
 @dataclass
@@ -139,6 +145,7 @@ class DeviceChange:
     msisdn: str | None
     eid: str | None
     target: dict
+    carrier_request_id: str | None = None  # set for rows an async carrier accepted (for poll/callback matching)
 
 
 @dataclass
@@ -180,4 +187,38 @@ class CarrierAdapter(Protocol):
 
     async def aclose(self) -> None:
         """Release the HTTP client."""
+        ...
+
+
+@dataclass
+class AsyncOutcome:
+    """A carrier's final word on one device of an asynchronous request, read from a callback.
+
+    `device_key` is the identifier the carrier reports for the device (ThingSpace: the ICCID, or
+    the IMEI when only that is given; Teal: the EID), or "" when the callback covers the whole
+    request and the result must be fetched (Teal's operation result).
+    """
+
+    request_id: str
+    device_key: str
+    status: str  # PROCESSED | API_FAILED | PROCESSING (callback says "go fetch the result")
+    detail: str
+    new_values: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class AsyncCarrierAdapter(CarrierAdapter, Protocol):
+    """A carrier that answers later. `apply` returns PROCESSING results carrying the carrier's
+    request id; the outcome arrives as a callback (stored by the callback endpoint, parsed here)
+    or is fetched by `poll`. No call ever waits for the outcome."""
+
+    callback_name: str  # path segment of the callback endpoint: /callbacks/{callback_name}
+
+    def parse_callback(self, payload: dict) -> list[AsyncOutcome]:
+        """Pure: the outcomes one stored callback body reports (may be empty for noise)."""
+        ...
+
+    async def poll(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
+        """Ask the carrier about rows still PROCESSING (each has `carrier_request_id`): a final
+        DeviceResult (PROCESSED / API_FAILED) where the carrier knows, None where still pending."""
         ...

@@ -40,13 +40,20 @@ def execute(
     )
 
 
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def tick_and_run(
-    instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None = None, raise_on_error: bool = True
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    cursor: str | None = None,
+    raise_on_error: bool = True,
+    run_config: dict[str, Any] | None = None,
 ) -> tuple[dg.SensorResult, list[dg.ExecuteInProcessResult]]:
     """A sensor tick, then every run it requested, in request order."""
     result = evaluate_sensor(instance, defs, cursor)
     runs = [
-        execute(instance, defs, rr.partition_key, dict(rr.tags), raise_on_error=raise_on_error)
+        execute(instance, defs, rr.partition_key, dict(rr.tags), run_config=run_config, raise_on_error=raise_on_error)
         for rr in result.run_requests or []
     ]
     return result, runs

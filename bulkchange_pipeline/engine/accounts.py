@@ -2,6 +2,9 @@
 
 The database holds only the *name* of a credentials entry; the secret is read here, at the moment
 a batch needs it, from ``BULKCHANGE_CRED_<NAME>_USERNAME`` and ``BULKCHANGE_CRED_<NAME>_SECRET``.
+Any other ``BULKCHANGE_CRED_<NAME>_<KEY>`` variable (e.g. ``_CLIENT_ID``, ``_CLIENT_SECRET``,
+``_CALLBACK_USERNAME``, ``_CALLBACK_PASSWORD``, ``_SUBSCRIPTION_KEY``) lands in ``account.extra``
+under ``<key>`` in lower case. ``BULKCHANGE_CALLBACK_BASE_URL`` is where async carriers call back.
 It never enters the database, run config, or the Dagster event log.
 """
 
@@ -22,8 +25,22 @@ class MissingCredentials(RuntimeError):
 
 
 def credential_env_names(credentials_name: str, prefix: str = ENV_PREFIX) -> tuple[str, str]:
-    key = re.sub(r"[^A-Z0-9]+", "_", credentials_name.upper()).strip("_")
-    return f"{prefix}{key}_USERNAME", f"{prefix}{key}_SECRET"
+    key = credential_env_key(credentials_name, prefix)
+    return f"{key}_USERNAME", f"{key}_SECRET"
+
+
+def credential_env_key(credentials_name: str, prefix: str = ENV_PREFIX) -> str:
+    return prefix + re.sub(r"[^A-Z0-9]+", "_", credentials_name.upper()).strip("_")
+
+
+def extra_credentials(credentials_name: str, environ: Mapping[str, str] | None = None, prefix: str = ENV_PREFIX) -> dict[str, str]:
+    env = os.environ if environ is None else environ
+    base = credential_env_key(credentials_name, prefix) + "_"
+    return {
+        name[len(base):].lower(): value
+        for name, value in env.items()
+        if name.startswith(base) and name[len(base):] not in ("USERNAME", "SECRET") and value
+    }
 
 
 def carrier_account(
@@ -54,4 +71,6 @@ def carrier_account(
         timeout_seconds=timeout_seconds,
         max_attempts=max_attempts,
         retry_wait_seconds=retry_wait_seconds,
+        extra=extra_credentials(sp.credentials_name, env, prefix),
+        callback_base_url=env.get("BULKCHANGE_CALLBACK_BASE_URL") or None,
     )

@@ -95,6 +95,94 @@ def jasper(host: str, port: int, rate: float, concurrency: int, accounts: tuple[
     uvicorn.Server(uvicorn_config(sim.app, host, port)).run()
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8913, show_default=True)
+@click.option("--calls-per-minute", type=float, default=1000, show_default=True,
+              help="calls per minute per account (0 = unlimited)")
+@click.option("--account", "teal_accounts", multiple=True, metavar="APIKEY:APISECRET",
+              help="an API account (repeatable); default demo-key:demo-secret")
+@click.option("--devices", "teal_devices", type=int, default=0, show_default=True,
+              help="seed this many generated online eSIMs")
+@click.option("--operation-delay", type=float, default=2.0, show_default=True,
+              help="seconds before an operation completes and its callback is sent")
+@_fault_options
+def teal(host: str, port: int, calls_per_minute: float, teal_accounts: tuple[str, ...],
+         teal_devices: int, operation_delay: float, **fault_kw: object) -> None:
+    """Teal eSIM simulator at http://HOST:PORT/api/v1."""
+    from .teal import TealSimulator, make_eids
+
+    parsed = {}
+    for item in teal_accounts:
+        key, sep, secret = item.partition(":")
+        if not sep or not key or not secret:
+            raise click.BadParameter(f"expected APIKEY:APISECRET, got {item!r}",
+                                     param_hint="--account")
+        parsed[key] = secret
+    sim = TealSimulator(parsed or None, calls_per_minute=calls_per_minute,
+                        faults=_faults(fault_kw), operation_delay_seconds=operation_delay)
+    if teal_devices:
+        sim.seed_devices({"eid": e} for e in make_eids(teal_devices))
+    click.echo(f"Teal simulator: http://{host}:{port}/api/v1 ({len(sim.esims)} eSIMs; "
+               "admin at /_sim/stats, /_sim/config, /_sim/devices)")
+    uvicorn.Server(uvicorn_config(sim.app, host, port)).run()
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8911, show_default=True)
+@click.option("--client", "ts_clients", multiple=True, metavar="CLIENT_ID:CLIENT_SECRET",
+              help="an OAuth app (repeatable); default demo-client:demo-client-secret")
+@click.option("--user", "ts_users", multiple=True, metavar="USER:PASSWORD:ACCOUNT_NAME",
+              help="a UWS user and its billing account (repeatable); default "
+                   "demo-uws:demo-uws-password:0000123456-00001")
+@click.option("--devices", "ts_devices", type=int, default=0, show_default=True,
+              help="seed this many generated active devices")
+@click.option("--token-ttl", type=float, default=3600.0, show_default=True)
+@click.option("--session-idle", type=float, default=1200.0, show_default=True)
+@click.option("--activate-per-minute", type=float, default=100.0, show_default=True)
+@click.option("--activation-seconds", type=float, default=0.0, show_default=True,
+              help="time a device spends in 'pending activation'")
+@click.option("--callback-delay", type=float, default=0.0, show_default=True)
+@click.option("--duplicate-rate", type=float, default=0.0, show_default=True)
+@click.option("--drop-rate", type=float, default=0.0, show_default=True)
+@click.option("--shuffle-callbacks", is_flag=True, default=False)
+@_fault_options
+def thingspace(host: str, port: int, ts_clients: tuple[str, ...], ts_users: tuple[str, ...],
+               ts_devices: int, token_ttl: float, session_idle: float, activate_per_minute: float,
+               activation_seconds: float, callback_delay: float, duplicate_rate: float,
+               drop_rate: float, shuffle_callbacks: bool, **fault_kw: object) -> None:
+    """Verizon ThingSpace simulator at http://HOST:PORT (/api/ts/v1, /api/m2m/v1)."""
+    from .thingspace import ThingSpaceSimulator
+    from .thingspace_rules import make_devices
+
+    clients, users = {}, {}
+    for item in ts_clients:
+        cid, sep, secret = item.partition(":")
+        if not sep or not cid or not secret:
+            raise click.BadParameter(f"expected CLIENT_ID:CLIENT_SECRET, got {item!r}",
+                                     param_hint="--client")
+        clients[cid] = secret
+    for item in ts_users:
+        parts = item.split(":", 2)
+        if len(parts) != 3 or not all(parts):
+            raise click.BadParameter(f"expected USER:PASSWORD:ACCOUNT_NAME, got {item!r}",
+                                     param_hint="--user")
+        users[parts[0]] = (parts[1], parts[2])
+    sim = ThingSpaceSimulator(clients or None, users or None, token_ttl_seconds=token_ttl,
+                              session_idle_seconds=session_idle,
+                              activate_per_minute=activate_per_minute, faults=_faults(fault_kw))
+    sim.configure(activation_seconds=activation_seconds, callback_delay_seconds=callback_delay,
+                  duplicate_rate=duplicate_rate, drop_rate=drop_rate,
+                  shuffle_callbacks=shuffle_callbacks)
+    if ts_devices:
+        sim.seed_devices(make_devices(ts_devices))
+    click.echo(f"ThingSpace simulator: http://{host}:{port} (clients: {', '.join(sorted(sim.clients))}; "
+               f"users: {', '.join(sorted(sim.users))}; {len(sim.devices)} devices; "
+               f"admin at /_sim/stats, /_sim/config, /_sim/devices)")
+    uvicorn.Server(uvicorn_config(sim.app, host, port)).run()
+
+
 def main() -> None:
     cli()
 

@@ -60,7 +60,10 @@ def initial_status(rows: Sequence[NewDeviceChange]) -> BulkChangeStatus:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
-    return derive_bulk_status(counts)
+    # Validation refusals (ERROR) are final, but nothing was sent yet: they must not make a fresh
+    # bulk change look PROCESSING, or the sensor (which starts NEW ones) would never pick it up.
+    live = {k: v for k, v in counts.items() if k != DeviceChangeStatus.ERROR.value}
+    return derive_bulk_status(live) if live else BulkChangeStatus.PROCESSED
 
 
 def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
@@ -71,7 +74,7 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
     answered the same way.
     """
     if new.idempotency_key:
-        existing = _find_by_key(engine, new.tenant_id, new.idempotency_key)
+        existing = find_by_idempotency_key(engine, new.tenant_id, new.idempotency_key)
         if existing is not None:
             return existing
 
@@ -128,7 +131,7 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
         bc_id = run_transaction(engine, work)
     except sa.exc.IntegrityError:
         if new.idempotency_key:
-            existing = _find_by_key(engine, new.tenant_id, new.idempotency_key)
+            existing = find_by_idempotency_key(engine, new.tenant_id, new.idempotency_key)
             if existing is not None:
                 return existing
         raise
@@ -137,7 +140,8 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
     return CreateResult(bc_id, True, status.value, counts)
 
 
-def _find_by_key(engine: sa.Engine, tenant_id: int, key: str) -> CreateResult | None:
+def find_by_idempotency_key(engine: sa.Engine, tenant_id: int, key: str) -> CreateResult | None:
+    """This tenant's bulk change submitted with ``key`` (as a not-created result), or None."""
     with engine.connect() as conn:
         row = conn.execute(
             sa.select(bulk_change.c.id, bulk_change.c.status).where(

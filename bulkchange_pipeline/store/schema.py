@@ -205,6 +205,7 @@ carrier_callback = sa.Table(
     sa.Column("received_at", sa.DateTime, nullable=False),
     sa.Column("applied_at", sa.DateTime),
     sa.UniqueConstraint("integration", "request_id", "device_key", name="uq_carrier_callback_dedupe"),
+    sa.Index("ix_carrier_callback_request_applied", "request_id", "applied_at"),
 )
 
 device_history = sa.Table(

@@ -109,3 +109,89 @@ def validate(instance: Any, schema: dict) -> None:
 
 def replace_account(account: CarrierAccount, **changes: Any) -> CarrierAccount:
     return dataclasses.replace(account, **changes)
+
+
+# -- ThingSpace -----------------------------------------------------------------------------------
+
+TS_CLIENT_ID = "ts-app-key-4411"
+TS_CLIENT_SECRET = "ts-app-SECRET-9c2e77"
+TS_USER = "uws-ops"
+TS_PASSWORD = "uws-PASSWORD-51d0"
+TS_ACCOUNT = "0000123456-00001"
+TS_CB_USER = "cb-listener"
+TS_CB_PASSWORD = "cb-PASSWORD-e83a"
+
+
+def thingspace_account(handle: ServerHandle, **overrides: Any) -> CarrierAccount:
+    """An account for the ThingSpace simulator with test-sized waits."""
+    extra = {"client_id": TS_CLIENT_ID, "client_secret": TS_CLIENT_SECRET,
+             "account_name": TS_ACCOUNT, "service_plan": "M2M-4G-1GB",
+             "callback_username": TS_CB_USER, "callback_password": TS_CB_PASSWORD}
+    extra.update(overrides.pop("extra", {}))
+    values: dict[str, Any] = dict(
+        service_provider_id=2, integration="thingspace", base_url=handle.base_url,
+        username=TS_USER, secret=TS_PASSWORD, rate_per_second=0.0, max_concurrency=4,
+        timeout_seconds=2.0, max_attempts=4, retry_wait_seconds=0.01, extra=extra,
+    )
+    values.update(overrides)
+    return CarrierAccount(**values)
+
+
+@pytest.fixture
+def thingspace_sim() -> Iterator[ServerHandle]:
+    """A fresh ThingSpace simulator (no faults, quick callback retries) for one test."""
+    from bulkchange_pipeline.simulators.thingspace import ThingSpaceSimulator
+
+    sim = ThingSpaceSimulator({TS_CLIENT_ID: TS_CLIENT_SECRET}, {TS_USER: (TS_PASSWORD, TS_ACCOUNT)})
+    sim.configure(callback_retry_seconds=0.05)
+    with sim.run_in_thread() as handle:
+        yield handle
+    sim.close()
+
+
+class CallbackReceiver:
+    """A loopback CarrierService listener that records every body it is sent. `fail_first`
+    answers 503 to that many deliveries first, to exercise the simulator's retries."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        self.bodies: list[dict] = []
+        self.fail_first = 0
+        self._lock = threading.Lock()
+
+        async def receive(request: Request) -> Response:
+            body = json.loads(await request.body())
+            with self._lock:
+                if self.fail_first > 0:
+                    self.fail_first -= 1
+                    return Response(status_code=503)
+                self.bodies.append(body)
+            return Response("{}", media_type="application/json")
+
+        self.app = Starlette(routes=[Route("/callbacks/thingspace", receive, methods=["POST"])])
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[dict]:
+        """The bodies received, once at least `count` arrived (or the timeout passed)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(self.bodies) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.bodies)
+
+
+@pytest.fixture
+def callback_receiver() -> Iterator[tuple[CallbackReceiver, ServerHandle]]:
+    """A CallbackReceiver served on a free port; its URL is handle.root_url + /callbacks/thingspace."""
+    from bulkchange_pipeline.simulators.server import run_app_in_thread
+
+    receiver = CallbackReceiver()
+    with run_app_in_thread(receiver.app) as handle:
+        yield receiver, handle

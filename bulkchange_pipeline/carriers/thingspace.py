@@ -1,0 +1,585 @@
+"""Client for Verizon ThingSpace Connectivity Management (M2M): batched, asynchronous actions whose
+outcome arrives later as one CarrierService callback per device.
+
+Wire format (reference/carriers.md section 2):
+- auth: an OAuth client-credentials token (`POST /api/ts/v1/oauth2/token`, Basic
+  client_id:client_secret, refreshed before it expires) plus an M2M session
+  (`POST /api/m2m/v1/session/login` -> `sessionToken`, sent as `VZ-M2M-Token`). A session
+  expires when idle; on the session error the client logs in again once and repeats the call, so
+  no device fails because of it. Gateway fault 900901 gets one token refresh, then is reported as
+  a configuration error.
+- actions answer `{"requestId"}` at once; rows stay PROCESSING until `parse_callback` (or `poll`)
+  settles them. Changes with the same action and parameters share one request of up to 10,000
+  devices; activations are also paced to the account's 100 requests/min.
+- synchronous refusals are `{"errorCode": "<Service>.<CODE>", "errorMessage"}`; codes are
+  matched with the service prefix stripped, never on the message.
+
+`account.extra` keys: `client_id`, `client_secret` (OAuth app), `account_name` (the billing
+account, e.g. 0000123456-00001; required), optional `service_plan` and `mdn_zip_code` (activation
+defaults), `reason_code` (deactivation, default FF), `callback_username`/`callback_password`
+(what ThingSpace echoes in callbacks), `activate_requests_per_minute` (default 100).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import httpx
+
+from .base import (
+    API_FAILED, CARRIER_RATE_PLAN_CHANGE, CHANGE_ICCID_AND_IMEI, PROCESSED, PROCESSING,
+    STATUS_UPDATE, AsyncOutcome, BusinessCarrierError, CarrierAccount, CarrierError,
+    DeviceChange, DeviceResult, LogEntry, TransientCarrierError, WritesDisabledError,
+)
+from .http import MALFORMED, CallResult, CarrierHttp, RateLimiter, stated_wait_seconds
+from .redaction import basic_token, redact_text
+
+TOKEN_PATH = "api/ts/v1/oauth2/token"
+M2M = "api/m2m/v1/"
+MAX_DEVICES_PER_REQUEST = 10_000
+ACCEPTED = "accepted by ThingSpace, waiting for callback"
+SESSION_CODES = frozenset({"REQUEST_FAILED.SessionToken.Expired",
+                           "REQUEST_FAILED.SessionToken.Invalid"})  # [I] not public
+GATEWAY_AUTH_CODES = frozenset({"900901", "900902"})
+GATEWAY_THROTTLE_CODES = frozenset({"900800", "900802", "900803"})
+# Fault codes that say the device already holds the target (a retried request's answer).
+ALREADY = {"REQUEST_FAILED.DeviceAlreadyActive": "active",
+           "REQUEST_FAILED.DeviceAlreadySuspended": "suspend",
+           "REQUEST_FAILED.DeviceAlreadyDeactive": "deactive"}
+_STATUS_WORDS = {"active": "active", "activate": "active", "activated": "active",
+                 "restore": "restore", "resume": "restore", "deactive": "deactive",
+                 "deactivate": "deactive", "deactivated": "deactive", "suspend": "suspend",
+                 "suspended": "suspend"}
+_ACTION_STATE = {"activate": "active", "restore": "active", "deactivate": "deactive",
+                 "suspend": "suspend"}
+_T = TypeVar("_T")
+
+
+def strip_service(code: str | None) -> str:
+    """'UnifiedWebService.REQUEST_FAILED.X' -> 'REQUEST_FAILED.X' (categories are upper case)."""
+    head, _, rest = (code or "").partition(".")
+    return rest if rest and not head.isupper() else (code or "")
+
+
+class SessionExpiredError(BusinessCarrierError):
+    """The M2M session is gone: log in again and repeat (never a device failure)."""
+
+
+class GatewayAuthError(BusinessCarrierError):
+    """WSO2 refused the OAuth token (900901/900902): refresh once, else a config error."""
+
+
+def classify_thingspace_response(response: httpx.Response, body: Any) -> CarrierError | None:
+    """Transient: 5xx, 429, gateway throttling, malformed bodies. Session and token errors get
+    their own types so the client can renew them. Everything else 4xx is a business refusal."""
+    status = response.status_code
+    if 200 <= status < 300:
+        if body is MALFORMED or not isinstance(body, dict | list):
+            return TransientCarrierError("malformed response body from ThingSpace", status=status)
+        return None
+    fault = body.get("fault") if isinstance(body, dict) else None
+    if isinstance(fault, dict):
+        code = str(fault.get("code", ""))
+        message = f"{fault.get('message', '')}: {fault.get('description', '')}".strip(": ")
+        if status == 429 or code in GATEWAY_THROTTLE_CODES:
+            return TransientCarrierError(f"[{code}] {message}", status=status, code=code,
+                                         retry_after=stated_wait_seconds(response, body),
+                                         over_limit=True)
+        if status >= 500:
+            return TransientCarrierError(f"HTTP {status} [{code}] {message}", status=status, code=code)
+        if code in GATEWAY_AUTH_CODES:
+            return GatewayAuthError(message, code=code, status=status)
+        return BusinessCarrierError(message, code=code, status=status)
+    if status == 429:
+        return TransientCarrierError(f"HTTP 429: {response.text[:200]}", status=status,
+                                     retry_after=stated_wait_seconds(response, body), over_limit=True)
+    if status >= 500 or body is MALFORMED:
+        return TransientCarrierError(f"HTTP {status}: {response.text[:200]}", status=status)
+    if isinstance(body, dict) and "error" in body:  # the OAuth token endpoint
+        return BusinessCarrierError(
+            f"ThingSpace refused the OAuth client ({body.get('error')}: "
+            f"{body.get('error_description', '')}); check client_id/client_secret",
+            code=str(body.get("error")), status=status)
+    code = str(body.get("errorCode")) if isinstance(body, dict) and body.get("errorCode") else None
+    message = str(body.get("errorMessage") or "") if isinstance(body, dict) else response.text[:300]
+    if strip_service(code) in SESSION_CODES:
+        return SessionExpiredError(message or "session expired", code=code, status=status)
+    return BusinessCarrierError(message or response.reason_phrase, code=code, status=status)
+
+
+class _ThingSpaceAuth(httpx.Auth):
+    """Puts the current credentials on each request: Basic client credentials (and the form body)
+    on the token call, the Bearer token on every other call, the session token on M2M calls."""
+
+    def __init__(self, client: ThingSpaceClient) -> None:
+        self._client = client
+
+    def auth_flow(self, request: httpx.Request):  # type: ignore[override]
+        c = self._client
+        path = request.url.path
+        if path.endswith("/" + TOKEN_PATH):
+            headers = {k: v for k, v in request.headers.items()
+                       if k.lower() not in ("content-type", "content-length")}
+            headers["Authorization"] = "Basic " + basic_token(c.client_id, c.client_secret)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            yield httpx.Request("POST", request.url, headers=headers,
+                                content=b"grant_type=client_credentials")
+            return
+        if c._token:
+            request.headers["Authorization"] = "Bearer " + c._token
+        if c._session and not path.endswith("/session/login"):
+            request.headers["VZ-M2M-Token"] = c._session
+        yield request
+
+
+@dataclasses.dataclass
+class _Plan:
+    """How one change is sent: the action, its request parameters, the device's ids."""
+
+    action: str
+    params: dict[str, Any]
+    ids: list[dict[str, str]]
+    needs_lookup: bool = False
+
+
+class ThingSpaceClient:
+    """AsyncCarrierAdapter for ThingSpace: batched actions, results by callback or poll."""
+
+    integration = "thingspace"
+    callback_name = "thingspace"
+
+    def __init__(self, account: CarrierAccount, *, max_devices_per_request: int =
+                 MAX_DEVICES_PER_REQUEST, token_margin_seconds: float = 60.0,
+                 device_id_path: str = "devices/actions/deviceid") -> None:
+        extra = {str(k).lower(): v for k, v in (account.extra or {}).items()}
+        self.account = account
+        self.client_id = str(extra.get("client_id") or "")
+        self.client_secret = str(extra.get("client_secret") or "")
+        self.account_name = str(extra.get("account_name") or "")
+        self.service_plan = extra.get("service_plan")
+        self.mdn_zip_code = extra.get("mdn_zip_code")
+        self.reason_code = str(extra.get("reason_code") or "FF")
+        self.callback_username = extra.get("callback_username")
+        self.callback_password = extra.get("callback_password")
+        self.max_devices_per_request = max_devices_per_request
+        self.token_margin_seconds = token_margin_seconds
+        self.device_id_path = device_id_path
+        per_minute = float(extra.get("activate_requests_per_minute") or 100.0)
+        self.activate_limiter = RateLimiter(per_minute / 60.0)
+        root = account.base_url.rstrip("/").removesuffix("/api/m2m/v1")
+        secrets = [self.client_secret, basic_token(self.client_id, self.client_secret),
+                   self.callback_password, self.callback_username]
+        self.http = CarrierHttp(dataclasses.replace(account, base_url=root), _ThingSpaceAuth(self),
+                                classify=classify_thingspace_response,
+                                redact=[s for s in secrets if s], label="ThingSpace")
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._session: str | None = None
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+
+    def supports(self, change_type: int) -> bool:
+        """Status changes, carrier plan changes and ICCID/IMEI changes go through the API."""
+        return change_type in (STATUS_UPDATE, CARRIER_RATE_PLAN_CHANGE, CHANGE_ICCID_AND_IMEI)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # -- auth -------------------------------------------------------------------------------------
+
+    def _auth_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
+
+    async def _ensure_auth(self, *, stale_session: str | None = None,
+                           stale_token: str | None = None) -> list[LogEntry]:
+        """A valid token and session (renewing those named stale); returns the auth exchanges."""
+        log: list[LogEntry] = []
+        async with self._auth_lock():
+            if stale_token is not None and self._token == stale_token:
+                self._token = None
+            if stale_session is not None and self._session == stale_session:
+                self._session = None
+            if self._token is None or time.monotonic() >= self._token_expires:
+                if not (self.client_id and self.client_secret):
+                    raise BusinessCarrierError("ThingSpace needs extra client_id and client_secret "
+                                               "(BULKCHANGE_CRED_<NAME>_CLIENT_ID/_CLIENT_SECRET)")
+                self._token = None
+                got = await self.http.request("POST", TOKEN_PATH, description="ThingSpace OAuth token")
+                log += got.log
+                body = got.body if isinstance(got.body, dict) else {}
+                if not body.get("access_token"):
+                    raise TransientCarrierError("token response without access_token", log=log)
+                ttl = float(body.get("expires_in") or 3600)
+                self._token = str(body["access_token"])
+                self._token_expires = time.monotonic() + ttl - min(self.token_margin_seconds, ttl * 0.2)
+            if self._session is None:
+                got = await self.http.request(
+                    "POST", M2M + "session/login", description="ThingSpace session login",
+                    json_body={"username": self.account.username, "password": self.account.secret})
+                log += got.log
+                session = got.body.get("sessionToken") if isinstance(got.body, dict) else None
+                if not session:
+                    raise TransientCarrierError("login response without sessionToken", log=log)
+                self._session = str(session)
+        return log
+
+    async def _call(self, method: str, path: str, body: Any = None, description: str = ""
+                    ) -> CallResult:
+        """One M2M call with auth renewal: one re-login on session expiry, one token refresh on
+        900901; the result's log holds every exchange, auth ones included."""
+        log: list[LogEntry] = []
+        renewed: set[str] = set()
+        stale: dict[str, str | None] = {}
+        while True:
+            session, token = self._session, self._token
+            try:
+                log += await self._ensure_auth(stale_session=stale.get("session"),
+                                               stale_token=stale.get("token"))
+                session, token = self._session, self._token
+                result = await self.http.request(method, path, json_body=body,
+                                                 description=description)
+                result.log = log + result.log
+                return result
+            except (SessionExpiredError, GatewayAuthError) as exc:
+                log += exc.log
+                kind = "session" if isinstance(exc, SessionExpiredError) else "token"
+                if kind in renewed:
+                    what = ("ThingSpace rejected the OAuth token again after a refresh; check the "
+                            "service provider's client_id/client_secret" if kind == "token" else
+                            "ThingSpace refused the session again after a new login")
+                    raise BusinessCarrierError(f"{what} ({exc.message})", code=exc.code,
+                                               status=exc.status, log=log) from exc
+                renewed.add(kind)
+                stale = {"session": session} if kind == "session" else {"token": token}
+            except CarrierError as exc:
+                exc.log = log + exc.log
+                raise
+
+    # -- building requests ------------------------------------------------------------------------
+
+    @staticmethod
+    def device_ids(change: DeviceChange) -> list[dict[str, str]]:
+        """The ids ThingSpace knows the device by (4G: ICCID and IMEI)."""
+        ids = [{"kind": k, "id": v} for k, v in
+               (("iccid", change.iccid), ("imei", change.imei), ("mdn", change.msisdn),
+                ("eid", change.eid)) if v]
+        if not ids:
+            raise ValueError("no device identifier (ICCID, IMEI, MDN or EID) to send")
+        return ids
+
+    def _plan(self, change: DeviceChange) -> _Plan:
+        """The action for a change; ValueError if it cannot be expressed."""
+        target = change.target or {}
+        ids = self.device_ids(change)
+        if change.change_type == STATUS_UPDATE:
+            word = str(target.get("status") or "").strip().lower().replace("_", " ")
+            wanted = _STATUS_WORDS.get(word)
+            if wanted is None:
+                raise ValueError(f"ThingSpace cannot set status {target.get('status')!r} "
+                                 "(active, restore, suspend, deactive)")
+            if wanted == "deactive":
+                return _Plan("deactivate", {"reasonCode": str(target.get("reason_code") or
+                                                               self.reason_code), "etfWaiver": False}, ids)
+            if wanted == "suspend":
+                return _Plan("suspend", {}, ids)
+            current = str(target.get("current_status") or "").lower() or None
+            if wanted == "restore" or current == "suspend":
+                return _Plan("restore", {}, ids)
+            plan = target.get("carrier_rate_plan") or target.get("service_plan") or self.service_plan
+            params = {"servicePlan": plan}
+            zip_code = target.get("service_zip_code") or self.mdn_zip_code
+            if zip_code:
+                params["mdnZipCode"] = str(zip_code)
+            return _Plan("activate", params, ids, needs_lookup=current is None or not plan)
+        if change.change_type == CARRIER_RATE_PLAN_CHANGE:
+            if not target.get("carrier_rate_plan"):
+                raise ValueError("no carrier_rate_plan to send")
+            return _Plan("plan", {"servicePlan": str(target["carrier_rate_plan"])}, ids)
+        if change.change_type == CHANGE_ICCID_AND_IMEI:
+            to = [{"kind": k, "id": str(target[f"new_{k}"])} for k in ("iccid", "imei")
+                  if target.get(f"new_{k}")]
+            if not to:
+                raise ValueError("no new_iccid or new_imei to send")
+            option = {1: "ChangeICCID" if to[0]["kind"] == "iccid" else "ChangeIMEI",
+                      2: "ChangeIMEIandICCID"}[len(to)]
+            return _Plan("deviceid", {"change4gOption": option, "deviceIdsTo": to}, ids)
+        raise ValueError(f"change type {change.change_type} is not applied through ThingSpace")
+
+    # -- apply ------------------------------------------------------------------------------------
+
+    async def apply(self, changes: Sequence[DeviceChange]) -> list[DeviceResult]:
+        """Send the changes grouped into as few requests as ThingSpace allows; one PROCESSING
+        result per accepted change (with the requestId), API_FAILED for refusals."""
+        if not self.account.write_enabled:
+            raise WritesDisabledError(f"writes are disabled for service provider "
+                                      f"{self.account.service_provider_id}; nothing was sent to ThingSpace")
+        results: list[DeviceResult | None] = [None] * len(changes)
+        plans: dict[int, _Plan] = {}
+        for i, change in enumerate(changes):
+            try:
+                plans[i] = self._plan(change)
+            except ValueError as exc:
+                results[i] = _failed(change, str(exc))
+        if plans and not self.account_name:
+            for i in plans:
+                results[i] = _failed(changes[i], "ThingSpace needs extra account_name "
+                                     "(BULKCHANGE_CRED_<NAME>_ACCOUNT_NAME)")
+            return results  # type: ignore[return-value]
+        await self._resolve_activations(changes, plans, results)
+        groups: dict[str, list[int]] = {}
+        for i, plan in plans.items():
+            key = json.dumps([plan.action, plan.params], sort_keys=True)
+            if plan.action == "deviceid":
+                key += f"#{i}"  # one device per identifier change
+            groups.setdefault(key, []).append(i)
+        batches = [(plans[idx[0]], idx[s:s + self.max_devices_per_request])
+                   for idx in groups.values() for s in range(0, len(idx), self.max_devices_per_request)]
+
+        async def send(batch: tuple[_Plan, list[int]]) -> None:
+            plan, idx = batch
+            for i, result in zip(idx, await self._send(plan, [changes[i] for i in idx],
+                                                       [plans[i].ids for i in idx])):
+                results[i] = result
+
+        await self._bounded(batches, send)
+        return results  # type: ignore[return-value]
+
+    async def _resolve_activations(self, changes: Sequence[DeviceChange], plans: dict[int, _Plan],
+                                   results: list[DeviceResult | None]) -> None:
+        """For "active" targets whose current state or plan is unknown, read the device: a
+        suspended one is restored, a plan-less activation reuses the device's plan."""
+        todo = [i for i, p in plans.items() if p.needs_lookup]
+
+        async def one(i: int) -> None:
+            found, log = await self._lookup(changes[i])
+            plan = plans[i]
+            state, current_plan = _state_and_plan(found)
+            if state == "suspend":
+                plans[i] = _Plan("restore", {}, plan.ids)
+            elif not plan.params.get("servicePlan"):
+                if not current_plan:
+                    del plans[i]
+                    results[i] = _failed(changes[i], "activation needs a service plan: give "
+                                         "carrier_rate_plan or set extra service_plan", log)
+                    return
+                plan.params["servicePlan"] = current_plan
+
+        await self._bounded(todo, one)
+
+    async def _send(self, plan: _Plan, changes: list[DeviceChange], ids: list[list[dict]]
+                    ) -> list[DeviceResult]:
+        body: dict[str, Any]
+        if plan.action == "deviceid":
+            body = {"accountName": self.account_name, "deviceIds": ids[0], **plan.params}
+            method, path = "PUT", M2M + self.device_id_path
+        else:
+            body = {"devices": [{"deviceIds": d} for d in ids], "accountName": self.account_name,
+                    **plan.params}
+            method = "PUT" if plan.action == "plan" else "POST"
+            path = M2M + "devices/actions/" + plan.action
+        if plan.action == "activate":
+            await self.activate_limiter.acquire()
+        desc = f"ThingSpace {plan.action} ({len(changes)} device{'s' * (len(changes) != 1)})"
+        try:
+            result = await self._call(method, path, body, desc)
+        except CarrierError as exc:
+            detail = str(exc) if isinstance(exc, BusinessCarrierError) else exc.message
+            if isinstance(exc, TransientCarrierError):
+                detail = f"retries exhausted: {detail}"
+            return [_failed(c, detail, _shared_log(exc.log, k, changes)) for k, c in enumerate(changes)]
+        rid = result.body.get("requestId") if isinstance(result.body, dict) else None
+        if not rid:
+            return [_failed(c, "ThingSpace answered without a requestId",
+                            _shared_log(result.log, k, changes)) for k, c in enumerate(changes)]
+        return [DeviceResult(c.device_change_id, PROCESSING, ACCEPTED, {}, str(rid),
+                             _shared_log(result.log, k, changes)) for k, c in enumerate(changes)]
+
+    async def _bounded(self, items: Sequence[_T], fn: Callable[[_T], Awaitable[None]]) -> None:
+        """Run `fn` over items with as many workers as the account may use at once."""
+        if not items:
+            return
+        conc = self.account.max_concurrency
+        it = iter(items)
+
+        async def worker() -> None:
+            for item in it:
+                await fn(item)
+
+        await asyncio.gather(*(worker() for _ in range(min(len(items), conc if conc > 0 else 16))))
+
+    # -- reads: poll and already_applied ------------------------------------------------------------
+
+    async def _lookup(self, change: DeviceChange, prefer_new: bool = False
+                      ) -> tuple[dict | None, list[LogEntry]]:
+        """The device as `devices/actions/list` reports it (None if unknown or unreadable)."""
+        target = change.target or {}
+        ids = [{"kind": k, "id": str(target[f"new_{k}"])} for k in ("iccid", "imei")
+               if prefer_new and target.get(f"new_{k}")] or self.device_ids(change)
+        try:
+            got = await self._call("POST", M2M + "devices/actions/list",
+                                   {"accountName": self.account_name, "deviceId": ids[0]},
+                                   f"ThingSpace device list {ids[0]['kind']} {ids[0]['id']}")
+        except CarrierError as exc:
+            return None, exc.log
+        devices = got.body.get("devices") if isinstance(got.body, dict) else None
+        return (devices[0] if devices else None), got.log
+
+    async def _confirm(self, change: DeviceChange) -> DeviceResult | None:
+        """PROCESSED if the carrier's device now holds the change's target, else None."""
+        try:
+            plan = self._plan(change)
+        except ValueError:
+            return None
+        found, log = await self._lookup(change, prefer_new=plan.action == "deviceid")
+        if found is None:
+            return None
+        state, service_plan = _state_and_plan(found)
+        if plan.action in _ACTION_STATE and state == _ACTION_STATE[plan.action]:
+            values: dict[str, Any] = {"status": state}
+        elif plan.action == "plan" and service_plan == plan.params["servicePlan"]:
+            values = {"carrier_rate_plan": service_plan}
+        elif plan.action == "deviceid" and all(
+                {"kind": t["kind"], "id": t["id"]} in found.get("deviceIds", [])
+                for t in plan.params["deviceIdsTo"]):
+            values = {t["kind"]: t["id"] for t in plan.params["deviceIdsTo"]}
+        else:
+            return None
+        return DeviceResult(change.device_change_id, PROCESSED,
+                            f"ThingSpace device holds the target ({_fmt(values)})", values,
+                            change.carrier_request_id, log)
+
+    async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
+        """For rows a crash left PROCESSING before a requestId was stored: PROCESSED if the
+        device already holds the target, else None (the caller re-sends)."""
+        return await self._each(changes, self._confirm)
+
+    async def poll(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
+        """Settle rows whose callback never came: PROCESSED if the device holds the target;
+        API_FAILED if a single-device request's status says Failed; None while unknown."""
+        shared: dict[str | None, int] = {}
+        for c in changes:
+            shared[c.carrier_request_id] = shared.get(c.carrier_request_id, 0) + 1
+
+        async def one(change: DeviceChange) -> DeviceResult | None:
+            found = await self._confirm(change)
+            rid = change.carrier_request_id
+            if found is not None or not rid or shared[rid] > 1:
+                return found
+            try:
+                got = await self._call("GET", f"{M2M}accounts/{self.account_name}/requests/{rid}/status",
+                                       description=f"ThingSpace request status {rid}")
+            except CarrierError:
+                return None  # bulk request or unknown: only a callback can tell
+            if isinstance(got.body, dict) and got.body.get("status") == "Failed":
+                return DeviceResult(change.device_change_id, API_FAILED,
+                                    f"ThingSpace reports request {rid} Failed", {}, rid, got.log)
+            return None
+
+        return await self._each(changes, one)
+
+    async def _each(self, changes: Sequence[DeviceChange],
+                    fn: Callable[[DeviceChange], Awaitable[DeviceResult | None]]
+                    ) -> list[DeviceResult | None]:
+        out: list[DeviceResult | None] = [None] * len(changes)
+
+        async def one(i: int) -> None:
+            out[i] = await fn(changes[i])
+
+        await self._bounded(list(range(len(changes))), one)
+        return out
+
+    # -- callbacks --------------------------------------------------------------------------------
+
+    def parse_callback(self, payload: dict) -> list[AsyncOutcome]:
+        """Pure: see `parse_thingspace_callback`."""
+        return parse_thingspace_callback(payload)
+
+    async def register_callback(self, url: str | None = None, username: str | None = None,
+                                password: str | None = None) -> CallResult:
+        """Register our CarrierService listener (`POST /callbacks/{accountName}`); by default at
+        `callback_base_url + /callbacks/thingspace` with the extra callback credentials."""
+        url = url or f"{(self.account.callback_base_url or '').rstrip('/')}/callbacks/{self.callback_name}"
+        body = {"name": "CarrierService", "url": url}
+        for key, value in (("username", username or self.callback_username),
+                           ("password", password or self.callback_password)):
+            if value:
+                body[key] = str(value)
+        result = await self._call("POST", f"{M2M}callbacks/{self.account_name}", body,
+                                  "ThingSpace register CarrierService callback")
+        extra = [s for s in (password, username) if s]  # an explicit password is not pre-registered
+        result.log = [dataclasses.replace(e, request_text=redact_text(e.request_text, extra))
+                      for e in result.log]
+        return result
+
+
+def parse_thingspace_callback(payload: Any) -> list[AsyncOutcome]:
+    """One CarrierService message -> one outcome (empty for anything else). Only the named
+    fields are read, so the echoed username/password can never reach a detail. Success:
+    `deviceResponse.<action>Response` says what was done; fault: `faultResponse.faultcode`
+    (service prefix stripped; an "already in that state" fault means the device holds it)."""
+    if not isinstance(payload, dict) or not payload.get("requestId"):
+        return []
+    asked = [i for i in payload.get("deviceIds") or [] if isinstance(i, dict) and i.get("id")]
+    by_kind = {str(i.get("kind", "")).lower(): str(i["id"]) for i in asked}
+    key = by_kind.get("iccid") or by_kind.get("imei") or (str(asked[0]["id"]) if asked else "")
+    rid = str(payload["requestId"])
+    fault = payload.get("faultResponse")
+    if isinstance(fault, dict) or str(payload.get("status", "")).lower() == "failed":
+        fault = fault if isinstance(fault, dict) else {}
+        code = strip_service(str(fault.get("faultcode") or ""))
+        text = str(fault.get("faultstring") or "ThingSpace reported a failure")
+        if code in ALREADY:
+            return [AsyncOutcome(rid, key, PROCESSED, f"ThingSpace: device already "
+                                 f"{ALREADY[code]} ({text})", {"status": ALREADY[code]})]
+        return [AsyncOutcome(rid, key, API_FAILED, f"[{code}] {text}" if code else text)]
+    response = payload.get("deviceResponse") if isinstance(payload.get("deviceResponse"), dict) else {}
+    name, sub = next(iter(response.items()), ("", {}))
+    sub = sub if isinstance(sub, dict) else {}
+    action = name.removesuffix("Response")
+    new_ids = {str(i.get("kind", "")).lower(): str(i.get("id")) for i in sub.get("deviceIds") or []
+               if isinstance(i, dict)}
+    values: dict[str, Any] = {}
+    if action in _ACTION_STATE:
+        values["status"] = _ACTION_STATE[action]
+        if action == "activate" and (new_ids.get("mdn") or new_ids.get("msisdn")):
+            values["msisdn"] = new_ids.get("mdn") or new_ids.get("msisdn")
+    elif sub.get("servicePlan"):
+        values["carrier_rate_plan"] = str(sub["servicePlan"])
+    elif action == "changeDeviceId":
+        values = {k: v for k, v in new_ids.items() if k in ("iccid", "imei") and by_kind.get(k) != v}
+    return [AsyncOutcome(rid, key, PROCESSED, f"ThingSpace confirmed {action or 'the request'}",
+                         values)]
+
+
+def _state_and_plan(device: dict | None) -> tuple[str | None, str | None]:
+    infos = (device or {}).get("carrierInformations") or [{}]
+    info = infos[0] if isinstance(infos[0], dict) else {}
+    return (str(info["state"]).lower() if info.get("state") else None), info.get("servicePlan")
+
+
+def _shared_log(log: list[LogEntry], k: int, changes: list[DeviceChange]) -> list[LogEntry]:
+    """The full exchange for the first device of a request; a pointer for the others, so a
+    10,000-device body is stored once, not 10,000 times."""
+    if k == 0 or len(changes) == 1:
+        return list(log)
+    first = changes[0].device_change_id
+    return [LogEntry(e.description, f"(one request for {len(changes)} devices; full text logged "
+                     f"with device change {first})", e.response_text, e.response_status,
+                     e.has_errors) for e in log]
+
+
+def _fmt(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def _failed(change: DeviceChange, detail: str, log: list | None = None) -> DeviceResult:
+    return DeviceResult(change.device_change_id, API_FAILED, detail, {},
+                        change.carrier_request_id, list(log or []))

@@ -1,0 +1,325 @@
+"""The ``bulkchange`` command line: init-db, seed-demo, submit, dry-run, status, results, history.
+
+The click group stays here; command bodies are small functions, so more commands (demo, serve,
+simulate, cancel) can be added next to them, reusing ``database_option``, ``tenant_option``,
+``open_engine`` and ``resolve_tenant``. User errors end with a one-line message and an exit code,
+never a traceback: 1 for most, 2 for a file or request that cannot be read at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+import sqlalchemy as sa
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..domain import IdentifierKind, classify, normalize
+from ..store import migrate
+from ..store import reference as ref
+from ..store.bulk_changes import get_bulk_change, iter_device_results
+from ..store.db import database_url as default_database_url
+from ..store.db import make_engine
+from ..store.device_changes import device_history_for
+from ..store.seed import seed_demo
+from .parsing import IntakeError, IntakeLimits, read_request_file
+from .render import final_count, render_history, render_report, render_status, write_results_csv
+from .submit import submit
+from .validation import RequestRejected
+
+F = TypeVar("F", bound=Callable[..., Any])
+FINAL_BULK = {"PROCESSED", "CANCELLED", "ERROR"}
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix; printed without a traceback."""
+
+    exit_code = 1
+
+
+class InputError(UserError):
+    """The file or request cannot be used at all (dry-run exit code 2)."""
+
+    exit_code = 2
+
+
+def console() -> Console:
+    return Console(highlight=False)
+
+
+def database_option(f: F) -> F:
+    return click.option(
+        "--database-url", envvar="BULKCHANGE_DATABASE_URL", default=None,
+        help="Business database URL (default: BULKCHANGE_DATABASE_URL, else a SQLite file under BULKCHANGE_HOME).",
+    )(f)
+
+
+def tenant_option(f: F) -> F:
+    return click.option("--tenant", default="demo", show_default=True, help="Tenant name.")(f)
+
+
+def friendly_errors(f: F) -> F:
+    """Turn expected failures into one-line messages (no tracebacks for user errors)."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except (IntakeError, RequestRejected) as exc:
+            raise InputError(str(exc)) from None
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+            text = str(exc.orig or exc).lower()
+            if "no such table" in text or "does not exist" in text and "relation" in text:
+                raise UserError("the database is not initialised: run `bulkchange init-db` first") from None
+            raise UserError(f"database error: {str(exc.orig or exc).splitlines()[0]}") from None
+        except (sa.exc.ArgumentError, ValueError) as exc:
+            if isinstance(exc, sa.exc.ArgumentError) or "URL" in str(exc):
+                raise UserError(f"bad database URL: {exc}") from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def open_engine(url: str | None) -> Iterator[sa.Engine]:
+    engine = make_engine(url or default_database_url())
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def resolve_tenant(engine: sa.Engine, name: str) -> int:
+    tenant_id = ref.tenant_id_by_name(engine, name)
+    if tenant_id is None:
+        raise UserError(f"no tenant named {name!r}; run `bulkchange seed-demo` for the demo tenant")
+    return tenant_id
+
+
+def resolve_service_provider(engine: sa.Engine, tenant_id: int, value: str | None) -> int | None:
+    """An id, or the exact (case-insensitive) name or integration of one of the tenant's providers."""
+    if value is None or value.strip().isdigit():
+        return int(value) if value else None
+    sps = ref.list_service_providers(engine, tenant_id)
+    matches = [sp for sp in sps if value.strip().lower() in (sp.name.lower(), sp.integration.value)]
+    if len(matches) != 1:
+        names = ", ".join(f"{sp.id} {sp.name!r}" for sp in sps)
+        raise UserError(f"service provider {value!r} is {'ambiguous' if matches else 'unknown'}; this tenant has: {names}")
+    return matches[0].id
+
+
+@click.group()
+@click.version_option(package_name="bulkchange_pipeline")
+def main() -> None:
+    """Bulk changes to cellular IoT devices across carrier APIs."""
+
+
+@main.command("init-db")
+@database_option
+@friendly_errors
+def init_db(database_url: str | None) -> None:
+    """Create or upgrade the business database schema (Alembic migrations)."""
+    url = database_url or default_database_url()
+    migrate.upgrade(url)
+    click.echo(f"database ready: {sa.engine.make_url(url).render_as_string(hide_password=True)}")
+
+
+@main.command("seed-demo")
+@database_option
+@click.option("--devices-per-carrier", default=1000, show_default=True, type=click.IntRange(0, 2_000_000))
+@click.option("--reset", is_flag=True, help="Delete the demo and other tenants first.")
+@click.option("--base-url", "base_urls", multiple=True, metavar="INTEGRATION=URL", help="Override a carrier's base URL.")
+@friendly_errors
+def seed_demo_command(database_url: str | None, devices_per_carrier: int, reset: bool, base_urls: tuple[str, ...]) -> None:
+    """Create the demo tenant (one service provider per carrier, devices, plans, customers)."""
+    overrides = {}
+    for item in base_urls:
+        key, sep, url = item.partition("=")
+        if not sep or not url:
+            raise UserError(f"--base-url {item!r}: expected INTEGRATION=URL, e.g. jasper=http://127.0.0.1:8910/rws/api/v1")
+        overrides[key] = url
+    with open_engine(database_url) as engine:
+        seed = seed_demo(engine, devices_per_carrier, overrides, reset=reset)
+        sps = ref.list_service_providers(engine, seed.tenant_id)
+    out = console()
+    out.print("seeded the demo tenant" if seed.created else "the demo tenant exists already; nothing changed (use --reset)")
+    table = Table()
+    for col in ("id", "service provider", "integration", "base URL", "credentials"):
+        table.add_column(col, overflow="fold")
+    for sp in sps:
+        table.add_row(str(sp.id), sp.name, sp.integration.value, sp.base_url, f"BULKCHANGE_CRED_{sp.credentials_name}_*")
+    out.print(table)
+
+
+def _request_options(f: F) -> F:
+    for decorator in reversed(
+        [
+            click.argument("file", type=click.Path(dir_okay=False)),
+            click.option("--change-type", "--csv-change-type", "change_type", help="CSV: change type (number or name)."),
+            click.option("--service-provider", help="CSV: service provider id or name."),
+            click.option("--idempotency-key", help="Submitting the same key again creates nothing new."),
+            click.option("--max-mb", default=50, show_default=True, type=click.IntRange(1), help="File size limit."),
+            click.option("--max-rows", default=1_000_000, show_default=True, type=click.IntRange(1), help="Device row limit."),
+            tenant_option,
+            database_option,
+        ]
+    ):
+        f = decorator(f)
+    return f
+
+
+def _load(engine: sa.Engine, tenant: str, file: str, change_type: str | None, service_provider: str | None,
+          idempotency_key: str | None, max_mb: int, max_rows: int) -> tuple[int, Any]:
+    tenant_id = resolve_tenant(engine, tenant)
+    sp_id = resolve_service_provider(engine, tenant_id, service_provider)
+    parsed = read_request_file(
+        file, change_type=change_type, service_provider_id=sp_id, idempotency_key=idempotency_key,
+        limits=IntakeLimits(max_bytes=max_mb * 1024 * 1024, max_rows=max_rows),
+    )
+    return tenant_id, parsed
+
+
+@main.command("submit")
+@_request_options
+@click.option("--created-by", default=None, help="Who submits (default: the OS user).")
+@friendly_errors
+def submit_command(file: str, created_by: str | None, tenant: str, database_url: str | None, **opts: Any) -> None:
+    """Validate FILE (JSON or CSV) and store it as a bulk change; the pipeline picks it up."""
+    with open_engine(database_url) as engine:
+        tenant_id, parsed = _load(engine, tenant, file, **opts)
+        outcome = submit(engine, tenant_id, parsed.request, created_by or f"cli:{getpass.getuser()}", row_errors=parsed.row_errors, row_numbers=parsed.row_numbers)
+    out = console()
+    if outcome.report is not None and outcome.report.errors:
+        render_report(out, outcome.report, limit=50)
+    out.print(outcome.message)
+    if outcome.bulk_change_id is not None:
+        out.print(f"follow it with: bulkchange status {outcome.bulk_change_id} --watch")
+
+
+@main.command("dry-run")
+@_request_options
+@click.option("--limit", default=200, show_default=True, help="Rows shown per table.")
+@friendly_errors
+def dry_run_command(file: str, limit: int, tenant: str, database_url: str | None, **opts: Any) -> None:
+    """Validate FILE and print the per-device report; store nothing. Exit 0 all valid, 1 some refused, 2 file error."""
+    with open_engine(database_url) as engine:
+        tenant_id, parsed = _load(engine, tenant, file, **opts)
+        outcome = submit(engine, tenant_id, parsed.request, "dry-run", dry_run=True, row_errors=parsed.row_errors, row_numbers=parsed.row_numbers)
+    assert outcome.report is not None
+    render_report(console(), outcome.report, limit=limit)
+    click.get_current_context().exit(0 if outcome.report.ok else 1)
+
+
+@main.command("status")
+@click.argument("bulk_change_id", type=int)
+@click.option("--watch", is_flag=True, help="Show a progress bar until every device row is final.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between polls with --watch.")
+@click.option("--timeout", default=None, type=float, help="Give up watching after this many seconds (exit 1).")
+@tenant_option
+@database_option
+@friendly_errors
+def status_command(bulk_change_id: int, watch: bool, interval: float, timeout: float | None, tenant: str, database_url: str | None) -> None:
+    """Counts of a bulk change's device rows per status."""
+    with open_engine(database_url) as engine:
+        tenant_id = resolve_tenant(engine, tenant)
+        bc = _get(engine, tenant_id, bulk_change_id)
+        names = {sp.id: sp.name for sp in ref.list_service_providers(engine, tenant_id)}
+        if watch:
+            bc = _watch(engine, tenant_id, bc, interval, timeout)
+    render_status(console(), bc, names.get(bc["service_provider_id"]))
+    if watch and not _done(bc):
+        raise UserError(f"bulk change {bulk_change_id} is still {bc['status']} after {timeout} s")
+
+
+def _get(engine: sa.Engine, tenant_id: int, bulk_change_id: int) -> dict[str, Any]:
+    bc = get_bulk_change(engine, bulk_change_id, tenant_id)
+    if bc is None:
+        raise UserError(f"no bulk change {bulk_change_id} in this tenant")
+    return bc
+
+
+def _done(bc: dict[str, Any]) -> bool:
+    return final_count(bc["counts"]) >= bc["total"] or bc["status"] in FINAL_BULK
+
+
+def _watch(engine: sa.Engine, tenant_id: int, bc: dict[str, Any], interval: float, timeout: float | None) -> dict[str, Any]:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console(), transient=False) as progress:
+            task = progress.add_task(f"bulk change {bc['id']} {bc['status']}", total=bc["total"])
+            while True:
+                progress.update(task, completed=final_count(bc["counts"]), description=f"bulk change {bc['id']} {bc['status']}")
+                if _done(bc) or (deadline is not None and time.monotonic() >= deadline):
+                    return bc
+                time.sleep(interval)
+                bc = _get(engine, tenant_id, bc["id"])
+    except KeyboardInterrupt:
+        return bc
+
+
+@main.command("results")
+@click.argument("bulk_change_id", type=int)
+@click.option("--csv", "csv_path", required=True, help="Output file, or - for standard output.")
+@tenant_option
+@database_option
+@friendly_errors
+def results_command(bulk_change_id: int, csv_path: str, tenant: str, database_url: str | None) -> None:
+    """Export every device row of a bulk change as CSV (streamed)."""
+    with open_engine(database_url) as engine:
+        tenant_id = resolve_tenant(engine, tenant)
+        _get(engine, tenant_id, bulk_change_id)
+        rows = iter_device_results(engine, tenant_id, bulk_change_id)
+        if csv_path == "-":
+            n = write_results_csv(click.get_text_stream("stdout"), rows)
+        else:
+            try:
+                with open(csv_path, "w", encoding="utf-8", newline="") as out:
+                    n = write_results_csv(out, rows)
+            except OSError as exc:
+                raise UserError(f"cannot write {csv_path}: {exc.strerror}") from None
+    if csv_path != "-":
+        click.echo(f"wrote {n} device rows to {csv_path}")
+
+
+@main.command("history")
+@click.argument("device")
+@tenant_option
+@database_option
+@friendly_errors
+def history_command(device: str, tenant: str, database_url: str | None) -> None:
+    """The change history of one device (ICCID, IMEI, MSISDN or EID): before -> after."""
+    kind, reason = classify(device)
+    if kind is None:
+        raise UserError(reason or f"{device!r} is not a device identifier")
+    with open_engine(database_url) as engine:
+        tenant_id = resolve_tenant(engine, tenant)
+        found = ref.find_devices(engine, tenant_id, kind, [normalize(device)]).get(normalize(device), [])
+        if not found and kind is IdentifierKind.IMEI:  # a 15-digit MSISDN can pass Luhn
+            found = ref.find_devices(engine, tenant_id, IdentifierKind.MSISDN, [normalize(device)]).get(normalize(device), [])
+        if not found:
+            raise UserError(f"no device with {kind.name} {normalize(device)} in this tenant's inventory")
+        out = console()
+        for d in found:
+            render_history(out, d, device_history_for(engine, tenant_id, d.id))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+
+@main.command("demo")
+@click.option("--devices", default=1000, show_default=True, help="Devices in the demo StatusUpdate")
+@friendly_errors
+def demo(devices: int) -> None:
+    """Run the main job end to end on the embedded default (SQLite, Jasper simulator, Dagster)."""
+    from ..demo import run_demo
+
+    run_demo(devices=devices)

@@ -1,0 +1,306 @@
+"""Turn an uploaded file (JSON or CSV) into a BulkChangeRequest, or a clear file-level error.
+
+File-level problems (not UTF-8, no identifier column, unknown columns, empty, too large, invalid
+JSON) raise ``IntakeError``: nothing in the file can be trusted, so nothing is validated.
+Row-level problems (a ragged CSV row) are returned in ``ParsedFile.row_errors`` so that the other
+rows still go through validation and the bad one becomes an ERROR row with its reason (DESIGN R4).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..domain import BulkChangeRequest, ChangeType, DeviceEntry, canonical_key
+from ..domain.requests import FIELD_ALIASES, TARGET_MODELS
+
+ID_COLUMNS = ("iccid", "imei", "msisdn", "eid", "device")
+HEADER_COLUMNS = {"changeType": "change_type", "serviceProviderId": "service_provider_id", "idempotencyKey": "idempotency_key"}
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?\d[\d .]*")
+
+
+class IntakeError(ValueError):
+    """The file as a whole cannot be read; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    max_bytes: int = 50 * 1024 * 1024
+    max_rows: int = 1_000_000
+
+
+@dataclass
+class ParsedFile:
+    request: BulkChangeRequest
+    kind: str  # "json" or "csv"
+    row_errors: dict[int, str] = field(default_factory=dict)  # 0-based device index -> reason
+    # Number to report per device: CSV file lines (= spreadsheet rows), else None (positions 1..n).
+    row_numbers: list[int] | None = None
+
+
+def formula_reason(name: str, value: Any) -> str | None:
+    """A reason when a text value would run as a spreadsheet formula (CSV/formula injection)."""
+    if isinstance(value, str) and value[:1] in FORMULA_PREFIXES and not _PLAIN_NUMBER.fullmatch(value):
+        return (
+            f"{name} value {value[:40]!r} starts with {value[0]!r}: values that a spreadsheet would run "
+            "as a formula are refused"
+        )
+    return None
+
+
+def decode_utf8(data: bytes) -> str:
+    """Decode, dropping a BOM; a non-UTF-8 byte is reported with its offset and line."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise IntakeError(
+            f"the file is not UTF-8: byte 0x{data[exc.start]:02X} at offset {exc.start} (line {line}) "
+            "is not valid UTF-8; save the file as UTF-8 (in Excel: 'CSV UTF-8')"
+        ) from None
+
+
+def _check_size(size: int, limits: IntakeLimits) -> None:
+    if size > limits.max_bytes:
+        raise IntakeError(f"the file is {size / 1_048_576:.1f} MB; the limit is {limits.max_bytes / 1_048_576:.0f} MB: split it")
+
+
+def parse_json(data: bytes | str, *, limits: IntakeLimits = IntakeLimits()) -> ParsedFile:
+    """A request in the seed's JSON shape (data-flow.md), devices as identifiers or objects."""
+    raw = data if isinstance(data, bytes) else data.encode()
+    _check_size(len(raw), limits)
+    text = decode_utf8(raw)
+    if not text.strip():
+        raise IntakeError("the file is empty")
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise IntakeError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    return ParsedFile(request_from_dict(body, limits=limits), "json")
+
+
+def request_from_dict(body: Any, *, limits: IntakeLimits = IntakeLimits()) -> BulkChangeRequest:
+    """Validate a decoded JSON body; pydantic's errors become one readable message."""
+    if not isinstance(body, dict):
+        raise IntakeError("the request must be a JSON object with serviceProviderId, changeType and devices")
+    devices = body.get("devices")
+    if isinstance(devices, list) and len(devices) > limits.max_rows:
+        raise IntakeError(f"the request has {len(devices):,} devices; the limit is {limits.max_rows:,}: split it")
+    try:
+        return BulkChangeRequest.model_validate(body)
+    except ValidationError as exc:
+        raise IntakeError("invalid request: " + explain_validation(exc)) from None
+
+
+def explain_validation(exc: ValidationError, limit: int = 10) -> str:
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("str", "DeviceEntry")))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "is not a field of a bulk change request"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _field_names(change_type: ChangeType | None) -> set[str]:
+    models = [TARGET_MODELS[change_type]] if change_type else list(TARGET_MODELS.values())
+    return {name for model in models for name in model.model_fields}
+
+
+def _camel_to_snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def _column_key(name: str, known: set[str]) -> str | None:
+    """The canonical key of a CSV header cell, or None when it names nothing we know."""
+    stripped = name.strip()
+    if stripped.lower() in ID_COLUMNS:
+        return stripped.lower()
+    for header, key in HEADER_COLUMNS.items():
+        if stripped.lower() in (header.lower(), key):
+            return header
+    candidates = [canonical_key(stripped), _camel_to_snake(stripped), stripped.lower()]
+    aliases = {k.lower(): v for k, v in FIELD_ALIASES.items()}
+    candidates.append(aliases.get(stripped.lower(), ""))
+    for c in candidates:
+        if c in known:
+            return c
+    return None
+
+
+def parse_csv(
+    data: bytes,
+    *,
+    change_type: ChangeType | int | str | None = None,
+    service_provider_id: int | None = None,
+    idempotency_key: str | None = None,
+    limits: IntakeLimits = IntakeLimits(),
+) -> ParsedFile:
+    """One row per device: an identifier column plus per-row values (wire or snake_case names).
+
+    The change type and service provider come from the arguments or from ``changeType`` /
+    ``serviceProviderId`` columns, which must then hold the same value on every row.
+    """
+    _check_size(len(data), limits)
+    text = decode_utf8(data)
+    if not text.strip():
+        raise IntakeError("the file is empty")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader)
+        while not any(cell.strip() for cell in header):
+            header = next(reader)
+    except StopIteration:
+        raise IntakeError("the file is empty") from None
+    except csv.Error as exc:
+        raise IntakeError(f"CSV error on line {reader.line_num}: {exc}") from None
+
+    try:
+        option_change_type = ChangeType.parse(change_type) if change_type not in (None, "") else None
+    except ValueError as exc:
+        raise IntakeError(str(exc)) from None
+    fixed = {
+        "changeType": option_change_type,
+        "serviceProviderId": service_provider_id,
+        "idempotencyKey": idempotency_key,
+    }
+    known_all = _field_names(None)
+    keys: list[str] = []
+    unknown: list[str] = []
+    for cell in header:
+        key = _column_key(cell, known_all)
+        if key is None:
+            unknown.append(cell.strip() or "(blank)")
+        keys.append(key or "")
+    if unknown:
+        raise IntakeError(
+            f"unknown column(s): {', '.join(repr(u) for u in unknown)}; an identifier column is one of "
+            f"{', '.join(ID_COLUMNS)}, value columns are fields such as targetStatus, carrierRatePlan, "
+            "customerRatePlanId, effectiveDate"
+        )
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise IntakeError(f"column(s) given twice: {', '.join(dupes)}")
+    if not any(k in ID_COLUMNS for k in keys):
+        raise IntakeError(f"no identifier column: the header must name one of {', '.join(ID_COLUMNS)} (found: {', '.join(header)})")
+
+    entries: list[DeviceEntry] = []
+    lines: list[int] = []
+    row_errors: dict[int, str] = {}
+    header_values: dict[str, set[str]] = {h: set() for h in HEADER_COLUMNS}
+    width = len(keys)
+    try:
+        for cells in reader:
+            if not any(c.strip() for c in cells):
+                continue
+            if len(entries) >= limits.max_rows:
+                raise IntakeError(f"the file has more than {limits.max_rows:,} device rows; the limit is {limits.max_rows:,}: split it")
+            if len(cells) != width:
+                row_errors[len(entries)] = (
+                    f"line {reader.line_num} has {len(cells)} cells, the header has {width}; check for an unquoted comma"
+                )
+            record: dict[str, Any] = {}
+            for key, value in zip(keys, cells):
+                value = value.strip()
+                if key in HEADER_COLUMNS:
+                    if value:
+                        header_values[key].add(value)
+                elif value:
+                    record[key] = value
+            entries.append(DeviceEntry.model_validate(record))
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise IntakeError(f"CSV error on line {reader.line_num}: {exc}") from None
+    if not entries:
+        raise IntakeError("the file has a header but no device rows")
+
+    resolved = _resolve_header_values(fixed, header_values)
+    ct = resolved["changeType"]
+    if ct is None:
+        raise IntakeError("no change type: pass --change-type (e.g. StatusUpdate or 1) or add a changeType column")
+    if resolved["serviceProviderId"] is None:
+        raise IntakeError("no service provider: pass --service-provider or add a serviceProviderId column")
+    foreign = sorted({k for k in keys if k and k not in ID_COLUMNS and k not in HEADER_COLUMNS} - _field_names(ct))
+    if foreign:
+        raise IntakeError(
+            f"column(s) {', '.join(foreign)} are not fields of {ct.label}; its fields are: {', '.join(sorted(_field_names(ct)))}"
+        )
+    try:
+        request = BulkChangeRequest(
+            serviceProviderId=resolved["serviceProviderId"],
+            changeType=ct,
+            idempotencyKey=resolved["idempotencyKey"],
+            devices=entries,
+        )
+    except ValidationError as exc:
+        raise IntakeError("invalid request: " + explain_validation(exc)) from None
+    return ParsedFile(request, "csv", row_errors, lines)
+
+
+def _resolve_header_values(fixed: dict[str, Any], found: dict[str, set[str]]) -> dict[str, Any]:
+    out = dict(fixed)
+    for name, values in found.items():
+        if len(values) > 1:
+            raise IntakeError(f"column {name} must hold the same value on every row; found {', '.join(sorted(values))}")
+        if not values:
+            continue
+        value = next(iter(values))
+        try:
+            parsed: Any = ChangeType.parse(value) if name == "changeType" else int(value) if name == "serviceProviderId" else value
+        except ValueError as exc:
+            raise IntakeError(f"column {name}: {exc}") from None
+        if out[name] not in (None, parsed):
+            raise IntakeError(f"column {name} says {value} but the command line says {out[name]}")
+        out[name] = parsed
+    return out
+
+
+def read_request_file(
+    path: str | Path,
+    *,
+    change_type: ChangeType | int | str | None = None,
+    service_provider_id: int | None = None,
+    idempotency_key: str | None = None,
+    limits: IntakeLimits = IntakeLimits(),
+) -> ParsedFile:
+    """Read a JSON or CSV request file (by extension, else by its first character).
+
+    Options given for a JSON file override its fields (the idempotency key, typically).
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise IntakeError(f"cannot read {p}: {exc.strerror}") from None
+    _check_size(size, limits)
+    data = p.read_bytes()
+    is_json = p.suffix.lower() == ".json" or (p.suffix.lower() != ".csv" and data.lstrip()[:1] in (b"{", b"["))
+    if not is_json:
+        return parse_csv(
+            data, change_type=change_type, service_provider_id=service_provider_id, idempotency_key=idempotency_key, limits=limits
+        )
+    parsed = parse_json(data, limits=limits)
+    updates: dict[str, Any] = {}
+    if idempotency_key:
+        updates["idempotency_key"] = idempotency_key
+    if service_provider_id is not None and service_provider_id != parsed.request.service_provider_id:
+        raise IntakeError(f"the file says serviceProviderId {parsed.request.service_provider_id}, the command line {service_provider_id}")
+    try:
+        option_change_type = ChangeType.parse(change_type) if change_type not in (None, "") else None
+    except ValueError as exc:
+        raise IntakeError(str(exc)) from None
+    if option_change_type is not None and option_change_type is not parsed.request.change_type:
+        raise IntakeError(f"the file says changeType {parsed.request.change_type.value}, the command line {change_type}")
+    if updates:
+        parsed.request = parsed.request.model_copy(update=updates)
+    return parsed

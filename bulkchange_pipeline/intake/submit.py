@@ -1,0 +1,96 @@
+"""Submit a bulk change: validate it, then store it with its device rows (or only report: dry run).
+
+The one entry point for every intake path (CLI, HTTP API), so the rules cannot drift apart.
+Refused devices are stored too, as ERROR rows: they are the audit trail of what was asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..domain import BulkChangeRequest
+from ..store.bulk_changes import NewBulkChange, count_rows_by_status, create_bulk_change, find_by_idempotency_key
+from .validation import ValidationReport, validate_request
+
+
+@dataclass
+class SubmitOutcome:
+    report: ValidationReport | None  # None when an idempotency key short-circuited validation
+    bulk_change_id: int | None  # None for a dry run
+    created: bool
+    status: str | None
+    message: str
+    counts: dict[str, int] | None = None
+
+
+def stored_request(request: BulkChangeRequest) -> dict[str, Any]:
+    """The request header as stored on the bulk change.
+
+    The devices themselves are stored as device rows (with their per-device values), so the
+    header keeps only their count: a million-device request must not be duplicated into one JSON
+    value.
+    """
+    body = request.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"devices"})
+    body["deviceCount"] = len(request.devices)
+    return body
+
+
+def submit(
+    engine: sa.Engine,
+    tenant_id: int,
+    request: BulkChangeRequest,
+    created_by: str,
+    dry_run: bool = False,
+    *,
+    row_errors: Mapping[int, str] | None = None,
+    row_numbers: Sequence[int] | None = None,
+) -> SubmitOutcome:
+    """Validate and (unless ``dry_run``) store; the same idempotency key twice creates nothing new."""
+    key = request.idempotency_key
+    if key and not dry_run:
+        existing = find_by_idempotency_key(engine, tenant_id, key)
+        if existing:
+            return _already(existing.bulk_change_id, existing.status, engine)
+    report = validate_request(engine, tenant_id, request, row_errors=row_errors, row_numbers=row_numbers)
+    if dry_run:
+        return SubmitOutcome(report, None, False, None, _summary(report, "dry run: nothing stored"), report.counts())
+    result = create_bulk_change(
+        engine,
+        NewBulkChange(
+            tenant_id=tenant_id,
+            service_provider_id=report.service_provider.id,
+            change_type=int(request.change_type),
+            portal_type=report.portal_type,
+            process_changes=request.process_changes,
+            request=stored_request(request),
+            created_by=created_by,
+            rows=report.rows,
+            idempotency_key=key,
+        ),
+    )
+    if not result.created:  # lost a race with a concurrent submission of the same key
+        return _already(result.bulk_change_id, result.status, engine, report)
+    return SubmitOutcome(
+        report, result.bulk_change_id, True, result.status,
+        _summary(report, f"created bulk change {result.bulk_change_id} ({result.status})"), result.counts,
+    )
+
+
+def _already(bc_id: int, status: str, engine: sa.Engine, report: ValidationReport | None = None) -> SubmitOutcome:
+    return SubmitOutcome(
+        report, bc_id, False, status,
+        f"already submitted as bulk change {bc_id}; nothing new created", count_rows_by_status(engine, bc_id),
+    )
+
+
+def _summary(report: ValidationReport, head: str) -> str:
+    parts = [f"{report.accepted} of {report.total} devices accepted"]
+    if report.scheduled:
+        parts.append(f"{report.scheduled} scheduled")
+    if report.errors:
+        parts.append(f"{len(report.errors)} refused")
+    return f"{head}: " + ", ".join(parts)

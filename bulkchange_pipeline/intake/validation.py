@@ -1,0 +1,417 @@
+"""Validate a bulk change request device by device, before anything is stored or sent (DESIGN 4).
+
+Every device gets exactly one outcome: accepted (NEW, or SCHEDULED with a future effective date)
+or refused (ERROR) with one reason a person can act on. Refused rows are still returned as
+``NewDeviceChange`` rows so that submitting stores them as the audit trail.
+
+Speed matters (100,000 devices in a few seconds): the work is two passes over the rows with the
+database touched only in between, by set-based lookups (see ``store.reference``); targets are
+built once per distinct set of per-device values.
+
+Tenant isolation: devices are looked up in this tenant's inventory only, and an unknown
+identifier gets the same message whether or not another tenant owns it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..domain import (
+    BulkChangeRequest,
+    ChangeType,
+    DeviceChangeStatus,
+    DeviceEntry,
+    IdentifierKind,
+    Integration,
+    build_target,
+    canonical_status,
+    capability,
+    classify,
+    normalize,
+    transition_error,
+    unsupported_reason,
+)
+from ..domain.identifiers import CHECKS
+from ..store import reference as ref
+from ..store.bulk_changes import NewDeviceChange
+from ..store.db import to_naive_utc, utcnow
+from .parsing import formula_reason
+
+ARCHIVE_USAGE_DAYS = 30
+THINGSPACE_PLAN_CHANGES_PER_MONTH = 4
+CT = ChangeType
+_KIND_FIELDS = (("iccid", IdentifierKind.ICCID), ("device", None), ("imei", IdentifierKind.IMEI),
+                ("msisdn", IdentifierKind.MSISDN), ("eid", IdentifierKind.EID))
+
+
+class RequestRejected(ValueError):
+    """The request as a whole cannot be accepted (e.g. its service provider is not this tenant's)."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int  # 1-based position of the device in the request, or its CSV line
+    identifier: str
+    reason: str
+
+
+@dataclass
+class ValidationReport:
+    """What a dry run shows and what a submit stores."""
+
+    tenant_id: int
+    service_provider: ref.ServiceProviderInfo
+    change_type: ChangeType
+    portal_type: int
+    rows: list[NewDeviceChange]
+    errors: list[RowError]
+    identifiers: list[str]  # as given, one per row (for reports)
+    row_numbers: list[int]  # as reported, one per row
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.rows)
+
+    @property
+    def accepted(self) -> int:
+        return self.total - len(self.errors)
+
+    @property
+    def scheduled(self) -> int:
+        return sum(1 for r in self.rows if r.status is DeviceChangeStatus.SCHEDULED)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for r in self.rows:
+            out[r.status.value] += 1
+        return dict(out)
+
+
+class _Row:
+    __slots__ = ("entry", "raw", "kind", "value", "reason", "target", "target_error", "device")
+
+    def __init__(self, entry: DeviceEntry) -> None:
+        self.entry = entry
+        self.raw = ""
+        self.kind: IdentifierKind | None = None
+        self.value = ""
+        self.reason: str | None = None
+        self.target: dict[str, Any] | None = None
+        self.target_error: str | None = None
+        self.device: ref.DeviceRecord | None = None
+
+
+def validate_request(
+    engine: sa.Engine,
+    tenant_id: int,
+    request: BulkChangeRequest,
+    *,
+    row_errors: Mapping[int, str] | None = None,
+    row_numbers: Sequence[int] | None = None,
+    now: datetime | None = None,
+) -> ValidationReport:
+    """Check every device of ``request`` for ``tenant_id``; raise RequestRejected for request-level faults.
+
+    ``row_errors`` are parse errors by 0-based device index; ``row_numbers`` are the numbers that
+    reports use for the devices (CSV: file lines), default their positions 1..n.
+    """
+    now = now or utcnow()
+    sp = ref.get_service_provider(engine, tenant_id, request.service_provider_id)
+    if sp is None:
+        raise RequestRejected(f"no service provider with id {request.service_provider_id} in this tenant")
+    if request.portal_type_id is not None and request.portal_type_id != sp.portal_type:
+        raise RequestRejected(
+            f"portalTypeId {request.portal_type_id} does not match service provider {sp.name!r} (portal type {sp.portal_type})"
+        )
+    ct = request.change_type
+    cap = capability(ct, sp.integration)
+    blanket = unsupported_reason(ct, sp.integration) if cap is None else _payload_reason(request.payload)
+    rows = [_Row(e) for e in request.entries()]
+    numbers = list(row_numbers) if row_numbers is not None else list(range(1, len(rows) + 1))
+    if len(numbers) != len(rows):
+        raise ValueError("row_numbers must have one number per device")
+    _first_pass(rows, ct, request.payload, row_errors or {}, blanket, numbers)
+    ctx = _Lookups.load(engine, tenant_id, sp, ct, rows, now)
+    _second_pass(rows, ct, sp, ctx, now, numbers)
+
+    report = ValidationReport(tenant_id, sp, ct, sp.portal_type, [], [], [r.raw for r in rows], numbers)
+    if not sp.write_enabled and cap is not None and cap.handling.value != "db":
+        report.warnings.append(f"writes are disabled for {sp.name!r}: the carrier calls of this change will be refused")
+    for i, r in enumerate(rows):
+        report.rows.append(_to_change(r, now))
+        if r.reason is not None:
+            report.errors.append(RowError(numbers[i], r.raw, r.reason))
+    return report
+
+
+def _payload_reason(payload: Mapping[str, Any]) -> str | None:
+    for key, value in payload.items():
+        if reason := formula_reason(key, value):
+            return reason
+    return None
+
+
+def _first_pass(
+    rows: list[_Row], ct: ChangeType, payload: dict[str, Any], row_errors: Mapping[int, str], blanket: str | None, numbers: list[int]
+) -> None:
+    """Identifiers, duplicates, formula strings and targets: everything that needs no database."""
+    seen: dict[tuple[IdentifierKind, str], int] = {}
+    targets: dict[Any, tuple[dict[str, Any] | None, str | None]] = {}
+    for i, r in enumerate(rows):
+        e = r.entry
+        for name, kind in _KIND_FIELDS:
+            raw = getattr(e, name)
+            if raw:
+                r.raw = str(raw)
+                r.kind = kind
+                break
+        values = e.values
+        if i in row_errors:
+            r.reason = row_errors[i]
+        elif blanket:
+            r.reason = blanket
+        elif not r.raw:
+            r.reason = "no device identifier on this row"
+        else:
+            r.reason = formula_reason("device", r.raw) or next(
+                (reason for k, v in values.items() if (reason := formula_reason(k, v))), None
+            )
+        if r.raw:
+            r.value = normalize(r.raw)
+            if r.kind is None:
+                r.kind, reason = classify(r.raw)
+            else:
+                reason = CHECKS[r.kind](r.raw)
+            if r.reason is None and reason:
+                r.reason = reason
+        if r.reason is None and r.kind is not None:
+            key = (r.kind, r.value)
+            if key in seen:
+                r.reason = f"duplicate: {r.kind.name} {r.value} is already listed in row {numbers[seen[key]]}"
+            else:
+                seen[key] = i
+        try:
+            cache_key: Any = tuple(sorted(values.items()))
+            hash(cache_key)
+        except TypeError:
+            cache_key = None
+        built = targets.get(cache_key) if cache_key is not None else None
+        if built is None:
+            built = build_target(ct, {**payload, **values})
+            if cache_key is not None:
+                targets[cache_key] = built
+        r.target = dict(built[0]) if built[0] is not None else None
+        r.target_error = built[1]
+
+
+@dataclass
+class _Lookups:
+    devices: dict[int, ref.DeviceRecord | None]  # row index -> device (rows still valid only)
+    providers: dict[int, ref.ServiceProviderInfo]
+    plans: dict[str, ref.CarrierRatePlan]
+    customers: dict[int, ref.CustomerInfo]
+    customer_plans: dict[int, int | None]
+    pools: set[int]
+    plan_changes: dict[int, int]
+    taken: dict[tuple[str, str], list[ref.DeviceRecord]]
+
+    @classmethod
+    def load(cls, engine: sa.Engine, tenant_id: int, sp: ref.ServiceProviderInfo, ct: ChangeType, rows: list[_Row], now: datetime) -> "_Lookups":
+        wanted: dict[IdentifierKind, set[str]] = defaultdict(set)
+        ids: dict[str, set[int]] = defaultdict(set)
+        new_ids: dict[str, set[str]] = defaultdict(set)
+        for r in rows:
+            if r.reason is not None or r.kind is None:
+                continue
+            wanted[r.kind].add(r.value)
+            t = r.target or {}
+            for key in ("customer_id", "customer_rate_plan_id", "customer_rate_pool_id"):
+                if t.get(key) is not None:
+                    ids[key].add(t[key])
+            for key in ("new_iccid", "new_imei"):
+                if t.get(key):
+                    new_ids[key].add(normalize(t[key]))
+        found = {kind: ref.find_devices(engine, tenant_id, kind, values) for kind, values in wanted.items()}
+        devices: dict[int, ref.DeviceRecord | None] = {}
+        for i, r in enumerate(rows):
+            if r.reason is None and r.kind is not None:
+                devices[i] = _pick(found[r.kind].get(r.value, []), sp.id)
+        plan_changes: dict[int, int] = {}
+        if ct is CT.CARRIER_RATE_PLAN_CHANGE and sp.integration is Integration.THINGSPACE:
+            month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            plan_changes = ref.plan_change_counts(engine, tenant_id, [d.id for d in devices.values() if d], month_start)
+        taken = {}
+        for key, kind in (("new_iccid", IdentifierKind.ICCID), ("new_imei", IdentifierKind.IMEI)):
+            if new_ids[key]:
+                for value, recs in ref.find_devices(engine, tenant_id, kind, new_ids[key]).items():
+                    taken[(key, value)] = recs
+        needs_plans = ct in (CT.CARRIER_RATE_PLAN_CHANGE, CT.ACTIVATE_NEW_SERVICE)
+        return cls(
+            devices=devices,
+            providers={p.id: p for p in ref.list_service_providers(engine, tenant_id)},
+            plans=ref.carrier_rate_plans(engine, tenant_id, sp.id) if needs_plans else {},
+            customers=ref.customers(engine, tenant_id, ids["customer_id"]) if ids["customer_id"] else {},
+            customer_plans=ref.customer_rate_plans(engine, tenant_id, ids["customer_rate_plan_id"]) if ids["customer_rate_plan_id"] else {},
+            pools=ref.customer_pool_ids(engine, tenant_id, ids["customer_rate_pool_id"]) if ids["customer_rate_pool_id"] else set(),
+            plan_changes=plan_changes,
+            taken=taken,
+        )
+
+
+def _pick(candidates: list[ref.DeviceRecord], sp_id: int) -> ref.DeviceRecord | None:
+    """Of several devices with the identifier, prefer a live one of this service provider."""
+    if not candidates:
+        return None
+    for test in (lambda d: d.service_provider_id == sp_id and d.archived_at is None, lambda d: d.archived_at is None):
+        for d in candidates:
+            if test(d):
+                return d
+    return candidates[0]
+
+
+def _second_pass(
+    rows: list[_Row], ct: ChangeType, sp: ref.ServiceProviderInfo, ctx: _Lookups, now: datetime, numbers: list[int]
+) -> None:
+    seen_devices: dict[int, int] = {}
+    new_seen: dict[tuple[str, str], int] = {}
+    for i, r in enumerate(rows):
+        if r.reason is not None:
+            continue
+        assert r.kind is not None
+        d = ctx.devices.get(i)
+        label = f"{r.kind.name} {r.value}"
+        if d is None:
+            r.reason = f"no device with {label} in this tenant's inventory"
+            continue
+        r.device = d
+        if d.id in seen_devices:
+            r.reason = f"duplicate: this device is already listed in row {numbers[seen_devices[d.id]]}"
+            continue
+        seen_devices[d.id] = i
+        if d.archived_at is not None:
+            r.reason = f"device {label} was archived on {d.archived_at:%Y-%m-%d}; archived devices cannot be changed"
+        elif d.service_provider_id != sp.id:
+            other = ctx.providers.get(d.service_provider_id)
+            r.reason = (
+                f"device {label} belongs to service provider {other.name if other else d.service_provider_id!r}, "
+                f"not {sp.name!r}; submit it with its own service provider"
+            )
+        elif r.target_error is not None or r.target is None:
+            r.reason = f"invalid values for {ct.label}: {r.target_error}"
+        else:
+            r.reason = _check_target(ct, sp, d, r.target, ctx, now, label, new_seen, numbers[i])
+
+
+def _check_target(
+    ct: ChangeType, sp: ref.ServiceProviderInfo, d: ref.DeviceRecord, t: dict[str, Any], ctx: _Lookups,
+    now: datetime, label: str, new_seen: dict[tuple[str, str], int], row: int,
+) -> str | None:
+    """The change-type specific rules; may complete ``t`` (carrier spelling, names, defaults)."""
+    integ = sp.integration
+    if ct is CT.STATUS_UPDATE:
+        if err := transition_error(integ, d.status, t["status"]):
+            return err
+        t["status"] = canonical_status(integ, t["status"])
+    elif ct in (CT.CARRIER_RATE_PLAN_CHANGE, CT.ACTIVATE_NEW_SERVICE):
+        code = t["carrier_rate_plan"]
+        plan = ctx.plans.get(code) or next((p for c, p in ctx.plans.items() if c.lower() == code.lower()), None)
+        if plan is None:
+            known = ", ".join(sorted(ctx.plans)[:10]) or "none configured"
+            return f"unknown carrier rate plan {code!r} for {sp.name!r}; known plans: {known}"
+        t["carrier_rate_plan"] = plan.code
+        if plan.communication_plan and not t.get("communication_plan"):
+            t["communication_plan"] = plan.communication_plan
+        if ct is CT.CARRIER_RATE_PLAN_CHANGE and integ is Integration.TEAL and not d.eid:
+            return f"device {label} has no EID; Teal plan changes need one"
+        used = ctx.plan_changes.get(d.id, 0)
+        if integ is Integration.THINGSPACE and ct is CT.CARRIER_RATE_PLAN_CHANGE and used >= THINGSPACE_PLAN_CHANGES_PER_MONTH:
+            return f"device {label} already had {used} plan changes this month; ThingSpace allows {THINGSPACE_PLAN_CHANGES_PER_MONTH}"
+    elif ct is CT.CUSTOMER_RATE_PLAN_CHANGE:
+        plan_id, pool_id = t.get("customer_rate_plan_id"), t.get("customer_rate_pool_id")
+        if plan_id is not None and plan_id not in ctx.customer_plans:
+            return f"no customer rate plan with id {plan_id} in this tenant"
+        if pool_id is not None and pool_id not in ctx.pools:
+            return f"no customer rate pool with id {pool_id} in this tenant"
+        if plan_id is not None and t.get("data_allocation_mb") is None and ctx.customer_plans[plan_id] is not None:
+            t["data_allocation_mb"] = ctx.customer_plans[plan_id]
+    elif ct in (CT.CUSTOMER_ASSIGNMENT, CT.CREATE_REV_SERVICE):
+        cust = ctx.customers.get(t["customer_id"])
+        if cust is None:
+            return f"no customer with id {t['customer_id']} in this tenant"
+        t["customer_name"] = cust.name
+        if cust.rev_customer_id and not t.get("rev_customer_id"):
+            t["rev_customer_id"] = cust.rev_customer_id
+        if ct is CT.CREATE_REV_SERVICE and not t.get("rev_customer_id"):
+            return f"customer {cust.name!r} has no Rev.io customer id; link it in Rev.io first"
+    elif ct is CT.ARCHIVAL and not t.get("override_usage_check"):
+        if d.last_usage_at is not None and d.last_usage_at >= now - timedelta(days=ARCHIVE_USAGE_DAYS):
+            return (
+                f"device {label} had usage on {d.last_usage_at:%Y-%m-%d}, within the last {ARCHIVE_USAGE_DAYS} days; "
+                "archive it later or set overrideUsageCheck"
+            )
+        if d.has_active_rev_service:
+            return f"device {label} has an active Rev.io service; end it first or set overrideUsageCheck"
+    elif ct is CT.CHANGE_ICCID_AND_IMEI:
+        for key, name in (("new_iccid", "ICCID"), ("new_imei", "IMEI")):
+            if not t.get(key):
+                continue
+            value = t[key] = normalize(t[key])
+            if any(other.id != d.id for other in ctx.taken.get((key, value), [])):
+                return f"new {name} {value} is already used by another device in this inventory"
+            if (key, value) in new_seen:
+                return f"new {name} {value} is also requested in row {new_seen[(key, value)]}"
+            new_seen[(key, value)] = row
+    return None
+
+
+def _effective_at(target: dict[str, Any] | None) -> datetime | None:
+    value = (target or {}).get("effective_date")
+    if not value:
+        return None
+    dt = datetime.fromisoformat(value)
+    return to_naive_utc(dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc))
+
+
+def _to_change(r: _Row, now: datetime) -> NewDeviceChange:
+    d = r.device
+    ids = {"iccid": None, "imei": None, "msisdn": None, "eid": None}
+    if d is not None:
+        ids = {"iccid": d.iccid, "imei": d.imei, "msisdn": d.msisdn, "eid": d.eid}
+    elif r.kind is not None:
+        ids[r.kind.value] = r.value[:40]
+    if r.reason is not None:
+        body = r.target if r.target is not None else _jsonable(r.entry.values)
+        return NewDeviceChange(
+            change_request={"device": r.raw[:200], **body},
+            status=DeviceChangeStatus.ERROR,
+            device_id=d.id if d else None,
+            status_details=r.reason,
+            **ids,
+        )
+    effective = _effective_at(r.target)
+    scheduled = effective is not None and effective > now
+    return NewDeviceChange(
+        change_request=r.target or {},
+        status=DeviceChangeStatus.SCHEDULED if scheduled else DeviceChangeStatus.NEW,
+        device_id=d.id if d else None,
+        effective_at=effective if scheduled else None,
+        **ids,
+    )
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    """Per-device input as stored on an ERROR row: JSON-safe, long strings cut."""
+    out = json.loads(json.dumps(values, default=str))
+    return {k: (v[:500] if isinstance(v, str) else v) for k, v in out.items()}

@@ -1,0 +1,535 @@
+"""A loopback simulator of Teal's integration API (eSIMs by EID, asynchronous operations).
+
+Wire format (reference/carriers.md section 4): headers `ApiKey`/`ApiSecret`; `requestId` and
+`callbackUrl` as query parameters; enable/disable/assign-plan only enqueue and answer
+`{success, message, link:{operationResult:{href}}}` at once; the operation completes after
+`operation_delay_seconds` in a background thread, then the result is
+`{success, requestId, entries:[{eid, success, errorCode, errorMessage}]}` and the callback URL is
+POSTed with `requestId=<id>` appended (retried a few times; drops and duplicates switchable).
+
+Inferred [I]: the operation-result path `api/v1/operation-result?requestId=`, the error envelope
+`{success:false, errorCode, message}`, the `eid` filter on `GET api/v1/esims`, idempotent replay of
+a re-sent requestId, and how "still processing" travels: a literal 102 is an interim status in
+HTTP/1.1 that clients skip (httpx then fails to parse the body), so by default the pending answer
+is a final HTTP 202 whose body says `status: 102, message: Processing`; `pending_http_status=102`
+sends the literal one. Enable moves `stopped` to `online`; enabling an enabled eSIM or disabling a
+stopped one is a successful no-op.
+
+Admin endpoints (no auth, loopback only): `POST /_sim/devices` (seed), `GET /_sim/devices/{eid}`,
+`GET /_sim/stats`, `GET|POST /_sim/config`, `POST /_sim/reset`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+import math
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .faults import AccountGate, Fault, FaultConfig, FaultInjector
+from .server import ServerHandle, run_app_in_thread
+
+API_PREFIX = ""  # paths are api/v1/... under the host, as on integrationapi.teal.global
+STATUSES = ("online", "waiting", "stopped")
+DEFAULT_PLANS: tuple[dict[str, Any], ...] = (
+    {"uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000001", "name": "IoT 1GB", "volume": 1,
+     "volumeUnit": "GB", "price": 4.0},
+    {"uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000005", "name": "IoT 5GB", "volume": 5,
+     "volumeUnit": "GB", "price": 12.0},
+    {"uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000100", "name": "Pool 100MB", "volume": 100,
+     "volumeUnit": "MB", "price": 1.5},
+)
+_OPERATIONS = {"enable", "disable", "assign-plan"}
+_JSON = "application/json"
+
+
+def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status, headers, _JSON)
+
+
+def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+           ) -> Response:
+    return _json(status, {"success": False, "errorCode": code, "message": message}, headers)
+
+
+def make_eids(count: int, start: int = 0, prefix: str = "89049032") -> list[str]:
+    """`count` distinct 32-digit EIDs with GSMA mod-97 check digits, for tests and benchmarks."""
+    out = []
+    for n in range(start, start + count):
+        body = prefix + str(n).zfill(30 - len(prefix))
+        out.append(body + f"{98 - int(body + '00') % 97:02d}")
+    return out
+
+
+@dataclass
+class Operation:
+    """One enqueued request, kept for the operation-result API and for replays of its id."""
+
+    request_id: str
+    account: str
+    kind: str
+    entries: list[Any]
+    callback_url: str | None
+    reply: dict[str, Any]
+    due: float
+    results: list[dict[str, Any]] | None = None
+
+
+class TealSimulator:
+    """In-memory Teal account(s) behind a Starlette app (`.app`); `accounts` maps ApiKey to
+    ApiSecret."""
+
+    def __init__(self, accounts: Mapping[str, str] | None = None, *,
+                 calls_per_minute: float = 1000, max_concurrency: int = 0,
+                 faults: FaultConfig | None = None, operation_delay_seconds: float = 0.5,
+                 plans: Iterable[Mapping[str, Any]] = DEFAULT_PLANS, max_entries: int = 100) -> None:
+        self.accounts: dict[str, str] = dict(accounts or {"demo-key": "demo-secret"})
+        self.gate = AccountGate(calls_per_minute / 60.0, max_concurrency)
+        self.faults = FaultInjector(faults or FaultConfig())
+        self.operation_delay_seconds = operation_delay_seconds
+        self.max_entries = max_entries
+        self.plans: dict[str, dict[str, Any]] = {p["uuid"]: dict(p) for p in plans}
+        self.esims: dict[str, dict[str, Any]] = {}
+        self.operations: dict[str, Operation] = {}
+        self.pending_http_status = 202
+        self.retry_after_seconds: float | None = None  # None: until the rate window ends
+        self.drop_callback_rate = 0.0
+        self.duplicate_callback_rate = 0.0
+        self.callback_attempts = 3
+        self.callback_retry_seconds = 0.2
+        self._cb_random = random.Random(self.faults.config.seed)
+        self.lock = threading.RLock()
+        self._queue: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._wake = threading.Condition(self.lock)
+        self._closed = False
+        self._callbacks = ThreadPoolExecutor(4, thread_name_prefix="teal-callback")
+        self._http = httpx.Client(timeout=2.0)
+        self._worker = threading.Thread(target=self._complete_loop, daemon=True,
+                                        name="teal-operations")
+        self._worker.start()
+        self.reset_counters()
+        self.app = self._build_app()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def reset_counters(self) -> None:
+        """Zero every counter (eSIMs and operations are kept)."""
+        with self.lock:
+            self.applied_counts: Counter[str] = Counter()
+            self.total_calls = 0
+            self.calls_by_path: Counter[str] = Counter()
+            self.over_limit_answers = 0
+            self.auth_failures = 0
+            self.business_refusals = 0
+            self.counts: Counter[str] = Counter()  # operations_*, callbacks_*
+            self.gate.accounts.clear()
+            self.faults.counts = {k: 0 for k in self.faults.counts}
+
+    def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
+        """Add or replace eSIMs (at least `eid`; deviceStatus defaults to online, the plan to the
+        first plan). `flowRestricted: true` makes every operation on it FLOW_RESTRICTED_ERROR."""
+        n = 0
+        with self.lock:
+            for seed in devices:
+                eid = str(seed["eid"])
+                status = str(seed.get("deviceStatus", "online"))
+                if status not in STATUSES:
+                    raise ValueError(f"deviceStatus must be one of {STATUSES}, got {status!r}")
+                plan = self.plans.get(str(seed.get("planUuid") or next(iter(self.plans), "")), {})
+                self.esims[eid] = {
+                    "eid": eid, "iccid": seed.get("iccid"), "imei": seed.get("imei"),
+                    "imsi": seed.get("imsi"), "msisdn": seed.get("msisdn"),
+                    "deviceStatus": status, "planUuid": plan.get("uuid"),
+                    "planName": plan.get("name"), "deviceName": seed.get("deviceName"),
+                    "flowRestricted": bool(seed.get("flowRestricted", False)),
+                }
+                n += 1
+        return n
+
+    def device(self, eid: str) -> dict[str, Any] | None:
+        with self.lock:
+            record = self.esims.get(eid)
+            return dict(record) if record else None
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """Change limits (`calls_per_minute`, `max_concurrency`), `operation_delay_seconds`,
+        `pending_http_status`, `retry_after_seconds`, callback switches (`drop_callback_rate`,
+        `duplicate_callback_rate`, `callback_attempts`, `callback_retry_seconds`), `accounts`
+        ({ApiKey: ApiSecret}), `plans` (list), or faults (FaultConfig fields)."""
+        simple = {"operation_delay_seconds": float, "pending_http_status": int,
+                  "drop_callback_rate": float, "duplicate_callback_rate": float,
+                  "callback_attempts": int, "callback_retry_seconds": float, "max_entries": int}
+        with self.lock:
+            for key, value in changes.items():
+                if key == "calls_per_minute":
+                    self.gate.rate_per_second = float(value) / 60.0
+                elif key == "max_concurrency":
+                    self.gate.max_concurrency = int(value)
+                elif key == "accounts":
+                    self.accounts = dict(value)
+                elif key == "plans":
+                    self.plans = {p["uuid"]: dict(p) for p in value}
+                elif key == "retry_after_seconds":
+                    self.retry_after_seconds = None if value is None else float(value)
+                elif key in simple:
+                    setattr(self, key, simple[key](value))
+                else:
+                    self.faults.config.update({key: value})
+                    if key == "seed":
+                        self.faults.reseed(int(value))
+                        self._cb_random.seed(int(value))
+        return self.config()
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "calls_per_minute": self.gate.rate_per_second * 60.0,
+            "max_concurrency": self.gate.max_concurrency,
+            "accounts": sorted(self.accounts),
+            "operation_delay_seconds": self.operation_delay_seconds,
+            "pending_http_status": self.pending_http_status,
+            "retry_after_seconds": self.retry_after_seconds,
+            "drop_callback_rate": self.drop_callback_rate,
+            "duplicate_callback_rate": self.duplicate_callback_rate,
+            "callback_attempts": self.callback_attempts,
+            "callback_retry_seconds": self.callback_retry_seconds,
+            "max_entries": self.max_entries,
+            **self.faults.config.as_dict(),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for tests and benchmarks."""
+        with self.lock:
+            per_account = {name: {"calls": st.calls, "peak_concurrency": st.peak_concurrency,
+                                  "rate_refusals": st.rate_refusals,
+                                  "concurrency_refusals": st.concurrency_refusals}
+                           for name, st in self.gate.accounts.items()}
+            counts = self.applied_counts.values()
+            pending = sum(1 for op in self.operations.values() if op.results is None)
+            return {
+                "total_calls": self.total_calls,
+                "calls_by_path": dict(self.calls_by_path),
+                "over_limit_answers": self.over_limit_answers,
+                "auth_failures": self.auth_failures,
+                "business_refusals": self.business_refusals,
+                "injected": dict(self.faults.counts),
+                "accounts": per_account,
+                "peak_concurrency": max((a["peak_concurrency"] for a in per_account.values()),
+                                        default=0),
+                "devices": len(self.esims),
+                "operations": len(self.operations),
+                "operations_pending": pending,
+                **{k: self.counts.get(k, 0) for k in (
+                    "operations_enqueued", "operations_completed", "operations_replayed",
+                    "callbacks_sent", "callbacks_dropped", "callbacks_duplicated",
+                    "callbacks_failed")},
+                "applied_total": sum(counts),
+                "applied_devices": len(self.applied_counts),
+                "applied_more_than_once": sum(1 for c in counts if c > 1),
+            }
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until no operation is pending (tests); True if that happened in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stats()["operations_pending"] == 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def close(self) -> None:
+        """Stop the completion thread and the callback senders."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        self._worker.join(5)
+        self._callbacks.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
+
+    def run_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> ServerHandle:
+        """Serve this simulator in a background thread; `.base_url` is the API base."""
+        return run_app_in_thread(self.app, host, port, api_prefix=API_PREFIX, app_state=self)
+
+    # -- operations -------------------------------------------------------------------------------
+
+    def _complete_loop(self) -> None:
+        """Complete operations when due, then hand their callbacks to the sender pool."""
+        with self._wake:
+            while not self._closed:
+                if not self._queue:
+                    self._wake.wait()
+                    continue
+                wait = self._queue[0][0] - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                _, _, request_id = heapq.heappop(self._queue)
+                op = self.operations[request_id]
+                op.results = [self._apply_entry(op.kind, entry) for entry in op.entries]
+                self.counts["operations_completed"] += 1
+                if op.callback_url:
+                    self._schedule_callback(op)
+
+    def _apply_entry(self, kind: str, entry: Any) -> dict[str, Any]:
+        """One entry's result; changes state (and counts it) only when something changes."""
+        eid = str(entry["eid"] if isinstance(entry, dict) else entry)
+        esim = self.esims.get(eid)
+        if esim is None:
+            return _entry_error(eid, "ESIM_NOT_FOUND", f"eSIM with EID {eid} not found")
+        if esim["flowRestricted"]:
+            return _entry_error(eid, "FLOW_RESTRICTED_ERROR",
+                                f"Operation {kind} is not allowed in this eSIM's flow")
+        if kind == "assign-plan":
+            plan = self.plans.get(str(entry.get("planUuid")))
+            if plan is None:
+                return _entry_error(eid, "VALIDATION_ERROR",
+                                    f"Invalid planUuid {entry.get('planUuid')}")
+            edits = {"planUuid": plan["uuid"], "planName": plan["name"]}
+        elif kind == "enable":
+            edits = {} if esim["deviceStatus"] in ("online", "waiting") else {"deviceStatus": "online"}
+        else:
+            edits = {"deviceStatus": "stopped"}
+        if any(esim.get(k) != v for k, v in edits.items()):
+            esim.update(edits)
+            self.applied_counts[eid] += 1
+        return {"eid": eid, "success": True, "errorCode": None, "errorMessage": None}
+
+    def _schedule_callback(self, op: Operation) -> None:
+        if self._cb_random.random() < self.drop_callback_rate:
+            self.counts["callbacks_dropped"] += 1
+            return
+        times = 2 if self._cb_random.random() < self.duplicate_callback_rate else 1
+        if times == 2:
+            self.counts["callbacks_duplicated"] += 1
+        sep = "&" if "?" in (op.callback_url or "") else "?"
+        url = f"{op.callback_url}{sep}requestId={op.request_id}"
+        for _ in range(times):
+            self._callbacks.submit(self._send_callback, url, op.request_id)
+
+    def _send_callback(self, url: str, request_id: str) -> None:
+        for attempt in range(max(1, self.callback_attempts)):
+            try:
+                if self._http.post(url, json={"requestId": request_id}).status_code < 300:
+                    with self.lock:
+                        self.counts["callbacks_sent"] += 1
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(self.callback_retry_seconds * (attempt + 1))
+        with self.lock:
+            self.counts["callbacks_failed"] += 1
+
+    # -- request plumbing -------------------------------------------------------------------------
+
+    def _retry_after(self) -> str:
+        if self.retry_after_seconds is not None:
+            return f"{self.retry_after_seconds:g}"
+        rate = self.gate.rate_per_second
+        length = 1.0 if rate >= 1 or rate <= 0 else 1.0 / rate
+        return str(max(1, math.ceil(length - time.monotonic() % length)))
+
+    async def _guarded(self, request: Request, handler: Any) -> Response:
+        """Auth, limits and faults around one API call, then the handler."""
+        self.total_calls += 1
+        self.calls_by_path[f"{request.method} {request.url.path}"] += 1
+        key = request.headers.get("apikey")
+        secret = request.headers.get("apisecret")
+        if not key or key not in self.accounts or self.accounts[key] != secret:
+            self.auth_failures += 1
+            return _error(401, "UNAUTHORIZED", "Invalid ApiKey or ApiSecret")
+        state, refused = self.gate.enter(key)
+        left = False
+        try:
+            fault = Fault.NONE if refused else self.faults.draw(key)
+            if refused or fault is Fault.BURST_429:
+                self.over_limit_answers += 1
+                calls = self.gate.rate_per_second * 60.0
+                return _error(429, "GENERIC_ERROR",
+                              f"Rate limit exceeded ({calls:g} calls per minute)",
+                              {"Retry-After": self._retry_after()})
+            latency = self.faults.latency_seconds()
+            if latency:
+                await asyncio.sleep(latency)
+            if fault is Fault.ERROR_5XX:
+                return _error(500, "GENERIC_ERROR", "Internal server error")
+            response = await handler(request, key)
+            if fault is Fault.TIMEOUT:
+                self.gate.leave(state)
+                left = True
+                await asyncio.sleep(self.faults.config.timeout_hold_seconds)
+            elif fault is Fault.MALFORMED:
+                return Response(response.body[: max(1, len(response.body) // 2)], 200,
+                                media_type=_JSON)
+            return response
+        finally:
+            if not left:
+                self.gate.leave(state)
+
+    # -- API handlers -----------------------------------------------------------------------------
+
+    async def _operate(self, request: Request, account: str) -> Response:
+        kind = request.path_params["operation"]
+        if kind not in _OPERATIONS:
+            return _error(404, "VALIDATION_ERROR", f"Unknown operation {kind}")
+        request_id = request.query_params.get("requestId") or ""
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        entries = body.get("entries") if isinstance(body, dict) else None
+        problem = _entries_problem(kind, entries, self.max_entries)
+        if not request_id:
+            problem = "requestId is required"
+        if problem:
+            self.business_refusals += 1
+            return _error(400, "VALIDATION_ERROR", problem)
+        with self._wake:
+            known = self.operations.get(request_id)
+            if known is not None:
+                if (known.account, known.kind, known.entries) != (account, kind, entries):
+                    self.business_refusals += 1
+                    return _error(400, "VALIDATION_ERROR", f"requestId {request_id} already used")
+                self.counts["operations_replayed"] += 1
+                return _json(200, known.reply)
+            href = f"{str(request.base_url).rstrip('/')}/api/v1/operation-result?requestId={request_id}"
+            reply = {"success": True, "message": f"{kind} request accepted",
+                     "link": {"operationResult": {"href": href}}}
+            due = time.monotonic() + self.operation_delay_seconds
+            self.operations[request_id] = Operation(
+                request_id, account, kind, list(entries), request.query_params.get("callbackUrl"),
+                reply, due)
+            heapq.heappush(self._queue, (due, next(self._seq), request_id))
+            self.counts["operations_enqueued"] += 1
+            self._wake.notify()
+        return _json(200, reply)
+
+    async def _operation_result(self, request: Request, account: str) -> Response:
+        request_id = request.query_params.get("requestId") or ""
+        with self.lock:
+            op = self.operations.get(request_id)
+            results = None if op is None else op.results
+        if op is None or op.account != account:
+            self.business_refusals += 1
+            return _error(404, "VALIDATION_ERROR", f"No operation with requestId {request_id!r}")
+        if results is None:
+            return _json(self.pending_http_status, {"success": True, "status": 102,
+                                                    "message": "Processing", "requestId": request_id})
+        return _json(200, {"success": True, "requestId": request_id, "entries": results})
+
+    async def _list_esims(self, request: Request, account: str) -> Response:
+        q = request.query_params
+        try:
+            offset, limit = int(q.get("offset") or 0), int(q.get("limit") or 100)
+        except ValueError:
+            return _error(400, "VALIDATION_ERROR", "offset and limit must be integers")
+        if offset < 0 or not 1 <= limit <= 100:
+            return _error(400, "VALIDATION_ERROR", "limit must be 1..100 and offset >= 0")
+        with self.lock:
+            rows = [e for e in self.esims.values()
+                    if all(not q.get(k) or e.get(k) == q.get(k) for k in ("eid", "iccid"))]
+            page = [{k: v for k, v in e.items() if k != "flowRestricted"}
+                    for e in rows[offset: offset + limit]]
+        return _json(200, {"success": True, "entries": page, "offset": offset, "limit": limit,
+                           "total": len(rows)})
+
+    async def _list_plans(self, request: Request, account: str) -> Response:
+        return _json(200, {"success": True, "entries": list(self.plans.values())})
+
+    # -- admin handlers ---------------------------------------------------------------------------
+
+    async def _admin_seed(self, request: Request) -> Response:
+        payload = json.loads(await request.body())
+        devices = payload.get("devices", []) if isinstance(payload, dict) else payload
+        try:
+            n = self.seed_devices(devices)
+        except (KeyError, ValueError, TypeError) as exc:
+            return _json(400, {"error": str(exc)})
+        return _json(200, {"seeded": n, "devices": len(self.esims)})
+
+    async def _admin_device(self, request: Request) -> Response:
+        eid = request.path_params["eid"]
+        record = self.device(eid)
+        if record is None:
+            return _json(404, {"error": f"no eSIM {eid}"})
+        return _json(200, {"device": record, "applied": self.applied_counts.get(eid, 0)})
+
+    async def _admin_stats(self, request: Request) -> Response:
+        return _json(200, self.stats())
+
+    async def _admin_config(self, request: Request) -> Response:
+        if request.method == "GET":
+            return _json(200, self.config())
+        try:
+            return _json(200, self.configure(**json.loads(await request.body())))
+        except (KeyError, ValueError, TypeError) as exc:
+            return _json(400, {"error": f"bad config: {exc}"})
+
+    async def _admin_reset(self, request: Request) -> Response:
+        self.reset_counters()
+        return _json(200, self.stats())
+
+    def _build_app(self) -> Starlette:
+        def api(handler: Any) -> Any:
+            async def endpoint(request: Request) -> Response:
+                return await self._guarded(request, handler)
+            return endpoint
+
+        v1 = API_PREFIX + "/api/v1"
+        routes = [
+            Route(v1 + "/esims/{operation}", api(self._operate), methods=["POST"]),
+            Route(v1 + "/esims", api(self._list_esims), methods=["GET"]),
+            Route(v1 + "/plans", api(self._list_plans), methods=["GET"]),
+            Route(v1 + "/operation-result", api(self._operation_result), methods=["GET"]),
+            Route("/_sim/devices", self._admin_seed, methods=["POST"]),
+            Route("/_sim/devices/{eid}", self._admin_device, methods=["GET"]),
+            Route("/_sim/stats", self._admin_stats, methods=["GET"]),
+            Route("/_sim/config", self._admin_config, methods=["GET", "POST"]),
+            Route("/_sim/reset", self._admin_reset, methods=["POST"]),
+        ]
+        return Starlette(routes=routes)
+
+
+def _entry_error(eid: str, code: str, message: str) -> dict[str, Any]:
+    return {"eid": eid, "success": False, "errorCode": code, "errorMessage": message}
+
+
+def _entries_problem(kind: str, entries: Any, max_entries: int) -> str | None:
+    """Why a request body is refused outright (VALIDATION_ERROR), or None."""
+    if not isinstance(entries, list) or not entries:
+        return 'body must be {"entries": [...]} with at least one entry'
+    if len(entries) > max_entries:
+        return f"at most {max_entries} entries per request"
+    if kind == "assign-plan":
+        if not all(isinstance(e, dict) and isinstance(e.get("eid"), str)
+                   and isinstance(e.get("planUuid"), str) for e in entries):
+            return 'assign-plan entries must be {"eid": "...", "planUuid": "..."}'
+    elif not all(isinstance(e, str) and e for e in entries):
+        return f"{kind} entries must be EID strings"
+    return None
+
+
+def run_in_thread(host: str = "127.0.0.1", port: int = 0, *,
+                  simulator: TealSimulator | None = None,
+                  accounts: Mapping[str, str] | None = None, calls_per_minute: float = 1000,
+                  faults: FaultConfig | None = None,
+                  operation_delay_seconds: float = 0.5) -> ServerHandle:
+    """Start a Teal simulator (a new one unless `simulator` is given) in a background thread.
+    The handle's `.simulator` is the TealSimulator, `.base_url` the API base."""
+    sim = simulator or TealSimulator(accounts, calls_per_minute=calls_per_minute, faults=faults,
+                                     operation_delay_seconds=operation_delay_seconds)
+    return sim.run_in_thread(host, port)

@@ -1,0 +1,705 @@
+"""A loopback simulator of Verizon ThingSpace Connectivity Management (M2M), callbacks included.
+
+It speaks the wire format of carriers.md section 2: OAuth client-credentials tokens that expire,
+M2M sessions (`VZ-M2M-Token`) that expire when idle, `{"requestId"}` answers to every action,
+synchronous `{errorCode, errorMessage}` refusals, WSO2 gateway faults, and one CarrierService
+callback per device, in the success or the fault shape, with the registered username/password
+echoed in the body as the real service does. Actions are processed off the request path by a
+backend thread (so a device's state changes after the answer, as at the carrier) and callbacks are
+posted by a small pool of sender threads, retried up to 4 times; duplicates, delays, shuffling and
+drops can be switched on to exercise the receiver (DESIGN R6).
+
+Everything per request is O(devices) with dict lookups, so a 10,000-device request is cheap.
+Admin endpoints (no auth, loopback only): `POST /_sim/devices`, `GET /_sim/devices/{iccid}`,
+`GET /_sim/stats`, `GET|POST /_sim/config`, `POST /_sim/reset`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import datetime as dt
+import heapq
+import json
+import math
+import queue
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import thingspace_rules as rules
+from .faults import AccountGate, Fault, FaultConfig, FaultInjector
+from .server import ServerHandle, run_app_in_thread
+
+M2M = "/api/m2m/v1"
+TOKEN_PATH = "/api/ts/v1/oauth2/token"
+DEFAULT_CLIENTS = {"demo-client": "demo-client-secret"}
+DEFAULT_USERS = {"demo-uws": ("demo-uws-password", "0000123456-00001")}
+LIST_PAGE = 500
+_JSON = "application/json"
+# configure() keys that are plain attributes, with their types.
+_SETTINGS = {"token_ttl_seconds": float, "session_idle_seconds": float, "session_max_calls": int,
+             "activate_per_minute": float, "activate_window_seconds": float,
+             "max_devices_per_request": int, "activation_seconds": float,
+             "duplicate_rate": float, "callback_delay_seconds": float, "shuffle_callbacks": bool,
+             "drop_rate": float, "callback_retry_seconds": float, "callback_attempts": int}
+
+
+def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status, headers, _JSON)
+
+
+class ThingSpaceSimulator:
+    """In-memory ThingSpace account(s) behind a Starlette app (`.app`).
+
+    `clients`: OAuth client_id -> client_secret. `users`: UWS username -> (password, accountName).
+    """
+
+    def __init__(self, clients: Mapping[str, str] | None = None,
+                 users: Mapping[str, tuple[str, str]] | None = None, *,
+                 token_ttl_seconds: float = 3600.0, session_idle_seconds: float = 1200.0,
+                 activate_per_minute: float = 100.0, max_devices_per_request: int = 10_000,
+                 rate_per_second: float = 0.0, max_concurrency: int = 0,
+                 callback_senders: int = 8, faults: FaultConfig | None = None) -> None:
+        self.clients = dict(clients or DEFAULT_CLIENTS)
+        self.users = {u: tuple(v) for u, v in (users or DEFAULT_USERS).items()}
+        self.token_ttl_seconds = token_ttl_seconds
+        self.session_idle_seconds = session_idle_seconds
+        self.session_max_calls = 0  # test switch: a session expires after this many calls
+        self.activate_per_minute = activate_per_minute
+        self.activate_window_seconds = 60.0
+        self.max_devices_per_request = max_devices_per_request
+        self.activation_seconds = 0.0  # time spent in "pending activation"
+        self.service_plans: frozenset[str] | None = None
+        self.duplicate_rate = self.drop_rate = 0.0
+        self.callback_delay_seconds = 0.0
+        self.shuffle_callbacks = False
+        self.callback_retry_seconds = 1.0
+        self.callback_attempts = 4
+        self.gate = AccountGate(rate_per_second, max_concurrency)
+        self.faults = FaultInjector(faults or FaultConfig())
+        self._random = random.Random(self.faults.config.seed)
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self.devices: dict[int, dict[str, Any]] = {}
+        self._index: dict[tuple[str, str], int] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._sessions: dict[str, list[Any]] = {}  # token -> [username, last_used, calls]
+        self._failed_logins: Counter[str] = Counter()
+        self.callbacks: dict[str, dict[str, str]] = {}  # accountName -> registration
+        self.requests: dict[str, dict[str, Any]] = {}
+        self._activates: dict[str, collections.deque[float]] = {}
+        self._plan_changes: Counter[tuple[int, str]] = Counter()
+        self._outstanding = 0
+        self._jobs: queue.Queue[Any] = queue.Queue()
+        self._delayed: list[tuple[float, int, Any]] = []
+        self._senders = ThreadPoolExecutor(callback_senders, thread_name_prefix="ts-callback")
+        self._http = httpx.Client(timeout=5.0, limits=httpx.Limits(
+            max_connections=callback_senders, max_keepalive_connections=callback_senders))
+        self.reset_counters()
+        self._backend = threading.Thread(target=self._backend_loop, daemon=True,
+                                         name="thingspace-backend")
+        self._backend.start()
+        self.app = self._build_app()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def reset_counters(self) -> None:
+        """Zero every counter (device state, tokens and sessions are kept)."""
+        with self._lock:
+            self.applied_counts: Counter[str] = Counter()
+            self.calls: Counter[str] = Counter()
+            self.total_calls = self.over_limit_answers = self.auth_failures = 0
+            self.session_errors = self.business_refusals = self.device_faults = 0
+            self.tokens_issued = self.logins = self.max_devices_seen = 0
+            self.cb: Counter[str] = Counter()
+            self.gate.accounts.clear()
+            self.faults.counts = {k: 0 for k in self.faults.counts}
+
+    def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
+        """Add or replace devices: `{iccid, imei?, mdn?, state?, servicePlan?, accountName?}`."""
+        now = dt.datetime.now(dt.timezone.utc)
+        default_account = next(iter(self.users.values()))[1]
+        n = 0
+        with self._lock:
+            for seed in devices:
+                record = rules.device_record(seed, default_account, now)
+                old = self._index.get(("iccid", record["iccid"]))
+                key = old if old is not None else len(self.devices) + 1
+                if old is not None:
+                    self._unindex(key)
+                self.devices[key] = record
+                self._reindex(key)
+                n += 1
+        return n
+
+    def device(self, iccid: str) -> dict[str, Any] | None:
+        """A copy of the device record now holding `iccid`."""
+        with self._lock:
+            key = self._index.get(("iccid", iccid))
+            return dict(self.devices[key]) if key is not None else None
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """Change settings (`_SETTINGS` names, `rate_per_second`, `max_concurrency`,
+        `service_plans`, `clients`, `users`), FaultConfig fields, or `expire_sessions=True`."""
+        with self._lock:
+            for key, value in changes.items():
+                if key in _SETTINGS:
+                    setattr(self, key, _SETTINGS[key](value))
+                elif key == "rate_per_second":
+                    self.gate.rate_per_second = float(value)
+                elif key == "max_concurrency":
+                    self.gate.max_concurrency = int(value)
+                elif key == "service_plans":
+                    self.service_plans = None if value is None else frozenset(value)
+                elif key == "clients":
+                    self.clients = dict(value)
+                elif key == "users":
+                    self.users = {u: tuple(v) for u, v in dict(value).items()}
+                elif key == "expire_sessions":
+                    if value:
+                        self.expire_sessions()
+                else:
+                    self.faults.config.update({key: value})
+                    if key == "seed":
+                        self.faults.reseed(int(value))
+                        self._random.seed(int(value))
+        return self.config()
+
+    def config(self) -> dict[str, Any]:
+        return {**{k: getattr(self, k) for k in _SETTINGS},
+                "rate_per_second": self.gate.rate_per_second,
+                "max_concurrency": self.gate.max_concurrency,
+                "service_plans": None if self.service_plans is None else sorted(self.service_plans),
+                "clients": sorted(self.clients), "users": sorted(self.users),
+                **self.faults.config.as_dict()}
+
+    def expire_sessions(self) -> None:
+        """Make every M2M session idle-expired (the next call gets the session-expired error)."""
+        with self._lock:
+            for session in self._sessions.values():
+                session[1] = -math.inf
+
+    def revoke_tokens(self) -> None:
+        """Forget every OAuth token (the next call gets gateway fault 900901)."""
+        with self._lock:
+            self._tokens.clear()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for tests and benchmarks."""
+        with self._lock:
+            counts = self.applied_counts.values()
+            per_account = {n: {"calls": s.calls, "peak_concurrency": s.peak_concurrency,
+                               "rate_refusals": s.rate_refusals} for n, s in self.gate.accounts.items()}
+            return {
+                "total_calls": self.total_calls, "calls": dict(self.calls),
+                "over_limit_answers": self.over_limit_answers, "auth_failures": self.auth_failures,
+                "session_errors": self.session_errors, "business_refusals": self.business_refusals,
+                "device_faults": self.device_faults, "tokens_issued": self.tokens_issued,
+                "logins": self.logins, "max_devices_in_request": self.max_devices_seen,
+                "injected": dict(self.faults.counts), "accounts": per_account,
+                "peak_concurrency": max((a["peak_concurrency"] for a in per_account.values()),
+                                        default=0),
+                "devices": len(self.devices), "requests": len(self.requests),
+                "applied_total": sum(counts), "applied_devices": len(self.applied_counts),
+                "applied_more_than_once": sum(1 for c in counts if c > 1),
+                "callbacks_sent": self.cb["sent"], "callbacks_dropped": self.cb["dropped"],
+                "callbacks_duplicated": self.cb["duplicated"],
+                "callbacks_failed_attempts": self.cb["failed_attempts"],
+                "callbacks_undelivered": self.cb["undelivered"],
+                "callbacks_unregistered": self.cb["unregistered"],
+                "outstanding": self._outstanding,
+            }
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until every accepted request is processed and every callback delivered (or given
+        up); True if that happened within `timeout`. For tests and the demo."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._outstanding > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.05))
+        return True
+
+    def close(self) -> None:
+        """Stop the backend and sender threads."""
+        self._jobs.put(None)
+        self._senders.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
+
+    def run_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> ServerHandle:
+        """Serve in a background thread; `.base_url` is the root (paths start /api/...)."""
+        return run_app_in_thread(self.app, host, port, app_state=self)
+
+    # -- indexes and bookkeeping (callers hold the lock) ----------------------------------------
+
+    def _reindex(self, key: int) -> None:
+        for item in rules.device_ids(self.devices[key]):
+            self._index[(item["kind"], item["id"])] = key
+
+    def _unindex(self, key: int) -> None:
+        for item in rules.device_ids(self.devices[key]):
+            self._index.pop((item["kind"], item["id"]), None)
+
+    def _resolve(self, ids: Iterable[Mapping[str, str]]) -> int | None:
+        """The device named by a deviceIds list (ICCID first, then IMEI, then the rest)."""
+        ranked = sorted(ids, key=lambda i: ("iccid", "imei").index(i["kind"])
+                        if i["kind"] in ("iccid", "imei") else 2)
+        for item in ranked:
+            kind = "mdn" if item["kind"] == "msisdn" else item["kind"]
+            key = self._index.get((kind, item["id"]))
+            if key is not None:
+                return key
+        return None
+
+    def _add_outstanding(self, n: int) -> None:
+        with self._idle:
+            self._outstanding += n
+            if self._outstanding <= 0:
+                self._idle.notify_all()
+
+    # -- backend: process requests, send callbacks ------------------------------------------------
+
+    def _backend_loop(self) -> None:
+        seq = 0
+        while True:
+            timeout = None
+            if self._delayed:
+                timeout = max(0.0, self._delayed[0][0] - time.monotonic())
+            try:
+                job = self._jobs.get(timeout=timeout)
+            except queue.Empty:
+                job = ()
+            if job is None:
+                return
+            if job:
+                try:
+                    later = self._process(*job)
+                except Exception:  # noqa: BLE001 - the simulator must keep serving
+                    later = []
+                for item in later:
+                    seq += 1
+                    heapq.heappush(self._delayed, (time.monotonic() + self.activation_seconds,
+                                                   seq, item))
+                self._add_outstanding(len(later) - 1)
+            while self._delayed and self._delayed[0][0] <= time.monotonic():
+                _, _, (rid, key, asked) = heapq.heappop(self._delayed)
+                self._finish_activation(rid, key, asked)
+                self._add_outstanding(-1)
+
+    def _process(self, rid: str, action: str, account: str, devices: list, params: dict) -> list:
+        """Apply one accepted request device by device; returns activations still pending."""
+        month = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m")
+        bodies, pending, failed = [], [], False
+        with self._lock:
+            creds = self._credentials(account)
+            for asked in devices:
+                key = self._resolve(asked)
+                if key is None and action == "deviceid":
+                    key = self._resolve([{"kind": k, "id": v} for k, v in params["to"].items()])
+                    if key is not None:  # a repeated request: the device already has the new ids
+                        bodies.append(rules.success_callback(rid, action, asked, self.devices[key], creds))
+                        continue
+                if key is None:
+                    decision = rules.Decision(rules.F_NOT_FOUND, "REQUEST_FAILED. Device not found")
+                else:
+                    record = self.devices[key]
+                    decision = rules.decide(action, record, params, self._plan_changes[(key, month)],
+                                            lambda kind, value: self._index.get((kind, value)))
+                if decision.fault:
+                    failed = True
+                    self.device_faults += 1
+                    bodies.append(rules.fault_callback(rid, asked, decision.fault,
+                                                       decision.faultstring, creds))
+                    continue
+                if decision.edits:
+                    self.applied_counts[record["iccid"]] += 1
+                    self._unindex(key)
+                    record.update(decision.edits)
+                    self._reindex(key)
+                if decision.counts_plan_change:
+                    self._plan_changes[(key, month)] += 1
+                if record["state"] == rules.PENDING and action == "activate":
+                    if self.activation_seconds > 0:
+                        pending.append((rid, key, asked))
+                        continue
+                    record["state"] = rules.ACTIVE
+                bodies.append(rules.success_callback(rid, action, asked, record, creds))
+            entry = self.requests[rid]
+            entry["failed"] = failed
+            entry["status"] = "Pending" if pending else ("Failed" if failed else "Success")
+        self._dispatch(account, bodies)
+        return pending
+
+    def _finish_activation(self, rid: str, key: int, asked: list) -> None:
+        with self._lock:
+            record = self.devices[key]
+            if record["state"] == rules.PENDING:
+                record["state"] = rules.ACTIVE
+            entry = self.requests[rid]
+            entry["status"] = "Failed" if entry.get("failed") else "Success"
+            account = entry["account"]
+            body = rules.success_callback(rid, "activate", asked, record, self._credentials(account))
+        self._dispatch(account, [body])
+
+    def _credentials(self, account: str) -> dict[str, str]:
+        reg = self.callbacks.get(account) or {}
+        return {k: reg[k] for k in ("username", "password") if reg.get(k)}
+
+    def _dispatch(self, account: str, bodies: list[dict]) -> None:
+        """Hand one request's callbacks to the senders, applying the delivery switches."""
+        with self._lock:
+            reg = self.callbacks.get(account)
+            if reg is None:
+                self.cb["unregistered"] += len(bodies)
+                return
+            out = []
+            for body in bodies:
+                if self.drop_rate and self._random.random() < self.drop_rate:
+                    self.cb["dropped"] += 1
+                    continue
+                out.append(body)
+                if self.duplicate_rate and self._random.random() < self.duplicate_rate:
+                    self.cb["duplicated"] += 1
+                    out.append(dict(body))
+            if self.shuffle_callbacks:
+                self._random.shuffle(out)
+            due = time.monotonic() + self.callback_delay_seconds
+            url, attempts, wait = reg["url"], self.callback_attempts, self.callback_retry_seconds
+        self._add_outstanding(len(out))
+        for body in out:
+            self._senders.submit(self._deliver, url, body, due, attempts, wait)
+
+    def _deliver(self, url: str, body: dict, due: float, attempts: int, wait: float) -> None:
+        try:
+            if (delay := due - time.monotonic()) > 0:
+                time.sleep(delay)
+            for attempt in range(1, max(1, attempts) + 1):
+                body["callbackCount"] = attempt
+                try:
+                    ok = 200 <= self._http.post(url, json=body).status_code < 300
+                except httpx.HTTPError:
+                    ok = False
+                with self._lock:
+                    self.cb["sent" if ok else "failed_attempts"] += 1
+                if ok:
+                    return
+                if attempt < attempts:
+                    time.sleep(wait)
+            with self._lock:
+                self.cb["undelivered"] += 1
+        finally:
+            self._add_outstanding(-1)
+
+    # -- request plumbing -------------------------------------------------------------------------
+
+    def _bearer_ok(self, header: str | None) -> Response | None:
+        if not header or not header.lower().startswith("bearer "):
+            self.auth_failures += 1
+            return _json(401, rules.gateway_fault(rules.GW_MISSING_CREDENTIALS, "Missing Credentials",
+                                                  "Required OAuth credentials not provided"))
+        entry = self._tokens.get(header[7:].strip())
+        if entry is None or entry[1] <= time.monotonic():
+            self.auth_failures += 1
+            return _json(401, rules.gateway_fault(
+                rules.GW_INVALID_CREDENTIALS, "Invalid Credentials",
+                "Access failure for API: /api/m2m/v1, version: v1. Make sure your provided token "
+                "is valid."))
+        return None
+
+    def _session_user(self, token: str | None) -> tuple[str | None, Response | None]:
+        session = self._sessions.get(token or "")
+        now = time.monotonic()
+        if session is None:
+            self.session_errors += 1
+            return None, _json(400, {"errorCode": rules.ERR_SESSION_INVALID,
+                                     "errorMessage": "SessionToken is invalid"})
+        session[2] += 1
+        if (now - session[1] > self.session_idle_seconds
+                or 0 < self.session_max_calls < session[2]):
+            self.session_errors += 1
+            return None, _json(400, {"errorCode": rules.ERR_SESSION_EXPIRED,
+                                     "errorMessage": "SessionToken Expired"})
+        session[1] = now
+        return session[0], None
+
+    def _throttled(self, wait: float) -> Response:
+        self.over_limit_answers += 1
+        return _json(429, {"fault": {"code": str(rules.GW_THROTTLED), "message": "Message throttled out",
+                                     "description": "You have exceeded your quota"}},
+                     {"Retry-After": str(max(1, math.ceil(wait)))})
+
+    async def _guarded(self, request: Request, handler: Any, needs_session: bool = True) -> Response:
+        """Token, session, limits and faults around one M2M call, then the handler."""
+        self.total_calls += 1
+        with self._lock:
+            refused = self._bearer_ok(request.headers.get("authorization"))
+            user = None
+            if refused is None and needs_session:
+                user, refused = self._session_user(request.headers.get("vz-m2m-token"))
+        if refused is not None:
+            return refused
+        state, limit = self.gate.enter(user or "-")
+        left = False
+        try:
+            if limit:
+                return self._throttled(1.0)
+            fault = self.faults.draw(user or "-")
+            if latency := self.faults.latency_seconds():
+                await asyncio.sleep(latency)
+            if fault is Fault.BURST_429:
+                return self._throttled(1.0)
+            if fault is Fault.ERROR_5XX:
+                return _json(503, rules.gateway_fault(rules.GW_BACKEND, "Runtime Error",
+                                                      "Error connecting to the back end"))
+            response = await handler(request, user)
+            if fault is Fault.TIMEOUT:
+                self.gate.leave(state)
+                left = True
+                await asyncio.sleep(self.faults.config.timeout_hold_seconds)
+            elif fault is Fault.MALFORMED:
+                return Response(response.body[: max(1, len(response.body) // 2)], 200,
+                                media_type=_JSON)
+            return response
+        finally:
+            if not left:
+                self.gate.leave(state)
+
+    @staticmethod
+    async def _body(request: Request) -> Any:
+        try:
+            return json.loads(await request.body())
+        except ValueError:
+            return None
+
+    def _refuse(self, status: int, code: str, message: str) -> Response:
+        self.business_refusals += 1
+        return _json(status, {"errorCode": code, "errorMessage": message})
+
+    # -- auth handlers ----------------------------------------------------------------------------
+
+    async def _token(self, request: Request) -> Response:
+        self.total_calls += 1
+        self.calls["token"] += 1
+        header = request.headers.get("authorization") or ""
+        client_id = secret = ""
+        if header.lower().startswith("basic "):
+            try:
+                client_id, _, secret = base64.b64decode(header[6:].strip()).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                pass
+        if not client_id or self.clients.get(client_id) != secret:
+            self.auth_failures += 1
+            return _json(401, {"error": "invalid_client", "error_description":
+                               "A valid OAuth client could not be found for client_id: " + client_id})
+        form = (await request.body()).decode(errors="replace")
+        if "grant_type=client_credentials" not in form:
+            return _json(400, {"error": "unsupported_grant_type",
+                               "error_description": "grant_type must be client_credentials"})
+        now = time.monotonic()
+        with self._lock:
+            # Within its lifetime the same token is returned again (carriers.md).
+            token = next((t for t, (c, exp) in self._tokens.items() if c == client_id and exp > now),
+                         None)
+            if token is None:
+                token = uuid.uuid4().hex
+                self._tokens[token] = (client_id, now + self.token_ttl_seconds)
+                self.tokens_issued += 1
+            left = self._tokens[token][1] - now
+        return _json(200, {"access_token": token, "scope": "am_application_scope default",
+                           "token_type": "Bearer", "expires_in": max(0, int(left))})
+
+    async def _login(self, request: Request, _user: Any) -> Response:
+        self.calls["login"] += 1
+        body = await self._body(request)
+        name = body.get("username") if isinstance(body, dict) else None
+        with self._lock:
+            if self._failed_logins[name or ""] >= 5:
+                return self._refuse(400, rules.ERR_LOGIN_LOCKED, "Contact is locked")
+            user = self.users.get(name or "")
+            if user is None or not isinstance(body, dict) or body.get("password") != user[0]:
+                self._failed_logins[name or ""] += 1
+                return self._refuse(400, rules.ERR_LOGIN_FAILED, "Invalid username or password")
+            self._failed_logins.pop(name, None)
+            token = str(uuid.uuid4())
+            self._sessions[token] = [name, time.monotonic(), 0]
+            self.logins += 1
+        return _json(200, {"sessionToken": token})
+
+    # -- API handlers -----------------------------------------------------------------------------
+
+    def _account_of(self, user: str, account: Any) -> Response | None:
+        if account != self.users[user][1]:
+            return self._refuse(400, rules.ERR_ACCOUNT_NOT_FOUND, f"Account {account} not found")
+        return None
+
+    def _action(self, action: str) -> Any:
+        async def handler(request: Request, user: str) -> Response:
+            self.calls[action] += 1
+            try:
+                account, devices, params = rules.parse_action(
+                    action, await self._body(request), self.max_devices_per_request,
+                    self.service_plans)
+            except rules.Refusal as refusal:
+                self.business_refusals += 1
+                return _json(refusal.status, refusal.body())
+            if (refused := self._account_of(user, account)) is not None:
+                return refused
+            with self._lock:
+                if action == "activate" and self.activate_per_minute > 0:
+                    window = self._activates.setdefault(account, collections.deque())
+                    now = time.monotonic()
+                    while window and window[0] <= now - self.activate_window_seconds:
+                        window.popleft()
+                    if len(window) >= self.activate_per_minute:
+                        return self._throttled(window[0] + self.activate_window_seconds - now)
+                    window.append(now)
+                rid = str(uuid.uuid4())
+                self.requests[rid] = {"action": action, "account": account,
+                                      "devices": len(devices), "status": "Pending"}
+                self.max_devices_seen = max(self.max_devices_seen, len(devices))
+            self._add_outstanding(1)
+            self._jobs.put((rid, action, account, devices, params))
+            return _json(200, {"requestId": rid})
+        return handler
+
+    async def _request_status(self, request: Request, user: str) -> Response:
+        self.calls["request_status"] += 1
+        account, rid = request.path_params["account"], request.path_params["rid"]
+        if (refused := self._account_of(user, account)) is not None:
+            return refused
+        entry = self.requests.get(rid)
+        if entry is None or entry["account"] != account:
+            return self._refuse(400, rules.ERR_REQUEST_NOT_FOUND, f"Request {rid} not found")
+        if entry["devices"] != 1 or entry["action"] not in rules.STATUS_ACTIONS:
+            return self._refuse(400, rules.ERR_STATUS_NOT_SUPPORTED, "Request status is only "
+                                "available for single-device activate, deactivate, suspend or restore")
+        return _json(200, {"requestId": rid, "status": entry["status"]})
+
+    async def _list(self, request: Request, user: str) -> Response:
+        self.calls["list"] += 1
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            return self._refuse(400, rules.ERR_INVALID_REQUEST, "Request body must be a JSON object")
+        account = body.get("accountName", self.users[user][1])
+        if (refused := self._account_of(user, account)) is not None:
+            return refused
+        with self._lock:
+            if isinstance(body.get("deviceId"), dict):
+                key = self._resolve([{"kind": str(body["deviceId"].get("kind", "")).lower(),
+                                      "id": str(body["deviceId"].get("id", ""))}])
+                found = [] if key is None else [self.devices[key]]
+                more = False
+            else:
+                after = body.get("lastSeenDeviceId") or ""
+                ordered = sorted((r for r in self.devices.values()
+                                  if r["accountName"] == account and r["iccid"] > after),
+                                 key=lambda r: r["iccid"])
+                found, more = ordered[:LIST_PAGE], len(ordered) > LIST_PAGE
+            devices = [rules.device_view(r) for r in found if r["accountName"] == account]
+        return _json(200, {"hasMoreData": more, "devices": devices})
+
+    async def _callbacks(self, request: Request, user: str) -> Response:
+        self.calls["callbacks"] += 1
+        account = request.path_params["account"]
+        if (refused := self._account_of(user, account)) is not None:
+            return refused
+        if request.method == "GET":
+            return _json(200, [{"accountName": account, "name": "CarrierService", "url": r["url"]}
+                               for r in [self.callbacks.get(account)] if r])
+        if request.method == "DELETE":
+            self.callbacks.pop(account, None)
+            return _json(200, {"accountName": account, "name": request.path_params["name"]})
+        body = await self._body(request)
+        if not isinstance(body, dict) or body.get("name") != "CarrierService" or not body.get("url"):
+            return self._refuse(400, rules.ERR_CALLBACK_NAME,
+                                "name must be CarrierService and url is required")
+        with self._lock:
+            self.callbacks[account] = {k: str(body[k]) for k in ("url", "username", "password")
+                                       if body.get(k)}
+        return _json(200, {"accountName": account, "name": "CarrierService"})
+
+    # -- admin handlers ---------------------------------------------------------------------------
+
+    async def _admin_seed(self, request: Request) -> Response:
+        payload = await self._body(request)
+        devices = payload.get("devices", []) if isinstance(payload, dict) else payload
+        try:
+            n = self.seed_devices(devices or [])
+        except (KeyError, ValueError, TypeError) as exc:
+            return _json(400, {"error": str(exc)})
+        return _json(200, {"seeded": n, "devices": len(self.devices)})
+
+    async def _admin_device(self, request: Request) -> Response:
+        iccid = request.path_params["iccid"]
+        record = self.device(iccid)
+        if record is None:
+            return _json(404, {"error": f"no device {iccid}"})
+        return _json(200, {"device": record, "applied": self.applied_counts.get(iccid, 0)})
+
+    async def _admin_stats(self, request: Request) -> Response:
+        return _json(200, self.stats())
+
+    async def _admin_config(self, request: Request) -> Response:
+        if request.method == "GET":
+            return _json(200, self.config())
+        try:
+            return _json(200, self.configure(**(await self._body(request) or {})))
+        except (KeyError, ValueError, TypeError) as exc:
+            return _json(400, {"error": f"bad config: {exc}"})
+
+    async def _admin_reset(self, request: Request) -> Response:
+        self.reset_counters()
+        return _json(200, self.stats())
+
+    def _build_app(self) -> Starlette:
+        def api(handler: Any, needs_session: bool = True) -> Any:
+            async def endpoint(request: Request) -> Response:
+                return await self._guarded(request, handler, needs_session)
+            return endpoint
+
+        routes = [Route(TOKEN_PATH, self._token, methods=["POST"]),
+                  Route(M2M + "/session/login", api(self._login, False), methods=["POST"])]
+        for action in rules.STATUS_ACTIONS:
+            routes.append(Route(f"{M2M}/devices/actions/{action}", api(self._action(action)),
+                                methods=["POST"]))
+        routes += [
+            Route(M2M + "/devices/actions/plan", api(self._action("plan")), methods=["PUT"]),
+            Route(M2M + "/devices/actions/deviceid", api(self._action("deviceid")), methods=["PUT"]),
+            Route(M2M + "/devices/{service_type}/actions/deviceId", api(self._action("deviceid")),
+                  methods=["PUT"]),
+            Route(M2M + "/devices/actions/list", api(self._list), methods=["POST"]),
+            Route(M2M + "/accounts/{account}/requests/{rid}/status", api(self._request_status),
+                  methods=["GET"]),
+            Route(M2M + "/callbacks/{account}", api(self._callbacks), methods=["GET", "POST"]),
+            Route(M2M + "/callbacks/{account}/name/{name}", api(self._callbacks),
+                  methods=["DELETE"]),
+            Route("/_sim/devices", self._admin_seed, methods=["POST"]),
+            Route("/_sim/devices/{iccid}", self._admin_device, methods=["GET"]),
+            Route("/_sim/stats", self._admin_stats, methods=["GET"]),
+            Route("/_sim/config", self._admin_config, methods=["GET", "POST"]),
+            Route("/_sim/reset", self._admin_reset, methods=["POST"]),
+        ]
+        return Starlette(routes=routes)
+
+
+def run_in_thread(host: str = "127.0.0.1", port: int = 0, *,
+                  simulator: ThingSpaceSimulator | None = None, **kwargs: Any) -> ServerHandle:
+    """Start a ThingSpace simulator (a new one, built from `kwargs`, unless `simulator` is given)
+    in a background thread; the handle's `.simulator` is its state, `.base_url` its root."""
+    sim = simulator or ThingSpaceSimulator(**kwargs)
+    return sim.run_in_thread(host, port)

@@ -1,0 +1,281 @@
+"""ThingSpace's business rules as the simulator enforces them: device states and what each action
+does to them, request-body checks, error and fault codes, and the wire shapes of devices and
+callbacks.
+
+Pure functions and tables, no HTTP and no threads, so the rules can be read (and unit-tested) on
+their own and the HTTP app stays about transport.
+
+Codes marked [I] are the simulator's own inference in ThingSpace's `<Service>.<CATEGORY>.<Detail>`
+style; carriers.md names only AccountNotFound, DeviceAlreadyActive, InvalidCharacter,
+UnexpectedError and Device.Account.Invalid. The session-expired code is not public at all [I].
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .jasper_rules import luhn_check_digit, make_iccids
+
+SERVICE = "UnifiedWebService"
+CARRIER_NAME = "Verizon Wireless"
+
+# -- synchronous errors: HTTP 400 {"errorCode", "errorMessage"} -----------------------------------
+ERR_ACCOUNT_NOT_FOUND = f"{SERVICE}.REQUEST_FAILED.AccountNotFound"
+ERR_INVALID_REQUEST = f"{SERVICE}.INPUT_INVALID.Request.InvalidCharacter"
+ERR_MISSING_FIELD = f"{SERVICE}.INPUT_INVALID.Request.MissingField"  # [I]
+ERR_TOO_MANY_DEVICES = f"{SERVICE}.INPUT_INVALID.Devices.MaxLimitExceeded"  # [I]
+ERR_SERVICE_PLAN = f"{SERVICE}.INPUT_INVALID.ServicePlan.Invalid"  # [I]
+ERR_SESSION_EXPIRED = f"{SERVICE}.REQUEST_FAILED.SessionToken.Expired"  # [I]
+ERR_SESSION_INVALID = f"{SERVICE}.REQUEST_FAILED.SessionToken.Invalid"  # [I]
+ERR_LOGIN_FAILED = f"{SERVICE}.REQUEST_FAILED.Login.InvalidCredentials"  # [I]
+ERR_LOGIN_LOCKED = f"{SERVICE}.REQUEST_FAILED.Login.ContactLocked"  # [I]
+ERR_REQUEST_NOT_FOUND = f"{SERVICE}.REQUEST_FAILED.RequestNotFound"  # [I]
+ERR_STATUS_NOT_SUPPORTED = f"{SERVICE}.REQUEST_FAILED.RequestStatus.BulkNotSupported"  # [I]
+ERR_CALLBACK_NAME = f"{SERVICE}.INPUT_INVALID.Callback.ServiceName"  # [I]
+
+# -- gateway (WSO2) faults: {"fault": {"code", "message", "description"}} -------------------------
+GW_INVALID_CREDENTIALS = 900901
+GW_MISSING_CREDENTIALS = 900902
+GW_THROTTLED = 900802  # WSO2's "Message throttled out" [I: that ThingSpace uses it]
+GW_BACKEND = 101503  # WSO2's "Error connecting to the back end" (injected 5xx)
+
+# -- device-level faults, delivered as fault callbacks ---------------------------------------------
+F_ALREADY_ACTIVE = f"{SERVICE}.REQUEST_FAILED.DeviceAlreadyActive"
+F_ALREADY_SUSPENDED = f"{SERVICE}.REQUEST_FAILED.DeviceAlreadySuspended"  # [I]
+F_ALREADY_DEACTIVE = f"{SERVICE}.REQUEST_FAILED.DeviceAlreadyDeactive"  # [I]
+F_STATE_INVALID = f"{SERVICE}.REQUEST_FAILED.DeviceStateInvalid"  # [I]
+F_NOT_FOUND = f"{SERVICE}.REQUEST_FAILED.DeviceNotFound"  # [I]
+F_PLAN_LIMIT = f"{SERVICE}.REQUEST_FAILED.ServicePlanChangeLimitExceeded"  # [I]
+F_SUSPENDED = f"{SERVICE}.REQUEST_FAILED.DeviceSuspended"  # [I]
+F_ID_IN_USE = f"{SERVICE}.REQUEST_FAILED.DeviceIdAlreadyExists"  # [I]
+F_NO_MDN = f"{SERVICE}.REQUEST_FAILED.DeviceHasNoMdn"  # [I]
+
+ACTIVE, DEACTIVE, SUSPEND, PRE_ACTIVE, PENDING = (
+    "active", "deactive", "suspend", "pre-active", "pending activation")
+STATES = frozenset({ACTIVE, DEACTIVE, SUSPEND, PRE_ACTIVE, PENDING})
+STATUS_ACTIONS = ("activate", "deactivate", "suspend", "restore")
+ACTIONS = frozenset({*STATUS_ACTIONS, "plan", "deviceid"})
+CHANGE_4G_OPTIONS = {"ChangeICCID": ("iccid",), "ChangeIMEI": ("imei",),
+                     "ChangeIMEIandICCID": ("iccid", "imei")}
+ID_KINDS = frozenset({"iccid", "imei", "mdn", "msisdn", "meid", "esn", "eid"})
+# Callback `deviceResponse` member per action ("activateResponse" is from AMOP's model [C];
+# the others follow its pattern [I]).
+RESPONSE_KEY = {"activate": "activateResponse", "deactivate": "deactivateResponse",
+                "suspend": "suspendResponse", "restore": "restoreResponse",
+                "plan": "changeServicePlanResponse", "deviceid": "changeDeviceIdResponse"}
+PLAN_CHANGES_PER_MONTH = 4
+
+# state -> action -> (new state, fault code when refused). The same-state answer is the
+# "already ..." fault, which a retried request receives: the device holds the target.
+# Deactivating a suspended or pending device is allowed (domain/transitions.py agrees).
+_MOVES: Mapping[str, Mapping[str, str]] = {
+    ACTIVE: {"deactivate": DEACTIVE, "suspend": SUSPEND},
+    SUSPEND: {"restore": ACTIVE, "deactivate": DEACTIVE},
+    DEACTIVE: {"activate": PENDING},
+    PRE_ACTIVE: {"activate": PENDING},
+    PENDING: {"deactivate": DEACTIVE},
+}
+_ALREADY = {("activate", ACTIVE): F_ALREADY_ACTIVE, ("restore", ACTIVE): F_ALREADY_ACTIVE,
+            ("activate", PENDING): F_ALREADY_ACTIVE, ("suspend", SUSPEND): F_ALREADY_SUSPENDED,
+            ("deactivate", DEACTIVE): F_ALREADY_DEACTIVE}
+
+
+class Refusal(Exception):
+    """A synchronous business refusal: HTTP status and ThingSpace's {errorCode, errorMessage}."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+    def body(self) -> dict[str, str]:
+        return {"errorCode": self.code, "errorMessage": self.message}
+
+
+def gateway_fault(code: int, message: str, description: str) -> dict[str, Any]:
+    """The WSO2 gateway's error body (code as a string, as gateways serialise it)."""
+    return {"fault": {"code": str(code), "message": message, "description": description}}
+
+
+@dataclass
+class Decision:
+    """What one action does to one device: `edits` to apply when `fault` is None."""
+
+    fault: str | None = None
+    faultstring: str = ""
+    edits: dict[str, Any] = field(default_factory=dict)
+    counts_plan_change: bool = False
+
+
+def _fault(code: str, text: str) -> Decision:
+    return Decision(fault=code, faultstring=f"REQUEST_FAILED. {text}")
+
+
+def decide(action: str, device: Mapping[str, Any], params: Mapping[str, Any],
+           plan_changes_this_month: int, id_owner: Any = None) -> Decision:
+    """The outcome of `action` on `device` (a simulator record). `id_owner(kind, id)` tells
+    whether a new identifier already belongs to another device (for the device-id change)."""
+    state = device["state"]
+    if action in STATUS_ACTIONS:
+        if (action, state) in _ALREADY:
+            return _fault(_ALREADY[(action, state)], f"Device is already {state}")
+        new = _MOVES.get(state, {}).get(action)
+        if new is None:
+            return _fault(F_STATE_INVALID, f"Device in state {state} cannot be {action}d")
+        edits: dict[str, Any] = {"state": new}
+        if action == "activate":
+            edits["servicePlan"] = params.get("servicePlan") or device.get("servicePlan")
+            if not device.get("mdn"):
+                edits["mdn"] = "1" + str(device["iccid"])[-10:]
+        return Decision(edits=edits)
+    if action == "plan":
+        plan = params["servicePlan"]
+        if state == SUSPEND:
+            return _fault(F_SUSPENDED, "Service plan cannot be changed while the device is suspended")
+        if state == DEACTIVE:
+            return _fault(F_STATE_INVALID, "Device in state deactive cannot change service plan")
+        if device.get("servicePlan") == plan:
+            return Decision()  # a repeated request: nothing to change, nothing counted
+        if plan_changes_this_month >= PLAN_CHANGES_PER_MONTH:
+            return _fault(F_PLAN_LIMIT, f"Device has reached {PLAN_CHANGES_PER_MONTH} service "
+                          "plan changes this month")
+        return Decision(edits={"servicePlan": plan}, counts_plan_change=True)
+    if action == "deviceid":
+        if state != ACTIVE:
+            return _fault(F_STATE_INVALID, f"Device in state {state} cannot change identifiers")
+        if not device.get("mdn"):
+            return _fault(F_NO_MDN, "Device must have an MDN to change identifiers")
+        edits = {}
+        for kind in CHANGE_4G_OPTIONS[params["change4gOption"]]:
+            new_id = params["to"].get(kind)
+            if new_id == device.get(kind):
+                continue
+            if id_owner is not None and id_owner(kind, new_id) is not None:
+                return _fault(F_ID_IN_USE, f"{kind.upper()} {new_id} already exists")
+            edits[kind] = new_id
+        return Decision(edits=edits)
+    raise ValueError(f"unknown action {action!r}")
+
+
+# -- request bodies --------------------------------------------------------------------------------
+
+
+def _id_list(value: Any, where: str) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise Refusal(400, ERR_MISSING_FIELD, f"{where} must be a non-empty list of deviceIds")
+    out = []
+    for item in value:
+        if not (isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]
+                and str(item.get("kind", "")).lower() in ID_KINDS):
+            raise Refusal(400, ERR_INVALID_REQUEST, f"Invalid device identifier in {where}")
+        out.append({"id": item["id"], "kind": str(item["kind"]).lower()})
+    return out
+
+
+def parse_action(action: str, body: Any, max_devices: int,
+                 service_plans: frozenset[str] | None) -> tuple[str, list[list[dict]], dict]:
+    """Check an action body; returns (accountName, devices as deviceIds lists, params).
+    Raises Refusal for what ThingSpace refuses synchronously (shape, size, unknown plan)."""
+    if not isinstance(body, dict):
+        raise Refusal(400, ERR_INVALID_REQUEST, "Request body must be a JSON object")
+    account = body.get("accountName")
+    if not isinstance(account, str) or not account:
+        raise Refusal(400, ERR_MISSING_FIELD, "accountName is required")
+    params: dict[str, Any] = {}
+    if action == "deviceid":
+        option = body.get("change4gOption")
+        if option not in CHANGE_4G_OPTIONS:
+            raise Refusal(400, ERR_INVALID_REQUEST, f"change4gOption {option!r} is not supported")
+        to = {i["kind"]: i["id"] for i in _id_list(body.get("deviceIdsTo"), "deviceIdsTo")}
+        missing = [k for k in CHANGE_4G_OPTIONS[option] if not to.get(k)]
+        if missing:
+            raise Refusal(400, ERR_MISSING_FIELD, f"deviceIdsTo needs {', '.join(missing)}")
+        params = {"change4gOption": option, "to": to}
+        return account, [_id_list(body.get("deviceIds"), "deviceIds")], params
+    devices = body.get("devices")
+    if not isinstance(devices, list) or not devices:
+        raise Refusal(400, ERR_MISSING_FIELD, "devices is required")
+    if len(devices) > max_devices:
+        raise Refusal(400, ERR_TOO_MANY_DEVICES,
+                      f"A request may contain at most {max_devices} devices, got {len(devices)}")
+    parsed = [_id_list(d.get("deviceIds") if isinstance(d, dict) else None, "devices[].deviceIds")
+              for d in devices]
+    if action in ("activate", "plan"):
+        plan = body.get("servicePlan")
+        if not isinstance(plan, str) or not plan:
+            raise Refusal(400, ERR_MISSING_FIELD, "servicePlan is required")
+        if service_plans is not None and plan not in service_plans:
+            raise Refusal(400, ERR_SERVICE_PLAN, f"Invalid servicePlan: {plan}")
+        params["servicePlan"] = plan
+    if action == "activate" and body.get("mdnZipCode") is not None:
+        params["mdnZipCode"] = str(body["mdnZipCode"])
+    if action == "deactivate":
+        params["reasonCode"] = str(body.get("reasonCode") or "FF")
+        params["etfWaiver"] = bool(body.get("etfWaiver", False))
+    return account, parsed, params
+
+
+# -- wire shapes -----------------------------------------------------------------------------------
+
+
+def device_record(seed: Mapping[str, Any], account_name: str, now: dt.datetime) -> dict[str, Any]:
+    """A simulator device from a seed naming at least `iccid` (state defaults to active)."""
+    iccid = str(seed["iccid"])
+    record = {"iccid": iccid, "imei": seed.get("imei"), "mdn": seed.get("mdn"),
+              "state": str(seed.get("state", ACTIVE)).lower(),
+              "servicePlan": seed.get("servicePlan", "M2M-4G-1GB"),
+              "accountName": seed.get("accountName", account_name),
+              "createdAt": now.isoformat(), "ipAddress": seed.get("ipAddress", "")}
+    if record["state"] not in STATES:
+        raise ValueError(f"unknown ThingSpace state {record['state']!r} for {iccid}")
+    if record["mdn"] is None and record["state"] in (ACTIVE, SUSPEND):
+        record["mdn"] = "1" + iccid[-10:]
+    return record
+
+
+def device_ids(record: Mapping[str, Any]) -> list[dict[str, str]]:
+    return [{"id": str(record[k]), "kind": k} for k in ("iccid", "imei", "mdn") if record.get(k)]
+
+
+def device_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry of `devices/actions/list`."""
+    return {
+        "accountName": record["accountName"], "billingCycleEndDate": None,
+        "carrierInformations": [{"carrierName": CARRIER_NAME, "servicePlan": record["servicePlan"],
+                                 "state": record["state"]}],
+        "connected": record["state"] == ACTIVE, "createdAt": record["createdAt"],
+        "customFields": [], "deviceIds": device_ids(record), "ipAddress": record["ipAddress"],
+    }
+
+
+def success_callback(request_id: str, action: str, asked: Sequence[dict], record: Mapping[str, Any],
+                     credentials: Mapping[str, str]) -> dict[str, Any]:
+    """The CarrierService success message for one device; `asked` are the ids the request named."""
+    response: dict[str, Any] = {"deviceIds": device_ids(record)}
+    if action == "activate":
+        response["ipAddress"] = record.get("ipAddress", "")
+    if action == "plan":
+        response["servicePlan"] = record["servicePlan"]
+    return {**credentials, "requestId": request_id, "deviceIds": list(asked),
+            "deviceResponse": {RESPONSE_KEY[action]: response}, "status": "Success",
+            "callbackCount": 1, "maxCallbackThreshold": 4}
+
+
+def fault_callback(request_id: str, asked: Sequence[dict], faultcode: str, faultstring: str,
+                   credentials: Mapping[str, str]) -> dict[str, Any]:
+    """The CarrierService fault message for one device."""
+    return {**credentials, "requestId": request_id, "deviceIds": list(asked),
+            "faultResponse": {"faultcode": faultcode, "faultstring": faultstring},
+            "status": "Failed", "callbackCount": 1, "maxCallbackThreshold": 4}
+
+
+def make_devices(count: int, start: int = 0, **fields: Any) -> list[dict[str, Any]]:
+    """`count` seeds with valid, distinct ICCIDs (Verizon prefix), IMEIs and MDNs."""
+    out = []
+    for n, iccid in enumerate(make_iccids(count, start=start, prefix="89148000"), start=start):
+        body = "35" + str(n).zfill(12)
+        out.append({"iccid": iccid, "imei": body + luhn_check_digit(body),
+                    "mdn": "5" + str(n).zfill(9), **fields})
+    return out

@@ -1,0 +1,151 @@
+"""Stored carrier callbacks: written once by the callback endpoint, applied by reconcile runs.
+
+Each callback is stored at most once per (integration, request id, device key): carriers deliver
+the same callback again when they are unsure it arrived, and out-of-order or late duplicates must
+not change an outcome already recorded (DESIGN R6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..domain import DeviceChangeStatus
+from .db import run_transaction, utcnow
+from .schema import bulk_change, carrier_callback, device_change, service_provider
+
+
+def store_callback(engine: sa.Engine, integration: str, request_id: str, device_key: str, payload: dict[str, Any]) -> bool:
+    """Insert a (redacted) callback; False when the same one was stored before."""
+    values = {
+        "integration": integration,
+        "request_id": request_id,
+        "device_key": device_key,
+        "payload": payload,
+        "received_at": utcnow(),
+    }
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(carrier_callback).values(**values).on_conflict_do_nothing(
+        index_elements=["integration", "request_id", "device_key"]
+    )
+    return run_transaction(engine, lambda conn: conn.execute(stmt).rowcount) == 1
+
+
+@dataclass(frozen=True)
+class RequestOwner:
+    """Who issued a carrier request id: used to authenticate the callback that answers it."""
+
+    bulk_change_id: int
+    tenant_id: int
+    integration: str
+    credentials_name: str
+
+
+def request_owner(engine: sa.Engine, request_id: str) -> RequestOwner | None:
+    """The bulk change and service provider whose device rows carry this carrier request id."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(bulk_change.c.id, bulk_change.c.tenant_id, service_provider.c.integration, service_provider.c.credentials_name)
+            .select_from(
+                device_change.join(bulk_change, bulk_change.c.id == device_change.c.bulk_change_id).join(
+                    service_provider, service_provider.c.id == bulk_change.c.service_provider_id
+                )
+            )
+            .where(device_change.c.carrier_request_id == request_id)
+            .limit(1)
+        ).first()
+    return RequestOwner(row.id, row.tenant_id, row.integration, row.credentials_name) if row else None
+
+
+@dataclass
+class StoredCallback:
+    id: int
+    request_id: str
+    device_key: str
+    payload: dict[str, Any]
+
+
+def unapplied_callbacks(engine: sa.Engine, integration: str, request_ids: Sequence[str]) -> list[StoredCallback]:
+    out: list[StoredCallback] = []
+    ids = sorted(set(request_ids))
+    with engine.connect() as conn:
+        for start in range(0, len(ids), 900):
+            rows = conn.execute(
+                sa.select(carrier_callback.c.id, carrier_callback.c.request_id, carrier_callback.c.device_key, carrier_callback.c.payload)
+                .where(
+                    carrier_callback.c.integration == integration,
+                    carrier_callback.c.request_id.in_(ids[start : start + 900]),
+                    carrier_callback.c.applied_at.is_(None),
+                )
+                .order_by(carrier_callback.c.id)
+            )
+            out += [StoredCallback(r.id, r.request_id, r.device_key, r.payload) for r in rows]
+    return out
+
+
+def mark_applied(engine: sa.Engine, callback_ids: Sequence[int]) -> None:
+    if not callback_ids:
+        return
+    now = utcnow()
+    ids = list(callback_ids)
+
+    def work(conn: sa.Connection) -> None:
+        for start in range(0, len(ids), 900):
+            conn.execute(sa.update(carrier_callback).where(carrier_callback.c.id.in_(ids[start : start + 900])).values(applied_at=now))
+
+    run_transaction(engine, work)
+
+
+@dataclass(frozen=True)
+class AsyncWork:
+    """A bulk change with rows waiting on an asynchronous carrier, as the sensor sees it."""
+
+    bulk_change_id: int
+    tenant_id: int
+    service_provider_id: int
+    change_type: int
+    newest_callback_id: int | None  # unapplied callbacks for its requests (None: none arrived)
+    oldest_sent_at: Any  # the oldest PROCESSING row's send time
+
+
+def async_work(engine: sa.Engine, limit: int = 500) -> list[AsyncWork]:
+    """Bulk changes in PENDING with PROCESSING rows: their newest unapplied callback, oldest send time."""
+    processing = DeviceChangeStatus.PROCESSING.value
+    with engine.connect() as conn:
+        pending = conn.execute(
+            sa.select(
+                bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.service_provider_id, bulk_change.c.change_type,
+                sa.func.min(device_change.c.updated_at).label("oldest"),
+            )
+            .join(device_change, device_change.c.bulk_change_id == bulk_change.c.id)
+            .where(bulk_change.c.status == "PENDING", device_change.c.status == processing, bulk_change.c.deleted_at.is_(None))
+            .group_by(bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.service_provider_id, bulk_change.c.change_type)
+            .order_by(bulk_change.c.id)
+            .limit(limit)
+        ).all()
+        if not pending:
+            return []
+        # Distinct (bulk change, request id) pairs first: one request covers up to 10,000 rows.
+        requests = (
+            sa.select(device_change.c.bulk_change_id, device_change.c.carrier_request_id)
+            .where(
+                device_change.c.bulk_change_id.in_([p.id for p in pending]),
+                device_change.c.status == processing,
+                device_change.c.carrier_request_id.is_not(None),
+            )
+            .distinct()
+            .subquery()
+        )
+        newest = dict(
+            conn.execute(
+                sa.select(requests.c.bulk_change_id, sa.func.max(carrier_callback.c.id))
+                .join(carrier_callback, carrier_callback.c.request_id == requests.c.carrier_request_id)
+                .where(carrier_callback.c.applied_at.is_(None))
+                .group_by(requests.c.bulk_change_id)
+            ).all()
+        )
+    return [AsyncWork(p.id, p.tenant_id, p.service_provider_id, p.change_type, newest.get(p.id), p.oldest) for p in pending]
