@@ -93,8 +93,8 @@ def test_registry_and_supports(jasper_sim) -> None:
     adapter = build_adapter(jasper_account(jasper_sim))
     assert isinstance(adapter, JasperClient) and isinstance(adapter, CarrierAdapter)
     assert [t for t in range(1, 11) if adapter.supports(t)] == [1, 5, 7, 10]
-    with pytest.raises(UnknownIntegrationError, match="teal"):
-        build_adapter(jasper_account(jasper_sim, integration="teal"))
+    with pytest.raises(UnknownIntegrationError, match="bandwidth"):
+        build_adapter(jasper_account(jasper_sim, integration="bandwidth"))
 
 
 # -- against the simulator ------------------------------------------------------------------------
