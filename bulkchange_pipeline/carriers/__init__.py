@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .base import (
+    AsyncOutcome,
     BusinessCarrierError,
     CarrierAccount,
     CarrierAdapter,
@@ -65,8 +66,27 @@ def build_adapter(account: CarrierAccount) -> CarrierAdapter:
     return factory(account)
 
 
+def parse_callback(integration: str, payload: dict) -> list[AsyncOutcome]:
+    """The outcomes a callback body reports, for the callback endpoint (dedupe keys) and reconcile.
+
+    Pure and carrier-specific; raises UnknownIntegrationError for a carrier that has no callbacks.
+    """
+    key = integration.strip().lower()
+    if key == "thingspace":
+        from .thingspace import parse_thingspace_callback
+
+        return parse_thingspace_callback(payload)
+    if key == "teal":
+        from .teal import parse_teal_callback
+
+        return parse_teal_callback(payload)
+    raise UnknownIntegrationError(f"{integration!r} sends no callbacks (known: thingspace, teal)")
+
+
 __all__ = [
     "ADAPTERS",
+    "AsyncOutcome",
+    "parse_callback",
     "BusinessCarrierError",
     "CarrierAccount",
     "CarrierAdapter",

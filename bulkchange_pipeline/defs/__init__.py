@@ -4,6 +4,7 @@ import dagster as dg
 
 from .partitions import bulk_change_partitions
 from .pipeline import ProcessConfig, process_bulk_change_job
+from .reconcile import async_results_sensor, reconcile_async_job
 from .resources import CarrierGatewayResource, DatabaseResource
 from .sensors import bulk_change_failure_sensor, bulk_change_sensor
 
@@ -13,8 +14,8 @@ def build_definitions(
 ) -> dg.Definitions:
     """The code location's definitions; tests pass resources with small retry waits."""
     return dg.Definitions(
-        jobs=[process_bulk_change_job],
-        sensors=[bulk_change_sensor, bulk_change_failure_sensor],
+        jobs=[process_bulk_change_job, reconcile_async_job],
+        sensors=[bulk_change_sensor, bulk_change_failure_sensor, async_results_sensor],
         resources={"database": database or DatabaseResource(), "carriers": carriers or CarrierGatewayResource()},
     )
 
@@ -23,5 +24,5 @@ defs = build_definitions()
 
 __all__ = [
     "defs", "build_definitions", "bulk_change_partitions", "process_bulk_change_job", "ProcessConfig",
-    "bulk_change_sensor", "bulk_change_failure_sensor", "DatabaseResource", "CarrierGatewayResource",
+    "bulk_change_sensor", "bulk_change_failure_sensor", "async_results_sensor", "reconcile_async_job", "DatabaseResource", "CarrierGatewayResource",
 ]

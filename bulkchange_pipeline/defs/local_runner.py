@@ -1,24 +1,26 @@
-"""Do in this process what the Dagster daemon does for the pipeline: evaluate the sensor, add the
+"""Do in this process what the Dagster daemon does for the pipeline: evaluate a sensor, add the
 partitions it asks for, and execute the runs it requests, on a real instance.
 
 Used by ``bulkchange demo`` (no daemon needed on the embedded default) and by the tests, so
-both exercise the very sensor and job that ``dagster dev`` schedules.
+both exercise the very sensors and jobs that ``dagster dev`` schedules.
 """
 
 from typing import Any
 
 import dagster as dg
 
-from .resources import DatabaseResource
-
 JOB_NAME = "process_bulk_change_job"
 SENSOR_NAME = "bulk_change_sensor"
+ASYNC_SENSOR_NAME = "async_results_sensor"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def evaluate_sensor(instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None = None) -> dg.SensorResult:
-    """One sensor tick; applies its dynamic partition requests as the daemon would."""
-    sensor = defs.resolve_sensor_def(SENSOR_NAME)
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources={"database": DatabaseResource()})
+def evaluate_sensor(
+    instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None = None, sensor_name: str = SENSOR_NAME
+) -> dg.SensorResult:
+    """One sensor tick with the definitions' resources; applies its dynamic partition requests."""
+    sensor = defs.resolve_sensor_def(sensor_name)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=dict(defs.resources or {}))
     result = sensor(context)
     for req in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
@@ -32,15 +34,13 @@ def execute(
     tags: dict[str, str] | None = None,
     run_config: dict[str, Any] | None = None,
     raise_on_error: bool = True,
+    job_name: str = JOB_NAME,
 ) -> dg.ExecuteInProcessResult:
-    """Execute the job for one bulk change partition."""
-    job = defs.resolve_job_def(JOB_NAME)
+    """Execute a job (default: the processing job) for one bulk change partition."""
+    job = defs.resolve_job_def(job_name)
     return job.execute_in_process(
         instance=instance, partition_key=partition_key, tags=tags, run_config=run_config, raise_on_error=raise_on_error
     )
-
-
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def tick_and_run(
@@ -49,11 +49,14 @@ def tick_and_run(
     cursor: str | None = None,
     raise_on_error: bool = True,
     run_config: dict[str, Any] | None = None,
+    sensor_name: str = SENSOR_NAME,
 ) -> tuple[dg.SensorResult, list[dg.ExecuteInProcessResult]]:
     """A sensor tick, then every run it requested, in request order."""
-    result = evaluate_sensor(instance, defs, cursor)
+    result = evaluate_sensor(instance, defs, cursor, sensor_name)
+    job_name = defs.resolve_sensor_def(sensor_name).job_name
     runs = [
-        execute(instance, defs, rr.partition_key, dict(rr.tags), run_config=run_config, raise_on_error=raise_on_error)
+        execute(instance, defs, rr.partition_key, dict(rr.tags), run_config=run_config, raise_on_error=raise_on_error,
+                job_name=job_name)
         for rr in result.run_requests or []
     ]
     return result, runs

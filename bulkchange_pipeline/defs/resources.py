@@ -34,6 +34,12 @@ class CarrierGatewayResource(dg.ConfigurableResource):
     timeout_seconds: float = 10.0
     max_attempts: int = Field(4, description="1 try + 3 retries (DESIGN R8)")
     retry_wait_seconds: float = Field(1.0, description="Fixed wait between HTTP retries unless the carrier states one")
+    poll_after_seconds: int = Field(
+        900, description="Async carriers: poll a row whose answer has not come this long after it was sent"
+    )
+    async_timeout_seconds: int = Field(
+        4 * 3600, description="Async carriers: a row with no answer this long after it was sent ends API_FAILED"
+    )
 
     def account(self, sp: ServiceProviderInfo) -> CarrierAccount:
         return carrier_account(

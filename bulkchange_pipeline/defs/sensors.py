@@ -9,6 +9,7 @@ from ..store.db import utcnow
 from ..store.device_changes import add_log
 from .partitions import bulk_change_partitions
 from .pipeline import process_bulk_change_job
+from .reconcile import reconcile_async_job
 from .resources import DatabaseResource
 
 SENSOR_PAGE = 500  # bulk changes per evaluation: keeps each tick far inside the 60 s sensor timeout
@@ -54,7 +55,7 @@ def bulk_change_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
     )
 
 
-@dg.run_failure_sensor(monitored_jobs=[process_bulk_change_job], default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.run_failure_sensor(monitored_jobs=[process_bulk_change_job, reconcile_async_job], default_status=dg.DefaultSensorStatus.RUNNING)
 def bulk_change_failure_sensor(context: dg.RunFailureSensorContext, database: DatabaseResource) -> None:
     """Mark the bulk change ERROR and log why; its unfinished rows stay as they are, re-runnable."""
     run = context.dagster_run

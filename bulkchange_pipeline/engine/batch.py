@@ -96,7 +96,10 @@ async def process_batch_async(
     return summary
 
 
-def _change(info: BulkChangeInfo, row: WorkRow) -> DeviceChange:
+def device_change_for(info: BulkChangeInfo, row: WorkRow, carrier_request_id: str | None = None) -> DeviceChange:
+    """The carrier-neutral view of a row. The device's status as our database knows it rides along
+    as ``target["current_status"]``, so a carrier that needs it to pick the call (ThingSpace:
+    activate or restore) does not have to look every device up first."""
     return DeviceChange(
         device_change_id=row.id,
         device_id=row.device_id,
@@ -105,7 +108,8 @@ def _change(info: BulkChangeInfo, row: WorkRow) -> DeviceChange:
         imei=row.imei,
         msisdn=row.msisdn,
         eid=row.eid,
-        target=row.change_request,
+        target={**row.change_request, "current_status": row.current.get("status")},
+        carrier_request_id=carrier_request_id,
     )
 
 
@@ -151,7 +155,7 @@ async def _carrier_results(
         leftover = [r for r in rows if r.status == DeviceChangeStatus.PROCESSING.value]
         to_send = [r for r in rows if r.status != DeviceChangeStatus.PROCESSING.value]
         if leftover:
-            checks = await adapter.already_applied([_change(info, r) for r in leftover])
+            checks = await adapter.already_applied([device_change_for(info, r) for r in leftover])
             summary.carrier_calls += len(leftover)
             for row, found in zip(leftover, checks):
                 if found is None:
@@ -161,9 +165,12 @@ async def _carrier_results(
                     results.append(_from_carrier(info, row, found, now))
         to_send.sort(key=lambda r: r.id)
         claim(engine, [r.id for r in to_send])
+        register = getattr(adapter, "register_callback", None)
+        if to_send and register is not None and account.callback_base_url and account.write_enabled:
+            await register()  # idempotent: (re)register where this account's callbacks go
         if to_send:
             try:
-                answers = await adapter.apply([_change(info, r) for r in to_send])
+                answers = await adapter.apply([device_change_for(info, r) for r in to_send])
                 summary.carrier_calls += len(to_send)
             except WritesDisabledError as exc:
                 reason = f"Writes disabled for service provider {info.service_provider.name}: {exc}"

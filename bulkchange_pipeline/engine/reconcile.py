@@ -16,13 +16,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..carriers import CarrierAccount, DeviceChange, DeviceResult, build_adapter
+from ..carriers import CarrierAccount, DeviceResult, build_adapter
 from ..domain import DeviceChangeStatus
 from ..store.callbacks import mark_applied, unapplied_callbacks
 from ..store.db import utcnow
 from ..store.device_changes import RowResult, WorkRow, record_results
 from ..store.schema import DEVICE_CHANGE_FIELDS, device, device_change
-from .batch import AdapterFactory, _from_carrier
+from .batch import AdapterFactory, _from_carrier, device_change_for
 from .bulk_change import BulkChangeInfo
 
 CHUNK = 5_000
@@ -145,7 +145,7 @@ async def reconcile_async(
         ]
         for start in range(0, len(to_poll), CHUNK):
             chunk = to_poll[start : start + CHUNK]
-            answers = await adapter.poll([_change(info, w) for w in chunk])
+            answers = await adapter.poll([device_change_for(info, w.row, w.request_id) for w in chunk])
             for w, answer in zip(chunk, answers):
                 if answer is not None and answer.status != DeviceChangeStatus.PROCESSING.value:
                     results.append(_from_carrier(info, w.row, answer, now))
@@ -177,11 +177,3 @@ async def reconcile_async(
     ][:5]
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
-
-
-def _change(info: BulkChangeInfo, w: _Waiting) -> DeviceChange:
-    r = w.row
-    return DeviceChange(
-        device_change_id=r.id, device_id=r.device_id, change_type=int(info.change_type), iccid=r.iccid, imei=r.imei,
-        msisdn=r.msisdn, eid=r.eid, target=r.change_request, carrier_request_id=w.request_id,
-    )

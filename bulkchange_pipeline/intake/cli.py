@@ -323,3 +323,17 @@ def demo(devices: int) -> None:
     from ..demo import run_demo
 
     run_demo(devices=devices)
+
+
+@main.command("serve")
+@database_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@friendly_errors
+def serve(database_url: str | None, host: str, port: int) -> None:
+    """Serve the HTTP app: carrier callbacks (/callbacks/thingspace, /callbacks/teal) and /docs."""
+    import uvicorn
+
+    from .app import create_app
+
+    uvicorn.run(create_app(database_url or default_database_url()), host=host, port=port, log_level="info")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import datetime as dt
 import heapq
 import json
 import math
@@ -93,15 +92,13 @@ class ThingSpaceSimulator:
         self._random = random.Random(self.faults.config.seed)
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
-        self.devices: dict[int, dict[str, Any]] = {}
-        self._index: dict[tuple[str, str], int] = {}
+        self.book = rules.DeviceBook()
         self._tokens: dict[str, tuple[str, float]] = {}
         self._sessions: dict[str, list[Any]] = {}  # token -> [username, last_used, calls]
         self._failed_logins: Counter[str] = Counter()
         self.callbacks: dict[str, dict[str, str]] = {}  # accountName -> registration
         self.requests: dict[str, dict[str, Any]] = {}
         self._activates: dict[str, collections.deque[float]] = {}
-        self._plan_changes: Counter[tuple[int, str]] = Counter()
         self._outstanding = 0
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._delayed: list[tuple[float, int, Any]] = []
@@ -119,7 +116,7 @@ class ThingSpaceSimulator:
     def reset_counters(self) -> None:
         """Zero every counter (device state, tokens and sessions are kept)."""
         with self._lock:
-            self.applied_counts: Counter[str] = Counter()
+            self.book.applied_counts.clear()
             self.calls: Counter[str] = Counter()
             self.total_calls = self.over_limit_answers = self.auth_failures = 0
             self.session_errors = self.business_refusals = self.device_faults = 0
@@ -128,28 +125,25 @@ class ThingSpaceSimulator:
             self.gate.accounts.clear()
             self.faults.counts = {k: 0 for k in self.faults.counts}
 
+    @property
+    def devices(self) -> dict[int, dict[str, Any]]:
+        return self.book.devices
+
+    @property
+    def applied_counts(self) -> Counter[str]:
+        """State changes per ICCID (the proof that nothing was applied twice)."""
+        return self.book.applied_counts
+
     def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
         """Add or replace devices: `{iccid, imei?, mdn?, state?, servicePlan?, accountName?}`."""
-        now = dt.datetime.now(dt.timezone.utc)
-        default_account = next(iter(self.users.values()))[1]
-        n = 0
         with self._lock:
-            for seed in devices:
-                record = rules.device_record(seed, default_account, now)
-                old = self._index.get(("iccid", record["iccid"]))
-                key = old if old is not None else len(self.devices) + 1
-                if old is not None:
-                    self._unindex(key)
-                self.devices[key] = record
-                self._reindex(key)
-                n += 1
-        return n
+            return self.book.seed(devices, next(iter(self.users.values()))[1])
 
     def device(self, iccid: str) -> dict[str, Any] | None:
         """A copy of the device record now holding `iccid`."""
         with self._lock:
-            key = self._index.get(("iccid", iccid))
-            return dict(self.devices[key]) if key is not None else None
+            record = self.book.get(iccid)
+            return None if record is None else dict(record)
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change settings (`_SETTINGS` names, `rate_per_second`, `max_concurrency`,
@@ -245,34 +239,13 @@ class ThingSpaceSimulator:
         """Serve in a background thread; `.base_url` is the root (paths start /api/...)."""
         return run_app_in_thread(self.app, host, port, app_state=self)
 
-    # -- indexes and bookkeeping (callers hold the lock) ----------------------------------------
-
-    def _reindex(self, key: int) -> None:
-        for item in rules.device_ids(self.devices[key]):
-            self._index[(item["kind"], item["id"])] = key
-
-    def _unindex(self, key: int) -> None:
-        for item in rules.device_ids(self.devices[key]):
-            self._index.pop((item["kind"], item["id"]), None)
-
-    def _resolve(self, ids: Iterable[Mapping[str, str]]) -> int | None:
-        """The device named by a deviceIds list (ICCID first, then IMEI, then the rest)."""
-        ranked = sorted(ids, key=lambda i: ("iccid", "imei").index(i["kind"])
-                        if i["kind"] in ("iccid", "imei") else 2)
-        for item in ranked:
-            kind = "mdn" if item["kind"] == "msisdn" else item["kind"]
-            key = self._index.get((kind, item["id"]))
-            if key is not None:
-                return key
-        return None
+    # -- backend: process requests, send callbacks ------------------------------------------------
 
     def _add_outstanding(self, n: int) -> None:
         with self._idle:
             self._outstanding += n
             if self._outstanding <= 0:
                 self._idle.notify_all()
-
-    # -- backend: process requests, send callbacks ------------------------------------------------
 
     def _backend_loop(self) -> None:
         seq = 0
@@ -302,54 +275,21 @@ class ThingSpaceSimulator:
                 self._add_outstanding(-1)
 
     def _process(self, rid: str, action: str, account: str, devices: list, params: dict) -> list:
-        """Apply one accepted request device by device; returns activations still pending."""
-        month = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m")
-        bodies, pending, failed = [], [], False
+        """Apply one accepted request; returns the activations still pending."""
         with self._lock:
-            creds = self._credentials(account)
-            for asked in devices:
-                key = self._resolve(asked)
-                if key is None and action == "deviceid":
-                    key = self._resolve([{"kind": k, "id": v} for k, v in params["to"].items()])
-                    if key is not None:  # a repeated request: the device already has the new ids
-                        bodies.append(rules.success_callback(rid, action, asked, self.devices[key], creds))
-                        continue
-                if key is None:
-                    decision = rules.Decision(rules.F_NOT_FOUND, "REQUEST_FAILED. Device not found")
-                else:
-                    record = self.devices[key]
-                    decision = rules.decide(action, record, params, self._plan_changes[(key, month)],
-                                            lambda kind, value: self._index.get((kind, value)))
-                if decision.fault:
-                    failed = True
-                    self.device_faults += 1
-                    bodies.append(rules.fault_callback(rid, asked, decision.fault,
-                                                       decision.faultstring, creds))
-                    continue
-                if decision.edits:
-                    self.applied_counts[record["iccid"]] += 1
-                    self._unindex(key)
-                    record.update(decision.edits)
-                    self._reindex(key)
-                if decision.counts_plan_change:
-                    self._plan_changes[(key, month)] += 1
-                if record["state"] == rules.PENDING and action == "activate":
-                    if self.activation_seconds > 0:
-                        pending.append((rid, key, asked))
-                        continue
-                    record["state"] = rules.ACTIVE
-                bodies.append(rules.success_callback(rid, action, asked, record, creds))
+            bodies, pending, faults = self.book.apply(rid, action, devices, params,
+                                                      self._credentials(account),
+                                                      self.activation_seconds > 0)
+            self.device_faults += faults
             entry = self.requests[rid]
-            entry["failed"] = failed
-            entry["status"] = "Pending" if pending else ("Failed" if failed else "Success")
+            entry["failed"] = faults > 0
+            entry["status"] = "Pending" if pending else ("Failed" if faults else "Success")
         self._dispatch(account, bodies)
-        return pending
+        return [(rid, key, asked) for key, asked in pending]
 
     def _finish_activation(self, rid: str, key: int, asked: list) -> None:
         with self._lock:
-            record = self.devices[key]
-            if record["state"] == rules.PENDING:
-                record["state"] = rules.ACTIVE
+            record = self.book.finish_activation(key)
             entry = self.requests[rid]
             entry["status"] = "Failed" if entry.get("failed") else "Success"
             account = entry["account"]
@@ -600,7 +540,7 @@ class ThingSpaceSimulator:
             return refused
         with self._lock:
             if isinstance(body.get("deviceId"), dict):
-                key = self._resolve([{"kind": str(body["deviceId"].get("kind", "")).lower(),
+                key = self.book.resolve([{"kind": str(body["deviceId"].get("kind", "")).lower(),
                                       "id": str(body["deviceId"].get("id", ""))}])
                 found = [] if key is None else [self.devices[key]]
                 more = False

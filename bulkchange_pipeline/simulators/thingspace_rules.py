@@ -13,7 +13,8 @@ UnexpectedError and Device.Account.Invalid. The session-expired code is not publ
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -279,3 +280,102 @@ def make_devices(count: int, start: int = 0, **fields: Any) -> list[dict[str, An
         out.append({"iccid": iccid, "imei": body + luhn_check_digit(body),
                     "mdn": "5" + str(n).zfill(9), **fields})
     return out
+
+
+class DeviceBook:
+    """The simulator's devices, indexed by every identifier, with the per-device counters the
+    rules need (plan changes per month) and the tests read (state changes per ICCID).
+
+    Not thread-safe on purpose: the simulator holds its lock around every use, so the rules stay
+    free of locking and a request is applied atomically.
+    """
+
+    def __init__(self) -> None:
+        self.devices: dict[int, dict[str, Any]] = {}
+        self.index: dict[tuple[str, str], int] = {}
+        self.plan_changes: Counter[tuple[int, str]] = Counter()
+        self.applied_counts: Counter[str] = Counter()
+
+    def seed(self, seeds: Iterable[Mapping[str, Any]], default_account: str) -> int:
+        """Add or replace devices (by ICCID); returns how many."""
+        now = dt.datetime.now(dt.timezone.utc)
+        n = 0
+        for seed in seeds:
+            record = device_record(seed, default_account, now)
+            old = self.index.get(("iccid", record["iccid"]))
+            key = old if old is not None else len(self.devices) + 1
+            if old is not None:
+                self._unindex(key)
+            self.devices[key] = record
+            self._reindex(key)
+            n += 1
+        return n
+
+    def get(self, iccid: str) -> dict[str, Any] | None:
+        key = self.index.get(("iccid", iccid))
+        return None if key is None else self.devices[key]
+
+    def resolve(self, ids: Iterable[Mapping[str, str]]) -> int | None:
+        """The device named by a deviceIds list (ICCID first, then IMEI, then the rest)."""
+        rank = {"iccid": 0, "imei": 1}
+        for item in sorted(ids, key=lambda i: rank.get(i["kind"], 2)):
+            kind = "mdn" if item["kind"] == "msisdn" else item["kind"]
+            key = self.index.get((kind, item["id"]))
+            if key is not None:
+                return key
+        return None
+
+    def apply(self, rid: str, action: str, devices: Sequence[list[dict]], params: Mapping[str, Any],
+              creds: Mapping[str, str], defer_activation: bool
+              ) -> tuple[list[dict], list[tuple[int, list[dict]]], int]:
+        """Apply one accepted request device by device. Returns the callback bodies, the
+        activations left pending (key, asked ids) when `defer_activation`, and the fault count."""
+        month = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m")
+        bodies: list[dict] = []
+        pending: list[tuple[int, list[dict]]] = []
+        faults = 0
+        for asked in devices:
+            key = self.resolve(asked)
+            if key is None and action == "deviceid":
+                key = self.resolve([{"kind": k, "id": v} for k, v in params["to"].items()])
+                if key is not None:  # a repeated request: the device already has the new ids
+                    bodies.append(success_callback(rid, action, asked, self.devices[key], creds))
+                    continue
+            if key is None:
+                decision = Decision(F_NOT_FOUND, "REQUEST_FAILED. Device not found")
+            else:
+                record = self.devices[key]
+                decision = decide(action, record, params, self.plan_changes[(key, month)],
+                                  lambda kind, value: self.index.get((kind, value)))
+            if decision.fault:
+                faults += 1
+                bodies.append(fault_callback(rid, asked, decision.fault, decision.faultstring, creds))
+                continue
+            if decision.edits:
+                self.applied_counts[record["iccid"]] += 1
+                self._unindex(key)
+                record.update(decision.edits)
+                self._reindex(key)
+            if decision.counts_plan_change:
+                self.plan_changes[(key, month)] += 1
+            if record["state"] == PENDING and action == "activate":
+                if defer_activation:
+                    pending.append((key, asked))
+                    continue
+                record["state"] = ACTIVE
+            bodies.append(success_callback(rid, action, asked, record, creds))
+        return bodies, pending, faults
+
+    def finish_activation(self, key: int) -> dict[str, Any]:
+        record = self.devices[key]
+        if record["state"] == PENDING:
+            record["state"] = ACTIVE
+        return record
+
+    def _reindex(self, key: int) -> None:
+        for item in device_ids(self.devices[key]):
+            self.index[(item["kind"], item["id"])] = key
+
+    def _unindex(self, key: int) -> None:
+        for item in device_ids(self.devices[key]):
+            self.index.pop((item["kind"], item["id"]), None)

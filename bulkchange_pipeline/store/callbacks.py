@@ -149,3 +149,13 @@ def async_work(engine: sa.Engine, limit: int = 500) -> list[AsyncWork]:
             ).all()
         )
     return [AsyncWork(p.id, p.tenant_id, p.service_provider_id, p.change_type, newest.get(p.id), p.oldest) for p in pending]
+
+
+def credentials_names(engine: sa.Engine, integration: str) -> list[str]:
+    """Credentials entry names of every service provider on this integration (any tenant)."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(service_provider.c.credentials_name).where(service_provider.c.integration == integration).distinct()
+            ).scalars()
+        )

@@ -21,9 +21,14 @@ ACTIONABLE = (DeviceChangeStatus.NEW.value, DeviceChangeStatus.PROCESSING.value,
 
 
 def _actionable(now: datetime) -> sa.ColumnElement[bool]:
-    """NEW rows, rows an earlier attempt left PROCESSING, and SCHEDULED rows now due."""
+    """NEW rows, rows an earlier attempt left PROCESSING, and SCHEDULED rows now due.
+
+    A PROCESSING row that carries a carrier request id was accepted by an asynchronous carrier and
+    waits for its answer: reconcile settles it, and sending it again would apply it twice.
+    """
     return sa.or_(
-        device_change.c.status.in_((DeviceChangeStatus.NEW.value, DeviceChangeStatus.PROCESSING.value)),
+        device_change.c.status == DeviceChangeStatus.NEW.value,
+        sa.and_(device_change.c.status == DeviceChangeStatus.PROCESSING.value, device_change.c.carrier_request_id.is_(None)),
         sa.and_(device_change.c.status == DeviceChangeStatus.SCHEDULED.value, device_change.c.effective_at <= now),
     )
 

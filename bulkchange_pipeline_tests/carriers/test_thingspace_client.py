@@ -182,7 +182,7 @@ def test_batches_of_at_most_10000_devices(thingspace_sim) -> None:
     assert sim.wait_idle(20) and sim.stats()["applied_total"] == 10_001
     assert sim.stats()["callbacks_unregistered"] == 10_001  # no listener registered: none sent
     too_big = ThingSpaceClient(thingspace_account(thingspace_sim), max_devices_per_request=20_000)
-    refused = run(too_big, lambda c: c.apply([change(i, d, status="active")
+    refused = run(too_big, lambda c: c.apply([change(i, d, status="deactive")
                                                for i, d in enumerate(devices)]))
     assert {r.status for r in refused} == {"API_FAILED"}
     assert "Devices.MaxLimitExceeded" in refused[0].detail
@@ -220,7 +220,7 @@ def test_token_refresh_and_session_expiry_mid_run(thingspace_sim) -> None:
     sim.configure(token_ttl_seconds=1.0, session_max_calls=2)  # session dies after 2 calls
     devices = make_devices(8)
     sim.seed_devices(devices)
-    client = ThingSpaceClient(thingspace_account(thingspace_sim))
+    client = ThingSpaceClient(thingspace_account(thingspace_sim, max_concurrency=1))
     plans = [change(i, d, CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan=f"P{i % 4}")
              for i, d in enumerate(devices)]  # four requests in one run
 
@@ -324,7 +324,10 @@ def test_poll_and_already_applied_when_callbacks_are_lost(thingspace_sim, callba
     sim.seed_devices([ok, pre, untouched])
     client = registered(thingspace_sim, rhandle)
     sent = [change(1, ok, status="suspend"), change(2, pre, status="suspend")]
-    results = run(client, lambda c: c.apply(sent))
+    async def one_request_each(c: ThingSpaceClient) -> list[DeviceResult]:
+        return [(await c.apply([dc]))[0] for dc in sent]
+
+    results = run(client, one_request_each)
     assert sim.wait_idle(10) and receiver.bodies == [] and sim.stats()["callbacks_dropped"] == 2
     for dc, r in zip(sent, results):
         dc.carrier_request_id = r.carrier_request_id

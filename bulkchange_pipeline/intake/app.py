@@ -1,0 +1,29 @@
+"""The HTTP app: carrier callbacks today (the intake API joins it), served by ``bulkchange serve``.
+
+``create_app(url)`` builds a FastAPI app bound to one business database; its OpenAPI document is
+at ``/openapi.json`` and the interactive docs at ``/docs``.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from ..store.db import database_url, shared_engine
+from .callbacks import callbacks_router
+
+
+def create_app(url: str | None = None) -> FastAPI:
+    app = FastAPI(title="bulkchange_pipeline", version="0.1.0",
+                  description="Bulk changes to cellular IoT devices: intake API and carrier callbacks.")
+    resolved = url or database_url()
+
+    def engine():
+        return shared_engine(resolved)
+
+    app.include_router(callbacks_router(engine))
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,102 @@
+"""Carrier callback endpoints: authenticate, redact, store once, answer 2xx fast.
+
+Nothing is applied here: a reconcile run (``async_results_sensor`` -> ``reconcile_async_job``)
+applies stored callbacks to device rows. Keeping the endpoint to "check and store" makes it fast
+and lets the carrier's duplicates, late and out-of-order deliveries be settled in one place.
+
+Authentication:
+- ThingSpace echoes the username/password registered with the callback in every body; they must
+  match ``BULKCHANGE_CRED_<NAME>_CALLBACK_USERNAME`` / ``_CALLBACK_PASSWORD`` of one of the
+  ThingSpace service providers. They are removed from the payload before it is stored. The
+  callback may arrive before its request id is recorded, so ownership is not required here.
+- Teal's callback only names a request id; it is accepted only for a request id we issued. One
+  not known yet (the callback beat our own write) is answered 503 so Teal delivers it again; the
+  operation-result poll is the fallback either way.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from ..carriers import parse_callback
+from ..carriers.redaction import redact_json
+from ..engine.accounts import credential_env_key
+from ..store.callbacks import credentials_names, request_owner, store_callback
+
+MAX_CALLBACK_BYTES = 1_000_000
+
+
+def callbacks_router(engine_for_request) -> APIRouter:
+    """Routes under /callbacks; ``engine_for_request()`` returns the business database engine."""
+    router = APIRouter(prefix="/callbacks", tags=["carrier callbacks"])
+
+    @router.post("/thingspace", summary="ThingSpace CarrierService callback (one per device)")
+    async def thingspace(request: Request) -> JSONResponse:
+        payload = await _json_body(request)
+        engine: sa.Engine = engine_for_request()
+        if not _thingspace_credentials_ok(engine, payload):
+            raise HTTPException(status_code=401, detail="callback username/password do not match a ThingSpace account")
+        return _store(engine, "thingspace", payload)
+
+    @router.get("/teal", summary="Teal operation-result callback (?requestId=...)", operation_id="teal_callback_get")
+    @router.post("/teal", summary="Teal operation-result callback (?requestId=...)", operation_id="teal_callback_post")
+    async def teal(request: Request) -> JSONResponse:
+        payload: dict[str, Any] = {}
+        if request.method == "POST" and int(request.headers.get("content-length") or 0) > 0:
+            body = await _json_body(request)
+            payload = body if isinstance(body, dict) else {"body": body}
+        payload = {**payload, "query": dict(request.query_params)}
+        engine: sa.Engine = engine_for_request()
+        outcomes = parse_callback("teal", payload)
+        if not outcomes:
+            raise HTTPException(status_code=400, detail="no requestId in the callback")
+        owner = request_owner(engine, outcomes[0].request_id)
+        if owner is None or owner.integration != "teal":
+            return JSONResponse({"stored": False, "detail": "unknown request id; deliver again later"}, status_code=503,
+                                headers={"Retry-After": "5"})
+        return _store(engine, "teal", payload)
+
+    return router
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_CALLBACK_BYTES:
+        raise HTTPException(status_code=413, detail="callback body too large")
+    try:
+        import json
+
+        return json.loads(raw or b"{}")
+    except ValueError:
+        raise HTTPException(status_code=400, detail="callback body is not JSON") from None
+
+
+def _thingspace_credentials_ok(engine: sa.Engine, payload: Any) -> bool:
+    if not isinstance(payload, dict):
+        return False
+    user, password = str(payload.get("username") or ""), str(payload.get("password") or "")
+    if not user or not password:
+        return False
+    for name in credentials_names(engine, "thingspace"):
+        key = credential_env_key(name)
+        want_user, want_pw = os.environ.get(f"{key}_CALLBACK_USERNAME"), os.environ.get(f"{key}_CALLBACK_PASSWORD")
+        if want_user and want_pw and hmac.compare_digest(user, want_user) and hmac.compare_digest(password, want_pw):
+            return True
+    return False
+
+
+def _store(engine: sa.Engine, integration: str, payload: dict[str, Any]) -> JSONResponse:
+    outcomes = parse_callback(integration, payload)
+    if not outcomes:
+        raise HTTPException(status_code=400, detail=f"not a {integration} callback this system understands")
+    clean = redact_json(payload)
+    stored = 0
+    for key in sorted({(o.request_id, o.device_key) for o in outcomes}):
+        stored += store_callback(engine, integration, key[0], key[1], clean)
+    return JSONResponse({"stored": stored, "duplicates": len({(o.request_id, o.device_key) for o in outcomes}) - stored})

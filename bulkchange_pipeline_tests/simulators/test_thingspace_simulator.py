@@ -1,0 +1,244 @@
+"""The ThingSpace simulator against its wire format with a raw HTTP client: tokens, sessions,
+actions, callbacks and their delivery switches, limits, request status, device list, admin."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from bulkchange_pipeline.simulators import thingspace_rules as rules
+from bulkchange_pipeline.simulators.thingspace_rules import make_devices
+from bulkchange_pipeline_tests.simulators.fixtures import (  # noqa: F401 - fixture import
+    TS_ACCOUNT,
+    TS_CB_PASSWORD,
+    TS_CB_USER,
+    TS_CLIENT_ID,
+    TS_CLIENT_SECRET,
+    TS_PASSWORD,
+    TS_USER,
+    callback_receiver,
+    thingspace_sim,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class M2M:
+    """A tiny raw client: token, login, then M2M calls with both headers."""
+
+    def __init__(self, handle) -> None:
+        self.http = httpx.Client(base_url=handle.base_url, timeout=5)
+        self.token = self.get_token().json()["access_token"]
+        self.session = self.http.post("/api/m2m/v1/session/login",
+                                      json={"username": TS_USER, "password": TS_PASSWORD},
+                                      headers={"Authorization": f"Bearer {self.token}"}
+                                      ).json()["sessionToken"]
+
+    def get_token(self, secret: str = TS_CLIENT_SECRET) -> httpx.Response:
+        return self.http.post("/api/ts/v1/oauth2/token", auth=(TS_CLIENT_ID, secret),
+                              data={"grant_type": "client_credentials"})
+
+    def call(self, method: str, path: str, body: object = None) -> httpx.Response:
+        return self.http.request(method, "/api/m2m/v1/" + path, json=body, headers={
+            "Authorization": f"Bearer {self.token}", "VZ-M2M-Token": self.session})
+
+    def action(self, action: str, devices: list[dict], **extra: object) -> httpx.Response:
+        body = {"devices": [{"deviceIds": [{"kind": "iccid", "id": d["iccid"]}]} for d in devices],
+                "accountName": TS_ACCOUNT, **extra}
+        return self.call("PUT" if action == "plan" else "POST", f"devices/actions/{action}", body)
+
+    def register(self, handle) -> None:
+        r = self.call("POST", f"callbacks/{TS_ACCOUNT}", {
+            "name": "CarrierService", "url": handle.root_url + "/callbacks/thingspace",
+            "username": TS_CB_USER, "password": TS_CB_PASSWORD})
+        assert r.status_code == 200, r.text
+
+
+def test_token_is_reused_until_it_expires(thingspace_sim) -> None:
+    sim = thingspace_sim.simulator
+    sim.configure(token_ttl_seconds=0.5)
+    c = M2M(thingspace_sim)
+    again = c.get_token().json()
+    assert again["access_token"] == c.token and again["token_type"] == "Bearer"
+    assert c.get_token("nope").json()["error"] == "invalid_client"
+    time.sleep(0.6)
+    r = c.call("POST", "devices/actions/list", {"accountName": TS_ACCOUNT})
+    assert r.status_code == 401 and r.json()["fault"]["code"] == "900901"
+    assert c.get_token().json()["access_token"] != c.token
+    no_bearer = c.http.post("/api/m2m/v1/devices/actions/list", json={})
+    assert no_bearer.status_code == 401 and no_bearer.json()["fault"]["code"] == "900902"
+
+
+def test_session_expires_when_idle_and_logins_lock_after_five_failures(thingspace_sim) -> None:
+    sim = thingspace_sim.simulator
+    c = M2M(thingspace_sim)
+    assert c.call("POST", "devices/actions/list", {"accountName": TS_ACCOUNT}).status_code == 200
+    sim.configure(session_idle_seconds=0.2)
+    time.sleep(0.3)
+    r = c.call("POST", "devices/actions/list", {"accountName": TS_ACCOUNT})
+    assert r.status_code == 400 and r.json()["errorCode"] == rules.ERR_SESSION_EXPIRED
+    login = lambda pw: c.http.post(  # noqa: E731
+        "/api/m2m/v1/session/login", json={"username": TS_USER, "password": pw},
+        headers={"Authorization": f"Bearer {c.token}"})
+    codes = [login("wrong").json()["errorCode"] for _ in range(6)]
+    assert codes[:5] == [rules.ERR_LOGIN_FAILED] * 5 and codes[5] == rules.ERR_LOGIN_LOCKED
+    assert login(TS_PASSWORD).json()["errorCode"] == rules.ERR_LOGIN_LOCKED
+
+
+def test_callbacks_success_and_fault_shapes_with_retries(thingspace_sim, callback_receiver) -> None:
+    sim = thingspace_sim.simulator
+    receiver, rhandle = callback_receiver
+    ok, pre = make_devices(2)
+    pre["state"] = "pre-active"
+    sim.seed_devices([ok, pre])
+    c = M2M(thingspace_sim)
+    unregistered = c.action("suspend", [ok]).json()["requestId"]
+    assert sim.wait_idle(5) and sim.stats()["callbacks_unregistered"] == 1
+    c.register(rhandle)
+    listed = c.call("GET", f"callbacks/{TS_ACCOUNT}").json()
+    assert listed == [{"accountName": TS_ACCOUNT, "name": "CarrierService",
+                       "url": rhandle.root_url + "/callbacks/thingspace"}]
+    receiver.fail_first = 2  # the first two deliveries are refused and retried
+    rid = c.action("restore", [ok, pre]).json()["requestId"]
+    assert rid != unregistered
+    assert sim.wait_idle(10)
+    bodies = {b["deviceIds"][0]["id"]: b for b in receiver.wait_for(2)}
+    success, fault = bodies[ok["iccid"]], bodies[pre["iccid"]]
+    assert set(success) == {"username", "password", "requestId", "deviceIds", "deviceResponse",
+                            "status", "callbackCount", "maxCallbackThreshold"}
+    assert success["status"] == "Success" and success["requestId"] == rid
+    assert success["username"] == TS_CB_USER and success["password"] == TS_CB_PASSWORD
+    assert "restoreResponse" in success["deviceResponse"]
+    assert fault["status"] == "Failed" and fault["faultResponse"]["faultcode"] == rules.F_STATE_INVALID
+    assert fault["faultResponse"]["faultstring"].startswith("REQUEST_FAILED.")
+    assert fault["maxCallbackThreshold"] == 4 and fault["password"] == TS_CB_PASSWORD
+    assert sorted(b["callbackCount"] for b in bodies.values())[-1] >= 2
+    assert sim.stats()["callbacks_failed_attempts"] == 2 and sim.stats()["callbacks_sent"] == 2
+    assert sim.device(ok["iccid"])["state"] == "active" and sim.applied_counts[ok["iccid"]] == 2
+
+
+def test_delivery_switches_duplicate_shuffle_drop_delay(thingspace_sim, callback_receiver) -> None:
+    sim = thingspace_sim.simulator
+    receiver, rhandle = callback_receiver
+    devices = make_devices(200)
+    sim.seed_devices(devices)
+    c = M2M(thingspace_sim)
+    c.register(rhandle)
+    sim.configure(duplicate_rate=0.2, drop_rate=0.1, shuffle_callbacks=True, seed=4,
+                  callback_delay_seconds=0.3)
+    started = time.monotonic()
+    c.action("suspend", devices)
+    time.sleep(0.15)
+    assert receiver.bodies == []  # delayed
+    assert sim.wait_idle(20)
+    assert time.monotonic() - started >= 0.3
+    stats = sim.stats()
+    got = [b["deviceIds"][0]["id"] for b in receiver.bodies]
+    assert stats["callbacks_dropped"] > 0 and stats["callbacks_duplicated"] > 0
+    assert len(got) == 200 - stats["callbacks_dropped"] + stats["callbacks_duplicated"]
+    assert len(set(got)) == 200 - stats["callbacks_dropped"]
+    order = [d["iccid"] for d in devices]
+    assert [i for i in got if i in set(got)] != sorted(got, key=order.index)  # out of order
+    assert stats["applied_total"] == 200  # duplicates are deliveries, not applications
+
+
+def test_limits_request_size_and_activations_per_minute(thingspace_sim) -> None:
+    sim = thingspace_sim.simulator
+    sim.configure(max_devices_per_request=5, activate_per_minute=2)
+    devices = make_devices(6, state="pre-active")
+    sim.seed_devices(devices)
+    c = M2M(thingspace_sim)
+    too_many = c.action("activate", devices, servicePlan="M2M-4G-1GB")
+    assert too_many.status_code == 400 and too_many.json()["errorCode"] == rules.ERR_TOO_MANY_DEVICES
+    answers = [c.action("activate", [d], servicePlan="M2M-4G-1GB") for d in devices[:3]]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2].json()["fault"]["code"] == str(rules.GW_THROTTLED)
+    assert int(answers[2].headers["retry-after"]) >= 1
+    no_plan = c.action("activate", devices[3:4])
+    assert no_plan.status_code == 400 and no_plan.json()["errorCode"] == rules.ERR_MISSING_FIELD
+    other = c.call("POST", "devices/actions/suspend", {"accountName": "999", "devices": [
+        {"deviceIds": [{"kind": "iccid", "id": devices[0]["iccid"]}]}]})
+    assert other.json()["errorCode"] == rules.ERR_ACCOUNT_NOT_FOUND
+
+
+def test_request_status_list_and_pending_activation(thingspace_sim) -> None:
+    sim = thingspace_sim.simulator
+    sim.configure(activation_seconds=0.4)
+    one, a, b = make_devices(3, state="deactive")
+    sim.seed_devices([one, a, b])
+    c = M2M(thingspace_sim)
+    rid = c.action("activate", [one], servicePlan="M2M-4G-5GB").json()["requestId"]
+    bulk = c.action("activate", [a, b], servicePlan="M2M-4G-5GB").json()["requestId"]
+    time.sleep(0.15)
+    status = c.call("GET", f"accounts/{TS_ACCOUNT}/requests/{rid}/status").json()
+    assert status == {"requestId": rid, "status": "Pending"}
+    listed = c.call("POST", "devices/actions/list", {
+        "accountName": TS_ACCOUNT, "deviceId": {"kind": "iccid", "id": one["iccid"]}}).json()
+    info = listed["devices"][0]["carrierInformations"][0]
+    assert listed["hasMoreData"] is False and info["state"] == "pending activation"
+    assert sim.wait_idle(5)
+    assert c.call("GET", f"accounts/{TS_ACCOUNT}/requests/{rid}/status").json()["status"] == "Success"
+    assert sim.device(one["iccid"]) | {} and sim.device(one["iccid"])["servicePlan"] == "M2M-4G-5GB"
+    refused = c.call("GET", f"accounts/{TS_ACCOUNT}/requests/{bulk}/status")
+    assert refused.status_code == 400 and refused.json()["errorCode"] == rules.ERR_STATUS_NOT_SUPPORTED
+    everything = c.call("POST", "devices/actions/list", {"accountName": TS_ACCOUNT}).json()
+    assert {d["carrierInformations"][0]["state"] for d in everything["devices"]} == {"active"}
+
+
+def test_5000_device_bulk_change_is_quick(thingspace_sim, callback_receiver) -> None:
+    sim = thingspace_sim.simulator
+    receiver, rhandle = callback_receiver
+    devices = make_devices(5000)
+    sim.seed_devices(devices)
+    c = M2M(thingspace_sim)
+    c.register(rhandle)
+    started = time.monotonic()
+    assert c.action("deactivate", devices, reasonCode="FF").status_code == 200
+    assert sim.wait_idle(30)
+    assert time.monotonic() - started < 15
+    assert len(receiver.wait_for(5000)) == 5000 and sim.stats()["applied_more_than_once"] == 0
+
+
+def test_admin_endpoints_and_faults(thingspace_sim) -> None:
+    sim = thingspace_sim.simulator
+    admin = httpx.Client(base_url=thingspace_sim.base_url, timeout=5)
+    seeded = admin.post("/_sim/devices", json={"devices": make_devices(2)}).json()
+    assert seeded == {"seeded": 2, "devices": 2}
+    iccid = make_devices(1)[0]["iccid"]
+    assert admin.get(f"/_sim/devices/{iccid}").json()["device"]["state"] == "active"
+    c = M2M(thingspace_sim)
+    assert admin.post("/_sim/config", json={"error_rate": 1.0}).json()["error_rate"] == 1.0
+    assert admin.post("/_sim/config", json={"nonsense": 1}).status_code == 400
+    r = c.call("POST", "devices/actions/list", {"accountName": TS_ACCOUNT})
+    assert r.status_code == 503 and r.json()["fault"]["code"] == str(rules.GW_BACKEND)
+    assert admin.get("/_sim/stats").json()["injected"]["error_5xx"] >= 1
+    assert admin.post("/_sim/reset").json()["total_calls"] == 0
+    assert sim.config()["error_rate"] == 1.0
+
+
+def test_cli_starts_the_simulator() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "bulkchange_pipeline.simulators", "thingspace",
+                             "--port", str(port), "--devices", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                stats = httpx.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        assert stats["devices"] == 3
+    finally:
+        proc.terminate()
+        proc.wait(10)
