@@ -12,7 +12,7 @@ from pydantic import Field
 
 from ..carriers import CarrierAccount
 from ..engine.accounts import ENV_PREFIX, carrier_account
-from ..engine.bulk_change import ServiceProviderInfo
+from ..store.reference import ServiceProviderInfo
 from ..store.db import database_url, shared_engine
 
 

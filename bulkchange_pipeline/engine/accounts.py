@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 
 from ..carriers import CarrierAccount
-from .bulk_change import ServiceProviderInfo
+from ..store.reference import ServiceProviderInfo
 
 ENV_PREFIX = "BULKCHANGE_CRED_"
 

@@ -16,13 +16,13 @@ from ..domain import (
     ChangeType,
     DeviceChangeStatus,
     Handling,
-    Integration,
     capability,
     derive_bulk_status,
 )
 from ..store.bulk_changes import count_rows_by_status, set_bulk_status
 from ..store.device_changes import IdRange, plan_id_ranges
-from ..store.schema import bulk_change, device_change, service_provider
+from ..store.reference import ServiceProviderInfo, get_service_provider
+from ..store.schema import bulk_change, device_change
 
 # Steps per run grow with batches, not devices (DESIGN P4: <= 64 steps for 100,000 devices):
 # a run has load, validate, plan, finalize plus at most this many apply_batch steps.
@@ -31,20 +31,6 @@ MAX_BATCHES_PER_RUN = 48
 
 class BulkChangeNotFound(LookupError):
     pass
-
-
-@dataclass(frozen=True)
-class ServiceProviderInfo:
-    id: int
-    name: str
-    integration: Integration
-    carrier: str
-    base_url: str
-    credentials_name: str
-    write_enabled: bool
-    rate_per_second: float
-    max_concurrency: int
-    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -68,36 +54,22 @@ class BulkChangeInfo:
 def load_bulk_change(engine: sa.Engine, bulk_change_id: int) -> BulkChangeInfo:
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(bulk_change, service_provider.c.name.label("sp_name"), service_provider.c.integration,
-                      service_provider.c.carrier, service_provider.c.base_url, service_provider.c.credentials_name,
-                      service_provider.c.write_enabled, service_provider.c.rate_per_second,
-                      service_provider.c.max_concurrency, service_provider.c.batch_size)
-            .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id)
+            sa.select(bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.service_provider_id,
+                      bulk_change.c.change_type, bulk_change.c.status)
             .where(bulk_change.c.id == bulk_change_id, bulk_change.c.deleted_at.is_(None))
         ).first()
     if row is None:
         raise BulkChangeNotFound(f"bulk change {bulk_change_id} does not exist (or was archived)")
-    m = row._mapping
-    integration = Integration.parse(m["integration"])
-    change_type = ChangeType(m["change_type"])
-    cap = capability(change_type, integration)
-    sp = ServiceProviderInfo(
-        id=m["service_provider_id"],
-        name=m["sp_name"],
-        integration=integration,
-        carrier=m["carrier"],
-        base_url=m["base_url"],
-        credentials_name=m["credentials_name"],
-        write_enabled=bool(m["write_enabled"]),
-        rate_per_second=float(m["rate_per_second"]),
-        max_concurrency=int(m["max_concurrency"]),
-        batch_size=int(m["batch_size"]),
-    )
+    sp = get_service_provider(engine, row.tenant_id, row.service_provider_id)
+    if sp is None:  # pragma: no cover - a foreign key guarantees it
+        raise BulkChangeNotFound(f"bulk change {bulk_change_id}: its service provider is gone")
+    change_type = ChangeType(row.change_type)
+    cap = capability(change_type, sp.integration)
     return BulkChangeInfo(
-        id=m["id"],
-        tenant_id=m["tenant_id"],
+        id=row.id,
+        tenant_id=row.tenant_id,
         change_type=change_type,
-        status=m["status"],
+        status=row.status,
         service_provider=sp,
         handling=cap.handling if cap else None,
         counts=count_rows_by_status(engine, bulk_change_id),
