@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from . import jasper_rules as rules
 from .faults import AccountGate, Fault, FaultConfig, FaultInjector
+from .admin import admin_routes
 from .server import ServerHandle, run_app_in_thread
 
 API_PREFIX = "/rws/api/v1"
@@ -315,40 +316,6 @@ class JasperSimulator:
         return _json(200, {"pageNumber": page, "devices": items,
                            "lastPage": page * page_size >= len(matches)})
 
-    # -- admin handlers ---------------------------------------------------------------------------
-
-    async def _admin_seed(self, request: Request) -> Response:
-        payload = json.loads(await request.body())
-        devices = payload.get("devices", []) if isinstance(payload, dict) else payload
-        try:
-            n = self.seed_devices(devices)
-        except (KeyError, ValueError, TypeError) as exc:
-            return _json(400, {"error": str(exc)})
-        return _json(200, {"seeded": n, "devices": len(self.devices)})
-
-    async def _admin_device(self, request: Request) -> Response:
-        iccid = request.path_params["iccid"]
-        record = self.device(iccid)
-        if record is None:
-            return _json(404, {"error": f"no device {iccid}"})
-        return _json(200, {"device": record, "applied": self.applied_counts.get(iccid, 0),
-                           "scheduled": [[w.isoformat(), e] for w, e in self.scheduled.get(iccid, [])]})
-
-    async def _admin_stats(self, request: Request) -> Response:
-        return _json(200, self.stats())
-
-    async def _admin_config(self, request: Request) -> Response:
-        if request.method == "GET":
-            return _json(200, self.config())
-        try:
-            return _json(200, self.configure(**json.loads(await request.body())))
-        except (KeyError, ValueError, TypeError) as exc:
-            return _json(400, {"error": f"bad config: {exc}"})
-
-    async def _admin_reset(self, request: Request) -> Response:
-        self.reset_counters()
-        return _json(200, self.stats())
-
     def _build_app(self) -> Starlette:
         def api(handler: Any) -> Any:
             async def endpoint(request: Request) -> Response:
@@ -359,11 +326,7 @@ class JasperSimulator:
             Route(API_PREFIX + "/devices/{iccid}", api(self._get_device), methods=["GET"]),
             Route(API_PREFIX + "/devices/{iccid}", api(self._put_device), methods=["PUT"]),
             Route(API_PREFIX + "/devices", api(self._search_devices), methods=["GET"]),
-            Route("/_sim/devices", self._admin_seed, methods=["POST"]),
-            Route("/_sim/devices/{iccid}", self._admin_device, methods=["GET"]),
-            Route("/_sim/stats", self._admin_stats, methods=["GET"]),
-            Route("/_sim/config", self._admin_config, methods=["GET", "POST"]),
-            Route("/_sim/reset", self._admin_reset, methods=["POST"]),
+            *admin_routes(self),
         ]
         return Starlette(routes=routes)
 

@@ -42,6 +42,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .faults import AccountGate, Fault, FaultConfig, FaultInjector
+from .admin import admin_routes
 from .server import ServerHandle, run_app_in_thread
 
 API_PREFIX = ""  # paths are api/v1/... under the host, as on integrationapi.teal.global
@@ -450,39 +451,6 @@ class TealSimulator:
     async def _list_plans(self, request: Request, account: str) -> Response:
         return _json(200, {"success": True, "entries": list(self.plans.values())})
 
-    # -- admin handlers ---------------------------------------------------------------------------
-
-    async def _admin_seed(self, request: Request) -> Response:
-        payload = json.loads(await request.body())
-        devices = payload.get("devices", []) if isinstance(payload, dict) else payload
-        try:
-            n = self.seed_devices(devices)
-        except (KeyError, ValueError, TypeError) as exc:
-            return _json(400, {"error": str(exc)})
-        return _json(200, {"seeded": n, "devices": len(self.esims)})
-
-    async def _admin_device(self, request: Request) -> Response:
-        eid = request.path_params["eid"]
-        record = self.device(eid)
-        if record is None:
-            return _json(404, {"error": f"no eSIM {eid}"})
-        return _json(200, {"device": record, "applied": self.applied_counts.get(eid, 0)})
-
-    async def _admin_stats(self, request: Request) -> Response:
-        return _json(200, self.stats())
-
-    async def _admin_config(self, request: Request) -> Response:
-        if request.method == "GET":
-            return _json(200, self.config())
-        try:
-            return _json(200, self.configure(**json.loads(await request.body())))
-        except (KeyError, ValueError, TypeError) as exc:
-            return _json(400, {"error": f"bad config: {exc}"})
-
-    async def _admin_reset(self, request: Request) -> Response:
-        self.reset_counters()
-        return _json(200, self.stats())
-
     def _build_app(self) -> Starlette:
         def api(handler: Any) -> Any:
             async def endpoint(request: Request) -> Response:
@@ -495,11 +463,7 @@ class TealSimulator:
             Route(v1 + "/esims", api(self._list_esims), methods=["GET"]),
             Route(v1 + "/plans", api(self._list_plans), methods=["GET"]),
             Route(v1 + "/operation-result", api(self._operation_result), methods=["GET"]),
-            Route("/_sim/devices", self._admin_seed, methods=["POST"]),
-            Route("/_sim/devices/{eid}", self._admin_device, methods=["GET"]),
-            Route("/_sim/stats", self._admin_stats, methods=["GET"]),
-            Route("/_sim/config", self._admin_config, methods=["GET", "POST"]),
-            Route("/_sim/reset", self._admin_reset, methods=["POST"]),
+            *admin_routes(self),
         ]
         return Starlette(routes=routes)
 

@@ -40,6 +40,7 @@ from starlette.routing import Route
 
 from . import thingspace_rules as rules
 from .faults import AccountGate, Fault, FaultConfig, FaultInjector
+from .admin import admin_routes
 from .server import ServerHandle, run_app_in_thread
 
 M2M = "/api/m2m/v1"
@@ -573,39 +574,6 @@ class ThingSpaceSimulator:
                                        if body.get(k)}
         return _json(200, {"accountName": account, "name": "CarrierService"})
 
-    # -- admin handlers ---------------------------------------------------------------------------
-
-    async def _admin_seed(self, request: Request) -> Response:
-        payload = await self._body(request)
-        devices = payload.get("devices", []) if isinstance(payload, dict) else payload
-        try:
-            n = self.seed_devices(devices or [])
-        except (KeyError, ValueError, TypeError) as exc:
-            return _json(400, {"error": str(exc)})
-        return _json(200, {"seeded": n, "devices": len(self.devices)})
-
-    async def _admin_device(self, request: Request) -> Response:
-        iccid = request.path_params["iccid"]
-        record = self.device(iccid)
-        if record is None:
-            return _json(404, {"error": f"no device {iccid}"})
-        return _json(200, {"device": record, "applied": self.applied_counts.get(iccid, 0)})
-
-    async def _admin_stats(self, request: Request) -> Response:
-        return _json(200, self.stats())
-
-    async def _admin_config(self, request: Request) -> Response:
-        if request.method == "GET":
-            return _json(200, self.config())
-        try:
-            return _json(200, self.configure(**(await self._body(request) or {})))
-        except (KeyError, ValueError, TypeError) as exc:
-            return _json(400, {"error": f"bad config: {exc}"})
-
-    async def _admin_reset(self, request: Request) -> Response:
-        self.reset_counters()
-        return _json(200, self.stats())
-
     def _build_app(self) -> Starlette:
         def api(handler: Any, needs_session: bool = True) -> Any:
             async def endpoint(request: Request) -> Response:
@@ -628,11 +596,7 @@ class ThingSpaceSimulator:
             Route(M2M + "/callbacks/{account}", api(self._callbacks), methods=["GET", "POST"]),
             Route(M2M + "/callbacks/{account}/name/{name}", api(self._callbacks),
                   methods=["DELETE"]),
-            Route("/_sim/devices", self._admin_seed, methods=["POST"]),
-            Route("/_sim/devices/{iccid}", self._admin_device, methods=["GET"]),
-            Route("/_sim/stats", self._admin_stats, methods=["GET"]),
-            Route("/_sim/config", self._admin_config, methods=["GET", "POST"]),
-            Route("/_sim/reset", self._admin_reset, methods=["POST"]),
+            *admin_routes(self),
         ]
         return Starlette(routes=routes)
 
