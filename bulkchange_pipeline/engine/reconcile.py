@@ -20,7 +20,7 @@ from ..carriers import CarrierAccount, DeviceResult, build_adapter
 from ..domain import DeviceChangeStatus
 from ..store.callbacks import mark_applied, unapplied_callbacks
 from ..store.db import utcnow
-from ..store.device_changes import RowResult, WorkRow, record_results
+from ..store.device_changes import RowResult, WorkRow, count_polls, record_results
 from ..store.schema import DEVICE_CHANGE_FIELDS, device, device_change
 from .batch import AdapterFactory, _from_carrier, device_change_for
 from .bulk_change import BulkChangeInfo
@@ -48,6 +48,7 @@ class _Waiting:
     row: WorkRow
     request_id: str
     sent_at: datetime
+    poll_count: int = 0
 
 
 def _waiting_rows(engine: sa.Engine, bulk_change_id: int) -> list[_Waiting]:
@@ -71,7 +72,7 @@ def _waiting_rows(engine: sa.Engine, bulk_change_id: int) -> list[_Waiting]:
             imei=m["imei"], eid=m["eid"], change_request=m["change_request"] or {}, attempt_count=m["attempt_count"],
             current={name: m[f"cur_{name}"] for name in DEVICE_CHANGE_FIELDS},
         )
-        out.append(_Waiting(work, m["carrier_request_id"], m["updated_at"]))
+        out.append(_Waiting(work, m["carrier_request_id"], m["updated_at"], m["poll_count"]))
     return out
 
 
@@ -143,6 +144,8 @@ async def reconcile_async(
             w for w in waiting
             if w.row.id not in settled and (w.request_id in fetch_now or (w.sent_at and w.sent_at <= now - poll_after))
         ]
+        max_polls = getattr(adapter, "max_polls", None)
+        still_pending: list[int] = []
         for start in range(0, len(to_poll), CHUNK):
             chunk = to_poll[start : start + CHUNK]
             answers = await adapter.poll([device_change_for(info, w.row, w.request_id) for w in chunk])
@@ -151,6 +154,18 @@ async def reconcile_async(
                     results.append(_from_carrier(info, w.row, answer, now))
                     settled.add(w.row.id)
                     summary.from_polls += 1
+                elif max_polls and w.poll_count + 1 >= max_polls:
+                    reason = (
+                        f"still pending at {info.service_provider.integration.value} after {max_polls} status polls "
+                        f"(request {w.request_id}); giving up as the activation retry policy says"
+                    )
+                    answer = DeviceResult(w.row.id, DeviceChangeStatus.API_FAILED.value, reason, {}, w.request_id)
+                    results.append(_from_carrier(info, w.row, answer, now))
+                    settled.add(w.row.id)
+                    summary.timed_out += 1
+                else:
+                    still_pending.append(w.row.id)
+        count_polls(engine, still_pending)
 
         # 3. Timeouts: no answer at all within the limit.
         for w in waiting:

@@ -143,6 +143,18 @@ def claim(engine: sa.Engine, ids: Sequence[int]) -> int:
     return total
 
 
+def count_polls(engine: sa.Engine, ids: Sequence[int]) -> None:
+    """One more status poll found these asynchronous rows still pending (send time unchanged)."""
+    stmt = (
+        sa.update(device_change)
+        .where(device_change.c.id.in_(sa.bindparam("ids", expanding=True)))
+        .values(poll_count=device_change.c.poll_count + 1)
+    )
+    for start in range(0, len(ids), 900):
+        chunk = list(ids[start : start + 900])
+        run_transaction(engine, lambda conn, c=chunk: conn.execute(stmt, {"ids": c}))
+
+
 @dataclass
 class LogRow:
     description: str

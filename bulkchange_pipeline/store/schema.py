@@ -170,6 +170,7 @@ device_change = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("status_details", sa.Text),
     sa.Column("attempt_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("poll_count", sa.Integer, nullable=False, server_default="0"),  # async: polls that found it pending
     sa.Column("carrier_request_id", sa.String(100), index=True),
     sa.Column("effective_at", sa.DateTime),
     sa.Column("processed_at", sa.DateTime),
@@ -234,5 +235,6 @@ DEVICE_CHANGE_FIELDS = (
     "cost_center",
     "iccid",
     "imei",
+    "msisdn",
     "archived_at",
 )
