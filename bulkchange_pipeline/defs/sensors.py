@@ -4,7 +4,7 @@
 import dagster as dg
 
 from ..domain import BulkChangeStatus
-from ..store.bulk_changes import QueuedBulkChange, list_due_scheduled, list_submitted_after, set_bulk_status
+from ..store.bulk_changes import QueuedBulkChange, list_due_scheduled, list_requeued, list_submitted_after, set_bulk_status
 from ..store.db import utcnow
 from ..store.device_changes import add_log
 from .partitions import bulk_change_partitions
@@ -28,14 +28,18 @@ def run_tags(bc: QueuedBulkChange) -> dict[str, str]:
 
 @dg.sensor(job=process_bulk_change_job, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS, default_status=dg.DefaultSensorStatus.RUNNING)
 def bulk_change_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
-    """Add a partition and request a run for each NEW bulk change after the cursor, and for each
-    SCHEDULED one whose next effective date has come (run key: id + that date, so once per due time)."""
+    """Add a partition and request a run for each NEW bulk change after the cursor, for each one put
+    back to NEW by retry-failed (run key: id + attempt), and for each SCHEDULED one whose next
+    effective date has come (run key: id + that date, so once per due time)."""
     engine = database.engine()
     cursor = int(context.cursor or 0)
     new = list_submitted_after(engine, cursor, SENSOR_PAGE)
     due = list_due_scheduled(engine, utcnow(), SENSOR_PAGE)
+    seen = {bc.id for bc in new}
+    retried = [bc for bc in list_requeued(engine, SENSOR_PAGE) if bc.id not in seen]
     requests = [
-        dg.RunRequest(partition_key=str(bc.id), run_key=f"bc-{bc.id}-a{bc.attempt}", tags=run_tags(bc)) for bc in new
+        dg.RunRequest(partition_key=str(bc.id), run_key=f"bc-{bc.id}-a{bc.attempt}", tags=run_tags(bc))
+        for bc in [*new, *retried]
     ] + [
         dg.RunRequest(
             partition_key=str(bc.id),

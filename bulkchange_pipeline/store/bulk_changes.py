@@ -208,6 +208,24 @@ def list_submitted_after(engine: sa.Engine, cursor: int, limit: int) -> list[Que
         return [QueuedBulkChange(**r._mapping) for r in rows]
 
 
+def list_requeued(engine: sa.Engine, limit: int) -> list[QueuedBulkChange]:
+    """NEW bulk changes on a later attempt (retry-failed put rows back): below the sensor's cursor,
+    so they are found by attempt instead; the run key carries the attempt, so each runs once."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(*_QUEUED_COLS)
+            .where(
+                bulk_change.c.status == BulkChangeStatus.NEW.value,
+                bulk_change.c.attempt > 0,
+                bulk_change.c.process_changes.is_(True),
+                bulk_change.c.deleted_at.is_(None),
+            )
+            .order_by(bulk_change.c.id)
+            .limit(limit)
+        )
+        return [QueuedBulkChange(**r._mapping) for r in rows]
+
+
 def list_due_scheduled(engine: sa.Engine, now: datetime, limit: int) -> list[QueuedBulkChange]:
     """SCHEDULED bulk changes whose earliest waiting row is due."""
     with engine.connect() as conn:
