@@ -187,3 +187,26 @@ def test_no_credential_in_logs_event_log_or_run_config(engine, dagster_instance,
     dumped = str(run.run_config) + str(run.tags) + " ".join(dg.serialize_value(e) for e in events)
     assert len(events) > 10
     assert not [n for n in needles if n in dumped]
+
+
+def test_requeued_bulk_change_runs_again_once_per_attempt(engine, dagster_instance, jasper):
+    """A bulk change put back to NEW on a later attempt (retry-failed) sits below the sensor's
+    cursor; the sensor still finds it, once per attempt."""
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 10)
+    sim.devices[devices[0]["iccid"]]["status"] = "PURGED"  # the carrier refuses this one
+    bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    defs = fast_definitions()
+    first, _ = sensor_then_runs(dagster_instance, defs)
+    assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 9, "API_FAILED": 1}
+
+    sim.devices[devices[0]["iccid"]]["status"] = "ACTIVATED"  # fixed at the carrier; retry it
+    with engine.begin() as conn:
+        conn.execute(sa.update(device_change).where(device_change.c.status == "API_FAILED").values(status="NEW"))
+        conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bc_id).values(status="NEW", attempt=1))
+    retry, runs = sensor_then_runs(dagster_instance, defs, cursor=first.cursor)
+    assert [(r.partition_key, r.run_key) for r in retry.run_requests] == [(str(bc_id), f"bc-{bc_id}-a1")]
+    assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 10}
+    assert sim.stats()["applied_more_than_once"] == 0
+    again, _ = sensor_then_runs(dagster_instance, defs, cursor=retry.cursor)
+    assert not again.run_requests
