@@ -1,0 +1,234 @@
+"""AT&T Telegence's business rules as the simulator enforces them: lines (subscriberStatus A/S/C,
+singleUserCode, sim, BLIMEI, contactName, costCenter), PATCH validation, activation-line
+validation, and the deliberately inconsistent error bodies.
+
+Pure functions and tables, no HTTP, so the rules can be read (and unit-tested) on their own.
+
+Inferred [I]: the status PATCH's `mode` words (suspend / restore / cancel), the `costCenter`
+characteristic, the activation and status paths (in telegence.py), and that repeating a change
+the line already holds is a successful no-op (a retried PATCH must not be refused). A cancelled
+line (C) is terminal: every change to it is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from .jasper_rules import luhn_check_digit
+
+STATUSES = frozenset({"A", "S", "C"})
+MODES = {"suspend": "S", "restore": "A", "cancel": "C"}
+# mode -> subscriberStatus values it may start from (besides the one it leads to: a no-op).
+MODE_FROM = {"suspend": frozenset({"A"}), "restore": frozenset({"S"}), "cancel": frozenset({"A", "S"})}
+SWAP_REASON = "CUST_OWN_EQU"
+EDITABLE = frozenset({"singleUserCode", "contactName", "costCenter"})
+RESOURCE_UNAVAILABLE = "A Resource Required By Service Is Not Available"
+MAX_ACTIVATION_LINES = 200
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}Z$")
+_ICCID = re.compile(r"^\d{19,20}$")
+_IMEI = re.compile(r"^\d{15}$")
+_ZIP = re.compile(r"^\d{5}(-\d{4})?$")
+# The shapes Telegence's refusals come in; the simulator rotates through them on purpose.
+ERROR_SHAPES = ("responseMessage", "errorDescription", "Description", "text")
+
+
+class Refusal(Exception):
+    """A business refusal: HTTP status and message; `body` overrides the rotated error shape
+    (the eSIM NotFound answer has its own fixed body)."""
+
+    def __init__(self, status: int, message: str, body: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.body = status, message, body
+
+
+def error_body(shape: str, message: str, status: int) -> tuple[str, str]:
+    """(content, media type) of an error in one of Telegence's shapes."""
+    if shape == "responseMessage":
+        return json.dumps({"responseCode": str(status), "responseMessage": message}), "application/json"
+    if shape == "errorDescription":
+        return json.dumps({"errorCode": f"ERR{status}", "errorDescription": message}), "application/json"
+    if shape == "Description":
+        return json.dumps({"Code": status, "Description": message}), "application/json"
+    return message, "text/plain"
+
+
+def esim_refusal() -> Refusal:
+    """The vague NotFound an eSIM-only line answers to a SIM/IMEI swap."""
+    return Refusal(404, "eSIM line", {"id": str(uuid.uuid4()), "description": "/service/"})
+
+
+def parse_date(value: Any, today: dt.date) -> dt.date:
+    """An `effectiveDate` in `yyyy-MM-ddZ`; Refusal when unreadable or in the past."""
+    if not isinstance(value, str) or not _DATE.match(value):
+        raise Refusal(400, f"Invalid effectiveDate {value!r}: expected yyyy-MM-ddZ")
+    try:
+        when = dt.date.fromisoformat(value[:10])
+    except ValueError:
+        raise Refusal(400, f"Invalid effectiveDate {value!r}") from None
+    if when < today - dt.timedelta(days=1):  # one day of slack for time zones
+        raise Refusal(400, f"effectiveDate {value} is in the past")
+    return when
+
+
+def characteristics(items: Any, what: str) -> dict[str, str]:
+    """`serviceCharacteristic` [{name, value}] as a dict; Refusal when malformed."""
+    if not isinstance(items, list) or not items:
+        raise Refusal(400, f"{what}: serviceCharacteristic must be a non-empty array")
+    out: dict[str, str] = {}
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                or not isinstance(item.get("value"), str):
+            raise Refusal(400, f"{what}: each serviceCharacteristic needs a string name and value")
+        out[item["name"]] = item["value"]
+    return out
+
+
+def validate_patch(body: Any, line: Mapping[str, Any], *, plans: frozenset[str] | None,
+                   sim_in_use: Any, today: dt.date) -> tuple[dict[str, str], dt.date | None]:
+    """Check a lineconfig PATCH against the line; returns the characteristic edits and the
+    effective date (None = now). `sim_in_use(iccid)` says whether another line holds a SIM."""
+    if not isinstance(body, dict):
+        raise Refusal(400, "Request body must be a JSON object")
+    status = line["subscriberStatus"]
+    when = parse_date(body["effectiveDate"], today) if "effectiveDate" in body else None
+    if "mode" in body:
+        mode = body.get("mode")
+        if mode not in MODES:
+            raise Refusal(400, f"Invalid mode {mode!r}: expected suspend, restore or cancel")
+        if not isinstance(body.get("reasonCode"), str) or not body["reasonCode"].strip():
+            raise Refusal(400, "reasonCode is required for a status change")
+        target = MODES[mode]
+        if status != target and status not in MODE_FROM[mode]:
+            if status == "C":
+                raise Refusal(400, f"Subscriber {line['subscriberNumber']} is cancelled; "
+                                   f"{mode} is not allowed")
+            raise Refusal(400, f"Cannot {mode} subscriber {line['subscriberNumber']} in status "
+                               f"{status}")
+        return {"subscriberStatus": target}, (when if when and when > today else None)
+    chars = characteristics(body.get("serviceCharacteristic"), "PATCH")
+    if status == "C":
+        raise Refusal(400, f"Subscriber {line['subscriberNumber']} is cancelled and cannot be "
+                           "changed")
+    if "reasonCode" in chars:
+        return _swap(chars, line, sim_in_use), None
+    unknown = sorted(set(chars) - EDITABLE)
+    if unknown:
+        raise Refusal(400, f"Unsupported serviceCharacteristic: {', '.join(unknown)}")
+    plan = chars.get("singleUserCode")
+    if plan is not None and plans is not None and plan not in plans:
+        raise Refusal(400, f"Invalid singleUserCode {plan}: not offered on this account")
+    return chars, (when if when and when > today else None)
+
+
+def _swap(chars: dict[str, str], line: Mapping[str, Any], sim_in_use: Any) -> dict[str, str]:
+    if chars["reasonCode"] != SWAP_REASON:
+        raise Refusal(400, f"Invalid reasonCode {chars['reasonCode']} for an equipment change")
+    unknown = sorted(set(chars) - {"reasonCode", "sim", "IMEI"})
+    if unknown or not ({"sim", "IMEI"} & set(chars)):
+        raise Refusal(400, "An equipment change needs sim and/or IMEI only")
+    if line.get("esim"):
+        raise esim_refusal()
+    edits: dict[str, str] = {}
+    if "sim" in chars:
+        if not valid_iccid(chars["sim"]):
+            raise Refusal(400, f"Invalid sim {chars['sim']}")
+        if chars["sim"] != line.get("sim") and sim_in_use(chars["sim"]):
+            raise Refusal(400, f"sim {chars['sim']} is already in use on another subscriber")
+        edits["sim"] = chars["sim"]
+    if "IMEI" in chars:
+        if not valid_imei(chars["IMEI"]):
+            raise Refusal(400, f"Invalid IMEI {chars['IMEI']}")
+        edits["BLIMEI"] = chars["IMEI"]
+    return edits
+
+
+def valid_iccid(value: str) -> bool:
+    return bool(_ICCID.match(value)) and luhn_check_digit(value[:-1]) == value[-1]
+
+
+def valid_imei(value: str) -> bool:
+    return bool(_IMEI.match(value)) and luhn_check_digit(value[:-1]) == value[-1]
+
+
+def validate_activation_line(item: Any, index: int, bans: frozenset[str] | None) -> dict[str, str]:
+    """The characteristics of one activation element; Refusal (whole request 400) when its shape
+    is wrong. Business problems (unknown plan, SIM in use) surface later as a rejected status."""
+    where = f"line {index}"
+    if not isinstance(item, dict):
+        raise Refusal(400, f"{where}: each element must be an object")
+    ban = (item.get("billingAccount") or {}).get("id") if isinstance(item.get("billingAccount"), dict) else None
+    if not ban:
+        raise Refusal(400, f"{where}: billingAccount.id is required")
+    if bans is not None and str(ban) not in bans:
+        raise Refusal(400, f"{where}: billing account {ban} is not valid for this app")
+    service = item.get("service")
+    if not isinstance(service, dict):
+        raise Refusal(400, f"{where}: service is required")
+    chars = characteristics(service.get("serviceCharacteristic"), where)
+    for name in ("singleUserCode", "serviceZipCode", "IMEI", "sim"):
+        if not chars.get(name):
+            raise Refusal(400, f"{where}: serviceCharacteristic {name} is required")
+    if not _ZIP.match(chars["serviceZipCode"]):
+        raise Refusal(400, f"{where}: invalid serviceZipCode {chars['serviceZipCode']}")
+    if not valid_iccid(chars["sim"]):
+        raise Refusal(400, f"{where}: invalid sim {chars['sim']}")
+    if not valid_imei(chars["IMEI"]):
+        raise Refusal(400, f"{where}: invalid IMEI {chars['IMEI']}")
+    return {**chars, "ban": str(ban)}
+
+
+def line_record(seed: Mapping[str, Any], today: dt.date) -> dict[str, Any]:
+    """A line from a seed naming at least `subscriberNumber` (or `msisdn`); `iccid`/`imei`/
+    `status`/`plan` are accepted as aliases; `esim: true` marks an eSIM-only line."""
+    number = str(seed.get("subscriberNumber") or seed.get("msisdn") or "")
+    if not number:
+        raise ValueError("a Telegence line needs subscriberNumber")
+    record: dict[str, Any] = {
+        "subscriberNumber": number,
+        "subscriberStatus": str(seed.get("subscriberStatus") or seed.get("status") or "A"),
+        "singleUserCode": str(seed.get("singleUserCode") or seed.get("plan") or "IOTSOC1GB"),
+        "singleUserCodeDescription": "Mobility IoT",
+        "sim": str(seed.get("sim") or seed.get("iccid") or ""),
+        "BLIMEI": str(seed.get("BLIMEI") or seed.get("imei") or ""),
+        "BLIMEIType": "IMEI",
+        "BLDeviceTechnologyType": "LTE",
+        "serviceZipCode": str(seed.get("serviceZipCode") or "75001"),
+        "subscriberActivationDate": today.isoformat(),
+        "statusEffectiveDate": today.isoformat(),
+        "contactName": str(seed.get("contactName") or ""),
+        "costCenter": str(seed.get("costCenter") or ""),
+        "ban": str(seed.get("ban") or "287000000001"),
+        "esim": bool(seed.get("esim", False)),
+    }
+    if record["subscriberStatus"] not in STATUSES:
+        raise ValueError(f"unknown subscriberStatus {record['subscriberStatus']!r} for {number}")
+    return record
+
+
+_HIDDEN = frozenset({"subscriberNumber", "ban", "esim"})
+
+
+def detail(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The subscriber-detail body of a line."""
+    chars = [{"name": k, "value": v} for k, v in record.items() if k not in _HIDDEN]
+    return {"subscriberNumber": record["subscriberNumber"],
+            "billingAccount": {"id": record["ban"]}, "serviceCharacteristic": chars}
+
+
+def make_subscriber_numbers(count: int, start: int = 0, prefix: str = "214555") -> list[str]:
+    """`count` distinct 10-digit subscriber numbers."""
+    return [prefix + str(n).zfill(10 - len(prefix)) for n in range(start, start + count)]
+
+
+def make_imeis(count: int, start: int = 0, prefix: str = "35693803") -> list[str]:
+    """`count` distinct Luhn-valid 15-digit IMEIs."""
+    out = []
+    for n in range(start, start + count):
+        body = prefix + str(n).zfill(14 - len(prefix))
+        out.append(body + luhn_check_digit(body))
+    return out

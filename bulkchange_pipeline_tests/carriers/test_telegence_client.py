@@ -1,0 +1,364 @@
+"""TelegenceClient against a running Telegence simulator: every line-update kind, Telegence's
+inconsistent error bodies, transient faults (exactly once), 1,000-line activations polled to the
+end, already_applied, limits and redaction. The simulator's counts are the proof of exactly-once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import httpx
+import pytest
+
+from bulkchange_pipeline.carriers import build_adapter
+from bulkchange_pipeline.carriers.base import (
+    API_FAILED,
+    CARRIER_RATE_PLAN_CHANGE,
+    CHANGE_ICCID_AND_IMEI,
+    EDIT_USERNAME_COST_CENTER,
+    PROCESSED,
+    PROCESSING,
+    STATUS_UPDATE,
+    AsyncCarrierAdapter,
+    BusinessCarrierError,
+    DeviceChange,
+    DeviceResult,
+    LogEntry,
+    TransientCarrierError,
+    WritesDisabledError,
+)
+from bulkchange_pipeline.carriers.http import _parse_body
+from bulkchange_pipeline.carriers.telegence import (
+    ACTIVATION_BATCH_SIZE,
+    TelegenceClient,
+    line_update,
+    telegence_date,
+)
+from bulkchange_pipeline.carriers.telegence_errors import (
+    ESIM_REQUIRED_CODE,
+    classify_telegence_response,
+)
+from bulkchange_pipeline_tests.simulators.telegence_fixtures import (  # noqa: F401 - fixture
+    TELEGENCE_APP_SECRET,
+    activation_changes,
+    seed_lines,
+    telegence_account,
+    telegence_sim,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def change(i: int, msisdn: str | None, change_type: int = STATUS_UPDATE, **target: Any
+           ) -> DeviceChange:
+    return DeviceChange(i, i, change_type, None, None, msisdn, None, target)
+
+
+def run(client: TelegenceClient, work: Callable[[TelegenceClient], Awaitable[Any]]) -> Any:
+    async def go() -> Any:
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def apply(client: TelegenceClient, changes: Sequence[DeviceChange]) -> list[DeviceResult]:
+    return run(client, lambda c: c.apply(changes))
+
+
+def all_logs(results: Sequence[DeviceResult | None]) -> list[LogEntry]:
+    return [entry for r in results if r is not None for entry in r.log]
+
+
+def assert_no_secret(results: Sequence[DeviceResult | None]) -> None:
+    logs = all_logs(results)
+    assert logs
+    for entry in logs:
+        assert TELEGENCE_APP_SECRET not in entry.request_text + entry.response_text
+
+
+# -- the pure parts -------------------------------------------------------------------------------
+
+
+def _response(status: int, content: str, media: str = "application/json") -> httpx.Response:
+    return httpx.Response(status, content=content.encode(), headers={"content-type": media},
+                          request=httpx.Request("PATCH", "http://t/x"))
+
+
+@pytest.mark.parametrize("status,content,media,expected", [
+    (400, '{"responseCode":"400","responseMessage":"Subscriber is cancelled"}', "application/json",
+     "Subscriber is cancelled"),
+    (400, '{"errorCode":"ERR400","errorDescription":"Invalid singleUserCode X"}', "application/json",
+     "[ERR400] Invalid singleUserCode X"),
+    (400, '{"Code":400,"Description":"Cannot suspend"}', "application/json", "Cannot suspend"),
+    (400, "Subscriber 2145550000 not eligible", "text/plain", "Subscriber 2145550000 not eligible"),
+    (409, '{"error":{"message":"nested reason"}}', "application/json", "nested reason"),
+])
+def test_inconsistent_error_bodies_read_as_one_clear_message(status, content, media, expected) -> None:
+    response = _response(status, content, media)
+    error = classify_telegence_response(response, _parse_body(response))
+    assert isinstance(error, BusinessCarrierError)
+    assert expected in str(error) and "{" not in error.message
+
+
+def test_esim_not_found_and_resource_unavailable_are_recognised() -> None:
+    response = _response(404, '{"id":"3f1c0b7e-1111-4a4a-9999-0e0e0e0e0e0e","description":"/service/"}')
+    error = classify_telegence_response(response, _parse_body(response))
+    assert isinstance(error, BusinessCarrierError) and error.code == ESIM_REQUIRED_CODE
+    assert "eSIM" in error.message
+    for status in (503, 400):  # the phrase is transient whatever status carries it
+        response = _response(status, '{"responseMessage":"A Resource Required By Service Is Not Available"}')
+        assert isinstance(classify_telegence_response(response, _parse_body(response)),
+                          TransientCarrierError)
+    response = _response(200, '{"subscriberNumber": "21455')
+    assert isinstance(classify_telegence_response(response, _parse_body(response)),
+                      TransientCarrierError)
+
+
+def test_line_update_bodies() -> None:
+    body, values, held = line_update(change(1, "2145550000", status="S", effective_date="2030-05-01"))
+    assert body == {"mode": "suspend", "reasonCode": "CR", "effectiveDate": "2030-05-01Z"}
+    assert values == {"status": "S"} and held == {"subscriberStatus": "S"}
+    body, _, _ = line_update(change(1, "2145550000", status="C", reason_code="FRD"), "XX")
+    assert body["mode"] == "cancel" and body["reasonCode"] == "FRD"
+    body, values, _ = line_update(change(1, "x", CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="P1",
+                                         effective_date="2030-05-01T10:00:00+00:00"))
+    assert body == {"effectiveDate": "2030-05-01Z",
+                    "serviceCharacteristic": [{"name": "singleUserCode", "value": "P1"}]}
+    body, _, _ = line_update(change(1, "x", status="A", effective_date="2001-01-01"))
+    assert body["effectiveDate"] == telegence_date() and body["mode"] == "restore"  # past -> today
+    with pytest.raises(ValueError, match="A, S or C"):
+        line_update(change(1, "x", status="ACTIVATED"))
+
+
+# -- line updates against the simulator ----------------------------------------------------------
+
+
+def test_each_line_update_kind_is_applied_once(telegence_sim) -> None:
+    sim = telegence_sim.simulator
+    lines = seed_lines(sim, 6)
+    sim.seed_devices([{"subscriberNumber": lines[1]["msisdn"], "sim": lines[1]["iccid"],
+                       "subscriberStatus": "S"}])
+    new = activation_changes(1, start=777)[0]
+    changes = [
+        change(1, lines[0]["msisdn"], STATUS_UPDATE, status="S"),
+        change(2, lines[1]["msisdn"], STATUS_UPDATE, status="A", current_status="S"),
+        change(3, lines[2]["msisdn"], STATUS_UPDATE, status="C", reason_code="NP"),
+        change(4, lines[3]["msisdn"], CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC5GB"),
+        change(5, lines[4]["msisdn"], CHANGE_ICCID_AND_IMEI, new_iccid=new.iccid, new_imei=new.imei),
+        change(6, lines[5]["msisdn"], EDIT_USERNAME_COST_CENTER, username="Dock 7", cost_center="CC-42"),
+    ]
+    results = apply(TelegenceClient(telegence_account(telegence_sim)), changes)
+    assert [r.status for r in results] == [PROCESSED] * 6, [r.detail for r in results]
+    assert [r.new_values for r in results] == [
+        {"status": "S"}, {"status": "A"}, {"status": "C"}, {"carrier_rate_plan": "IOTSOC5GB"},
+        {"iccid": new.iccid, "imei": new.imei}, {"username": "Dock 7", "cost_center": "CC-42"}]
+    held = [sim.device(line["msisdn"]) for line in lines]
+    assert [h["subscriberStatus"] for h in held[:3]] == ["S", "A", "C"]
+    assert held[3]["singleUserCode"] == "IOTSOC5GB"
+    assert (held[4]["sim"], held[4]["BLIMEI"]) == (new.iccid, new.imei)
+    assert (held[5]["contactName"], held[5]["costCenter"]) == ("Dock 7", "CC-42")
+    assert all(sim.applied_counts[line["msisdn"]] == 1 for line in lines)
+    assert_no_secret(results)
+    request = results[0].log[0].request_text
+    assert "app-id: amop-telegence-app" in request and "app-secret: ***" in request
+    assert "accept: application/json" in request.lower()
+
+
+def test_refusals_become_api_failed_with_a_clear_reason(telegence_sim) -> None:
+    sim = telegence_sim.simulator
+    cancelled = seed_lines(sim, 4, subscriberStatus="C")
+    esim = seed_lines(sim, 1, start=10, esim=True)[0]
+    active = seed_lines(sim, 1, start=20)[0]
+    new = activation_changes(1, start=888)[0]
+    changes = [change(i, line["msisdn"], STATUS_UPDATE, status="A") for i, line in
+               enumerate(cancelled, start=1)]
+    changes += [
+        change(5, esim["msisdn"], CHANGE_ICCID_AND_IMEI, new_iccid=new.iccid),
+        change(6, active["msisdn"], CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="NO-SUCH-SOC"),
+        change(7, "2145559999", CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC5GB"),
+    ]
+    results = apply(TelegenceClient(telegence_account(telegence_sim, max_concurrency=1)), changes)
+    assert [r.status for r in results] == [API_FAILED] * 7
+    for r in results[:4]:  # four different error shapes, one readable reason
+        assert "is cancelled" in r.detail and "{" not in r.detail and "responseMessage" not in r.detail
+    assert "eSIM" in results[4].detail
+    assert "Invalid singleUserCode NO-SUCH-SOC" in results[5].detail
+    assert "2145559999 not found" in results[6].detail
+    assert sim.stats()["applied_total"] == 0 and sim.stats()["business_refusals"] == 7
+    assert_no_secret(results)
+
+
+def test_rows_without_msisdn_or_target_fail_without_a_call(telegence_sim) -> None:
+    results = apply(TelegenceClient(telegence_account(telegence_sim)), [
+        change(1, None, STATUS_UPDATE, status="S"),
+        change(2, "2145550000", CARRIER_RATE_PLAN_CHANGE),
+        change(3, "2145550000", STATUS_UPDATE, status="deactivated"),
+    ])
+    assert [r.status for r in results] == [API_FAILED] * 3
+    assert "MSISDN" in results[0].detail and "carrier_rate_plan" in results[1].detail
+    assert telegence_sim.simulator.total_calls == 0
+
+
+def test_transient_faults_still_end_processed_exactly_once(telegence_sim) -> None:
+    sim = telegence_sim.simulator
+    sim.configure(error_rate=0.05, timeout_rate=0.03, malformed_rate=0.02,
+                  timeout_hold_seconds=0.6, seed=11)
+    lines = seed_lines(sim, 200)
+    changes = [change(i, line["msisdn"], CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC5GB")
+               for i, line in enumerate(lines, start=1)]
+    account = telegence_account(telegence_sim, timeout_seconds=0.3, max_attempts=6)
+    results = apply(TelegenceClient(account), changes)
+    assert [r.status for r in results] == [PROCESSED] * 200, {r.detail for r in results}
+    stats = sim.stats()
+    assert stats["injected"]["error_5xx"] > 0 and stats["injected"]["timeout"] > 0
+    assert all(sim.applied_counts[line["msisdn"]] == 1 for line in lines)
+    assert stats["applied_more_than_once"] == 0
+    assert any("attempt 2" in e.description for e in all_logs(results))
+    assert_no_secret(results)
+
+
+def test_concurrency_stays_within_the_account_limit(telegence_sim) -> None:
+    sim = telegence_sim.simulator
+    sim.configure(latency_ms=20, max_concurrency=3)
+    lines = seed_lines(sim, 30)
+    changes = [change(i, line["msisdn"], STATUS_UPDATE, status="S") for i, line in enumerate(lines)]
+    results = apply(TelegenceClient(telegence_account(telegence_sim, max_concurrency=3)), changes)
+    assert {r.status for r in results} == {PROCESSED}
+    account = next(iter(sim.stats()["accounts"].values()))
+    assert account["peak_concurrency"] == 3 and account["concurrency_refusals"] == 0
+
+
+def test_writes_disabled_sends_nothing(telegence_sim) -> None:
+    client = TelegenceClient(telegence_account(telegence_sim, write_enabled=False))
+    with pytest.raises(WritesDisabledError):
+        apply(client, [change(1, "2145550000", status="S")])
+    assert telegence_sim.simulator.total_calls == 0
+
+
+def test_already_applied_reads_the_subscriber_back(telegence_sim) -> None:
+    sim = telegence_sim.simulator
+    lines = seed_lines(sim, 3, subscriberStatus="S", singleUserCode="IOTSOC5GB")
+    checks = [
+        change(1, lines[0]["msisdn"], STATUS_UPDATE, status="S"),
+        change(2, lines[1]["msisdn"], CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC1GB"),
+        change(3, lines[2]["msisdn"], CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC5GB"),
+        change(4, lines[2]["msisdn"], CHANGE_ICCID_AND_IMEI, new_iccid=lines[2]["iccid"]),
+    ]
+    answers = run(TelegenceClient(telegence_account(telegence_sim)), lambda c: c.already_applied(checks))
+    assert [a.status if a else None for a in answers] == [PROCESSED, None, PROCESSED, PROCESSED]
+    assert answers[0].new_values == {"status": "S"}
+    assert sim.stats()["applied_total"] == 0
+
+
+# -- activations ----------------------------------------------------------------------------------
+
+
+def test_activation_of_1000_lines_batches_polls_and_settles(telegence_sim) -> None:
+    sim = telegence_sim.simulator
+    changes = activation_changes(1000)
+    rejected = {changes[10].iccid, changes[450].iccid}
+    sim.configure(reject_iccids=sorted(rejected), pending_iccids=[changes[999].iccid],
+                  rejection_reason="IMEI is blacklisted")
+    client = TelegenceClient(telegence_account(telegence_sim))
+    assert isinstance(client, AsyncCarrierAdapter) and client.parse_callback({"x": 1}) == []
+    assert (client.max_polls, client.poll_interval_seconds) == (6, 300)
+
+    async def scenario() -> tuple[list[DeviceResult], list[list[DeviceResult | None]]]:
+        try:
+            sent = await client.apply(changes)
+            waiting = [DeviceChange(c.device_change_id, c.device_id, c.change_type, c.iccid, c.imei,
+                                    None, None, c.target, r.carrier_request_id)
+                       for c, r in zip(changes, sent)]
+            rounds = [await client.poll(waiting) for _ in range(3)]
+            return sent, rounds
+        finally:
+            await client.aclose()
+
+    sent, rounds = asyncio.run(scenario())
+    assert [r.status for r in sent] == [PROCESSING] * 1000
+    assert len({r.carrier_request_id for r in sent}) == 1000
+    assert sim.activation_requests == 1000 // ACTIVATION_BATCH_SIZE == 5
+    posted = [e for e in all_logs(sent) if e.request_text.startswith("POST")]
+    assert len(posted) == 5 and all(len(json.loads(e.request_text.split("\n\n", 1)[1])) == 200
+                                    for e in posted)
+    assert rounds[0] == [None] * 1000 and rounds[1] == [None] * 1000  # pending for 2 polls
+    final = rounds[2]
+    by_iccid = {c.iccid: r for c, r in zip(changes, final)}
+    assert by_iccid[changes[999].iccid] is None  # stays pending: the engine gives up at max_polls
+    for iccid in rejected:
+        assert by_iccid[iccid].status == API_FAILED and "IMEI is blacklisted" in by_iccid[iccid].detail
+    done = [(c, r) for c, r in zip(changes, final) if r and r.status == PROCESSED]
+    assert len(done) == 997
+    numbers = {r.new_values["msisdn"] for _, r in done}
+    assert len(numbers) == 997
+    for c, r in done[:50]:
+        assert r.new_values == {"msisdn": r.new_values["msisdn"], "status": "A",
+                                "carrier_rate_plan": "IOTSOC5GB"}
+        assert sim.device(r.new_values["msisdn"])["sim"] == c.iccid
+    assert sim.stats()["applied_more_than_once"] == 0
+    assert_no_secret(sent + final)
+
+
+def test_activation_needs_ban_and_fields_and_survives_faults(telegence_sim) -> None:
+    sim = telegence_sim.simulator
+    changes = activation_changes(3, start=5000)
+    no_ban = TelegenceClient(telegence_account(telegence_sim, extra={"ban": ""}))
+    results = apply(no_ban, changes[:1])
+    assert results[0].status == API_FAILED and "ban" in results[0].detail
+    bare = DeviceChange(9, 9, changes[0].change_type, changes[0].iccid, None, None, None,
+                        {"carrier_rate_plan": "IOTSOC1GB"})
+    assert "IMEI" in apply(TelegenceClient(telegence_account(telegence_sim)), [bare])[0].detail
+    assert sim.total_calls == 0
+    sim.configure(timeout_rate=1.0, timeout_hold_seconds=0.5, activation_polls=0)
+    flaky = TelegenceClient(telegence_account(telegence_sim, timeout_seconds=0.2, max_attempts=2))
+    lost = apply(flaky, changes[1:])
+    assert [r.status for r in lost] == [API_FAILED] * 2 and "retries exhausted" in lost[0].detail
+    sim.configure(timeout_rate=0.0)
+    again = apply(TelegenceClient(telegence_account(telegence_sim)), changes[1:])
+    assert [r.status for r in again] == [PROCESSING] * 2
+    assert all(sim.applied_counts[c.iccid] == 1 for c in changes[1:])  # the re-send was replayed
+    waiting = [DeviceChange(c.device_change_id, None, c.change_type, c.iccid, c.imei, None, None,
+                            c.target, r.carrier_request_id) for c, r in zip(changes[1:], again)]
+    done = run(TelegenceClient(telegence_account(telegence_sim)), lambda c: c.already_applied(waiting))
+    assert [d.status for d in done] == [PROCESSED] * 2 and done[0].new_values["msisdn"]
+
+
+def test_activation_under_transient_faults_settles_exactly_once(telegence_sim) -> None:
+    sim = telegence_sim.simulator
+    sim.configure(error_rate=0.05, timeout_rate=0.03, malformed_rate=0.02,
+                  timeout_hold_seconds=0.6, activation_polls=0, seed=7)
+    changes = activation_changes(400, start=20_000)
+    client = TelegenceClient(telegence_account(telegence_sim, timeout_seconds=0.3, max_attempts=6),
+                             batch_size=10)  # 40 POSTs, so some of them meet a fault
+
+    async def scenario() -> tuple[list[DeviceResult], list[DeviceResult | None]]:
+        try:
+            sent = await client.apply(changes)
+            waiting = [DeviceChange(c.device_change_id, None, c.change_type, c.iccid, c.imei, None,
+                                    None, c.target, r.carrier_request_id)
+                       for c, r in zip(changes, sent)]
+            final: list[DeviceResult | None] = [None] * len(waiting)
+            for _ in range(4):  # a poll whose retries all fail answers None: ask again
+                todo = [i for i, r in enumerate(final) if r is None]
+                for i, answer in zip(todo, await client.poll([waiting[i] for i in todo])):
+                    final[i] = answer
+            return sent, final
+        finally:
+            await client.aclose()
+
+    sent, final = asyncio.run(scenario())
+    assert [r.status for r in sent] == [PROCESSING] * 400, {r.detail for r in sent}
+    assert [r.status if r else None for r in final] == [PROCESSED] * 400
+    assert sim.stats()["activation_replays"] > 0  # a POST applied but unanswered was re-sent
+    assert all(sim.applied_counts[c.iccid] == 1 for c in changes)
+    assert len({r.new_values["msisdn"] for r in final if r}) == 400
+
+
+def test_registry_builds_the_telegence_client(telegence_sim) -> None:
+    adapter = build_adapter(telegence_account(telegence_sim))
+    assert isinstance(adapter, TelegenceClient) and adapter.supports(2) and not adapter.supports(3)
