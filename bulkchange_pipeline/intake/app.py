@@ -1,4 +1,4 @@
-"""The HTTP app: carrier callbacks today (the intake API joins it), served by ``bulkchange serve``.
+"""The HTTP app: the intake API and carrier callbacks, served by ``bulkchange serve``.
 
 ``create_app(url)`` builds a FastAPI app bound to one business database; its OpenAPI document is
 at ``/openapi.json`` and the interactive docs at ``/docs``.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from ..store.db import database_url, shared_engine
+from .api import install_api
 from .callbacks import callbacks_router
 
 
@@ -21,6 +22,7 @@ def create_app(url: str | None = None) -> FastAPI:
         return shared_engine(resolved)
 
     app.include_router(callbacks_router(engine))
+    install_api(app, engine)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -1,0 +1,393 @@
+"""The intake HTTP API: submit, dry-run, CSV upload, status, device results, cancel, retry-failed.
+
+Mounted on the same app as the carrier callbacks (``install_api`` in ``create_app``). Every route
+takes an API key, resolves it to a tenant and works inside that tenant only: another tenant's
+bulk change or service provider is answered 404, exactly like one that does not exist.
+
+The rules live elsewhere and are shared with the CLI: parsing and limits (``parsing``),
+validation and storage (``submit``), cancel/retry (``store.operations``), the CSV writer
+(``render.write_results_csv``). Bodies are read here with a byte cap, so an oversize upload is
+refused (413) before it is parsed; every error is an ``application/problem+json`` document.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from ..domain import PAYLOAD_KEYS, BulkChangeRequest, ChangeType, DeviceChangeStatus
+from ..store import operations as ops
+from ..store.bulk_changes import get_bulk_change, iter_device_results
+from ..store.reference import get_service_provider
+from .api_models import (
+    PROBLEM_JSON,
+    ApiProblem,
+    BulkChangeOut,
+    CancelOut,
+    DevicePageOut,
+    DeviceResultOut,
+    DryRunResponse,
+    Problem,
+    RetryOut,
+    SubmitResponse,
+    ValidationSummary,
+    install_problem_handlers,
+    request_body_schema,
+)
+from .auth import Caller, caller_dependency
+from .parsing import (
+    IntakeError,
+    IntakeLimits,
+    decode_utf8,
+    parse_csv,
+    request_from_dict,
+)
+from .render import write_results_csv
+from .submit import SubmitOutcome, submit
+from .validation import RequestRejected
+
+MAX_ID = 2**63 - 1  # ids are 64-bit; a larger number names nothing
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small form fields around the file
+CSV_CHUNK = 2_000
+EngineFactory = Callable[[], sa.Engine]
+
+
+def install_api(app: FastAPI, engine_for_request: EngineFactory, *, limits: IntakeLimits = IntakeLimits()) -> None:
+    """Mount the intake API on ``app`` and make all of its errors problem documents."""
+    app.include_router(api_router(engine_for_request, limits=limits))
+    install_problem_handlers(app)
+
+
+# --- request bodies -------------------------------------------------------------------------------
+
+
+async def _capped_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiProblem(413, _too_large(int(declared), limit), title="Request body too large")
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise ApiProblem(413, _too_large(seen, limit), title="Request body too large")
+        yield chunk
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"the request body is {'over ' if size <= limit + 1 else ''}{size / 1_048_576:.1f} MB; the limit is {limit / 1_048_576:.0f} MB: split the change into smaller ones"
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _json_request(request: Request, limits: IntakeLimits, header_key: str | None) -> BulkChangeRequest:
+    """The body as a BulkChangeRequest; a top-level ``effectiveDate`` goes into the payload object."""
+    media = _media_type(request)
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise ApiProblem(415, f"send the bulk change as application/json (got {media}); CSV files go to POST /bulk-changes/csv")
+    raw = b"".join([chunk async for chunk in _capped_stream(request, limits.max_bytes)])
+    try:
+        text = decode_utf8(raw)
+    except IntakeError as exc:
+        raise ApiProblem(400, str(exc).replace("the file", "the request body"), title="Malformed request body") from None
+    if not text.strip():
+        raise ApiProblem(400, "the request body is empty: send a JSON object with serviceProviderId, changeType and devices",
+                         title="Malformed request body")
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiProblem(400, f"the body is not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}",
+                         title="Malformed request body") from None
+    except RecursionError:
+        raise ApiProblem(400, "the JSON is nested too deeply", title="Malformed request body") from None
+    _check_values(body)
+    if isinstance(body, dict):
+        body = _with_header_values(body, header_key)
+    try:
+        return await run_in_threadpool(request_from_dict, body, limits=limits)
+    except IntakeError as exc:
+        raise ApiProblem(422, str(exc), title="Invalid bulk change request") from None
+
+
+def _check_values(node: Any, key: str = "", depth: int = 0) -> None:
+    """Refuse values no column can hold, so the database never fails on them instead of the request:
+    integers beyond 64 bits, NUL characters (PostgreSQL text cannot store them) and effective
+    dates at the very ends of the calendar (they cannot be converted to UTC)."""
+    invalid = "Invalid bulk change request"
+    if depth > 50:
+        raise ApiProblem(422, "the JSON is nested too deeply", title=invalid)
+    if isinstance(node, bool) or node is None:
+        return
+    if isinstance(node, int) and abs(node) > MAX_ID:
+        raise ApiProblem(422, f"{key or 'a value'}: the number {str(node)[:30]} is too large for any id or value", title=invalid)
+    if isinstance(node, str):
+        if "\x00" in node or "\x00" in key:
+            raise ApiProblem(422, f"{key or 'a value'} contains a NUL character; remove it", title=invalid)
+        if key in ("effectiveDate", "effective_date"):
+            try:
+                when = datetime.fromisoformat(node.strip())
+            except ValueError:
+                return  # validation reports it per device
+            if not 1900 <= when.year <= 9000:
+                raise ApiProblem(422, f"effectiveDate {node[:40]!r} is outside the years 1900-9000", title=invalid)
+        return
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, item in items:
+        _check_values(item, k if isinstance(k, str) else key, depth + 1)
+
+
+def _with_header_values(body: dict[str, Any], header_key: str | None) -> dict[str, Any]:
+    body = dict(body)
+    if header_key:
+        if body.get("idempotencyKey") not in (None, header_key):
+            raise ApiProblem(422, "the Idempotency-Key header and the body's idempotencyKey differ; send one of them",
+                             title="Invalid bulk change request")
+        body["idempotencyKey"] = header_key
+    if "effectiveDate" in body:
+        date = body.pop("effectiveDate")
+        try:
+            key = PAYLOAD_KEYS[ChangeType.parse(body.get("changeType"))]
+        except ValueError:
+            return body  # request_from_dict names the bad change type
+        payload = body.get(key) if isinstance(body.get(key), dict) else {}
+        body[key] = {"effectiveDate": date, **payload}  # a date inside the payload wins
+    return body
+
+
+async def _csv_form(request: Request, limits: IntakeLimits) -> tuple[bytes, dict[str, str]]:
+    """The uploaded file and the text fields of a multipart form, read under the byte cap."""
+    if _media_type(request) != "multipart/form-data":
+        raise ApiProblem(415, "upload the CSV as multipart/form-data with a 'file' field (and changeType, serviceProviderId)")
+    parser = MultiPartParser(request.headers, _capped_stream(request, limits.max_bytes + FORM_OVERHEAD), max_files=1, max_fields=10)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise ApiProblem(400, f"the multipart form cannot be read: {exc.message}", title="Malformed request body") from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiProblem(422, "no file: send the CSV in a multipart field named 'file'", title="Invalid upload")
+        data = await upload.read()
+        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    finally:
+        await form.close()
+    if len(data) > limits.max_bytes:
+        raise ApiProblem(413, _too_large(len(data), limits.max_bytes), title="Request body too large")
+    if b"\x00" in data or any("\x00" in v for v in fields.values()):
+        raise ApiProblem(422, "the upload contains NUL bytes, so it is not a text CSV (an .xlsx or UTF-16 file?): "
+                         "save it as 'CSV UTF-8' and upload again", title="Invalid CSV file")
+    return data, fields
+
+
+# --- responses ------------------------------------------------------------------------------------
+
+
+def results_csv_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """``write_results_csv`` output, streamed: chunk by chunk, the header only on the first."""
+    first = True
+    while True:
+        chunk = [row for _, row in zip(range(CSV_CHUNK), rows)]
+        if not chunk and not first:
+            return
+        buf = io.StringIO()
+        write_results_csv(buf, chunk)
+        text = buf.getvalue()
+        yield text if first else text.split("\r\n", 1)[1]
+        first = False
+        if len(chunk) < CSV_CHUNK:
+            return
+
+
+def _not_found(bulk_change_id: int) -> ApiProblem:
+    return ApiProblem(404, f"no bulk change {bulk_change_id} for this API key's tenant", title="Bulk change not found")
+
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": HTTPStatus(status).phrase}
+    for status in (400, 401, 404, 409, 413, 415, 422)
+}
+BulkChangeId = Path(ge=1, le=MAX_ID, description="Bulk change id")
+
+
+# --- routes ---------------------------------------------------------------------------------------
+
+
+def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = IntakeLimits()) -> APIRouter:
+    """The intake routes; ``engine_for_request()`` gives the business database engine."""
+    router = APIRouter(tags=["bulk changes"], responses={k: PROBLEMS[k] for k in (401, 422)})
+    current = caller_dependency(engine_for_request)
+    json_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": request_body_schema()}}}}
+    idem = Header(None, alias="Idempotency-Key", max_length=200, description="Same as the body's idempotencyKey")
+
+    def check_provider(engine: sa.Engine, caller: Caller, sp_id: int) -> None:
+        if get_service_provider(engine, caller.tenant_id, sp_id) is None:
+            raise ApiProblem(404, f"no service provider {sp_id} for this API key's tenant; "
+                             "use the id of one of your own service providers", title="Service provider not found")
+
+    def run_submit(caller: Caller, req: BulkChangeRequest, dry_run: bool, **kw: Any) -> SubmitOutcome:
+        engine = engine_for_request()
+        check_provider(engine, caller, req.service_provider_id)
+        try:
+            return submit(engine, caller.tenant_id, req, caller.label, dry_run=dry_run, **kw)
+        except RequestRejected as exc:
+            raise ApiProblem(422, str(exc), title="Bulk change refused") from None
+
+    def answer(outcome: SubmitOutcome, response: Response) -> SubmitResponse | DryRunResponse:
+        if outcome.bulk_change_id is None:
+            assert outcome.report is not None
+            return DryRunResponse(message=outcome.message, validation=ValidationSummary.from_report(outcome.report))
+        response.status_code = 201 if outcome.created else 200
+        response.headers["Location"] = f"/bulk-changes/{outcome.bulk_change_id}"
+        return SubmitResponse.from_outcome(outcome)
+
+    @router.post(
+        "/bulk-changes", status_code=201, response_model=SubmitResponse, openapi_extra=json_body,
+        summary="Submit a bulk change (JSON)",
+        responses={200: {"model": SubmitResponse, "description": "Idempotency key seen before: the existing bulk change, nothing new created"},
+                   **{k: PROBLEMS[k] for k in (400, 404, 413, 415)}},
+    )
+    async def submit_json(request: Request, response: Response, caller: Caller = Depends(current),
+                          idempotency_key: str | None = idem) -> SubmitResponse | DryRunResponse:
+        """Validate every device and store the bulk change with one row per device (refused devices as
+        ERROR rows with their reason). The pipeline's sensor starts processing it."""
+        req = await _json_request(request, limits, idempotency_key)
+        return answer(await run_in_threadpool(run_submit, caller, req, False), response)
+
+    @router.post(
+        "/bulk-changes:dry-run", response_model=DryRunResponse, openapi_extra=json_body, summary="Validate a bulk change; store nothing",
+        responses={k: PROBLEMS[k] for k in (400, 404, 413, 415)},
+    )
+    async def dry_run(request: Request, response: Response, caller: Caller = Depends(current)) -> SubmitResponse | DryRunResponse:
+        """The per-device validation report of a request, exactly as a submit would store it."""
+        req = await _json_request(request, limits, None)
+        return answer(await run_in_threadpool(run_submit, caller, req, True), response)
+
+    csv_body = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary", "description": "UTF-8 CSV: an identifier column (iccid, imei, msisdn, eid or device) and per-row values"},
+            "changeType": {"type": "string", "description": "Change type number or name, unless the CSV has a changeType column"},
+            "serviceProviderId": {"type": "string", "pattern": "^[0-9]{1,18}$", "description": "Unless the CSV has a serviceProviderId column"},
+            "idempotencyKey": {"type": "string", "maxLength": 200},
+        },
+    }}}}}
+
+    @router.post(
+        "/bulk-changes/csv", status_code=201, response_model=SubmitResponse | DryRunResponse, openapi_extra=csv_body,
+        summary="Submit (or dry-run) a bulk change as a CSV upload",
+        responses={200: {"model": SubmitResponse | DryRunResponse, "description": "Dry run, or idempotency key seen before"},
+                   **{k: PROBLEMS[k] for k in (400, 404, 413, 415)}},
+    )
+    async def submit_csv(request: Request, response: Response, caller: Caller = Depends(current),
+                         dry_run: bool = Query(False, alias="dryRun", description="Only validate; store nothing"),
+                         idempotency_key: str | None = idem) -> SubmitResponse | DryRunResponse:
+        """One row per device, with the file limits of the CLI (size, rows, UTF-8, known columns)."""
+        data, fields = await _csv_form(request, limits)
+        sp_text = fields.get("serviceProviderId", "").strip()
+        if sp_text and (not sp_text.isdigit() or int(sp_text) > MAX_ID):
+            raise ApiProblem(422, f"serviceProviderId {sp_text[:30]!r} is not a service provider id", title="Invalid upload")
+        key = fields.get("idempotencyKey") or None
+        if idempotency_key and key not in (None, idempotency_key):
+            raise ApiProblem(422, "the Idempotency-Key header and the idempotencyKey field differ; send one of them", title="Invalid upload")
+        try:
+            parsed = await run_in_threadpool(
+                parse_csv, data, change_type=fields.get("changeType") or None, service_provider_id=int(sp_text) if sp_text else None,
+                idempotency_key=key or idempotency_key, limits=limits,
+            )
+        except IntakeError as exc:
+            raise ApiProblem(422, str(exc), title="Invalid CSV file") from None
+        _check_values([entry.values for entry in parsed.request.entries()])
+        outcome = await run_in_threadpool(run_submit, caller, parsed.request, dry_run, row_errors=parsed.row_errors, row_numbers=parsed.row_numbers)
+        if dry_run:
+            response.status_code = 200
+        return answer(outcome, response)
+
+    @router.get("/bulk-changes/{bulk_change_id}", response_model=BulkChangeOut, summary="Status, counts and timings",
+                responses={404: PROBLEMS[404]})
+    def get_status(bulk_change_id: int = BulkChangeId, caller: Caller = Depends(current)) -> BulkChangeOut:
+        """The header status (derived from the device rows), counts per device status, and timings."""
+        engine = engine_for_request()
+        bc = get_bulk_change(engine, bulk_change_id, caller.tenant_id)
+        if bc is None:
+            raise _not_found(bulk_change_id)
+        return BulkChangeOut.from_row(bc, ops.last_updated(engine, bc["id"]))
+
+    @router.get(
+        "/bulk-changes/{bulk_change_id}/devices", response_model=DevicePageOut, summary="Per-device results (paged JSON, or CSV)",
+        responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                         "description": "A page of device rows; with format=csv or Accept: text/csv, every row as CSV"},
+                   404: PROBLEMS[404]},
+    )
+    def list_devices(
+        request: Request,
+        bulk_change_id: int = BulkChangeId,
+        status: DeviceChangeStatus | None = Query(None, description="Only rows with this status"),
+        page: int = Query(1, ge=1, le=1_000_000),
+        page_size: int = Query(100, ge=1, le=ops.MAX_PAGE_SIZE),
+        format: Literal["json", "csv"] | None = Query(None, description="csv: download every (matching) row as CSV"),
+        caller: Caller = Depends(current),
+    ) -> Any:
+        """JSON pages in row order; the CSV download streams every row (spreadsheet-safe cells)."""
+        engine = engine_for_request()
+        wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
+        if wants_csv:
+            if not ops.bulk_change_exists(engine, caller.tenant_id, bulk_change_id):
+                raise _not_found(bulk_change_id)
+            rows = iter_device_results(engine, caller.tenant_id, bulk_change_id)
+            if status is not None:
+                rows = (r for r in rows if r["status"] == status.value)
+            return StreamingResponse(
+                results_csv_chunks(iter(rows)), media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="bulk-change-{bulk_change_id}-devices.csv"'},
+            )
+        try:
+            found = ops.page_device_results(engine, caller.tenant_id, bulk_change_id, status=status, page=page, page_size=page_size)
+        except ops.BulkChangeNotFound:
+            raise _not_found(bulk_change_id) from None
+        more = found.page * found.page_size < found.total
+        return DevicePageOut(
+            items=[DeviceResultOut(**{**r, "change_request": r["change_request"] or {}}) for r in found.items],
+            page=found.page, page_size=found.page_size, total=found.total, next_page=found.page + 1 if more else None,
+        )
+
+    @router.post("/bulk-changes/{bulk_change_id}/cancel", response_model=CancelOut, summary="Cancel the rows not yet sent",
+                 responses={k: PROBLEMS[k] for k in (404, 409)})
+    def cancel(bulk_change_id: int = BulkChangeId, caller: Caller = Depends(current)) -> CancelOut:
+        """NEW and SCHEDULED rows become CANCELLED; rows already sent to the carrier finish normally."""
+        try:
+            r = ops.cancel_bulk_change(engine_for_request(), caller.tenant_id, bulk_change_id, by=caller.label)
+        except ops.BulkChangeNotFound:
+            raise _not_found(bulk_change_id) from None
+        except ops.OperationRefused as exc:
+            raise ApiProblem(409, str(exc), title="Nothing to cancel") from None
+        message = f"cancelled {r.cancelled} device rows" + (f"; {r.still_processing} already sent finish normally" if r.still_processing else "")
+        return CancelOut(id=r.bulk_change_id, cancelled=r.cancelled, still_processing=r.still_processing, status=r.status,
+                         counts=r.counts, message=message)
+
+    @router.post("/bulk-changes/{bulk_change_id}/retry-failed", response_model=RetryOut, summary="Retry the failed rows as a new run",
+                 responses={k: PROBLEMS[k] for k in (404, 409)})
+    def retry(bulk_change_id: int = BulkChangeId, caller: Caller = Depends(current)) -> RetryOut:
+        """API_FAILED rows, and ERROR rows that failed while being processed (not validation refusals),
+        go back to NEW; the bulk change gets a new attempt and the sensor starts a new run of it."""
+        try:
+            r = ops.retry_failed(engine_for_request(), caller.tenant_id, bulk_change_id, by=caller.label)
+        except ops.BulkChangeNotFound:
+            raise _not_found(bulk_change_id) from None
+        except ops.OperationRefused as exc:
+            raise ApiProblem(409, str(exc), title="Nothing to retry") from None
+        return RetryOut(id=r.bulk_change_id, requeued=r.requeued, attempt=r.attempt, status=r.status, counts=r.counts,
+                        message=f"{r.requeued} failed device rows queued again as attempt {r.attempt}")
+
+    return router

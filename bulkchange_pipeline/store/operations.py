@@ -1,0 +1,288 @@
+"""Operator actions on a stored bulk change: cancel, retry failed rows, page through results.
+
+Shared by the HTTP API and the CLI, so both follow one rule set. Every function is scoped by
+tenant: another tenant's bulk change is "not found", never "forbidden", so ids do not leak.
+Each action is one transaction with set-based UPDATEs (never one round trip per device), and
+leaves a bulk_change_log row saying who did what to how many rows.
+
+Retry rule (``retry_failed``): a row is retried when it failed *after* it was accepted:
+- API_FAILED: the carrier refused it, or the transport retries ran out;
+- ERROR with a device and ``attempt_count > 0``: an internal error while it was being processed.
+Validation refusals are ERROR rows that were never claimed by a run (``attempt_count = 0``; some
+have no device at all): sending them again would fail the same way, so they are never retried;
+fix the input and submit again. An unsupported change type is refused before the claim too, so
+it is not retried either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..domain import (
+    BulkChangeStatus,
+    ChangeType,
+    DeviceChangeStatus,
+    Handling,
+    Integration,
+    capability,
+    derive_bulk_status,
+)
+from .db import run_transaction, utcnow
+from .schema import bulk_change, bulk_change_log, device_change, service_provider
+
+S = DeviceChangeStatus
+CANCELLABLE = (S.NEW.value, S.SCHEDULED.value)
+RUNNING = (BulkChangeStatus.PROCESSING.value, BulkChangeStatus.PENDING.value)
+MAX_PAGE_SIZE = 1000
+
+
+class BulkChangeNotFound(LookupError):
+    """No such bulk change in this tenant (or it was archived)."""
+
+
+class OperationRefused(ValueError):
+    """The action cannot be done in the bulk change's current state; the message says why and what to do."""
+
+
+@dataclass
+class CancelResult:
+    bulk_change_id: int
+    cancelled: int  # rows NEW/SCHEDULED -> CANCELLED
+    still_processing: int  # rows already sent: they finish normally
+    status: str  # the header status after the cancel
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RetryResult:
+    bulk_change_id: int
+    requeued: int  # rows put back to NEW
+    attempt: int  # the bulk change's new attempt number (part of the run key)
+    status: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def retryable_condition() -> sa.ColumnElement[bool]:
+    """The retry rule (module docstring) as SQL."""
+    return sa.or_(
+        device_change.c.status == S.API_FAILED.value,
+        sa.and_(
+            device_change.c.status == S.ERROR.value,
+            device_change.c.device_id.is_not(None),
+            device_change.c.attempt_count > 0,
+        ),
+    )
+
+
+def _header(conn: sa.Connection, tenant_id: int, bulk_change_id: int, *, lock: bool = False) -> sa.Row:
+    query = (
+        sa.select(bulk_change.c.id, bulk_change.c.status, bulk_change.c.attempt, bulk_change.c.change_type, service_provider.c.integration)
+        .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id)
+        .where(bulk_change.c.id == bulk_change_id, bulk_change.c.tenant_id == tenant_id, bulk_change.c.deleted_at.is_(None))
+    )
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update(of=bulk_change)
+    row = conn.execute(query).first()
+    if row is None:
+        raise BulkChangeNotFound(f"no bulk change {bulk_change_id} in this tenant")
+    return row
+
+
+def _counts(conn: sa.Connection, bulk_change_id: int) -> dict[str, int]:
+    rows = conn.execute(
+        sa.select(device_change.c.status, sa.func.count())
+        .where(device_change.c.bulk_change_id == bulk_change_id)
+        .group_by(device_change.c.status)
+    )
+    return {status: n for status, n in rows}
+
+
+def _is_async(change_type: int, integration: str) -> bool:
+    try:
+        cap = capability(ChangeType(change_type), Integration.parse(integration))
+    except ValueError:
+        return False
+    return cap is not None and cap.handling is Handling.CARRIER_ASYNC
+
+
+def _log(conn: sa.Connection, tenant_id: int, bulk_change_id: int, description: str, by: str) -> None:
+    conn.execute(
+        sa.insert(bulk_change_log).values(
+            tenant_id=tenant_id, bulk_change_id=bulk_change_id, description=description, process_by=by[:200], created_at=utcnow()
+        )
+    )
+
+
+def cancel_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: str = "unknown") -> CancelResult:
+    """Cancel every row not yet sent (NEW, SCHEDULED) in one UPDATE; sent rows finish normally.
+
+    A run loads only NEW/SCHEDULED rows, so a run that has not reached a batch yet skips its
+    cancelled rows. (A batch that loaded them just before this cancel, and has not claimed them
+    yet, still sends them: closing that window needs the engine to send only rows its claim
+    changed.) The header is re-derived from the rows; when every row that passed validation ended CANCELLED,
+    the bulk change is CANCELLED (refused rows do not make it look processed).
+    """
+
+    def work(conn: sa.Connection) -> CancelResult:
+        head = _header(conn, tenant_id, bulk_change_id, lock=True)
+        now = utcnow()
+        cancelled = conn.execute(
+            sa.update(device_change)
+            .where(device_change.c.bulk_change_id == bulk_change_id, device_change.c.status.in_(CANCELLABLE))
+            .values(status=S.CANCELLED.value, status_details=f"cancelled by {by[:150]}", processed_at=now, updated_at=now)
+        ).rowcount
+        counts = _counts(conn, bulk_change_id)
+        if not cancelled:
+            raise OperationRefused(
+                f"nothing to cancel: bulk change {bulk_change_id} is {head.status} and none of its "
+                f"{sum(counts.values())} device rows is waiting to be sent ({_describe(counts)})"
+            )
+        live = {k: v for k, v in counts.items() if k != S.ERROR.value}
+        if set(live) == {S.CANCELLED.value}:
+            status = BulkChangeStatus.CANCELLED
+        else:
+            status = derive_bulk_status(counts, has_pending_async=_is_async(head.change_type, head.integration))
+        final = status in (BulkChangeStatus.CANCELLED, BulkChangeStatus.PROCESSED)
+        values: dict[str, Any] = {"status": status.value, "counts": counts, "effective_at": None}
+        if final:
+            values["processed_at"] = now
+        conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bulk_change_id).values(**values))
+        processing = counts.get(S.PROCESSING.value, 0)
+        _log(
+            conn, tenant_id, bulk_change_id,
+            f"Cancelled by {by}: {cancelled} device rows not yet sent are CANCELLED"
+            + (f"; {processing} rows already sent finish normally" if processing else "")
+            + f"; bulk change is now {status.value}",
+            by,
+        )
+        return CancelResult(bulk_change_id, cancelled, processing, status.value, counts)
+
+    return run_transaction(engine, work)
+
+
+def retry_failed(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: str = "unknown") -> RetryResult:
+    """Put retryable failed rows back to NEW as a new attempt of the bulk change.
+
+    The header goes to NEW with ``attempt + 1``; the sensor (``list_requeued``) then requests a
+    run of the same partition with a run key carrying the attempt, so it runs exactly once. The
+    carrier request id of each row is cleared (it belonged to the failed attempt). Refused while
+    the bulk change is queued or running, since a run would race with the reset.
+    """
+
+    def work(conn: sa.Connection) -> RetryResult:
+        head = _header(conn, tenant_id, bulk_change_id, lock=True)
+        if head.status in RUNNING or head.status == BulkChangeStatus.NEW.value:
+            what = "queued for a run" if head.status == BulkChangeStatus.NEW.value else "still running"
+            raise OperationRefused(
+                f"bulk change {bulk_change_id} is {head.status} ({what}); retry its failed rows once it has finished"
+            )
+        attempt = head.attempt + 1
+        now = utcnow()
+        requeued = conn.execute(
+            sa.update(device_change)
+            .where(device_change.c.bulk_change_id == bulk_change_id, retryable_condition())
+            .values(
+                status=S.NEW.value,
+                status_details=sa.literal(f"retry (attempt {attempt}) after: ") + sa.func.coalesce(device_change.c.status_details, ""),
+                carrier_request_id=None,
+                poll_count=0,
+                processed_at=None,
+                updated_at=now,
+            )
+        ).rowcount
+        if not requeued:
+            counts = _counts(conn, bulk_change_id)
+            raise OperationRefused(
+                f"nothing to retry in bulk change {bulk_change_id} ({_describe(counts)}): only API_FAILED rows and rows that "
+                "failed while processing are retried; rows refused at validation need corrected input and a new submission"
+            )
+        counts = _counts(conn, bulk_change_id)
+        conn.execute(
+            sa.update(bulk_change)
+            .where(bulk_change.c.id == bulk_change_id)
+            .values(status=BulkChangeStatus.NEW.value, attempt=attempt, counts=counts, processed_at=None, effective_at=None)
+        )
+        _log(conn, tenant_id, bulk_change_id, f"Retry requested by {by}: {requeued} failed device rows back to NEW (attempt {attempt})", by)
+        return RetryResult(bulk_change_id, requeued, attempt, BulkChangeStatus.NEW.value, counts)
+
+    return run_transaction(engine, work)
+
+
+def _describe(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no device rows"
+
+
+@dataclass
+class DevicePage:
+    items: list[dict[str, Any]]
+    total: int  # rows matching the filter
+    page: int
+    page_size: int
+
+
+RESULT_COLUMNS = (
+    device_change.c.id,
+    device_change.c.device_id,
+    device_change.c.iccid,
+    device_change.c.msisdn,
+    device_change.c.imei,
+    device_change.c.eid,
+    device_change.c.status,
+    device_change.c.status_details,
+    device_change.c.attempt_count,
+    device_change.c.carrier_request_id,
+    device_change.c.change_request,
+    device_change.c.effective_at,
+    device_change.c.processed_at,
+)
+
+
+def page_device_results(
+    engine: sa.Engine,
+    tenant_id: int,
+    bulk_change_id: int,
+    *,
+    status: DeviceChangeStatus | None = None,
+    page: int = 1,
+    page_size: int = 100,
+) -> DevicePage:
+    """One page (1-based) of a bulk change's device rows in id order, optionally of one status."""
+    if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page must be >= 1 and page_size between 1 and {MAX_PAGE_SIZE}")
+    where = [device_change.c.bulk_change_id == bulk_change_id, device_change.c.tenant_id == tenant_id]
+    if status is not None:
+        where.append(device_change.c.status == status.value)
+    with engine.connect() as conn:
+        if not _exists(conn, tenant_id, bulk_change_id):
+            raise BulkChangeNotFound(f"no bulk change {bulk_change_id} in this tenant")
+        total = conn.execute(sa.select(sa.func.count()).select_from(device_change).where(*where)).scalar_one()
+        rows = conn.execute(
+            sa.select(*RESULT_COLUMNS).where(*where).order_by(device_change.c.id).offset((page - 1) * page_size).limit(page_size)
+        ).all()
+    return DevicePage([dict(r._mapping) for r in rows], total, page, page_size)
+
+
+def bulk_change_exists(engine: sa.Engine, tenant_id: int, bulk_change_id: int) -> bool:
+    """True when this tenant has a live (not archived) bulk change with this id."""
+    with engine.connect() as conn:
+        return _exists(conn, tenant_id, bulk_change_id)
+
+
+def _exists(conn: sa.Connection, tenant_id: int, bulk_change_id: int) -> bool:
+    return conn.execute(
+        sa.select(bulk_change.c.id).where(
+            bulk_change.c.id == bulk_change_id, bulk_change.c.tenant_id == tenant_id, bulk_change.c.deleted_at.is_(None)
+        )
+    ).first() is not None
+
+
+def last_updated(engine: sa.Engine, bulk_change_id: int) -> datetime | None:
+    """When any device row of the bulk change last changed (for status timings)."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.max(device_change.c.updated_at)).where(device_change.c.bulk_change_id == bulk_change_id)
+        ).scalar()
