@@ -73,9 +73,11 @@ class _Target(BaseModel):
     @field_validator("effective_date")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            v = v.replace(tzinfo=timezone.utc)
-        return v
+        if v is None:
+            return v
+        if not 1900 <= v.year <= 9000:  # also keeps UTC conversion from overflowing at year 9999
+            raise ValueError(f"effective date {v.isoformat()} is out of range (years 1900-9000)")
+        return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v
 
 
 class StatusTarget(_Target):

@@ -76,9 +76,9 @@ async def process_batch_async(
     if info.handling is None:
         results = [_fail(r, DeviceChangeStatus.ERROR, f"{info.change_type.label} is not supported for {info.service_provider.integration.value}") for r in rows]
     elif info.handling is Handling.DB:
-        claim(engine, [r.id for r in rows])
+        claimed = claim(engine, [r.id for r in rows])
         now = utcnow()
-        results = [_db_result(info, r, now) for r in rows]
+        results = [_db_result(info, r, now) for r in rows if r.id in claimed]
     else:
         results = await _carrier_results(engine, info, rows, account, adapter_factory, summary)
 
@@ -163,8 +163,8 @@ async def _carrier_results(
                 else:
                     summary.recovered += 1
                     results.append(_from_carrier(info, row, found, now))
-        to_send.sort(key=lambda r: r.id)
-        claim(engine, [r.id for r in to_send])
+        claimed = claim(engine, [r.id for r in to_send])
+        to_send = sorted((r for r in to_send if r.id in claimed), key=lambda r: r.id)  # cancelled meanwhile: not sent
         register = getattr(adapter, "register_callback", None)
         if to_send and register is not None and account.callback_base_url and account.write_enabled:
             await register()  # idempotent: (re)register where this account's callbacks go

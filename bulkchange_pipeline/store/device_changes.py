@@ -118,14 +118,16 @@ def load_batch(engine: sa.Engine, bulk_change_id: int, rng: IdRange, now: dateti
     return out
 
 
-def claim(engine: sa.Engine, ids: Sequence[int]) -> int:
+def claim(engine: sa.Engine, ids: Sequence[int]) -> set[int]:
     """Mark rows PROCESSING (and count the attempt) before any carrier call, in its own commit.
 
-    A crash after this point leaves the rows PROCESSING, which tells the next attempt to ask the
-    carrier for the current state before sending again.
+    Returns the ids actually claimed: a row cancelled (or finished by another attempt) since the
+    batch was loaded is not claimed, and the caller must not send it. A crash after this point
+    leaves the rows PROCESSING, which tells the next attempt to ask the carrier for the current
+    state before sending again.
     """
     if not ids:
-        return 0
+        return set()
     stmt = (
         sa.update(device_change)
         .where(device_change.c.id.in_(sa.bindparam("ids", expanding=True)))
@@ -135,12 +137,13 @@ def claim(engine: sa.Engine, ids: Sequence[int]) -> int:
             attempt_count=device_change.c.attempt_count + 1,
             updated_at=utcnow(),
         )
+        .returning(device_change.c.id)
     )
-    total = 0
+    claimed: set[int] = set()
     for start in range(0, len(ids), 900):
         chunk = list(ids[start : start + 900])
-        total += run_transaction(engine, lambda conn, c=chunk: conn.execute(stmt, {"ids": c}).rowcount)
-    return total
+        claimed |= run_transaction(engine, lambda conn, c=chunk: set(conn.execute(stmt, {"ids": c}).scalars()))
+    return claimed
 
 
 def count_polls(engine: sa.Engine, ids: Sequence[int]) -> None:
