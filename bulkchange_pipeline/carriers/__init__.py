@@ -37,6 +37,24 @@ def _thingspace(account: CarrierAccount) -> CarrierAdapter:
     return ThingSpaceClient(account)
 
 
+def _pond(account: CarrierAccount) -> CarrierAdapter:
+    from .pond import PondClient
+
+    return PondClient(account)
+
+
+def _telegence(account: CarrierAccount) -> CarrierAdapter:
+    from .telegence import TelegenceClient
+
+    return TelegenceClient(account)
+
+
+def _revio(account: CarrierAccount) -> CarrierAdapter:
+    from .revio import RevioClient
+
+    return RevioClient(account)
+
+
 # Integration name -> adapter factory. The Jasper family shares one wire format.
 ADAPTERS: dict[str, Callable[[CarrierAccount], CarrierAdapter]] = {
     "jasper": _jasper,
@@ -46,6 +64,9 @@ ADAPTERS: dict[str, Callable[[CarrierAccount], CarrierAdapter]] = {
     "rogers": _jasper,
     "thingspace": _thingspace,
     "teal": _teal,
+    "revio": _revio,
+    "telegence": _telegence,
+    "pond": _pond,
 }
 
 

@@ -183,6 +183,120 @@ def thingspace(host: str, port: int, ts_clients: tuple[str, ...], ts_users: tupl
     uvicorn.Server(uvicorn_config(sim.app, host, port)).run()
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8912, show_default=True)
+@click.option("--app", "tg_apps", multiple=True, metavar="APP_ID:APP_SECRET",
+              help="an app account (repeatable); default demo-app:demo-app-secret")
+@click.option("--lines", "tg_lines", type=int, default=0, show_default=True,
+              help="seed this many generated active lines")
+@click.option("--activation-polls", type=int, default=2, show_default=True,
+              help="status polls an activation stays pending before it completes")
+@click.option("--rate", "tg_rate", type=float, default=0.0, show_default=True,
+              help="calls per second per app (0 = unlimited)")
+@click.option("--concurrency", "tg_concurrency", type=int, default=0, show_default=True,
+              help="concurrent calls per app (0 = unlimited)")
+@_fault_options
+def telegence(host: str, port: int, tg_apps: tuple[str, ...], tg_lines: int,
+              activation_polls: int, tg_rate: float, tg_concurrency: int,
+              **fault_kw: object) -> None:
+    """AT&T Telegence simulator at http://HOST:PORT/sp/mobility/..."""
+    from .telegence import TelegenceSimulator
+    from .telegence_rules import make_subscriber_numbers
+
+    parsed = {}
+    for item in tg_apps:
+        app_id, sep, secret = item.partition(":")
+        if not sep or not app_id or not secret:
+            raise click.BadParameter(f"expected APP_ID:APP_SECRET, got {item!r}", param_hint="--app")
+        parsed[app_id] = secret
+    sim = TelegenceSimulator(parsed or None, rate_per_second=tg_rate, max_concurrency=tg_concurrency,
+                             faults=_faults(fault_kw), activation_polls=activation_polls)
+    if tg_lines:
+        numbers = make_subscriber_numbers(tg_lines)
+        sim.seed_devices({"subscriberNumber": n, "sim": i}
+                         for n, i in zip(numbers, make_iccids(tg_lines, prefix="89011704")))
+    click.echo(f"Telegence simulator: http://{host}:{port}/sp/mobility (apps: "
+               f"{', '.join(sorted(sim.accounts))}; {len(sim.lines)} lines; "
+               "admin at /_sim/stats, /_sim/config, /_sim/devices)")
+    uvicorn.Server(uvicorn_config(sim.app, host, port)).run()
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8914, show_default=True)
+@click.option("--rate", "pond_rate", type=float, default=5.0, show_default=True,
+              help="calls per second per account (0 = unlimited) [provisional]")
+@click.option("--concurrency", "pond_concurrency", type=int, default=2, show_default=True,
+              help="concurrent calls per account (0 = unlimited) [provisional]")
+@click.option("--account", "pond_accounts", multiple=True, metavar="USER:SECRET:DISTRIBUTOR_ID",
+              help="an API account (repeatable); default demo:demo-secret:1001")
+@click.option("--devices", "pond_devices", type=int, default=0, show_default=True,
+              help="seed this many generated SIMs (one ACTIVE package of type 2001)")
+@_fault_options
+def pond(host: str, port: int, pond_rate: float, pond_concurrency: int,
+         pond_accounts: tuple[str, ...], pond_devices: int, **fault_kw: object) -> None:
+    """Pond IoT simulator (provisional wire format) at http://HOST:PORT/api/{distributorId}."""
+    from .pond import API_PREFIX as POND_PREFIX, PondSimulator
+
+    parsed = {}
+    for item in pond_accounts:
+        parts = item.split(":", 2)
+        if len(parts) != 3 or not all(parts):
+            raise click.BadParameter(f"expected USER:SECRET:DISTRIBUTOR_ID, got {item!r}",
+                                     param_hint="--account")
+        parsed[parts[0]] = (parts[1], parts[2])
+    sim = PondSimulator(parsed or None, rate_per_second=pond_rate,
+                        max_concurrency=pond_concurrency, faults=_faults(fault_kw))
+    if pond_devices:
+        sim.seed_devices({"iccid": i} for i in make_iccids(pond_devices, prefix="89440001"))
+    click.echo(f"Pond simulator (provisional): http://{host}:{port}{POND_PREFIX}/{{distributorId}} "
+               f"(distributors: {', '.join(sorted(d for _, d in sim.accounts.values()))}; "
+               f"{len(sim.devices)} devices; admin at /_sim/stats, /_sim/config, /_sim/devices)")
+    uvicorn.Server(uvicorn_config(sim.app, host, port)).run()
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8915, show_default=True)
+@click.option("--calls-per-minute", "rev_cpm", type=float, default=500, show_default=True,
+              help="calls per minute per subscription (0 = unlimited)")
+@click.option("--daily-quota", "rev_quota", type=int, default=150_000, show_default=True,
+              help="calls per day per subscription (0 = unlimited)")
+@click.option("--retry-after", "rev_retry_after", type=float, default=None,
+              help="fixed N in 'Try again in N seconds' (default: rest of the limit window)")
+@click.option("--precise-waits", "rev_precise", is_flag=True, default=False,
+              help="state waits in hundredths of a second instead of whole seconds")
+@click.option("--account", "rev_accounts", multiple=True, metavar="USER@CLIENT:PASSWORD",
+              help="an API user (repeatable); default demo@DEMO:demo-password")
+@click.option("--subscription-key", "rev_keys", multiple=True,
+              help="a valid Ocp-Apim-Subscription-Key (repeatable); default demo-subscription-key")
+@click.option("--customer", "rev_customers", multiple=True,
+              help="seed a Rev customer with this id (repeatable)")
+@_fault_options
+def revio(host: str, port: int, rev_cpm: float, rev_quota: int, rev_retry_after: float | None,
+          rev_precise: bool, rev_accounts: tuple[str, ...], rev_keys: tuple[str, ...],
+          rev_customers: tuple[str, ...], **fault_kw: object) -> None:
+    """Rev.io billing simulator at http://HOST:PORT/v1."""
+    from .revio import RevioSimulator
+
+    parsed = {}
+    for item in rev_accounts:
+        user, sep, password = item.rpartition(":")
+        if not sep or "@" not in user or not password:
+            raise click.BadParameter(f"expected USER@CLIENT:PASSWORD, got {item!r}",
+                                     param_hint="--account")
+        parsed[user] = password
+    sim = RevioSimulator(parsed or None, rev_keys or None, calls_per_minute=rev_cpm,
+                         daily_quota=rev_quota, retry_after_seconds=rev_retry_after,
+                         whole_second_waits=not rev_precise, faults=_faults(fault_kw))
+    sim.seed_devices({"type": "customer", "customer_id": int(c) if c.isdigit() else c}
+                     for c in rev_customers)
+    click.echo(f"Rev.io simulator: http://{host}:{port}/v1 (users: {', '.join(sorted(sim.accounts))}; "
+               f"{len(sim.book.customers)} customers; admin at /_sim/stats, /_sim/config, "
+               "/_sim/devices)")
+    uvicorn.Server(uvicorn_config(sim.app, host, port)).run()
+
 def main() -> None:
     cli()
 
