@@ -2,21 +2,29 @@
 
 import dagster as dg
 
+from .assets import ArchiveResource, bulk_change_archive, bulk_change_metrics, retention_purge
+from .checks import lifecycle_checks
 from .partitions import bulk_change_partitions
 from .pipeline import ProcessConfig, process_bulk_change_job
 from .reconcile import async_results_sensor, reconcile_async_job
 from .resources import CarrierGatewayResource, DatabaseResource
+from .schedules import retention_job, retention_schedule
 from .sensors import bulk_change_failure_sensor, bulk_change_sensor
 
 
 def build_definitions(
-    database: DatabaseResource | None = None, carriers: CarrierGatewayResource | None = None
+    database: DatabaseResource | None = None, carriers: CarrierGatewayResource | None = None,
+    archive: ArchiveResource | None = None,
 ) -> dg.Definitions:
     """The code location's definitions; tests pass resources with small retry waits."""
     return dg.Definitions(
-        jobs=[process_bulk_change_job, reconcile_async_job],
+        assets=[bulk_change_archive, retention_purge, bulk_change_metrics],
+        asset_checks=lifecycle_checks,
+        schedules=[retention_schedule],
+        jobs=[process_bulk_change_job, reconcile_async_job, retention_job],
         sensors=[bulk_change_sensor, bulk_change_failure_sensor, async_results_sensor],
-        resources={"database": database or DatabaseResource(), "carriers": carriers or CarrierGatewayResource()},
+        resources={"database": database or DatabaseResource(), "carriers": carriers or CarrierGatewayResource(),
+                   "archive": archive or ArchiveResource()},
     )
 
 
@@ -25,4 +33,5 @@ defs = build_definitions()
 __all__ = [
     "defs", "build_definitions", "bulk_change_partitions", "process_bulk_change_job", "ProcessConfig",
     "bulk_change_sensor", "bulk_change_failure_sensor", "async_results_sensor", "reconcile_async_job", "DatabaseResource", "CarrierGatewayResource",
+    "ArchiveResource", "bulk_change_archive", "retention_purge", "bulk_change_metrics", "retention_job", "retention_schedule",
 ]

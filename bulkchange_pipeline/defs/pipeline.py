@@ -1,9 +1,11 @@
 """``process_bulk_change_job``: load -> validate -> plan batches -> apply (mapped) -> finalize.
 
-The ops are thin: each calls one function of ``engine/``. Batches are carrier-sized id ranges, so a
-run has tens of mapped steps, not thousands; inside a step the per-device calls run concurrently.
+The ops are thin: each calls one function of ``engine/`` or ``store/``. Batches are carrier-sized
+id ranges, so a run has tens of mapped steps, not thousands; inside a step the per-device calls run
+concurrently under the carrier account's limits.
 """
 
+import dataclasses
 
 import dagster as dg
 from pydantic import Field
@@ -11,14 +13,27 @@ from pydantic import Field
 from ..domain import DeviceChangeStatus, Handling
 from ..engine import BulkChangeInfo, finalize, load_bulk_change, plan_batches, process_batch
 from ..engine.bulk_change import mark_processing
-from ..store.device_changes import IdRange
+from ..store.bulk_changes import count_rows_by_status
+from ..store.db import run_transaction
+from ..store.device_changes import IdRange, add_log
+from ..store.operations import requeue_failed_rows
 from .partitions import bulk_change_partitions
 from .resources import CarrierGatewayResource, DatabaseResource
 
+ACTIONABLE = (DeviceChangeStatus.NEW, DeviceChangeStatus.PROCESSING, DeviceChangeStatus.SCHEDULED)
+
 
 class ProcessConfig(dg.Config):
-    """Launchpad options of a bulk change run."""
+    """Launchpad options of a bulk change run (all optional: the sensor launches with none)."""
 
+    retry_failed_only: bool = Field(
+        False,
+        description="First put this bulk change's retryable failed rows (API_FAILED, or ERROR while processing) "
+        "back to NEW, then process them. Rows refused at validation are never retried.",
+    )
+    dry_run: bool = Field(
+        False, description="Plan the batches and report what would be sent; call no carrier and change nothing."
+    )
     batch_size: int | None = Field(
         None, ge=1, le=10_000, description="Devices per apply_batch step; default: the service provider's setting"
     )
@@ -31,29 +46,42 @@ def _bulk_change_id(context: dg.OpExecutionContext) -> int:
         raise dg.Failure(f"partition key {context.partition_key!r} is not a bulk change id") from exc
 
 
-@dg.op
+def _actionable(info: BulkChangeInfo) -> int:
+    return sum(info.counts.get(s.value, 0) for s in ACTIONABLE)
+
+
+@dg.op(description="Read the bulk change of this partition, its service provider and its row counts.")
 def load_bulk_change_op(context: dg.OpExecutionContext, database: DatabaseResource) -> BulkChangeInfo:
     info = load_bulk_change(database.engine(), _bulk_change_id(context))
     context.add_output_metadata({"counts": dict(info.counts), "carrier": info.service_provider.name})
     return info
 
 
-@dg.op
-def validate_and_transform(context: dg.OpExecutionContext, database: DatabaseResource, info: BulkChangeInfo) -> BulkChangeInfo:
-    """Refuse what cannot run (unsupported cell, nothing to do) and mark the bulk change PROCESSING."""
-    actionable = sum(info.counts.get(s.value, 0) for s in (DeviceChangeStatus.NEW, DeviceChangeStatus.PROCESSING, DeviceChangeStatus.SCHEDULED))
+@dg.op(description="Check the change can run on this carrier (capability matrix, writes enabled).")
+def validate_and_transform(context: dg.OpExecutionContext, info: BulkChangeInfo) -> BulkChangeInfo:
     if info.handling is None:
         context.log.warning(f"{info.change_type.label} is not supported for {info.service_provider.integration.value}; rows end in ERROR")
-    if actionable:
-        mark_processing(database.engine(), info)
-    context.add_output_metadata({"actionable_rows": actionable, "handling": info.handling.value if info.handling else "unsupported"})
+    if not info.service_provider.write_enabled and info.handling in (Handling.CARRIER, Handling.CARRIER_ASYNC):
+        context.log.warning(f"writes are disabled for {info.service_provider.name}: rows will end API_FAILED without a call")
+    context.add_output_metadata({"actionable_rows": _actionable(info), "handling": info.handling.value if info.handling else "unsupported"})
     return info
 
 
-@dg.op(out=dg.DynamicOut(IdRange))
+@dg.op(out=dg.DynamicOut(IdRange), description="Split the rows to process into carrier-sized batches (id ranges).")
 def plan_batches_op(context: dg.OpExecutionContext, config: ProcessConfig, database: DatabaseResource, info: BulkChangeInfo):
-    ranges = plan_batches(database.engine(), info, config.batch_size)
-    context.log.info(f"bulk change {info.id}: {sum(r.size for r in ranges)} rows in {len(ranges)} batches")
+    engine = database.engine()
+    if config.retry_failed_only and not config.dry_run:
+        requeued = run_transaction(engine, lambda conn: requeue_failed_rows(conn, info.id, f"retry from run {context.run_id[:8]}"))
+        add_log(engine, tenant_id=info.tenant_id, bulk_change_id=info.id, process_by=f"dagster:{context.run_id[:8]}",
+                description=f"Launchpad retry_failed_only: {requeued} failed device rows back to NEW")
+        info = dataclasses.replace(info, counts=count_rows_by_status(engine, info.id))
+    ranges = plan_batches(engine, info, config.batch_size)
+    rows = sum(r.size for r in ranges)
+    context.log.info(f"bulk change {info.id}: {rows} rows in {len(ranges)} batches{' (dry run: nothing sent)' if config.dry_run else ''}")
+    if config.dry_run:
+        return
+    if ranges:
+        mark_processing(engine, info)
     for rng in ranges:
         yield dg.DynamicOutput(rng, mapping_key=f"ids_{rng.first_id}_{rng.last_id}")
 
@@ -61,6 +89,8 @@ def plan_batches_op(context: dg.OpExecutionContext, config: ProcessConfig, datab
 @dg.op(
     retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     pool="carrier_api",
+    description="Apply one batch: claim rows, call the carrier concurrently under its limits, record results, logs "
+    "and device history. A retry is safe: finished rows are skipped, rows left PROCESSING are checked first.",
 )
 def apply_batch(
     context: dg.OpExecutionContext,
@@ -69,14 +99,13 @@ def apply_batch(
     info: BulkChangeInfo,
     rng: IdRange,
 ) -> dict:
-    """Apply one batch. A retry re-runs it safely: finished rows are skipped, PROCESSING ones re-checked."""
     account = carriers.account(info.service_provider) if info.handling in (Handling.CARRIER, Handling.CARRIER_ASYNC) else None
     summary = process_batch(database.engine(), info, rng, account, process_by=f"dagster:{context.run_id[:8]}")
     context.add_output_metadata({k: v for k, v in summary.as_dict().items() if k != "sample_failures"})
     return summary.as_dict()
 
 
-@dg.op
+@dg.op(description="Derive the bulk change's status from its rows; publish counts and first failures as markdown.")
 def finalize_bulk_change(context: dg.OpExecutionContext, database: DatabaseResource, info: BulkChangeInfo, summaries: list[dict]) -> str:
     result = finalize(database.engine(), info, summaries)
     metadata = {
@@ -88,7 +117,13 @@ def finalize_bulk_change(context: dg.OpExecutionContext, database: DatabaseResou
     return result.status.value
 
 
-@dg.job(partitions_def=bulk_change_partitions, executor_def=dg.in_process_executor, tags={"bulkchange/job": "process"})
+@dg.job(
+    partitions_def=bulk_change_partitions,
+    executor_def=dg.in_process_executor,
+    tags={"bulkchange/job": "process"},
+    description="Process one bulk change (partition = bulk change id) against its carrier. Started by "
+    "bulk_change_sensor; re-running a partition is always safe.",
+)
 def process_bulk_change_job():
     info = validate_and_transform(load_bulk_change_op())
     summaries = plan_batches_op(info).map(lambda rng: apply_batch(info, rng))

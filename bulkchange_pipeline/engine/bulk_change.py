@@ -119,10 +119,35 @@ def finalize(engine: sa.Engine, info: BulkChangeInfo, batch_summaries: list[dict
                 )
             ).scalar()
     set_bulk_status(engine, info.id, status, counts=counts, effective_at=next_due, processed=status is BulkChangeStatus.PROCESSED)
-    return FinalizeResult(status, counts, summary_markdown(info, status, counts, batch_summaries))
+    return FinalizeResult(status, counts, summary_markdown(info, status, counts, batch_summaries, first_failures(engine, info.id)))
 
 
-def summary_markdown(info: BulkChangeInfo, status: BulkChangeStatus, counts: dict[str, int], batches: list[dict[str, Any]]) -> str:
+def first_failures(engine: sa.Engine, bulk_change_id: int, limit: int = 10) -> list[dict[str, str]]:
+    """The first failed rows (API_FAILED or ERROR) with their device and reason, for people."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(device_change.c.iccid, device_change.c.msisdn, device_change.c.eid, device_change.c.imei,
+                      device_change.c.status, device_change.c.status_details)
+            .where(
+                device_change.c.bulk_change_id == bulk_change_id,
+                device_change.c.status.in_((DeviceChangeStatus.API_FAILED.value, DeviceChangeStatus.ERROR.value)),
+            )
+            .order_by(device_change.c.id)
+            .limit(limit)
+        ).all()
+    return [
+        {"device": r.iccid or r.msisdn or r.eid or r.imei or "?", "status": r.status, "reason": (r.status_details or "")[:200]}
+        for r in rows
+    ]
+
+
+def summary_markdown(
+    info: BulkChangeInfo,
+    status: BulkChangeStatus,
+    counts: dict[str, int],
+    batches: list[dict[str, Any]],
+    failures: list[dict[str, str]] = (),
+) -> str:
     total = sum(counts.values())
     lines = [
         f"### Bulk change {info.id}: {info.change_type.label} on {info.service_provider.name}",
@@ -136,7 +161,13 @@ def summary_markdown(info: BulkChangeInfo, status: BulkChangeStatus, counts: dic
         f"Batches this run: {len(batches)}; carrier calls: {sum(b.get('carrier_calls', 0) for b in batches)}; "
         f"seconds in batches: {sum(b.get('seconds', 0.0) for b in batches):.1f}",
     ]
-    failures = [f for b in batches for f in b.get("sample_failures", [])][:10]
     if failures:
-        lines += ["", "Sample failures:", *[f"- `{f['device']}`: {f['reason']}" for f in failures]]
+        lines += [
+            "",
+            "First failures:",
+            "",
+            "| device | status | reason |",
+            "|---|---|---|",
+            *[f"| `{f['device']}` | {f['status']} | {f['reason'].replace('|', '/')} |" for f in failures],
+        ]
     return "\n".join(lines)

@@ -337,3 +337,172 @@ def serve(database_url: str | None, host: str, port: int) -> None:
     from .app import create_app
 
     uvicorn.run(create_app(database_url or default_database_url()), host=host, port=port, log_level="info")
+
+
+@main.group("api-key")
+def api_key_group() -> None:
+    """Per-tenant API keys for the intake HTTP API (stored hashed; shown once)."""
+
+
+@api_key_group.command("create")
+@click.option("--name", required=True, help="Who or what uses the key, e.g. ops or portal.")
+@tenant_option
+@database_option
+@friendly_errors
+def api_key_create(name: str, tenant: str, database_url: str | None) -> None:
+    """Create a key for the tenant and print it once: only its hash is stored."""
+    from ..store.api_keys import create_api_key
+
+    if not name.strip():
+        raise UserError("--name must not be blank: say who or what uses the key")
+    with open_engine(database_url) as engine:
+        key = create_api_key(engine, resolve_tenant(engine, tenant), name)
+    click.echo(key)
+    click.echo(f"API key {name!r} for tenant {tenant!r}: store it now, it cannot be shown again. "
+               "Send it as 'Authorization: Bearer <key>'.", err=True)
+
+
+@api_key_group.command("list")
+@tenant_option
+@database_option
+@friendly_errors
+def api_key_list(tenant: str, database_url: str | None) -> None:
+    """The tenant's keys (ids, names, dates; never the keys)."""
+    from ..store.api_keys import list_api_keys
+
+    with open_engine(database_url) as engine:
+        keys = list_api_keys(engine, resolve_tenant(engine, tenant))
+    table = Table()
+    for col in ("id", "name", "created", "revoked"):
+        table.add_column(col)
+    for k in keys:
+        table.add_row(str(k.id), k.name, f"{k.created_at:%Y-%m-%d %H:%M}", f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-")
+    console().print(table)
+
+
+@api_key_group.command("revoke")
+@click.argument("key_id", type=int)
+@tenant_option
+@database_option
+@friendly_errors
+def api_key_revoke(key_id: int, tenant: str, database_url: str | None) -> None:
+    """Revoke a key by its id (see `api-key list`); requests with it get 401 from now on."""
+    from ..store.api_keys import revoke_api_key
+
+    with open_engine(database_url) as engine:
+        if not revoke_api_key(engine, resolve_tenant(engine, tenant), key_id):
+            raise UserError(f"no live API key {key_id} in tenant {tenant!r}")
+    click.echo(f"revoked API key {key_id}")
+
+
+@main.command("cancel")
+@click.argument("bulk_change_id", type=int)
+@tenant_option
+@database_option
+@friendly_errors
+def cancel_command(bulk_change_id: int, tenant: str, database_url: str | None) -> None:
+    """Cancel the device rows not yet sent (NEW, SCHEDULED); rows already sent finish normally."""
+    from ..store.operations import (
+        BulkChangeNotFound,
+        OperationRefused,
+        cancel_bulk_change,
+    )
+
+    with open_engine(database_url) as engine:
+        try:
+            r = cancel_bulk_change(engine, resolve_tenant(engine, tenant), bulk_change_id, by=f"cli:{getpass.getuser()}")
+        except (BulkChangeNotFound, OperationRefused) as exc:
+            raise UserError(str(exc)) from None
+    click.echo(
+        f"bulk change {bulk_change_id}: cancelled {r.cancelled} device rows"
+        + (f"; {r.still_processing} already sent finish normally" if r.still_processing else "")
+        + f"; status {r.status}"
+    )
+
+
+@main.command("retry-failed")
+@click.argument("bulk_change_id", type=int)
+@tenant_option
+@database_option
+@friendly_errors
+def retry_failed_command(bulk_change_id: int, tenant: str, database_url: str | None) -> None:
+    """Put API_FAILED rows (and rows that failed while processing) back to NEW as a new run.
+
+    Rows refused at validation are not retried: correct them and submit again.
+    """
+    from ..store.operations import BulkChangeNotFound, OperationRefused, retry_failed
+
+    with open_engine(database_url) as engine:
+        try:
+            r = retry_failed(engine, resolve_tenant(engine, tenant), bulk_change_id, by=f"cli:{getpass.getuser()}")
+        except (BulkChangeNotFound, OperationRefused) as exc:
+            raise UserError(str(exc)) from None
+    click.echo(f"bulk change {bulk_change_id}: {r.requeued} failed device rows queued again as attempt {r.attempt}; "
+               f"the sensor starts the run. Follow it with: bulkchange status {bulk_change_id} --watch")
+
+
+# --- data lifecycle: state reconstruction and retention settings (issue 7) ----------------------
+
+
+@main.command("rebuild-status")
+@click.argument("bulk_change_id", type=int, required=False)
+@click.option("--all", "all_", is_flag=True, help="Every bulk change of the tenant (not archived).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@tenant_option
+@database_option
+@friendly_errors
+def rebuild_status_command(bulk_change_id: int | None, all_: bool, dry_run: bool, tenant: str, database_url: str | None) -> None:
+    """Rebuild bulk change status and counts from their device rows and logs (after a restore).
+
+    Run it with no runs in flight: a bulk change mid-run legitimately differs from its rows.
+    """
+    from ..store.maintenance import plan_rebuild, rebuild_status
+
+    if (bulk_change_id is None) == (not all_):
+        raise UserError("give one BULK_CHANGE_ID or --all")
+    with open_engine(database_url) as engine:
+        tenant_id = resolve_tenant(engine, tenant)
+        ids = None if all_ else [bulk_change_id]
+        plan = (plan_rebuild if dry_run else rebuild_status)(engine, tenant_id=tenant_id, ids=ids)
+    if bulk_change_id is not None and not plan:
+        raise UserError(f"no bulk change {bulk_change_id} in this tenant (or it was archived)")
+    changed = [r for r in plan if r.changed]
+    table = Table()
+    for col in ("bulk change", "status", "counts"):
+        table.add_column(col, overflow="fold")
+    for r in changed:
+        status = r.status if r.old_status == r.status else f"{r.old_status} -> {r.status}"
+        counts = ", ".join(f"{k} {v}" for k, v in r.counts.items()) or "no rows"
+        table.add_row(str(r.bulk_change_id), status, counts if r.old_counts == r.counts else f"{counts} (was: {r.old_counts})")
+    out = console()
+    if changed:
+        out.print(table)
+    verb = "would rebuild" if dry_run else "rebuilt"
+    out.print(f"examined {len(plan)} bulk changes; {verb} {len(changed)}; {len(plan) - len(changed)} already matched their rows")
+
+
+@main.group("tenant")
+def tenant_group() -> None:
+    """Tenant settings."""
+
+
+@tenant_group.command("retention")
+@click.option("--archive-days", type=click.IntRange(1), default=None, help="Days after completion before a bulk change is archived.")
+@click.option("--purge-days", type=click.IntRange(1), default=None, help="Days after completion before an archived bulk change is deleted.")
+@tenant_option
+@database_option
+@friendly_errors
+def tenant_retention_command(archive_days: int | None, purge_days: int | None, tenant: str, database_url: str | None) -> None:
+    """Show or change how long the tenant's bulk changes stay in the database (archive) and at all (purge)."""
+    from ..store.maintenance import get_retention, set_retention
+
+    with open_engine(database_url) as engine:
+        tenant_id = resolve_tenant(engine, tenant)
+        if archive_days is None and purge_days is None:
+            r = get_retention(engine, tenant_id)
+        else:
+            try:
+                r = set_retention(engine, tenant_id, archive_after_days=archive_days, purge_after_days=purge_days)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+    click.echo(f"tenant {r.name!r}: archive {r.archive_after_days} days after completion, purge {r.purge_after_days} days after completion")

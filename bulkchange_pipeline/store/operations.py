@@ -78,6 +78,26 @@ def retryable_condition() -> sa.ColumnElement[bool]:
     )
 
 
+def requeue_failed_rows(conn: sa.Connection, bulk_change_id: int, label: str) -> int:
+    """Put the retryable failed rows (``retryable_condition``) back to NEW; returns how many.
+
+    Shared by the API/CLI retry (which also queues a new attempt) and the launchpad's
+    ``retry_failed_only`` run (which processes them in the run it is part of).
+    """
+    return conn.execute(
+        sa.update(device_change)
+        .where(device_change.c.bulk_change_id == bulk_change_id, retryable_condition())
+        .values(
+            status=S.NEW.value,
+            status_details=sa.literal(f"{label} after: ") + sa.func.coalesce(device_change.c.status_details, ""),
+            carrier_request_id=None,
+            poll_count=0,
+            processed_at=None,
+            updated_at=utcnow(),
+        )
+    ).rowcount
+
+
 def _header(conn: sa.Connection, tenant_id: int, bulk_change_id: int, *, lock: bool = False) -> sa.Row:
     query = (
         sa.select(bulk_change.c.id, bulk_change.c.status, bulk_change.c.attempt, bulk_change.c.change_type, service_provider.c.integration)
@@ -181,19 +201,7 @@ def retry_failed(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: 
                 f"bulk change {bulk_change_id} is {head.status} ({what}); retry its failed rows once it has finished"
             )
         attempt = head.attempt + 1
-        now = utcnow()
-        requeued = conn.execute(
-            sa.update(device_change)
-            .where(device_change.c.bulk_change_id == bulk_change_id, retryable_condition())
-            .values(
-                status=S.NEW.value,
-                status_details=sa.literal(f"retry (attempt {attempt}) after: ") + sa.func.coalesce(device_change.c.status_details, ""),
-                carrier_request_id=None,
-                poll_count=0,
-                processed_at=None,
-                updated_at=now,
-            )
-        ).rowcount
+        requeued = requeue_failed_rows(conn, bulk_change_id, f"retry (attempt {attempt})")
         if not requeued:
             counts = _counts(conn, bulk_change_id)
             raise OperationRefused(

@@ -210,3 +210,33 @@ def test_requeued_bulk_change_runs_again_once_per_attempt(engine, dagster_instan
     assert sim.stats()["applied_more_than_once"] == 0
     again, _ = sensor_then_runs(dagster_instance, defs, cursor=retry.cursor)
     assert not again.run_requests
+
+
+def _launchpad(**config):
+    return {"ops": {"plan_batches_op": {"config": config}}}
+
+
+def test_launchpad_dry_run_and_retry_failed_only(engine, dagster_instance, jasper):
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 8)
+    sim.devices[devices[0]["iccid"]]["status"] = "PURGED"
+    bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    defs = fast_definitions()
+    dagster_instance.add_dynamic_partitions("bulk_change", [str(bc_id)])
+
+    assert execute(dagster_instance, defs, str(bc_id), run_config=_launchpad(dry_run=True)).success
+    assert sim.stats()["total_calls"] == 0  # a dry run calls no carrier...
+    assert count_rows_by_status(engine, bc_id) == {"NEW": 8}  # ...and changes nothing
+    assert get_bulk_change(engine, bc_id)["status"] == "NEW"
+
+    assert execute(dagster_instance, defs, str(bc_id)).success
+    assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 7, "API_FAILED": 1}
+
+    sim.devices[devices[0]["iccid"]]["status"] = "ACTIVATED"  # fixed at the carrier
+    run = execute(dagster_instance, defs, str(bc_id), run_config=_launchpad(retry_failed_only=True, batch_size=5))
+    assert run.success
+    assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 8}
+    assert get_bulk_change(engine, bc_id)["status"] == "PROCESSED"
+    assert sim.stats()["applied_more_than_once"] == 0
+    md = run.output_for_node("finalize_bulk_change")
+    assert md == "PROCESSED"

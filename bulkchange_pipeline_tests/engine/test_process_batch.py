@@ -200,7 +200,8 @@ def test_jasper_refusal_is_api_failed_with_carrier_message(engine, jasper_sim):
     result = finalize(engine, load_bulk_change(engine, bc_id), [summary.as_dict()])
     assert result.status is BulkChangeStatus.PROCESSED
     assert result.counts == {"PROCESSED": 2, "API_FAILED": 1}
-    assert "Sample failures" in result.summary_markdown
+    assert "First failures" in result.summary_markdown
+    assert f"| `{failed['iccid']}` | API_FAILED |" in result.summary_markdown
 
 
 def test_rerun_of_same_range_does_nothing(engine, jasper_sim):

@@ -1,0 +1,69 @@
+"""Asset checks: the invariants operations staff rely on, checked against the live database.
+
+- ``no_device_stuck_in_processing``: no device row waits in PROCESSING past the carrier timeout
+  (plus one poll interval, the time reconcile may take to notice it);
+- ``bulk_status_matches_rows``: no bulk change header contradicts its device rows;
+- ``archive_matches_soft_deleted``: every soft-deleted bulk change has exactly its rows in the archive.
+"""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from ..store.archive import archive_mismatches
+from ..store.db import utcnow
+from ..store.maintenance import ids_of, status_disagreements, stuck_processing
+from .assets import ArchiveResource, bulk_change_archive, bulk_change_metrics
+from .resources import CarrierGatewayResource, DatabaseResource
+
+SAMPLE = 20  # findings listed in the check's metadata
+
+
+@dg.asset_check(asset=bulk_change_metrics, description="No device row in PROCESSING past its carrier's timeout.")
+def no_device_stuck_in_processing(database: DatabaseResource, carriers: CarrierGatewayResource) -> dg.AssetCheckResult:
+    limit = timedelta(seconds=carriers.async_timeout_seconds + carriers.poll_after_seconds)
+    stuck = stuck_processing(database.engine(), utcnow() - limit)
+    return dg.AssetCheckResult(
+        passed=not stuck,
+        metadata={
+            "stuck_rows": dg.MetadataValue.int(sum(s.rows for s in stuck)),
+            "bulk_changes": dg.MetadataValue.json(ids_of(stuck)[:SAMPLE]),
+            "timeout_seconds": dg.MetadataValue.int(int(limit.total_seconds())),
+            "oldest_sent_at": dg.MetadataValue.text(min((s.oldest_sent_at for s in stuck), default=None).isoformat() if stuck else "-"),
+        },
+        description=None if not stuck else f"{sum(s.rows for s in stuck)} device rows stuck in PROCESSING; "
+        "reconcile should have ended them (is async_results_sensor running?)",
+    )
+
+
+@dg.asset_check(asset=bulk_change_metrics, description="No bulk change whose status or counts disagree with its device rows.")
+def bulk_status_matches_rows(database: DatabaseResource) -> dg.AssetCheckResult:
+    bad = status_disagreements(database.engine())
+    return dg.AssetCheckResult(
+        passed=not bad,
+        metadata={
+            "disagreeing_bulk_changes": dg.MetadataValue.int(len(bad)),
+            "sample": dg.MetadataValue.json(
+                [{"id": d.bulk_change_id, "status": d.status, "rows_say": d.rows_say, "counts": d.counts} for d in bad[:SAMPLE]]
+            ),
+        },
+        description=None if not bad else "run `bulkchange rebuild-status --all` to rebuild headers from their rows",
+    )
+
+
+@dg.asset_check(asset=bulk_change_archive, description="Archive row counts equal what was soft-deleted.")
+def archive_matches_soft_deleted(database: DatabaseResource, archive: ArchiveResource) -> dg.AssetCheckResult:
+    bad = archive_mismatches(database.engine(), archive.root())
+    return dg.AssetCheckResult(
+        passed=not bad,
+        metadata={
+            "mismatched_bulk_changes": dg.MetadataValue.int(len(ids_of(bad))),
+            "sample": dg.MetadataValue.json(
+                [{"id": m.bulk_change_id, "table": m.table, "database": m.in_database, "archive": m.in_archive} for m in bad[:SAMPLE]]
+            ),
+        },
+        description=None if not bad else "soft-deleted rows missing from (or extra in) the archive; the purge keeps them",
+    )
+
+
+lifecycle_checks = [no_device_stuck_in_processing, bulk_status_matches_rows, archive_matches_soft_deleted]
