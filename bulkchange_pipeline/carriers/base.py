@@ -127,6 +127,7 @@ class LogEntry:
     response_text: str
     response_status: int | None
     has_errors: bool
+    response_ms: float | None = None  # how long the carrier took to answer (None: no exchange)
 
 
 @dataclass

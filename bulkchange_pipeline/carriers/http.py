@@ -287,6 +287,7 @@ class CarrierHttp:
         try:
             await self.limiter.acquire()
             self.stats.calls += 1
+            started = time.perf_counter()
             try:
                 response = await client.request(
                     method, path, content=content, params=params, headers=headers
@@ -294,21 +295,21 @@ class CarrierHttp:
             except httpx.TimeoutException as exc:
                 self.stats.timeouts += 1
                 self.stats.transient_errors += 1
-                log.append(self._entry(desc, _request_of(exc), content, type(exc).__name__))
+                log.append(self._entry(desc, _request_of(exc), content, type(exc).__name__, elapsed=_ms(started)))
                 raise TransientCarrierError(
                     f"timed out after {self.account.timeout_seconds:g}s ({type(exc).__name__})"
                 ) from exc
             except httpx.TransportError as exc:
                 self.stats.transient_errors += 1
                 failure = f"{type(exc).__name__}: {exc}"
-                log.append(self._entry(desc, _request_of(exc), content, failure))
+                log.append(self._entry(desc, _request_of(exc), content, failure, elapsed=_ms(started)))
                 raise TransientCarrierError(f"connection error: {type(exc).__name__}: {exc}") from exc
         finally:
             if semaphore is not None:
                 semaphore.release()
         body = _parse_body(response)
         error = self._classify(response, body)
-        log.append(self._entry(desc, response.request, content, None, response, error is not None))
+        log.append(self._entry(desc, response.request, content, None, response, error is not None, elapsed=_ms(started)))
         if error is None:
             return CallResult(response, body, log)
         if isinstance(error, TransientCarrierError):
@@ -330,6 +331,7 @@ class CarrierHttp:
         failure: str | None,
         response: httpx.Response | None = None,
         has_errors: bool = True,
+        elapsed: float | None = None,
     ) -> LogEntry:
         if request is not None:
             head = f"{request.method} {request.url}\n"
@@ -348,7 +350,12 @@ class CarrierHttp:
             response_text = redact_text(failure or "", self._secrets)
             status = None
             has_errors = True
-        return LogEntry(description, request_text, response_text, status, has_errors)
+        return LogEntry(description, request_text, response_text, status, has_errors, elapsed)
+
+
+def _ms(started: float) -> float:
+    """Milliseconds since ``started`` (a perf_counter reading): the carrier's response time."""
+    return round((time.perf_counter() - started) * 1000, 2)
 
 
 def _parse_body(response: httpx.Response) -> Any:

@@ -205,6 +205,7 @@ def _from_carrier(info: BulkChangeInfo, row: WorkRow, answer: DeviceResult, now)
                 response_text=e.response_text,
                 response_status=None if e.response_status is None else str(e.response_status),
                 has_errors=e.has_errors,
+                response_ms=e.response_ms,
             )
             for e in answer.log
         ]

@@ -165,6 +165,7 @@ class LogRow:
     response_text: str | None = None
     response_status: str | None = None
     has_errors: bool = False
+    response_ms: float | None = None
 
 
 @dataclass
@@ -218,6 +219,7 @@ def record_results(
             "response_text": log.response_text,
             "has_errors": log.has_errors,
             "response_status": log.response_status,
+            "response_ms": log.response_ms,
             "created_at": now,
         }
         for r in results

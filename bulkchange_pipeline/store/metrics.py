@@ -50,6 +50,7 @@ class DailyMetrics:
     device_errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (carrier, class) -> rows
     calls: dict[str, int] = field(default_factory=dict)  # carrier -> carrier exchanges logged
     call_errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (carrier, class) -> failed exchanges
+    response_ms: dict[str, Timing] = field(default_factory=dict)  # carrier -> API response time
     bulk_changes_waiting: int = 0
     bulk_changes_scheduled: int = 0
     rows_processing: int = 0
@@ -123,6 +124,15 @@ def compute_daily_metrics(engine: sa.Engine, day: date, now: datetime) -> DailyM
                 call_errors[(carrier, call_class(status))] += n
         m.calls, m.call_errors = dict(calls), dict(call_errors)
 
+        times: dict[str, list[float]] = defaultdict(list)
+        for carrier, ms in conn.execution_options(yield_per=20_000).execute(
+            sa.select(sp.carrier, log.response_ms)
+            .select_from(bulk_change_log.join(bulk_change, bc.id == log.bulk_change_id).join(service_provider, sp.id == bc.service_provider_id))
+            .where(log.created_at >= start, log.created_at < end, log.response_ms.is_not(None))
+        ):
+            times[carrier].append(float(ms))
+        m.response_ms = {c: Timing(len(v), percentile(v, 50), percentile(v, 95)) for c, v in sorted(times.items())}
+
         live = (bc.deleted_at.is_(None), bc.process_changes.is_(True))
         m.bulk_changes_waiting = conn.execute(
             sa.select(sa.func.count()).where(*live, sa.or_(
@@ -156,6 +166,9 @@ def metric_values(m: DailyMetrics) -> dict[str, float | int]:
     for carrier in sorted(m.finished_rows):
         for error_class in ERROR_CLASSES.values():
             out[f"error_rate/{carrier}/{error_class}"] = m.device_error_rate(carrier, error_class)
+    for carrier, t in m.response_ms.items():
+        out[f"api_response_ms_p50/{carrier}"] = t.p50
+        out[f"api_response_ms_p95/{carrier}"] = t.p95
     for carrier in sorted(m.calls):
         for error_class in CALL_CLASSES:
             out[f"call_error_rate/{carrier}/{error_class}"] = m.call_error_rate(carrier, error_class)
@@ -180,6 +193,9 @@ def metrics_markdown(m: DailyMetrics) -> str:
             f"| {carrier} | {m.finished_rows.get(carrier, 0)} | {m.device_error_rate(carrier, 'api_failed'):.1%} | "
             f"{m.device_error_rate(carrier, 'error'):.1%} | {m.calls.get(carrier, 0)} | {failed_calls} |"
         )
+    if m.response_ms:
+        lines += ["", "| carrier | API calls timed | response p50 ms | p95 ms |", "|---|---:|---:|---:|"]
+        lines += [f"| {c} | {t.count} | {t.p50:.1f} | {t.p95:.1f} |" for c, t in m.response_ms.items()]
     lines += [
         "",
         (f"Queue now: {m.bulk_changes_waiting} bulk changes waiting for a run, {m.bulk_changes_scheduled} scheduled "

@@ -192,6 +192,7 @@ bulk_change_log = sa.Table(
     sa.Column("response_text", sa.Text),  # redacted
     sa.Column("has_errors", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("response_status", sa.String(32)),
+    sa.Column("response_ms", sa.Float),  # carrier response time of this exchange
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
 

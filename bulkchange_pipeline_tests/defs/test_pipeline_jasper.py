@@ -181,6 +181,7 @@ def test_no_credential_in_logs_event_log_or_run_config(engine, dagster_instance,
         everything = " ".join(str(tuple(r)) for t in (bulk_change_log, device_change, bulk_change, device)
                               for r in conn.execute(sa.select(t)).all())
     assert any(log.request_text for log in logs)  # the exchanges were captured...
+    assert all(log.response_ms is not None and log.response_ms >= 0 for log in logs if log.request_text)  # ...and timed
     assert not [n for n in needles if n in everything]  # ...without the secret
     run = dagster_instance.get_run_by_id(runs[0].run_id)
     events = dagster_instance.all_logs(runs[0].run_id)

@@ -35,10 +35,10 @@ def _set_rows(engine: sa.Engine, bc_id: int, header: dict, rows: list[dict]) -> 
 
 
 def _log(conn: sa.Connection, tenant_id: int, bc_id: int, status: str | None, has_errors: bool, request: bool = True,
-         at: datetime = D0 + timedelta(hours=1)) -> None:
+         at: datetime = D0 + timedelta(hours=1), ms: float | None = None) -> None:
     conn.execute(sa.insert(bulk_change_log).values(
         tenant_id=tenant_id, bulk_change_id=bc_id, description="call", process_by="test", created_at=at,
-        request_text="PUT /x" if request else None, response_status=status, has_errors=has_errors))
+        request_text="PUT /x" if request else None, response_status=status, has_errors=has_errors, response_ms=ms))
 
 
 @pytest.fixture
@@ -78,11 +78,13 @@ def fixed_day(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         # Carrier exchanges of A that day: 2 ok, a 404, a 503, a timeout; a DB-only log row is no exchange;
         # one exchange the day before does not count. B: one 200 with an error in its body.
-        for status, err in (("200", False), ("200", False), ("404", True), ("503", True), (None, True)):
-            _log(conn, att["tenant_id"], a, status, err)
+        # Response times: A 100, 200, 300, 400 ms and the timeout at 1000 ms; B 50 ms.
+        for (status, err), ms in zip((("200", False), ("200", False), ("404", True), ("503", True), (None, True)),
+                                     (100, 200, 300, 400, 1000)):
+            _log(conn, att["tenant_id"], a, status, err, ms=ms)
         _log(conn, att["tenant_id"], a, None, False, request=False)
-        _log(conn, att["tenant_id"], a, "500", True, at=D0 - timedelta(seconds=1))
-        _log(conn, vz["tenant_id"], b, "200", True)
+        _log(conn, att["tenant_id"], a, "500", True, at=D0 - timedelta(seconds=1), ms=9999)
+        _log(conn, vz["tenant_id"], b, "200", True, ms=50)
 
 
 EXPECTED = {
@@ -109,6 +111,10 @@ EXPECTED = {
     "call_error_rate/verizon/http_5xx": 0.0,
     "call_error_rate/verizon/http_other": 1.0,
     "call_error_rate/verizon/no_response": 0.0,
+    "api_response_ms_p50/att_pod19": 300.0,  # [100, 200, 300, 400, 1000]
+    "api_response_ms_p95/att_pod19": 880.0,  # rank 0.95 * 4 = 3.8: 400 + 0.8 * 600
+    "api_response_ms_p50/verizon": 50.0,
+    "api_response_ms_p95/verizon": 50.0,
 }
 
 
