@@ -51,7 +51,7 @@ class RateLimiter:
     """
 
     def __init__(
-        self, rate_per_second: float, *, headroom: float = 0.95, penalty_seconds: float = 1.0
+        self, rate_per_second: float, *, headroom: float = 0.98, penalty_seconds: float = 1.0
     ) -> None:
         self.rate_per_second = rate_per_second
         self.penalty_seconds = penalty_seconds

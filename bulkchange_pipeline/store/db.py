@@ -70,7 +70,10 @@ def make_engine(url: str | None = None) -> sa.Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         raise ValueError("PostgreSQL URLs must name the driver: postgresql+psycopg2://...")
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # values_plus_batch: psycopg2 sends executemany UPDATEs in pages instead of one round trip per
+    # row, so recording a batch's results stays set-based on PostgreSQL too.
+    extra = {"executemany_mode": "values_plus_batch"} if parsed.drivername == "postgresql+psycopg2" else {}
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **extra)
 
 
 @lru_cache(maxsize=8)
