@@ -1,10 +1,13 @@
 """``bulkchange demo``: the main job end to end on the embedded default, no server needed.
 
-It migrates the SQLite business database under ``BULKCHANGE_HOME``, starts the Jasper simulator
-on a free loopback port, seeds the demo tenant (and the simulator with the same devices), submits
-the seed's example request (changeType 4) and a 1,000-device Jasper StatusUpdate through intake
-validation, then lets the real ``bulk_change_sensor`` and ``process_bulk_change_job`` process
-them on a persistent Dagster instance (``DAGSTER_HOME``), so ``make dev`` shows the runs after.
+It migrates the SQLite business database under ``BULKCHANGE_HOME``, starts the whole simulator
+park (all six carriers) on free loopback ports and the callback app, seeds the demo tenant, points
+its service providers at the park and syncs the simulators from the database (so carrier and
+database agree), then submits through intake validation the seed's example request
+(changeType 4), a 1,000-device Jasper StatusUpdate and a 100-device ThingSpace StatusUpdate (the
+asynchronous path: callbacks, then a reconcile run). The real ``bulk_change_sensor``,
+``process_bulk_change_job``, ``async_results_sensor`` and ``reconcile_async_job`` process them on a
+persistent Dagster instance (``DAGSTER_HOME``), so ``make dev`` shows the runs after.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
@@ -20,17 +24,21 @@ from rich.console import Console
 from rich.table import Table
 
 from .defs import build_definitions
-from .defs.local_runner import QUIET, tick_and_run
+from .defs.local_runner import ASYNC_SENSOR_NAME, QUIET, tick_and_run
 from .domain import BulkChangeRequest
+from .intake.app import create_app
 from .intake.submit import submit
-from .simulators.jasper import JasperSimulator
+from .simulators.park import Park, start_park
+from .simulators.server import run_app_in_thread
+from .simulators.sync import sync_from_database
 from .store import migrate
 from .store.bulk_changes import get_bulk_change
 from .store.db import data_dir, database_url, make_engine, utcnow
-from .store.schema import device, service_provider
-from .store.seed import seed_demo
+from .store.schema import device
+from .store.seed import DemoSeed, demo_credentials_names, point_demo_at, seed_demo
 
-DEMO_USER, DEMO_KEY = "demo", "demo-api-key"  # the simulator's demo account; not a real secret
+THINGSPACE_DEVICES = 100
+FINAL = {"PROCESSED", "ERROR", "CANCELLED"}
 
 
 @dataclass
@@ -39,14 +47,54 @@ class DemoResult:
     seconds: float
 
 
-def _jasper_devices(engine: sa.Engine, sp_id: int) -> list[dict]:
+def _devices(engine: sa.Engine, sp_id: int) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(device.c.iccid, device.c.status, device.c.carrier_rate_plan, device.c.communication_plan)
+            sa.select(device.c.iccid, device.c.status)
             .where(device.c.service_provider_id == sp_id, device.c.archived_at.is_(None))
             .order_by(device.c.id)
         ).all()
     return [dict(r._mapping) for r in rows]
+
+
+def _flip(devices: list[dict[str, Any]], a: str, b: str, limit: int) -> tuple[list[str], str]:
+    """ICCIDs of up to ``limit`` devices in the more common of two statuses, and the other status,
+    so each demo run flips devices back and forth instead of running out of them."""
+    in_a = [d["iccid"] for d in devices if d["status"] == a]
+    in_b = [d["iccid"] for d in devices if d["status"] == b]
+    return (in_a[:limit], b) if len(in_a) >= len(in_b) else (in_b[:limit], a)
+
+
+def _requests(engine: sa.Engine, seed: DemoSeed, devices: int) -> list[tuple[str, BulkChangeRequest]]:
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S")
+    example = BulkChangeRequest.model_validate({**seed.example_customer_rate_plan_request(), "idempotencyKey": f"demo-example-{stamp}"})
+    jasper, jasper_target = _flip(_devices(engine, seed.service_providers["jasper"]), "ACTIVATED", "DEACTIVATED", devices)
+    ts, ts_target = _flip(_devices(engine, seed.service_providers["thingspace"]), "active", "suspend", THINGSPACE_DEVICES)
+    out = [("example changeType 4", example)]
+    for label, sp, iccids, target in (("Jasper", "jasper", jasper, jasper_target), ("ThingSpace", "thingspace", ts, ts_target)):
+        out.append((f"{len(iccids)}-device {label} StatusUpdate -> {target}", BulkChangeRequest.model_validate({
+            "serviceProviderId": seed.service_providers[sp], "changeType": 1, "idempotencyKey": f"demo-{sp}-{stamp}",
+            "devices": iccids, "statusUpdate": {"targetStatus": target}})))
+    return out
+
+
+def _process(console: Console, park: Park, ids: list[int], engine: sa.Engine) -> None:
+    """Sensor ticks and runs until every bulk change is final (async ones after their callbacks)."""
+    defs = build_definitions()
+    with dg.DagsterInstance.get() as instance:
+        for sensor in (None, ASYNC_SENSOR_NAME, ASYNC_SENSOR_NAME, ASYNC_SENSOR_NAME):
+            if sensor and all(get_bulk_change(engine, i)["status"] in FINAL for i in ids):
+                break
+            if sensor:
+                park.wait_idle(30)
+                time.sleep(0.2)  # the last callbacks reach the app
+            while True:
+                result, runs = tick_and_run(instance, defs, run_config=QUIET, **({"sensor_name": sensor} if sensor else {}))
+                for run in runs:
+                    console.print(f"    {run.dagster_run.job_name} run {run.run_id[:8]} for bulk change "
+                                  f"{run.dagster_run.tags.get('dagster/partition')}: {'success' if run.success else 'FAILED'}")
+                if not result.run_requests or sensor:
+                    break
 
 
 def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
@@ -54,70 +102,39 @@ def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)  # Dagster's own, not actionable here
     os.environ.setdefault("DAGSTER_HOME", str(data_dir() / "dagster"))
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
-    os.environ.setdefault("BULKCHANGE_CRED_DEMO_JASPER_USERNAME", DEMO_USER)
-    os.environ.setdefault("BULKCHANGE_CRED_DEMO_JASPER_SECRET", DEMO_KEY)
     url = database_url()
     console.print(f"[bold]1/5[/] business database: {make_engine(url).url.render_as_string(hide_password=True)}")
     migrate.upgrade(url)
     engine = make_engine(url)
 
-    sim = JasperSimulator({os.environ["BULKCHANGE_CRED_DEMO_JASPER_USERNAME"]: os.environ["BULKCHANGE_CRED_DEMO_JASPER_SECRET"]},
-                          rate_per_second=0, max_concurrency=8)
-    with sim.run_in_thread() as handle:
-        console.print(f"[bold]2/5[/] Jasper simulator at {handle.base_url}")
+    with start_park() as park, run_app_in_thread(create_app(url)) as callbacks:
+        console.print(f"[bold]2/5[/] simulators: {', '.join(f'{k} {v}' for k, v in park.base_urls.items())}; "
+                      f"callbacks at {callbacks.root_url}")
         # Half again as many devices as the StatusUpdate needs, so each demo run finds enough
         # devices to flip (ACTIVATED -> DEACTIVATED, then back on the next run).
-        seed = seed_demo(engine, devices_per_carrier=max(1000, devices + devices // 2), base_urls={"jasper": handle.base_url})
-        sp_id = seed.service_providers["jasper"]
-        # Point the demo account at this simulator (a re-run gets a new port). A real Jasper account
-        # allows ~5 calls/s and one call at a time (the seed's setting); the local simulator has no
-        # limit, so the demo lifts the account's limits to show the pipeline's own speed.
-        with engine.begin() as conn:
-            conn.execute(
-                sa.update(service_provider)
-                .where(service_provider.c.id == sp_id)
-                .values(base_url=handle.base_url, rate_per_second=0, max_concurrency=8)
-            )
-        jasper_devices = _jasper_devices(engine, sp_id)
-        sim.seed_devices(
-            {"iccid": d["iccid"], "status": d["status"], "ratePlan": d["carrier_rate_plan"], "communicationPlan": d["communication_plan"]}
-            for d in jasper_devices
-        )
-        console.print(f"[bold]3/5[/] demo tenant seeded: {len(jasper_devices)} Jasper devices (and the other carriers')")
+        seed = seed_demo(engine, devices_per_carrier=max(1000, devices + devices // 2))
+        # A re-run gets new ports. Real carriers throttle (Jasper: ~5 calls/s, one at a time, the
+        # seed's setting); the local simulators do not, so the demo lifts the accounts' limits to
+        # show the pipeline's own speed.
+        point_demo_at(engine, park.base_urls, unlimited=True)
+        counts = sync_from_database(engine, park, seed.tenant_id)
+        os.environ.update(park.credentials_env(demo_credentials_names()))
+        os.environ["BULKCHANGE_CALLBACK_BASE_URL"] = callbacks.root_url
+        console.print(f"[bold]3/5[/] demo tenant seeded; simulators synced: {', '.join(f'{k} {v}' for k, v in counts.items())}")
 
-        stamp = utcnow().strftime("%Y%m%dT%H%M%S")
-        example = BulkChangeRequest.model_validate({**seed.example_customer_rate_plan_request(), "idempotencyKey": f"demo-example-{stamp}"})
-        activated = [d for d in jasper_devices if d["status"] == "ACTIVATED"]
-        deactivated = [d for d in jasper_devices if d["status"] == "DEACTIVATED"]
-        source, target = (activated, "DEACTIVATED") if len(activated) >= len(deactivated) else (deactivated, "ACTIVATED")
-        status_update = BulkChangeRequest.model_validate(
-            {
-                "serviceProviderId": sp_id,
-                "changeType": 1,
-                "idempotencyKey": f"demo-status-{stamp}",
-                "devices": [d["iccid"] for d in source[:devices]],
-                "statusUpdate": {"targetStatus": target},
-            }
-        )
         ids = []
-        count = len(status_update.devices)
-        for label, request in (("example changeType 4", example), (f"{count}-device StatusUpdate -> {target}", status_update)):
+        for label, request in _requests(engine, seed, devices):
             outcome = submit(engine, seed.tenant_id, request, created_by="demo")
             ids.append(outcome.bulk_change_id)
             console.print(f"[bold]4/5[/] submitted {label}: {outcome.message.splitlines()[0]}")
 
-        console.print("[bold]5/5[/] bulk_change_sensor -> process_bulk_change_job (Dagster, in this process)...")
+        console.print("[bold]5/5[/] bulk_change_sensor -> process_bulk_change_job, then async_results_sensor -> "
+                      "reconcile_async_job (Dagster, in this process)...")
+        park.simulators["jasper"].reset_counters()
         started = time.perf_counter()
-        defs = build_definitions()
-        with dg.DagsterInstance.get() as instance:
-            while True:
-                result, runs = tick_and_run(instance, defs, run_config=QUIET)
-                for run in runs:
-                    console.print(f"    run {run.run_id[:8]} for bulk change {run.dagster_run.tags.get('dagster/partition')}: "
-                                  f"{'success' if run.success else 'FAILED'}")
-                if not result.run_requests:
-                    break
+        _process(console, park, ids, engine)
         seconds = time.perf_counter() - started
+        stats = park.simulators["jasper"].stats()
 
     table = Table(title=f"Bulk changes after {seconds:.1f} s")
     for col in ("bulk change", "type", "status", "device rows by status"):
@@ -126,8 +143,7 @@ def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
         bc = get_bulk_change(engine, bc_id)
         table.add_row(str(bc_id), str(bc["change_type"]), bc["status"], ", ".join(f"{k}: {v}" for k, v in sorted(bc["counts"].items())))
     console.print(table)
-    stats = sim.stats()
-    console.print(f"Simulator: {stats['total_calls']} calls, {stats['applied_devices']} devices changed, "
+    console.print(f"Jasper simulator: {stats['total_calls']} calls, {stats['applied_devices']} devices changed, "
                   f"{stats['applied_more_than_once']} changed twice.")
     console.print("Open the UI: [bold]make dev[/], then http://127.0.0.1:3000 (job process_bulk_change_job, "
                   "one partition per bulk change). Per-device results: [bold]bulkchange results ID --csv -[/]")

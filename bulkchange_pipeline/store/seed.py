@@ -11,7 +11,6 @@ by accident. Secrets are never stored: each service provider names a credentials
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,7 +21,15 @@ import sqlalchemy as sa
 from ..domain import Integration, luhn_check_digit
 from . import reference as ref
 from .db import run_transaction, utcnow
-from .schema import customer, customer_rate_plan, customer_rate_pool, device, metadata, tenant
+from .schema import (
+    customer,
+    customer_rate_plan,
+    customer_rate_pool,
+    device,
+    metadata,
+    service_provider,
+    tenant,
+)
 
 DEMO_TENANT = "demo"
 OTHER_TENANT = "other"
@@ -47,11 +54,13 @@ RATE_PLANS: dict[Integration, list[tuple[str, str, str | None]]] = {
     ],
     Integration.THINGSPACE: [("M2M-4G-1GB", "M2M 4G 1 GB", None), ("M2M-4G-5GB", "M2M 4G 5 GB", None)],
     Integration.TELEGENCE: [("IOTSOC1GB", "Mobility IoT 1 GB", None), ("IOTSOC5GB", "Mobility IoT 5 GB", None)],
+    # Teal plans are UUIDs and Pond plans are package type ids: the simulators' own defaults, so a
+    # simulator started on its own (``python -m bulkchange_pipeline.simulators teal``) knows them.
     Integration.TEAL: [
-        (str(uuid.uuid5(uuid.NAMESPACE_URL, "teal-plan-1gb")), "Teal Global 1 GB", None),
-        (str(uuid.uuid5(uuid.NAMESPACE_URL, "teal-plan-5gb")), "Teal Global 5 GB", None),
+        ("5f0c2a8e-1d3b-4c6a-9e7f-000000000001", "Teal IoT 1 GB", None),
+        ("5f0c2a8e-1d3b-4c6a-9e7f-000000000005", "Teal IoT 5 GB", None),
     ],
-    Integration.POND: [("101", "Pond 1 GB package", None), ("102", "Pond 5 GB package", None)],
+    Integration.POND: [("2002", "Pond IoT 1 GB package", None), ("2003", "Pond IoT 5 GB package", None)],
     Integration.REVIO: [],
 }
 
@@ -59,7 +68,9 @@ RATE_PLANS: dict[Integration, list[tuple[str, str, str | None]]] = {
 STATUS_CYCLE: dict[Integration, list[str]] = {
     Integration.JASPER: ["ACTIVATED"] * 8 + ["DEACTIVATED", "TEST_READY"],
     Integration.THINGSPACE: ["active"] * 8 + ["suspend", "pre-active"],
-    Integration.TELEGENCE: ["A"] * 9 + ["S"],
+    # INVENTORY: a SIM in stock with no line at Telegence yet (what ActivateNewService activates);
+    # its MSISDN is the number reserved for it, replaced by the one Telegence assigns.
+    Integration.TELEGENCE: ["A"] * 8 + ["S", "INVENTORY"],
     Integration.TEAL: ["online"] * 8 + ["stopped", "waiting"],
     Integration.POND: ["ACTIVATED"] * 9 + ["DEACTIVATED"],
     Integration.REVIO: ["ACTIVE"] * 10,
@@ -134,6 +145,33 @@ def default_base_urls(overrides: Mapping[str, str] | None = None) -> dict[str, s
     for key, url in (overrides or {}).items():
         urls[Integration.parse(key).value] = url
     return urls
+
+
+def demo_credentials_names() -> dict[str, str]:
+    """Integration -> the credentials entry its demo service provider names (``DEMO_JASPER``...)."""
+    return {i.value: f"DEMO_{i.value.upper()}" for i in PROVIDERS}
+
+
+def point_demo_at(engine: sa.Engine, base_urls: Mapping[str, str], *, unlimited: bool = False) -> int:
+    """Set the demo tenant's service providers' ``base_url`` (e.g. at a simulator park that got
+    new ports); ``unlimited`` also lifts their rate limits (a local simulator has none, so the demo
+    shows the pipeline's own speed). Returns how many providers changed."""
+    tenant_id = ref.tenant_id_by_name(engine, DEMO_TENANT)
+    if tenant_id is None:
+        return 0
+    changed = 0
+    with engine.begin() as conn:
+        for integration, url in base_urls.items():
+            values: dict[str, Any] = {"base_url": url}
+            if unlimited:
+                values.update(rate_per_second=0, max_concurrency=8)
+            changed += conn.execute(
+                sa.update(service_provider)
+                .where(service_provider.c.tenant_id == tenant_id,
+                       service_provider.c.integration == Integration.parse(integration).value)
+                .values(**values)
+            ).rowcount
+    return changed
 
 
 def _device_rows(integ: Integration, index: int, tenant_index: int, count: int, customer_ids: list[int]) -> list[dict[str, Any]]:
@@ -263,4 +301,13 @@ def reset_demo(engine: sa.Engine) -> None:
     run_transaction(engine, work)
 
 
-__all__ = ["DemoSeed", "seed_demo", "load_demo", "reset_demo", "default_base_urls", "demo_iccid"]
+__all__ = [
+    "DemoSeed",
+    "default_base_urls",
+    "demo_credentials_names",
+    "demo_iccid",
+    "load_demo",
+    "point_demo_at",
+    "reset_demo",
+    "seed_demo",
+]
