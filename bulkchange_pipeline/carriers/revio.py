@@ -455,10 +455,12 @@ class RevioClient:
 
 
 def _new_values(change: DeviceChange) -> dict[str, Any]:
-    """Device columns Rev.io now backs: the customer, for an assignment (none for a new service)."""
+    """Device columns Rev.io now backs: an active Rev service line, and the customer for an
+    assignment (archival and later reassignments check the service flag)."""
+    values: dict[str, Any] = {"has_active_rev_service": True}
     if change.change_type == CUSTOMER_ASSIGNMENT and "customer_id" in change.target:
-        return {"customer_id": change.target["customer_id"]}
-    return {}
+        values["customer_id"] = change.target["customer_id"]
+    return values
 
 
 def _summary(search: dict[str, Any]) -> str:

@@ -31,6 +31,8 @@ def device_values(change_type: ChangeType, target: dict[str, Any], now: datetime
         return out
     if ct is ChangeType.STATUS_UPDATE:
         return {"status": target["status"]}
+    if ct is ChangeType.CREATE_REV_SERVICE:
+        return {"has_active_rev_service": True}
     if ct is ChangeType.CHANGE_ICCID_AND_IMEI:
         return {k: target[f"new_{k}"] for k in ("iccid", "imei") if target.get(f"new_{k}")}
     return {}

@@ -237,5 +237,6 @@ DEVICE_CHANGE_FIELDS = (
     "iccid",
     "imei",
     "msisdn",
+    "has_active_rev_service",
     "archived_at",
 )

@@ -116,7 +116,7 @@ def test_assignment_creates_service_and_products(revio_sim) -> None:
     results = run(client, [assignment(1, a, customer_id=7),
                            assignment(2, b, str(CUSTOMER_B), customer_id=8, product_ids=[103])])
     assert [r.status for r in results] == ["PROCESSED", "PROCESSED"], [r.detail for r in results]
-    assert [r.new_values for r in results] == [{"customer_id": 7}, {"customer_id": 8}]
+    assert [r.new_values for r in results] == [{"customer_id": 7, "has_active_rev_service": True}, {"customer_id": 8, "has_active_rev_service": True}]
     (service,) = services_of(sim, a)
     assert (service["customer_id"], service["provider_id"], service["service_type_id"],
             service["status"]) == (CUSTOMER_A, REVIO_PROVIDER_ID, REVIO_SERVICE_TYPE_ID, "ACTIVE")
@@ -152,7 +152,7 @@ def test_same_customer_is_already_applied_without_creating(revio_sim) -> None:
     results = run(RevioClient(revio_account(revio_sim)), [assignment(1, a), assignment(2, b)])
     assert [r.status for r in results] == ["PROCESSED", "PROCESSED"]
     assert results[0].detail == f"already applied: active Rev service {full} for customer {CUSTOMER_A}"
-    assert results[0].new_values == {"customer_id": 7}
+    assert results[0].new_values == {"customer_id": 7, "has_active_rev_service": True}
     assert "added missing products [102]" in results[1].detail
     assert results[1].carrier_request_id == str(partial)
     assert sim.stats()["applied_total"] == 0  # no service created
@@ -167,7 +167,7 @@ def test_create_rev_service(revio_sim) -> None:
     changes = [assignment(1, a, change_type=CREATE_REV_SERVICE, product_ids=[102, 103]),
                assignment(2, b, change_type=CREATE_REV_SERVICE)]
     results = run(RevioClient(revio_account(revio_sim)), changes)
-    assert results[0].status == "PROCESSED" and results[0].new_values == {}
+    assert results[0].status == "PROCESSED" and results[0].new_values == {"has_active_rev_service": True}
     assert products_of(sim, a) == [102, 103] and sim.applied_counts[a] == 1
     assert results[1].status == "API_FAILED"
     assert "an active Rev service already exists for number" in results[1].detail
@@ -197,7 +197,7 @@ def test_already_applied(revio_sim) -> None:
     changes = [assignment(i, n) for i, n in enumerate((a, b, c, d))]
     found = run(RevioClient(revio_account(revio_sim)), changes, check=True)
     assert found[0] is not None and found[0].status == "PROCESSED"
-    assert found[0].carrier_request_id == str(service) and found[0].new_values == {"customer_id": 7}
+    assert found[0].carrier_request_id == str(service) and found[0].new_values == {"customer_id": 7, "has_active_rev_service": True}
     assert found[1:] == [None, None, None]  # missing product, other customer, nothing
     assert sim.stats()["applied_total"] == 0
 

@@ -171,7 +171,8 @@ CELLS: dict[tuple[ChangeType, str], Cell] = {
     (CT.CREATE_REV_SERVICE, "revio"): Cell(
         lambda s: {"customerId": s.customers["Globex Fleet"], "productIds": [103]},
         pick=lambda d: not d["has_active_rev_service"],
-        db=lambda b, a, s: a["customer_id"] == b["customer_id"],  # billing only: the device row keeps its customer
+        # Billing only: the device row keeps its customer and now shows its active Rev service.
+        db=lambda b, a, s: a["customer_id"] == b["customer_id"] and a["has_active_rev_service"],
         sim=lambda p, b, a: len(_rev_services(p, a, "REV-1002")) == 1 and _rev_products(p, a) == {103}),
     (CT.CHANGE_ICCID_AND_IMEI, "thingspace"): Cell(
         lambda s: {}, pick=lambda d: d["status"] == "active",
