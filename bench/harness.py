@@ -114,15 +114,16 @@ def database(backend: str) -> Iterator[str]:
 
 
 def seed_account(engine: sa.Engine, base_url: str, n: int, *, rate: float = 0, concurrency: int = 16,
-                 batch_size: int = 500, status: str = "ACTIVATED") -> tuple[dict, list[dict]]:
-    """A tenant, a Jasper service provider and n devices; returns ids and the devices."""
+                 batch_size: int = 500, status: str = "ACTIVATED", integration: str = "jasper",
+                 credentials_name: str = "BENCH_JASPER") -> tuple[dict, list[dict]]:
+    """A tenant, a service provider (Jasper by default) and n devices; returns ids and the devices."""
     now = utcnow()
     with engine.begin() as conn:
         tid = conn.execute(sa.insert(tenant).values(name=f"bench-{uuid.uuid4().hex[:6]}", created_at=now).returning(tenant.c.id)).scalar_one()
         sp = conn.execute(
             sa.insert(service_provider).values(
-                tenant_id=tid, name="bench jasper", integration="jasper", carrier="att_pod19", portal_type=0,
-                base_url=base_url, credentials_name="BENCH_JASPER", write_enabled=True, rate_per_second=rate,
+                tenant_id=tid, name=f"bench {integration}", integration=integration, carrier=integration, portal_type=0,
+                base_url=base_url, credentials_name=credentials_name, write_enabled=True, rate_per_second=rate,
                 max_concurrency=concurrency, batch_size=batch_size,
             ).returning(service_provider.c.id)
         ).scalar_one()

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import hmac
 import os
+import time
 from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..carriers import parse_callback
 from ..carriers.redaction import redact_json
@@ -40,9 +42,9 @@ def callbacks_router(engine_for_request) -> APIRouter:
     async def thingspace(request: Request) -> JSONResponse:
         payload = await _json_body(request)
         engine: sa.Engine = engine_for_request()
-        if not _thingspace_credentials_ok(engine, payload):
+        if not await run_in_threadpool(_thingspace_credentials_ok, engine, payload):
             raise HTTPException(status_code=401, detail="callback username/password do not match a ThingSpace account")
-        return _store(engine, "thingspace", payload)
+        return await run_in_threadpool(_store, engine, "thingspace", payload)
 
     @router.get("/teal", summary="Teal operation-result callback (?requestId=...)", operation_id="teal_callback_get")
     @router.post("/teal", summary="Teal operation-result callback (?requestId=...)", operation_id="teal_callback_post")
@@ -56,11 +58,11 @@ def callbacks_router(engine_for_request) -> APIRouter:
         outcomes = parse_callback("teal", payload)
         if not outcomes:
             raise HTTPException(status_code=400, detail="no requestId in the callback")
-        owner = request_owner(engine, outcomes[0].request_id)
+        owner = await run_in_threadpool(request_owner, engine, outcomes[0].request_id)
         if owner is None or owner.integration != "teal":
             return JSONResponse({"stored": False, "detail": "unknown request id; deliver again later"}, status_code=503,
                                 headers={"Retry-After": "5"})
-        return _store(engine, "teal", payload)
+        return await run_in_threadpool(_store, engine, "teal", payload)
 
     return router
 
@@ -83,12 +85,28 @@ def _thingspace_credentials_ok(engine: sa.Engine, payload: Any) -> bool:
     user, password = str(payload.get("username") or ""), str(payload.get("password") or "")
     if not user or not password:
         return False
-    for name in credentials_names(engine, "thingspace"):
+    for name in _thingspace_accounts(engine):
         key = credential_env_key(name)
         want_user, want_pw = os.environ.get(f"{key}_CALLBACK_USERNAME"), os.environ.get(f"{key}_CALLBACK_PASSWORD")
         if want_user and want_pw and hmac.compare_digest(user, want_user) and hmac.compare_digest(password, want_pw):
             return True
     return False
+
+
+_ACCOUNTS_TTL_SECONDS = 30.0
+_accounts_cache: dict[str, tuple[float, list[str]]] = {}
+
+
+def _thingspace_accounts(engine: sa.Engine) -> list[str]:
+    """Credentials names of the ThingSpace accounts, re-read at most every 30 s: a bulk change
+    brings one callback per device, and the list changes only when an account is added."""
+    key = str(engine.url)
+    now = time.monotonic()
+    hit = _accounts_cache.get(key)
+    if hit is None or now - hit[0] > _ACCOUNTS_TTL_SECONDS:
+        hit = (now, credentials_names(engine, "thingspace"))
+        _accounts_cache[key] = hit
+    return hit[1]
 
 
 def _store(engine: sa.Engine, integration: str, payload: dict[str, Any]) -> JSONResponse:
