@@ -3,12 +3,18 @@
 A request for a cell that is not listed is refused at validation with a per-device error and is
 never sent. ``Handling`` says where the change lands: our database only, or the carrier first and
 then our database.
+
+``Capability.dates`` says whether the carrier takes a future effective date in the request and
+applies the change itself on that date (``CarrierDates``); such rows are sent at once with the
+date. Every other cell with a future effective date waits in SCHEDULED and the sensor launches it
+when it is due (intake validation applies the rule).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from .enums import ChangeType, Integration
 
@@ -20,20 +26,52 @@ class Handling(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class CarrierDates:
+    """The carrier takes a future effective date with the change and applies it itself then.
+
+    ``max_days_ahead``: the furthest date it accepts (None: no limit known). ``whole_days``: it
+    takes a calendar day (UTC), not a time of day, so only a date on a later day than today can be
+    handed over (a later time today would be applied at once).
+    """
+
+    max_days_ahead: int | None = None
+    whole_days: bool = False
+
+    def takes(self, when: datetime, now: datetime) -> bool:
+        """Whether the carrier can be handed ``when`` (a future instant; both naive UTC or both aware)."""
+        if when <= now:
+            return False
+        if self.max_days_ahead is not None and when > now + timedelta(days=self.max_days_ahead):
+            return False
+        return not self.whole_days or when.date() > now.date()
+
+    def applies_on(self, when: datetime) -> str:
+        """When the carrier applies it, as the carrier is told (UTC)."""
+        if self.whole_days:
+            return when.date().isoformat()
+        return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@dataclass(frozen=True)
 class Capability:
     handling: Handling
     how: str  # what the carrier side does, for people reading a dry-run report
+    dates: CarrierDates | None = None  # the carrier takes effective dates itself (see CarrierDates)
 
 
 CT = ChangeType
 I = Integration
 C, A, DB = Handling.CARRIER, Handling.CARRIER_ASYNC, Handling.DB
+# Jasper's DeviceEditModel takes effectiveDate up to 180 days ahead; Telegence line PATCHes take a
+# `yyyy-MM-ddZ` effectiveDate (no limit documented). Their clients send the target's future date.
+JASPER_DATES = CarrierDates(max_days_ahead=180)
+TELEGENCE_DATES = CarrierDates(whole_days=True)
 
 MATRIX: dict[ChangeType, dict[Integration, Capability]] = {
     CT.STATUS_UPDATE: {
-        I.JASPER: Capability(C, "PUT status"),
+        I.JASPER: Capability(C, "PUT status", JASPER_DATES),
         I.THINGSPACE: Capability(A, "activate/suspend/restore/deactivate"),
-        I.TELEGENCE: Capability(C, "line PATCH; activation batch"),
+        I.TELEGENCE: Capability(C, "line PATCH; activation batch", TELEGENCE_DATES),
         I.TEAL: Capability(A, "enable/disable"),
         I.POND: Capability(C, "service statuses"),
     },
@@ -45,7 +83,7 @@ MATRIX: dict[ChangeType, dict[Integration, Capability]] = {
         i: Capability(DB, "database only") for i in (I.JASPER, I.THINGSPACE, I.TELEGENCE, I.TEAL, I.POND)
     },
     CT.CUSTOMER_ASSIGNMENT: {
-        I.JASPER: Capability(C, "PUT customer, then database"),
+        I.JASPER: Capability(C, "PUT customer, then database", JASPER_DATES),
         I.THINGSPACE: Capability(DB, "database only"),
         I.TELEGENCE: Capability(DB, "database only"),
         I.TEAL: Capability(DB, "database only"),
@@ -53,9 +91,9 @@ MATRIX: dict[ChangeType, dict[Integration, Capability]] = {
         I.REVIO: Capability(C, "service + products when the customer has a Rev id"),
     },
     CT.CARRIER_RATE_PLAN_CHANGE: {
-        I.JASPER: Capability(C, "PUT ratePlan (+ communicationPlan)"),
+        I.JASPER: Capability(C, "PUT ratePlan (+ communicationPlan)", JASPER_DATES),
         I.THINGSPACE: Capability(A, "PUT plan"),
-        I.TELEGENCE: Capability(C, "PATCH singleUserCode"),
+        I.TELEGENCE: Capability(C, "PATCH singleUserCode", TELEGENCE_DATES),
         I.TEAL: Capability(A, "assign-plan (needs EID)"),
         I.POND: Capability(C, "add package, activate, terminate old; undo on failure"),
     },
@@ -67,7 +105,7 @@ MATRIX: dict[ChangeType, dict[Integration, Capability]] = {
         I.TELEGENCE: Capability(C, "PATCH sim/IMEI"),
     },
     CT.EDIT_USERNAME_COST_CENTER: {
-        I.JASPER: Capability(C, "PUT custom fields"),
+        I.JASPER: Capability(C, "PUT custom fields", JASPER_DATES),
         I.THINGSPACE: Capability(DB, "database only"),
         I.TELEGENCE: Capability(C, "PATCH + Rev update"),
         I.TEAL: Capability(DB, "database only"),

@@ -32,6 +32,7 @@ from ..store.bulk_changes import get_bulk_change, iter_device_results
 from ..store.reference import get_service_provider
 from .api_models import (
     PROBLEM_JSON,
+    PROBLEMS,
     ApiProblem,
     BulkChangeOut,
     CancelOut,
@@ -214,10 +215,6 @@ def _not_found(bulk_change_id: int) -> ApiProblem:
     return ApiProblem(404, f"no bulk change {bulk_change_id} for this API key's tenant", title="Bulk change not found")
 
 
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": HTTPStatus(status).phrase}
-    for status in (400, 401, 404, 409, 413, 415, 422)
-}
 BulkChangeId = Path(ge=1, le=MAX_ID, description="Bulk change id")
 
 

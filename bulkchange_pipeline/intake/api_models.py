@@ -276,3 +276,17 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(Exception, on_error)
+
+
+# Documented error answers (application/problem+json), by status, for route `responses=`.
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": HTTPStatus(status).phrase}
+    for status in (400, 401, 404, 409, 413, 415, 422, 503)
+}
+
+
+class CallbackStored(ApiModel):
+    """A callback was accepted: how many outcomes were stored, how many were duplicates."""
+
+    stored: int
+    duplicates: int

@@ -30,6 +30,7 @@ from ..carriers import parse_callback
 from ..carriers.redaction import redact_json
 from ..engine.accounts import credential_env_key
 from ..store.callbacks import credentials_names, request_owner, store_callback
+from .api_models import PROBLEMS, CallbackStored
 
 MAX_CALLBACK_BYTES = 1_000_000
 
@@ -38,7 +39,8 @@ def callbacks_router(engine_for_request) -> APIRouter:
     """Routes under /callbacks; ``engine_for_request()`` returns the business database engine."""
     router = APIRouter(prefix="/callbacks", tags=["carrier callbacks"])
 
-    @router.post("/thingspace", summary="ThingSpace CarrierService callback (one per device)")
+    @router.post("/thingspace", summary="ThingSpace CarrierService callback (one per device)",
+                 response_model=CallbackStored, responses={k: PROBLEMS[k] for k in (400, 401, 413)})
     async def thingspace(request: Request) -> JSONResponse:
         payload = await _json_body(request)
         engine: sa.Engine = engine_for_request()
@@ -46,8 +48,11 @@ def callbacks_router(engine_for_request) -> APIRouter:
             raise HTTPException(status_code=401, detail="callback username/password do not match a ThingSpace account")
         return await run_in_threadpool(_store, engine, "thingspace", payload)
 
-    @router.get("/teal", summary="Teal operation-result callback (?requestId=...)", operation_id="teal_callback_get")
-    @router.post("/teal", summary="Teal operation-result callback (?requestId=...)", operation_id="teal_callback_post")
+    teal_doc = {"summary": "Teal operation-result callback (?requestId=...)", "response_model": CallbackStored,
+                "responses": {k: PROBLEMS[k] for k in (400, 413, 503)}}
+
+    @router.get("/teal", operation_id="teal_callback_get", **teal_doc)
+    @router.post("/teal", operation_id="teal_callback_post", **teal_doc)
     async def teal(request: Request) -> JSONResponse:
         payload: dict[str, Any] = {}
         if request.method == "POST" and int(request.headers.get("content-length") or 0) > 0:
@@ -60,7 +65,7 @@ def callbacks_router(engine_for_request) -> APIRouter:
             raise HTTPException(status_code=400, detail="no requestId in the callback")
         owner = await run_in_threadpool(request_owner, engine, outcomes[0].request_id)
         if owner is None or owner.integration != "teal":
-            return JSONResponse({"stored": False, "detail": "unknown request id; deliver again later"}, status_code=503,
+            raise HTTPException(status_code=503, detail="unknown request id (not recorded yet?); deliver it again later",
                                 headers={"Retry-After": "5"})
         return await run_in_threadpool(_store, engine, "teal", payload)
 

@@ -219,23 +219,33 @@ def dry_run_command(file: str, limit: int, tenant: str, database_url: str | None
 
 @main.command("status")
 @click.argument("bulk_change_id", type=int)
-@click.option("--watch", is_flag=True, help="Show a progress bar until every device row is final.")
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between polls with --watch.")
-@click.option("--timeout", default=None, type=float, help="Give up watching after this many seconds (exit 1).")
+@click.option("--follow", "--watch", "follow", is_flag=True,
+              help="Show a live progress bar (rows done / total, rate, failures) until the bulk change is final.")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds between polls with --follow.")
+@click.option("--timeout", default=None, type=click.FloatRange(min=0), help="Give up following after this many seconds (exit 1).")
 @tenant_option
 @database_option
 @friendly_errors
-def status_command(bulk_change_id: int, watch: bool, interval: float, timeout: float | None, tenant: str, database_url: str | None) -> None:
-    """Counts of a bulk change's device rows per status."""
+def status_command(bulk_change_id: int, follow: bool, interval: float, timeout: float | None, tenant: str, database_url: str | None) -> None:
+    """Counts of a bulk change's device rows per status; with --follow (alias --watch), follow it
+    until it is PROCESSED, CANCELLED or ERROR (exit 0), or --timeout / Ctrl-C (exit 1)."""
+    from .render import follow_bulk_change
+
+    out = console()
     with open_engine(database_url) as engine:
         tenant_id = resolve_tenant(engine, tenant)
         bc = _get(engine, tenant_id, bulk_change_id)
         names = {sp.id: sp.name for sp in ref.list_service_providers(engine, tenant_id)}
-        if watch:
-            bc = _watch(engine, tenant_id, bc, interval, timeout)
-    render_status(console(), bc, names.get(bc["service_provider_id"]))
-    if watch and not _done(bc):
-        raise UserError(f"bulk change {bulk_change_id} is still {bc['status']} after {timeout} s")
+        followed = None
+        if follow:
+            followed = follow_bulk_change(out, lambda: _get(engine, tenant_id, bulk_change_id), bc,
+                                          interval=interval, timeout=timeout)
+            bc = followed.bc
+    render_status(out, bc, names.get(bc["service_provider_id"]))
+    if followed is not None and not followed.final:
+        why = "stopped following" if followed.interrupted else f"gave up after {timeout:g} s"
+        raise UserError(f"bulk change {bulk_change_id} is still {bc['status']}: {why}")
 
 
 def _get(engine: sa.Engine, tenant_id: int, bulk_change_id: int) -> dict[str, Any]:
@@ -506,3 +516,181 @@ def tenant_retention_command(archive_days: int | None, purge_days: int | None, t
             except ValueError as exc:
                 raise UserError(str(exc)) from None
     click.echo(f"tenant {r.name!r}: archive {r.archive_after_days} days after completion, purge {r.purge_after_days} days after completion")
+
+
+@main.command("simulate")
+@database_option
+@click.option("--seed-from-db", is_flag=True, help="Seed the simulators with the demo tenant's devices and catalogue.")
+@click.option("--free-ports", is_flag=True, help="Bind free ports instead of the seed's defaults (8910-8915).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--callback-base-url", envvar="BULKCHANGE_CALLBACK_BASE_URL", default="http://127.0.0.1:8080",
+              show_default=True, help="Where `bulkchange serve` takes carrier callbacks (ThingSpace, Teal).")
+@click.option("--limits", is_flag=True, help="Keep the carriers' own rate limits (default: none).")
+@click.option("--print-env", is_flag=True, help="Only print the `export` lines for the default ports and exit.")
+@friendly_errors
+def simulate_command(database_url: str | None, seed_from_db: bool, free_ports: bool, host: str,
+                     callback_base_url: str, limits: bool, print_env: bool) -> None:
+    """Run all six carrier simulators in the foreground (Ctrl-C stops them), point the demo service
+    providers at them and print the credentials to export (used by `make dev`)."""
+    from ..simulators.park import Park, start_park
+    from ..simulators.sync import sync_from_database
+    from ..store.seed import PROVIDERS, demo_credentials_names, point_demo_at
+
+    names = demo_credentials_names()
+    if print_env:  # the demo accounts are fixed, so the lines are known before anything starts
+        env = Park({}, {}, callback_base_url).credentials_env(names)
+        click.echo("\n".join(f"export {k}={v}" for k, v in sorted(env.items())))
+        return
+    ports = None if free_ports else {i.value: int(spec[2].rsplit(":", 1)[1].split("/", 1)[0]) for i, spec in PROVIDERS.items()}
+    with start_park(callback_base_url, host=host, ports=ports, limits=limits) as park:
+        out = console()
+        with open_engine(database_url) as engine:
+            tenant_id = ref.tenant_id_by_name(engine, "demo")
+            if tenant_id is None:
+                out.print("no demo tenant in this database (run `bulkchange seed-demo`); simulators start empty")
+            else:
+                point_demo_at(engine, park.base_urls, unlimited=not limits)
+                if seed_from_db:
+                    counts = sync_from_database(engine, park, tenant_id)
+                    out.print("seeded from the database: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        for name, url in park.base_urls.items():
+            out.print(f"{name:<11} {url}")
+        click.echo("\n".join(f"export {k}={v}" for k, v in sorted(park.credentials_env(names).items())))
+        out.print("simulators running; Ctrl-C stops them")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            out.print("stopping the simulators")
+
+
+# --- beyond one machine: carrier pools and the local production-shaped deployment (issue 10) ---
+
+
+@main.command("sync-pools")
+@database_option
+@click.option("--carrier-api-slots", default=8, show_default=True, type=click.IntRange(1),
+              help="Slots of pool carrier_api: carrier-calling steps executing at once across all runs.")
+@click.option("--no-prune", is_flag=True, help="Keep carrier-sp-* pools whose service provider is gone.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@friendly_errors
+def sync_pools_command(database_url: str | None, carrier_api_slots: int, no_prune: bool, dry_run: bool) -> None:
+    """Set the Dagster pools from the service provider table: carrier_api, and carrier-sp-<id> = the
+    account's max_concurrency. Uses the instance in DAGSTER_HOME (PostgreSQL storage)."""
+    import os
+
+    import dagster as dg
+
+    from ..defs.pools import PoolsUnsupported, sync_from_database
+
+    if not os.environ.get("DAGSTER_HOME"):
+        raise UserError("DAGSTER_HOME is not set: point it at the deployment's instance (e.g. source <run dir>/deployment.env)")
+    with dg.DagsterInstance.get() as instance, open_engine(database_url) as engine:
+        try:
+            r = sync_from_database(instance, engine, carrier_api_slots, prune=not no_prune, dry_run=dry_run)
+        except PoolsUnsupported as exc:
+            raise UserError(str(exc)) from None
+    names = {f"carrier-sp-{a.service_provider_id}": f"{a.name} (tenant {a.tenant_id})" for a in r.accounts}
+    table = Table()
+    for col in ("pool", "slots", "change", "service provider"):
+        table.add_column(col, overflow="fold")
+    for key, slots in sorted(r.desired.items()):
+        change = f"{r.changed[key][0] if r.changed[key][0] is not None else 'unset'} -> {slots}" if key in r.changed else "-"
+        table.add_row(key, str(slots), change, names.get(key, "all carrier accounts"))
+    for key in r.deleted:
+        table.add_row(key, "-", "deleted", "no longer a limited service provider")
+    out = console()
+    out.print(table)
+    out.print(f"{'would change' if dry_run else 'changed'} {len(r.changed)}, deleted {len(r.deleted)}, unchanged {len(r.unchanged)}. "
+              "Runs per account are limited by the run queue (tag bulkchange/carrier_account, 1 per account); "
+              "carrier-sp-* pools publish each account's call limit.")
+
+
+@main.group("deploy-local")
+def deploy_local_group() -> None:
+    """Code server, webserver, daemon and intake as separate processes on PostgreSQL (production shape)."""
+
+
+def _run_dir_option(f: F) -> F:
+    return click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+                        help="Folder for config, pid files and logs (default: <BULKCHANGE_HOME>/deploy-local).")(f)
+
+
+def _run_dir(value: str | None) -> Any:
+    from pathlib import Path
+
+    from ..store.db import data_dir
+
+    return Path(value).resolve() if value else data_dir() / "deploy-local"
+
+
+@deploy_local_group.command("start")
+@_run_dir_option
+@database_option
+@click.option("--dagster-database-url", envvar="BULKCHANGE_DAGSTER_DATABASE_URL", default=None,
+              help="PostgreSQL for Dagster's storage (default: the DAGSTER_PG_* variables).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--code-server-port", default=4266, show_default=True, type=int)
+@click.option("--webserver-port", default=3000, show_default=True, type=int)
+@click.option("--intake-port", default=8080, show_default=True, type=int)
+@click.option("--carrier-api-slots", default=8, show_default=True, type=click.IntRange(1), help="See `sync-pools`.")
+@click.option("--startup-timeout", default=120.0, show_default=True, type=float, help="Seconds each service may take to be ready.")
+@click.option("--instance-config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="dagster.yaml to use (default: deploy/dagster.postgres.yaml).")
+@friendly_errors
+def deploy_local_start(run_dir: str | None, database_url: str | None, dagster_database_url: str | None, host: str,
+                       code_server_port: int, webserver_port: int, intake_port: int, carrier_api_slots: int,
+                       startup_timeout: float, instance_config: str | None) -> None:
+    """Migrate, sync pools, start the four services; returns once all are ready."""
+    from pathlib import Path
+
+    from ..deploy import DEFAULT_INSTANCE_CONFIG, DeployError, LocalDeployment, service_environment, start
+
+    dep = LocalDeployment(_run_dir(run_dir), host, code_server_port, webserver_port, intake_port,
+                          Path(instance_config).resolve() if instance_config else DEFAULT_INSTANCE_CONFIG)
+    try:
+        env = service_environment(dep, database_url or default_database_url(), dagster_database_url)
+        started = start(dep, env, carrier_api_slots=carrier_api_slots, startup_timeout=startup_timeout)
+    except DeployError as exc:
+        raise UserError(str(exc)) from None
+    out = console()
+    for s in started.services:
+        out.print(f"{s.name:<12} pid {s.pid:<8} {s.detail}")
+    out.print("pools: " + ", ".join(f"{k}={v}" for k, v in sorted(started.pools.items())))
+    out.print(f"UI {dep.url('webserver')}  intake {dep.url('intake')}/docs  logs {dep.run_dir / 'logs'}\n"
+              f"settings for dagster/bulkchange commands: source {dep.env_file}")
+
+
+@deploy_local_group.command("stop")
+@_run_dir_option
+@click.option("--timeout", default=20.0, show_default=True, type=float, help="Seconds after SIGTERM before SIGKILL.")
+@friendly_errors
+def deploy_local_stop(run_dir: str | None, timeout: float) -> None:
+    """Stop the services (intake, webserver, daemon, then the code server and its run workers)."""
+    from ..deploy import DeployError, LocalDeployment, stop
+
+    try:
+        results = stop(LocalDeployment.load(_run_dir(run_dir)), timeout)
+    except DeployError as exc:
+        raise UserError(str(exc)) from None
+    for name, outcome in results.items():
+        click.echo(f"{name:<12} {outcome}")
+
+
+@deploy_local_group.command("status")
+@_run_dir_option
+@friendly_errors
+def deploy_local_status(run_dir: str | None) -> None:
+    """Which services are up and ready; exit 1 unless all are."""
+    import os
+
+    from ..deploy import DeployError, LocalDeployment, status
+
+    try:
+        states = status(LocalDeployment.load(_run_dir(run_dir)), os.environ)
+    except DeployError as exc:
+        raise UserError(str(exc)) from None
+    for s in states:
+        state = "ready" if s.ready else "up, not ready" if s.running else "down"
+        click.echo(f"{s.name:<12} {state:<14} pid {s.pid or '-':<8} {s.detail}")
+    click.get_current_context().exit(0 if all(s.ready for s in states) else 1)

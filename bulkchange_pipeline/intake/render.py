@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import IO, Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..domain import ChangeType, DeviceChangeStatus
-from .validation import ValidationReport
+from .validation import ValidationReport, is_carrier_dated
 
 RESULT_COLUMNS = (
     "id", "iccid", "msisdn", "imei", "eid", "status", "status_details", "attempt_count",
@@ -34,6 +37,7 @@ def render_report(console: Console, report: ValidationReport, *, limit: int = 20
         f"({sp.integration.value}, id {sp.id}): {report.total} devices, "
         f"[green]{report.accepted} accepted[/]"
         + (f" ([blue]{report.scheduled} scheduled[/])" if report.scheduled else "")
+        + (f" ([blue]{report.carrier_dated} dated by the carrier[/])" if report.carrier_dated else "")
         + (f", [red]{len(report.errors)} refused[/]" if report.errors else "")
     )
     for warning in report.warnings:
@@ -55,8 +59,15 @@ def render_report(console: Console, report: ValidationReport, *, limit: int = 20
         table.add_column("device")
         table.add_column("status")
         table.add_column("target", overflow="fold")
-        for i, r in accepted[:limit]:
-            table.add_row(str(report.row_numbers[i]), report.identifiers[i][:40], r.status.value, _target_text(r.change_request))
+        shown = accepted[:limit]
+        notes = any(r.status_details or r.effective_at for _, r in shown)
+        if notes:
+            table.add_column("when", overflow="fold")
+        for i, r in shown:
+            cells = [str(report.row_numbers[i]), report.identifiers[i][:40], r.status.value, _target_text(r.change_request)]
+            if notes:
+                cells.append(_when_text(r))
+            table.add_row(*cells)
         console.print(table)
         if len(accepted) > limit:
             console.print(f"... and {len(accepted) - limit} more accepted devices")
@@ -64,6 +75,15 @@ def render_report(console: Console, report: ValidationReport, *, limit: int = 20
 
 def _target_text(target: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in target.items())
+
+
+def _when_text(row: Any) -> str:
+    """When an accepted row takes effect: waiting here until a date, or dated by the carrier."""
+    if row.status is DeviceChangeStatus.SCHEDULED and row.effective_at:
+        return f"waits until {row.effective_at:%Y-%m-%d %H:%M:%S} UTC, then sent"
+    if is_carrier_dated(row):
+        return row.status_details
+    return "sent now"
 
 
 def render_status(console: Console, bc: dict[str, Any], provider_name: str | None) -> None:
@@ -89,6 +109,101 @@ def render_status(console: Console, bc: dict[str, Any], provider_name: str | Non
 
 def final_count(counts: dict[str, int]) -> int:
     return sum(n for s, n in counts.items() if DeviceChangeStatus(s).is_final)
+
+
+# --- status --follow ------------------------------------------------------------------------------
+
+FINAL_BULK_STATUSES = frozenset({"PROCESSED", "CANCELLED", "ERROR"})
+FAILED_STATUSES = (DeviceChangeStatus.API_FAILED.value, DeviceChangeStatus.ERROR.value)
+# Every row final but the header not yet (the run's finalize step is still to come): stop anyway
+# after this long, so a header that is never finalised cannot hold the follower forever.
+SETTLE_SECONDS = 5.0
+
+
+def failure_count(counts: dict[str, int]) -> int:
+    return sum(counts.get(s, 0) for s in FAILED_STATUSES)
+
+
+@dataclass
+class FollowResult:
+    bc: dict[str, Any]  # the last bulk change read
+    final: bool  # False: timed out or interrupted
+    interrupted: bool = False
+
+
+def follow_bulk_change(
+    console: Console,
+    fetch: Callable[[], dict[str, Any]],
+    bc: dict[str, Any],
+    *,
+    interval: float = 1.0,
+    timeout: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FollowResult:
+    """Poll ``fetch`` (the bulk change with live counts) every ``interval`` s until it is final.
+
+    Final: the header is PROCESSED, CANCELLED or ERROR (or every row has been final for
+    ``SETTLE_SECONDS``). Shows a live progress bar on a terminal (rows done / total, rate since
+    following began, failures, elapsed); elsewhere (a pipe, a log) prints one line per change.
+    Ctrl-C stops following and returns what was last read.
+    """
+    start = clock()
+    deadline = None if timeout is None else start + timeout
+    done0 = final_count(bc["counts"])
+    settled_at: float | None = None
+
+    def fields(bc: dict[str, Any]) -> dict[str, Any]:
+        done = final_count(bc["counts"])
+        elapsed = clock() - start
+        rate = (done - done0) / elapsed if elapsed > 0 else 0.0
+        failed = failure_count(bc["counts"])
+        return {
+            "description": f"bulk change {bc['id']} {bc['status']}",
+            "done": done,
+            "total": bc["total"],
+            "rate": f"{rate:.1f} rows/s",
+            "failures": f"[red]{failed} failed[/]" if failed else "0 failed",
+            "failed": failed,
+        }
+
+    def is_final(bc: dict[str, Any]) -> bool:
+        nonlocal settled_at
+        if bc["status"] in FINAL_BULK_STATUSES:
+            return True
+        if final_count(bc["counts"]) >= bc["total"]:
+            settled_at = clock() if settled_at is None else settled_at
+            return clock() - settled_at >= SETTLE_SECONDS
+        settled_at = None
+        return False
+
+    live = console.is_terminal
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[failures]}"), TimeElapsedColumn(), console=console, transient=False, disable=not live,
+    )
+    last_line = None
+    try:
+        with progress:
+            f = fields(bc)
+            task = progress.add_task(f["description"], total=f["total"], completed=f["done"], rate=f["rate"], failures=f["failures"])
+            while True:
+                f = fields(bc)
+                progress.update(task, description=f["description"], total=f["total"], completed=f["done"],
+                                rate=f["rate"], failures=f["failures"])
+                if not live:
+                    line = f"{f['description']}: {f['done']}/{f['total']} rows done, {f['failed']} failed"
+                    if line != last_line:
+                        console.print(f"{line}, {f['rate']}", markup=False, soft_wrap=True)
+                        last_line = line
+                if is_final(bc):
+                    return FollowResult(bc, True)
+                if deadline is not None and clock() >= deadline:
+                    return FollowResult(bc, False)
+                sleep(interval if deadline is None else max(0.0, min(interval, deadline - clock())))
+                bc = fetch()
+    except KeyboardInterrupt:
+        return FollowResult(bc, False, interrupted=True)
 
 
 def safe_cell(value: Any) -> str:

@@ -4,6 +4,15 @@ Every device gets exactly one outcome: accepted (NEW, or SCHEDULED with a future
 or refused (ERROR) with one reason a person can act on. Refused rows are still returned as
 ``NewDeviceChange`` rows so that submitting stores them as the audit trail.
 
+Effective dates (any change type, from the payload or per device): a future date makes the row
+SCHEDULED with ``effective_at``; the sensor launches the bulk change when it is due, and it can be
+cancelled until then. Exception: where the carrier takes the date itself (``Capability.dates``:
+Jasper's four change types up to 180 days ahead, Telegence status and rate plan line updates on a
+later day than today), the row is NEW and sent at once with the date, and its ``status_details``
+says "effective date passed to <carrier>: the carrier applies it on <date>". A date the carrier
+cannot take (Jasper beyond 180 days, Telegence later today) is not refused: the row waits in
+SCHEDULED like any other and is sent, without a date, when it is due.
+
 Speed matters (100,000 devices in a few seconds): the work is two passes over the rows with the
 database touched only in between, by set-based lookups (see ``store.reference``); targets are
 built once per distinct set of per-device values.
@@ -38,6 +47,7 @@ from ..domain import (
     transition_error,
     unsupported_reason,
 )
+from ..domain.capabilities import CarrierDates
 from ..domain.identifiers import CHECKS
 from ..store import reference as ref
 from ..store.bulk_changes import NewDeviceChange
@@ -87,6 +97,11 @@ class ValidationReport:
     @property
     def scheduled(self) -> int:
         return sum(1 for r in self.rows if r.status is DeviceChangeStatus.SCHEDULED)
+
+    @property
+    def carrier_dated(self) -> int:
+        """Rows sent at once with their future effective date, which the carrier applies then."""
+        return sum(1 for r in self.rows if is_carrier_dated(r))
 
     @property
     def ok(self) -> bool:
@@ -149,8 +164,10 @@ def validate_request(
     report = ValidationReport(tenant_id, sp, ct, sp.portal_type, [], [], [r.raw for r in rows], numbers)
     if not sp.write_enabled and cap is not None and cap.handling.value != "db":
         report.warnings.append(f"writes are disabled for {sp.name!r}: the carrier calls of this change will be refused")
+    dates = cap.dates if cap is not None else None
+    carrier = carrier_label(sp.integration)
     for i, r in enumerate(rows):
-        report.rows.append(_to_change(r, now))
+        report.rows.append(_to_change(r, now, dates, carrier))
         if r.reason is not None:
             report.errors.append(RowError(numbers[i], r.raw, r.reason))
     return report
@@ -384,7 +401,23 @@ def _effective_at(target: dict[str, Any] | None) -> datetime | None:
     return to_naive_utc(dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc))
 
 
-def _to_change(r: _Row, now: datetime) -> NewDeviceChange:
+CARRIER_DATED_PREFIX = "effective date passed to "
+
+
+def carrier_label(integration: Integration) -> str:
+    """The carrier's name in messages: ``Jasper``, ``Telegence``..."""
+    return {Integration.THINGSPACE: "ThingSpace", Integration.REVIO: "Rev.io"}.get(integration, integration.value.title())
+
+
+def carrier_dated_detail(carrier: str, applies_on: str) -> str:
+    return f"{CARRIER_DATED_PREFIX}{carrier}: the carrier applies it on {applies_on}"
+
+
+def is_carrier_dated(row: NewDeviceChange) -> bool:
+    return row.status is DeviceChangeStatus.NEW and (row.status_details or "").startswith(CARRIER_DATED_PREFIX)
+
+
+def _to_change(r: _Row, now: datetime, dates: CarrierDates | None = None, carrier: str = "") -> NewDeviceChange:
     d = r.device
     ids = {"iccid": None, "imei": None, "msisdn": None, "eid": None}
     if d is not None:
@@ -401,12 +434,16 @@ def _to_change(r: _Row, now: datetime) -> NewDeviceChange:
             **ids,
         )
     effective = _effective_at(r.target)
-    scheduled = effective is not None and effective > now
+    future = effective is not None and effective > to_naive_utc(now)
+    details = None
+    if future and dates is not None and dates.takes(effective, to_naive_utc(now)):
+        future, details = False, carrier_dated_detail(carrier, dates.applies_on(effective))
     return NewDeviceChange(
         change_request=r.target or {},
-        status=DeviceChangeStatus.SCHEDULED if scheduled else DeviceChangeStatus.NEW,
+        status=DeviceChangeStatus.SCHEDULED if future else DeviceChangeStatus.NEW,
         device_id=d.id if d else None,
-        effective_at=effective if scheduled else None,
+        effective_at=effective if future else None,
+        status_details=details,
         **ids,
     )
 
