@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export BULKCHANGE_HOME ?= $(CURDIR)/.bulkchange
 export DAGSTER_HOME ?= $(BULKCHANGE_HOME)/dagster
 
-.PHONY: setup demo test dev simulate bench clean
+.PHONY: setup demo test dev clean
 
 $(PY):
 	python3 -m venv $(VENV)
