@@ -78,6 +78,8 @@ def test_run_killed_half_way_then_rerun_applies_each_device_once(db_url, engine,
     assert get_bulk_change(engine, bc_id)["status"] == "PROCESSED"
 
 
+# One backend: the step count does not depend on it, and both are covered by the smaller tests.
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_ten_thousand_devices_in_at_most_64_steps(engine, dagster_instance, jasper_env):
     n = 10_000
     sim = JasperSimulator({JASPER_USER: JASPER_KEY}, rate_per_second=0, max_concurrency=0)
