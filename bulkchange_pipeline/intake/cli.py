@@ -650,13 +650,13 @@ def deploy_local_start(run_dir: str | None, database_url: str | None, dagster_da
                           Path(instance_config).resolve() if instance_config else DEFAULT_INSTANCE_CONFIG)
     try:
         env = service_environment(dep, database_url or default_database_url(), dagster_database_url)
-        started = start(dep, env, carrier_api_slots=carrier_api_slots, startup_timeout=startup_timeout)
+        services, pools = start(dep, env, carrier_api_slots=carrier_api_slots, startup_timeout=startup_timeout)
     except DeployError as exc:
         raise UserError(str(exc)) from None
     out = console()
-    for s in started.services:
+    for s in services:
         out.print(f"{s.name:<12} pid {s.pid:<8} {s.detail}")
-    out.print("pools: " + ", ".join(f"{k}={v}" for k, v in sorted(started.pools.items())))
+    out.print("pools: " + ", ".join(f"{k}={v}" for k, v in sorted(pools.items())))
     out.print(f"UI {dep.url('webserver')}  intake {dep.url('intake')}/docs  logs {dep.run_dir / 'logs'}\n"
               f"settings for dagster/bulkchange commands: source {dep.env_file}")
 
@@ -682,12 +682,10 @@ def deploy_local_stop(run_dir: str | None, timeout: float) -> None:
 @friendly_errors
 def deploy_local_status(run_dir: str | None) -> None:
     """Which services are up and ready; exit 1 unless all are."""
-    import os
-
     from ..deploy import DeployError, LocalDeployment, status
 
     try:
-        states = status(LocalDeployment.load(_run_dir(run_dir)), os.environ)
+        states = status(LocalDeployment.load(_run_dir(run_dir)))
     except DeployError as exc:
         raise UserError(str(exc)) from None
     for s in states:

@@ -1,0 +1,421 @@
+"""``bulkchange deploy-local``: the production shape of the deployment on one machine.
+
+Four separate processes, as a cluster runs them, against PostgreSQL for both Dagster's storage and
+the business database: ``dagster code-server start`` (loads ``bulkchange_pipeline.defs``, evaluates
+sensors, launches run workers), ``dagster-webserver`` and ``dagster-daemon run`` (sensors, the run
+queue, run monitoring and retries), both pointed at the code server through a ``grpc_server``
+workspace, and ``bulkchange serve`` (intake API and carrier callbacks). Why not ``dagster dev``: it
+runs everything in one process tree with its own code server, so the run queue, the gRPC boundary
+and process crashes are never exercised the way they are in production.
+
+Everything lives in one run folder: ``dagster_home/dagster.yaml`` (a copy of
+``deploy/dagster.postgres.yaml``), ``workspace.yaml``, ``deployment.json`` (ports, no secrets),
+``deployment.env`` (mode 0600: ``source`` it to point ``dagster instance info`` or ``bulkchange
+sync-pools`` at this deployment), ``pids/<service>.pid`` and ``logs/<service>.log``. Each service
+is started in its own session, so ``stop`` can end it with all its children (run workers, the code
+server's gRPC subprocess): SIGTERM to the process group, SIGKILL after a timeout. Linux only (/proc).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+import yaml
+
+MODULE = "bulkchange_pipeline.defs"
+LOCATION = "bulkchange_pipeline"
+DEFAULT_INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "dagster.postgres.yaml"
+SERVICES = ("code-server", "daemon", "webserver", "intake")  # start order; stop goes in reverse
+PG_ENV = ("DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB")
+HEARTBEAT_FRESH_SECONDS = 60.0
+
+
+class DeployError(RuntimeError):
+    """The deployment cannot be started or inspected; the message says what to fix."""
+
+
+def psycopg2_url(url: str) -> str:
+    """A PostgreSQL URL with the psycopg2 driver named (SQLAlchemy 2.1 defaults to psycopg 3)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise DeployError(f"{parsed.render_as_string(hide_password=True)} is not PostgreSQL: the deployment's "
+                          "processes share the databases, pass postgresql+psycopg2://user@host:5432/db")
+    return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+
+
+def dagster_pg_env(url: str) -> dict[str, str]:
+    """The ``DAGSTER_PG_*`` variables ``dagster.postgres.yaml`` reads, from one URL."""
+    u = sa.engine.make_url(psycopg2_url(url))
+    if not u.database:
+        raise DeployError("the Dagster storage URL names no database")
+    return dict(zip(PG_ENV, (u.username or "postgres", u.password or "", u.host or "127.0.0.1", str(u.port or 5432), u.database), strict=True))
+
+
+@dataclass
+class LocalDeployment:
+    """Where the deployment lives and how its services listen (saved as ``deployment.json``)."""
+
+    run_dir: Path
+    host: str = "127.0.0.1"
+    code_server_port: int = 4266
+    webserver_port: int = 3000
+    intake_port: int = 8080
+    instance_config: Path = DEFAULT_INSTANCE_CONFIG
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.run_dir / "dagster_home"
+
+    @property
+    def workspace(self) -> Path:
+        return self.run_dir / "workspace.yaml"
+
+    @property
+    def env_file(self) -> Path:
+        return self.run_dir / "deployment.env"
+
+    def pid_file(self, service: str) -> Path:
+        return self.run_dir / "pids" / f"{service}.pid"
+
+    def log_file(self, service: str) -> Path:
+        return self.run_dir / "logs" / f"{service}.log"
+
+    def url(self, service: str) -> str:
+        port = {"webserver": self.webserver_port, "intake": self.intake_port}[service]
+        return f"http://{self.host}:{port}"
+
+    def commands(self) -> dict[str, list[str]]:
+        """Each service's argv: the venv's own entry points, so the same Python runs everything."""
+        exe, h = _entry_point, self.host
+        return {
+            "code-server": [exe("dagster"), "code-server", "start", "-m", MODULE, "-h", h, "-p", str(self.code_server_port),
+                            "--location-name", LOCATION],
+            "daemon": [exe("dagster-daemon"), "run", "-w", str(self.workspace)],
+            "webserver": [exe("dagster-webserver"), "-w", str(self.workspace), "-h", h, "-p", str(self.webserver_port)],
+            "intake": [exe("bulkchange"), "serve", "--host", h, "--port", str(self.intake_port)],
+        }
+
+    def save(self) -> None:
+        data = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        (self.run_dir / "deployment.json").write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: Path) -> LocalDeployment:
+        path = run_dir / "deployment.json"
+        if not path.exists():
+            raise DeployError(f"no deployment in {run_dir} (no deployment.json): start one with `bulkchange deploy-local start`")
+        data = json.loads(path.read_text())
+        return cls(**{**data, "run_dir": Path(data["run_dir"]), "instance_config": Path(data["instance_config"])})
+
+
+@dataclass
+class ServiceState:
+    """One service as ``status`` sees it."""
+
+    name: str
+    pid: int | None
+    running: bool
+    ready: bool
+    detail: str = ""
+
+
+def _entry_point(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if not found:
+        raise DeployError(f"`{name}` is not installed next to {sys.executable} nor on PATH")
+    return found
+
+
+def service_environment(dep: LocalDeployment, database_url: str, dagster_url: str | None,
+                        base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment every service runs with: the caller's (carrier credentials
+    ``BULKCHANGE_CRED_*`` pass through), plus DAGSTER_HOME, the storage and database settings."""
+    env = dict(os.environ if base is None else base)
+    env.update(dagster_pg_env(dagster_url) if dagster_url else {})
+    missing = [k for k in PG_ENV if k not in env]
+    if missing:
+        raise DeployError(f"Dagster storage not configured: pass --dagster-database-url or set {', '.join(missing)}")
+    env.update(DAGSTER_HOME=str(dep.dagster_home), BULKCHANGE_DATABASE_URL=psycopg2_url(database_url), PYTHONUNBUFFERED="1")
+    env.setdefault("BULKCHANGE_CALLBACK_BASE_URL", dep.url("intake"))
+    return env
+
+
+def prepare(dep: LocalDeployment, env: Mapping[str, str]) -> None:
+    """Write the run folder: instance config, workspace (grpc_server), settings, env file."""
+    for sub in ("pids", "logs"):
+        (dep.run_dir / sub).mkdir(parents=True, exist_ok=True)
+    dep.dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(dep.instance_config, dep.dagster_home / "dagster.yaml")
+    workspace = {"load_from": [{"grpc_server": {"host": dep.host, "port": dep.code_server_port, "location_name": LOCATION}}]}
+    dep.workspace.write_text(yaml.safe_dump(workspace, sort_keys=False))
+    dep.save()
+    keys = (*PG_ENV, "DAGSTER_HOME", "BULKCHANGE_DATABASE_URL", "BULKCHANGE_CALLBACK_BASE_URL")
+    with os.fdopen(os.open(dep.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write("# The deployment's settings (may hold the database password): source it, then run dagster or bulkchange\n"
+                  + "".join(f"export {k}={shlex.quote(env[k])}\n" for k in keys if k in env))
+
+
+@contextmanager
+def open_instance(dep: LocalDeployment, env: Mapping[str, str]) -> Iterator[object]:
+    """A DagsterInstance on the deployment's storage. Config ``env:`` values are resolved while it
+    is built, so the variables are set only for that moment."""
+    import dagster as dg
+
+    if missing := [k for k in PG_ENV if k not in env]:
+        raise DeployError(f"Dagster storage settings missing ({', '.join(missing)}): is {dep.env_file} there?")
+    saved = {k: os.environ.get(k) for k in PG_ENV}
+    os.environ.update({k: env[k] for k in PG_ENV})
+    try:
+        instance = dg.DagsterInstance.from_config(str(dep.dagster_home))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
+    try:
+        yield instance
+    finally:
+        instance.dispose()
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+def _state(pid: int) -> str | None:
+    """Process state letter from /proc/<pid>/stat (None: gone). Reaps the pid first if it is our
+    own child, so a stopped service is not mistaken for a live zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except OSError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    return _state(pid) not in (None, "Z", "X")
+
+
+def group_alive(pgid: int) -> bool:
+    """Any live (non-zombie) process left in the service's process group (its run workers too)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def read_pid(dep: LocalDeployment, service: str) -> int | None:
+    try:
+        return int(json.loads(dep.pid_file(service).read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def spawn(dep: LocalDeployment, service: str, env: Mapping[str, str]) -> int:
+    """Start one service in its own session (process group = its pid), output to its log."""
+    argv = dep.commands()[service]
+    with open(dep.log_file(service), "ab") as log:  # the child keeps its own copy of the descriptor
+        log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(argv)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=dict(env),
+                                cwd=dep.run_dir, start_new_session=True)
+    dep.pid_file(service).write_text(json.dumps({"pid": proc.pid, "argv": argv, "started": time.time()}) + "\n")
+    return proc.pid
+
+
+def terminate(pgid: int, timeout: float) -> str:
+    """SIGTERM the process group, wait up to ``timeout`` s, then SIGKILL what is left."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return "stopped"
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            alive(pgid)  # reaps the leader when it is our child
+            if not group_alive(pgid):
+                return "stopped" if sig == signal.SIGTERM else "killed after timeout"
+            time.sleep(0.2)
+    return "still running after SIGKILL"
+
+
+def stop(dep: LocalDeployment, timeout: float = 20.0) -> dict[str, str]:
+    """Stop every service, intake first and the code server last (the daemon stops launching
+    runs before the code server they launch from goes away). The stopped daemon's heartbeats are
+    wiped, so a restart is not mistaken for a second daemon on the same storage."""
+    results = {}
+    for service in reversed(SERVICES):
+        pid = read_pid(dep, service)
+        if pid is None:
+            results[service] = "not started"
+            continue
+        results[service] = terminate(pid, timeout) if group_alive(pid) else "not running"
+        dep.pid_file(service).unlink(missing_ok=True)
+        if service == "daemon" and results[service] != "not running":
+            try:
+                with open_instance(dep, read_env_file(dep)) as instance:
+                    instance.wipe_daemon_heartbeats()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - storage unreachable: start waits out the stale heartbeats
+                pass
+    return results
+
+
+def read_env_file(dep: LocalDeployment) -> dict[str, str]:
+    """The ``export K=V`` lines of ``deployment.env``."""
+    lines = dep.env_file.read_text().splitlines() if dep.env_file.exists() else []
+    return dict(shlex.split(line)[1].split("=", 1) for line in lines if line.startswith("export "))
+
+
+# --- readiness ------------------------------------------------------------------------------------
+
+
+def code_server_ready(dep: LocalDeployment) -> tuple[bool, str]:
+    """The code server answers and has loaded the definitions (lists the repository)."""
+    from dagster._grpc.client import DagsterGrpcClient
+
+    try:
+        repos = DagsterGrpcClient(port=dep.code_server_port, host=dep.host).list_repositories()
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready yet
+        return False, type(exc).__name__
+    error = getattr(repos, "serializable_error_info", None)
+    return (False, f"load error: {error.message.strip()[:200]}") if error else (True, f"grpc {dep.host}:{dep.code_server_port}")
+
+
+def webserver_ready(dep: LocalDeployment) -> tuple[bool, str]:
+    """The webserver answers and shows our code location loaded from the gRPC server."""
+    query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename } } } } }"
+    try:
+        r = httpx.post(f"{dep.url('webserver')}/graphql", json={"query": query}, timeout=5.0)
+        entries = r.json()["data"]["workspaceOrError"]["locationEntries"]
+    except Exception as exc:  # noqa: BLE001
+        return False, type(exc).__name__
+    mine = [e for e in entries if e["name"] == LOCATION]
+    ok = bool(mine) and mine[0]["loadStatus"] == "LOADED" and mine[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+    return ok, f"{dep.url('webserver')} location {mine[0]['locationOrLoadError']['__typename'] if mine else 'missing'}"
+
+
+def intake_ready(dep: LocalDeployment) -> tuple[bool, str]:
+    try:
+        ok = httpx.get(f"{dep.url('intake')}/healthz", timeout=5.0).status_code == 200
+    except httpx.HTTPError as exc:
+        return False, type(exc).__name__
+    return ok, dep.url("intake")
+
+
+def daemon_ready(instance: object, since: float = 0.0) -> tuple[bool, str]:
+    """Every daemon the instance needs (sensors, run queue, monitoring...) heartbeat recently
+    (and after ``since``, so a previous daemon's last heartbeats do not count)."""
+    required = list(instance.get_required_daemon_types())  # type: ignore[attr-defined]
+    beats = instance.get_daemon_heartbeats()  # type: ignore[attr-defined]
+    oldest = max(since, time.time() - HEARTBEAT_FRESH_SECONDS)
+    stale = [d for d in required if d not in beats or beats[d].timestamp < oldest]
+    return not stale, f"waiting for {', '.join(stale)}" if stale else f"heartbeats: {', '.join(sorted(required))}"
+
+
+def wait_until(check: Callable[[], tuple[bool, str]], pid: int, timeout: float, what: str, log: Path) -> str:
+    deadline, detail = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            raise DeployError(f"{what} exited during startup; last lines of {log}:\n{tail(log)}")
+        ok, detail = check()
+        if ok:
+            return detail
+        time.sleep(0.5)
+    raise DeployError(f"{what} not ready after {timeout:.0f} s ({detail}); last lines of {log}:\n{tail(log)}")
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
+
+# --- start / status -------------------------------------------------------------------------------
+
+
+def start(dep: LocalDeployment, env: Mapping[str, str], *, migrate_db: bool = True, carrier_api_slots: int | None = 8,
+          startup_timeout: float = 120.0) -> tuple[list[ServiceState], dict[str, int]]:
+    """Migrate, sync pools, then start the services in order, each only once the previous one is
+    ready; returns the services and the pool limits set. On any failure the services already
+    started are stopped again."""
+    running = [s for s in SERVICES if (pid := read_pid(dep, s)) is not None and group_alive(pid)]
+    if running:
+        raise DeployError(f"already running in {dep.run_dir}: {', '.join(running)} (`bulkchange deploy-local stop` first)")
+    prepare(dep, env)
+    if migrate_db:
+        from .store import migrate
+
+        migrate.upgrade(env["BULKCHANGE_DATABASE_URL"])
+    services: list[ServiceState] = []
+    pools: dict[str, int] = {}
+    spawned_at = time.time()
+    with open_instance(dep, env) as instance:
+        if daemon_ready(instance)[0]:
+            raise DeployError("a dagster-daemon is already heartbeating on this Dagster storage: run exactly one daemon "
+                              "per deployment (stop the other one, or wait a minute after it died)")
+        if carrier_api_slots is not None:
+            from .defs.pools import sync_from_database
+            from .store.db import make_engine
+
+            engine = make_engine(env["BULKCHANGE_DATABASE_URL"])
+            try:
+                pools = sync_from_database(instance, engine, carrier_api_slots).desired  # type: ignore[arg-type]
+            finally:
+                engine.dispose()
+        checks: dict[str, Callable[[], tuple[bool, str]]] = {
+            "code-server": lambda: code_server_ready(dep), "daemon": lambda: daemon_ready(instance, spawned_at),
+            "webserver": lambda: webserver_ready(dep), "intake": lambda: intake_ready(dep),
+        }
+        try:
+            for service in SERVICES:
+                pid = spawn(dep, service, env)
+                detail = wait_until(checks[service], pid, startup_timeout, service, dep.log_file(service))
+                services.append(ServiceState(service, pid, True, True, detail))
+        except BaseException:
+            stop(dep, timeout=10.0)
+            raise
+    return services, pools
+
+
+def status(dep: LocalDeployment) -> list[ServiceState]:
+    """Which services are up: process alive, and ready by the same checks as ``start`` (the
+    daemon's heartbeats read with the settings in ``deployment.env``)."""
+    probes = {"code-server": code_server_ready, "webserver": webserver_ready, "intake": intake_ready}
+    states = []
+    for service in SERVICES:
+        pid = read_pid(dep, service)
+        ready, detail = False, "not running" if pid is not None else "no pid file (stopped or never started)"
+        if pid is not None and alive(pid):
+            if service in probes:
+                ready, detail = probes[service](dep)
+            else:
+                with open_instance(dep, read_env_file(dep)) as instance:
+                    ready, detail = daemon_ready(instance)
+        states.append(ServiceState(service, pid, pid is not None and alive(pid), ready, detail))
+    return states
+
+
+__all__ = [
+    "DEFAULT_INSTANCE_CONFIG", "LOCATION", "MODULE", "SERVICES", "DeployError", "LocalDeployment", "ServiceState",
+    "dagster_pg_env", "open_instance", "psycopg2_url", "service_environment", "start", "status", "stop",
+]
