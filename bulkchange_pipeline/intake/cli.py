@@ -321,15 +321,13 @@ def history_command(device: str, tenant: str, database_url: str | None) -> None:
             render_history(out, d, device_history_for(engine, tenant_id, d.id))
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
 
 
 @main.command("demo")
 @click.option("--devices", default=1000, show_default=True, help="Devices in the demo StatusUpdate")
 @friendly_errors
 def demo(devices: int) -> None:
-    """Run the main job end to end on the embedded default (SQLite, Jasper simulator, Dagster)."""
+    """Run the main job end to end on the embedded default (SQLite, the six simulators, Dagster)."""
     from ..demo import run_demo
 
     run_demo(devices=devices)
@@ -341,7 +339,7 @@ def demo(devices: int) -> None:
 @click.option("--port", default=8080, show_default=True, type=int)
 @friendly_errors
 def serve(database_url: str | None, host: str, port: int) -> None:
-    """Serve the HTTP app: carrier callbacks (/callbacks/thingspace, /callbacks/teal) and /docs."""
+    """Serve the HTTP app: the intake API (/bulk-changes), carrier callbacks (/callbacks/...) and /docs."""
     import uvicorn
 
     from .app import create_app
@@ -692,3 +690,7 @@ def deploy_local_status(run_dir: str | None) -> None:
         state = "ready" if s.ready else "up, not ready" if s.running else "down"
         click.echo(f"{s.name:<12} {state:<14} pid {s.pid or '-':<8} {s.detail}")
     click.get_current_context().exit(0 if all(s.ready for s in states) else 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
