@@ -16,7 +16,6 @@ import io
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
-from http import HTTPStatus
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -31,7 +30,6 @@ from ..store import operations as ops
 from ..store.bulk_changes import get_bulk_change, iter_device_results
 from ..store.reference import get_service_provider
 from .api_models import (
-    PROBLEM_JSON,
     PROBLEMS,
     ApiProblem,
     BulkChangeOut,
@@ -39,7 +37,6 @@ from .api_models import (
     DevicePageOut,
     DeviceResultOut,
     DryRunResponse,
-    Problem,
     RetryOut,
     SubmitResponse,
     ValidationSummary,
