@@ -226,6 +226,12 @@ class BulkChangeRequest(BaseModel):
     iccid_imei_change: dict[str, Any] | None = Field(None, alias="iccidImeiChange")
     username_cost_center_update: dict[str, Any] | None = Field(None, alias="usernameCostCenterUpdate")
 
+    @field_validator("idempotency_key")
+    @classmethod
+    def _blank_key_is_none(cls, v: str | None) -> str | None:
+        """An empty or blank key means no key (storing '' would make it unique per tenant)."""
+        return v.strip() or None if v is not None else None
+
     @field_validator("change_type", mode="before")
     @classmethod
     def _parse_change_type(cls, v: Any) -> ChangeType:

@@ -73,6 +73,7 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
     writes nothing (DESIGN R7); a concurrent duplicate loses on the unique constraint and is
     answered the same way.
     """
+    new.idempotency_key = (new.idempotency_key or "").strip() or None  # blank means no key
     if new.idempotency_key:
         existing = find_by_idempotency_key(engine, new.tenant_id, new.idempotency_key)
         if existing is not None:
