@@ -1,0 +1,1 @@
+"""Reliability and security under injected faults (DESIGN sections 8 and 9; docs/reliability.md)."""
