@@ -29,7 +29,12 @@ from bulkchange_pipeline.simulators import jasper_rules
 from bulkchange_pipeline.simulators.jasper import JasperSimulator, _error
 from bulkchange_pipeline.simulators.thingspace import ThingSpaceSimulator, _json
 from bulkchange_pipeline.store.db import utcnow
-from bulkchange_pipeline.store.schema import bulk_change_log, device, device_change, device_history
+from bulkchange_pipeline.store.schema import (
+    bulk_change_log,
+    device,
+    device_change,
+    device_history,
+)
 
 FINAL = {"PROCESSED", "API_FAILED", "ERROR", "CANCELLED"}
 

@@ -16,7 +16,15 @@ from bulkchange_pipeline.simulators.server import ServerHandle, run_app_in_threa
 from bulkchange_pipeline.simulators.teal import TealSimulator
 
 from ..factories import JASPER_KEY, JASPER_USER
-from ..simulators.fixtures import TS_ACCOUNT, TS_CB_PASSWORD, TS_CB_USER, TS_CLIENT_ID, TS_CLIENT_SECRET, TS_PASSWORD, TS_USER
+from ..simulators.fixtures import (
+    TS_ACCOUNT,
+    TS_CB_PASSWORD,
+    TS_CB_USER,
+    TS_CLIENT_ID,
+    TS_CLIENT_SECRET,
+    TS_PASSWORD,
+    TS_USER,
+)
 from .common import HoldingJasper, HoldingThingSpace, WarmWorkers
 
 ROOT = Path(__file__).resolve().parents[2]

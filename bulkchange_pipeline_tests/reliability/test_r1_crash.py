@@ -34,7 +34,13 @@ from bulkchange_pipeline.store.schema import bulk_change, device
 
 from ..defs.harness import execute, fast_definitions, sensor_then_runs
 from ..factories import make_account, make_bulk_change, make_devices
-from .common import WarmWorkers, Worker, assert_results_consistent, row_statuses, wait_until
+from .common import (
+    WarmWorkers,
+    Worker,
+    assert_results_consistent,
+    row_statuses,
+    wait_until,
+)
 
 KILL_POINTS = ("before_any_call", "mid_batch", "between_batches", "during_finalize")
 N, BATCH = 120, 30
@@ -123,15 +129,15 @@ def test_jasper_worker_killed_then_rerun_applies_each_device_once(point, engine,
 
     if point == "before_any_call":
         sim.hold_when = lambda iccid, body: True
-        reached = lambda: sim.holder.held  # noqa: E731
+        reached = lambda: sim.holder.held
     elif point == "mid_batch":
         sim.hold_when = lambda iccid, body: len(sim.applied_counts) >= BATCH + BATCH // 2
-        reached = lambda: sim.holder.held  # noqa: E731
+        reached = lambda: sim.holder.held
     elif point == "between_batches":
         sim.hold_when = lambda iccid, body: iccid in batch[2]  # backstop: nothing of batch 3 is applied
-        reached = lambda: count_rows_by_status(engine, bc_id).get("PROCESSED", 0) == 2 * BATCH or sim.holder.held  # noqa: E731
+        reached = lambda: count_rows_by_status(engine, bc_id).get("PROCESSED", 0) == 2 * BATCH or sim.holder.held
     else:
-        reached = lambda: count_rows_by_status(engine, bc_id) == {"PROCESSED": N} and _bulk_status(engine, bc_id) == "PROCESSING"  # noqa: E731
+        reached = lambda: count_rows_by_status(engine, bc_id) == {"PROCESSED": N} and _bulk_status(engine, bc_id) == "PROCESSING"
 
     _run_until_killed(engine, bc_id, point, reached, workers)
     sim.holder.released.set()
@@ -202,15 +208,15 @@ def test_thingspace_worker_killed_then_rerun_never_resends_accepted_requests(poi
 
     if point == "before_any_call":
         sim.hold_action = lambda n: "before"
-        reached = lambda: sim.holder.held  # noqa: E731
+        reached = lambda: sim.holder.held
     elif point == "mid_batch":  # batch 2's request accepted by the carrier; the worker never hears its requestId
         sim.hold_action = lambda n: "after" if n == 1 else None
-        reached = lambda: sim.holder.held  # noqa: E731
+        reached = lambda: sim.holder.held
     elif point == "between_batches":
         sim.hold_action = lambda n: "before" if n >= 2 else None  # backstop: batch 3 is never accepted
-        reached = lambda: _with_request_id(engine, bc_id) == 2 * TS_BATCH or sim.holder.held  # noqa: E731
+        reached = lambda: _with_request_id(engine, bc_id) == 2 * TS_BATCH or sim.holder.held
     else:
-        reached = lambda: _with_request_id(engine, bc_id) == TS_N and _bulk_status(engine, bc_id) == "PROCESSING"  # noqa: E731
+        reached = lambda: _with_request_id(engine, bc_id) == TS_N and _bulk_status(engine, bc_id) == "PROCESSING"
 
     _run_until_killed(engine, bc_id, point, reached, workers)
     sim.holder.released.set()

@@ -23,7 +23,12 @@ import sqlalchemy as sa
 from bulkchange_pipeline.defs.sensors import bulk_change_failure_sensor
 from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
-from bulkchange_pipeline.store.schema import bulk_change_log, device, device_change, device_history
+from bulkchange_pipeline.store.schema import (
+    bulk_change_log,
+    device,
+    device_change,
+    device_history,
+)
 
 from ..conftest import PG_ADMIN_URL
 from ..defs.harness import execute, fast_definitions
@@ -151,7 +156,7 @@ def _step_retries(result: dg.ExecuteInProcessResult) -> list[str]:
 
 @pytest.mark.parametrize("target", ["claim", "record_results"])
 def test_dropped_connection_mid_batch_is_retried_with_backoff_and_nothing_half_written(pg_url, engine, dagster_instance, setup, target):
-    sim, bc_id, devices, rows = setup
+    sim, bc_id, _, rows = setup
     batch2 = rows[BATCH : 2 * BATCH]
     change_ids, device_ids = [r.id for r in batch2], [r.device_id for r in batch2]
     if target == "claim":  # batch 2's claim (NEW -> PROCESSING) waits on its rows
@@ -182,7 +187,7 @@ def test_dropped_connection_mid_batch_is_retried_with_backoff_and_nothing_half_w
 
 
 def test_retries_exhausted_then_step_retry_confirms_instead_of_resending(pg_url, engine, dagster_instance, setup):
-    sim, bc_id, devices, rows = setup
+    sim, bc_id, _, rows = setup
     batch2 = rows[BATCH : 2 * BATCH]
     change_ids, device_ids = [r.id for r in batch2], [r.device_id for r in batch2]
     expect = {"statuses": {"PROCESSING"}, "logs": 0, "history": 0, "device_status": {"ACTIVATED"}}
@@ -215,10 +220,12 @@ def outage(pg_url: str) -> Iterator[Any]:
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
 
     class Outage:
-        def __call__(self) -> None:
+        def __call__(self, keep_pid: int | None = None) -> None:
+            """No new connection from now on; every existing one dropped except ``keep_pid``."""
             with admin.connect() as conn:
                 conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-                conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+                conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> :keep"),
+                             {"n": name, "keep": keep_pid or 0})
 
         def end(self) -> None:
             with admin.connect() as conn:
@@ -231,14 +238,14 @@ def outage(pg_url: str) -> Iterator[Any]:
 
 
 def test_permanent_outage_fails_the_run_cleanly_and_a_rerun_completes(pg_url, engine, dagster_instance, setup, outage):
-    sim, bc_id, devices, rows = setup
+    sim, bc_id, _, rows = setup
     batch2 = rows[BATCH : 2 * BATCH]
     run = RunInThread(dagster_instance, bc_id)
     holder = engine.connect()  # stop batch 2 in its result transaction, then take the database away
     _lock(holder, device, [batch2[-1].device_id])
     wait_until(lambda: _waiting_backends(holder, "UPDATE device") or not run.alive(), timeout=60, what="batch 2 recording")
-    outage()  # this drops the holder too
-    holder.invalidate()
+    outage(keep_pid=holder.execute(sa.text("SELECT pg_backend_pid()")).scalar())  # the run's transaction dies waiting
+    holder.invalidate()  # then the lock goes too (nobody can connect any more)
     holder.close()
     result = run.join(180)
 

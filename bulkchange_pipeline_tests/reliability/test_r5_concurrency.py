@@ -13,7 +13,6 @@ configuration and executes the runs in the order it releases them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,14 @@ from bulkchange_pipeline.store.schema import device, device_history
 
 from ..defs.harness import evaluate_sensor, execute, fast_definitions
 from ..factories import iccid, make_account, make_devices
-from .common import HoldingJasper, add_devices, assert_results_consistent, busy_overlap, busy_time, wait_until
+from .common import (
+    HoldingJasper,
+    add_devices,
+    assert_results_consistent,
+    busy_overlap,
+    busy_time,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT_TAG = "bulkchange/carrier_account"
@@ -56,12 +62,19 @@ def _order_per_device(sim: HoldingJasper, devices: list[dict[str, Any]]) -> dict
 
 class Queue:
     """The daemon's run queue over this instance: queued runs with the sensor's tags, released by
-    ``QueuedRunCoordinatorDaemon``'s own dequeue logic under the instance's concurrency config."""
+    ``QueuedRunCoordinatorDaemon``'s own dequeue logic under the instance's concurrency config.
+    (``_get_runs_to_dequeue`` is Dagster-internal; the Dagster family is pinned to 1.13.27.)"""
 
     def __init__(self, instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
-        from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+        from dagster._core.remote_origin import (
+            InProcessCodeLocationOrigin,
+            RemoteJobOrigin,
+            RemoteRepositoryOrigin,
+        )
         from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-        from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+        from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
+            QueuedRunCoordinatorDaemon,
+        )
 
         self.instance = instance
         self.job = defs.resolve_job_def("process_bulk_change_job")
@@ -189,11 +202,11 @@ def test_unrelated_bulk_changes_on_two_carriers_run_in_parallel(engine, workers,
     jsim, jurl = jasper
     tsim, turl = thingspace
     jsim.configure(latency_ms=15)
-    tsim.configure(latency_ms=200)
+    tsim.configure(latency_ms=1000)  # login, callback registration and one 60-device request: busy ~3 s in one step
     j_ids = make_account(engine, jurl, max_concurrency=2, batch_size=40)
     j_devices = make_devices(engine, j_ids, 160)
     jsim.seed_devices({"iccid": d["iccid"], "status": "ACTIVATED"} for d in j_devices)
-    t_ids = make_account(engine, turl, integration="thingspace", name="TEST_TS", max_concurrency=1, batch_size=10)
+    t_ids = make_account(engine, turl, integration="thingspace", name="TEST_TS", max_concurrency=1, batch_size=60)
     t_devices = add_devices(engine, t_ids, [iccid(1000 + i) for i in range(60)], status="active")
     tsim.seed_devices({"iccid": d["iccid"], "state": "active", "servicePlan": "M2M-4G-1GB"} for d in t_devices)
     j_bc = _submit_edit(engine, j_ids, j_devices, "fleet")
