@@ -1,5 +1,5 @@
 """The intake HTTP API over HTTP (the real app from ``create_app``, on both backends): submit,
-idempotency, dry run, CSV upload of 10,000 rows, status, paged results and CSV download, cancel,
+idempotency, dry run, a CSV upload of 10,000 rows run end to end by the pipeline, status, paged results and CSV download, cancel,
 retry-failed, and the OpenAPI document."""
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from bulkchange_pipeline.domain import BulkChangeStatus, DeviceChangeStatus
+from bulkchange_pipeline.defs.local_runner import QUIET, tick_and_run
 from bulkchange_pipeline.intake.app import create_app
+from bulkchange_pipeline.simulators.park import start_park
 from bulkchange_pipeline.intake.render import write_results_csv
 from bulkchange_pipeline.store import reference as ref
 from bulkchange_pipeline.store.api_keys import create_api_key
@@ -25,8 +27,15 @@ from bulkchange_pipeline.store.bulk_changes import (
 )
 from bulkchange_pipeline.store.device_changes import RowResult, claim, record_results
 from bulkchange_pipeline.store.schema import device_change
-from bulkchange_pipeline.store.seed import DemoSeed, demo_iccid, seed_demo
+from bulkchange_pipeline.store.seed import (
+    DemoSeed,
+    demo_credentials_names,
+    demo_iccid,
+    point_demo_at,
+    seed_demo,
+)
 
+from ..defs.harness import fast_definitions
 from .conftest import table_counts
 
 BAD_ICCID = "8901100000000000999"
@@ -137,22 +146,40 @@ def test_status_pages_and_csv_download_match_the_database(api: Api) -> None:
         assert r.text == expected.getvalue()
 
 
-def test_csv_upload_of_10000_rows_is_accepted_and_downloads_identically(engine: sa.Engine, db_url: str) -> None:
+def test_csv_upload_of_10000_rows_is_processed_end_to_end_and_downloads_identically(
+        engine: sa.Engine, db_url: str, dagster_instance, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's acceptance case: 10,000 rows uploaded as CSV, run by the real sensor and job
+    against the Jasper simulator, then the CSV download equals the database, row for row."""
     for api in make_api(engine, db_url, devices_per_carrier=0):
-        jasper = api.jasper
-        iccids = [demo_iccid(1, 0, i) for i in range(10_000)]
-        ref.insert_devices(engine, api.seed.tenant_id, jasper, [{"iccid": i, "status": "ACTIVATED"} for i in iccids])
-        text = "iccid,targetStatus\n" + "".join(f"{i},DEACTIVATED\n" for i in iccids)
-        r = api.client.post(
-            "/bulk-changes/csv", headers=api.demo, files={"file": ("devices.csv", text.encode(), "text/csv")},
-            data={"changeType": "StatusUpdate", "serviceProviderId": str(jasper), "idempotencyKey": "big-1"},
-        )
-        assert r.status_code == 201, r.text
-        assert r.json()["counts"] == {"NEW": 10_000} and r.json()["validation"]["accepted"] == 10_000
-        bc_id = r.json()["id"]
+        with start_park() as park:
+            point_demo_at(engine, park.base_urls, unlimited=True)
+            for key, value in park.credentials_env(demo_credentials_names()).items():
+                monkeypatch.setenv(key, value)
+            jasper = api.jasper
+            iccids = [demo_iccid(1, 0, i) for i in range(10_000)]
+            ref.insert_devices(engine, api.seed.tenant_id, jasper, [{"iccid": i, "status": "ACTIVATED"} for i in iccids])
+            park.simulators["jasper"].seed_devices({"iccid": i, "status": "ACTIVATED"} for i in iccids)
+            text = "iccid,targetStatus\n" + "".join(f"{i},DEACTIVATED\n" for i in iccids)
+            r = api.client.post(
+                "/bulk-changes/csv", headers=api.demo, files={"file": ("devices.csv", text.encode(), "text/csv")},
+                data={"changeType": "StatusUpdate", "serviceProviderId": str(jasper), "idempotencyKey": "big-1"},
+            )
+            assert r.status_code == 201, r.text
+            assert r.json()["counts"] == {"NEW": 10_000} and r.json()["validation"]["accepted"] == 10_000
+            bc_id = r.json()["id"]
+
+            _, runs = tick_and_run(dagster_instance, fast_definitions(), run_config=QUIET)
+            assert [run.success for run in runs] == [True]
+            status = api.client.get(f"/bulk-changes/{bc_id}", headers=api.demo).json()
+            assert (status["status"], status["counts"]) == ("PROCESSED", {"PROCESSED": 10_000})
+            sim = park.simulators["jasper"]
+            assert {sim.device(i)["status"] for i in iccids} == {"DEACTIVATED"}
+            assert sim.stats()["total_calls"] == 10_000  # one PUT per device, nothing sent twice
+
         download = api.client.get(f"/bulk-changes/{bc_id}/devices?format=csv", headers=api.demo)
         rows = list(csv.DictReader(io.StringIO(download.text)))
         assert len(rows) == 10_000 and [row["iccid"] for row in rows] == iccids
+        assert {row["status"] for row in rows} == {"PROCESSED"}
         expected = io.StringIO()
         write_results_csv(expected, iter_device_results(engine, api.seed.tenant_id, bc_id))
         assert download.text == expected.getvalue()
