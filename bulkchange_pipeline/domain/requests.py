@@ -11,7 +11,7 @@ request: ``build_target`` returns (target, None) or (None, reason).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -19,6 +19,12 @@ from .enums import ChangeType
 from .identifiers import check_iccid, check_imei
 
 MAX_DEVICES_PER_REQUEST = 1_000_000
+MAX_ID = 2**63 - 1  # ids and numbers are stored as 64-bit integers; a larger number names nothing
+
+# An integer a database column can hold. Bounding it here (not only in the intake's JSON check)
+# matters for numbers that arrive as text, e.g. a CSV cell "99999999999999999999": pydantic turns
+# it into an int, and SQLite would raise OverflowError on the insert instead of refusing the row.
+Int64 = Annotated[int, Field(ge=-MAX_ID - 1, le=MAX_ID)]
 
 # Payload key of the seed's request shape for each change type.
 PAYLOAD_KEYS: dict[ChangeType, str] = {
@@ -95,9 +101,9 @@ class ArchivalTarget(_Target):
 
 
 class CustomerRatePlanTarget(_Target):
-    customer_rate_plan_id: int | None = None
-    customer_rate_pool_id: int | None = None
-    data_allocation_mb: int | None = Field(None, ge=0)
+    customer_rate_plan_id: Int64 | None = None
+    customer_rate_pool_id: Int64 | None = None
+    data_allocation_mb: Int64 | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _one(self) -> "CustomerRatePlanTarget":
@@ -107,7 +113,7 @@ class CustomerRatePlanTarget(_Target):
 
 
 class CustomerAssignmentTarget(_Target):
-    customer_id: int
+    customer_id: Int64
     rev_customer_id: str | None = None
 
 
@@ -117,8 +123,8 @@ class CarrierRatePlanTarget(_Target):
 
 
 class CreateRevServiceTarget(_Target):
-    customer_id: int
-    product_ids: list[int] = Field(default_factory=list)
+    customer_id: Int64
+    product_ids: list[Int64] = Field(default_factory=list)
 
 
 class ChangeIdentifiersTarget(_Target):
@@ -209,10 +215,10 @@ class BulkChangeRequest(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    service_provider_id: int = Field(alias="serviceProviderId")
+    service_provider_id: Int64 = Field(alias="serviceProviderId")
     change_type: ChangeType = Field(alias="changeType")
     process_changes: bool = Field(True, alias="processChanges")
-    portal_type_id: int | None = Field(None, alias="portalTypeId")
+    portal_type_id: Int64 | None = Field(None, alias="portalTypeId")
     idempotency_key: str | None = Field(None, alias="idempotencyKey", max_length=200)
     devices: list[str | DeviceEntry] = Field(min_length=1, max_length=MAX_DEVICES_PER_REQUEST)
 

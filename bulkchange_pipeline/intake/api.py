@@ -13,9 +13,7 @@ refused (413) before it is parsed; every error is an ``application/problem+json`
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -45,9 +43,11 @@ from .api_models import (
 )
 from .auth import Caller, caller_dependency
 from .parsing import (
+    MAX_ID,
     IntakeError,
     IntakeLimits,
     decode_utf8,
+    load_json,
     parse_csv,
     request_from_dict,
 )
@@ -55,7 +55,6 @@ from .render import write_results_csv
 from .submit import SubmitOutcome, submit
 from .validation import RequestRejected
 
-MAX_ID = 2**63 - 1  # ids are 64-bit; a larger number names nothing
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small form fields around the file
 CSV_CHUNK = 2_000
 EngineFactory = Callable[[], sa.Engine]
@@ -104,46 +103,15 @@ async def _json_request(request: Request, limits: IntakeLimits, header_key: str 
         raise ApiProblem(400, "the request body is empty: send a JSON object with serviceProviderId, changeType and devices",
                          title="Malformed request body")
     try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ApiProblem(400, f"the body is not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}",
-                         title="Malformed request body") from None
-    except RecursionError:
-        raise ApiProblem(400, "the JSON is nested too deeply", title="Malformed request body") from None
-    _check_values(body)
+        body = load_json(text)
+    except IntakeError as exc:
+        raise ApiProblem(400, str(exc).replace("the file", "the body"), title="Malformed request body") from None
     if isinstance(body, dict):
         body = _with_header_values(body, header_key)
-    try:
+    try:  # request_from_dict also refuses values no column can hold (parsing.check_values)
         return await run_in_threadpool(request_from_dict, body, limits=limits)
     except IntakeError as exc:
         raise ApiProblem(422, str(exc), title="Invalid bulk change request") from None
-
-
-def _check_values(node: Any, key: str = "", depth: int = 0) -> None:
-    """Refuse values no column can hold, so the database never fails on them instead of the request:
-    integers beyond 64 bits, NUL characters (PostgreSQL text cannot store them) and effective
-    dates at the very ends of the calendar (they cannot be converted to UTC)."""
-    invalid = "Invalid bulk change request"
-    if depth > 50:
-        raise ApiProblem(422, "the JSON is nested too deeply", title=invalid)
-    if isinstance(node, bool) or node is None:
-        return
-    if isinstance(node, int) and abs(node) > MAX_ID:
-        raise ApiProblem(422, f"{key or 'a value'}: the number {str(node)[:30]} is too large for any id or value", title=invalid)
-    if isinstance(node, str):
-        if "\x00" in node or "\x00" in key:
-            raise ApiProblem(422, f"{key or 'a value'} contains a NUL character; remove it", title=invalid)
-        if key in ("effectiveDate", "effective_date"):
-            try:
-                when = datetime.fromisoformat(node.strip())
-            except ValueError:
-                return  # validation reports it per device
-            if not 1900 <= when.year <= 9000:
-                raise ApiProblem(422, f"effectiveDate {node[:40]!r} is outside the years 1900-9000", title=invalid)
-        return
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for k, item in items:
-        _check_values(item, k if isinstance(k, str) else key, depth + 1)
 
 
 def _with_header_values(body: dict[str, Any], header_key: str | None) -> dict[str, Any]:
@@ -183,10 +151,7 @@ async def _csv_form(request: Request, limits: IntakeLimits) -> tuple[bytes, dict
         await form.close()
     if len(data) > limits.max_bytes:
         raise ApiProblem(413, _too_large(len(data), limits.max_bytes), title="Request body too large")
-    if b"\x00" in data or any("\x00" in v for v in fields.values()):
-        raise ApiProblem(422, "the upload contains NUL bytes, so it is not a text CSV (an .xlsx or UTF-16 file?): "
-                         "save it as 'CSV UTF-8' and upload again", title="Invalid CSV file")
-    return data, fields
+    return data, fields  # NUL characters and other values no column can hold: parse_csv refuses them
 
 
 # --- responses ------------------------------------------------------------------------------------
@@ -302,7 +267,6 @@ def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = Inta
             )
         except IntakeError as exc:
             raise ApiProblem(422, str(exc), title="Invalid CSV file") from None
-        _check_values([entry.values for entry in parsed.request.entries()])
         outcome = await run_in_threadpool(run_submit, caller, parsed.request, dry_run, row_errors=parsed.row_errors, row_numbers=parsed.row_numbers)
         if dry_run:
             response.status_code = 200

@@ -1,7 +1,8 @@
 """Turn an uploaded file (JSON or CSV) into a BulkChangeRequest, or a clear file-level error.
 
-File-level problems (not UTF-8, no identifier column, unknown columns, empty, too large, invalid
-JSON) raise ``IntakeError``: nothing in the file can be trusted, so nothing is validated.
+File-level problems (not UTF-8, a NUL character, no identifier column, unknown columns, empty, too
+large, invalid or too deeply nested JSON, a value no column can hold) raise ``IntakeError``: nothing
+in the file can be trusted, so nothing is validated.
 Row-level problems (a ragged CSV row) are returned in ``ParsedFile.row_errors`` so that the other
 rows still go through validation and the bad one becomes an ERROR row with its reason (DESIGN R4).
 """
@@ -13,18 +14,22 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from ..domain import BulkChangeRequest, ChangeType, DeviceEntry, canonical_key
-from ..domain.requests import FIELD_ALIASES, TARGET_MODELS
+from ..domain.requests import FIELD_ALIASES, MAX_ID, TARGET_MODELS
 
 ID_COLUMNS = ("iccid", "imei", "msisdn", "eid", "device")
 HEADER_COLUMNS = {"changeType": "change_type", "serviceProviderId": "service_provider_id", "idempotencyKey": "idempotency_key"}
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?\d[\d .]*")
+MAX_DEPTH = 50  # no request nests more than a few levels; deeper is an attack, refused before validation
+DATE_KEYS = ("effectiveDate", "effective_date")
+DATE_YEARS = (1900, 9000)
 
 
 class IntakeError(ValueError):
@@ -73,6 +78,24 @@ def _check_size(size: int, limits: IntakeLimits) -> None:
         raise IntakeError(f"the file is {size / 1_048_576:.1f} MB; the limit is {limits.max_bytes / 1_048_576:.0f} MB: split it")
 
 
+def load_json(text: str) -> Any:
+    """``json.loads`` whose every failure is an ``IntakeError`` about "the file" (the API says "the body").
+
+    Besides syntax errors, ``json.loads`` raises ``RecursionError`` for arrays or objects nested
+    deeper than Python's recursion limit and a plain ``ValueError`` for an integer literal longer
+    than Python's 4300-digit conversion limit: both are hostile input, not bugs, so both are
+    one-line errors like a syntax error instead of a traceback (CLI) or a 500 (API).
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise IntakeError(f"the file is not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise IntakeError("the file's JSON is nested too deeply: a request nests a few levels at most") from None
+    except ValueError:  # JSONDecodeError is a ValueError too, caught above
+        raise IntakeError("the file holds a number of more than 4300 digits, too large for any id or value") from None
+
+
 def parse_json(data: bytes | str, *, limits: IntakeLimits = IntakeLimits()) -> ParsedFile:
     """A request in the seed's JSON shape (data-flow.md), devices as identifiers or objects."""
     raw = data if isinstance(data, bytes) else data.encode()
@@ -80,24 +103,57 @@ def parse_json(data: bytes | str, *, limits: IntakeLimits = IntakeLimits()) -> P
     text = decode_utf8(raw)
     if not text.strip():
         raise IntakeError("the file is empty")
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise IntakeError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    return ParsedFile(request_from_dict(body, limits=limits), "json")
+    return ParsedFile(request_from_dict(load_json(text), limits=limits), "json")
 
 
 def request_from_dict(body: Any, *, limits: IntakeLimits = IntakeLimits()) -> BulkChangeRequest:
-    """Validate a decoded JSON body; pydantic's errors become one readable message."""
+    """Validate a decoded JSON body; pydantic's errors become one readable message.
+
+    ``check_values`` runs first, on the body as sent, so that its messages name the wire keys and
+    no deeply nested structure reaches pydantic.
+    """
     if not isinstance(body, dict):
         raise IntakeError("the request must be a JSON object with serviceProviderId, changeType and devices")
     devices = body.get("devices")
     if isinstance(devices, list) and len(devices) > limits.max_rows:
         raise IntakeError(f"the request has {len(devices):,} devices; the limit is {limits.max_rows:,}: split it")
+    check_values(body)
     try:
         return BulkChangeRequest.model_validate(body)
     except ValidationError as exc:
         raise IntakeError("invalid request: " + explain_validation(exc)) from None
+
+
+def check_values(node: Any, key: str = "", depth: int = 0) -> None:
+    """Refuse values no column can hold, so that the request fails here, with a message, and not
+    later in the database with a traceback (CLI) or a 500 (API): integers beyond 64 bits (SQLite
+    raises OverflowError), NUL characters (PostgreSQL text cannot store them), effective dates at
+    the very ends of the calendar (they cannot be converted to UTC) and nesting deeper than any
+    request needs. The one check for every way in: JSON files, JSON bodies and CSV files alike.
+    ``key`` is the nearest enclosing key, named in the message.
+    """
+    if depth > MAX_DEPTH:
+        raise IntakeError("the JSON is nested too deeply")
+    if "\x00" in key:
+        raise IntakeError("a key contains a NUL character; remove it")
+    if isinstance(node, bool) or node is None:
+        return
+    if isinstance(node, int) and abs(node) > MAX_ID:
+        raise IntakeError(f"{key or 'a value'}: the number {str(node)[:30]} is too large for any id or value")
+    if isinstance(node, str):
+        if "\x00" in node:
+            raise IntakeError(f"{key or 'a value'} contains a NUL character; remove it")
+        if key in DATE_KEYS:
+            try:
+                when = datetime.fromisoformat(node.strip())
+            except ValueError:
+                return  # validation reports it per device
+            if not DATE_YEARS[0] <= when.year <= DATE_YEARS[1]:
+                raise IntakeError(f"{key} {node[:40]!r} is outside the years {DATE_YEARS[0]}-{DATE_YEARS[1]}")
+        return
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, item in items:
+        check_values(item, k if isinstance(k, str) else key, depth + 1)
 
 
 def explain_validation(exc: ValidationError, limit: int = 10) -> str:
@@ -155,6 +211,7 @@ def parse_csv(
     text = decode_utf8(data)
     if not text.strip():
         raise IntakeError("the file is empty")
+    _refuse_nul(text)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
@@ -244,7 +301,24 @@ def parse_csv(
         )
     except ValidationError as exc:
         raise IntakeError("invalid request: " + explain_validation(exc)) from None
+    check_values(request.to_json())  # the request as it will be stored: options, header columns and cells
     return ParsedFile(request, "csv", row_errors, lines)
+
+
+def _refuse_nul(text: str) -> None:
+    """A NUL character anywhere refuses the whole file, with its line, like a byte that is not UTF-8.
+
+    No text CSV holds one: a NUL means a UTF-16 file (whose ASCII text is valid UTF-8 with a NUL
+    after every character) or a binary file (an .xlsx) saved as .csv, so no row of it can be
+    trusted. A ragged row, by contrast, leaves the other rows readable, so it is refused per row.
+    """
+    at = text.find("\x00")
+    if at >= 0:
+        line = text.count("\n", 0, at) + 1
+        raise IntakeError(
+            f"the file contains a NUL character (line {line}), so it is not a text CSV (a UTF-16 or .xlsx file?): "
+            "save it as 'CSV UTF-8'"
+        )
 
 
 def _resolve_header_values(fixed: dict[str, Any], found: dict[str, set[str]]) -> dict[str, Any]:

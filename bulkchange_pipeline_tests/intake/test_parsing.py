@@ -7,7 +7,15 @@ import json
 import pytest
 
 from bulkchange_pipeline.domain import ChangeType
-from bulkchange_pipeline.intake.parsing import IntakeError, IntakeLimits, formula_reason, parse_csv, parse_json, read_request_file
+from bulkchange_pipeline.intake.parsing import (
+    IntakeError,
+    IntakeLimits,
+    check_values,
+    formula_reason,
+    parse_csv,
+    parse_json,
+    read_request_file,
+)
 
 ICCID = "8901100000000000000"
 
@@ -89,7 +97,7 @@ def test_formula_reason() -> None:
 
 
 def test_json_errors_are_readable() -> None:
-    with pytest.raises(IntakeError, match="invalid JSON at line 1"):
+    with pytest.raises(IntakeError, match="not valid JSON: line 1, column 2"):
         parse_json(b"{nope")
     with pytest.raises(IntakeError, match="unknown change type 11"):
         parse_json(json.dumps({"serviceProviderId": 1, "changeType": 11, "devices": [ICCID]}))
@@ -101,6 +109,59 @@ def test_json_errors_are_readable() -> None:
         parse_json(b"[1, 2]")
     with pytest.raises(IntakeError, match="not UTF-8"):
         parse_json(b'{"a": "\xe9"}')
+
+
+def test_json_that_is_no_request_is_a_file_error() -> None:
+    """json.loads raises RecursionError and a plain ValueError too; both are IntakeErrors."""
+    body = {"serviceProviderId": 1, "changeType": 1, "devices": [ICCID]}
+    with pytest.raises(IntakeError, match="nested too deeply"):
+        parse_json("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(IntakeError, match="more than 4300 digits"):
+        parse_json('{"serviceProviderId": ' + "9" * 5000 + "}")
+    with pytest.raises(IntakeError, match="serviceProviderId: the number 1180591620717411303424 is too large"):
+        parse_json(json.dumps({**body, "serviceProviderId": 2**70}))
+    with pytest.raises(IntakeError, match="idempotencyKey contains a NUL character"):
+        parse_json(json.dumps({**body, "idempotencyKey": "k\x00"}))
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        ({"customerRatePlanId": 2**63}, "customerRatePlanId: the number 9223372036854775808 is too large"),
+        ({"devices": [{"iccid": -(2**64)}]}, "iccid: the number -18446744073709551616 is too large"),
+        ({"devices": ["8901\x00"]}, "devices contains a NUL character"),
+        ({"statusUpdate": {"a\x00": 1}}, "a key contains a NUL character"),
+        ({"effectiveDate": "9999-12-31T23:59:59-05:00"}, "effectiveDate '9999-12-31T23:59:59-05:00' is outside the years 1900-9000"),
+        ({"effective_date": "0001-01-01"}, "effective_date '0001-01-01' is outside"),
+        ({"x": json.loads("[" * 60 + "]" * 60)}, "nested too deeply"),
+    ],
+)
+def test_check_values_refuses_what_no_column_can_hold(node: object, message: str) -> None:
+    with pytest.raises(IntakeError, match=message):
+        check_values(node)
+
+
+def test_check_values_passes_ordinary_values() -> None:
+    check_values({"serviceProviderId": 2**63 - 1, "devices": [ICCID, {"iccid": ICCID, "effectiveDate": "2030-01-01"}],
+                  "statusUpdate": {"effectiveDate": "not a date", "processChanges": True, "x": None, "y": 1.5}})
+
+
+def test_csv_nul_character_is_a_file_error_with_its_line() -> None:
+    """A NUL means a UTF-16 or binary file, not one bad row: the whole file is refused (see _refuse_nul)."""
+    utf16_without_bom = f"iccid,status\n{ICCID},ACTIVATED\n".encode("utf-16-le")
+    for data, line in ((f"iccid,status\n{ICCID},ACTIVATED\n{ICCID}\x00,ACTIVATED\n".encode(), 3), (utf16_without_bom, 1)):
+        with pytest.raises(IntakeError, match=rf"NUL character \(line {line}\), so it is not a text CSV"):
+            parse_csv(data, change_type=1, service_provider_id=1)
+
+
+def test_csv_values_go_through_check_values() -> None:
+    """Options, header columns and cells, as the request will be stored."""
+    with pytest.raises(IntakeError, match="idempotencyKey contains a NUL character"):
+        parse_csv(f"iccid,status\n{ICCID},ACTIVATED\n".encode(), change_type=1, service_provider_id=1, idempotency_key="k\x00")
+    with pytest.raises(IntakeError, match="serviceProviderId: Input should be less than or equal to 9223372036854775807"):
+        parse_csv(f"iccid,status,serviceProviderId\n{ICCID},ACTIVATED,{2**70}\n".encode(), change_type=1)
+    with pytest.raises(IntakeError, match="effective_date '9999-12-31' is outside the years 1900-9000"):
+        parse_csv(f"iccid,status,effectiveDate\n{ICCID},ACTIVATED,9999-12-31\n".encode(), change_type=1, service_provider_id=1)
 
 
 def test_read_request_file_detects_kind(tmp_path) -> None:
