@@ -1,11 +1,17 @@
 """Carrier clients behind one interface (`base.CarrierAdapter`), and the registry that picks the
-client for a service provider's integration, so the engine never names a carrier module."""
+client for a service provider's integration, so the engine never names a carrier module.
+
+`BILLING_UPDATES` says which (integration, change type) pairs must also reach the tenant's
+billing (Rev.io) account; for those the engine attaches that account (`CarrierAccount.billing`)
+and the registry hands the carrier's client a Rev.io client as its billing companion.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from .base import (
+    EDIT_USERNAME_COST_CENTER,
     AsyncOutcome,
     BusinessCarrierError,
     CarrierAccount,
@@ -44,9 +50,11 @@ def _pond(account: CarrierAccount) -> CarrierAdapter:
 
 
 def _telegence(account: CarrierAccount) -> CarrierAdapter:
+    from .revio import RevioClient
     from .telegence import TelegenceClient
 
-    return TelegenceClient(account)
+    billing = RevioClient(account.billing) if account.billing is not None else None
+    return TelegenceClient(account, billing=billing)
 
 
 def _revio(account: CarrierAccount) -> CarrierAdapter:
@@ -68,6 +76,18 @@ ADAPTERS: dict[str, Callable[[CarrierAccount], CarrierAdapter]] = {
     "telegence": _telegence,
     "pond": _pond,
 }
+
+
+# Integration -> change types whose carrier change must also update the line's Rev.io service
+# (DESIGN section 4, "PATCH + Rev update").
+BILLING_UPDATES: dict[str, frozenset[int]] = {
+    "telegence": frozenset({EDIT_USERNAME_COST_CENTER}),
+}
+
+
+def updates_billing(integration: str, change_type: int) -> bool:
+    """True if `change_type` on this integration also updates the tenant's Rev.io account."""
+    return change_type in BILLING_UPDATES.get(integration.strip().lower(), frozenset())
 
 
 class UnknownIntegrationError(CarrierError, ValueError):
@@ -106,6 +126,7 @@ def parse_callback(integration: str, payload: dict) -> list[AsyncOutcome]:
 
 __all__ = [
     "ADAPTERS",
+    "BILLING_UPDATES",
     "AsyncOutcome",
     "parse_callback",
     "BusinessCarrierError",
@@ -119,4 +140,5 @@ __all__ = [
     "UnknownIntegrationError",
     "WritesDisabledError",
     "build_adapter",
+    "updates_billing",
 ]

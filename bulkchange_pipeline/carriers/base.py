@@ -116,6 +116,9 @@ class CarrierAccount:
     # Where an async carrier should send callbacks: our callback endpoint's public base URL
     # (the adapter appends /callbacks/{callback_name}).
     callback_base_url: str | None = None
+    # The tenant's billing (Rev.io) account, attached by the engine only for a change type whose
+    # carrier must also update billing (`carriers.BILLING_UPDATES`); None otherwise.
+    billing: CarrierAccount | None = field(default=None, repr=False, compare=False, hash=False)
 
 
 @dataclass
@@ -147,6 +150,9 @@ class DeviceChange:
     eid: str | None
     target: dict
     carrier_request_id: str | None = None  # set for rows an async carrier accepted (for poll/callback matching)
+    # Our database's flag: the device's line has an active Rev.io service, so a change that must
+    # reach billing too (Telegence EditUsernameCostCenter) updates that service.
+    has_active_rev_service: bool = False
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Client for Rev.io billing: creating a device's service line and its products when a device is
 assigned to a customer that has a Rev customer id (CustomerAssignment, 5) or when a Rev service is
-asked for directly (CreateRevService, 8).
+asked for directly (CreateRevService, 8); and, as the billing companion of a carrier whose change
+must reach billing too (Telegence EditUsernameCostCenter), editing a line's service
+(`edit_line_services`: description and cost-center custom field).
 
 Wire format (reference/carriers.md section 6): HTTP Basic `user@clientCode:password` (the username
 must not be an e-mail address) plus `Ocp-Apim-Subscription-Key`; lists
@@ -19,6 +21,9 @@ after such a failure first looks for what the lost attempt may have made, and ad
 services belong to), `service_type_id` (optional), `product_ids` (optional default products,
 comma list), `product_rates` (optional `product_id:rate` comma list; without one Rev's catalog rate
 applies [I]).
+
+A service's cost center is a custom field [I: Rev tenants define their own custom fields; AMOP
+finds the field labelled "Cost Center 1", else "Cost Center", and patches `/fields/<index>/value`].
 """
 
 from __future__ import annotations
@@ -26,11 +31,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import re
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from .base import (
@@ -47,114 +50,24 @@ from .base import (
     TransientCarrierError,
     WritesDisabledError,
 )
-from .http import MALFORMED, CallResult, CarrierHttp, _CarrierWait, stated_wait_seconds
-from .redaction import basic_token
-
-SUPPORTED_CHANGE_TYPES = frozenset({CUSTOMER_ASSIGNMENT, CREATE_REV_SERVICE})
-REVIO_MAX_ATTEMPTS = 6  # one call plus 5 retries, as AMOP configured for Rev.io
-MAX_PAGE_SIZE = 500
-QUOTA_CODE = "QUOTA"
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_USER = re.compile(r"^[^@\s:]+@[^@\s:.]+$")
-
-
-class RevioConfigError(CarrierError, ValueError):
-    """The service provider's Rev.io settings cannot work (raised when the client is built, so
-    nothing is claimed or sent)."""
-
-
-def check_username(username: str) -> None:
-    """Rev.io's API user is `user@clientCode`; an e-mail address (the portal login) is refused by
-    Rev.io with a bare 401, so it is caught here with a message that says what to change."""
-    if _EMAIL.match(username or ""):
-        raise RevioConfigError(
-            f"Rev.io username {username!r} looks like an e-mail address; the API needs the API "
-            "user in the form user@clientCode (e.g. apiuser@ACME)")
-    if not _USER.match(username or ""):
-        raise RevioConfigError(
-            f"Rev.io username {username!r} is not of the form user@clientCode (e.g. apiuser@ACME)")
-
-
-def revio_base_url(url: str) -> str:
-    """The API base ending in /v1 (accepts the host alone, as the service provider row stores)."""
-    base = url.rstrip("/")
-    return base if base.endswith("/v1") else base + "/v1"
-
-
-def parse_id_list(value: Any) -> list[int]:
-    """Product ids from a list or a comma/space separated text."""
-    if value is None or value == "":
-        return []
-    items = value if isinstance(value, (list, tuple)) else re.split(r"[,\s]+", str(value).strip())
-    return [int(v) for v in items if str(v).strip()]
-
-
-def parse_rates(value: Any) -> dict[int, float]:
-    """`101:4.5,102:9` -> {101: 4.5, 102: 9.0}."""
-    out: dict[int, float] = {}
-    for item in re.split(r"[,\s]+", str(value or "").strip()):
-        if item:
-            pid, _, rate = item.partition(":")
-            out[int(pid)] = float(rate)
-    return out
-
-
-def rev_id(value: Any) -> Any:
-    """Rev ids are integers; a text id of digits is sent as a number, anything else as given."""
-    return int(str(value).strip()) if str(value).strip().isdigit() else value
-
-
-def revio_error_message(response: httpx.Response, body: Any) -> str:
-    """The message of any Rev.io / APIM error body: `[{ok, error, message}]`, `{ok, error,
-    message}` or `{statusCode, message}`; else the text."""
-    items = body if isinstance(body, list) else [body]
-    parts = [str(i.get("message") or i.get("error")) for i in items
-             if isinstance(i, dict) and (i.get("message") or i.get("error"))]
-    return "; ".join(parts) or response.text.strip()[:300] or response.reason_phrase
-
-
-def classify_revio_response(response: httpx.Response, body: Any) -> CarrierError | None:
-    """429 and 5xx transient (429 with the stated wait, over limit); malformed bodies transient;
-    401 a credentials error; 403 with "quota" the daily quota; other 4xx business."""
-    status = response.status_code
-    if 200 <= status < 300:
-        if body is MALFORMED or (body is not None and not isinstance(body, (dict, list))):
-            return TransientCarrierError("malformed response body from Rev.io", status=status)
-        if isinstance(body, dict) and body.get("ok") is False:
-            return BusinessCarrierError(revio_error_message(response, body), status=status)
-        return None
-    message = revio_error_message(response, body)
-    if status == 429:
-        return TransientCarrierError(f"HTTP 429: {message}", status=status,
-                                     retry_after=stated_wait_seconds(response, body),
-                                     over_limit=True)
-    if status >= 500 or body is MALFORMED:
-        return TransientCarrierError(f"HTTP {status}: {message}", status=status)
-    if status == 401:
-        return BusinessCarrierError(
-            f"Rev.io rejected the credentials ({message}); check the user@clientCode username, "
-            "password and subscription key", status=status)
-    if status == 403 and "quota" in message.lower():
-        return BusinessCarrierError(f"Rev.io daily call quota exhausted: {message}",
-                                    code=QUOTA_CODE, status=status)
-    return BusinessCarrierError(message, status=status)
-
-
-class RevioAuth(httpx.Auth):
-    """Basic + subscription key on every request, and the JSON Patch media type on PATCH (the
-    shared layer sends `application/json`; Rev.io's PATCH needs `application/json-patch+json`)."""
-
-    def __init__(self, username: str, password: str, subscription_key: str) -> None:
-        self._basic = "Basic " + basic_token(username, password)
-        self._key = subscription_key
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._basic
-        request.headers["Ocp-Apim-Subscription-Key"] = self._key
-        if request.method == "PATCH":
-            request.headers["Content-Type"] = "application/json-patch+json"
-        yield request
-
+from .http import CallResult, CarrierHttp, _CarrierWait
+from .revio_wire import (
+    MAX_PAGE_SIZE,
+    QUOTA_CODE,
+    REVIO_MAX_ATTEMPTS,
+    RevioAuth,
+    RevioConfigError,
+    RevioUpdateError,
+    SUPPORTED_CHANGE_TYPES,
+    check_username,
+    classify_revio_response,
+    parse_id_list,
+    parse_rates,
+    rev_id,
+    revio_base_url,
+    service_edit_ops,
+    service_holds,
+)
 
 def _effective(value: Any) -> str:
     """Rev date-time text [I] for the target date, or now."""
@@ -257,6 +170,63 @@ class RevioClient:
                                        json_body=ops,
                                        description=f"Rev.io PATCH ServiceProduct {service_product_id}")
 
+    async def edit_line_services(self, number: str, *, description: str | None,
+                                 cost_center: str | None, log: list[LogEntry]) -> list[int]:
+        """Give every ACTIVE service of `number` this description and cost center
+        (`PATCH /v1/Services/{id}`, JSON Patch from `service_edit_ops`; a replace is idempotent,
+        so transient failures are retried). Returns the ids of the services edited; every exchange
+        is appended to `log`. Raises RevioUpdateError saying what was not done and why."""
+        if not self.account.write_enabled:
+            raise RevioUpdateError(self._writes_off())
+        if self._quota_message:
+            raise RevioUpdateError(f"not sent: {self._quota_message}")
+        try:
+            services = await self.active_services(number, log)
+        except CarrierError as exc:
+            log.extend(exc.log)
+            raise RevioUpdateError(f"its service could not be looked up: {self._reason(exc)}") from None
+        if not services:
+            raise RevioUpdateError(f"Rev.io has no active service for number {number}")
+        edited: list[int] = []
+        for service in services:
+            service_id = int(service["service_id"])
+            try:
+                ops = service_edit_ops(service, description, cost_center)
+            except ValueError as exc:
+                raise RevioUpdateError(str(exc), service_id=service_id) from None
+            try:
+                result = await self.http.request(
+                    "PATCH", f"Services/{service_id}", json_body=ops,
+                    description=f"Rev.io PATCH Services {service_id} (description, cost center)")
+            except CarrierError as exc:
+                log.extend(exc.log)
+                raise RevioUpdateError(self._reason(exc), service_id=service_id) from None
+            log.extend(result.log)
+            edited.append(service_id)
+        return edited
+
+    async def line_services_hold(self, number: str, *, description: str | None,
+                                 cost_center: str | None, log: list[LogEntry]) -> list[int] | None:
+        """The ids of `number`'s ACTIVE services when there are some and every one already shows
+        this description and cost center; None otherwise (or when Rev.io cannot be asked)."""
+        try:
+            services = await self.active_services(number, log)
+        except CarrierError as exc:
+            log.extend(exc.log)
+            return None
+        if not services or not all(service_holds(s, description, cost_center) for s in services):
+            return None
+        return [int(s["service_id"]) for s in services]
+
+    def _reason(self, exc: CarrierError) -> str:
+        """What a person reads for a failed call (Rev.io's refusal with its status, or that
+        retries ran out); a spent daily quota is remembered so later calls are not even tried."""
+        if isinstance(exc, BusinessCarrierError):
+            if exc.code == QUOTA_CODE:
+                self._quota_message = exc.message
+            return str(exc)
+        return f"retries exhausted: {exc.message}" if isinstance(exc, TransientCarrierError) else exc.message
+
     # -- writes -----------------------------------------------------------------------------------
 
     async def apply(self, changes: Sequence[DeviceChange]) -> list[DeviceResult]:
@@ -338,10 +308,7 @@ class RevioClient:
             return _result(change, API_FAILED, str(exc), log, service_id)
         except CarrierError as exc:
             log.extend(e for e in exc.log if e not in log)
-            if isinstance(exc, BusinessCarrierError) and exc.code == QUOTA_CODE:
-                self._quota_message = exc.message
-            text = str(exc) if isinstance(exc, BusinessCarrierError) else (
-                f"retries exhausted: {exc.message}")
+            text = self._reason(exc)
             if service_id is not None:
                 text = f"Rev service {service_id} exists but a product was not added: {text}"
             return _result(change, API_FAILED, text, log, service_id)

@@ -1,30 +1,32 @@
-"""Client for AT&T Telegence (AT&T business mobility / APEX partner APIs).
+"""Client for AT&T Telegence (AT&T business mobility / APEX partner APIs): the calls, their
+concurrency and what each answer means for a device row. The wire format (bodies, paths, how
+answers are read) is in `telegence_wire.py`, the error bodies in `telegence_errors.py`.
 
-Wire format (reference/carriers.md section 3; original-system.md section 8): static headers
-`app-id` / `app-secret` (+ `Accept: application/json`); line changes are synchronous PATCHes of
-`sp/mobility/lineconfig/api/v1/service/{subscriberNumber}`; new lines are activated
-asynchronously: a JSON array of up to 200 lines is POSTed, each answer item carries an activation
-status id, and that id is polled until the line is active (or rejected). Telegence sends no
-callbacks, so `parse_callback` always answers [] and `poll` is the only way to settle.
+Auth: static headers `app-id` / `app-secret` (+ `Accept: application/json`). Line changes are
+synchronous PATCHes, run concurrently under the account's limits; new lines are activated in
+arrays of up to 200 and polled by activation id (Telegence sends no callbacks, so
+`parse_callback` always answers [] and `poll` is the only way to settle).
 
-Choices marked [I] (inferred, not confirmed by a public source):
-- Paths other than lineconfig: activation `POST sp/mobility/activation/api/v1/service`, its status
-  `GET sp/mobility/activation/api/v1/service/{id}`, subscriber detail `GET` on the lineconfig path.
-- Status body `{"mode": "suspend"|"restore"|"cancel", "reasonCode", "effectiveDate"}` (AMOP names
-  the fields; casing and mode words are ours). Reason codes are not public: the default is
-  `DEFAULT_REASON_CODE`, overridden by `account.extra["reason_code"]`, then by the row's
-  `target["reason_code"]`.
-- EditUsernameCostCenter: a PATCH of two service characteristics, `contactName` (the subscriber
-  detail already returns it, so the edit can be read back) for the username and `costCenter` for
-  the cost center (no public name exists for it).
-- Activation answers: one item per submitted line, in order (items echoing `sim` are matched by
-  it); a single item for a whole request is taken as a request-level id shared by its lines.
+EditUsernameCostCenter reaches billing too (DESIGN section 4: "PATCH + Rev update"; AMOP did a
+subscriber update plus a Rev.io update). The design keeps the engine carrier-neutral: the adapter
+registry (`carriers.build_adapter`) hands this client an optional billing companion, a
+`RevioClient` for the tenant's Rev.io account, which the engine attaches to the account
+(`CarrierAccount.billing`) only for change types `carriers.BILLING_UPDATES` lists. Per device:
+- the Telegence PATCH fails -> API_FAILED with Telegence's reason, and Rev.io is not called;
+- the device has no active Rev service (our database's `has_active_rev_service`) -> PROCESSED,
+  no Rev.io call;
+- the tenant has no Rev.io account -> PROCESSED, the detail says the billing update was skipped;
+- otherwise the line's ACTIVE Rev services get the username as description and the cost center
+  in their cost-center field: PROCESSED when Rev.io takes it; API_FAILED "Telegence updated (...);
+  Rev.io service N not updated: <reason>" when it does not. That row is not PROCESSED because
+  the change is not complete until billing agrees: our device table keeps the old values, and a
+  retry re-sends the Telegence PATCH (a no-op for a line that already holds the values) and then
+  the Rev.io update. Every Rev.io exchange is logged on the device's row, redacted like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -49,175 +51,46 @@ from .base import (
     WritesDisabledError,
 )
 from .http import CarrierHttp
-from .telegence_errors import classify_telegence_response, message_of
+from .revio import RevioClient
+from .revio_wire import RevioUpdateError
+from .telegence_errors import classify_telegence_response
+from .telegence_wire import (
+    ACTIVATION_BATCH_SIZE,
+    ACTIVATION_PATH,
+    ACTIVATION_STATUS_PATH,
+    DEFAULT_REASON_CODE,
+    LINE_PATH,
+    activation_ids,
+    activation_line,
+    activation_outcome,
+    characteristic_map,
+    item_for,
+    line_update,
+    telegence_date,
+)
 
-LINE_PATH = "sp/mobility/lineconfig/api/v1/service/{}"
-ACTIVATION_PATH = "sp/mobility/activation/api/v1/service"  # [I]
-ACTIVATION_STATUS_PATH = "sp/mobility/activation/api/v1/service/{}"  # [I]
-ACTIVATION_BATCH_SIZE = 200  # AMOP's batch size per activation call
 MAX_PARALLEL_REQUESTS = 10  # AMOP's MAX_PARALLEL_REQUESTS default, when the account sets none
-DEFAULT_REASON_CODE = "CR"  # [I] "customer request"; AMOP reads real codes from its database
-SWAP_REASON_CODE = "CUST_OWN_EQU"
-USERNAME_CHARACTERISTIC = "contactName"
-COST_CENTER_CHARACTERISTIC = "costCenter"  # [I]
 SUPPORTED_CHANGE_TYPES = frozenset({STATUS_UPDATE, ACTIVATE_NEW_SERVICE, CARRIER_RATE_PLAN_CHANGE,
                                     CHANGE_ICCID_AND_IMEI, EDIT_USERNAME_COST_CENTER})
-PENDING_STATUSES = frozenset({"pending", "reserved", "reserve", "inprogress", "in progress",
-                              "submitted", "received"})
-ACTIVE_STATUSES = frozenset({"active", "complete", "completed", "success", "successful"})
-REJECTED_STATUSES = frozenset({"rejected", "reject", "failed", "failure", "error", "cancelled"})
-# target status spelling -> (PATCH mode, subscriberStatus it leads to)
-_MODES = {
-    "a": ("restore", "A"), "active": ("restore", "A"), "restore": ("restore", "A"),
-    "s": ("suspend", "S"), "suspend": ("suspend", "S"), "suspended": ("suspend", "S"),
-    "c": ("cancel", "C"), "cancel": ("cancel", "C"), "cancelled": ("cancel", "C"),
-    "canceled": ("cancel", "C"),
-}
-
-
-def telegence_date(value: Any = None, today: dt.date | None = None) -> str:
-    """`yyyy-MM-ddZ` as AMOP sends it: the target's effective date, or today (UTC) when there is
-    none or it has passed (a row retried after its date must not be refused as back-dated)."""
-    today = today or dt.datetime.now(dt.timezone.utc).date()
-    if not value:
-        return today.isoformat() + "Z"
-    text = str(value).strip()
-    try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        day = (when.astimezone(dt.timezone.utc) if when.tzinfo else when).date()
-    except ValueError:
-        try:
-            day = dt.date.fromisoformat(text[:10])
-        except ValueError:
-            raise ValueError(f"effective_date {text!r} is not a date") from None
-    return max(day, today).isoformat() + "Z"
-
-
-def _characteristics(pairs: dict[str, Any]) -> list[dict[str, str]]:
-    return [{"name": k, "value": str(v)} for k, v in pairs.items()]
-
-
-def line_update(change: DeviceChange, default_reason_code: str = DEFAULT_REASON_CODE
-                ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
-    """(PATCH body, new_values, characteristics the line holds once applied) for a line change.
-    Raises ValueError with a reason a person can act on when it cannot be expressed."""
-    target = change.target or {}
-    ct = change.change_type
-    if ct == STATUS_UPDATE:
-        wanted = str(target.get("status") or "").strip().lower()
-        if wanted not in _MODES:
-            raise ValueError(f"Telegence status must be A, S or C (got {target.get('status')!r})")
-        mode, letter = _MODES[wanted]
-        body = {"mode": mode, "reasonCode": str(target.get("reason_code") or default_reason_code),
-                "effectiveDate": telegence_date(target.get("effective_date"))}
-        return body, {"status": letter}, {"subscriberStatus": letter}
-    if ct == CARRIER_RATE_PLAN_CHANGE:
-        plan = target.get("carrier_rate_plan")
-        if not plan:
-            raise ValueError("no carrier_rate_plan (Telegence singleUserCode) to set")
-        body = {"effectiveDate": telegence_date(target.get("effective_date")),
-                "serviceCharacteristic": _characteristics({"singleUserCode": plan})}
-        return body, {"carrier_rate_plan": str(plan)}, {"singleUserCode": str(plan)}
-    if ct == CHANGE_ICCID_AND_IMEI:
-        swap: dict[str, str] = {}
-        if target.get("new_imei"):
-            swap["IMEI"] = str(target["new_imei"])
-        if target.get("new_iccid"):
-            swap["sim"] = str(target["new_iccid"])
-        if not swap:
-            raise ValueError("no new_iccid or new_imei to send to Telegence")
-        body = {"serviceCharacteristic": _characteristics({"reasonCode": SWAP_REASON_CODE, **swap})}
-        values = {"iccid": swap["sim"]} if "sim" in swap else {}
-        if "IMEI" in swap:
-            values["imei"] = swap["IMEI"]
-        held = {("BLIMEI" if k == "IMEI" else k): v for k, v in swap.items()}
-        return body, values, held
-    if ct == EDIT_USERNAME_COST_CENTER:
-        edits: dict[str, str] = {}
-        values = {}
-        if target.get("username") is not None:
-            edits[USERNAME_CHARACTERISTIC] = values["username"] = str(target["username"])
-        if target.get("cost_center") is not None:
-            edits[COST_CENTER_CHARACTERISTIC] = values["cost_center"] = str(target["cost_center"])
-        if not edits:
-            raise ValueError("no username or cost_center to send to Telegence")
-        return {"serviceCharacteristic": _characteristics(edits)}, values, edits
-    raise ValueError(f"change type {ct} is not a Telegence line update")
-
-
-def activation_line(change: DeviceChange, ban: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """One element of the activation array (MobilityController.cs shape). Raises ValueError when a
-    field Telegence needs is missing."""
-    target = change.target or {}
-    plan = target.get("carrier_rate_plan")
-    zip_code = target.get("service_zip_code") or extra.get("service_zip_code")
-    missing = [name for name, value in (("ICCID", change.iccid), ("IMEI", change.imei),
-                                        ("carrier_rate_plan", plan),
-                                        ("service_zip_code", zip_code)) if not value]
-    if missing:
-        raise ValueError("cannot activate on Telegence without " + ", ".join(missing))
-    chars = {"singleUserCode": plan, "serviceZipCode": zip_code,
-             "equipmentType": extra.get("equipment_type", "G"),
-             "deviceTechnologyType": extra.get("device_technology_type", "UMTS"),
-             "IMEI": change.imei, "sim": change.iccid}
-    for i, code in enumerate(target.get("offering_codes") or [], start=1):
-        chars[f"offeringCode{i}"] = code
-    service: dict[str, Any] = {"serviceCharacteristic": _characteristics(chars),
-                               "serviceSpecification": {"id": "12", "href": "Mobility Services"}}
-    if extra.get("service_qualification_id"):
-        service["serviceQualification"] = {"id": str(extra["service_qualification_id"])}
-    return {"billingAccount": {"id": str(ban)}, "service": service}
-
-
-def characteristic_map(node: Any) -> dict[str, str]:
-    """`serviceCharacteristic` [{name, value}] of a detail/status object as a dict."""
-    if not isinstance(node, dict):
-        return {}
-    chars = node.get("serviceCharacteristic")
-    if not isinstance(chars, list):
-        return {}
-    return {str(c.get("name")): str(c.get("value")) for c in chars
-            if isinstance(c, dict) and c.get("name") is not None}
-
-
-def activation_outcome(change: DeviceChange, item: dict[str, Any]) -> DeviceResult | None:
-    """The DeviceResult an activation-status item means for one line; None while pending (or an
-    unknown status: the engine polls again and gives up after `max_polls`)."""
-    service = item.get("service") if isinstance(item.get("service"), dict) else {}
-    status = str(service.get("status") or item.get("interactionStatus") or "").strip().lower()
-    request_id = change.carrier_request_id
-    if status in ACTIVE_STATUSES:
-        number = service.get("subscriberNumber")
-        values = {"status": "A"}
-        if number:
-            values["msisdn"] = str(number)
-        plan = (change.target or {}).get("carrier_rate_plan")
-        if plan:
-            values["carrier_rate_plan"] = str(plan)
-        return DeviceResult(change.device_change_id, PROCESSED,
-                            f"activated by Telegence as {number or '(number not reported)'} "
-                            f"(activation {request_id})", values, request_id)
-    if status in REJECTED_STATUSES:
-        _, reason = message_of(service.get("error")) if service.get("error") else (None, None)
-        reason = reason or str(item.get("interactionStatus") or status)
-        return DeviceResult(change.device_change_id, API_FAILED,
-                            f"activation rejected by Telegence: {reason} (activation {request_id})",
-                            {}, request_id)
-    return None
+NO_BILLING_ACCOUNT = "Rev.io update skipped: the tenant has no Rev.io account"
 
 
 class TelegenceClient:
     """AsyncCarrierAdapter for Telegence: concurrent line PATCHes (sync) and batched, polled
-    activations (async)."""
+    activations (async). `billing` is the tenant's Rev.io client for the Rev.io half of a
+    username/cost-center edit (None: the tenant has no Rev.io account, or no row needs it); this
+    client closes it."""
 
     integration = "telegence"
     callback_name = "telegence"
     max_polls = 6  # the seed's "service activation: 6 retries"; the reconcile engine enforces it
     poll_interval_seconds = 300  # AMOP re-checked activations every 300 s
 
-    def __init__(self, account: CarrierAccount, *, default_reason_code: str | None = None,
+    def __init__(self, account: CarrierAccount, *, billing: RevioClient | None = None,
+                 default_reason_code: str | None = None,
                  batch_size: int = ACTIVATION_BATCH_SIZE) -> None:
         self.account = account
+        self.billing = billing
         self.extra = {str(k).lower(): v for k, v in (account.extra or {}).items()}
         self.default_reason_code = (default_reason_code or self.extra.get("reason_code")
                                     or DEFAULT_REASON_CODE)
@@ -236,6 +109,8 @@ class TelegenceClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        if self.billing is not None:
+            await self.billing.aclose()
 
     # -- apply ------------------------------------------------------------------------------------
 
@@ -276,12 +151,35 @@ class TelegenceClient:
                                            json_body=body, description=desc)
         except CarrierError as exc:
             return _result(change, API_FAILED, _failure_detail(exc), log=exc.log)
-        summary = ", ".join(f"{k}={v}" for k, v in values.items())
+        summary = _summary(values)
         effective = body.get("effectiveDate")
         if effective and effective > telegence_date():
             return _result(change, PROCESSED, f"scheduled by Telegence for {effective}: {summary}",
                            log=call.log)
+        if _needs_billing(change):
+            return await self._update_billing(change, values, call.log)
         return _result(change, PROCESSED, f"applied: {summary}", values, log=call.log)
+
+    async def _update_billing(self, change: DeviceChange, values: dict[str, str],
+                              log: list[LogEntry]) -> DeviceResult:
+        """The Rev.io half of a username/cost-center edit Telegence has taken (module docstring:
+        the outcome rules)."""
+        summary = _summary(values)
+        if self.billing is None:
+            return _result(change, PROCESSED, f"applied: {summary}; {NO_BILLING_ACCOUNT}", values,
+                           log=log)
+        log = list(log)
+        try:
+            edited = await self.billing.edit_line_services(
+                str(change.msisdn), description=values.get("username"),
+                cost_center=values.get("cost_center"), log=log)
+        except RevioUpdateError as exc:
+            where = "Rev.io" if exc.service_id is None else f"Rev.io service {exc.service_id}"
+            return _result(change, API_FAILED,
+                           f"Telegence updated ({summary}); {where} not updated: {exc.message}",
+                           log=log)
+        return _result(change, PROCESSED, f"applied: {summary}; Rev.io service "
+                       f"{', '.join(map(str, edited))} updated", values, log=log)
 
     def _activation_jobs(self, changes: Sequence[DeviceChange], indexes: list[int],
                          results: list[DeviceResult | None]) -> list[list[tuple[int, dict]]]:
@@ -312,7 +210,7 @@ class TelegenceClient:
             return [_result(c, API_FAILED, _failure_detail(exc), log=lg)
                     for c, lg in zip(members, logs)]
         items = call.body if isinstance(call.body, list) else [call.body]
-        ids = _activation_ids(items, members)
+        ids = activation_ids(items, members)
         logs = _shared_logs(call.log, members, desc)
         out = []
         for change, request_id, log in zip(members, ids, logs):
@@ -363,7 +261,7 @@ class TelegenceClient:
                  if isinstance(i, dict)]
         out: list[DeviceResult | None] = []
         for change in members:
-            item = _item_for(change, items)
+            item = item_for(change, items)
             answer = activation_outcome(change, item) if item is not None else None
             if answer is not None:
                 answer.log = list(call.log)
@@ -374,8 +272,9 @@ class TelegenceClient:
 
     async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
         """Line changes: read the subscriber detail and compare subscriberStatus / singleUserCode
-        / sim / BLIMEI / contactName / costCenter with the target. Activations with a known
-        status id: PROCESSED if that activation is active. Anything else: None (re-send)."""
+        / sim / BLIMEI / contactName / costCenter with the target (a username/cost-center edit
+        that must reach Rev.io also needs the line's Rev services to show it). Activations with a
+        known status id: PROCESSED if that activation is active. Anything else: None (re-send)."""
         results: list[DeviceResult | None] = [None] * len(changes)
 
         async def check(index: int) -> None:
@@ -413,11 +312,22 @@ class TelegenceClient:
         except CarrierError:
             return None
         actual = characteristic_map(call.body)
-        if all(actual.get(k) == v for k, v in held.items()):
-            summary = ", ".join(f"{k}={v}" for k, v in held.items())
-            return _result(change, PROCESSED, f"already in effect at Telegence: {summary}",
-                           values, log=call.log)
-        return None
+        if not all(actual.get(k) == v for k, v in held.items()):
+            return None
+        detail = f"already in effect at Telegence: {_summary(held)}"
+        if not _needs_billing(change):
+            return _result(change, PROCESSED, detail, values, log=call.log)
+        if self.billing is None:
+            return _result(change, PROCESSED, f"{detail}; {NO_BILLING_ACCOUNT}", values,
+                           log=call.log)
+        log = list(call.log)
+        services = await self.billing.line_services_hold(
+            change.msisdn, description=values.get("username"),
+            cost_center=values.get("cost_center"), log=log)
+        if services is None:
+            return None  # the re-send repeats the (idempotent) PATCH and then updates Rev.io
+        return _result(change, PROCESSED, f"{detail}; and at Rev.io service "
+                       f"{', '.join(map(str, services))}", values, log=log)
 
     async def _run_all(self, items: Sequence[Any], one: Callable[[Any], Awaitable[None]]) -> None:
         """Run `one` over the items with the account's concurrency (AMOP's 10 when unset)."""
@@ -434,27 +344,13 @@ class TelegenceClient:
         await asyncio.gather(*(worker() for _ in range(workers)))
 
 
-def _activation_ids(items: list[Any], members: list[DeviceChange]) -> list[str | None]:
-    """The status id of each submitted line: by echoed `sim` where present, else by position,
-    else one request-level id shared by all [I]."""
-    items = [i for i in items if isinstance(i, dict) and i.get("id") is not None]
-    by_sim = {characteristic_map(i.get("service")).get("sim"): str(i["id"]) for i in items}
-    by_sim.pop(None, None)
-    if by_sim and all(c.iccid in by_sim for c in members):
-        return [by_sim[c.iccid] for c in members]
-    if len(items) == len(members):
-        return [str(i["id"]) for i in items]
-    if len(items) == 1:
-        return [str(items[0]["id"])] * len(members)
-    return [None] * len(members)
+def _needs_billing(change: DeviceChange) -> bool:
+    """A username/cost-center edit of a line our database says has an active Rev.io service."""
+    return change.change_type == EDIT_USERNAME_COST_CENTER and change.has_active_rev_service
 
 
-def _item_for(change: DeviceChange, items: list[dict]) -> dict | None:
-    """The status item about this line: the one echoing its ICCID, else the only one."""
-    for item in items:
-        if change.iccid and characteristic_map(item.get("service")).get("sim") == change.iccid:
-            return item
-    return items[0] if len(items) == 1 else None
+def _summary(values: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
 def _failure_detail(exc: CarrierError) -> str:

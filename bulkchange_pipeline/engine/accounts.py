@@ -6,16 +6,23 @@ Any other ``BULKCHANGE_CRED_<NAME>_<KEY>`` variable (e.g. ``_CLIENT_ID``, ``_CLI
 ``_CALLBACK_USERNAME``, ``_CALLBACK_PASSWORD``, ``_SUBSCRIPTION_KEY``) lands in ``account.extra``
 under ``<key>`` in lower case. ``BULKCHANGE_CALLBACK_BASE_URL`` is where async carriers call back.
 It never enters the database, run config, or the Dagster event log.
+
+``with_billing_account`` attaches the tenant's Rev.io account for a carrier change that must also
+reach billing (``carriers.BILLING_UPDATES``); its secret is read the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
 
+import sqlalchemy as sa
+
 from ..carriers import CarrierAccount
-from ..store.reference import ServiceProviderInfo
+from ..domain import Integration
+from ..store.reference import ServiceProviderInfo, list_service_providers
 
 ENV_PREFIX = "BULKCHANGE_CRED_"
 
@@ -74,3 +81,29 @@ def carrier_account(
         extra=extra_credentials(sp.credentials_name, env, prefix),
         callback_base_url=env.get("BULKCHANGE_CALLBACK_BASE_URL") or None,
     )
+
+
+def with_billing_account(
+    engine: sa.Engine,
+    tenant_id: int,
+    account: CarrierAccount,
+    *,
+    environ: Mapping[str, str] | None = None,
+    prefix: str = ENV_PREFIX,
+) -> CarrierAccount:
+    """``account`` with ``billing`` set to the tenant's Rev.io account (its ``revio`` service
+    provider, the lowest id if there are several), built with ``account``'s timeouts and retry
+    settings; ``billing`` stays None when the tenant has no Rev.io service provider. Raises
+    MissingCredentials when that provider's credentials are not set, before anything is sent."""
+    revio = [sp for sp in list_service_providers(engine, tenant_id) if sp.integration is Integration.REVIO]
+    if not revio:
+        return account
+    billing = carrier_account(
+        revio[0],
+        environ=environ,
+        prefix=prefix,
+        timeout_seconds=account.timeout_seconds,
+        max_attempts=account.max_attempts,
+        retry_wait_seconds=account.retry_wait_seconds,
+    )
+    return dataclasses.replace(account, billing=billing)

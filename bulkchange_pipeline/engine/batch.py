@@ -16,11 +16,21 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..carriers import CarrierAccount, CarrierAdapter, DeviceChange, DeviceResult, LogEntry, WritesDisabledError, build_adapter
+from ..carriers import (
+    CarrierAccount,
+    CarrierAdapter,
+    DeviceChange,
+    DeviceResult,
+    LogEntry,
+    WritesDisabledError,
+    build_adapter,
+    updates_billing,
+)
 from ..domain import DeviceChangeStatus, Handling
 from ..store.db import utcnow
 from ..store.schema import DEVICE_CHANGE_FIELDS
 from ..store.device_changes import IdRange, LogRow, RowResult, WorkRow, claim, load_batch, record_results
+from .accounts import with_billing_account
 from .bulk_change import BulkChangeInfo
 from .device_values import device_values
 
@@ -99,7 +109,8 @@ async def process_batch_async(
 def device_change_for(info: BulkChangeInfo, row: WorkRow, carrier_request_id: str | None = None) -> DeviceChange:
     """The carrier-neutral view of a row. The device's status as our database knows it rides along
     as ``target["current_status"]``, so a carrier that needs it to pick the call (ThingSpace:
-    activate or restore) does not have to look every device up first."""
+    activate or restore) does not have to look every device up first; likewise its active Rev.io
+    service flag, for a change that must also update billing."""
     return DeviceChange(
         device_change_id=row.id,
         device_id=row.device_id,
@@ -110,6 +121,7 @@ def device_change_for(info: BulkChangeInfo, row: WorkRow, carrier_request_id: st
         eid=row.eid,
         target={**row.change_request, "current_status": row.current.get("status")},
         carrier_request_id=carrier_request_id,
+        has_active_rev_service=bool(row.current.get("has_active_rev_service")),
     )
 
 
@@ -146,6 +158,12 @@ async def _carrier_results(
 ) -> list[RowResult]:
     if account is None:
         raise ValueError(f"bulk change {info.id} needs a carrier account for service provider {info.service_provider.id}")
+    if updates_billing(account.integration, int(info.change_type)) and any(
+        r.current.get("has_active_rev_service") for r in rows
+    ):
+        # The change must reach the lines' Rev.io services too: the adapter gets the tenant's
+        # Rev.io account (looked up only when a row has such a service).
+        account = with_billing_account(engine, info.tenant_id, account)
     by_id = {r.id: r for r in rows}
     now = utcnow()
     adapter = adapter_factory(account)

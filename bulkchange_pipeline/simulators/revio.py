@@ -4,7 +4,8 @@
 Wire format (reference/carriers.md section 6): HTTP Basic `user@clientCode:password` plus the
 `Ocp-Apim-Subscription-Key` header (401 if either is wrong); lists `{ok, has_more, record_count,
 records}` paged by `search.page_size` (1-500) / `search.page`; creates answer 201 with `Location`
-and `{ok: true, id}`; PATCH takes JSON Patch as `application/json-patch+json` (415 otherwise).
+and `{ok: true, id}`; PATCH takes JSON Patch as `application/json-patch+json` (415 otherwise),
+including a service's custom fields at `/fields/<index>/value` (`revio_rules.apply_json_patch`).
 
 Limits as Azure API Management enforces them in front of Rev.io: `calls_per_minute` (default 500)
 per subscription, counted by `AccountGate`, answered 429 with the APIM body
@@ -145,7 +146,8 @@ class RevioSimulator:
         """Change `calls_per_minute`, `daily_quota`, `max_concurrency`, `retry_after_seconds`,
         `whole_second_waits`, `accounts` ({user@client: password}), `subscription_keys` (list),
         `providers` / `service_types` (lists of ids; None accepts any),
-        `product_status_on_create`, or faults (FaultConfig fields)."""
+        `product_status_on_create`, `service_fields` (labels of the custom fields services created
+        from then on carry), or faults (FaultConfig fields)."""
         for key, value in changes.items():
             if key == "calls_per_minute":
                 self.gate.rate_per_second = float(value) / 60.0
@@ -163,6 +165,8 @@ class RevioSimulator:
                 self._set_keys(value)
             elif key in ("providers", "service_types"):
                 setattr(self.book, key, None if value is None else frozenset(int(v) for v in value))
+            elif key == "service_fields":
+                self.book.service_fields = tuple(str(v) for v in value)
             elif key == "product_status_on_create":
                 if value not in rules.PRODUCT_STATUSES:
                     raise ValueError(f"product_status_on_create must be one of "
@@ -179,6 +183,7 @@ class RevioSimulator:
                 "daily_quota": self.daily_quota, "max_concurrency": self.gate.max_concurrency,
                 "retry_after_seconds": self.retry_after_seconds,
                 "whole_second_waits": self.whole_second_waits, "accounts": sorted(self.accounts),
+                "service_fields": list(self.book.service_fields),
                 "subscriptions": len(self.subscriptions), **self.faults.config.as_dict()}
 
     def stats(self) -> dict[str, Any]:

@@ -7,11 +7,13 @@ the wire format, auth, limits and faults around them.
 
 Documented (reference/carriers.md section 6): `search.<field>` filters, `search.page_size` 1-500
 (default 10) and `search.page`, list bodies `{ok, has_more, record_count, records}`, single objects
-flat with `ok: true`, creates `{ok: true, id}`, JSON Patch on PATCH, service-product statuses
+flat with `ok: true`, creates `{ok: true, id}`, JSON Patch on PATCH, custom fields patched at `/fields/<index>/value`, service-product statuses
 PENDING/ACTIVE/DENIED/DISCONNECTED. Inferred [I]: pages are 1-based; `record_count` is the number
 of matching records; service statuses ACTIVE/PENDING/DISCONNECTED; the error body
 `[{ok: false, error, message}]` (the shape AMOP parses); the field names of records beyond the
-documented create fields; refusing unknown search fields with a 400.
+documented create fields; refusing unknown search fields with a 400; a service's custom fields as
+`fields: [{field_id, label, value}]`, one per field the Rev tenant defines (`service_fields`,
+default a "Cost Center" field, as AMOP's username/cost-center edit looks them up by label).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ PATCHABLE = {
     "service_product": frozenset({"quantity", "rate", "status", "description", "effective_date",
                                   "package_id"}),
     "service": frozenset({"status", "number", "number2", "description", "effective_date",
-                          "usage_plan_group_id", "package_id", "disconnected_date"}),
+                          "usage_plan_group_id", "package_id", "disconnected_date", "fields"}),
 }
+# Custom fields every service of the simulated Rev tenant carries [I] (labels; values start empty).
+DEFAULT_SERVICE_FIELDS = ("Cost Center",)
 DEFAULT_PRODUCTS: tuple[dict[str, Any], ...] = (
     {"product_id": 101, "description": "IoT line access", "rate": 4.0},
     {"product_id": 102, "description": "IoT data 1 GB", "rate": 9.5},
@@ -89,32 +93,56 @@ def search(records: Iterable[dict[str, Any]], query: Mapping[str, str],
                    for k, v in wanted.items())]
 
 
+def _patch_target(path: Any) -> tuple[str, int | None, str | None]:
+    """(field, list index, item key) of a JSON Pointer: `/name`, or `/fields/<index>/<key>` for an
+    item of a list field (custom fields). Refusal for anything deeper or malformed."""
+    parts = path[1:].split("/") if isinstance(path, str) and path.startswith("/") else []
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None, None
+    if len(parts) == 3 and parts[1].isdigit() and parts[0] and parts[2]:
+        return parts[0], int(parts[1]), parts[2]
+    raise Refusal(400, "BadRequest", f"unsupported JSON Patch path {path!r}")
+
+
 def apply_json_patch(record: dict[str, Any], ops: Any, patchable: frozenset[str],
                      check: Callable[[str, Any], None]) -> dict[str, Any]:
-    """The record after RFC 6902 operations on top-level paths (`/quantity`, ...); `test` ops
-    must hold. Raises Refusal for a malformed document, a fixed field or a bad value; the record
-    is not changed unless every op succeeds."""
+    """The record after RFC 6902 operations on top-level paths (`/quantity`, ...) and on the
+    `value` of a custom field (`/fields/<index>/value`); `test` ops must hold (on any of those,
+    or a custom field's `/label`). Raises Refusal for a malformed document, a fixed field or a bad
+    value; the record is not changed unless every op succeeds."""
     if not isinstance(ops, list) or not ops:
         raise Refusal(400, "BadRequest", "body must be a non-empty JSON Patch array")
     out = dict(record)
+    if isinstance(out.get("fields"), list):
+        out["fields"] = [dict(f) for f in out["fields"]]  # copies: a refused document changes nothing
     for op in ops:
         if not isinstance(op, dict) or op.get("op") not in ("replace", "add", "remove", "test"):
             raise Refusal(400, "BadRequest", f"unsupported JSON Patch operation {op!r}")
         path = op.get("path")
-        if not isinstance(path, str) or not path.startswith("/") or "/" in path[1:]:
-            raise Refusal(400, "BadRequest", f"unsupported JSON Patch path {path!r}")
-        name = path[1:]
+        name, index, key = _patch_target(path)
+        if op["op"] != "remove" and "value" not in op:
+            raise Refusal(400, "BadRequest", f"{op['op']} of {path} needs a value")
+        if index is not None:
+            items = out.get(name)
+            if not isinstance(items, list) or index >= len(items):
+                raise Refusal(400, "BadRequest", f"{path} does not exist")
+            if op["op"] == "test":
+                if items[index].get(key) != op["value"]:
+                    raise Refusal(409, "Conflict", f"test failed for {path}")
+                continue
+            if name not in patchable or key != "value":
+                raise Refusal(400, "BadRequest", f"{path} cannot be changed")
+            items[index]["value"] = None if op["op"] == "remove" else op["value"]
+            continue
         if op["op"] == "test":
-            if "value" not in op or out.get(name) != op["value"]:
+            if out.get(name) != op["value"]:
                 raise Refusal(409, "Conflict", f"test failed for {path}")
             continue
-        if name not in patchable:
+        if name not in patchable or name == "fields":
             raise Refusal(400, "BadRequest", f"{path} cannot be changed")
         if op["op"] == "remove":
             out[name] = None
             continue
-        if "value" not in op:
-            raise Refusal(400, "BadRequest", f"{op['op']} of {path} needs a value")
         check(name, op["value"])
         out[name] = op["value"]
     return out
@@ -152,6 +180,7 @@ class RevBook:
         self.providers: frozenset[int] | None = None  # None: any provider id is accepted
         self.service_types: frozenset[int] | None = None
         self.product_status_on_create = "ACTIVE"
+        self.service_fields: tuple[str, ...] = DEFAULT_SERVICE_FIELDS
         # Indexes for the searches a client makes per device (by number, by service).
         self.by_number: dict[str, list[int]] = {}
         self.by_service: dict[int, list[int]] = {}
@@ -214,13 +243,25 @@ class RevBook:
             "activated_date": body.get("activated_date") or now, "disconnected_date": None,
             "usage_plan_group_id": body.get("usage_plan_group_id"),
             "package_id": body.get("package_id"), "description": body.get("description"),
-            "created_date": now,
+            "fields": self._custom_fields(body.get("fields")), "created_date": now,
         }
         self.services[sid] = record
         self.by_number.setdefault(record["number"] or "", []).append(sid)
         if not seeded:
             self.applied_counts[record["number"] or f"service:{sid}"] += 1
         return record
+
+    def _custom_fields(self, given: Any) -> list[dict[str, Any]]:
+        """One `{field_id, label, value}` per field the tenant defines, valued from `given`
+        ([{label, value}], matched by label, case-insensitive); Refusal for an undefined label."""
+        values: dict[str, Any] = {}
+        for item in given or []:
+            label = str(item.get("label") if isinstance(item, dict) else item).strip().lower()
+            if label not in {f.lower() for f in self.service_fields}:
+                raise Refusal(400, "BadRequest", f"no custom field {label!r} is defined for services")
+            values[label] = item.get("value") if isinstance(item, dict) else None
+        return [{"field_id": i, "label": label, "value": values.get(label.lower())}
+                for i, label in enumerate(self.service_fields, start=1)]
 
     def patch_service(self, sid: int, ops: Any) -> dict[str, Any]:
         record = self._get(self.services, sid, "service")

@@ -6,7 +6,8 @@ carrier that does not know the device, the plan or the customer refuses it. For 
 same devices and catalogue as the database: devices with their status, plan and identifiers;
 rate plans as Teal plans, Pond package types, Telegence SOC codes, ThingSpace service plans and
 Jasper rate/communication plans; Rev.io customers (by Rev customer id) and the active service
-lines the database flags.
+lines the database flags, for the devices of every carrier (Rev.io bills lines whatever carrier
+serves them; a Telegence username/cost-center edit updates the line's Rev service).
 
 ``replace=True`` (the default) first forgets every device the simulator holds, so a second sync
 after a reseeded database gives the same state as the first (lines that an earlier activation
@@ -16,6 +17,7 @@ created, ICCIDs an earlier swap changed, are gone). The catalogue and the accoun
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,9 +33,19 @@ from .park import REVIO_PROVIDER_ID, TELEGENCE_BAN, Park
 _MB = 1024**2
 
 
+@dataclass(frozen=True)
+class _Billing:
+    """What the tenant's Rev.io account bills: the customers with a Rev id, and every live device
+    (of any carrier) our database says has an active Rev service line."""
+
+    customers: list[str]
+    lines: list[dict[str, Any]]
+
+
 def sync_from_database(engine: sa.Engine, park: Park, tenant_id: int, *, replace: bool = True) -> dict[str, int]:
     """Seed every simulator with the tenant's live devices of its integration and the catalogue
-    they refer to; returns how many devices each simulator got."""
+    they refer to; returns how many devices each simulator got (Rev.io: the Rev.io service
+    provider's devices; it also gets the service lines of other carriers' devices)."""
     sps = ref.list_service_providers(engine, tenant_id)
     plans: dict[str, list[ref.CarrierRatePlan]] = defaultdict(list)
     devices: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -55,11 +67,12 @@ def sync_from_database(engine: sa.Engine, park: Park, tenant_id: int, *, replace
         family = sp_integration.get(r.service_provider_id)
         if family:
             devices[family].append(dict(r._mapping))
+    billing = _Billing(rev_customers, [d for family in devices.values() for d in family if d["has_active_rev_service"]])
     counts = {}
     for name, sim in park.simulators.items():
         if replace:
             _forget_devices(name, sim)
-        counts[name] = _SYNC[name](sim, devices.get(name, []), plans.get(name, []), rev_customers)
+        counts[name] = _SYNC[name](sim, devices.get(name, []), plans.get(name, []), billing)
     return counts
 
 
@@ -68,7 +81,7 @@ def _family(integration: Integration) -> str:
     return integration.value if integration.value in _SYNC else "jasper"
 
 
-def _jasper(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _rev: list[str]) -> int:
+def _jasper(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _billing: _Billing) -> int:
     if plans:
         sim.configure(rate_plans=sorted({p.code for p in plans}),
                       communication_plans=sorted({p.communication_plan for p in plans if p.communication_plan}
@@ -81,7 +94,7 @@ def _jasper(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _rev: 
         for r in rows if r["iccid"])
 
 
-def _thingspace(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _rev: list[str]) -> int:
+def _thingspace(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _billing: _Billing) -> int:
     if plans:
         sim.configure(service_plans=sorted(p.code for p in plans))
     return sim.seed_devices(
@@ -90,7 +103,7 @@ def _thingspace(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _r
         for r in rows if r["iccid"] and (r["status"] or "").lower() in thingspace_rules.STATES)
 
 
-def _telegence(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _rev: list[str]) -> int:
+def _telegence(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _billing: _Billing) -> int:
     """Lines for devices with a subscriber status; a device in another status (the seed's
     ``INVENTORY``) has no line yet: it is what ActivateNewService activates."""
     if plans:
@@ -102,7 +115,7 @@ def _telegence(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _re
         for r in rows if r["msisdn"] and r["status"] in TELEGENCE)
 
 
-def _teal(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _rev: list[str]) -> int:
+def _teal(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _billing: _Billing) -> int:
     if plans:
         sim.configure(plans=[{"uuid": p.code, "name": p.name, "volume": 1, "volumeUnit": "GB", "price": 0.0}
                              for p in plans])
@@ -113,7 +126,7 @@ def _teal(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _rev: li
         for r in rows if r["eid"])
 
 
-def _pond(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _rev: list[str]) -> int:
+def _pond(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _billing: _Billing) -> int:
     """Rate plans are package types of the simulator's inventory 1; each device holds one ACTIVE
     package of its plan, and its services are on when the device is ACTIVATED."""
     if plans:
@@ -127,16 +140,20 @@ def _pond(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _rev: li
         for r in rows if r["iccid"])
 
 
-def _revio(sim: Any, rows: list[dict], _plans: list[ref.CarrierRatePlan], rev_customers: list[str]) -> int:
-    """Every customer with a Rev id; an ACTIVE service line for each device our database says has
-    one (for the device's own Rev customer, else the first), so Rev.io refuses what it would."""
-    sim.seed_devices({"type": "customer", "customer_id": _rev_id(c)} for c in rev_customers)
-    if not rev_customers:
+def _revio(sim: Any, rows: list[dict], _plans: list[ref.CarrierRatePlan], billing: _Billing) -> int:
+    """Every customer with a Rev id; an ACTIVE service line for each device (of any carrier) our
+    database says has one (for the device's own Rev customer, else the first), so Rev.io refuses
+    what it would. The
+    service carries the device's username as its description and its cost center in the "Cost
+    Center" custom field, as a Telegence username/cost-center edit keeps them."""
+    sim.seed_devices({"type": "customer", "customer_id": _rev_id(c)} for c in billing.customers)
+    if not billing.customers:
         return 0
     services = [
         {"type": "service", "number": r["msisdn"] or r["iccid"], "provider_id": int(REVIO_PROVIDER_ID),
-         "customer_id": _rev_id(r["rev_customer_id"] or rev_customers[0]), "status": "ACTIVE"}
-        for r in rows if r["has_active_rev_service"]]
+         "customer_id": _rev_id(r["rev_customer_id"] or billing.customers[0]), "status": "ACTIVE",
+         "description": r["username"], "fields": [{"label": "Cost Center", "value": r["cost_center"]}]}
+        for r in billing.lines]
     sim.seed_devices(services)
     return len(rows)
 

@@ -1,6 +1,7 @@
 """RevioClient against a running Rev.io simulator: customer assignment and CreateRevService,
 refusals while another customer's line is active, already-applied detection, lost answers on
-creates, 429 bursts at scale, the daily quota, config errors and redaction. The simulator's
+creates, 429 bursts at scale, the daily quota, config errors and redaction; editing a line's
+services (description and cost-center custom field) for a carrier's username/cost-center edit. The simulator's
 per-number service counts are the proof that no line is billed twice."""
 
 from __future__ import annotations
@@ -21,16 +22,20 @@ import pytest
 from bulkchange_pipeline.carriers import build_adapter
 from bulkchange_pipeline.carriers.base import (
     CREATE_REV_SERVICE,
+    BusinessCarrierError,
     CarrierAdapter,
     DeviceChange,
     DeviceResult,
     WritesDisabledError,
 )
-from bulkchange_pipeline.carriers.revio import (
-    RevioClient,
+from bulkchange_pipeline.carriers.revio import RevioClient
+from bulkchange_pipeline.carriers.revio_wire import (
     RevioConfigError,
+    RevioUpdateError,
     classify_revio_response,
     revio_base_url,
+    service_edit_ops,
+    service_holds,
 )
 from bulkchange_pipeline.simulators.revio_rules import make_numbers
 from bulkchange_pipeline.simulators.server import ServerHandle
@@ -274,6 +279,103 @@ def test_secrets_never_reach_the_log(revio_sim) -> None:
     assert len(texts) >= 4 and any("ocp-apim-subscription-key: ***" in t for t in texts)
     for secret in (REVIO_PASSWORD, REVIO_SUBSCRIPTION_KEY, "wrong-key-123", token):
         assert not any(secret in t for t in texts), secret
+
+
+# -- editing a line's services (the billing half of a carrier's username/cost-center edit) -------
+
+
+def test_service_edit_ops_find_the_cost_center_field_by_label() -> None:
+    service = {"description": "old", "fields": [
+        {"field_id": 1, "label": "Department", "value": "Ops"},
+        {"field_id": 2, "label": "Cost Center", "value": "CC-1"},
+        {"field_id": 3, "label": "COST CENTER 1", "value": "CC-2"}]}
+    assert service_edit_ops(service, "truck-17", "CC-42") == [
+        {"op": "replace", "path": "/description", "value": "truck-17"},
+        {"op": "test", "path": "/fields/2/label", "value": "COST CENTER 1"},  # "Cost Center 1" first
+        {"op": "replace", "path": "/fields/2/value", "value": "CC-42"}]
+    assert service_edit_ops(service, None, None) == []
+    assert service_edit_ops({"fields": []}, "x", None) == [
+        {"op": "replace", "path": "/description", "value": "x"}]
+    with pytest.raises(ValueError, match="no cost-center custom field"):
+        service_edit_ops({"description": "x", "fields": [{"label": "Department"}]}, "x", "CC-1")
+    assert service_holds(service, "old", "CC-2") and not service_holds(service, "old", "CC-1")
+    assert not service_holds({"description": "old"}, "old", "CC-2")
+
+
+def test_edit_line_services_patches_every_active_service_of_the_number(revio_sim) -> None:
+    sim = revio_sim.simulator
+    sim.configure(service_fields=["Department", "Cost Center"])
+    number, other = make_numbers(2)
+    first = seed_service(sim, number, CUSTOMER_A)
+    second = seed_service(sim, number, CUSTOMER_B)
+    gone = seed_service(sim, number, CUSTOMER_A, status="DISCONNECTED")
+    untouched = seed_service(sim, other, CUSTOMER_A)
+    client = RevioClient(revio_account(revio_sim))
+    log: list = []
+
+    async def go() -> tuple[list[int], list[int] | None, list[int] | None]:
+        try:
+            before = await client.line_services_hold(number, description="truck-17",
+                                                     cost_center="CC-42", log=[])
+            edited = await client.edit_line_services(number, description="truck-17",
+                                                     cost_center="CC-42", log=log)
+            after = await client.line_services_hold(number, description="truck-17",
+                                                    cost_center="CC-42", log=[])
+            return edited, before, after
+        finally:
+            await client.aclose()
+
+    edited, before, after = asyncio.run(go())
+    assert before is None and sorted(edited) == sorted(after or []) == sorted([first, second])
+    for sid in (first, second):
+        record = sim.book.services[sid]
+        assert record["description"] == "truck-17"
+        assert [(f["label"], f["value"]) for f in record["fields"]] == [
+            ("Department", None), ("Cost Center", "CC-42")]
+    for sid in (gone, untouched):
+        assert sim.book.services[sid]["description"] is None
+    assert sim.stats()["calls_by_route"]["PATCH /Services/{id}"] == 2
+    patches = [e for e in log if e.request_text.startswith("PATCH")]
+    assert len(patches) == 2 and all("application/json-patch+json" in e.request_text for e in patches)
+    assert all(REVIO_SUBSCRIPTION_KEY not in e.request_text for e in log)
+
+
+def test_edit_line_services_says_what_was_not_done(revio_sim) -> None:
+    sim = revio_sim.simulator
+    bare, missing, stale = make_numbers(3)
+    sim.configure(service_fields=[])
+    no_field = seed_service(sim, bare, CUSTOMER_A)
+    sim.configure(service_fields=["Cost Center", "Region"])
+    reordered = seed_service(sim, stale, CUSTOMER_A)
+    client = RevioClient(revio_account(revio_sim))
+
+    async def failure(number: str) -> RevioUpdateError:
+        with pytest.raises(RevioUpdateError) as caught:
+            await client.edit_line_services(number, description="x", cost_center="CC-1", log=[])
+        return caught.value
+
+    async def go() -> tuple[RevioUpdateError, RevioUpdateError, BusinessCarrierError]:
+        try:
+            no_cost_center, no_service = await failure(bare), await failure(missing)
+            # A field list that changed since it was read: the label test refuses the document.
+            ops = service_edit_ops({"fields": [{"label": "Region"}, {"label": "Cost Center"}]},
+                                   "x", "CC-1")
+            with pytest.raises(BusinessCarrierError) as refused:
+                await client.http.request("PATCH", f"Services/{reordered}", json_body=ops)
+            return no_cost_center, no_service, refused.value
+        finally:
+            await client.aclose()
+
+    no_cost_center, no_service, refused = asyncio.run(go())
+    assert no_cost_center.service_id == no_field and "no cost-center custom field" in no_cost_center.message
+    assert no_service.service_id is None and f"no active service for number {missing}" in no_service.message
+    assert refused.status == 409 and "test failed for /fields/1/label" in refused.message
+    assert sim.book.services[no_field]["description"] is None  # nothing half-applied
+    assert sim.book.services[reordered]["description"] is None
+
+    off = RevioClient(revio_account(revio_sim, write_enabled=False))
+    with pytest.raises(RevioUpdateError, match="writes are disabled"):
+        asyncio.run(off.edit_line_services(bare, description="x", cost_center=None, log=[]))
 
 
 # -- 429 bursts at scale (simulator in its own process, started through the CLI) -----------------

@@ -1,10 +1,13 @@
 """TelegenceClient against a running Telegence simulator: every line-update kind, Telegence's
 inconsistent error bodies, transient faults (exactly once), 1,000-line activations polled to the
-end, already_applied, limits and redaction. The simulator's counts are the proof of exactly-once."""
+end, already_applied, limits and redaction; and the username/cost-center edit's Rev.io half
+against a running Rev.io simulator (its four outcome rules). The simulators' counts are the proof
+of exactly-once."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -30,15 +33,25 @@ from bulkchange_pipeline.carriers.base import (
     WritesDisabledError,
 )
 from bulkchange_pipeline.carriers.http import _parse_body
-from bulkchange_pipeline.carriers.telegence import (
+from bulkchange_pipeline.carriers.revio import RevioClient
+from bulkchange_pipeline.carriers.telegence import TelegenceClient
+from bulkchange_pipeline.carriers.telegence_wire import (
     ACTIVATION_BATCH_SIZE,
-    TelegenceClient,
     line_update,
     telegence_date,
 )
 from bulkchange_pipeline.carriers.telegence_errors import (
     ESIM_REQUIRED_CODE,
     classify_telegence_response,
+)
+from bulkchange_pipeline_tests.simulators.revio_fixtures import (  # noqa: F401 - fixture
+    CUSTOMER_A,
+    REVIO_PASSWORD,
+    REVIO_SUBSCRIPTION_KEY,
+    REVIO_USER,
+    revio_account,
+    revio_sim,
+    seed_service,
 )
 from bulkchange_pipeline_tests.simulators.telegence_fixtures import (  # noqa: F401 - fixture
     TELEGENCE_APP_SECRET,
@@ -253,6 +266,142 @@ def test_already_applied_reads_the_subscriber_back(telegence_sim) -> None:
     assert [a.status if a else None for a in answers] == [PROCESSED, None, PROCESSED, PROCESSED]
     assert answers[0].new_values == {"status": "S"}
     assert sim.stats()["applied_total"] == 0
+
+
+# -- username/cost-center edits reach Rev.io ------------------------------------------------------
+
+EDIT_VALUES = {"username": "Dock 7", "cost_center": "CC-42"}
+EDIT_SUMMARY = "username=Dock 7, cost_center=CC-42"
+
+
+def edit(i: int, msisdn: str, rev: bool) -> DeviceChange:
+    """A username/cost-center edit of a line; `rev`: our database says it has an active Rev service."""
+    return DeviceChange(i, i, EDIT_USERNAME_COST_CENTER, None, None, msisdn, None, dict(EDIT_VALUES),
+                        has_active_rev_service=rev)
+
+
+def billed(telegence_sim, revio_sim, **revio_overrides: Any) -> TelegenceClient:
+    """A Telegence client whose tenant has a Rev.io account (the billing companion)."""
+    return TelegenceClient(telegence_account(telegence_sim),
+                           billing=RevioClient(revio_account(revio_sim, **revio_overrides)))
+
+
+def rev_service(revio_sim, service_id: int) -> tuple[str | None, str | None]:
+    """(description, cost-center field value) of a Rev service in the simulator."""
+    record = revio_sim.simulator.book.services[service_id]
+    return record["description"], {f["label"]: f["value"] for f in record["fields"]}.get("Cost Center")
+
+
+def test_edit_updates_the_rev_service_of_lines_that_have_one(telegence_sim, revio_sim) -> None:
+    tg, rev = telegence_sim.simulator, revio_sim.simulator
+    lines = seed_lines(tg, 9)
+    with_rev = {i: seed_service(rev, line["msisdn"], CUSTOMER_A) for i, line in enumerate(lines[:6])}
+    # A service Rev.io holds for a line our database says has none: not our business, not called.
+    unflagged = seed_service(rev, lines[6]["msisdn"], CUSTOMER_A)
+    # 10 calls per one-second window; the client's own limiter is off, so it runs into 429s and
+    # must wait the hundredths of a second each answer states.
+    rev.configure(calls_per_minute=600, whole_second_waits=False)
+    changes = [edit(i, line["msisdn"], rev=i < 6) for i, line in enumerate(lines)]
+    results = apply(billed(telegence_sim, revio_sim), changes)
+
+    assert [r.status for r in results] == [PROCESSED] * 9, [r.detail for r in results]
+    assert all(r.new_values == EDIT_VALUES for r in results)
+    for i, sid in with_rev.items():
+        assert results[i].detail == f"applied: {EDIT_SUMMARY}; Rev.io service {sid} updated"
+        assert rev_service(revio_sim, sid) == ("Dock 7", "CC-42")
+        assert any(e.description.startswith(f"Rev.io PATCH Services {sid} (description, cost center)")
+                   and e.response_status == 200 for e in results[i].log)  # "(attempt 2)" after a 429
+    assert [r.detail for r in results[6:]] == [f"applied: {EDIT_SUMMARY}"] * 3
+    assert rev_service(revio_sim, unflagged) == (None, None)
+    assert rev.stats()["over_limit_answers"] > 0
+    # Every exchange with Rev.io (429s included) is logged on the row it was for; none on the others.
+    rev_logs = [e for e in all_logs(results) if e.description.startswith("Rev.io")]
+    assert len(rev_logs) == rev.stats()["total_calls"]
+    assert not any(e.description.startswith("Rev.io") for r in results[6:] for e in r.log)
+    assert all(tg.device(line["msisdn"])["contactName"] == "Dock 7" for line in lines)
+    assert all(tg.applied_counts[line["msisdn"]] == 1 for line in lines)
+    token = base64.b64encode(f"{REVIO_USER}:{REVIO_PASSWORD}".encode()).decode()
+    texts = [e.request_text + e.response_text for e in all_logs(results)]
+    for secret in (TELEGENCE_APP_SECRET, REVIO_PASSWORD, REVIO_SUBSCRIPTION_KEY, token):
+        assert not any(secret in t for t in texts), secret
+
+
+def test_edit_refused_by_telegence_never_calls_rev(telegence_sim, revio_sim) -> None:
+    sid = seed_service(revio_sim.simulator, "2145559999", CUSTOMER_A)
+    cancelled = seed_lines(telegence_sim.simulator, 1, subscriberStatus="C")[0]
+    seed_service(revio_sim.simulator, cancelled["msisdn"], CUSTOMER_A)
+    results = apply(billed(telegence_sim, revio_sim),
+                    [edit(1, "2145559999", rev=True), edit(2, cancelled["msisdn"], rev=True)])
+    assert [r.status for r in results] == [API_FAILED] * 2
+    assert "2145559999 not found" in results[0].detail and "is cancelled" in results[1].detail
+    assert "Rev.io" not in results[0].detail + results[1].detail
+    assert revio_sim.simulator.total_calls == 0 and rev_service(revio_sim, sid) == (None, None)
+
+
+def test_edit_that_rev_does_not_take_is_api_failed_saying_telegence_was_updated(
+        telegence_sim, revio_sim) -> None:
+    tg, rev = telegence_sim.simulator, revio_sim.simulator
+    no_field, no_service, locked_out = seed_lines(tg, 3)
+    rev.configure(service_fields=[])  # a Rev tenant without a cost-center custom field
+    bare = seed_service(rev, no_field["msisdn"], CUSTOMER_A)
+    rev.configure(service_fields=["Cost Center"])
+    seed_service(rev, locked_out["msisdn"], CUSTOMER_A)
+    results = apply(billed(telegence_sim, revio_sim), [edit(1, no_field["msisdn"], rev=True),
+                                                       edit(2, no_service["msisdn"], rev=True)])
+    refused = apply(billed(telegence_sim, revio_sim, extra={"subscription_key": "revoked-key"}),
+                    [edit(3, locked_out["msisdn"], rev=True)])
+
+    assert [r.status for r in results + refused] == [API_FAILED] * 3
+    assert results[0].detail == (
+        f"Telegence updated ({EDIT_SUMMARY}); Rev.io service {bare} not updated: it has no "
+        "cost-center custom field (labelled 'Cost Center 1' or 'Cost Center') to hold the cost center")
+    assert results[1].detail == (f"Telegence updated ({EDIT_SUMMARY}); Rev.io not updated: Rev.io "
+                                 f"has no active service for number {no_service['msisdn']}")
+    assert refused[0].detail.startswith(f"Telegence updated ({EDIT_SUMMARY}); Rev.io not updated: "
+                                        "its service could not be looked up: Rev.io rejected the credentials")
+    assert all(r.new_values == {} for r in results + refused)  # our database keeps the old values
+    assert all(tg.device(line["msisdn"])["contactName"] == "Dock 7"
+               for line in (no_field, no_service, locked_out))  # Telegence did take it
+    assert rev_service(revio_sim, bare) == (None, None)  # nothing half-applied at Rev.io
+    assert any(e.request_text.startswith("GET") and e.has_errors for e in refused[0].log)
+
+    # Once Rev.io holds the service, a retry completes the change; Telegence sees a no-op.
+    sid = seed_service(rev, no_service["msisdn"], CUSTOMER_A)
+    again = apply(billed(telegence_sim, revio_sim), [edit(2, no_service["msisdn"], rev=True)])
+    assert again[0].status == PROCESSED and rev_service(revio_sim, sid) == ("Dock 7", "CC-42")
+    assert tg.applied_counts[no_service["msisdn"]] == 1
+
+
+def test_edit_for_a_tenant_without_rev_account_skips_billing(telegence_sim) -> None:
+    line = seed_lines(telegence_sim.simulator, 1)[0]
+    results = apply(TelegenceClient(telegence_account(telegence_sim)), [edit(1, line["msisdn"], rev=True)])
+    assert results[0].status == PROCESSED and results[0].new_values == EDIT_VALUES
+    assert results[0].detail == (f"applied: {EDIT_SUMMARY}; Rev.io update skipped: the tenant has "
+                                 "no Rev.io account")
+
+
+def test_already_applied_edit_needs_rev_to_show_it_too(telegence_sim, revio_sim) -> None:
+    tg, rev = telegence_sim.simulator, revio_sim.simulator
+    done, half = seed_lines(tg, 2, contactName="Dock 7", costCenter="CC-42")
+    finished = seed_service(rev, done["msisdn"], CUSTOMER_A)
+    rev.book.patch_service(finished, [{"op": "replace", "path": "/description", "value": "Dock 7"},
+                                      {"op": "replace", "path": "/fields/0/value", "value": "CC-42"}])
+    seed_service(rev, half["msisdn"], CUSTOMER_A)  # a crash came between the two halves
+    checks = [edit(1, done["msisdn"], rev=True), edit(2, half["msisdn"], rev=True),
+              edit(3, half["msisdn"], rev=False)]
+    answers = run(billed(telegence_sim, revio_sim), lambda c: c.already_applied(checks))
+    assert [a.status if a else None for a in answers] == [PROCESSED, None, PROCESSED]
+    assert answers[0].detail == (f"already in effect at Telegence: contactName=Dock 7, "
+                                 f"costCenter=CC-42; and at Rev.io service {finished}")
+    assert tg.stats()["applied_total"] == 0 and "PATCH /Services/{id}" not in rev.stats()["calls_by_route"]
+
+
+def test_registry_gives_telegence_the_tenants_rev_client(telegence_sim, revio_sim) -> None:
+    plain = build_adapter(telegence_account(telegence_sim))
+    with_billing = build_adapter(telegence_account(telegence_sim, billing=revio_account(revio_sim)))
+    assert isinstance(plain, TelegenceClient) and plain.billing is None
+    assert isinstance(with_billing, TelegenceClient) and isinstance(with_billing.billing, RevioClient)
+    assert with_billing.billing.account.username == REVIO_USER
 
 
 # -- activations ----------------------------------------------------------------------------------

@@ -183,9 +183,14 @@ CELLS: dict[tuple[ChangeType, str], Cell] = {
         sim=lambda p, b, a: _tg(p, a)["BLIMEI"] == a["imei"]),
     (CT.EDIT_USERNAME_COST_CENTER, "jasper"): _with(
         EDIT, sim=lambda p, b, a: (_jasper(p, a)["accountCustom1"], _jasper(p, a)["accountCustom2"]) == ("truck-17", "CC-42")),
+    # "PATCH + Rev update": three lines without a Rev service (serials 0-2) and three with one
+    # (the seed flags every 7th); the line's Rev service must show the edit too, and only those.
     (CT.EDIT_USERNAME_COST_CENTER, "telegence"): _with(
-        EDIT, pick=lambda d: d["status"] in ("A", "S"),
-        sim=lambda p, b, a: (_tg(p, a)["contactName"], _tg(p, a)["costCenter"]) == ("truck-17", "CC-42")),
+        EDIT, pick=lambda d: d["status"] in ("A", "S") and (d["has_active_rev_service"] or int(d["msisdn"][-8:]) < 3),
+        sim=lambda p, b, a: (_tg(p, a)["contactName"], _tg(p, a)["costCenter"]) == ("truck-17", "CC-42")
+        and [(s["status"], s["description"], {f["label"]: f["value"] for f in s["fields"]}.get("Cost Center"))
+             for s in (p.simulators["revio"].device(a["msisdn"]) or {"services": []})["services"]]
+        == ([("ACTIVE", "truck-17", "CC-42")] if b["has_active_rev_service"] else [])),
     **{(CT.EDIT_USERNAME_COST_CENTER, i): EDIT for i in ("thingspace", "teal", "pond")},
 }
 
