@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 # ChangeType numbers (DESIGN section 4). The domain layer owns the enum; these plain ints keep the
@@ -131,6 +132,11 @@ class LogEntry:
     response_status: int | None
     has_errors: bool
     response_ms: float | None = None  # how long the carrier took to answer (None: no exchange)
+    # Which try of one logical request this was (1 = first), and when it was sent (naive UTC): the
+    # wait before try n is sent_at[n] - (sent_at[n-1] + response_ms[n-1]), so the audit log shows
+    # the retry policy at work, not only its outcome. None for entries that are no HTTP exchange.
+    attempt: int | None = None
+    sent_at: datetime | None = None
 
 
 @dataclass

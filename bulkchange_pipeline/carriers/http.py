@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -279,14 +280,16 @@ class CarrierHttp:
         client = self._ensure_client()
         semaphore = self._semaphore
         desc = description or f"{self.label} {method} {path}"
-        if len(log):
-            desc = f"{desc} (attempt {len(log) + 1})"
+        attempt = len(log) + 1
+        if attempt > 1:
+            desc = f"{desc} (attempt {attempt})"
         headers = {"Content-Type": "application/json"} if content is not None else None
         if semaphore is not None:
             await semaphore.acquire()
         try:
             await self.limiter.acquire()
             self.stats.calls += 1
+            sent_at = datetime.now(UTC).replace(tzinfo=None)
             started = time.perf_counter()
             try:
                 response = await client.request(
@@ -295,21 +298,26 @@ class CarrierHttp:
             except httpx.TimeoutException as exc:
                 self.stats.timeouts += 1
                 self.stats.transient_errors += 1
-                log.append(self._entry(desc, _request_of(exc), content, type(exc).__name__, elapsed=_ms(started)))
+                log.append(self._entry(desc, _request_of(exc), content, type(exc).__name__, elapsed=_ms(started),
+                                       attempt=attempt, sent_at=sent_at))
                 raise TransientCarrierError(
                     f"timed out after {self.account.timeout_seconds:g}s ({type(exc).__name__})"
                 ) from exc
             except httpx.TransportError as exc:
+                # A reset or dropped connection: like a timeout, the request may have been applied;
+                # it is retried (carrier writes are idempotent, or confirmed by the carrier module).
                 self.stats.transient_errors += 1
                 failure = f"{type(exc).__name__}: {exc}"
-                log.append(self._entry(desc, _request_of(exc), content, failure, elapsed=_ms(started)))
+                log.append(self._entry(desc, _request_of(exc), content, failure, elapsed=_ms(started),
+                                       attempt=attempt, sent_at=sent_at))
                 raise TransientCarrierError(f"connection error: {type(exc).__name__}: {exc}") from exc
         finally:
             if semaphore is not None:
                 semaphore.release()
         body = _parse_body(response)
         error = self._classify(response, body)
-        log.append(self._entry(desc, response.request, content, None, response, error is not None, elapsed=_ms(started)))
+        log.append(self._entry(desc, response.request, content, None, response, error is not None, elapsed=_ms(started),
+                               attempt=attempt, sent_at=sent_at))
         if error is None:
             return CallResult(response, body, log)
         if isinstance(error, TransientCarrierError):
@@ -332,6 +340,8 @@ class CarrierHttp:
         response: httpx.Response | None = None,
         has_errors: bool = True,
         elapsed: float | None = None,
+        attempt: int | None = None,
+        sent_at: datetime | None = None,
     ) -> LogEntry:
         if request is not None:
             head = f"{request.method} {request.url}\n"
@@ -350,7 +360,7 @@ class CarrierHttp:
             response_text = redact_text(failure or "", self._secrets)
             status = None
             has_errors = True
-        return LogEntry(description, request_text, response_text, status, has_errors, elapsed)
+        return LogEntry(description, request_text, response_text, status, has_errors, elapsed, attempt, sent_at)
 
 
 def _ms(started: float) -> float:

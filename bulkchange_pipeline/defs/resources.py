@@ -28,9 +28,12 @@ class DatabaseResource(dg.ConfigurableResource):
 
 
 class CarrierGatewayResource(dg.ConfigurableResource):
-    """Builds a carrier account (URL, limits from the service provider; secret from the environment)."""
+    """Builds a carrier account (URL, limits from the service provider; secret from the environment).
 
-    credentials_env_prefix: str = Field(ENV_PREFIX, description="Prefix of the credentials environment variables")
+    The credentials' variable prefix is fixed (``BULKCHANGE_CRED_``), not config: config can be set
+    from the launchpad, and a chosen prefix could point one tenant's run at another tenant's
+    credentials (``reliability/test_tenant_isolation.py``)."""
+
     timeout_seconds: float = 10.0
     max_attempts: int = Field(4, description="1 try + 3 retries (DESIGN R8)")
     retry_wait_seconds: float = Field(1.0, description="Fixed wait between HTTP retries unless the carrier states one")
@@ -44,7 +47,7 @@ class CarrierGatewayResource(dg.ConfigurableResource):
     def account(self, sp: ServiceProviderInfo) -> CarrierAccount:
         return carrier_account(
             sp,
-            prefix=self.credentials_env_prefix,
+            prefix=ENV_PREFIX,
             timeout_seconds=self.timeout_seconds,
             max_attempts=self.max_attempts,
             retry_wait_seconds=self.retry_wait_seconds,

@@ -224,6 +224,8 @@ def _from_carrier(info: BulkChangeInfo, row: WorkRow, answer: DeviceResult, now)
                 response_status=None if e.response_status is None else str(e.response_status),
                 has_errors=e.has_errors,
                 response_ms=e.response_ms,
+                attempt=e.attempt,
+                sent_at=e.sent_at,
             )
             for e in answer.log
         ]

@@ -22,10 +22,20 @@ from ..store.callbacks import mark_applied, unapplied_callbacks
 from ..store.db import utcnow
 from ..store.device_changes import RowResult, WorkRow, count_polls, record_results
 from ..store.schema import DEVICE_CHANGE_FIELDS, device, device_change
+from .accounts import credential_env_key
 from .batch import AdapterFactory, _from_carrier, device_change_for
 from .bulk_change import BulkChangeInfo
 
 CHUNK = 5_000
+AUTHENTICATED_AS = "_authenticated_as"
+"""Key the callback endpoint adds to a stored callback that carried credentials: the credentials
+names of the accounts it authenticated as. It is applied only to those accounts' bulk changes."""
+
+
+def sent_by(senders: list[Any], credentials_name: str) -> bool:
+    """True when one of the accounts a callback authenticated as is ``credentials_name``'s account
+    (compared as environment keys: two spellings of one credentials name are one account)."""
+    return credential_env_key(credentials_name) in {credential_env_key(str(s)) for s in senders}
 
 
 @dataclass
@@ -127,6 +137,9 @@ async def reconcile_async(
         callbacks = unapplied_callbacks(engine, info.service_provider.integration.value, list(by_request))
         fetch_now: set[str] = set()
         for cb in callbacks:
+            senders = cb.payload.get(AUTHENTICATED_AS) if isinstance(cb.payload, dict) else None
+            if isinstance(senders, list) and not sent_by(senders, info.service_provider.credentials_name):
+                continue  # sent with another account's credentials: it cannot speak for this bulk change
             for outcome in adapter.parse_callback(cb.payload):
                 if outcome.status == DeviceChangeStatus.PROCESSING.value or not outcome.device_key:
                     fetch_now.add(outcome.request_id)  # "the result is ready": fetch it below

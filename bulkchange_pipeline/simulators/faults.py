@@ -4,16 +4,27 @@ seeded fault injection.
 They are separate from any one carrier's wire format so the ThingSpace, Teal, Rev.io...
 simulators can enforce limits and inject faults the same way, and so tests reason about one
 implementation of "over the limit" and "10% faults".
+
+Faults that shape the answer itself (a connection reset instead of an answer, the wait an injected
+429 states) are applied by `answer_fault`, which a simulator calls on the response it built; the
+fault drawn for the request in hand is `drawn_fault()`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import enum
 import math
 import random
+import socket
+import struct
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 
 class Fault(enum.Enum):
@@ -22,6 +33,16 @@ class Fault(enum.Enum):
     TIMEOUT = "timeout"  # applied, then the answer is held past the client's timeout
     MALFORMED = "malformed"  # applied, then a truncated body is sent
     BURST_429 = "burst_429"  # over-limit answers for the next `burst_length` calls
+    RESET = "reset"  # applied, then the TCP connection is reset without a byte of answer
+
+
+_DRAWN: contextvars.ContextVar[Fault] = contextvars.ContextVar("simulator_fault", default=Fault.NONE)
+
+
+def drawn_fault() -> Fault:
+    """The fault `FaultInjector.draw` picked for the request being handled (each request is its
+    own task, so this never sees another request's draw); NONE if nothing was drawn."""
+    return _DRAWN.get()
 
 
 @dataclass
@@ -36,6 +57,8 @@ class FaultConfig:
     malformed_rate: float = 0.0
     burst_rate: float = 0.0
     burst_length: int = 5
+    burst_retry_after_seconds: float = 0.0  # wait an injected 429 states (Retry-After); 0: none
+    reset_rate: float = 0.0
     seed: int = 0
 
     def update(self, changes: dict[str, Any]) -> None:
@@ -59,35 +82,45 @@ class FaultInjector:
     def __init__(self, config: FaultConfig) -> None:
         self.config = config
         self.reseed(config.seed)
-        self.counts: dict[str, int] = {f.value: 0 for f in Fault if f is not Fault.NONE}
+        # "reset" is counted from its first draw on: it came later, and stats readers compare the
+        # original four kinds.
+        self.counts: dict[str, int] = {f.value: 0 for f in Fault if f not in (Fault.NONE, Fault.RESET)}
         self._burst_left: dict[str, int] = {}
 
     def reseed(self, seed: int) -> None:
         self._random = random.Random(seed)
 
     def draw(self, account: str) -> Fault:
+        fault = self._draw(account)
+        _DRAWN.set(fault)
+        return fault
+
+    def _draw(self, account: str) -> Fault:
         left = self._burst_left.get(account, 0)
         if left > 0:
             self._burst_left[account] = left - 1
             self.counts[Fault.BURST_429.value] += 1
             return Fault.BURST_429
         c = self.config
-        total = c.error_rate + c.timeout_rate + c.malformed_rate + c.burst_rate
+        total = c.error_rate + c.timeout_rate + c.malformed_rate + c.reset_rate + c.burst_rate
         if total <= 0:
             return Fault.NONE
         x = self._random.random()
         fault = Fault.NONE
+        # Reset sits before the burst band, so a seed draws what it drew before when reset_rate is 0.
         if x < c.error_rate:
             fault = Fault.ERROR_5XX
         elif x < c.error_rate + c.timeout_rate:
             fault = Fault.TIMEOUT
         elif x < c.error_rate + c.timeout_rate + c.malformed_rate:
             fault = Fault.MALFORMED
+        elif x < c.error_rate + c.timeout_rate + c.malformed_rate + c.reset_rate:
+            fault = Fault.RESET
         elif x < total:
             fault = Fault.BURST_429
             self._burst_left[account] = max(0, c.burst_length - 1)
         if fault is not Fault.NONE:
-            self.counts[fault.value] += 1
+            self.counts[fault.value] = self.counts.get(fault.value, 0) + 1
         return fault
 
     def latency_seconds(self) -> float:
@@ -96,6 +129,45 @@ class FaultInjector:
             return 0.0
         jitter = self._random.uniform(-c.latency_jitter_ms, c.latency_jitter_ms)
         return max(0.0, c.latency_ms + jitter) / 1000.0
+
+
+class ConnectionReset(Response):
+    """Not an answer: the server resets the TCP connection (SO_LINGER 0, then abort: an RST, not a
+    byte of HTTP), as a carrier's load balancer does when a backend dies mid-request. The client
+    sees ``httpx.ReadError`` (connection reset by peer) or ``httpx.RemoteProtocolError`` (server
+    disconnected without sending a response) and cannot tell whether the request was applied.
+
+    Needs uvicorn (the simulators' server): its ASGI ``receive`` is a method of the request cycle,
+    which holds the connection's transport."""
+
+    def __init__(self) -> None:
+        super().__init__(b"", 500)  # never sent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cycle = getattr(receive, "__self__", None)
+        transport = getattr(cycle, "transport", None)
+        if transport is None:
+            raise RuntimeError("ConnectionReset needs uvicorn's request cycle (receive.__self__.transport)")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        # Let uvicorn see the connection is gone before this returns, or it answers 500 for us.
+        for _ in range(100):
+            if getattr(cycle, "disconnected", True):
+                break
+            await asyncio.sleep(0)
+
+
+def answer_fault(fault: Fault, response: Response, config: FaultConfig) -> Response:
+    """Apply the part of a fault that shapes the answer to the response a simulator built: RESET
+    replaces it with a connection reset (the handler ran: the change is applied, its answer lost);
+    an injected 429 gets ``Retry-After`` when ``burst_retry_after_seconds`` is set."""
+    if fault is Fault.RESET:
+        return ConnectionReset()
+    if fault is Fault.BURST_429 and config.burst_retry_after_seconds > 0:
+        response.headers["Retry-After"] = f"{config.burst_retry_after_seconds:g}"
+    return response
 
 
 @dataclass

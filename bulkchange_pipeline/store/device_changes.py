@@ -166,6 +166,8 @@ class LogRow:
     response_status: str | None = None
     has_errors: bool = False
     response_ms: float | None = None
+    attempt: int | None = None
+    sent_at: datetime | None = None
 
 
 @dataclass
@@ -220,6 +222,8 @@ def record_results(
             "has_errors": log.has_errors,
             "response_status": log.response_status,
             "response_ms": log.response_ms,
+            "attempt": log.attempt,
+            "sent_at": log.sent_at,
             "created_at": now,
         }
         for r in results

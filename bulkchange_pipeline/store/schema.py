@@ -193,6 +193,8 @@ bulk_change_log = sa.Table(
     sa.Column("has_errors", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("response_status", sa.String(32)),
     sa.Column("response_ms", sa.Float),  # carrier response time of this exchange
+    sa.Column("attempt", sa.Integer),  # try number within one logical carrier request (1 = first)
+    sa.Column("sent_at", sa.DateTime),  # when this exchange was sent (created_at: when it was recorded)
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
 
