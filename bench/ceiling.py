@@ -34,9 +34,10 @@ async def ceiling(base: str, n: int, concurrency: int) -> float:
         return time.perf_counter() - started
 
 
-def measure(n: int, concurrency: int = 16) -> float:
-    """Devices per second of the bare loop (starts its own simulator)."""
-    with jasper_simulator() as root:
+def measure(n: int, concurrency: int = 16, latency_ms: float = 0) -> float:
+    """Devices per second of the bare loop (starts its own simulator, answering after
+    ``latency_ms``)."""
+    with jasper_simulator(latency_ms=latency_ms) as root:
         seed_simulator(root, [iccid(i) for i in range(n)])
         seconds = asyncio.run(ceiling(root + "/rws/api/v1", n, concurrency))
     return n / seconds
