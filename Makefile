@@ -18,7 +18,7 @@ demo: $(PY)
 	$(VENV)/bin/bulkchange demo
 
 test: $(PY)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 dev: $(PY)
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
