@@ -100,8 +100,8 @@ def delete_bulk_change_runs(instance: dg.DagsterInstance, keys: list[str]) -> tu
 @dg.asset(
     group_name="lifecycle",
     deps=[bulk_change_archive],
-    description="Archived bulk changes past their tenant's purge age removed for good, with their Dagster runs "
-    "and bulk_change partitions. One whose archive does not hold all its rows is kept.",
+    description="Archived bulk changes past their tenant's purge age removed for good, with their stored carrier "
+    "callbacks, Dagster runs and bulk_change partitions. One whose archive does not hold all its rows is kept.",
 )
 def retention_purge(
     context: dg.AssetExecutionContext, config: LifecycleConfig, database: DatabaseResource, archive: ArchiveResource

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from ..domain import BulkChangeStatus, ChangeType, DeviceChangeStatus, Handling, Integration, capability, derive_bulk_status
 from .archive import completed_at, tenant_cutoffs
 from .db import run_transaction, utcnow
-from .schema import bulk_change, bulk_change_log, device_change, device_history, service_provider, tenant
+from .schema import bulk_change, bulk_change_log, carrier_callback, device_change, device_history, service_provider, tenant
 
 CHUNK = 500
 S = DeviceChangeStatus
@@ -85,12 +85,16 @@ def purgeable(engine: sa.Engine, now: datetime, limit: int = 10_000) -> list[int
 
 
 def purge_bulk_changes(engine: sa.Engine, ids: Sequence[int]) -> dict[str, int]:
-    """Delete soft-deleted bulk changes for good with their device rows, logs and history rows.
+    """Delete soft-deleted bulk changes for good with their device rows, logs and history rows, and
+    the carrier callbacks stored for their rows' request ids.
 
     Set-based (DELETE ... WHERE bulk_change_id IN, a chunk per transaction); a bulk change that is
-    not soft-deleted is never touched. Returns rows deleted per table.
+    not soft-deleted is never touched. Callbacks carry no tenant: they are matched by (integration,
+    request id) of the purged rows, so another bulk change's callbacks (or another carrier's with
+    the same id) stay. They are not archived: what they reported is in the rows' outcome and logs.
+    Returns rows deleted per table.
     """
-    deleted = {"bulk_change": 0, "device_change": 0, "bulk_change_log": 0, "device_history": 0}
+    deleted = {"bulk_change": 0, "device_change": 0, "bulk_change_log": 0, "device_history": 0, "carrier_callback": 0}
     for start in range(0, len(ids), CHUNK):
         chunk = list(ids[start : start + CHUNK])
 
@@ -101,6 +105,7 @@ def purge_bulk_changes(engine: sa.Engine, ids: Sequence[int]) -> dict[str, int]:
             if not gone:
                 return {}
             return {
+                "carrier_callback": _delete_callbacks(conn, gone),
                 "bulk_change_log": conn.execute(sa.delete(bulk_change_log).where(bulk_change_log.c.bulk_change_id.in_(gone))).rowcount,
                 "device_history": conn.execute(sa.delete(device_history).where(device_history.c.bulk_change_id.in_(gone))).rowcount,
                 "device_change": conn.execute(sa.delete(device_change).where(device_change.c.bulk_change_id.in_(gone))).rowcount,
@@ -110,6 +115,26 @@ def purge_bulk_changes(engine: sa.Engine, ids: Sequence[int]) -> dict[str, int]:
         for table, n in run_transaction(engine, work).items():
             deleted[table] += n
     return deleted
+
+
+def _delete_callbacks(conn: sa.Connection, bulk_change_ids: Sequence[int]) -> int:
+    """Delete the stored callbacks of these bulk changes' rows (by integration and request id)."""
+    pairs = conn.execute(
+        sa.select(service_provider.c.integration, device_change.c.carrier_request_id).distinct()
+        .select_from(device_change.join(bulk_change, bulk_change.c.id == device_change.c.bulk_change_id)
+                     .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id))
+        .where(device_change.c.bulk_change_id.in_(bulk_change_ids), device_change.c.carrier_request_id.is_not(None))
+    ).all()
+    by_integration: dict[str, list[str]] = defaultdict(list)
+    for integration, request_id in pairs:
+        by_integration[integration].append(request_id)
+    removed = 0
+    for integration, request_ids in by_integration.items():
+        for start in range(0, len(request_ids), CHUNK):
+            removed += conn.execute(sa.delete(carrier_callback).where(
+                carrier_callback.c.integration == integration,
+                carrier_callback.c.request_id.in_(request_ids[start : start + CHUNK]))).rowcount
+    return removed
 
 
 # --- state reconstruction -----------------------------------------------------------------------

@@ -26,7 +26,8 @@ from bulkchange_pipeline.store.archive import (
 )
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status
 from bulkchange_pipeline.store.maintenance import get_retention, purge_bulk_changes, purgeable, set_retention
-from bulkchange_pipeline.store.schema import bulk_change, bulk_change_log, device_change, device_history
+from bulkchange_pipeline.store.callbacks import store_callback
+from bulkchange_pipeline.store.schema import bulk_change, bulk_change_log, carrier_callback, device_change, device_history
 
 from ..factories import make_account, make_bulk_change, make_devices
 
@@ -129,10 +130,23 @@ def test_purge_removes_only_archived_rows_past_the_purge_age(engine, account, tm
     assert purgeable(engine, T0 + timedelta(days=364)) == []
     assert purgeable(engine, T0 + timedelta(days=366)) == [old]
 
+    # Callbacks a carrier sent for the rows' requests: the purged bulk change's go with it; the
+    # other bulk change's, and another carrier's that reuse the same request id, stay.
+    for bc_id, request in ((old, "req-old"), (unarchived, "req-kept")):
+        with engine.begin() as conn:
+            conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == bc_id).values(carrier_request_id=request))
+    for integration, request, device_key in (("jasper", "req-old", "a"), ("jasper", "req-old", "b"),
+                                             ("jasper", "req-kept", "a"), ("teal", "req-old", "a")):
+        assert store_callback(engine, integration, request, device_key, {"status": "done"})
+
     deleted = purge_bulk_changes(engine, [old, unarchived])  # a bulk change not soft-deleted is never purged
-    assert deleted == {"bulk_change": 1, "device_change": 3, "bulk_change_log": 4, "device_history": 3}
+    assert deleted == {"bulk_change": 1, "device_change": 3, "bulk_change_log": 4, "device_history": 3, "carrier_callback": 2}
     assert db_rows(engine, old) == {name: [] for name in ARCHIVED_TABLES}
     assert len(db_rows(engine, unarchived)["device_change"]) == 3
+    with engine.connect() as conn:
+        left = conn.execute(sa.select(carrier_callback.c.integration, carrier_callback.c.request_id)
+                            .order_by(carrier_callback.c.integration)).all()
+    assert [tuple(r) for r in left] == [("jasper", "req-kept"), ("teal", "req-old")]
     assert len(archive_records(tmp_path, "device_change")) == 6  # the archive keeps everything
 
 
