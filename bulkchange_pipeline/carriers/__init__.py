@@ -114,11 +114,11 @@ def parse_callback(integration: str, payload: dict) -> list[AsyncOutcome]:
     """
     key = integration.strip().lower()
     if key == "thingspace":
-        from .thingspace import parse_thingspace_callback
+        from .thingspace_wire import parse_thingspace_callback
 
         return parse_thingspace_callback(payload)
     if key == "teal":
-        from .teal import parse_teal_callback
+        from .teal_wire import parse_teal_callback
 
         return parse_teal_callback(payload)
     raise UnknownIntegrationError(f"{integration!r} sends no callbacks (known: thingspace, teal)")

@@ -1,12 +1,9 @@
-"""Client for Pond IoT (Pond Mobile): synchronous per-SIM calls; rate plans are *packages*.
-
-Pond publishes no API documentation (reference/carriers.md section 5), so the wire details below
-are inferred [I] from how AMOP drove it (original-system.md section 8) and are kept in one place
-each so they are easy to change once the real API is known:
-- auth: HTTP Basic `account.username:account.secret` [I] (AMOP's PondApiService is not public);
-- URL: `{base}/{distributorId}/...` [C] with distributorId from `account.extra["distributor_id"]`;
-- paths: `PATHS` [I]; lists paged by `offset`/`limit`, answering `{elements, isLastPage}` [C/I];
-- errors: `{code, message}` [I]; 429 (+ Retry-After) and 5xx transient, other 4xx refusals.
+"""Client for Pond IoT (Pond Mobile): synchronous per-SIM calls; rate plans are *packages*. This
+module holds the calls, their concurrency and the multi-step package change with its undo; the
+wire format (paths, paging, error bodies, answer classification) is in `pond_wire.py`, kept apart
+because Pond publishes no API documentation (reference/carriers.md section 5) and those inferred
+[I] details (from how AMOP drove it, original-system.md section 8) should be easy to change once
+the real API is known. Auth is HTTP Basic `account.username:account.secret` [I].
 
 CarrierRatePlanChange (7) is the only multi-step change with a compensating undo, as AMOP had:
 (1) add a package of the target type (the rate plan id), (2) set it ACTIVE, (3) set every other
@@ -26,8 +23,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from .base import (
     API_FAILED,
     CARRIER_RATE_PLAN_CHANGE,
@@ -42,63 +37,21 @@ from .base import (
     TransientCarrierError,
     WritesDisabledError,
 )
-from .http import MALFORMED, CarrierHttp, stated_wait_seconds
+from .http import CarrierHttp
+from .pond_wire import (
+    ACTIVE,
+    PAGE_LIMIT,
+    PATHS,
+    PENDING,
+    SERVICES_ENABLED_FOR,
+    SUPPORTED_CHANGE_TYPES,
+    TERMINATED,
+    classify_pond_response,
+    package_type_id,
+)
 from .redaction import basic_token, redact_text
 
 logger = logging.getLogger(__name__)
-
-PATHS: Mapping[str, str] = {  # [I] every path template, relative to the account's base URL
-    "device": "{distributor}/devices/{iccid}",
-    "packages": "{distributor}/devices/{iccid}/packages",
-    "package_status": "{distributor}/devices/{iccid}/packages/{package_id}/status",
-    "service_status": "{distributor}/devices/{iccid}/services/status",
-    "package_types": "{distributor}/inventories/{inventory_id}/package-types",
-}
-PAGE_LIMIT = 100
-SUPPORTED_CHANGE_TYPES = frozenset({STATUS_UPDATE, CARRIER_RATE_PLAN_CHANGE})
-ACTIVE, TERMINATED, PENDING = "ACTIVE", "TERMINATED", "PENDING"
-# Our device statuses -> "all services enabled?". AMOP: POND_ACTIVE enables, others disable.
-SERVICES_ENABLED_FOR: Mapping[str, bool] = {
-    "ACTIVATED": True, "ACTIVE": True, "POND_ACTIVE": True,
-    "DEACTIVATED": False, "INACTIVE": False, "POND_DEACTIVATED": False, "SUSPENDED": False,
-}
-
-
-def pond_error(response: httpx.Response, body: Any) -> tuple[str | None, str]:
-    """(code, message) from an error body, tolerating shapes other than `{code, message}`."""
-    if isinstance(body, dict):
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
-        code = inner.get("code") or inner.get("errorCode")
-        message = inner.get("message") or inner.get("errorMessage") or inner.get("detail")
-        return (str(code) if code else None, str(message or response.reason_phrase))
-    return None, (response.text[:300].strip() or response.reason_phrase)
-
-
-def classify_pond_response(response: httpx.Response, body: Any) -> CarrierError | None:
-    """2xx ok unless the body is unreadable; 429 over-limit (stated wait honoured); 5xx
-    transient; 401/403 credential or distributor errors; 404 not found; other 4xx refusals."""
-    status = response.status_code
-    if 200 <= status < 300:
-        if body is MALFORMED:
-            return TransientCarrierError("malformed response body from Pond", status=status)
-        return None
-    code, message = pond_error(response, body)
-    if status == 429:
-        return TransientCarrierError(f"[{code or status}] {message}", status=status, code=code,
-                                     retry_after=stated_wait_seconds(response, body),
-                                     over_limit=True)
-    if status >= 500 or body is MALFORMED:
-        return TransientCarrierError(f"HTTP {status}: {message}", status=status, code=code)
-    if status in (401, 403):
-        message = (f"Pond rejected the credentials or distributor id ({message}); check the "
-                   "service provider's username, secret and extra.distributor_id")
-    return BusinessCarrierError(message, code=code, status=status)
-
-
-def package_type_id(value: Any) -> int | str:
-    """The packageTypeId to send: an integer when the plan id is numeric [I], else as given."""
-    text = str(value).strip()
-    return int(text) if text.isdigit() else text
 
 
 class PondClient:

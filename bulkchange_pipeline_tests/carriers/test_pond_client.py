@@ -18,7 +18,8 @@ from bulkchange_pipeline.carriers.base import (
     DeviceChange,
     WritesDisabledError,
 )
-from bulkchange_pipeline.carriers.pond import PondClient, classify_pond_response
+from bulkchange_pipeline.carriers.pond import PondClient
+from bulkchange_pipeline.carriers.pond_wire import classify_pond_response
 from bulkchange_pipeline.carriers.redaction import basic_token
 from bulkchange_pipeline_tests.simulators.pond_fixtures import (  # noqa: F401 - fixture import
     NEW_PLAN,

@@ -22,7 +22,8 @@ from bulkchange_pipeline.carriers.base import (
     DeviceResult,
     WritesDisabledError,
 )
-from bulkchange_pipeline.carriers.teal import NO_EID, TealClient, parse_teal_callback
+from bulkchange_pipeline.carriers.teal import TealClient
+from bulkchange_pipeline.carriers.teal_wire import NO_EID, parse_teal_callback
 from bulkchange_pipeline.simulators.teal import DEFAULT_PLANS
 from bulkchange_pipeline_tests.simulators.teal_fixtures import (  # noqa: F401 - fixture import
     TEAL_API_SECRET,

@@ -21,11 +21,8 @@ from bulkchange_pipeline.carriers.base import (
     WritesDisabledError,
 )
 from bulkchange_pipeline.carriers.redaction import basic_token
-from bulkchange_pipeline.carriers.thingspace import (
-    ThingSpaceClient,
-    parse_thingspace_callback,
-    strip_service,
-)
+from bulkchange_pipeline.carriers.thingspace import ThingSpaceClient
+from bulkchange_pipeline.carriers.thingspace_wire import parse_thingspace_callback, strip_service
 from bulkchange_pipeline.simulators.thingspace_rules import make_devices
 from bulkchange_pipeline_tests.simulators.fixtures import (  # noqa: F401 - fixture import
     TS_CB_PASSWORD,
