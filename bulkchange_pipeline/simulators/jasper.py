@@ -13,10 +13,8 @@ Admin endpoints (no auth, loopback only): `POST /_sim/devices` (seed), `GET /_si
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
-import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -28,17 +26,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import jasper_rules as rules
-from .faults import AccountGate, Fault, FaultConfig, FaultInjector
 from .admin import admin_routes
-from .server import ServerHandle, run_app_in_thread
+from .base import SimulatorBase
+from .base import json_response as _json
+from .faults import FaultConfig
+from .server import ServerHandle
 
 API_PREFIX = "/rws/api/v1"
 MAX_PAGE_SIZE = 50
-_JSON = "application/json"
-
-
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status, headers, _JSON)
 
 
 def _error(status: int, code: str | None, message: str, headers: Mapping[str, str] | None = None
@@ -47,8 +42,10 @@ def _error(status: int, code: str | None, message: str, headers: Mapping[str, st
     return _json(status, body, headers)
 
 
-class JasperSimulator:
+class JasperSimulator(SimulatorBase):
     """In-memory Jasper account(s) behind a Starlette app (`.app`)."""
+
+    API_PREFIX = API_PREFIX
 
     def __init__(
         self,
@@ -58,9 +55,8 @@ class JasperSimulator:
         max_concurrency: int = 1,
         faults: FaultConfig | None = None,
     ) -> None:
+        super().__init__(rate_per_second, max_concurrency, faults)
         self.accounts: dict[str, str] = dict(accounts or {"demo": "demo-api-key"})
-        self.gate = AccountGate(rate_per_second, max_concurrency)
-        self.faults = FaultInjector(faults or FaultConfig())
         self.devices: dict[str, dict[str, Any]] = {}
         self._updated: dict[str, float] = {}
         self.scheduled: dict[str, list[tuple[dt.datetime, dict[str, str]]]] = {}
@@ -75,14 +71,9 @@ class JasperSimulator:
 
     def reset_counters(self) -> None:
         """Zero every counter (device state is kept)."""
+        self._reset_base_counters()
         self.applied_counts: Counter[str] = Counter()
-        self.total_calls = 0
         self.calls_by_method: Counter[str] = Counter()
-        self.over_limit_answers = 0
-        self.auth_failures = 0
-        self.business_refusals = 0
-        self.gate.accounts.clear()
-        self.faults.counts = {k: 0 for k in self.faults.counts}
 
     def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
         """Add or replace devices given in DeviceDetails names (at least `iccid`)."""
@@ -101,25 +92,18 @@ class JasperSimulator:
         `accounts` ({username: apiKey}) or known `rate_plans`/`communication_plans`/`customers`
         (lists; None accepts anything). Returns the resulting configuration."""
         for key, value in changes.items():
-            if key == "rate_per_second":
-                self.gate.rate_per_second = float(value)
-            elif key == "max_concurrency":
-                self.gate.max_concurrency = int(value)
-            elif key == "accounts":
+            if key == "accounts":
                 self.accounts = dict(value)
                 self._auth_cache.clear()
             elif key in ("rate_plans", "communication_plans", "customers"):
                 setattr(self, key, None if value is None else frozenset(value))
             else:
-                self.faults.config.update({key: value})
-                if key == "seed":
-                    self.faults.reseed(int(value))
+                self._configure_base(key, value)
         return self.config()
 
     def config(self) -> dict[str, Any]:
         return {
-            "rate_per_second": self.gate.rate_per_second,
-            "max_concurrency": self.gate.max_concurrency,
+            **self._limits_config(),
             "accounts": sorted(self.accounts),
             **self.faults.config.as_dict(),
         }
@@ -131,34 +115,12 @@ class JasperSimulator:
 
     def stats(self) -> dict[str, Any]:
         """Counters for tests and benchmarks."""
-        per_account = {
-            name: {
-                "calls": st.calls,
-                "peak_concurrency": st.peak_concurrency,
-                "rate_refusals": st.rate_refusals,
-                "concurrency_refusals": st.concurrency_refusals,
-            }
-            for name, st in self.gate.accounts.items()
-        }
-        counts = self.applied_counts.values()
         return {
-            "total_calls": self.total_calls,
+            **self._base_stats(),
             "calls_by_method": dict(self.calls_by_method),
-            "over_limit_answers": self.over_limit_answers,
-            "auth_failures": self.auth_failures,
-            "business_refusals": self.business_refusals,
-            "injected": dict(self.faults.counts),
-            "accounts": per_account,
-            "peak_concurrency": max((a["peak_concurrency"] for a in per_account.values()), default=0),
             "devices": len(self.devices),
-            "applied_total": sum(counts),
-            "applied_devices": len(self.applied_counts),
-            "applied_more_than_once": sum(1 for c in counts if c > 1),
+            **self._applied_stats(self.applied_counts),
         }
-
-    def run_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> ServerHandle:
-        """Serve this simulator in a background thread; `.base_url` ends in /rws/api/v1."""
-        return run_app_in_thread(self.app, host, port, api_prefix=API_PREFIX, app_state=self)
 
     # -- request plumbing -------------------------------------------------------------------------
 
@@ -192,34 +154,16 @@ class JasperSimulator:
             self.auth_failures += 1
             return _error(401, rules.ERR_INVALID_CREDENTIALS, rules.MSG_INVALID_CREDENTIALS)
         state, refused = self.gate.enter(account)
-        left = False
-        try:
-            if refused:
-                self.over_limit_answers += 1
-                return _error(429, rules.ERR_RATE_LIMIT, rules.MSG_RATE_LIMIT)
-            fault = self.faults.draw(account)
-            latency = self.faults.latency_seconds()
-            if latency:
-                await asyncio.sleep(latency)
-            if fault is Fault.BURST_429:
-                self.over_limit_answers += 1
-                return _error(429, rules.ERR_RATE_LIMIT, rules.MSG_RATE_LIMIT)
-            if fault is Fault.ERROR_5XX:
-                return _error(500, rules.ERR_SERVER, "Internal server error")
-            response = await handler(request, account)
-            if fault is Fault.TIMEOUT:
-                # The work is done; only the answer is late. The call no longer counts as in
-                # flight, like a carrier that finished while the client gave up.
-                self.gate.leave(state)
-                left = True
-                await asyncio.sleep(self.faults.config.timeout_hold_seconds)
-            elif fault is Fault.MALFORMED:
-                return Response(response.body[: max(1, len(response.body) // 2)], 200,
-                                media_type=_JSON)
-            return response
-        finally:
-            if not left:
-                self.gate.leave(state)
+        if refused:
+            self.gate.leave(state)
+            return self._over_limit()
+        return await self._faulted(
+            account, state, lambda: handler(request, account), over_limit=self._over_limit,
+            server_error=lambda: _error(500, rules.ERR_SERVER, "Internal server error"))
+
+    def _over_limit(self) -> Response:
+        self.over_limit_answers += 1
+        return _error(429, rules.ERR_RATE_LIMIT, rules.MSG_RATE_LIMIT)
 
     def _apply_due(self, iccid: str) -> None:
         pending = self.scheduled.get(iccid)
@@ -262,10 +206,7 @@ class JasperSimulator:
         if record is None:
             self.business_refusals += 1
             return _error(404, rules.ERR_NOT_FOUND, f"Resource not found - Invalid ICCID {iccid}")
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
+        body = await self._body(request)
         try:
             edits, when = rules.validate_edit(
                 body, record, rate_plans=self.rate_plans,

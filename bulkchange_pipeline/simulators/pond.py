@@ -20,11 +20,9 @@ Admin endpoints (no auth, loopback only): `POST /_sim/devices` (seed), `GET /_si
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import itertools
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -36,8 +34,10 @@ from starlette.routing import Route
 
 from . import pond_rules as rules
 from .admin import admin_routes
-from .faults import AccountGate, Fault, FaultConfig, FaultInjector
-from .server import ServerHandle, run_app_in_thread
+from .base import SimulatorBase
+from .base import json_response as _json
+from .faults import FaultConfig
+from .server import ServerHandle
 
 API_PREFIX = "/api"  # [I]
 ROUTES: Mapping[str, str] = {  # [I] path templates under API_PREFIX
@@ -48,20 +48,17 @@ ROUTES: Mapping[str, str] = {  # [I] path templates under API_PREFIX
     "package_types": "/{distributor}/inventories/{inventory_id}/package-types",
 }
 DEFAULT_ACCOUNTS: Mapping[str, tuple[str, str]] = {"demo": ("demo-secret", "1001")}
-_JSON = "application/json"
 _SWITCHES = ("fail_activate", "fail_terminate", "fail_undo")
 
 
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status, headers, _JSON)
-
-
-class PondSimulator:
+class PondSimulator(SimulatorBase):
     """In-memory Pond distributor account(s) behind a Starlette app (`.app`).
 
     `accounts` maps username -> (secret, distributorId). `inventories` maps inventory id ->
     package types (default: inventory 1 with `rules.DEFAULT_PACKAGE_TYPES`).
     """
+
+    API_PREFIX = API_PREFIX
 
     def __init__(
         self,
@@ -72,10 +69,9 @@ class PondSimulator:
         faults: FaultConfig | None = None,
         inventories: Mapping[Any, list[dict[str, Any]]] | None = None,
     ) -> None:
+        super().__init__(rate_per_second, max_concurrency, faults)
         self.accounts: dict[str, tuple[str, str]] = {
             u: (str(s), str(d)) for u, (s, d) in (accounts or DEFAULT_ACCOUNTS).items()}
-        self.gate = AccountGate(rate_per_second, max_concurrency)
-        self.faults = FaultInjector(faults or FaultConfig())
         self.inventories: dict[str, list[dict[str, Any]]] = {
             str(k): [dict(t) for t in v] for k, v in (inventories or {
                 rules.DEFAULT_INVENTORY_ID: list(rules.DEFAULT_PACKAGE_TYPES)}).items()}
@@ -95,16 +91,11 @@ class PondSimulator:
 
     def reset_counters(self) -> None:
         """Zero every counter (device state is kept)."""
+        self._reset_base_counters()
         self.applied_counts: Counter[str] = Counter()
-        self.total_calls = 0
         self.calls_by_method: Counter[str] = Counter()
         self.packages_added = 0
-        self.over_limit_answers = 0
-        self.auth_failures = 0
-        self.business_refusals = 0
         self.switched_failures = 0
-        self.gate.accounts.clear()
-        self.faults.counts = {k: 0 for k in self.faults.counts}
 
     def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
         """Add or replace devices (see `rules.device_record` / `rules.package_seeds`)."""
@@ -138,11 +129,7 @@ class PondSimulator:
         switches (`fail_activate`, `fail_terminate`, `fail_undo`: ICCID lists;
         `step_failure_status`) or faults (FaultConfig fields; unknown keys raise KeyError)."""
         for key, value in changes.items():
-            if key == "rate_per_second":
-                self.gate.rate_per_second = float(value)
-            elif key == "max_concurrency":
-                self.gate.max_concurrency = int(value)
-            elif key == "retry_after_seconds":
+            if key == "retry_after_seconds":
                 self.retry_after_seconds = None if value is None else float(value)
             elif key == "accounts":
                 self.accounts = {u: (str(s), str(d)) for u, (s, d) in dict(value).items()}
@@ -153,15 +140,12 @@ class PondSimulator:
             elif key == "step_failure_status":
                 self.step_failure_status = int(value)
             else:
-                self.faults.config.update({key: value})
-                if key == "seed":
-                    self.faults.reseed(int(value))
+                self._configure_base(key, value)
         return self.config()
 
     def config(self) -> dict[str, Any]:
         return {
-            "rate_per_second": self.gate.rate_per_second,
-            "max_concurrency": self.gate.max_concurrency,
+            **self._limits_config(),
             "retry_after_seconds": self.retry_after_seconds,
             "accounts": sorted(self.accounts),
             **{k: sorted(getattr(self, k)) for k in _SWITCHES},
@@ -171,30 +155,15 @@ class PondSimulator:
 
     def stats(self) -> dict[str, Any]:
         """Counters for tests and benchmarks."""
-        per_account = {
-            name: {"calls": st.calls, "peak_concurrency": st.peak_concurrency,
-                   "rate_refusals": st.rate_refusals,
-                   "concurrency_refusals": st.concurrency_refusals}
-            for name, st in self.gate.accounts.items()}
         return {
-            "total_calls": self.total_calls,
+            **self._base_stats(),
             "calls_by_method": dict(self.calls_by_method),
-            "over_limit_answers": self.over_limit_answers,
-            "auth_failures": self.auth_failures,
-            "business_refusals": self.business_refusals,
             "switched_failures": self.switched_failures,
             "packages_added": self.packages_added,
-            "injected": dict(self.faults.counts),
-            "accounts": per_account,
-            "peak_concurrency": max((a["peak_concurrency"] for a in per_account.values()), default=0),
             "devices": len(self.devices),
             "applied_total": sum(self.applied_counts.values()),
             "applied_devices": len(self.applied_counts),
         }
-
-    def run_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> ServerHandle:
-        """Serve in a background thread; `.base_url` ends in /api (append /{distributorId}/...)."""
-        return run_app_in_thread(self.app, host, port, api_prefix=API_PREFIX, app_state=self)
 
     # -- request plumbing -------------------------------------------------------------------------
 
@@ -222,37 +191,22 @@ class PondSimulator:
             return _json(403, {"code": rules.ERR_FORBIDDEN,
                                "message": "distributor not accessible with these credentials"})
         state, refused = self.gate.enter(account)
-        left = False
-        try:
-            if refused:
-                return self._over_limit()
-            fault = self.faults.draw(account)
-            latency = self.faults.latency_seconds()
-            if latency:
-                await asyncio.sleep(latency)
-            if fault is Fault.BURST_429:
-                return self._over_limit()
-            if fault is Fault.ERROR_5XX:
-                return _json(503, {"code": rules.ERR_SERVER, "message": "Service unavailable"})
-            try:
-                response = await handler(request)
-            except rules.Refusal as refusal:
-                if refusal.code == rules.ERR_STEP_FAILED:
-                    self.switched_failures += 1
-                else:
-                    self.business_refusals += 1
-                return _json(refusal.status, refusal.body())
-            if fault is Fault.TIMEOUT:
-                self.gate.leave(state)  # done; only the answer is late
-                left = True
-                await asyncio.sleep(self.faults.config.timeout_hold_seconds)
-            elif fault is Fault.MALFORMED:
-                return Response(response.body[: max(1, len(response.body) // 2)], 200,
-                                media_type=_JSON)
-            return response
-        finally:
-            if not left:
-                self.gate.leave(state)
+        if refused:
+            self.gate.leave(state)
+            return self._over_limit()
+        return await self._faulted(
+            account, state, lambda: handler(request), over_limit=self._over_limit,
+            server_error=lambda: _json(503, {"code": rules.ERR_SERVER,
+                                             "message": "Service unavailable"}),
+            refusals=(rules.Refusal,), refused=self._refused)
+
+    def _refused(self, refusal: rules.Refusal) -> Response:
+        """A handler's refusal, counted as a test-switched step failure or a business refusal."""
+        if refusal.code == rules.ERR_STEP_FAILED:
+            self.switched_failures += 1
+        else:
+            self.business_refusals += 1
+        return _json(refusal.status, refusal.body())
 
     def _over_limit(self) -> Response:
         self.over_limit_answers += 1
@@ -265,13 +219,6 @@ class PondSimulator:
         if record is None:
             raise rules.Refusal(404, rules.ERR_DEVICE_NOT_FOUND, f"device {iccid} not found")
         return record
-
-    @staticmethod
-    async def _body(request: Request) -> Any:
-        try:
-            return json.loads(await request.body())
-        except ValueError:
-            return None
 
     def _move(self, iccid: str, package: dict[str, Any], status: str) -> None:
         if package["status"] == status:

@@ -26,7 +26,6 @@ Admin endpoints (no auth, loopback only): `POST /_sim/devices` (seed records, se
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import math
@@ -42,13 +41,14 @@ from starlette.routing import Route
 
 from . import revio_rules as rules
 from .admin import admin_routes
-from .faults import AccountGate, Fault, FaultConfig, FaultInjector
-from .server import ServerHandle, run_app_in_thread
+from .base import SimulatorBase
+from .base import json_response as _json
+from .faults import FaultConfig
+from .server import ServerHandle
 
 API_PREFIX = "/v1"
 DEFAULT_ACCOUNTS = {"demo@DEMO": "demo-password"}
 DEFAULT_SUBSCRIPTION_KEYS = ("demo-subscription-key",)
-_JSON = "application/json"
 _PATCH_TYPE = "application/json-patch+json"
 MSG_NO_KEY = ("Access denied due to missing subscription key. Make sure to include subscription "
               "key when making requests to an API.")
@@ -56,17 +56,13 @@ MSG_BAD_KEY = ("Access denied due to invalid subscription key. Make sure to prov
                "for an active subscription.")
 
 
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status, headers, _JSON)
-
-
-def _refused(refusal: rules.Refusal) -> Response:
-    return _json(refusal.status, refusal.body())
-
-
-class RevioSimulator:
+class RevioSimulator(SimulatorBase):
     """In-memory Rev.io tenant behind a Starlette app (`.app`). `accounts` maps
     `user@clientCode` to password; `subscription_keys` are the valid APIM keys."""
+
+    API_PREFIX = API_PREFIX
+    RATE_KEY = "calls_per_minute"
+    RATE_SCALE = 60.0
 
     def __init__(self, accounts: Mapping[str, str] | None = None,
                  subscription_keys: Iterable[str] | None = None, *,
@@ -74,11 +70,10 @@ class RevioSimulator:
                  max_concurrency: int = 0, faults: FaultConfig | None = None,
                  retry_after_seconds: float | None = None, whole_second_waits: bool = True,
                  book: rules.RevBook | None = None) -> None:
+        super().__init__(calls_per_minute, max_concurrency, faults)
         self.accounts: dict[str, str] = dict(accounts or DEFAULT_ACCOUNTS)
         self.subscriptions: dict[str, str] = {}
         self._set_keys(subscription_keys or DEFAULT_SUBSCRIPTION_KEYS)
-        self.gate = AccountGate(calls_per_minute / 60.0, max_concurrency)
-        self.faults = FaultInjector(faults or FaultConfig())
         self.daily_quota = daily_quota
         self.retry_after_seconds = retry_after_seconds
         self.whole_second_waits = whole_second_waits
@@ -100,17 +95,12 @@ class RevioSimulator:
 
     def reset_counters(self) -> None:
         """Zero every counter and the quota (records are kept)."""
+        self._reset_base_counters()
         self.book.applied_counts.clear()
         self.book.products_created.clear()
-        self.total_calls = 0
         self.calls_by_route: Counter[str] = Counter()
-        self.over_limit_answers = 0
         self.quota_refusals = 0
-        self.auth_failures = 0
-        self.business_refusals = 0
         self._quota_used.clear()
-        self.gate.accounts.clear()
-        self.faults.counts = {k: 0 for k in self.faults.counts}
 
     def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
         """Add records: each item has `type` customer | service | service_product |
@@ -149,12 +139,8 @@ class RevioSimulator:
         `product_status_on_create`, `service_fields` (labels of the custom fields services created
         from then on carry), or faults (FaultConfig fields)."""
         for key, value in changes.items():
-            if key == "calls_per_minute":
-                self.gate.rate_per_second = float(value) / 60.0
-            elif key == "daily_quota":
+            if key == "daily_quota":
                 self.daily_quota = int(value)
-            elif key == "max_concurrency":
-                self.gate.max_concurrency = int(value)
             elif key == "retry_after_seconds":
                 self.retry_after_seconds = None if value is None else float(value)
             elif key == "whole_second_waits":
@@ -173,22 +159,19 @@ class RevioSimulator:
                                      f"{sorted(rules.PRODUCT_STATUSES)}")
                 self.book.product_status_on_create = value
             else:
-                self.faults.config.update({key: value})
-                if key == "seed":
-                    self.faults.reseed(int(value))
+                self._configure_base(key, value)
         return self.config()
 
     def config(self) -> dict[str, Any]:
-        return {"calls_per_minute": self.gate.rate_per_second * 60.0,
-                "daily_quota": self.daily_quota, "max_concurrency": self.gate.max_concurrency,
+        return {**self._limits_config(), "daily_quota": self.daily_quota,
                 "retry_after_seconds": self.retry_after_seconds,
                 "whole_second_waits": self.whole_second_waits, "accounts": sorted(self.accounts),
                 "service_fields": list(self.book.service_fields),
                 "subscriptions": len(self.subscriptions), **self.faults.config.as_dict()}
 
     def stats(self) -> dict[str, Any]:
-        """Counters for tests and benchmarks."""
-        counts = self.book.applied_counts.values()
+        """Counters for tests and benchmarks (no overall `peak_concurrency`: APIM limits calls,
+        not overlap)."""
         return {
             "total_calls": self.total_calls,
             "calls_by_route": dict(self.calls_by_route),
@@ -197,22 +180,14 @@ class RevioSimulator:
             "auth_failures": self.auth_failures,
             "business_refusals": self.business_refusals,
             "injected": dict(self.faults.counts),
-            "accounts": {name: {"calls": st.calls, "rate_refusals": st.rate_refusals,
-                                "peak_concurrency": st.peak_concurrency}
-                         for name, st in self.gate.accounts.items()},
+            "accounts": self._account_stats(("calls", "rate_refusals", "peak_concurrency")),
             "devices": len({s["number"] for s in self.book.services.values()}),
             "customers": len(self.book.customers),
             "services": len(self.book.services),
             "service_products": len(self.book.service_products),
-            "applied_total": sum(counts),
-            "applied_devices": len(self.book.applied_counts),
-            "applied_more_than_once": sum(1 for c in counts if c > 1),
+            **self._applied_stats(self.book.applied_counts),
             "products_more_than_once": sum(1 for c in self.book.products_created.values() if c > 1),
         }
-
-    def run_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> ServerHandle:
-        """Serve in a background thread; the handle's `.base_url` ends in /v1."""
-        return run_app_in_thread(self.app, host, port, api_prefix=API_PREFIX, app_state=self)
 
     # -- limits -----------------------------------------------------------------------------------
 
@@ -273,46 +248,38 @@ class RevioSimulator:
             self.auth_failures += 1
             return _json(401, {"statusCode": 401, "message": MSG_BAD_KEY if key else MSG_NO_KEY})
         state, refused = self.gate.enter(label)
-        left = False
-        try:
-            if refused == "rate":
-                return self._over_limit()
-            if refused == "concurrency":
-                return _json(429, {"statusCode": 429, "message": "Too many concurrent calls."})
-            quota = self._quota_refused(label)
-            if quota is not None:
-                return quota
-            if not self._basic_ok(request.headers.get("authorization")):
-                self.auth_failures += 1
-                return _json(401, rules.Refusal(401, "Unauthorized",
-                                                "Authorization has been denied for this request."
-                                                ).body(),
-                             {"WWW-Authenticate": 'Basic realm="Rev.io"'})
-            fault = self.faults.draw(label)
-            latency = self.faults.latency_seconds()
-            if latency:
-                await asyncio.sleep(latency)
-            if fault is Fault.BURST_429:
-                return self._over_limit()
-            if fault is Fault.ERROR_5XX:
-                return _json(500, rules.Refusal(500, "InternalServerError",
-                                                "An error has occurred.").body())
-            try:
-                response = await handler(request)
-            except rules.Refusal as refusal:
-                self.business_refusals += 1
-                return _refused(refusal)
-            if fault is Fault.TIMEOUT:
-                self.gate.leave(state)  # done; only the answer is late
-                left = True
-                await asyncio.sleep(self.faults.config.timeout_hold_seconds)
-            elif fault is Fault.MALFORMED:
-                return Response(response.body[: max(1, len(response.body) // 2)], response.status_code,
-                                media_type=_JSON)
-            return response
-        finally:
-            if not left:
-                self.gate.leave(state)
+        early = self._apim_refused(refused, label, request.headers.get("authorization"))
+        if early is not None:
+            self.gate.leave(state)
+            return early
+        return await self._faulted(
+            label, state, lambda: handler(request), over_limit=self._over_limit,
+            server_error=lambda: _json(500, rules.Refusal(500, "InternalServerError",
+                                                          "An error has occurred.").body()),
+            malformed_status=None, refusals=(rules.Refusal,), refused=self._business_refusal)
+
+    def _apim_refused(self, refused: str | None, label: str, authorization: str | None
+                      ) -> Response | None:
+        """The answer for a call the gate refused, over its daily quota or with bad Basic
+        credentials (in APIM's order: limits before Rev.io sees the call), else None."""
+        if refused == "rate":
+            return self._over_limit()
+        if refused == "concurrency":
+            return _json(429, {"statusCode": 429, "message": "Too many concurrent calls."})
+        quota = self._quota_refused(label)
+        if quota is not None:
+            return quota
+        if not self._basic_ok(authorization):
+            self.auth_failures += 1
+            return _json(401, rules.Refusal(401, "Unauthorized",
+                                            "Authorization has been denied for this request."
+                                            ).body(),
+                         {"WWW-Authenticate": 'Basic realm="Rev.io"'})
+        return None
+
+    def _business_refusal(self, refusal: rules.Refusal) -> Response:
+        self.business_refusals += 1
+        return _json(refusal.status, refusal.body())
 
     @staticmethod
     async def _body(request: Request, patch: bool = False) -> Any:

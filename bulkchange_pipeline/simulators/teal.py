@@ -21,10 +21,8 @@ Admin endpoints (no auth, loopback only): `POST /_sim/devices` (seed), `GET /_si
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
-import json
 import math
 import random
 import threading
@@ -41,9 +39,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .faults import AccountGate, Fault, FaultConfig, FaultInjector
 from .admin import admin_routes
-from .server import ServerHandle, run_app_in_thread
+from .base import SimulatorBase
+from .base import json_response as _json
+from .faults import Fault, FaultConfig, answer_fault
+from .server import ServerHandle
 
 API_PREFIX = ""  # paths are api/v1/... under the host, as on integrationapi.teal.global
 STATUSES = ("online", "waiting", "stopped")
@@ -56,11 +56,6 @@ DEFAULT_PLANS: tuple[dict[str, Any], ...] = (
      "volumeUnit": "MB", "price": 1.5},
 )
 _OPERATIONS = {"enable", "disable", "assign-plan"}
-_JSON = "application/json"
-
-
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status, headers, _JSON)
 
 
 def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None
@@ -91,17 +86,20 @@ class Operation:
     results: list[dict[str, Any]] | None = None
 
 
-class TealSimulator:
+class TealSimulator(SimulatorBase):
     """In-memory Teal account(s) behind a Starlette app (`.app`); `accounts` maps ApiKey to
     ApiSecret."""
+
+    API_PREFIX = API_PREFIX
+    RATE_KEY = "calls_per_minute"
+    RATE_SCALE = 60.0
 
     def __init__(self, accounts: Mapping[str, str] | None = None, *,
                  calls_per_minute: float = 1000, max_concurrency: int = 0,
                  faults: FaultConfig | None = None, operation_delay_seconds: float = 0.5,
                  plans: Iterable[Mapping[str, Any]] = DEFAULT_PLANS, max_entries: int = 100) -> None:
+        super().__init__(calls_per_minute, max_concurrency, faults)
         self.accounts: dict[str, str] = dict(accounts or {"demo-key": "demo-secret"})
-        self.gate = AccountGate(calls_per_minute / 60.0, max_concurrency)
-        self.faults = FaultInjector(faults or FaultConfig())
         self.operation_delay_seconds = operation_delay_seconds
         self.max_entries = max_entries
         self.plans: dict[str, dict[str, Any]] = {p["uuid"]: dict(p) for p in plans}
@@ -132,15 +130,10 @@ class TealSimulator:
     def reset_counters(self) -> None:
         """Zero every counter (eSIMs and operations are kept)."""
         with self.lock:
+            self._reset_base_counters()
             self.applied_counts: Counter[str] = Counter()
-            self.total_calls = 0
             self.calls_by_path: Counter[str] = Counter()
-            self.over_limit_answers = 0
-            self.auth_failures = 0
-            self.business_refusals = 0
             self.counts: Counter[str] = Counter()  # operations_*, callbacks_*
-            self.gate.accounts.clear()
-            self.faults.counts = {k: 0 for k in self.faults.counts}
 
     def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
         """Add or replace eSIMs (at least `eid`; deviceStatus defaults to online, the plan to the
@@ -178,11 +171,7 @@ class TealSimulator:
                   "callback_attempts": int, "callback_retry_seconds": float, "max_entries": int}
         with self.lock:
             for key, value in changes.items():
-                if key == "calls_per_minute":
-                    self.gate.rate_per_second = float(value) / 60.0
-                elif key == "max_concurrency":
-                    self.gate.max_concurrency = int(value)
-                elif key == "accounts":
+                if key == "accounts":
                     self.accounts = dict(value)
                 elif key == "plans":
                     self.plans = {p["uuid"]: dict(p) for p in value}
@@ -191,16 +180,15 @@ class TealSimulator:
                 elif key in simple:
                     setattr(self, key, simple[key](value))
                 else:
-                    self.faults.config.update({key: value})
-                    if key == "seed":
-                        self.faults.reseed(int(value))
-                        self._cb_random.seed(int(value))
+                    self._configure_base(key, value)
         return self.config()
+
+    def _reseed(self, seed: int) -> None:
+        self._cb_random.seed(seed)
 
     def config(self) -> dict[str, Any]:
         return {
-            "calls_per_minute": self.gate.rate_per_second * 60.0,
-            "max_concurrency": self.gate.max_concurrency,
+            **self._limits_config(),
             "accounts": sorted(self.accounts),
             "operation_delay_seconds": self.operation_delay_seconds,
             "pending_http_status": self.pending_http_status,
@@ -216,22 +204,10 @@ class TealSimulator:
     def stats(self) -> dict[str, Any]:
         """Counters for tests and benchmarks."""
         with self.lock:
-            per_account = {name: {"calls": st.calls, "peak_concurrency": st.peak_concurrency,
-                                  "rate_refusals": st.rate_refusals,
-                                  "concurrency_refusals": st.concurrency_refusals}
-                           for name, st in self.gate.accounts.items()}
-            counts = self.applied_counts.values()
             pending = sum(1 for op in self.operations.values() if op.results is None)
             return {
-                "total_calls": self.total_calls,
+                **self._base_stats(),
                 "calls_by_path": dict(self.calls_by_path),
-                "over_limit_answers": self.over_limit_answers,
-                "auth_failures": self.auth_failures,
-                "business_refusals": self.business_refusals,
-                "injected": dict(self.faults.counts),
-                "accounts": per_account,
-                "peak_concurrency": max((a["peak_concurrency"] for a in per_account.values()),
-                                        default=0),
                 "devices": len(self.esims),
                 "operations": len(self.operations),
                 "operations_pending": pending,
@@ -239,9 +215,7 @@ class TealSimulator:
                     "operations_enqueued", "operations_completed", "operations_replayed",
                     "callbacks_sent", "callbacks_dropped", "callbacks_duplicated",
                     "callbacks_failed")},
-                "applied_total": sum(counts),
-                "applied_devices": len(self.applied_counts),
-                "applied_more_than_once": sum(1 for c in counts if c > 1),
+                **self._applied_stats(self.applied_counts),
             }
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
@@ -261,10 +235,6 @@ class TealSimulator:
         self._worker.join(5)
         self._callbacks.shutdown(wait=False, cancel_futures=True)
         self._http.close()
-
-    def run_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> ServerHandle:
-        """Serve this simulator in a background thread; `.base_url` is the API base."""
-        return run_app_in_thread(self.app, host, port, api_prefix=API_PREFIX, app_state=self)
 
     # -- operations -------------------------------------------------------------------------------
 
@@ -354,32 +324,20 @@ class TealSimulator:
             self.auth_failures += 1
             return _error(401, "UNAUTHORIZED", "Invalid ApiKey or ApiSecret")
         state, refused = self.gate.enter(key)
-        left = False
-        try:
-            fault = Fault.NONE if refused else self.faults.draw(key)
-            if refused or fault is Fault.BURST_429:
-                self.over_limit_answers += 1
-                calls = self.gate.rate_per_second * 60.0
-                return _error(429, "GENERIC_ERROR",
-                              f"Rate limit exceeded ({calls:g} calls per minute)",
-                              {"Retry-After": self._retry_after()})
-            latency = self.faults.latency_seconds()
-            if latency:
-                await asyncio.sleep(latency)
-            if fault is Fault.ERROR_5XX:
-                return _error(500, "GENERIC_ERROR", "Internal server error")
-            response = await handler(request, key)
-            if fault is Fault.TIMEOUT:
-                self.gate.leave(state)
-                left = True
-                await asyncio.sleep(self.faults.config.timeout_hold_seconds)
-            elif fault is Fault.MALFORMED:
-                return Response(response.body[: max(1, len(response.body) // 2)], 200,
-                                media_type=_JSON)
-            return response
-        finally:
-            if not left:
-                self.gate.leave(state)
+        fault = Fault.NONE if refused else self.faults.draw(key)
+        if refused or fault is Fault.BURST_429:  # answered at once: no latency first
+            self.gate.leave(state)
+            return answer_fault(fault, self._over_limit(), self.faults.config)
+        return await self._faulted(
+            key, state, lambda: handler(request, key), over_limit=self._over_limit,
+            server_error=lambda: _error(500, "GENERIC_ERROR", "Internal server error"),
+            drawn=fault)
+
+    def _over_limit(self) -> Response:
+        self.over_limit_answers += 1
+        calls = self.gate.rate_per_second * 60.0
+        return _error(429, "GENERIC_ERROR", f"Rate limit exceeded ({calls:g} calls per minute)",
+                      {"Retry-After": self._retry_after()})
 
     # -- API handlers -----------------------------------------------------------------------------
 
@@ -388,10 +346,7 @@ class TealSimulator:
         if kind not in _OPERATIONS:
             return _error(404, "VALIDATION_ERROR", f"Unknown operation {kind}")
         request_id = request.query_params.get("requestId") or ""
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
+        body = await self._body(request)
         entries = body.get("entries") if isinstance(body, dict) else None
         problem = _entries_problem(kind, entries, self.max_entries)
         if not request_id:

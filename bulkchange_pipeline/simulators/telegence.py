@@ -22,14 +22,11 @@ or iccid}`, `GET /_sim/stats`, `GET|POST /_sim/config`, `POST /_sim/reset`.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import itertools
-import json
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -39,47 +36,33 @@ from starlette.routing import Route
 
 from . import telegence_rules as rules
 from .admin import admin_routes
-from .faults import AccountGate, Fault, FaultConfig, FaultInjector
-from .server import ServerHandle, run_app_in_thread
+from .base import SimulatorBase
+from .base import json_response as _json
+from .faults import Fault, FaultConfig
+from .server import ServerHandle
 
 API_PREFIX = ""  # paths are sp/mobility/... under the host, as on apsapi.att.com:8082
 LINE_PATH = "/sp/mobility/lineconfig/api/v1/service"
 ACTIVATION_PATH = "/sp/mobility/activation/api/v1/service"  # [I]
 DEFAULT_PLANS = frozenset({"IOTSOC1GB", "IOTSOC5GB"})
 MAX_PAGE_SIZE = 500
-_JSON = "application/json"
 _SET_KEYS = ("reject_iccids", "reject_imeis", "pending_iccids", "pending_imeis")
 
 
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status, headers, _JSON)
-
-
-@dataclass
-class Activation:
-    """One submitted line: its characteristics, how it ends, and how often it was polled."""
-
-    id: str
-    chars: dict[str, str]
-    outcome: str  # active | rejected | forever
-    reason: str = ""
-    polls: int = 0
-    subscriber_number: str | None = None
-
-
-class TelegenceSimulator:
+class TelegenceSimulator(SimulatorBase):
     """In-memory Telegence app account(s) behind a Starlette app (`.app`)."""
+
+    API_PREFIX = API_PREFIX
 
     def __init__(self, accounts: Mapping[str, str] | None = None, *, rate_per_second: float = 0.0,
                  max_concurrency: int = 0, faults: FaultConfig | None = None,
                  activation_polls: int = 2) -> None:
+        super().__init__(rate_per_second, max_concurrency, faults)
         self.accounts: dict[str, str] = dict(accounts or {"demo-app": "demo-app-secret"})
-        self.gate = AccountGate(rate_per_second, max_concurrency)
-        self.faults = FaultInjector(faults or FaultConfig())
         self.lines: dict[str, dict[str, Any]] = {}
         self.by_sim: dict[str, str] = {}
         self.scheduled: dict[str, list[tuple[dt.date, dict[str, str]]]] = {}
-        self.activations: dict[str, Activation] = {}
+        self.activations: dict[str, rules.Activation] = {}
         self.activation_by_sim: dict[str, str] = {}
         self.activation_polls = activation_polls
         self.plans: frozenset[str] | None = DEFAULT_PLANS
@@ -98,17 +81,12 @@ class TelegenceSimulator:
 
     def reset_counters(self) -> None:
         """Zero every counter (line and activation state is kept)."""
+        self._reset_base_counters()
         self.applied_counts: Counter[str] = Counter()
-        self.total_calls = 0
         self.calls_by_method: Counter[str] = Counter()
         self.activation_requests = 0
         self.activation_replays = 0
         self.status_polls = 0
-        self.over_limit_answers = 0
-        self.auth_failures = 0
-        self.business_refusals = 0
-        self.gate.accounts.clear()
-        self.faults.counts = {k: 0 for k in self.faults.counts}
 
     def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
         """Add or replace lines (see `telegence_rules.line_record` for the accepted names)."""
@@ -128,11 +106,7 @@ class TelegenceSimulator:
         `activation_polls`, `rejection_reason`, or the ICCID/IMEI sets `reject_iccids`,
         `reject_imeis`, `pending_iccids`, `pending_imeis` (pending = never completes)."""
         for key, value in changes.items():
-            if key == "rate_per_second":
-                self.gate.rate_per_second = float(value)
-            elif key == "max_concurrency":
-                self.gate.max_concurrency = int(value)
-            elif key == "accounts":
+            if key == "accounts":
                 self.accounts = dict(value)
             elif key in ("plans", "bans"):
                 setattr(self, key, None if value is None else frozenset(map(str, value)))
@@ -143,15 +117,12 @@ class TelegenceSimulator:
             elif key in _SET_KEYS:
                 setattr(self, key, set(map(str, value)))
             else:
-                self.faults.config.update({key: value})
-                if key == "seed":
-                    self.faults.reseed(int(value))
+                self._configure_base(key, value)
         return self.config()
 
     def config(self) -> dict[str, Any]:
         return {
-            "rate_per_second": self.gate.rate_per_second,
-            "max_concurrency": self.gate.max_concurrency,
+            **self._limits_config(),
             "accounts": sorted(self.accounts),
             "plans": None if self.plans is None else sorted(self.plans),
             "bans": None if self.bans is None else sorted(self.bans),
@@ -171,34 +142,17 @@ class TelegenceSimulator:
 
     def stats(self) -> dict[str, Any]:
         """Counters for tests and benchmarks."""
-        per_account = {name: {"calls": st.calls, "peak_concurrency": st.peak_concurrency,
-                              "rate_refusals": st.rate_refusals,
-                              "concurrency_refusals": st.concurrency_refusals}
-                       for name, st in self.gate.accounts.items()}
-        counts = self.applied_counts.values()
         states = Counter(self._state(a) for a in self.activations.values())
         return {
-            "total_calls": self.total_calls,
+            **self._base_stats(),
             "calls_by_method": dict(self.calls_by_method),
             "activation_requests": self.activation_requests,
             "activation_replays": self.activation_replays,
             "status_polls": self.status_polls,
             "activations": dict(states),
-            "over_limit_answers": self.over_limit_answers,
-            "auth_failures": self.auth_failures,
-            "business_refusals": self.business_refusals,
-            "injected": dict(self.faults.counts),
-            "accounts": per_account,
-            "peak_concurrency": max((a["peak_concurrency"] for a in per_account.values()), default=0),
             "devices": len(self.lines),
-            "applied_total": sum(counts),
-            "applied_devices": len(self.applied_counts),
-            "applied_more_than_once": sum(1 for c in counts if c > 1),
+            **self._applied_stats(self.applied_counts),
         }
-
-    def run_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> ServerHandle:
-        """Serve this simulator in a background thread; `.base_url` is the host root."""
-        return run_app_in_thread(self.app, host, port, api_prefix=API_PREFIX, app_state=self)
 
     # -- request plumbing -------------------------------------------------------------------------
 
@@ -230,32 +184,17 @@ class TelegenceSimulator:
             self.auth_failures += 1
             return _json(401, {"errorDescription": "Invalid app-id or app-secret"})
         state, refused = self.gate.enter(app_id)
-        left = False
-        try:
-            if refused:
-                self.over_limit_answers += 1
-                return _json(429, {"responseMessage": "Too many requests"}, {"Retry-After": "1"})
-            fault = self.faults.draw(app_id)
-            latency = self.faults.latency_seconds()
-            if latency:
-                await asyncio.sleep(latency)
-            if fault is Fault.BURST_429:
-                self.over_limit_answers += 1
-                return _json(429, {"responseMessage": "Too many requests"})
-            if fault is Fault.ERROR_5XX:
-                return self._server_error()
-            response = await handler(request)
-            if fault is Fault.TIMEOUT:
-                self.gate.leave(state)  # done; only the answer is late
-                left = True
-                await asyncio.sleep(self.faults.config.timeout_hold_seconds)
-            elif fault is Fault.MALFORMED:
-                return Response(response.body[: max(1, len(response.body) // 2)], 200,
-                                media_type=_JSON)
-            return response
-        finally:
-            if not left:
-                self.gate.leave(state)
+        if refused:
+            self.gate.leave(state)
+            return self._over_limit({"Retry-After": "1"})
+        return await self._faulted(app_id, state, lambda: handler(request),
+                                   over_limit=self._over_limit, server_error=self._server_error)
+
+    def _over_limit(self, headers: Mapping[str, str] | None = None) -> Response:
+        """429; only the gate's own refusal states a wait (an injected burst states none unless
+        `burst_retry_after_seconds` is set)."""
+        self.over_limit_answers += 1
+        return _json(429, {"responseMessage": "Too many requests"}, headers)
 
     def _apply_due(self, number: str) -> None:
         pending = self.scheduled.get(number)
@@ -295,10 +234,7 @@ class TelegenceSimulator:
         record = self.device(number) if number in self.lines else None
         if record is None:
             return self._refuse(rules.Refusal(404, f"Subscriber {number} not found"))
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
+        body = await self._body(request)
         today = dt.datetime.now(dt.timezone.utc).date()
         try:
             edits, when = rules.validate_patch(
@@ -343,14 +279,14 @@ class TelegenceSimulator:
 
     # -- activation -------------------------------------------------------------------------------
 
-    def _state(self, act: Activation) -> str:
+    def _state(self, act: rules.Activation) -> str:
         if act.outcome == "forever" or act.polls <= self.activation_polls:
             return "pending"
         return "active" if act.outcome == "active" else "rejected"
 
-    def _new_activation(self, chars: dict[str, str]) -> Activation:
+    def _new_activation(self, chars: dict[str, str]) -> rules.Activation:
         sim, imei = chars["sim"], chars["IMEI"]
-        act = Activation(str(uuid.uuid4()), chars, "active")
+        act = rules.Activation(str(uuid.uuid4()), chars, "active")
         if sim in self.reject_iccids or imei in self.reject_imeis:
             act.outcome, act.reason = "rejected", self.rejection_reason
         elif self.plans is not None and chars["singleUserCode"] not in self.plans:
@@ -367,17 +303,7 @@ class TelegenceSimulator:
     async def _post_activation(self, request: Request) -> Response:
         self.activation_requests += 1
         try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
-        if not isinstance(body, list) or not body:
-            return self._refuse(rules.Refusal(400, "Request body must be a non-empty JSON array"))
-        if len(body) > rules.MAX_ACTIVATION_LINES:
-            return self._refuse(rules.Refusal(
-                400, f"At most {rules.MAX_ACTIVATION_LINES} lines per activation request "
-                     f"(got {len(body)})"))
-        try:
-            lines = [rules.validate_activation_line(item, i, self.bans) for i, item in enumerate(body)]
+            lines = rules.validate_activation_request(await self._body(request), self.bans)
         except rules.Refusal as refusal:
             return self._refuse(refusal)
         answer = []
@@ -401,19 +327,9 @@ class TelegenceSimulator:
         state = self._state(act)
         if state == "active" and act.subscriber_number is None:
             act.subscriber_number = self._activate_line(act)
-        service: dict[str, Any] = {
-            "status": state, "name": "Mobility Services",
-            "subscriberNumber": act.subscriber_number,
-            "serviceCharacteristic": [{"name": k, "value": act.chars[k]}
-                                      for k in ("sim", "IMEI", "singleUserCode")],
-            "error": None,
-        }
-        if state == "rejected":
-            service["error"] = {"code": "ACT_REJECTED", "description": act.reason}
-        interaction = {"pending": "InProgress", "active": "Completed", "rejected": "Failed"}[state]
-        return _json(200, [{"id": act.id, "interactionStatus": interaction, "service": service}])
+        return _json(200, rules.activation_status(act, state))
 
-    def _activate_line(self, act: Activation) -> str:
+    def _activate_line(self, act: rules.Activation) -> str:
         """Create the line an activation brings into service, with a fresh subscriber number."""
         while True:
             number = rules.make_subscriber_numbers(1, next(self._numbers), prefix="469777")[0]

@@ -17,6 +17,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .jasper_rules import luhn_check_digit
@@ -180,6 +181,44 @@ def validate_activation_line(item: Any, index: int, bans: frozenset[str] | None)
     if not valid_imei(chars["IMEI"]):
         raise Refusal(400, f"{where}: invalid IMEI {chars['IMEI']}")
     return {**chars, "ban": str(ban)}
+
+
+def validate_activation_request(body: Any, bans: frozenset[str] | None) -> list[dict[str, str]]:
+    """The characteristics of every line of an activation POST (a non-empty JSON array of at
+    most `MAX_ACTIVATION_LINES`), or a Refusal for the whole request."""
+    if not isinstance(body, list) or not body:
+        raise Refusal(400, "Request body must be a non-empty JSON array")
+    if len(body) > MAX_ACTIVATION_LINES:
+        raise Refusal(400, f"At most {MAX_ACTIVATION_LINES} lines per activation request "
+                           f"(got {len(body)})")
+    return [validate_activation_line(item, i, bans) for i, item in enumerate(body)]
+
+
+@dataclass
+class Activation:
+    """One submitted line: its characteristics, how it ends, and how often it was polled."""
+
+    id: str
+    chars: dict[str, str]
+    outcome: str  # active | rejected | forever
+    reason: str = ""
+    polls: int = 0
+    subscriber_number: str | None = None
+
+
+def activation_status(act: Activation, state: str) -> list[dict[str, Any]]:
+    """The status GET's answer for an activation in `state` (pending | active | rejected)."""
+    service: dict[str, Any] = {
+        "status": state, "name": "Mobility Services",
+        "subscriberNumber": act.subscriber_number,
+        "serviceCharacteristic": [{"name": k, "value": act.chars[k]}
+                                  for k in ("sim", "IMEI", "singleUserCode")],
+        "error": None,
+    }
+    if state == "rejected":
+        service["error"] = {"code": "ACT_REJECTED", "description": act.reason}
+    interaction = {"pending": "InProgress", "active": "Completed", "rejected": "Failed"}[state]
+    return [{"id": act.id, "interactionStatus": interaction, "service": service}]
 
 
 def line_record(seed: Mapping[str, Any], today: dt.date) -> dict[str, Any]:

@@ -16,11 +16,8 @@ Admin endpoints (no auth, loopback only): `POST /_sim/devices`, `GET /_sim/devic
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import collections
 import heapq
-import json
 import math
 import queue
 import random
@@ -39,16 +36,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import thingspace_rules as rules
-from .faults import AccountGate, Fault, FaultConfig, FaultInjector
 from .admin import admin_routes
-from .server import ServerHandle, run_app_in_thread
+from .base import SimulatorBase
+from .base import json_response as _json
+from .faults import FaultConfig
+from .server import ServerHandle
 
 M2M = "/api/m2m/v1"
 TOKEN_PATH = "/api/ts/v1/oauth2/token"
 DEFAULT_CLIENTS = {"demo-client": "demo-client-secret"}
 DEFAULT_USERS = {"demo-uws": ("demo-uws-password", "0000123456-00001")}
 LIST_PAGE = 500
-_JSON = "application/json"
 # configure() keys that are plain attributes, with their types.
 _SETTINGS = {"token_ttl_seconds": float, "session_idle_seconds": float, "session_max_calls": int,
              "activate_per_minute": float, "activate_window_seconds": float,
@@ -57,11 +55,7 @@ _SETTINGS = {"token_ttl_seconds": float, "session_idle_seconds": float, "session
              "drop_rate": float, "callback_retry_seconds": float, "callback_attempts": int}
 
 
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status, headers, _JSON)
-
-
-class ThingSpaceSimulator:
+class ThingSpaceSimulator(SimulatorBase):
     """In-memory ThingSpace account(s) behind a Starlette app (`.app`).
 
     `clients`: OAuth client_id -> client_secret. `users`: UWS username -> (password, accountName).
@@ -73,6 +67,7 @@ class ThingSpaceSimulator:
                  activate_per_minute: float = 100.0, max_devices_per_request: int = 10_000,
                  rate_per_second: float = 0.0, max_concurrency: int = 0,
                  callback_senders: int = 8, faults: FaultConfig | None = None) -> None:
+        super().__init__(rate_per_second, max_concurrency, faults)
         self.clients = dict(clients or DEFAULT_CLIENTS)
         self.users = {u: tuple(v) for u, v in (users or DEFAULT_USERS).items()}
         self.token_ttl_seconds = token_ttl_seconds
@@ -88,8 +83,6 @@ class ThingSpaceSimulator:
         self.shuffle_callbacks = False
         self.callback_retry_seconds = 1.0
         self.callback_attempts = 4
-        self.gate = AccountGate(rate_per_second, max_concurrency)
-        self.faults = FaultInjector(faults or FaultConfig())
         self._random = random.Random(self.faults.config.seed)
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
@@ -99,7 +92,7 @@ class ThingSpaceSimulator:
         self._failed_logins: Counter[str] = Counter()
         self.callbacks: dict[str, dict[str, str]] = {}  # accountName -> registration
         self.requests: dict[str, dict[str, Any]] = {}
-        self._activates: dict[str, collections.deque[float]] = {}
+        self._activates = rules.SlidingWindow()
         self._outstanding = 0
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._delayed: list[tuple[float, int, Any]] = []
@@ -117,14 +110,12 @@ class ThingSpaceSimulator:
     def reset_counters(self) -> None:
         """Zero every counter (device state, tokens and sessions are kept)."""
         with self._lock:
+            self._reset_base_counters()
             self.book.applied_counts.clear()
             self.calls: Counter[str] = Counter()
-            self.total_calls = self.over_limit_answers = self.auth_failures = 0
-            self.session_errors = self.business_refusals = self.device_faults = 0
+            self.session_errors = self.device_faults = 0
             self.tokens_issued = self.logins = self.max_devices_seen = 0
             self.cb: Counter[str] = Counter()
-            self.gate.accounts.clear()
-            self.faults.counts = {k: 0 for k in self.faults.counts}
 
     @property
     def devices(self) -> dict[int, dict[str, Any]]:
@@ -153,10 +144,6 @@ class ThingSpaceSimulator:
             for key, value in changes.items():
                 if key in _SETTINGS:
                     setattr(self, key, _SETTINGS[key](value))
-                elif key == "rate_per_second":
-                    self.gate.rate_per_second = float(value)
-                elif key == "max_concurrency":
-                    self.gate.max_concurrency = int(value)
                 elif key == "service_plans":
                     self.service_plans = None if value is None else frozenset(value)
                 elif key == "clients":
@@ -167,16 +154,15 @@ class ThingSpaceSimulator:
                     if value:
                         self.expire_sessions()
                 else:
-                    self.faults.config.update({key: value})
-                    if key == "seed":
-                        self.faults.reseed(int(value))
-                        self._random.seed(int(value))
+                    self._configure_base(key, value)
         return self.config()
+
+    def _reseed(self, seed: int) -> None:
+        self._random.seed(seed)
 
     def config(self) -> dict[str, Any]:
         return {**{k: getattr(self, k) for k in _SETTINGS},
-                "rate_per_second": self.gate.rate_per_second,
-                "max_concurrency": self.gate.max_concurrency,
+                **self._limits_config(),
                 "service_plans": None if self.service_plans is None else sorted(self.service_plans),
                 "clients": sorted(self.clients), "users": sorted(self.users),
                 **self.faults.config.as_dict()}
@@ -195,21 +181,14 @@ class ThingSpaceSimulator:
     def stats(self) -> dict[str, Any]:
         """Counters for tests and benchmarks."""
         with self._lock:
-            counts = self.applied_counts.values()
-            per_account = {n: {"calls": s.calls, "peak_concurrency": s.peak_concurrency,
-                               "rate_refusals": s.rate_refusals} for n, s in self.gate.accounts.items()}
             return {
-                "total_calls": self.total_calls, "calls": dict(self.calls),
-                "over_limit_answers": self.over_limit_answers, "auth_failures": self.auth_failures,
-                "session_errors": self.session_errors, "business_refusals": self.business_refusals,
+                **self._base_stats(("calls", "peak_concurrency", "rate_refusals")),
+                "calls": dict(self.calls),
+                "session_errors": self.session_errors,
                 "device_faults": self.device_faults, "tokens_issued": self.tokens_issued,
                 "logins": self.logins, "max_devices_in_request": self.max_devices_seen,
-                "injected": dict(self.faults.counts), "accounts": per_account,
-                "peak_concurrency": max((a["peak_concurrency"] for a in per_account.values()),
-                                        default=0),
                 "devices": len(self.devices), "requests": len(self.requests),
-                "applied_total": sum(counts), "applied_devices": len(self.applied_counts),
-                "applied_more_than_once": sum(1 for c in counts if c > 1),
+                **self._applied_stats(self.applied_counts),
                 "callbacks_sent": self.cb["sent"], "callbacks_dropped": self.cb["dropped"],
                 "callbacks_duplicated": self.cb["duplicated"],
                 "callbacks_failed_attempts": self.cb["failed_attempts"],
@@ -235,10 +214,6 @@ class ThingSpaceSimulator:
         self._jobs.put(None)
         self._senders.shutdown(wait=False, cancel_futures=True)
         self._http.close()
-
-    def run_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> ServerHandle:
-        """Serve in a background thread; `.base_url` is the root (paths start /api/...)."""
-        return run_app_in_thread(self.app, host, port, app_state=self)
 
     # -- backend: process requests, send callbacks ------------------------------------------------
 
@@ -395,37 +370,14 @@ class ThingSpaceSimulator:
         if refused is not None:
             return refused
         state, limit = self.gate.enter(user or "-")
-        left = False
-        try:
-            if limit:
-                return self._throttled(1.0)
-            fault = self.faults.draw(user or "-")
-            if latency := self.faults.latency_seconds():
-                await asyncio.sleep(latency)
-            if fault is Fault.BURST_429:
-                return self._throttled(1.0)
-            if fault is Fault.ERROR_5XX:
-                return _json(503, rules.gateway_fault(rules.GW_BACKEND, "Runtime Error",
-                                                      "Error connecting to the back end"))
-            response = await handler(request, user)
-            if fault is Fault.TIMEOUT:
-                self.gate.leave(state)
-                left = True
-                await asyncio.sleep(self.faults.config.timeout_hold_seconds)
-            elif fault is Fault.MALFORMED:
-                return Response(response.body[: max(1, len(response.body) // 2)], 200,
-                                media_type=_JSON)
-            return response
-        finally:
-            if not left:
-                self.gate.leave(state)
-
-    @staticmethod
-    async def _body(request: Request) -> Any:
-        try:
-            return json.loads(await request.body())
-        except ValueError:
-            return None
+        if limit:
+            self.gate.leave(state)
+            return self._throttled(1.0)
+        return await self._faulted(
+            user or "-", state, lambda: handler(request, user),
+            over_limit=lambda: self._throttled(1.0),
+            server_error=lambda: _json(503, rules.gateway_fault(
+                rules.GW_BACKEND, "Runtime Error", "Error connecting to the back end")))
 
     def _refuse(self, status: int, code: str, message: str) -> Response:
         self.business_refusals += 1
@@ -502,13 +454,10 @@ class ThingSpaceSimulator:
                 return refused
             with self._lock:
                 if action == "activate" and self.activate_per_minute > 0:
-                    window = self._activates.setdefault(account, collections.deque())
-                    now = time.monotonic()
-                    while window and window[0] <= now - self.activate_window_seconds:
-                        window.popleft()
-                    if len(window) >= self.activate_per_minute:
-                        return self._throttled(window[0] + self.activate_window_seconds - now)
-                    window.append(now)
+                    wait = self._activates.admit(account, self.activate_per_minute,
+                                                 self.activate_window_seconds, time.monotonic())
+                    if wait is not None:
+                        return self._throttled(wait)
                 rid = str(uuid.uuid4())
                 self.requests[rid] = {"action": action, "account": account,
                                       "devices": len(devices), "status": "Pending"}
@@ -540,18 +489,7 @@ class ThingSpaceSimulator:
         if (refused := self._account_of(user, account)) is not None:
             return refused
         with self._lock:
-            if isinstance(body.get("deviceId"), dict):
-                key = self.book.resolve([{"kind": str(body["deviceId"].get("kind", "")).lower(),
-                                      "id": str(body["deviceId"].get("id", ""))}])
-                found = [] if key is None else [self.devices[key]]
-                more = False
-            else:
-                after = body.get("lastSeenDeviceId") or ""
-                ordered = sorted((r for r in self.devices.values()
-                                  if r["accountName"] == account and r["iccid"] > after),
-                                 key=lambda r: r["iccid"])
-                found, more = ordered[:LIST_PAGE], len(ordered) > LIST_PAGE
-            devices = [rules.device_view(r) for r in found if r["accountName"] == account]
+            devices, more = self.book.listing(account, body, LIST_PAGE)
         return _json(200, {"hasMoreData": more, "devices": devices})
 
     async def _callbacks(self, request: Request, user: str) -> Response:

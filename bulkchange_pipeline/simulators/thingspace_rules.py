@@ -13,7 +13,7 @@ UnexpectedError and Device.Account.Invalid. The session-expired code is not publ
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -325,6 +325,24 @@ class DeviceBook:
                 return key
         return None
 
+    def listing(self, account: str, body: Mapping[str, Any], page_size: int
+                ) -> tuple[list[dict[str, Any]], bool]:
+        """A `devices/actions/list` answer's devices (views) of `account` and whether more
+        follow: the one device `body["deviceId"]` names, or the next page by ICCID after
+        `body["lastSeenDeviceId"]`."""
+        if isinstance(body.get("deviceId"), dict):
+            key = self.resolve([{"kind": str(body["deviceId"].get("kind", "")).lower(),
+                                 "id": str(body["deviceId"].get("id", ""))}])
+            found = [] if key is None else [self.devices[key]]
+            more = False
+        else:
+            after = body.get("lastSeenDeviceId") or ""
+            ordered = sorted((r for r in self.devices.values()
+                              if r["accountName"] == account and r["iccid"] > after),
+                             key=lambda r: r["iccid"])
+            found, more = ordered[:page_size], len(ordered) > page_size
+        return [device_view(r) for r in found if r["accountName"] == account], more
+
     def apply(self, rid: str, action: str, devices: Sequence[list[dict]], params: Mapping[str, Any],
               creds: Mapping[str, str], defer_activation: bool
               ) -> tuple[list[dict], list[tuple[int, list[dict]]], int]:
@@ -379,3 +397,22 @@ class DeviceBook:
     def _unindex(self, key: int) -> None:
         for item in device_ids(self.devices[key]):
             self.index.pop((item["kind"], item["id"]), None)
+
+
+class SlidingWindow:
+    """Calls per account in a sliding window: ThingSpace's limit on activations (100 a minute),
+    which unlike the gateway's fixed windows frees a slot exactly `window` seconds after a call."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, deque[float]] = {}
+
+    def admit(self, account: str, limit: float, window: float, now: float) -> float | None:
+        """Count the call and return None if fewer than `limit` calls fell in the last `window`
+        seconds; else the seconds until the oldest leaves the window (the call is not counted)."""
+        calls = self._calls.setdefault(account, deque())
+        while calls and calls[0] <= now - window:
+            calls.popleft()
+        if len(calls) >= limit:
+            return calls[0] + window - now
+        calls.append(now)
+        return None

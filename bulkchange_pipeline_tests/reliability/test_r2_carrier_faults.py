@@ -43,7 +43,7 @@ from starlette.responses import Response
 from bulkchange_pipeline.defs import CarrierGatewayResource, build_definitions
 from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators import jasper_rules
-from bulkchange_pipeline.simulators.faults import Fault, answer_fault, drawn_fault
+from bulkchange_pipeline.simulators.faults import Fault, drawn_fault
 from bulkchange_pipeline.simulators.jasper import JasperSimulator, _error
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status
 from bulkchange_pipeline.store.schema import bulk_change_log, device_change
@@ -90,9 +90,9 @@ class Call:
 
 
 class FaultyJasper(JasperSimulator):
-    """The Jasper simulator with the answer-shaping faults applied (connection reset, Retry-After
-    on injected 429s, via ``faults.answer_fault``, which the production simulator does not call
-    yet), one device in an outage, and a record of every device call in arrival order."""
+    """The Jasper simulator (which applies every fault itself, connection resets and the
+    Retry-After of injected 429s included) with one device in an outage and a record of every
+    device call in arrival order."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -108,7 +108,6 @@ class FaultyJasper(JasperSimulator):
                 return _error(503, jasper_rules.ERR_SERVER, "Service unavailable (outage)")
             response = await super()._guarded(request, handler)
             call.fault = drawn_fault()  # drawn by the production code above, for this request
-            response = answer_fault(call.fault, response, self.faults.config)
             call.answered = None if call.fault in (Fault.TIMEOUT, Fault.RESET) else response.status_code
             return response
         finally:
