@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -107,3 +107,10 @@ def with_billing_account(
         retry_wait_seconds=account.retry_wait_seconds,
     )
     return dataclasses.replace(account, billing=billing)
+
+
+def sent_by(senders: Sequence[object], credentials_name: str) -> bool:
+    """True when one of the accounts a callback authenticated as (``senders``: credentials names)
+    is ``credentials_name``'s account, compared as environment keys: two spellings of one
+    credentials name are one account."""
+    return credential_env_key(credentials_name) in {credential_env_key(str(s)) for s in senders}

@@ -18,24 +18,15 @@ import sqlalchemy as sa
 
 from ..carriers import CarrierAccount, DeviceResult, build_adapter
 from ..domain import DeviceChangeStatus
-from ..store.callbacks import mark_applied, unapplied_callbacks
+from ..store.callbacks import AUTHENTICATED_AS, mark_applied, unapplied_callbacks
 from ..store.db import utcnow
 from ..store.device_changes import RowResult, WorkRow, count_polls, record_results
 from ..store.schema import DEVICE_CHANGE_FIELDS, device, device_change
-from .accounts import credential_env_key
+from .accounts import sent_by
 from .batch import AdapterFactory, _from_carrier, device_change_for
 from .bulk_change import BulkChangeInfo
 
 CHUNK = 5_000
-AUTHENTICATED_AS = "_authenticated_as"
-"""Key the callback endpoint adds to a stored callback that carried credentials: the credentials
-names of the accounts it authenticated as. It is applied only to those accounts' bulk changes."""
-
-
-def sent_by(senders: list[Any], credentials_name: str) -> bool:
-    """True when one of the accounts a callback authenticated as is ``credentials_name``'s account
-    (compared as environment keys: two spellings of one credentials name are one account)."""
-    return credential_env_key(credentials_name) in {credential_env_key(str(s)) for s in senders}
 
 
 @dataclass

@@ -32,9 +32,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..carriers import parse_callback
 from ..carriers.redaction import redact_json
-from ..engine.accounts import credential_env_key
-from ..engine.reconcile import AUTHENTICATED_AS, sent_by
-from ..store.callbacks import credentials_names, request_owner, store_callback
+from ..engine.accounts import credential_env_key, sent_by
+from ..store.callbacks import AUTHENTICATED_AS, credentials_names, request_owner, store_callback
 from .api_models import PROBLEM_JSON, PROBLEMS, CallbackStored, Problem
 
 MAX_CALLBACK_BYTES = 1_000_000

@@ -18,6 +18,11 @@ from ..domain import DeviceChangeStatus
 from .db import run_transaction, utcnow
 from .schema import bulk_change, carrier_callback, device_change, service_provider
 
+AUTHENTICATED_AS = "_authenticated_as"
+"""Key the callback endpoint adds to a stored callback that carried credentials: the credentials
+names of the accounts it authenticated as (never taken from the sender's own body). Reconcile
+applies such a callback only to those accounts' bulk changes."""
+
 
 def store_callback(engine: sa.Engine, integration: str, request_id: str, device_key: str, payload: dict[str, Any]) -> bool:
     """Insert a (redacted) callback; False when the same one was stored before."""

@@ -18,8 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from bulkchange_pipeline.defs.local_runner import QUIET, tick_and_run
-from bulkchange_pipeline.engine.accounts import credential_env_key
-from bulkchange_pipeline.simulators.park import JASPER_KEY, JASPER_USER
+from bulkchange_pipeline.simulators.park import JASPER_KEY, JASPER_USER, Park
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status
 from bulkchange_pipeline.store import reference as ref
 from bulkchange_pipeline.store.seed import demo_credentials_names, demo_iccid, point_demo_at
@@ -42,12 +41,12 @@ class World:
 @pytest.fixture
 def world(engine: sa.Engine, db_url: str, dagster_instance, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     sim = HoldingJasper({JASPER_USER: JASPER_KEY}, rate_per_second=0, max_concurrency=8)
-    key = credential_env_key(demo_credentials_names()["jasper"])
-    monkeypatch.setenv(f"{key}_USERNAME", JASPER_USER)
-    monkeypatch.setenv(f"{key}_SECRET", JASPER_KEY)
     for api in make_api(engine, db_url, devices_per_carrier=0):
         with sim.run_in_thread() as handle:
-            point_demo_at(engine, {"jasper": handle.base_url}, unlimited=True)
+            park = Park({"jasper": sim}, {"jasper": handle})  # pairs the base URL and the credentials env
+            for key, value in park.credentials_env({"jasper": demo_credentials_names()["jasper"]}).items():
+                monkeypatch.setenv(key, value)
+            point_demo_at(engine, park.base_urls, unlimited=True)
             iccids = [demo_iccid(1, 0, i) for i in range(N)]
             ref.insert_devices(engine, api.seed.tenant_id, api.jasper, [{"iccid": i, "status": "ACTIVATED"} for i in iccids])
             sim.seed_devices({"iccid": i, "status": "ACTIVATED"} for i in iccids)
