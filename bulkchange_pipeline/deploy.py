@@ -6,7 +6,8 @@ sensors, launches run workers), ``dagster-webserver`` and ``dagster-daemon run``
 queue, run monitoring and retries), both pointed at the code server through a ``grpc_server``
 workspace, and ``bulkchange serve`` (intake API and carrier callbacks). Why not ``dagster dev``: it
 runs everything in one process tree with its own code server, so the run queue, the gRPC boundary
-and process crashes are never exercised the way they are in production.
+and process crashes are never exercised the way they are in production. ``restart`` brings back
+one crashed service (or every one that is down) with the environment the others run with.
 
 Everything lives in one run folder: ``dagster_home/dagster.yaml`` (a copy of
 ``deploy/dagster.postgres.yaml``), ``workspace.yaml``, ``deployment.json`` (ports, no secrets),
@@ -14,6 +15,11 @@ Everything lives in one run folder: ``dagster_home/dagster.yaml`` (a copy of
 sync-pools`` at this deployment), ``pids/<service>.pid`` and ``logs/<service>.log``. Each service
 is started in its own session, so ``stop`` can end it with all its children (run workers, the code
 server's gRPC subprocess): SIGTERM to the process group, SIGKILL after a timeout. Linux only (/proc).
+
+A pid file names the service's leader and its start time (clock ticks since boot), so a recycled
+pid is not taken for the service. ``status`` believes it only while that process lives; otherwise it
+looks for the process that actually is the service (see ``find_service``), so a service restarted
+by hand is not reported down while it serves.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -130,6 +136,8 @@ class ServiceState:
     running: bool
     ready: bool
     detail: str = ""
+    since: float | None = None  # when the running process started (epoch seconds)
+    restarts: int = 0  # `restart`s since `start`
 
 
 def _entry_point(name: str) -> str:
@@ -196,6 +204,15 @@ def open_instance(dep: LocalDeployment, env: Mapping[str, str]) -> Iterator[obje
 # --- processes ------------------------------------------------------------------------------------
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (index 0: state, 2: pgid, 19:
+    start time in clock ticks since boot); None: gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _state(pid: int) -> str | None:
     """Process state letter from /proc/<pid>/stat (None: gone). Reaps the pid first if it is our
     own child, so a stopped service is not mistaken for a live zombie."""
@@ -203,37 +220,64 @@ def _state(pid: int) -> str | None:
         os.waitpid(pid, os.WNOHANG)
     except OSError:
         pass
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
+    fields = _stat(pid)
+    return fields[0] if fields else None
+
+
+def start_ticks(pid: int) -> int | None:
+    """When the process started (clock ticks since boot): with the pid, it names one process."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
 
 
 def alive(pid: int) -> bool:
     return _state(pid) not in (None, "Z", "X")
 
 
-def group_alive(pgid: int) -> bool:
-    """Any live (non-zombie) process left in the service's process group (its run workers too)."""
+def _pids() -> Iterator[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                return True
-    return False
+            yield int(entry.name)
 
 
-def read_pid(dep: LocalDeployment, service: str) -> int | None:
+def group_members(pgid: int) -> list[int]:
+    """The live (non-zombie) processes of a process group (a service with its run workers)."""
+    return [pid for pid in _pids() if (f := _stat(pid)) and int(f[2]) == pgid and f[0] not in ("Z", "X")]
+
+
+def group_alive(pgid: int) -> bool:
+    """Any live (non-zombie) process left in the service's process group (its run workers too)."""
+    return bool(group_members(pgid))
+
+
+@dataclass
+class PidRecord:
+    """What ``pids/<service>.pid`` says: the leader (= process group), when it started, restarts."""
+
+    pid: int
+    started: float = 0.0
+    ticks: int | None = None  # the leader's start time, clock ticks since boot (None: older pid file)
+    restarts: int = 0
+
+    def alive(self) -> bool:
+        """The recorded process itself still runs (not a zombie, not another process given its pid)."""
+        return alive(self.pid) and (self.ticks is None or start_ticks(self.pid) == self.ticks)
+
+
+def read_record(dep: LocalDeployment, service: str) -> PidRecord | None:
     try:
-        return int(json.loads(dep.pid_file(service).read_text())["pid"])
-    except (OSError, ValueError, KeyError):
+        data = json.loads(dep.pid_file(service).read_text())
+        return PidRecord(int(data["pid"]), float(data.get("started", 0.0)), data.get("ticks"), int(data.get("restarts", 0)))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def spawn(dep: LocalDeployment, service: str, env: Mapping[str, str]) -> int:
+def read_pid(dep: LocalDeployment, service: str) -> int | None:
+    record = read_record(dep, service)
+    return record.pid if record else None
+
+
+def spawn(dep: LocalDeployment, service: str, env: Mapping[str, str], restarts: int = 0) -> int:
     """Start one service in its own session (process group = its pid), output to its log."""
     argv = dep.commands()[service]
     with open(dep.log_file(service), "ab") as log:  # the child keeps its own copy of the descriptor
@@ -241,21 +285,78 @@ def spawn(dep: LocalDeployment, service: str, env: Mapping[str, str]) -> int:
         log.flush()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=dict(env),
                                 cwd=dep.run_dir, start_new_session=True)
-    dep.pid_file(service).write_text(json.dumps({"pid": proc.pid, "argv": argv, "started": time.time()}) + "\n")
+    record = {"pid": proc.pid, "argv": argv, "started": time.time(), "ticks": start_ticks(proc.pid), "restarts": restarts}
+    dep.pid_file(service).write_text(json.dumps(record) + "\n")
     return proc.pid
 
 
-def terminate(pgid: int, timeout: float) -> str:
-    """SIGTERM the process group, wait up to ``timeout`` s, then SIGKILL what is left."""
+def _listening(port: int) -> set[int]:
+    """Pids holding a TCP socket listening on ``port`` (this user's processes: their fds are readable)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{f[9]}]")
+    found = set()
+    for pid in _pids() if inodes else ():
+        try:
+            if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                found.add(pid)
+        except OSError:
+            continue
+    return found
+
+
+def _environ(pid: int) -> dict[str, str] | None:
+    """The environment a process was started with (/proc/<pid>/environ)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    return dict(item.partition("=")[::2] for item in raw.decode(errors="surrogateescape").split("\0") if "=" in item)
+
+
+def _port(dep: LocalDeployment, service: str) -> int | None:
+    return {"code-server": dep.code_server_port, "webserver": dep.webserver_port, "intake": dep.intake_port}.get(service)
+
+
+def _is_daemon(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return any(Path(a).name == "dagster-daemon" and argv[i + 1:i + 2] == ["run"] for i, a in enumerate(argv))
+
+
+def find_service(dep: LocalDeployment, service: str) -> tuple[list[int], list[int]]:
+    """The live processes that are ``service`` of this deployment whoever started them (a
+    restart by hand): the one listening on its port, for the daemon a ``dagster-daemon run``, and
+    started with this deployment's DAGSTER_HOME (``deployment.env`` sourced). Second: other
+    processes holding the service's port (not this deployment's)."""
+    port = _port(dep, service)
+    candidates = sorted(_listening(port)) if port is not None else [pid for pid in _pids() if _is_daemon(pid)]
+    ours = [pid for pid in candidates if alive(pid) and (_environ(pid) or {}).get("DAGSTER_HOME") == str(dep.dagster_home)]
+    return ours, [pid for pid in candidates if pid not in ours and port is not None]
+
+
+def terminate(pgid: int, timeout: float, *, group: bool = True) -> str:
+    """SIGTERM the process group, wait up to ``timeout`` s, then SIGKILL what is left. With
+    ``group=False`` the one process ``pgid`` only (a service someone started by hand: its group may
+    be their shell's)."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
-            os.killpg(pgid, sig)
+            os.killpg(pgid, sig) if group else os.kill(pgid, sig)
         except ProcessLookupError:
             return "stopped"
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             alive(pgid)  # reaps the leader when it is our child
-            if not group_alive(pgid):
+            if not (group_alive(pgid) if group else alive(pgid)):
                 return "stopped" if sig == signal.SIGTERM else "killed after timeout"
             time.sleep(0.2)
     return "still running after SIGKILL"
@@ -346,6 +447,14 @@ def wait_until(check: Callable[[], tuple[bool, str]], pid: int, timeout: float, 
     raise DeployError(f"{what} not ready after {timeout:.0f} s ({detail}); last lines of {log}:\n{tail(log)}")
 
 
+def readiness_checks(dep: LocalDeployment, instance: object, since: float) -> dict[str, Callable[[], tuple[bool, str]]]:
+    """What ``start`` and ``restart`` wait for, per service (the daemon: heartbeats after ``since``)."""
+    return {
+        "code-server": lambda: code_server_ready(dep), "daemon": lambda: daemon_ready(instance, since),
+        "webserver": lambda: webserver_ready(dep), "intake": lambda: intake_ready(dep),
+    }
+
+
 def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
 
@@ -382,10 +491,7 @@ def start(dep: LocalDeployment, env: Mapping[str, str], *, migrate_db: bool = Tr
                 pools = sync_from_database(instance, engine, carrier_api_slots).desired  # type: ignore[arg-type]
             finally:
                 engine.dispose()
-        checks: dict[str, Callable[[], tuple[bool, str]]] = {
-            "code-server": lambda: code_server_ready(dep), "daemon": lambda: daemon_ready(instance, spawned_at),
-            "webserver": lambda: webserver_ready(dep), "intake": lambda: intake_ready(dep),
-        }
+        checks = readiness_checks(dep, instance, spawned_at)
         try:
             for service in SERVICES:
                 pid = spawn(dep, service, env)
@@ -397,25 +503,129 @@ def start(dep: LocalDeployment, env: Mapping[str, str], *, migrate_db: bool = Tr
     return services, pools
 
 
+def _started_at(pid: int) -> float | None:
+    """When a process started, in epoch seconds (boot time + its start ticks)."""
+    ticks = start_ticks(pid)
+    try:
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return None if ticks is None else boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def status(dep: LocalDeployment) -> list[ServiceState]:
-    """Which services are up: process alive, and ready by the same checks as ``start`` (the
-    daemon's heartbeats read with the settings in ``deployment.env``)."""
+    """Which services are up, and ready by the same checks as ``start`` (the daemon's heartbeats
+    read with the settings in ``deployment.env``). Up means the process the pid file names still
+    runs (same pid and start time) or, failing that, another process holds the service (see
+    ``find_service``: restarted by hand), reported with its own pid."""
     probes = {"code-server": code_server_ready, "webserver": webserver_ready, "intake": intake_ready}
     states = []
     for service in SERVICES:
-        pid = read_pid(dep, service)
-        ready, detail = False, "not running" if pid is not None else "no pid file (stopped or never started)"
-        if pid is not None and alive(pid):
+        record = read_record(dep, service)
+        ours = record is not None and record.alive()
+        found, others = ([], []) if ours else find_service(dep, service)
+        pid = record.pid if ours else found[0] if found else record.pid if record else None
+        ready, detail = False, "no pid file (stopped or never started)"
+        if record is not None and not ours:
+            left = group_members(record.pid)
+            detail = f"pid {record.pid} gone" + (f", {len(left)} process(es) of its group still running" if left else "")
+        if others and not found:
+            detail += f"; port {_port(dep, service)} held by pid {', '.join(map(str, others))}, not this deployment's"
+        if ours or found:
             if service in probes:
                 ready, detail = probes[service](dep)
             else:
                 with open_instance(dep, read_env_file(dep)) as instance:
                     ready, detail = daemon_ready(instance)
-        states.append(ServiceState(service, pid, pid is not None and alive(pid), ready, detail))
+            if found:
+                gone = f"pid file names {record.pid}, gone" if record else "no pid file"
+                detail = f"not started by deploy-local ({gone}; `restart {service}` takes it over); {detail}"
+        since = record.started if ours and record else _started_at(pid) if found and pid else None
+        states.append(ServiceState(service, pid, ours or bool(found), ready, detail, since, record.restarts if record else 0))
     return states
+
+
+@dataclass
+class Restarted:
+    """One service ``restart`` brought back: what it found, and the new process."""
+
+    state: ServiceState
+    before: str
+
+
+def restart_environment(dep: LocalDeployment, live: Mapping[str, int],
+                        base: Mapping[str, str] | None = None) -> tuple[dict[str, str], str]:
+    """The environment to restart a service with: the one its sibling services were started
+    with (read from /proc, so carrier credentials and settings are exactly those of ``start``
+    without being written to disk); when none runs, the caller's environment with ``deployment.env``
+    (as ``start`` builds it)."""
+    for service, pid in live.items():
+        env = _environ(pid)
+        if env and env.get("DAGSTER_HOME") == str(dep.dagster_home):
+            return env, f"copied from {service} (pid {pid})"
+    saved = read_env_file(dep)
+    if missing := [k for k in (*PG_ENV, "DAGSTER_HOME", "BULKCHANGE_DATABASE_URL") if k not in saved]:
+        raise DeployError(f"no service is running to copy the environment from, and {dep.env_file} lacks "
+                          f"{', '.join(missing)}: `bulkchange deploy-local stop`, then `start`")
+    return {**(os.environ if base is None else base), **saved, "PYTHONUNBUFFERED": "1"}, f"this shell's, with {dep.env_file}"
+
+
+def restart(dep: LocalDeployment, services: Sequence[str] = (), *, startup_timeout: float = 120.0, timeout: float = 20.0,
+            base_env: Mapping[str, str] | None = None) -> tuple[list[Restarted], str]:
+    """Restart the named services of a running deployment (none named: every one that is down),
+    in start order, each with the environment the others run with (``restart_environment``), and
+    wait until it is ready by the checks ``start`` uses. What is left of a service first ends as
+    ``stop`` ends it (its process group: a running one, or a crashed leader's children); one started
+    by hand is ended by its pid alone. The daemon's heartbeats are wiped before it starts again.
+    Returns what was done and where the environment came from. A service that does not come up is
+    stopped again and the error shows its log."""
+    if unknown := [s for s in services if s not in SERVICES]:
+        raise DeployError(f"unknown service {', '.join(map(repr, unknown))}: the services are {', '.join(SERVICES)}")
+    records = {s: read_record(dep, s) for s in SERVICES}
+    if not any(records.values()):
+        raise DeployError(f"the deployment in {dep.run_dir} is not running (no pid files: stopped or never started): "
+                          "start it with `bulkchange deploy-local start`")
+    ours = {s: r for s, r in records.items() if r is not None and r.alive()}
+    foreign = {s: find_service(dep, s) for s in SERVICES if s not in ours}
+    targets = [s for s in SERVICES if s in services] if services else [s for s in SERVICES if s not in ours and not foreign[s][0]]
+    if not targets:
+        return [], ""
+    if blocked := [f"{s}: port {_port(dep, s)} is held by pid {', '.join(map(str, foreign[s][1]))}"
+                   for s in targets if s in foreign and foreign[s][1] and not foreign[s][0]]:
+        raise DeployError(f"{'; '.join(blocked)}, not this deployment's (no DAGSTER_HOME={dep.dagster_home}): stop it, "
+                          "or start the deployment on other ports")
+    env, source = restart_environment(dep, {s: r.pid for s, r in ours.items()}, base_env)
+    done: list[Restarted] = []
+    with open_instance(dep, env) as instance:
+        for service in targets:
+            record = records[service]
+            if service in ours and record is not None:
+                before = f"was up as pid {record.pid}, {terminate(record.pid, timeout)}"
+            else:
+                hand = foreign[service][0]
+                before = (f"was up as pid {', '.join(map(str, hand))}, started by hand" if hand else "was down") + \
+                    (f" (pid {record.pid} gone)" if record else " (no pid file)")
+                if record is not None and (left := group_members(record.pid)):
+                    before += f", {len(left)} leftover process(es) of its group {terminate(record.pid, timeout)}"
+                for pid in hand:
+                    before += f", pid {pid} {terminate(pid, timeout, group=False)}"
+            if service == "daemon":
+                instance.wipe_daemon_heartbeats()  # type: ignore[attr-defined]
+            spawned_at = time.time()
+            pid = spawn(dep, service, env, restarts=(record.restarts if record else 0) + 1)
+            try:
+                detail = wait_until(readiness_checks(dep, instance, spawned_at)[service], pid, startup_timeout, service,
+                                    dep.log_file(service))
+            except BaseException:
+                terminate(pid, 10.0)
+                raise
+            new = read_record(dep, service)
+            done.append(Restarted(ServiceState(service, pid, True, True, detail, new.started if new else spawned_at,
+                                               new.restarts if new else 0), before))
+    return done, source
 
 
 __all__ = [
     "DEFAULT_INSTANCE_CONFIG", "LOCATION", "MODULE", "SERVICES", "DeployError", "LocalDeployment", "ServiceState",
-    "dagster_pg_env", "open_instance", "psycopg2_url", "service_environment", "start", "status", "stop",
+    "dagster_pg_env", "open_instance", "psycopg2_url", "restart", "service_environment", "start", "status", "stop",
 ]
