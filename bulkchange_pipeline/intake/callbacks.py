@@ -16,13 +16,26 @@ Authentication:
 - Teal's callback only names a request id; it is accepted only for a request id we issued. One
   not known yet (the callback beat our own write) is answered 503 so Teal delivers it again; the
   operation-result poll is the fallback either way.
+
+Receiver starts: the router's lifespan records each start of the app serving these routes
+(``store.callbacks.record_receiver_start``) before it serves, and its clean stop. Callbacks sent
+while the receiver was down are refused or lost, so ``async_results_sensor`` polls the rows sent
+before its latest start once, right away, instead of after ``poll_after_seconds``. If the
+database cannot be written at startup the app still starts (it answers 5xx to callbacks until the
+database is back, and carriers deliver again) and the start is recorded, with its original time,
+as soon as the database accepts it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import os
+import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,15 +46,67 @@ from starlette.concurrency import run_in_threadpool
 from ..carriers import parse_callback
 from ..carriers.redaction import redact_json
 from ..engine.accounts import credential_env_key, sent_by
-from ..store.callbacks import AUTHENTICATED_AS, credentials_names, request_owner, store_callback
+from ..store.callbacks import (
+    AUTHENTICATED_AS,
+    credentials_names,
+    record_receiver_start,
+    record_receiver_stop,
+    request_owner,
+    store_callback,
+)
+from ..store.db import utcnow
 from .api_models import PROBLEM_JSON, PROBLEMS, CallbackStored, Problem
 
 MAX_CALLBACK_BYTES = 1_000_000
+START_RECORD_RETRY_SECONDS = 5.0
+log = logging.getLogger(__name__)
+
+
+def receiver_lifespan(engine_for_request):
+    """Lifespan of any app that includes ``callbacks_router``: record this receiver's start (and
+    its clean stop) in the business database. The start time is taken before the first callback
+    can be served; rows sent before it may have lost their callbacks and are polled once."""
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        started_at = utcnow()
+        process = f"{socket.gethostname()}:{os.getpid()}"
+        recorded: list[int] = []
+
+        async def record() -> bool:
+            try:
+                start = await run_in_threadpool(record_receiver_start, engine_for_request(), process, started_at)
+            except Exception as exc:  # noqa: BLE001 - the receiver serves anyway; the start is retried
+                log.warning("callback receiver start not recorded yet (%s); retrying in %.0f s",
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, START_RECORD_RETRY_SECONDS)
+                return False
+            recorded.append(start.id)
+            return True
+
+        async def retry_until_recorded() -> None:
+            while True:
+                await asyncio.sleep(START_RECORD_RETRY_SECONDS)
+                if await record():
+                    return
+
+        retry = None if await record() else asyncio.create_task(retry_until_recorded())
+        try:
+            yield
+        finally:
+            if retry is not None:
+                retry.cancel()
+            if recorded:
+                try:
+                    await run_in_threadpool(record_receiver_stop, engine_for_request(), recorded[0])
+                except Exception as exc:  # noqa: BLE001 - only informative
+                    log.warning("callback receiver stop not recorded: %s", exc)
+
+    return lifespan
 
 
 def callbacks_router(engine_for_request) -> APIRouter:
     """Routes under /callbacks; ``engine_for_request()`` returns the business database engine."""
-    router = APIRouter(prefix="/callbacks", tags=["carrier callbacks"])
+    router = APIRouter(prefix="/callbacks", tags=["carrier callbacks"], lifespan=receiver_lifespan(engine_for_request))
 
     @router.post("/thingspace", summary="ThingSpace CarrierService callback (one per device)",
                  response_model=CallbackStored,

@@ -3,12 +3,26 @@
 Each callback is stored at most once per (integration, request id, device key): carriers deliver
 the same callback again when they are unsure it arrived, and out-of-order or late duplicates must
 not change an outcome already recorded (DESIGN R6).
+
+Two guarantees for ``async_results_sensor`` (docs/reliability.md, "Issue 14: callbacks after a
+receiver restart") live here:
+
+- Whatever order callbacks commit in, a newly visible unapplied callback changes its bulk
+  change's ``AsyncWork.callback_marker``. The marker is a digest of the *set* of unapplied
+  callback ids, not the newest id: on PostgreSQL an id is taken at insert, not at commit, so a
+  callback committed after a higher id was seen would otherwise reuse that id's run key, and get
+  no run when the run requested for that key never applied them (cancelled, worker killed).
+- Each start of a callback receiver is recorded (``record_receiver_start``). Callbacks that came
+  while it was down were refused or lost; rows sent before its latest start are therefore due for
+  one poll right away (``latest_receiver_start``), instead of after ``poll_after``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +30,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..domain import DeviceChangeStatus
 from .db import run_transaction, utcnow
-from .schema import bulk_change, carrier_callback, device_change, service_provider
+from .schema import bulk_change, callback_receiver_start, carrier_callback, device_change, service_provider
+
+CALLBACK_INTEGRATIONS = frozenset({"thingspace", "teal"})
+"""Integrations whose answers come through the callback receiver (``/callbacks/<integration>``):
+only their rows can have lost a callback while it was down."""
+
+RECEIVER_STARTS_KEPT = 100
 
 AUTHENTICATED_AS = "_authenticated_as"
 """Key the callback endpoint adds to a stored callback that carried credentials: the credentials
@@ -115,20 +135,39 @@ class AsyncWork:
     change_type: int
     newest_callback_id: int | None  # unapplied callbacks for its requests (None: none arrived)
     oldest_sent_at: Any  # the oldest PROCESSING row's send time
+    integration: str = ""
+    unapplied_callbacks: int = 0
+    callback_marker: str | None = None
+    """``<count>-<newest id>-<digest of the sorted unapplied ids>`` (None: none unapplied). A
+    callback that just became visible is in no set seen before it committed, so the first set that
+    holds it differs from every earlier one, whatever the commit order, and so does its marker: the
+    sensor's run key changes and the run it requests reads the callback. The newest id alone repeats
+    when a lower id commits while a higher one seen before is still unapplied."""
+
+
+def _marker(ids: Sequence[int]) -> str | None:
+    if not ids:
+        return None
+    ordered = sorted(ids)
+    digest = hashlib.sha256(",".join(map(str, ordered)).encode()).hexdigest()[:12]
+    return f"{len(ordered)}-{ordered[-1]}-{digest}"
 
 
 def async_work(engine: sa.Engine, limit: int = 500) -> list[AsyncWork]:
-    """Bulk changes in PENDING with PROCESSING rows: their newest unapplied callback, oldest send time."""
+    """Bulk changes in PENDING with PROCESSING rows: their unapplied callbacks (the set's marker and
+    newest id), oldest send time and integration."""
     processing = DeviceChangeStatus.PROCESSING.value
     with engine.connect() as conn:
         pending = conn.execute(
             sa.select(
                 bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.service_provider_id, bulk_change.c.change_type,
-                sa.func.min(device_change.c.updated_at).label("oldest"),
+                service_provider.c.integration, sa.func.min(device_change.c.updated_at).label("oldest"),
             )
             .join(device_change, device_change.c.bulk_change_id == bulk_change.c.id)
+            .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id)
             .where(bulk_change.c.status == "PENDING", device_change.c.status == processing, bulk_change.c.deleted_at.is_(None))
-            .group_by(bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.service_provider_id, bulk_change.c.change_type)
+            .group_by(bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.service_provider_id, bulk_change.c.change_type,
+                      service_provider.c.integration)
             .order_by(bulk_change.c.id)
             .limit(limit)
         ).all()
@@ -145,15 +184,70 @@ def async_work(engine: sa.Engine, limit: int = 500) -> list[AsyncWork]:
             .distinct()
             .subquery()
         )
-        newest = dict(
-            conn.execute(
-                sa.select(requests.c.bulk_change_id, sa.func.max(carrier_callback.c.id))
-                .join(carrier_callback, carrier_callback.c.request_id == requests.c.carrier_request_id)
-                .where(carrier_callback.c.applied_at.is_(None))
-                .group_by(requests.c.bulk_change_id)
-            ).all()
+        unapplied: dict[int, list[int]] = {}
+        for bc_id, cb_id in conn.execute(
+            sa.select(requests.c.bulk_change_id, carrier_callback.c.id)
+            .join(carrier_callback, carrier_callback.c.request_id == requests.c.carrier_request_id)
+            .where(carrier_callback.c.applied_at.is_(None))
+        ):
+            unapplied.setdefault(bc_id, []).append(cb_id)
+    out = []
+    for p in pending:
+        ids = unapplied.get(p.id, [])
+        out.append(AsyncWork(p.id, p.tenant_id, p.service_provider_id, p.change_type, max(ids) if ids else None, p.oldest,
+                             integration=p.integration, unapplied_callbacks=len(ids), callback_marker=_marker(ids)))
+    return out
+
+
+@dataclass(frozen=True)
+class ReceiverStart:
+    """One start of a callback receiver: rows sent before it may have lost their callbacks."""
+
+    id: int
+    started_at: datetime
+
+
+def record_receiver_start(engine: sa.Engine, process: str, started_at: datetime | None = None) -> ReceiverStart:
+    """Record that a callback receiver (``process``: host:pid) started; keeps the last
+    ``RECEIVER_STARTS_KEPT`` starts. Called by the receiver's lifespan before it serves."""
+    when = started_at or utcnow()
+
+    def work(conn: sa.Connection) -> int:
+        new_id = conn.execute(
+            sa.insert(callback_receiver_start).values(started_at=when, process=process[:200])
+        ).inserted_primary_key[0]
+        keep = (
+            sa.select(callback_receiver_start.c.id)
+            .order_by(callback_receiver_start.c.started_at.desc(), callback_receiver_start.c.id.desc())
+            .limit(RECEIVER_STARTS_KEPT)
+            .subquery()
         )
-    return [AsyncWork(p.id, p.tenant_id, p.service_provider_id, p.change_type, newest.get(p.id), p.oldest) for p in pending]
+        conn.execute(sa.delete(callback_receiver_start).where(callback_receiver_start.c.id.not_in(sa.select(keep.c.id))))
+        return new_id
+
+    return ReceiverStart(run_transaction(engine, work), when)
+
+
+def record_receiver_stop(engine: sa.Engine, start_id: int) -> None:
+    """A clean shutdown of the receiver that recorded ``start_id`` (for the operator; the sensor
+    reads starts only)."""
+    run_transaction(engine, lambda conn: conn.execute(
+        sa.update(callback_receiver_start).where(callback_receiver_start.c.id == start_id).values(stopped_at=utcnow())
+    ))
+
+
+def latest_receiver_start(engine: sa.Engine) -> ReceiverStart | None:
+    """The most recent start of any callback receiver (by start time; None: none recorded).
+
+    A start is compared by identity, not as a cursor: a start that commits late still becomes the
+    latest one if its time is the latest."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(callback_receiver_start.c.id, callback_receiver_start.c.started_at)
+            .order_by(callback_receiver_start.c.started_at.desc(), callback_receiver_start.c.id.desc())
+            .limit(1)
+        ).first()
+    return ReceiverStart(row.id, row.started_at) if row else None
 
 
 def credentials_names(engine: sa.Engine, integration: str) -> list[str]:

@@ -212,6 +212,18 @@ carrier_callback = sa.Table(
     sa.Index("ix_carrier_callback_request_applied", "request_id", "applied_at"),
 )
 
+# One row per start of a callback receiver (any app serving /callbacks/...). Callbacks that arrived
+# while it was down are lost (carriers retry a while, then give up), so the async results sensor
+# polls the rows sent before its latest start once, right away (store.callbacks, DESIGN R6).
+callback_receiver_start = sa.Table(
+    "callback_receiver_start",
+    metadata,
+    _id(),
+    sa.Column("started_at", sa.DateTime, nullable=False, index=True),
+    sa.Column("stopped_at", sa.DateTime),  # a clean shutdown; null: still up, or it died
+    sa.Column("process", sa.String(200), nullable=False),  # host:pid, for the operator
+)
+
 device_history = sa.Table(
     "device_history",
     metadata,
