@@ -9,7 +9,7 @@ from .pipeline import ProcessConfig, process_bulk_change_job
 from .reconcile import async_results_sensor, reconcile_async_job
 from .resources import CarrierGatewayResource, DatabaseResource
 from .schedules import retention_job, retention_schedule
-from .sensors import bulk_change_failure_sensor, bulk_change_sensor
+from .sensors import bulk_change_failure_sensor, bulk_change_sensor, bulk_change_stopped_sensor
 
 
 def build_definitions(
@@ -22,7 +22,7 @@ def build_definitions(
         asset_checks=lifecycle_checks,
         schedules=[retention_schedule],
         jobs=[process_bulk_change_job, reconcile_async_job, retention_job],
-        sensors=[bulk_change_sensor, bulk_change_failure_sensor, async_results_sensor],
+        sensors=[bulk_change_sensor, bulk_change_failure_sensor, bulk_change_stopped_sensor, async_results_sensor],
         resources={"database": database or DatabaseResource(), "carriers": carriers or CarrierGatewayResource(),
                    "archive": archive or ArchiveResource()},
     )
@@ -32,6 +32,6 @@ defs = build_definitions()
 
 __all__ = [
     "defs", "build_definitions", "bulk_change_partitions", "process_bulk_change_job", "ProcessConfig",
-    "bulk_change_sensor", "bulk_change_failure_sensor", "async_results_sensor", "reconcile_async_job", "DatabaseResource", "CarrierGatewayResource",
+    "bulk_change_sensor", "bulk_change_failure_sensor", "bulk_change_stopped_sensor", "async_results_sensor", "reconcile_async_job", "DatabaseResource", "CarrierGatewayResource",
     "ArchiveResource", "bulk_change_archive", "retention_purge", "bulk_change_metrics", "retention_job", "retention_schedule",
 ]

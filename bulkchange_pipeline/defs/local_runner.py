@@ -55,8 +55,9 @@ def tick_and_run(
     result = evaluate_sensor(instance, defs, cursor, sensor_name)
     job_name = defs.resolve_sensor_def(sensor_name).job_name
     runs = [
-        execute(instance, defs, rr.partition_key, dict(rr.tags), run_config=run_config, raise_on_error=raise_on_error,
-                job_name=job_name)
+        # The run key as a tag, as the daemon sets it: the sensor asks run storage which keys have run.
+        execute(instance, defs, rr.partition_key, {**rr.tags, "dagster/run_key": rr.run_key} if rr.run_key else dict(rr.tags),
+                run_config=run_config, raise_on_error=raise_on_error, job_name=job_name)
         for rr in result.run_requests or []
     ]
     return result, runs

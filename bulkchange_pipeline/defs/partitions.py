@@ -1,5 +1,45 @@
-"""One dynamic partition per bulk change; the key is the bulk change id."""
+"""One dynamic partition per bulk change; the key is the bulk change id.
+
+Every run of a bulk change partition carries the same ``bulkchange/*`` tags, however it is
+launched (sensor, launchpad, re-execution, backfill, CLI): Dagster asks ``partition_tags`` for
+the tags of a partition key, and they are derived from the stored bulk change. The run queue
+keys on ``bulkchange/carrier_account`` (one run at a time per carrier account), so a run started
+from the UI waits behind an earlier submission on the same account instead of overtaking it.
+"""
+
+from collections.abc import Mapping
 
 import dagster as dg
 
+from ..store.bulk_changes import queued_bulk_change
+from .pools import ACCOUNT_TAG, account_tag_value
+
 bulk_change_partitions = dg.DynamicPartitionsDefinition(name="bulk_change")
+
+
+def partition_tags(partition_key: str) -> Mapping[str, str]:
+    """The ``bulkchange/*`` tags of a bulk change's runs, read from the business database
+    (``BULKCHANGE_DATABASE_URL``, as ``DatabaseResource`` reads it). A key that names no stored
+    bulk change is refused: no run can be launched for it."""
+    from .resources import DatabaseResource  # resources import the carrier layer; keep this module light
+
+    if not partition_key.isdigit():
+        raise dg.DagsterInvalidConfigError(f"partition key {partition_key!r} is not a bulk change id", [], None)
+    bc = queued_bulk_change(DatabaseResource().engine(), int(partition_key))
+    if bc is None:
+        raise dg.DagsterInvalidConfigError(f"bulk change {partition_key} does not exist (or was archived)", [], None)
+    return {
+        "bulkchange/bulk_change_id": str(bc.id),
+        "bulkchange/tenant": str(bc.tenant_id),
+        ACCOUNT_TAG: account_tag_value(bc.service_provider_id),
+        "bulkchange/change_type": str(bc.change_type),
+    }
+
+
+bulk_change_config = dg.PartitionedConfig(
+    partitions_def=bulk_change_partitions,
+    run_config_for_partition_key_fn=lambda _key: {},
+    tags_for_partition_key_fn=partition_tags,
+)
+"""The jobs' config: no run config per partition (launchpad options have defaults), tags per
+partition from the stored bulk change."""

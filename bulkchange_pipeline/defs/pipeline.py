@@ -16,9 +16,17 @@ from ..engine.bulk_change import mark_processing
 from ..store.bulk_changes import count_rows_by_status
 from ..store.db import run_transaction
 from ..store.device_changes import IdRange, add_log
-from ..store.operations import requeue_failed_rows
-from .partitions import bulk_change_partitions
+from ..store.operations import requeue_failed_rows, settle_after_run
+from .partitions import bulk_change_config
 from .resources import CarrierGatewayResource, DatabaseResource
+from .stopping import raise_if_stopping, run_is_stopping, run_stoppably
+
+JOB_TAGS = {
+    # A run retried by the daemon (run_retries: its worker died) re-runs every step: the default,
+    # FROM_FAILURE, counts the mapped apply_batch as done once any copy ran, so the retry re-ran one
+    # batch and left the other batches' rows NEW under a Success. Every step is safe to re-run.
+    "dagster/retry_strategy": "ALL_STEPS",
+}
 
 ACTIONABLE = (DeviceChangeStatus.NEW, DeviceChangeStatus.PROCESSING, DeviceChangeStatus.SCHEDULED)
 
@@ -99,14 +107,25 @@ def apply_batch(
     info: BulkChangeInfo,
     rng: IdRange,
 ) -> dict:
+    if run_is_stopping(context):  # terminated before this step started (or while it waited to retry)
+        context.log.warning("run is stopping: this batch sends nothing")
+        return {"first_id": rng.first_id, "last_id": rng.last_id, "rows": 0, "stopped": True}
     account = carriers.account(info.service_provider) if info.handling in (Handling.CARRIER, Handling.CARRIER_ASYNC) else None
-    summary = process_batch(database.engine(), info, rng, account, process_by=f"dagster:{context.run_id[:8]}")
+    summary = run_stoppably(context, lambda should_stop: process_batch(
+        database.engine(), info, rng, account, process_by=f"dagster:{context.run_id[:8]}", should_stop=should_stop))
     context.add_output_metadata({k: v for k, v in summary.as_dict().items() if k != "sample_failures"})
     return summary.as_dict()
 
 
 @dg.op(description="Derive the bulk change's status from its rows; publish counts and first failures as markdown.")
 def finalize_bulk_change(context: dg.OpExecutionContext, database: DatabaseResource, info: BulkChangeInfo, summaries: list[dict]) -> str:
+    if run_is_stopping(context):
+        # Terminate means cancel: the rows not yet sent end CANCELLED, and the run ends Canceled.
+        settled = settle_after_run(database.engine(), info.id, attempt=None, stop=True,
+                                   note=f"Stopped by Terminate of Dagster run {context.run_id}",
+                                   by=f"dagster:{context.run_id[:8]}")
+        context.add_output_metadata({"status": settled.status, "rows_cancelled": settled.cancelled})
+        raise_if_stopping(context)
     result = finalize(database.engine(), info, summaries)
     metadata = {
         "status": result.status.value,
@@ -118,9 +137,9 @@ def finalize_bulk_change(context: dg.OpExecutionContext, database: DatabaseResou
 
 
 @dg.job(
-    partitions_def=bulk_change_partitions,
+    config=bulk_change_config,
     executor_def=dg.in_process_executor,
-    tags={"bulkchange/job": "process"},
+    tags={"bulkchange/job": "process", **JOB_TAGS},
     description="Process one bulk change (partition = bulk change id) against its carrier. Started by "
     "bulk_change_sensor; re-running a partition is always safe.",
 )

@@ -1,84 +1,122 @@
-"""Sensors: start a run for every submitted bulk change; record run failures on the bulk change."""
+"""Sensors: start a run for every submitted bulk change; settle the header of runs that ended
+without finishing (failed, or stopped by Terminate)."""
 
+from collections.abc import Iterable
 
 import dagster as dg
 
-from ..domain import BulkChangeStatus
-from ..store.bulk_changes import QueuedBulkChange, list_due_scheduled, list_requeued, list_submitted_after, set_bulk_status
+from ..store.bulk_changes import QueuedBulkChange, list_due_scheduled, list_waiting
 from ..store.db import utcnow
-from ..store.device_changes import add_log
+from ..store.operations import BulkChangeNotFound, settle_after_run
 from .partitions import bulk_change_partitions
 from .pipeline import process_bulk_change_job
 from .reconcile import reconcile_async_job
 from .resources import DatabaseResource
 
-SENSOR_PAGE = 500  # bulk changes per evaluation: keeps each tick far inside the 60 s sensor timeout
+SENSOR_PAGE = 500  # run requests per evaluation: keeps each tick far inside the 60 s sensor timeout
+SCAN_PAGE = 1_000  # waiting bulk changes read per query while looking for ones without a run
 SENSOR_INTERVAL_SECONDS = 5
+RUN_KEY_TAG = "dagster/run_key"
+WILL_RETRY_TAG = "dagster/will_retry"
+PARTITION_TAG = "dagster/partition"
+MONITORED = [process_bulk_change_job, reconcile_async_job]
 
 
-def run_tags(bc: QueuedBulkChange) -> dict[str, str]:
-    """Tags shown in the UI and used by the run queue: one run at a time per carrier account."""
-    return {
-        "bulkchange/bulk_change_id": str(bc.id),
-        "bulkchange/tenant": str(bc.tenant_id),
-        "bulkchange/carrier_account": f"sp-{bc.service_provider_id}",
-        "bulkchange/change_type": str(bc.change_type),
-    }
+def _run_keys_with_runs(instance: dg.DagsterInstance, keys: Iterable[str]) -> set[str]:
+    keys = list(keys)
+    if not keys:
+        return set()
+    records = instance.get_run_records(dg.RunsFilter(job_name=process_bulk_change_job.name, tags={RUN_KEY_TAG: keys}))
+    return {r.dagster_run.tags[RUN_KEY_TAG] for r in records}
+
+
+def _without_runs(instance: dg.DagsterInstance, candidates: list[tuple[str, QueuedBulkChange]]) -> list[tuple[str, QueuedBulkChange]]:
+    started = _run_keys_with_runs(instance, (key for key, _ in candidates))
+    return [(key, bc) for key, bc in candidates if key not in started]
 
 
 @dg.sensor(job=process_bulk_change_job, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS, default_status=dg.DefaultSensorStatus.RUNNING)
 def bulk_change_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
-    """Add a partition and request a run for each NEW bulk change after the cursor, for each one put
-    back to NEW by retry-failed (run key: id + attempt), and for each SCHEDULED one whose next
-    effective date has come (run key: id + that date, so once per due time)."""
+    """Request a run for every NEW bulk change (run key: id + attempt, so a resume or retry-failed
+    runs once more) and every SCHEDULED one whose next effective date has come (run key: id + that
+    date), oldest first, that has no run yet.
+
+    There is no cursor: "has no run yet" is asked of Dagster's own run storage, so a bulk change
+    that commits after a later one (PostgreSQL takes ids at insert, not at commit) is still found,
+    whatever the number of intake processes. Pages of waiting bulk changes are read until
+    ``SENSOR_PAGE`` requests are found, so a long queue of ones already requested hides nothing."""
     engine = database.engine()
-    cursor = int(context.cursor or 0)
-    new = list_submitted_after(engine, cursor, SENSOR_PAGE)
-    due = list_due_scheduled(engine, utcnow(), SENSOR_PAGE)
-    seen = {bc.id for bc in new}
-    retried = [bc for bc in list_requeued(engine, SENSOR_PAGE) if bc.id not in seen]
-    requests = [
-        dg.RunRequest(partition_key=str(bc.id), run_key=f"bc-{bc.id}-a{bc.attempt}", tags=run_tags(bc))
-        for bc in [*new, *retried]
-    ] + [
-        dg.RunRequest(
-            partition_key=str(bc.id),
-            run_key=f"bc-{bc.id}-due-{bc.effective_at:%Y%m%dT%H%M%S}",
-            tags=run_tags(bc),
-        )
-        for bc in due
-    ]
-    # A scheduled bulk change got no partition when it was submitted (nothing was due then).
-    keys = sorted({str(bc.id) for bc in [*new, *due]}, key=int)
-    if not requests:
-        return dg.SensorResult(skip_reason=dg.SkipReason("no bulk change waiting"), cursor=str(cursor))
-    return dg.SensorResult(
-        run_requests=requests,
-        cursor=str(max([cursor, *[bc.id for bc in new]])),
-        dynamic_partitions_requests=[bulk_change_partitions.build_add_request(keys)],
+    new: list[tuple[str, QueuedBulkChange]] = []
+    after = 0
+    while len(new) < SENSOR_PAGE:
+        page = list_waiting(engine, after, SCAN_PAGE)
+        if not page:
+            break
+        new += _without_runs(context.instance, [(f"bc-{bc.id}-a{bc.attempt}", bc) for bc in page])
+        after = page[-1].id
+    due = _without_runs(context.instance, [
+        (f"bc-{bc.id}-due-{bc.effective_at:%Y%m%dT%H%M%S}", bc) for bc in list_due_scheduled(engine, utcnow(), SCAN_PAGE)
+    ])
+    chosen = (new + due)[:SENSOR_PAGE] if len(new) < SENSOR_PAGE else new[:SENSOR_PAGE]
+    if not chosen:
+        return dg.SensorResult(skip_reason=dg.SkipReason("no bulk change waiting"))
+    # Tags come from the partition (``partitions.partition_tags``), as for every other way a run starts.
+    requests = [dg.RunRequest(partition_key=str(bc.id), run_key=key) for key, bc in chosen]
+    keys = sorted({str(bc.id) for _, bc in chosen}, key=int)
+    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=[bulk_change_partitions.build_add_request(keys)])
+
+
+def _attempt_of(run: dg.DagsterRun) -> int | None:
+    """The bulk change attempt a sensor-started run belongs to (run key ``bc-<id>-a<n>``)."""
+    key = run.tags.get(RUN_KEY_TAG, "")
+    tail = key.rsplit("-a", 1)[-1] if "-a" in key else ""
+    return int(tail) if tail.isdigit() else None
+
+
+def _newer_run_active(instance: dg.DagsterInstance, run: dg.DagsterRun, partition: str) -> bool:
+    """A later run of the same partition is queued or running: it owns the header now."""
+    records = instance.get_run_records(
+        dg.RunsFilter(tags={PARTITION_TAG: partition}, statuses=[
+            dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED,
+        ]),
     )
+    return any(r.dagster_run.run_id != run.run_id and r.dagster_run.job_name in {j.name for j in MONITORED} for r in records)
 
 
-@dg.run_failure_sensor(monitored_jobs=[process_bulk_change_job, reconcile_async_job], default_status=dg.DefaultSensorStatus.RUNNING)
+def _settle(context: dg.RunStatusSensorContext, database: DatabaseResource, *, stop: bool, note: str) -> str:
+    run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
+    key = run.tags.get(PARTITION_TAG, "")
+    if not key.isdigit():
+        return "not a bulk change run"
+    if not stop and run.tags.get(WILL_RETRY_TAG) == "true":
+        return "Dagster retries this run: the retry finishes the bulk change"
+    if _newer_run_active(context.instance, run, key):
+        return "a newer run of this bulk change is queued or running"
+    try:
+        settled = settle_after_run(database.engine(), int(key), attempt=_attempt_of(run), stop=stop, note=note,
+                                   by=f"dagster:{context.sensor_name}")
+    except BulkChangeNotFound:
+        return "bulk change gone"
+    return f"bulk change {key} is {settled.status}"
+
+
+@dg.run_failure_sensor(monitored_jobs=MONITORED, default_status=dg.DefaultSensorStatus.RUNNING)
 def bulk_change_failure_sensor(context: dg.RunFailureSensorContext, database: DatabaseResource) -> None:
-    """Mark the bulk change ERROR and log why; its unfinished rows stay as they are, re-runnable."""
-    run = context.dagster_run
-    key = run.tags.get("dagster/partition")
-    if not key or not key.isdigit():
-        return
-    engine = database.engine()
-    from ..store.bulk_changes import get_bulk_change
+    """A failed run: when Dagster will not retry it and no newer run owns the bulk change, the
+    header says what the rows say: ERROR while rows are unfinished (the log names ``resume``),
+    else the status its rows derive (a failure after the work was done does not turn PROCESSED or
+    PENDING into ERROR)."""
+    message = (context.failure_event.message or "run failed")[:1000]
+    outcome = _settle(context, database, stop=False, note=f"Run {context.dagster_run.run_id} failed: {message}")
+    context.log.info(outcome)
 
-    bc = get_bulk_change(engine, int(key))
-    if bc is None:
-        return
-    set_bulk_status(engine, bc["id"], BulkChangeStatus.ERROR, counts=bc["counts"])
-    message = context.failure_event.message or "run failed"
-    add_log(
-        engine,
-        tenant_id=bc["tenant_id"],
-        bulk_change_id=bc["id"],
-        description=f"Run {run.run_id} failed: {message[:1000]}. Unfinished rows are kept; re-run the partition to finish them.",
-        process_by="dagster:bulk_change_failure_sensor",
-        has_errors=True,
-    )
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.CANCELED, monitored_jobs=MONITORED,
+                      default_status=dg.DefaultSensorStatus.RUNNING)
+def bulk_change_stopped_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource) -> None:
+    """A run stopped by Terminate: its rows not yet sent end CANCELLED and the header says so. The
+    run's own finalize does this when the stop reached a carrier step; this covers a stop that
+    landed anywhere else (between steps, before any batch). Settling twice changes nothing."""
+    outcome = _settle(context, database, stop=True, note=f"Stopped by Terminate of Dagster run {context.dagster_run.run_id}")
+    context.log.info(outcome)

@@ -4,11 +4,17 @@ The order is what makes re-runs safe: rows are claimed (NEW -> PROCESSING) and c
 any carrier call, so a crash leaves them PROCESSING; the next attempt asks the carrier for the
 device's current state before re-sending such a row, and a change the carrier already holds is
 recorded as PROCESSED without a second call. A change is never applied twice.
+
+A batch is claimed, sent and recorded in small chunks (``claim_chunk_size``: about two seconds of
+the account's rate), not whole: a cancel reaches every row outside the chunk in flight, a
+Terminate (``should_stop``) lets the chunk in flight finish and be recorded and starts no other,
+and a crash leaves at most one chunk PROCESSING for the next attempt to check at the carrier.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +41,19 @@ from .bulk_change import BulkChangeInfo
 from .device_values import device_values
 
 AdapterFactory = Callable[[CarrierAccount], CarrierAdapter]
+StopCheck = Callable[[], bool]
+
+CHUNK_SECONDS = 2.0  # a chunk is about this long at the account's rate: how soon a stop takes effect
+
+
+def claim_chunk_size(info: BulkChangeInfo, account: CarrierAccount, rows: int) -> int:
+    """Rows claimed and sent together. An asynchronous carrier takes a whole batch in one request
+    (splitting it would multiply requests); a carrier called once per device gets chunks of about
+    ``CHUNK_SECONDS`` of its rate, and never fewer than four rounds of its concurrency (so the
+    chunk boundary costs little throughput)."""
+    if info.handling is Handling.CARRIER_ASYNC:
+        return max(rows, 1)
+    return max(4 * max(account.max_concurrency, 1), math.ceil(account.rate_per_second * CHUNK_SECONDS), 1)
 
 
 @dataclass
@@ -47,6 +66,8 @@ class BatchSummary:
     processing: int = 0
     recovered: int = 0  # rows a crashed attempt had applied, confirmed at the carrier, not re-sent
     carrier_calls: int = 0
+    chunks: int = 0  # claim -> send -> record rounds
+    stopped: bool = False  # should_stop said stop: rows after the last chunk sent were left unclaimed
     seconds: float = 0.0
     sample_failures: list[dict[str, str]] = field(default_factory=list)
 
@@ -62,9 +83,11 @@ def process_batch(
     *,
     process_by: str,
     adapter_factory: AdapterFactory = build_adapter,
+    should_stop: StopCheck | None = None,
 ) -> BatchSummary:
     """Synchronous entry point (one event loop per batch)."""
-    return asyncio.run(process_batch_async(engine, info, rng, account, process_by=process_by, adapter_factory=adapter_factory))
+    return asyncio.run(process_batch_async(engine, info, rng, account, process_by=process_by, adapter_factory=adapter_factory,
+                                           should_stop=should_stop))
 
 
 async def process_batch_async(
@@ -75,24 +98,39 @@ async def process_batch_async(
     *,
     process_by: str,
     adapter_factory: AdapterFactory = build_adapter,
+    should_stop: StopCheck | None = None,
 ) -> BatchSummary:
+    """Claim, send and record the batch's actionable rows chunk by chunk; ``should_stop`` is asked
+    before each chunk (a stopped batch leaves its unsent rows unclaimed, for the caller to cancel)."""
     started = time.perf_counter()
     summary = BatchSummary(rng.first_id, rng.last_id)
+    stop = should_stop or (lambda: False)
     rows = load_batch(engine, info.id, rng)
     summary.rows = len(rows)
     if not rows:
         return summary
+    if stop():
+        summary.stopped = True
+        return summary
+
+    def record(results: list[RowResult]) -> None:
+        record_results(engine, tenant_id=info.tenant_id, bulk_change_id=info.id, results=results, process_by=process_by)
+        _count(summary, results)
 
     if info.handling is None:
-        results = [_fail(r, DeviceChangeStatus.ERROR, f"{info.change_type.label} is not supported for {info.service_provider.integration.value}") for r in rows]
+        record([_fail(r, DeviceChangeStatus.ERROR, f"{info.change_type.label} is not supported for {info.service_provider.integration.value}") for r in rows])
     elif info.handling is Handling.DB:
         claimed = claim(engine, [r.id for r in rows])
         now = utcnow()
-        results = [_db_result(info, r, now) for r in rows if r.id in claimed]
+        record([_db_result(info, r, now) for r in rows if r.id in claimed])
     else:
-        results = await _carrier_results(engine, info, rows, account, adapter_factory, summary)
+        await _carrier_results(engine, info, rows, account, adapter_factory, summary, stop, record)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
 
-    record_results(engine, tenant_id=info.tenant_id, bulk_change_id=info.id, results=results, process_by=process_by)
+
+def _count(summary: BatchSummary, results: list[RowResult]) -> None:
+    summary.chunks += 1
     for r in results:
         if r.status is DeviceChangeStatus.PROCESSED:
             summary.processed += 1
@@ -102,8 +140,6 @@ async def process_batch_async(
             summary.api_failed += 1
             if len(summary.sample_failures) < 5:
                 summary.sample_failures.append({"device": str(r.device_change_id), "reason": r.status_details[:200]})
-    summary.seconds = round(time.perf_counter() - started, 3)
-    return summary
 
 
 def device_change_for(info: BulkChangeInfo, row: WorkRow, carrier_request_id: str | None = None) -> DeviceChange:
@@ -155,7 +191,9 @@ async def _carrier_results(
     account: CarrierAccount | None,
     adapter_factory: AdapterFactory,
     summary: BatchSummary,
-) -> list[RowResult]:
+    stop: StopCheck,
+    record: Callable[[list[RowResult]], None],
+) -> None:
     if account is None:
         raise ValueError(f"bulk change {info.id} needs a carrier account for service provider {info.service_provider.id}")
     if updates_billing(account.integration, int(info.change_type)) and any(
@@ -165,9 +203,7 @@ async def _carrier_results(
         # Rev.io account (looked up only when a row has such a service).
         account = with_billing_account(engine, info.tenant_id, account)
     by_id = {r.id: r for r in rows}
-    now = utcnow()
     adapter = adapter_factory(account)
-    results: list[RowResult] = []
     try:
         # Rows an earlier attempt left PROCESSING may already be applied: ask before re-sending.
         leftover = [r for r in rows if r.status == DeviceChangeStatus.PROCESSING.value]
@@ -175,29 +211,41 @@ async def _carrier_results(
         if leftover:
             checks = await adapter.already_applied([device_change_for(info, r) for r in leftover])
             summary.carrier_calls += len(leftover)
+            now = utcnow()
+            confirmed = []
             for row, found in zip(leftover, checks):
                 if found is None:
                     to_send.append(row)
                 else:
                     summary.recovered += 1
-                    results.append(_from_carrier(info, row, found, now))
-        claimed = claim(engine, [r.id for r in to_send])
-        to_send = sorted((r for r in to_send if r.id in claimed), key=lambda r: r.id)  # cancelled meanwhile: not sent
-        register = getattr(adapter, "register_callback", None)
-        if to_send and register is not None and account.callback_base_url and account.write_enabled:
-            await register()  # idempotent: (re)register where this account's callbacks go
-        if to_send:
+                    confirmed.append(_from_carrier(info, row, found, now))
+            if confirmed:
+                record(confirmed)
+        to_send.sort(key=lambda r: r.id)
+        size = claim_chunk_size(info, account, len(to_send))
+        registered = False
+        for start in range(0, len(to_send), size):
+            if stop():
+                summary.stopped = True
+                return
+            claimed = claim(engine, [r.id for r in to_send[start : start + size]])
+            chunk = [r for r in to_send[start : start + size] if r.id in claimed]  # cancelled meanwhile: not sent
+            if not chunk:
+                continue
+            register = getattr(adapter, "register_callback", None)
+            if not registered and register is not None and account.callback_base_url and account.write_enabled:
+                await register()  # idempotent: (re)register where this account's callbacks go
+                registered = True
             try:
-                answers = await adapter.apply([device_change_for(info, r) for r in to_send])
-                summary.carrier_calls += len(to_send)
+                answers = await adapter.apply([device_change_for(info, r) for r in chunk])
+                summary.carrier_calls += len(chunk)
             except WritesDisabledError as exc:
                 reason = f"Writes disabled for service provider {info.service_provider.name}: {exc}"
-                answers = [DeviceResult(r.id, "API_FAILED", reason, {}, log=[LogEntry(reason, "", "", None, True)]) for r in to_send]
-            for answer in answers:
-                results.append(_from_carrier(info, by_id[answer.device_change_id], answer, now))
+                answers = [DeviceResult(r.id, "API_FAILED", reason, {}, log=[LogEntry(reason, "", "", None, True)]) for r in chunk]
+            now = utcnow()
+            record([_from_carrier(info, by_id[a.device_change_id], a, now) for a in answers])
     finally:
         await adapter.aclose()
-    return results
 
 
 def _from_carrier(info: BulkChangeInfo, row: WorkRow, answer: DeviceResult, now) -> RowResult:

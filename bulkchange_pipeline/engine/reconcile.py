@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -87,9 +88,11 @@ def reconcile(
     process_by: str,
     now: datetime | None = None,
     adapter_factory: AdapterFactory = build_adapter,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ReconcileSummary:
     return asyncio.run(
         reconcile_async(engine, info, account, poll_after=poll_after, timeout=timeout, process_by=process_by, now=now,
+                        should_stop=should_stop,
                         adapter_factory=adapter_factory)
     )
 
@@ -104,7 +107,10 @@ async def reconcile_async(
     process_by: str,
     now: datetime | None = None,
     adapter_factory: AdapterFactory = build_adapter,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ReconcileSummary:
+    """One pass: apply stored callbacks, poll overdue rows (``should_stop`` is asked before each
+    chunk of polls: a stopped pass polls no more, its rows stay pending), end timed-out rows."""
     started = time.perf_counter()
     now = now or utcnow()
     summary = ReconcileSummary()
@@ -151,6 +157,8 @@ async def reconcile_async(
         max_polls = getattr(adapter, "max_polls", None)
         still_pending: list[int] = []
         for start in range(0, len(to_poll), CHUNK):
+            if should_stop is not None and should_stop():
+                break
             chunk = to_poll[start : start + CHUNK]
             answers = await adapter.poll([device_change_for(info, w.row, w.request_id) for w in chunk])
             for w, answer in zip(chunk, answers):

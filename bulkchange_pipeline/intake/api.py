@@ -1,4 +1,4 @@
-"""The intake HTTP API: submit, dry-run, CSV upload, status, device results, cancel, retry-failed.
+"""The intake HTTP API: submit, dry-run, CSV upload, status, device results, cancel, retry-failed, resume.
 
 Mounted on the same app as the carrier callbacks (``install_api`` in ``create_app``). Every route
 takes an API key, resolves it to a tenant and works inside that tenant only: another tenant's
@@ -35,6 +35,7 @@ from .api_models import (
     DevicePageOut,
     DeviceResultOut,
     DryRunResponse,
+    ResumeOut,
     RetryOut,
     SubmitResponse,
     ValidationSummary,
@@ -347,5 +348,20 @@ def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = Inta
             raise ApiProblem(409, str(exc), title="Nothing to retry") from None
         return RetryOut(id=r.bulk_change_id, requeued=r.requeued, attempt=r.attempt, status=r.status, counts=r.counts,
                         message=f"{r.requeued} failed device rows queued again as attempt {r.attempt}")
+
+    @router.post("/bulk-changes/{bulk_change_id}/resume", response_model=ResumeOut, summary="Finish a bulk change a crashed run left half-done",
+                 responses={k: PROBLEMS[k] for k in (404, 409)})
+    def resume(bulk_change_id: int = BulkChangeId, caller: Caller = Depends(current)) -> ResumeOut:
+        """Rows a run did not finish (left NEW, or PROCESSING and never confirmed) are finished by a new
+        attempt: the sensor starts one more run, which checks each row left PROCESSING at the carrier
+        before sending it again. Finished rows are untouched (use retry-failed for failed ones)."""
+        try:
+            r = ops.resume_bulk_change(engine_for_request(), caller.tenant_id, bulk_change_id, by=caller.label)
+        except ops.BulkChangeNotFound:
+            raise _not_found(bulk_change_id) from None
+        except ops.OperationRefused as exc:
+            raise ApiProblem(409, str(exc), title="Nothing to resume") from None
+        return ResumeOut(id=r.bulk_change_id, unfinished=r.unfinished, attempt=r.attempt, status=r.status, counts=r.counts,
+                         message=f"{r.unfinished} unfinished device rows queued as attempt {r.attempt}")
 
     return router

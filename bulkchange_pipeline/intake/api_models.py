@@ -187,6 +187,15 @@ class RetryOut(ApiModel):
     message: str
 
 
+class ResumeOut(ApiModel):
+    id: int
+    unfinished: int = Field(description="Device rows no run finished, which the new attempt finishes")
+    attempt: int
+    status: str
+    counts: dict[str, int]
+    message: str
+
+
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     """Resolve ``#/$defs/...`` references in place (the request schema is not recursive), so the
     schema can live in an operation's ``requestBody`` without registering components."""

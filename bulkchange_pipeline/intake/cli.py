@@ -449,6 +449,28 @@ def retry_failed_command(bulk_change_id: int, tenant: str, database_url: str | N
                f"the sensor starts the run. Follow it with: bulkchange status {bulk_change_id} --watch")
 
 
+@main.command("resume")
+@click.argument("bulk_change_id", type=int)
+@tenant_option
+@database_option
+@friendly_errors
+def resume_command(bulk_change_id: int, tenant: str, database_url: str | None) -> None:
+    """Finish a bulk change a crashed or failed run left half-done (rows left NEW or PROCESSING).
+
+    A new attempt runs once: rows left PROCESSING are checked at the carrier before being sent
+    again, so nothing is applied twice. Finished rows are untouched (retry-failed is for those).
+    """
+    from ..store.operations import BulkChangeNotFound, OperationRefused, resume_bulk_change
+
+    with open_engine(database_url) as engine:
+        try:
+            r = resume_bulk_change(engine, resolve_tenant(engine, tenant), bulk_change_id, by=f"cli:{getpass.getuser()}")
+        except (BulkChangeNotFound, OperationRefused) as exc:
+            raise UserError(str(exc)) from None
+    click.echo(f"bulk change {bulk_change_id}: {r.unfinished} unfinished device rows queued as attempt {r.attempt}; "
+               f"the sensor starts the run. Follow it with: bulkchange status {bulk_change_id} --watch")
+
+
 # --- data lifecycle: state reconstruction and retention settings (issue 7) ----------------------
 
 
@@ -688,8 +710,39 @@ def deploy_local_status(run_dir: str | None) -> None:
         raise UserError(str(exc)) from None
     for s in states:
         state = "ready" if s.ready else "up, not ready" if s.running else "down"
-        click.echo(f"{s.name:<12} {state:<14} pid {s.pid or '-':<8} {s.detail}")
+        click.echo(f"{s.name:<12} {state:<14} pid {s.pid or '-':<8} {_since(s.since, s.restarts):<30} {s.detail}")
     click.get_current_context().exit(0 if all(s.ready for s in states) else 1)
+
+
+def _since(since: float | None, restarts: int) -> str:
+    day = "%H:%M:%S" if since and time.time() - since < 20 * 3600 else "%Y-%m-%d %H:%M:%S"
+    return (f"since {time.strftime(day, time.localtime(since))}" if since else "-") + (f", restarts {restarts}" if restarts else "")
+
+
+@deploy_local_group.command("restart")
+@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@_run_dir_option
+@click.option("--startup-timeout", default=120.0, show_default=True, type=float, help="Seconds each service may take to be ready.")
+@click.option("--timeout", default=20.0, show_default=True, type=float,
+              help="Seconds after SIGTERM before SIGKILL, for what is left of a service.")
+@friendly_errors
+def deploy_local_restart(services: tuple[str, ...], run_dir: str | None, startup_timeout: float, timeout: float) -> None:
+    """Restart services of a running deployment (code-server, daemon, webserver, intake; none named:
+    every one that is down) with the environment the others run with; returns once they are ready.
+    A running service named is stopped first (with its run workers, as `stop` does)."""
+    from ..deploy import DeployError, LocalDeployment, restart
+
+    try:
+        done, source = restart(LocalDeployment.load(_run_dir(run_dir)), services, startup_timeout=startup_timeout, timeout=timeout)
+    except DeployError as exc:
+        raise UserError(str(exc)) from None
+    if not done:
+        click.echo("every service is up: nothing to restart (name a service to restart it anyway)")
+    for r in done:
+        s = r.state
+        click.echo(f"{s.name:<12} restarted, pid {s.pid:<8} {r.before}; ready: {s.detail}")
+    if done:
+        click.echo(f"environment: {source}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -192,13 +192,19 @@ _QUEUED_COLS = (
 )
 
 
-def list_submitted_after(engine: sa.Engine, cursor: int, limit: int) -> list[QueuedBulkChange]:
-    """NEW bulk changes marked for processing with id > cursor, oldest first (one sensor page)."""
+def list_waiting(engine: sa.Engine, after_id: int, limit: int) -> list[QueuedBulkChange]:
+    """NEW bulk changes marked for processing with id > ``after_id``, oldest first (one page).
+
+    No high-water mark decides what is new: ids are taken when a row is inserted, not when its
+    transaction commits (PostgreSQL), so a long upload can commit *below* an id already seen.
+    The sensor pages through every waiting bulk change and asks Dagster which already have a run
+    for their attempt (``after_id`` is only the page position within one evaluation).
+    """
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(*_QUEUED_COLS)
             .where(
-                bulk_change.c.id > cursor,
+                bulk_change.c.id > after_id,
                 bulk_change.c.status == BulkChangeStatus.NEW.value,
                 bulk_change.c.process_changes.is_(True),
                 bulk_change.c.deleted_at.is_(None),
@@ -209,22 +215,13 @@ def list_submitted_after(engine: sa.Engine, cursor: int, limit: int) -> list[Que
         return [QueuedBulkChange(**r._mapping) for r in rows]
 
 
-def list_requeued(engine: sa.Engine, limit: int) -> list[QueuedBulkChange]:
-    """NEW bulk changes on a later attempt (retry-failed put rows back): below the sensor's cursor,
-    so they are found by attempt instead; the run key carries the attempt, so each runs once."""
+def queued_bulk_change(engine: sa.Engine, bulk_change_id: int) -> QueuedBulkChange | None:
+    """One live bulk change as the sensors and run tags see it (no row counts), or None."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(*_QUEUED_COLS)
-            .where(
-                bulk_change.c.status == BulkChangeStatus.NEW.value,
-                bulk_change.c.attempt > 0,
-                bulk_change.c.process_changes.is_(True),
-                bulk_change.c.deleted_at.is_(None),
-            )
-            .order_by(bulk_change.c.id)
-            .limit(limit)
-        )
-        return [QueuedBulkChange(**r._mapping) for r in rows]
+        row = conn.execute(
+            sa.select(*_QUEUED_COLS).where(bulk_change.c.id == bulk_change_id, bulk_change.c.deleted_at.is_(None))
+        ).first()
+    return QueuedBulkChange(**row._mapping) if row else None
 
 
 def list_due_scheduled(engine: sa.Engine, now: datetime, limit: int) -> list[QueuedBulkChange]:

@@ -33,6 +33,15 @@ def _actionable(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
+def count_unfinished(conn: sa.Connection, bulk_change_id: int, now: datetime | None = None) -> int:
+    """Rows a run still has to do (``_actionable``): NEW, left PROCESSING without a carrier request
+    id, SCHEDULED and due. Zero means every row is settled or waits on an async carrier."""
+    return conn.execute(
+        sa.select(sa.func.count()).select_from(device_change)
+        .where(device_change.c.bulk_change_id == bulk_change_id, _actionable(now or utcnow()))
+    ).scalar_one()
+
+
 @dataclass(frozen=True)
 class IdRange:
     """A batch as a closed id range of one bulk change's rows: small to pass between Dagster steps."""

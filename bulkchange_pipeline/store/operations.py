@@ -32,6 +32,7 @@ from ..domain import (
     derive_bulk_status,
 )
 from .db import run_transaction, utcnow
+from .device_changes import count_unfinished
 from .schema import bulk_change, bulk_change_log, device_change, service_provider
 
 S = DeviceChangeStatus
@@ -98,12 +99,16 @@ def requeue_failed_rows(conn: sa.Connection, bulk_change_id: int, label: str) ->
     ).rowcount
 
 
-def _header(conn: sa.Connection, tenant_id: int, bulk_change_id: int, *, lock: bool = False) -> sa.Row:
+def _header(conn: sa.Connection, tenant_id: int | None, bulk_change_id: int, *, lock: bool = False) -> sa.Row:
+    """The header (locked on PostgreSQL when asked); ``tenant_id`` None: the pipeline's own call."""
     query = (
-        sa.select(bulk_change.c.id, bulk_change.c.status, bulk_change.c.attempt, bulk_change.c.change_type, service_provider.c.integration)
+        sa.select(bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.status, bulk_change.c.attempt,
+                  bulk_change.c.change_type, service_provider.c.integration)
         .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id)
-        .where(bulk_change.c.id == bulk_change_id, bulk_change.c.tenant_id == tenant_id, bulk_change.c.deleted_at.is_(None))
+        .where(bulk_change.c.id == bulk_change_id, bulk_change.c.deleted_at.is_(None))
     )
+    if tenant_id is not None:
+        query = query.where(bulk_change.c.tenant_id == tenant_id)
     if lock and conn.dialect.name == "postgresql":
         query = query.with_for_update(of=bulk_change)
     row = conn.execute(query).first()
@@ -129,48 +134,72 @@ def _is_async(change_type: int, integration: str) -> bool:
     return cap is not None and cap.handling is Handling.CARRIER_ASYNC
 
 
-def _log(conn: sa.Connection, tenant_id: int, bulk_change_id: int, description: str, by: str) -> None:
+def _log(conn: sa.Connection, tenant_id: int, bulk_change_id: int, description: str, by: str, *, has_errors: bool = False) -> None:
     conn.execute(
         sa.insert(bulk_change_log).values(
-            tenant_id=tenant_id, bulk_change_id=bulk_change_id, description=description, process_by=by[:200], created_at=utcnow()
+            tenant_id=tenant_id, bulk_change_id=bulk_change_id, description=description[:4000], process_by=by[:200],
+            has_errors=has_errors, created_at=utcnow()
         )
     )
+
+
+def cancel_unsent_rows(conn: sa.Connection, bulk_change_id: int, reason: str) -> int:
+    """Rows not yet sent (NEW, SCHEDULED) -> CANCELLED with ``reason``; returns how many.
+
+    A run claims rows in small chunks just before sending them (``engine.batch``), so this reaches
+    every row of a running bulk change that is not in the chunk being sent right now, and the
+    claim, which only takes NEW/SCHEDULED/PROCESSING rows, never sends a cancelled one."""
+    now = utcnow()
+    return conn.execute(
+        sa.update(device_change)
+        .where(device_change.c.bulk_change_id == bulk_change_id, device_change.c.status.in_(CANCELLABLE))
+        .values(status=S.CANCELLED.value, status_details=reason[:4000], processed_at=now, updated_at=now)
+    ).rowcount
+
+
+def _derived_header(conn: sa.Connection, bulk_change_id: int, change_type: int, integration: str) -> tuple[BulkChangeStatus, dict[str, int]]:
+    """The header status the rows say, CANCELLED when every row that passed validation was cancelled."""
+    counts = _counts(conn, bulk_change_id)
+    live = {k: v for k, v in counts.items() if k != S.ERROR.value}
+    if live and set(live) == {S.CANCELLED.value}:
+        return BulkChangeStatus.CANCELLED, counts
+    return derive_bulk_status(counts, has_pending_async=_is_async(change_type, integration)), counts
+
+
+def _write_header(conn: sa.Connection, bulk_change_id: int, status: BulkChangeStatus, counts: dict[str, int]) -> None:
+    values: dict[str, Any] = {"status": status.value, "counts": counts, "effective_at": None}
+    if status is BulkChangeStatus.SCHEDULED:
+        values["effective_at"] = conn.execute(
+            sa.select(sa.func.min(device_change.c.effective_at)).where(
+                device_change.c.bulk_change_id == bulk_change_id, device_change.c.status == S.SCHEDULED.value
+            )
+        ).scalar()
+    if status in (BulkChangeStatus.CANCELLED, BulkChangeStatus.PROCESSED):
+        values["processed_at"] = utcnow()
+    conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bulk_change_id).values(**values))
 
 
 def cancel_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: str = "unknown") -> CancelResult:
     """Cancel every row not yet sent (NEW, SCHEDULED) in one UPDATE; sent rows finish normally.
 
-    A run loads only NEW/SCHEDULED rows, so a run that has not reached a batch yet skips its
-    cancelled rows. (A batch that loaded them just before this cancel, and has not claimed them
-    yet, still sends them: closing that window needs the engine to send only rows its claim
-    changed.) The header is re-derived from the rows; when every row that passed validation ended CANCELLED,
-    the bulk change is CANCELLED (refused rows do not make it look processed).
+    A running batch claims its rows a small chunk at a time, right before sending them, and sends
+    only the rows its claim changed: so a cancel reaches a running bulk change within one chunk
+    (a few seconds of carrier calls), and a cancelled row is never sent. The header is re-derived
+    from the rows; when every row that passed validation ended CANCELLED, the bulk change is
+    CANCELLED (refused rows do not make it look processed).
     """
 
     def work(conn: sa.Connection) -> CancelResult:
         head = _header(conn, tenant_id, bulk_change_id, lock=True)
-        now = utcnow()
-        cancelled = conn.execute(
-            sa.update(device_change)
-            .where(device_change.c.bulk_change_id == bulk_change_id, device_change.c.status.in_(CANCELLABLE))
-            .values(status=S.CANCELLED.value, status_details=f"cancelled by {by[:150]}", processed_at=now, updated_at=now)
-        ).rowcount
-        counts = _counts(conn, bulk_change_id)
+        cancelled = cancel_unsent_rows(conn, bulk_change_id, f"cancelled by {by[:150]}")
         if not cancelled:
+            counts = _counts(conn, bulk_change_id)
             raise OperationRefused(
                 f"nothing to cancel: bulk change {bulk_change_id} is {head.status} and none of its "
                 f"{sum(counts.values())} device rows is waiting to be sent ({_describe(counts)})"
             )
-        live = {k: v for k, v in counts.items() if k != S.ERROR.value}
-        if set(live) == {S.CANCELLED.value}:
-            status = BulkChangeStatus.CANCELLED
-        else:
-            status = derive_bulk_status(counts, has_pending_async=_is_async(head.change_type, head.integration))
-        final = status in (BulkChangeStatus.CANCELLED, BulkChangeStatus.PROCESSED)
-        values: dict[str, Any] = {"status": status.value, "counts": counts, "effective_at": None}
-        if final:
-            values["processed_at"] = now
-        conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bulk_change_id).values(**values))
+        status, counts = _derived_header(conn, bulk_change_id, head.change_type, head.integration)
+        _write_header(conn, bulk_change_id, status, counts)
         processing = counts.get(S.PROCESSING.value, 0)
         _log(
             conn, tenant_id, bulk_change_id,
@@ -184,10 +213,94 @@ def cancel_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
     return run_transaction(engine, work)
 
 
+@dataclass
+class SettleResult:
+    bulk_change_id: int
+    status: str  # the header after settling
+    unfinished: int  # rows no run has finished (NEW, left PROCESSING unsent/unconfirmed, SCHEDULED and due)
+    cancelled: int  # rows cancelled because the run was stopped
+    changed: bool  # False: the header was left alone (a newer attempt owns it)
+
+
+def settle_after_run(
+    engine: sa.Engine, bulk_change_id: int, *, attempt: int | None, note: str, by: str, stop: bool = False
+) -> SettleResult:
+    """After a run ended without finishing (failed, or stopped by Terminate): make the header say
+    what the rows say, and log why.
+
+    - ``stop``: the run was terminated, which means cancel: rows not yet sent end CANCELLED.
+    - Rows no run finished (``count_unfinished``) make the header ERROR, with a log line naming
+      ``resume``; otherwise the header is derived from the rows like any finalize (a PROCESSED or
+      PENDING bulk change stays so: a failure after the work was done does not hide it).
+    - ``attempt``: the attempt the ended run belonged to; when ``resume``/``retry-failed`` has
+      started a newer attempt meanwhile, that attempt owns the header and only the log is written.
+    One transaction, the header row locked (PostgreSQL), so it never interleaves with a resume.
+    """
+
+    def work(conn: sa.Connection) -> SettleResult:
+        head = _header(conn, None, bulk_change_id, lock=True)
+        if attempt is not None and head.attempt != attempt:
+            _log(conn, head.tenant_id, bulk_change_id, f"{note}; attempt {head.attempt} has started since, header left to it", by)
+            return SettleResult(bulk_change_id, head.status, 0, 0, False)
+        cancelled = cancel_unsent_rows(conn, bulk_change_id, f"cancelled: {note}"[:4000]) if stop else 0
+        unfinished = count_unfinished(conn, bulk_change_id)
+        status, counts = _derived_header(conn, bulk_change_id, head.change_type, head.integration)
+        if unfinished:
+            status = BulkChangeStatus.ERROR
+        _write_header(conn, bulk_change_id, status, counts)
+        tail = (
+            f"{unfinished} device rows unfinished: `bulkchange resume {bulk_change_id}` (or POST /bulk-changes/{bulk_change_id}/resume) finishes them"
+            if unfinished else f"every device row is settled; bulk change is {status.value}"
+        )
+        _log(conn, head.tenant_id, bulk_change_id,
+             f"{note}" + (f"; {cancelled} device rows not yet sent are CANCELLED" if cancelled else "") + f"; {tail}",
+             by, has_errors=bool(unfinished))
+        return SettleResult(bulk_change_id, status.value, unfinished, cancelled, True)
+
+    return run_transaction(engine, work)
+
+
+@dataclass
+class ResumeResult:
+    bulk_change_id: int
+    unfinished: int  # rows the new attempt will finish
+    attempt: int
+    status: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def resume_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: str = "unknown") -> ResumeResult:
+    """Finish a bulk change a crashed or failed run left half-done: a new attempt of the same
+    partition (header NEW, ``attempt + 1``), which the sensor starts once (run key carries the
+    attempt). Its run processes the rows left NEW, checks at the carrier each row left PROCESSING
+    before sending it again, and finalizes; finished rows are not touched (``retry-failed`` is for
+    those). Refused when no row is unfinished, or when the bulk change is already queued (NEW).
+    Safe beside a run that is still alive: the run queue runs one run per carrier account at a
+    time, and the newer run finds only what the older left."""
+
+    def work(conn: sa.Connection) -> ResumeResult:
+        head = _header(conn, tenant_id, bulk_change_id, lock=True)
+        unfinished = count_unfinished(conn, bulk_change_id)
+        counts = _counts(conn, bulk_change_id)
+        if not unfinished:
+            raise OperationRefused(
+                f"nothing to resume: every device row of bulk change {bulk_change_id} is settled or waiting on the carrier "
+                f"({_describe(counts)}); use retry-failed for failed rows"
+            )
+        if head.status == BulkChangeStatus.NEW.value:
+            raise OperationRefused(f"bulk change {bulk_change_id} is NEW: already queued for a run (attempt {head.attempt})")
+        attempt = head.attempt + 1
+        _queue_attempt(conn, bulk_change_id, attempt, counts)
+        _log(conn, tenant_id, bulk_change_id, f"Resume requested by {by}: {unfinished} unfinished device rows (attempt {attempt})", by)
+        return ResumeResult(bulk_change_id, unfinished, attempt, BulkChangeStatus.NEW.value, counts)
+
+    return run_transaction(engine, work)
+
+
 def retry_failed(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: str = "unknown") -> RetryResult:
     """Put retryable failed rows back to NEW as a new attempt of the bulk change.
 
-    The header goes to NEW with ``attempt + 1``; the sensor (``list_requeued``) then requests a
+    The header goes to NEW with ``attempt + 1``; the sensor (``list_waiting``) then requests a
     run of the same partition with a run key carrying the attempt, so it runs exactly once. The
     carrier request id of each row is cleared (it belonged to the failed attempt). Refused while
     the bulk change is queued or running, since a run would race with the reset.
@@ -209,15 +322,20 @@ def retry_failed(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: 
                 "failed while processing are retried; rows refused at validation need corrected input and a new submission"
             )
         counts = _counts(conn, bulk_change_id)
-        conn.execute(
-            sa.update(bulk_change)
-            .where(bulk_change.c.id == bulk_change_id)
-            .values(status=BulkChangeStatus.NEW.value, attempt=attempt, counts=counts, processed_at=None, effective_at=None)
-        )
+        _queue_attempt(conn, bulk_change_id, attempt, counts)
         _log(conn, tenant_id, bulk_change_id, f"Retry requested by {by}: {requeued} failed device rows back to NEW (attempt {attempt})", by)
         return RetryResult(bulk_change_id, requeued, attempt, BulkChangeStatus.NEW.value, counts)
 
     return run_transaction(engine, work)
+
+
+def _queue_attempt(conn: sa.Connection, bulk_change_id: int, attempt: int, counts: dict[str, int]) -> None:
+    """Header NEW as attempt ``attempt``: the sensor requests one run for it (run key ``bc-<id>-a<attempt>``)."""
+    conn.execute(
+        sa.update(bulk_change)
+        .where(bulk_change.c.id == bulk_change_id)
+        .values(status=BulkChangeStatus.NEW.value, attempt=attempt, counts=counts, processed_at=None, effective_at=None)
+    )
 
 
 def _describe(counts: dict[str, int]) -> str:

@@ -49,7 +49,10 @@ def test_sensor_to_processed_status_update(engine, dagster_instance, jasper):
 
     result, runs = sensor_then_runs(dagster_instance, defs)
     assert [rr.partition_key for rr in result.run_requests] == [str(bc_id)]
-    assert result.run_requests[0].tags["bulkchange/carrier_account"] == f"sp-{ids['service_provider_id']}"
+    # The account tag comes from the partition (the stored bulk change), as for a launchpad run.
+    run = dagster_instance.get_run_by_id(runs[0].run_id)
+    assert run.tags["bulkchange/carrier_account"] == f"sp-{ids['service_provider_id']}"
+    assert run.tags["bulkchange/bulk_change_id"] == str(bc_id)
     assert dagster_instance.get_dynamic_partitions("bulk_change") == [str(bc_id)]
     assert runs[0].success
     assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 120}

@@ -22,7 +22,7 @@ from bulkchange_pipeline.store import reference as ref
 from bulkchange_pipeline.store.api_keys import create_api_key
 from bulkchange_pipeline.store.bulk_changes import (
     iter_device_results,
-    list_requeued,
+    list_waiting,
     set_bulk_status,
 )
 from bulkchange_pipeline.store.device_changes import RowResult, claim, record_results
@@ -222,8 +222,26 @@ def test_retry_failed_over_http_starts_a_new_attempt(api: Api) -> None:
     assert (r.json()["requeued"], r.json()["attempt"], r.json()["status"]) == (2, 1, "NEW")
     rows = _rows(api.engine, bc_id)
     assert [row.status for row in rows] == ["PROCESSED", "NEW", "NEW"] and rows[1].carrier_request_id is None
-    assert [(q.id, q.attempt) for q in list_requeued(api.engine, 10)] == [(bc_id, 1)]
+    assert [(q.id, q.attempt) for q in list_waiting(api.engine, 0, 10)] == [(bc_id, 1)]
     assert api.client.get(f"/bulk-changes/{bc_id}", headers=api.demo).json()["attempt"] == 1
+
+
+def test_resume_over_http_queues_the_unfinished_rows_once(api: Api) -> None:
+    bc_id = api.submit(api.seed.sample_iccids["jasper"][:3])
+    ids = [row.id for row in _rows(api.engine, bc_id)]
+    queued = api.client.post(f"/bulk-changes/{bc_id}/resume", headers=api.demo)
+    assert queued.status_code == 409 and "already queued" in queued.json()["detail"]
+    # A crashed run: one row recorded, one claimed (fate unknown), one NEW; header ERROR.
+    claim(api.engine, ids[:2])
+    record_results(api.engine, tenant_id=api.seed.tenant_id, bulk_change_id=bc_id, process_by="test",
+                   results=[RowResult(ids[0], DeviceChangeStatus.PROCESSED, "ok")])
+    set_bulk_status(api.engine, bc_id, BulkChangeStatus.ERROR)
+    r = api.client.post(f"/bulk-changes/{bc_id}/resume", headers=api.demo)
+    assert r.status_code == 200, r.text
+    assert (r.json()["unfinished"], r.json()["attempt"], r.json()["status"]) == (2, 1, "NEW")
+    assert [(q.id, q.attempt) for q in list_waiting(api.engine, 0, 10)] == [(bc_id, 1)]
+    assert [row.status for row in _rows(api.engine, bc_id)] == ["PROCESSED", "PROCESSING", "NEW"]  # untouched: the run checks them
+    assert api.client.post(f"/bulk-changes/{bc_id}/resume", headers=api.other).status_code == 404
 
 
 def test_openapi_documents_every_route(api: Api) -> None:

@@ -11,7 +11,7 @@ from bulkchange_pipeline.store.bulk_changes import (
     get_bulk_change,
     iter_device_results,
     list_due_scheduled,
-    list_submitted_after,
+    list_waiting,
 )
 from bulkchange_pipeline.store.db import utcnow
 from bulkchange_pipeline.store.seed import seed_demo
@@ -31,9 +31,9 @@ def test_create_list_get_and_iterate(engine: sa.Engine) -> None:
     later = submit(engine, seed.tenant_id, _status_request(jasper, iccids[:2], effectiveDate="2999-01-01T00:00:00Z"), "t")
     other = submit(engine, seed.other_tenant_id, _status_request(seed.other_service_provider_id, seed.other_iccids[:1]), "t")
 
-    queued = list_submitted_after(engine, 0, 10)
+    queued = list_waiting(engine, 0, 10)
     assert [q.id for q in queued] == [first.bulk_change_id, other.bulk_change_id]
-    assert list_submitted_after(engine, first.bulk_change_id, 10)[0].id == other.bulk_change_id
+    assert list_waiting(engine, first.bulk_change_id, 10)[0].id == other.bulk_change_id
     assert list_due_scheduled(engine, utcnow(), 10) == []
 
     bc = get_bulk_change(engine, first.bulk_change_id, seed.tenant_id)

@@ -14,7 +14,7 @@ from bulkchange_pipeline.domain import (
 from bulkchange_pipeline.intake.submit import submit
 from bulkchange_pipeline.store.bulk_changes import (
     get_bulk_change,
-    list_requeued,
+    list_waiting,
     set_bulk_status,
 )
 from bulkchange_pipeline.store.device_changes import RowResult, claim, record_results
@@ -106,7 +106,7 @@ def test_retry_failed_requeues_failed_rows_as_a_new_attempt(engine: sa.Engine, s
     _finish(engine, seed, bc_id, {ids[0]: (S.PROCESSED, "r0"), ids[1]: (S.API_FAILED, "r1"),
                                   ids[2]: (S.ERROR, None), ids[3]: (S.API_FAILED, None)})
     set_bulk_status(engine, bc_id, BulkChangeStatus.PROCESSED)
-    assert list_requeued(engine, 10) == []
+    assert list_waiting(engine, 0, 10) == []
 
     result = retry_failed(engine, seed.tenant_id, bc_id, by="ops")
     assert (result.requeued, result.attempt, result.status) == (3, 1, "NEW")
@@ -115,7 +115,7 @@ def test_retry_failed_requeues_failed_rows_as_a_new_attempt(engine: sa.Engine, s
     assert rows[1].carrier_request_id is None and rows[0].carrier_request_id == "r0"
     assert rows[1].processed_at is None and rows[1].status_details.startswith("retry (attempt 1) after: carrier said API_FAILED")
     assert rows[4].status_details.startswith("ICCID")
-    [queued] = list_requeued(engine, 10)
+    [queued] = list_waiting(engine, 0, 10)
     assert (queued.id, queued.attempt, queued.status) == (bc_id, 1, "NEW")
     assert "3 failed device rows back to NEW (attempt 1)" in _logs(engine, bc_id)[-1].description
 
