@@ -4,7 +4,7 @@ import dagster as dg
 
 from .assets import ArchiveResource, bulk_change_archive, bulk_change_metrics, retention_purge
 from .checks import lifecycle_checks
-from .partitions import bulk_change_partitions
+from .partitions import bulk_change_partitions, use_database
 from .pipeline import ProcessConfig, process_bulk_change_job
 from .reconcile import async_results_sensor, reconcile_async_job
 from .resources import CarrierGatewayResource, DatabaseResource
@@ -17,13 +17,15 @@ def build_definitions(
     archive: ArchiveResource | None = None,
 ) -> dg.Definitions:
     """The code location's definitions; tests pass resources with small retry waits."""
+    database = database or DatabaseResource()
+    use_database(database)  # run tags are read from the same business database as the steps use
     return dg.Definitions(
         assets=[bulk_change_archive, retention_purge, bulk_change_metrics],
         asset_checks=lifecycle_checks,
         schedules=[retention_schedule],
         jobs=[process_bulk_change_job, reconcile_async_job, retention_job],
         sensors=[bulk_change_sensor, bulk_change_failure_sensor, bulk_change_stopped_sensor, async_results_sensor],
-        resources={"database": database or DatabaseResource(), "carriers": carriers or CarrierGatewayResource(),
+        resources={"database": database, "carriers": carriers or CarrierGatewayResource(),
                    "archive": archive or ArchiveResource()},
     )
 

@@ -27,6 +27,17 @@ def evaluate_sensor(
     return result
 
 
+def resolved_tags(defs: dg.Definitions, request: dg.RunRequest, job_name: str = JOB_NAME) -> dict[str, str]:
+    """A run request's tags as the daemon gives them to the run: the partition's tags (from the
+    stored bulk change), the request's own, and its run key."""
+    job = defs.resolve_job_def(job_name)
+    partition = job.partitioned_config.get_tags_for_partition_key(request.partition_key, job.name) if request.partition_key and job.partitioned_config else {}
+    tags = {**partition, **request.tags}
+    if request.run_key:
+        tags["dagster/run_key"] = request.run_key
+    return tags
+
+
 def execute(
     instance: dg.DagsterInstance,
     defs: dg.Definitions,
@@ -56,7 +67,7 @@ def tick_and_run(
     job_name = defs.resolve_sensor_def(sensor_name).job_name
     runs = [
         # The run key as a tag, as the daemon sets it: the sensor asks run storage which keys have run.
-        execute(instance, defs, rr.partition_key, {**rr.tags, "dagster/run_key": rr.run_key} if rr.run_key else dict(rr.tags),
+        execute(instance, defs, rr.partition_key, resolved_tags(defs, rr, job_name),
                 run_config=run_config, raise_on_error=raise_on_error, job_name=job_name)
         for rr in result.run_requests or []
     ]

@@ -16,16 +16,25 @@ from .pools import ACCOUNT_TAG, account_tag_value
 
 bulk_change_partitions = dg.DynamicPartitionsDefinition(name="bulk_change")
 
+_database: list = []  # the code location's DatabaseResource, set by ``build_definitions``
+
+
+def use_database(database: object) -> None:
+    """Read partition tags from this ``DatabaseResource`` (the one the jobs' steps use). Dagster
+    asks for tags without resources, so ``build_definitions`` registers its database here; a
+    process serves one code location, so there is one."""
+    _database[:] = [database]
+
 
 def partition_tags(partition_key: str) -> Mapping[str, str]:
-    """The ``bulkchange/*`` tags of a bulk change's runs, read from the business database
-    (``BULKCHANGE_DATABASE_URL``, as ``DatabaseResource`` reads it). A key that names no stored
-    bulk change is refused: no run can be launched for it."""
+    """The ``bulkchange/*`` tags of a bulk change's runs, read from the business database. A key
+    that names no stored bulk change is refused: no run can be launched for it."""
     from .resources import DatabaseResource  # resources import the carrier layer; keep this module light
 
     if not partition_key.isdigit():
         raise dg.DagsterInvalidConfigError(f"partition key {partition_key!r} is not a bulk change id", [], None)
-    bc = queued_bulk_change(DatabaseResource().engine(), int(partition_key))
+    database = _database[0] if _database else DatabaseResource()
+    bc = queued_bulk_change(database.engine(), int(partition_key))
     if bc is None:
         raise dg.DagsterInvalidConfigError(f"bulk change {partition_key} does not exist (or was archived)", [], None)
     return {

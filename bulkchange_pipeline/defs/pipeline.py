@@ -18,6 +18,7 @@ from ..store.db import run_transaction
 from ..store.device_changes import IdRange, add_log
 from ..store.operations import requeue_failed_rows, settle_after_run
 from .partitions import bulk_change_config
+from .pools import ACCOUNT_TAG
 from .resources import CarrierGatewayResource, DatabaseResource
 from .stopping import raise_if_stopping, run_is_stopping, run_stoppably
 
@@ -61,6 +62,14 @@ def _actionable(info: BulkChangeInfo) -> int:
 @dg.op(description="Read the bulk change of this partition, its service provider and its row counts.")
 def load_bulk_change_op(context: dg.OpExecutionContext, database: DatabaseResource) -> BulkChangeInfo:
     info = load_bulk_change(database.engine(), _bulk_change_id(context))
+    if context.run.tags.get(ACCOUNT_TAG) != info.account_key:
+        # Without its account tag the run was not held to one run per carrier account (a client
+        # launched it around the run coordinator): refuse it before any carrier call.
+        raise dg.Failure(
+            f"run has {ACCOUNT_TAG}={context.run.tags.get(ACCOUNT_TAG)!r}, bulk change {info.id} belongs to "
+            f"{info.account_key}: launch it from the launchpad (which adds the partition's tags) or through the sensor",
+            allow_retries=False,
+        )
     context.add_output_metadata({"counts": dict(info.counts), "carrier": info.service_provider.name})
     return info
 

@@ -65,7 +65,7 @@ def test_production_instance_config(local: dict[str, Any], tmp_path: Path, monke
     assert pg["scheme"] == "postgresql+psycopg2"
     assert env_names(local["storage"]) == {"DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB"}
     assert set(dagster_pg_env("postgresql+psycopg2://u:p@h:5433/d")) == env_names(local["storage"])
-    assert cfg["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert cfg["run_coordinator"] == {"module": "bulkchange_pipeline.defs.run_coordinator", "class": "BulkChangeRunCoordinator"}
     assert cfg["concurrency"]["runs"]["tag_concurrency_limits"] == [
         {"key": ACCOUNT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
     assert cfg["concurrency"]["pools"] == {"default_limit": 8, "granularity": "op"}

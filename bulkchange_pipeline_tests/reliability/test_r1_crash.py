@@ -144,11 +144,15 @@ def test_jasper_worker_killed_then_rerun_applies_each_device_once(point, engine,
     sim.hold_when = None
     counts, applied = count_rows_by_status(engine, bc_id), dict(sim.applied_counts)
     # Where the kill landed.
+    # Rows are claimed a chunk at a time (4 rounds of the account's 2 in flight): a crash leaves at
+    # most one chunk PROCESSING for the re-run to check at the carrier, not a whole batch.
+    chunk = 8
     if point == "before_any_call":
-        assert applied == {} and counts == {"PROCESSING": BATCH, "NEW": N - BATCH}
+        assert applied == {} and counts == {"PROCESSING": chunk, "NEW": N - chunk}
     elif point == "mid_batch":
         assert BATCH < len(applied) < 2 * BATCH
-        assert counts == {"PROCESSED": BATCH, "PROCESSING": BATCH, "NEW": N - 2 * BATCH}
+        assert counts["PROCESSING"] == chunk and BATCH <= counts["PROCESSED"] < len(applied) <= counts["PROCESSED"] + chunk, counts
+        assert counts["NEW"] == N - counts["PROCESSED"] - chunk
     elif point == "between_batches":
         assert set(applied) == batch[0] | batch[1]
         assert counts.get("PROCESSED") == 2 * BATCH and counts.get("NEW", 0) + counts.get("PROCESSING", 0) == N - 2 * BATCH

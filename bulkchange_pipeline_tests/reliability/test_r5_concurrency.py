@@ -23,6 +23,7 @@ import sqlalchemy as sa
 import yaml
 
 from bulkchange_pipeline.defs import CarrierGatewayResource, build_definitions
+from bulkchange_pipeline.defs.local_runner import resolved_tags
 from bulkchange_pipeline.domain import PAYLOAD_KEYS, BulkChangeRequest, ChangeType
 from bulkchange_pipeline.intake.submit import submit
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
@@ -77,6 +78,7 @@ class Queue:
         )
 
         self.instance = instance
+        self.defs = defs
         self.job = defs.resolve_job_def("process_bulk_change_job")
         location = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="bulkchange_pipeline.defs", attribute="defs"))
         self.origin = RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), self.job.name)
@@ -85,7 +87,7 @@ class Queue:
     def enqueue(self, request: dg.RunRequest) -> dg.DagsterRun:
         return self.instance.create_run_for_job(
             job_def=self.job, status=dg.DagsterRunStatus.QUEUED, remote_job_origin=self.origin,
-            tags={**request.tags, "dagster/partition": request.partition_key},
+            tags={**resolved_tags(self.defs, request), "dagster/partition": request.partition_key},
         )
 
     def releasable(self) -> list[dg.DagsterRun]:
@@ -109,8 +111,10 @@ def test_instance_configs_limit_one_run_per_carrier_account():
     for path in (ROOT / "dagster.yaml", ROOT / "deploy" / "dagster.postgres.yaml"):
         runs = yaml.safe_load(path.read_text())["concurrency"]["runs"]
         assert {"key": ACCOUNT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in runs["tag_concurrency_limits"], path
-    with dg.instance_for_test(overrides={"concurrency": yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]}) as inst:
-        assert type(inst.run_coordinator).__name__ == "QueuedRunCoordinator"
+    local = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    with dg.instance_for_test(overrides={k: local[k] for k in ("concurrency", "run_coordinator")}) as inst:
+        assert type(inst.run_coordinator).__name__ == "BulkChangeRunCoordinator"
+        assert isinstance(inst.run_coordinator, dg.QueuedRunCoordinator)
         limits = inst.get_concurrency_config().run_queue_config.tag_concurrency_limits
         assert limits == [{"key": ACCOUNT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
 
@@ -215,7 +219,7 @@ def test_unrelated_bulk_changes_on_two_carriers_run_in_parallel(engine, workers,
     t_bc = submit(engine, t_ids["tenant_id"], request, "test").bulk_change_id
     with dg.DagsterInstance.get() as instance:
         tick = evaluate_sensor(instance, fast_definitions())
-    assert len({r.tags[ACCOUNT_TAG] for r in tick.run_requests}) == 2  # different accounts: the queue starts both
+    assert len({resolved_tags(fast_definitions(), r)[ACCOUNT_TAG] for r in tick.run_requests}) == 2  # different accounts: the queue starts both
 
     pair = [workers.take(), workers.take()]
     wait_until(lambda: all(w.ready() for w in pair), timeout=60, interval=0.05, what="two warm run workers")
