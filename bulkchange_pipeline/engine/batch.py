@@ -44,6 +44,7 @@ AdapterFactory = Callable[[CarrierAccount], CarrierAdapter]
 StopCheck = Callable[[], bool]
 
 CHUNK_SECONDS = 2.0  # a chunk is about this long at the account's rate: how soon a stop takes effect
+UNBOUNDED_IN_FLIGHT = 64  # what the clients run at once for an account with max_concurrency 0 (no limit)
 
 
 def claim_chunk_size(info: BulkChangeInfo, account: CarrierAccount, rows: int) -> int:
@@ -53,7 +54,8 @@ def claim_chunk_size(info: BulkChangeInfo, account: CarrierAccount, rows: int) -
     chunk boundary costs little throughput)."""
     if info.handling is Handling.CARRIER_ASYNC:
         return max(rows, 1)
-    return max(4 * max(account.max_concurrency, 1), math.ceil(account.rate_per_second * CHUNK_SECONDS), 1)
+    in_flight = account.max_concurrency if account.max_concurrency > 0 else UNBOUNDED_IN_FLIGHT
+    return max(4 * in_flight, math.ceil(account.rate_per_second * CHUNK_SECONDS), 1)
 
 
 @dataclass

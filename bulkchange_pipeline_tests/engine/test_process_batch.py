@@ -416,3 +416,22 @@ def test_due_scheduled_rows_are_processed_and_later_ones_wait(engine, jasper_sim
     assert result.counts == {"PROCESSED": 2, "SCHEDULED": 2}
     header = _rows(engine, bulk_change, bulk_change.c.id == bc_id)[0]
     assert header["effective_at"] == future
+
+
+@pytest.mark.parametrize(("integration", "rate", "in_flight", "chunk"), [
+    ("jasper", 5.0, 1, 10),  # 2 s at Jasper's published 5 calls/s
+    ("jasper", 0.0, 8, 32),  # no rate limit: four rounds of the calls in flight
+    ("jasper", 0.0, 0, 256),  # no limit at all: the clients run 64 at once
+    ("jasper", 100.0, 4, 200),
+    ("thingspace", 5.0, 1, 700),  # asynchronous: the whole batch is one request
+])
+def test_claim_chunk_is_about_two_seconds_of_the_accounts_rate(engine, integration, rate, in_flight, chunk):
+    from bulkchange_pipeline.carriers import CarrierAccount
+    from bulkchange_pipeline.engine.batch import claim_chunk_size
+
+    ids = make_account(engine, "http://127.0.0.1:9", integration=integration, rate_per_second=rate, max_concurrency=in_flight)
+    bc_id = make_bulk_change(engine, ids, make_devices(engine, ids, 1), ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    info = load_bulk_change(engine, bc_id)
+    account = CarrierAccount(info.service_provider.id, integration, "http://127.0.0.1:9", "u", "s",
+                             rate_per_second=rate, max_concurrency=in_flight)
+    assert claim_chunk_size(info, account, 700) == chunk
