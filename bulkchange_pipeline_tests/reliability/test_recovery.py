@@ -88,10 +88,14 @@ def test_sensor_finds_a_bulk_change_that_commits_below_an_id_already_seen(engine
     upload = threading.Thread(target=lambda: large.setdefault("id", make_bulk_change(engine, ids, devices[:6], ChangeType.STATUS_UPDATE, STATUS)))
     upload.start()
     try:
-        with engine.connect() as probe:
-            wait_until(lambda: probe.execute(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")).scalar(),
-                what="the upload waits on the held row lock")
+        def upload_waits() -> bool:
+            # A new connection each time: pg_stat_activity is a snapshot taken once per transaction.
+            with engine.connect() as probe:
+                return bool(probe.execute(sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")).scalar())
+
+        wait_until(lambda: upload_waits() or not upload.is_alive(), what="the upload waits on the held row lock")
+        assert upload.is_alive(), "the upload finished without waiting on the held lock"
         # Meanwhile a small submission takes id N+1 and commits first; the sensor sees only it.
         small = make_bulk_change(engine, ids, devices[6:], ChangeType.STATUS_UPDATE, STATUS)
         first = evaluate_sensor(dagster_instance, defs)
