@@ -133,7 +133,10 @@ def finalize_bulk_change(context: dg.OpExecutionContext, database: DatabaseResou
         settled = settle_after_run(database.engine(), info.id, attempt=None, stop=True,
                                    note=f"Stopped by Terminate of Dagster run {context.run_id}",
                                    by=f"dagster:{context.run_id[:8]}")
-        context.add_output_metadata({"status": settled.status, "rows_cancelled": settled.cancelled})
+        # The run ends Canceled by raising, so Dagster drops output metadata: say it in the run's log.
+        context.log.warning(f"Stopped by Terminate: {settled.cancelled} device rows not yet sent are CANCELLED; "
+                            f"bulk change {info.id} is {settled.status}"
+                            + (f" with {settled.unfinished} rows unfinished (resume finishes them)" if settled.unfinished else ""))
         raise_if_stopping(context)
     result = finalize(database.engine(), info, summaries)
     metadata = {
