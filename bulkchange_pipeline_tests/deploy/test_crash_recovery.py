@@ -645,3 +645,42 @@ def test_graphql_launch_naming_only_the_partition_gets_the_account_tag(fresh: Sh
     tags = shape.instance.get_run_by_id(run_id).tags  # type: ignore[union-attr]
     wait_settled(shape, bc_id, lambda s: s == "PROCESSED", timeout=90)
     assert tags.get(ACCOUNT_TAG) == account_tag_value(shape.sp["jasper"]), tags
+
+
+# --- 4. the daemon crashes while a run works and a submission waits -----------------------------------
+
+
+def test_daemon_killed_mid_run_then_restarted_loses_nothing(fresh: Shape) -> None:
+    """SIGKILL of the daemon (sensors, run queue, run retries) while a run is sending and before a
+    second bulk change is submitted. The run in flight belongs to the code server and finishes by
+    itself; nothing picks up the new submission while the daemon is down; once the daemon is back
+    (``deploy-local restart daemon``, what a supervisor such as Docker's restart policy does), its
+    first sensor ticks find the waiting bulk change (no cursor to lose) and it is processed once."""
+    shape, jasper = fresh, fresh.jasper
+    shape.provider("jasper", batch_size=10, rate_per_second=5.0)
+    first_ids = shape.devices("jasper", 20, "ACTIVATED")
+    jasper.release_applies = True  # the held PUT completes once released: a slow call in flight
+    jasper.hold_when = lambda iccid, _body: iccid == first_ids[2]
+    first = shape.submit("jasper", first_ids, statusUpdate={"status": "DEACTIVATED"})
+    wait_until(lambda: jasper.holder.held, timeout=FINISH_TIMEOUT, what="the first run's third PUT held")
+
+    daemon = read_pid(shape.dep, "daemon")
+    assert daemon and group_alive(daemon)
+    os.killpg(daemon, signal.SIGKILL)
+    wait_until(lambda: not group_alive(daemon), timeout=30, what="the daemon gone")
+    second_ids = shape.devices("jasper", 5, "ACTIVATED")
+    second = shape.submit("jasper", second_ids, statusUpdate={"status": "DEACTIVATED"})
+    jasper.holder.released.set()
+
+    # The run in flight finishes without the daemon; the new submission waits.
+    wait_until(lambda: shape.header(first)[0] == "PROCESSED", timeout=FINISH_TIMEOUT, what="the first bulk change processed")
+    assert shape.header(second)[0] == "NEW" and not shape.runs(second)
+
+    restarted = bulkchange("deploy-local", "restart", "daemon", "--run-dir", str(shape.dep.run_dir), env=dict(os.environ), timeout=180)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    wait_settled(shape, second, lambda s: s == "PROCESSED")
+    for bc_id in (first, second):
+        assert assert_header_is_what_rows_say(shape, bc_id)[0] == "PROCESSED"
+    assert [r.dagster_run.status for r in shape.runs(second)] == [dg.DagsterRunStatus.SUCCESS]
+    assert {i: jasper.puts[i] for i in first_ids + second_ids} == dict.fromkeys(first_ids + second_ids, 1)
+    assert devices_with(shape, first_ids + second_ids, "DEACTIVATED") == 25
