@@ -74,14 +74,15 @@ def _attempt_of(run: dg.DagsterRun) -> int | None:
 
 
 def _newer_run_active(instance: dg.DagsterInstance, run: dg.DagsterRun, partition: str) -> bool:
-    """A later run of the same partition is queued or running: it owns the header now."""
+    """A later run of the same job and partition is queued or running: it owns the header now."""
     records = instance.get_run_records(
         dg.RunsFilter(tags={PARTITION_TAG: partition}, statuses=[
             dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
             dg.DagsterRunStatus.STARTED,
         ]),
     )
-    return any(r.dagster_run.run_id != run.run_id and r.dagster_run.job_name in {j.name for j in MONITORED} for r in records)
+    # Same job only: a reconcile run queued for an async bulk change does not finish a failed processing run's rows.
+    return any(r.dagster_run.run_id != run.run_id and r.dagster_run.job_name == run.job_name for r in records)
 
 
 def _settle(context: dg.RunStatusSensorContext, database: DatabaseResource, *, stop: bool, note: str) -> str:

@@ -338,3 +338,19 @@ def test_terminate_lets_the_call_in_flight_finish_cancels_the_rest_and_ends_canc
     assert sum(sim.puts.values()) == chunk  # the chunk in flight finished; nothing else was sent
     assert get_bulk_change(engine, bc_id)["status"] == "PROCESSED"  # every row final: 10 done, 30 cancelled
     assert any(f"Stopped by Terminate of Dagster run {run.run_id}" in line for line in _logs(engine, bc_id))
+
+
+def test_failure_sensor_leaves_the_header_to_a_newer_run_of_the_same_job(engine, dagster_instance):
+    _, _, bc_id = _half_done(engine)
+    defs = fast_definitions()
+    run, event = _failed_run(dagster_instance, bc_id, {"dagster/will_retry": "false"})
+    reconcile = defs.resolve_job_def("reconcile_async_job")
+    dagster_instance.create_run_for_job(reconcile, tags={"dagster/partition": str(bc_id)}, status=dg.DagsterRunStatus.NOT_STARTED)
+    context = dg.build_run_status_sensor_context("bulk_change_failure_sensor", event, dagster_instance, run).for_run_failure()
+    bulk_change_failure_sensor(context, database=DatabaseResource())
+    assert get_bulk_change(engine, bc_id)["status"] == "ERROR"  # a reconcile run does not finish unsent rows
+    set_bulk_status(engine, bc_id, BulkChangeStatus.PROCESSING)
+    newer = defs.resolve_job_def("process_bulk_change_job")
+    dagster_instance.create_run_for_job(newer, tags={"dagster/partition": str(bc_id)}, status=dg.DagsterRunStatus.NOT_STARTED)
+    bulk_change_failure_sensor(context, database=DatabaseResource())
+    assert get_bulk_change(engine, bc_id)["status"] == "PROCESSING"  # the newer processing run owns it
