@@ -22,6 +22,7 @@ from .pools import ACCOUNT_TAG
 from .resources import CarrierGatewayResource, DatabaseResource
 from .stopping import raise_if_stopping, run_is_stopping, run_stoppably
 
+PROCESS_JOB = "process_bulk_change_job"
 JOB_TAGS = {
     # A run retried by the daemon (run_retries: its worker died) re-runs every step: the default,
     # FROM_FAILURE, counts the mapped apply_batch as done once any copy ran, so the retry re-ran one
@@ -130,7 +131,9 @@ def apply_batch(
 def finalize_bulk_change(context: dg.OpExecutionContext, database: DatabaseResource, info: BulkChangeInfo, summaries: list[dict]) -> str:
     if run_is_stopping(context):
         # Terminate means cancel: the rows not yet sent end CANCELLED, and the run ends Canceled.
-        settled = settle_after_run(database.engine(), info.id, attempt=None, stop=True,
+        # Terminating a processing run cancels what it had not sent; terminating a reconcile pass
+        # only stops its polls (its bulk change's scheduled rows are not the pass's to cancel).
+        settled = settle_after_run(database.engine(), info.id, attempt=None, stop=context.job_name == PROCESS_JOB,
                                    note=f"Stopped by Terminate of Dagster run {context.run_id}",
                                    by=f"dagster:{context.run_id[:8]}")
         # The run ends Canceled by raising, so Dagster drops output metadata: say it in the run's log.

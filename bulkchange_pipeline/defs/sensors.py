@@ -116,8 +116,11 @@ def bulk_change_failure_sensor(context: dg.RunFailureSensorContext, database: Da
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.CANCELED, monitored_jobs=MONITORED,
                       default_status=dg.DefaultSensorStatus.RUNNING)
 def bulk_change_stopped_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource) -> None:
-    """A run stopped by Terminate: its rows not yet sent end CANCELLED and the header says so. The
-    run's own finalize does this when the stop reached a carrier step; this covers a stop that
+    """A run stopped by Terminate: for a processing run its rows not yet sent end CANCELLED, and the
+    header says what the rows say (a stopped reconcile pass cancels nothing: its polls just stop).
+    The run's own finalize does this when the stop reached a carrier step; this covers a stop that
     landed anywhere else (between steps, before any batch). Settling twice changes nothing."""
-    outcome = _settle(context, database, stop=True, note=f"Stopped by Terminate of Dagster run {context.dagster_run.run_id}")
+    run = context.dagster_run
+    outcome = _settle(context, database, stop=run.job_name == process_bulk_change_job.name,
+                      note=f"Stopped by Terminate of Dagster run {run.run_id}")
     context.log.info(outcome)

@@ -354,3 +354,17 @@ def test_failure_sensor_leaves_the_header_to_a_newer_run_of_the_same_job(engine,
     dagster_instance.create_run_for_job(newer, tags={"dagster/partition": str(bc_id)}, status=dg.DagsterRunStatus.NOT_STARTED)
     bulk_change_failure_sensor(context, database=DatabaseResource())
     assert get_bulk_change(engine, bc_id)["status"] == "PROCESSING"  # the newer processing run owns it
+
+
+def test_a_terminated_reconcile_pass_cancels_nothing(engine, dagster_instance):
+    _, _, bc_id = _half_done(engine)
+    job = fast_definitions().resolve_job_def("reconcile_async_job")
+    run = dagster_instance.create_run_for_job(job, tags={"dagster/partition": str(bc_id)}, status=dg.DagsterRunStatus.STARTED)
+    dagster_instance.report_run_canceling(run)
+    dagster_instance.report_run_canceled(dagster_instance.get_run_by_id(run.run_id))
+    run = dagster_instance.get_run_by_id(run.run_id)
+    [record] = dagster_instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_CANCELED).records
+    context = dg.build_run_status_sensor_context("bulk_change_stopped_sensor", record.event_log_entry.dagster_event,
+                                                 dagster_instance, run)
+    bulk_change_stopped_sensor(context, database=DatabaseResource())
+    assert [r.status for r in _rows(engine, bc_id)] == ["PROCESSED"] * 2 + ["PROCESSING"] * 2 + ["NEW"] * 2
