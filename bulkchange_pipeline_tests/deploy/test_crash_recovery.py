@@ -101,7 +101,7 @@ from .test_deploy_local import _pg_env, bulkchange, free_port
 
 PROCESS_JOB, RECONCILE_JOB = "process_bulk_change_job", "reconcile_async_job"
 PARTITION_TAG = "dagster/partition"
-SEED_DEVICES = 220  # per carrier; 80% of them ACTIVATED/active, the states the tests change
+SEED_DEVICES = 260  # per carrier; 80% of them ACTIVATED/active, the states the tests change
 N, BATCH = 30, 10  # kill tests: 3 batches of 10
 FINISH_TIMEOUT = 150.0
 QUIET_SECONDS = 30.0
