@@ -52,10 +52,19 @@ class ParsedFile:
 
 
 def formula_reason(name: str, value: Any) -> str | None:
-    """A reason when a text value would run as a spreadsheet formula (CSV/formula injection)."""
-    if isinstance(value, str) and value[:1] in FORMULA_PREFIXES and not _PLAIN_NUMBER.fullmatch(value):
+    """A reason when a text value would run as a spreadsheet formula (CSV/formula injection).
+
+    The value is judged as it will be stored: the request models strip surrounding whitespace
+    (``str.strip``, which includes NBSP and line breaks), so ``" =2+2"`` or ``"\n=cmd"`` is checked as
+    ``"=2+2"``. A leading tab or carriage return is refused as it stands (a spreadsheet reads it
+    as a cell break or formula lead-in)."""
+    if not isinstance(value, str):
+        return None
+    kept = value.strip()
+    lead = value[:1] if value[:1] in ("\t", "\r") else kept[:1]
+    if lead in FORMULA_PREFIXES and not _PLAIN_NUMBER.fullmatch(kept):
         return (
-            f"{name} value {value[:40]!r} starts with {value[0]!r}: values that a spreadsheet would run "
+            f"{name} value {value[:40]!r} starts with {lead!r}: values that a spreadsheet would run "
             "as a formula are refused"
         )
     return None

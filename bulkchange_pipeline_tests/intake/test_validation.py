@@ -182,3 +182,19 @@ def test_formula_in_payload_refuses_every_row(engine: sa.Engine, seed: DemoSeed)
     req = _request(seed, "jasper", ChangeType.EDIT_USERNAME_COST_CENTER, [jasper(1), jasper(2)], costCenter="@cmd")
     report = validate_request(engine, seed.tenant_id, req)
     assert len(report.errors) == 2 and all("formula" in e.reason for e in report.errors)
+
+
+@pytest.mark.parametrize("hidden", [" =2+2", "\n=cmd", "\u00a0@SUM(1)", "  +HYPERLINK(1)", "\r\n-2+3"])
+def test_formula_behind_whitespace_is_refused_as_it_would_be_stored(engine: sa.Engine, seed: DemoSeed, hidden: str) -> None:
+    """The models strip surrounding whitespace, so the check judges the stripped value (was: the
+    leading space passed the check and ``=2+2`` reached Jasper's accountCustom1)."""
+    req = _request(seed, "jasper", ChangeType.EDIT_USERNAME_COST_CENTER, [jasper(1), jasper(2)], costCenter=hidden)
+    report = validate_request(engine, seed.tenant_id, req)
+    assert len(report.errors) == 2 and all("formula" in e.reason for e in report.errors), [e.reason for e in report.errors]
+    assert all(r.status.value == "ERROR" for r in report.rows)  # stored as refusals, never sent
+
+
+def test_text_that_only_looks_like_a_number_or_has_inner_signs_is_kept(engine: sa.Engine, seed: DemoSeed) -> None:
+    req = _request(seed, "jasper", ChangeType.EDIT_USERNAME_COST_CENTER, [jasper(1)], costCenter=" +1 555 0100 ", username="a=b")
+    report = validate_request(engine, seed.tenant_id, req)
+    assert report.errors == [], [e.reason for e in report.errors]
