@@ -174,3 +174,33 @@ def test_read_request_file_detects_kind(tmp_path) -> None:
     assert read_request_file(c, change_type="1", service_provider_id=1).kind == "csv"
     with pytest.raises(IntakeError, match="cannot read"):
         read_request_file(tmp_path / "missing.csv")
+
+
+# --- the formula guard judges what will be stored (issue 15 §1), as a property ---------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from bulkchange_pipeline.intake.parsing import FORMULA_PREFIXES, formula_reason  # noqa: E402
+
+_SPACE = st.text(alphabet=st.sampled_from(" \n\u00a0\u2003\u3000\x0b\x0c\u2028"), min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pad=_SPACE, lead=st.sampled_from([p for p in FORMULA_PREFIXES if p not in "\t\r"]),
+       rest=st.text(min_size=0, max_size=20), tail=_SPACE)
+def test_whitespace_never_hides_a_formula(pad: str, lead: str, rest: str, tail: str) -> None:
+    """Whatever whitespace the models strip around a value, the guard decides as for the stripped value."""
+    value = pad + lead + rest + tail
+    assert bool(formula_reason("x", value)) == bool(formula_reason("x", value.strip()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=30))
+def test_the_guard_never_raises_and_refuses_every_stored_formula_lead(value: str) -> None:
+    """Any text, lone surrogates and zero-width characters included: a reason or None, never an
+    exception; a value that would be stored starting with = + - @ (not a plain number) is refused."""
+    reason = formula_reason("x", value)
+    kept = value.strip()
+    if kept[:1] in ("=", "@"):
+        assert reason is not None

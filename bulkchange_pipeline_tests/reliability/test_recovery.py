@@ -39,8 +39,8 @@ from bulkchange_pipeline.store.operations import (
 from bulkchange_pipeline.store.schema import bulk_change_log, device_change
 
 from ..defs.harness import FAST_CARRIERS, fast_definitions, sensor_then_runs
-from ..factories import JASPER_KEY, JASPER_USER, make_account, make_bulk_change, make_devices
-from .common import HoldingJasper, wait_until
+from ..factories import make_account, make_bulk_change, make_devices
+from .common import wait_until
 
 S = DeviceChangeStatus
 STATUS = {"status": "DEACTIVATED"}
@@ -202,17 +202,23 @@ def test_failure_sensor_waits_for_a_retry_and_otherwise_marks_unfinished_work_er
     assert get_bulk_change(engine, bc_id)["status"] == "ERROR"
 
 
+def _terminated_run(instance: dg.DagsterInstance, job_name: str, bc_id: int) -> dg.DagsterRun:
+    """A started run of ``job_name`` for the partition, terminated (CANCELING, then CANCELED), and
+    ``bulk_change_stopped_sensor`` evaluated on it."""
+    job = fast_definitions().resolve_job_def(job_name)
+    run = instance.create_run_for_job(job, tags={"dagster/partition": str(bc_id)}, status=dg.DagsterRunStatus.STARTED)
+    instance.report_run_canceling(run)
+    instance.report_run_canceled(instance.get_run_by_id(run.run_id))
+    run = instance.get_run_by_id(run.run_id)
+    [record] = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_CANCELED).records
+    context = dg.build_run_status_sensor_context("bulk_change_stopped_sensor", record.event_log_entry.dagster_event, instance, run)
+    bulk_change_stopped_sensor(context, database=DatabaseResource())
+    return run
+
+
 def test_stopped_sensor_cancels_what_was_not_sent(engine, dagster_instance):
     _, _, bc_id = _half_done(engine)
-    job = fast_definitions().resolve_job_def("process_bulk_change_job")
-    run = dagster_instance.create_run_for_job(job, tags={"dagster/partition": str(bc_id)}, status=dg.DagsterRunStatus.STARTED)
-    dagster_instance.report_run_canceling(run)
-    dagster_instance.report_run_canceled(dagster_instance.get_run_by_id(run.run_id))
-    run = dagster_instance.get_run_by_id(run.run_id)
-    [record] = dagster_instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_CANCELED).records
-    context = dg.build_run_status_sensor_context("bulk_change_stopped_sensor", record.event_log_entry.dagster_event,
-                                                 dagster_instance, run)
-    bulk_change_stopped_sensor(context, database=DatabaseResource())
+    run = _terminated_run(dagster_instance, "process_bulk_change_job", bc_id)
     assert [r.status for r in _rows(engine, bc_id)] == ["PROCESSED"] * 2 + ["PROCESSING"] * 2 + ["CANCELLED"] * 2
     # The two claimed rows may have reached the carrier: the header says unfinished, resume checks them.
     assert get_bulk_change(engine, bc_id)["status"] == "ERROR"
@@ -220,15 +226,6 @@ def test_stopped_sensor_cancels_what_was_not_sent(engine, dagster_instance):
 
 
 # --- 3. resume: a crashed bulk change finishes, nothing applied twice ------------------------------
-
-
-@pytest.fixture
-def held_jasper(monkeypatch):
-    sim = HoldingJasper({JASPER_USER: JASPER_KEY}, rate_per_second=0, max_concurrency=8)
-    monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_USERNAME", JASPER_USER)
-    monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_SECRET", JASPER_KEY)
-    with sim.run_in_thread() as handle:
-        yield sim, handle.base_url
 
 
 def _jasper_devices(engine, sim, base_url, n, **account):
@@ -239,8 +236,8 @@ def _jasper_devices(engine, sim, base_url, n, **account):
     return ids, devices
 
 
-def test_resume_through_cli_and_api_finishes_a_crashed_bulk_change_once(engine, dagster_instance, held_jasper, db_url, monkeypatch):
-    sim, base_url = held_jasper
+def test_resume_through_cli_and_api_finishes_a_crashed_bulk_change_once(engine, dagster_instance, jasper, carrier_env, db_url, monkeypatch):
+    sim, base_url = jasper
     ids, devices = _jasper_devices(engine, sim, base_url, 6)
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, STATUS)
     rows = [r.id for r in _rows(engine, bc_id)]
@@ -275,8 +272,8 @@ def test_resume_through_cli_and_api_finishes_a_crashed_bulk_change_once(engine, 
 # --- 4. cancel reaches a batch that has started ------------------------------------------------------
 
 
-def test_cancel_reaches_a_running_batch_within_one_chunk(engine, held_jasper):
-    sim, base_url = held_jasper
+def test_cancel_reaches_a_running_batch_within_one_chunk(engine, jasper, carrier_env):
+    sim, base_url = jasper
     ids, devices = _jasper_devices(engine, sim, base_url, 300, rate_per_second=5.0, max_concurrency=1, batch_size=300)
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, STATUS)
     info = load_bulk_change(engine, bc_id)
@@ -358,13 +355,5 @@ def test_failure_sensor_leaves_the_header_to_a_newer_run_of_the_same_job(engine,
 
 def test_a_terminated_reconcile_pass_cancels_nothing(engine, dagster_instance):
     _, _, bc_id = _half_done(engine)
-    job = fast_definitions().resolve_job_def("reconcile_async_job")
-    run = dagster_instance.create_run_for_job(job, tags={"dagster/partition": str(bc_id)}, status=dg.DagsterRunStatus.STARTED)
-    dagster_instance.report_run_canceling(run)
-    dagster_instance.report_run_canceled(dagster_instance.get_run_by_id(run.run_id))
-    run = dagster_instance.get_run_by_id(run.run_id)
-    [record] = dagster_instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_CANCELED).records
-    context = dg.build_run_status_sensor_context("bulk_change_stopped_sensor", record.event_log_entry.dagster_event,
-                                                 dagster_instance, run)
-    bulk_change_stopped_sensor(context, database=DatabaseResource())
+    _terminated_run(dagster_instance, "reconcile_async_job", bc_id)
     assert [r.status for r in _rows(engine, bc_id)] == ["PROCESSED"] * 2 + ["PROCESSING"] * 2 + ["NEW"] * 2
