@@ -8,7 +8,9 @@ from .enums import (
     DeviceChangeStatus,
     Integration,
     PortalType,
+    bulk_status_detail,
     derive_bulk_status,
+    refused_detail,
 )
 from .identifiers import IdentifierKind, classify, check_eid, check_iccid, check_imei, check_msisdn, luhn_check_digit, luhn_valid, normalize
 from .requests import PAYLOAD_KEYS, BulkChangeRequest, DeviceEntry, build_target, canonical_key
@@ -17,7 +19,7 @@ from .transitions import TRANSITIONS, canonical_status, transition_error
 __all__ = [
     "MATRIX", "Capability", "Handling", "capability", "unsupported_reason",
     "FINAL_DEVICE_STATUSES", "BulkChangeStatus", "ChangeType", "DeviceChangeStatus", "Integration",
-    "PortalType", "derive_bulk_status",
+    "PortalType", "bulk_status_detail", "derive_bulk_status", "refused_detail",
     "IdentifierKind", "classify", "check_eid", "check_iccid", "check_imei", "check_msisdn",
     "luhn_check_digit", "luhn_valid", "normalize",
     "PAYLOAD_KEYS", "BulkChangeRequest", "DeviceEntry", "build_target", "canonical_key",

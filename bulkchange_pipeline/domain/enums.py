@@ -92,7 +92,9 @@ class BulkChangeStatus(str, enum.Enum):
     PROCESSING = "PROCESSING"
     PENDING = "PENDING"  # only asynchronous answers outstanding
     PROCESSED = "PROCESSED"  # every device row final; the counts say how many of each
-    ERROR = "ERROR"  # the run could not finish; unfinished rows stay re-runnable
+    # The run could not finish (unfinished rows stay re-runnable), or nothing was ever sent: every
+    # device was refused at validation (``refused_detail`` says so; nothing to retry or resume).
+    ERROR = "ERROR"
     CANCELLED = "CANCELLED"
 
 
@@ -128,14 +130,40 @@ class Integration(str, enum.Enum):
 _JASPER_FAMILY = {"jasper", "att_cisco_jasper", "att_pod19", "pod19", "t_mobile_jasper", "tmobile_jasper", "rogers"}
 
 
-def derive_bulk_status(counts: dict[str, int], *, has_pending_async: bool = False) -> BulkChangeStatus:
+def refused_detail(counts: dict[str, int]) -> str | None:
+    """"nothing was sent: all N devices were refused at validation" when every row is ERROR, else None.
+
+    Only for a bulk change no run ever claimed a row of (``attempt_count = 0`` everywhere): the
+    header status ERROR says that (``derive_bulk_status(..., attempted=0)``), so callers that hold
+    the header use ``bulk_status_detail``.
+    """
+    total = sum(counts.values())
+    if not total or counts.get(DeviceChangeStatus.ERROR.value, 0) != total:
+        return None
+    if total == 1:
+        return "nothing was sent: its one device was refused at validation"
+    return f"nothing was sent: all {total} devices were refused at validation"
+
+
+def bulk_status_detail(status: str, counts: dict[str, int]) -> str | None:
+    """What the header status alone does not say, for people (API ``statusDetail``, CLI status)."""
+    return refused_detail(counts) if status == BulkChangeStatus.ERROR.value else None
+
+
+def derive_bulk_status(counts: dict[str, int], *, has_pending_async: bool = False, attempted: int | None = None) -> BulkChangeStatus:
     """Derive a bulk change's status from the counts of its device rows by status.
 
-    The header never overrides a device row's result; it only summarises them.
+    The header never overrides a device row's result; it only summarises them. ``attempted``: how
+    many rows a run has claimed (``attempt_count > 0``), where the caller knows it. Every row ERROR
+    and none claimed means nothing was sent (every device was refused at validation): ERROR, not
+    PROCESSED, so the bulk change does not look done. Rows that failed while being processed
+    (``attempted > 0``) leave it PROCESSED like any other finished mix. Unknown (None): PROCESSED.
     """
     total = sum(counts.values())
     if total == 0:
         return BulkChangeStatus.PROCESSED
+    if attempted == 0 and refused_detail(counts) is not None:
+        return BulkChangeStatus.ERROR
     c = {DeviceChangeStatus(k): v for k, v in counts.items() if v}
     if set(c) == {DeviceChangeStatus.CANCELLED}:
         return BulkChangeStatus.CANCELLED

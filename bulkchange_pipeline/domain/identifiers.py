@@ -2,11 +2,29 @@
 
 Each check returns None when the value is valid, else a reason a person can act on, so that
 validation can collect one reason per bad row instead of stopping at the first exception.
+
+What spreadsheets and SIM readers do to identifiers gets a reason that names the fix
+(``spreadsheet_reason``, ``F_PADDED``), on every way in (CSV cells, JSON bodies, bare devices,
+newIccid), since every way in goes through these checks:
+
+- ``8.9011E+18``: a number Excel shortened to scientific notation. Refused: the digits after the
+  first few are gone, so nothing can restore them; format the column as text and paste again.
+- ``'8901...``: a leading apostrophe, Excel's text marker. Refused, with the identifier to send.
+- ``8901...F``: 19 digits and an F, the filler a SIM stores after a 19-digit ICCID (EF_ICCID; some
+  SIM packs print it). Refused, with the identifier to send.
+
+The last two could be normalised without doubt, but they are refused on purpose: a stored device
+row keeps the device's own identifiers, not what was sent, so a silent rewrite would leave no
+record; a refusal that names the exact value to send is one find-and-replace, and a dry run lists
+every such row at once. (Separators people paste, blanks, dashes and a leading +, are removed by
+``normalize`` as before: they are formatting, not part of any identifier.)
 """
 
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Callable
 
 
 class IdentifierKind(str, enum.Enum):
@@ -43,10 +61,49 @@ def normalize(value: str) -> str:
     return v[1:] if v.startswith("+") else v
 
 
+Check = Callable[[str], "str | None"]  # an identifier check: None when valid, else the reason
+_SCIENTIFIC = re.compile(r"\d+(?:[.,]\d*)?[eE]\+?\d+")
+F_PADDED = re.compile(r"\d{19}[fF]")  # a 19-digit ICCID with the SIM's F filler (EF_ICCID)
+
+
+def spreadsheet_reason(label: str, value: str, check: Check) -> str | None:
+    """A reason naming what a spreadsheet did to ``value`` (an identifier ``check`` refused), or None.
+
+    ``check`` judges what is left once the apostrophe is gone, so the reason gives the value to
+    send, or what else is wrong with it."""
+    v = value.strip()
+    if _SCIENTIFIC.fullmatch(v):
+        return (
+            f"{label} {value!r} looks like a number Excel shortened (scientific notation): its last digits are lost; "
+            f"format the column as text and paste the full {label}s again"
+        )
+    rest = v[1:].strip()
+    if v[:1] == "'" and normalize(rest).isdigit() and normalize(rest).isascii():
+        then = check(rest)
+        return (
+            f"{label} {value!r} must contain digits only: it starts with an apostrophe, Excel's text marker; "
+            + (f"remove it and send {normalize(rest)}" if then is None else f"remove it, and then: {then}")
+        )
+    return None
+
+
+def _f_padded_reason(label: str, value: str) -> str | None:
+    v = normalize(value)
+    if not F_PADDED.fullmatch(v):
+        return None
+    then = check_iccid(v[:19])
+    return (
+        f"{label} {value!r} must contain digits only: the trailing F is the filler a SIM stores after a 19-digit "
+        "ICCID (read from the SIM or printed on its pack); "
+        + (f"remove it and send {v[:19]}" if then is None else f"remove it, and then: {then}")
+    )
+
+
 def check_iccid(value: str) -> str | None:
     v = normalize(value)
     if not v.isdigit() or not v.isascii():
-        return f"ICCID {value!r} must contain digits only"
+        return (spreadsheet_reason("ICCID", value, check_iccid) or _f_padded_reason("ICCID", value)
+                or f"ICCID {value!r} must contain digits only")
     if not 19 <= len(v) <= 20:
         return f"ICCID {value!r} must have 19 or 20 digits, has {len(v)}"
     if not luhn_valid(v):
@@ -57,7 +114,7 @@ def check_iccid(value: str) -> str | None:
 def check_imei(value: str) -> str | None:
     v = normalize(value)
     if not v.isdigit() or not v.isascii():
-        return f"IMEI {value!r} must contain digits only"
+        return spreadsheet_reason("IMEI", value, check_imei) or f"IMEI {value!r} must contain digits only"
     if len(v) != 15:
         return f"IMEI {value!r} must have 15 digits, has {len(v)}"
     if not luhn_valid(v):
@@ -68,14 +125,14 @@ def check_imei(value: str) -> str | None:
 def check_eid(value: str) -> str | None:
     v = normalize(value)
     if not v.isdigit() or not v.isascii() or len(v) != 32:
-        return f"EID {value!r} must have exactly 32 digits"
+        return spreadsheet_reason("EID", value, check_eid) or f"EID {value!r} must have exactly 32 digits"
     return None
 
 
 def check_msisdn(value: str) -> str | None:
     v = normalize(value)
     if not v.isdigit() or not v.isascii() or not 10 <= len(v) <= 15:
-        return f"MSISDN {value!r} must have 10 to 15 digits"
+        return spreadsheet_reason("MSISDN", value, check_msisdn) or f"MSISDN {value!r} must have 10 to 15 digits"
     return None
 
 
@@ -97,7 +154,9 @@ def classify(value: str) -> tuple[IdentifierKind | None, str | None]:
     if not v:
         return None, "empty device identifier"
     if not v.isdigit() or not v.isascii():
-        return None, f"device identifier {value!r} must contain digits only"
+        if F_PADDED.fullmatch(v):
+            return IdentifierKind.ICCID, _f_padded_reason("ICCID", value)
+        return None, spreadsheet_reason("device identifier", value, _classify_reason) or f"device identifier {value!r} must contain digits only"
     n = len(v)
     if n in (19, 20):
         return IdentifierKind.ICCID, check_iccid(v)
@@ -111,3 +170,7 @@ def classify(value: str) -> tuple[IdentifierKind | None, str | None]:
         f"device identifier {value!r} has {n} digits: expected an ICCID (19-20), IMEI (15), "
         "EID (32) or MSISDN (10-15)"
     )
+
+
+def _classify_reason(value: str) -> str | None:
+    return classify(value)[1]

@@ -19,7 +19,7 @@ from ..domain import (
     capability,
     derive_bulk_status,
 )
-from ..store.bulk_changes import count_rows_by_status, set_bulk_status
+from ..store.bulk_changes import attempted_if_only_errors, count_rows_by_status, set_bulk_status
 from ..store.device_changes import IdRange, plan_id_ranges
 from ..store.reference import ServiceProviderInfo, get_service_provider
 from ..store.schema import bulk_change, device_change
@@ -108,7 +108,9 @@ def finalize(engine: sa.Engine, info: BulkChangeInfo, batch_summaries: list[dict
     yet due leave it SCHEDULED with the next effective date, so the sensor picks it up then.
     """
     counts = count_rows_by_status(engine, info.id)
-    status = derive_bulk_status(counts, has_pending_async=info.handling is Handling.CARRIER_ASYNC)
+    with engine.connect() as conn:  # every row ERROR and none ever claimed: nothing was sent, ERROR
+        attempted = attempted_if_only_errors(conn, info.id, counts)
+    status = derive_bulk_status(counts, has_pending_async=info.handling is Handling.CARRIER_ASYNC, attempted=attempted)
     next_due = None
     if status is BulkChangeStatus.SCHEDULED:
         with engine.connect() as conn:

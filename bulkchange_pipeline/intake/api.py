@@ -19,13 +19,15 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..domain import PAYLOAD_KEYS, BulkChangeRequest, ChangeType, DeviceChangeStatus
 from ..store import operations as ops
-from ..store.bulk_changes import get_bulk_change, iter_device_results
+from ..store.bulk_changes import IdempotencyConflict, get_bulk_change, iter_device_results
 from ..store.reference import get_service_provider
 from .api_models import (
     PROBLEMS,
@@ -39,6 +41,7 @@ from .api_models import (
     RetryOut,
     SubmitResponse,
     ValidationSummary,
+    capped_stream,
     install_problem_handlers,
     request_body_schema,
 )
@@ -70,16 +73,8 @@ def install_api(app: FastAPI, engine_for_request: EngineFactory, *, limits: Inta
 # --- request bodies -------------------------------------------------------------------------------
 
 
-async def _capped_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiProblem(413, _too_large(int(declared), limit), title="Request body too large")
-    seen = 0
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > limit:
-            raise ApiProblem(413, _too_large(seen, limit), title="Request body too large")
-        yield chunk
+def _capped_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    return capped_stream(request, limit, lambda size: ApiProblem(413, _too_large(size, limit), title="Request body too large"))
 
 
 def _too_large(size: int, limit: int) -> str:
@@ -181,13 +176,46 @@ def _not_found(bulk_change_id: int) -> ApiProblem:
 BulkChangeId = Path(ge=1, le=MAX_ID, description="Bulk change id")
 
 
+def _query_names(dependant: Dependant) -> list[str]:
+    """The query parameters a route declares, by their wire names, its dependencies' included."""
+    names = [f.alias for f in dependant.query_params]
+    for sub in dependant.dependencies:
+        names += [n for n in _query_names(sub) if n not in names]
+    return names
+
+
+def known_query_only(current: Callable[..., Any]) -> Callable[..., Any]:
+    """A router dependency: refuse a query parameter the route does not declare (422, naming it and
+    the ones the route accepts), so that a misspelt ``?pageSize`` or ``?stauts=`` is never silently
+    ignored. It depends on the caller's authentication, so a request without a valid key is still
+    answered 401 first."""
+
+    def check(request: Request, _caller: Caller = Depends(current)) -> None:
+        route = request.scope.get("route")
+        if not isinstance(route, APIRoute) or not request.query_params:
+            return
+        accepted = _query_names(route.dependant)
+        unknown = [name for name in dict.fromkeys(request.query_params.keys()) if name not in accepted]
+        if not unknown:
+            return
+        allowed = ", ".join(accepted) if accepted else "no query parameters"
+        raise ApiProblem(
+            422, f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(repr(n[:40]) for n in unknown[:10])}: "
+            f"{request.method} {route.path} accepts {allowed}", title="Unknown query parameter",
+            errors=[{"loc": ["query", n[:40]], "msg": f"unknown query parameter; accepted: {allowed}"} for n in unknown[:10]],
+        )
+
+    return check
+
+
 # --- routes ---------------------------------------------------------------------------------------
 
 
 def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = IntakeLimits()) -> APIRouter:
     """The intake routes; ``engine_for_request()`` gives the business database engine."""
-    router = APIRouter(tags=["bulk changes"], responses={k: PROBLEMS[k] for k in (401, 422)})
     current = caller_dependency(engine_for_request)
+    router = APIRouter(tags=["bulk changes"], responses={k: PROBLEMS[k] for k in (401, 422)},
+                       dependencies=[Depends(known_query_only(current))])
     json_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": request_body_schema()}}}}
     idem = Header(None, alias="Idempotency-Key", max_length=200, description="Same as the body's idempotencyKey")
 
@@ -203,6 +231,9 @@ def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = Inta
             return submit(engine, caller.tenant_id, req, caller.label, dry_run=dry_run, **kw)
         except RequestRejected as exc:
             raise ApiProblem(422, str(exc), title="Bulk change refused") from None
+        except IdempotencyConflict as exc:
+            raise ApiProblem(409, str(exc), title="Idempotency key reused for a different request",
+                             bulk_change_id=exc.bulk_change_id) from None
 
     def answer(outcome: SubmitOutcome, response: Response) -> SubmitResponse | DryRunResponse:
         if outcome.bulk_change_id is None:
@@ -216,7 +247,7 @@ def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = Inta
         "/bulk-changes", status_code=201, response_model=SubmitResponse, openapi_extra=json_body,
         summary="Submit a bulk change (JSON)",
         responses={200: {"model": SubmitResponse, "description": "Idempotency key seen before: the existing bulk change, nothing new created"},
-                   **{k: PROBLEMS[k] for k in (400, 404, 413, 415)}},
+                   **{k: PROBLEMS[k] for k in (400, 404, 409, 413, 415)}},
     )
     async def submit_json(request: Request, response: Response, caller: Caller = Depends(current),
                           idempotency_key: str | None = idem) -> SubmitResponse | DryRunResponse:
@@ -227,7 +258,7 @@ def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = Inta
 
     @router.post(
         "/bulk-changes:dry-run", response_model=DryRunResponse, openapi_extra=json_body, summary="Validate a bulk change; store nothing",
-        responses={k: PROBLEMS[k] for k in (400, 404, 413, 415)},
+        responses={k: PROBLEMS[k] for k in (400, 404, 409, 413, 415)},
     )
     async def dry_run(request: Request, response: Response, caller: Caller = Depends(current)) -> SubmitResponse | DryRunResponse:
         """The per-device validation report of a request, exactly as a submit would store it."""
@@ -248,7 +279,7 @@ def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = Inta
         "/bulk-changes/csv", status_code=201, response_model=SubmitResponse | DryRunResponse, openapi_extra=csv_body,
         summary="Submit (or dry-run) a bulk change as a CSV upload",
         responses={200: {"model": SubmitResponse | DryRunResponse, "description": "Dry run, or idempotency key seen before"},
-                   **{k: PROBLEMS[k] for k in (400, 404, 413, 415)}},
+                   **{k: PROBLEMS[k] for k in (400, 404, 409, 413, 415)}},
     )
     async def submit_csv(request: Request, response: Response, caller: Caller = Depends(current),
                          dry_run: bool = Query(False, alias="dryRun", description="Only validate; store nothing"),
@@ -294,11 +325,22 @@ def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = Inta
         bulk_change_id: int = BulkChangeId,
         status: DeviceChangeStatus | None = Query(None, description="Only rows with this status"),
         page: int = Query(1, ge=1, le=1_000_000),
-        page_size: int = Query(100, ge=1, le=ops.MAX_PAGE_SIZE),
+        page_size: int | None = Query(None, alias="pageSize", ge=1, le=ops.MAX_PAGE_SIZE,
+                                      description="Rows per page (default 100), as the answer's pageSize"),
+        legacy_page_size: int | None = Query(None, alias="page_size", ge=1, le=ops.MAX_PAGE_SIZE, deprecated=True,
+                                             description="The earlier name of pageSize, still accepted"),
         format: Literal["json", "csv"] | None = Query(None, description="csv: download every (matching) row as CSV"),
         caller: Caller = Depends(current),
     ) -> Any:
-        """JSON pages in row order; the CSV download streams every row (spreadsheet-safe cells)."""
+        """JSON pages in row order; the CSV download streams every row (spreadsheet-safe cells).
+
+        The page size is ``pageSize``, the name the answer uses. ``page_size``, the name this route
+        had first, is still accepted (clients and tests send it) but deprecated; both with different
+        values are refused. Any other query parameter is refused (``known_query_only``)."""
+        if page_size is not None and legacy_page_size is not None and page_size != legacy_page_size:
+            raise ApiProblem(422, f"pageSize={page_size} and page_size={legacy_page_size} differ: send pageSize only",
+                             title="Invalid request")
+        size = page_size or legacy_page_size or 100
         engine = engine_for_request()
         wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
         if wants_csv:
@@ -312,7 +354,7 @@ def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = Inta
                 headers={"Content-Disposition": f'attachment; filename="bulk-change-{bulk_change_id}-devices.csv"'},
             )
         try:
-            found = ops.page_device_results(engine, caller.tenant_id, bulk_change_id, status=status, page=page, page_size=page_size)
+            found = ops.page_device_results(engine, caller.tenant_id, bulk_change_id, status=status, page=page, page_size=size)
         except ops.BulkChangeNotFound:
             raise _not_found(bulk_change_id) from None
         more = found.page * found.page_size < found.total

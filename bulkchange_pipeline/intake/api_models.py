@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -21,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..domain import BulkChangeRequest, ChangeType, DeviceChangeStatus
+from ..domain import BulkChangeRequest, ChangeType, DeviceChangeStatus, bulk_status_detail
 from .submit import SubmitOutcome
 from .validation import ValidationReport
 
@@ -50,6 +51,8 @@ class Problem(ApiModel):
     detail: str = Field(description="What went wrong in this request and what to do about it")
     instance: str | None = Field(None, description="The request path")
     errors: list[dict[str, Any]] | None = Field(None, description="Per-field problems of an invalid request")
+    bulk_change_id: int | None = Field(None, description="The bulk change the problem is about, e.g. the one that "
+                                       "already holds a reused idempotency key (409)")
 
 
 class RowErrorOut(ApiModel):
@@ -90,10 +93,16 @@ class ValidationSummary(ApiModel):
         )
 
 
+STATUS_DETAIL = ("What the status alone does not say, else null: an ERROR bulk change whose every device was refused at "
+                 "validation says 'nothing was sent: all N devices were refused at validation' (nothing to retry or resume: "
+                 "correct the devices and submit again)")
+
+
 class SubmitResponse(ApiModel):
     id: int = Field(description="The bulk change id")
     created: bool = Field(description="False when the idempotency key was used before: nothing new was created")
     status: str = Field(description="Bulk change status")
+    status_detail: str | None = Field(None, description=STATUS_DETAIL)
     message: str
     counts: dict[str, int] = Field(default_factory=dict, description="Device rows by status")
     validation: ValidationSummary | None = Field(None, description="The validation report (absent for a repeated idempotency key)")
@@ -102,7 +111,8 @@ class SubmitResponse(ApiModel):
     def from_outcome(cls, outcome: SubmitOutcome) -> SubmitResponse:
         assert outcome.bulk_change_id is not None and outcome.status is not None
         return cls(
-            id=outcome.bulk_change_id, created=outcome.created, status=outcome.status, message=outcome.message,
+            id=outcome.bulk_change_id, created=outcome.created, status=outcome.status,
+            status_detail=bulk_status_detail(outcome.status, outcome.counts or {}), message=outcome.message,
             counts=outcome.counts or {}, validation=ValidationSummary.from_report(outcome.report) if outcome.report else None,
         )
 
@@ -119,6 +129,7 @@ class BulkChangeOut(ApiModel):
     change_type: int
     change_type_name: str
     status: str
+    status_detail: str | None = Field(None, description=STATUS_DETAIL)
     process_changes: bool
     attempt: int = Field(description="0 for the first run; each retry-failed adds one")
     total: int
@@ -139,7 +150,8 @@ class BulkChangeOut(ApiModel):
             label = str(bc["change_type"])
         return cls(
             id=bc["id"], service_provider_id=bc["service_provider_id"], change_type=bc["change_type"], change_type_name=label,
-            status=bc["status"], process_changes=bc["process_changes"], attempt=bc["attempt"], total=bc["total"],
+            status=bc["status"], status_detail=bulk_status_detail(bc["status"], bc["counts"]),
+            process_changes=bc["process_changes"], attempt=bc["attempt"], total=bc["total"],
             counts=bc["counts"], created_by=bc["created_by"], created_at=bc["created_at"], effective_at=bc["effective_at"],
             processed_at=bc["processed_at"], last_activity_at=last_activity_at, idempotency_key=bc["idempotency_key"],
         )
@@ -241,22 +253,44 @@ def request_body_schema() -> dict[str, Any]:
 class ApiProblem(Exception):
     """An error with a status and a reason a person can act on; answered as a problem document."""
 
-    def __init__(self, status: int, detail: str, *, title: str | None = None, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, status: int, detail: str, *, title: str | None = None, errors: list[dict[str, Any]] | None = None,
+                 bulk_change_id: int | None = None) -> None:
         super().__init__(detail)
         self.status, self.detail, self.title, self.errors = status, detail, title, errors
+        self.bulk_change_id = bulk_change_id
+
+
+async def capped_stream(request: Request, limit: int, too_large: Callable[[int], ApiProblem]) -> AsyncIterator[bytes]:
+    """The request body's chunks, refused with ``too_large(size)`` (a 413) past ``limit`` bytes.
+
+    The one body reader of the app (intake and callbacks). A declared Content-Length over the limit
+    is refused before reading; one that is not a plain ASCII number (``²``, 5000 digits: a server
+    in front usually refuses those first, an ASGI test client does not) is ignored and the bytes
+    are counted as they come, so no header can turn into a 500.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 15 or int(declared) > limit):
+        raise too_large(int(declared) if len(declared) <= 15 else 10**15)
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise too_large(seen)
+        yield chunk
 
 
 def problem_response(request: Request, status: int, detail: str, *, title: str | None = None,
-                     errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+                     errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+                     bulk_change_id: int | None = None) -> JSONResponse:
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Error"
     body = Problem(
         type=f"/problems/{phrase.lower().replace(' ', '-')}", title=title or phrase, status=status, detail=detail,
-        instance=request.url.path, errors=errors,
+        instance=request.url.path, errors=errors, bulk_change_id=bulk_change_id,
     )
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    return JSONResponse(body.model_dump(exclude_none=True, by_alias=True), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -264,7 +298,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiProblem)
-        return problem_response(request, exc.status, exc.detail, title=exc.title, errors=exc.errors)
+        return problem_response(request, exc.status, exc.detail, title=exc.title, errors=exc.errors,
+                                bulk_change_id=exc.bulk_change_id)
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

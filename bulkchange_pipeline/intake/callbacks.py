@@ -17,6 +17,12 @@ Authentication:
   not known yet (the callback beat our own write) is answered 503 so Teal delivers it again; the
   operation-result poll is the fallback either way.
 
+Hostile input: the routes are open to anyone, so whatever they read (the body, Teal's query) goes
+through the intake's own JSON loading and value check (``parsing.load_json``, ``check_values``:
+nesting, NUL, lone surrogates, numbers no column holds) before anything uses it, and request ids
+and device ids longer than the columns are refused. Malformed input is answered 4xx with a problem
+document and logged as one line (``_refusals_logged``), never a 500 with a traceback.
+
 Receiver starts: the router's lifespan records each start of the app serving these routes
 (``store.callbacks.record_receiver_start``) before it serves, and its clean stop. Callbacks sent
 while the receiver was down are refused or lost, so ``async_results_sensor`` polls the rows sent
@@ -34,16 +40,16 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..carriers import parse_callback
+from ..carriers import AsyncOutcome, parse_callback
 from ..carriers.redaction import redact_json
 from ..engine.accounts import credential_env_key, sent_by
 from ..store.callbacks import (
@@ -55,10 +61,16 @@ from ..store.callbacks import (
     store_callback,
 )
 from ..store.db import utcnow
-from .api_models import PROBLEM_JSON, PROBLEMS, CallbackStored, Problem
+from ..store.schema import carrier_callback
+from .api_models import PROBLEM_JSON, PROBLEMS, ApiProblem, CallbackStored, Problem, capped_stream
+from .parsing import IntakeError, check_values, decode_utf8, load_json
 
 MAX_CALLBACK_BYTES = 1_000_000
+MAX_REQUEST_ID: int = cast(sa.String, carrier_callback.c.request_id.type).length or 0  # the columns a stored callback is keyed by
+MAX_DEVICE_KEY: int = cast(sa.String, carrier_callback.c.device_key.type).length or 0
 START_RECORD_RETRY_SECONDS = 5.0
+MALFORMED = "Malformed callback"
+NO_BODY: Any = object()  # what ``_json_body`` answers for an empty body
 log = logging.getLogger(__name__)
 
 
@@ -109,55 +121,185 @@ def callbacks_router(engine_for_request) -> APIRouter:
     router = APIRouter(prefix="/callbacks", tags=["carrier callbacks"], lifespan=receiver_lifespan(engine_for_request))
 
     @router.post("/thingspace", summary="ThingSpace CarrierService callback (one per device)",
-                 response_model=CallbackStored,
-                 responses={**{k: PROBLEMS[k] for k in (400, 401, 413)},
+                 response_model=CallbackStored, openapi_extra=_json_body_doc(THINGSPACE_BODY, required=True),
+                 responses={**{k: PROBLEMS[k] for k in (400, 401, 413, 415)},
                             403: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Forbidden"}})
     async def thingspace(request: Request) -> JSONResponse:
-        payload = await _json_body(request)
-        engine: sa.Engine = engine_for_request()
-        senders = await run_in_threadpool(_thingspace_senders, engine, payload)
-        if not senders:
-            raise HTTPException(status_code=401, detail="callback username/password do not match a ThingSpace account")
-        for request_id in {o.request_id for o in parse_callback("thingspace", payload)}:
-            owner = await run_in_threadpool(request_owner, engine, request_id)
-            if owner is not None and not sent_by(senders, owner.credentials_name):
-                raise HTTPException(status_code=403, detail=f"request {request_id} was not sent with the account these callback credentials belong to")
-        return await run_in_threadpool(_store, engine, "thingspace", payload, senders)
+        return await _refusals_logged("thingspace", _thingspace(request, engine_for_request))
 
-    teal_doc = {"summary": "Teal operation-result callback (?requestId=...)", "response_model": CallbackStored,
-                "responses": {k: PROBLEMS[k] for k in (400, 413, 503)}}
+    def teal_doc(method: str) -> dict[str, Any]:
+        statuses = (400, 413, 415) if method == "POST" else (400,)
+        extra: dict[str, Any] = {"parameters": [TEAL_REQUEST_ID]}
+        if method == "POST":
+            extra.update(_json_body_doc(TEAL_BODY, required=False))
+        return {"summary": "Teal operation-result callback (?requestId=...)", "response_model": CallbackStored,
+                "operation_id": f"teal_callback_{method.lower()}", "openapi_extra": extra,
+                "responses": {**{k: PROBLEMS[k] for k in statuses}, 503: RETRY_LATER}}
 
-    @router.get("/teal", operation_id="teal_callback_get", **teal_doc)
-    @router.post("/teal", operation_id="teal_callback_post", **teal_doc)
+    @router.get("/teal", **teal_doc("GET"))
+    @router.post("/teal", **teal_doc("POST"))
     async def teal(request: Request) -> JSONResponse:
-        payload: dict[str, Any] = {}
-        if request.method == "POST" and int(request.headers.get("content-length") or 0) > 0:
-            body = await _json_body(request)
-            payload = body if isinstance(body, dict) else {"body": body}
-        payload = {**payload, "query": dict(request.query_params)}
-        engine: sa.Engine = engine_for_request()
-        outcomes = parse_callback("teal", payload)
-        if not outcomes:
-            raise HTTPException(status_code=400, detail="no requestId in the callback")
-        owner = await run_in_threadpool(request_owner, engine, outcomes[0].request_id)
-        if owner is None or owner.integration != "teal":
-            raise HTTPException(status_code=503, detail="unknown request id (not recorded yet?); deliver it again later",
-                                headers={"Retry-After": "5"})
-        return await run_in_threadpool(_store, engine, "teal", payload)
+        return await _refusals_logged("teal", _teal(request, engine_for_request))
 
     return router
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > MAX_CALLBACK_BYTES:
-        raise HTTPException(status_code=413, detail="callback body too large")
-    try:
-        import json
+# --- what the routes document (OpenAPI) -----------------------------------------------------------
 
-        return json.loads(raw or b"{}")
-    except ValueError:
-        raise HTTPException(status_code=400, detail="callback body is not JSON") from None
+THINGSPACE_BODY: dict[str, Any] = {
+    "type": "object",
+    "description": "A CarrierService message for one device, with the username/password registered with the callback "
+    "(they are checked and removed before it is stored). Other fields are kept as sent.",
+    "required": ["username", "password", "requestId"],
+    "properties": {
+        "username": {"type": "string"},
+        "password": {"type": "string", "format": "password"},
+        "requestId": {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID},
+        "deviceIds": {"type": "array", "items": {"type": "object", "properties": {
+            "kind": {"type": "string"}, "id": {"type": "string", "maxLength": MAX_DEVICE_KEY}}}},
+        "status": {"type": "string"},
+        "deviceResponse": {"type": "object", "description": "Success: one <action>Response object"},
+        "faultResponse": {"type": "object", "properties": {"faultcode": {"type": "string"}, "faultstring": {"type": "string"}}},
+    },
+}
+TEAL_BODY: dict[str, Any] = {
+    "type": "object", "description": "Optional: Teal's callback names its request id in the query; a requestId here is read too.",
+    "properties": {"requestId": {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID}},
+}
+TEAL_REQUEST_ID: dict[str, Any] = {
+    "name": "requestId", "in": "query", "required": False, "description": "The request id Teal announces a result for",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID},
+}
+RETRY_LATER: dict[str, Any] = {
+    "model": Problem, "content": {PROBLEM_JSON: {}},
+    "description": "Unknown request id (the callback may have beaten our own write): deliver it again later",
+    "headers": {"Retry-After": {"required": True, "description": "Seconds to wait", "schema": {"type": "string"}}},
+}
+
+
+def _json_body_doc(schema: dict[str, Any], *, required: bool) -> dict[str, Any]:
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
+
+
+# --- the routes -----------------------------------------------------------------------------------
+
+
+async def _refusals_logged(integration: str, answer: Awaitable[JSONResponse]) -> JSONResponse:
+    """The route's answer; a refusal (4xx, or 503 for a request id not known yet) is logged as one
+    line, and answered as a problem document by the app's handlers, never with a traceback. The
+    routes are open to anyone: the detail is logged with ``%r`` so that no sent text (line breaks,
+    lone surrogates) can break or forge log lines."""
+    try:
+        return await answer
+    except (ApiProblem, HTTPException) as exc:
+        status = exc.status if isinstance(exc, ApiProblem) else exc.status_code
+        log.log(logging.INFO if status == 503 else logging.WARNING, "%s callback refused (%s): %r", integration, status, str(exc.detail))
+        raise
+
+
+async def _thingspace(request: Request, engine_for_request: Callable[[], sa.Engine]) -> JSONResponse:
+    payload = await _json_body(request)
+    if payload is NO_BODY:
+        raise ApiProblem(400, "the callback body is empty: ThingSpace sends a JSON object", title=MALFORMED)
+    if not isinstance(payload, dict):
+        raise ApiProblem(400, "the callback body must be a JSON object", title=MALFORMED)
+    _check_thingspace_ids(payload)
+    engine: sa.Engine = engine_for_request()
+    senders = await run_in_threadpool(_thingspace_senders, engine, payload)
+    if not senders:
+        raise ApiProblem(401, "callback username/password do not match a ThingSpace account")
+    outcomes = _outcomes("thingspace", payload)
+    for request_id in sorted({o.request_id for o in outcomes}):
+        owner = await run_in_threadpool(request_owner, engine, request_id)
+        if owner is not None and not sent_by(senders, owner.credentials_name):
+            raise ApiProblem(403, f"request {request_id} was not sent with the account these callback credentials belong to")
+    return await run_in_threadpool(_store, engine, "thingspace", payload, outcomes, senders)
+
+
+async def _teal(request: Request, engine_for_request: Callable[[], sa.Engine]) -> JSONResponse:
+    payload: dict[str, Any] = {}
+    if request.method == "POST":
+        body = await _json_body(request)
+        if body is not NO_BODY:
+            payload = body if isinstance(body, dict) else {"body": body}
+    query = dict(request.query_params)
+    _check(query, "the query")
+    payload = {**payload, "query": query}
+    outcomes = _outcomes("teal", payload)
+    engine: sa.Engine = engine_for_request()
+    owner = await run_in_threadpool(request_owner, engine, outcomes[0].request_id)
+    if owner is None or owner.integration != "teal":
+        raise HTTPException(status_code=503, detail="unknown request id (not recorded yet?); deliver it again later",
+                            headers={"Retry-After": "5"})
+    return await run_in_threadpool(_store, engine, "teal", payload, outcomes)
+
+
+def _check_thingspace_ids(payload: dict[str, Any]) -> None:
+    """The ids a CarrierService message is keyed by have the types ThingSpace sends: ``requestId`` a
+    string (or an integer), ``deviceIds`` a list of ``{kind, id}`` objects. Anything else (``1.0``,
+    ``true``, an object) would be stored under its Python spelling, an id nobody sent."""
+    def is_id(value: Any) -> bool:
+        return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+    rid = payload.get("requestId")
+    if rid is not None and not is_id(rid):
+        raise ApiProblem(400, f"requestId must be a string, not {_json_type(rid)}", title=MALFORMED)
+    ids = payload.get("deviceIds")
+    if ids is not None and not (isinstance(ids, list) and all(
+            isinstance(i, dict) and (i.get("id") is None or is_id(i["id"])) and is_id(i.get("kind", "")) for i in ids)):
+        raise ApiProblem(400, "deviceIds must be a list of objects with a string kind and id", title=MALFORMED)
+
+
+def _json_type(value: Any) -> str:
+    return ("a boolean" if isinstance(value, bool) else "a number" if isinstance(value, int | float) else "an array"
+            if isinstance(value, list) else "an object" if isinstance(value, dict) else "null" if value is None else "a string")
+
+
+def _check(value: Any, where: str) -> None:
+    """``parsing.check_values``, the intake's one value check (NUL, lone surrogates, nesting, numbers
+    no column holds), on what a callback sent: refused with a 400 before anything reads it."""
+    try:
+        check_values(value)
+    except IntakeError as exc:
+        raise ApiProblem(400, f"{where}: {exc}", title=MALFORMED) from None
+
+
+async def _json_body(request: Request) -> Any:
+    """The body as checked JSON (``parsing.load_json`` + ``check_values``), read under the byte cap;
+    ``NO_BODY`` when there is none (JSON ``null`` is None)."""
+    too_large = ApiProblem(413, f"the callback body is over {MAX_CALLBACK_BYTES:,} bytes", title="Callback body too large")
+    raw = b"".join([chunk async for chunk in capped_stream(request, MAX_CALLBACK_BYTES, lambda _size: too_large)])
+    if not raw.strip():
+        return NO_BODY
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise ApiProblem(415, f"send the callback body as application/json (got {media[:60]!r})")
+    try:
+        body = load_json(decode_utf8(raw))
+    except IntakeError as exc:
+        raise ApiProblem(400, str(exc).replace("the file", "the callback body"), title=MALFORMED) from None
+    _check(body, "the callback body")
+    return body
+
+
+def _outcomes(integration: str, payload: dict[str, Any]) -> list[AsyncOutcome]:
+    """What the callback reports; 400 when nothing, or when it names a request id or device no stored
+    callback can be keyed by (longer than the columns: never one we sent)."""
+    try:
+        outcomes = parse_callback(integration, payload)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError):  # a field of an unexpected type
+        outcomes = []
+    if not outcomes:
+        what = "no requestId in the callback" if integration == "teal" else f"not a {integration} callback this system understands"
+        raise ApiProblem(400, what, title=MALFORMED)
+    for o in outcomes:
+        if len(o.request_id) > MAX_REQUEST_ID:
+            raise ApiProblem(400, f"the requestId is {len(o.request_id)} characters long; no request id this system "
+                             f"sent is longer than {MAX_REQUEST_ID}", title=MALFORMED)
+        if len(o.device_key) > MAX_DEVICE_KEY:
+            raise ApiProblem(400, f"the device id is {len(o.device_key)} characters long; no device id is longer than "
+                             f"{MAX_DEVICE_KEY}", title=MALFORMED)
+    return outcomes
 
 
 def _thingspace_senders(engine: sa.Engine, payload: Any) -> list[str]:
@@ -172,9 +314,15 @@ def _thingspace_senders(engine: sa.Engine, payload: Any) -> list[str]:
     for name in _thingspace_accounts(engine):
         key = credential_env_key(name)
         want_user, want_pw = os.environ.get(f"{key}_CALLBACK_USERNAME"), os.environ.get(f"{key}_CALLBACK_PASSWORD")
-        if want_user and want_pw and hmac.compare_digest(user, want_user) and hmac.compare_digest(password, want_pw):
+        if want_user and want_pw and _same(user, want_user) and _same(password, want_pw):
             senders.append(name)
     return sorted(senders)
+
+
+def _same(sent: str, want: str) -> bool:
+    """Constant-time comparison of text; as UTF-8 bytes, because ``hmac.compare_digest`` raises
+    TypeError for a str with a non-ASCII character (anyone could send one)."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), want.encode("utf-8", "surrogatepass"))
 
 
 _ACCOUNTS_TTL_SECONDS = 30.0
@@ -193,14 +341,11 @@ def _thingspace_accounts(engine: sa.Engine) -> list[str]:
     return hit[1]
 
 
-def _store(engine: sa.Engine, integration: str, payload: dict[str, Any], senders: list[str] | None = None) -> JSONResponse:
-    outcomes = parse_callback(integration, payload)
-    if not outcomes:
-        raise HTTPException(status_code=400, detail=f"not a {integration} callback this system understands")
+def _store(engine: sa.Engine, integration: str, payload: dict[str, Any], outcomes: list[AsyncOutcome],
+           senders: list[str] | None = None) -> JSONResponse:
     clean = {k: v for k, v in redact_json(payload).items() if k != AUTHENTICATED_AS}  # never the sender's word
     if senders is not None:
         clean[AUTHENTICATED_AS] = senders
-    stored = 0
-    for key in sorted({(o.request_id, o.device_key) for o in outcomes}):
-        stored += store_callback(engine, integration, key[0], key[1], clean)
-    return JSONResponse({"stored": stored, "duplicates": len({(o.request_id, o.device_key) for o in outcomes}) - stored})
+    keys = sorted({(o.request_id, o.device_key) for o in outcomes})
+    stored = sum(store_callback(engine, integration, request_id, device_key, clean) for request_id, device_key in keys)
+    return JSONResponse({"stored": stored, "duplicates": len(keys) - stored})

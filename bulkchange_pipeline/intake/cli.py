@@ -24,12 +24,12 @@ from rich.table import Table
 from ..domain import IdentifierKind, classify, normalize
 from ..store import migrate
 from ..store import reference as ref
-from ..store.bulk_changes import get_bulk_change, iter_device_results
+from ..store.bulk_changes import IdempotencyConflict, get_bulk_change, iter_device_results
 from ..store.db import database_url as default_database_url
 from ..store.db import make_engine
 from ..store.device_changes import device_history_for
 from ..store.seed import seed_demo
-from .parsing import IntakeError, IntakeLimits, read_request_file
+from .parsing import IntakeError, IntakeLimits, read_request_file, text_reason
 from .render import final_count, render_history, render_report, render_status, write_results_csv
 from .submit import submit
 from .validation import RequestRejected
@@ -54,6 +54,26 @@ def console() -> Console:
     return Console(highlight=False)
 
 
+class Text(click.ParamType):
+    """Free text from the command line, refused (exit 2, one line) when it cannot be stored.
+
+    A non-UTF-8 byte in an argument reaches Python as a lone surrogate (PEP 383), which the
+    database or an answer would fail on later; NUL cannot be passed in argv but is checked too.
+    The same ``text_reason`` as every other way in.
+    """
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if reason := text_reason("the value", text):
+            self.fail(reason, param, ctx)
+        return text
+
+
+TEXT = Text()
+
+
 def database_option(f: F) -> F:
     return click.option(
         "--database-url", envvar="BULKCHANGE_DATABASE_URL", default=None,
@@ -62,7 +82,7 @@ def database_option(f: F) -> F:
 
 
 def tenant_option(f: F) -> F:
-    return click.option("--tenant", default="demo", show_default=True, help="Tenant name.")(f)
+    return click.option("--tenant", default="demo", show_default=True, type=TEXT, help="Tenant name.")(f)
 
 
 def friendly_errors(f: F) -> F:
@@ -74,6 +94,8 @@ def friendly_errors(f: F) -> F:
             return f(*args, **kwargs)
         except (IntakeError, RequestRejected) as exc:
             raise InputError(str(exc)) from None
+        except IdempotencyConflict as exc:
+            raise UserError(str(exc)) from None
         except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
             text = str(exc.orig or exc).lower()
             if "no such table" in text or "does not exist" in text and "relation" in text:
@@ -162,9 +184,9 @@ def _request_options(f: F) -> F:
     for decorator in reversed(
         [
             click.argument("file", type=click.Path(dir_okay=False)),
-            click.option("--change-type", "--csv-change-type", "change_type", help="CSV: change type (number or name)."),
-            click.option("--service-provider", help="CSV: service provider id or name."),
-            click.option("--idempotency-key", help="Submitting the same key again creates nothing new."),
+            click.option("--change-type", "--csv-change-type", "change_type", type=TEXT, help="CSV: change type (number or name)."),
+            click.option("--service-provider", type=TEXT, help="CSV: service provider id or name."),
+            click.option("--idempotency-key", type=TEXT, help="Submitting the same key again creates nothing new."),
             click.option("--max-mb", default=50, show_default=True, type=click.IntRange(1), help="File size limit."),
             click.option("--max-rows", default=1_000_000, show_default=True, type=click.IntRange(1), help="Device row limit."),
             tenant_option,
@@ -188,7 +210,7 @@ def _load(engine: sa.Engine, tenant: str, file: str, change_type: str | None, se
 
 @main.command("submit")
 @_request_options
-@click.option("--created-by", default=None, help="Who submits (default: the OS user).")
+@click.option("--created-by", default=None, type=TEXT, help="Who submits (default: the OS user).")
 @friendly_errors
 def submit_command(file: str, created_by: str | None, tenant: str, database_url: str | None, **opts: Any) -> None:
     """Validate FILE (JSON or CSV) and store it as a bulk change; the pipeline picks it up."""
@@ -300,7 +322,7 @@ def results_command(bulk_change_id: int, csv_path: str, tenant: str, database_ur
 
 
 @main.command("history")
-@click.argument("device")
+@click.argument("device", type=TEXT)
 @tenant_option
 @database_option
 @friendly_errors
@@ -353,7 +375,7 @@ def api_key_group() -> None:
 
 
 @api_key_group.command("create")
-@click.option("--name", required=True, help="Who or what uses the key, e.g. ops or portal.")
+@click.option("--name", required=True, type=TEXT, help="Who or what uses the key, e.g. ops or portal.")
 @tenant_option
 @database_option
 @friendly_errors

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ ID_COLUMNS = ("iccid", "imei", "msisdn", "eid", "device")
 HEADER_COLUMNS = {"changeType": "change_type", "serviceProviderId": "service_provider_id", "idempotencyKey": "idempotency_key"}
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?\d[\d .]*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_DEPTH = 50  # no request nests more than a few levels; deeper is an attack, refused before validation
 DATE_KEYS = ("effectiveDate", "effective_date")
 DATE_YEARS = (1900, 9000)
@@ -66,6 +68,28 @@ def formula_reason(name: str, value: Any) -> str | None:
         return (
             f"{name} value {value[:40]!r} starts with {lead!r}: values that a spreadsheet would run "
             "as a formula are refused"
+        )
+    return None
+
+
+def text_reason(name: str, value: str) -> str | None:
+    """A reason when ``value`` is text that cannot be stored and answered as it was sent, else None.
+
+    - NUL: PostgreSQL text cannot hold it.
+    - A lone UTF-16 surrogate (U+D800-U+DFFF): JSON's ``"\\ud800"`` escape or a non-UTF-8 byte in a
+      command-line argument decodes to one; it is valid in a Python str but cannot be encoded as
+      UTF-8, so it would be stored and then fail every answer that shows it.
+
+    The one text check: ``check_values`` applies it to every key and value of a request (JSON and
+    CSV alike), the CLI to its free-text options, the callback routes to what they read.
+    """
+    if "\x00" in value:
+        return f"{name} contains a NUL character; remove it"
+    if found := _SURROGATE.search(value):
+        at = found.start()
+        return (
+            f"{name} contains a lone UTF-16 surrogate (U+{ord(value[at]):04X} at position {at + 1}), which is not a "
+            "character: send the text as valid UTF-8"
         )
     return None
 
@@ -136,22 +160,25 @@ def request_from_dict(body: Any, *, limits: IntakeLimits = IntakeLimits()) -> Bu
 def check_values(node: Any, key: str = "", depth: int = 0) -> None:
     """Refuse values no column can hold, so that the request fails here, with a message, and not
     later in the database with a traceback (CLI) or a 500 (API): integers beyond 64 bits (SQLite
-    raises OverflowError), NUL characters (PostgreSQL text cannot store them), effective dates at
+    raises OverflowError), NaN and infinities (JSON columns cannot hold them), text ``text_reason``
+    refuses (NUL, lone surrogates), effective dates at
     the very ends of the calendar (they cannot be converted to UTC) and nesting deeper than any
     request needs. The one check for every way in: JSON files, JSON bodies and CSV files alike.
     ``key`` is the nearest enclosing key, named in the message.
     """
     if depth > MAX_DEPTH:
         raise IntakeError("the JSON is nested too deeply")
-    if "\x00" in key:
-        raise IntakeError("a key contains a NUL character; remove it")
+    if reason := text_reason("a key", key):
+        raise IntakeError(reason)
     if isinstance(node, bool) or node is None:
         return
     if isinstance(node, int) and abs(node) > MAX_ID:
         raise IntakeError(f"{key or 'a value'}: the number {str(node)[:30]} is too large for any id or value")
+    if isinstance(node, float) and not math.isfinite(node):
+        raise IntakeError(f"{key or 'a value'}: {node} is not a number any field can hold")
     if isinstance(node, str):
-        if "\x00" in node:
-            raise IntakeError(f"{key or 'a value'} contains a NUL character; remove it")
+        if reason := text_reason(key or "a value", node):
+            raise IntakeError(reason)
         if key in DATE_KEYS:
             try:
                 when = datetime.fromisoformat(node.strip())
@@ -248,6 +275,14 @@ def parse_csv(
         if key is None:
             unknown.append(cell.strip() or "(blank)")
         keys.append(key or "")
+    separators = {";": "a spreadsheet set to a language with decimal commas saves ';' as its CSV separator: save the file with "
+                  "',' as the field delimiter, or replace the semicolons with commas",
+                  "\t": "save it as CSV (comma delimited), not as tab-delimited text"}
+    for sep, fix in separators.items():  # one unknown column "iccid;status": the file is not comma-separated
+        if unknown and any(_column_key(part, known_all) for cell in header if sep in cell for part in cell.split(sep)):
+            name = "semicolon" if sep == ";" else "tab"
+            raise IntakeError(f"the file looks {name}-separated (header {', '.join(header)[:80]!r}): separate the columns "
+                              f"with commas; {fix}")
     if unknown:
         raise IntakeError(
             f"unknown column(s): {', '.join(repr(u) for u in unknown)}; an identifier column is one of "

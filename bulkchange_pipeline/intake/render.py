@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..domain import ChangeType, DeviceChangeStatus
+from ..domain import ChangeType, DeviceChangeStatus, bulk_status_detail
 from .validation import ValidationReport, is_carrier_dated
 
 RESULT_COLUMNS = (
@@ -97,6 +97,8 @@ def render_status(console: Console, bc: dict[str, Any], provider_name: str | Non
         f"by {bc['created_by']}"
         + (f", effective {bc['effective_at']:%Y-%m-%d %H:%M}" if bc.get("effective_at") else "")
     )
+    if detail := bulk_status_detail(bc["status"], bc["counts"]):
+        console.print(f"[red]{detail}[/]: correct them (`bulkchange results {bc['id']} --csv -` has each reason) and submit again")
     table = Table()
     table.add_column("status")
     table.add_column("devices", justify="right")

@@ -6,13 +6,15 @@ Refused devices are stored too, as ERROR rows: they are the audit trail of what 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..domain import BulkChangeRequest
+from ..domain import BulkChangeRequest, DeviceEntry, refused_detail
 from ..store.bulk_changes import NewBulkChange, count_rows_by_status, create_bulk_change, find_by_idempotency_key
 from .validation import ValidationReport, validate_request
 
@@ -39,6 +41,45 @@ def stored_request(request: BulkChangeRequest) -> dict[str, Any]:
     return body
 
 
+def request_fingerprint(request: BulkChangeRequest) -> str:
+    """sha256 of the request as it is understood, stored with its idempotency key.
+
+    Two requests have the same fingerprint when they ask for the same change of the same devices:
+    key order, surrounding whitespace, a device as ``"8901..."`` or ``{"device": "8901..."}``, the
+    way in (JSON or CSV) and the idempotency key itself do not count; devices, their order and
+    values, the change type, service provider, payload and processChanges do. Hashed device by
+    device, so a million-device request is never serialised into one string.
+    """
+    digest = hashlib.sha256()
+    header = request.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"devices", "idempotency_key"})
+    digest.update(json.dumps(_stripped(header), sort_keys=True).encode())
+    devices = request.devices
+    for start in range(0, len(devices), 10_000):  # C-speed json.dumps over slices, not one huge string
+        digest.update(json.dumps([_canonical(d) for d in devices[start:start + 10_000]], sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _canonical(device: str | DeviceEntry) -> Any:
+    """A device as the fingerprint sees it: its bare identifier when that is all it has."""
+    if isinstance(device, str):
+        return device.strip()
+    fields = {k: v for k, v in device.__dict__.items() if v is not None}
+    fields.update(device.__pydantic_extra__ or {})
+    if len(fields) == 1 and isinstance(fields.get("device"), str):
+        return fields["device"].strip()
+    return {k: v.strip() if isinstance(v, str) else _stripped(v) for k, v in fields.items()}
+
+
+def _stripped(node: Any) -> Any:
+    if isinstance(node, str):
+        return node.strip()
+    if isinstance(node, dict):
+        return {k: _stripped(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_stripped(v) for v in node]
+    return node
+
+
 def submit(
     engine: sa.Engine,
     tenant_id: int,
@@ -49,11 +90,16 @@ def submit(
     row_errors: Mapping[int, str] | None = None,
     row_numbers: Sequence[int] | None = None,
 ) -> SubmitOutcome:
-    """Validate and (unless ``dry_run``) store; the same idempotency key twice creates nothing new."""
+    """Validate and (unless ``dry_run``) store; the same idempotency key twice creates nothing new.
+
+    A key this tenant used for a different request raises ``IdempotencyConflict``, for a dry run
+    too (it tells the caller before the real submission would be refused).
+    """
     key = request.idempotency_key
-    if key and not dry_run:
-        existing = find_by_idempotency_key(engine, tenant_id, key)
-        if existing:
+    fingerprint = request_fingerprint(request) if key else None
+    if key:
+        existing = find_by_idempotency_key(engine, tenant_id, key, fingerprint)
+        if existing and not dry_run:
             return _already(existing.bulk_change_id, existing.status, engine)
     report = validate_request(engine, tenant_id, request, row_errors=row_errors, row_numbers=row_numbers)
     if dry_run:
@@ -70,6 +116,7 @@ def submit(
             created_by=created_by,
             rows=report.rows,
             idempotency_key=key,
+            request_fingerprint=fingerprint,
         ),
     )
     if not result.created:  # lost a race with a concurrent submission of the same key
@@ -93,4 +140,5 @@ def _summary(report: ValidationReport, head: str) -> str:
         parts.append(f"{report.scheduled} scheduled")
     if report.errors:
         parts.append(f"{len(report.errors)} refused")
-    return f"{head}: " + ", ".join(parts)
+    nothing_sent = refused_detail(report.counts())  # every device refused: the bulk change is ERROR
+    return f"{head}: " + ", ".join(parts) + (f"; {nothing_sent}" if nothing_sent else "")

@@ -54,6 +54,17 @@ def default_archive_root() -> Path:
     return Path(os.environ.get("BULKCHANGE_ARCHIVE_DIR") or data_dir() / "archive")
 
 
+def is_completed() -> sa.ColumnElement[bool]:
+    """A finished bulk change: PROCESSED, CANCELLED, or ERROR with nothing ever sent (every row
+    refused at validation: all rows ERROR, none claimed by a run). An ERROR a run left behind
+    (rows unfinished, to resume) is not finished."""
+    others = sa.exists().where(
+        device_change.c.bulk_change_id == bulk_change.c.id,
+        sa.or_(device_change.c.status != DeviceChangeStatus.ERROR.value, device_change.c.attempt_count > 0),
+    )
+    return sa.or_(bulk_change.c.status.in_(COMPLETED), sa.and_(bulk_change.c.status == BulkChangeStatus.ERROR.value, ~others))
+
+
 def completed_at() -> sa.ColumnElement[Any]:
     """When a bulk change finished; a cancelled one may have no processed_at, so fall back to created_at."""
     return sa.func.coalesce(bulk_change.c.processed_at, bulk_change.c.created_at)
@@ -134,7 +145,7 @@ def archivable(engine: sa.Engine, now: datetime, limit: int = 10_000) -> list[tu
             rows = conn.execute(
                 sa.select(bulk_change.c.id, bulk_change.c.created_at)
                 .where(bulk_change.c.tenant_id == tenant_id, bulk_change.c.deleted_at.is_(None),
-                       bulk_change.c.status.in_(COMPLETED), completed_at() <= cutoff, ~unfinished)
+                       is_completed(), completed_at() <= cutoff, ~unfinished)
                 .order_by(bulk_change.c.id)
                 .limit(limit - len(out))
             ).all()
@@ -211,7 +222,7 @@ def _archive_group(engine: sa.Engine, directory: Path, ids: list[int], now: date
                 raise _Changed(name)
         updated = conn.execute(
             sa.update(bulk_change)
-            .where(bulk_change.c.id.in_(ids), bulk_change.c.deleted_at.is_(None), bulk_change.c.status.in_(COMPLETED))
+            .where(bulk_change.c.id.in_(ids), bulk_change.c.deleted_at.is_(None), is_completed())
             .values(deleted_at=now)
         ).rowcount
         if updated != len(ids):

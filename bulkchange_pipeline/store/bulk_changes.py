@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..domain import BulkChangeStatus, DeviceChangeStatus, derive_bulk_status
+from ..domain import BulkChangeStatus, DeviceChangeStatus, bulk_status_detail, derive_bulk_status
 from .db import run_transaction, utcnow
 from .schema import bulk_change, device_change
 
@@ -46,6 +46,23 @@ class NewBulkChange:
     created_by: str
     rows: Sequence[NewDeviceChange]
     idempotency_key: str | None = None
+    request_fingerprint: str | None = None  # of the normalised request, stored with the key
+
+
+class IdempotencyConflict(Exception):
+    """An idempotency key this tenant already used for a different request (Stripe's semantics).
+
+    Answering the old bulk change would tell the caller that a request it never sent was accepted;
+    so the submission is refused and the message names the bulk change that holds the key.
+    """
+
+    def __init__(self, key: str, bulk_change_id: int) -> None:
+        self.key, self.bulk_change_id = key, bulk_change_id
+        super().__init__(
+            f"idempotency key {key[:80]!r} was already used for bulk change {bulk_change_id} with a different request "
+            "(devices, values, change type, service provider or processChanges differ): send this request with a new "
+            f"key, or resend bulk change {bulk_change_id}'s request unchanged to get it back"
+        )
 
 
 @dataclass
@@ -63,19 +80,22 @@ def initial_status(rows: Sequence[NewDeviceChange]) -> BulkChangeStatus:
     # Validation refusals (ERROR) are final, but nothing was sent yet: they must not make a fresh
     # bulk change look PROCESSING, or the sensor (which starts NEW ones) would never pick it up.
     live = {k: v for k, v in counts.items() if k != DeviceChangeStatus.ERROR.value}
-    return derive_bulk_status(live) if live else BulkChangeStatus.PROCESSED
+    # Every device refused: ERROR, not PROCESSED, so it does not look done; nothing was sent, and
+    # the sensor (NEW and due SCHEDULED only) never starts a run of it.
+    return derive_bulk_status(live) if live else derive_bulk_status(counts, attempted=0)
 
 
 def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
     """Store a bulk change and all its device rows in one transaction.
 
-    With an idempotency key already used by this tenant, returns the existing bulk change and
-    writes nothing (DESIGN R7); a concurrent duplicate loses on the unique constraint and is
-    answered the same way.
+    With an idempotency key already used by this tenant for the same request (same fingerprint),
+    returns the existing bulk change and writes nothing (DESIGN R7); for a different request raises
+    ``IdempotencyConflict``. A concurrent duplicate loses on the unique constraint and is answered
+    the same way.
     """
     new.idempotency_key = (new.idempotency_key or "").strip() or None  # blank means no key
     if new.idempotency_key:
-        existing = find_by_idempotency_key(engine, new.tenant_id, new.idempotency_key)
+        existing = find_by_idempotency_key(engine, new.tenant_id, new.idempotency_key, new.request_fingerprint)
         if existing is not None:
             return existing
 
@@ -98,6 +118,7 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
                 created_at=now,
                 effective_at=min(scheduled) if scheduled else None,
                 idempotency_key=new.idempotency_key,
+                request_fingerprint=new.request_fingerprint if new.idempotency_key else None,
                 processed_at=now if status is BulkChangeStatus.PROCESSED else None,
             )
             .returning(bulk_change.c.id)
@@ -132,7 +153,7 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
         bc_id = run_transaction(engine, work)
     except sa.exc.IntegrityError:
         if new.idempotency_key:
-            existing = find_by_idempotency_key(engine, new.tenant_id, new.idempotency_key)
+            existing = find_by_idempotency_key(engine, new.tenant_id, new.idempotency_key, new.request_fingerprint)
             if existing is not None:
                 return existing
         raise
@@ -141,16 +162,23 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
     return CreateResult(bc_id, True, status.value, counts)
 
 
-def find_by_idempotency_key(engine: sa.Engine, tenant_id: int, key: str) -> CreateResult | None:
-    """This tenant's bulk change submitted with ``key`` (as a not-created result), or None."""
+def find_by_idempotency_key(engine: sa.Engine, tenant_id: int, key: str, fingerprint: str | None) -> CreateResult | None:
+    """This tenant's bulk change submitted with ``key`` (as a not-created result), or None.
+
+    Raises ``IdempotencyConflict`` when that bulk change was stored with another request
+    ``fingerprint``. One stored without a fingerprint (before revision 0007), or a caller without
+    one, has nothing to compare, and is answered as before.
+    """
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(bulk_change.c.id, bulk_change.c.status).where(
+            sa.select(bulk_change.c.id, bulk_change.c.status, bulk_change.c.request_fingerprint).where(
                 bulk_change.c.tenant_id == tenant_id, bulk_change.c.idempotency_key == key
             )
         ).first()
         if row is None:
             return None
+        if fingerprint and row.request_fingerprint and row.request_fingerprint != fingerprint:
+            raise IdempotencyConflict(key, row.id)
         return CreateResult(row.id, False, row.status, _counts(conn, row.id))
 
 
@@ -166,6 +194,18 @@ def _counts(conn: sa.Connection, bulk_change_id: int) -> dict[str, int]:
 def count_rows_by_status(engine: sa.Engine, bulk_change_id: int) -> dict[str, int]:
     with engine.connect() as conn:
         return _counts(conn, bulk_change_id)
+
+
+def attempted_if_only_errors(conn: sa.Connection, bulk_change_id: int, counts: dict[str, int]) -> int | None:
+    """How many rows a run has claimed (``attempt_count > 0``), asked only when every row is ERROR,
+    the one case ``derive_bulk_status(attempted=...)`` needs it for (0: nothing was sent, the
+    header is ERROR); None otherwise, without a query."""
+    if not counts or {k for k, v in counts.items() if v} != {DeviceChangeStatus.ERROR.value}:
+        return None
+    return conn.execute(
+        sa.select(sa.func.count()).select_from(device_change)
+        .where(device_change.c.bulk_change_id == bulk_change_id, device_change.c.attempt_count > 0)
+    ).scalar_one()
 
 
 @dataclass
@@ -242,7 +282,8 @@ def list_due_scheduled(engine: sa.Engine, now: datetime, limit: int) -> list[Que
 
 
 def get_bulk_change(engine: sa.Engine, bulk_change_id: int, tenant_id: int | None = None) -> dict[str, Any] | None:
-    """The bulk change header with live per-status counts, or None (also for another tenant's)."""
+    """The bulk change header with live per-status counts and ``status_detail`` (what the status
+    alone does not say, or None), or None (also for another tenant's)."""
     query = sa.select(bulk_change).where(bulk_change.c.id == bulk_change_id, bulk_change.c.deleted_at.is_(None))
     if tenant_id is not None:
         query = query.where(bulk_change.c.tenant_id == tenant_id)
@@ -253,6 +294,7 @@ def get_bulk_change(engine: sa.Engine, bulk_change_id: int, tenant_id: int | Non
         out = dict(row._mapping)
         out["counts"] = _counts(conn, bulk_change_id)
         out["total"] = sum(out["counts"].values())
+        out["status_detail"] = bulk_status_detail(out["status"], out["counts"])  # e.g. "nothing was sent: ..."
         return out
 
 

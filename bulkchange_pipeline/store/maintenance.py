@@ -172,7 +172,8 @@ class Rebuilt:
 def status_from_rows(facts: RowFacts, *, async_carrier: bool) -> BulkChangeStatus:
     """The header status the rows imply, as the pipeline would have left it with no run in flight.
 
-    - every row final: PROCESSED, or CANCELLED when every row that passed validation was cancelled;
+    - every row final: PROCESSED, or CANCELLED when every row that passed validation was cancelled,
+      or ERROR when every row was refused at validation (none ever claimed: nothing was sent);
     - rows still PROCESSING: PROCESSING, or PENDING for an asynchronous carrier;
     - the newest bulk-level log is a run failure after the last row change: ERROR (re-runnable);
     - otherwise rows wait for a run: NEW (SCHEDULED when only future rows wait). Validation
@@ -182,7 +183,7 @@ def status_from_rows(facts: RowFacts, *, async_carrier: bool) -> BulkChangeStatu
     if not any(DeviceChangeStatus(k) not in (S.PROCESSED, S.API_FAILED, S.ERROR, S.CANCELLED) for k in c):
         if set(c) - {S.ERROR.value} == {S.CANCELLED.value}:
             return BulkChangeStatus.CANCELLED  # as cancel leaves it: validation refusals do not make it PROCESSED
-        return derive_bulk_status(c)
+        return derive_bulk_status(c, attempted=facts.attempted)  # as submit leaves an all-refused one: ERROR
     if c.get(S.PROCESSING.value):
         return derive_bulk_status(c, has_pending_async=async_carrier)
     if facts.last_bulk_log_failed and (facts.last_update is None or facts.last_bulk_log_at >= facts.last_update):

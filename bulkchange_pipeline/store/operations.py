@@ -30,7 +30,9 @@ from ..domain import (
     Integration,
     capability,
     derive_bulk_status,
+    refused_detail,
 )
+from .bulk_changes import attempted_if_only_errors
 from .db import run_transaction, utcnow
 from .device_changes import count_unfinished
 from .schema import bulk_change, bulk_change_log, device_change, service_provider
@@ -158,12 +160,25 @@ def cancel_unsent_rows(conn: sa.Connection, bulk_change_id: int, reason: str) ->
 
 
 def _derived_header(conn: sa.Connection, bulk_change_id: int, change_type: int, integration: str) -> tuple[BulkChangeStatus, dict[str, int]]:
-    """The header status the rows say, CANCELLED when every row that passed validation was cancelled."""
+    """The header status the rows say, CANCELLED when every row that passed validation was cancelled,
+    ERROR when every row was refused at validation (nothing was sent)."""
     counts = _counts(conn, bulk_change_id)
     live = {k: v for k, v in counts.items() if k != S.ERROR.value}
     if live and set(live) == {S.CANCELLED.value}:
         return BulkChangeStatus.CANCELLED, counts
-    return derive_bulk_status(counts, has_pending_async=_is_async(change_type, integration)), counts
+    attempted = attempted_if_only_errors(conn, bulk_change_id, counts)
+    return derive_bulk_status(counts, has_pending_async=_is_async(change_type, integration), attempted=attempted), counts
+
+
+def _nothing_sent(conn: sa.Connection, bulk_change_id: int, counts: dict[str, int]) -> str | None:
+    """"nothing was sent: all N devices were refused at validation" when that is so (every row
+    ERROR, none ever claimed by a run), for refusals of actions that have nothing to act on."""
+    return refused_detail(counts) if attempted_if_only_errors(conn, bulk_change_id, counts) == 0 else None
+
+
+def _resubmit_hint(bulk_change_id: int) -> str:
+    return (f"the reasons are on its device rows (`bulkchange results {bulk_change_id} --csv -`, or GET "
+            f"/bulk-changes/{bulk_change_id}/devices?status=ERROR): correct the devices and submit them as a new bulk change")
 
 
 def _write_header(conn: sa.Connection, bulk_change_id: int, status: BulkChangeStatus, counts: dict[str, int]) -> None:
@@ -194,6 +209,8 @@ def cancel_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
         cancelled = cancel_unsent_rows(conn, bulk_change_id, f"cancelled by {by[:150]}")
         if not cancelled:
             counts = _counts(conn, bulk_change_id)
+            if detail := _nothing_sent(conn, bulk_change_id, counts):
+                raise OperationRefused(f"nothing to cancel: bulk change {bulk_change_id} is {head.status}, {detail}")
             raise OperationRefused(
                 f"nothing to cancel: bulk change {bulk_change_id} is {head.status} and none of its "
                 f"{sum(counts.values())} device rows is waiting to be sent ({_describe(counts)})"
@@ -282,6 +299,10 @@ def resume_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
         head = _header(conn, tenant_id, bulk_change_id, lock=True)
         unfinished = count_unfinished(conn, bulk_change_id)
         counts = _counts(conn, bulk_change_id)
+        if not unfinished and (detail := _nothing_sent(conn, bulk_change_id, counts)):
+            raise OperationRefused(
+                f"nothing to resume: bulk change {bulk_change_id} is {head.status}, {detail}; {_resubmit_hint(bulk_change_id)}"
+            )
         if not unfinished:
             raise OperationRefused(
                 f"nothing to resume: every device row of bulk change {bulk_change_id} is settled or waiting on the carrier "
@@ -317,6 +338,11 @@ def retry_failed(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: 
         requeued = requeue_failed_rows(conn, bulk_change_id, f"retry (attempt {attempt})")
         if not requeued:
             counts = _counts(conn, bulk_change_id)
+            if detail := _nothing_sent(conn, bulk_change_id, counts):
+                raise OperationRefused(
+                    f"nothing to retry: bulk change {bulk_change_id} is {head.status}, {detail} (a refusal fails the same "
+                    f"way every time); {_resubmit_hint(bulk_change_id)}"
+                )
             raise OperationRefused(
                 f"nothing to retry in bulk change {bulk_change_id} ({_describe(counts)}): only API_FAILED rows and rows that "
                 "failed while processing are retried; rows refused at validation need corrected input and a new submission"

@@ -149,6 +149,9 @@ bulk_change = sa.Table(
     sa.Column("effective_at", sa.DateTime),  # earliest effective date of its scheduled rows
     sa.Column("processed_at", sa.DateTime),
     sa.Column("idempotency_key", sa.String(200)),
+    # sha256 of the normalised request (intake.submit.request_fingerprint): the same key with another
+    # request is refused, not answered with this bulk change (None: stored before revision 0007)
+    sa.Column("request_fingerprint", sa.String(64)),
     sa.Column("counts", sa.JSON),  # device rows by status, as of the last finalize
     sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),  # bumped by retry; part of run_key
     sa.Column("deleted_at", sa.DateTime),  # soft delete (archived)

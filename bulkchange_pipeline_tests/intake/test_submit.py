@@ -59,5 +59,6 @@ def test_all_refused_request_is_stored_as_audit_trail(engine: sa.Engine, seed: D
          "iccidImeiChange": {"newImei": "351000000000005"}}
     )
     outcome = submit(engine, seed.tenant_id, req, "test")
-    assert outcome.created and outcome.status == "PROCESSED" and outcome.counts == {"ERROR": 2}
-    assert "0 of 2 devices accepted, 2 refused" in outcome.message
+    # Issue 15 §5: every device refused means nothing was sent; ERROR says so (it was PROCESSED).
+    assert outcome.created and outcome.status == "ERROR" and outcome.counts == {"ERROR": 2}
+    assert "0 of 2 devices accepted, 2 refused; nothing was sent: all 2 devices were refused at validation" in outcome.message

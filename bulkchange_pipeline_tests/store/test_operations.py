@@ -130,7 +130,7 @@ def test_retry_failed_requeues_failed_rows_as_a_new_attempt(engine: sa.Engine, s
 
 def test_retry_refuses_validation_refusals_and_other_tenants(engine: sa.Engine, seed: DemoSeed) -> None:
     bc_id = _submit(engine, seed, ["8901100000000000999", seed.other_iccids[0]])  # both refused at validation
-    assert get_bulk_change(engine, bc_id, seed.tenant_id)["status"] == "PROCESSED"
+    assert get_bulk_change(engine, bc_id, seed.tenant_id)["status"] == "ERROR"  # nothing was sent (issue 15 §5; was PROCESSED)
     with pytest.raises(OperationRefused, match="nothing to retry"):
         retry_failed(engine, seed.tenant_id, bc_id, by="ops")
     assert get_bulk_change(engine, bc_id, seed.tenant_id)["attempt"] == 0  # the refusal rolled back
