@@ -190,6 +190,9 @@ def _explain(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+MAX_IDEMPOTENCY_KEY = 200  # the column's length (store.schema bulk_change.idempotency_key)
+
+
 class DeviceEntry(BaseModel):
     """One device of a request: an identifier plus optional per-device values."""
 
@@ -219,7 +222,7 @@ class BulkChangeRequest(BaseModel):
     change_type: ChangeType = Field(alias="changeType")
     process_changes: bool = Field(True, alias="processChanges")
     portal_type_id: Int64 | None = Field(None, alias="portalTypeId")
-    idempotency_key: str | None = Field(None, alias="idempotencyKey", max_length=200)
+    idempotency_key: str | None = Field(None, alias="idempotencyKey", max_length=MAX_IDEMPOTENCY_KEY)
     devices: list[str | DeviceEntry] = Field(min_length=1, max_length=MAX_DEVICES_PER_REQUEST)
 
     status_update: dict[str, Any] | None = Field(None, alias="statusUpdate")

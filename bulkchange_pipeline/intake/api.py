@@ -48,12 +48,15 @@ from .api_models import (
 from .auth import Caller, caller_dependency
 from .parsing import (
     MAX_ID,
+    MAX_IDEMPOTENCY_KEY,
     IntakeError,
     IntakeLimits,
     decode_utf8,
     load_json,
     parse_csv,
+    plain_int,
     request_from_dict,
+    shown,
 )
 from .render import write_results_csv
 from .submit import SubmitOutcome, submit
@@ -128,11 +131,29 @@ def _with_header_values(body: dict[str, Any], header_key: str | None) -> dict[st
     return body
 
 
+class _Utf8FormParser(MultiPartParser):
+    """Starlette's multipart parser, except that a text field that is not valid UTF-8 is refused.
+
+    Starlette decodes such a field as Latin-1 instead (``_user_safe_decode``), so ``b"\\xff"`` in
+    the idempotencyKey field would be stored as ``"ÿ"``: a value the client never sent. (The file
+    itself is bytes; ``parse_csv`` decodes it with its own, line-numbered error.)
+    """
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise MultiPartException(f"the form field {shown(part.field_name)!r} is not UTF-8 text") from None
+        super().on_part_end()
+
+
 async def _csv_form(request: Request, limits: IntakeLimits) -> tuple[bytes, dict[str, str]]:
     """The uploaded file and the text fields of a multipart form, read under the byte cap."""
     if _media_type(request) != "multipart/form-data":
         raise ApiProblem(415, "upload the CSV as multipart/form-data with a 'file' field (and changeType, serviceProviderId)")
-    parser = MultiPartParser(request.headers, _capped_stream(request, limits.max_bytes + FORM_OVERHEAD), max_files=1, max_fields=10)
+    parser = _Utf8FormParser(request.headers, _capped_stream(request, limits.max_bytes + FORM_OVERHEAD), max_files=1, max_fields=10)
     try:
         form = await parser.parse()
     except MultiPartException as exc:
@@ -217,7 +238,7 @@ def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = Inta
     router = APIRouter(tags=["bulk changes"], responses={k: PROBLEMS[k] for k in (401, 422)},
                        dependencies=[Depends(known_query_only(current))])
     json_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": request_body_schema()}}}}
-    idem = Header(None, alias="Idempotency-Key", max_length=200, description="Same as the body's idempotencyKey")
+    idem = Header(None, alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY, description="Same as the body's idempotencyKey")
 
     def check_provider(engine: sa.Engine, caller: Caller, sp_id: int) -> None:
         if get_service_provider(engine, caller.tenant_id, sp_id) is None:
@@ -287,14 +308,15 @@ def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = Inta
         """One row per device, with the file limits of the CLI (size, rows, UTF-8, known columns)."""
         data, fields = await _csv_form(request, limits)
         sp_text = fields.get("serviceProviderId", "").strip()
-        if sp_text and (not sp_text.isdigit() or int(sp_text) > MAX_ID):
-            raise ApiProblem(422, f"serviceProviderId {sp_text[:30]!r} is not a service provider id", title="Invalid upload")
+        sp_id = plain_int(sp_text) if sp_text else None
+        if sp_text and (sp_id is None or sp_id > MAX_ID):
+            raise ApiProblem(422, f"serviceProviderId {shown(sp_text, 30)!r} is not a service provider id", title="Invalid upload")
         key = fields.get("idempotencyKey") or None
         if idempotency_key and key not in (None, idempotency_key):
             raise ApiProblem(422, "the Idempotency-Key header and the idempotencyKey field differ; send one of them", title="Invalid upload")
         try:
             parsed = await run_in_threadpool(
-                parse_csv, data, change_type=fields.get("changeType") or None, service_provider_id=int(sp_text) if sp_text else None,
+                parse_csv, data, change_type=fields.get("changeType") or None, service_provider_id=sp_id,
                 idempotency_key=key or idempotency_key, limits=limits,
             )
         except IntakeError as exc:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text as RichText
 
 from ..domain import IdentifierKind, classify, normalize
 from ..store import migrate
@@ -29,7 +30,7 @@ from ..store.db import database_url as default_database_url
 from ..store.db import make_engine
 from ..store.device_changes import device_history_for
 from ..store.seed import seed_demo
-from .parsing import IntakeError, IntakeLimits, read_request_file, text_reason
+from .parsing import IntakeError, IntakeLimits, plain_int, read_request_file, text_reason
 from .render import final_count, render_history, render_report, render_status, write_results_csv
 from .submit import submit
 from .validation import RequestRejected
@@ -96,7 +97,7 @@ def friendly_errors(f: F) -> F:
             raise InputError(str(exc)) from None
         except IdempotencyConflict as exc:
             raise UserError(str(exc)) from None
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.DataError) as exc:
             text = str(exc.orig or exc).lower()
             if "no such table" in text or "does not exist" in text and "relation" in text:
                 raise UserError("the database is not initialised: run `bulkchange init-db` first") from None
@@ -127,8 +128,10 @@ def resolve_tenant(engine: sa.Engine, name: str) -> int:
 
 def resolve_service_provider(engine: sa.Engine, tenant_id: int, value: str | None) -> int | None:
     """An id, or the exact (case-insensitive) name or integration of one of the tenant's providers."""
-    if value is None or value.strip().isdigit():
-        return int(value) if value else None
+    if value is None:
+        return None
+    if (number := plain_int(value)) is not None:
+        return number
     sps = ref.list_service_providers(engine, tenant_id)
     matches = [sp for sp in sps if value.strip().lower() in (sp.name.lower(), sp.integration.value)]
     if len(matches) != 1:
@@ -220,7 +223,7 @@ def submit_command(file: str, created_by: str | None, tenant: str, database_url:
     out = console()
     if outcome.report is not None and outcome.report.errors:
         render_report(out, outcome.report, limit=50)
-    out.print(outcome.message)
+    out.print(outcome.message, markup=False)
     if outcome.bulk_change_id is not None:
         out.print(f"follow it with: bulkchange status {outcome.bulk_change_id} --watch")
 
@@ -406,7 +409,7 @@ def api_key_list(tenant: str, database_url: str | None) -> None:
     for col in ("id", "name", "created", "revoked"):
         table.add_column(col)
     for k in keys:
-        table.add_row(str(k.id), k.name, f"{k.created_at:%Y-%m-%d %H:%M}", f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-")
+        table.add_row(str(k.id), RichText(k.name), f"{k.created_at:%Y-%m-%d %H:%M}", f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-")
     console().print(table)
 
 

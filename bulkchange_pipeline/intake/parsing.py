@@ -22,13 +22,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..domain import BulkChangeRequest, ChangeType, DeviceEntry, canonical_key
-from ..domain.requests import FIELD_ALIASES, MAX_ID, TARGET_MODELS
+from ..domain.requests import FIELD_ALIASES, MAX_ID, MAX_IDEMPOTENCY_KEY, TARGET_MODELS
 
 ID_COLUMNS = ("iccid", "imei", "msisdn", "eid", "device")
 HEADER_COLUMNS = {"changeType": "change_type", "serviceProviderId": "service_provider_id", "idempotencyKey": "idempotency_key"}
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?\d[\d .]*")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# C0 controls but tab, line feed and carriage return; DEL; C1 controls. ESC starts terminal escape
+# sequences, U+001C-U+001F are whitespace to str.strip but not to the models' strip.
+_CONTROL = re.compile("[\x01-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_KEY_CONTROL = re.compile("[\x01-\x1f\x7f-\x9f]")
 MAX_DEPTH = 50  # no request nests more than a few levels; deeper is an attack, refused before validation
 DATE_KEYS = ("effectiveDate", "effective_date")
 DATE_YEARS = (1900, 9000)
@@ -72,7 +76,7 @@ def formula_reason(name: str, value: Any) -> str | None:
     return None
 
 
-def text_reason(name: str, value: str) -> str | None:
+def text_reason(name: str, value: str, *, key: bool = False) -> str | None:
     """A reason when ``value`` is text that cannot be stored and answered as it was sent, else None.
 
     - NUL: PostgreSQL text cannot hold it.
@@ -80,17 +84,45 @@ def text_reason(name: str, value: str) -> str | None:
       command-line argument decodes to one; it is valid in a Python str but cannot be encoded as
       UTF-8, so it would be stored and then fail every answer that shows it.
 
+    - Control characters other than tab and line breaks (ESC, U+001C-U+001F, DEL, C1): no device
+      value, identifier or key holds one; ESC would run as a terminal escape wherever the value is
+      printed, and U+001C-U+001F are whitespace to ``str.strip`` (CSV cells) but not to the
+      models' strip (JSON), so the same value would be stored two ways.
+
     The one text check: ``check_values`` applies it to every key and value of a request (JSON and
-    CSV alike), the CLI to its free-text options, the callback routes to what they read.
+    CSV alike), the CLI to its free-text options, the callback routes to what they read. Keys
+    (field names) may not hold tabs or line breaks either.
     """
     if "\x00" in value:
         return f"{name} contains a NUL character; remove it"
+    if found := (_KEY_CONTROL if key else _CONTROL).search(value):
+        return f"{name} contains the control character U+{ord(found.group()):04X} (at position {found.start() + 1}); remove it"
     if found := _SURROGATE.search(value):
         at = found.start()
         return (
             f"{name} contains a lone UTF-16 surrogate (U+{ord(value[at]):04X} at position {at + 1}), which is not a "
             "character: send the text as valid UTF-8"
         )
+    return None
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """``text`` as it may appear in a one-line message: at most ``limit`` characters, and anything
+    not printable (line breaks, controls, surrogates) escaped, so a key or value sent by a client
+    can neither break the line nor run as a terminal escape."""
+    text = text[:limit]
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def plain_int(text: str) -> int | None:
+    """The integer that ``text`` spells in ASCII digits (surrounding whitespace allowed), else None.
+
+    ``str.isdigit`` is true for ``"²"`` and ``"١"``, which ``int()`` then refuses or reads as 1: an
+    id typed in a form field or on the command line is ASCII digits or it is not an id.
+    """
+    text = text.strip()
+    if text.isascii() and text.isdigit() and len(text) <= 19:
+        return int(text)
     return None
 
 
@@ -168,8 +200,9 @@ def check_values(node: Any, key: str = "", depth: int = 0) -> None:
     """
     if depth > MAX_DEPTH:
         raise IntakeError("the JSON is nested too deeply")
-    if reason := text_reason("a key", key):
+    if key and (reason := text_reason("a key", key, key=True)):
         raise IntakeError(reason)
+    key = shown(key)
     if isinstance(node, bool) or node is None:
         return
     if isinstance(node, int) and abs(node) > MAX_ID:
@@ -195,7 +228,7 @@ def check_values(node: Any, key: str = "", depth: int = 0) -> None:
 def explain_validation(exc: ValidationError, limit: int = 10) -> str:
     parts = []
     for err in exc.errors()[:limit]:
-        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("str", "DeviceEntry")))
+        loc = shown(".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("str", "DeviceEntry"))))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "is not a field of a bulk change request"
@@ -409,8 +442,10 @@ def read_request_file(
         )
     parsed = parse_json(data, limits=limits)
     updates: dict[str, Any] = {}
-    if idempotency_key:
-        updates["idempotency_key"] = idempotency_key
+    if idempotency_key and idempotency_key.strip():  # validated like the file's own key (model_copy does not)
+        if len(idempotency_key.strip()) > MAX_IDEMPOTENCY_KEY:
+            raise IntakeError(f"the idempotency key has {len(idempotency_key.strip())} characters; the limit is {MAX_IDEMPOTENCY_KEY}")
+        updates["idempotency_key"] = idempotency_key.strip()
     if service_provider_id is not None and service_provider_id != parsed.request.service_provider_id:
         raise IntakeError(f"the file says serviceProviderId {parsed.request.service_provider_id}, the command line {service_provider_id}")
     try:

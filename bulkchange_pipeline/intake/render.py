@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..domain import ChangeType, DeviceChangeStatus, bulk_status_detail
 from .validation import ValidationReport, is_carrier_dated
@@ -41,14 +43,14 @@ def render_report(console: Console, report: ValidationReport, *, limit: int = 20
         + (f", [red]{len(report.errors)} refused[/]" if report.errors else "")
     )
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     if report.errors:
         table = Table(title="Refused devices", title_justify="left")
         table.add_column("row", justify="right")
         table.add_column("device")
         table.add_column("reason", style="red", overflow="fold")
         for err in report.errors[:limit]:
-            table.add_row(str(err.row), err.identifier[:40], err.reason)
+            table.add_row(str(err.row), Text(err.identifier[:40]), Text(err.reason))
         console.print(table)
         if len(report.errors) > limit:
             console.print(f"... and {len(report.errors) - limit} more refused devices")
@@ -64,9 +66,9 @@ def render_report(console: Console, report: ValidationReport, *, limit: int = 20
         if notes:
             table.add_column("when", overflow="fold")
         for i, r in shown:
-            cells = [str(report.row_numbers[i]), report.identifiers[i][:40], r.status.value, _target_text(r.change_request)]
+            cells = [str(report.row_numbers[i]), Text(report.identifiers[i][:40]), r.status.value, Text(_target_text(r.change_request))]
             if notes:
-                cells.append(_when_text(r))
+                cells.append(Text(_when_text(r)))
             table.add_row(*cells)
         console.print(table)
         if len(accepted) > limit:
@@ -92,9 +94,9 @@ def render_status(console: Console, bc: dict[str, Any], provider_name: str | Non
     except ValueError:
         label = str(bc["change_type"])
     console.print(
-        f"bulk change [bold]{bc['id']}[/]: {label} on {provider_name or bc['service_provider_id']}, "
+        f"bulk change [bold]{bc['id']}[/]: {label} on {escape(str(provider_name or bc['service_provider_id']))}, "
         f"status [bold]{bc['status']}[/], {bc['total']} devices, created {bc['created_at']:%Y-%m-%d %H:%M:%S} "
-        f"by {bc['created_by']}"
+        f"by {escape(bc['created_by'])}"
         + (f", effective {bc['effective_at']:%Y-%m-%d %H:%M}" if bc.get("effective_at") else "")
     )
     if detail := bulk_status_detail(bc["status"], bc["counts"]):
@@ -232,7 +234,7 @@ def write_results_csv(out: IO[str], rows: Iterable[dict[str, Any]]) -> int:
 def render_history(console: Console, device: Any, history: list[dict[str, Any]]) -> None:
     console.print(
         f"device {device.id}: ICCID {device.iccid or '-'}, IMEI {device.imei or '-'}, MSISDN {device.msisdn or '-'}, "
-        f"status {device.status or '-'}"
+        f"status {device.status or '-'}", markup=False,
     )
     if not history:
         console.print("no recorded changes")
@@ -242,7 +244,7 @@ def render_history(console: Console, device: Any, history: list[dict[str, Any]])
         table.add_column(col)
     for h in history:
         table.add_row(
-            f"{h['changed_at']:%Y-%m-%d %H:%M:%S}", h["field"], h["old_value"] or "-", h["new_value"] or "-",
+            f"{h['changed_at']:%Y-%m-%d %H:%M:%S}", Text(h["field"]), Text(h["old_value"] or "-"), Text(h["new_value"] or "-"),
             str(h["bulk_change_id"] or "-"),
         )
     console.print(table)
