@@ -30,7 +30,7 @@ from ..store.db import database_url as default_database_url
 from ..store.db import make_engine
 from ..store.device_changes import device_history_for
 from ..store.seed import seed_demo
-from .parsing import IntakeError, IntakeLimits, plain_int, read_request_file, text_reason
+from .parsing import IntakeError, IntakeLimits, plain_int, read_request_file, shown, text_reason
 from .render import final_count, render_history, render_report, render_status, write_results_csv
 from .submit import submit
 from .validation import RequestRejected
@@ -93,10 +93,10 @@ def friendly_errors(f: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return f(*args, **kwargs)
-        except (IntakeError, RequestRejected) as exc:
-            raise InputError(str(exc)) from None
+        except (IntakeError, RequestRejected) as exc:  # escaped: a reason may quote what the file holds
+            raise InputError(shown(str(exc), 10_000)) from None
         except IdempotencyConflict as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(shown(str(exc), 10_000)) from None
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.DataError) as exc:
             text = str(exc.orig or exc).lower()
             if "no such table" in text or "does not exist" in text and "relation" in text:

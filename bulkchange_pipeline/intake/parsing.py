@@ -402,16 +402,21 @@ def _resolve_header_values(fixed: dict[str, Any], found: dict[str, set[str]]) ->
     out = dict(fixed)
     for name, values in found.items():
         if len(values) > 1:
-            raise IntakeError(f"column {name} must hold the same value on every row; found {', '.join(sorted(values))}")
+            shown_values = ", ".join(shown(v, 40) for v in sorted(values)[:10])
+            raise IntakeError(f"column {name} must hold the same value on every row; found {shown_values}")
         if not values:
             continue
         value = next(iter(values))
         try:
-            parsed: Any = ChangeType.parse(value) if name == "changeType" else int(value) if name == "serviceProviderId" else value
+            if name == "serviceProviderId":
+                if (parsed := plain_int(value)) is None:
+                    raise ValueError(f"{shown(value, 40)!r} is not a service provider id")
+            else:
+                parsed = ChangeType.parse(value) if name == "changeType" else value
         except ValueError as exc:
-            raise IntakeError(f"column {name}: {exc}") from None
+            raise IntakeError(f"column {name}: {shown(str(exc), 300)}") from None
         if out[name] not in (None, parsed):
-            raise IntakeError(f"column {name} says {value} but the command line says {out[name]}")
+            raise IntakeError(f"column {name} says {shown(value, 40)} but the command line says {out[name]}")
         out[name] = parsed
     return out
 

@@ -420,6 +420,8 @@ def test_cli_refuses_clearly_or_round_trips(harness: Harness, db_url: str, tmp_p
         csv_case("dry-run", f"iccid,username\n{iccid[5]},x\n".encode(), sp="\u00b2"),
         csv_case("submit", "iccid,username\nRen\u00e9,x\n".encode("latin-1")),  # not UTF-8
         csv_case("submit", f"iccid,username\n{iccid[6]},x\x00\n".encode()),
+        # found by a random hunt: a header column's values quoted raw in the reason
+        csv_case("submit", f"iccid,username,changeType\n{iccid[7]},dev-1,\x1b\n{iccid[8]},dev-1,10\n".encode()),
     )
     def run(case: CliCase) -> None:
         path = tmp_path / f"request.{case.kind}"
