@@ -32,7 +32,7 @@ class ChangeType(enum.IntEnum):
             return value
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             value = repr(value)  # a JSON true or 4.5 is not a change type; fall through to the error
-        elif isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        elif isinstance(value, str) and not (value.strip().isascii() and value.strip().lstrip("-").isdigit()):
             for member, label in _LABELS.items():
                 if value.strip().lower() in (label.lower(), member.name.lower()):
                     return member

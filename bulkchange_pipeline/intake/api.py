@@ -63,6 +63,7 @@ from .submit import SubmitOutcome, submit
 from .validation import RequestRejected
 
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small form fields around the file
+FORM_FIELDS = ("file", "changeType", "serviceProviderId", "idempotencyKey", "processChanges")
 CSV_CHUNK = 2_000
 EngineFactory = Callable[[], sa.Engine]
 
@@ -163,9 +164,17 @@ async def _csv_form(request: Request, limits: IntakeLimits) -> tuple[bytes, dict
         if not isinstance(upload, UploadFile):
             raise ApiProblem(422, "no file: send the CSV in a multipart field named 'file'", title="Invalid upload")
         data = await upload.read()
+        names = [k for k, _ in form.multi_items()]
         fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
     finally:
         await form.close()
+    # An unknown field (processchanges, a typo) or a repeated one would be ignored or last-wins:
+    # refused, so that what is stored is what was meant.
+    if unknown := [n for n in dict.fromkeys(names) if n not in FORM_FIELDS]:
+        raise ApiProblem(422, f"unknown form field {shown(unknown[0], 40)!r}: the upload takes {', '.join(FORM_FIELDS)}",
+                         title="Invalid upload")
+    if repeated := [n for n in dict.fromkeys(names) if names.count(n) > 1]:
+        raise ApiProblem(422, f"form field {shown(repeated[0], 40)!r} is given more than once; give it once", title="Invalid upload")
     if len(data) > limits.max_bytes:
         raise ApiProblem(413, _too_large(len(data), limits.max_bytes), title="Request body too large")
     return data, fields  # NUL characters and other values no column can hold: parse_csv refuses them
@@ -217,6 +226,10 @@ def known_query_only(current: Callable[..., Any]) -> Callable[..., Any]:
             return
         accepted = _query_names(route.dependant)
         unknown = [name for name in dict.fromkeys(request.query_params.keys()) if name not in accepted]
+        repeated = [name for name in dict.fromkeys(request.query_params.keys()) if len(request.query_params.getlist(name)) > 1]
+        if repeated and not unknown:  # the last one would win silently: ?status=NEW&status=ERROR
+            raise ApiProblem(422, f"query parameter {shown(repeated[0], 40)!r} is given more than once; give it once",
+                             title="Repeated query parameter")
         if not unknown:
             return
         allowed = ", ".join(accepted) if accepted else "no query parameters"
@@ -293,7 +306,9 @@ def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = Inta
             "changeType": {"type": "string", "description": "Change type number or name, unless the CSV has a changeType column"},
             "serviceProviderId": {"type": "string", "pattern": "^[0-9]{1,18}$", "description": "Unless the CSV has a serviceProviderId column"},
             "idempotencyKey": {"type": "string", "maxLength": 200},
+            "processChanges": {"type": "string", "enum": ["true", "false"], "description": "false: store only (default true)"},
         },
+        "additionalProperties": False,
     }}}}}
 
     @router.post(
@@ -311,13 +326,16 @@ def api_router(engine_for_request: EngineFactory, *, limits: IntakeLimits = Inta
         sp_id = plain_int(sp_text) if sp_text else None
         if sp_text and (sp_id is None or sp_id > MAX_ID):
             raise ApiProblem(422, f"serviceProviderId {shown(sp_text, 30)!r} is not a service provider id", title="Invalid upload")
+        process_text = fields.get("processChanges", "true").strip().lower()
+        if process_text not in ("true", "false"):
+            raise ApiProblem(422, f"processChanges {shown(process_text, 20)!r} is not true or false", title="Invalid upload")
         key = fields.get("idempotencyKey") or None
         if idempotency_key and key not in (None, idempotency_key):
             raise ApiProblem(422, "the Idempotency-Key header and the idempotencyKey field differ; send one of them", title="Invalid upload")
         try:
             parsed = await run_in_threadpool(
                 parse_csv, data, change_type=fields.get("changeType") or None, service_provider_id=sp_id,
-                idempotency_key=key or idempotency_key, limits=limits,
+                idempotency_key=key or idempotency_key, limits=limits, process_changes=process_text == "true",
             )
         except IntakeError as exc:
             raise ApiProblem(422, str(exc), title="Invalid CSV file") from None

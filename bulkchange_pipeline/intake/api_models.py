@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..domain import BulkChangeRequest, ChangeType, DeviceChangeStatus, bulk_status_detail
 from .submit import SubmitOutcome
@@ -272,11 +273,15 @@ async def capped_stream(request: Request, limit: int, too_large: Callable[[int],
     if declared.isascii() and declared.isdigit() and (len(declared) > 15 or int(declared) > limit):
         raise too_large(int(declared) if len(declared) <= 15 else 10**15)
     seen = 0
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > limit:
-            raise too_large(seen)
-        yield chunk
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > limit:
+                raise too_large(seen)
+            yield chunk
+    except ClientDisconnect:  # nobody to answer; one line, not two tracebacks (ours and the server's)
+        log.info("%s %s: the client disconnected after %d bytes of its body", request.method, request.url.path, seen)
+        raise ApiProblem(400, "the client disconnected before the request body was complete", title="Incomplete request body") from None
 
 
 def problem_response(request: Request, status: int, detail: str, *, title: str | None = None,

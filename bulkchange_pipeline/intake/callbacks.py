@@ -63,7 +63,7 @@ from ..store.callbacks import (
 from ..store.db import utcnow
 from ..store.schema import carrier_callback
 from .api_models import PROBLEM_JSON, PROBLEMS, ApiProblem, CallbackStored, Problem, capped_stream
-from .parsing import IntakeError, check_values, decode_utf8, load_json
+from .parsing import IntakeError, check_values, decode_utf8, load_json, shown
 
 MAX_CALLBACK_BYTES = 1_000_000
 MAX_REQUEST_ID: int = cast(sa.String, carrier_callback.c.request_id.type).length or 0  # the columns a stored callback is keyed by
@@ -198,6 +198,8 @@ async def _refusals_logged(integration: str, answer: Awaitable[JSONResponse]) ->
 
 
 async def _thingspace(request: Request, engine_for_request: Callable[[], sa.Engine]) -> JSONResponse:
+    if request.query_params:  # ThingSpace posts a body and nothing else; a query would be ignored unseen
+        raise ApiProblem(400, "the ThingSpace callback takes no query parameters", title=MALFORMED)
     payload = await _json_body(request)
     if payload is NO_BODY:
         raise ApiProblem(400, "the callback body is empty: ThingSpace sends a JSON object", title=MALFORMED)
@@ -223,6 +225,8 @@ async def _teal(request: Request, engine_for_request: Callable[[], sa.Engine]) -
         if body is not NO_BODY:
             payload = body if isinstance(body, dict) else {"body": body}
     query = dict(request.query_params)
+    if repeated := [k for k in query if len(request.query_params.getlist(k)) > 1]:  # the last would win silently
+        raise ApiProblem(400, f"the query parameter {shown(repeated[0], 40)!r} is given more than once", title=MALFORMED)
     _check(query, "the query")
     payload = {**payload, "query": query}
     outcomes = _outcomes("teal", payload)

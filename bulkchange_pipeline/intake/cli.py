@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from rich.table import Table
 from rich.text import Text as RichText
 
 from ..domain import IdentifierKind, classify, normalize
+from ..domain.requests import MAX_ID
 from ..store import migrate
 from ..store import reference as ref
 from ..store.bulk_changes import IdempotencyConflict, get_bulk_change, iter_device_results
@@ -67,12 +69,31 @@ class Text(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
+        if found := _ARGV_BYTE.search(text):  # PEP 383: undecodable argv byte 0xNN arrives as U+DCNN
+            self.fail(f"is not valid UTF-8 (byte 0x{ord(found.group()) - 0xDC00:02X}): pass UTF-8 text", param, ctx)
         if reason := text_reason("the value", text):
             self.fail(reason, param, ctx)
         return text
 
 
+class Id(click.ParamType):
+    """A database id: ASCII digits (``int()`` would also take ``1_0`` and ``٣``), 1 to 2**63-1 (past
+    that SQLite raises OverflowError instead of finding nothing)."""
+
+    name = "id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        number = plain_int(str(value))
+        if number is None or not 1 <= number <= MAX_ID:
+            self.fail(f"{shown(str(value), 40)!r} is not an id (a whole number from 1 to {MAX_ID})", param, ctx)
+        return number
+
+
+_ARGV_BYTE = re.compile("[\udc80-\udcff]")
 TEXT = Text()
+ID = Id()
 
 
 def database_option(f: F) -> F:
@@ -243,7 +264,7 @@ def dry_run_command(file: str, limit: int, tenant: str, database_url: str | None
 
 
 @main.command("status")
-@click.argument("bulk_change_id", type=int)
+@click.argument("bulk_change_id", type=ID)
 @click.option("--follow", "--watch", "follow", is_flag=True,
               help="Show a live progress bar (rows done / total, rate, failures) until the bulk change is final.")
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
@@ -301,7 +322,7 @@ def _watch(engine: sa.Engine, tenant_id: int, bc: dict[str, Any], interval: floa
 
 
 @main.command("results")
-@click.argument("bulk_change_id", type=int)
+@click.argument("bulk_change_id", type=ID)
 @click.option("--csv", "csv_path", required=True, help="Output file, or - for standard output.")
 @tenant_option
 @database_option
@@ -414,7 +435,7 @@ def api_key_list(tenant: str, database_url: str | None) -> None:
 
 
 @api_key_group.command("revoke")
-@click.argument("key_id", type=int)
+@click.argument("key_id", type=ID)
 @tenant_option
 @database_option
 @friendly_errors
@@ -429,7 +450,7 @@ def api_key_revoke(key_id: int, tenant: str, database_url: str | None) -> None:
 
 
 @main.command("cancel")
-@click.argument("bulk_change_id", type=int)
+@click.argument("bulk_change_id", type=ID)
 @tenant_option
 @database_option
 @friendly_errors
@@ -454,7 +475,7 @@ def cancel_command(bulk_change_id: int, tenant: str, database_url: str | None) -
 
 
 @main.command("retry-failed")
-@click.argument("bulk_change_id", type=int)
+@click.argument("bulk_change_id", type=ID)
 @tenant_option
 @database_option
 @friendly_errors
@@ -475,7 +496,7 @@ def retry_failed_command(bulk_change_id: int, tenant: str, database_url: str | N
 
 
 @main.command("resume")
-@click.argument("bulk_change_id", type=int)
+@click.argument("bulk_change_id", type=ID)
 @tenant_option
 @database_option
 @friendly_errors
@@ -500,7 +521,7 @@ def resume_command(bulk_change_id: int, tenant: str, database_url: str | None) -
 
 
 @main.command("rebuild-status")
-@click.argument("bulk_change_id", type=int, required=False)
+@click.argument("bulk_change_id", type=ID, required=False)
 @click.option("--all", "all_", is_flag=True, help="Every bulk change of the tenant (not archived).")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @tenant_option

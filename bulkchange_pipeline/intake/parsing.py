@@ -146,19 +146,33 @@ def _check_size(size: int, limits: IntakeLimits) -> None:
 def load_json(text: str) -> Any:
     """``json.loads`` whose every failure is an ``IntakeError`` about "the file" (the API says "the body").
 
-    Besides syntax errors, ``json.loads`` raises ``RecursionError`` for arrays or objects nested
+    A key repeated in one object is refused (``_unique_keys``). Besides syntax errors, ``json.loads`` raises ``RecursionError`` for arrays or objects nested
     deeper than Python's recursion limit and a plain ``ValueError`` for an integer literal longer
     than Python's 4300-digit conversion limit: both are hostile input, not bugs, so both are
     one-line errors like a syntax error instead of a traceback (CLI) or a 500 (API).
     """
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except IntakeError:
+        raise
     except json.JSONDecodeError as exc:
         raise IntakeError(f"the file is not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise IntakeError("the file's JSON is nested too deeply: a request nests a few levels at most") from None
     except ValueError:  # JSONDecodeError is a ValueError too, caught above
         raise IntakeError("the file holds a number of more than 4300 digits, too large for any id or value") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose key repeats is refused: ``json.loads`` would keep the last value silently
+    (``{"serviceProviderId": 1, "serviceProviderId": 2}``), so what is stored would not be what the
+    sender may have meant."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise IntakeError(f"the key {shown(dup, 40)!r} appears twice in one JSON object; send it once")
+    return obj
 
 
 def parse_json(data: bytes | str, *, limits: IntakeLimits = IntakeLimits()) -> ParsedFile:
@@ -270,6 +284,7 @@ def parse_csv(
     service_provider_id: int | None = None,
     idempotency_key: str | None = None,
     limits: IntakeLimits = IntakeLimits(),
+    process_changes: bool = True,
 ) -> ParsedFile:
     """One row per device: an identifier column plus per-row values (wire or snake_case names).
 
@@ -374,6 +389,7 @@ def parse_csv(
             serviceProviderId=resolved["serviceProviderId"],
             changeType=ct,
             idempotencyKey=resolved["idempotencyKey"],
+            processChanges=process_changes,
             devices=entries,
         )
     except ValidationError as exc:
@@ -408,9 +424,10 @@ def _resolve_header_values(fixed: dict[str, Any], found: dict[str, set[str]]) ->
             continue
         value = next(iter(values))
         try:
-            if name == "serviceProviderId":
-                if (parsed := plain_int(value)) is None:
+            if name == "serviceProviderId":  # ASCII digits (not "²"); the model bounds it to 64 bits
+                if not (value.isascii() and value.isdigit()):
                     raise ValueError(f"{shown(value, 40)!r} is not a service provider id")
+                parsed = int(value)
             else:
                 parsed = ChangeType.parse(value) if name == "changeType" else value
         except ValueError as exc:
@@ -439,7 +456,12 @@ def read_request_file(
     except OSError as exc:
         raise IntakeError(f"cannot read {p}: {exc.strerror}") from None
     _check_size(size, limits)
-    data = p.read_bytes()
+    try:  # read under the cap: a pipe or device (/dev/zero) says size 0 and never ends
+        with p.open("rb") as f:
+            data = f.read(limits.max_bytes + 1)
+    except OSError as exc:
+        raise IntakeError(f"cannot read {p}: {exc.strerror}") from None
+    _check_size(len(data), limits)
     is_json = p.suffix.lower() == ".json" or (p.suffix.lower() != ".csv" and data.lstrip()[:1] in (b"{", b"["))
     if not is_json:
         return parse_csv(

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..domain import ChangeType, DeviceChangeStatus, bulk_status_detail
+from .parsing import shown
 from .validation import ValidationReport, is_carrier_dated
 
 RESULT_COLUMNS = (
@@ -50,7 +51,7 @@ def render_report(console: Console, report: ValidationReport, *, limit: int = 20
         table.add_column("device")
         table.add_column("reason", style="red", overflow="fold")
         for err in report.errors[:limit]:
-            table.add_row(str(err.row), Text(err.identifier[:40]), Text(err.reason))
+            table.add_row(str(err.row), Text(shown(err.identifier, 40)), Text(shown(err.reason, 2000)))
         console.print(table)
         if len(report.errors) > limit:
             console.print(f"... and {len(report.errors) - limit} more refused devices")
@@ -61,12 +62,12 @@ def render_report(console: Console, report: ValidationReport, *, limit: int = 20
         table.add_column("device")
         table.add_column("status")
         table.add_column("target", overflow="fold")
-        shown = accepted[:limit]
-        notes = any(r.status_details or r.effective_at for _, r in shown)
+        listed = accepted[:limit]
+        notes = any(r.status_details or r.effective_at for _, r in listed)
         if notes:
             table.add_column("when", overflow="fold")
-        for i, r in shown:
-            cells = [str(report.row_numbers[i]), Text(report.identifiers[i][:40]), r.status.value, Text(_target_text(r.change_request))]
+        for i, r in listed:
+            cells = [str(report.row_numbers[i]), Text(shown(report.identifiers[i], 40)), r.status.value, Text(shown(_target_text(r.change_request), 2000))]
             if notes:
                 cells.append(Text(_when_text(r)))
             table.add_row(*cells)

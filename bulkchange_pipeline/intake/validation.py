@@ -422,8 +422,10 @@ def _to_change(r: _Row, now: datetime, dates: CarrierDates | None = None, carrie
     ids = {"iccid": None, "imei": None, "msisdn": None, "eid": None}
     if d is not None:
         ids = {"iccid": d.iccid, "imei": d.imei, "msisdn": d.msisdn, "eid": d.eid}
-    elif r.kind is not None:
-        ids[r.kind.value] = r.value[:40]
+    elif r.kind is not None and len(sent := r.raw.strip()) <= 40:
+        # a refused identifier as it was sent (not normalised, never cut short): an audit trail
+        # holds what was asked; one too long for the column is kept in change_request["device"] only
+        ids[r.kind.value] = sent
     if r.reason is not None:
         body = r.target if r.target is not None else _jsonable(r.entry.values)
         return NewDeviceChange(

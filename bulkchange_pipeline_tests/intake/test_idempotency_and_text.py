@@ -234,11 +234,13 @@ def test_lone_surrogate_in_a_file_or_an_option_is_a_clean_cli_error(engine: sa.E
     assert "lone UTF-16 surrogate" in from_file.output and "Traceback" not in from_file.output
     good = tmp_path / "g.json"
     good.write_text(json.dumps({"serviceProviderId": 1, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, "devices": ["x"]}))
-    # a non-UTF-8 byte in argv reaches Python as a lone surrogate (PEP 383)
+    # a non-UTF-8 byte in argv reaches Python as a lone surrogate (PEP 383): named as the byte sent
     for option in ("--idempotency-key", "--created-by" if command == "submit" else "--tenant"):
         bad = run(command, str(good), option, "k\udcff")
         assert bad.exit_code == 2, bad.output
-        assert "lone UTF-16 surrogate" in bad.output and "Traceback" not in bad.output
+        assert "not valid UTF-8 (byte 0xFF)" in bad.output and "Traceback" not in bad.output
+        other = run(command, str(good), option, "k\ud800")  # a surrogate no byte decodes to
+        assert other.exit_code == 2 and "lone UTF-16 surrogate" in other.output
     assert table_counts(engine) == before
 
 

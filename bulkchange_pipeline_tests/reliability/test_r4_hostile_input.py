@@ -32,7 +32,7 @@ from fastapi.testclient import TestClient
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bulkchange_pipeline.domain import DeviceChangeStatus, normalize
+from bulkchange_pipeline.domain import DeviceChangeStatus
 from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.intake.cli import main as cli
 from bulkchange_pipeline.simulators.jasper import _json
@@ -144,10 +144,11 @@ def _assert_export_is_spreadsheet_safe(text: str, hostile: list[str]) -> list[di
 
 
 def _hostile_cells(rows: list[tuple[str, str]]) -> list[str]:
-    """The texts the export must neutralise: refused identifiers as stored (normalised, cut to 40
-    characters). The carrier's refusal text is stored after its code ("[10000003] =HYPERLINK..."),
+    """The texts the export must neutralise: refused identifiers as stored, which is as they were
+    sent (issue 15: not normalised, not cut; one longer than the column's 40 characters is kept in
+    the request only). The carrier's refusal text is stored after its code ("[10000003] =HYPERLINK..."),
     so its cell does not start like a formula; the no-dangerous-cell check covers it."""
-    return [normalize(ident)[:40] for ident, _ in rows if ident.lstrip().startswith(("=", "@"))]
+    return [ident.strip() for ident, _ in rows if ident.lstrip().startswith(("=", "@")) and len(ident.strip()) <= 40]
 
 
 def _reasons_ok(rows: list[dict[str, Any]], reasons: dict[str, str]) -> None:
