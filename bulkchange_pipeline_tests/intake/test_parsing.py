@@ -181,7 +181,7 @@ def test_read_request_file_detects_kind(tmp_path) -> None:
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from bulkchange_pipeline.intake.parsing import FORMULA_PREFIXES, formula_reason  # noqa: E402
+from bulkchange_pipeline.intake.parsing import FORMULA_PREFIXES  # noqa: E402
 
 _SPACE = st.text(alphabet=st.sampled_from(" \n\u00a0\u2003\u3000\x0b\x0c\u2028"), min_size=1, max_size=4)
 
