@@ -1,17 +1,18 @@
-"""Carrier clients behind one interface (`base.CarrierAdapter`), and the registry that picks the
-client for a service provider's integration, so the engine never names a carrier module.
+"""Carrier clients behind one interface (`base.CarrierAdapter`), and the one registry that maps an
+integration to its client class, so the engine never names a carrier module.
 
-`BILLING_UPDATES` says which (integration, change type) pairs must also reach the tenant's
-billing (Rev.io) account; for those the engine attaches that account (`CarrierAccount.billing`)
-and the registry hands the carrier's client a Rev.io client as its billing companion.
+Everything per integration is read from the registered class: how to build the adapter
+(`build_adapter`), how its callbacks read (`parse_callback`), and which change types must also
+reach the tenant's billing (Rev.io) account (`updates_billing`; for those the engine attaches that
+account as `CarrierAccount.billing` and the client builds its Rev.io companion from it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
+from ..domain import Integration
 from .base import (
-    EDIT_USERNAME_COST_CENTER,
     AsyncOutcome,
     BusinessCarrierError,
     CarrierAccount,
@@ -23,112 +24,65 @@ from .base import (
     TransientCarrierError,
     WritesDisabledError,
 )
+from .jasper import JasperClient
+from .pond import PondClient
+from .revio import RevioClient
+from .teal import TealClient
+from .telegence import TelegenceClient
+from .thingspace import ThingSpaceClient
 
-
-def _jasper(account: CarrierAccount) -> CarrierAdapter:
-    from .jasper import JasperClient
-
-    return JasperClient(account)
-
-
-def _teal(account: CarrierAccount) -> CarrierAdapter:
-    from .teal import TealClient
-
-    return TealClient(account)
-
-
-def _thingspace(account: CarrierAccount) -> CarrierAdapter:
-    from .thingspace import ThingSpaceClient
-
-    return ThingSpaceClient(account)
-
-
-def _pond(account: CarrierAccount) -> CarrierAdapter:
-    from .pond import PondClient
-
-    return PondClient(account)
-
-
-def _telegence(account: CarrierAccount) -> CarrierAdapter:
-    from .revio import RevioClient
-    from .telegence import TelegenceClient
-
-    billing = RevioClient(account.billing) if account.billing is not None else None
-    return TelegenceClient(account, billing=billing)
-
-
-def _revio(account: CarrierAccount) -> CarrierAdapter:
-    from .revio import RevioClient
-
-    return RevioClient(account)
-
-
-# Integration name -> adapter factory. The Jasper family shares one wire format.
-ADAPTERS: dict[str, Callable[[CarrierAccount], CarrierAdapter]] = {
-    "jasper": _jasper,
-    "att_cisco_jasper": _jasper,
-    "att_pod19": _jasper,
-    "t_mobile_jasper": _jasper,
-    "rogers": _jasper,
-    "thingspace": _thingspace,
-    "teal": _teal,
-    "revio": _revio,
-    "telegence": _telegence,
-    "pond": _pond,
+# The registry: integration -> adapter class, keyed by each class's own `integration`. The Jasper
+# family (AT&T Control Center, POD19, T-Mobile Jasper, Rogers) is one integration to the domain.
+_ADAPTERS: dict[Integration, type[CarrierAdapter]] = {
+    cls.integration: cls
+    for cls in (JasperClient, ThingSpaceClient, TelegenceClient, TealClient, PondClient, RevioClient)
 }
-
-
-# Integration -> change types whose carrier change must also update the line's Rev.io service
-# (DESIGN section 4, "PATCH + Rev update").
-BILLING_UPDATES: dict[str, frozenset[int]] = {
-    "telegence": frozenset({EDIT_USERNAME_COST_CENTER}),
-}
-
-
-def updates_billing(integration: str, change_type: int) -> bool:
-    """True if `change_type` on this integration also updates the tenant's Rev.io account."""
-    return change_type in BILLING_UPDATES.get(integration.strip().lower(), frozenset())
 
 
 class UnknownIntegrationError(CarrierError, ValueError):
     """No client is registered for the service provider's integration."""
 
 
+def _adapter_class(integration: str) -> type[CarrierAdapter] | None:
+    """The registered class for an integration name (any spelling `Integration.parse` reads)."""
+    try:
+        return _ADAPTERS.get(Integration.parse(integration))
+    except ValueError:
+        return None
+
+
 def build_adapter(account: CarrierAccount) -> CarrierAdapter:
     """The adapter for `account.integration` (case-insensitive)."""
-    key = account.integration.strip().lower()
-    factory = ADAPTERS.get(key)
-    if factory is None:
-        known = ", ".join(sorted(ADAPTERS))
+    cls = _adapter_class(account.integration)
+    if cls is None:
+        known = ", ".join(i.value for i in _ADAPTERS)
         raise UnknownIntegrationError(
             f"no carrier client for integration {account.integration!r} "
             f"(service provider {account.service_provider_id}); known: {known}"
         )
-    return factory(account)
+    return cls(account)
 
 
-def parse_callback(integration: str, payload: dict) -> list[AsyncOutcome]:
+def parse_callback(integration: str, payload: dict[str, Any]) -> list[AsyncOutcome]:
     """The outcomes a callback body reports, for the callback endpoint (dedupe keys) and reconcile.
 
     Pure and carrier-specific; raises UnknownIntegrationError for a carrier that has no callbacks.
     """
-    key = integration.strip().lower()
-    if key == "thingspace":
-        from .thingspace_wire import parse_thingspace_callback
+    cls = _adapter_class(integration)
+    if cls is None or cls.callback_name is None:
+        known = ", ".join(i.value for i, c in _ADAPTERS.items() if c.callback_name is not None)
+        raise UnknownIntegrationError(f"{integration!r} sends no callbacks (known: {known})")
+    return cls.parse_callback(payload)
 
-        return parse_thingspace_callback(payload)
-    if key == "teal":
-        from .teal_wire import parse_teal_callback
 
-        return parse_teal_callback(payload)
-    raise UnknownIntegrationError(f"{integration!r} sends no callbacks (known: thingspace, teal)")
+def updates_billing(integration: str, change_type: int) -> bool:
+    """True if `change_type` on this integration also updates the tenant's Rev.io account."""
+    cls = _adapter_class(integration)
+    return cls is not None and change_type in cls.billing_change_types
 
 
 __all__ = [
-    "ADAPTERS",
-    "BILLING_UPDATES",
     "AsyncOutcome",
-    "parse_callback",
     "BusinessCarrierError",
     "CarrierAccount",
     "CarrierAdapter",
@@ -140,5 +94,6 @@ __all__ = [
     "UnknownIntegrationError",
     "WritesDisabledError",
     "build_adapter",
+    "parse_callback",
     "updates_billing",
 ]

@@ -1,9 +1,10 @@
-"""The carrier-neutral interface between the engine and every carrier client.
+"""The carrier port: the one interface between the engine and every carrier client.
 
 The engine only ever sees these types: it builds `DeviceChange` rows, hands a batch to a
 `CarrierAdapter`, and stores the `DeviceResult`s and their `LogEntry`s. Keeping this module free of
 HTTP and of any one carrier's vocabulary is what lets a new carrier be added without touching the
-engine, and lets the engine be tested against any adapter.
+engine, and lets the engine be tested against any adapter. The port speaks the domain's enums
+(`ChangeType`, `DeviceChangeStatus`, `Integration`), so no number or status word is copied here.
 """
 
 from __future__ import annotations
@@ -11,24 +12,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-# ChangeType numbers (DESIGN section 4). The domain layer owns the enum; these plain ints keep the
-# carriers package importable on its own and match the enum's values one for one.
-STATUS_UPDATE = 1
-ACTIVATE_NEW_SERVICE = 2
-ARCHIVAL = 3
-CUSTOMER_RATE_PLAN_CHANGE = 4
-CUSTOMER_ASSIGNMENT = 5
-CARRIER_RATE_PLAN_CHANGE = 7
-CREATE_REV_SERVICE = 8
-CHANGE_ICCID_AND_IMEI = 9
-EDIT_USERNAME_COST_CENTER = 10
+from ..domain import ChangeType, DeviceChangeStatus, Integration
 
-# DeviceResult.status values.
-PROCESSED = "PROCESSED"
-API_FAILED = "API_FAILED"
-PROCESSING = "PROCESSING"
+if TYPE_CHECKING:
+    from .http import CallResult
+
+__all__ = [
+    "AsyncOutcome",
+    "BusinessCarrierError",
+    "CarrierAccount",
+    "CarrierAdapter",
+    "CarrierError",
+    "DeviceChange",
+    "DeviceResult",
+    "LogEntry",
+    "TransientCarrierError",
+    "WritesDisabledError",
+]
 
 
 class CarrierError(Exception):
@@ -98,7 +100,10 @@ class WritesDisabledError(CarrierError):
 @dataclass(frozen=True)
 class CarrierAccount:
     """One service provider's connection settings; the secret comes from the environment, never
-    from the database, and is hidden from repr so it cannot leak through logs or Dagster events."""
+    from the database, and is hidden from repr so it cannot leak through logs or Dagster events.
+
+    `integration` is the service provider's integration as configured (any spelling
+    `Integration.parse` reads, e.g. "rogers" for the Jasper family), so labels keep its name."""
 
     service_provider_id: int
     integration: str
@@ -113,12 +118,12 @@ class CarrierAccount:
     retry_wait_seconds: float = 1.0
     # Further secrets some carriers need (ThingSpace OAuth client_id/client_secret and the callback
     # username/password it echoes; Rev.io subscription_key), keyed in lower case.
-    extra: dict = field(default_factory=dict, repr=False, hash=False, compare=False)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, hash=False, compare=False)
     # Where an async carrier should send callbacks: our callback endpoint's public base URL
     # (the adapter appends /callbacks/{callback_name}).
     callback_base_url: str | None = None
     # The tenant's billing (Rev.io) account, attached by the engine only for a change type whose
-    # carrier must also update billing (`carriers.BILLING_UPDATES`); None otherwise.
+    # carrier must also update billing (`carriers.updates_billing`); None otherwise.
     billing: CarrierAccount | None = field(default=None, repr=False, compare=False, hash=False)
 
 
@@ -144,21 +149,25 @@ class DeviceChange:
     """One device row to apply, built by the engine from a device_change row.
 
     `target` keys: status, carrier_rate_plan, communication_plan, customer_name, username,
-    cost_center, effective_date (ISO string or None).
+    cost_center, effective_date (ISO string or None). `change_type` is always a `ChangeType`
+    (a plain number is converted on construction, so every client compares against the enum).
     """
 
     device_change_id: int
     device_id: int | None
-    change_type: int
+    change_type: ChangeType
     iccid: str | None
     imei: str | None
     msisdn: str | None
     eid: str | None
-    target: dict
+    target: dict[str, Any]
     carrier_request_id: str | None = None  # set for rows an async carrier accepted (for poll/callback matching)
     # Our database's flag: the device's line has an active Rev.io service, so a change that must
     # reach billing too (Telegence EditUsernameCostCenter) updates that service.
     has_active_rev_service: bool = False
+
+    def __post_init__(self) -> None:
+        self.change_type = ChangeType(self.change_type)
 
 
 @dataclass
@@ -166,24 +175,66 @@ class DeviceResult:
     """What happened to one device: PROCESSED, API_FAILED or PROCESSING (async, settled later).
 
     `new_values` are the device columns the carrier now holds, for the engine to write to the
-    device table and the history.
+    device table and the history. `status` is always a `DeviceChangeStatus` (a stored status
+    string is converted on construction).
     """
 
     device_change_id: int
-    status: str
+    status: DeviceChangeStatus
     detail: str
-    new_values: dict
+    new_values: dict[str, Any]
     carrier_request_id: str | None = None
     log: list[LogEntry] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.status = DeviceChangeStatus(self.status)
+
+
+@dataclass
+class AsyncOutcome:
+    """A carrier's final word on one device of an asynchronous request, read from a callback.
+
+    `device_key` is the identifier the carrier reports for the device (ThingSpace: the ICCID, or
+    the IMEI when only that is given; Teal: the EID), or "" when the callback covers the whole
+    request and the result must be fetched (Teal's operation result). `status` is PROCESSED,
+    API_FAILED, or PROCESSING when the callback only says "go fetch the result".
+    """
+
+    request_id: str
+    device_key: str
+    status: DeviceChangeStatus
+    detail: str
+    new_values: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.status = DeviceChangeStatus(self.status)
 
 
 @runtime_checkable
 class CarrierAdapter(Protocol):
-    """What the engine calls. One adapter per carrier account."""
+    """Everything the engine asks of a carrier; one adapter per carrier account.
 
-    integration: str
+    Every client subclasses this Protocol explicitly and so inherits the defaults below for what
+    its carrier lacks (callbacks, a poll limit, a billing companion), so the engine uses each
+    member directly and never asks whether a carrier has it. A carrier that answers later
+    (ThingSpace, Teal, Telegence activations) returns PROCESSING results carrying its request id
+    from `apply`; the outcome arrives as a callback (stored by the callback endpoint, read by
+    `parse_callback`) or is fetched by `poll`. No call ever waits for the outcome.
+    """
 
-    def supports(self, change_type: int) -> bool:
+    integration: ClassVar[Integration]
+    # Path segment of our callback endpoint (/callbacks/{callback_name}); None: no callbacks.
+    callback_name: ClassVar[str | None] = None
+    # Status polls after which a row still pending is failed (None: it waits for the timeout).
+    max_polls: ClassVar[int | None] = None
+    # Change types whose carrier change must also update the tenant's billing (Rev.io) account:
+    # for those the engine attaches that account (`CarrierAccount.billing`).
+    billing_change_types: ClassVar[frozenset[ChangeType]] = frozenset()
+
+    def __init__(self, account: CarrierAccount) -> None:
+        """Every adapter is built from its account alone (`carriers.build_adapter`)."""
+
+    def supports(self, change_type: ChangeType) -> bool:
         """True if this carrier applies `change_type` through its API."""
         ...
 
@@ -198,40 +249,24 @@ class CarrierAdapter(Protocol):
         carrier already holds the target, else None so the caller re-sends."""
         ...
 
-    async def aclose(self) -> None:
-        """Release the HTTP client."""
-        ...
-
-
-@dataclass
-class AsyncOutcome:
-    """A carrier's final word on one device of an asynchronous request, read from a callback.
-
-    `device_key` is the identifier the carrier reports for the device (ThingSpace: the ICCID, or
-    the IMEI when only that is given; Teal: the EID), or "" when the callback covers the whole
-    request and the result must be fetched (Teal's operation result).
-    """
-
-    request_id: str
-    device_key: str
-    status: str  # PROCESSED | API_FAILED | PROCESSING (callback says "go fetch the result")
-    detail: str
-    new_values: dict = field(default_factory=dict)
-
-
-@runtime_checkable
-class AsyncCarrierAdapter(CarrierAdapter, Protocol):
-    """A carrier that answers later. `apply` returns PROCESSING results carrying the carrier's
-    request id; the outcome arrives as a callback (stored by the callback endpoint, parsed here)
-    or is fetched by `poll`. No call ever waits for the outcome."""
-
-    callback_name: str  # path segment of the callback endpoint: /callbacks/{callback_name}
-
-    def parse_callback(self, payload: dict) -> list[AsyncOutcome]:
-        """Pure: the outcomes one stored callback body reports (may be empty for noise)."""
-        ...
-
     async def poll(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
         """Ask the carrier about rows still PROCESSING (each has `carrier_request_id`): a final
-        DeviceResult (PROCESSED / API_FAILED) where the carrier knows, None where still pending."""
+        DeviceResult (PROCESSED / API_FAILED) where the carrier knows, None where still pending.
+        Default: nothing to ask (None for every row; the engine's timeout ends them)."""
+        return [None] * len(changes)
+
+    @staticmethod
+    def parse_callback(payload: dict[str, Any]) -> list[AsyncOutcome]:
+        """Pure: the outcomes one stored callback body reports (may be empty for noise). Static,
+        so a body can be read without an account (`carriers.parse_callback`). Default: none."""
+        return []
+
+    async def register_callback(self) -> CallResult | None:
+        """Tell the carrier where to send callbacks (idempotent; the engine calls it before a
+        batch's first write when a callback base URL is set). Default: nothing to register, as
+        for a carrier without callbacks or one that names the URL in every request (Teal)."""
+        return None
+
+    async def aclose(self) -> None:
+        """Release the HTTP client."""
         ...

@@ -1,7 +1,8 @@
 """The HTTP layer every carrier client shares: one connection pool per account, the account's
-rate and concurrency limits, tenacity retries at a fixed interval that honour a wait the carrier
-states, error classification through a per-carrier callback, and redacted capture of every
-exchange for the audit log.
+rate and concurrency limits (pacing by `pacing.RateLimiter`, and `CarrierHttp.map_bounded` for the
+per-device work), tenacity retries at a fixed interval that honour a wait the carrier states
+(`CarrierHttp.retrying`), error classification through a per-carrier callback, and redacted capture
+of every exchange for the audit log.
 
 Carriers differ in auth, paths and error bodies, but not in how a call must be paced, retried and
 recorded; keeping that here means each carrier module is only its wire format.
@@ -15,11 +16,11 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from functools import cache
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
@@ -31,7 +32,21 @@ from .base import (
     LogEntry,
     TransientCarrierError,
 )
+from .pacing import RateLimiter
 from .redaction import basic_token, redact_headers, redact_text
+
+__all__ = [
+    "MALFORMED",
+    "CallResult",
+    "CarrierHttp",
+    "Classifier",
+    "HttpStats",
+    "default_classify",
+    "stated_wait_seconds",
+]
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 MALFORMED = object()
 """Sentinel body: the response had content that is not valid JSON."""
@@ -41,50 +56,6 @@ Classifier = Callable[[httpx.Response, Any], CarrierError | None]
 
 MAX_STATED_WAIT_SECONDS = 60.0
 _TRY_AGAIN = re.compile(r"try again in\s+(\d+(?:\.\d+)?)\s*(?:s\b|sec|second)", re.IGNORECASE)
-
-
-class RateLimiter:
-    """Async pacing of calls to at most `rate_per_second`, evenly spaced.
-
-    Calls are scheduled one interval apart (a token bucket of depth one), because carriers count
-    calls in fixed one-second windows: a burst at a window edge would be answered over-limit.
-    `headroom` keeps the pace slightly under the rate so network jitter cannot push one extra call
-    into a window. It is adaptive: `penalize` pushes every waiter past a wait the carrier states
-    (or into the next one-second window) after an over-limit answer.
-    """
-
-    def __init__(
-        self, rate_per_second: float, *, headroom: float = 0.98, penalty_seconds: float = 1.0
-    ) -> None:
-        self.rate_per_second = rate_per_second
-        self.penalty_seconds = penalty_seconds
-        self._interval = 1.0 / (rate_per_second * headroom) if rate_per_second > 0 else 0.0
-        self._next = 0.0
-        self._blocked_until = 0.0
-
-    @property
-    def unlimited(self) -> bool:
-        return self._interval <= 0
-
-    async def acquire(self) -> None:
-        """Wait for this caller's slot. Slots are handed out in call order without a lock: the
-        reservation is synchronous, so concurrent callers never get the same slot."""
-        if self._interval <= 0 and self._blocked_until == 0.0:
-            return
-        now = time.monotonic()
-        slot = max(now, self._next, self._blocked_until)
-        self._next = slot + self._interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
-        # A penalty that arrived while this caller slept still applies to it.
-        while (late := self._blocked_until - time.monotonic()) > 0:
-            await asyncio.sleep(late)
-
-    def penalize(self, seconds: float | None = None) -> None:
-        """After an over-limit answer: no new call before `seconds` (default `penalty_seconds`, a
-        full second, which always reaches the carrier's next one-second window)."""
-        wait = self.penalty_seconds if seconds is None or seconds <= 0 else seconds
-        self._blocked_until = max(self._blocked_until, time.monotonic() + wait)
 
 
 @dataclass
@@ -159,7 +130,7 @@ class _CarrierWait:
     def __call__(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
-        stated = getattr(exc, "retry_after", None)
+        stated = exc.retry_after if isinstance(exc, TransientCarrierError) else None
         if stated is not None:
             return min(max(stated, 0.0), self.max_stated)
         return self.fixed_seconds
@@ -180,6 +151,9 @@ class CarrierHttp:
     The client, limiter and semaphore are bound to the event loop they were created in; if the
     adapter is reused from a new loop (the engine may run one `asyncio.run` per batch), they are
     rebuilt lazily instead of failing with "attached to a different loop".
+
+    `unlimited_workers` is how many devices `map_bounded` works on at once when the account sets
+    no concurrency limit (`max_concurrency <= 0`); each carrier client chooses its own.
     """
 
     def __init__(
@@ -190,8 +164,10 @@ class CarrierHttp:
         classify: Classifier = default_classify,
         redact: Iterable[str] = (),
         label: str | None = None,
+        unlimited_workers: int = 64,
     ) -> None:
         self.account = account
+        self.unlimited_workers = unlimited_workers
         self._auth = auth if isinstance(auth, httpx.Auth) else None
         self._headers = {"Accept": "application/json"}
         if isinstance(auth, Mapping):
@@ -248,6 +224,27 @@ class CarrierHttp:
     def _before_sleep(self, retry_state: RetryCallState) -> None:
         self.stats.retries += 1
 
+    def retrying(self) -> AsyncRetrying:
+        """A fresh copy of this account's retry policy (attempts, stated-or-fixed wait, retry on
+        TransientCarrierError, retries counted in `stats`), for a caller that must drive the
+        attempts itself: Rev.io looks for what a lost create made before re-sending it."""
+        return self._retrying.copy()
+
+    async def map_bounded(self, items: Sequence[_T], fn: Callable[[_T], Awaitable[_R]]) -> list[_R]:
+        """`fn` over `items` with as many at once as the account may use (`unlimited_workers` when
+        it sets no limit); results in item order. A fixed pool of workers, so a large batch never
+        creates one waiting task per device, and a device's own steps stay in order inside `fn`."""
+        results: dict[int, _R] = {}
+        queue = iter(enumerate(items))
+
+        async def worker() -> None:
+            for index, item in queue:
+                results[index] = await fn(item)
+
+        conc = self.account.max_concurrency
+        await asyncio.gather(*(worker() for _ in range(min(len(items), conc if conc > 0 else self.unlimited_workers))))
+        return [results[index] for index in range(len(items))]
+
     async def request(
         self,
         method: str,
@@ -261,9 +258,8 @@ class CarrierHttp:
         classified CarrierError carrying the log of every attempt."""
         log: list[LogEntry] = []
         content = json.dumps(json_body, separators=(",", ":")) if json_body is not None else None
-        retrying = self._retrying.copy()
         try:
-            async for attempt in retrying:
+            async for attempt in self.retrying():
                 with attempt:
                     return await self._attempt(method, path, content, params, description, log)
         except CarrierError as exc:

@@ -15,7 +15,6 @@ customerCustom1-5 belong to the end customer, who may edit them in the portal.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,29 +22,37 @@ from urllib.parse import quote
 
 import httpx
 
+from ..domain import ChangeType, DeviceChangeStatus, Integration
 from .base import (
-    API_FAILED,
-    CARRIER_RATE_PLAN_CHANGE,
-    CUSTOMER_ASSIGNMENT,
-    EDIT_USERNAME_COST_CENTER,
-    PROCESSED,
-    STATUS_UPDATE,
     BusinessCarrierError,
     CarrierAccount,
+    CarrierAdapter,
     CarrierError,
     DeviceChange,
     DeviceResult,
+    LogEntry,
     TransientCarrierError,
     WritesDisabledError,
 )
 from .http import MALFORMED, CallResult, CarrierHttp, stated_wait_seconds
 from .redaction import basic_token
+from .results import failure_detail
+
+__all__ = [
+    "DEFAULT_FIELD_MAP",
+    "JASPER_INVALID_CREDENTIALS_CODE",
+    "JASPER_RATE_LIMIT_CODE",
+    "SUPPORTED_CHANGE_TYPES",
+    "JasperClient",
+    "classify_jasper_response",
+    "jasper_edit_body",
+    "jasper_error",
+]
 
 JASPER_RATE_LIMIT_CODE = "40000029"
 JASPER_INVALID_CREDENTIALS_CODE = "10000001"
-SUPPORTED_CHANGE_TYPES = frozenset(
-    {STATUS_UPDATE, CUSTOMER_ASSIGNMENT, CARRIER_RATE_PLAN_CHANGE, EDIT_USERNAME_COST_CENTER}
-)
+SUPPORTED_CHANGE_TYPES = frozenset({ChangeType.STATUS_UPDATE, ChangeType.CUSTOMER_ASSIGNMENT,
+                                    ChangeType.CARRIER_RATE_PLAN_CHANGE, ChangeType.EDIT_USERNAME_COST_CENTER})
 DEFAULT_FIELD_MAP: Mapping[str, str] = {"username": "accountCustom1", "cost_center": "accountCustom2"}
 
 # Edit-body field -> device column name the engine stores.
@@ -85,18 +92,18 @@ def jasper_edit_body(
     target = change.target or {}
     body: dict[str, str] = {}
     ct = change.change_type
-    if ct == STATUS_UPDATE:
+    if ct == ChangeType.STATUS_UPDATE:
         if target.get("status"):
             body["status"] = str(target["status"]).upper()
-    elif ct == CARRIER_RATE_PLAN_CHANGE:
+    elif ct == ChangeType.CARRIER_RATE_PLAN_CHANGE:
         if target.get("carrier_rate_plan"):
             body["ratePlan"] = str(target["carrier_rate_plan"])
         if target.get("communication_plan"):
             body["communicationPlan"] = str(target["communication_plan"])
-    elif ct == CUSTOMER_ASSIGNMENT:
+    elif ct == ChangeType.CUSTOMER_ASSIGNMENT:
         if target.get("customer_name"):
             body["customer"] = str(target["customer_name"])
-    elif ct == EDIT_USERNAME_COST_CENTER:
+    elif ct == ChangeType.EDIT_USERNAME_COST_CENTER:
         for key in ("username", "cost_center"):
             if target.get(key) is not None:
                 body[field_map[key]] = str(target[key])
@@ -153,10 +160,10 @@ def classify_jasper_response(response: httpx.Response, body: Any) -> CarrierErro
     return BusinessCarrierError(message, code=code, status=status)
 
 
-class JasperClient:
+class JasperClient(CarrierAdapter):
     """CarrierAdapter for the Jasper family: one PUT per device, paced under the account limits."""
 
-    integration = "jasper"
+    integration = Integration.JASPER
 
     def __init__(
         self,
@@ -169,7 +176,7 @@ class JasperClient:
         auth = {"Authorization": "Basic " + basic_token(account.username, account.secret)}
         self.http = CarrierHttp(account, auth, classify=classify_jasper_response, label="Jasper")
 
-    def supports(self, change_type: int) -> bool:
+    def supports(self, change_type: ChangeType) -> bool:
         """Jasper's API applies status, customer, carrier rate plan and custom-field edits."""
         return change_type in SUPPORTED_CHANGE_TYPES
 
@@ -193,31 +200,14 @@ class JasperClient:
                 f"writes are disabled for service provider {self.account.service_provider_id}; "
                 "nothing was sent to Jasper"
             )
-        return await self._run_all(changes, self._apply_one)
+        return await self.http.map_bounded(changes, self._apply_one)
 
     async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
         """Read each device back; PROCESSED when it already holds every field of the edit.
 
         A future-dated edit cannot be seen in the device yet, so it is reported as not applied and
         re-sent (PUT is idempotent, and the simulator counts a repeat as no change)."""
-        return await self._run_all(changes, self._check_one)
-
-    async def _run_all(self, changes: Sequence[DeviceChange], one: Any) -> list[Any]:
-        """Run `one` over the changes with as many workers as the account may use at once, so a
-        large batch does not create one waiting task per device."""
-        results: list[Any] = [None] * len(changes)
-        if not changes:
-            return results
-        conc = self.account.max_concurrency
-        workers = min(len(changes), conc if conc > 0 else 64)
-        queue = iter(range(len(changes)))
-
-        async def worker() -> None:
-            for index in queue:
-                results[index] = await one(changes[index])
-
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        return results
+        return await self.http.map_bounded(changes, self._check_one)
 
     async def _apply_one(self, change: DeviceChange) -> DeviceResult:
         if not change.iccid:
@@ -234,19 +224,16 @@ class JasperClient:
                 description=f"Jasper PUT device {change.iccid}",
             )
         except CarrierError as exc:
-            detail = str(exc) if isinstance(exc, BusinessCarrierError) else exc.message
-            if isinstance(exc, TransientCarrierError):
-                detail = f"retries exhausted: {detail}"
-            return _failed(change, detail, exc.log)
+            return _failed(change, failure_detail(exc), exc.log)
         edits = {k: v for k, v in body.items() if k != "effectiveDate"}
         if "effectiveDate" in body:
             detail = f"scheduled by Jasper for {body['effectiveDate']}: {_summary(edits)}"
-            new_values: dict = {}
+            new_values: dict[str, str] = {}
         else:
             detail = f"applied: {_summary(edits)}"
             new_values = self._columns(edits)
         return DeviceResult(
-            change.device_change_id, PROCESSED, detail, new_values, None, result.log
+            change.device_change_id, DeviceChangeStatus.PROCESSED, detail, new_values, None, result.log
         )
 
     async def _check_one(self, change: DeviceChange) -> DeviceResult | None:
@@ -270,7 +257,7 @@ class JasperClient:
         if all(str(device.get(k) or "") == v for k, v in body.items()):
             return DeviceResult(
                 change.device_change_id,
-                PROCESSED,
+                DeviceChangeStatus.PROCESSED,
                 f"already in effect at Jasper: {_summary(body)}",
                 self._columns(body),
                 None,
@@ -288,5 +275,5 @@ def _summary(edits: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in edits.items())
 
 
-def _failed(change: DeviceChange, detail: str, log: list | None = None) -> DeviceResult:
-    return DeviceResult(change.device_change_id, API_FAILED, detail, {}, None, list(log or []))
+def _failed(change: DeviceChange, detail: str, log: list[LogEntry] | None = None) -> DeviceResult:
+    return DeviceResult(change.device_change_id, DeviceChangeStatus.API_FAILED, detail, {}, None, list(log or []))

@@ -17,19 +17,16 @@ type instead of adding another. StatusUpdate (1) switches every service on (ACTI
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from ..domain import ChangeType, DeviceChangeStatus, Integration
 from .base import (
-    API_FAILED,
-    CARRIER_RATE_PLAN_CHANGE,
-    PROCESSED,
-    STATUS_UPDATE,
     BusinessCarrierError,
     CarrierAccount,
+    CarrierAdapter,
     CarrierError,
     DeviceChange,
     DeviceResult,
@@ -50,14 +47,17 @@ from .pond_wire import (
     package_type_id,
 )
 from .redaction import basic_token, redact_text
+from .results import failure_detail
+
+__all__ = ["PondClient"]
 
 logger = logging.getLogger(__name__)
 
 
-class PondClient:
+class PondClient(CarrierAdapter):
     """CarrierAdapter for Pond: per-device calls, paced under the account limits."""
 
-    integration = "pond"
+    integration = Integration.POND
 
     def __init__(self, account: CarrierAccount, *, paths: Mapping[str, str] = PATHS,
                  page_limit: int = PAGE_LIMIT) -> None:
@@ -73,7 +73,7 @@ class PondClient:
         self.http = CarrierHttp(account, auth, classify=classify_pond_response, label="Pond")
         self._secrets = [account.secret, basic_token(account.username, account.secret)]
 
-    def supports(self, change_type: int) -> bool:
+    def supports(self, change_type: ChangeType) -> bool:
         """Pond's API applies status (service statuses) and carrier rate plan (packages)."""
         return change_type in SUPPORTED_CHANGE_TYPES
 
@@ -87,9 +87,9 @@ class PondClient:
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def _paged(self, path: str, description: str) -> tuple[list[dict], list[LogEntry]]:
+    async def _paged(self, path: str, description: str) -> tuple[list[dict[str, Any]], list[LogEntry]]:
         """Every element of a paged list; raises CarrierError (with the log so far)."""
-        elements: list[dict] = []
+        elements: list[dict[str, Any]] = []
         log: list[LogEntry] = []
         offset = 0
         while True:
@@ -108,12 +108,12 @@ class PondClient:
                 return elements, log
             offset += len(page)
 
-    async def list_packages(self, iccid: str) -> tuple[list[dict], list[LogEntry]]:
+    async def list_packages(self, iccid: str) -> tuple[list[dict[str, Any]], list[LogEntry]]:
         """Every package on the SIM (any status)."""
         return await self._paged(self.path("packages", iccid=iccid),
                                  f"Pond read packages of {iccid}")
 
-    async def list_package_types(self, inventory_id: Any) -> list[dict]:
+    async def list_package_types(self, inventory_id: Any) -> list[dict[str, Any]]:
         """The package types (rate plans) of an inventory, for plan validation and sync."""
         elements, _ = await self._paged(self.path("package_types", inventory_id=inventory_id),
                                         f"Pond read package types of inventory {inventory_id}")
@@ -127,39 +127,24 @@ class PondClient:
             raise WritesDisabledError(
                 f"writes are disabled for service provider {self.account.service_provider_id}; "
                 "nothing was sent to Pond")
-        return await self._run_all(changes, self._apply_one)
+        return await self.http.map_bounded(changes, self._apply_one)
 
     async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
         """PROCESSED where Pond already holds the target (the target package type is the only
         ACTIVE one / every service matches the target status), else None."""
-        return await self._run_all(changes, self._check_one)
-
-    async def _run_all(self, changes: Sequence[DeviceChange],
-                       one: Callable[[DeviceChange], Awaitable[Any]]) -> list[Any]:
-        """Run `one` over the changes with as many workers as the account may use at once; a
-        device's own steps stay in order inside `one`."""
-        results: list[Any] = [None] * len(changes)
-        conc = self.account.max_concurrency
-        queue = iter(range(len(changes)))
-
-        async def worker() -> None:
-            for index in queue:
-                results[index] = await one(changes[index])
-
-        await asyncio.gather(*(worker() for _ in range(min(len(changes), conc if conc > 0 else 64))))
-        return results
+        return await self.http.map_bounded(changes, self._check_one)
 
     async def _apply_one(self, change: DeviceChange) -> DeviceResult:
         if not change.iccid:
             return self._failed(change, "no ICCID: Pond addresses SIMs by ICCID")
         target = change.target or {}
-        if change.change_type == STATUS_UPDATE:
+        if change.change_type == ChangeType.STATUS_UPDATE:
             enabled = SERVICES_ENABLED_FOR.get(str(target.get("status") or "").upper())
             if enabled is None:
                 return self._failed(change, f"status {target.get('status')!r} cannot be applied "
                                     f"at Pond (known: {', '.join(SERVICES_ENABLED_FOR)})")
             return await self._set_services(change, enabled)
-        if change.change_type == CARRIER_RATE_PLAN_CHANGE:
+        if change.change_type == ChangeType.CARRIER_RATE_PLAN_CHANGE:
             if not target.get("carrier_rate_plan"):
                 return self._failed(change, "no carrier_rate_plan (package type id) to apply")
             return await _PackageChange(self, change).run()
@@ -175,8 +160,8 @@ class PondClient:
                 description=f"Pond {'enable' if enabled else 'disable'} all services of "
                             f"{change.iccid}")
         except CarrierError as exc:
-            return self._failed(change, describe(exc), exc.log)
-        return DeviceResult(change.device_change_id, PROCESSED,
+            return self._failed(change, failure_detail(exc), exc.log)
+        return DeviceResult(change.device_change_id, DeviceChangeStatus.PROCESSED,
                             f"all services {'enabled' if enabled else 'disabled'}",
                             {"status": status}, None, call.log)
 
@@ -185,7 +170,7 @@ class PondClient:
         if not change.iccid:
             return None
         try:
-            if change.change_type == STATUS_UPDATE:
+            if change.change_type == ChangeType.STATUS_UPDATE:
                 status = str(target.get("status") or "").upper()
                 enabled = SERVICES_ENABLED_FOR.get(status)
                 if enabled is None:
@@ -195,17 +180,17 @@ class PondClient:
                     description=f"Pond GET device {change.iccid} (already applied?)")
                 services = (call.body or {}).get("services") if isinstance(call.body, dict) else None
                 if services and all(s.get("enabled") is enabled for s in services):
-                    return DeviceResult(change.device_change_id, PROCESSED,
+                    return DeviceResult(change.device_change_id, DeviceChangeStatus.PROCESSED,
                                         f"already in effect at Pond: services "
                                         f"{'enabled' if enabled else 'disabled'}",
                                         {"status": status}, None, call.log)
                 return None
-            if change.change_type == CARRIER_RATE_PLAN_CHANGE and target.get("carrier_rate_plan"):
+            if change.change_type == ChangeType.CARRIER_RATE_PLAN_CHANGE and target.get("carrier_rate_plan"):
                 plan = str(target["carrier_rate_plan"]).strip()
                 packages, log = await self.list_packages(change.iccid)
                 active = [p for p in packages if p.get("status") == ACTIVE]
                 if active and all(str(p.get("packageTypeId")) == plan for p in active):
-                    return DeviceResult(change.device_change_id, PROCESSED,
+                    return DeviceResult(change.device_change_id, DeviceChangeStatus.PROCESSED,
                                         f"already in effect at Pond: package type {plan} is the "
                                         "only ACTIVE package",
                                         {"carrier_rate_plan": target["carrier_rate_plan"]},
@@ -217,15 +202,8 @@ class PondClient:
     def _failed(self, change: DeviceChange, detail: str,
                 log: Sequence[LogEntry] | None = None) -> DeviceResult:
         """API_FAILED with the detail redacted (a carrier message could echo a credential)."""
-        return DeviceResult(change.device_change_id, API_FAILED,
+        return DeviceResult(change.device_change_id, DeviceChangeStatus.API_FAILED,
                             redact_text(detail, self._secrets), {}, None, list(log or []))
-
-
-def describe(exc: CarrierError) -> str:
-    """A carrier error as a one-line detail for a person."""
-    if isinstance(exc, TransientCarrierError):
-        return f"retries exhausted: {exc.message}"
-    return str(exc) if isinstance(exc, BusinessCarrierError) else exc.message
 
 
 def _ids(packages: Sequence[Any]) -> str:
@@ -256,7 +234,7 @@ class _PackageChange:
         self.log += call.log
         return call
 
-    async def _packages(self) -> list[dict]:
+    async def _packages(self) -> list[dict[str, Any]]:
         try:
             packages, log = await self.client.list_packages(self.iccid)
         except CarrierError as exc:
@@ -277,7 +255,7 @@ class _PackageChange:
             before = await self._packages()
         except CarrierError as exc:
             return self._fail(f"could not read the packages of {self.iccid}; nothing was "
-                              f"changed: {describe(exc)}")
+                              f"changed: {failure_detail(exc)}")
         active = [p for p in before if p.get("status") == ACTIVE]
         old = [p.get("packageId") for p in active if not self._is_target(p)]
         held = next((p for p in active if self._is_target(p)), None)
@@ -300,7 +278,7 @@ class _PackageChange:
                     new_id = await self._add(before)
                 except CarrierError as exc:
                     return self._fail(f"package change to type {self.plan} failed at step 1 (add "
-                                      f"package): {describe(exc)}. Nothing was activated; the "
+                                      f"package): {failure_detail(exc)}. Nothing was activated; the "
                                       f"device was left on its old package(s) {_ids(old)}.")
             try:
                 await self._set(new_id, ACTIVE, f"Pond step 2/3: activate new package {new_id} "
@@ -318,7 +296,7 @@ class _PackageChange:
                 if ours:
                     return await self._undo(new_id, step, exc, old, terminated)
                 return self._fail(f"package change to type {self.plan} failed at {step}: "
-                                  f"{describe(exc)}. Package {new_id} of the target type was "
+                                  f"{failure_detail(exc)}. Package {new_id} of the target type was "
                                   "already ACTIVE before this attempt, so it was not undone; "
                                   f"ACTIVE old package(s) left: "
                                   f"{_ids([p for p in old if p not in terminated])}.")
@@ -327,7 +305,7 @@ class _PackageChange:
                           f"{_ids(terminated)} terminated")
 
     def _done(self, detail: str) -> DeviceResult:
-        return DeviceResult(self.change.device_change_id, PROCESSED, " ".join([detail, *self.notes]),
+        return DeviceResult(self.change.device_change_id, DeviceChangeStatus.PROCESSED, " ".join([detail, *self.notes]),
                             {"carrier_rate_plan": self.change.target["carrier_rate_plan"]}, None,
                             self.log)
 
@@ -358,7 +336,7 @@ class _PackageChange:
             now = await self._packages()
         except CarrierError as exc:
             self.notes.append(f"(could not re-read packages to look for duplicate PENDING "
-                              f"packages of type {self.plan}: {describe(exc)})")
+                              f"packages of type {self.plan}: {failure_detail(exc)})")
             return
         for p in now:
             pid = p.get("packageId")
@@ -369,20 +347,20 @@ class _PackageChange:
                                     f"package {pid} (an add whose answer was lost)")
                 except CarrierError as exc:
                     self.notes.append(f"(duplicate PENDING package {pid} could not be "
-                                      f"terminated: {describe(exc)})")
+                                      f"terminated: {failure_detail(exc)})")
 
     async def _undo(self, new_id: Any, step: str, exc: CarrierError, old: list[Any],
                     terminated: list[Any]) -> DeviceResult:
         """Step 4: terminate the new package so the device stays on its old one."""
         left = [p for p in old if p not in terminated]
-        what = f"package change to type {self.plan} failed at {step}: {describe(exc)}."
+        what = f"package change to type {self.plan} failed at {step}: {failure_detail(exc)}."
         try:
             await self._set(new_id, TERMINATED, f"Pond undo: terminate new package {new_id} on "
                             f"{self.iccid}")
         except CarrierError as undo_exc:
             result = self._fail(
                 f"UNDO FAILED - OPERATOR ACTION NEEDED: {what} Terminating the new package "
-                f"{new_id} also failed ({describe(undo_exc)}), so device {self.iccid} may hold "
+                f"{new_id} also failed ({failure_detail(undo_exc)}), so device {self.iccid} may hold "
                 f"the new package {new_id} as well as its old package(s) {_ids(left)}; terminate "
                 f"package {new_id} at Pond by hand.")
             logger.error("Pond undo failed (service provider %s, device change %s): %s",

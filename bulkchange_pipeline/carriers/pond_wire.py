@@ -22,13 +22,8 @@ from typing import Any
 
 import httpx
 
-from .base import (
-    CARRIER_RATE_PLAN_CHANGE,
-    STATUS_UPDATE,
-    BusinessCarrierError,
-    CarrierError,
-    TransientCarrierError,
-)
+from ..domain import ChangeType
+from .base import BusinessCarrierError, CarrierError, TransientCarrierError
 from .http import MALFORMED, stated_wait_seconds
 
 PATHS: Mapping[str, str] = {  # [I] every path template, relative to the account's base URL
@@ -39,7 +34,7 @@ PATHS: Mapping[str, str] = {  # [I] every path template, relative to the account
     "package_types": "{distributor}/inventories/{inventory_id}/package-types",
 }
 PAGE_LIMIT = 100
-SUPPORTED_CHANGE_TYPES = frozenset({STATUS_UPDATE, CARRIER_RATE_PLAN_CHANGE})
+SUPPORTED_CHANGE_TYPES = frozenset({ChangeType.STATUS_UPDATE, ChangeType.CARRIER_RATE_PLAN_CHANGE})
 ACTIVE, TERMINATED, PENDING = "ACTIVE", "TERMINATED", "PENDING"
 # Our device statuses -> "all services enabled?". AMOP: POND_ACTIVE enables, others disable.
 SERVICES_ENABLED_FOR: Mapping[str, bool] = {
@@ -51,7 +46,8 @@ SERVICES_ENABLED_FOR: Mapping[str, bool] = {
 def pond_error(response: httpx.Response, body: Any) -> tuple[str | None, str]:
     """(code, message) from an error body, tolerating shapes other than `{code, message}`."""
     if isinstance(body, dict):
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        inner = body.get("error")
+        inner = inner if isinstance(inner, dict) else body
         code = inner.get("code") or inner.get("errorCode")
         message = inner.get("message") or inner.get("errorMessage") or inner.get("detail")
         return (str(code) if code else None, str(message or response.reason_phrase))

@@ -28,21 +28,15 @@ finds the field labelled "Cost Center 1", else "Cost Center", and patches `/fiel
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-
+from ..domain import ChangeType, DeviceChangeStatus, Integration
 from .base import (
-    API_FAILED,
-    CREATE_REV_SERVICE,
-    CUSTOMER_ASSIGNMENT,
-    PROCESSED,
     BusinessCarrierError,
     CarrierAccount,
+    CarrierAdapter,
     CarrierError,
     DeviceChange,
     DeviceResult,
@@ -50,47 +44,39 @@ from .base import (
     TransientCarrierError,
     WritesDisabledError,
 )
-from .http import CallResult, CarrierHttp, _CarrierWait
+from .http import CallResult, CarrierHttp
+from .results import failure_detail
 from .revio_wire import (
     MAX_PAGE_SIZE,
     QUOTA_CODE,
     REVIO_MAX_ATTEMPTS,
+    SUPPORTED_CHANGE_TYPES,
     RevioAuth,
     RevioConfigError,
     RevioUpdateError,
-    SUPPORTED_CHANGE_TYPES,
     check_username,
     classify_revio_response,
     parse_id_list,
     parse_rates,
+    rev_date_time,
     rev_id,
     revio_base_url,
     service_edit_ops,
     service_holds,
 )
 
-def _effective(value: Any) -> str:
-    """Rev date-time text [I] for the target date, or now."""
-    when = dt.datetime.now(dt.timezone.utc)
-    if value:
-        try:
-            when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            return str(value)  # Rev.io refuses it with its own message
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+__all__ = ["RevioClient"]
 
 
 class _Failed(Exception):
     """One device's refusal inside the flow, with the message to record."""
 
 
-class RevioClient:
+class RevioClient(CarrierAdapter):
     """CarrierAdapter for Rev.io: per device, find the number's active services, then create the
     service and its products when none stands in the way."""
 
-    integration = "revio"
+    integration = Integration.REVIO
 
     def __init__(self, account: CarrierAccount) -> None:
         check_username(account.username)
@@ -116,15 +102,14 @@ class RevioClient:
         self.http = CarrierHttp(tuned, auth, classify=classify_revio_response, redact=[key],
                                 label="Rev.io")
         # Creates go through a single-attempt twin sharing the limiter and counters; `_create`
-        # retries them itself with a look-up before each re-send.
+        # retries them itself, under `self.http`'s retry policy, with a look-up before each re-send.
         self._once = CarrierHttp(dataclasses.replace(tuned, max_attempts=1), auth,
                                  classify=classify_revio_response, redact=[key], label="Rev.io")
         self._once.limiter = self.http.limiter
         self._once.stats = self.http.stats
-        self._attempts = tuned.max_attempts
         self._quota_message: str | None = None
 
-    def supports(self, change_type: int) -> bool:
+    def supports(self, change_type: ChangeType) -> bool:
         """Rev.io applies customer assignment (service + products) and CreateRevService."""
         return change_type in SUPPORTED_CHANGE_TYPES
 
@@ -221,11 +206,9 @@ class RevioClient:
     def _reason(self, exc: CarrierError) -> str:
         """What a person reads for a failed call (Rev.io's refusal with its status, or that
         retries ran out); a spent daily quota is remembered so later calls are not even tried."""
-        if isinstance(exc, BusinessCarrierError):
-            if exc.code == QUOTA_CODE:
-                self._quota_message = exc.message
-            return str(exc)
-        return f"retries exhausted: {exc.message}" if isinstance(exc, TransientCarrierError) else exc.message
+        if isinstance(exc, BusinessCarrierError) and exc.code == QUOTA_CODE:
+            self._quota_message = exc.message
+        return failure_detail(exc)
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -233,29 +216,16 @@ class RevioClient:
         """Per device: refuse, adopt or create; failures become API_FAILED results."""
         if not self.account.write_enabled:
             raise WritesDisabledError(self._writes_off())
-        return await self._run_all(changes, self._apply_one)
+        return await self.http.map_bounded(changes, self._apply_one)
 
     async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
         """PROCESSED where an ACTIVE service for the number and customer exists with every target
         product; None otherwise (the re-send then adopts the service and adds missing products)."""
-        return await self._run_all(changes, self._check_one)
+        return await self.http.map_bounded(changes, self._check_one)
 
     def _writes_off(self) -> str:
         return (f"writes are disabled for service provider {self.account.service_provider_id}; "
                 "nothing was sent to Rev.io")
-
-    async def _run_all(self, changes: Sequence[DeviceChange], one: Any) -> list[Any]:
-        """`one` over the changes with as many workers as the account may use at once."""
-        results: list[Any] = [None] * len(changes)
-        conc = self.account.max_concurrency
-        queue = iter(range(len(changes)))
-
-        async def worker() -> None:
-            for index in queue:
-                results[index] = await one(changes[index])
-
-        await asyncio.gather(*(worker() for _ in range(min(len(changes), conc if conc > 0 else 64))))
-        return results
 
     def _plan(self, change: DeviceChange) -> tuple[Any, str, list[int]]:
         """(Rev customer id, number, product ids) or _Failed."""
@@ -288,7 +258,7 @@ class RevioClient:
                 s = other[0]
                 raise _Failed(f"active Rev service line exists (service {s.get('service_id')} "
                               f"for customer {s.get('customer_id')}); disconnect it first")
-            if mine and change.change_type == CREATE_REV_SERVICE:
+            if mine and change.change_type == ChangeType.CREATE_REV_SERVICE:
                 s = mine[0]
                 raise _Failed(f"an active Rev service already exists for number {number} "
                               f"(service {s.get('service_id')} for customer {customer}); "
@@ -305,17 +275,17 @@ class RevioClient:
                 detail = (f"created Rev service {service_id} for customer {customer}, number "
                           f"{number}" + (f", products {added}" if added else ", no products"))
         except _Failed as exc:
-            return _result(change, API_FAILED, str(exc), log, service_id)
+            return _result(change, DeviceChangeStatus.API_FAILED, str(exc), log, service_id)
         except CarrierError as exc:
             log.extend(e for e in exc.log if e not in log)
             text = self._reason(exc)
             if service_id is not None:
                 text = f"Rev service {service_id} exists but a product was not added: {text}"
-            return _result(change, API_FAILED, text, log, service_id)
+            return _result(change, DeviceChangeStatus.API_FAILED, text, log, service_id)
         except (KeyError, TypeError, ValueError) as exc:  # a record without the fields we read
-            return _result(change, API_FAILED, f"unexpected answer from Rev.io: {exc!r}", log,
+            return _result(change, DeviceChangeStatus.API_FAILED, f"unexpected answer from Rev.io: {exc!r}", log,
                            service_id)
-        return _result(change, PROCESSED, detail, log, service_id, _new_values(change))
+        return _result(change, DeviceChangeStatus.PROCESSED, detail, log, service_id, _new_values(change))
 
     async def _check_one(self, change: DeviceChange) -> DeviceResult | None:
         log: list[LogEntry] = []
@@ -330,7 +300,7 @@ class RevioClient:
                 return None
         except (_Failed, CarrierError, KeyError, TypeError, ValueError):
             return None  # cannot tell; the re-send records the outcome
-        return _result(change, PROCESSED,
+        return _result(change, DeviceChangeStatus.PROCESSED,
                        f"already in effect at Rev.io: service {service_id} for customer {customer}",
                        log, service_id, _new_values(change))
 
@@ -338,7 +308,7 @@ class RevioClient:
 
     async def _create_service(self, customer: Any, number: str, change: DeviceChange,
                               log: list[LogEntry]) -> int:
-        when = _effective(change.target.get("effective_date"))
+        when = rev_date_time(change.target.get("effective_date"))
         body: dict[str, Any] = {"customer_id": customer, "provider_id": self.provider_id,
                                 "number": number, "effective_date": when, "activated_date": when}
         if self.service_type_id is not None:
@@ -368,7 +338,7 @@ class RevioClient:
         if existing is None:
             existing = await self._products_of(service_id, log)
         missing = [p for p in dict.fromkeys(products) if p not in existing]
-        when = _effective(change.target.get("effective_date"))
+        when = rev_date_time(change.target.get("effective_date"))
         for pid in missing:
             body: dict[str, Any] = {"customer_id": customer, "service_id": service_id,
                                     "product_id": pid, "quantity": 1, "effective_date": when}
@@ -385,18 +355,11 @@ class RevioClient:
     async def _create(self, resource: str, body: dict[str, Any],
                       find: Callable[[], Awaitable[int | None]], log: list[LogEntry],
                       what: str) -> int:
-        """POST a create with retries, using the shared wait policy (stated waits, else the fixed
-        interval); before re-sending after an answer that may hide a success (timeout, truncated
-        body, 5xx), `find` looks for the record and it is adopted instead."""
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=_CarrierWait(self.account.retry_wait_seconds),
-            retry=retry_if_exception_type(TransientCarrierError),
-            before_sleep=lambda _state: setattr(self.http.stats, "retries",
-                                                self.http.stats.retries + 1),
-            reraise=True)
+        """POST a create with retries under the account's retry policy (`CarrierHttp.retrying`:
+        stated waits, else the fixed interval); before re-sending after an answer that may hide a
+        success (timeout, truncated body, 5xx), `find` looks for the record and it is adopted instead."""
         unsure = False
-        async for attempt in retrying:
+        async for attempt in self.http.retrying():
             with attempt:
                 if unsure:
                     found = await find()
@@ -425,7 +388,7 @@ def _new_values(change: DeviceChange) -> dict[str, Any]:
     """Device columns Rev.io now backs: an active Rev service line, and the customer for an
     assignment (archival and later reassignments check the service flag)."""
     values: dict[str, Any] = {"has_active_rev_service": True}
-    if change.change_type == CUSTOMER_ASSIGNMENT and "customer_id" in change.target:
+    if change.change_type == ChangeType.CUSTOMER_ASSIGNMENT and "customer_id" in change.target:
         values["customer_id"] = change.target["customer_id"]
     return values
 
@@ -434,7 +397,7 @@ def _summary(search: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in search.items())
 
 
-def _result(change: DeviceChange, status: str, detail: str, log: list[LogEntry],
-            service_id: int | None, values: dict | None = None) -> DeviceResult:
+def _result(change: DeviceChange, status: DeviceChangeStatus, detail: str, log: list[LogEntry],
+            service_id: int | None, values: dict[str, Any] | None = None) -> DeviceResult:
     return DeviceResult(change.device_change_id, status, detail, dict(values or {}),
                         None if service_id is None else str(service_id), list(log))

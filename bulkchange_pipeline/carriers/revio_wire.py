@@ -1,4 +1,4 @@
-"""Rev.io wire format, with no I/O: credentials and URL checks, id and rate parsing, error-body
+"""Rev.io wire format, with no I/O: credentials and URL checks, id, rate and date parsing, error-body
 reading and classification, the auth header flow, and the JSON Patch that edits a line's service
 (description and cost-center custom field). `revio.RevioClient` does the calls; keeping the wire
 details here keeps them in one place to change when Rev.io's shapes are confirmed (reference/
@@ -6,17 +6,19 @@ carriers.md section 6; `[I]` marks what is inferred)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Generator, Mapping
 from typing import Any
 
 import httpx
 
-from .base import CREATE_REV_SERVICE, CUSTOMER_ASSIGNMENT, BusinessCarrierError, CarrierError, TransientCarrierError
+from ..domain import ChangeType
+from .base import BusinessCarrierError, CarrierError, TransientCarrierError
 from .http import MALFORMED, stated_wait_seconds
 from .redaction import basic_token
 
-SUPPORTED_CHANGE_TYPES = frozenset({CUSTOMER_ASSIGNMENT, CREATE_REV_SERVICE})
+SUPPORTED_CHANGE_TYPES = frozenset({ChangeType.CUSTOMER_ASSIGNMENT, ChangeType.CREATE_REV_SERVICE})
 REVIO_MAX_ATTEMPTS = 6  # one call plus 5 retries, as AMOP configured for Rev.io
 MAX_PAGE_SIZE = 500
 QUOTA_CODE = "QUOTA"
@@ -81,6 +83,19 @@ def rev_id(value: Any) -> Any:
     return int(str(value).strip()) if str(value).strip().isdigit() else value
 
 
+def rev_date_time(value: Any) -> str:
+    """Rev date-time text [I] for a target date (ISO text; naive means UTC), or now."""
+    when = dt.datetime.now(dt.UTC)
+    if value:
+        try:
+            when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return str(value)  # Rev.io refuses it with its own message
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def revio_error_message(response: httpx.Response, body: Any) -> str:
     """The message of any Rev.io / APIM error body: `[{ok, error, message}]`, `{ok, error,
     message}` or `{statusCode, message}`; else the text."""
@@ -92,7 +107,8 @@ def revio_error_message(response: httpx.Response, body: Any) -> str:
 
 def cost_center_field(service: Mapping[str, Any]) -> tuple[int, str] | None:
     """(index in `fields`, label) of the service's cost-center custom field, or None."""
-    fields = service.get("fields") if isinstance(service.get("fields"), list) else []
+    fields = service.get("fields")
+    fields = fields if isinstance(fields, list) else []
     labels = [str(f.get("label") or "") if isinstance(f, dict) else "" for f in fields]
     for wanted in COST_CENTER_LABELS:
         for index, label in enumerate(labels):

@@ -11,17 +11,14 @@ the operation result. A retried POST reuses its requestId, so Teal can de-duplic
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from ..domain import ChangeType, DeviceChangeStatus, Integration
 from .base import (
-    API_FAILED,
-    PROCESSED,
-    PROCESSING,
-    AsyncOutcome,
     BusinessCarrierError,
     CarrierAccount,
+    CarrierAdapter,
     CarrierError,
     DeviceChange,
     DeviceResult,
@@ -30,6 +27,7 @@ from .base import (
     WritesDisabledError,
 )
 from .http import CarrierHttp
+from .results import device_result, failure_detail, shared_logs
 from .teal_wire import (
     DEFAULT_BATCH_SIZE,
     ENABLED_STATUSES,
@@ -44,12 +42,15 @@ from .teal_wire import (
     parse_teal_callback,
 )
 
+__all__ = ["TealClient"]
 
-class TealClient:
-    """AsyncCarrierAdapter for Teal: batched enable/disable/assign-plan, polled or called back."""
 
-    integration = "teal"
+class TealClient(CarrierAdapter):
+    """CarrierAdapter for Teal: batched enable/disable/assign-plan, polled or called back."""
+
+    integration = Integration.TEAL
     callback_name = "teal"
+    parse_callback = staticmethod(parse_teal_callback)
 
     def __init__(self, account: CarrierAccount, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.account = account
@@ -63,12 +64,9 @@ class TealClient:
         base = self.account.callback_base_url
         return f"{base.rstrip('/')}/callbacks/{self.callback_name}" if base else None
 
-    def supports(self, change_type: int) -> bool:
+    def supports(self, change_type: ChangeType) -> bool:
         """Teal's API applies status (enable/disable) and carrier plan (assign-plan) changes."""
         return change_type in SUPPORTED_CHANGE_TYPES
-
-    def parse_callback(self, payload: dict) -> list[AsyncOutcome]:
-        return parse_teal_callback(payload)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -89,7 +87,7 @@ class TealClient:
             try:
                 path, entry, _ = operation_of(change)
             except ValueError as exc:
-                results[index] = _result(change, API_FAILED, str(exc))
+                results[index] = device_result(change, DeviceChangeStatus.API_FAILED, str(exc))
                 continue
             groups.setdefault(path, []).append((index, entry))
         jobs = [(path, chunk) for path, items in groups.items()
@@ -101,7 +99,7 @@ class TealClient:
                                      await self._send(path, chunk, changes)):
                 results[index] = result
 
-        await self._run_all(jobs, send)
+        await self.http.map_bounded(jobs, send)
         return [r for r in results if r is not None]
 
     async def _send(self, path: str, chunk: list[tuple[int, Any]],
@@ -116,23 +114,21 @@ class TealClient:
             call = await self.http.request("POST", path, json_body={"entries": [e for _, e in chunk]},
                                            params=params, description=desc)
         except CarrierError as exc:
-            logs = _shared_logs(exc.log, members, desc)
+            logs = shared_logs(exc.log, members, desc)
             if _maybe_accepted(exc):
                 # The last answer was lost (timeout) or unreadable: Teal may have enqueued it.
                 # Keep the requestId so poll settles it (an unknown request ends API_FAILED).
                 detail = f"sent to Teal, answer not confirmed ({exc.message}); requestId {request_id}"
-                return [_result(c, PROCESSING, detail, request_id=request_id, log=lg)
+                return [device_result(c, DeviceChangeStatus.PROCESSING, detail, request_id=request_id, log=lg)
                         for c, lg in zip(members, logs)]
-            detail = str(exc) if isinstance(exc, BusinessCarrierError) else exc.message
-            if isinstance(exc, TransientCarrierError):
-                detail = f"retries exhausted: {detail}"
-            return [_result(c, API_FAILED, detail, log=lg) for c, lg in zip(members, logs)]
+            return [device_result(c, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=lg)
+                    for c, lg in zip(members, logs)]
         body = call.body if isinstance(call.body, dict) else {}
         detail = f"accepted by Teal ({path.rsplit('/', 1)[-1]}), requestId {request_id}"
         if body.get("message"):
             detail += f": {body['message']}"
-        logs = _shared_logs(call.log, members, desc)
-        return [_result(c, PROCESSING, detail, request_id=request_id, log=lg)
+        logs = shared_logs(call.log, members, desc)
+        return [device_result(c, DeviceChangeStatus.PROCESSING, detail, request_id=request_id, log=lg)
                 for c, lg in zip(members, logs)]
 
     # -- poll -------------------------------------------------------------------------------------
@@ -153,7 +149,7 @@ class TealClient:
                     request_id, [changes[i] for i in indexes])):
                 results[index] = result
 
-        await self._run_all(list(by_request.items()), fetch)
+        await self.http.map_bounded(list(by_request.items()), fetch)
         return results
 
     async def _poll_one(self, request_id: str, members: list[DeviceChange]
@@ -165,9 +161,10 @@ class TealClient:
         except BusinessCarrierError as exc:
             if exc.status == 401 or exc.code == "UNAUTHORIZED":
                 return [None] * len(members)  # cannot tell; the change may well be applied
-            logs = _shared_logs(exc.log, members, desc)
-            return [_result(c, API_FAILED, f"Teal has no result for request {request_id}: {exc}",
-                            request_id=request_id, log=lg) for c, lg in zip(members, logs)]
+            logs = shared_logs(exc.log, members, desc)
+            return [device_result(c, DeviceChangeStatus.API_FAILED,
+                                  f"Teal has no result for request {request_id}: {exc}",
+                                  request_id=request_id, log=lg) for c, lg in zip(members, logs)]
         except CarrierError:
             return [None] * len(members)
         body = call.body if isinstance(call.body, dict) else {}
@@ -175,7 +172,7 @@ class TealClient:
         if call.response.status_code in PENDING_STATUSES or not isinstance(entries, list):
             return [None] * len(members)
         by_eid = {str(e.get("eid")): e for e in entries if isinstance(e, dict)}
-        logs = _shared_logs(call.log, members, desc)
+        logs = shared_logs(call.log, members, desc)
         out: list[DeviceResult | None] = []
         for change, log in zip(members, logs):
             entry = by_eid.get(str(change.eid))
@@ -184,35 +181,29 @@ class TealClient:
             out.append(self._settle(change, request_id, entry, log))
         return out
 
-    def _settle(self, change: DeviceChange, request_id: str, entry: dict | None,
+    def _settle(self, change: DeviceChange, request_id: str, entry: dict[str, Any] | None,
                 log: list[LogEntry]) -> DeviceResult:
         if entry is None:
-            return _result(change, API_FAILED, f"Teal's result for request {request_id} has no "
-                           f"entry for EID {change.eid}", request_id=request_id, log=log)
+            return device_result(change, DeviceChangeStatus.API_FAILED, f"Teal's result for request {request_id} "
+                                 f"has no entry for EID {change.eid}", request_id=request_id, log=log)
         if entry.get("success") is True:
             try:
                 _, _, new_values = operation_of(change)
             except ValueError:
                 new_values = {}
-            return _result(change, PROCESSED, f"applied by Teal (requestId {request_id})",
-                           new_values, request_id=request_id, log=log)
+            return device_result(change, DeviceChangeStatus.PROCESSED, f"applied by Teal (requestId {request_id})",
+                                 new_values, request_id=request_id, log=log)
         code = entry.get("errorCode")
         message = entry.get("errorMessage") or entry.get("message") or "refused by Teal"
         detail = f"[{code}] {message}" if code else str(message)
-        return _result(change, API_FAILED, detail, request_id=request_id, log=log)
+        return device_result(change, DeviceChangeStatus.API_FAILED, detail, request_id=request_id, log=log)
 
     # -- already applied --------------------------------------------------------------------------
 
     async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
         """Read each eSIM (`GET api/v1/esims?eid=`); PROCESSED when it already holds the target
         (enabled = online or waiting; stopped; or the planUuid), else None so the caller re-sends."""
-        results: list[DeviceResult | None] = [None] * len(changes)
-
-        async def check(index: int) -> None:
-            results[index] = await self._check_one(changes[index])
-
-        await self._run_all(list(range(len(changes))), check)
-        return results
+        return await self.http.map_bounded(changes, self._check_one)
 
     async def _check_one(self, change: DeviceChange) -> DeviceResult | None:
         try:
@@ -230,7 +221,7 @@ class TealClient:
                     None)
         if esim is None:
             return None
-        held: dict | None = None
+        held: dict[str, str] | None = None
         if "status" in wanted:
             actual = str(esim.get("deviceStatus") or "").lower()
             same_side = (actual in ENABLED_STATUSES) == (wanted["status"] in ENABLED_STATUSES)
@@ -239,21 +230,8 @@ class TealClient:
             held = wanted
         if held is None:
             return None
-        return _result(change, PROCESSED, "already in effect at Teal: "
-                       + ", ".join(f"{k}={v}" for k, v in held.items()), held, log=call.log)
-
-    async def _run_all(self, items: Sequence[Any], one: Callable[[Any], Awaitable[None]]) -> None:
-        """Run `one` over the items with at most the account's concurrency (64 if unlimited)."""
-        if not items:
-            return
-        conc = self.account.max_concurrency
-        queue = iter(items)
-
-        async def worker() -> None:
-            for item in queue:
-                await one(item)
-
-        await asyncio.gather(*(worker() for _ in range(min(len(items), conc if conc > 0 else 64))))
+        return device_result(change, DeviceChangeStatus.PROCESSED, "already in effect at Teal: "
+                             + ", ".join(f"{k}={v}" for k, v in held.items()), held, log=call.log)
 
 
 def _chunks(items: list[tuple[int, Any]], size: int) -> list[list[tuple[int, Any]]]:
@@ -282,22 +260,3 @@ def _maybe_accepted(exc: CarrierError) -> bool:
     if exc.status is not None:
         return 200 <= exc.status < 300
     return exc.message.startswith("timed out")
-
-
-def _shared_logs(log: list[LogEntry], members: list[DeviceChange], desc: str
-                 ) -> list[list[LogEntry]]:
-    """The first device of a batched request keeps the full exchange; the others get one short
-    entry pointing at it, so a 100-device request is not stored 100 times."""
-    if not members:
-        return []
-    last = log[-1] if log else None
-    note = LogEntry(
-        f"{desc}: full exchange logged on device change {members[0].device_change_id}",
-        "", "", last.response_status if last else None, last.has_errors if last else True)
-    return [list(log)] + [[note] for _ in members[1:]]
-
-
-def _result(change: DeviceChange, status: str, detail: str, new_values: dict | None = None, *,
-            request_id: str | None = None, log: list[LogEntry] | None = None) -> DeviceResult:
-    return DeviceResult(change.device_change_id, status, detail, dict(new_values or {}),
-                        request_id, list(log or []))

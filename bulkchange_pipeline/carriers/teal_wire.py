@@ -33,10 +33,8 @@ from typing import Any
 
 import httpx
 
+from ..domain import ChangeType, DeviceChangeStatus
 from .base import (
-    CARRIER_RATE_PLAN_CHANGE,
-    PROCESSING,
-    STATUS_UPDATE,
     AsyncOutcome,
     BusinessCarrierError,
     CarrierError,
@@ -45,7 +43,7 @@ from .base import (
 )
 from .http import MALFORMED, stated_wait_seconds
 
-SUPPORTED_CHANGE_TYPES = frozenset({STATUS_UPDATE, CARRIER_RATE_PLAN_CHANGE})
+SUPPORTED_CHANGE_TYPES = frozenset({ChangeType.STATUS_UPDATE, ChangeType.CARRIER_RATE_PLAN_CHANGE})
 DEFAULT_BATCH_SIZE = 100
 TEAL_CALLS_PER_MINUTE = 1000
 TEAL_RATE_PER_SECOND = TEAL_CALLS_PER_MINUTE / 60.0  # ~16.6: what the service provider should set
@@ -102,20 +100,20 @@ def classify_teal_response(response: httpx.Response, body: Any) -> CarrierError 
     return BusinessCarrierError(message, code=code, status=status)
 
 
-def operation_of(change: DeviceChange) -> tuple[str, Any, dict]:
+def operation_of(change: DeviceChange) -> tuple[str, Any, dict[str, str]]:
     """(path, body entry, new_values) for one change. Raises ValueError with a reason a person can
     act on when the change cannot be sent to Teal."""
     if not change.eid:
         raise ValueError(NO_EID)
     target = change.target or {}
-    if change.change_type == STATUS_UPDATE:
+    if change.change_type == ChangeType.STATUS_UPDATE:
         status = str(target.get("status") or "").strip().lower()
         if status not in STATUSES:
             raise ValueError(f"Teal status must be one of online, waiting, stopped (got "
                              f"{target.get('status')!r})")
         path = ENABLE_PATH if status in ENABLED_STATUSES else DISABLE_PATH
         return path, change.eid, {"status": status}
-    if change.change_type == CARRIER_RATE_PLAN_CHANGE:
+    if change.change_type == ChangeType.CARRIER_RATE_PLAN_CHANGE:
         plan = target.get("carrier_rate_plan")
         if not plan:
             raise ValueError("no carrier_rate_plan (Teal planUuid) to assign")
@@ -124,7 +122,7 @@ def operation_of(change: DeviceChange) -> tuple[str, Any, dict]:
     raise ValueError(f"change type {change.change_type} is not applied through the Teal API")
 
 
-def parse_teal_callback(payload: dict) -> list[AsyncOutcome]:
+def parse_teal_callback(payload: dict[str, Any]) -> list[AsyncOutcome]:
     """The requestId a Teal callback announces, as one "fetch now" outcome. Teal's callback only
     says `requestId=<id>` (query parameter, appended to the callbackUrl); it is looked for at the
     top level and under `query`/`query_params`/`params`/`body`/`json`, however the callback
@@ -138,5 +136,5 @@ def parse_teal_callback(payload: dict) -> list[AsyncOutcome]:
         if isinstance(rid, list):
             rid = rid[0] if rid else None
         if isinstance(rid, str) and rid.strip():
-            return [AsyncOutcome(rid.strip(), "", PROCESSING, "result ready")]
+            return [AsyncOutcome(rid.strip(), "", DeviceChangeStatus.PROCESSING, "result ready")]
     return []

@@ -5,13 +5,13 @@ answers are read) is in `telegence_wire.py`, the error bodies in `telegence_erro
 Auth: static headers `app-id` / `app-secret` (+ `Accept: application/json`). Line changes are
 synchronous PATCHes, run concurrently under the account's limits; new lines are activated in
 arrays of up to 200 and polled by activation id (Telegence sends no callbacks, so
-`parse_callback` always answers [] and `poll` is the only way to settle).
+`poll` is the only way to settle; it has no `callback_name`).
 
 EditUsernameCostCenter reaches billing too (DESIGN section 4: "PATCH + Rev update"; AMOP did a
-subscriber update plus a Rev.io update). The design keeps the engine carrier-neutral: the adapter
-registry (`carriers.build_adapter`) hands this client an optional billing companion, a
-`RevioClient` for the tenant's Rev.io account, which the engine attaches to the account
-(`CarrierAccount.billing`) only for change types `carriers.BILLING_UPDATES` lists. Per device:
+subscriber update plus a Rev.io update). The design keeps the engine carrier-neutral: this client
+lists the change type in `billing_change_types`, so the engine attaches the tenant's Rev.io account
+to the account (`CarrierAccount.billing`, see `carriers.updates_billing`) and this client builds
+its billing companion, a `RevioClient`, from it. Per device:
 - the Telegence PATCH fails -> API_FAILED with Telegence's reason, and Rev.io is not called;
 - the device has no active Rev service (our database's `has_active_rev_service`) -> PROCESSED,
   no Rev.io call;
@@ -27,30 +27,23 @@ registry (`carriers.build_adapter`) hands this client an optional billing compan
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
+from ..domain import ChangeType, DeviceChangeStatus, Integration
 from .base import (
-    ACTIVATE_NEW_SERVICE,
-    API_FAILED,
-    CARRIER_RATE_PLAN_CHANGE,
-    CHANGE_ICCID_AND_IMEI,
-    EDIT_USERNAME_COST_CENTER,
-    PROCESSED,
-    PROCESSING,
-    STATUS_UPDATE,
-    AsyncOutcome,
     BusinessCarrierError,
     CarrierAccount,
+    CarrierAdapter,
     CarrierError,
     DeviceChange,
     DeviceResult,
     LogEntry,
-    TransientCarrierError,
     WritesDisabledError,
 )
 from .http import CarrierHttp
+from .results import device_result, failure_detail, shared_logs
 from .revio import RevioClient
 from .revio_wire import RevioUpdateError
 from .telegence_errors import classify_telegence_response
@@ -69,27 +62,32 @@ from .telegence_wire import (
     telegence_date,
 )
 
+__all__ = ["MAX_PARALLEL_REQUESTS", "NO_BILLING_ACCOUNT", "SUPPORTED_CHANGE_TYPES", "TelegenceClient"]
+
 MAX_PARALLEL_REQUESTS = 10  # AMOP's MAX_PARALLEL_REQUESTS default, when the account sets none
-SUPPORTED_CHANGE_TYPES = frozenset({STATUS_UPDATE, ACTIVATE_NEW_SERVICE, CARRIER_RATE_PLAN_CHANGE,
-                                    CHANGE_ICCID_AND_IMEI, EDIT_USERNAME_COST_CENTER})
+SUPPORTED_CHANGE_TYPES = frozenset({
+    ChangeType.STATUS_UPDATE, ChangeType.ACTIVATE_NEW_SERVICE, ChangeType.CARRIER_RATE_PLAN_CHANGE,
+    ChangeType.CHANGE_ICCID_AND_IMEI, ChangeType.EDIT_USERNAME_COST_CENTER})
 NO_BILLING_ACCOUNT = "Rev.io update skipped: the tenant has no Rev.io account"
 
 
-class TelegenceClient:
-    """AsyncCarrierAdapter for Telegence: concurrent line PATCHes (sync) and batched, polled
+class TelegenceClient(CarrierAdapter):
+    """CarrierAdapter for Telegence: concurrent line PATCHes (sync) and batched, polled
     activations (async). `billing` is the tenant's Rev.io client for the Rev.io half of a
-    username/cost-center edit (None: the tenant has no Rev.io account, or no row needs it); this
-    client closes it."""
+    username/cost-center edit, by default built from `account.billing` (None: the tenant has no
+    Rev.io account, or no row needs it); this client closes it."""
 
-    integration = "telegence"
-    callback_name = "telegence"
+    integration = Integration.TELEGENCE
     max_polls = 6  # the seed's "service activation: 6 retries"; the reconcile engine enforces it
+    billing_change_types = frozenset({ChangeType.EDIT_USERNAME_COST_CENTER})
     poll_interval_seconds = 300  # AMOP re-checked activations every 300 s
 
     def __init__(self, account: CarrierAccount, *, billing: RevioClient | None = None,
                  default_reason_code: str | None = None,
                  batch_size: int = ACTIVATION_BATCH_SIZE) -> None:
         self.account = account
+        if billing is None and account.billing is not None:
+            billing = RevioClient(account.billing)
         self.billing = billing
         self.extra = {str(k).lower(): v for k, v in (account.extra or {}).items()}
         self.default_reason_code = (default_reason_code or self.extra.get("reason_code")
@@ -97,15 +95,11 @@ class TelegenceClient:
         self.batch_size = max(1, min(batch_size, ACTIVATION_BATCH_SIZE))
         headers = {"app-id": account.username, "app-secret": account.secret}
         self.http = CarrierHttp(account, headers, classify=classify_telegence_response,
-                                label="Telegence")
+                                label="Telegence", unlimited_workers=MAX_PARALLEL_REQUESTS)
 
-    def supports(self, change_type: int) -> bool:
+    def supports(self, change_type: ChangeType) -> bool:
         """Line status, plan, SIM/IMEI and username/cost-center edits; new-line activation."""
         return change_type in SUPPORTED_CHANGE_TYPES
-
-    def parse_callback(self, payload: dict) -> list[AsyncOutcome]:
-        """Telegence sends no callbacks: activations are settled by `poll` only."""
-        return []
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -122,43 +116,43 @@ class TelegenceClient:
                 f"writes are disabled for service provider {self.account.service_provider_id}; "
                 "nothing was sent to Telegence")
         results: list[DeviceResult | None] = [None] * len(changes)
-        lines = [i for i, c in enumerate(changes) if c.change_type != ACTIVATE_NEW_SERVICE]
-        activations = [i for i, c in enumerate(changes) if c.change_type == ACTIVATE_NEW_SERVICE]
+        lines = [i for i, c in enumerate(changes) if c.change_type != ChangeType.ACTIVATE_NEW_SERVICE]
+        activations = [i for i, c in enumerate(changes) if c.change_type == ChangeType.ACTIVATE_NEW_SERVICE]
 
         async def patch(index: int) -> None:
             results[index] = await self._patch_one(changes[index])
 
         jobs = self._activation_jobs(changes, activations, results)
 
-        async def activate(job: list[tuple[int, dict]]) -> None:
+        async def activate(job: list[tuple[int, dict[str, Any]]]) -> None:
             for index, result in zip([i for i, _ in job], await self._activate(job, changes)):
                 results[index] = result
 
-        await asyncio.gather(self._run_all(lines, patch), self._run_all(jobs, activate))
+        await asyncio.gather(self.http.map_bounded(lines, patch), self.http.map_bounded(jobs, activate))
         return [r for r in results if r is not None]
 
     async def _patch_one(self, change: DeviceChange) -> DeviceResult:
         if not change.msisdn:
-            return _result(change, API_FAILED, "no MSISDN: Telegence updates lines by subscriber "
-                           "number and this device has none")
+            return device_result(change, DeviceChangeStatus.API_FAILED, "no MSISDN: Telegence updates lines by "
+                                 "subscriber number and this device has none")
         try:
             body, values, _ = line_update(change, self.default_reason_code)
         except ValueError as exc:
-            return _result(change, API_FAILED, str(exc))
+            return device_result(change, DeviceChangeStatus.API_FAILED, str(exc))
         desc = f"Telegence PATCH line {change.msisdn}"
         try:
             call = await self.http.request("PATCH", LINE_PATH.format(quote(change.msisdn, safe="")),
                                            json_body=body, description=desc)
         except CarrierError as exc:
-            return _result(change, API_FAILED, _failure_detail(exc), log=exc.log)
+            return device_result(change, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=exc.log)
         summary = _summary(values)
         effective = body.get("effectiveDate")
         if effective and effective > telegence_date():
-            return _result(change, PROCESSED, f"scheduled by Telegence for {effective}: {summary}",
-                           log=call.log)
+            return device_result(change, DeviceChangeStatus.PROCESSED,
+                                 f"scheduled by Telegence for {effective}: {summary}", log=call.log)
         if _needs_billing(change):
             return await self._update_billing(change, values, call.log)
-        return _result(change, PROCESSED, f"applied: {summary}", values, log=call.log)
+        return device_result(change, DeviceChangeStatus.PROCESSED, f"applied: {summary}", values, log=call.log)
 
     async def _update_billing(self, change: DeviceChange, values: dict[str, str],
                               log: list[LogEntry]) -> DeviceResult:
@@ -166,8 +160,8 @@ class TelegenceClient:
         the outcome rules)."""
         summary = _summary(values)
         if self.billing is None:
-            return _result(change, PROCESSED, f"applied: {summary}; {NO_BILLING_ACCOUNT}", values,
-                           log=log)
+            return device_result(change, DeviceChangeStatus.PROCESSED, f"applied: {summary}; {NO_BILLING_ACCOUNT}",
+                                 values, log=log)
         log = list(log)
         try:
             edited = await self.billing.edit_line_services(
@@ -175,30 +169,30 @@ class TelegenceClient:
                 cost_center=values.get("cost_center"), log=log)
         except RevioUpdateError as exc:
             where = "Rev.io" if exc.service_id is None else f"Rev.io service {exc.service_id}"
-            return _result(change, API_FAILED,
-                           f"Telegence updated ({summary}); {where} not updated: {exc.message}",
-                           log=log)
-        return _result(change, PROCESSED, f"applied: {summary}; Rev.io service "
-                       f"{', '.join(map(str, edited))} updated", values, log=log)
+            return device_result(change, DeviceChangeStatus.API_FAILED,
+                                 f"Telegence updated ({summary}); {where} not updated: {exc.message}",
+                                 log=log)
+        return device_result(change, DeviceChangeStatus.PROCESSED, f"applied: {summary}; Rev.io service "
+                             f"{', '.join(map(str, edited))} updated", values, log=log)
 
     def _activation_jobs(self, changes: Sequence[DeviceChange], indexes: list[int],
-                         results: list[DeviceResult | None]) -> list[list[tuple[int, dict]]]:
+                         results: list[DeviceResult | None]) -> list[list[tuple[int, dict[str, Any]]]]:
         """Valid activation lines cut into requests of at most `batch_size`; invalid rows are
         failed in `results` without a call."""
         ban = self.extra.get("ban")
-        ready: list[tuple[int, dict]] = []
+        ready: list[tuple[int, dict[str, Any]]] = []
         for index in indexes:
             if not ban:
-                results[index] = _result(changes[index], API_FAILED, "no billing account: set "
-                                         "extra['ban'] on the Telegence service provider")
+                results[index] = device_result(changes[index], DeviceChangeStatus.API_FAILED, "no billing account: set "
+                                               "extra['ban'] on the Telegence service provider")
                 continue
             try:
                 ready.append((index, activation_line(changes[index], str(ban), self.extra)))
             except ValueError as exc:
-                results[index] = _result(changes[index], API_FAILED, str(exc))
+                results[index] = device_result(changes[index], DeviceChangeStatus.API_FAILED, str(exc))
         return [ready[i:i + self.batch_size] for i in range(0, len(ready), self.batch_size)]
 
-    async def _activate(self, job: list[tuple[int, dict]], changes: Sequence[DeviceChange]
+    async def _activate(self, job: list[tuple[int, dict[str, Any]]], changes: Sequence[DeviceChange]
                         ) -> list[DeviceResult]:
         members = [changes[i] for i, _ in job]
         desc = f"Telegence POST activation ({len(members)} lines)"
@@ -206,20 +200,20 @@ class TelegenceClient:
             call = await self.http.request("POST", ACTIVATION_PATH,
                                            json_body=[line for _, line in job], description=desc)
         except CarrierError as exc:
-            logs = _shared_logs(exc.log, members, desc)
-            return [_result(c, API_FAILED, _failure_detail(exc), log=lg)
+            logs = shared_logs(exc.log, members, desc)
+            return [device_result(c, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=lg)
                     for c, lg in zip(members, logs)]
         items = call.body if isinstance(call.body, list) else [call.body]
         ids = activation_ids(items, members)
-        logs = _shared_logs(call.log, members, desc)
+        logs = shared_logs(call.log, members, desc)
         out = []
         for change, request_id, log in zip(members, ids, logs):
             if request_id:
-                out.append(_result(change, PROCESSING, f"activation accepted by Telegence, status "
-                                   f"id {request_id}", request_id=request_id, log=log))
+                out.append(device_result(change, DeviceChangeStatus.PROCESSING, f"activation accepted by Telegence, "
+                                         f"status id {request_id}", request_id=request_id, log=log))
             else:
-                out.append(_result(change, API_FAILED, "Telegence's activation answer has no "
-                                   "status id for this line", log=log))
+                out.append(device_result(change, DeviceChangeStatus.API_FAILED, "Telegence's activation answer has no "
+                                         "status id for this line", log=log))
         return out
 
     # -- poll -------------------------------------------------------------------------------------
@@ -240,7 +234,7 @@ class TelegenceClient:
             for index, answer in zip(indexes, answers):
                 results[index] = answer
 
-        await self._run_all(list(by_id.items()), fetch)
+        await self.http.map_bounded(list(by_id.items()), fetch)
         return results
 
     async def _poll_one(self, request_id: str, members: list[DeviceChange]
@@ -252,9 +246,9 @@ class TelegenceClient:
         except BusinessCarrierError as exc:
             if exc.status != 404:
                 return [None] * len(members)  # e.g. credentials: cannot tell, keep waiting
-            logs = _shared_logs(exc.log, members, desc)
-            return [_result(c, API_FAILED, f"Telegence has no activation {request_id}: {exc}",
-                            request_id=request_id, log=lg) for c, lg in zip(members, logs)]
+            logs = shared_logs(exc.log, members, desc)
+            return [device_result(c, DeviceChangeStatus.API_FAILED, f"Telegence has no activation {request_id}: {exc}",
+                                  request_id=request_id, log=lg) for c, lg in zip(members, logs)]
         except CarrierError:
             return [None] * len(members)
         items = [i for i in (call.body if isinstance(call.body, list) else [call.body])
@@ -275,19 +269,16 @@ class TelegenceClient:
         / sim / BLIMEI / contactName / costCenter with the target (a username/cost-center edit
         that must reach Rev.io also needs the line's Rev services to show it). Activations with a
         known status id: PROCESSED if that activation is active. Anything else: None (re-send)."""
-        results: list[DeviceResult | None] = [None] * len(changes)
 
-        async def check(index: int) -> None:
-            change = changes[index]
-            if change.change_type == ACTIVATE_NEW_SERVICE:
-                if change.carrier_request_id:
-                    answer = (await self._poll_one(change.carrier_request_id, [change]))[0]
-                    results[index] = answer if answer and answer.status == PROCESSED else None
-                return
-            results[index] = await self._check_line(change)
+        async def check(change: DeviceChange) -> DeviceResult | None:
+            if change.change_type != ChangeType.ACTIVATE_NEW_SERVICE:
+                return await self._check_line(change)
+            if not change.carrier_request_id:
+                return None
+            answer = (await self._poll_one(change.carrier_request_id, [change]))[0]
+            return answer if answer and answer.status == DeviceChangeStatus.PROCESSED else None
 
-        await self._run_all(list(range(len(changes))), check)
-        return results
+        return await self.http.map_bounded(changes, check)
 
     async def get_subscriber(self, subscriber_number: str) -> dict[str, Any]:
         """Subscriber detail (`GET` on the lineconfig path [I]); raises CarrierError."""
@@ -316,63 +307,24 @@ class TelegenceClient:
             return None
         detail = f"already in effect at Telegence: {_summary(held)}"
         if not _needs_billing(change):
-            return _result(change, PROCESSED, detail, values, log=call.log)
+            return device_result(change, DeviceChangeStatus.PROCESSED, detail, values, log=call.log)
         if self.billing is None:
-            return _result(change, PROCESSED, f"{detail}; {NO_BILLING_ACCOUNT}", values,
-                           log=call.log)
+            return device_result(change, DeviceChangeStatus.PROCESSED, f"{detail}; {NO_BILLING_ACCOUNT}", values,
+                                 log=call.log)
         log = list(call.log)
         services = await self.billing.line_services_hold(
             change.msisdn, description=values.get("username"),
             cost_center=values.get("cost_center"), log=log)
         if services is None:
             return None  # the re-send repeats the (idempotent) PATCH and then updates Rev.io
-        return _result(change, PROCESSED, f"{detail}; and at Rev.io service "
-                       f"{', '.join(map(str, services))}", values, log=log)
-
-    async def _run_all(self, items: Sequence[Any], one: Callable[[Any], Awaitable[None]]) -> None:
-        """Run `one` over the items with the account's concurrency (AMOP's 10 when unset)."""
-        if not items:
-            return
-        conc = self.account.max_concurrency
-        queue = iter(items)
-
-        async def worker() -> None:
-            for item in queue:
-                await one(item)
-
-        workers = min(len(items), conc if conc > 0 else MAX_PARALLEL_REQUESTS)
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        return device_result(change, DeviceChangeStatus.PROCESSED, f"{detail}; and at Rev.io service "
+                             f"{', '.join(map(str, services))}", values, log=log)
 
 
 def _needs_billing(change: DeviceChange) -> bool:
     """A username/cost-center edit of a line our database says has an active Rev.io service."""
-    return change.change_type == EDIT_USERNAME_COST_CENTER and change.has_active_rev_service
+    return change.change_type in TelegenceClient.billing_change_types and change.has_active_rev_service
 
 
 def _summary(values: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
-
-
-def _failure_detail(exc: CarrierError) -> str:
-    if isinstance(exc, TransientCarrierError):
-        return f"retries exhausted: {exc.message}"
-    return str(exc) if isinstance(exc, BusinessCarrierError) else exc.message
-
-
-def _shared_logs(log: list[LogEntry], members: list[DeviceChange], desc: str
-                 ) -> list[list[LogEntry]]:
-    """The first line of a batched request keeps the full exchange; the others a pointer to it,
-    so a 200-line request body is not stored 200 times."""
-    if not members:
-        return []
-    last = log[-1] if log else None
-    note = LogEntry(f"{desc}: full exchange logged on device change {members[0].device_change_id}",
-                    "", "", last.response_status if last else None,
-                    last.has_errors if last else True)
-    return [list(log)] + [[note] for _ in members[1:]]
-
-
-def _result(change: DeviceChange, status: str, detail: str, new_values: dict | None = None, *,
-            request_id: str | None = None, log: list[LogEntry] | None = None) -> DeviceResult:
-    return DeviceResult(change.device_change_id, status, detail, dict(new_values or {}),
-                        request_id, list(log or []))

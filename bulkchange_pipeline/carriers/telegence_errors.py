@@ -40,7 +40,7 @@ _MESSAGE_KEYS = (
 _CODE_KEYS = ("errorcode", "responsecode", "code", "reasoncode")
 
 
-def _lower_keys(body: dict) -> dict[str, Any]:
+def _lower_keys(body: dict[Any, Any]) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in body.items()}
 
 

@@ -31,16 +31,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from .base import (
-    API_FAILED,
-    CARRIER_RATE_PLAN_CHANGE,
-    CHANGE_ICCID_AND_IMEI,
-    EDIT_USERNAME_COST_CENTER,
-    PROCESSED,
-    STATUS_UPDATE,
-    DeviceChange,
-    DeviceResult,
-)
+from ..domain import ChangeType, DeviceChangeStatus
+from .base import DeviceChange, DeviceResult
 from .telegence_errors import message_of
 
 LINE_PATH = "sp/mobility/lineconfig/api/v1/service/{}"
@@ -92,7 +84,8 @@ def line_update(change: DeviceChange, default_reason_code: str = DEFAULT_REASON_
     Raises ValueError with a reason a person can act on when it cannot be expressed."""
     target = change.target or {}
     ct = change.change_type
-    if ct == STATUS_UPDATE:
+    body: dict[str, Any]
+    if ct == ChangeType.STATUS_UPDATE:
         wanted = str(target.get("status") or "").strip().lower()
         if wanted not in _MODES:
             raise ValueError(f"Telegence status must be A, S or C (got {target.get('status')!r})")
@@ -100,14 +93,14 @@ def line_update(change: DeviceChange, default_reason_code: str = DEFAULT_REASON_
         body = {"mode": mode, "reasonCode": str(target.get("reason_code") or default_reason_code),
                 "effectiveDate": telegence_date(target.get("effective_date"))}
         return body, {"status": letter}, {"subscriberStatus": letter}
-    if ct == CARRIER_RATE_PLAN_CHANGE:
+    if ct == ChangeType.CARRIER_RATE_PLAN_CHANGE:
         plan = target.get("carrier_rate_plan")
         if not plan:
             raise ValueError("no carrier_rate_plan (Telegence singleUserCode) to set")
         body = {"effectiveDate": telegence_date(target.get("effective_date")),
                 "serviceCharacteristic": _characteristics({"singleUserCode": plan})}
         return body, {"carrier_rate_plan": str(plan)}, {"singleUserCode": str(plan)}
-    if ct == CHANGE_ICCID_AND_IMEI:
+    if ct == ChangeType.CHANGE_ICCID_AND_IMEI:
         swap: dict[str, str] = {}
         if target.get("new_imei"):
             swap["IMEI"] = str(target["new_imei"])
@@ -121,7 +114,7 @@ def line_update(change: DeviceChange, default_reason_code: str = DEFAULT_REASON_
             values["imei"] = swap["IMEI"]
         held = {("BLIMEI" if k == "IMEI" else k): v for k, v in swap.items()}
         return body, values, held
-    if ct == EDIT_USERNAME_COST_CENTER:
+    if ct == ChangeType.EDIT_USERNAME_COST_CENTER:
         edits: dict[str, str] = {}
         values = {}
         if target.get("username") is not None:
@@ -172,7 +165,8 @@ def characteristic_map(node: Any) -> dict[str, str]:
 def activation_outcome(change: DeviceChange, item: dict[str, Any]) -> DeviceResult | None:
     """The DeviceResult an activation-status item means for one line; None while pending (or an
     unknown status: the engine polls again and gives up after `max_polls`)."""
-    service = item.get("service") if isinstance(item.get("service"), dict) else {}
+    service = item.get("service")
+    service = service if isinstance(service, dict) else {}
     status = str(service.get("status") or item.get("interactionStatus") or "").strip().lower()
     request_id = change.carrier_request_id
     if status in ACTIVE_STATUSES:
@@ -183,13 +177,13 @@ def activation_outcome(change: DeviceChange, item: dict[str, Any]) -> DeviceResu
         plan = (change.target or {}).get("carrier_rate_plan")
         if plan:
             values["carrier_rate_plan"] = str(plan)
-        return DeviceResult(change.device_change_id, PROCESSED,
+        return DeviceResult(change.device_change_id, DeviceChangeStatus.PROCESSED,
                             f"activated by Telegence as {number or '(number not reported)'} "
                             f"(activation {request_id})", values, request_id)
     if status in REJECTED_STATUSES:
         _, reason = message_of(service.get("error")) if service.get("error") else (None, None)
         reason = reason or str(item.get("interactionStatus") or status)
-        return DeviceResult(change.device_change_id, API_FAILED,
+        return DeviceResult(change.device_change_id, DeviceChangeStatus.API_FAILED,
                             f"activation rejected by Telegence: {reason} (activation {request_id})",
                             {}, request_id)
     return None
@@ -210,7 +204,7 @@ def activation_ids(items: list[Any], members: list[DeviceChange]) -> list[str | 
     return [None] * len(members)
 
 
-def item_for(change: DeviceChange, items: list[dict]) -> dict | None:
+def item_for(change: DeviceChange, items: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The status item about this line: the one echoing its ICCID, else the only one."""
     for item in items:
         if change.iccid and characteristic_map(item.get("service")).get("sim") == change.iccid:

@@ -1,8 +1,8 @@
 """Client for Verizon ThingSpace Connectivity Management (M2M): batched, asynchronous actions whose
 outcome arrives later as one CarrierService callback per device. This module holds the calls,
-auth renewal, batching, pacing and what each answer means for a device row; the wire format
-(paths, fault codes, answer classification, the auth header flow, callback parsing) is in
-`thingspace_wire.py`, so it can be read and tested without I/O.
+batching, pacing and what each answer means for a device row; the wire format (paths, fault
+codes, answer classification, callback parsing) is in `thingspace_wire.py`, so it can be read and
+tested without I/O, and the token/session state with its renewal in `thingspace_auth.py`.
 
 Behaviour (reference/carriers.md section 2):
 - auth: an OAuth client-credentials token (`POST /api/ts/v1/oauth2/token`, Basic
@@ -25,52 +25,57 @@ defaults), `reason_code` (deactivation, default FF), `callback_username`/`callba
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
+from ..domain import ChangeType, DeviceChangeStatus, Integration
 from .base import (
-    API_FAILED, CARRIER_RATE_PLAN_CHANGE, CHANGE_ICCID_AND_IMEI, PROCESSED, PROCESSING,
-    STATUS_UPDATE, AsyncOutcome, BusinessCarrierError, CarrierAccount, CarrierError,
-    DeviceChange, DeviceResult, LogEntry, TransientCarrierError, WritesDisabledError,
+    CarrierAccount,
+    CarrierAdapter,
+    CarrierError,
+    DeviceChange,
+    DeviceResult,
+    LogEntry,
+    WritesDisabledError,
 )
-from .http import CallResult, CarrierHttp, RateLimiter
+from .http import CallResult, CarrierHttp
+from .pacing import RateLimiter
 from .redaction import basic_token, redact_text
+from .results import failure_detail
+from .thingspace_auth import ThingSpaceAuth
 from .thingspace_wire import (
-    _ACTION_STATE,
-    _STATUS_WORDS,
+    ACTION_STATE,
     M2M,
     MAX_DEVICES_PER_REQUEST,
-    TOKEN_PATH,
-    GatewayAuthError,
-    SessionExpiredError,
-    _Plan,
-    _state_and_plan,
-    _ThingSpaceAuth,
+    STATUS_WORDS,
+    Plan,
     classify_thingspace_response,
     parse_thingspace_callback,
+    state_and_plan,
 )
 
+__all__ = ["ACCEPTED", "SUPPORTED_CHANGE_TYPES", "ThingSpaceClient"]
+
 ACCEPTED = "accepted by ThingSpace, waiting for callback"
-_T = TypeVar("_T")
+SUPPORTED_CHANGE_TYPES = frozenset(
+    {ChangeType.STATUS_UPDATE, ChangeType.CARRIER_RATE_PLAN_CHANGE, ChangeType.CHANGE_ICCID_AND_IMEI})
+UNLIMITED_WORKERS = 16  # devices worked on at once when the account sets no concurrency limit
 
 
-class ThingSpaceClient:
-    """AsyncCarrierAdapter for ThingSpace: batched actions, results by callback or poll."""
+class ThingSpaceClient(CarrierAdapter):
+    """CarrierAdapter for ThingSpace: batched actions, results by callback or poll."""
 
-    integration = "thingspace"
+    integration = Integration.THINGSPACE
     callback_name = "thingspace"
+    parse_callback = staticmethod(parse_thingspace_callback)
 
     def __init__(self, account: CarrierAccount, *, max_devices_per_request: int =
                  MAX_DEVICES_PER_REQUEST, token_margin_seconds: float = 60.0,
                  device_id_path: str = "devices/actions/deviceid") -> None:
         extra = {str(k).lower(): v for k, v in (account.extra or {}).items()}
         self.account = account
-        self.client_id = str(extra.get("client_id") or "")
-        self.client_secret = str(extra.get("client_secret") or "")
         self.account_name = str(extra.get("account_name") or "")
         self.service_plan = extra.get("service_plan")
         self.mdn_zip_code = extra.get("mdn_zip_code")
@@ -78,101 +83,24 @@ class ThingSpaceClient:
         self.callback_username = extra.get("callback_username")
         self.callback_password = extra.get("callback_password")
         self.max_devices_per_request = max_devices_per_request
-        self.token_margin_seconds = token_margin_seconds
         self.device_id_path = device_id_path
         per_minute = float(extra.get("activate_requests_per_minute") or 100.0)
         self.activate_limiter = RateLimiter(per_minute / 60.0)
+        self.auth = ThingSpaceAuth(str(extra.get("client_id") or ""), str(extra.get("client_secret") or ""),
+                                   account.username, account.secret, token_margin_seconds=token_margin_seconds)
         root = account.base_url.rstrip("/").removesuffix("/api/m2m/v1")
-        secrets = [self.client_secret, basic_token(self.client_id, self.client_secret),
+        secrets = [self.auth.client_secret, basic_token(self.auth.client_id, self.auth.client_secret),
                    self.callback_password, self.callback_username]
-        self.http = CarrierHttp(dataclasses.replace(account, base_url=root), _ThingSpaceAuth(self),
-                                classify=classify_thingspace_response,
-                                redact=[s for s in secrets if s], label="ThingSpace")
-        self._token: str | None = None
-        self._token_expires = 0.0
-        self._session: str | None = None
-        self._lock: asyncio.Lock | None = None
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self.http = CarrierHttp(dataclasses.replace(account, base_url=root), self.auth,
+                                classify=classify_thingspace_response, redact=[s for s in secrets if s],
+                                label="ThingSpace", unlimited_workers=UNLIMITED_WORKERS)
 
-    def supports(self, change_type: int) -> bool:
+    def supports(self, change_type: ChangeType) -> bool:
         """Status changes, carrier plan changes and ICCID/IMEI changes go through the API."""
-        return change_type in (STATUS_UPDATE, CARRIER_RATE_PLAN_CHANGE, CHANGE_ICCID_AND_IMEI)
+        return change_type in SUPPORTED_CHANGE_TYPES
 
     async def aclose(self) -> None:
         await self.http.aclose()
-
-    # -- auth -------------------------------------------------------------------------------------
-
-    def _auth_lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        if self._lock is None or self._lock_loop is not loop:
-            self._lock, self._lock_loop = asyncio.Lock(), loop
-        return self._lock
-
-    async def _ensure_auth(self, *, stale_session: str | None = None,
-                           stale_token: str | None = None) -> list[LogEntry]:
-        """A valid token and session (renewing those named stale); returns the auth exchanges."""
-        log: list[LogEntry] = []
-        async with self._auth_lock():
-            if stale_token is not None and self._token == stale_token:
-                self._token = None
-            if stale_session is not None and self._session == stale_session:
-                self._session = None
-            if self._token is None or time.monotonic() >= self._token_expires:
-                if not (self.client_id and self.client_secret):
-                    raise BusinessCarrierError("ThingSpace needs extra client_id and client_secret "
-                                               "(BULKCHANGE_CRED_<NAME>_CLIENT_ID/_CLIENT_SECRET)")
-                self._token = None
-                got = await self.http.request("POST", TOKEN_PATH, description="ThingSpace OAuth token")
-                log += got.log
-                body = got.body if isinstance(got.body, dict) else {}
-                if not body.get("access_token"):
-                    raise TransientCarrierError("token response without access_token", log=log)
-                ttl = float(body.get("expires_in") or 3600)
-                self._token = str(body["access_token"])
-                self._token_expires = time.monotonic() + ttl - min(self.token_margin_seconds, ttl * 0.2)
-            if self._session is None:
-                got = await self.http.request(
-                    "POST", M2M + "session/login", description="ThingSpace session login",
-                    json_body={"username": self.account.username, "password": self.account.secret})
-                log += got.log
-                session = got.body.get("sessionToken") if isinstance(got.body, dict) else None
-                if not session:
-                    raise TransientCarrierError("login response without sessionToken", log=log)
-                self._session = str(session)
-        return log
-
-    async def _call(self, method: str, path: str, body: Any = None, description: str = ""
-                    ) -> CallResult:
-        """One M2M call with auth renewal: one re-login on session expiry, one token refresh on
-        900901; the result's log holds every exchange, auth ones included."""
-        log: list[LogEntry] = []
-        renewed: set[str] = set()
-        stale: dict[str, str | None] = {}
-        while True:
-            session, token = self._session, self._token
-            try:
-                log += await self._ensure_auth(stale_session=stale.get("session"),
-                                               stale_token=stale.get("token"))
-                session, token = self._session, self._token
-                result = await self.http.request(method, path, json_body=body,
-                                                 description=description)
-                result.log = log + result.log
-                return result
-            except (SessionExpiredError, GatewayAuthError) as exc:
-                log += exc.log
-                kind = "session" if isinstance(exc, SessionExpiredError) else "token"
-                if kind in renewed:
-                    what = ("ThingSpace rejected the OAuth token again after a refresh; check the "
-                            "service provider's client_id/client_secret" if kind == "token" else
-                            "ThingSpace refused the session again after a new login")
-                    raise BusinessCarrierError(f"{what} ({exc.message})", code=exc.code,
-                                               status=exc.status, log=log) from exc
-                renewed.add(kind)
-                stale = {"session": session} if kind == "session" else {"token": token}
-            except CarrierError as exc:
-                exc.log = log + exc.log
-                raise
 
     # -- building requests ------------------------------------------------------------------------
 
@@ -186,42 +114,42 @@ class ThingSpaceClient:
             raise ValueError("no device identifier (ICCID, IMEI, MDN or EID) to send")
         return ids
 
-    def _plan(self, change: DeviceChange) -> _Plan:
+    def _plan(self, change: DeviceChange) -> Plan:
         """The action for a change; ValueError if it cannot be expressed."""
         target = change.target or {}
         ids = self.device_ids(change)
-        if change.change_type == STATUS_UPDATE:
+        if change.change_type == ChangeType.STATUS_UPDATE:
             word = str(target.get("status") or "").strip().lower().replace("_", " ")
-            wanted = _STATUS_WORDS.get(word)
+            wanted = STATUS_WORDS.get(word)
             if wanted is None:
                 raise ValueError(f"ThingSpace cannot set status {target.get('status')!r} "
                                  "(active, restore, suspend, deactive)")
             if wanted == "deactive":
-                return _Plan("deactivate", {"reasonCode": str(target.get("reason_code") or
+                return Plan("deactivate", {"reasonCode": str(target.get("reason_code") or
                                                                self.reason_code), "etfWaiver": False}, ids)
             if wanted == "suspend":
-                return _Plan("suspend", {}, ids)
+                return Plan("suspend", {}, ids)
             current = str(target.get("current_status") or "").lower() or None
             if wanted == "restore" or current == "suspend":
-                return _Plan("restore", {}, ids)
+                return Plan("restore", {}, ids)
             plan = target.get("carrier_rate_plan") or target.get("service_plan") or self.service_plan
             params = {"servicePlan": plan}
             zip_code = target.get("service_zip_code") or self.mdn_zip_code
             if zip_code:
                 params["mdnZipCode"] = str(zip_code)
-            return _Plan("activate", params, ids, needs_lookup=current is None or not plan)
-        if change.change_type == CARRIER_RATE_PLAN_CHANGE:
+            return Plan("activate", params, ids, needs_lookup=current is None or not plan)
+        if change.change_type == ChangeType.CARRIER_RATE_PLAN_CHANGE:
             if not target.get("carrier_rate_plan"):
                 raise ValueError("no carrier_rate_plan to send")
-            return _Plan("plan", {"servicePlan": str(target["carrier_rate_plan"])}, ids)
-        if change.change_type == CHANGE_ICCID_AND_IMEI:
+            return Plan("plan", {"servicePlan": str(target["carrier_rate_plan"])}, ids)
+        if change.change_type == ChangeType.CHANGE_ICCID_AND_IMEI:
             to = [{"kind": k, "id": str(target[f"new_{k}"])} for k in ("iccid", "imei")
                   if target.get(f"new_{k}")]
             if not to:
                 raise ValueError("no new_iccid or new_imei to send")
             option = {1: "ChangeICCID" if to[0]["kind"] == "iccid" else "ChangeIMEI",
                       2: "ChangeIMEIandICCID"}[len(to)]
-            return _Plan("deviceid", {"change4gOption": option, "deviceIdsTo": to}, ids)
+            return Plan("deviceid", {"change4gOption": option, "deviceIdsTo": to}, ids)
         raise ValueError(f"change type {change.change_type} is not applied through ThingSpace")
 
     # -- apply ------------------------------------------------------------------------------------
@@ -233,7 +161,7 @@ class ThingSpaceClient:
             raise WritesDisabledError(f"writes are disabled for service provider "
                                       f"{self.account.service_provider_id}; nothing was sent to ThingSpace")
         results: list[DeviceResult | None] = [None] * len(changes)
-        plans: dict[int, _Plan] = {}
+        plans: dict[int, Plan] = {}
         for i, change in enumerate(changes):
             try:
                 plans[i] = self._plan(change)
@@ -254,16 +182,16 @@ class ThingSpaceClient:
         batches = [(plans[idx[0]], idx[s:s + self.max_devices_per_request])
                    for idx in groups.values() for s in range(0, len(idx), self.max_devices_per_request)]
 
-        async def send(batch: tuple[_Plan, list[int]]) -> None:
+        async def send(batch: tuple[Plan, list[int]]) -> None:
             plan, idx = batch
             for i, result in zip(idx, await self._send(plan, [changes[i] for i in idx],
                                                        [plans[i].ids for i in idx])):
                 results[i] = result
 
-        await self._bounded(batches, send)
+        await self.http.map_bounded(batches, send)
         return results  # type: ignore[return-value]
 
-    async def _resolve_activations(self, changes: Sequence[DeviceChange], plans: dict[int, _Plan],
+    async def _resolve_activations(self, changes: Sequence[DeviceChange], plans: dict[int, Plan],
                                    results: list[DeviceResult | None]) -> None:
         """For "active" targets whose current state or plan is unknown, read the device: a
         suspended one is restored, a plan-less activation reuses the device's plan."""
@@ -272,9 +200,9 @@ class ThingSpaceClient:
         async def one(i: int) -> None:
             found, log = await self._lookup(changes[i])
             plan = plans[i]
-            state, current_plan = _state_and_plan(found)
+            state, current_plan = state_and_plan(found)
             if state == "suspend":
-                plans[i] = _Plan("restore", {}, plan.ids)
+                plans[i] = Plan("restore", {}, plan.ids)
             elif not plan.params.get("servicePlan"):
                 if not current_plan:
                     del plans[i]
@@ -283,9 +211,9 @@ class ThingSpaceClient:
                     return
                 plan.params["servicePlan"] = current_plan
 
-        await self._bounded(todo, one)
+        await self.http.map_bounded(todo, one)
 
-    async def _send(self, plan: _Plan, changes: list[DeviceChange], ids: list[list[dict]]
+    async def _send(self, plan: Plan, changes: list[DeviceChange], ids: list[list[dict[str, str]]]
                     ) -> list[DeviceResult]:
         body: dict[str, Any]
         if plan.action == "deviceid":
@@ -300,44 +228,28 @@ class ThingSpaceClient:
             await self.activate_limiter.acquire()
         desc = f"ThingSpace {plan.action} ({len(changes)} device{'s' * (len(changes) != 1)})"
         try:
-            result = await self._call(method, path, body, desc)
+            result = await self.auth.call(self.http, method, path, body, desc)
         except CarrierError as exc:
-            detail = str(exc) if isinstance(exc, BusinessCarrierError) else exc.message
-            if isinstance(exc, TransientCarrierError):
-                detail = f"retries exhausted: {detail}"
-            return [_failed(c, detail, _shared_log(exc.log, k, changes)) for k, c in enumerate(changes)]
+            return [_failed(c, failure_detail(exc), _shared_log(exc.log, k, changes)) for k, c in enumerate(changes)]
         rid = result.body.get("requestId") if isinstance(result.body, dict) else None
         if not rid:
             return [_failed(c, "ThingSpace answered without a requestId",
                             _shared_log(result.log, k, changes)) for k, c in enumerate(changes)]
-        return [DeviceResult(c.device_change_id, PROCESSING, ACCEPTED, {}, str(rid),
+        return [DeviceResult(c.device_change_id, DeviceChangeStatus.PROCESSING, ACCEPTED, {}, str(rid),
                              _shared_log(result.log, k, changes)) for k, c in enumerate(changes)]
-
-    async def _bounded(self, items: Sequence[_T], fn: Callable[[_T], Awaitable[None]]) -> None:
-        """Run `fn` over items with as many workers as the account may use at once."""
-        if not items:
-            return
-        conc = self.account.max_concurrency
-        it = iter(items)
-
-        async def worker() -> None:
-            for item in it:
-                await fn(item)
-
-        await asyncio.gather(*(worker() for _ in range(min(len(items), conc if conc > 0 else 16))))
 
     # -- reads: poll and already_applied ------------------------------------------------------------
 
     async def _lookup(self, change: DeviceChange, prefer_new: bool = False
-                      ) -> tuple[dict | None, list[LogEntry]]:
+                      ) -> tuple[dict[str, Any] | None, list[LogEntry]]:
         """The device as `devices/actions/list` reports it (None if unknown or unreadable)."""
         target = change.target or {}
         ids = [{"kind": k, "id": str(target[f"new_{k}"])} for k in ("iccid", "imei")
                if prefer_new and target.get(f"new_{k}")] or self.device_ids(change)
         try:
-            got = await self._call("POST", M2M + "devices/actions/list",
-                                   {"accountName": self.account_name, "deviceId": ids[0]},
-                                   f"ThingSpace device list {ids[0]['kind']} {ids[0]['id']}")
+            got = await self.auth.call(self.http, "POST", M2M + "devices/actions/list",
+                                       {"accountName": self.account_name, "deviceId": ids[0]},
+                                       f"ThingSpace device list {ids[0]['kind']} {ids[0]['id']}")
         except CarrierError as exc:
             return None, exc.log
         devices = got.body.get("devices") if isinstance(got.body, dict) else None
@@ -352,8 +264,8 @@ class ThingSpaceClient:
         found, log = await self._lookup(change, prefer_new=plan.action == "deviceid")
         if found is None:
             return None
-        state, service_plan = _state_and_plan(found)
-        if plan.action in _ACTION_STATE and state == _ACTION_STATE[plan.action]:
+        state, service_plan = state_and_plan(found)
+        if plan.action in ACTION_STATE and state == ACTION_STATE[plan.action]:
             values: dict[str, Any] = {"status": state}
         elif plan.action == "plan" and service_plan == plan.params["servicePlan"]:
             values = {"carrier_rate_plan": service_plan}
@@ -363,14 +275,14 @@ class ThingSpaceClient:
             values = {t["kind"]: t["id"] for t in plan.params["deviceIdsTo"]}
         else:
             return None
-        return DeviceResult(change.device_change_id, PROCESSED,
+        return DeviceResult(change.device_change_id, DeviceChangeStatus.PROCESSED,
                             f"ThingSpace device holds the target ({_fmt(values)})", values,
                             change.carrier_request_id, log)
 
     async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
         """For rows a crash left PROCESSING before a requestId was stored: PROCESSED if the
         device already holds the target, else None (the caller re-sends)."""
-        return await self._each(changes, self._confirm)
+        return await self.http.map_bounded(changes, self._confirm)
 
     async def poll(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
         """Settle rows whose callback never came: PROCESSED if the device holds the target;
@@ -385,33 +297,19 @@ class ThingSpaceClient:
             if found is not None or not rid or shared[rid] > 1:
                 return found
             try:
-                got = await self._call("GET", f"{M2M}accounts/{self.account_name}/requests/{rid}/status",
-                                       description=f"ThingSpace request status {rid}")
+                got = await self.auth.call(self.http, "GET",
+                                           f"{M2M}accounts/{self.account_name}/requests/{rid}/status",
+                                           description=f"ThingSpace request status {rid}")
             except CarrierError:
                 return None  # bulk request or unknown: only a callback can tell
             if isinstance(got.body, dict) and got.body.get("status") == "Failed":
-                return DeviceResult(change.device_change_id, API_FAILED,
+                return DeviceResult(change.device_change_id, DeviceChangeStatus.API_FAILED,
                                     f"ThingSpace reports request {rid} Failed", {}, rid, got.log)
             return None
 
-        return await self._each(changes, one)
+        return await self.http.map_bounded(changes, one)
 
-    async def _each(self, changes: Sequence[DeviceChange],
-                    fn: Callable[[DeviceChange], Awaitable[DeviceResult | None]]
-                    ) -> list[DeviceResult | None]:
-        out: list[DeviceResult | None] = [None] * len(changes)
-
-        async def one(i: int) -> None:
-            out[i] = await fn(changes[i])
-
-        await self._bounded(list(range(len(changes))), one)
-        return out
-
-    # -- callbacks --------------------------------------------------------------------------------
-
-    def parse_callback(self, payload: dict) -> list[AsyncOutcome]:
-        """Pure: see `parse_thingspace_callback`."""
-        return parse_thingspace_callback(payload)
+    # -- callbacks (read by `parse_callback`, the class's `parse_thingspace_callback`) ------------
 
     async def register_callback(self, url: str | None = None, username: str | None = None,
                                 password: str | None = None) -> CallResult:
@@ -423,8 +321,8 @@ class ThingSpaceClient:
                            ("password", password or self.callback_password)):
             if value:
                 body[key] = str(value)
-        result = await self._call("POST", f"{M2M}callbacks/{self.account_name}", body,
-                                  "ThingSpace register CarrierService callback")
+        result = await self.auth.call(self.http, "POST", f"{M2M}callbacks/{self.account_name}", body,
+                                      "ThingSpace register CarrierService callback")
         extra = [s for s in (password, username) if s]  # an explicit password is not pre-registered
         result.log = [dataclasses.replace(e, request_text=redact_text(e.request_text, extra))
                       for e in result.log]
@@ -446,6 +344,6 @@ def _fmt(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
-def _failed(change: DeviceChange, detail: str, log: list | None = None) -> DeviceResult:
-    return DeviceResult(change.device_change_id, API_FAILED, detail, {},
+def _failed(change: DeviceChange, detail: str, log: list[LogEntry] | None = None) -> DeviceResult:
+    return DeviceResult(change.device_change_id, DeviceChangeStatus.API_FAILED, detail, {},
                         change.carrier_request_id, list(log or []))

@@ -1,14 +1,15 @@
 """Verizon ThingSpace's wire format, without I/O: paths, limits and fault codes, how an answer is
-classified, the auth header flow, the shape of one planned action (`_Plan`) and how a
-CarrierService callback is read (reference/carriers.md section 2).
+classified, the shape of one planned action (`Plan`) and how a CarrierService callback is read
+(reference/carriers.md section 2).
 
-Kept apart from the client (`thingspace.py`: the calls, auth renewal, batching, pacing and what
-each answer means for a device row) so that what ThingSpace sends and answers can be read and
-tested on its own, as `telegence_wire.py` and `revio_wire.py` do for their carriers.
+Kept apart from the client (`thingspace.py`: the calls, batching, pacing and what each answer means
+for a device row) and from the auth state (`thingspace_auth.py`: token, session, their renewal and
+the header flow) so that what ThingSpace sends and answers can be read and tested on its own, as
+`telegence_wire.py` and `revio_wire.py` do for their carriers.
 
-- auth: an OAuth client-credentials token (`POST /api/ts/v1/oauth2/token`, Basic
-  client_id:client_secret) plus an M2M session (`POST /api/m2m/v1/session/login` ->
-  `sessionToken`, sent as `VZ-M2M-Token`); `_ThingSpaceAuth` puts them on each request.
+- auth: an OAuth client-credentials token (`POST TOKEN_PATH`) plus an M2M session
+  (`POST M2M session/login`); the errors that call for renewing them are `SessionExpiredError`
+  and `GatewayAuthError`.
 - synchronous refusals are `{"errorCode": "<Service>.<CODE>", "errorMessage"}`; codes are
   matched with the service prefix stripped (`strip_service`), never on the message. Gateway
   faults are `{"fault": {code, message, description}}` (`classify_thingspace_response`).
@@ -18,18 +19,32 @@ tested on its own, as `telegence_wire.py` and `revio_wire.py` do for their carri
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-from .base import (
-    API_FAILED, PROCESSED, AsyncOutcome, BusinessCarrierError, CarrierError, TransientCarrierError,
-)
+from ..domain import DeviceChangeStatus
+from .base import AsyncOutcome, BusinessCarrierError, CarrierError, TransientCarrierError
 from .http import MALFORMED, stated_wait_seconds
-from .redaction import basic_token
 
-if TYPE_CHECKING:
-    from .thingspace import ThingSpaceClient
+__all__ = [
+    "ACTION_STATE",
+    "ALREADY",
+    "GATEWAY_AUTH_CODES",
+    "GATEWAY_THROTTLE_CODES",
+    "M2M",
+    "MAX_DEVICES_PER_REQUEST",
+    "SESSION_CODES",
+    "STATUS_WORDS",
+    "TOKEN_PATH",
+    "GatewayAuthError",
+    "Plan",
+    "SessionExpiredError",
+    "classify_thingspace_response",
+    "parse_thingspace_callback",
+    "state_and_plan",
+    "strip_service",
+]
 
 TOKEN_PATH = "api/ts/v1/oauth2/token"
 M2M = "api/m2m/v1/"
@@ -42,11 +57,11 @@ GATEWAY_THROTTLE_CODES = frozenset({"900800", "900802", "900803"})
 ALREADY = {"REQUEST_FAILED.DeviceAlreadyActive": "active",
            "REQUEST_FAILED.DeviceAlreadySuspended": "suspend",
            "REQUEST_FAILED.DeviceAlreadyDeactive": "deactive"}
-_STATUS_WORDS = {"active": "active", "activate": "active", "activated": "active",
+STATUS_WORDS = {"active": "active", "activate": "active", "activated": "active",
                  "restore": "restore", "resume": "restore", "deactive": "deactive",
                  "deactivate": "deactive", "deactivated": "deactive", "suspend": "suspend",
                  "suspended": "suspend"}
-_ACTION_STATE = {"activate": "active", "restore": "active", "deactivate": "deactive",
+ACTION_STATE = {"activate": "active", "restore": "active", "deactivate": "deactive",
                  "suspend": "suspend"}
 
 
@@ -74,7 +89,7 @@ def classify_thingspace_response(response: httpx.Response, body: Any) -> Carrier
         return None
     fault = body.get("fault") if isinstance(body, dict) else None
     if isinstance(fault, dict):
-        code = str(fault.get("code", ""))
+        code: str | None = str(fault.get("code", ""))
         message = f"{fault.get('message', '')}: {fault.get('description', '')}".strip(": ")
         if status == 429 or code in GATEWAY_THROTTLE_CODES:
             return TransientCarrierError(f"[{code}] {message}", status=status, code=code,
@@ -102,33 +117,8 @@ def classify_thingspace_response(response: httpx.Response, body: Any) -> Carrier
     return BusinessCarrierError(message or response.reason_phrase, code=code, status=status)
 
 
-class _ThingSpaceAuth(httpx.Auth):
-    """Puts the current credentials on each request: Basic client credentials (and the form body)
-    on the token call, the Bearer token on every other call, the session token on M2M calls."""
-
-    def __init__(self, client: ThingSpaceClient) -> None:
-        self._client = client
-
-    def auth_flow(self, request: httpx.Request):  # type: ignore[override]
-        c = self._client
-        path = request.url.path
-        if path.endswith("/" + TOKEN_PATH):
-            headers = {k: v for k, v in request.headers.items()
-                       if k.lower() not in ("content-type", "content-length")}
-            headers["Authorization"] = "Basic " + basic_token(c.client_id, c.client_secret)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-            yield httpx.Request("POST", request.url, headers=headers,
-                                content=b"grant_type=client_credentials")
-            return
-        if c._token:
-            request.headers["Authorization"] = "Bearer " + c._token
-        if c._session and not path.endswith("/session/login"):
-            request.headers["VZ-M2M-Token"] = c._session
-        yield request
-
-
 @dataclasses.dataclass
-class _Plan:
+class Plan:
     """How one change is sent: the action, its request parameters, the device's ids."""
 
     action: str
@@ -154,29 +144,30 @@ def parse_thingspace_callback(payload: Any) -> list[AsyncOutcome]:
         code = strip_service(str(fault.get("faultcode") or ""))
         text = str(fault.get("faultstring") or "ThingSpace reported a failure")
         if code in ALREADY:
-            return [AsyncOutcome(rid, key, PROCESSED, f"ThingSpace: device already "
+            return [AsyncOutcome(rid, key, DeviceChangeStatus.PROCESSED, f"ThingSpace: device already "
                                  f"{ALREADY[code]} ({text})", {"status": ALREADY[code]})]
-        return [AsyncOutcome(rid, key, API_FAILED, f"[{code}] {text}" if code else text)]
-    response = payload.get("deviceResponse") if isinstance(payload.get("deviceResponse"), dict) else {}
+        return [AsyncOutcome(rid, key, DeviceChangeStatus.API_FAILED, f"[{code}] {text}" if code else text)]
+    response = payload.get("deviceResponse")
+    response = response if isinstance(response, dict) else {}
     name, sub = next(iter(response.items()), ("", {}))
     sub = sub if isinstance(sub, dict) else {}
     action = name.removesuffix("Response")
     new_ids = {str(i.get("kind", "")).lower(): str(i.get("id")) for i in sub.get("deviceIds") or []
                if isinstance(i, dict)}
     values: dict[str, Any] = {}
-    if action in _ACTION_STATE:
-        values["status"] = _ACTION_STATE[action]
+    if action in ACTION_STATE:
+        values["status"] = ACTION_STATE[action]
         if action == "activate" and (new_ids.get("mdn") or new_ids.get("msisdn")):
             values["msisdn"] = new_ids.get("mdn") or new_ids.get("msisdn")
     elif sub.get("servicePlan"):
         values["carrier_rate_plan"] = str(sub["servicePlan"])
     elif action == "changeDeviceId":
         values = {k: v for k, v in new_ids.items() if k in ("iccid", "imei") and by_kind.get(k) != v}
-    return [AsyncOutcome(rid, key, PROCESSED, f"ThingSpace confirmed {action or 'the request'}",
+    return [AsyncOutcome(rid, key, DeviceChangeStatus.PROCESSED, f"ThingSpace confirmed {action or 'the request'}",
                          values)]
 
 
-def _state_and_plan(device: dict | None) -> tuple[str | None, str | None]:
+def state_and_plan(device: dict[str, Any] | None) -> tuple[str | None, str | None]:
     infos = (device or {}).get("carrierInformations") or [{}]
     info = infos[0] if isinstance(infos[0], dict) else {}
     return (str(info["state"]).lower() if info.get("state") else None), info.get("servicePlan")
