@@ -8,16 +8,18 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from ..store.archive import archive_bulk_changes, archive_mismatches, default_archive_root
-from ..store.db import to_naive_utc, utcnow
+from .. import settings
+from ..store.archive import archive_bulk_changes, archive_mismatches
+from ..store.db import to_naive_utc
 from ..store.maintenance import purge_bulk_changes, purgeable
 from ..store.metrics import compute_daily_metrics, metric_values, metrics_markdown
+from . import clock
 from .partitions import bulk_change_partitions
 from .resources import DatabaseResource
+from .tags import BULK_CHANGE_JOBS, PARTITION_TAG
 
 METRICS_START_DATE = "2026-01-01"
 metrics_partitions = dg.DailyPartitionsDefinition(start_date=METRICS_START_DATE, timezone="UTC")
-BULK_CHANGE_JOBS = ("process_bulk_change_job", "reconcile_async_job")  # the jobs partitioned by bulk change
 RUN_PAGE = 200
 
 
@@ -27,7 +29,7 @@ class ArchiveResource(dg.ConfigurableResource):
     path: str = Field("", description="Archive folder; empty: BULKCHANGE_ARCHIVE_DIR, else <BULKCHANGE_HOME>/archive")
 
     def root(self) -> Path:
-        root = Path(self.path) if self.path else default_archive_root()
+        root = Path(self.path) if self.path else settings.current().archive_root
         root.mkdir(parents=True, exist_ok=True)
         return root
 
@@ -44,9 +46,9 @@ class MetricsConfig(dg.Config):
 
 
 def parse_now(value: str | None) -> datetime:
-    """The clock of a materialization: the config override, else now (naive UTC, as stored)."""
+    """The clock of a materialization: the config override, else ``clock.now()`` (naive UTC, as stored)."""
     if not value:
-        return utcnow()
+        return clock.now()
     try:
         return to_naive_utc(datetime.fromisoformat(value))  # type: ignore[return-value]
     except ValueError as exc:
@@ -82,7 +84,7 @@ def delete_bulk_change_runs(instance: dg.DagsterInstance, keys: list[str]) -> tu
     for start in range(0, len(keys), RUN_PAGE):
         chunk = keys[start : start + RUN_PAGE]
         for job_name in BULK_CHANGE_JOBS:
-            for run in instance.get_runs(filters=dg.RunsFilter(job_name=job_name, tags={"dagster/partition": chunk})):
+            for run in instance.get_runs(filters=dg.RunsFilter(job_name=job_name, tags={PARTITION_TAG: chunk})):
                 if run.is_finished:
                     instance.delete_run(run.run_id)
                     runs_deleted += 1

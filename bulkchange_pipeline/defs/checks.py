@@ -11,10 +11,14 @@ from datetime import timedelta
 import dagster as dg
 
 from ..store.archive import archive_mismatches
-from ..store.db import utcnow
 from ..store.maintenance import ids_of, status_disagreements, stuck_processing
+from . import clock
 from .assets import ArchiveResource, bulk_change_archive, bulk_change_metrics
 from .resources import CarrierGatewayResource, DatabaseResource
+
+__all__ = [
+    "archive_matches_soft_deleted", "bulk_status_matches_rows", "lifecycle_checks", "no_device_stuck_in_processing",
+]
 
 SAMPLE = 20  # findings listed in the check's metadata
 
@@ -22,7 +26,7 @@ SAMPLE = 20  # findings listed in the check's metadata
 @dg.asset_check(asset=bulk_change_metrics, description="No device row in PROCESSING past its carrier's timeout.")
 def no_device_stuck_in_processing(database: DatabaseResource, carriers: CarrierGatewayResource) -> dg.AssetCheckResult:
     limit = timedelta(seconds=carriers.async_timeout_seconds + carriers.poll_after_seconds)
-    stuck = stuck_processing(database.engine(), utcnow() - limit)
+    stuck = stuck_processing(database.engine(), clock.now() - limit)
     return dg.AssetCheckResult(
         passed=not stuck,
         metadata={
@@ -38,7 +42,7 @@ def no_device_stuck_in_processing(database: DatabaseResource, carriers: CarrierG
 
 @dg.asset_check(asset=bulk_change_metrics, description="No bulk change whose status or counts disagree with its device rows.")
 def bulk_status_matches_rows(database: DatabaseResource) -> dg.AssetCheckResult:
-    bad = status_disagreements(database.engine())
+    bad = status_disagreements(database.engine(), now=clock.now())
     return dg.AssetCheckResult(
         passed=not bad,
         metadata={

@@ -9,7 +9,13 @@ from typing import Any
 
 import dagster as dg
 
-JOB_NAME = "process_bulk_change_job"
+from .tags import PROCESS_JOB, RUN_KEY_TAG
+
+__all__ = [
+    "ASYNC_SENSOR_NAME", "JOB_NAME", "QUIET", "SENSOR_NAME", "evaluate_sensor", "execute", "resolved_tags", "tick_and_run",
+]
+
+JOB_NAME = PROCESS_JOB
 SENSOR_NAME = "bulk_change_sensor"
 ASYNC_SENSOR_NAME = "async_results_sensor"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -34,7 +40,7 @@ def resolved_tags(defs: dg.Definitions, request: dg.RunRequest, job_name: str = 
     partition = job.partitioned_config.get_tags_for_partition_key(request.partition_key, job.name) if request.partition_key and job.partitioned_config else {}
     tags = {**partition, **request.tags}
     if request.run_key:
-        tags["dagster/run_key"] = request.run_key
+        tags[RUN_KEY_TAG] = request.run_key
     return tags
 
 

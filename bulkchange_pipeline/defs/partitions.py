@@ -12,7 +12,9 @@ from collections.abc import Mapping
 import dagster as dg
 
 from ..store.bulk_changes import queued_bulk_change
-from .pools import ACCOUNT_TAG, account_tag_value
+from .tags import bulk_change_tags
+
+__all__ = ["bulk_change_config", "bulk_change_partitions", "partition_tags", "use_database"]
 
 bulk_change_partitions = dg.DynamicPartitionsDefinition(name="bulk_change")
 
@@ -37,12 +39,7 @@ def partition_tags(partition_key: str) -> Mapping[str, str]:
     bc = queued_bulk_change(database.engine(), int(partition_key))
     if bc is None:
         raise dg.DagsterInvalidConfigError(f"bulk change {partition_key} does not exist (or was archived)", [], None)
-    return {
-        "bulkchange/bulk_change_id": str(bc.id),
-        "bulkchange/tenant": str(bc.tenant_id),
-        ACCOUNT_TAG: account_tag_value(bc.service_provider_id),
-        "bulkchange/change_type": str(bc.change_type),
-    }
+    return bulk_change_tags(bc.id, bc.tenant_id, bc.service_provider_id, bc.change_type)
 
 
 bulk_change_config = dg.PartitionedConfig(

@@ -1,4 +1,4 @@
-"""``process_bulk_change_job``: load -> validate -> plan batches -> apply (mapped) -> finalize.
+"""``process_bulk_change_job``: load -> check capability -> plan batches -> apply (mapped) -> finalize.
 
 The ops are thin: each calls one function of ``engine/`` or ``store/``. Batches are carrier-sized
 id ranges, so a run has tens of mapped steps, not thousands; inside a step the per-device calls run
@@ -10,27 +10,22 @@ import dataclasses
 import dagster as dg
 from pydantic import Field
 
-from ..domain import DeviceChangeStatus, Handling
-from ..engine import BulkChangeInfo, finalize, load_bulk_change, plan_batches, process_batch
+from ..domain import Handling
+from ..engine import BatchSummary, BulkChangeInfo, StepSummary, finalize, load_bulk_change, plan_batches, process_batch
 from ..engine.bulk_change import mark_processing
 from ..store.bulk_changes import count_rows_by_status
 from ..store.db import run_transaction
 from ..store.device_changes import IdRange, add_log
 from ..store.operations import requeue_failed_rows, settle_after_run
 from .partitions import bulk_change_config
-from .pools import ACCOUNT_TAG
 from .resources import CarrierGatewayResource, DatabaseResource
 from .stopping import raise_if_stopping, run_is_stopping, run_stoppably
+from .tags import ACCOUNT_TAG, PROCESS_JOB, account_tag_value, job_tags
 
-PROCESS_JOB = "process_bulk_change_job"
-JOB_TAGS = {
-    # A run retried by the daemon (run_retries: its worker died) re-runs every step: the default,
-    # FROM_FAILURE, counts the mapped apply_batch as done once any copy ran, so the retry re-ran one
-    # batch and left the other batches' rows NEW under a Success. Every step is safe to re-run.
-    "dagster/retry_strategy": "ALL_STEPS",
-}
-
-ACTIONABLE = (DeviceChangeStatus.NEW, DeviceChangeStatus.PROCESSING, DeviceChangeStatus.SCHEDULED)
+__all__ = [
+    "ProcessConfig", "apply_batch", "check_capability", "finalize_bulk_change", "load_bulk_change_op",
+    "plan_batches_op", "process_bulk_change_job",
+]
 
 
 class ProcessConfig(dg.Config):
@@ -56,19 +51,16 @@ def _bulk_change_id(context: dg.OpExecutionContext) -> int:
         raise dg.Failure(f"partition key {context.partition_key!r} is not a bulk change id") from exc
 
 
-def _actionable(info: BulkChangeInfo) -> int:
-    return sum(info.counts.get(s.value, 0) for s in ACTIONABLE)
-
-
 @dg.op(description="Read the bulk change of this partition, its service provider and its row counts.")
 def load_bulk_change_op(context: dg.OpExecutionContext, database: DatabaseResource) -> BulkChangeInfo:
     info = load_bulk_change(database.engine(), _bulk_change_id(context))
-    if context.run.tags.get(ACCOUNT_TAG) != info.account_key:
+    account = account_tag_value(info.service_provider.id)
+    if context.run.tags.get(ACCOUNT_TAG) != account:
         # Without its account tag the run was not held to one run per carrier account (a client
         # launched it around the run coordinator): refuse it before any carrier call.
         raise dg.Failure(
             f"run has {ACCOUNT_TAG}={context.run.tags.get(ACCOUNT_TAG)!r}, bulk change {info.id} belongs to "
-            f"{info.account_key}: launch it from the launchpad (which adds the partition's tags) or through the sensor",
+            f"{account}: launch it from the launchpad (which adds the partition's tags) or through the sensor",
             allow_retries=False,
         )
     context.add_output_metadata({"counts": dict(info.counts), "carrier": info.service_provider.name})
@@ -76,12 +68,16 @@ def load_bulk_change_op(context: dg.OpExecutionContext, database: DatabaseResour
 
 
 @dg.op(description="Check the change can run on this carrier (capability matrix, writes enabled).")
-def validate_and_transform(context: dg.OpExecutionContext, info: BulkChangeInfo) -> BulkChangeInfo:
+def check_capability(context: dg.OpExecutionContext, info: BulkChangeInfo) -> BulkChangeInfo:
+    """Say up front what the carrier cannot do: the rows are validated at intake and the batches
+    record the outcome (an unsupported change ends each row ERROR, writes disabled API_FAILED);
+    this step only warns and publishes the rows to act on and how the carrier handles them."""
     if info.handling is None:
         context.log.warning(f"{info.change_type.label} is not supported for {info.service_provider.integration.value}; rows end in ERROR")
     if not info.service_provider.write_enabled and info.handling in (Handling.CARRIER, Handling.CARRIER_ASYNC):
         context.log.warning(f"writes are disabled for {info.service_provider.name}: rows will end API_FAILED without a call")
-    context.add_output_metadata({"actionable_rows": _actionable(info), "handling": info.handling.value if info.handling else "unsupported"})
+    handling = info.handling.value if info.handling else "unsupported"
+    context.add_output_metadata({"actionable_rows": info.actionable_rows, "handling": handling})
     return info
 
 
@@ -116,19 +112,21 @@ def apply_batch(
     carriers: CarrierGatewayResource,
     info: BulkChangeInfo,
     rng: IdRange,
-) -> dict:
+) -> BatchSummary:
     if run_is_stopping(context):  # terminated before this step started (or while it waited to retry)
         context.log.warning("run is stopping: this batch sends nothing")
-        return {"first_id": rng.first_id, "last_id": rng.last_id, "rows": 0, "stopped": True}
+        return BatchSummary(rng.first_id, rng.last_id, stopped=True)
     account = carriers.account(info.service_provider) if info.handling in (Handling.CARRIER, Handling.CARRIER_ASYNC) else None
     summary = run_stoppably(context, lambda should_stop: process_batch(
         database.engine(), info, rng, account, process_by=f"dagster:{context.run_id[:8]}", should_stop=should_stop))
     context.add_output_metadata({k: v for k, v in summary.as_dict().items() if k != "sample_failures"})
-    return summary.as_dict()
+    return summary
 
 
 @dg.op(description="Derive the bulk change's status from its rows; publish counts and first failures as markdown.")
-def finalize_bulk_change(context: dg.OpExecutionContext, database: DatabaseResource, info: BulkChangeInfo, summaries: list[dict]) -> str:
+def finalize_bulk_change(
+    context: dg.OpExecutionContext, database: DatabaseResource, info: BulkChangeInfo, summaries: list[StepSummary]
+) -> str:
     if run_is_stopping(context):
         # Terminate means cancel: the rows not yet sent end CANCELLED, and the run ends Canceled.
         # Terminating a processing run cancels what it had not sent; terminating a reconcile pass
@@ -152,13 +150,14 @@ def finalize_bulk_change(context: dg.OpExecutionContext, database: DatabaseResou
 
 
 @dg.job(
+    name=PROCESS_JOB,
     config=bulk_change_config,
     executor_def=dg.in_process_executor,
-    tags={"bulkchange/job": "process", **JOB_TAGS},
+    tags=job_tags("process"),
     description="Process one bulk change (partition = bulk change id) against its carrier. Started by "
     "bulk_change_sensor; re-running a partition is always safe.",
 )
 def process_bulk_change_job():
-    info = validate_and_transform(load_bulk_change_op())
+    info = check_capability(load_bulk_change_op())
     summaries = plan_batches_op(info).map(lambda rng: apply_batch(info, rng))
     finalize_bulk_change(info, summaries.collect())

@@ -30,32 +30,17 @@ from dataclasses import dataclass, field
 import dagster as dg
 import sqlalchemy as sa
 
-from ..store.schema import service_provider
+from ..store.reference import AccountLimit, account_limits
+from .tags import ACCOUNT_TAG, account_tag_value
 
 CARRIER_API_POOL = "carrier_api"
 ACCOUNT_POOL_PREFIX = "carrier-sp-"
-ACCOUNT_TAG = "bulkchange/carrier_account"
 DEFAULT_CARRIER_API_SLOTS = 8
 
 
 def account_pool(service_provider_id: int) -> str:
     """The pool key of one carrier account."""
     return f"{ACCOUNT_POOL_PREFIX}{service_provider_id}"
-
-
-def account_tag_value(service_provider_id: int) -> str:
-    """The run tag value the sensors give a carrier account's runs (``sensors.run_tags``)."""
-    return f"sp-{service_provider_id}"
-
-
-@dataclass(frozen=True)
-class AccountLimit:
-    """One service provider's call limit, as read from the business database."""
-
-    service_provider_id: int
-    tenant_id: int
-    name: str
-    max_concurrency: int
 
 
 @dataclass
@@ -71,16 +56,6 @@ class PoolSync:
 
 class PoolsUnsupported(RuntimeError):
     """The instance's event log storage cannot hold concurrency limits (e.g. plain SQLite)."""
-
-
-def account_limits(engine: sa.Engine) -> list[AccountLimit]:
-    """Every service provider of every tenant, with its ``max_concurrency``."""
-    sp = service_provider
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(sp.c.id, sp.c.tenant_id, sp.c.name, sp.c.max_concurrency).order_by(sp.c.id)
-        ).all()
-    return [AccountLimit(r.id, r.tenant_id, r.name, int(r.max_concurrency)) for r in rows]
 
 
 def desired_pools(accounts: list[AccountLimit], carrier_api_slots: int = DEFAULT_CARRIER_API_SLOTS) -> dict[str, int]:
@@ -139,7 +114,7 @@ def sync_from_database(
 
 
 __all__ = [
-    "ACCOUNT_POOL_PREFIX", "ACCOUNT_TAG", "CARRIER_API_POOL", "DEFAULT_CARRIER_API_SLOTS", "AccountLimit", "PoolSync",
-    "PoolsUnsupported", "account_limits", "account_pool", "account_tag_value", "current_pools", "desired_pools",
+    "ACCOUNT_POOL_PREFIX", "ACCOUNT_TAG", "CARRIER_API_POOL", "DEFAULT_CARRIER_API_SLOTS", "PoolSync",
+    "PoolsUnsupported", "account_pool", "account_tag_value", "current_pools", "desired_pools",
     "sync_from_database", "sync_pools",
 ]

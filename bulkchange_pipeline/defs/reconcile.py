@@ -7,21 +7,24 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from ..engine import BulkChangeInfo
-from ..engine.reconcile import reconcile
+from ..engine.reconcile import ReconcileSummary, reconcile
 from ..store.callbacks import CALLBACK_INTEGRATIONS, async_work, latest_receiver_start
-from ..store.db import utcnow
+from . import clock
 from .partitions import bulk_change_config
-from .pipeline import JOB_TAGS, finalize_bulk_change, load_bulk_change_op
-from .stopping import run_stoppably
+from .pipeline import finalize_bulk_change, load_bulk_change_op
 from .resources import CarrierGatewayResource, DatabaseResource
+from .stopping import run_stoppably
+from .tags import POLL_SENT_BEFORE_TAG, RECONCILE_JOB, bulk_change_tags, job_tags, reconcile_run_key
+
+__all__ = [
+    "ASYNC_SENSOR_INTERVAL_SECONDS", "POLL_SENT_BEFORE_TAG", "async_results_sensor", "reconcile_async_job",
+    "reconcile_async_results", "restart_poll_after",
+]
 
 ASYNC_SENSOR_INTERVAL_SECONDS = 10
-POLL_SENT_BEFORE_TAG = "bulkchange/poll_sent_before"
-"""Run tag set on the reconcile run requested after a callback receiver start: rows sent before
-this time (ISO, naive UTC) are polled by that run whatever ``poll_after_seconds`` says."""
 
 
-def restart_poll_after(tags: dict[str, str], poll_after_seconds: float, now: datetime | None = None) -> timedelta:
+def restart_poll_after(tags: dict[str, str], poll_after_seconds: float, now: datetime) -> timedelta:
     """The reconcile run's poll threshold: ``poll_after_seconds``, shortened for a run requested
     after a receiver start (``POLL_SENT_BEFORE_TAG``) so that every row sent before that start is
     overdue now. Only that one run polls early; later runs keep the normal threshold."""
@@ -29,28 +32,31 @@ def restart_poll_after(tags: dict[str, str], poll_after_seconds: float, now: dat
     before = tags.get(POLL_SENT_BEFORE_TAG)
     if not before:
         return poll_after
-    return min(poll_after, max((now or utcnow()) - datetime.fromisoformat(before), timedelta(0)))
+    return min(poll_after, max(now - datetime.fromisoformat(before), timedelta(0)))
 
 
 @dg.op(retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL), pool="carrier_api")
 def reconcile_async_results(
     context: dg.OpExecutionContext, database: DatabaseResource, carriers: CarrierGatewayResource, info: BulkChangeInfo
-) -> list:
-    """Apply stored callbacks, poll overdue rows, end timed-out rows; returns the pass summary."""
+) -> list[ReconcileSummary]:
+    """Apply stored callbacks, poll overdue rows, end timed-out rows; returns the pass summary (as
+    the one step finalize sums up)."""
+    run_clock = clock.current()
     summary = run_stoppably(context, lambda should_stop: reconcile(
         database.engine(),
         info,
         carriers.account(info.service_provider),
-        poll_after=restart_poll_after(context.run.tags, carriers.poll_after_seconds),
+        poll_after=restart_poll_after(context.run.tags, carriers.poll_after_seconds, run_clock.now()),
         timeout=timedelta(seconds=carriers.async_timeout_seconds),
         process_by=f"dagster:{context.run_id[:8]}",
+        clock=run_clock,
         should_stop=should_stop,
     ))
     context.add_output_metadata({k: v for k, v in summary.as_dict().items() if k != "sample_failures"})
-    return [{**summary.as_dict(), "carrier_calls": summary.from_polls}]
+    return [summary]
 
 
-@dg.job(config=bulk_change_config, executor_def=dg.in_process_executor, tags={"bulkchange/job": "reconcile", **JOB_TAGS},
+@dg.job(name=RECONCILE_JOB, config=bulk_change_config, executor_def=dg.in_process_executor, tags=job_tags("reconcile"),
         description="Settle a bulk change's rows that wait on an asynchronous carrier (callbacks, polls, timeouts).")
 def reconcile_async_job():
     info = load_bulk_change_op()
@@ -80,22 +86,17 @@ def async_results_sensor(
       cancelled or killed before it applied them stays the same and is not requested again; the
       poll run then applies them, and ends timed-out rows, which only reconcile runs do.)
     """
-    now = utcnow()
+    now = clock.now()
     poll_after = timedelta(seconds=carriers.poll_after_seconds)
     engine = database.engine()
     receiver_start = latest_receiver_start(engine)
     requests = []
     for work in async_work(engine):
-        tags = {
-            "bulkchange/bulk_change_id": str(work.bulk_change_id),
-            "bulkchange/tenant": str(work.tenant_id),
-            "bulkchange/carrier_account": f"sp-{work.service_provider_id}",
-            "bulkchange/change_type": str(work.change_type),
-        }
+        tags = bulk_change_tags(work.bulk_change_id, work.tenant_id, work.service_provider_id, work.change_type)
 
         def request(key: str, extra: dict[str, str] | None = None, work=work, tags=tags) -> None:
-            requests.append(dg.RunRequest(partition_key=str(work.bulk_change_id), run_key=f"bc-{work.bulk_change_id}-{key}",
-                                          tags={**tags, **(extra or {})}))
+            requests.append(dg.RunRequest(partition_key=str(work.bulk_change_id),
+                                          run_key=reconcile_run_key(work.bulk_change_id, key), tags={**tags, **(extra or {})}))
 
         if (receiver_start is not None and work.integration in CALLBACK_INTEGRATIONS
                 and work.oldest_sent_at is not None and work.oldest_sent_at < receiver_start.started_at):

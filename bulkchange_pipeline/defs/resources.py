@@ -10,10 +10,11 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
+from .. import settings
 from ..carriers import CarrierAccount
-from ..engine.accounts import ENV_PREFIX, carrier_account
+from ..engine.accounts import carrier_account
 from ..store.reference import ServiceProviderInfo
-from ..store.db import database_url, shared_engine
+from ..store.db import shared_engine
 
 
 class DatabaseResource(dg.ConfigurableResource):
@@ -22,9 +23,7 @@ class DatabaseResource(dg.ConfigurableResource):
     url_env: str = Field("BULKCHANGE_DATABASE_URL", description="Environment variable holding the SQLAlchemy URL")
 
     def engine(self) -> sa.Engine:
-        import os
-
-        return shared_engine(os.environ.get(self.url_env) or database_url())
+        return shared_engine(settings.database_url(self.url_env))
 
 
 class CarrierGatewayResource(dg.ConfigurableResource):
@@ -47,7 +46,6 @@ class CarrierGatewayResource(dg.ConfigurableResource):
     def account(self, sp: ServiceProviderInfo) -> CarrierAccount:
         return carrier_account(
             sp,
-            prefix=ENV_PREFIX,
             timeout_seconds=self.timeout_seconds,
             max_attempts=self.max_attempts,
             retry_wait_seconds=self.retry_wait_seconds,

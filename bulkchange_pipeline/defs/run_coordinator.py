@@ -15,10 +15,7 @@ from __future__ import annotations
 import dagster as dg
 
 from .partitions import partition_tags
-from .pools import ACCOUNT_TAG
-
-BULK_CHANGE_JOBS = frozenset({"process_bulk_change_job", "reconcile_async_job"})
-PARTITION_TAG = "dagster/partition"
+from .tags import ACCOUNT_TAG, BULK_CHANGE_JOBS, PARTITION_TAG
 
 __all__ = ["BulkChangeRunCoordinator"]
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 import dagster as dg
 
 from .assets import bulk_change_archive, bulk_change_metrics, retention_purge
+from .tags import JOB_TAG
 
 RETENTION_CRON = "0 2 * * *"
 
@@ -16,7 +17,7 @@ retention_job = dg.define_asset_job(
     "retention_job",
     selection=dg.AssetSelection.assets(bulk_change_archive, retention_purge, bulk_change_metrics),
     description="Archive completed bulk changes, purge archived ones past the purge age, compute a day's metrics.",
-    tags={"bulkchange/job": "retention"},
+    tags={JOB_TAG: "retention"},
 )
 
 

@@ -6,19 +6,22 @@ from collections.abc import Iterable
 import dagster as dg
 
 from ..store.bulk_changes import QueuedBulkChange, list_due_scheduled, list_waiting
-from ..store.db import utcnow
 from ..store.operations import BulkChangeNotFound, settle_after_run
+from . import clock
 from .partitions import bulk_change_partitions
 from .pipeline import process_bulk_change_job
 from .reconcile import reconcile_async_job
 from .resources import DatabaseResource
+from .tags import PARTITION_TAG, RUN_KEY_TAG, WILL_RETRY_TAG, attempt_of_run_key, attempt_run_key, due_run_key
+
+__all__ = [
+    "SCAN_PAGE", "SENSOR_INTERVAL_SECONDS", "SENSOR_PAGE", "bulk_change_failure_sensor", "bulk_change_sensor",
+    "bulk_change_stopped_sensor",
+]
 
 SENSOR_PAGE = 500  # run requests per evaluation: keeps each tick far inside the 60 s sensor timeout
 SCAN_PAGE = 1_000  # waiting bulk changes read per query while looking for ones without a run
 SENSOR_INTERVAL_SECONDS = 5
-RUN_KEY_TAG = "dagster/run_key"
-WILL_RETRY_TAG = "dagster/will_retry"
-PARTITION_TAG = "dagster/partition"
 MONITORED = [process_bulk_change_job, reconcile_async_job]
 
 
@@ -52,10 +55,10 @@ def bulk_change_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
         page = list_waiting(engine, after, SCAN_PAGE)
         if not page:
             break
-        new += _without_runs(context.instance, [(f"bc-{bc.id}-a{bc.attempt}", bc) for bc in page])
+        new += _without_runs(context.instance, [(attempt_run_key(bc.id, bc.attempt), bc) for bc in page])
         after = page[-1].id
     due = _without_runs(context.instance, [
-        (f"bc-{bc.id}-due-{bc.effective_at:%Y%m%dT%H%M%S}", bc) for bc in list_due_scheduled(engine, utcnow(), SCAN_PAGE)
+        (due_run_key(bc.id, bc.effective_at), bc) for bc in list_due_scheduled(engine, clock.now(), SCAN_PAGE)
     ])
     chosen = (new + due)[:SENSOR_PAGE] if len(new) < SENSOR_PAGE else new[:SENSOR_PAGE]
     if not chosen:
@@ -64,13 +67,6 @@ def bulk_change_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
     requests = [dg.RunRequest(partition_key=str(bc.id), run_key=key) for key, bc in chosen]
     keys = sorted({str(bc.id) for _, bc in chosen}, key=int)
     return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=[bulk_change_partitions.build_add_request(keys)])
-
-
-def _attempt_of(run: dg.DagsterRun) -> int | None:
-    """The bulk change attempt a sensor-started run belongs to (run key ``bc-<id>-a<n>``)."""
-    key = run.tags.get(RUN_KEY_TAG, "")
-    tail = key.rsplit("-a", 1)[-1] if "-a" in key else ""
-    return int(tail) if tail.isdigit() else None
 
 
 def _newer_run_active(instance: dg.DagsterInstance, run: dg.DagsterRun, partition: str) -> bool:
@@ -95,7 +91,8 @@ def _settle(context: dg.RunStatusSensorContext, database: DatabaseResource, *, s
     if _newer_run_active(context.instance, run, key):
         return "a newer run of this bulk change is queued or running"
     try:
-        settled = settle_after_run(database.engine(), int(key), attempt=_attempt_of(run), stop=stop, note=note,
+        attempt = attempt_of_run_key(run.tags.get(RUN_KEY_TAG, ""))  # None: not started by the sensor
+        settled = settle_after_run(database.engine(), int(key), attempt=attempt, stop=stop, note=note,
                                    by=f"dagster:{context.sensor_name}")
     except BulkChangeNotFound:
         return "bulk change gone"

@@ -2,6 +2,7 @@
 
 from .capabilities import MATRIX, Capability, Handling, capability, unsupported_reason
 from .enums import (
+    FINAL_BULK_STATUSES,
     FINAL_DEVICE_STATUSES,
     BulkChangeStatus,
     ChangeType,
@@ -18,7 +19,7 @@ from .transitions import TRANSITIONS, canonical_status, transition_error
 
 __all__ = [
     "MATRIX", "Capability", "Handling", "capability", "unsupported_reason",
-    "FINAL_DEVICE_STATUSES", "BulkChangeStatus", "ChangeType", "DeviceChangeStatus", "Integration",
+    "FINAL_BULK_STATUSES", "FINAL_DEVICE_STATUSES", "BulkChangeStatus", "ChangeType", "DeviceChangeStatus", "Integration",
     "PortalType", "bulk_status_detail", "derive_bulk_status", "refused_detail",
     "IdentifierKind", "classify", "check_eid", "check_iccid", "check_imei", "check_msisdn",
     "luhn_check_digit", "luhn_valid", "normalize",

@@ -38,7 +38,7 @@ class ChangeType(enum.IntEnum):
                     return member
         else:
             try:
-                return cls(int(value))  # type: ignore[arg-type]
+                return cls(int(value))  # type: ignore[call-overload]
             except (TypeError, ValueError):
                 pass
         valid = ", ".join(f"{m.value} {m.label}" for m in cls)
@@ -96,6 +96,19 @@ class BulkChangeStatus(str, enum.Enum):
     # device was refused at validation (``refused_detail`` says so; nothing to retry or resume).
     ERROR = "ERROR"
     CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        """Nothing more will happen to this bulk change (followers stop, the demo stops waiting)."""
+        return self in FINAL_BULK_STATUSES
+
+    @classmethod
+    def final_values(cls) -> frozenset[str]:
+        """The stored strings of the final statuses, for comparing with a status read as text."""
+        return frozenset(s.value for s in FINAL_BULK_STATUSES)
+
+
+FINAL_BULK_STATUSES = frozenset({BulkChangeStatus.PROCESSED, BulkChangeStatus.ERROR, BulkChangeStatus.CANCELLED})
 
 
 class PortalType(enum.IntEnum):

@@ -255,7 +255,8 @@ class BulkChangeRequest(BaseModel):
         return self
 
     def payload_for(self, change_type: ChangeType) -> dict[str, Any] | None:
-        return getattr(self, _FIELD_BY_KEY[PAYLOAD_KEYS[change_type]])
+        payload: dict[str, Any] | None = getattr(self, _FIELD_BY_KEY[PAYLOAD_KEYS[change_type]])
+        return payload
 
     @property
     def payload(self) -> dict[str, Any]:

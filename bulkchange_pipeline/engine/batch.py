@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,11 +35,24 @@ from ..carriers import (
 )
 from ..domain import DeviceChangeStatus, Handling
 from ..store.db import utcnow
-from ..store.schema import DEVICE_CHANGE_FIELDS
-from ..store.device_changes import IdRange, LogRow, RowResult, WorkRow, claim, load_batch, record_results
+from ..store.device_changes import (
+    IdRange,
+    LogRow,
+    RowResult,
+    WorkRow,
+    claim,
+    known_device_values,
+    load_batch,
+    record_results,
+)
 from .accounts import with_billing_account
-from .bulk_change import BulkChangeInfo
+from .bulk_change import BulkChangeInfo, StepSummary
 from .device_values import device_values
+
+__all__ = [
+    "CHUNK_SECONDS", "UNBOUNDED_IN_FLIGHT", "AdapterFactory", "BatchSummary", "StopCheck", "claim_chunk_size",
+    "device_change_for", "process_batch", "process_batch_async", "result_from_carrier",
+]
 
 AdapterFactory = Callable[[CarrierAccount], CarrierAdapter]
 StopCheck = Callable[[], bool]
@@ -59,7 +73,9 @@ def claim_chunk_size(info: BulkChangeInfo, account: CarrierAccount, rows: int) -
 
 
 @dataclass
-class BatchSummary:
+class BatchSummary(StepSummary):
+    """What one batch did: ``apply_batch`` hands it to finalize and shows it as output metadata."""
+
     first_id: int
     last_id: int
     rows: int = 0
@@ -74,6 +90,7 @@ class BatchSummary:
     sample_failures: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields by name, for Dagster output metadata."""
         return dict(self.__dict__)
 
 
@@ -152,7 +169,7 @@ def device_change_for(info: BulkChangeInfo, row: WorkRow, carrier_request_id: st
     return DeviceChange(
         device_change_id=row.id,
         device_id=row.device_id,
-        change_type=int(info.change_type),
+        change_type=info.change_type,
         iccid=row.iccid,
         imei=row.imei,
         msisdn=row.msisdn,
@@ -163,7 +180,7 @@ def device_change_for(info: BulkChangeInfo, row: WorkRow, carrier_request_id: st
     )
 
 
-def _db_result(info: BulkChangeInfo, row: WorkRow, now) -> RowResult:
+def _db_result(info: BulkChangeInfo, row: WorkRow, now: datetime) -> RowResult:
     values = device_values(info.change_type, row.change_request, now)
     return RowResult(
         device_change_id=row.id,
@@ -220,7 +237,7 @@ async def _carrier_results(
                     to_send.append(row)
                 else:
                     summary.recovered += 1
-                    confirmed.append(_from_carrier(info, row, found, now))
+                    confirmed.append(result_from_carrier(info, row, found, now))
             if confirmed:
                 record(confirmed)
         to_send.sort(key=lambda r: r.id)
@@ -234,29 +251,30 @@ async def _carrier_results(
             chunk = [r for r in to_send[start : start + size] if r.id in claimed]  # cancelled meanwhile: not sent
             if not chunk:
                 continue
-            register = getattr(adapter, "register_callback", None)
-            if not registered and register is not None and account.callback_base_url and account.write_enabled:
-                await register()  # idempotent: (re)register where this account's callbacks go
+            if not registered and account.callback_base_url and account.write_enabled:
+                await adapter.register_callback()  # idempotent: (re)register where this account's callbacks go
                 registered = True
             try:
                 answers = await adapter.apply([device_change_for(info, r) for r in chunk])
                 summary.carrier_calls += len(chunk)
             except WritesDisabledError as exc:
                 reason = f"Writes disabled for service provider {info.service_provider.name}: {exc}"
-                answers = [DeviceResult(r.id, "API_FAILED", reason, {}, log=[LogEntry(reason, "", "", None, True)]) for r in chunk]
+                failed = DeviceChangeStatus.API_FAILED
+                answers = [DeviceResult(r.id, failed, reason, {}, log=[LogEntry(reason, "", "", None, True)]) for r in chunk]
             now = utcnow()
-            record([_from_carrier(info, by_id[a.device_change_id], a, now) for a in answers])
+            record([result_from_carrier(info, by_id[a.device_change_id], a, now) for a in answers])
     finally:
         await adapter.aclose()
 
 
-def _from_carrier(info: BulkChangeInfo, row: WorkRow, answer: DeviceResult, now) -> RowResult:
+def result_from_carrier(info: BulkChangeInfo, row: WorkRow, answer: DeviceResult, now: datetime) -> RowResult:
+    """The row update a carrier's answer makes (shared with reconcile, which settles rows the same way)."""
     status = DeviceChangeStatus(answer.status)
     new_values: dict[str, Any] = {}
     if status is DeviceChangeStatus.PROCESSED:
         # Our database gets the change's own columns plus whatever the carrier reports it holds.
         # Only columns our device table has: a carrier may report more (e.g. the customer's name).
-        reported = {k: v for k, v in (answer.new_values or {}).items() if k in DEVICE_CHANGE_FIELDS}
+        reported = known_device_values(answer.new_values or {})
         new_values = {**device_values(info.change_type, row.change_request, now), **reported}
     return RowResult(
         device_change_id=row.id,

@@ -6,31 +6,27 @@ Plain functions on the store: the Dagster ops in ``defs/`` are thin wrappers aro
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol, runtime_checkable
 
 import sqlalchemy as sa
 
-from ..domain import (
-    BulkChangeStatus,
-    ChangeType,
-    DeviceChangeStatus,
-    Handling,
-    capability,
-    derive_bulk_status,
-)
-from ..store.bulk_changes import attempted_if_only_errors, count_rows_by_status, set_bulk_status
-from ..store.device_changes import IdRange, plan_id_ranges
+from ..domain import BulkChangeStatus, ChangeType, Handling, capability
+from ..store.bulk_changes import count_rows_by_status, first_failures, queued_bulk_change, set_bulk_status
+from ..store.device_changes import ACTIONABLE, IdRange, plan_id_ranges
+from ..store.headers import finalize_header
+from ..store.operations import BulkChangeNotFound  # the store's "not found": callers catch one class
 from ..store.reference import ServiceProviderInfo, get_service_provider
-from ..store.schema import bulk_change, device_change
+
+__all__ = [
+    "MAX_BATCHES_PER_RUN", "BulkChangeInfo", "FinalizeResult", "StepSummary", "batch_size_for",
+    "finalize", "load_bulk_change", "mark_processing", "plan_batches", "summary_markdown",
+]
 
 # Steps per run grow with batches, not devices (DESIGN P4: <= 64 steps for 100,000 devices):
-# a run has load, validate, plan, finalize plus at most this many apply_batch steps.
+# a run has load, check, plan, finalize plus at most this many apply_batch steps.
 MAX_BATCHES_PER_RUN = 48
-
-
-class BulkChangeNotFound(LookupError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -46,18 +42,26 @@ class BulkChangeInfo:
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
-    def account_key(self) -> str:
-        """The carrier account a run talks to: used for run tags and concurrency limits."""
-        return f"sp-{self.service_provider.id}"
+    def actionable_rows(self) -> int:
+        """Rows a run may still have to act on (NEW, SCHEDULED, PROCESSING), by the counts read at load."""
+        return sum(self.counts.get(s.value, 0) for s in ACTIONABLE)
+
+
+@runtime_checkable  # Dagster checks an op's input against its annotation with isinstance
+class StepSummary(Protocol):
+    """What finalize reads of each step a run ran (a batch, a reconcile pass); each step's summary
+    class names this as its base and has both (as a field or a property)."""
+
+    @property
+    def carrier_calls(self) -> int: ...
+
+    @property
+    def seconds(self) -> float: ...
 
 
 def load_bulk_change(engine: sa.Engine, bulk_change_id: int) -> BulkChangeInfo:
-    with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.service_provider_id,
-                      bulk_change.c.change_type, bulk_change.c.status)
-            .where(bulk_change.c.id == bulk_change_id, bulk_change.c.deleted_at.is_(None))
-        ).first()
+    """The live bulk change with its service provider, the carrier's handling of its change type and its row counts."""
+    row = queued_bulk_change(engine, bulk_change_id)
     if row is None:
         raise BulkChangeNotFound(f"bulk change {bulk_change_id} does not exist (or was archived)")
     sp = get_service_provider(engine, row.tenant_id, row.service_provider_id)
@@ -86,11 +90,11 @@ def batch_size_for(configured: int, actionable_rows: int, max_batches: int = MAX
 def plan_batches(engine: sa.Engine, info: BulkChangeInfo, batch_size: int | None = None) -> list[IdRange]:
     """Id ranges of the rows this run should process (NEW, left PROCESSING, or SCHEDULED and due)."""
     configured = batch_size or info.service_provider.batch_size
-    actionable = sum(info.counts.get(s.value, 0) for s in (DeviceChangeStatus.NEW, DeviceChangeStatus.PROCESSING, DeviceChangeStatus.SCHEDULED))
-    return plan_id_ranges(engine, info.id, batch_size_for(configured, actionable))
+    return plan_id_ranges(engine, info.id, batch_size_for(configured, info.actionable_rows))
 
 
 def mark_processing(engine: sa.Engine, info: BulkChangeInfo) -> None:
+    """The header says a run is at work (until finalize derives it from the rows)."""
     set_bulk_status(engine, info.id, BulkChangeStatus.PROCESSING)
 
 
@@ -101,55 +105,27 @@ class FinalizeResult:
     summary_markdown: str
 
 
-def finalize(engine: sa.Engine, info: BulkChangeInfo, batch_summaries: list[dict[str, Any]]) -> FinalizeResult:
-    """Derive the header status from the device rows and store it with the counts.
+def finalize(engine: sa.Engine, info: BulkChangeInfo, steps: Sequence[StepSummary]) -> FinalizeResult:
+    """Derive the header status from the device rows and store it with the counts (``store.headers``,
+    the rule cancel, settle and rebuild-status use too).
 
     Rows still waiting on an asynchronous carrier leave the bulk change PENDING; SCHEDULED rows not
-    yet due leave it SCHEDULED with the next effective date, so the sensor picks it up then.
+    yet due leave it SCHEDULED with the next effective date, so the sensor picks it up then; every
+    row ERROR and none ever claimed (nothing was sent) leaves it ERROR.
     """
-    counts = count_rows_by_status(engine, info.id)
-    with engine.connect() as conn:  # every row ERROR and none ever claimed: nothing was sent, ERROR
-        attempted = attempted_if_only_errors(conn, info.id, counts)
-    status = derive_bulk_status(counts, has_pending_async=info.handling is Handling.CARRIER_ASYNC, attempted=attempted)
-    next_due = None
-    if status is BulkChangeStatus.SCHEDULED:
-        with engine.connect() as conn:
-            next_due = conn.execute(
-                sa.select(sa.func.min(device_change.c.effective_at)).where(
-                    device_change.c.bulk_change_id == info.id,
-                    device_change.c.status == DeviceChangeStatus.SCHEDULED.value,
-                )
-            ).scalar()
-    set_bulk_status(engine, info.id, status, counts=counts, effective_at=next_due, processed=status is BulkChangeStatus.PROCESSED)
-    return FinalizeResult(status, counts, summary_markdown(info, status, counts, batch_summaries, first_failures(engine, info.id)))
-
-
-def first_failures(engine: sa.Engine, bulk_change_id: int, limit: int = 10) -> list[dict[str, str]]:
-    """The first failed rows (API_FAILED or ERROR) with their device and reason, for people."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(device_change.c.iccid, device_change.c.msisdn, device_change.c.eid, device_change.c.imei,
-                      device_change.c.status, device_change.c.status_details)
-            .where(
-                device_change.c.bulk_change_id == bulk_change_id,
-                device_change.c.status.in_((DeviceChangeStatus.API_FAILED.value, DeviceChangeStatus.ERROR.value)),
-            )
-            .order_by(device_change.c.id)
-            .limit(limit)
-        ).all()
-    return [
-        {"device": r.iccid or r.msisdn or r.eid or r.imei or "?", "status": r.status, "reason": (r.status_details or "")[:200]}
-        for r in rows
-    ]
+    status, counts = finalize_header(engine, info.id, async_carrier=info.handling is Handling.CARRIER_ASYNC)
+    markdown = summary_markdown(info, status, counts, steps, first_failures(engine, info.id))
+    return FinalizeResult(status, counts, markdown)
 
 
 def summary_markdown(
     info: BulkChangeInfo,
     status: BulkChangeStatus,
     counts: dict[str, int],
-    batches: list[dict[str, Any]],
-    failures: list[dict[str, str]] = (),
+    steps: Sequence[StepSummary],
+    failures: Sequence[dict[str, str]] = (),
 ) -> str:
+    """The run's summary people read in the Dagster UI: counts per status, the run's steps, the first failures."""
     total = sum(counts.values())
     lines = [
         f"### Bulk change {info.id}: {info.change_type.label} on {info.service_provider.name}",
@@ -160,8 +136,8 @@ def summary_markdown(
         "|---|---|",
         *[f"| {s} | {n} |" for s, n in sorted(counts.items())],
         "",
-        f"Batches this run: {len(batches)}; carrier calls: {sum(b.get('carrier_calls', 0) for b in batches)}; "
-        f"seconds in batches: {sum(b.get('seconds', 0.0) for b in batches):.1f}",
+        f"Batches this run: {len(steps)}; carrier calls: {sum(s.carrier_calls for s in steps)}; "
+        f"seconds in batches: {sum(s.seconds for s in steps):.1f}",
     ]
     if failures:
         lines += [

@@ -17,7 +17,6 @@ schedule runs one at a time).
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections import defaultdict
@@ -33,7 +32,8 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from ..domain import BulkChangeStatus, DeviceChangeStatus
-from .db import data_dir, run_transaction, utcnow
+from .db import run_transaction, utcnow
+from .device_changes import ACTIONABLE
 from .schema import bulk_change, bulk_change_log, device_change, device_history, tenant
 
 ARCHIVED_TABLES: dict[str, sa.Table] = {
@@ -43,15 +43,10 @@ ARCHIVED_TABLES: dict[str, sa.Table] = {
     "device_history": device_history,
 }
 COMPLETED = (BulkChangeStatus.PROCESSED.value, BulkChangeStatus.CANCELLED.value)
-NOT_FINAL_ROWS = (DeviceChangeStatus.NEW.value, DeviceChangeStatus.SCHEDULED.value, DeviceChangeStatus.PROCESSING.value)
+NOT_FINAL_ROWS = tuple(s.value for s in ACTIONABLE)
 FILE_GROUP = 500  # bulk changes per file set: bounded IN lists and transactions
 READ_PAGE = 50_000  # rows per Parquet row group while streaming a table out
 STALE_TMP = timedelta(hours=1)  # a .tmp file older than this belongs to a crashed pass
-
-
-def default_archive_root() -> Path:
-    """``BULKCHANGE_ARCHIVE_DIR``, else ``<BULKCHANGE_HOME>/archive``."""
-    return Path(os.environ.get("BULKCHANGE_ARCHIVE_DIR") or data_dir() / "archive")
 
 
 def is_completed() -> sa.ColumnElement[bool]:
@@ -73,7 +68,7 @@ def completed_at() -> sa.ColumnElement[Any]:
 # --- Parquet shape ------------------------------------------------------------------------------
 
 
-def _arrow_type(column: sa.Column) -> pa.DataType:
+def _arrow_type(column: sa.Column[Any]) -> pa.DataType:
     t = column.type
     if isinstance(t, sa.JSON):
         return pa.string()
@@ -108,7 +103,7 @@ def to_archive_row(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _owner_column(table: sa.Table) -> sa.Column:
+def _owner_column(table: sa.Table) -> sa.Column[Any]:
     return table.c.id if table is bulk_change else table.c.bulk_change_id
 
 
@@ -128,7 +123,7 @@ class ArchiveResult:
     recovered_files: int = 0
 
 
-def tenant_cutoffs(conn: sa.Connection, now: datetime, column: sa.Column) -> dict[int, datetime]:
+def tenant_cutoffs(conn: sa.Connection, now: datetime, column: sa.Column[Any]) -> dict[int, datetime]:
     """Per tenant, the instant before which its data is old enough (``column``: a days setting)."""
     return {tid: now - timedelta(days=days) for tid, days in conn.execute(sa.select(tenant.c.id, column))}
 
@@ -307,7 +302,8 @@ _nullable_types = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(), p
 
 def archive_records(root: Path, table: str, tenant_id: int | None = None, month: str | None = None) -> list[dict[str, Any]]:
     """Archived rows as plain dicts (datetimes, ints, None), in file then id order."""
-    return read_archive_table(root, table, tenant_id, month).to_pylist()
+    records: list[dict[str, Any]] = read_archive_table(root, table, tenant_id, month).to_pylist()
+    return records
 
 
 # --- verification -------------------------------------------------------------------------------

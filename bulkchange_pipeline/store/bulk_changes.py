@@ -17,6 +17,13 @@ from ..domain import BulkChangeStatus, DeviceChangeStatus, bulk_status_detail, d
 from .db import run_transaction, utcnow
 from .schema import bulk_change, device_change
 
+__all__ = [
+    "INSERT_CHUNK", "CreateResult", "IdempotencyConflict", "NewBulkChange", "NewDeviceChange", "QueuedBulkChange",
+    "attempted_if_only_errors", "count_rows_by_status", "counts_by_status", "create_bulk_change", "find_by_idempotency_key",
+    "first_failures", "get_bulk_change", "initial_status", "iter_device_results", "list_due_scheduled", "list_waiting",
+    "queued_bulk_change", "set_bulk_status",
+]
+
 INSERT_CHUNK = 5_000
 
 
@@ -145,9 +152,9 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
                     for r in new.rows[start : start + INSERT_CHUNK]
                 ],
             )
-        counts = _counts(conn, bc_id)
+        counts = counts_by_status(conn, bc_id)
         conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bc_id).values(counts=counts))
-        return bc_id
+        return int(bc_id)
 
     try:
         bc_id = run_transaction(engine, work)
@@ -158,7 +165,7 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
                 return existing
         raise
     with engine.connect() as conn:
-        counts = _counts(conn, bc_id)
+        counts = counts_by_status(conn, bc_id)
     return CreateResult(bc_id, True, status.value, counts)
 
 
@@ -179,10 +186,11 @@ def find_by_idempotency_key(engine: sa.Engine, tenant_id: int, key: str, fingerp
             return None
         if fingerprint and row.request_fingerprint and row.request_fingerprint != fingerprint:
             raise IdempotencyConflict(key, row.id)
-        return CreateResult(row.id, False, row.status, _counts(conn, row.id))
+        return CreateResult(row.id, False, row.status, counts_by_status(conn, row.id))
 
 
-def _counts(conn: sa.Connection, bulk_change_id: int) -> dict[str, int]:
+def counts_by_status(conn: sa.Connection, bulk_change_id: int) -> dict[str, int]:
+    """Device rows per status (statuses with no row left out): what every header is derived from."""
     rows = conn.execute(
         sa.select(device_change.c.status, sa.func.count())
         .where(device_change.c.bulk_change_id == bulk_change_id)
@@ -192,8 +200,9 @@ def _counts(conn: sa.Connection, bulk_change_id: int) -> dict[str, int]:
 
 
 def count_rows_by_status(engine: sa.Engine, bulk_change_id: int) -> dict[str, int]:
+    """``counts_by_status`` in a connection of its own."""
     with engine.connect() as conn:
-        return _counts(conn, bulk_change_id)
+        return counts_by_status(conn, bulk_change_id)
 
 
 def attempted_if_only_errors(conn: sa.Connection, bulk_change_id: int, counts: dict[str, int]) -> int | None:
@@ -292,7 +301,7 @@ def get_bulk_change(engine: sa.Engine, bulk_change_id: int, tenant_id: int | Non
         if row is None:
             return None
         out = dict(row._mapping)
-        out["counts"] = _counts(conn, bulk_change_id)
+        out["counts"] = counts_by_status(conn, bulk_change_id)
         out["total"] = sum(out["counts"].values())
         out["status_detail"] = bulk_status_detail(out["status"], out["counts"])  # e.g. "nothing was sent: ..."
         return out
@@ -332,6 +341,23 @@ def iter_device_results(engine: sa.Engine, tenant_id: int, bulk_change_id: int, 
         for r in rows:
             yield dict(r._mapping)
         last = rows[-1].id
+
+
+def first_failures(engine: sa.Engine, bulk_change_id: int, limit: int = 10) -> list[dict[str, str]]:
+    """The first failed rows (API_FAILED or ERROR) with their device and reason, for the run summary people read."""
+    failed = (DeviceChangeStatus.API_FAILED.value, DeviceChangeStatus.ERROR.value)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(device_change.c.iccid, device_change.c.msisdn, device_change.c.eid, device_change.c.imei,
+                      device_change.c.status, device_change.c.status_details)
+            .where(device_change.c.bulk_change_id == bulk_change_id, device_change.c.status.in_(failed))
+            .order_by(device_change.c.id)
+            .limit(limit)
+        ).all()
+    return [
+        {"device": r.iccid or r.msisdn or r.eid or r.imei or "?", "status": r.status, "reason": (r.status_details or "")[:200]}
+        for r in rows
+    ]
 
 
 def set_bulk_status(

@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..domain import DeviceChangeStatus
+from ..domain import BulkChangeStatus, DeviceChangeStatus
 from .db import run_transaction, utcnow
 from .schema import bulk_change, callback_receiver_start, carrier_callback, device_change, service_provider
 
@@ -165,7 +165,7 @@ def async_work(engine: sa.Engine, limit: int = 500) -> list[AsyncWork]:
             )
             .join(device_change, device_change.c.bulk_change_id == bulk_change.c.id)
             .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id)
-            .where(bulk_change.c.status == "PENDING", device_change.c.status == processing, bulk_change.c.deleted_at.is_(None))
+            .where(bulk_change.c.status == BulkChangeStatus.PENDING.value, device_change.c.status == processing, bulk_change.c.deleted_at.is_(None))
             .group_by(bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.service_provider_id, bulk_change.c.change_type,
                       service_provider.c.integration)
             .order_by(bulk_change.c.id)
@@ -214,8 +214,8 @@ def record_receiver_start(engine: sa.Engine, process: str, started_at: datetime 
 
     def work(conn: sa.Connection) -> int:
         new_id = conn.execute(
-            sa.insert(callback_receiver_start).values(started_at=when, process=process[:200])
-        ).inserted_primary_key[0]
+            sa.insert(callback_receiver_start).values(started_at=when, process=process[:200]).returning(callback_receiver_start.c.id)
+        ).scalar_one()
         keep = (
             sa.select(callback_receiver_start.c.id)
             .order_by(callback_receiver_start.c.started_at.desc(), callback_receiver_start.c.id.desc())
@@ -223,7 +223,7 @@ def record_receiver_start(engine: sa.Engine, process: str, started_at: datetime 
             .subquery()
         )
         conn.execute(sa.delete(callback_receiver_start).where(callback_receiver_start.c.id.not_in(sa.select(keep.c.id))))
-        return new_id
+        return int(new_id)
 
     return ReceiverStart(run_transaction(engine, work), when)
 

@@ -12,31 +12,37 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from ..domain.clock import SYSTEM_CLOCK
+
 T = TypeVar("T")
 
 DB_RETRY_ATTEMPTS = 4  # DESIGN R8: SQL transient errors, 3 retries with exponential backoff
+# The store's own two variables (it imports nothing of ours but the domain); bulkchange_pipeline.settings,
+# which holds every other variable the app reads, re-uses these two functions.
+HOME_ENV = "BULKCHANGE_HOME"
+DATABASE_URL_ENV = "BULKCHANGE_DATABASE_URL"
 
 
 def data_dir() -> Path:
     """The local data folder of the embedded default (database, Dagster storage, archive)."""
-    path = Path(os.environ.get("BULKCHANGE_HOME", ".bulkchange")).resolve()
+    path = Path(os.environ.get(HOME_ENV, ".bulkchange")).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def database_url() -> str:
-    return os.environ.get("BULKCHANGE_DATABASE_URL") or f"sqlite:///{data_dir() / 'bulkchange.db'}"
+    return os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{data_dir() / 'bulkchange.db'}"
 
 
 def utcnow() -> datetime:
-    """Naive UTC now: the one time convention of the schema."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    """Naive UTC now: the one time convention of the schema (the system clock; see domain.clock)."""
+    return SYSTEM_CLOCK.now()
 
 
 def to_naive_utc(value: datetime | None) -> datetime | None:
@@ -59,7 +65,7 @@ def make_engine(url: str | None = None) -> sa.Engine:
         engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
         @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # pragma: no cover - exercised by every SQLite test
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - exercised by every SQLite test
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")

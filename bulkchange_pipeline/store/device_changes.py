@@ -6,7 +6,7 @@ All writes are set-based: one executemany per table per batch, never a round tri
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,7 +17,14 @@ from ..domain import DeviceChangeStatus
 from .db import run_transaction, utcnow
 from .schema import DEVICE_CHANGE_FIELDS, bulk_change_log, device, device_change, device_history
 
-ACTIONABLE = (DeviceChangeStatus.NEW.value, DeviceChangeStatus.PROCESSING.value, DeviceChangeStatus.SCHEDULED.value)
+__all__ = [
+    "ACTIONABLE", "IdRange", "LogRow", "RowResult", "WaitingRow", "WorkRow", "add_log", "claim", "count_polls",
+    "count_unfinished", "device_history_for", "known_device_values", "load_batch", "plan_id_ranges", "record_results",
+    "waiting_rows",
+]
+
+ACTIONABLE = tuple(s for s in DeviceChangeStatus if not s.is_final)
+"""Statuses of rows a run may still have to act on (NEW, SCHEDULED, PROCESSING): every status that is not final."""
 
 
 def _actionable(now: datetime) -> sa.ColumnElement[bool]:
@@ -82,49 +89,64 @@ class WorkRow:
     current: dict[str, Any] = field(default_factory=dict)  # device columns before the change
 
 
+@dataclass
+class WaitingRow:
+    """A row an asynchronous carrier accepted (PROCESSING with its request id), waiting for the answer."""
+
+    row: WorkRow
+    request_id: str
+    sent_at: datetime  # the claim's ``updated_at``: when it was sent
+    poll_count: int = 0
+
+
+def _work_rows(conn: sa.Connection, *where: sa.ColumnElement[bool]) -> Sequence[sa.Row[*tuple[Any, ...]]]:
+    """Device rows matching ``where`` in id order, each with its device's current values (``cur_<column>``)."""
+    current = [device.c[name].label(f"cur_{name}") for name in DEVICE_CHANGE_FIELDS]
+    return conn.execute(
+        sa.select(device_change, *current)
+        .select_from(device_change.outerjoin(device, device.c.id == device_change.c.device_id))
+        .where(*where)
+        .order_by(device_change.c.id)
+    ).all()
+
+
+def _work_row(m: sa.RowMapping) -> WorkRow:
+    """The one mapping of a ``_work_rows`` row to a WorkRow (batches and reconcile both read rows this way)."""
+    return WorkRow(
+        id=m["id"], device_id=m["device_id"], status=m["status"], iccid=m["iccid"], msisdn=m["msisdn"], imei=m["imei"],
+        eid=m["eid"], change_request=m["change_request"] or {}, attempt_count=m["attempt_count"],
+        current={name: m[f"cur_{name}"] for name in DEVICE_CHANGE_FIELDS},
+    )
+
+
 def load_batch(engine: sa.Engine, bulk_change_id: int, rng: IdRange, now: datetime | None = None) -> list[WorkRow]:
-    now = now or utcnow()
-    cols = [device.c[name].label(f"cur_{name}") for name in DEVICE_CHANGE_FIELDS]
+    """The batch's rows a run still has to do (``_actionable``), with their devices' current values."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(
-                device_change.c.id,
-                device_change.c.device_id,
-                device_change.c.status,
-                device_change.c.iccid,
-                device_change.c.msisdn,
-                device_change.c.imei,
-                device_change.c.eid,
-                device_change.c.change_request,
-                device_change.c.attempt_count,
-                *cols,
-            )
-            .select_from(device_change.outerjoin(device, device.c.id == device_change.c.device_id))
-            .where(
-                device_change.c.bulk_change_id == bulk_change_id,
-                device_change.c.id.between(rng.first_id, rng.last_id),
-                _actionable(now),
-            )
-            .order_by(device_change.c.id)
-        ).all()
-    out = []
-    for r in rows:
-        m = r._mapping
-        out.append(
-            WorkRow(
-                id=m["id"],
-                device_id=m["device_id"],
-                status=m["status"],
-                iccid=m["iccid"],
-                msisdn=m["msisdn"],
-                imei=m["imei"],
-                eid=m["eid"],
-                change_request=m["change_request"] or {},
-                attempt_count=m["attempt_count"],
-                current={name: m[f"cur_{name}"] for name in DEVICE_CHANGE_FIELDS},
-            )
+        rows = _work_rows(
+            conn,
+            device_change.c.bulk_change_id == bulk_change_id,
+            device_change.c.id.between(rng.first_id, rng.last_id),
+            _actionable(now or utcnow()),
         )
-    return out
+    return [_work_row(r._mapping) for r in rows]
+
+
+def waiting_rows(engine: sa.Engine, bulk_change_id: int) -> list[WaitingRow]:
+    """The bulk change's rows an asynchronous carrier accepted and has not answered yet (reconcile's work)."""
+    with engine.connect() as conn:
+        rows = _work_rows(
+            conn,
+            device_change.c.bulk_change_id == bulk_change_id,
+            device_change.c.status == DeviceChangeStatus.PROCESSING.value,
+            device_change.c.carrier_request_id.is_not(None),
+        )
+    return [WaitingRow(_work_row(r._mapping), r.carrier_request_id, r.updated_at, r.poll_count) for r in rows]
+
+
+def known_device_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` that are device columns a change may write: a carrier may report more
+    (e.g. the customer's name), which our ``device`` table does not hold."""
+    return {k: v for k, v in values.items() if k in DEVICE_CHANGE_FIELDS}
 
 
 def claim(engine: sa.Engine, ids: Sequence[int]) -> set[int]:
@@ -140,7 +162,7 @@ def claim(engine: sa.Engine, ids: Sequence[int]) -> set[int]:
     stmt = (
         sa.update(device_change)
         .where(device_change.c.id.in_(sa.bindparam("ids", expanding=True)))
-        .where(device_change.c.status.in_((DeviceChangeStatus.NEW.value, DeviceChangeStatus.SCHEDULED.value, DeviceChangeStatus.PROCESSING.value)))
+        .where(device_change.c.status.in_([s.value for s in ACTIONABLE]))
         .values(
             status=DeviceChangeStatus.PROCESSING.value,
             attempt_count=device_change.c.attempt_count + 1,
@@ -151,7 +173,11 @@ def claim(engine: sa.Engine, ids: Sequence[int]) -> set[int]:
     claimed: set[int] = set()
     for start in range(0, len(ids), 900):
         chunk = list(ids[start : start + 900])
-        claimed |= run_transaction(engine, lambda conn, c=chunk: set(conn.execute(stmt, {"ids": c}).scalars()))
+
+        def claim_chunk(conn: sa.Connection, c: list[int] = chunk) -> set[int]:
+            return set(conn.execute(stmt, {"ids": c}).scalars())
+
+        claimed |= run_transaction(engine, claim_chunk)
     return claimed
 
 
@@ -164,7 +190,11 @@ def count_polls(engine: sa.Engine, ids: Sequence[int]) -> None:
     )
     for start in range(0, len(ids), 900):
         chunk = list(ids[start : start + 900])
-        run_transaction(engine, lambda conn, c=chunk: conn.execute(stmt, {"ids": c}))
+
+        def count_chunk(conn: sa.Connection, c: list[int] = chunk) -> None:
+            conn.execute(stmt, {"ids": c})
+
+        run_transaction(engine, count_chunk)
 
 
 @dataclass
@@ -208,18 +238,31 @@ def record_results(
     if not results:
         return
     now = utcnow()
-    final = {s.value for s in DeviceChangeStatus if s.is_final}
-    change_params = [
+    rows = _row_params(results, now)
+    logs = _log_params(results, tenant_id=tenant_id, bulk_change_id=bulk_change_id, process_by=process_by, now=now)
+    updates, history = _device_params(results, tenant_id=tenant_id, bulk_change_id=bulk_change_id, now=now)
+    run_transaction(engine, lambda conn: _write_results(conn, rows, logs, updates, history, now))
+
+
+def _row_params(results: Sequence[RowResult], now: datetime) -> list[dict[str, Any]]:
+    """1. Each device row's outcome; a final one gets its finish time."""
+    return [
         {
             "b_id": r.device_change_id,
             "b_status": r.status.value,
             "b_details": (r.status_details or "")[:4000],
             "b_req": r.carrier_request_id,
-            "b_processed": now if r.status.value in final else None,
+            "b_processed": now if r.status.is_final else None,
         }
         for r in results
     ]
-    log_params = [
+
+
+def _log_params(
+    results: Sequence[RowResult], *, tenant_id: int, bulk_change_id: int, process_by: str, now: datetime
+) -> list[dict[str, Any]]:
+    """2. The log rows (carrier requests and answers, or what was done in the database)."""
+    return [
         {
             "tenant_id": tenant_id,
             "bulk_change_id": bulk_change_id,
@@ -238,6 +281,13 @@ def record_results(
         for r in results
         for log in r.logs
     ]
+
+
+def _device_params(
+    results: Sequence[RowResult], *, tenant_id: int, bulk_change_id: int, now: datetime
+) -> tuple[dict[tuple[str, ...], list[dict[str, Any]]], list[dict[str, Any]]]:
+    """3. Device updates grouped by the set of columns written (one executemany each), and a history
+    row (before -> after) for every value that changed."""
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     history: list[dict[str, Any]] = []
     for r in results:
@@ -259,33 +309,41 @@ def record_results(
                         "changed_at": now,
                     }
                 )
+    return updates, history
 
-    def work(conn: sa.Connection) -> None:
+
+def _write_results(
+    conn: sa.Connection,
+    rows: list[dict[str, Any]],
+    logs: list[dict[str, Any]],
+    updates: dict[tuple[str, ...], list[dict[str, Any]]],
+    history: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    """4. Write all of it in the caller's transaction: one statement per table (per column set)."""
+    conn.execute(
+        sa.update(device_change)
+        .where(device_change.c.id == sa.bindparam("b_id"))
+        .values(
+            status=sa.bindparam("b_status"),
+            status_details=sa.bindparam("b_details"),
+            carrier_request_id=sa.func.coalesce(sa.bindparam("b_req"), device_change.c.carrier_request_id),
+            processed_at=sa.bindparam("b_processed"),
+            updated_at=now,
+        ),
+        rows,
+    )
+    if logs:
+        conn.execute(sa.insert(bulk_change_log), logs)
+    for cols, params in updates.items():
         conn.execute(
-            sa.update(device_change)
-            .where(device_change.c.id == sa.bindparam("b_id"))
-            .values(
-                status=sa.bindparam("b_status"),
-                status_details=sa.bindparam("b_details"),
-                carrier_request_id=sa.func.coalesce(sa.bindparam("b_req"), device_change.c.carrier_request_id),
-                processed_at=sa.bindparam("b_processed"),
-                updated_at=now,
-            ),
-            change_params,
+            sa.update(device)
+            .where(device.c.id == sa.bindparam("b_device_id"))
+            .values(updated_at=now, **{c: sa.bindparam(f"b_{c}") for c in cols}),
+            params,
         )
-        if log_params:
-            conn.execute(sa.insert(bulk_change_log), log_params)
-        for cols, params in updates.items():
-            conn.execute(
-                sa.update(device)
-                .where(device.c.id == sa.bindparam("b_device_id"))
-                .values(updated_at=now, **{c: sa.bindparam(f"b_{c}") for c in cols}),
-                params,
-            )
-        if history:
-            conn.execute(sa.insert(device_history), history)
-
-    run_transaction(engine, work)
+    if history:
+        conn.execute(sa.insert(device_history), history)
 
 
 def add_log(engine: sa.Engine, *, tenant_id: int, bulk_change_id: int, description: str, process_by: str, has_errors: bool = False) -> None:

@@ -18,14 +18,28 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..domain import BulkChangeStatus, ChangeType, DeviceChangeStatus, Handling, Integration, capability, derive_bulk_status
-from .archive import completed_at, tenant_cutoffs
+from ..domain import BulkChangeStatus, DeviceChangeStatus
+from .archive import COMPLETED, completed_at, tenant_cutoffs
 from .db import run_transaction, utcnow
-from .schema import bulk_change, bulk_change_log, carrier_callback, device_change, device_history, service_provider, tenant
+from .headers import is_async, status_from_counts
+from .schema import (
+    bulk_change,
+    bulk_change_log,
+    carrier_callback,
+    device_change,
+    device_history,
+    service_provider,
+    tenant,
+)
+
+__all__ = [
+    "CHUNK", "Disagreement", "Rebuilt", "Retention", "RowFacts", "StuckRows", "get_retention", "ids_of", "plan_rebuild",
+    "purge_bulk_changes", "purgeable", "rebuild_status", "row_facts", "set_retention", "status_disagreements",
+    "status_from_rows", "stuck_processing",
+]
 
 CHUNK = 500
 S = DeviceChangeStatus
-FINAL_HEADERS = (BulkChangeStatus.PROCESSED.value, BulkChangeStatus.CANCELLED.value)
 
 # --- retention settings -------------------------------------------------------------------------
 
@@ -180,26 +194,17 @@ def status_from_rows(facts: RowFacts, *, async_carrier: bool) -> BulkChangeStatu
       refusals (ERROR rows) do not make a waiting bulk change look started, as at submission.
     """
     c = {k: v for k, v in facts.counts.items() if v}
-    if not any(DeviceChangeStatus(k) not in (S.PROCESSED, S.API_FAILED, S.ERROR, S.CANCELLED) for k in c):
-        if set(c) - {S.ERROR.value} == {S.CANCELLED.value}:
-            return BulkChangeStatus.CANCELLED  # as cancel leaves it: validation refusals do not make it PROCESSED
-        return derive_bulk_status(c, attempted=facts.attempted)  # as submit leaves an all-refused one: ERROR
-    if c.get(S.PROCESSING.value):
-        return derive_bulk_status(c, has_pending_async=async_carrier)
-    if facts.last_bulk_log_failed and (facts.last_update is None or facts.last_bulk_log_at >= facts.last_update):
+    if all(DeviceChangeStatus(k).is_final for k in c) or c.get(S.PROCESSING.value):
+        # As finalize, cancel and settle leave it (``headers.status_from_counts``).
+        return status_from_counts(c, async_carrier=async_carrier, attempted=facts.attempted)
+    if facts.last_bulk_log_failed and (
+        facts.last_update is None or (facts.last_bulk_log_at is not None and facts.last_bulk_log_at >= facts.last_update)
+    ):
         return BulkChangeStatus.ERROR
     return BulkChangeStatus.NEW if c.get(S.NEW.value) else BulkChangeStatus.SCHEDULED
 
 
-def _is_async(change_type: int, integration: str) -> bool:
-    try:
-        cap = capability(ChangeType(change_type), Integration.parse(integration))
-    except ValueError:
-        return False
-    return cap is not None and cap.handling is Handling.CARRIER_ASYNC
-
-
-def _heads(conn: sa.Connection, tenant_id: int | None, ids: Sequence[int] | None) -> list[sa.Row]:
+def _heads(conn: sa.Connection, tenant_id: int | None, ids: Sequence[int] | None) -> list[sa.Row[*tuple[Any, ...]]]:
     query = (
         sa.select(bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.status, bulk_change.c.counts,
                   bulk_change.c.processed_at, bulk_change.c.change_type, service_provider.c.integration)
@@ -210,7 +215,7 @@ def _heads(conn: sa.Connection, tenant_id: int | None, ids: Sequence[int] | None
     if tenant_id is not None:
         query = query.where(bulk_change.c.tenant_id == tenant_id)
     if ids is None:
-        return conn.execute(query).all()
+        return list(conn.execute(query).all())
     return [r for start in range(0, len(ids), CHUNK) for r in conn.execute(query.where(bulk_change.c.id.in_(list(ids[start : start + CHUNK]))))]
 
 
@@ -257,8 +262,8 @@ def plan_rebuild(engine: sa.Engine, *, tenant_id: int | None = None, ids: Sequen
     out = []
     for h in heads:
         f = facts.get(h.id) or RowFacts()
-        status = status_from_rows(f, async_carrier=_is_async(h.change_type, h.integration))
-        final = status.value in FINAL_HEADERS
+        status = status_from_rows(f, async_carrier=is_async(h.change_type, h.integration))
+        final = status.value in COMPLETED
         out.append(Rebuilt(
             bulk_change_id=h.id, tenant_id=h.tenant_id, old_status=h.status, status=status.value,
             old_counts=dict(h.counts or {}), counts=dict(sorted(f.counts.items())),
@@ -313,11 +318,11 @@ def status_disagreements(engine: sa.Engine, now: datetime | None = None, grace: 
         facts = row_facts(conn, [h.id for h in heads])
     for h in heads:
         f = facts.get(h.id) or RowFacts()
-        rows_say = status_from_rows(f, async_carrier=_is_async(h.change_type, h.integration)).value
-        if h.status in FINAL_HEADERS:
+        rows_say = status_from_rows(f, async_carrier=is_async(h.change_type, h.integration)).value
+        if h.status in COMPLETED:
             bad = rows_say != h.status or {k: v for k, v in (h.counts or {}).items() if v} != {k: v for k, v in f.counts.items() if v}
         else:
-            bad = rows_say in FINAL_HEADERS and (f.last_update is None or f.last_update <= now - grace)
+            bad = rows_say in COMPLETED and (f.last_update is None or f.last_update <= now - grace)
         if bad:
             out.append(Disagreement(h.id, h.status, rows_say, dict(f.counts), dict(h.counts or {})))
     return out

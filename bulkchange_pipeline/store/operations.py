@@ -22,20 +22,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..domain import (
-    BulkChangeStatus,
-    ChangeType,
-    DeviceChangeStatus,
-    Handling,
-    Integration,
-    capability,
-    derive_bulk_status,
-    refused_detail,
-)
-from .bulk_changes import attempted_if_only_errors
+from ..domain import BulkChangeStatus, DeviceChangeStatus, refused_detail
+from .bulk_changes import attempted_if_only_errors, counts_by_status
 from .db import run_transaction, utcnow
 from .device_changes import count_unfinished
+from .headers import derive_header, is_async, write_header
 from .schema import bulk_change, bulk_change_log, device_change, service_provider
+
+__all__ = [
+    "CANCELLABLE", "MAX_PAGE_SIZE", "RESULT_COLUMNS", "RUNNING", "BulkChangeNotFound", "CancelResult", "DevicePage",
+    "OperationRefused", "ResumeResult", "RetryResult", "SettleResult", "bulk_change_exists", "cancel_bulk_change",
+    "cancel_unsent_rows", "last_updated", "page_device_results", "requeue_failed_rows", "resume_bulk_change",
+    "retry_failed", "retryable_condition", "settle_after_run",
+]
 
 S = DeviceChangeStatus
 CANCELLABLE = (S.NEW.value, S.SCHEDULED.value)
@@ -44,7 +43,7 @@ MAX_PAGE_SIZE = 1000
 
 
 class BulkChangeNotFound(LookupError):
-    """No such bulk change in this tenant (or it was archived)."""
+    """No such bulk change (in this tenant), or it was archived: the one "not found" of store and engine."""
 
 
 class OperationRefused(ValueError):
@@ -101,7 +100,7 @@ def requeue_failed_rows(conn: sa.Connection, bulk_change_id: int, label: str) ->
     ).rowcount
 
 
-def _header(conn: sa.Connection, tenant_id: int | None, bulk_change_id: int, *, lock: bool = False) -> sa.Row:
+def _header(conn: sa.Connection, tenant_id: int | None, bulk_change_id: int, *, lock: bool = False) -> sa.Row[*tuple[Any, ...]]:
     """The header (locked on PostgreSQL when asked); ``tenant_id`` None: the pipeline's own call."""
     query = (
         sa.select(bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.status, bulk_change.c.attempt,
@@ -117,23 +116,6 @@ def _header(conn: sa.Connection, tenant_id: int | None, bulk_change_id: int, *, 
     if row is None:
         raise BulkChangeNotFound(f"no bulk change {bulk_change_id} in this tenant")
     return row
-
-
-def _counts(conn: sa.Connection, bulk_change_id: int) -> dict[str, int]:
-    rows = conn.execute(
-        sa.select(device_change.c.status, sa.func.count())
-        .where(device_change.c.bulk_change_id == bulk_change_id)
-        .group_by(device_change.c.status)
-    )
-    return {status: n for status, n in rows}
-
-
-def _is_async(change_type: int, integration: str) -> bool:
-    try:
-        cap = capability(ChangeType(change_type), Integration.parse(integration))
-    except ValueError:
-        return False
-    return cap is not None and cap.handling is Handling.CARRIER_ASYNC
 
 
 def _log(conn: sa.Connection, tenant_id: int, bulk_change_id: int, description: str, by: str, *, has_errors: bool = False) -> None:
@@ -159,17 +141,6 @@ def cancel_unsent_rows(conn: sa.Connection, bulk_change_id: int, reason: str) ->
     ).rowcount
 
 
-def _derived_header(conn: sa.Connection, bulk_change_id: int, change_type: int, integration: str) -> tuple[BulkChangeStatus, dict[str, int]]:
-    """The header status the rows say, CANCELLED when every row that passed validation was cancelled,
-    ERROR when every row was refused at validation (nothing was sent)."""
-    counts = _counts(conn, bulk_change_id)
-    live = {k: v for k, v in counts.items() if k != S.ERROR.value}
-    if live and set(live) == {S.CANCELLED.value}:
-        return BulkChangeStatus.CANCELLED, counts
-    attempted = attempted_if_only_errors(conn, bulk_change_id, counts)
-    return derive_bulk_status(counts, has_pending_async=_is_async(change_type, integration), attempted=attempted), counts
-
-
 def _nothing_sent(conn: sa.Connection, bulk_change_id: int, counts: dict[str, int]) -> str | None:
     """"nothing was sent: all N devices were refused at validation" when that is so (every row
     ERROR, none ever claimed by a run), for refusals of actions that have nothing to act on."""
@@ -179,19 +150,6 @@ def _nothing_sent(conn: sa.Connection, bulk_change_id: int, counts: dict[str, in
 def _resubmit_hint(bulk_change_id: int) -> str:
     return (f"the reasons are on its device rows (`bulkchange results {bulk_change_id} --csv -`, or GET "
             f"/bulk-changes/{bulk_change_id}/devices?status=ERROR): correct the devices and submit them as a new bulk change")
-
-
-def _write_header(conn: sa.Connection, bulk_change_id: int, status: BulkChangeStatus, counts: dict[str, int]) -> None:
-    values: dict[str, Any] = {"status": status.value, "counts": counts, "effective_at": None}
-    if status is BulkChangeStatus.SCHEDULED:
-        values["effective_at"] = conn.execute(
-            sa.select(sa.func.min(device_change.c.effective_at)).where(
-                device_change.c.bulk_change_id == bulk_change_id, device_change.c.status == S.SCHEDULED.value
-            )
-        ).scalar()
-    if status in (BulkChangeStatus.CANCELLED, BulkChangeStatus.PROCESSED):
-        values["processed_at"] = utcnow()
-    conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bulk_change_id).values(**values))
 
 
 def cancel_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: str = "unknown") -> CancelResult:
@@ -208,15 +166,15 @@ def cancel_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
         head = _header(conn, tenant_id, bulk_change_id, lock=True)
         cancelled = cancel_unsent_rows(conn, bulk_change_id, f"cancelled by {by[:150]}")
         if not cancelled:
-            counts = _counts(conn, bulk_change_id)
+            counts = counts_by_status(conn, bulk_change_id)
             if detail := _nothing_sent(conn, bulk_change_id, counts):
                 raise OperationRefused(f"nothing to cancel: bulk change {bulk_change_id} is {head.status}, {detail}")
             raise OperationRefused(
                 f"nothing to cancel: bulk change {bulk_change_id} is {head.status} and none of its "
                 f"{sum(counts.values())} device rows is waiting to be sent ({_describe(counts)})"
             )
-        status, counts = _derived_header(conn, bulk_change_id, head.change_type, head.integration)
-        _write_header(conn, bulk_change_id, status, counts)
+        status, counts = derive_header(conn, bulk_change_id, async_carrier=is_async(head.change_type, head.integration))
+        write_header(conn, bulk_change_id, status, counts)
         processing = counts.get(S.PROCESSING.value, 0)
         _log(
             conn, tenant_id, bulk_change_id,
@@ -261,10 +219,10 @@ def settle_after_run(
             return SettleResult(bulk_change_id, head.status, 0, 0, False)
         cancelled = cancel_unsent_rows(conn, bulk_change_id, f"cancelled: {note}"[:4000]) if stop else 0
         unfinished = count_unfinished(conn, bulk_change_id)
-        status, counts = _derived_header(conn, bulk_change_id, head.change_type, head.integration)
+        status, counts = derive_header(conn, bulk_change_id, async_carrier=is_async(head.change_type, head.integration))
         if unfinished:
             status = BulkChangeStatus.ERROR
-        _write_header(conn, bulk_change_id, status, counts)
+        write_header(conn, bulk_change_id, status, counts)
         tail = (
             f"{unfinished} device rows unfinished: `bulkchange resume {bulk_change_id}` (or POST /bulk-changes/{bulk_change_id}/resume) finishes them"
             if unfinished else f"every device row is settled; bulk change is {status.value}"
@@ -298,7 +256,7 @@ def resume_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
     def work(conn: sa.Connection) -> ResumeResult:
         head = _header(conn, tenant_id, bulk_change_id, lock=True)
         unfinished = count_unfinished(conn, bulk_change_id)
-        counts = _counts(conn, bulk_change_id)
+        counts = counts_by_status(conn, bulk_change_id)
         if not unfinished and (detail := _nothing_sent(conn, bulk_change_id, counts)):
             raise OperationRefused(
                 f"nothing to resume: bulk change {bulk_change_id} is {head.status}, {detail}; {_resubmit_hint(bulk_change_id)}"
@@ -337,7 +295,7 @@ def retry_failed(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: 
         attempt = head.attempt + 1
         requeued = requeue_failed_rows(conn, bulk_change_id, f"retry (attempt {attempt})")
         if not requeued:
-            counts = _counts(conn, bulk_change_id)
+            counts = counts_by_status(conn, bulk_change_id)
             if detail := _nothing_sent(conn, bulk_change_id, counts):
                 raise OperationRefused(
                     f"nothing to retry: bulk change {bulk_change_id} is {head.status}, {detail} (a refusal fails the same "
@@ -347,7 +305,7 @@ def retry_failed(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: 
                 f"nothing to retry in bulk change {bulk_change_id} ({_describe(counts)}): only API_FAILED rows and rows that "
                 "failed while processing are retried; rows refused at validation need corrected input and a new submission"
             )
-        counts = _counts(conn, bulk_change_id)
+        counts = counts_by_status(conn, bulk_change_id)
         _queue_attempt(conn, bulk_change_id, attempt, counts)
         _log(conn, tenant_id, bulk_change_id, f"Retry requested by {by}: {requeued} failed device rows back to NEW (attempt {attempt})", by)
         return RetryResult(bulk_change_id, requeued, attempt, BulkChangeStatus.NEW.value, counts)

@@ -3,7 +3,8 @@
 Validation of a 100,000-device request needs these lookups in a few seconds, so every lookup is
 set-based: identifiers go to the database in IN lists of at most ``IN_CHUNK`` values (under
 SQLite's bound-parameter limit), never one query per device. Every function takes a tenant id and
-never returns another tenant's rows, so a caller cannot leak them by accident.
+never returns another tenant's rows, so a caller cannot leak them by accident; the one exception,
+``account_limits``, reads every tenant's call limits for the deployment's Dagster pools.
 
 Write helpers accept an Engine (own transaction, retried on transient errors) or a Connection (the
 caller's transaction; the seed uses that to write everything atomically).
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from ..domain import ChangeType, IdentifierKind, Integration
+from ..domain import ChangeType, DeviceChangeStatus, IdentifierKind, Integration
 from .db import run_transaction, utcnow
 from .schema import (
     bulk_change,
@@ -34,6 +35,8 @@ from .schema import (
 )
 
 IN_CHUNK = 900
+NOT_APPLIED = (DeviceChangeStatus.ERROR.value, DeviceChangeStatus.CANCELLED.value, DeviceChangeStatus.API_FAILED.value)
+"""Device row statuses of a change that did not happen (a plan change in them does not count against a quota)."""
 INSERT_CHUNK = 5_000
 
 T = TypeVar("T")
@@ -44,6 +47,11 @@ def _write(bind: Bind, work: Callable[[sa.Connection], T]) -> T:
     if isinstance(bind, sa.Engine):
         return run_transaction(bind, work)
     return work(bind)
+
+
+def _insert(bind: Bind, stmt: sa.Executable) -> int:
+    """Run an INSERT ... RETURNING id and give the new id."""
+    return _write(bind, lambda conn: int(conn.execute(stmt).scalar_one()))
 
 
 def _chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[list[T]]:
@@ -61,7 +69,7 @@ def create_tenant(bind: Bind, name: str, *, archive_after_days: int = 90, purge_
         .values(name=name, archive_after_days=archive_after_days, purge_after_days=purge_after_days, created_at=utcnow())
         .returning(tenant.c.id)
     )
-    return _write(bind, lambda conn: conn.execute(stmt).scalar_one())
+    return _insert(bind, stmt)
 
 
 def tenant_id_by_name(engine: sa.Engine, name: str) -> int | None:
@@ -91,7 +99,7 @@ class ServiceProviderInfo:
     batch_size: int
 
 
-def _sp_info(row: sa.Row) -> ServiceProviderInfo:
+def _sp_info(row: sa.Row[*tuple[Any, ...]]) -> ServiceProviderInfo:
     m = dict(row._mapping)
     m["integration"] = Integration.parse(m["integration"])
     return ServiceProviderInfo(**m)
@@ -131,7 +139,7 @@ def create_service_provider(
         )
         .returning(service_provider.c.id)
     )
-    return _write(bind, lambda conn: conn.execute(stmt).scalar_one())
+    return _insert(bind, stmt)
 
 
 def get_service_provider(engine: sa.Engine, tenant_id: int, service_provider_id: int) -> ServiceProviderInfo | None:
@@ -150,6 +158,24 @@ def list_service_providers(engine: sa.Engine, tenant_id: int) -> list[ServicePro
 
 
 _SP_COLS = tuple(service_provider.c[name] for name in ServiceProviderInfo.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class AccountLimit:
+    """One service provider's call limit, as the deployment's pools publish it (``defs.pools``)."""
+
+    service_provider_id: int
+    tenant_id: int
+    name: str
+    max_concurrency: int
+
+
+def account_limits(engine: sa.Engine) -> list[AccountLimit]:
+    """Every service provider of every tenant, with its ``max_concurrency`` (operators' view, not a tenant's)."""
+    sp = service_provider
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(sp.c.id, sp.c.tenant_id, sp.c.name, sp.c.max_concurrency).order_by(sp.c.id)).all()
+    return [AccountLimit(r.id, r.tenant_id, r.name, int(r.max_concurrency)) for r in rows]
 
 
 # --- devices --------------------------------------------------------------------------------
@@ -241,7 +267,7 @@ def plan_change_counts(engine: sa.Engine, tenant_id: int, device_ids: Sequence[i
                     device_change.c.device_id.in_(chunk),
                     bulk_change.c.change_type == int(ChangeType.CARRIER_RATE_PLAN_CHANGE),
                     bulk_change.c.created_at >= since,
-                    device_change.c.status.notin_(("ERROR", "CANCELLED", "API_FAILED")),
+                    device_change.c.status.notin_(NOT_APPLIED),
                 )
                 .group_by(device_change.c.device_id)
             )
@@ -278,7 +304,7 @@ def create_carrier_rate_plan(
         .values(tenant_id=tenant_id, service_provider_id=service_provider_id, code=code, name=name, communication_plan=communication_plan)
         .returning(carrier_rate_plan.c.id)
     )
-    return _write(bind, lambda conn: conn.execute(stmt).scalar_one())
+    return _insert(bind, stmt)
 
 
 @dataclass(frozen=True)
@@ -296,7 +322,7 @@ def customers(engine: sa.Engine, tenant_id: int, ids: Iterable[int] | None = Non
 
 def create_customer(bind: Bind, tenant_id: int, *, name: str, rev_customer_id: str | None = None) -> int:
     stmt = sa.insert(customer).values(tenant_id=tenant_id, name=name, rev_customer_id=rev_customer_id).returning(customer.c.id)
-    return _write(bind, lambda conn: conn.execute(stmt).scalar_one())
+    return _insert(bind, stmt)
 
 
 def customer_rate_plans(engine: sa.Engine, tenant_id: int, ids: Iterable[int] | None = None) -> dict[int, int | None]:
@@ -311,7 +337,7 @@ def create_customer_rate_plan(bind: Bind, tenant_id: int, *, name: str, data_all
         .values(tenant_id=tenant_id, name=name, data_allocation_mb=data_allocation_mb)
         .returning(customer_rate_plan.c.id)
     )
-    return _write(bind, lambda conn: conn.execute(stmt).scalar_one())
+    return _insert(bind, stmt)
 
 
 def customer_pool_ids(engine: sa.Engine, tenant_id: int, ids: Iterable[int] | None = None) -> set[int]:
@@ -321,17 +347,17 @@ def customer_pool_ids(engine: sa.Engine, tenant_id: int, ids: Iterable[int] | No
 
 def create_customer_pool(bind: Bind, tenant_id: int, *, name: str) -> int:
     stmt = sa.insert(customer_rate_pool).values(tenant_id=tenant_id, name=name).returning(customer_rate_pool.c.id)
-    return _write(bind, lambda conn: conn.execute(stmt).scalar_one())
+    return _insert(bind, stmt)
 
 
 def _by_ids(
-    engine: sa.Engine, tenant_id: int, table: sa.Table, cols: Sequence[sa.Column], ids: Iterable[int] | None
-) -> list[sa.Row]:
+    engine: sa.Engine, tenant_id: int, table: sa.Table, cols: Sequence[sa.Column[Any]], ids: Iterable[int] | None
+) -> list[sa.Row[*tuple[Any, ...]]]:
     base = sa.select(*cols).where(table.c.tenant_id == tenant_id)
     with engine.connect() as conn:
         if ids is None:
             return list(conn.execute(base.order_by(table.c.id)))
-        out: list[sa.Row] = []
+        out: list[sa.Row[*tuple[Any, ...]]] = []
         for chunk in _chunks(sorted({int(i) for i in ids})):
             out.extend(conn.execute(base.where(table.c.id.in_(chunk))))
         return out

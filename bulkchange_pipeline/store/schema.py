@@ -22,11 +22,11 @@ metadata = sa.MetaData(naming_convention=NAMING)
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
 
-def _id() -> sa.Column:
+def _id() -> sa.Column[int]:
     return sa.Column("id", BigId, primary_key=True, autoincrement=True)
 
 
-def _tenant() -> sa.Column:
+def _tenant() -> sa.Column[int]:
     return sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenant.id"), nullable=False, index=True)
 
 

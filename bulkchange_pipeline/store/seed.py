@@ -10,7 +10,6 @@ by accident. Secrets are never stored: each service provider names a credentials
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -136,12 +135,9 @@ def demo_eid(integration_index: int, tenant_index: int, i: int) -> str:
 
 
 def default_base_urls(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Base URL per integration: defaults, then ``BULKCHANGE_DEMO_<INTEGRATION>_BASE_URL``, then overrides."""
+    """Base URL per integration: defaults, then ``overrides`` (the CLI passes the
+    ``BULKCHANGE_DEMO_<INTEGRATION>_BASE_URL`` variables and its --base-url options)."""
     urls = {i.value: spec[2] for i, spec in PROVIDERS.items()}
-    for key in urls:
-        env = os.environ.get(f"BULKCHANGE_DEMO_{key.upper()}_BASE_URL")
-        if env:
-            urls[key] = env
     for key, url in (overrides or {}).items():
         urls[Integration.parse(key).value] = url
     return urls

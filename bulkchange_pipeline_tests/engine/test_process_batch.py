@@ -197,7 +197,7 @@ def test_jasper_refusal_is_api_failed_with_carrier_message(engine, jasper_sim):
     logs = _rows(engine, bulk_change_log, bulk_change_log.c.device_change_id == failed["id"])
     assert len(logs) == 1 and logs[0]["has_errors"] and logs[0]["response_status"] == "400"
 
-    result = finalize(engine, load_bulk_change(engine, bc_id), [summary.as_dict()])
+    result = finalize(engine, load_bulk_change(engine, bc_id), [summary])
     assert result.status is BulkChangeStatus.PROCESSED
     assert result.counts == {"PROCESSED": 2, "API_FAILED": 1}
     assert "First failures" in result.summary_markdown
@@ -333,7 +333,7 @@ def test_finalize_derives_processed_and_writes_counts(engine, jasper_sim):
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
     info = load_bulk_change(engine, bc_id)
     assert info.status == "NEW"
-    summaries = [process_batch(engine, info, r, account, process_by=PROCESS_BY).as_dict() for r in plan_batches(engine, info)]
+    summaries = [process_batch(engine, info, r, account, process_by=PROCESS_BY) for r in plan_batches(engine, info)]
 
     result = finalize(engine, info, summaries)
 
@@ -380,7 +380,7 @@ def test_scheduled_rows_not_due_are_untouched_and_stay_scheduled(engine, jasper_
     assert all(c["status"] == "SCHEDULED" and c["attempt_count"] == 0 for c in before)
     assert not _rows(engine, bulk_change_log, bulk_change_log.c.bulk_change_id == bc_id)
 
-    result = finalize(engine, info, [summary.as_dict()])
+    result = finalize(engine, info, [summary])
     assert result.status is BulkChangeStatus.SCHEDULED
     header = _rows(engine, bulk_change, bulk_change.c.id == bc_id)[0]
     assert header["status"] == "SCHEDULED"
@@ -402,7 +402,7 @@ def test_due_scheduled_rows_are_processed_and_later_ones_wait(engine, jasper_sim
 
     ranges = plan_batches(engine, info)
     assert sum(r.size for r in ranges) == 2
-    summaries = [process_batch(engine, info, r, account, process_by=PROCESS_BY).as_dict() for r in ranges]
+    summaries = [process_batch(engine, info, r, account, process_by=PROCESS_BY) for r in ranges]
     # even a range spanning every row leaves the not-yet-due ones alone
     assert process_batch(engine, info, _full_range(engine, bc_id), account, process_by=PROCESS_BY).rows == 0
 
