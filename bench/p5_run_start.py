@@ -35,6 +35,7 @@ import dagster as dg
 
 from bulkchange_pipeline.defs.sensors import SENSOR_INTERVAL_SECONDS
 from bulkchange_pipeline.deploy import LocalDeployment, open_instance, service_environment, start, stop
+from bulkchange_pipeline.settings import credential_env_key
 from bulkchange_pipeline.simulators.park import JASPER_KEY, JASPER_USER, Park
 from bulkchange_pipeline.simulators.jasper import JasperSimulator
 from bulkchange_pipeline.simulators.sync import sync_from_database
@@ -102,7 +103,7 @@ def measure(samples: int) -> list[dict[str, float]]:
             key = create_api_key(engine, seed.tenant_id, "p5-bench")
             run_dir = Path(tempfile.mkdtemp(prefix="bench-p5-"))
             dep = LocalDeployment(run_dir, code_server_port=free_port(), webserver_port=free_port(), intake_port=free_port())
-            base = {**os.environ, **park.credentials_env({"jasper": demo_credentials_names()["jasper"]})}
+            base = {**os.environ, **park.credentials_env({"jasper": demo_credentials_names()["jasper"]}, credential_env_key)}
             base.pop("DAGSTER_HOME", None)
             env = service_environment(dep, db_url, dagster_url, base)
             start(dep, env)

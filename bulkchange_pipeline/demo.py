@@ -23,9 +23,10 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
+from . import settings
 from .defs import build_definitions
 from .defs.local_runner import ASYNC_SENSOR_NAME, QUIET, tick_and_run
-from .domain import BulkChangeRequest
+from .domain import BulkChangeRequest, BulkChangeStatus
 from .intake.app import create_app
 from .intake.submit import submit
 from .simulators.park import Park, start_park
@@ -33,12 +34,11 @@ from .simulators.server import run_app_in_thread
 from .simulators.sync import sync_from_database
 from .store import migrate
 from .store.bulk_changes import get_bulk_change
-from .store.db import data_dir, database_url, make_engine, utcnow
+from .store.db import make_engine, utcnow
 from .store.schema import device
 from .store.seed import DemoSeed, demo_credentials_names, point_demo_at, seed_demo
 
 THINGSPACE_DEVICES = 100
-FINAL = {"PROCESSED", "ERROR", "CANCELLED"}
 
 
 @dataclass
@@ -83,7 +83,7 @@ def _process(console: Console, park: Park, ids: list[int], engine: sa.Engine) ->
     defs = build_definitions()
     with dg.DagsterInstance.get() as instance:
         for sensor in (None, ASYNC_SENSOR_NAME, ASYNC_SENSOR_NAME, ASYNC_SENSOR_NAME):
-            if sensor and all(get_bulk_change(engine, i)["status"] in FINAL for i in ids):
+            if sensor and all(get_bulk_change(engine, i)["status"] in BulkChangeStatus.final_values() for i in ids):
                 break
             if sensor:
                 park.wait_idle(30)
@@ -100,9 +100,10 @@ def _process(console: Console, park: Park, ids: list[int], engine: sa.Engine) ->
 def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
     console = console or Console()
     warnings.filterwarnings("ignore", category=dg.BetaWarning)  # Dagster's own, not actionable here
-    os.environ.setdefault("DAGSTER_HOME", str(data_dir() / "dagster"))
-    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
-    url = database_url()
+    dagster_home = settings.current().dagster_home or settings.data_dir() / "dagster"
+    os.environ[settings.DAGSTER_HOME_ENV] = str(dagster_home)  # Dagster's own DagsterInstance.get() reads it
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    url = settings.database_url()
     console.print(f"[bold]1/5[/] business database: {make_engine(url).url.render_as_string(hide_password=True)}")
     migrate.upgrade(url)
     engine = make_engine(url)
@@ -118,8 +119,9 @@ def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
         # show the pipeline's own speed.
         point_demo_at(engine, park.base_urls, unlimited=True)
         counts = sync_from_database(engine, park, seed.tenant_id)
-        os.environ.update(park.credentials_env(demo_credentials_names()))
-        os.environ["BULKCHANGE_CALLBACK_BASE_URL"] = callbacks.root_url
+        # The in-process Dagster runs read these through bulkchange_pipeline.settings.
+        os.environ.update(park.credentials_env(demo_credentials_names(), settings.credential_env_key))
+        os.environ[settings.CALLBACK_BASE_URL_ENV] = callbacks.root_url
         console.print(f"[bold]3/5[/] demo tenant seeded; simulators synced: {', '.join(f'{k} {v}' for k, v in counts.items())}")
 
         ids = []
@@ -148,3 +150,6 @@ def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
     console.print("Open the UI: [bold]make dev[/], then http://127.0.0.1:3000 (job process_bulk_change_job, "
                   "one partition per bulk change). Per-device results: [bold]bulkchange results ID --csv -[/]")
     return DemoResult(ids, seconds)
+
+
+__all__ = ["DemoResult", "run_demo"]

@@ -41,6 +41,8 @@ import httpx
 import sqlalchemy as sa
 import yaml
 
+from .settings import CALLBACK_BASE_URL_ENV, DAGSTER_HOME_ENV, DATABASE_URL_ENV
+
 MODULE = "bulkchange_pipeline.defs"
 LOCATION = "bulkchange_pipeline"
 DEFAULT_INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "dagster.postgres.yaml"
@@ -157,8 +159,8 @@ def service_environment(dep: LocalDeployment, database_url: str, dagster_url: st
     missing = [k for k in PG_ENV if k not in env]
     if missing:
         raise DeployError(f"Dagster storage not configured: pass --dagster-database-url or set {', '.join(missing)}")
-    env.update(DAGSTER_HOME=str(dep.dagster_home), BULKCHANGE_DATABASE_URL=psycopg2_url(database_url), PYTHONUNBUFFERED="1")
-    env.setdefault("BULKCHANGE_CALLBACK_BASE_URL", dep.url("intake"))
+    env.update({DAGSTER_HOME_ENV: str(dep.dagster_home), DATABASE_URL_ENV: psycopg2_url(database_url), "PYTHONUNBUFFERED": "1"})
+    env.setdefault(CALLBACK_BASE_URL_ENV, dep.url("intake"))
     return env
 
 
@@ -171,7 +173,7 @@ def prepare(dep: LocalDeployment, env: Mapping[str, str]) -> None:
     workspace = {"load_from": [{"grpc_server": {"host": dep.host, "port": dep.code_server_port, "location_name": LOCATION}}]}
     dep.workspace.write_text(yaml.safe_dump(workspace, sort_keys=False))
     dep.save()
-    keys = (*PG_ENV, "DAGSTER_HOME", "BULKCHANGE_DATABASE_URL", "BULKCHANGE_CALLBACK_BASE_URL")
+    keys = (*PG_ENV, DAGSTER_HOME_ENV, DATABASE_URL_ENV, CALLBACK_BASE_URL_ENV)
     with os.fdopen(os.open(dep.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
         out.write("# The deployment's settings (may hold the database password): source it, then run dagster or bulkchange\n"
                   + "".join(f"export {k}={shlex.quote(env[k])}\n" for k in keys if k in env))
@@ -340,7 +342,7 @@ def find_service(dep: LocalDeployment, service: str) -> tuple[list[int], list[in
     processes holding the service's port (not this deployment's)."""
     port = _port(dep, service)
     candidates = sorted(_listening(port)) if port is not None else [pid for pid in _pids() if _is_daemon(pid)]
-    ours = [pid for pid in candidates if alive(pid) and (_environ(pid) or {}).get("DAGSTER_HOME") == str(dep.dagster_home)]
+    ours = [pid for pid in candidates if alive(pid) and (_environ(pid) or {}).get(DAGSTER_HOME_ENV) == str(dep.dagster_home)]
     return ours, [pid for pid in candidates if pid not in ours and port is not None]
 
 
@@ -474,7 +476,7 @@ def start(dep: LocalDeployment, env: Mapping[str, str], *, migrate_db: bool = Tr
     if migrate_db:
         from .store import migrate
 
-        migrate.upgrade(env["BULKCHANGE_DATABASE_URL"])
+        migrate.upgrade(env[DATABASE_URL_ENV])
     services: list[ServiceState] = []
     pools: dict[str, int] = {}
     spawned_at = time.time()
@@ -486,7 +488,7 @@ def start(dep: LocalDeployment, env: Mapping[str, str], *, migrate_db: bool = Tr
             from .defs.pools import sync_from_database
             from .store.db import make_engine
 
-            engine = make_engine(env["BULKCHANGE_DATABASE_URL"])
+            engine = make_engine(env[DATABASE_URL_ENV])
             try:
                 pools = sync_from_database(instance, engine, carrier_api_slots).desired  # type: ignore[arg-type]
             finally:
@@ -561,10 +563,10 @@ def restart_environment(dep: LocalDeployment, live: Mapping[str, int],
     (as ``start`` builds it)."""
     for service, pid in live.items():
         env = _environ(pid)
-        if env and env.get("DAGSTER_HOME") == str(dep.dagster_home):
+        if env and env.get(DAGSTER_HOME_ENV) == str(dep.dagster_home):
             return env, f"copied from {service} (pid {pid})"
     saved = read_env_file(dep)
-    if missing := [k for k in (*PG_ENV, "DAGSTER_HOME", "BULKCHANGE_DATABASE_URL") if k not in saved]:
+    if missing := [k for k in (*PG_ENV, DAGSTER_HOME_ENV, DATABASE_URL_ENV) if k not in saved]:
         raise DeployError(f"no service is running to copy the environment from, and {dep.env_file} lacks "
                           f"{', '.join(missing)}: `bulkchange deploy-local stop`, then `start`")
     return {**(os.environ if base is None else base), **saved, "PYTHONUNBUFFERED": "1"}, f"this shell's, with {dep.env_file}"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from ..store.db import database_url, shared_engine
+from .. import settings
+from ..store.db import shared_engine
 from .api import install_api
 from .callbacks import callbacks_router
 
@@ -16,7 +17,7 @@ from .callbacks import callbacks_router
 def create_app(url: str | None = None) -> FastAPI:
     app = FastAPI(title="bulkchange_pipeline", version="0.1.0",
                   description="Bulk changes to cellular IoT devices: intake API and carrier callbacks.")
-    resolved = url or database_url()
+    resolved = url or settings.database_url()
 
     def engine():
         return shared_engine(resolved)

@@ -7,7 +7,6 @@ an "Authorize" button.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -16,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from ..store.api_keys import identify_key
+from .deps import request_engine
 
 bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key> (bulkchange api-key create)")
 header_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key in an X-API-Key header")
@@ -30,27 +30,27 @@ class Caller:
     label: str
 
 
-def caller_dependency(engine_for_request: Callable[[], sa.Engine]) -> Callable[..., object]:
-    """A dependency resolving the presented key to a Caller, or answering 401."""
+async def authenticated_caller(
+    bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+    header_key: str | None = Depends(header_scheme),
+    engine: sa.Engine = Depends(request_engine),
+) -> Caller:
+    """The dependency every intake route has: the presented key resolved to a Caller, or 401."""
+    key = bearer.credentials if bearer is not None else header_key
+    if not key:
+        raise HTTPException(
+            status_code=401,
+            detail="no API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' (create one with `bulkchange api-key create`)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    identity = await run_in_threadpool(identify_key, engine, key.strip())
+    if identity is None:
+        raise HTTPException(
+            status_code=401,
+            detail="the API key is not valid (unknown or revoked); ask for a new one with `bulkchange api-key create`",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return Caller(identity.tenant_id, identity.key_id, f"api-key:{identity.name}")
 
-    async def authenticated_caller(
-        bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
-        header_key: str | None = Depends(header_scheme),
-    ) -> Caller:
-        key = bearer.credentials if bearer is not None else header_key
-        if not key:
-            raise HTTPException(
-                status_code=401,
-                detail="no API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' (create one with `bulkchange api-key create`)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        identity = await run_in_threadpool(identify_key, engine_for_request(), key.strip())
-        if identity is None:
-            raise HTTPException(
-                status_code=401,
-                detail="the API key is not valid (unknown or revoked); ask for a new one with `bulkchange api-key create`",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
-        return Caller(identity.tenant_id, identity.key_id, f"api-key:{identity.name}")
 
-    return authenticated_caller
+__all__ = ["Caller", "authenticated_caller", "bearer_scheme", "header_scheme"]

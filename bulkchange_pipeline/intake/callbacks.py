@@ -49,9 +49,9 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from .. import settings
 from ..carriers import AsyncOutcome, parse_callback
 from ..carriers.redaction import redact_json
-from ..engine.accounts import credential_env_key, sent_by
 from ..store.callbacks import (
     AUTHENTICATED_AS,
     credentials_names,
@@ -213,7 +213,7 @@ async def _thingspace(request: Request, engine_for_request: Callable[[], sa.Engi
     outcomes = _outcomes("thingspace", payload)
     for request_id in sorted({o.request_id for o in outcomes}):
         owner = await run_in_threadpool(request_owner, engine, request_id)
-        if owner is not None and not sent_by(senders, owner.credentials_name):
+        if owner is not None and not settings.same_account(senders, owner.credentials_name):
             raise ApiProblem(403, f"request {request_id} was not sent with the account these callback credentials belong to")
     return await run_in_threadpool(_store, engine, "thingspace", payload, outcomes, senders)
 
@@ -316,9 +316,9 @@ def _thingspace_senders(engine: sa.Engine, payload: Any) -> list[str]:
         return []
     senders = []
     for name in _thingspace_accounts(engine):
-        key = credential_env_key(name)
-        want_user, want_pw = os.environ.get(f"{key}_CALLBACK_USERNAME"), os.environ.get(f"{key}_CALLBACK_PASSWORD")
-        if want_user and want_pw and _same(user, want_user) and _same(password, want_pw):
+        want_user = settings.credential_value(name, "CALLBACK_USERNAME")
+        want_pw = settings.credential_value(name, "CALLBACK_PASSWORD")
+        if want_user and want_pw and _same(user, want_user.get_secret_value()) and _same(password, want_pw.get_secret_value()):
             senders.append(name)
     return sorted(senders)
 

@@ -1,4 +1,6 @@
-"""Turn an uploaded file (JSON or CSV) into a BulkChangeRequest, or a clear file-level error.
+"""Turn an uploaded request into a BulkChangeRequest, or a clear file-level error: the checks every
+way in shares (text, sizes, values no column can hold) and the JSON request. CSV files are
+``csv_file``, files on disk ``request_file``.
 
 File-level problems (not UTF-8, a NUL character, no identifier column, unknown columns, empty, too
 large, invalid or too deeply nested JSON, a value no column can hold) raise ``IntakeError``: nothing
@@ -9,23 +11,18 @@ rows still go through validation and the bad one becomes an ERROR row with its r
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from ..domain import BulkChangeRequest, ChangeType, DeviceEntry, canonical_key
-from ..domain.requests import FIELD_ALIASES, MAX_ID, MAX_IDEMPOTENCY_KEY, TARGET_MODELS
+from ..domain import BulkChangeRequest, ChangeType
+from ..domain.requests import MAX_ID
 
-ID_COLUMNS = ("iccid", "imei", "msisdn", "eid", "device")
-HEADER_COLUMNS = {"changeType": "change_type", "serviceProviderId": "service_provider_id", "idempotencyKey": "idempotency_key"}
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?\d[\d .]*")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -138,7 +135,8 @@ def decode_utf8(data: bytes) -> str:
         ) from None
 
 
-def _check_size(size: int, limits: IntakeLimits) -> None:
+def check_size(size: int, limits: IntakeLimits) -> None:
+    """Refuse a file (or body) over ``limits.max_bytes`` before anything reads it."""
     if size > limits.max_bytes:
         raise IntakeError(f"the file is {size / 1_048_576:.1f} MB; the limit is {limits.max_bytes / 1_048_576:.0f} MB: split it")
 
@@ -178,7 +176,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def parse_json(data: bytes | str, *, limits: IntakeLimits = IntakeLimits()) -> ParsedFile:
     """A request in the seed's JSON shape (data-flow.md), devices as identifiers or objects."""
     raw = data if isinstance(data, bytes) else data.encode()
-    _check_size(len(raw), limits)
+    check_size(len(raw), limits)
     text = decode_utf8(raw)
     if not text.strip():
         raise IntakeError("the file is empty")
@@ -251,236 +249,16 @@ def explain_validation(exc: ValidationError, limit: int = 10) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def _field_names(change_type: ChangeType | None) -> set[str]:
-    models = [TARGET_MODELS[change_type]] if change_type else list(TARGET_MODELS.values())
-    return {name for model in models for name in model.model_fields}
-
-
-def _camel_to_snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
-
-
-def _column_key(name: str, known: set[str]) -> str | None:
-    """The canonical key of a CSV header cell, or None when it names nothing we know."""
-    stripped = name.strip()
-    if stripped.lower() in ID_COLUMNS:
-        return stripped.lower()
-    for header, key in HEADER_COLUMNS.items():
-        if stripped.lower() in (header.lower(), key):
-            return header
-    candidates = [canonical_key(stripped), _camel_to_snake(stripped), stripped.lower()]
-    aliases = {k.lower(): v for k, v in FIELD_ALIASES.items()}
-    candidates.append(aliases.get(stripped.lower(), ""))
-    for c in candidates:
-        if c in known:
-            return c
-    return None
-
-
-def parse_csv(
-    data: bytes,
-    *,
-    change_type: ChangeType | int | str | None = None,
-    service_provider_id: int | None = None,
-    idempotency_key: str | None = None,
-    limits: IntakeLimits = IntakeLimits(),
-    process_changes: bool = True,
-) -> ParsedFile:
-    """One row per device: an identifier column plus per-row values (wire or snake_case names).
-
-    The change type and service provider come from the arguments or from ``changeType`` /
-    ``serviceProviderId`` columns, which must then hold the same value on every row.
-    """
-    _check_size(len(data), limits)
-    text = decode_utf8(data)
-    if not text.strip():
-        raise IntakeError("the file is empty")
-    _refuse_nul(text)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+def change_type_option(change_type: ChangeType | int | str | None) -> ChangeType | None:
+    """The change type given as an option (CLI, form field), if any; unknown is a file-level error."""
     try:
-        header = next(reader)
-        while not any(cell.strip() for cell in header):
-            header = next(reader)
-    except StopIteration:
-        raise IntakeError("the file is empty") from None
-    except csv.Error as exc:
-        raise IntakeError(f"CSV error on line {reader.line_num}: {exc}") from None
-
-    try:
-        option_change_type = ChangeType.parse(change_type) if change_type not in (None, "") else None
+        return ChangeType.parse(change_type) if change_type not in (None, "") else None
     except ValueError as exc:
         raise IntakeError(str(exc)) from None
-    fixed = {
-        "changeType": option_change_type,
-        "serviceProviderId": service_provider_id,
-        "idempotencyKey": idempotency_key,
-    }
-    known_all = _field_names(None)
-    keys: list[str] = []
-    unknown: list[str] = []
-    for cell in header:
-        key = _column_key(cell, known_all)
-        if key is None:
-            unknown.append(cell.strip() or "(blank)")
-        keys.append(key or "")
-    separators = {";": "a spreadsheet set to a language with decimal commas saves ';' as its CSV separator: save the file with "
-                  "',' as the field delimiter, or replace the semicolons with commas",
-                  "\t": "save it as CSV (comma delimited), not as tab-delimited text"}
-    for sep, fix in separators.items():  # one unknown column "iccid;status": the file is not comma-separated
-        if unknown and any(_column_key(part, known_all) for cell in header if sep in cell for part in cell.split(sep)):
-            name = "semicolon" if sep == ";" else "tab"
-            raise IntakeError(f"the file looks {name}-separated (header {', '.join(header)[:80]!r}): separate the columns "
-                              f"with commas; {fix}")
-    if unknown:
-        raise IntakeError(
-            f"unknown column(s): {', '.join(repr(u) for u in unknown)}; an identifier column is one of "
-            f"{', '.join(ID_COLUMNS)}, value columns are fields such as targetStatus, carrierRatePlan, "
-            "customerRatePlanId, effectiveDate"
-        )
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
-    if dupes:
-        raise IntakeError(f"column(s) given twice: {', '.join(dupes)}")
-    if not any(k in ID_COLUMNS for k in keys):
-        raise IntakeError(f"no identifier column: the header must name one of {', '.join(ID_COLUMNS)} (found: {', '.join(header)})")
-
-    entries: list[DeviceEntry] = []
-    lines: list[int] = []
-    row_errors: dict[int, str] = {}
-    header_values: dict[str, set[str]] = {h: set() for h in HEADER_COLUMNS}
-    width = len(keys)
-    try:
-        for cells in reader:
-            if not any(c.strip() for c in cells):
-                continue
-            if len(entries) >= limits.max_rows:
-                raise IntakeError(f"the file has more than {limits.max_rows:,} device rows; the limit is {limits.max_rows:,}: split it")
-            if len(cells) != width:
-                row_errors[len(entries)] = (
-                    f"line {reader.line_num} has {len(cells)} cells, the header has {width}; check for an unquoted comma"
-                )
-            record: dict[str, Any] = {}
-            for key, value in zip(keys, cells):
-                value = value.strip()
-                if key in HEADER_COLUMNS:
-                    if value:
-                        header_values[key].add(value)
-                elif value:
-                    record[key] = value
-            entries.append(DeviceEntry.model_validate(record))
-            lines.append(reader.line_num)
-    except csv.Error as exc:
-        raise IntakeError(f"CSV error on line {reader.line_num}: {exc}") from None
-    if not entries:
-        raise IntakeError("the file has a header but no device rows")
-
-    resolved = _resolve_header_values(fixed, header_values)
-    ct = resolved["changeType"]
-    if ct is None:
-        raise IntakeError("no change type: pass --change-type (e.g. StatusUpdate or 1) or add a changeType column")
-    if resolved["serviceProviderId"] is None:
-        raise IntakeError("no service provider: pass --service-provider or add a serviceProviderId column")
-    foreign = sorted({k for k in keys if k and k not in ID_COLUMNS and k not in HEADER_COLUMNS} - _field_names(ct))
-    if foreign:
-        raise IntakeError(
-            f"column(s) {', '.join(foreign)} are not fields of {ct.label}; its fields are: {', '.join(sorted(_field_names(ct)))}"
-        )
-    try:
-        request = BulkChangeRequest(
-            serviceProviderId=resolved["serviceProviderId"],
-            changeType=ct,
-            idempotencyKey=resolved["idempotencyKey"],
-            processChanges=process_changes,
-            devices=entries,
-        )
-    except ValidationError as exc:
-        raise IntakeError("invalid request: " + explain_validation(exc)) from None
-    check_values(request.to_json())  # the request as it will be stored: options, header columns and cells
-    return ParsedFile(request, "csv", row_errors, lines)
 
 
-def _refuse_nul(text: str) -> None:
-    """A NUL character anywhere refuses the whole file, with its line, like a byte that is not UTF-8.
-
-    No text CSV holds one: a NUL means a UTF-16 file (whose ASCII text is valid UTF-8 with a NUL
-    after every character) or a binary file (an .xlsx) saved as .csv, so no row of it can be
-    trusted. A ragged row, by contrast, leaves the other rows readable, so it is refused per row.
-    """
-    at = text.find("\x00")
-    if at >= 0:
-        line = text.count("\n", 0, at) + 1
-        raise IntakeError(
-            f"the file contains a NUL character (line {line}), so it is not a text CSV (a UTF-16 or .xlsx file?): "
-            "save it as 'CSV UTF-8'"
-        )
-
-
-def _resolve_header_values(fixed: dict[str, Any], found: dict[str, set[str]]) -> dict[str, Any]:
-    out = dict(fixed)
-    for name, values in found.items():
-        if len(values) > 1:
-            shown_values = ", ".join(shown(v, 40) for v in sorted(values)[:10])
-            raise IntakeError(f"column {name} must hold the same value on every row; found {shown_values}")
-        if not values:
-            continue
-        value = next(iter(values))
-        try:
-            if name == "serviceProviderId":  # ASCII digits (not "²"); the model bounds it to 64 bits
-                if not (value.isascii() and value.isdigit()):
-                    raise ValueError(f"{shown(value, 40)!r} is not a service provider id")
-                parsed = int(value)
-            else:
-                parsed = ChangeType.parse(value) if name == "changeType" else value
-        except ValueError as exc:
-            raise IntakeError(f"column {name}: {shown(str(exc), 300)}") from None
-        if out[name] not in (None, parsed):
-            raise IntakeError(f"column {name} says {shown(value, 40)} but the command line says {out[name]}")
-        out[name] = parsed
-    return out
-
-
-def read_request_file(
-    path: str | Path,
-    *,
-    change_type: ChangeType | int | str | None = None,
-    service_provider_id: int | None = None,
-    idempotency_key: str | None = None,
-    limits: IntakeLimits = IntakeLimits(),
-) -> ParsedFile:
-    """Read a JSON or CSV request file (by extension, else by its first character).
-
-    Options given for a JSON file override its fields (the idempotency key, typically).
-    """
-    p = Path(path)
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise IntakeError(f"cannot read {p}: {exc.strerror}") from None
-    _check_size(size, limits)
-    try:  # read under the cap: a pipe or device (/dev/zero) says size 0 and never ends
-        with p.open("rb") as f:
-            data = f.read(limits.max_bytes + 1)
-    except OSError as exc:
-        raise IntakeError(f"cannot read {p}: {exc.strerror}") from None
-    _check_size(len(data), limits)
-    is_json = p.suffix.lower() == ".json" or (p.suffix.lower() != ".csv" and data.lstrip()[:1] in (b"{", b"["))
-    if not is_json:
-        return parse_csv(
-            data, change_type=change_type, service_provider_id=service_provider_id, idempotency_key=idempotency_key, limits=limits
-        )
-    parsed = parse_json(data, limits=limits)
-    updates: dict[str, Any] = {}
-    if idempotency_key and idempotency_key.strip():  # validated like the file's own key (model_copy does not)
-        if len(idempotency_key.strip()) > MAX_IDEMPOTENCY_KEY:
-            raise IntakeError(f"the idempotency key has {len(idempotency_key.strip())} characters; the limit is {MAX_IDEMPOTENCY_KEY}")
-        updates["idempotency_key"] = idempotency_key.strip()
-    if service_provider_id is not None and service_provider_id != parsed.request.service_provider_id:
-        raise IntakeError(f"the file says serviceProviderId {parsed.request.service_provider_id}, the command line {service_provider_id}")
-    try:
-        option_change_type = ChangeType.parse(change_type) if change_type not in (None, "") else None
-    except ValueError as exc:
-        raise IntakeError(str(exc)) from None
-    if option_change_type is not None and option_change_type is not parsed.request.change_type:
-        raise IntakeError(f"the file says changeType {parsed.request.change_type.value}, the command line {change_type}")
-    if updates:
-        parsed.request = parsed.request.model_copy(update=updates)
-    return parsed
+__all__ = [
+    "DATE_KEYS", "FORMULA_PREFIXES", "MAX_DEPTH", "IntakeError", "IntakeLimits", "ParsedFile", "change_type_option",
+    "check_size", "check_values", "decode_utf8", "explain_validation", "formula_reason", "load_json", "parse_json",
+    "plain_int", "request_from_dict", "shown", "text_reason",
+]

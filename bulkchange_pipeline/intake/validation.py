@@ -27,7 +27,7 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -245,7 +245,7 @@ class _Lookups:
     taken: dict[tuple[str, str], list[ref.DeviceRecord]]
 
     @classmethod
-    def load(cls, engine: sa.Engine, tenant_id: int, sp: ref.ServiceProviderInfo, ct: ChangeType, rows: list[_Row], now: datetime) -> "_Lookups":
+    def load(cls, engine: sa.Engine, tenant_id: int, sp: ref.ServiceProviderInfo, ct: ChangeType, rows: list[_Row], now: datetime) -> _Lookups:
         wanted: dict[IdentifierKind, set[str]] = defaultdict(set)
         ids: dict[str, set[int]] = defaultdict(set)
         new_ids: dict[str, set[str]] = defaultdict(set)
@@ -398,7 +398,7 @@ def _effective_at(target: dict[str, Any] | None) -> datetime | None:
     if not value:
         return None
     dt = datetime.fromisoformat(value)
-    return to_naive_utc(dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc))
+    return to_naive_utc(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
 
 
 CARRIER_DATED_PREFIX = "effective date passed to "

@@ -15,12 +15,11 @@ and ``faults={integration: FaultConfig}`` switches faults on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from ..engine.accounts import credential_env_key
 from .faults import FaultConfig
 from .jasper import JasperSimulator
 from .pond import PondSimulator
@@ -72,13 +71,16 @@ class Park:
         """Integration -> the base URL its client expects (what ``service_provider.base_url`` holds)."""
         return {name: handle.base_url for name, handle in self.handles.items()}
 
-    def credentials_env(self, credentials_name_by_integration: Mapping[str, str]) -> dict[str, str]:
+    def credentials_env(self, credentials_name_by_integration: Mapping[str, str],
+                        env_key: Callable[[str], str]) -> dict[str, str]:
         """Every ``BULKCHANGE_CRED_<NAME>_*`` variable the clients need for these simulators'
-        demo accounts (plus ``BULKCHANGE_CALLBACK_BASE_URL`` when the park knows it)."""
+        demo accounts (plus ``BULKCHANGE_CALLBACK_BASE_URL`` when the park knows it). ``env_key``
+        is the app's naming of a credentials entry's variables (``settings.credential_env_key``),
+        passed in because the simulators depend on nothing of the app."""
         env: dict[str, str] = {}
         for integration, name in credentials_name_by_integration.items():
             user, secret, extra = ACCOUNT_ENV[integration]
-            key = credential_env_key(name)
+            key = env_key(name)
             env[f"{key}_USERNAME"], env[f"{key}_SECRET"] = user, secret
             env.update({f"{key}_{k}": v for k, v in extra.items()})
         if self.callback_base_url:

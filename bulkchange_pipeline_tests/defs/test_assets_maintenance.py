@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
+from bulkchange_pipeline.cli import main
 from bulkchange_pipeline.domain import ChangeType
-from bulkchange_pipeline.intake.cli import main
 from bulkchange_pipeline.store.bulk_changes import get_bulk_change
 from bulkchange_pipeline.store.db import utcnow
 from bulkchange_pipeline.store.device_changes import add_log

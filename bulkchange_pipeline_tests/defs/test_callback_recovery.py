@@ -42,6 +42,7 @@ from bulkchange_pipeline.store.db import make_engine, shared_engine, utcnow
 from bulkchange_pipeline.store.schema import bulk_change, callback_receiver_start, carrier_callback, device, device_change
 
 from ..factories import make_account, make_bulk_change, make_devices
+from ..ports import free_port
 from ..simulators.fixtures import TS_ACCOUNT, TS_CB_PASSWORD, TS_CB_USER, TS_CLIENT_ID, TS_CLIENT_SECRET, TS_PASSWORD, TS_USER
 from .harness import sensor_then_runs
 
@@ -53,12 +54,6 @@ TEAL_KEY, TEAL_SECRET = "teal-key-14", "teal-SECRET-14c"
 def _defs(poll_after: int = 3600):
     return build_definitions(carriers=CarrierGatewayResource(
         timeout_seconds=5.0, max_attempts=4, retry_wait_seconds=0.02, poll_after_seconds=poll_after, async_timeout_seconds=7200))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -174,7 +169,7 @@ def _wait(predicate, timeout=15.0):
 def test_rows_sent_while_the_receiver_was_down_are_polled_once_right_after_its_restart(
         db_url, engine, dagster_instance, teal, monkeypatch):
     sim, base_url = teal
-    port = _free_port()  # the receiver's address, with nothing listening yet: it is down
+    port = free_port()  # the receiver's address, with nothing listening yet: it is down
     monkeypatch.setenv("BULKCHANGE_CALLBACK_BASE_URL", f"http://127.0.0.1:{port}")
     ids = make_account(engine, base_url, integration="teal", name="TEST_TEAL", max_concurrency=4, batch_size=100)
     defs = _defs(poll_after=3600)  # the normal poll is an hour away

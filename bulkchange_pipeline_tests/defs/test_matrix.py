@@ -38,6 +38,7 @@ from bulkchange_pipeline.domain import (
 from bulkchange_pipeline.domain.capabilities import Handling
 from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.intake.submit import submit
+from bulkchange_pipeline.settings import credential_env_key
 from bulkchange_pipeline.simulators.park import Park, start_park
 from bulkchange_pipeline.simulators.server import run_app_in_thread
 from bulkchange_pipeline.simulators.sync import sync_from_database
@@ -226,7 +227,7 @@ def world(engine, db_url, dagster_instance, park, monkeypatch) -> World:
         seed = seed_demo(engine, devices_per_carrier=DEVICES_PER_CARRIER)
         point_demo_at(engine, park.base_urls, unlimited=True)
         sync_from_database(engine, park, seed.tenant_id)
-        for key, value in park.credentials_env(demo_credentials_names()).items():
+        for key, value in park.credentials_env(demo_credentials_names(), credential_env_key).items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("BULKCHANGE_CALLBACK_BASE_URL", callbacks.root_url)
         yield World(engine, dagster_instance, park, seed)

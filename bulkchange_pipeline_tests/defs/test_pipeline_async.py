@@ -11,7 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from bulkchange_pipeline.defs import CarrierGatewayResource, build_definitions
+from bulkchange_pipeline.defs import clock as defs_clock
 from bulkchange_pipeline.domain import ChangeType
+from bulkchange_pipeline.domain.clock import ManualClock
 from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.simulators.server import run_app_in_thread
 from bulkchange_pipeline.simulators.teal import TealSimulator, make_eids
@@ -58,6 +60,13 @@ def _ts_seed(engine, sim, base_url, n, state="active"):
     return ids, devices
 
 
+def _stop_time(monkeypatch) -> ManualClock:
+    """From now on the sensors and reconcile runs see time stand still until the test advances it."""
+    clock = ManualClock()
+    monkeypatch.setattr(defs_clock, "CLOCK", clock)
+    return clock
+
+
 def _settle(instance, defs, sim, rounds=5):
     """Let callbacks land, then run the async sensor and its reconcile runs until nothing is requested."""
     runs = []
@@ -91,7 +100,7 @@ def test_thingspace_status_update_5000_devices_via_callbacks(engine, dagster_ins
         assert conn.execute(sa.select(sa.func.count()).select_from(device).where(device.c.status == "suspend")).scalar() == 5_000
 
 
-def test_thingspace_duplicate_out_of_order_delayed_and_dropped_callbacks(engine, dagster_instance, thingspace):
+def test_thingspace_duplicate_out_of_order_delayed_and_dropped_callbacks(engine, dagster_instance, thingspace, monkeypatch):
     sim, base_url = thingspace
     ids, devices = _ts_seed(engine, sim, base_url, 300)
     sim.configure(duplicate_rate=0.3, shuffle_callbacks=True, callback_delay_seconds=0.3, drop_rate=0.05, seed=11)
@@ -101,8 +110,9 @@ def test_thingspace_duplicate_out_of_order_delayed_and_dropped_callbacks(engine,
     defs = _defs(poll_after=1, timeout=2)
 
     sensor_then_runs(dagster_instance, defs)
+    clock = _stop_time(monkeypatch)  # every row is sent by now
     _settle(dagster_instance, defs, sim)
-    time.sleep(2.2)
+    clock.advance(2.2)  # past the 2 s timeout: rows whose callback never came end API_FAILED
     _settle(dagster_instance, defs, sim)
     counts = count_rows_by_status(engine, bc_id)
     dropped = sim.stats()["callbacks_dropped"]
@@ -150,7 +160,7 @@ def teal(monkeypatch, callback_app):
     # Every callback lost: the operation-result poll settles the rows once they are overdue.
     (ChangeType.STATUS_UPDATE, {"status": "stopped"}, lambda d: d["deviceStatus"] == "stopped", "online", 1.0),
 ])
-def test_teal_through_operation_result(engine, dagster_instance, teal, change_type, target, expect, start, drop):
+def test_teal_through_operation_result(engine, dagster_instance, teal, monkeypatch, change_type, target, expect, start, drop):
     sim, base_url = teal
     sim.configure(drop_callback_rate=drop)
     ids = make_account(engine, base_url, integration="teal", name="TEST_TEAL", max_concurrency=4, batch_size=100)
@@ -173,7 +183,7 @@ def test_teal_through_operation_result(engine, dagster_instance, teal, change_ty
     assert runs[0].success
     assert get_bulk_change(engine, bc_id)["status"] == "PENDING"
     if drop:
-        time.sleep(1.2)  # overdue: the sensor requests a poll run
+        _stop_time(monkeypatch).advance(1.2)  # overdue: the sensor requests a poll run
     _settle(dagster_instance, defs, sim)
     assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 60}
     assert max(sim.applied_counts.values()) == 1

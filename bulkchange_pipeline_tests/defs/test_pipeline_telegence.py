@@ -25,6 +25,7 @@ from bulkchange_pipeline.defs import CarrierGatewayResource, build_definitions
 from bulkchange_pipeline.defs.local_runner import ASYNC_SENSOR_NAME, QUIET, tick_and_run
 from bulkchange_pipeline.domain import PAYLOAD_KEYS, BulkChangeRequest, ChangeType
 from bulkchange_pipeline.intake.submit import submit
+from bulkchange_pipeline.settings import credential_env_key
 from bulkchange_pipeline.simulators.park import Park, start_park
 from bulkchange_pipeline.simulators.sync import sync_from_database
 from bulkchange_pipeline.store import reference as ref
@@ -83,7 +84,7 @@ def test_activation_of_1000_lines_completes_through_polling(
         engine, dagster_instance, park: Park, monkeypatch) -> None:
     tenant_id, sp_id = _seed_inventory(engine, park)
     sync_from_database(engine, park, tenant_id)  # its plans; no line exists yet for these SIMs
-    for key, value in park.credentials_env({"telegence": CREDENTIALS}).items():
+    for key, value in park.credentials_env({"telegence": CREDENTIALS}, credential_env_key).items():
         monkeypatch.setenv(key, value)
     sim = park.simulators["telegence"]
     sim.reset_counters()  # the park is shared with the other backend's run

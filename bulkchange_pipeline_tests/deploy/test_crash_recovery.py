@@ -72,9 +72,19 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bulkchange_pipeline.deploy import LOCATION, SERVICES, LocalDeployment, alive, group_alive, group_members, open_instance, read_pid
 from bulkchange_pipeline.defs.pools import ACCOUNT_TAG, account_tag_value
+from bulkchange_pipeline.deploy import (
+    LOCATION,
+    SERVICES,
+    LocalDeployment,
+    alive,
+    group_alive,
+    group_members,
+    open_instance,
+    read_pid,
+)
 from bulkchange_pipeline.domain import derive_bulk_status
+from bulkchange_pipeline.settings import credential_env_key
 from bulkchange_pipeline.simulators import jasper_rules
 from bulkchange_pipeline.simulators.jasper import JasperSimulator, _error
 from bulkchange_pipeline.simulators.park import (
@@ -96,8 +106,10 @@ from bulkchange_pipeline.store.schema import bulk_change, bulk_change_log, devic
 from bulkchange_pipeline.store.seed import demo_credentials_names, point_demo_at, seed_demo
 
 from ..conftest import IN_CI, PG_ADMIN_URL
-from ..reliability.common import Hold, HoldingJasper, HoldingThingSpace, assert_results_consistent, row_statuses, wait_until
-from .test_deploy_local import _pg_env, bulkchange, free_port
+from ..ports import free_port
+from ..reliability.common import Hold, HoldingJasper, HoldingThingSpace, assert_results_consistent, row_statuses
+from ..waiting import wait_until
+from .test_deploy_local import _pg_env, bulkchange
 
 PROCESS_JOB, RECONCILE_JOB = "process_bulk_change_job", "reconcile_async_job"
 PARTITION_TAG = "dagster/partition"
@@ -230,7 +242,7 @@ def shape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shape]:
         run_dir = tmp_path_factory.mktemp("crash") / "run"
         dep = LocalDeployment(run_dir, code_server_port=free_port(), webserver_port=free_port(), intake_port=free_port())
         names_by_integration = demo_credentials_names()
-        env = {**os.environ, **park.credentials_env({k: names_by_integration[k] for k in sp})}
+        env = {**os.environ, **park.credentials_env({k: names_by_integration[k] for k in sp}, credential_env_key)}
         env.pop("DAGSTER_HOME", None)
         env.pop("BULKCHANGE_CALLBACK_BASE_URL", None)  # the deployment points the carriers' callbacks at its intake
         run_dir_args = ["--run-dir", str(dep.run_dir)]

@@ -18,7 +18,7 @@ import yaml
 
 from bulkchange_pipeline.defs.pools import ACCOUNT_TAG
 from bulkchange_pipeline.deploy import MODULE, LocalDeployment, dagster_pg_env, prepare, service_environment
-from bulkchange_pipeline.engine.accounts import credential_env_key
+from bulkchange_pipeline.settings import credential_env_key
 from bulkchange_pipeline.store.seed import demo_credentials_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,7 +170,7 @@ def test_helm_values(local: dict[str, Any]) -> None:
 
 
 def test_helm_secrets_and_pool_sync_job() -> None:
-    from bulkchange_pipeline.intake.cli import main
+    from bulkchange_pipeline.cli import main
 
     v = load("helm/values.yaml")
     secrets = {d["metadata"]["name"]: d["stringData"] for d in yaml.safe_load_all((DEPLOY / "helm" / "bulkchange-secret.example.yaml").read_text())}

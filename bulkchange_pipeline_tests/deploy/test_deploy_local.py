@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,8 +30,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from bulkchange_pipeline.deploy import SERVICES, LocalDeployment, group_alive, open_instance, read_pid
 from bulkchange_pipeline.defs.pools import ACCOUNT_TAG, CARRIER_API_POOL, account_pool, account_tag_value
+from bulkchange_pipeline.deploy import SERVICES, LocalDeployment, group_alive, open_instance, read_pid
+from bulkchange_pipeline.settings import credential_env_key
 from bulkchange_pipeline.simulators.faults import FaultConfig
 from bulkchange_pipeline.simulators.jasper import JasperSimulator
 from bulkchange_pipeline.simulators.park import JASPER_KEY, JASPER_USER, POND_DISTRIBUTOR, POND_SECRET, POND_USER, Park
@@ -45,6 +45,7 @@ from bulkchange_pipeline.store.schema import device
 from bulkchange_pipeline.store.seed import demo_credentials_names, point_demo_at, seed_demo
 
 from ..conftest import IN_CI, PG_ADMIN_URL
+from ..ports import free_port
 
 BIN = Path(sys.executable).parent
 DEVICES_PER_CARRIER = 150
@@ -53,12 +54,6 @@ POND_DEVICES = 60  # about 12 s at 5/s: spans both Jasper runs whatever the sens
 LATENCY_MS = 150.0
 FINAL = {"PROCESSED", "ERROR", "CANCELLED"}
 PROCESS_TIMEOUT = 300.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -136,7 +131,7 @@ def test_three_bulk_changes_through_the_deployment(databases: tuple[str, str], c
 
     dep = LocalDeployment(tmp_path / "run", code_server_port=free_port(), webserver_port=free_port(), intake_port=free_port())
     names = demo_credentials_names()
-    env = {**os.environ, **carriers.park.credentials_env({"jasper": names["jasper"], "pond": names["pond"]})}
+    env = {**os.environ, **carriers.park.credentials_env({"jasper": names["jasper"], "pond": names["pond"]}, credential_env_key)}
     env.pop("DAGSTER_HOME", None)
     run_dir_args = ["--run-dir", str(dep.run_dir)]
     started = bulkchange("deploy-local", "start", *run_dir_args, "--database-url", db_url, "--dagster-database-url", dagster_url,

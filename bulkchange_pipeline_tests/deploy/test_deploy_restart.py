@@ -32,7 +32,8 @@ from bulkchange_pipeline.store.api_keys import create_api_key
 from bulkchange_pipeline.store.db import make_engine
 from bulkchange_pipeline.store.reference import create_tenant
 
-from .test_deploy_local import BIN, _pg_env, bulkchange, databases, free_port  # noqa: F401 - databases is a fixture
+from ..ports import free_port
+from .test_deploy_local import BIN, _pg_env, bulkchange, databases  # noqa: F401 - databases is a fixture
 
 MARKER = "BULKCHANGE_CRED_RESTART_TEST_MARKER"
 KILLED = ("daemon", "intake")

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from bulkchange_pipeline.cli import main
 from bulkchange_pipeline.defs.pools import (
     CARRIER_API_POOL,
     account_pool,
@@ -15,7 +16,6 @@ from bulkchange_pipeline.defs.pools import (
     desired_pools,
     sync_from_database,
 )
-from bulkchange_pipeline.intake.cli import main
 from bulkchange_pipeline.store.schema import service_provider
 from bulkchange_pipeline.store.seed import seed_demo
 

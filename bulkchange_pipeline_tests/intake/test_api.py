@@ -13,11 +13,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from bulkchange_pipeline.domain import BulkChangeStatus, DeviceChangeStatus
 from bulkchange_pipeline.defs.local_runner import QUIET, tick_and_run
+from bulkchange_pipeline.domain import BulkChangeStatus, DeviceChangeStatus
 from bulkchange_pipeline.intake.app import create_app
+from bulkchange_pipeline.intake.results_csv import write_results_csv
+from bulkchange_pipeline.settings import credential_env_key
 from bulkchange_pipeline.simulators.park import start_park
-from bulkchange_pipeline.intake.render import write_results_csv
 from bulkchange_pipeline.store import reference as ref
 from bulkchange_pipeline.store.api_keys import create_api_key
 from bulkchange_pipeline.store.bulk_changes import (
@@ -153,7 +154,7 @@ def test_csv_upload_of_10000_rows_is_processed_end_to_end_and_downloads_identica
     for api in make_api(engine, db_url, devices_per_carrier=0):
         with start_park() as park:
             point_demo_at(engine, park.base_urls, unlimited=True)
-            for key, value in park.credentials_env(demo_credentials_names()).items():
+            for key, value in park.credentials_env(demo_credentials_names(), credential_env_key).items():
                 monkeypatch.setenv(key, value)
             jasper = api.jasper
             iccids = [demo_iccid(1, 0, i) for i in range(10_000)]

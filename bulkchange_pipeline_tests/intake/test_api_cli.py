@@ -7,8 +7,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 
+from bulkchange_pipeline.cli import main
 from bulkchange_pipeline.intake.app import create_app
-from bulkchange_pipeline.intake.cli import main
 from bulkchange_pipeline.store.api_keys import tenant_for_key
 from bulkchange_pipeline.store.seed import seed_demo
 

@@ -18,13 +18,15 @@ import pytest
 import sqlalchemy as sa
 
 from bulkchange_pipeline.defs.local_runner import QUIET, tick_and_run
+from bulkchange_pipeline.settings import credential_env_key
 from bulkchange_pipeline.simulators.park import JASPER_KEY, JASPER_USER, Park
-from bulkchange_pipeline.store.bulk_changes import count_rows_by_status
 from bulkchange_pipeline.store import reference as ref
+from bulkchange_pipeline.store.bulk_changes import count_rows_by_status
 from bulkchange_pipeline.store.seed import demo_credentials_names, demo_iccid, point_demo_at
 
 from ..defs.harness import fast_definitions
-from ..reliability.common import HoldingJasper, wait_until
+from ..reliability.common import HoldingJasper
+from ..waiting import wait_until
 from .test_api import Api, make_api
 
 N, BATCH = 40, 10
@@ -44,7 +46,7 @@ def world(engine: sa.Engine, db_url: str, dagster_instance, monkeypatch: pytest.
     for api in make_api(engine, db_url, devices_per_carrier=0):
         with sim.run_in_thread() as handle:
             park = Park({"jasper": sim}, {"jasper": handle})  # pairs the base URL and the credentials env
-            for key, value in park.credentials_env({"jasper": demo_credentials_names()["jasper"]}).items():
+            for key, value in park.credentials_env({"jasper": demo_credentials_names()["jasper"]}, credential_env_key).items():
                 monkeypatch.setenv(key, value)
             point_demo_at(engine, park.base_urls, unlimited=True)
             iccids = [demo_iccid(1, 0, i) for i in range(N)]

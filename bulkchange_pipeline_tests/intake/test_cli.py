@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from bulkchange_pipeline.intake.cli import main
+from bulkchange_pipeline.cli import main
 from bulkchange_pipeline.store.seed import demo_iccid
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from rich.console import Console
 
+from bulkchange_pipeline.cli.render import render_report
 from bulkchange_pipeline.domain import (
     MATRIX,
     PAYLOAD_KEYS,
@@ -24,7 +25,6 @@ from bulkchange_pipeline.domain import (
     Integration,
 )
 from bulkchange_pipeline.domain.capabilities import CarrierDates
-from bulkchange_pipeline.intake.render import render_report
 from bulkchange_pipeline.intake.submit import submit
 from bulkchange_pipeline.intake.validation import validate_request
 from bulkchange_pipeline.store.bulk_changes import get_bulk_change, iter_device_results

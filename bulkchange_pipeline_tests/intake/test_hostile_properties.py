@@ -46,9 +46,9 @@ from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from bulkchange_pipeline.carriers import parse_callback
+from bulkchange_pipeline.cli import main
 from bulkchange_pipeline.domain import PAYLOAD_KEYS, ChangeType, Integration
 from bulkchange_pipeline.intake.app import create_app
-from bulkchange_pipeline.intake.cli import main
 from bulkchange_pipeline.store.api_keys import create_api_key
 from bulkchange_pipeline.store.bulk_changes import get_bulk_change, iter_device_results
 from bulkchange_pipeline.store.db import shared_engine

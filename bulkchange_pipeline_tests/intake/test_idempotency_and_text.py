@@ -22,8 +22,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from bulkchange_pipeline.cli import main
 from bulkchange_pipeline.domain import BulkChangeRequest
-from bulkchange_pipeline.intake.cli import main
 from bulkchange_pipeline.intake.submit import request_fingerprint, submit
 from bulkchange_pipeline.store.bulk_changes import IdempotencyConflict, NewBulkChange, create_bulk_change
 from bulkchange_pipeline.store.db import utcnow

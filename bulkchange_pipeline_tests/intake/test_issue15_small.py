@@ -20,11 +20,12 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from bulkchange_pipeline.cli import main
 from bulkchange_pipeline.defs.local_runner import QUIET, tick_and_run
 from bulkchange_pipeline.domain import BulkChangeRequest, BulkChangeStatus
 from bulkchange_pipeline.engine.bulk_change import finalize, load_bulk_change
-from bulkchange_pipeline.intake.cli import main
-from bulkchange_pipeline.intake.parsing import IntakeError, parse_csv
+from bulkchange_pipeline.intake.csv_file import parse_csv
+from bulkchange_pipeline.intake.parsing import IntakeError
 from bulkchange_pipeline.intake.submit import submit
 from bulkchange_pipeline.store.archive import archivable
 from bulkchange_pipeline.store.bulk_changes import get_bulk_change, list_due_scheduled, list_waiting, set_bulk_status

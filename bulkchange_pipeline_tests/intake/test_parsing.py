@@ -7,15 +7,15 @@ import json
 import pytest
 
 from bulkchange_pipeline.domain import ChangeType
+from bulkchange_pipeline.intake.csv_file import parse_csv
 from bulkchange_pipeline.intake.parsing import (
     IntakeError,
     IntakeLimits,
     check_values,
     formula_reason,
-    parse_csv,
     parse_json,
-    read_request_file,
 )
+from bulkchange_pipeline.intake.request_file import read_request_file
 
 ICCID = "8901100000000000000"
 

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from rich.console import Console
 
+from bulkchange_pipeline.cli import main
+from bulkchange_pipeline.cli.render import SETTLE_SECONDS, follow_bulk_change
 from bulkchange_pipeline.domain import BulkChangeRequest, BulkChangeStatus, ChangeType
-from bulkchange_pipeline.intake.cli import main
-from bulkchange_pipeline.intake.render import SETTLE_SECONDS, follow_bulk_change
 from bulkchange_pipeline.intake.submit import submit
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, set_bulk_status
 from bulkchange_pipeline.store.db import make_engine, utcnow

@@ -7,8 +7,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from bulkchange_pipeline.domain import BulkChangeRequest, ChangeType, DeviceChangeStatus, Integration, unsupported_reason
-from bulkchange_pipeline.intake.parsing import parse_csv
+from bulkchange_pipeline.domain import (
+    BulkChangeRequest,
+    ChangeType,
+    DeviceChangeStatus,
+    Integration,
+    unsupported_reason,
+)
+from bulkchange_pipeline.intake.csv_file import parse_csv
 from bulkchange_pipeline.intake.submit import submit
 from bulkchange_pipeline.intake.validation import RequestRejected, validate_request
 from bulkchange_pipeline.store.bulk_changes import iter_device_results

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from bulkchange_pipeline.engine.accounts import carrier_account
+from bulkchange_pipeline.settings import credential_env_key
 from bulkchange_pipeline.simulators.faults import FaultConfig
 from bulkchange_pipeline.simulators.park import start_park
 from bulkchange_pipeline.simulators.sync import sync_from_database
@@ -43,7 +44,7 @@ def test_base_urls_are_what_each_client_expects(park) -> None:
 def test_credentials_env_gives_every_client_what_it_reads(park, engine) -> None:
     seed = seed_demo(engine, devices_per_carrier=3)
     point_demo_at(engine, park.base_urls)
-    env = park.credentials_env(demo_credentials_names())
+    env = park.credentials_env(demo_credentials_names(), credential_env_key)
     assert env["BULKCHANGE_CALLBACK_BASE_URL"] == "http://127.0.0.1:9/"
     extras = {sp.integration.value: carrier_account(sp, environ=env).extra
               for sp in ref.list_service_providers(engine, seed.tenant_id)}

@@ -1,16 +1,15 @@
-"""Rich rendering of intake results for the CLI: validation reports, status, history, CSV export.
+"""Rich rendering for the command line: validation reports, status, ``status --follow``, history.
 
-Kept apart from the click wiring so other front ends (the demo command) can reuse it.
+Kept apart from the click wiring so every command (and the demo) renders a result the same way.
+The CSV export is ``intake.results_csv`` (the API serves the same file).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -18,17 +17,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ..domain import ChangeType, DeviceChangeStatus, bulk_status_detail
-from .parsing import shown
-from .validation import ValidationReport, is_carrier_dated
+from ..domain import BulkChangeStatus, ChangeType, DeviceChangeStatus, bulk_status_detail
+from ..intake.parsing import shown
+from ..intake.validation import ValidationReport, is_carrier_dated
 
-RESULT_COLUMNS = (
-    "id", "iccid", "msisdn", "imei", "eid", "status", "status_details", "attempt_count",
-    "carrier_request_id", "effective_at", "processed_at", "change_request",
-)
 STATUS_STYLE = {
-    "NEW": "cyan", "SCHEDULED": "blue", "PROCESSING": "yellow", "PROCESSED": "green",
-    "API_FAILED": "red", "ERROR": "red", "CANCELLED": "dim",
+    "NEW": "cyan",
+    "SCHEDULED": "blue",
+    "PROCESSING": "yellow",
+    "PROCESSED": "green",
+    "API_FAILED": "red",
+    "ERROR": "red",
+    "CANCELLED": "dim",
 }
 
 
@@ -67,7 +67,12 @@ def render_report(console: Console, report: ValidationReport, *, limit: int = 20
         if notes:
             table.add_column("when", overflow="fold")
         for i, r in listed:
-            cells = [str(report.row_numbers[i]), Text(shown(report.identifiers[i], 40)), r.status.value, Text(shown(_target_text(r.change_request), 2000))]
+            cells = [
+                str(report.row_numbers[i]),
+                Text(shown(report.identifiers[i], 40)),
+                r.status.value,
+                Text(shown(_target_text(r.change_request), 2000)),
+            ]
             if notes:
                 cells.append(Text(_when_text(r)))
             table.add_row(*cells)
@@ -101,7 +106,9 @@ def render_status(console: Console, bc: dict[str, Any], provider_name: str | Non
         + (f", effective {bc['effective_at']:%Y-%m-%d %H:%M}" if bc.get("effective_at") else "")
     )
     if detail := bulk_status_detail(bc["status"], bc["counts"]):
-        console.print(f"[red]{detail}[/]: correct them (`bulkchange results {bc['id']} --csv -` has each reason) and submit again")
+        console.print(
+            f"[red]{detail}[/]: correct them (`bulkchange results {bc['id']} --csv -` has each reason) and submit again"
+        )
     table = Table()
     table.add_column("status")
     table.add_column("devices", justify="right")
@@ -118,7 +125,6 @@ def final_count(counts: dict[str, int]) -> int:
 
 # --- status --follow ------------------------------------------------------------------------------
 
-FINAL_BULK_STATUSES = frozenset({"PROCESSED", "CANCELLED", "ERROR"})
 FAILED_STATUSES = (DeviceChangeStatus.API_FAILED.value, DeviceChangeStatus.ERROR.value)
 # Every row final but the header not yet (the run's finalize step is still to come): stop anyway
 # after this long, so a header that is never finalised cannot hold the follower forever.
@@ -174,7 +180,7 @@ def follow_bulk_change(
 
     def is_final(bc: dict[str, Any]) -> bool:
         nonlocal settled_at
-        if bc["status"] in FINAL_BULK_STATUSES:
+        if bc["status"] in BulkChangeStatus.final_values():
             return True
         if final_count(bc["counts"]) >= bc["total"]:
             settled_at = clock() if settled_at is None else settled_at
@@ -184,18 +190,33 @@ def follow_bulk_change(
 
     live = console.is_terminal
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TextColumn("{task.fields[failures]}"), TimeElapsedColumn(), console=console, transient=False, disable=not live,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[failures]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        disable=not live,
     )
     last_line = None
     try:
         with progress:
             f = fields(bc)
-            task = progress.add_task(f["description"], total=f["total"], completed=f["done"], rate=f["rate"], failures=f["failures"])
+            task = progress.add_task(
+                f["description"], total=f["total"], completed=f["done"], rate=f["rate"], failures=f["failures"]
+            )
             while True:
                 f = fields(bc)
-                progress.update(task, description=f["description"], total=f["total"], completed=f["done"],
-                                rate=f["rate"], failures=f["failures"])
+                progress.update(
+                    task,
+                    description=f["description"],
+                    total=f["total"],
+                    completed=f["done"],
+                    rate=f["rate"],
+                    failures=f["failures"],
+                )
                 if not live:
                     line = f"{f['description']}: {f['done']}/{f['total']} rows done, {f['failed']} failed"
                     if line != last_line:
@@ -211,31 +232,11 @@ def follow_bulk_change(
         return FollowResult(bc, False, interrupted=True)
 
 
-def safe_cell(value: Any) -> str:
-    """A CSV cell that a spreadsheet will not run as a formula (text from carriers ends up here)."""
-    if value is None:
-        return ""
-    text = json.dumps(value, default=str, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not text.lstrip("+-").replace(".", "", 1).isdigit():
-        return "'" + text
-    return text
-
-
-def write_results_csv(out: IO[str], rows: Iterable[dict[str, Any]]) -> int:
-    """Stream device results as CSV; returns the number of rows written."""
-    writer = csv.writer(out)
-    writer.writerow(RESULT_COLUMNS)
-    n = 0
-    for row in rows:
-        writer.writerow([safe_cell(row.get(c)) for c in RESULT_COLUMNS])
-        n += 1
-    return n
-
-
 def render_history(console: Console, device: Any, history: list[dict[str, Any]]) -> None:
     console.print(
         f"device {device.id}: ICCID {device.iccid or '-'}, IMEI {device.imei or '-'}, MSISDN {device.msisdn or '-'}, "
-        f"status {device.status or '-'}", markup=False,
+        f"status {device.status or '-'}",
+        markup=False,
     )
     if not history:
         console.print("no recorded changes")
@@ -245,7 +246,22 @@ def render_history(console: Console, device: Any, history: list[dict[str, Any]])
         table.add_column(col)
     for h in history:
         table.add_row(
-            f"{h['changed_at']:%Y-%m-%d %H:%M:%S}", Text(h["field"]), Text(h["old_value"] or "-"), Text(h["new_value"] or "-"),
+            f"{h['changed_at']:%Y-%m-%d %H:%M:%S}",
+            Text(h["field"]),
+            Text(h["old_value"] or "-"),
+            Text(h["new_value"] or "-"),
             str(h["bulk_change_id"] or "-"),
         )
     console.print(table)
+
+
+__all__ = [
+    "SETTLE_SECONDS",
+    "FollowResult",
+    "failure_count",
+    "final_count",
+    "follow_bulk_change",
+    "render_history",
+    "render_report",
+    "render_status",
+]

@@ -1,0 +1,28 @@
+"""The ``bulkchange`` command line: the composition root that wires intake, the store, the pipeline,
+the simulators and the local deployment together (so it lives outside all of them).
+
+One module per group of commands: ``submit`` (submit, dry-run), ``status`` (status, results,
+history), ``operations`` (cancel, retry-failed, resume), ``admin`` (init-db, seed-demo, api-key,
+tenant, rebuild-status), ``serve`` (serve, simulate, demo) and ``deploy_local`` (sync-pools,
+deploy-local). What they share (click types, options, errors) is in ``_common``, the Rich
+rendering in ``render``. A new command goes in the module of its group and in its ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from . import admin, deploy_local, operations, serve, status, submit
+
+
+@click.group()
+@click.version_option(package_name="bulkchange_pipeline")
+def main() -> None:
+    """Bulk changes to cellular IoT devices across carrier APIs."""
+
+
+for _module in (admin, submit, status, operations, serve, deploy_local):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)
+
+__all__ = ["main"]

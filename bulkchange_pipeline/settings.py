@@ -1,0 +1,178 @@
+"""Every environment variable the application reads, in one module, read at the moment it is asked.
+
+Why functions and ``current()`` rather than a settings object built at import: the CLI, the Dagster
+code server, the demo (which exports the simulators' credentials after starting them) and the tests
+(``monkeypatch.setenv`` after import) change the environment while the process runs.
+
+=======================================  =========================================================
+``BULKCHANGE_HOME``                      local data folder of the embedded default (``./.bulkchange``)
+``BULKCHANGE_DATABASE_URL``              business database (default: SQLite under the data folder)
+``BULKCHANGE_ARCHIVE_DIR``               archive folder (default: ``<data folder>/archive``)
+``BULKCHANGE_CALLBACK_BASE_URL``         public base URL of ``bulkchange serve``, where async carriers call back
+``BULKCHANGE_DAGSTER_DATABASE_URL``      PostgreSQL for Dagster's storage (``deploy-local start``)
+``BULKCHANGE_DEMO_<INTEGRATION>_BASE_URL``  a demo service provider's base URL when it is seeded
+``DAGSTER_HOME``                         the Dagster instance folder (Dagster reads it too)
+``BULKCHANGE_CRED_<NAME>_USERNAME``,     a carrier account's credentials; ``<NAME>`` is the service
+``_SECRET``, ``_<KEY>``                  provider's credentials name (the database holds only that)
+=======================================  =========================================================
+
+The first two are read by ``store.db`` (the store imports nothing of ours but the domain, and it
+needs the database URL for its engines and migrations): this module re-uses them from there.
+
+Secrets: carrier credentials come out of here as ``SecretStr`` (so a settings value that reaches a
+log or an exception shows ``**********``), are unwrapped only into a ``CarrierAccount`` (whose repr
+hides them) at the moment a batch needs them, and never enter the database, run config or the
+Dagster event log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .domain import Integration
+from .store.db import DATABASE_URL_ENV, data_dir
+from .store.db import database_url as _store_database_url
+
+ARCHIVE_DIR_ENV = "BULKCHANGE_ARCHIVE_DIR"
+CALLBACK_BASE_URL_ENV = "BULKCHANGE_CALLBACK_BASE_URL"
+DAGSTER_DATABASE_URL_ENV = "BULKCHANGE_DAGSTER_DATABASE_URL"
+DAGSTER_HOME_ENV = "DAGSTER_HOME"
+CREDENTIALS_PREFIX = "BULKCHANGE_CRED_"
+DEMO_BASE_URL_ENV = "BULKCHANGE_DEMO_{integration}_BASE_URL"
+
+
+class Settings(BaseSettings):
+    """The fixed-name variables; an unset or empty variable is None."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    archive_dir: Path | None = Field(default=None, validation_alias=ARCHIVE_DIR_ENV)
+    callback_base_url: str | None = Field(default=None, validation_alias=CALLBACK_BASE_URL_ENV)
+    dagster_database_url: SecretStr | None = Field(default=None, validation_alias=DAGSTER_DATABASE_URL_ENV)
+    dagster_home: Path | None = Field(default=None, validation_alias=DAGSTER_HOME_ENV)
+
+    @property
+    def archive_root(self) -> Path:
+        """Where archived bulk changes go: ``BULKCHANGE_ARCHIVE_DIR``, else ``<data folder>/archive``."""
+        return self.archive_dir or data_dir() / "archive"
+
+
+def current(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings as the environment holds them now (built anew on every call), or as ``environ``
+    holds them (the process environment then plays no part)."""
+    if environ is None:
+        return Settings()
+    names = [str(f.validation_alias) for f in Settings.model_fields.values()]
+    values: dict[str, Any] = {name: environ.get(name) or None for name in names}  # given: the environment is not read
+    return Settings(**values)
+
+
+def database_url(env_name: str = DATABASE_URL_ENV) -> str:
+    """The business database URL: the variable ``env_name`` (a Dagster resource may name another
+    one), else the store's default (``BULKCHANGE_DATABASE_URL``, else SQLite under the data folder)."""
+    if env_name != DATABASE_URL_ENV and (url := os.environ.get(env_name)):
+        return url
+    return _store_database_url()
+
+
+def demo_base_urls() -> dict[str, str]:
+    """Integration -> the base URL a ``BULKCHANGE_DEMO_<INTEGRATION>_BASE_URL`` variable sets for
+    the demo service provider when the demo tenant is seeded (unset: the seed's default)."""
+    names = {i.value: DEMO_BASE_URL_ENV.format(integration=i.value.upper()) for i in Integration}
+    return {key: url for key, name in names.items() if (url := os.environ.get(name))}
+
+
+# --- carrier credentials ----------------------------------------------------------------------
+
+
+class MissingCredentials(RuntimeError):
+    """A service provider's credentials are not in the environment; the message names the variables."""
+
+
+@dataclass(frozen=True)
+class CarrierCredentials:
+    """One credentials entry as the environment holds it. ``extra``: every other
+    ``BULKCHANGE_CRED_<NAME>_<KEY>`` variable (``_CLIENT_ID``, ``_CALLBACK_PASSWORD``,
+    ``_SUBSCRIPTION_KEY``...) under ``<key>`` in lower case."""
+
+    username: str
+    secret: SecretStr
+    extra: Mapping[str, SecretStr] = field(default_factory=dict)
+
+
+def credential_env_key(credentials_name: str) -> str:
+    """The stem of a credentials entry's variables: ``DEMO_JASPER`` -> ``BULKCHANGE_CRED_DEMO_JASPER``
+    (any run of characters other than A-Z and 0-9 becomes one ``_``)."""
+    return CREDENTIALS_PREFIX + re.sub(r"[^A-Z0-9]+", "_", credentials_name.upper()).strip("_")
+
+
+def credential_env_names(credentials_name: str) -> tuple[str, str]:
+    """The username and secret variables of a credentials entry."""
+    key = credential_env_key(credentials_name)
+    return f"{key}_USERNAME", f"{key}_SECRET"
+
+
+def carrier_credentials(
+    credentials_name: str, service_provider: str, environ: Mapping[str, str] | None = None
+) -> CarrierCredentials:
+    """The credentials entry ``credentials_name`` from the environment (or ``environ``); raises
+    MissingCredentials naming ``service_provider`` and the variables to export when the username or
+    secret is not set."""
+    env = os.environ if environ is None else environ
+    user_var, secret_var = credential_env_names(credentials_name)
+    username, secret = env.get(user_var), env.get(secret_var)
+    if not username or not secret:
+        raise MissingCredentials(
+            f"credentials for service provider {service_provider!r} are not set: export {user_var} and {secret_var}"
+        )
+    base = credential_env_key(credentials_name) + "_"
+    extra = {
+        name[len(base) :].lower(): SecretStr(value)
+        for name, value in env.items()
+        if name.startswith(base) and name[len(base) :] not in ("USERNAME", "SECRET") and value
+    }
+    return CarrierCredentials(username, SecretStr(secret), extra)
+
+
+def credential_value(credentials_name: str, key: str, environ: Mapping[str, str] | None = None) -> SecretStr | None:
+    """One ``BULKCHANGE_CRED_<NAME>_<KEY>`` variable (e.g. ThingSpace's ``CALLBACK_PASSWORD``), None when unset."""
+    value = (os.environ if environ is None else environ).get(f"{credential_env_key(credentials_name)}_{key}")
+    return SecretStr(value) if value else None
+
+
+def same_account(senders: Sequence[object], credentials_name: str) -> bool:
+    """True when one of the accounts a callback authenticated as (``senders``: credentials names)
+    is ``credentials_name``'s account, compared as environment keys: two spellings of one
+    credentials name are one account."""
+    return credential_env_key(credentials_name) in {credential_env_key(str(s)) for s in senders}
+
+
+__all__ = [
+    "ARCHIVE_DIR_ENV",
+    "CALLBACK_BASE_URL_ENV",
+    "CREDENTIALS_PREFIX",
+    "DAGSTER_DATABASE_URL_ENV",
+    "DAGSTER_HOME_ENV",
+    "DATABASE_URL_ENV",
+    "DEMO_BASE_URL_ENV",
+    "CarrierCredentials",
+    "MissingCredentials",
+    "Settings",
+    "carrier_credentials",
+    "credential_env_key",
+    "credential_env_names",
+    "credential_value",
+    "current",
+    "data_dir",
+    "database_url",
+    "demo_base_urls",
+    "same_account",
+]
