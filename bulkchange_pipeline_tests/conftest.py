@@ -4,6 +4,8 @@ Every test that takes ``db_url`` or ``engine`` runs once per backend (ids ``[sql
 ``[postgresql]``). PostgreSQL comes from ``BULKCHANGE_TEST_PG_ADMIN_URL`` (default: the local
 server, trust auth). Outside CI an unreachable server skips those tests; under ``CI=true`` it fails
 them, so a missing PostgreSQL can never pass as green.
+
+``sim_clock`` is the simulators' stepped time (see ``waiting.py`` for what is still waited for).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from bulkchange_pipeline.simulators.clock import ManualClock
 from bulkchange_pipeline.store import migrate
 from bulkchange_pipeline.store.db import make_engine
 from bulkchange_pipeline.store.schema import metadata
@@ -100,6 +103,14 @@ def _pg_dagster_url(pg_database_url: str) -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def sim_clock() -> ManualClock:
+    """The simulators' time, stepped by the test (``sim_clock.advance(seconds)``) instead of slept
+    through. A test that asks for it gets its simulator fixtures (``thingspace_sim``, ``teal_sim``)
+    built on it; without it they run in real time, as the carrier clients around them do."""
+    return ManualClock()
 
 
 @pytest.fixture

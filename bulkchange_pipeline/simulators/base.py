@@ -9,7 +9,6 @@ calls through `SimulatorBase._faulted`, instead of being re-wired six times.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
@@ -17,6 +16,7 @@ from typing import Any, ClassVar
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .clock import SYSTEM_CLOCK, Clock
 from .faults import (
     AccountGate,
     AccountState,
@@ -41,7 +41,8 @@ class SimulatorBase:
 
     Subclasses set `API_PREFIX` (what `run_in_thread`'s handle appends to its root URL) and, where
     the carrier states its limit per minute, `RATE_KEY`/`RATE_SCALE` so `configure`/`config` keep
-    the carrier's own unit. `app` is the subclass's Starlette app.
+    the carrier's own unit. `app` is the subclass's Starlette app. `clock` is the simulator's one
+    source of time (`clock.SYSTEM_CLOCK` unless a test steps a `clock.ManualClock`).
     """
 
     API_PREFIX: ClassVar[str] = ""
@@ -50,9 +51,11 @@ class SimulatorBase:
 
     app: Any
 
-    def __init__(self, rate: float, max_concurrency: int, faults: FaultConfig | None) -> None:
+    def __init__(self, rate: float, max_concurrency: int, faults: FaultConfig | None,
+                 clock: Clock | None = None) -> None:
         """`rate` is in `RATE_KEY` units; 0 (or less) switches that limit off."""
-        self.gate = AccountGate(rate / self.RATE_SCALE, max_concurrency)
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        self.gate = AccountGate(rate / self.RATE_SCALE, max_concurrency, self.clock)
         self.faults = FaultInjector(faults or FaultConfig())
 
     # -- counters ---------------------------------------------------------------------------------
@@ -161,7 +164,7 @@ class SimulatorBase:
             fault = self.faults.draw(account) if drawn is None else drawn
             latency = self.faults.latency_seconds()
             if latency:
-                await asyncio.sleep(latency)
+                await self.clock.asleep(latency)
             if fault is Fault.BURST_429:
                 return answer_fault(fault, over_limit(), self.faults.config)
             if fault is Fault.ERROR_5XX:
@@ -175,7 +178,7 @@ class SimulatorBase:
             if fault is Fault.TIMEOUT:
                 self.gate.leave(state)
                 left = True
-                await asyncio.sleep(self.faults.config.timeout_hold_seconds)
+                await self.clock.asleep(self.faults.config.timeout_hold_seconds)
             elif fault is Fault.MALFORMED:
                 status = response.status_code if malformed_status is None else malformed_status
                 return Response(response.body[: max(1, len(response.body) // 2)], status,

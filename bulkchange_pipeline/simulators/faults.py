@@ -19,12 +19,13 @@ import math
 import random
 import socket
 import struct
-import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from .clock import SYSTEM_CLOCK, Clock
 
 
 class Fault(enum.Enum):
@@ -188,12 +189,15 @@ class AccountGate:
     """Fixed one-second windows of at most `rate_per_second` calls and at most `max_concurrency`
     calls in flight per account; the carrier refuses the rest of a window once it is over.
 
-    `rate_per_second <= 0` or `max_concurrency <= 0` switch that limit off. O(1) per call.
+    `rate_per_second <= 0` or `max_concurrency <= 0` switch that limit off. O(1) per call. The
+    windows are `clock`'s (the simulator's time).
     """
 
-    def __init__(self, rate_per_second: float = 5.0, max_concurrency: int = 1) -> None:
+    def __init__(self, rate_per_second: float = 5.0, max_concurrency: int = 1,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.rate_per_second = rate_per_second
         self.max_concurrency = max_concurrency
+        self.clock = clock
         self.accounts: dict[str, AccountState] = {}
 
     def enter(self, account: str) -> tuple[AccountState, str | None]:
@@ -212,7 +216,7 @@ class AccountGate:
         rate = self.rate_per_second
         if rate > 0:
             length = 1.0 if rate >= 1 else 1.0 / rate
-            window = math.floor(time.monotonic() / length)
+            window = math.floor(self.clock.monotonic() / length)
             if window != st.window:
                 st.window, st.window_calls = window, 0
             st.window_calls += 1

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -29,6 +28,7 @@ from . import jasper_rules as rules
 from .admin import admin_routes
 from .base import SimulatorBase
 from .base import json_response as _json
+from .clock import Clock
 from .faults import FaultConfig
 from .server import ServerHandle
 
@@ -54,8 +54,9 @@ class JasperSimulator(SimulatorBase):
         rate_per_second: float = 5.0,
         max_concurrency: int = 1,
         faults: FaultConfig | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        super().__init__(rate_per_second, max_concurrency, faults)
+        super().__init__(rate_per_second, max_concurrency, faults, clock)
         self.accounts: dict[str, str] = dict(accounts or {"demo": "demo-api-key"})
         self.devices: dict[str, dict[str, Any]] = {}
         self._updated: dict[str, float] = {}
@@ -77,8 +78,8 @@ class JasperSimulator(SimulatorBase):
 
     def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
         """Add or replace devices given in DeviceDetails names (at least `iccid`)."""
-        now = dt.datetime.now(dt.timezone.utc)
-        stamp = time.time()
+        now = self.clock.now()
+        stamp = now.timestamp()
         n = 0
         for seed in devices:
             record = rules.device_record(seed, now)
@@ -169,7 +170,7 @@ class JasperSimulator(SimulatorBase):
         pending = self.scheduled.get(iccid)
         if not pending:
             return
-        now = dt.datetime.now(dt.timezone.utc)
+        now = self.clock.now()
         due = [edits for when, edits in pending if when <= now]
         if due:
             self.scheduled[iccid] = [(w, e) for w, e in pending if w > now]
@@ -182,12 +183,12 @@ class JasperSimulator(SimulatorBase):
         changed = {k: v for k, v in edits.items() if record.get(k) != v}
         if not changed:
             return False
-        now = dt.datetime.now(dt.timezone.utc)
+        now = self.clock.now()
         record.update(changed)
         record["dateUpdated"] = rules.jasper_time(now)
         if changed.get("status") == "ACTIVATED" and "dateActivated" not in record:
             record["dateActivated"] = record["dateUpdated"]
-        self._updated[iccid] = time.time()
+        self._updated[iccid] = now.timestamp()
         return True
 
     # -- API handlers -----------------------------------------------------------------------------
@@ -209,7 +210,7 @@ class JasperSimulator(SimulatorBase):
         body = await self._body(request)
         try:
             edits, when = rules.validate_edit(
-                body, record, rate_plans=self.rate_plans,
+                body, record, now=self.clock.now(), rate_plans=self.rate_plans,
                 communication_plans=self.communication_plans, customers=self.customers,
             )
         except rules.Refusal as refusal:

@@ -123,12 +123,14 @@ def validate_edit(
     body: Any,
     device: Mapping[str, Any],
     *,
+    now: dt.datetime,
     rate_plans: frozenset[str] | None = None,
     communication_plans: frozenset[str] | None = None,
     customers: frozenset[str] | None = None,
 ) -> tuple[dict[str, str], dt.datetime | None]:
-    """Check a PUT body against DeviceEditModel and the device's current state; returns the
-    edits (DeviceDetails names) and the scheduled time (None = now). Raises Refusal."""
+    """Check a PUT body against DeviceEditModel and the device's current state at `now` (the
+    simulator's clock); returns the edits (DeviceDetails names) and the scheduled time (None =
+    now). Raises Refusal."""
     if not isinstance(body, dict):
         raise Refusal(400, ERR_INVALID_REQUEST, "Request body must be a JSON object")
     unknown = sorted(k for k in body if k not in EDITABLE_FIELDS and k != "effectiveDate")
@@ -140,7 +142,6 @@ def validate_edit(
     for key, value in edits.items():
         if not isinstance(value, str):
             raise Refusal(400, ERR_INVALID_REQUEST, f"{key} must be a string")
-    now = dt.datetime.now(dt.timezone.utc)
     when = parse_effective_date(body["effectiveDate"], now) if "effectiveDate" in body else None
     status = edits.get("status")
     if status is not None:

@@ -21,7 +21,6 @@ Admin endpoints (no auth, loopback only): `POST /_sim/devices` (seed), `GET /_si
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -36,6 +35,7 @@ from . import pond_rules as rules
 from .admin import admin_routes
 from .base import SimulatorBase
 from .base import json_response as _json
+from .clock import Clock
 from .faults import FaultConfig
 from .server import ServerHandle
 
@@ -68,8 +68,9 @@ class PondSimulator(SimulatorBase):
         max_concurrency: int = 2,
         faults: FaultConfig | None = None,
         inventories: Mapping[Any, list[dict[str, Any]]] | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        super().__init__(rate_per_second, max_concurrency, faults)
+        super().__init__(rate_per_second, max_concurrency, faults, clock)
         self.accounts: dict[str, tuple[str, str]] = {
             u: (str(s), str(d)) for u, (s, d) in (accounts or DEFAULT_ACCOUNTS).items()}
         self.inventories: dict[str, list[dict[str, Any]]] = {
@@ -99,7 +100,7 @@ class PondSimulator(SimulatorBase):
 
     def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
         """Add or replace devices (see `rules.device_record` / `rules.package_seeds`)."""
-        now = dt.datetime.now(dt.UTC)
+        now = self.clock.now()
         n = 0
         for seed in devices:
             record = rules.device_record(seed, now)
@@ -225,7 +226,7 @@ class PondSimulator(SimulatorBase):
             return  # a repeat is a no-op success
         self.history[iccid].append((package["packageId"], package["status"], status))
         package["status"] = status
-        package["dateUpdated"] = rules.pond_time(dt.datetime.now(dt.UTC))
+        package["dateUpdated"] = rules.pond_time(self.clock.now())
         self.applied_counts[iccid] += 1
 
     def _switched_failure(self, iccid: str, package: dict[str, Any], target: str) -> bool:
@@ -255,8 +256,7 @@ class PondSimulator(SimulatorBase):
         device = self._device_or_404(iccid)
         types = self.inventories.get(str(device["inventoryId"]))
         type_id = rules.validate_add_package(await self._body(request), types)
-        package = rules.package_record(next(self._ids), type_id, rules.PENDING,
-                                       dt.datetime.now(dt.UTC))
+        package = rules.package_record(next(self._ids), type_id, rules.PENDING, self.clock.now())
         self.packages[iccid].append(package)
         self.history[iccid].append((package["packageId"], None, rules.PENDING))
         self.applied_counts[iccid] += 1

@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -43,6 +42,7 @@ from . import revio_rules as rules
 from .admin import admin_routes
 from .base import SimulatorBase
 from .base import json_response as _json
+from .clock import Clock
 from .faults import FaultConfig
 from .server import ServerHandle
 
@@ -69,15 +69,15 @@ class RevioSimulator(SimulatorBase):
                  calls_per_minute: float = 500, daily_quota: int = 150_000,
                  max_concurrency: int = 0, faults: FaultConfig | None = None,
                  retry_after_seconds: float | None = None, whole_second_waits: bool = True,
-                 book: rules.RevBook | None = None) -> None:
-        super().__init__(calls_per_minute, max_concurrency, faults)
+                 book: rules.RevBook | None = None, clock: Clock | None = None) -> None:
+        super().__init__(calls_per_minute, max_concurrency, faults, clock)
         self.accounts: dict[str, str] = dict(accounts or DEFAULT_ACCOUNTS)
         self.subscriptions: dict[str, str] = {}
         self._set_keys(subscription_keys or DEFAULT_SUBSCRIPTION_KEYS)
         self.daily_quota = daily_quota
         self.retry_after_seconds = retry_after_seconds
         self.whole_second_waits = whole_second_waits
-        self.book = book or rules.RevBook()
+        self.book = book or rules.RevBook(now=self.clock.now)
         self._quota_used: dict[tuple[str, int], int] = {}
         self.reset_counters()
         self.app = self._build_app()
@@ -198,7 +198,7 @@ class RevioSimulator(SimulatorBase):
             return self.retry_after_seconds
         rate = self.gate.rate_per_second
         length = 1.0 if rate >= 1 or rate <= 0 else 1.0 / rate
-        now = time.monotonic()
+        now = self.clock.monotonic()
         remaining = (math.floor(now / length) + 1) * length - now
         if self.whole_second_waits:
             return float(max(1, math.ceil(remaining)))
@@ -215,7 +215,7 @@ class RevioSimulator(SimulatorBase):
         """403 once the subscription used its daily calls; else count this call."""
         if self.daily_quota <= 0:
             return None
-        now = time.time()
+        now = self.clock.now().timestamp()
         day = int(now // 86400)
         used = self._quota_used.get((label, day), 0)
         if used >= self.daily_quota:

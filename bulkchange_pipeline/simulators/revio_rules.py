@@ -56,9 +56,8 @@ class Refusal(Exception):
         return [{"ok": False, "error": self.error, "message": self.message}]
 
 
-def rev_time(when: dt.datetime | None = None) -> str:
+def rev_time(when: dt.datetime) -> str:
     """Rev.io's date-time text [I]: ISO 8601 without offset, UTC."""
-    when = when or dt.datetime.now(dt.timezone.utc)
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
@@ -161,7 +160,8 @@ def _int(value: Any, name: str, *, required: bool = True) -> int | None:
 
 class RevBook:
     """All records of one simulated Rev.io tenant. Ids are integers from one counter per kind;
-    `applied_counts[number]` counts services created per number (the exactly-once proof)."""
+    `applied_counts[number]` counts services created per number (the exactly-once proof). `now` is
+    the simulator's clock (aware UTC), which dates the records."""
 
     SERVICE_FIELDS = frozenset({"service_id", "customer_id", "provider_id", "service_type_id",
                                 "number", "number2", "status", "package_id"})
@@ -171,7 +171,9 @@ class RevBook:
     INVENTORY_FIELDS = frozenset({"inventory_item_id", "identifier", "inventory_type_id", "status",
                                   "service_id", "customer_id"})
 
-    def __init__(self, products: Iterable[Mapping[str, Any]] = DEFAULT_PRODUCTS) -> None:
+    def __init__(self, products: Iterable[Mapping[str, Any]] = DEFAULT_PRODUCTS, *,
+                 now: Callable[[], dt.datetime]) -> None:
+        self.now = now
         self.customers: dict[str, dict[str, Any]] = {}
         self.services: dict[int, dict[str, Any]] = {}
         self.service_products: dict[int, dict[str, Any]] = {}
@@ -200,7 +202,7 @@ class RevBook:
         if status not in CUSTOMER_STATUSES:
             raise Refusal(400, "BadRequest", f"invalid customer status {status!r}")
         record = {"customer_id": cid, "parent_customer_id": body.get("parent_customer_id"),
-                  "status": status, "activated_date": body.get("activated_date") or rev_time(),
+                  "status": status, "activated_date": body.get("activated_date") or rev_time(self.now()),
                   "close_date": body.get("close_date"), "agent_id": body.get("agent_id"),
                   "name": body.get("name")}
         self.customers[str(cid)] = record
@@ -234,7 +236,7 @@ class RevBook:
             raise Refusal(400, "BadRequest", f"invalid service status {status!r}")
         sid = int(body["service_id"]) if seeded and body.get("service_id") else next(
             self._ids["service"])
-        now = rev_time()
+        now = rev_time(self.now())
         record = {
             "service_id": sid, "customer_id": customer["customer_id"], "provider_id": provider,
             "service_type_id": stype, "number": _text(body.get("number")),
@@ -272,7 +274,7 @@ class RevBook:
 
         updated = apply_json_patch(record, ops, PATCHABLE["service"], check)
         if updated["status"] == "DISCONNECTED" and record["status"] != "DISCONNECTED":
-            updated["disconnected_date"] = updated.get("disconnected_date") or rev_time()
+            updated["disconnected_date"] = updated.get("disconnected_date") or rev_time(self.now())
         if updated["number"] != record["number"]:
             self.by_number[record["number"] or ""].remove(record["service_id"])
             self.by_number.setdefault(updated["number"] or "", []).append(record["service_id"])
@@ -314,7 +316,7 @@ class RevBook:
             self._check_product_value(name, value)
         return {"service_id": sid, "product_id": pid, "customer_id": service["customer_id"],
                 "quantity": quantity, "rate": rate, "status": status,
-                "effective_date": body.get("effective_date") or rev_time(),
+                "effective_date": body.get("effective_date") or rev_time(self.now()),
                 "package_id": body.get("package_id"),
                 "description": body.get("description") or product.get("description")}
 
@@ -322,7 +324,7 @@ class RevBook:
         """Validate and create a service product (`POST /v1/ServiceProduct`)."""
         fields = self._product_fields(body)
         spid = next(self._ids["service_product"])
-        record = {"service_product_id": spid, **fields, "created_date": rev_time()}
+        record = {"service_product_id": spid, **fields, "created_date": rev_time(self.now())}
         self.service_products[spid] = record
         self.by_service.setdefault(fields["service_id"], []).append(spid)
         if not seeded:

@@ -170,7 +170,7 @@ def _forget_devices(name: str, sim: Any) -> None:
         sim.scheduled.clear()
     elif name == "thingspace":
         with sim._lock:
-            sim.book = thingspace_rules.DeviceBook()
+            sim.book = thingspace_rules.DeviceBook(sim.clock.now)
     elif name == "telegence":
         for attr in ("lines", "by_sim", "scheduled", "activations", "activation_by_sim"):
             getattr(sim, attr).clear()
@@ -182,7 +182,7 @@ def _forget_devices(name: str, sim: Any) -> None:
             getattr(sim, attr).clear()
     elif name == "revio":
         products = sim.book.products
-        sim.book = revio_rules.RevBook(products.values())
+        sim.book = revio_rules.RevBook(products.values(), now=sim.clock.now)
 
 
 _SYNC = {"jasper": _jasper, "thingspace": _thingspace, "telegence": _telegence, "teal": _teal,

@@ -42,6 +42,7 @@ from starlette.routing import Route
 from .admin import admin_routes
 from .base import SimulatorBase
 from .base import json_response as _json
+from .clock import Clock, pause_until
 from .faults import Fault, FaultConfig, answer_fault
 from .server import ServerHandle
 
@@ -97,8 +98,9 @@ class TealSimulator(SimulatorBase):
     def __init__(self, accounts: Mapping[str, str] | None = None, *,
                  calls_per_minute: float = 1000, max_concurrency: int = 0,
                  faults: FaultConfig | None = None, operation_delay_seconds: float = 0.5,
-                 plans: Iterable[Mapping[str, Any]] = DEFAULT_PLANS, max_entries: int = 100) -> None:
-        super().__init__(calls_per_minute, max_concurrency, faults)
+                 plans: Iterable[Mapping[str, Any]] = DEFAULT_PLANS, max_entries: int = 100,
+                 clock: Clock | None = None) -> None:
+        super().__init__(calls_per_minute, max_concurrency, faults, clock)
         self.accounts: dict[str, str] = dict(accounts or {"demo-key": "demo-secret"})
         self.operation_delay_seconds = operation_delay_seconds
         self.max_entries = max_entries
@@ -115,7 +117,8 @@ class TealSimulator(SimulatorBase):
         self.lock = threading.RLock()
         self._queue: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
-        self._wake = threading.Condition(self.lock)
+        self._wake = threading.Condition(self.lock)  # an operation came or went, time moved, close()
+        self._sending = 0  # callbacks handed to the senders and not yet delivered or given up
         self._closed = False
         self._callbacks = ThreadPoolExecutor(4, thread_name_prefix="teal-callback")
         self._http = httpx.Client(timeout=2.0)
@@ -219,13 +222,19 @@ class TealSimulator(SimulatorBase):
             }
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Block until no operation is pending (tests); True if that happened in time."""
+        """Block until no operation is pending and every callback is delivered (or given up), so
+        its receiver has it; True if that happened in time. For tests and the demo.
+
+        `timeout` is real time, not the simulator's: it bounds a wait for threads, which must end
+        even when a test holds the clock still."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.stats()["operations_pending"] == 0:
-                return True
-            time.sleep(0.02)
-        return False
+        with self._wake:
+            while self._queue or self._sending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.wait(left)
+        return True
 
     def close(self) -> None:
         """Stop the completion thread and the callback senders."""
@@ -242,12 +251,9 @@ class TealSimulator(SimulatorBase):
         """Complete operations when due, then hand their callbacks to the sender pool."""
         with self._wake:
             while not self._closed:
-                if not self._queue:
-                    self._wake.wait()
-                    continue
-                wait = self._queue[0][0] - time.monotonic()
-                if wait > 0:
-                    self._wake.wait(wait)
+                due = self._queue[0][0] if self._queue else None
+                if due is None or due > self.clock.monotonic():
+                    self.clock.wait(self._wake, due)
                     continue
                 _, _, request_id = heapq.heappop(self._queue)
                 op = self.operations[request_id]
@@ -255,6 +261,7 @@ class TealSimulator(SimulatorBase):
                 self.counts["operations_completed"] += 1
                 if op.callback_url:
                     self._schedule_callback(op)
+                self._wake.notify_all()  # wait_idle
 
     def _apply_entry(self, kind: str, entry: Any) -> dict[str, Any]:
         """One entry's result; changes state (and counts it) only when something changes."""
@@ -289,21 +296,29 @@ class TealSimulator(SimulatorBase):
             self.counts["callbacks_duplicated"] += 1
         sep = "&" if "?" in (op.callback_url or "") else "?"
         url = f"{op.callback_url}{sep}requestId={op.request_id}"
+        self._sending += times
         for _ in range(times):
             self._callbacks.submit(self._send_callback, url, op.request_id)
 
     def _send_callback(self, url: str, request_id: str) -> None:
-        for attempt in range(max(1, self.callback_attempts)):
-            try:
-                if self._http.post(url, json={"requestId": request_id}).status_code < 300:
-                    with self.lock:
-                        self.counts["callbacks_sent"] += 1
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(self.callback_retry_seconds * (attempt + 1))
-        with self.lock:
-            self.counts["callbacks_failed"] += 1
+        try:
+            for attempt in range(max(1, self.callback_attempts)):
+                try:
+                    if self._http.post(url, json={"requestId": request_id}).status_code < 300:
+                        with self.lock:
+                            self.counts["callbacks_sent"] += 1
+                        return
+                except httpx.HTTPError:
+                    pass
+                wait = self.callback_retry_seconds * (attempt + 1)
+                if not pause_until(self.clock, self._wake, self.clock.monotonic() + wait, lambda: self._closed):
+                    return  # closed
+            with self.lock:
+                self.counts["callbacks_failed"] += 1
+        finally:
+            with self._wake:
+                self._sending -= 1
+                self._wake.notify_all()
 
     # -- request plumbing -------------------------------------------------------------------------
 
@@ -312,7 +327,7 @@ class TealSimulator(SimulatorBase):
             return f"{self.retry_after_seconds:g}"
         rate = self.gate.rate_per_second
         length = 1.0 if rate >= 1 or rate <= 0 else 1.0 / rate
-        return str(max(1, math.ceil(length - time.monotonic() % length)))
+        return str(max(1, math.ceil(length - self.clock.monotonic() % length)))
 
     async def _guarded(self, request: Request, handler: Any) -> Response:
         """Auth, limits and faults around one API call, then the handler."""
@@ -365,13 +380,13 @@ class TealSimulator(SimulatorBase):
             href = f"{str(request.base_url).rstrip('/')}/api/v1/operation-result?requestId={request_id}"
             reply = {"success": True, "message": f"{kind} request accepted",
                      "link": {"operationResult": {"href": href}}}
-            due = time.monotonic() + self.operation_delay_seconds
+            due = self.clock.monotonic() + self.operation_delay_seconds
             self.operations[request_id] = Operation(
                 request_id, account, kind, list(entries), request.query_params.get("callbackUrl"),
                 reply, due)
             heapq.heappush(self._queue, (due, next(self._seq), request_id))
             self.counts["operations_enqueued"] += 1
-            self._wake.notify()
+            self._wake.notify_all()  # all: callback senders pause on the same condition
         return _json(200, reply)
 
     async def _operation_result(self, request: Request, account: str) -> Response:

@@ -38,6 +38,7 @@ from . import telegence_rules as rules
 from .admin import admin_routes
 from .base import SimulatorBase
 from .base import json_response as _json
+from .clock import Clock
 from .faults import Fault, FaultConfig
 from .server import ServerHandle
 
@@ -56,8 +57,8 @@ class TelegenceSimulator(SimulatorBase):
 
     def __init__(self, accounts: Mapping[str, str] | None = None, *, rate_per_second: float = 0.0,
                  max_concurrency: int = 0, faults: FaultConfig | None = None,
-                 activation_polls: int = 2) -> None:
-        super().__init__(rate_per_second, max_concurrency, faults)
+                 activation_polls: int = 2, clock: Clock | None = None) -> None:
+        super().__init__(rate_per_second, max_concurrency, faults, clock)
         self.accounts: dict[str, str] = dict(accounts or {"demo-app": "demo-app-secret"})
         self.lines: dict[str, dict[str, Any]] = {}
         self.by_sim: dict[str, str] = {}
@@ -90,7 +91,7 @@ class TelegenceSimulator(SimulatorBase):
 
     def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
         """Add or replace lines (see `telegence_rules.line_record` for the accepted names)."""
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = self.clock.now().date()
         n = 0
         for seed in devices:
             record = rules.line_record(seed, today)
@@ -200,7 +201,7 @@ class TelegenceSimulator(SimulatorBase):
         pending = self.scheduled.get(number)
         if not pending:
             return
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = self.clock.now().date()
         self.scheduled[number] = [(w, e) for w, e in pending if w > today]
         for when, edits in pending:
             if when <= today:
@@ -216,7 +217,7 @@ class TelegenceSimulator(SimulatorBase):
             self.by_sim.pop(record.get("sim"), None)
             self.by_sim[changed["sim"]] = number
         if "subscriberStatus" in changed:
-            record["statusEffectiveDate"] = dt.datetime.now(dt.timezone.utc).date().isoformat()
+            record["statusEffectiveDate"] = self.clock.now().date().isoformat()
         record.update(changed)
         return True
 
@@ -235,7 +236,7 @@ class TelegenceSimulator(SimulatorBase):
         if record is None:
             return self._refuse(rules.Refusal(404, f"Subscriber {number} not found"))
         body = await self._body(request)
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = self.clock.now().date()
         try:
             edits, when = rules.validate_patch(
                 body, record, plans=self.plans, today=today,
@@ -270,7 +271,7 @@ class TelegenceSimulator(SimulatorBase):
         chunk = numbers[(page - 1) * size: page * size]
         total = max(1, -(-len(numbers) // size))
         headers = {"page-total": str(total), "current-page": str(page), "page-size": str(size),
-                   "refresh-timestamp": dt.datetime.now(dt.timezone.utc).isoformat()}
+                   "refresh-timestamp": self.clock.now().isoformat()}
         return _json(200, [rules.detail(self.lines[n]) for n in chunk], headers)
 
     def _sim_in_use(self, sim: str) -> bool:

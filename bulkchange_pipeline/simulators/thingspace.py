@@ -19,12 +19,11 @@ from __future__ import annotations
 import base64
 import heapq
 import math
-import queue
 import random
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -39,6 +38,7 @@ from . import thingspace_rules as rules
 from .admin import admin_routes
 from .base import SimulatorBase
 from .base import json_response as _json
+from .clock import Clock, pause_until
 from .faults import FaultConfig
 from .server import ServerHandle
 
@@ -66,8 +66,9 @@ class ThingSpaceSimulator(SimulatorBase):
                  token_ttl_seconds: float = 3600.0, session_idle_seconds: float = 1200.0,
                  activate_per_minute: float = 100.0, max_devices_per_request: int = 10_000,
                  rate_per_second: float = 0.0, max_concurrency: int = 0,
-                 callback_senders: int = 8, faults: FaultConfig | None = None) -> None:
-        super().__init__(rate_per_second, max_concurrency, faults)
+                 callback_senders: int = 8, faults: FaultConfig | None = None,
+                 clock: Clock | None = None) -> None:
+        super().__init__(rate_per_second, max_concurrency, faults, clock)
         self.clients = dict(clients or DEFAULT_CLIENTS)
         self.users = {u: tuple(v) for u, v in (users or DEFAULT_USERS).items()}
         self.token_ttl_seconds = token_ttl_seconds
@@ -86,7 +87,9 @@ class ThingSpaceSimulator(SimulatorBase):
         self._random = random.Random(self.faults.config.seed)
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
-        self.book = rules.DeviceBook()
+        self._work = threading.Condition(self._lock)  # a job came in, time moved, or close()
+        self._closed = False
+        self.book = rules.DeviceBook(self.clock.now)
         self._tokens: dict[str, tuple[str, float]] = {}
         self._sessions: dict[str, list[Any]] = {}  # token -> [username, last_used, calls]
         self._failed_logins: Counter[str] = Counter()
@@ -94,7 +97,7 @@ class ThingSpaceSimulator(SimulatorBase):
         self.requests: dict[str, dict[str, Any]] = {}
         self._activates = rules.SlidingWindow()
         self._outstanding = 0
-        self._jobs: queue.Queue[Any] = queue.Queue()
+        self._jobs: deque[tuple[str, str, str, list, dict]] = deque()
         self._delayed: list[tuple[float, int, Any]] = []
         self._senders = ThreadPoolExecutor(callback_senders, thread_name_prefix="ts-callback")
         self._http = httpx.Client(timeout=5.0, limits=httpx.Limits(
@@ -199,7 +202,10 @@ class ThingSpaceSimulator(SimulatorBase):
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Block until every accepted request is processed and every callback delivered (or given
-        up); True if that happened within `timeout`. For tests and the demo."""
+        up); True if that happened within `timeout`. For tests and the demo.
+
+        `timeout` is real time, not the simulator's: it bounds a wait for threads, which must end
+        even when a test holds the clock still."""
         deadline = time.monotonic() + timeout
         with self._idle:
             while self._outstanding > 0:
@@ -210,8 +216,10 @@ class ThingSpaceSimulator(SimulatorBase):
         return True
 
     def close(self) -> None:
-        """Stop the backend and sender threads."""
-        self._jobs.put(None)
+        """Stop the backend and sender threads (a sender waiting to deliver or retry gives up)."""
+        with self._work:
+            self._closed = True
+            self._work.notify_all()
         self._senders.shutdown(wait=False, cancel_futures=True)
         self._http.close()
 
@@ -223,29 +231,39 @@ class ThingSpaceSimulator(SimulatorBase):
             if self._outstanding <= 0:
                 self._idle.notify_all()
 
+    def _submit(self, job: tuple[str, str, str, list, dict]) -> None:
+        with self._work:
+            self._jobs.append(job)
+            self._work.notify_all()  # all: senders pausing on the same condition must not take it
+
+    def _pause_until(self, due: float) -> bool:
+        """Wait until simulator time `due`; False if the simulator was closed meanwhile."""
+        return pause_until(self.clock, self._work, due, lambda: self._closed)
+
+    def _next_job(self) -> tuple[str, str, str, list, dict] | None:
+        """The next accepted request; None when a pending activation is due first (or on close)."""
+        with self._work:
+            while not self._closed and not self._jobs:
+                if self._delayed and self._delayed[0][0] <= self.clock.monotonic():
+                    return None
+                self.clock.wait(self._work, self._delayed[0][0] if self._delayed else None)
+            return self._jobs.popleft() if self._jobs else None
+
     def _backend_loop(self) -> None:
         seq = 0
-        while True:
-            timeout = None
-            if self._delayed:
-                timeout = max(0.0, self._delayed[0][0] - time.monotonic())
-            try:
-                job = self._jobs.get(timeout=timeout)
-            except queue.Empty:
-                job = ()
-            if job is None:
-                return
-            if job:
+        while not self._closed:
+            job = self._next_job()
+            if job is not None:
                 try:
                     later = self._process(*job)
                 except Exception:  # noqa: BLE001 - the simulator must keep serving
                     later = []
                 for item in later:
                     seq += 1
-                    heapq.heappush(self._delayed, (time.monotonic() + self.activation_seconds,
+                    heapq.heappush(self._delayed, (self.clock.monotonic() + self.activation_seconds,
                                                    seq, item))
                 self._add_outstanding(len(later) - 1)
-            while self._delayed and self._delayed[0][0] <= time.monotonic():
+            while self._delayed and self._delayed[0][0] <= self.clock.monotonic():
                 _, _, (rid, key, asked) = heapq.heappop(self._delayed)
                 self._finish_activation(rid, key, asked)
                 self._add_outstanding(-1)
@@ -294,7 +312,7 @@ class ThingSpaceSimulator(SimulatorBase):
                     out.append(dict(body))
             if self.shuffle_callbacks:
                 self._random.shuffle(out)
-            due = time.monotonic() + self.callback_delay_seconds
+            due = self.clock.monotonic() + self.callback_delay_seconds
             url, attempts, wait = reg["url"], self.callback_attempts, self.callback_retry_seconds
         self._add_outstanding(len(out))
         for body in out:
@@ -302,8 +320,8 @@ class ThingSpaceSimulator(SimulatorBase):
 
     def _deliver(self, url: str, body: dict, due: float, attempts: int, wait: float) -> None:
         try:
-            if (delay := due - time.monotonic()) > 0:
-                time.sleep(delay)
+            if not self._pause_until(due):
+                return
             for attempt in range(1, max(1, attempts) + 1):
                 body["callbackCount"] = attempt
                 try:
@@ -314,8 +332,8 @@ class ThingSpaceSimulator(SimulatorBase):
                     self.cb["sent" if ok else "failed_attempts"] += 1
                 if ok:
                     return
-                if attempt < attempts:
-                    time.sleep(wait)
+                if attempt < attempts and not self._pause_until(self.clock.monotonic() + wait):
+                    return
             with self._lock:
                 self.cb["undelivered"] += 1
         finally:
@@ -329,7 +347,7 @@ class ThingSpaceSimulator(SimulatorBase):
             return _json(401, rules.gateway_fault(rules.GW_MISSING_CREDENTIALS, "Missing Credentials",
                                                   "Required OAuth credentials not provided"))
         entry = self._tokens.get(header[7:].strip())
-        if entry is None or entry[1] <= time.monotonic():
+        if entry is None or entry[1] <= self.clock.monotonic():
             self.auth_failures += 1
             return _json(401, rules.gateway_fault(
                 rules.GW_INVALID_CREDENTIALS, "Invalid Credentials",
@@ -339,7 +357,7 @@ class ThingSpaceSimulator(SimulatorBase):
 
     def _session_user(self, token: str | None) -> tuple[str | None, Response | None]:
         session = self._sessions.get(token or "")
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if session is None:
             self.session_errors += 1
             return None, _json(400, {"errorCode": rules.ERR_SESSION_INVALID,
@@ -403,7 +421,7 @@ class ThingSpaceSimulator(SimulatorBase):
         if "grant_type=client_credentials" not in form:
             return _json(400, {"error": "unsupported_grant_type",
                                "error_description": "grant_type must be client_credentials"})
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             # Within its lifetime the same token is returned again (carriers.md).
             token = next((t for t, (c, exp) in self._tokens.items() if c == client_id and exp > now),
@@ -429,7 +447,7 @@ class ThingSpaceSimulator(SimulatorBase):
                 return self._refuse(400, rules.ERR_LOGIN_FAILED, "Invalid username or password")
             self._failed_logins.pop(name, None)
             token = str(uuid.uuid4())
-            self._sessions[token] = [name, time.monotonic(), 0]
+            self._sessions[token] = [name, self.clock.monotonic(), 0]
             self.logins += 1
         return _json(200, {"sessionToken": token})
 
@@ -455,7 +473,7 @@ class ThingSpaceSimulator(SimulatorBase):
             with self._lock:
                 if action == "activate" and self.activate_per_minute > 0:
                     wait = self._activates.admit(account, self.activate_per_minute,
-                                                 self.activate_window_seconds, time.monotonic())
+                                                 self.activate_window_seconds, self.clock.monotonic())
                     if wait is not None:
                         return self._throttled(wait)
                 rid = str(uuid.uuid4())
@@ -463,7 +481,7 @@ class ThingSpaceSimulator(SimulatorBase):
                                       "devices": len(devices), "status": "Pending"}
                 self.max_devices_seen = max(self.max_devices_seen, len(devices))
             self._add_outstanding(1)
-            self._jobs.put((rid, action, account, devices, params))
+            self._submit((rid, action, account, devices, params))
             return _json(200, {"requestId": rid})
         return handler
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,10 +287,12 @@ class DeviceBook:
     rules need (plan changes per month) and the tests read (state changes per ICCID).
 
     Not thread-safe on purpose: the simulator holds its lock around every use, so the rules stay
-    free of locking and a request is applied atomically.
+    free of locking and a request is applied atomically. `now` is the simulator's clock (aware
+    UTC): it dates seeded devices and decides which month a plan change counts against.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], dt.datetime]) -> None:
+        self.now = now
         self.devices: dict[int, dict[str, Any]] = {}
         self.index: dict[tuple[str, str], int] = {}
         self.plan_changes: Counter[tuple[int, str]] = Counter()
@@ -298,7 +300,7 @@ class DeviceBook:
 
     def seed(self, seeds: Iterable[Mapping[str, Any]], default_account: str) -> int:
         """Add or replace devices (by ICCID); returns how many."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = self.now()
         n = 0
         for seed in seeds:
             record = device_record(seed, default_account, now)
@@ -348,7 +350,7 @@ class DeviceBook:
               ) -> tuple[list[dict], list[tuple[int, list[dict]]], int]:
         """Apply one accepted request device by device. Returns the callback bodies, the
         activations left pending (key, asked ids) when `defer_activation`, and the fault count."""
-        month = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m")
+        month = self.now().strftime("%Y-%m")
         bodies: list[dict] = []
         pending: list[tuple[int, list[dict]]] = []
         faults = 0

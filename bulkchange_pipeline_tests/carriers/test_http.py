@@ -20,11 +20,11 @@ from bulkchange_pipeline.carriers.base import (
 from bulkchange_pipeline.carriers.http import (
     MALFORMED,
     CarrierHttp,
-    RateLimiter,
     default_classify,
     stated_wait_seconds,
 )
 from bulkchange_pipeline.carriers.jasper import classify_jasper_response
+from bulkchange_pipeline.carriers.pacing import RateLimiter
 from bulkchange_pipeline.simulators.server import run_app_in_thread
 
 pytestmark = pytest.mark.timeout(60)  # a hung server must not hang CI

@@ -11,10 +11,6 @@ import pytest
 
 from bulkchange_pipeline.carriers import UnknownIntegrationError, build_adapter
 from bulkchange_pipeline.carriers.base import (
-    CARRIER_RATE_PLAN_CHANGE,
-    CUSTOMER_ASSIGNMENT,
-    EDIT_USERNAME_COST_CENTER,
-    STATUS_UPDATE,
     CarrierAdapter,
     DeviceChange,
     DeviceResult,
@@ -22,6 +18,7 @@ from bulkchange_pipeline.carriers.base import (
 )
 from bulkchange_pipeline.carriers.jasper import JasperClient, jasper_edit_body
 from bulkchange_pipeline.carriers.redaction import basic_token
+from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline_tests.simulators.fixtures import (  # noqa: F401 - fixture import
     JASPER_API_KEY,
     JASPER_USER,
@@ -38,7 +35,7 @@ EDIT_SCHEMA = strict(operation_schema("/v{apiVersion}/devices/{iccid}", "put"))
 pytestmark = pytest.mark.timeout(60)  # a hung server must not hang CI
 
 
-def change(i: int, iccid: str | None, change_type: int = STATUS_UPDATE, **target) -> DeviceChange:
+def change(i: int, iccid: str | None, change_type: int = ChangeType.STATUS_UPDATE, **target) -> DeviceChange:
     return DeviceChange(i, i, change_type, iccid, None, None, None, target)
 
 
@@ -57,12 +54,12 @@ def run_apply(client: JasperClient, changes: Sequence[DeviceChange]) -> list[Dev
 
 def test_edit_body_per_change_type_matches_edit_model() -> None:
     cases = [
-        (change(1, "x", STATUS_UPDATE, status="deactivated"), {"status": "DEACTIVATED"}),
-        (change(2, "x", CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="RP", communication_plan="CP"),
+        (change(1, "x", ChangeType.STATUS_UPDATE, status="deactivated"), {"status": "DEACTIVATED"}),
+        (change(2, "x", ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="RP", communication_plan="CP"),
          {"ratePlan": "RP", "communicationPlan": "CP"}),
-        (change(3, "x", CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="RP"), {"ratePlan": "RP"}),
-        (change(4, "x", CUSTOMER_ASSIGNMENT, customer_name="Acme"), {"customer": "Acme"}),
-        (change(5, "x", EDIT_USERNAME_COST_CENTER, username="alice", cost_center="CC-9"),
+        (change(3, "x", ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="RP"), {"ratePlan": "RP"}),
+        (change(4, "x", ChangeType.CUSTOMER_ASSIGNMENT, customer_name="Acme"), {"customer": "Acme"}),
+        (change(5, "x", ChangeType.EDIT_USERNAME_COST_CENTER, username="alice", cost_center="CC-9"),
          {"accountCustom1": "alice", "accountCustom2": "CC-9"}),
     ]
     for dc, expected in cases:
@@ -86,7 +83,7 @@ def test_edit_body_refuses_what_jasper_cannot_do() -> None:
     with pytest.raises(ValueError, match="not applied through the Jasper API"):
         jasper_edit_body(change(1, "x", 9, iccid_new="1"))
     with pytest.raises(ValueError, match="no target value"):
-        jasper_edit_body(change(1, "x", STATUS_UPDATE))
+        jasper_edit_body(change(1, "x", ChangeType.STATUS_UPDATE))
 
 
 def test_registry_and_supports(jasper_sim) -> None:
@@ -104,11 +101,11 @@ def test_applies_each_change_type(jasper_sim) -> None:
     sim = jasper_sim.simulator
     a, b, c, d = seed_jasper(sim, 4, status="ACTIVATED")
     changes = [
-        change(1, a, STATUS_UPDATE, status="DEACTIVATED"),
-        change(2, b, CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOT_5GB",
+        change(1, a, ChangeType.STATUS_UPDATE, status="DEACTIVATED"),
+        change(2, b, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOT_5GB",
                communication_plan="CP_LTE"),
-        change(3, c, CUSTOMER_ASSIGNMENT, customer_name="Acme Fleet"),
-        change(4, d, EDIT_USERNAME_COST_CENTER, username="truck-17", cost_center="CC-100"),
+        change(3, c, ChangeType.CUSTOMER_ASSIGNMENT, customer_name="Acme Fleet"),
+        change(4, d, ChangeType.EDIT_USERNAME_COST_CENTER, username="truck-17", cost_center="CC-100"),
     ]
     results = run_apply(JasperClient(jasper_account(jasper_sim)), changes)
     assert [r.status for r in results] == ["PROCESSED"] * 4
@@ -155,8 +152,8 @@ def test_business_refusals_fail_without_retry(jasper_sim) -> None:
     changes = [
         change(1, retired, status="ACTIVATED"),
         change(2, missing, status="ACTIVATED"),
-        change(3, active, CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="NO_SUCH_PLAN"),
-        change(4, active, STATUS_UPDATE),  # nothing to send
+        change(3, active, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="NO_SUCH_PLAN"),
+        change(4, active, ChangeType.STATUS_UPDATE),  # nothing to send
         change(5, None, status="ACTIVATED"),
     ]
     before = sim.total_calls
@@ -231,7 +228,7 @@ def test_already_applied_reads_carrier_state(jasper_sim) -> None:
     changes = [
         change(1, done, status="DEACTIVATED"),
         change(2, pending, status="DEACTIVATED"),
-        change(3, done, CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="RP_A"),
+        change(3, done, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="RP_A"),
         change(4, done, status="DEACTIVATED", effective_date=future),
     ]
 

@@ -12,8 +12,6 @@ import pytest
 
 from bulkchange_pipeline.carriers import build_adapter
 from bulkchange_pipeline.carriers.base import (
-    CARRIER_RATE_PLAN_CHANGE,
-    STATUS_UPDATE,
     CarrierAdapter,
     DeviceChange,
     WritesDisabledError,
@@ -21,6 +19,7 @@ from bulkchange_pipeline.carriers.base import (
 from bulkchange_pipeline.carriers.pond import PondClient
 from bulkchange_pipeline.carriers.pond_wire import classify_pond_response
 from bulkchange_pipeline.carriers.redaction import basic_token
+from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline_tests.simulators.pond_fixtures import (  # noqa: F401 - fixture import
     NEW_PLAN,
     OLD_PLAN,
@@ -35,12 +34,12 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def plan(i: int, iccid: str | None, rate_plan=str(NEW_PLAN)) -> DeviceChange:
-    return DeviceChange(i, i, CARRIER_RATE_PLAN_CHANGE, iccid, None, None, None,
+    return DeviceChange(i, i, ChangeType.CARRIER_RATE_PLAN_CHANGE, iccid, None, None, None,
                         {"carrier_rate_plan": rate_plan})
 
 
 def status(i: int, iccid: str | None, value: str) -> DeviceChange:
-    return DeviceChange(i, i, STATUS_UPDATE, iccid, None, None, None,
+    return DeviceChange(i, i, ChangeType.STATUS_UPDATE, iccid, None, None, None,
                         {"status": value, "current_status": "ACTIVATED"})
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,6 @@ import pytest
 
 from bulkchange_pipeline.carriers import build_adapter
 from bulkchange_pipeline.carriers.base import (
-    CREATE_REV_SERVICE,
     BusinessCarrierError,
     CarrierAdapter,
     DeviceChange,
@@ -37,8 +35,10 @@ from bulkchange_pipeline.carriers.revio_wire import (
     service_edit_ops,
     service_holds,
 )
+from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.revio_rules import make_numbers
 from bulkchange_pipeline.simulators.server import ServerHandle
+from bulkchange_pipeline_tests.ports import free_port
 from bulkchange_pipeline_tests.simulators.revio_fixtures import (  # noqa: F401 - fixture import
     CUSTOMER_A,
     CUSTOMER_B,
@@ -52,6 +52,7 @@ from bulkchange_pipeline_tests.simulators.revio_fixtures import (  # noqa: F401 
     revio_sim,
     seed_service,
 )
+from bulkchange_pipeline_tests.waiting import wait_for_server
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -169,8 +170,8 @@ def test_create_rev_service(revio_sim) -> None:
     sim = revio_sim.simulator
     a, b = make_numbers(2)
     seed_service(sim, b, CUSTOMER_A, products=(101, 102))
-    changes = [assignment(1, a, change_type=CREATE_REV_SERVICE, product_ids=[102, 103]),
-               assignment(2, b, change_type=CREATE_REV_SERVICE)]
+    changes = [assignment(1, a, change_type=ChangeType.CREATE_REV_SERVICE, product_ids=[102, 103]),
+               assignment(2, b, change_type=ChangeType.CREATE_REV_SERVICE)]
     results = run(RevioClient(revio_account(revio_sim)), changes)
     assert results[0].status == "PROCESSED" and results[0].new_values == {"has_active_rev_service": True}
     assert products_of(sim, a) == [102, 103] and sim.applied_counts[a] == 1
@@ -383,17 +384,11 @@ def test_edit_line_services_says_what_was_not_done(revio_sim) -> None:
 # -- 429 bursts at scale (simulator in its own process, started through the CLI) -----------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def revio_cli_sim() -> Iterator[ServerHandle]:
     """`python -m bulkchange_pipeline.simulators revio` in a subprocess (its own GIL, so 6,000
     calls take seconds, not tens of seconds) with a low limit and waits in hundredths."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "bulkchange_pipeline.simulators", "revio", "--port", str(port),
            "--calls-per-minute", "12000", "--precise-waits", "--account",
            f"{REVIO_USER}:{REVIO_PASSWORD}", "--subscription-key", REVIO_SUBSCRIPTION_KEY,
@@ -402,15 +397,7 @@ def revio_cli_sim() -> Iterator[ServerHandle]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(root + "/_sim/stats", timeout=0.5)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"simulator did not start: {proc.stderr.read().decode()}")
-                time.sleep(0.1)
+        wait_for_server(root + "/_sim/stats", proc)
         handle = ServerHandle.__new__(ServerHandle)
         handle.root_url, handle.base_url, handle.port = root, root + "/v1", port
         yield handle

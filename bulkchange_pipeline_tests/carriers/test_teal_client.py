@@ -14,16 +14,15 @@ import pytest
 
 from bulkchange_pipeline.carriers import build_adapter
 from bulkchange_pipeline.carriers.base import (
-    CARRIER_RATE_PLAN_CHANGE,
-    STATUS_UPDATE,
-    AsyncCarrierAdapter,
     AsyncOutcome,
+    CarrierAdapter,
     DeviceChange,
     DeviceResult,
     WritesDisabledError,
 )
 from bulkchange_pipeline.carriers.teal import TealClient
 from bulkchange_pipeline.carriers.teal_wire import NO_EID, parse_teal_callback
+from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.teal import DEFAULT_PLANS
 from bulkchange_pipeline_tests.simulators.teal_fixtures import (  # noqa: F401 - fixture import
     TEAL_API_SECRET,
@@ -39,11 +38,11 @@ PLAN_1GB, PLAN_5GB = DEFAULT_PLANS[0]["uuid"], DEFAULT_PLANS[1]["uuid"]
 
 
 def status(i: int, eid: str | None, target: str) -> DeviceChange:
-    return DeviceChange(i, i, STATUS_UPDATE, None, None, None, eid, {"status": target})
+    return DeviceChange(i, i, ChangeType.STATUS_UPDATE, None, None, None, eid, {"status": target})
 
 
 def plan(i: int, eid: str | None, plan_uuid: str) -> DeviceChange:
-    return DeviceChange(i, i, CARRIER_RATE_PLAN_CHANGE, None, None, None, eid,
+    return DeviceChange(i, i, ChangeType.CARRIER_RATE_PLAN_CHANGE, None, None, None, eid,
                         {"carrier_rate_plan": plan_uuid})
 
 
@@ -83,7 +82,7 @@ def settle(client: TealClient, changes: Sequence[DeviceChange], timeout: float =
 
 def test_registry_protocol_and_supports(teal_sim) -> None:
     adapter = build_adapter(teal_account(teal_sim))
-    assert isinstance(adapter, TealClient) and isinstance(adapter, AsyncCarrierAdapter)
+    assert isinstance(adapter, TealClient) and isinstance(adapter, CarrierAdapter)
     assert adapter.callback_name == "teal"
     assert [t for t in range(1, 11) if adapter.supports(t)] == [1, 7]
 
@@ -236,7 +235,7 @@ def test_transient_faults_still_process_every_device_exactly_once(teal_sim) -> N
 
 def test_poll_of_an_unknown_request_is_api_failed(teal_sim) -> None:
     (eid,) = seed_teal(teal_sim.simulator, 1)
-    change = DeviceChange(1, 1, STATUS_UPDATE, None, None, None, eid, {"status": "stopped"},
+    change = DeviceChange(1, 1, ChangeType.STATUS_UPDATE, None, None, None, eid, {"status": "stopped"},
                           carrier_request_id="0" * 32)
     (result,) = run(TealClient(teal_account(teal_sim)), lambda cl: cl.poll([change]))
     assert result is not None and result.status == "API_FAILED"

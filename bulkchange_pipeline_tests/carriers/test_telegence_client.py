@@ -17,15 +17,8 @@ import pytest
 
 from bulkchange_pipeline.carriers import build_adapter
 from bulkchange_pipeline.carriers.base import (
-    API_FAILED,
-    CARRIER_RATE_PLAN_CHANGE,
-    CHANGE_ICCID_AND_IMEI,
-    EDIT_USERNAME_COST_CENTER,
-    PROCESSED,
-    PROCESSING,
-    STATUS_UPDATE,
-    AsyncCarrierAdapter,
     BusinessCarrierError,
+    CarrierAdapter,
     DeviceChange,
     DeviceResult,
     LogEntry,
@@ -35,15 +28,16 @@ from bulkchange_pipeline.carriers.base import (
 from bulkchange_pipeline.carriers.http import _parse_body
 from bulkchange_pipeline.carriers.revio import RevioClient
 from bulkchange_pipeline.carriers.telegence import TelegenceClient
+from bulkchange_pipeline.carriers.telegence_errors import (
+    ESIM_REQUIRED_CODE,
+    classify_telegence_response,
+)
 from bulkchange_pipeline.carriers.telegence_wire import (
     ACTIVATION_BATCH_SIZE,
     line_update,
     telegence_date,
 )
-from bulkchange_pipeline.carriers.telegence_errors import (
-    ESIM_REQUIRED_CODE,
-    classify_telegence_response,
-)
+from bulkchange_pipeline.domain import ChangeType, DeviceChangeStatus
 from bulkchange_pipeline_tests.simulators.revio_fixtures import (  # noqa: F401 - fixture
     CUSTOMER_A,
     REVIO_PASSWORD,
@@ -64,7 +58,7 @@ from bulkchange_pipeline_tests.simulators.telegence_fixtures import (  # noqa: F
 pytestmark = pytest.mark.timeout(90)
 
 
-def change(i: int, msisdn: str | None, change_type: int = STATUS_UPDATE, **target: Any
+def change(i: int, msisdn: str | None, change_type: int = ChangeType.STATUS_UPDATE, **target: Any
            ) -> DeviceChange:
     return DeviceChange(i, i, change_type, None, None, msisdn, None, target)
 
@@ -138,7 +132,7 @@ def test_line_update_bodies() -> None:
     assert values == {"status": "S"} and held == {"subscriberStatus": "S"}
     body, _, _ = line_update(change(1, "2145550000", status="C", reason_code="FRD"), "XX")
     assert body["mode"] == "cancel" and body["reasonCode"] == "FRD"
-    body, values, _ = line_update(change(1, "x", CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="P1",
+    body, values, _ = line_update(change(1, "x", ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="P1",
                                          effective_date="2030-05-01T10:00:00+00:00"))
     assert body == {"effectiveDate": "2030-05-01Z",
                     "serviceCharacteristic": [{"name": "singleUserCode", "value": "P1"}]}
@@ -158,15 +152,15 @@ def test_each_line_update_kind_is_applied_once(telegence_sim) -> None:
                        "subscriberStatus": "S"}])
     new = activation_changes(1, start=777)[0]
     changes = [
-        change(1, lines[0]["msisdn"], STATUS_UPDATE, status="S"),
-        change(2, lines[1]["msisdn"], STATUS_UPDATE, status="A", current_status="S"),
-        change(3, lines[2]["msisdn"], STATUS_UPDATE, status="C", reason_code="NP"),
-        change(4, lines[3]["msisdn"], CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC5GB"),
-        change(5, lines[4]["msisdn"], CHANGE_ICCID_AND_IMEI, new_iccid=new.iccid, new_imei=new.imei),
-        change(6, lines[5]["msisdn"], EDIT_USERNAME_COST_CENTER, username="Dock 7", cost_center="CC-42"),
+        change(1, lines[0]["msisdn"], ChangeType.STATUS_UPDATE, status="S"),
+        change(2, lines[1]["msisdn"], ChangeType.STATUS_UPDATE, status="A", current_status="S"),
+        change(3, lines[2]["msisdn"], ChangeType.STATUS_UPDATE, status="C", reason_code="NP"),
+        change(4, lines[3]["msisdn"], ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC5GB"),
+        change(5, lines[4]["msisdn"], ChangeType.CHANGE_ICCID_AND_IMEI, new_iccid=new.iccid, new_imei=new.imei),
+        change(6, lines[5]["msisdn"], ChangeType.EDIT_USERNAME_COST_CENTER, username="Dock 7", cost_center="CC-42"),
     ]
     results = apply(TelegenceClient(telegence_account(telegence_sim)), changes)
-    assert [r.status for r in results] == [PROCESSED] * 6, [r.detail for r in results]
+    assert [r.status for r in results] == [DeviceChangeStatus.PROCESSED] * 6, [r.detail for r in results]
     assert [r.new_values for r in results] == [
         {"status": "S"}, {"status": "A"}, {"status": "C"}, {"carrier_rate_plan": "IOTSOC5GB"},
         {"iccid": new.iccid, "imei": new.imei}, {"username": "Dock 7", "cost_center": "CC-42"}]
@@ -188,15 +182,15 @@ def test_refusals_become_api_failed_with_a_clear_reason(telegence_sim) -> None:
     esim = seed_lines(sim, 1, start=10, esim=True)[0]
     active = seed_lines(sim, 1, start=20)[0]
     new = activation_changes(1, start=888)[0]
-    changes = [change(i, line["msisdn"], STATUS_UPDATE, status="A") for i, line in
+    changes = [change(i, line["msisdn"], ChangeType.STATUS_UPDATE, status="A") for i, line in
                enumerate(cancelled, start=1)]
     changes += [
-        change(5, esim["msisdn"], CHANGE_ICCID_AND_IMEI, new_iccid=new.iccid),
-        change(6, active["msisdn"], CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="NO-SUCH-SOC"),
-        change(7, "2145559999", CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC5GB"),
+        change(5, esim["msisdn"], ChangeType.CHANGE_ICCID_AND_IMEI, new_iccid=new.iccid),
+        change(6, active["msisdn"], ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="NO-SUCH-SOC"),
+        change(7, "2145559999", ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC5GB"),
     ]
     results = apply(TelegenceClient(telegence_account(telegence_sim, max_concurrency=1)), changes)
-    assert [r.status for r in results] == [API_FAILED] * 7
+    assert [r.status for r in results] == [DeviceChangeStatus.API_FAILED] * 7
     for r in results[:4]:  # four different error shapes, one readable reason
         assert "is cancelled" in r.detail and "{" not in r.detail and "responseMessage" not in r.detail
     assert "eSIM" in results[4].detail
@@ -208,11 +202,11 @@ def test_refusals_become_api_failed_with_a_clear_reason(telegence_sim) -> None:
 
 def test_rows_without_msisdn_or_target_fail_without_a_call(telegence_sim) -> None:
     results = apply(TelegenceClient(telegence_account(telegence_sim)), [
-        change(1, None, STATUS_UPDATE, status="S"),
-        change(2, "2145550000", CARRIER_RATE_PLAN_CHANGE),
-        change(3, "2145550000", STATUS_UPDATE, status="deactivated"),
+        change(1, None, ChangeType.STATUS_UPDATE, status="S"),
+        change(2, "2145550000", ChangeType.CARRIER_RATE_PLAN_CHANGE),
+        change(3, "2145550000", ChangeType.STATUS_UPDATE, status="deactivated"),
     ])
-    assert [r.status for r in results] == [API_FAILED] * 3
+    assert [r.status for r in results] == [DeviceChangeStatus.API_FAILED] * 3
     assert "MSISDN" in results[0].detail and "carrier_rate_plan" in results[1].detail
     assert telegence_sim.simulator.total_calls == 0
 
@@ -222,11 +216,11 @@ def test_transient_faults_still_end_processed_exactly_once(telegence_sim) -> Non
     sim.configure(error_rate=0.05, timeout_rate=0.03, malformed_rate=0.02,
                   timeout_hold_seconds=0.6, seed=11)
     lines = seed_lines(sim, 200)
-    changes = [change(i, line["msisdn"], CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC5GB")
+    changes = [change(i, line["msisdn"], ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC5GB")
                for i, line in enumerate(lines, start=1)]
     account = telegence_account(telegence_sim, timeout_seconds=0.3, max_attempts=6)
     results = apply(TelegenceClient(account), changes)
-    assert [r.status for r in results] == [PROCESSED] * 200, {r.detail for r in results}
+    assert [r.status for r in results] == [DeviceChangeStatus.PROCESSED] * 200, {r.detail for r in results}
     stats = sim.stats()
     assert stats["injected"]["error_5xx"] > 0 and stats["injected"]["timeout"] > 0
     assert all(sim.applied_counts[line["msisdn"]] == 1 for line in lines)
@@ -239,9 +233,9 @@ def test_concurrency_stays_within_the_account_limit(telegence_sim) -> None:
     sim = telegence_sim.simulator
     sim.configure(latency_ms=20, max_concurrency=3)
     lines = seed_lines(sim, 30)
-    changes = [change(i, line["msisdn"], STATUS_UPDATE, status="S") for i, line in enumerate(lines)]
+    changes = [change(i, line["msisdn"], ChangeType.STATUS_UPDATE, status="S") for i, line in enumerate(lines)]
     results = apply(TelegenceClient(telegence_account(telegence_sim, max_concurrency=3)), changes)
-    assert {r.status for r in results} == {PROCESSED}
+    assert {r.status for r in results} == {DeviceChangeStatus.PROCESSED}
     account = next(iter(sim.stats()["accounts"].values()))
     assert account["peak_concurrency"] == 3 and account["concurrency_refusals"] == 0
 
@@ -257,13 +251,14 @@ def test_already_applied_reads_the_subscriber_back(telegence_sim) -> None:
     sim = telegence_sim.simulator
     lines = seed_lines(sim, 3, subscriberStatus="S", singleUserCode="IOTSOC5GB")
     checks = [
-        change(1, lines[0]["msisdn"], STATUS_UPDATE, status="S"),
-        change(2, lines[1]["msisdn"], CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC1GB"),
-        change(3, lines[2]["msisdn"], CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC5GB"),
-        change(4, lines[2]["msisdn"], CHANGE_ICCID_AND_IMEI, new_iccid=lines[2]["iccid"]),
+        change(1, lines[0]["msisdn"], ChangeType.STATUS_UPDATE, status="S"),
+        change(2, lines[1]["msisdn"], ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC1GB"),
+        change(3, lines[2]["msisdn"], ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOTSOC5GB"),
+        change(4, lines[2]["msisdn"], ChangeType.CHANGE_ICCID_AND_IMEI, new_iccid=lines[2]["iccid"]),
     ]
     answers = run(TelegenceClient(telegence_account(telegence_sim)), lambda c: c.already_applied(checks))
-    assert [a.status if a else None for a in answers] == [PROCESSED, None, PROCESSED, PROCESSED]
+    ok = DeviceChangeStatus.PROCESSED
+    assert [a.status if a else None for a in answers] == [ok, None, ok, ok]
     assert answers[0].new_values == {"status": "S"}
     assert sim.stats()["applied_total"] == 0
 
@@ -276,7 +271,7 @@ EDIT_SUMMARY = "username=Dock 7, cost_center=CC-42"
 
 def edit(i: int, msisdn: str, rev: bool) -> DeviceChange:
     """A username/cost-center edit of a line; `rev`: our database says it has an active Rev service."""
-    return DeviceChange(i, i, EDIT_USERNAME_COST_CENTER, None, None, msisdn, None, dict(EDIT_VALUES),
+    return DeviceChange(i, i, ChangeType.EDIT_USERNAME_COST_CENTER, None, None, msisdn, None, dict(EDIT_VALUES),
                         has_active_rev_service=rev)
 
 
@@ -304,7 +299,7 @@ def test_edit_updates_the_rev_service_of_lines_that_have_one(telegence_sim, revi
     changes = [edit(i, line["msisdn"], rev=i < 6) for i, line in enumerate(lines)]
     results = apply(billed(telegence_sim, revio_sim), changes)
 
-    assert [r.status for r in results] == [PROCESSED] * 9, [r.detail for r in results]
+    assert [r.status for r in results] == [DeviceChangeStatus.PROCESSED] * 9, [r.detail for r in results]
     assert all(r.new_values == EDIT_VALUES for r in results)
     for i, sid in with_rev.items():
         assert results[i].detail == f"applied: {EDIT_SUMMARY}; Rev.io service {sid} updated"
@@ -332,7 +327,7 @@ def test_edit_refused_by_telegence_never_calls_rev(telegence_sim, revio_sim) -> 
     seed_service(revio_sim.simulator, cancelled["msisdn"], CUSTOMER_A)
     results = apply(billed(telegence_sim, revio_sim),
                     [edit(1, "2145559999", rev=True), edit(2, cancelled["msisdn"], rev=True)])
-    assert [r.status for r in results] == [API_FAILED] * 2
+    assert [r.status for r in results] == [DeviceChangeStatus.API_FAILED] * 2
     assert "2145559999 not found" in results[0].detail and "is cancelled" in results[1].detail
     assert "Rev.io" not in results[0].detail + results[1].detail
     assert revio_sim.simulator.total_calls == 0 and rev_service(revio_sim, sid) == (None, None)
@@ -351,7 +346,7 @@ def test_edit_that_rev_does_not_take_is_api_failed_saying_telegence_was_updated(
     refused = apply(billed(telegence_sim, revio_sim, extra={"subscription_key": "revoked-key"}),
                     [edit(3, locked_out["msisdn"], rev=True)])
 
-    assert [r.status for r in results + refused] == [API_FAILED] * 3
+    assert [r.status for r in results + refused] == [DeviceChangeStatus.API_FAILED] * 3
     assert results[0].detail == (
         f"Telegence updated ({EDIT_SUMMARY}); Rev.io service {bare} not updated: it has no "
         "cost-center custom field (labelled 'Cost Center 1' or 'Cost Center') to hold the cost center")
@@ -368,14 +363,14 @@ def test_edit_that_rev_does_not_take_is_api_failed_saying_telegence_was_updated(
     # Once Rev.io holds the service, a retry completes the change; Telegence sees a no-op.
     sid = seed_service(rev, no_service["msisdn"], CUSTOMER_A)
     again = apply(billed(telegence_sim, revio_sim), [edit(2, no_service["msisdn"], rev=True)])
-    assert again[0].status == PROCESSED and rev_service(revio_sim, sid) == ("Dock 7", "CC-42")
+    assert again[0].status == DeviceChangeStatus.PROCESSED and rev_service(revio_sim, sid) == ("Dock 7", "CC-42")
     assert tg.applied_counts[no_service["msisdn"]] == 1
 
 
 def test_edit_for_a_tenant_without_rev_account_skips_billing(telegence_sim) -> None:
     line = seed_lines(telegence_sim.simulator, 1)[0]
     results = apply(TelegenceClient(telegence_account(telegence_sim)), [edit(1, line["msisdn"], rev=True)])
-    assert results[0].status == PROCESSED and results[0].new_values == EDIT_VALUES
+    assert results[0].status == DeviceChangeStatus.PROCESSED and results[0].new_values == EDIT_VALUES
     assert results[0].detail == (f"applied: {EDIT_SUMMARY}; Rev.io update skipped: the tenant has "
                                  "no Rev.io account")
 
@@ -390,7 +385,8 @@ def test_already_applied_edit_needs_rev_to_show_it_too(telegence_sim, revio_sim)
     checks = [edit(1, done["msisdn"], rev=True), edit(2, half["msisdn"], rev=True),
               edit(3, half["msisdn"], rev=False)]
     answers = run(billed(telegence_sim, revio_sim), lambda c: c.already_applied(checks))
-    assert [a.status if a else None for a in answers] == [PROCESSED, None, PROCESSED]
+    ok = DeviceChangeStatus.PROCESSED
+    assert [a.status if a else None for a in answers] == [ok, None, ok]
     assert answers[0].detail == (f"already in effect at Telegence: contactName=Dock 7, "
                                  f"costCenter=CC-42; and at Rev.io service {finished}")
     assert tg.stats()["applied_total"] == 0 and "PATCH /Services/{id}" not in rev.stats()["calls_by_route"]
@@ -414,7 +410,7 @@ def test_activation_of_1000_lines_batches_polls_and_settles(telegence_sim) -> No
     sim.configure(reject_iccids=sorted(rejected), pending_iccids=[changes[999].iccid],
                   rejection_reason="IMEI is blacklisted")
     client = TelegenceClient(telegence_account(telegence_sim))
-    assert isinstance(client, AsyncCarrierAdapter) and client.parse_callback({"x": 1}) == []
+    assert isinstance(client, CarrierAdapter) and client.parse_callback({"x": 1}) == []
     assert (client.max_polls, client.poll_interval_seconds) == (6, 300)
 
     async def scenario() -> tuple[list[DeviceResult], list[list[DeviceResult | None]]]:
@@ -429,7 +425,7 @@ def test_activation_of_1000_lines_batches_polls_and_settles(telegence_sim) -> No
             await client.aclose()
 
     sent, rounds = asyncio.run(scenario())
-    assert [r.status for r in sent] == [PROCESSING] * 1000
+    assert [r.status for r in sent] == [DeviceChangeStatus.PROCESSING] * 1000
     assert len({r.carrier_request_id for r in sent}) == 1000
     assert sim.activation_requests == 1000 // ACTIVATION_BATCH_SIZE == 5
     posted = [e for e in all_logs(sent) if e.request_text.startswith("POST")]
@@ -440,8 +436,9 @@ def test_activation_of_1000_lines_batches_polls_and_settles(telegence_sim) -> No
     by_iccid = {c.iccid: r for c, r in zip(changes, final)}
     assert by_iccid[changes[999].iccid] is None  # stays pending: the engine gives up at max_polls
     for iccid in rejected:
-        assert by_iccid[iccid].status == API_FAILED and "IMEI is blacklisted" in by_iccid[iccid].detail
-    done = [(c, r) for c, r in zip(changes, final) if r and r.status == PROCESSED]
+        assert by_iccid[iccid].status == DeviceChangeStatus.API_FAILED
+        assert "IMEI is blacklisted" in by_iccid[iccid].detail
+    done = [(c, r) for c, r in zip(changes, final) if r and r.status == DeviceChangeStatus.PROCESSED]
     assert len(done) == 997
     numbers = {r.new_values["msisdn"] for _, r in done}
     assert len(numbers) == 997
@@ -458,7 +455,7 @@ def test_activation_needs_ban_and_fields_and_survives_faults(telegence_sim) -> N
     changes = activation_changes(3, start=5000)
     no_ban = TelegenceClient(telegence_account(telegence_sim, extra={"ban": ""}))
     results = apply(no_ban, changes[:1])
-    assert results[0].status == API_FAILED and "ban" in results[0].detail
+    assert results[0].status == DeviceChangeStatus.API_FAILED and "ban" in results[0].detail
     bare = DeviceChange(9, 9, changes[0].change_type, changes[0].iccid, None, None, None,
                         {"carrier_rate_plan": "IOTSOC1GB"})
     assert "IMEI" in apply(TelegenceClient(telegence_account(telegence_sim)), [bare])[0].detail
@@ -466,15 +463,15 @@ def test_activation_needs_ban_and_fields_and_survives_faults(telegence_sim) -> N
     sim.configure(timeout_rate=1.0, timeout_hold_seconds=0.5, activation_polls=0)
     flaky = TelegenceClient(telegence_account(telegence_sim, timeout_seconds=0.2, max_attempts=2))
     lost = apply(flaky, changes[1:])
-    assert [r.status for r in lost] == [API_FAILED] * 2 and "retries exhausted" in lost[0].detail
+    assert [r.status for r in lost] == [DeviceChangeStatus.API_FAILED] * 2 and "retries exhausted" in lost[0].detail
     sim.configure(timeout_rate=0.0)
     again = apply(TelegenceClient(telegence_account(telegence_sim)), changes[1:])
-    assert [r.status for r in again] == [PROCESSING] * 2
+    assert [r.status for r in again] == [DeviceChangeStatus.PROCESSING] * 2
     assert all(sim.applied_counts[c.iccid] == 1 for c in changes[1:])  # the re-send was replayed
     waiting = [DeviceChange(c.device_change_id, None, c.change_type, c.iccid, c.imei, None, None,
                             c.target, r.carrier_request_id) for c, r in zip(changes[1:], again)]
     done = run(TelegenceClient(telegence_account(telegence_sim)), lambda c: c.already_applied(waiting))
-    assert [d.status for d in done] == [PROCESSED] * 2 and done[0].new_values["msisdn"]
+    assert [d.status for d in done] == [DeviceChangeStatus.PROCESSED] * 2 and done[0].new_values["msisdn"]
 
 
 def test_activation_under_transient_faults_settles_exactly_once(telegence_sim) -> None:
@@ -501,8 +498,8 @@ def test_activation_under_transient_faults_settles_exactly_once(telegence_sim) -
             await client.aclose()
 
     sent, final = asyncio.run(scenario())
-    assert [r.status for r in sent] == [PROCESSING] * 400, {r.detail for r in sent}
-    assert [r.status if r else None for r in final] == [PROCESSED] * 400
+    assert [r.status for r in sent] == [DeviceChangeStatus.PROCESSING] * 400, {r.detail for r in sent}
+    assert [r.status if r else None for r in final] == [DeviceChangeStatus.PROCESSED] * 400
     assert sim.stats()["activation_replays"] > 0  # a POST applied but unanswered was re-sent
     assert all(sim.applied_counts[c.iccid] == 1 for c in changes)
     assert len({r.new_values["msisdn"] for r in final if r}) == 400

@@ -12,10 +12,7 @@ import pytest
 
 from bulkchange_pipeline.carriers import build_adapter
 from bulkchange_pipeline.carriers.base import (
-    CARRIER_RATE_PLAN_CHANGE,
-    CHANGE_ICCID_AND_IMEI,
-    STATUS_UPDATE,
-    AsyncCarrierAdapter,
+    CarrierAdapter,
     DeviceChange,
     DeviceResult,
     WritesDisabledError,
@@ -23,6 +20,7 @@ from bulkchange_pipeline.carriers.base import (
 from bulkchange_pipeline.carriers.redaction import basic_token
 from bulkchange_pipeline.carriers.thingspace import ThingSpaceClient
 from bulkchange_pipeline.carriers.thingspace_wire import parse_thingspace_callback, strip_service
+from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.thingspace_rules import make_devices
 from bulkchange_pipeline_tests.simulators.fixtures import (  # noqa: F401 - fixture import
     TS_CB_PASSWORD,
@@ -51,7 +49,7 @@ FAULT = {"username": TS_CB_USER, "password": TS_CB_PASSWORD, "requestId": "r-2",
          "status": "Failed", "callbackCount": 1, "maxCallbackThreshold": 4}
 
 
-def change(i: int, dev: dict, change_type: int = STATUS_UPDATE, **target: Any) -> DeviceChange:
+def change(i: int, dev: dict, change_type: int = ChangeType.STATUS_UPDATE, **target: Any) -> DeviceChange:
     return DeviceChange(i, i, change_type, dev["iccid"], dev.get("imei"), None, None, target)
 
 
@@ -117,7 +115,7 @@ def test_strip_service_prefix() -> None:
 
 def test_registry_and_protocol(thingspace_sim) -> None:
     adapter = build_adapter(thingspace_account(thingspace_sim))
-    assert isinstance(adapter, ThingSpaceClient) and isinstance(adapter, AsyncCarrierAdapter)
+    assert isinstance(adapter, ThingSpaceClient) and isinstance(adapter, CarrierAdapter)
     assert [t for t in range(1, 11) if adapter.supports(t)] == [1, 7, 9]
     assert adapter.callback_name == "thingspace"
 
@@ -140,8 +138,8 @@ def test_each_action_one_callback_per_device(thingspace_sim, callback_receiver) 
         change(2, pre, status="ACTIVE"),  # current state unknown: read, then activate
         change(3, sus, status="active"),  # suspended: read, then restore
         change(4, deact, status="deactive", reason_code="FF"),
-        change(5, plan, CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="M2M-4G-5GB"),
-        change(6, swap, CHANGE_ICCID_AND_IMEI, new_iccid=new_iccid),
+        change(5, plan, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="M2M-4G-5GB"),
+        change(6, swap, ChangeType.CHANGE_ICCID_AND_IMEI, new_iccid=new_iccid),
     ]
     results = run(client, lambda c: c.apply(changes))
     assert [r.status for r in results] == ["PROCESSING"] * 6, [r.detail for r in results]
@@ -200,7 +198,7 @@ def test_refused_transition_and_plan_quota_arrive_as_fault_callbacks(thingspace_
     assert receiver.bodies[0]["faultResponse"]["faultcode"].endswith("DeviceStateInvalid")
     for n in range(5):  # the fifth plan change this month is refused
         client = registered(thingspace_sim, rhandle)
-        run(client, lambda c: c.apply([change(10 + n, busy, CARRIER_RATE_PLAN_CHANGE,
+        run(client, lambda c: c.apply([change(10 + n, busy, ChangeType.CARRIER_RATE_PLAN_CHANGE,
                                               carrier_rate_plan=f"PLAN-{n}")]))
     assert sim.wait_idle(20)
     last = [o for b in receiver.wait_for(6) for o in parse_thingspace_callback(b)][-5:]
@@ -212,18 +210,20 @@ def test_refused_transition_and_plan_quota_arrive_as_fault_callbacks(thingspace_
 # -- auth -----------------------------------------------------------------------------------------
 
 
-def test_token_refresh_and_session_expiry_mid_run(thingspace_sim) -> None:
+def test_token_refresh_and_session_expiry_mid_run(thingspace_sim, sim_clock, monkeypatch) -> None:
+    # The client times its token on the simulator's stepped clock too (its `time.monotonic()`).
+    monkeypatch.setattr("bulkchange_pipeline.carriers.thingspace_auth.time", sim_clock)
     sim = thingspace_sim.simulator
     sim.configure(token_ttl_seconds=1.0, session_max_calls=2)  # session dies after 2 calls
     devices = make_devices(8)
     sim.seed_devices(devices)
     client = ThingSpaceClient(thingspace_account(thingspace_sim, max_concurrency=1))
-    plans = [change(i, d, CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan=f"P{i % 4}")
+    plans = [change(i, d, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan=f"P{i % 4}")
              for i, d in enumerate(devices)]  # four requests in one run
 
     async def go(c: ThingSpaceClient) -> list[DeviceResult]:
         first = await c.apply(plans[:4])
-        await asyncio.sleep(1.1)  # the token has expired: the client refreshes it first
+        sim_clock.advance(1.1)  # the token has expired: the client refreshes it first
         return first + await c.apply(plans[4:])
 
     results = run(client, go)
@@ -298,7 +298,7 @@ def test_transient_faults_still_accept_every_device_once(thingspace_sim, callbac
                   burst_rate=0.05, burst_length=2, seed=5)
     devices = make_devices(12)
     sim.seed_devices(devices)
-    results = run(client, lambda c: c.apply([change(i, d, CARRIER_RATE_PLAN_CHANGE,
+    results = run(client, lambda c: c.apply([change(i, d, ChangeType.CARRIER_RATE_PLAN_CHANGE,
                                                     carrier_rate_plan=f"P{i}")
                                              for i, d in enumerate(devices)]))
     assert [r.status for r in results] == ["PROCESSING"] * 12, [r.detail for r in results]
@@ -328,7 +328,7 @@ def test_poll_and_already_applied_when_callbacks_are_lost(thingspace_sim, callba
     assert sim.wait_idle(10) and receiver.bodies == [] and sim.stats()["callbacks_dropped"] == 2
     for dc, r in zip(sent, results):
         dc.carrier_request_id = r.carrier_request_id
-    pending = change(3, untouched, CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="NEVER-SENT")
+    pending = change(3, untouched, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="NEVER-SENT")
     pending.carrier_request_id = "00000000-0000-0000-0000-000000000000"
     polled = run(client, lambda c: c.poll([*sent, pending]))
     assert polled[0].status == "PROCESSED" and polled[0].new_values == {"status": "suspend"}
@@ -352,7 +352,7 @@ def test_no_credentials_in_any_log_entry(thingspace_sim, callback_receiver) -> N
 
     async def go(c: ThingSpaceClient) -> list:
         entries = list((await c.register_callback()).log)
-        results = await c.apply([change(i, d, CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan=f"P{i}")
+        results = await c.apply([change(i, d, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan=f"P{i}")
                                  for i, d in enumerate(devices)])
         return entries + [e for r in results for e in r.log]
 

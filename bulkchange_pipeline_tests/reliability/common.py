@@ -39,18 +39,6 @@ from bulkchange_pipeline.store.schema import (
 FINAL = {"PROCESSED", "API_FAILED", "ERROR", "CANCELLED"}
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.005, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 class Hold:
     """A gate a simulator handler waits at until the test releases it (then answers 503)."""
 

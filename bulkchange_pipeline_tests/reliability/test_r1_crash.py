@@ -34,12 +34,12 @@ from bulkchange_pipeline.store.schema import bulk_change, device
 
 from ..defs.harness import execute, fast_definitions, sensor_then_runs
 from ..factories import make_account, make_bulk_change, make_devices
+from ..waiting import wait_until
 from .common import (
     WarmWorkers,
     Worker,
     assert_results_consistent,
     row_statuses,
-    wait_until,
 )
 
 KILL_POINTS = ("before_any_call", "mid_batch", "between_batches", "during_finalize")
@@ -189,8 +189,7 @@ def _settle(sim, rounds: int = 6) -> list[dg.ExecuteInProcessResult]:
     runs: list[dg.ExecuteInProcessResult] = []
     with dg.DagsterInstance.get() as instance:
         for _ in range(rounds):
-            assert sim.wait_idle(30)
-            time.sleep(0.1)
+            assert sim.wait_idle(30)  # its callbacks are stored by the callback app before it answers them
             result, new = sensor_then_runs(instance, fast_definitions(), sensor_name="async_results_sensor")
             runs += new
             if not result.run_requests:

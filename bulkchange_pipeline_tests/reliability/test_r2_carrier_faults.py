@@ -56,7 +56,7 @@ from ..factories import (
     make_bulk_change,
     make_devices,
 )
-from .common import wait_until
+from ..waiting import wait_until
 
 N_DEVICES = 100
 REFUSED, OUTAGE = slice(0, 3), 3  # device indexes: purged at the carrier; every answer 503

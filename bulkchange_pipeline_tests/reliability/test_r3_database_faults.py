@@ -33,7 +33,8 @@ from bulkchange_pipeline.store.schema import (
 from ..conftest import PG_ADMIN_URL
 from ..defs.harness import execute, fast_definitions
 from ..factories import make_account, make_bulk_change, make_devices
-from .common import assert_results_consistent, wait_until
+from ..waiting import wait_until
+from .common import assert_results_consistent
 
 N, BATCH = 90, 30
 SQL_ATTEMPTS = 4  # DESIGN R8: SQL transient errors, 3 retries with exponential backoff (not read from the code under test)

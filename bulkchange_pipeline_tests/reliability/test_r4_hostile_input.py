@@ -32,9 +32,9 @@ from fastapi.testclient import TestClient
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bulkchange_pipeline.cli import main as cli
 from bulkchange_pipeline.domain import DeviceChangeStatus
 from bulkchange_pipeline.intake.app import create_app
-from bulkchange_pipeline.intake.cli import main as cli
 from bulkchange_pipeline.simulators.jasper import _json
 from bulkchange_pipeline.store.api_keys import create_api_key
 from bulkchange_pipeline.store.bulk_changes import (

@@ -31,13 +31,13 @@ from bulkchange_pipeline.store.schema import device, device_history
 
 from ..defs.harness import evaluate_sensor, execute, fast_definitions
 from ..factories import iccid, make_account, make_devices
+from ..waiting import wait_until
 from .common import (
     HoldingJasper,
     add_devices,
     assert_results_consistent,
     busy_overlap,
     busy_time,
-    wait_until,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

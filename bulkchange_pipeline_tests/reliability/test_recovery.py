@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from bulkchange_pipeline.cli import main as cli
 from bulkchange_pipeline.defs import DatabaseResource, bulk_change_failure_sensor, bulk_change_stopped_sensor
 from bulkchange_pipeline.defs import sensors as sensors_module
 from bulkchange_pipeline.defs.local_runner import evaluate_sensor
 from bulkchange_pipeline.domain import BulkChangeStatus, ChangeType, DeviceChangeStatus
 from bulkchange_pipeline.engine import load_bulk_change
 from bulkchange_pipeline.engine.batch import process_batch
-from bulkchange_pipeline.intake.cli import main as cli
 from bulkchange_pipeline.store.bulk_changes import get_bulk_change, set_bulk_status
 from bulkchange_pipeline.store.device_changes import IdRange, RowResult, claim, record_results
 from bulkchange_pipeline.store.operations import (
@@ -40,7 +39,7 @@ from bulkchange_pipeline.store.schema import bulk_change_log, device_change
 
 from ..defs.harness import FAST_CARRIERS, fast_definitions, sensor_then_runs
 from ..factories import make_account, make_bulk_change, make_devices
-from .common import wait_until
+from ..waiting import wait_until
 
 S = DeviceChangeStatus
 STATUS = {"status": "DEACTIVATED"}
@@ -319,7 +318,8 @@ def test_terminate_lets_the_call_in_flight_finish_cancels_the_rest_and_ends_canc
             [record] = instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": str(bc_id)}))
             instance.report_run_canceling(record.dagster_run)  # what Terminate does first...
             worker.proc.send_signal(signal.SIGINT)  # ...then the interrupt the launcher sends the worker
-            time.sleep(0.5)  # the stop is seen while the call is still in flight
+            wait_until(lambda: any("run is stopping" in e.user_message for e in instance.all_logs(record.dagster_run.run_id)),
+                       timeout=60, interval=0.05, what="the worker seeing the stop while the call is still in flight")
             sim.hold_when = None
             sim.holder.released.set()  # the held PUT answers 503; the client's retry applies it
             assert worker.wait(60) != 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import os
-import time
 
 import dagster as dg
 import pytest
@@ -20,10 +19,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
+from bulkchange_pipeline.cli import main as cli
 from bulkchange_pipeline.defs import DatabaseResource, build_definitions
 from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.intake.app import create_app
-from bulkchange_pipeline.intake.cli import main as cli
 from bulkchange_pipeline.simulators.teal import make_eids
 from bulkchange_pipeline.store.api_keys import create_api_key
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
@@ -81,8 +80,7 @@ def _settle(instance: dg.DagsterInstance, sims, rounds: int = 8) -> list[dg.Exec
     runs: list[dg.ExecuteInProcessResult] = []
     for _ in range(rounds):
         for sim in sims:
-            sim.wait_idle(30)
-        time.sleep(0.2)
+            sim.wait_idle(30)  # its callbacks are stored by the callback app before it answers them
         result, new = sensor_then_runs(instance, fast_definitions(), sensor_name="async_results_sensor")
         runs += new
         if not result.run_requests:

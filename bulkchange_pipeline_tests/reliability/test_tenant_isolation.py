@@ -53,7 +53,8 @@ from ..simulators.fixtures import (
     TS_PASSWORD,
     TS_USER,
 )
-from .common import HoldingThingSpace, add_devices, row_statuses, wait_until
+from ..waiting import wait_until
+from .common import HoldingThingSpace, add_devices, row_statuses
 from .conftest import TEAL_KEY, TEAL_SECRET
 
 # Tenant A ("acme") uses the reliability suite's credentials (conftest.carrier_env); tenant B

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from bulkchange_pipeline.carriers.base import CarrierAccount
+from bulkchange_pipeline.simulators.clock import Clock
 from bulkchange_pipeline.simulators.jasper import JasperSimulator
 from bulkchange_pipeline.simulators.jasper_rules import make_iccids
 from bulkchange_pipeline.simulators.server import ServerHandle
@@ -137,12 +138,20 @@ def thingspace_account(handle: ServerHandle, **overrides: Any) -> CarrierAccount
     return CarrierAccount(**values)
 
 
+def requested_clock(request: pytest.FixtureRequest) -> Clock | None:
+    """The test's `sim_clock` if it asked for one (a simulator fixture then runs on it), else None:
+    real time, which the carrier clients' own waits and rate windows assume."""
+    return request.getfixturevalue("sim_clock") if "sim_clock" in request.fixturenames else None
+
+
 @pytest.fixture
-def thingspace_sim() -> Iterator[ServerHandle]:
-    """A fresh ThingSpace simulator (no faults, quick callback retries) for one test."""
+def thingspace_sim(request: pytest.FixtureRequest) -> Iterator[ServerHandle]:
+    """A fresh ThingSpace simulator (no faults, quick callback retries) for one test; on the
+    test's `sim_clock` if it asks for one."""
     from bulkchange_pipeline.simulators.thingspace import ThingSpaceSimulator
 
-    sim = ThingSpaceSimulator({TS_CLIENT_ID: TS_CLIENT_SECRET}, {TS_USER: (TS_PASSWORD, TS_ACCOUNT)})
+    sim = ThingSpaceSimulator({TS_CLIENT_ID: TS_CLIENT_SECRET}, {TS_USER: (TS_PASSWORD, TS_ACCOUNT)},
+                              clock=requested_clock(request))
     sim.configure(callback_retry_seconds=0.05)
     with sim.run_in_thread() as handle:
         yield handle
@@ -164,27 +173,25 @@ class CallbackReceiver:
 
         self.bodies: list[dict] = []
         self.fail_first = 0
-        self._lock = threading.Lock()
+        self._arrived = threading.Condition()
 
         async def receive(request: Request) -> Response:
             body = json.loads(await request.body())
-            with self._lock:
+            with self._arrived:
                 if self.fail_first > 0:
                     self.fail_first -= 1
                     return Response(status_code=503)
                 self.bodies.append(body)
+                self._arrived.notify_all()
             return Response("{}", media_type="application/json")
 
         self.app = Starlette(routes=[Route("/callbacks/thingspace", receive, methods=["POST"])])
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict]:
         """The bodies received, once at least `count` arrived (or the timeout passed)."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while len(self.bodies) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return list(self.bodies)
+        with self._arrived:
+            self._arrived.wait_for(lambda: len(self.bodies) >= count, timeout)
+            return list(self.bodies)
 
 
 @pytest.fixture

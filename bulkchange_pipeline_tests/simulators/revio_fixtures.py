@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from bulkchange_pipeline.carriers.base import CUSTOMER_ASSIGNMENT, CarrierAccount, DeviceChange
+from bulkchange_pipeline.carriers.base import CarrierAccount, DeviceChange
+from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.revio import RevioSimulator
 from bulkchange_pipeline.simulators.revio_rules import make_numbers  # noqa: F401 - re-export
 from bulkchange_pipeline.simulators.server import ServerHandle
@@ -44,7 +45,7 @@ def revio_account(handle: ServerHandle, **overrides: Any) -> CarrierAccount:
 
 
 def assignment(i: int, number: str, rev_customer: Any = CUSTOMER_A, *, change_type: int =
-               CUSTOMER_ASSIGNMENT, customer_id: int = 7, **target: Any) -> DeviceChange:
+               ChangeType.CUSTOMER_ASSIGNMENT, customer_id: int = 7, **target: Any) -> DeviceChange:
     """A change for device `i` whose MSISDN is `number`; our customer id is `customer_id`."""
     values = {"customer_id": customer_id, "rev_customer_id": rev_customer, **target}
     return DeviceChange(i, i, change_type, None, None, number, None, values)

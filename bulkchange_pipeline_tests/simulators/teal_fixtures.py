@@ -8,7 +8,6 @@ pytest registers them there; no conftest is needed.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from starlette.routing import Route
 from bulkchange_pipeline.carriers.base import CarrierAccount
 from bulkchange_pipeline.simulators.server import ServerHandle, run_app_in_thread
 from bulkchange_pipeline.simulators.teal import TealSimulator, make_eids
+from bulkchange_pipeline_tests.simulators.fixtures import requested_clock
 
 TEAL_API_KEY = "teal-key-3b9e"
 TEAL_API_SECRET = "tS3cr3t-ApiSecret-91c2f0"
@@ -48,10 +48,11 @@ def seed_teal(sim: TealSimulator, count: int, start: int = 0, **fields: Any) -> 
 
 
 @pytest.fixture
-def teal_sim() -> Iterator[ServerHandle]:
-    """A fresh simulator (no rate limit, no faults, 0.3 s operations); `.simulator` is its state."""
+def teal_sim(request: pytest.FixtureRequest) -> Iterator[ServerHandle]:
+    """A fresh simulator (no rate limit, no faults, 0.3 s operations); `.simulator` is its state.
+    On the test's `sim_clock` if it asks for one (then operations complete when it advances)."""
     sim = TealSimulator({TEAL_API_KEY: TEAL_API_SECRET}, calls_per_minute=0,
-                        operation_delay_seconds=OPERATION_DELAY)
+                        operation_delay_seconds=OPERATION_DELAY, clock=requested_clock(request))
     try:
         with sim.run_in_thread() as handle:
             yield handle
@@ -64,7 +65,7 @@ class CallbackReceiver:
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        self._arrived = threading.Condition()
         self.handle: ServerHandle | None = None
 
     @property
@@ -78,26 +79,23 @@ class CallbackReceiver:
             body = await request.json() if raw else None
         except ValueError:
             body = raw.decode(errors="replace")
-        with self._lock:
+        with self._arrived:
             self.received.append({"path": request.url.path, "query": dict(request.query_params),
                                   "body": body})
+            self._arrived.notify_all()
         return JSONResponse({"ok": True})
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/callbacks/{carrier}", self._receive, methods=["POST"])])
 
     def request_ids(self) -> list[str]:
-        with self._lock:
+        with self._arrived:
             return [c["query"].get("requestId", "") for c in self.received]
 
     def wait_for(self, request_ids: set[str], timeout: float = 5.0) -> bool:
         """Wait until a callback for every id arrived; True if it did in time."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if request_ids <= set(self.request_ids()):
-                return True
-            time.sleep(0.02)
-        return False
+        with self._arrived:
+            return self._arrived.wait_for(lambda: request_ids <= set(self.request_ids()), timeout)
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from bulkchange_pipeline.carriers.base import (
-    ACTIVATE_NEW_SERVICE,
     CarrierAccount,
     DeviceChange,
 )
+from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.jasper_rules import make_iccids
 from bulkchange_pipeline.simulators.server import ServerHandle
 from bulkchange_pipeline.simulators.telegence import TelegenceSimulator
@@ -62,7 +62,7 @@ def activation_changes(count: int, start: int = 100_000, plan: str = "IOTSOC5GB"
     """ActivateNewService rows for `count` new devices (ICCID + IMEI, no MSISDN yet)."""
     iccids = make_iccids(count, start=start, prefix=ICCID_PREFIX)
     imeis = make_imeis(count, start)
-    return [DeviceChange(first_id + k, first_id + k, ACTIVATE_NEW_SERVICE, iccid, imei, None, None,
+    return [DeviceChange(first_id + k, first_id + k, ChangeType.ACTIVATE_NEW_SERVICE, iccid, imei, None, None,
                          {"carrier_rate_plan": plan, "service_zip_code": "75201"})
             for k, (iccid, imei) in enumerate(zip(iccids, imeis))]
 

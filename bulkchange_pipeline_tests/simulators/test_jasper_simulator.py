@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import jsonschema
@@ -20,6 +18,7 @@ from bulkchange_pipeline.simulators.jasper_rules import (
     is_legal_transition,
     make_iccids,
 )
+from bulkchange_pipeline_tests.ports import free_port
 from bulkchange_pipeline_tests.simulators.fixtures import (  # noqa: F401 - fixture import
     JASPER_API_KEY,
     JASPER_USER,
@@ -29,6 +28,7 @@ from bulkchange_pipeline_tests.simulators.fixtures import (  # noqa: F401 - fixt
     strict,
     validate,
 )
+from bulkchange_pipeline_tests.waiting import wait_for_server
 
 DEVICE_PATH = "/v{apiVersion}/devices/{iccid}"
 AUTH = (JASPER_USER, JASPER_API_KEY)
@@ -232,24 +232,14 @@ def test_admin_endpoints_seed_configure_and_count(jasper_sim) -> None:
 
 
 def test_cli_starts_a_simulator() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bulkchange_pipeline.simulators", "jasper", "--port", str(port),
          "--rate", "0", "--devices", "3", "--account", "cli:key"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
     )
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        r = wait_for_server(f"http://127.0.0.1:{port}/_sim/stats", proc, timeout=15)
         assert r.json()["devices"] == 3
         r = httpx.get(f"http://127.0.0.1:{port}/rws/api/v1/devices/{make_iccids(1)[0]}",
                       auth=("cli", "key"))

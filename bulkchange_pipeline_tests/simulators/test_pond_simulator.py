@@ -3,10 +3,14 @@ step-failure switches, limits, faults and counters."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import pytest
 
 from bulkchange_pipeline.simulators.pond_rules import PACKAGE_TRANSITIONS
+from bulkchange_pipeline_tests.ports import free_port
 from bulkchange_pipeline_tests.simulators.pond_fixtures import (  # noqa: F401 - fixture import
     NEW_PLAN,
     OLD_PLAN,
@@ -16,6 +20,7 @@ from bulkchange_pipeline_tests.simulators.pond_fixtures import (  # noqa: F401 -
     pond_sim,
     seed_pond,
 )
+from bulkchange_pipeline_tests.waiting import wait_for_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -165,27 +170,13 @@ def test_admin_endpoints_seed_and_inspect(pond_sim) -> None:
 
 
 def test_cli_starts_a_seeded_simulator() -> None:
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bulkchange_pipeline.simulators", "pond", "--port", str(port),
          "--devices", "3", "--account", "u:s:77"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                stats = httpx.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=1).json()
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-                time.sleep(0.1)
+        stats = wait_for_server(f"http://127.0.0.1:{port}/_sim/stats", proc, timeout=15).json()
         assert stats["devices"] == 3
         r = httpx.get(f"http://127.0.0.1:{port}/api/77/inventories/1/package-types", auth=("u", "s"))
         assert r.status_code == 200 and r.json()["elements"]

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from bulkchange_pipeline.carriers.base import STATUS_UPDATE, DeviceChange
+from bulkchange_pipeline.carriers.base import DeviceChange
 from bulkchange_pipeline.carriers.teal import TealClient
+from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.teal import DEFAULT_PLANS, make_eids
+from bulkchange_pipeline_tests.ports import free_port
 from bulkchange_pipeline_tests.simulators.teal_fixtures import (  # noqa: F401 - fixture import
+    OPERATION_DELAY,
     TEAL_API_KEY,
     TEAL_API_SECRET,
     callbacks,
@@ -24,6 +25,7 @@ from bulkchange_pipeline_tests.simulators.teal_fixtures import (  # noqa: F401 -
     teal_account,
     teal_sim,
 )
+from bulkchange_pipeline_tests.waiting import wait_for_server, wait_until
 
 pytestmark = pytest.mark.timeout(60)  # a hung server must not hang CI
 
@@ -35,12 +37,13 @@ def client(handle) -> httpx.Client:
 
 
 def wait_result(c: httpx.Client, request_id: str, timeout: float = 5.0) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The operation's result once the completion thread has it (its delay has passed)."""
+
+    def result() -> httpx.Response | None:
         r = c.get("api/v1/operation-result", params={"requestId": request_id})
-        if r.status_code == 200 or time.monotonic() > deadline:
-            return r
-        time.sleep(0.05)
+        return r if r.status_code == 200 else None
+
+    return wait_until(result, timeout, interval=0.01, what=f"the result of operation {request_id}")
 
 
 def test_make_eids_are_32_digits_with_mod97_check() -> None:
@@ -59,7 +62,7 @@ def test_auth_is_required_with_teals_envelope(teal_sim) -> None:
     assert teal_sim.simulator.stats()["auth_failures"] == 3
 
 
-def test_operation_lifecycle_102_then_entries_then_callback(teal_sim, callbacks) -> None:
+def test_operation_lifecycle_102_then_entries_then_callback(teal_sim, callbacks, sim_clock) -> None:
     sim = teal_sim.simulator
     a, b = seed_teal(sim, 2, deviceStatus="stopped")
     cb_url = callbacks.base_url + "/callbacks/teal?tenant=7"
@@ -75,19 +78,20 @@ def test_operation_lifecycle_102_then_entries_then_callback(teal_sim, callbacks)
         assert pending.status_code == 202 and pending.json()["status"] == 102
         assert pending.json()["message"] == "Processing"
         assert sim.device(a)["deviceStatus"] == "stopped"  # nothing applied yet
+        sim_clock.advance(OPERATION_DELAY)
         done = wait_result(c, "r" * 32)
     assert done.status_code == 200
     entries = done.json()["entries"]
     assert [(e["eid"], e["success"]) for e in entries][:2] == [(a, True), (b, True)]
     assert entries[2]["success"] is False and entries[2]["errorCode"] == "ESIM_NOT_FOUND"
     assert sim.device(a)["deviceStatus"] == "online" and sim.applied_counts[a] == 1
-    assert callbacks.wait_for({"r" * 32})
+    assert sim.wait_idle()  # the callback delivered, and counted as sent
     (cb,) = callbacks.received
     assert cb["path"] == "/callbacks/teal" and cb["query"] == {"tenant": "7", "requestId": "r" * 32}
     assert sim.stats()["callbacks_sent"] == 1
 
 
-def test_state_rules_noops_and_plan_validation(teal_sim) -> None:
+def test_state_rules_noops_and_plan_validation(teal_sim, sim_clock) -> None:
     sim = teal_sim.simulator
     online, waiting, stopped = seed_teal(sim, 3)
     sim.seed_devices([{"eid": waiting, "deviceStatus": "waiting"},
@@ -99,6 +103,7 @@ def test_state_rules_noops_and_plan_validation(teal_sim) -> None:
         c.post("api/v1/esims/assign-plan", params={"requestId": "p1"},
                json={"entries": [{"eid": online, "planUuid": plan["uuid"]},
                                  {"eid": waiting, "planUuid": "bogus"}]})
+        sim_clock.advance(OPERATION_DELAY)
         results = {rid: wait_result(c, rid).json()["entries"] for rid in ("e1", "d1", "p1")}
     assert all(e["success"] for e in results["e1"] + results["d1"])
     assert results["p1"][1]["errorCode"] == "VALIDATION_ERROR"
@@ -106,7 +111,7 @@ def test_state_rules_noops_and_plan_validation(teal_sim) -> None:
     assert dict(sim.applied_counts) == {online: 1}  # no-ops are not counted
 
 
-def test_resent_request_id_is_replayed_not_reapplied(teal_sim) -> None:
+def test_resent_request_id_is_replayed_not_reapplied(teal_sim, sim_clock) -> None:
     sim = teal_sim.simulator
     (eid,) = seed_teal(sim, 1)
     with client(teal_sim) as c:
@@ -114,6 +119,7 @@ def test_resent_request_id_is_replayed_not_reapplied(teal_sim) -> None:
         first = c.post("api/v1/esims/disable", params={"requestId": "same"}, json=body)
         again = c.post("api/v1/esims/disable", params={"requestId": "same"}, json=body)
         other = c.post("api/v1/esims/enable", params={"requestId": "same"}, json=body)
+        sim_clock.advance(OPERATION_DELAY)
         wait_result(c, "same")
     assert first.json() == again.json()
     assert other.status_code == 400 and other.json()["errorCode"] == "VALIDATION_ERROR"
@@ -172,9 +178,7 @@ def test_dropped_duplicated_and_undeliverable_callbacks(teal_sim, callbacks) -> 
     sim = teal_sim.simulator
     sim.configure(operation_delay_seconds=0.01, callback_retry_seconds=0.01)
     (eid,) = seed_teal(sim, 1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}/callbacks/teal"
+    dead = f"http://127.0.0.1:{free_port()}/callbacks/teal"  # nothing listens there
     good = callbacks.base_url + "/callbacks/teal"
     with client(teal_sim) as c:
         sim.configure(drop_callback_rate=1.0)
@@ -187,14 +191,11 @@ def test_dropped_duplicated_and_undeliverable_callbacks(teal_sim, callbacks) -> 
         c.post("api/v1/esims/enable", params={"requestId": "dead", "callbackUrl": dead},
                json={"entries": [eid]})
         assert sim.wait_idle()
-    assert callbacks.wait_for({"dup"})
-    deadline = time.monotonic() + 5
-    while sim.stats()["callbacks_failed"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stats = sim.stats()
+    # Every send settled: both "dup" copies delivered, the dead URL given up twice (sent twice,
+    # duplicates on, each retried).
+    stats = wait_until(lambda: (s := sim.stats())["callbacks_sent"] == 2 and s["callbacks_failed"] == 2 and s,
+                       timeout=5, what="two callbacks delivered and two given up")
     assert stats["callbacks_dropped"] == 1 and stats["callbacks_duplicated"] == 2
-    assert stats["callbacks_failed"] == 2  # the dead URL, sent twice (duplicates on), retried
-    time.sleep(0.1)
     assert sorted(callbacks.request_ids()) == ["dup", "dup"]
 
 
@@ -208,7 +209,7 @@ def test_literal_102_is_read_as_still_pending_by_the_client(teal_sim) -> None:
         c.post("api/v1/esims/disable", params={"requestId": "slow"}, json={"entries": [eid]})
         with pytest.raises(httpx.HTTPError):
             c.get("api/v1/operation-result", params={"requestId": "slow"})
-    change = DeviceChange(1, 1, STATUS_UPDATE, None, None, None, eid, {"status": "stopped"},
+    change = DeviceChange(1, 1, ChangeType.STATUS_UPDATE, None, None, None, eid, {"status": "stopped"},
                           carrier_request_id="slow")
     tc = TealClient(teal_account(teal_sim, max_attempts=2))
 
@@ -243,24 +244,14 @@ def test_admin_endpoints_seed_configure_and_count(teal_sim) -> None:
 
 
 def test_cli_starts_a_simulator() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bulkchange_pipeline.simulators", "teal", "--port", str(port),
          "--devices", "3", "--account", "cli-key:cli-secret"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
     )
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        r = wait_for_server(f"http://127.0.0.1:{port}/_sim/stats", proc, timeout=15)
         assert r.json()["devices"] == 3
         r = httpx.get(f"http://127.0.0.1:{port}/api/v1/esims",
                       headers={"ApiKey": "cli-key", "ApiSecret": "cli-secret"})

@@ -4,7 +4,6 @@ actions, callbacks and their delivery switches, limits, request status, device l
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 
 from bulkchange_pipeline.simulators import thingspace_rules as rules
 from bulkchange_pipeline.simulators.thingspace_rules import make_devices
+from bulkchange_pipeline_tests.ports import free_port
 from bulkchange_pipeline_tests.simulators.fixtures import (  # noqa: F401 - fixture import
     TS_ACCOUNT,
     TS_CB_PASSWORD,
@@ -25,6 +25,7 @@ from bulkchange_pipeline_tests.simulators.fixtures import (  # noqa: F401 - fixt
     callback_receiver,
     thingspace_sim,
 )
+from bulkchange_pipeline_tests.waiting import wait_for_server, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,14 +61,14 @@ class M2M:
         assert r.status_code == 200, r.text
 
 
-def test_token_is_reused_until_it_expires(thingspace_sim) -> None:
+def test_token_is_reused_until_it_expires(thingspace_sim, sim_clock) -> None:
     sim = thingspace_sim.simulator
     sim.configure(token_ttl_seconds=0.5)
     c = M2M(thingspace_sim)
     again = c.get_token().json()
     assert again["access_token"] == c.token and again["token_type"] == "Bearer"
     assert c.get_token("nope").json()["error"] == "invalid_client"
-    time.sleep(0.6)
+    sim_clock.advance(0.6)
     r = c.call("POST", "devices/actions/list", {"accountName": TS_ACCOUNT})
     assert r.status_code == 401 and r.json()["fault"]["code"] == "900901"
     assert c.get_token().json()["access_token"] != c.token
@@ -75,12 +76,12 @@ def test_token_is_reused_until_it_expires(thingspace_sim) -> None:
     assert no_bearer.status_code == 401 and no_bearer.json()["fault"]["code"] == "900902"
 
 
-def test_session_expires_when_idle_and_logins_lock_after_five_failures(thingspace_sim) -> None:
+def test_session_expires_when_idle_and_logins_lock_after_five_failures(thingspace_sim, sim_clock) -> None:
     sim = thingspace_sim.simulator
     c = M2M(thingspace_sim)
     assert c.call("POST", "devices/actions/list", {"accountName": TS_ACCOUNT}).status_code == 200
     sim.configure(session_idle_seconds=0.2)
-    time.sleep(0.3)
+    sim_clock.advance(0.3)
     r = c.call("POST", "devices/actions/list", {"accountName": TS_ACCOUNT})
     assert r.status_code == 400 and r.json()["errorCode"] == rules.ERR_SESSION_EXPIRED
     login = lambda pw: c.http.post(  # noqa: E731
@@ -123,7 +124,7 @@ def test_callbacks_success_and_fault_shapes_with_retries(thingspace_sim, callbac
     assert sim.device(ok["iccid"])["state"] == "active" and sim.applied_counts[ok["iccid"]] == 2
 
 
-def test_delivery_switches_duplicate_shuffle_drop_delay(thingspace_sim, callback_receiver) -> None:
+def test_delivery_switches_duplicate_shuffle_drop_delay(thingspace_sim, callback_receiver, sim_clock) -> None:
     sim = thingspace_sim.simulator
     receiver, rhandle = callback_receiver
     devices = make_devices(200)
@@ -132,12 +133,17 @@ def test_delivery_switches_duplicate_shuffle_drop_delay(thingspace_sim, callback
     c.register(rhandle)
     sim.configure(duplicate_rate=0.2, drop_rate=0.1, shuffle_callbacks=True, seed=4,
                   callback_delay_seconds=0.3)
-    started = time.monotonic()
     c.action("suspend", devices)
-    time.sleep(0.15)
-    assert receiver.bodies == []  # delayed
+
+    def handed_to_senders() -> bool:  # the request is applied; only its callbacks are outstanding
+        s = sim.stats()
+        return s["applied_total"] == 200 and s["outstanding"] == 200 - s["callbacks_dropped"] + s["callbacks_duplicated"]
+
+    wait_until(handed_to_senders, timeout=20, what="the request applied and its callbacks queued")
+    sim_clock.advance(0.29)
+    assert not sim.wait_idle(0.05) and receiver.bodies == []  # delayed
+    sim_clock.advance(0.01)
     assert sim.wait_idle(20)
-    assert time.monotonic() - started >= 0.3
     stats = sim.stats()
     got = [b["deviceIds"][0]["id"] for b in receiver.bodies]
     assert stats["callbacks_dropped"] > 0 and stats["callbacks_duplicated"] > 0
@@ -167,7 +173,7 @@ def test_limits_request_size_and_activations_per_minute(thingspace_sim) -> None:
     assert other.json()["errorCode"] == rules.ERR_ACCOUNT_NOT_FOUND
 
 
-def test_request_status_list_and_pending_activation(thingspace_sim) -> None:
+def test_request_status_list_and_pending_activation(thingspace_sim, sim_clock) -> None:
     sim = thingspace_sim.simulator
     sim.configure(activation_seconds=0.4)
     one, a, b = make_devices(3, state="deactive")
@@ -175,13 +181,14 @@ def test_request_status_list_and_pending_activation(thingspace_sim) -> None:
     c = M2M(thingspace_sim)
     rid = c.action("activate", [one], servicePlan="M2M-4G-5GB").json()["requestId"]
     bulk = c.action("activate", [a, b], servicePlan="M2M-4G-5GB").json()["requestId"]
-    time.sleep(0.15)
+    wait_until(lambda: sim.stats()["outstanding"] == 3, timeout=5, what="both requests processed, 3 activations pending")
     status = c.call("GET", f"accounts/{TS_ACCOUNT}/requests/{rid}/status").json()
     assert status == {"requestId": rid, "status": "Pending"}
     listed = c.call("POST", "devices/actions/list", {
         "accountName": TS_ACCOUNT, "deviceId": {"kind": "iccid", "id": one["iccid"]}}).json()
     info = listed["devices"][0]["carrierInformations"][0]
     assert listed["hasMoreData"] is False and info["state"] == "pending activation"
+    sim_clock.advance(0.4)
     assert sim.wait_idle(5)
     assert c.call("GET", f"accounts/{TS_ACCOUNT}/requests/{rid}/status").json()["status"] == "Success"
     assert sim.device(one["iccid"]) | {} and sim.device(one["iccid"])["servicePlan"] == "M2M-4G-5GB"
@@ -223,21 +230,12 @@ def test_admin_endpoints_and_faults(thingspace_sim) -> None:
 
 
 def test_cli_starts_the_simulator() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "bulkchange_pipeline.simulators", "thingspace",
                              "--port", str(port), "--devices", "3"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                stats = httpx.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=1).json()
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.1)
+        stats = wait_for_server(f"http://127.0.0.1:{port}/_sim/stats", proc).json()
         assert stats["devices"] == 3
     finally:
         proc.terminate()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from bulkchange_pipeline.store.db import database_url, make_engine
 from ..conftest import IN_CI
 from ..defs.harness import fast_definitions
 from ..factories import JASPER_KEY, JASPER_USER, make_account, make_bulk_change, make_devices
+from ..ports import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -77,12 +77,6 @@ def _artifacts_dir() -> Path:
     path = Path(os.environ.get("BULKCHANGE_TEST_ARTIFACTS") or REPO / "bulkchange_pipeline_tests" / "ui" / "artifacts")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -144,7 +138,7 @@ def processed(embedded_home: Path) -> Iterator[ProcessedBulkChange]:
 @pytest.fixture
 def webserver(processed: ProcessedBulkChange, tmp_path: Path) -> Iterator[str]:
     """``dagster-webserver -w workspace.yaml`` on a free port with the same environment; its root URL."""
-    port = _free_port()
+    port = free_port()
     script = Path(sys.executable).with_name("dagster-webserver")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "dagster_webserver"]
     cmd += ["-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]

@@ -54,7 +54,8 @@ from ..deploy.test_crash_recovery import (  # noqa: F401 - shape and fresh are t
     started_run,
     wait_settled,
 )
-from ..reliability.common import row_statuses, wait_until
+from ..reliability.common import row_statuses
+from ..waiting import wait_until
 from .test_dagster_ui import UI_WAIT_SECONDS, _artifacts_dir, _browser_parts, browser  # noqa: F401 - browser is a fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
