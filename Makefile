@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export BULKCHANGE_HOME ?= $(CURDIR)/.bulkchange
 export DAGSTER_HOME ?= $(BULKCHANGE_HOME)/dagster
 
-.PHONY: setup demo test dev clean
+.PHONY: setup demo test check dev clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -19,6 +19,13 @@ demo: $(PY)
 
 test: $(PY)
 	$(PY) -m pytest -n 2
+
+# The architecture and style checks .ci/run runs before the tests (configured in pyproject.toml).
+check: $(PY)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 dev: $(PY)
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml

@@ -12,7 +12,6 @@ import sys
 import time
 
 import httpx
-
 from harness import KEY, USER, iccid, jasper_simulator, record, seed_simulator
 
 
@@ -21,8 +20,13 @@ async def ceiling(base: str, n: int, concurrency: int) -> float:
     queue: asyncio.Queue[str] = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(iccid(i))
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": auth}, timeout=30,
-                                 limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)) as client:
+    async with httpx.AsyncClient(
+        base_url=base,
+        headers={"Authorization": auth},
+        timeout=30,
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+    ) as client:
+
         async def worker() -> None:
             while not queue.empty():
                 dev = queue.get_nowait()

@@ -15,9 +15,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import sqlalchemy as sa
@@ -52,9 +52,25 @@ def jasper_simulator(rate: float = 0, concurrency: int = 0, latency_ms: float = 
     """Start `python -m bulkchange_pipeline.simulators jasper` and yield its API base URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bulkchange_pipeline.simulators", "jasper", "--port", str(port), "--rate", str(rate),
-         "--concurrency", str(concurrency), "--latency-ms", str(latency_ms), "--account", f"{USER}:{KEY}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "bulkchange_pipeline.simulators",
+            "jasper",
+            "--port",
+            str(port),
+            "--rate",
+            str(rate),
+            "--concurrency",
+            str(concurrency),
+            "--latency-ms",
+            str(latency_ms),
+            "--account",
+            f"{USER}:{KEY}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     root = f"http://127.0.0.1:{port}"
     try:
@@ -113,44 +129,87 @@ def database(backend: str) -> Iterator[str]:
         admin.dispose()
 
 
-def seed_account(engine: sa.Engine, base_url: str, n: int, *, rate: float = 0, concurrency: int = 16,
-                 batch_size: int = 500, status: str = "ACTIVATED", integration: str = "jasper",
-                 credentials_name: str = "BENCH_JASPER") -> tuple[dict, list[dict]]:
+def seed_account(
+    engine: sa.Engine,
+    base_url: str,
+    n: int,
+    *,
+    rate: float = 0,
+    concurrency: int = 16,
+    batch_size: int = 500,
+    status: str = "ACTIVATED",
+    integration: str = "jasper",
+    credentials_name: str = "BENCH_JASPER",
+) -> tuple[dict, list[dict]]:
     """A tenant, a service provider (Jasper by default) and n devices; returns ids and the devices."""
     now = utcnow()
     with engine.begin() as conn:
-        tid = conn.execute(sa.insert(tenant).values(name=f"bench-{uuid.uuid4().hex[:6]}", created_at=now).returning(tenant.c.id)).scalar_one()
-        sp = conn.execute(
-            sa.insert(service_provider).values(
-                tenant_id=tid, name=f"bench {integration}", integration=integration, carrier=integration, portal_type=0,
-                base_url=base_url, credentials_name=credentials_name, write_enabled=True, rate_per_second=rate,
-                max_concurrency=concurrency, batch_size=batch_size,
-            ).returning(service_provider.c.id)
+        tid = conn.execute(
+            sa.insert(tenant).values(name=f"bench-{uuid.uuid4().hex[:6]}", created_at=now).returning(tenant.c.id)
         ).scalar_one()
-        rows = [{"tenant_id": tid, "service_provider_id": sp, "iccid": iccid(i), "status": status, "updated_at": now} for i in range(n)]
+        sp = conn.execute(
+            sa.insert(service_provider)
+            .values(
+                tenant_id=tid,
+                name=f"bench {integration}",
+                integration=integration,
+                carrier=integration,
+                portal_type=0,
+                base_url=base_url,
+                credentials_name=credentials_name,
+                write_enabled=True,
+                rate_per_second=rate,
+                max_concurrency=concurrency,
+                batch_size=batch_size,
+            )
+            .returning(service_provider.c.id)
+        ).scalar_one()
+        rows = [
+            {"tenant_id": tid, "service_provider_id": sp, "iccid": iccid(i), "status": status, "updated_at": now}
+            for i in range(n)
+        ]
         for start in range(0, n, 20_000):
             conn.execute(sa.insert(device), rows[start : start + 20_000])
-        devices = [dict(r._mapping) for r in conn.execute(sa.select(device.c.id, device.c.iccid).where(device.c.service_provider_id == sp).order_by(device.c.id))]
+        devices = [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.select(device.c.id, device.c.iccid).where(device.c.service_provider_id == sp).order_by(device.c.id)
+            )
+        ]
     os.environ["BULKCHANGE_CRED_BENCH_JASPER_USERNAME"] = USER
     os.environ["BULKCHANGE_CRED_BENCH_JASPER_SECRET"] = KEY
     return {"tenant_id": tid, "service_provider_id": sp}, devices
 
 
 def submit(engine: sa.Engine, ids: dict, devices: list[dict], change_type: ChangeType, target: dict) -> int:
-    rows = [NewDeviceChange(change_request=dict(target), status=DeviceChangeStatus.NEW, device_id=d["id"], iccid=d["iccid"]) for d in devices]
+    rows = [
+        NewDeviceChange(change_request=dict(target), status=DeviceChangeStatus.NEW, device_id=d["id"], iccid=d["iccid"])
+        for d in devices
+    ]
     return create_bulk_change(
         engine,
-        NewBulkChange(tenant_id=ids["tenant_id"], service_provider_id=ids["service_provider_id"], change_type=int(change_type),
-                      portal_type=0, process_changes=True, request={"changeType": int(change_type), "bench": True},
-                      created_by="bench", rows=rows),
+        NewBulkChange(
+            tenant_id=ids["tenant_id"],
+            service_provider_id=ids["service_provider_id"],
+            change_type=int(change_type),
+            portal_type=0,
+            process_changes=True,
+            request={"changeType": int(change_type), "bench": True},
+            created_by="bench",
+            rows=rows,
+        ),
     ).bulk_change_id
 
 
 def record(title: str, lines: list[str]) -> None:
     """Print the figures and append them to bench/RESULTS.md with machine, date and commit."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    head = (f"## {title}\n\n{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}, "
-            f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}\n")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    head = (
+        f"## {title}\n\n{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {commit}, "
+        f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}\n"
+    )
     text = head + "\n" + "\n".join(lines) + "\n\n"
     print(text)
     if not RESULTS.exists():

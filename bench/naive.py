@@ -12,7 +12,6 @@ import time
 
 import httpx
 import sqlalchemy as sa
-
 from harness import KEY, USER, database, engine_for, jasper_simulator, record, seed_account, seed_simulator, submit
 
 from bulkchange_pipeline.domain import ChangeType
@@ -29,7 +28,8 @@ def naive(url: str, base: str, bulk_change_id: int) -> int:
                 page = conn.execute(
                     sa.select(device_change.c.id, device_change.c.iccid, device_change.c.change_request)
                     .where(device_change.c.bulk_change_id == bulk_change_id, device_change.c.status == "NEW")
-                    .order_by(device_change.c.id).limit(100)
+                    .order_by(device_change.c.id)
+                    .limit(100)
                 ).all()
             if not page:
                 return done
@@ -37,7 +37,11 @@ def naive(url: str, base: str, bulk_change_id: int) -> int:
                 r = client.put(f"/devices/{row.iccid}", json={"status": row.change_request["status"]})
                 status = "PROCESSED" if r.status_code == 200 else "API_FAILED"
                 with engine.begin() as conn:  # one commit per device
-                    conn.execute(sa.update(device_change).where(device_change.c.id == row.id).values(status=status, status_details=r.text[:200]))
+                    conn.execute(
+                        sa.update(device_change)
+                        .where(device_change.c.id == row.id)
+                        .values(status=status, status_details=r.text[:200])
+                    )
                 done += 1
 
 
@@ -59,4 +63,7 @@ if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     backend = sys.argv[2] if len(sys.argv) > 2 else "sqlite"
     rate = measure(n, backend)
-    record(f"Naive baseline (bench/naive.py) on {backend}", [f"- {n} devices, pages of 100, one call + one commit each: **{rate:,.0f} devices/s**"])
+    record(
+        f"Naive baseline (bench/naive.py) on {backend}",
+        [f"- {n} devices, pages of 100, one call + one commit each: **{rate:,.0f} devices/s**"],
+    )

@@ -42,8 +42,11 @@ if __name__ == "__main__":
     sweep = {c: ceiling.measure(min(n, 20_000), c) for c in (4, 8, 16)}
     conc = max(sweep, key=sweep.__getitem__)
     top = ceiling.measure(n, conc)
-    lines = [f"- HTTP ceiling (bare httpx): {top:,.0f} calls/s with {conc} calls in flight (sweep over 20,000 calls: "
-             + ", ".join(f"{c} in flight {r:,.0f}/s" for c, r in sweep.items()) + ")"]
+    lines = [
+        f"- HTTP ceiling (bare httpx): {top:,.0f} calls/s with {conc} calls in flight (sweep over 20,000 calls: "
+        + ", ".join(f"{c} in flight {r:,.0f}/s" for c, r in sweep.items())
+        + ")"
+    ]
     for backend in ("sqlite", "postgresql"):
         base = naive.measure(naive_n, backend)
         rate, steps, _ = pipeline_rate(n, backend, concurrency=conc)

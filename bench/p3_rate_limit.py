@@ -34,8 +34,10 @@ if __name__ == "__main__":
     over = stats["over_limit_answers"] / max(stats["total_calls"], 1)
     record(
         f"P3 rate-limit fidelity at R = {rate:g} calls/s (bench/p3_rate_limit.py)",
-        [f"- two bulk changes of {n} devices on one account: {stats['total_calls']} calls in {run.seconds:.1f} s = "
-         f"**{achieved:.2f} calls/s = {achieved / rate:.0%} of R**; over-limit answers **{stats['over_limit_answers']} "
-         f"({over:.2%} of calls)**; simulator peak concurrency {stats['peak_concurrency']}",
-         "- the figure includes Dagster's step and run start-up time, which the limiter cannot fill"],
+        [
+            f"- two bulk changes of {n} devices on one account: {stats['total_calls']} calls in {run.seconds:.1f} s = "
+            f"**{achieved:.2f} calls/s = {achieved / rate:.0%} of R**; over-limit answers **{stats['over_limit_answers']} "
+            f"({over:.2%} of calls)**; simulator peak concurrency {stats['peak_concurrency']}",
+            "- the figure includes Dagster's step and run start-up time, which the limiter cannot fill",
+        ],
     )

@@ -8,10 +8,8 @@ change (database-only change type, so the figure is the pipeline's own, not carr
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from harness import ROOT, database, engine_for, jasper_simulator, record, seed_account, seed_simulator, submit
@@ -47,8 +45,13 @@ def memory_for(n: int) -> dict:
         ids, devices = seed_account(engine, "http://127.0.0.1:9/rws/api/v1", n, batch_size=5_000)
         bc = submit(engine, ids, devices, ChangeType.CUSTOMER_RATE_PLAN_CHANGE, {"data_allocation_mb": 2048})
         del devices
-        out = subprocess.run([sys.executable, "-c", CHILD.format(bench=str(Path(__file__).parent), url=url)],
-                             cwd=ROOT, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD.format(bench=str(Path(__file__).parent), url=url)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         result = json.loads(out.stdout.strip().splitlines()[-1])
         assert count_rows_by_status(engine, bc) == {"PROCESSED": n}
     return result
@@ -61,6 +64,8 @@ if __name__ == "__main__":
         steps, seconds = steps_for(n)
         lines.append(f"- {n:,} devices: **{steps} steps** in one run ({seconds:.1f} s)")
     mem = memory_for(mem_n)
-    lines.append(f"- {mem_n:,}-device bulk change (CustomerRatePlanChange, database only): run worker peak RSS "
-                 f"**{mem['max_rss_mb']:,.0f} MB**, {mem['steps'][0]} steps, {mem['seconds']:.0f} s")
+    lines.append(
+        f"- {mem_n:,}-device bulk change (CustomerRatePlanChange, database only): run worker peak RSS "
+        f"**{mem['max_rss_mb']:,.0f} MB**, {mem['steps'][0]} steps, {mem['seconds']:.0f} s"
+    )
     record("P4 scale of cost (bench/p4_scale.py)", lines)

@@ -22,22 +22,20 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-
-import httpx
-import sqlalchemy as sa
-
-from harness import PG_ADMIN, free_port, record
 
 import dagster as dg
+import httpx
+import sqlalchemy as sa
+from harness import PG_ADMIN, free_port, record
 
 from bulkchange_pipeline.defs.sensors import SENSOR_INTERVAL_SECONDS
 from bulkchange_pipeline.deploy import LocalDeployment, open_instance, service_environment, start, stop
 from bulkchange_pipeline.settings import credential_env_key
-from bulkchange_pipeline.simulators.park import JASPER_KEY, JASPER_USER, Park
 from bulkchange_pipeline.simulators.jasper import JasperSimulator
+from bulkchange_pipeline.simulators.park import JASPER_KEY, JASPER_USER, Park
 from bulkchange_pipeline.simulators.sync import sync_from_database
 from bulkchange_pipeline.store import migrate
 from bulkchange_pipeline.store.api_keys import create_api_key
@@ -60,7 +58,9 @@ def pg_databases() -> Iterator[tuple[str, str]]:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     base = sa.engine.make_url(PG_ADMIN)
     try:
-        yield tuple(base.set(drivername="postgresql+psycopg2", database=n).render_as_string(hide_password=False) for n in names)  # type: ignore[misc]
+        yield tuple(
+            base.set(drivername="postgresql+psycopg2", database=n).render_as_string(hide_password=False) for n in names
+        )  # type: ignore[misc]
     finally:
         with admin.connect() as conn:
             for name in names:
@@ -97,13 +97,22 @@ def measure(samples: int) -> list[dict[str, float]]:
             sync_from_database(engine, park, seed.tenant_id)
             sp = seed.service_providers["jasper"]
             with engine.connect() as conn:
-                iccids = list(conn.execute(sa.select(device.c.iccid).where(device.c.service_provider_id == sp,
-                                                                           device.c.status == "ACTIVATED")
-                                           .order_by(device.c.id)).scalars())
+                iccids = list(
+                    conn.execute(
+                        sa.select(device.c.iccid)
+                        .where(device.c.service_provider_id == sp, device.c.status == "ACTIVATED")
+                        .order_by(device.c.id)
+                    ).scalars()
+                )
             key = create_api_key(engine, seed.tenant_id, "p5-bench")
             run_dir = Path(tempfile.mkdtemp(prefix="bench-p5-"))
-            dep = LocalDeployment(run_dir, code_server_port=free_port(), webserver_port=free_port(), intake_port=free_port())
-            base = {**os.environ, **park.credentials_env({"jasper": demo_credentials_names()["jasper"]}, credential_env_key)}
+            dep = LocalDeployment(
+                run_dir, code_server_port=free_port(), webserver_port=free_port(), intake_port=free_port()
+            )
+            base = {
+                **os.environ,
+                **park.credentials_env({"jasper": demo_credentials_names()["jasper"]}, credential_env_key),
+            }
             base.pop("DAGSTER_HOME", None)
             env = service_environment(dep, db_url, dagster_url, base)
             start(dep, env)
@@ -112,18 +121,29 @@ def measure(samples: int) -> list[dict[str, float]]:
                 results = []
                 with open_instance(dep, env) as instance:
                     for i in range(samples):
-                        devices = iccids[i * DEVICES:(i + 1) * DEVICES]
-                        r = api.post("/bulk-changes", json={"serviceProviderId": sp, "changeType": 1, "devices": devices,
-                                                            "statusUpdate": {"status": "DEACTIVATED"}})
+                        devices = iccids[i * DEVICES : (i + 1) * DEVICES]
+                        r = api.post(
+                            "/bulk-changes",
+                            json={
+                                "serviceProviderId": sp,
+                                "changeType": 1,
+                                "devices": devices,
+                                "statusUpdate": {"status": "DEACTIVATED"},
+                            },
+                        )
                         submitted = time.time()
                         r.raise_for_status()
                         bc_id = r.json()["id"]
                         rec = run_record(instance, bc_id)  # type: ignore[arg-type]
                         launched = launched_at(instance, rec.dagster_run.run_id) or rec.start_time  # type: ignore[arg-type]
-                        results.append({"total": rec.start_time - submitted,
-                                        "sensor": rec.create_timestamp.timestamp() - submitted,
-                                        "queue": launched - rec.create_timestamp.timestamp(),
-                                        "worker": rec.start_time - launched})
+                        results.append(
+                            {
+                                "total": rec.start_time - submitted,
+                                "sensor": rec.create_timestamp.timestamp() - submitted,
+                                "queue": launched - rec.create_timestamp.timestamp(),
+                                "worker": rec.start_time - launched,
+                            }
+                        )
                         print(f"  sample {i + 1}: {results[-1]['total']:.1f} s", flush=True)
                         while api.get(f"/bulk-changes/{bc_id}").json()["status"] not in FINAL:
                             time.sleep(0.2)
@@ -142,11 +162,14 @@ if __name__ == "__main__":
     totals = [r["total"] for r in results]
     median = statistics.median(totals)
     typical = min(results, key=lambda r: abs(r["total"] - median))
-    record(f"P5 submission to run start through the daemon (bench/p5_run_start.py)", [
-        f"- {n} bulk changes of {DEVICES} devices through `POST /bulk-changes`, one at a time, on the `deploy-local` "
-        f"services (PostgreSQL, sensor interval {SENSOR_INTERVAL_SECONDS} s): **median {median:.1f} s** "
-        f"(min {min(totals):.1f}, max {max(totals):.1f}); target <= 15 s",
-        f"- a typical sample: sensor tick {typical['sensor']:.1f} s, run queue {typical['queue']:.1f} s, "
-        f"run worker start-up {typical['worker']:.1f} s",
-        "- samples (s): " + ", ".join(f"{t:.1f}" for t in totals),
-    ])
+    record(
+        "P5 submission to run start through the daemon (bench/p5_run_start.py)",
+        [
+            f"- {n} bulk changes of {DEVICES} devices through `POST /bulk-changes`, one at a time, on the `deploy-local` "
+            f"services (PostgreSQL, sensor interval {SENSOR_INTERVAL_SECONDS} s): **median {median:.1f} s** "
+            f"(min {min(totals):.1f}, max {max(totals):.1f}); target <= 15 s",
+            f"- a typical sample: sensor tick {typical['sensor']:.1f} s, run queue {typical['queue']:.1f} s, "
+            f"run worker start-up {typical['worker']:.1f} s",
+            "- samples (s): " + ", ".join(f"{t:.1f}" for t in totals),
+        ],
+    )

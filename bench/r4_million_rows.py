@@ -26,9 +26,11 @@ from bulkchange_pipeline.store.bulk_changes import count_rows_by_status
 from bulkchange_pipeline.store.schema import bulk_change, tenant
 
 BIN = Path(sys.executable).parent
-BAD = {17: "8901990000000000017",  # wrong check digit
-       500_000: "89019900000000000000000000",  # too long
-       999_998: "=HYPERLINK(\"http://x\")"}  # formula injection
+BAD = {
+    17: "8901990000000000017",  # wrong check digit
+    500_000: "89019900000000000000000000",  # too long
+    999_998: '=HYPERLINK("http://x")',
+}  # formula injection
 
 
 def write_csv(path: Path, rows: int) -> int:
@@ -44,8 +46,12 @@ def cli(*args: str, url: str) -> tuple[subprocess.CompletedProcess[str], float, 
     """Run the CLI; returns the result, wall seconds and the child's peak RSS in MB."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    done = subprocess.run([str(BIN / "bulkchange"), *args, "--database-url", url], capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200"})
+    done = subprocess.run(
+        [str(BIN / "bulkchange"), *args, "--database-url", url],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return done, seconds, max(peak, before) / 1024
@@ -63,8 +69,16 @@ def main(rows: int) -> None:
         path = folder / "million.csv"
         bad = write_csv(path, rows)
         size_mb = path.stat().st_size / 1024 / 1024
-        common = ("--change-type", "1", "--service-provider", str(ids["service_provider_id"]), "--tenant", name,
-                  "--max-rows", str(rows))  # the default limit is 1,000,000: the same for the default run
+        common = (
+            "--change-type",
+            "1",
+            "--service-provider",
+            str(ids["service_provider_id"]),
+            "--tenant",
+            name,
+            "--max-rows",
+            str(rows),
+        )  # the default limit is 1,000,000: the same for the default run
 
         done, seconds, peak = cli("submit", str(path), *common, url=url)
         assert done.returncode in (0, 1), done.stdout[-2000:] + done.stderr[-2000:]
@@ -81,13 +95,16 @@ def main(rows: int) -> None:
         with engine.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(bulk_change)).scalar_one() == 1
         engine.dispose()
-    record(f"R4 a {rows:,}-row CSV through the CLI (bench/r4_million_rows.py)", [
-        f"- `bulkchange submit` of a {size_mb:.0f} MB CSV, {rows:,} rows ({bad} bad: check digit, length, formula) "
-        f"against {rows:,} devices in SQLite (seeded in {seeded:.0f} s): **{seconds:.0f} s, peak RSS {peak:,.0f} MB**; "
-        f"stored {counts.get('NEW', 0):,} NEW and {counts.get('ERROR', 0)} ERROR rows with their reasons",
-        f"- one row more than the limit: refused in {over_seconds:.1f} s with exit code 2 and one line "
-        f"(\"{message[:120]}\"), nothing stored",
-    ])
+    record(
+        f"R4 a {rows:,}-row CSV through the CLI (bench/r4_million_rows.py)",
+        [
+            f"- `bulkchange submit` of a {size_mb:.0f} MB CSV, {rows:,} rows ({bad} bad: check digit, length, formula) "
+            f"against {rows:,} devices in SQLite (seeded in {seeded:.0f} s): **{seconds:.0f} s, peak RSS {peak:,.0f} MB**; "
+            f"stored {counts.get('NEW', 0):,} NEW and {counts.get('ERROR', 0)} ERROR rows with their reasons",
+            f"- one row more than the limit: refused in {over_seconds:.1f} s with exit code 2 and one line "
+            f'("{message[:120]}"), nothing stored',
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -67,14 +67,34 @@ def _flip(devices: list[dict[str, Any]], a: str, b: str, limit: int) -> tuple[li
 
 def _requests(engine: sa.Engine, seed: DemoSeed, devices: int) -> list[tuple[str, BulkChangeRequest]]:
     stamp = utcnow().strftime("%Y%m%dT%H%M%S")
-    example = BulkChangeRequest.model_validate({**seed.example_customer_rate_plan_request(), "idempotencyKey": f"demo-example-{stamp}"})
-    jasper, jasper_target = _flip(_devices(engine, seed.service_providers["jasper"]), "ACTIVATED", "DEACTIVATED", devices)
-    ts, ts_target = _flip(_devices(engine, seed.service_providers["thingspace"]), "active", "suspend", THINGSPACE_DEVICES)
+    example = BulkChangeRequest.model_validate(
+        {**seed.example_customer_rate_plan_request(), "idempotencyKey": f"demo-example-{stamp}"}
+    )
+    jasper, jasper_target = _flip(
+        _devices(engine, seed.service_providers["jasper"]), "ACTIVATED", "DEACTIVATED", devices
+    )
+    ts, ts_target = _flip(
+        _devices(engine, seed.service_providers["thingspace"]), "active", "suspend", THINGSPACE_DEVICES
+    )
     out = [("example changeType 4", example)]
-    for label, sp, iccids, target in (("Jasper", "jasper", jasper, jasper_target), ("ThingSpace", "thingspace", ts, ts_target)):
-        out.append((f"{len(iccids)}-device {label} StatusUpdate -> {target}", BulkChangeRequest.model_validate({
-            "serviceProviderId": seed.service_providers[sp], "changeType": 1, "idempotencyKey": f"demo-{sp}-{stamp}",
-            "devices": iccids, "statusUpdate": {"targetStatus": target}})))
+    for label, sp, iccids, target in (
+        ("Jasper", "jasper", jasper, jasper_target),
+        ("ThingSpace", "thingspace", ts, ts_target),
+    ):
+        out.append(
+            (
+                f"{len(iccids)}-device {label} StatusUpdate -> {target}",
+                BulkChangeRequest.model_validate(
+                    {
+                        "serviceProviderId": seed.service_providers[sp],
+                        "changeType": 1,
+                        "idempotencyKey": f"demo-{sp}-{stamp}",
+                        "devices": iccids,
+                        "statusUpdate": {"targetStatus": target},
+                    }
+                ),
+            )
+        )
     return out
 
 
@@ -89,10 +109,14 @@ def _process(console: Console, park: Park, ids: list[int], engine: sa.Engine) ->
                 park.wait_idle(30)
                 time.sleep(0.2)  # the last callbacks reach the app
             while True:
-                result, runs = tick_and_run(instance, defs, run_config=QUIET, **({"sensor_name": sensor} if sensor else {}))
+                result, runs = tick_and_run(
+                    instance, defs, run_config=QUIET, **({"sensor_name": sensor} if sensor else {})
+                )
                 for run in runs:
-                    console.print(f"    {run.dagster_run.job_name} run {run.run_id[:8]} for bulk change "
-                                  f"{run.dagster_run.tags.get('dagster/partition')}: {'success' if run.success else 'FAILED'}")
+                    console.print(
+                        f"    {run.dagster_run.job_name} run {run.run_id[:8]} for bulk change "
+                        f"{run.dagster_run.tags.get('dagster/partition')}: {'success' if run.success else 'FAILED'}"
+                    )
                 if not result.run_requests or sensor:
                     break
 
@@ -109,8 +133,10 @@ def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
     engine = make_engine(url)
 
     with start_park() as park, run_app_in_thread(create_app(url)) as callbacks:
-        console.print(f"[bold]2/5[/] simulators: {', '.join(f'{k} {v}' for k, v in park.base_urls.items())}; "
-                      f"callbacks at {callbacks.root_url}")
+        console.print(
+            f"[bold]2/5[/] simulators: {', '.join(f'{k} {v}' for k, v in park.base_urls.items())}; "
+            f"callbacks at {callbacks.root_url}"
+        )
         # Half again as many devices as the StatusUpdate needs, so each demo run finds enough
         # devices to flip (ACTIVATED -> DEACTIVATED, then back on the next run).
         seed = seed_demo(engine, devices_per_carrier=max(1000, devices + devices // 2))
@@ -122,7 +148,9 @@ def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
         # The in-process Dagster runs read these through bulkchange_pipeline.settings.
         os.environ.update(park.credentials_env(demo_credentials_names(), settings.credential_env_key))
         os.environ[settings.CALLBACK_BASE_URL_ENV] = callbacks.root_url
-        console.print(f"[bold]3/5[/] demo tenant seeded; simulators synced: {', '.join(f'{k} {v}' for k, v in counts.items())}")
+        console.print(
+            f"[bold]3/5[/] demo tenant seeded; simulators synced: {', '.join(f'{k} {v}' for k, v in counts.items())}"
+        )
 
         ids = []
         for label, request in _requests(engine, seed, devices):
@@ -130,8 +158,10 @@ def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
             ids.append(outcome.bulk_change_id)
             console.print(f"[bold]4/5[/] submitted {label}: {outcome.message.splitlines()[0]}")
 
-        console.print("[bold]5/5[/] bulk_change_sensor -> process_bulk_change_job, then async_results_sensor -> "
-                      "reconcile_async_job (Dagster, in this process)...")
+        console.print(
+            "[bold]5/5[/] bulk_change_sensor -> process_bulk_change_job, then async_results_sensor -> "
+            "reconcile_async_job (Dagster, in this process)..."
+        )
         park.simulators["jasper"].reset_counters()
         started = time.perf_counter()
         _process(console, park, ids, engine)
@@ -143,12 +173,21 @@ def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
         table.add_column(col)
     for bc_id in ids:
         bc = get_bulk_change(engine, bc_id)
-        table.add_row(str(bc_id), str(bc["change_type"]), bc["status"], ", ".join(f"{k}: {v}" for k, v in sorted(bc["counts"].items())))
+        table.add_row(
+            str(bc_id),
+            str(bc["change_type"]),
+            bc["status"],
+            ", ".join(f"{k}: {v}" for k, v in sorted(bc["counts"].items())),
+        )
     console.print(table)
-    console.print(f"Jasper simulator: {stats['total_calls']} calls, {stats['applied_devices']} devices changed, "
-                  f"{stats['applied_more_than_once']} changed twice.")
-    console.print("Open the UI: [bold]make dev[/], then http://127.0.0.1:3000 (job process_bulk_change_job, "
-                  "one partition per bulk change). Per-device results: [bold]bulkchange results ID --csv -[/]")
+    console.print(
+        f"Jasper simulator: {stats['total_calls']} calls, {stats['applied_devices']} devices changed, "
+        f"{stats['applied_more_than_once']} changed twice."
+    )
+    console.print(
+        "Open the UI: [bold]make dev[/], then http://127.0.0.1:3000 (job process_bulk_change_job, "
+        "one partition per bulk change). Per-device results: [bold]bulkchange results ID --csv -[/]"
+    )
     return DemoResult(ids, seconds)
 
 

@@ -59,8 +59,10 @@ def psycopg2_url(url: str) -> str:
     """A PostgreSQL URL with the psycopg2 driver named (SQLAlchemy 2.1 defaults to psycopg 3)."""
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() != "postgresql":
-        raise DeployError(f"{parsed.render_as_string(hide_password=True)} is not PostgreSQL: the deployment's "
-                          "processes share the databases, pass postgresql+psycopg2://user@host:5432/db")
+        raise DeployError(
+            f"{parsed.render_as_string(hide_password=True)} is not PostgreSQL: the deployment's "
+            "processes share the databases, pass postgresql+psycopg2://user@host:5432/db"
+        )
     return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
 
 
@@ -69,7 +71,13 @@ def dagster_pg_env(url: str) -> dict[str, str]:
     u = sa.engine.make_url(psycopg2_url(url))
     if not u.database:
         raise DeployError("the Dagster storage URL names no database")
-    return dict(zip(PG_ENV, (u.username or "postgres", u.password or "", u.host or "127.0.0.1", str(u.port or 5432), u.database), strict=True))
+    return dict(
+        zip(
+            PG_ENV,
+            (u.username or "postgres", u.password or "", u.host or "127.0.0.1", str(u.port or 5432), u.database),
+            strict=True,
+        )
+    )
 
 
 @dataclass
@@ -109,8 +117,19 @@ class LocalDeployment:
         """Each service's argv: the venv's own entry points, so the same Python runs everything."""
         exe, h = _entry_point, self.host
         return {
-            "code-server": [exe("dagster"), "code-server", "start", "-m", MODULE, "-h", h, "-p", str(self.code_server_port),
-                            "--location-name", LOCATION],
+            "code-server": [
+                exe("dagster"),
+                "code-server",
+                "start",
+                "-m",
+                MODULE,
+                "-h",
+                h,
+                "-p",
+                str(self.code_server_port),
+                "--location-name",
+                LOCATION,
+            ],
             "daemon": [exe("dagster-daemon"), "run", "-w", str(self.workspace)],
             "webserver": [exe("dagster-webserver"), "-w", str(self.workspace), "-h", h, "-p", str(self.webserver_port)],
             "intake": [exe("bulkchange"), "serve", "--host", h, "--port", str(self.intake_port)],
@@ -124,7 +143,9 @@ class LocalDeployment:
     def load(cls, run_dir: Path) -> LocalDeployment:
         path = run_dir / "deployment.json"
         if not path.exists():
-            raise DeployError(f"no deployment in {run_dir} (no deployment.json): start one with `bulkchange deploy-local start`")
+            raise DeployError(
+                f"no deployment in {run_dir} (no deployment.json): start one with `bulkchange deploy-local start`"
+            )
         data = json.loads(path.read_text())
         return cls(**{**data, "run_dir": Path(data["run_dir"]), "instance_config": Path(data["instance_config"])})
 
@@ -150,8 +171,9 @@ def _entry_point(name: str) -> str:
     return found
 
 
-def service_environment(dep: LocalDeployment, database_url: str, dagster_url: str | None,
-                        base: Mapping[str, str] | None = None) -> dict[str, str]:
+def service_environment(
+    dep: LocalDeployment, database_url: str, dagster_url: str | None, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The environment every service runs with: the caller's (carrier credentials
     ``BULKCHANGE_CRED_*`` pass through), plus DAGSTER_HOME, the storage and database settings."""
     env = dict(os.environ if base is None else base)
@@ -159,7 +181,9 @@ def service_environment(dep: LocalDeployment, database_url: str, dagster_url: st
     missing = [k for k in PG_ENV if k not in env]
     if missing:
         raise DeployError(f"Dagster storage not configured: pass --dagster-database-url or set {', '.join(missing)}")
-    env.update({DAGSTER_HOME_ENV: str(dep.dagster_home), DATABASE_URL_ENV: psycopg2_url(database_url), "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {DAGSTER_HOME_ENV: str(dep.dagster_home), DATABASE_URL_ENV: psycopg2_url(database_url), "PYTHONUNBUFFERED": "1"}
+    )
     env.setdefault(CALLBACK_BASE_URL_ENV, dep.url("intake"))
     return env
 
@@ -170,13 +194,17 @@ def prepare(dep: LocalDeployment, env: Mapping[str, str]) -> None:
         (dep.run_dir / sub).mkdir(parents=True, exist_ok=True)
     dep.dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(dep.instance_config, dep.dagster_home / "dagster.yaml")
-    workspace = {"load_from": [{"grpc_server": {"host": dep.host, "port": dep.code_server_port, "location_name": LOCATION}}]}
+    workspace = {
+        "load_from": [{"grpc_server": {"host": dep.host, "port": dep.code_server_port, "location_name": LOCATION}}]
+    }
     dep.workspace.write_text(yaml.safe_dump(workspace, sort_keys=False))
     dep.save()
     keys = (*PG_ENV, DAGSTER_HOME_ENV, DATABASE_URL_ENV, CALLBACK_BASE_URL_ENV)
     with os.fdopen(os.open(dep.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
-        out.write("# The deployment's settings (may hold the database password): source it, then run dagster or bulkchange\n"
-                  + "".join(f"export {k}={shlex.quote(env[k])}\n" for k in keys if k in env))
+        out.write(
+            "# The deployment's settings (may hold the database password): source it, then run dagster or bulkchange\n"
+            + "".join(f"export {k}={shlex.quote(env[k])}\n" for k in keys if k in env)
+        )
 
 
 @contextmanager
@@ -269,7 +297,9 @@ class PidRecord:
 def read_record(dep: LocalDeployment, service: str) -> PidRecord | None:
     try:
         data = json.loads(dep.pid_file(service).read_text())
-        return PidRecord(int(data["pid"]), float(data.get("started", 0.0)), data.get("ticks"), int(data.get("restarts", 0)))
+        return PidRecord(
+            int(data["pid"]), float(data.get("started", 0.0)), data.get("ticks"), int(data.get("restarts", 0))
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -285,9 +315,22 @@ def spawn(dep: LocalDeployment, service: str, env: Mapping[str, str], restarts: 
     with open(dep.log_file(service), "ab") as log:  # the child keeps its own copy of the descriptor
         log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(argv)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=dict(env),
-                                cwd=dep.run_dir, start_new_session=True)
-    record = {"pid": proc.pid, "argv": argv, "started": time.time(), "ticks": start_ticks(proc.pid), "restarts": restarts}
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=dep.run_dir,
+            start_new_session=True,
+        )
+    record = {
+        "pid": proc.pid,
+        "argv": argv,
+        "started": time.time(),
+        "ticks": start_ticks(proc.pid),
+        "restarts": restarts,
+    }
     dep.pid_file(service).write_text(json.dumps(record) + "\n")
     return proc.pid
 
@@ -324,7 +367,9 @@ def _environ(pid: int) -> dict[str, str] | None:
 
 
 def _port(dep: LocalDeployment, service: str) -> int | None:
-    return {"code-server": dep.code_server_port, "webserver": dep.webserver_port, "intake": dep.intake_port}.get(service)
+    return {"code-server": dep.code_server_port, "webserver": dep.webserver_port, "intake": dep.intake_port}.get(
+        service
+    )
 
 
 def _is_daemon(pid: int) -> bool:
@@ -332,7 +377,7 @@ def _is_daemon(pid: int) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return False
-    return any(Path(a).name == "dagster-daemon" and argv[i + 1:i + 2] == ["run"] for i, a in enumerate(argv))
+    return any(Path(a).name == "dagster-daemon" and argv[i + 1 : i + 2] == ["run"] for i, a in enumerate(argv))
 
 
 def find_service(dep: LocalDeployment, service: str) -> tuple[list[int], list[int]]:
@@ -342,7 +387,9 @@ def find_service(dep: LocalDeployment, service: str) -> tuple[list[int], list[in
     processes holding the service's port (not this deployment's)."""
     port = _port(dep, service)
     candidates = sorted(_listening(port)) if port is not None else [pid for pid in _pids() if _is_daemon(pid)]
-    ours = [pid for pid in candidates if alive(pid) and (_environ(pid) or {}).get(DAGSTER_HOME_ENV) == str(dep.dagster_home)]
+    ours = [
+        pid for pid in candidates if alive(pid) and (_environ(pid) or {}).get(DAGSTER_HOME_ENV) == str(dep.dagster_home)
+    ]
     return ours, [pid for pid in candidates if pid not in ours and port is not None]
 
 
@@ -403,7 +450,11 @@ def code_server_ready(dep: LocalDeployment) -> tuple[bool, str]:
     except Exception as exc:  # noqa: BLE001 - any failure means not ready yet
         return False, type(exc).__name__
     error = getattr(repos, "serializable_error_info", None)
-    return (False, f"load error: {error.message.strip()[:200]}") if error else (True, f"grpc {dep.host}:{dep.code_server_port}")
+    return (
+        (False, f"load error: {error.message.strip()[:200]}")
+        if error
+        else (True, f"grpc {dep.host}:{dep.code_server_port}")
+    )
 
 
 def webserver_ready(dep: LocalDeployment) -> tuple[bool, str]:
@@ -415,7 +466,11 @@ def webserver_ready(dep: LocalDeployment) -> tuple[bool, str]:
     except Exception as exc:  # noqa: BLE001
         return False, type(exc).__name__
     mine = [e for e in entries if e["name"] == LOCATION]
-    ok = bool(mine) and mine[0]["loadStatus"] == "LOADED" and mine[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+    ok = (
+        bool(mine)
+        and mine[0]["loadStatus"] == "LOADED"
+        and mine[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+    )
     return ok, f"{dep.url('webserver')} location {mine[0]['locationOrLoadError']['__typename'] if mine else 'missing'}"
 
 
@@ -452,8 +507,10 @@ def wait_until(check: Callable[[], tuple[bool, str]], pid: int, timeout: float, 
 def readiness_checks(dep: LocalDeployment, instance: object, since: float) -> dict[str, Callable[[], tuple[bool, str]]]:
     """What ``start`` and ``restart`` wait for, per service (the daemon: heartbeats after ``since``)."""
     return {
-        "code-server": lambda: code_server_ready(dep), "daemon": lambda: daemon_ready(instance, since),
-        "webserver": lambda: webserver_ready(dep), "intake": lambda: intake_ready(dep),
+        "code-server": lambda: code_server_ready(dep),
+        "daemon": lambda: daemon_ready(instance, since),
+        "webserver": lambda: webserver_ready(dep),
+        "intake": lambda: intake_ready(dep),
     }
 
 
@@ -464,14 +521,22 @@ def tail(path: Path, lines: int = 15) -> str:
 # --- start / status -------------------------------------------------------------------------------
 
 
-def start(dep: LocalDeployment, env: Mapping[str, str], *, migrate_db: bool = True, carrier_api_slots: int | None = 8,
-          startup_timeout: float = 120.0) -> tuple[list[ServiceState], dict[str, int]]:
+def start(
+    dep: LocalDeployment,
+    env: Mapping[str, str],
+    *,
+    migrate_db: bool = True,
+    carrier_api_slots: int | None = 8,
+    startup_timeout: float = 120.0,
+) -> tuple[list[ServiceState], dict[str, int]]:
     """Migrate, sync pools, then start the services in order, each only once the previous one is
     ready; returns the services and the pool limits set. On any failure the services already
     started are stopped again."""
     running = [s for s in SERVICES if (pid := read_pid(dep, s)) is not None and group_alive(pid)]
     if running:
-        raise DeployError(f"already running in {dep.run_dir}: {', '.join(running)} (`bulkchange deploy-local stop` first)")
+        raise DeployError(
+            f"already running in {dep.run_dir}: {', '.join(running)} (`bulkchange deploy-local stop` first)"
+        )
     prepare(dep, env)
     if migrate_db:
         from .store import migrate
@@ -482,8 +547,10 @@ def start(dep: LocalDeployment, env: Mapping[str, str], *, migrate_db: bool = Tr
     spawned_at = time.time()
     with open_instance(dep, env) as instance:
         if daemon_ready(instance)[0]:
-            raise DeployError("a dagster-daemon is already heartbeating on this Dagster storage: run exactly one daemon "
-                              "per deployment (stop the other one, or wait a minute after it died)")
+            raise DeployError(
+                "a dagster-daemon is already heartbeating on this Dagster storage: run exactly one daemon "
+                "per deployment (stop the other one, or wait a minute after it died)"
+            )
         if carrier_api_slots is not None:
             from .defs.pools import sync_from_database
             from .store.db import make_engine
@@ -509,7 +576,9 @@ def _started_at(pid: int) -> float | None:
     """When a process started, in epoch seconds (boot time + its start ticks)."""
     ticks = start_ticks(pid)
     try:
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+        boot = next(
+            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")
+        )
     except (OSError, StopIteration, ValueError):
         return None
     return None if ticks is None else boot + ticks / os.sysconf("SC_CLK_TCK")
@@ -530,7 +599,9 @@ def status(dep: LocalDeployment) -> list[ServiceState]:
         ready, detail = False, "no pid file (stopped or never started)"
         if record is not None and not ours:
             left = group_members(record.pid)
-            detail = f"pid {record.pid} gone" + (f", {len(left)} process(es) of its group still running" if left else "")
+            detail = f"pid {record.pid} gone" + (
+                f", {len(left)} process(es) of its group still running" if left else ""
+            )
         if others and not found:
             detail += f"; port {_port(dep, service)} held by pid {', '.join(map(str, others))}, not this deployment's"
         if ours or found:
@@ -543,7 +614,9 @@ def status(dep: LocalDeployment) -> list[ServiceState]:
                 gone = f"pid file names {record.pid}, gone" if record else "no pid file"
                 detail = f"not started by deploy-local ({gone}; `restart {service}` takes it over); {detail}"
         since = record.started if ours and record else _started_at(pid) if found and pid else None
-        states.append(ServiceState(service, pid, ours or bool(found), ready, detail, since, record.restarts if record else 0))
+        states.append(
+            ServiceState(service, pid, ours or bool(found), ready, detail, since, record.restarts if record else 0)
+        )
     return states
 
 
@@ -555,8 +628,9 @@ class Restarted:
     before: str
 
 
-def restart_environment(dep: LocalDeployment, live: Mapping[str, int],
-                        base: Mapping[str, str] | None = None) -> tuple[dict[str, str], str]:
+def restart_environment(
+    dep: LocalDeployment, live: Mapping[str, int], base: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], str]:
     """The environment to restart a service with: the one its sibling services were started
     with (read from /proc, so carrier credentials and settings are exactly those of ``start``
     without being written to disk); when none runs, the caller's environment with ``deployment.env``
@@ -567,13 +641,25 @@ def restart_environment(dep: LocalDeployment, live: Mapping[str, int],
             return env, f"copied from {service} (pid {pid})"
     saved = read_env_file(dep)
     if missing := [k for k in (*PG_ENV, DAGSTER_HOME_ENV, DATABASE_URL_ENV) if k not in saved]:
-        raise DeployError(f"no service is running to copy the environment from, and {dep.env_file} lacks "
-                          f"{', '.join(missing)}: `bulkchange deploy-local stop`, then `start`")
-    return {**(os.environ if base is None else base), **saved, "PYTHONUNBUFFERED": "1"}, f"this shell's, with {dep.env_file}"
+        raise DeployError(
+            f"no service is running to copy the environment from, and {dep.env_file} lacks "
+            f"{', '.join(missing)}: `bulkchange deploy-local stop`, then `start`"
+        )
+    return {
+        **(os.environ if base is None else base),
+        **saved,
+        "PYTHONUNBUFFERED": "1",
+    }, f"this shell's, with {dep.env_file}"
 
 
-def restart(dep: LocalDeployment, services: Sequence[str] = (), *, startup_timeout: float = 120.0, timeout: float = 20.0,
-            base_env: Mapping[str, str] | None = None) -> tuple[list[Restarted], str]:
+def restart(
+    dep: LocalDeployment,
+    services: Sequence[str] = (),
+    *,
+    startup_timeout: float = 120.0,
+    timeout: float = 20.0,
+    base_env: Mapping[str, str] | None = None,
+) -> tuple[list[Restarted], str]:
     """Restart the named services of a running deployment (none named: every one that is down),
     in start order, each with the environment the others run with (``restart_environment``), and
     wait until it is ready by the checks ``start`` uses. What is left of a service first ends as
@@ -585,17 +671,28 @@ def restart(dep: LocalDeployment, services: Sequence[str] = (), *, startup_timeo
         raise DeployError(f"unknown service {', '.join(map(repr, unknown))}: the services are {', '.join(SERVICES)}")
     records = {s: read_record(dep, s) for s in SERVICES}
     if not any(records.values()):
-        raise DeployError(f"the deployment in {dep.run_dir} is not running (no pid files: stopped or never started): "
-                          "start it with `bulkchange deploy-local start`")
+        raise DeployError(
+            f"the deployment in {dep.run_dir} is not running (no pid files: stopped or never started): "
+            "start it with `bulkchange deploy-local start`"
+        )
     ours = {s: r for s, r in records.items() if r is not None and r.alive()}
     foreign = {s: find_service(dep, s) for s in SERVICES if s not in ours}
-    targets = [s for s in SERVICES if s in services] if services else [s for s in SERVICES if s not in ours and not foreign[s][0]]
+    targets = (
+        [s for s in SERVICES if s in services]
+        if services
+        else [s for s in SERVICES if s not in ours and not foreign[s][0]]
+    )
     if not targets:
         return [], ""
-    if blocked := [f"{s}: port {_port(dep, s)} is held by pid {', '.join(map(str, foreign[s][1]))}"
-                   for s in targets if s in foreign and foreign[s][1] and not foreign[s][0]]:
-        raise DeployError(f"{'; '.join(blocked)}, not this deployment's (no DAGSTER_HOME={dep.dagster_home}): stop it, "
-                          "or start the deployment on other ports")
+    if blocked := [
+        f"{s}: port {_port(dep, s)} is held by pid {', '.join(map(str, foreign[s][1]))}"
+        for s in targets
+        if s in foreign and foreign[s][1] and not foreign[s][0]
+    ]:
+        raise DeployError(
+            f"{'; '.join(blocked)}, not this deployment's (no DAGSTER_HOME={dep.dagster_home}): stop it, "
+            "or start the deployment on other ports"
+        )
     env, source = restart_environment(dep, {s: r.pid for s, r in ours.items()}, base_env)
     done: list[Restarted] = []
     with open_instance(dep, env) as instance:
@@ -605,8 +702,9 @@ def restart(dep: LocalDeployment, services: Sequence[str] = (), *, startup_timeo
                 before = f"was up as pid {record.pid}, {terminate(record.pid, timeout)}"
             else:
                 hand = foreign[service][0]
-                before = (f"was up as pid {', '.join(map(str, hand))}, started by hand" if hand else "was down") + \
-                    (f" (pid {record.pid} gone)" if record else " (no pid file)")
+                before = (f"was up as pid {', '.join(map(str, hand))}, started by hand" if hand else "was down") + (
+                    f" (pid {record.pid} gone)" if record else " (no pid file)"
+                )
                 if record is not None and (left := group_members(record.pid)):
                     before += f", {len(left)} leftover process(es) of its group {terminate(record.pid, timeout)}"
                 for pid in hand:
@@ -616,18 +714,42 @@ def restart(dep: LocalDeployment, services: Sequence[str] = (), *, startup_timeo
             spawned_at = time.time()
             pid = spawn(dep, service, env, restarts=(record.restarts if record else 0) + 1)
             try:
-                detail = wait_until(readiness_checks(dep, instance, spawned_at)[service], pid, startup_timeout, service,
-                                    dep.log_file(service))
+                detail = wait_until(
+                    readiness_checks(dep, instance, spawned_at)[service],
+                    pid,
+                    startup_timeout,
+                    service,
+                    dep.log_file(service),
+                )
             except BaseException:
                 terminate(pid, 10.0)
                 raise
             new = read_record(dep, service)
-            done.append(Restarted(ServiceState(service, pid, True, True, detail, new.started if new else spawned_at,
-                                               new.restarts if new else 0), before))
+            done.append(
+                Restarted(
+                    ServiceState(
+                        service, pid, True, True, detail, new.started if new else spawned_at, new.restarts if new else 0
+                    ),
+                    before,
+                )
+            )
     return done, source
 
 
 __all__ = [
-    "DEFAULT_INSTANCE_CONFIG", "LOCATION", "MODULE", "SERVICES", "DeployError", "LocalDeployment", "ServiceState",
-    "dagster_pg_env", "open_instance", "psycopg2_url", "restart", "service_environment", "start", "status", "stop",
+    "DEFAULT_INSTANCE_CONFIG",
+    "LOCATION",
+    "MODULE",
+    "SERVICES",
+    "DeployError",
+    "LocalDeployment",
+    "ServiceState",
+    "dagster_pg_env",
+    "open_instance",
+    "psycopg2_url",
+    "restart",
+    "service_environment",
+    "start",
+    "status",
+    "stop",
 ]

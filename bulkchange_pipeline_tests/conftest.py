@@ -28,6 +28,17 @@ PG_ADMIN_URL = os.environ.get("BULKCHANGE_TEST_PG_ADMIN_URL", "postgresql+psycop
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BACKENDS = ("sqlite", "postgresql")
 
+# The simulator fixtures (``jasper_sim``, ``thingspace_sim``, ``teal_sim``, ...) for every test, so a
+# test module names them as parameters without importing them (an import shadowed by a parameter
+# is what ruff's F811 reports, and it would hide a real redefinition).
+pytest_plugins = [
+    "bulkchange_pipeline_tests.simulators.fixtures",
+    "bulkchange_pipeline_tests.simulators.pond_fixtures",
+    "bulkchange_pipeline_tests.simulators.revio_fixtures",
+    "bulkchange_pipeline_tests.simulators.teal_fixtures",
+    "bulkchange_pipeline_tests.simulators.telegence_fixtures",
+]
+
 
 def _pg_unavailable(reason: str) -> None:
     if IN_CI:

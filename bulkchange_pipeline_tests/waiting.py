@@ -19,7 +19,9 @@ import httpx
 __all__ = ["wait_for_server", "wait_until"]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.005, what: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.005, what: str = "condition"
+) -> Any:
     """Poll ``predicate`` until it returns something truthy (returned); fail the test after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -41,8 +43,10 @@ def wait_for_server(url: str, proc: subprocess.Popen | None = None, timeout: flo
         except httpx.TransportError:
             if proc is not None and proc.poll() is not None:
                 output = proc.stdout or proc.stderr
-                raise AssertionError(f"the server exited with {proc.returncode}: "
-                                     f"{output.read().decode(errors='replace') if output else ''}") from None
+                raise AssertionError(
+                    f"the server exited with {proc.returncode}: "
+                    f"{output.read().decode(errors='replace') if output else ''}"
+                ) from None
             return None
 
     return wait_until(answer, timeout, interval=0.05, what=f"{url} to answer")

@@ -291,14 +291,21 @@ class CarrierHttp:
             sent_at = datetime.now(UTC).replace(tzinfo=None)
             started = time.perf_counter()
             try:
-                response = await client.request(
-                    method, path, content=content, params=params, headers=headers
-                )
+                response = await client.request(method, path, content=content, params=params, headers=headers)
             except httpx.TimeoutException as exc:
                 self.stats.timeouts += 1
                 self.stats.transient_errors += 1
-                log.append(self._entry(desc, _request_of(exc), content, type(exc).__name__, elapsed=_ms(started),
-                                       attempt=attempt, sent_at=sent_at))
+                log.append(
+                    self._entry(
+                        desc,
+                        _request_of(exc),
+                        content,
+                        type(exc).__name__,
+                        elapsed=_ms(started),
+                        attempt=attempt,
+                        sent_at=sent_at,
+                    )
+                )
                 raise TransientCarrierError(
                     f"timed out after {self.account.timeout_seconds:g}s ({type(exc).__name__})"
                 ) from exc
@@ -307,16 +314,30 @@ class CarrierHttp:
                 # it is retried (carrier writes are idempotent, or confirmed by the carrier module).
                 self.stats.transient_errors += 1
                 failure = f"{type(exc).__name__}: {exc}"
-                log.append(self._entry(desc, _request_of(exc), content, failure, elapsed=_ms(started),
-                                       attempt=attempt, sent_at=sent_at))
+                log.append(
+                    self._entry(
+                        desc, _request_of(exc), content, failure, elapsed=_ms(started), attempt=attempt, sent_at=sent_at
+                    )
+                )
                 raise TransientCarrierError(f"connection error: {type(exc).__name__}: {exc}") from exc
         finally:
             if semaphore is not None:
                 semaphore.release()
         body = _parse_body(response)
         error = self._classify(response, body)
-        log.append(self._entry(desc, response.request, content, None, response, error is not None, elapsed=_ms(started),
-                               attempt=attempt, sent_at=sent_at))
+        log.append(
+            self._entry(
+                desc,
+                response.request,
+                content,
+                None,
+                response,
+                error is not None,
+                elapsed=_ms(started),
+                attempt=attempt,
+                sent_at=sent_at,
+            )
+        )
         if error is None:
             return CallResult(response, body, log)
         if isinstance(error, TransientCarrierError):

@@ -51,8 +51,14 @@ __all__ = [
 
 JASPER_RATE_LIMIT_CODE = "40000029"
 JASPER_INVALID_CREDENTIALS_CODE = "10000001"
-SUPPORTED_CHANGE_TYPES = frozenset({ChangeType.STATUS_UPDATE, ChangeType.CUSTOMER_ASSIGNMENT,
-                                    ChangeType.CARRIER_RATE_PLAN_CHANGE, ChangeType.EDIT_USERNAME_COST_CENTER})
+SUPPORTED_CHANGE_TYPES = frozenset(
+    {
+        ChangeType.STATUS_UPDATE,
+        ChangeType.CUSTOMER_ASSIGNMENT,
+        ChangeType.CARRIER_RATE_PLAN_CHANGE,
+        ChangeType.EDIT_USERNAME_COST_CENTER,
+    }
+)
 DEFAULT_FIELD_MAP: Mapping[str, str] = {"username": "accountCustom1", "cost_center": "accountCustom2"}
 
 # Edit-body field -> device column name the engine stores.
@@ -75,11 +81,11 @@ def _future_effective_date(value: Any, now: dt.datetime | None = None) -> str | 
     except ValueError:
         return text  # let the carrier refuse a date it cannot read, with its own message
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    now = now or dt.datetime.now(dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     if when <= now:
         return None
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 def jasper_edit_body(
@@ -148,15 +154,12 @@ def classify_jasper_response(response: httpx.Response, body: Any) -> CarrierErro
         return TransientCarrierError(f"HTTP {status}: {message}", status=status, code=code)
     if status == 401:
         return BusinessCarrierError(
-            f"Jasper rejected the credentials ({message}); check the service provider's username "
-            "and API key",
+            f"Jasper rejected the credentials ({message}); check the service provider's username and API key",
             code=code,
             status=status,
         )
     if status == 404:
-        return BusinessCarrierError(
-            f"device not found at the carrier ({message})", code=code, status=status
-        )
+        return BusinessCarrierError(f"device not found at the carrier ({message})", code=code, status=status)
     return BusinessCarrierError(message, code=code, status=status)
 
 
@@ -232,9 +235,7 @@ class JasperClient(CarrierAdapter):
         else:
             detail = f"applied: {_summary(edits)}"
             new_values = self._columns(edits)
-        return DeviceResult(
-            change.device_change_id, DeviceChangeStatus.PROCESSED, detail, new_values, None, result.log
-        )
+        return DeviceResult(change.device_change_id, DeviceChangeStatus.PROCESSED, detail, new_values, None, result.log)
 
     async def _check_one(self, change: DeviceChange) -> DeviceResult | None:
         if not change.iccid:

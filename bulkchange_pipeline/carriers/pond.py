@@ -59,12 +59,15 @@ class PondClient(CarrierAdapter):
 
     integration = Integration.POND
 
-    def __init__(self, account: CarrierAccount, *, paths: Mapping[str, str] = PATHS,
-                 page_limit: int = PAGE_LIMIT) -> None:
+    def __init__(
+        self, account: CarrierAccount, *, paths: Mapping[str, str] = PATHS, page_limit: int = PAGE_LIMIT
+    ) -> None:
         distributor = (account.extra or {}).get("distributor_id")
         if not distributor:
-            raise ValueError(f"Pond account {account.service_provider_id} needs "
-                             "extra['distributor_id'] (the {distributorId} of every Pond URL)")
+            raise ValueError(
+                f"Pond account {account.service_provider_id} needs "
+                "extra['distributor_id'] (the {distributorId} of every Pond URL)"
+            )
         self.account = account
         self.distributor = str(distributor)
         self.paths = dict(paths)
@@ -95,8 +98,11 @@ class PondClient(CarrierAdapter):
         while True:
             try:
                 call = await self.http.request(
-                    "GET", path, params={"offset": offset, "limit": self.page_limit},
-                    description=f"{description} (offset {offset})")
+                    "GET",
+                    path,
+                    params={"offset": offset, "limit": self.page_limit},
+                    description=f"{description} (offset {offset})",
+                )
             except CarrierError as exc:
                 exc.log = log + exc.log
                 raise
@@ -110,13 +116,14 @@ class PondClient(CarrierAdapter):
 
     async def list_packages(self, iccid: str) -> tuple[list[dict[str, Any]], list[LogEntry]]:
         """Every package on the SIM (any status)."""
-        return await self._paged(self.path("packages", iccid=iccid),
-                                 f"Pond read packages of {iccid}")
+        return await self._paged(self.path("packages", iccid=iccid), f"Pond read packages of {iccid}")
 
     async def list_package_types(self, inventory_id: Any) -> list[dict[str, Any]]:
         """The package types (rate plans) of an inventory, for plan validation and sync."""
-        elements, _ = await self._paged(self.path("package_types", inventory_id=inventory_id),
-                                        f"Pond read package types of inventory {inventory_id}")
+        elements, _ = await self._paged(
+            self.path("package_types", inventory_id=inventory_id),
+            f"Pond read package types of inventory {inventory_id}",
+        )
         return elements
 
     # -- adapter ----------------------------------------------------------------------------------
@@ -125,8 +132,8 @@ class PondClient(CarrierAdapter):
         """Apply each change; per-device failures become API_FAILED results (never raised)."""
         if not self.account.write_enabled:
             raise WritesDisabledError(
-                f"writes are disabled for service provider {self.account.service_provider_id}; "
-                "nothing was sent to Pond")
+                f"writes are disabled for service provider {self.account.service_provider_id}; nothing was sent to Pond"
+            )
         return await self.http.map_bounded(changes, self._apply_one)
 
     async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
@@ -141,29 +148,37 @@ class PondClient(CarrierAdapter):
         if change.change_type == ChangeType.STATUS_UPDATE:
             enabled = SERVICES_ENABLED_FOR.get(str(target.get("status") or "").upper())
             if enabled is None:
-                return self._failed(change, f"status {target.get('status')!r} cannot be applied "
-                                    f"at Pond (known: {', '.join(SERVICES_ENABLED_FOR)})")
+                return self._failed(
+                    change,
+                    f"status {target.get('status')!r} cannot be applied "
+                    f"at Pond (known: {', '.join(SERVICES_ENABLED_FOR)})",
+                )
             return await self._set_services(change, enabled)
         if change.change_type == ChangeType.CARRIER_RATE_PLAN_CHANGE:
             if not target.get("carrier_rate_plan"):
                 return self._failed(change, "no carrier_rate_plan (package type id) to apply")
             return await _PackageChange(self, change).run()
-        return self._failed(change, f"change type {change.change_type} is not applied through "
-                            "the Pond API")
+        return self._failed(change, f"change type {change.change_type} is not applied through the Pond API")
 
     async def _set_services(self, change: DeviceChange, enabled: bool) -> DeviceResult:
         status = str(change.target["status"]).upper()
         try:
             call = await self.http.request(
-                "PUT", self.path("service_status", iccid=change.iccid),
+                "PUT",
+                self.path("service_status", iccid=change.iccid),
                 json_body={"enabled": enabled},
-                description=f"Pond {'enable' if enabled else 'disable'} all services of "
-                            f"{change.iccid}")
+                description=f"Pond {'enable' if enabled else 'disable'} all services of {change.iccid}",
+            )
         except CarrierError as exc:
             return self._failed(change, failure_detail(exc), exc.log)
-        return DeviceResult(change.device_change_id, DeviceChangeStatus.PROCESSED,
-                            f"all services {'enabled' if enabled else 'disabled'}",
-                            {"status": status}, None, call.log)
+        return DeviceResult(
+            change.device_change_id,
+            DeviceChangeStatus.PROCESSED,
+            f"all services {'enabled' if enabled else 'disabled'}",
+            {"status": status},
+            None,
+            call.log,
+        )
 
     async def _check_one(self, change: DeviceChange) -> DeviceResult | None:
         target = change.target or {}
@@ -176,34 +191,48 @@ class PondClient(CarrierAdapter):
                 if enabled is None:
                     return None
                 call = await self.http.request(
-                    "GET", self.path("device", iccid=change.iccid),
-                    description=f"Pond GET device {change.iccid} (already applied?)")
+                    "GET",
+                    self.path("device", iccid=change.iccid),
+                    description=f"Pond GET device {change.iccid} (already applied?)",
+                )
                 services = (call.body or {}).get("services") if isinstance(call.body, dict) else None
                 if services and all(s.get("enabled") is enabled for s in services):
-                    return DeviceResult(change.device_change_id, DeviceChangeStatus.PROCESSED,
-                                        f"already in effect at Pond: services "
-                                        f"{'enabled' if enabled else 'disabled'}",
-                                        {"status": status}, None, call.log)
+                    return DeviceResult(
+                        change.device_change_id,
+                        DeviceChangeStatus.PROCESSED,
+                        f"already in effect at Pond: services {'enabled' if enabled else 'disabled'}",
+                        {"status": status},
+                        None,
+                        call.log,
+                    )
                 return None
             if change.change_type == ChangeType.CARRIER_RATE_PLAN_CHANGE and target.get("carrier_rate_plan"):
                 plan = str(target["carrier_rate_plan"]).strip()
                 packages, log = await self.list_packages(change.iccid)
                 active = [p for p in packages if p.get("status") == ACTIVE]
                 if active and all(str(p.get("packageTypeId")) == plan for p in active):
-                    return DeviceResult(change.device_change_id, DeviceChangeStatus.PROCESSED,
-                                        f"already in effect at Pond: package type {plan} is the "
-                                        "only ACTIVE package",
-                                        {"carrier_rate_plan": target["carrier_rate_plan"]},
-                                        None, log)
+                    return DeviceResult(
+                        change.device_change_id,
+                        DeviceChangeStatus.PROCESSED,
+                        f"already in effect at Pond: package type {plan} is the only ACTIVE package",
+                        {"carrier_rate_plan": target["carrier_rate_plan"]},
+                        None,
+                        log,
+                    )
         except CarrierError:
             return None  # cannot tell; the caller re-sends and records that outcome
         return None
 
-    def _failed(self, change: DeviceChange, detail: str,
-                log: Sequence[LogEntry] | None = None) -> DeviceResult:
+    def _failed(self, change: DeviceChange, detail: str, log: Sequence[LogEntry] | None = None) -> DeviceResult:
         """API_FAILED with the detail redacted (a carrier message could echo a credential)."""
-        return DeviceResult(change.device_change_id, DeviceChangeStatus.API_FAILED,
-                            redact_text(detail, self._secrets), {}, None, list(log or []))
+        return DeviceResult(
+            change.device_change_id,
+            DeviceChangeStatus.API_FAILED,
+            redact_text(detail, self._secrets),
+            {},
+            None,
+            list(log or []),
+        )
 
 
 def _ids(packages: Sequence[Any]) -> str:
@@ -226,8 +255,7 @@ class _PackageChange:
 
     async def _call(self, method: str, path: str, description: str, body: Any = None) -> Any:
         try:
-            call = await self.client.http.request(method, path, json_body=body,
-                                                  description=description)
+            call = await self.client.http.request(method, path, json_body=body, description=description)
         except CarrierError as exc:
             self.log += exc.log
             raise
@@ -254,22 +282,24 @@ class _PackageChange:
         try:
             before = await self._packages()
         except CarrierError as exc:
-            return self._fail(f"could not read the packages of {self.iccid}; nothing was "
-                              f"changed: {failure_detail(exc)}")
+            return self._fail(
+                f"could not read the packages of {self.iccid}; nothing was changed: {failure_detail(exc)}"
+            )
         active = [p for p in before if p.get("status") == ACTIVE]
         old = [p.get("packageId") for p in active if not self._is_target(p)]
         held = next((p for p in active if self._is_target(p)), None)
         if held is not None and not old:
-            return self._done(f"already on package type {self.plan} (package {held.get('packageId')} "
-                              "is the only ACTIVE one); nothing to change")
+            return self._done(
+                f"already on package type {self.plan} (package {held.get('packageId')} "
+                "is the only ACTIVE one); nothing to change"
+            )
         if held is not None:
             # ACTIVE before this call (an earlier attempt got past step 2): finish step 3, but it
             # is not ours to undo.
             new_id, ours = held.get("packageId"), False
         else:
             ours = True
-            reuse = next((p for p in before if self._is_target(p) and p.get("status") == PENDING),
-                         None)
+            reuse = next((p for p in before if self._is_target(p) and p.get("status") == PENDING), None)
             if reuse is not None:
                 new_id = reuse.get("packageId")
                 self.notes.append(f"(reused PENDING package {new_id} left by an earlier attempt)")
@@ -277,54 +307,69 @@ class _PackageChange:
                 try:
                     new_id = await self._add(before)
                 except CarrierError as exc:
-                    return self._fail(f"package change to type {self.plan} failed at step 1 (add "
-                                      f"package): {failure_detail(exc)}. Nothing was activated; the "
-                                      f"device was left on its old package(s) {_ids(old)}.")
+                    return self._fail(
+                        f"package change to type {self.plan} failed at step 1 (add "
+                        f"package): {failure_detail(exc)}. Nothing was activated; the "
+                        f"device was left on its old package(s) {_ids(old)}."
+                    )
             try:
-                await self._set(new_id, ACTIVE, f"Pond step 2/3: activate new package {new_id} "
-                                f"(type {self.plan}) on {self.iccid}")
+                await self._set(
+                    new_id, ACTIVE, f"Pond step 2/3: activate new package {new_id} (type {self.plan}) on {self.iccid}"
+                )
             except CarrierError as exc:
-                return await self._undo(new_id, f"step 2 (activate new package {new_id})", exc,
-                                        old, [])
+                return await self._undo(new_id, f"step 2 (activate new package {new_id})", exc, old, [])
         terminated: list[Any] = []
         for package_id in old:
             try:
-                await self._set(package_id, TERMINATED, f"Pond step 3/3: terminate old package "
-                                f"{package_id} on {self.iccid}")
+                await self._set(
+                    package_id, TERMINATED, f"Pond step 3/3: terminate old package {package_id} on {self.iccid}"
+                )
             except CarrierError as exc:
                 step = f"step 3 (terminate old package {package_id})"
                 if ours:
                     return await self._undo(new_id, step, exc, old, terminated)
-                return self._fail(f"package change to type {self.plan} failed at {step}: "
-                                  f"{failure_detail(exc)}. Package {new_id} of the target type was "
-                                  "already ACTIVE before this attempt, so it was not undone; "
-                                  f"ACTIVE old package(s) left: "
-                                  f"{_ids([p for p in old if p not in terminated])}.")
+                return self._fail(
+                    f"package change to type {self.plan} failed at {step}: "
+                    f"{failure_detail(exc)}. Package {new_id} of the target type was "
+                    "already ACTIVE before this attempt, so it was not undone; "
+                    f"ACTIVE old package(s) left: "
+                    f"{_ids([p for p in old if p not in terminated])}."
+                )
             terminated.append(package_id)
-        return self._done(f"package type {self.plan} ACTIVE as package {new_id}; old package(s) "
-                          f"{_ids(terminated)} terminated")
+        return self._done(
+            f"package type {self.plan} ACTIVE as package {new_id}; old package(s) {_ids(terminated)} terminated"
+        )
 
     def _done(self, detail: str) -> DeviceResult:
-        return DeviceResult(self.change.device_change_id, DeviceChangeStatus.PROCESSED, " ".join([detail, *self.notes]),
-                            {"carrier_rate_plan": self.change.target["carrier_rate_plan"]}, None,
-                            self.log)
+        return DeviceResult(
+            self.change.device_change_id,
+            DeviceChangeStatus.PROCESSED,
+            " ".join([detail, *self.notes]),
+            {"carrier_rate_plan": self.change.target["carrier_rate_plan"]},
+            None,
+            self.log,
+        )
 
     async def _add(self, before: Sequence[Mapping[str, Any]]) -> Any:
         """Step 1; returns the new packageId. A retried add may have created duplicates (its
         earlier answer was lost after Pond applied it): those are terminated here."""
         before_ids = {str(p.get("packageId")) for p in before}
         try:
-            call = await self._call("POST", self.client.path("packages", iccid=self.iccid),
-                                    f"Pond step 1/3: add package type {self.plan} to {self.iccid}",
-                                    {"packageTypeId": package_type_id(self.plan)})
+            call = await self._call(
+                "POST",
+                self.client.path("packages", iccid=self.iccid),
+                f"Pond step 1/3: add package type {self.plan} to {self.iccid}",
+                {"packageTypeId": package_type_id(self.plan)},
+            )
         except TransientCarrierError:
             await self._drop_duplicates(before_ids, None)
             raise
         new_id = call.body.get("packageId") if isinstance(call.body, dict) else None
         if new_id is None:
             await self._drop_duplicates(before_ids, None)
-            raise BusinessCarrierError("Pond accepted the package but returned no packageId",
-                                       status=call.response.status_code)
+            raise BusinessCarrierError(
+                "Pond accepted the package but returned no packageId", status=call.response.status_code
+            )
         if len(call.log) > 1:
             await self._drop_duplicates(before_ids, new_id)
         return new_id
@@ -335,41 +380,58 @@ class _PackageChange:
         try:
             now = await self._packages()
         except CarrierError as exc:
-            self.notes.append(f"(could not re-read packages to look for duplicate PENDING "
-                              f"packages of type {self.plan}: {failure_detail(exc)})")
+            self.notes.append(
+                f"(could not re-read packages to look for duplicate PENDING "
+                f"packages of type {self.plan}: {failure_detail(exc)})"
+            )
             return
         for p in now:
             pid = p.get("packageId")
-            if (self._is_target(p) and p.get("status") == PENDING
-                    and str(pid) not in before_ids and str(pid) != str(keep)):
+            if (
+                self._is_target(p)
+                and p.get("status") == PENDING
+                and str(pid) not in before_ids
+                and str(pid) != str(keep)
+            ):
                 try:
-                    await self._set(pid, TERMINATED, f"Pond step 1/3: terminate duplicate PENDING "
-                                    f"package {pid} (an add whose answer was lost)")
+                    await self._set(
+                        pid,
+                        TERMINATED,
+                        f"Pond step 1/3: terminate duplicate PENDING package {pid} (an add whose answer was lost)",
+                    )
                 except CarrierError as exc:
-                    self.notes.append(f"(duplicate PENDING package {pid} could not be "
-                                      f"terminated: {failure_detail(exc)})")
+                    self.notes.append(
+                        f"(duplicate PENDING package {pid} could not be terminated: {failure_detail(exc)})"
+                    )
 
-    async def _undo(self, new_id: Any, step: str, exc: CarrierError, old: list[Any],
-                    terminated: list[Any]) -> DeviceResult:
+    async def _undo(
+        self, new_id: Any, step: str, exc: CarrierError, old: list[Any], terminated: list[Any]
+    ) -> DeviceResult:
         """Step 4: terminate the new package so the device stays on its old one."""
         left = [p for p in old if p not in terminated]
         what = f"package change to type {self.plan} failed at {step}: {failure_detail(exc)}."
         try:
-            await self._set(new_id, TERMINATED, f"Pond undo: terminate new package {new_id} on "
-                            f"{self.iccid}")
+            await self._set(new_id, TERMINATED, f"Pond undo: terminate new package {new_id} on {self.iccid}")
         except CarrierError as undo_exc:
             result = self._fail(
                 f"UNDO FAILED - OPERATOR ACTION NEEDED: {what} Terminating the new package "
                 f"{new_id} also failed ({failure_detail(undo_exc)}), so device {self.iccid} may hold "
                 f"the new package {new_id} as well as its old package(s) {_ids(left)}; terminate "
-                f"package {new_id} at Pond by hand.")
-            logger.error("Pond undo failed (service provider %s, device change %s): %s",
-                         self.client.account.service_provider_id, self.change.device_change_id,
-                         result.detail)
+                f"package {new_id} at Pond by hand."
+            )
+            logger.error(
+                "Pond undo failed (service provider %s, device change %s): %s",
+                self.client.account.service_provider_id,
+                self.change.device_change_id,
+                result.detail,
+            )
             return result
-        detail = (f"{what} Undone: new package {new_id} terminated; the device was left on its "
-                  f"old package(s) {_ids(left)}.")
+        detail = (
+            f"{what} Undone: new package {new_id} terminated; the device was left on its old package(s) {_ids(left)}."
+        )
         if terminated:
-            detail += (f" Old package(s) {_ids(terminated)} had already been terminated before "
-                       "the failure and cannot be restored.")
+            detail += (
+                f" Old package(s) {_ids(terminated)} had already been terminated before "
+                "the failure and cannot be restored."
+            )
         return self._fail(detail)

@@ -38,8 +38,13 @@ SUPPORTED_CHANGE_TYPES = frozenset({ChangeType.STATUS_UPDATE, ChangeType.CARRIER
 ACTIVE, TERMINATED, PENDING = "ACTIVE", "TERMINATED", "PENDING"
 # Our device statuses -> "all services enabled?". AMOP: POND_ACTIVE enables, others disable.
 SERVICES_ENABLED_FOR: Mapping[str, bool] = {
-    "ACTIVATED": True, "ACTIVE": True, "POND_ACTIVE": True,
-    "DEACTIVATED": False, "INACTIVE": False, "POND_DEACTIVATED": False, "SUSPENDED": False,
+    "ACTIVATED": True,
+    "ACTIVE": True,
+    "POND_ACTIVE": True,
+    "DEACTIVATED": False,
+    "INACTIVE": False,
+    "POND_DEACTIVATED": False,
+    "SUSPENDED": False,
 }
 
 
@@ -64,14 +69,20 @@ def classify_pond_response(response: httpx.Response, body: Any) -> CarrierError 
         return None
     code, message = pond_error(response, body)
     if status == 429:
-        return TransientCarrierError(f"[{code or status}] {message}", status=status, code=code,
-                                     retry_after=stated_wait_seconds(response, body),
-                                     over_limit=True)
+        return TransientCarrierError(
+            f"[{code or status}] {message}",
+            status=status,
+            code=code,
+            retry_after=stated_wait_seconds(response, body),
+            over_limit=True,
+        )
     if status >= 500 or body is MALFORMED:
         return TransientCarrierError(f"HTTP {status}: {message}", status=status, code=code)
     if status in (401, 403):
-        message = (f"Pond rejected the credentials or distributor id ({message}); check the "
-                   "service provider's username, secret and extra.distributor_id")
+        message = (
+            f"Pond rejected the credentials or distributor id ({message}); check the "
+            "service provider's username, secret and extra.distributor_id"
+        )
     return BusinessCarrierError(message, code=code, status=status)
 
 

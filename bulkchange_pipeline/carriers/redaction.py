@@ -60,10 +60,7 @@ def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> di
 def redact_json(value: Any) -> Any:
     """Deep copy of a JSON value with the values of credential-bearing keys replaced by `***`."""
     if isinstance(value, dict):
-        return {
-            k: (MASK if isinstance(k, str) and is_sensitive_name(k) else redact_json(v))
-            for k, v in value.items()
-        }
+        return {k: (MASK if isinstance(k, str) and is_sensitive_name(k) else redact_json(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [redact_json(v) for v in value]
     return value
@@ -75,15 +72,11 @@ _KEY_ALTERNATION = (
     r"|session[-_]?token|access[-_]?token|refresh[-_]?token|token|x[-_]?api[-_]?key"
 )
 # "key": "value" in JSON text (value may contain escaped quotes).
-_JSON_PAIR = re.compile(
-    r'("(?:' + _KEY_ALTERNATION + r')"\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE
-)
+_JSON_PAIR = re.compile(r'("(?:' + _KEY_ALTERNATION + r')"\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE)
 # key=value in form bodies and query strings.
 _FORM_PAIR = re.compile(r"(?<![\w-])((?:" + _KEY_ALTERNATION + r")=)[^&\s]*", re.IGNORECASE)
 # Header lines "Name: value" inside a text dump.
-_HEADER_LINE = re.compile(
-    r"^((?:" + _KEY_ALTERNATION + r")[ \t]*:[ \t]*).*$", re.IGNORECASE | re.MULTILINE
-)
+_HEADER_LINE = re.compile(r"^((?:" + _KEY_ALTERNATION + r")[ \t]*:[ \t]*).*$", re.IGNORECASE | re.MULTILINE)
 # Basic/Bearer credentials wherever they appear.
 _SCHEME_TOKEN = re.compile(r"\b(Basic|Bearer)\s+[A-Za-z0-9+/=._~-]{8,}")
 
@@ -109,10 +102,7 @@ def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
         if s in text:
             text = text.replace(s, MASK)
     lowered = text.lower()
-    if not any(
-        w in lowered
-        for w in ("auth", "secret", "key", "pass", "token", "basic", "bearer", "cookie")
-    ):
+    if not any(w in lowered for w in ("auth", "secret", "key", "pass", "token", "basic", "bearer", "cookie")):
         return text  # fast path: nothing credential-like left to look for
     text = _JSON_PAIR.sub(lambda m: m.group(1) + '"' + MASK + '"', text)
     text = _FORM_PAIR.sub(lambda m: m.group(1) + MASK, text)

@@ -83,8 +83,10 @@ class RevioClient(CarrierAdapter):
         extra = {k.lower(): v for k, v in (account.extra or {}).items()}
         key = extra.get("subscription_key")
         if not key:
-            raise RevioConfigError("Rev.io needs a subscription key: set the credentials entry's "
-                                   "SUBSCRIPTION_KEY (account.extra['subscription_key'])")
+            raise RevioConfigError(
+                "Rev.io needs a subscription key: set the credentials entry's "
+                "SUBSCRIPTION_KEY (account.extra['subscription_key'])"
+            )
         try:
             self.provider_id = int(extra["provider_id"])
             stype = extra.get("service_type_id")
@@ -92,19 +94,26 @@ class RevioClient(CarrierAdapter):
             self.default_products = parse_id_list(extra.get("product_ids"))
             self.rates = parse_rates(extra.get("product_rates"))
         except KeyError:
-            raise RevioConfigError("Rev.io needs provider_id (the credentials entry's PROVIDER_ID)")
+            raise RevioConfigError("Rev.io needs provider_id (the credentials entry's PROVIDER_ID)") from None
         except ValueError as exc:
             raise RevioConfigError(f"bad Rev.io setting: {exc}") from exc
         self.account = account
-        tuned = dataclasses.replace(account, base_url=revio_base_url(account.base_url),
-                                    max_attempts=max(account.max_attempts, REVIO_MAX_ATTEMPTS))
+        tuned = dataclasses.replace(
+            account,
+            base_url=revio_base_url(account.base_url),
+            max_attempts=max(account.max_attempts, REVIO_MAX_ATTEMPTS),
+        )
         auth = RevioAuth(account.username, account.secret, key)
-        self.http = CarrierHttp(tuned, auth, classify=classify_revio_response, redact=[key],
-                                label="Rev.io")
+        self.http = CarrierHttp(tuned, auth, classify=classify_revio_response, redact=[key], label="Rev.io")
         # Creates go through a single-attempt twin sharing the limiter and counters; `_create`
         # retries them itself, under `self.http`'s retry policy, with a look-up before each re-send.
-        self._once = CarrierHttp(dataclasses.replace(tuned, max_attempts=1), auth,
-                                 classify=classify_revio_response, redact=[key], label="Rev.io")
+        self._once = CarrierHttp(
+            dataclasses.replace(tuned, max_attempts=1),
+            auth,
+            classify=classify_revio_response,
+            redact=[key],
+            label="Rev.io",
+        )
         self._once.limiter = self.http.limiter
         self._once.stats = self.http.stats
         self._quota_message: str | None = None
@@ -119,8 +128,7 @@ class RevioClient(CarrierAdapter):
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def list_all(self, resource: str, log: list[LogEntry] | None = None,
-                       **search: Any) -> list[dict[str, Any]]:
+    async def list_all(self, resource: str, log: list[LogEntry] | None = None, **search: Any) -> list[dict[str, Any]]:
         """Every record of `GET /v1/<resource>?search.<field>=...`, following `has_more` pages of
         500. Raises CarrierError; `log` (if given) collects every exchange."""
         records: list[dict[str, Any]] = []
@@ -128,9 +136,11 @@ class RevioClient(CarrierAdapter):
         page = 1
         while True:
             result = await self.http.request(
-                "GET", resource, params={**params, "search.page_size": MAX_PAGE_SIZE,
-                                         "search.page": page},
-                description=f"Rev.io GET {resource} {_summary(search)} page {page}")
+                "GET",
+                resource,
+                params={**params, "search.page_size": MAX_PAGE_SIZE, "search.page": page},
+                description=f"Rev.io GET {resource} {_summary(search)} page {page}",
+            )
             if log is not None:
                 log.extend(result.log)
             body = result.body if isinstance(result.body, dict) else {}
@@ -140,23 +150,25 @@ class RevioClient(CarrierAdapter):
                 return records
             page += 1
 
-    async def active_services(self, number: str, log: list[LogEntry] | None = None
-                              ) -> list[dict[str, Any]]:
+    async def active_services(self, number: str, log: list[LogEntry] | None = None) -> list[dict[str, Any]]:
         """ACTIVE services whose number is `number` [I: search fields `number`, `status`]."""
         return await self.list_all("Services", log, number=number, status="ACTIVE")
 
-    async def patch_service_product(self, service_product_id: int, ops: list[dict[str, Any]]
-                                    ) -> CallResult:
+    async def patch_service_product(self, service_product_id: int, ops: list[dict[str, Any]]) -> CallResult:
         """`PATCH /v1/ServiceProduct/{id}` with JSON Patch ops, e.g.
         `[{"op": "replace", "path": "/quantity", "value": 2}]` (idempotent, so retried)."""
         if not self.account.write_enabled:
             raise WritesDisabledError(self._writes_off())
-        return await self.http.request("PATCH", f"ServiceProduct/{int(service_product_id)}",
-                                       json_body=ops,
-                                       description=f"Rev.io PATCH ServiceProduct {service_product_id}")
+        return await self.http.request(
+            "PATCH",
+            f"ServiceProduct/{int(service_product_id)}",
+            json_body=ops,
+            description=f"Rev.io PATCH ServiceProduct {service_product_id}",
+        )
 
-    async def edit_line_services(self, number: str, *, description: str | None,
-                                 cost_center: str | None, log: list[LogEntry]) -> list[int]:
+    async def edit_line_services(
+        self, number: str, *, description: str | None, cost_center: str | None, log: list[LogEntry]
+    ) -> list[int]:
         """Give every ACTIVE service of `number` this description and cost center
         (`PATCH /v1/Services/{id}`, JSON Patch from `service_edit_ops`; a replace is idempotent,
         so transient failures are retried). Returns the ids of the services edited; every exchange
@@ -181,8 +193,11 @@ class RevioClient(CarrierAdapter):
                 raise RevioUpdateError(str(exc), service_id=service_id) from None
             try:
                 result = await self.http.request(
-                    "PATCH", f"Services/{service_id}", json_body=ops,
-                    description=f"Rev.io PATCH Services {service_id} (description, cost center)")
+                    "PATCH",
+                    f"Services/{service_id}",
+                    json_body=ops,
+                    description=f"Rev.io PATCH Services {service_id} (description, cost center)",
+                )
             except CarrierError as exc:
                 log.extend(exc.log)
                 raise RevioUpdateError(self._reason(exc), service_id=service_id) from None
@@ -190,8 +205,9 @@ class RevioClient(CarrierAdapter):
             edited.append(service_id)
         return edited
 
-    async def line_services_hold(self, number: str, *, description: str | None,
-                                 cost_center: str | None, log: list[LogEntry]) -> list[int] | None:
+    async def line_services_hold(
+        self, number: str, *, description: str | None, cost_center: str | None, log: list[LogEntry]
+    ) -> list[int] | None:
         """The ids of `number`'s ACTIVE services when there are some and every one already shows
         this description and cost center; None otherwise (or when Rev.io cannot be asked)."""
         try:
@@ -224,8 +240,9 @@ class RevioClient(CarrierAdapter):
         return await self.http.map_bounded(changes, self._check_one)
 
     def _writes_off(self) -> str:
-        return (f"writes are disabled for service provider {self.account.service_provider_id}; "
-                "nothing was sent to Rev.io")
+        return (
+            f"writes are disabled for service provider {self.account.service_provider_id}; nothing was sent to Rev.io"
+        )
 
     def _plan(self, change: DeviceChange) -> tuple[Any, str, list[int]]:
         """(Rev customer id, number, product ids) or _Failed."""
@@ -233,15 +250,17 @@ class RevioClient(CarrierAdapter):
             raise _Failed(f"change type {change.change_type} is not applied through Rev.io")
         target = change.target or {}
         if not target.get("rev_customer_id"):
-            raise _Failed("the customer has no Rev.io customer id (rev_customer_id); this "
-                          "assignment is database-only and should not have been sent to Rev.io")
+            raise _Failed(
+                "the customer has no Rev.io customer id (rev_customer_id); this "
+                "assignment is database-only and should not have been sent to Rev.io"
+            )
         number = change.msisdn or change.iccid
         if not number:
             raise _Failed("device has neither MSISDN nor ICCID to use as the Rev service number")
         try:
             products = parse_id_list(target.get("product_ids")) or self.default_products
         except ValueError:
-            raise _Failed(f"product_ids {target.get('product_ids')!r} are not integer ids")
+            raise _Failed(f"product_ids {target.get('product_ids')!r} are not integer ids") from None
         return rev_id(target["rev_customer_id"]), str(number), products
 
     async def _apply_one(self, change: DeviceChange) -> DeviceResult:
@@ -256,24 +275,29 @@ class RevioClient(CarrierAdapter):
             other = [s for s in active if s not in mine]
             if other:
                 s = other[0]
-                raise _Failed(f"active Rev service line exists (service {s.get('service_id')} "
-                              f"for customer {s.get('customer_id')}); disconnect it first")
+                raise _Failed(
+                    f"active Rev service line exists (service {s.get('service_id')} "
+                    f"for customer {s.get('customer_id')}); disconnect it first"
+                )
             if mine and change.change_type == ChangeType.CREATE_REV_SERVICE:
                 s = mine[0]
-                raise _Failed(f"an active Rev service already exists for number {number} "
-                              f"(service {s.get('service_id')} for customer {customer}); "
-                              "not creating another")
+                raise _Failed(
+                    f"an active Rev service already exists for number {number} "
+                    f"(service {s.get('service_id')} for customer {customer}); "
+                    "not creating another"
+                )
             if mine:
                 service_id = int(mine[0]["service_id"])
                 added = await self._add_products(service_id, customer, products, change, log)
-                detail = (f"already applied: active Rev service {service_id} for customer "
-                          f"{customer}" + (f"; added missing products {added}" if added else ""))
+                detail = f"already applied: active Rev service {service_id} for customer {customer}" + (
+                    f"; added missing products {added}" if added else ""
+                )
             else:
                 service_id = await self._create_service(customer, number, change, log)
-                added = await self._add_products(service_id, customer, products, change, log,
-                                                 existing=set())
-                detail = (f"created Rev service {service_id} for customer {customer}, number "
-                          f"{number}" + (f", products {added}" if added else ", no products"))
+                added = await self._add_products(service_id, customer, products, change, log, existing=set())
+                detail = f"created Rev service {service_id} for customer {customer}, number {number}" + (
+                    f", products {added}" if added else ", no products"
+                )
         except _Failed as exc:
             return _result(change, DeviceChangeStatus.API_FAILED, str(exc), log, service_id)
         except CarrierError as exc:
@@ -283,8 +307,9 @@ class RevioClient(CarrierAdapter):
                 text = f"Rev service {service_id} exists but a product was not added: {text}"
             return _result(change, DeviceChangeStatus.API_FAILED, text, log, service_id)
         except (KeyError, TypeError, ValueError) as exc:  # a record without the fields we read
-            return _result(change, DeviceChangeStatus.API_FAILED, f"unexpected answer from Rev.io: {exc!r}", log,
-                           service_id)
+            return _result(
+                change, DeviceChangeStatus.API_FAILED, f"unexpected answer from Rev.io: {exc!r}", log, service_id
+            )
         return _result(change, DeviceChangeStatus.PROCESSED, detail, log, service_id, _new_values(change))
 
     async def _check_one(self, change: DeviceChange) -> DeviceResult | None:
@@ -300,23 +325,31 @@ class RevioClient(CarrierAdapter):
                 return None
         except (_Failed, CarrierError, KeyError, TypeError, ValueError):
             return None  # cannot tell; the re-send records the outcome
-        return _result(change, DeviceChangeStatus.PROCESSED,
-                       f"already in effect at Rev.io: service {service_id} for customer {customer}",
-                       log, service_id, _new_values(change))
+        return _result(
+            change,
+            DeviceChangeStatus.PROCESSED,
+            f"already in effect at Rev.io: service {service_id} for customer {customer}",
+            log,
+            service_id,
+            _new_values(change),
+        )
 
     # -- creates ----------------------------------------------------------------------------------
 
-    async def _create_service(self, customer: Any, number: str, change: DeviceChange,
-                              log: list[LogEntry]) -> int:
+    async def _create_service(self, customer: Any, number: str, change: DeviceChange, log: list[LogEntry]) -> int:
         when = rev_date_time(change.target.get("effective_date"))
-        body: dict[str, Any] = {"customer_id": customer, "provider_id": self.provider_id,
-                                "number": number, "effective_date": when, "activated_date": when}
+        body: dict[str, Any] = {
+            "customer_id": customer,
+            "provider_id": self.provider_id,
+            "number": number,
+            "effective_date": when,
+            "activated_date": when,
+        }
         if self.service_type_id is not None:
             body["service_type_id"] = self.service_type_id
 
         async def find() -> int | None:
-            mine = [s for s in await self.active_services(number, log)
-                    if str(s.get("customer_id")) == str(customer)]
+            mine = [s for s in await self.active_services(number, log) if str(s.get("customer_id")) == str(customer)]
             return int(mine[0]["service_id"]) if mine else None
 
         return await self._create("Services", body, find, log, f"service for {number}")
@@ -324,13 +357,21 @@ class RevioClient(CarrierAdapter):
     async def _products_of(self, service_id: int, log: list[LogEntry]) -> set[int]:
         """Product ids on the service that are not DENIED or DISCONNECTED."""
         records = await self.list_all("ServiceProduct", log, service_id=service_id)
-        return {int(r["product_id"]) for r in records
-                if r.get("product_id") is not None
-                and str(r.get("status", "")).upper() not in ("DENIED", "DISCONNECTED")}
+        return {
+            int(r["product_id"])
+            for r in records
+            if r.get("product_id") is not None and str(r.get("status", "")).upper() not in ("DENIED", "DISCONNECTED")
+        }
 
-    async def _add_products(self, service_id: int, customer: Any, products: list[int],
-                            change: DeviceChange, log: list[LogEntry],
-                            existing: set[int] | None = None) -> list[int]:
+    async def _add_products(
+        self,
+        service_id: int,
+        customer: Any,
+        products: list[int],
+        change: DeviceChange,
+        log: list[LogEntry],
+        existing: set[int] | None = None,
+    ) -> list[int]:
         """Create the products the service lacks (`existing` given for a service just created,
         which has none, saving a look-up); returns the ids created."""
         if not products:
@@ -340,21 +381,30 @@ class RevioClient(CarrierAdapter):
         missing = [p for p in dict.fromkeys(products) if p not in existing]
         when = rev_date_time(change.target.get("effective_date"))
         for pid in missing:
-            body: dict[str, Any] = {"customer_id": customer, "service_id": service_id,
-                                    "product_id": pid, "quantity": 1, "effective_date": when}
+            body: dict[str, Any] = {
+                "customer_id": customer,
+                "service_id": service_id,
+                "product_id": pid,
+                "quantity": 1,
+                "effective_date": when,
+            }
             if pid in self.rates:
                 body["rate"] = self.rates[pid]
 
             async def find(pid: int = pid) -> int | None:
                 return pid if pid in await self._products_of(service_id, log) else None
 
-            await self._create("ServiceProduct", body, find, log,
-                               f"product {pid} on service {service_id}")
+            await self._create("ServiceProduct", body, find, log, f"product {pid} on service {service_id}")
         return missing
 
-    async def _create(self, resource: str, body: dict[str, Any],
-                      find: Callable[[], Awaitable[int | None]], log: list[LogEntry],
-                      what: str) -> int:
+    async def _create(
+        self,
+        resource: str,
+        body: dict[str, Any],
+        find: Callable[[], Awaitable[int | None]],
+        log: list[LogEntry],
+        what: str,
+    ) -> int:
         """POST a create with retries under the account's retry policy (`CarrierHttp.retrying`:
         stated waits, else the fixed interval); before re-sending after an answer that may hide a
         success (timeout, truncated body, 5xx), `find` looks for the record and it is adopted instead."""
@@ -366,14 +416,14 @@ class RevioClient(CarrierAdapter):
                     if found is not None:
                         return found
                 try:
-                    result = await self._once.request("POST", resource, json_body=body,
-                                                      description=f"Rev.io POST {resource} ({what})")
+                    result = await self._once.request(
+                        "POST", resource, json_body=body, description=f"Rev.io POST {resource} ({what})"
+                    )
                 except CarrierError as exc:
                     log.extend(exc.log)
                     exc.log = []
                     # A 429 is refused by the gateway before Rev.io sees the call.
-                    unsure = unsure or (isinstance(exc, TransientCarrierError)
-                                        and not exc.over_limit)
+                    unsure = unsure or (isinstance(exc, TransientCarrierError) and not exc.over_limit)
                     raise
                 log.extend(result.log)
                 new_id = result.body.get("id") if isinstance(result.body, dict) else None
@@ -397,7 +447,19 @@ def _summary(search: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in search.items())
 
 
-def _result(change: DeviceChange, status: DeviceChangeStatus, detail: str, log: list[LogEntry],
-            service_id: int | None, values: dict[str, Any] | None = None) -> DeviceResult:
-    return DeviceResult(change.device_change_id, status, detail, dict(values or {}),
-                        None if service_id is None else str(service_id), list(log))
+def _result(
+    change: DeviceChange,
+    status: DeviceChangeStatus,
+    detail: str,
+    log: list[LogEntry],
+    service_id: int | None,
+    values: dict[str, Any] | None = None,
+) -> DeviceResult:
+    return DeviceResult(
+        change.device_change_id,
+        status,
+        detail,
+        dict(values or {}),
+        None if service_id is None else str(service_id),
+        list(log),
+    )

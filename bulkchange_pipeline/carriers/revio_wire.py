@@ -48,10 +48,10 @@ def check_username(username: str) -> None:
     if _EMAIL.match(username or ""):
         raise RevioConfigError(
             f"Rev.io username {username!r} looks like an e-mail address; the API needs the API "
-            "user in the form user@clientCode (e.g. apiuser@ACME)")
+            "user in the form user@clientCode (e.g. apiuser@ACME)"
+        )
     if not _USER.match(username or ""):
-        raise RevioConfigError(
-            f"Rev.io username {username!r} is not of the form user@clientCode (e.g. apiuser@ACME)")
+        raise RevioConfigError(f"Rev.io username {username!r} is not of the form user@clientCode (e.g. apiuser@ACME)")
 
 
 def revio_base_url(url: str) -> str:
@@ -100,8 +100,11 @@ def revio_error_message(response: httpx.Response, body: Any) -> str:
     """The message of any Rev.io / APIM error body: `[{ok, error, message}]`, `{ok, error,
     message}` or `{statusCode, message}`; else the text."""
     items = body if isinstance(body, list) else [body]
-    parts = [str(i.get("message") or i.get("error")) for i in items
-             if isinstance(i, dict) and (i.get("message") or i.get("error"))]
+    parts = [
+        str(i.get("message") or i.get("error"))
+        for i in items
+        if isinstance(i, dict) and (i.get("message") or i.get("error"))
+    ]
     return "; ".join(parts) or response.text.strip()[:300] or response.reason_phrase
 
 
@@ -117,8 +120,9 @@ def cost_center_field(service: Mapping[str, Any]) -> tuple[int, str] | None:
     return None
 
 
-def service_edit_ops(service: Mapping[str, Any], description: str | None,
-                     cost_center: str | None) -> list[dict[str, Any]]:
+def service_edit_ops(
+    service: Mapping[str, Any], description: str | None, cost_center: str | None
+) -> list[dict[str, Any]]:
     """The JSON Patch that gives a service this description and cost center (None: leave as is).
     The cost center is written to `/fields/<index>/value` after a `test` of that field's label, so
     a field list reordered since it was read is refused instead of written into the wrong field.
@@ -129,17 +133,20 @@ def service_edit_ops(service: Mapping[str, Any], description: str | None,
     if cost_center is not None:
         found = cost_center_field(service)
         if found is None:
-            raise ValueError("it has no cost-center custom field (labelled "
-                             + " or ".join(repr(label.title()) for label in COST_CENTER_LABELS)
-                             + ") to hold the cost center")
+            raise ValueError(
+                "it has no cost-center custom field (labelled "
+                + " or ".join(repr(label.title()) for label in COST_CENTER_LABELS)
+                + ") to hold the cost center"
+            )
         index, label = found
-        ops += [{"op": "test", "path": f"/fields/{index}/label", "value": label},
-                {"op": "replace", "path": f"/fields/{index}/value", "value": cost_center}]
+        ops += [
+            {"op": "test", "path": f"/fields/{index}/label", "value": label},
+            {"op": "replace", "path": f"/fields/{index}/value", "value": cost_center},
+        ]
     return ops
 
 
-def service_holds(service: Mapping[str, Any], description: str | None,
-                  cost_center: str | None) -> bool:
+def service_holds(service: Mapping[str, Any], description: str | None, cost_center: str | None) -> bool:
     """True when the service already shows this description and cost center."""
     if description is not None and service.get("description") != description:
         return False
@@ -161,18 +168,19 @@ def classify_revio_response(response: httpx.Response, body: Any) -> CarrierError
         return None
     message = revio_error_message(response, body)
     if status == 429:
-        return TransientCarrierError(f"HTTP 429: {message}", status=status,
-                                     retry_after=stated_wait_seconds(response, body),
-                                     over_limit=True)
+        return TransientCarrierError(
+            f"HTTP 429: {message}", status=status, retry_after=stated_wait_seconds(response, body), over_limit=True
+        )
     if status >= 500 or body is MALFORMED:
         return TransientCarrierError(f"HTTP {status}: {message}", status=status)
     if status == 401:
         return BusinessCarrierError(
             f"Rev.io rejected the credentials ({message}); check the user@clientCode username, "
-            "password and subscription key", status=status)
+            "password and subscription key",
+            status=status,
+        )
     if status == 403 and "quota" in message.lower():
-        return BusinessCarrierError(f"Rev.io daily call quota exhausted: {message}",
-                                    code=QUOTA_CODE, status=status)
+        return BusinessCarrierError(f"Rev.io daily call quota exhausted: {message}", code=QUOTA_CODE, status=status)
     return BusinessCarrierError(message, status=status)
 
 

@@ -79,8 +79,8 @@ class TealClient(CarrierAdapter):
         rows that cannot be sent, or that Teal refuses outright, come back API_FAILED."""
         if not self.account.write_enabled:
             raise WritesDisabledError(
-                f"writes are disabled for service provider {self.account.service_provider_id}; "
-                "nothing was sent to Teal")
+                f"writes are disabled for service provider {self.account.service_provider_id}; nothing was sent to Teal"
+            )
         results: list[DeviceResult | None] = [None] * len(changes)
         groups: dict[str, list[tuple[int, Any]]] = {}
         for index, change in enumerate(changes):
@@ -90,20 +90,19 @@ class TealClient(CarrierAdapter):
                 results[index] = device_result(change, DeviceChangeStatus.API_FAILED, str(exc))
                 continue
             groups.setdefault(path, []).append((index, entry))
-        jobs = [(path, chunk) for path, items in groups.items()
-                for chunk in _chunks(items, self.batch_size)]
+        jobs = [(path, chunk) for path, items in groups.items() for chunk in _chunks(items, self.batch_size)]
 
         async def send(job: tuple[str, list[tuple[int, Any]]]) -> None:
             path, chunk = job
-            for index, result in zip((i for i, _ in chunk),
-                                     await self._send(path, chunk, changes)):
+            for index, result in zip((i for i, _ in chunk), await self._send(path, chunk, changes), strict=True):
                 results[index] = result
 
         await self.http.map_bounded(jobs, send)
         return [r for r in results if r is not None]
 
-    async def _send(self, path: str, chunk: list[tuple[int, Any]],
-                    changes: Sequence[DeviceChange]) -> list[DeviceResult]:
+    async def _send(
+        self, path: str, chunk: list[tuple[int, Any]], changes: Sequence[DeviceChange]
+    ) -> list[DeviceResult]:
         request_id = new_request_id()
         params = {"requestId": request_id}
         if self.callback_url:
@@ -111,25 +110,32 @@ class TealClient(CarrierAdapter):
         members = [changes[i] for i, _ in chunk]
         desc = f"Teal POST {path} requestId={request_id} ({len(members)} eSIMs)"
         try:
-            call = await self.http.request("POST", path, json_body={"entries": [e for _, e in chunk]},
-                                           params=params, description=desc)
+            call = await self.http.request(
+                "POST", path, json_body={"entries": [e for _, e in chunk]}, params=params, description=desc
+            )
         except CarrierError as exc:
             logs = shared_logs(exc.log, members, desc)
             if _maybe_accepted(exc):
                 # The last answer was lost (timeout) or unreadable: Teal may have enqueued it.
                 # Keep the requestId so poll settles it (an unknown request ends API_FAILED).
                 detail = f"sent to Teal, answer not confirmed ({exc.message}); requestId {request_id}"
-                return [device_result(c, DeviceChangeStatus.PROCESSING, detail, request_id=request_id, log=lg)
-                        for c, lg in zip(members, logs)]
-            return [device_result(c, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=lg)
-                    for c, lg in zip(members, logs)]
+                return [
+                    device_result(c, DeviceChangeStatus.PROCESSING, detail, request_id=request_id, log=lg)
+                    for c, lg in zip(members, logs, strict=True)
+                ]
+            return [
+                device_result(c, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=lg)
+                for c, lg in zip(members, logs, strict=True)
+            ]
         body = call.body if isinstance(call.body, dict) else {}
         detail = f"accepted by Teal ({path.rsplit('/', 1)[-1]}), requestId {request_id}"
         if body.get("message"):
             detail += f": {body['message']}"
         logs = shared_logs(call.log, members, desc)
-        return [device_result(c, DeviceChangeStatus.PROCESSING, detail, request_id=request_id, log=lg)
-                for c, lg in zip(members, logs)]
+        return [
+            device_result(c, DeviceChangeStatus.PROCESSING, detail, request_id=request_id, log=lg)
+            for c, lg in zip(members, logs, strict=True)
+        ]
 
     # -- poll -------------------------------------------------------------------------------------
 
@@ -145,26 +151,34 @@ class TealClient(CarrierAdapter):
 
         async def fetch(item: tuple[str, list[int]]) -> None:
             request_id, indexes = item
-            for index, result in zip(indexes, await self._poll_one(
-                    request_id, [changes[i] for i in indexes])):
+            for index, result in zip(
+                indexes, await self._poll_one(request_id, [changes[i] for i in indexes]), strict=True
+            ):
                 results[index] = result
 
         await self.http.map_bounded(list(by_request.items()), fetch)
         return results
 
-    async def _poll_one(self, request_id: str, members: list[DeviceChange]
-                        ) -> list[DeviceResult | None]:
+    async def _poll_one(self, request_id: str, members: list[DeviceChange]) -> list[DeviceResult | None]:
         desc = f"Teal GET operation result requestId={request_id}"
         try:
-            call = await self.http.request("GET", OPERATION_RESULT_PATH,
-                                           params={"requestId": request_id}, description=desc)
+            call = await self.http.request(
+                "GET", OPERATION_RESULT_PATH, params={"requestId": request_id}, description=desc
+            )
         except BusinessCarrierError as exc:
             if exc.status == 401 or exc.code == "UNAUTHORIZED":
                 return [None] * len(members)  # cannot tell; the change may well be applied
             logs = shared_logs(exc.log, members, desc)
-            return [device_result(c, DeviceChangeStatus.API_FAILED,
-                                  f"Teal has no result for request {request_id}: {exc}",
-                                  request_id=request_id, log=lg) for c, lg in zip(members, logs)]
+            return [
+                device_result(
+                    c,
+                    DeviceChangeStatus.API_FAILED,
+                    f"Teal has no result for request {request_id}: {exc}",
+                    request_id=request_id,
+                    log=lg,
+                )
+                for c, lg in zip(members, logs, strict=True)
+            ]
         except CarrierError:
             return [None] * len(members)
         body = call.body if isinstance(call.body, dict) else {}
@@ -174,25 +188,37 @@ class TealClient(CarrierAdapter):
         by_eid = {str(e.get("eid")): e for e in entries if isinstance(e, dict)}
         logs = shared_logs(call.log, members, desc)
         out: list[DeviceResult | None] = []
-        for change, log in zip(members, logs):
+        for change, log in zip(members, logs, strict=True):
             entry = by_eid.get(str(change.eid))
             if entry is None and len(entries) == 1 == len(members) and isinstance(entries[0], dict):
                 entry = entries[0]  # a single-entry result that does not echo the EID [I]
             out.append(self._settle(change, request_id, entry, log))
         return out
 
-    def _settle(self, change: DeviceChange, request_id: str, entry: dict[str, Any] | None,
-                log: list[LogEntry]) -> DeviceResult:
+    def _settle(
+        self, change: DeviceChange, request_id: str, entry: dict[str, Any] | None, log: list[LogEntry]
+    ) -> DeviceResult:
         if entry is None:
-            return device_result(change, DeviceChangeStatus.API_FAILED, f"Teal's result for request {request_id} "
-                                 f"has no entry for EID {change.eid}", request_id=request_id, log=log)
+            return device_result(
+                change,
+                DeviceChangeStatus.API_FAILED,
+                f"Teal's result for request {request_id} has no entry for EID {change.eid}",
+                request_id=request_id,
+                log=log,
+            )
         if entry.get("success") is True:
             try:
                 _, _, new_values = operation_of(change)
             except ValueError:
                 new_values = {}
-            return device_result(change, DeviceChangeStatus.PROCESSED, f"applied by Teal (requestId {request_id})",
-                                 new_values, request_id=request_id, log=log)
+            return device_result(
+                change,
+                DeviceChangeStatus.PROCESSED,
+                f"applied by Teal (requestId {request_id})",
+                new_values,
+                request_id=request_id,
+                log=log,
+            )
         code = entry.get("errorCode")
         message = entry.get("errorMessage") or entry.get("message") or "refused by Teal"
         detail = f"[{code}] {message}" if code else str(message)
@@ -212,13 +238,13 @@ class TealClient(CarrierAdapter):
             return None
         params = {"requestId": new_request_id(), "eid": change.eid, "offset": 0, "limit": 1}
         try:
-            call = await self.http.request("GET", ESIMS_PATH, params=params,
-                                           description=f"Teal GET esim {change.eid} (already applied?)")
+            call = await self.http.request(
+                "GET", ESIMS_PATH, params=params, description=f"Teal GET esim {change.eid} (already applied?)"
+            )
         except CarrierError:
             return None
         entries = call.body.get("entries") if isinstance(call.body, dict) else None
-        esim = next((e for e in entries or [] if isinstance(e, dict) and e.get("eid") == change.eid),
-                    None)
+        esim = next((e for e in entries or [] if isinstance(e, dict) and e.get("eid") == change.eid), None)
         if esim is None:
             return None
         held: dict[str, str] | None = None
@@ -230,8 +256,13 @@ class TealClient(CarrierAdapter):
             held = wanted
         if held is None:
             return None
-        return device_result(change, DeviceChangeStatus.PROCESSED, "already in effect at Teal: "
-                             + ", ".join(f"{k}={v}" for k, v in held.items()), held, log=call.log)
+        return device_result(
+            change,
+            DeviceChangeStatus.PROCESSED,
+            "already in effect at Teal: " + ", ".join(f"{k}={v}" for k, v in held.items()),
+            held,
+            log=call.log,
+        )
 
 
 def _chunks(items: list[tuple[int, Any]], size: int) -> list[list[tuple[int, Any]]]:

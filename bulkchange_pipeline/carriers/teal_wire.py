@@ -89,14 +89,17 @@ def classify_teal_response(response: httpx.Response, body: Any) -> CarrierError 
     code, message = teal_error(response, body)
     text = f"[{code}] {message}" if code else message
     if status == 429:
-        return TransientCarrierError(text, status=status, code=code, over_limit=True,
-                                     retry_after=stated_wait_seconds(response, body))
+        return TransientCarrierError(
+            text, status=status, code=code, over_limit=True, retry_after=stated_wait_seconds(response, body)
+        )
     if status >= 500 or body is MALFORMED or code in TRANSIENT_CODES:
         return TransientCarrierError(f"HTTP {status}: {text}", status=status, code=code)
     if status == 401 or code == "UNAUTHORIZED":
         return BusinessCarrierError(
-            f"Teal rejected the ApiKey/ApiSecret ({message}); check the service provider's "
-            "credentials", code=code or "UNAUTHORIZED", status=status)
+            f"Teal rejected the ApiKey/ApiSecret ({message}); check the service provider's credentials",
+            code=code or "UNAUTHORIZED",
+            status=status,
+        )
     return BusinessCarrierError(message, code=code, status=status)
 
 
@@ -109,16 +112,14 @@ def operation_of(change: DeviceChange) -> tuple[str, Any, dict[str, str]]:
     if change.change_type == ChangeType.STATUS_UPDATE:
         status = str(target.get("status") or "").strip().lower()
         if status not in STATUSES:
-            raise ValueError(f"Teal status must be one of online, waiting, stopped (got "
-                             f"{target.get('status')!r})")
+            raise ValueError(f"Teal status must be one of online, waiting, stopped (got {target.get('status')!r})")
         path = ENABLE_PATH if status in ENABLED_STATUSES else DISABLE_PATH
         return path, change.eid, {"status": status}
     if change.change_type == ChangeType.CARRIER_RATE_PLAN_CHANGE:
         plan = target.get("carrier_rate_plan")
         if not plan:
             raise ValueError("no carrier_rate_plan (Teal planUuid) to assign")
-        return ASSIGN_PLAN_PATH, {"eid": change.eid, "planUuid": str(plan)}, {
-            "carrier_rate_plan": str(plan)}
+        return ASSIGN_PLAN_PATH, {"eid": change.eid, "planUuid": str(plan)}, {"carrier_rate_plan": str(plan)}
     raise ValueError(f"change type {change.change_type} is not applied through the Teal API")
 
 
@@ -129,8 +130,9 @@ def parse_teal_callback(payload: dict[str, Any]) -> list[AsyncOutcome]:
     endpoint stored it. Anything else is noise (empty list)."""
     if not isinstance(payload, dict):
         return []
-    places = [payload] + [payload[k] for k in ("query", "query_params", "params", "body", "json")
-                          if isinstance(payload.get(k), dict)]
+    places = [payload] + [
+        payload[k] for k in ("query", "query_params", "params", "body", "json") if isinstance(payload.get(k), dict)
+    ]
     for place in places:
         rid = place.get("requestId") or place.get("request_id")
         if isinstance(rid, list):

@@ -65,9 +65,15 @@ from .telegence_wire import (
 __all__ = ["MAX_PARALLEL_REQUESTS", "NO_BILLING_ACCOUNT", "SUPPORTED_CHANGE_TYPES", "TelegenceClient"]
 
 MAX_PARALLEL_REQUESTS = 10  # AMOP's MAX_PARALLEL_REQUESTS default, when the account sets none
-SUPPORTED_CHANGE_TYPES = frozenset({
-    ChangeType.STATUS_UPDATE, ChangeType.ACTIVATE_NEW_SERVICE, ChangeType.CARRIER_RATE_PLAN_CHANGE,
-    ChangeType.CHANGE_ICCID_AND_IMEI, ChangeType.EDIT_USERNAME_COST_CENTER})
+SUPPORTED_CHANGE_TYPES = frozenset(
+    {
+        ChangeType.STATUS_UPDATE,
+        ChangeType.ACTIVATE_NEW_SERVICE,
+        ChangeType.CARRIER_RATE_PLAN_CHANGE,
+        ChangeType.CHANGE_ICCID_AND_IMEI,
+        ChangeType.EDIT_USERNAME_COST_CENTER,
+    }
+)
 NO_BILLING_ACCOUNT = "Rev.io update skipped: the tenant has no Rev.io account"
 
 
@@ -82,20 +88,29 @@ class TelegenceClient(CarrierAdapter):
     billing_change_types = frozenset({ChangeType.EDIT_USERNAME_COST_CENTER})
     poll_interval_seconds = 300  # AMOP re-checked activations every 300 s
 
-    def __init__(self, account: CarrierAccount, *, billing: RevioClient | None = None,
-                 default_reason_code: str | None = None,
-                 batch_size: int = ACTIVATION_BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        account: CarrierAccount,
+        *,
+        billing: RevioClient | None = None,
+        default_reason_code: str | None = None,
+        batch_size: int = ACTIVATION_BATCH_SIZE,
+    ) -> None:
         self.account = account
         if billing is None and account.billing is not None:
             billing = RevioClient(account.billing)
         self.billing = billing
         self.extra = {str(k).lower(): v for k, v in (account.extra or {}).items()}
-        self.default_reason_code = (default_reason_code or self.extra.get("reason_code")
-                                    or DEFAULT_REASON_CODE)
+        self.default_reason_code = default_reason_code or self.extra.get("reason_code") or DEFAULT_REASON_CODE
         self.batch_size = max(1, min(batch_size, ACTIVATION_BATCH_SIZE))
         headers = {"app-id": account.username, "app-secret": account.secret}
-        self.http = CarrierHttp(account, headers, classify=classify_telegence_response,
-                                label="Telegence", unlimited_workers=MAX_PARALLEL_REQUESTS)
+        self.http = CarrierHttp(
+            account,
+            headers,
+            classify=classify_telegence_response,
+            label="Telegence",
+            unlimited_workers=MAX_PARALLEL_REQUESTS,
+        )
 
     def supports(self, change_type: ChangeType) -> bool:
         """Line status, plan, SIM/IMEI and username/cost-center edits; new-line activation."""
@@ -114,7 +129,8 @@ class TelegenceClient(CarrierAdapter):
         if not self.account.write_enabled:
             raise WritesDisabledError(
                 f"writes are disabled for service provider {self.account.service_provider_id}; "
-                "nothing was sent to Telegence")
+                "nothing was sent to Telegence"
+            )
         results: list[DeviceResult | None] = [None] * len(changes)
         lines = [i for i, c in enumerate(changes) if c.change_type != ChangeType.ACTIVATE_NEW_SERVICE]
         activations = [i for i, c in enumerate(changes) if c.change_type == ChangeType.ACTIVATE_NEW_SERVICE]
@@ -125,7 +141,7 @@ class TelegenceClient(CarrierAdapter):
         jobs = self._activation_jobs(changes, activations, results)
 
         async def activate(job: list[tuple[int, dict[str, Any]]]) -> None:
-            for index, result in zip([i for i, _ in job], await self._activate(job, changes)):
+            for index, result in zip([i for i, _ in job], await self._activate(job, changes), strict=True):
                 results[index] = result
 
         await asyncio.gather(self.http.map_bounded(lines, patch), self.http.map_bounded(jobs, activate))
@@ -133,87 +149,121 @@ class TelegenceClient(CarrierAdapter):
 
     async def _patch_one(self, change: DeviceChange) -> DeviceResult:
         if not change.msisdn:
-            return device_result(change, DeviceChangeStatus.API_FAILED, "no MSISDN: Telegence updates lines by "
-                                 "subscriber number and this device has none")
+            return device_result(
+                change,
+                DeviceChangeStatus.API_FAILED,
+                "no MSISDN: Telegence updates lines by subscriber number and this device has none",
+            )
         try:
             body, values, _ = line_update(change, self.default_reason_code)
         except ValueError as exc:
             return device_result(change, DeviceChangeStatus.API_FAILED, str(exc))
         desc = f"Telegence PATCH line {change.msisdn}"
         try:
-            call = await self.http.request("PATCH", LINE_PATH.format(quote(change.msisdn, safe="")),
-                                           json_body=body, description=desc)
+            call = await self.http.request(
+                "PATCH", LINE_PATH.format(quote(change.msisdn, safe="")), json_body=body, description=desc
+            )
         except CarrierError as exc:
             return device_result(change, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=exc.log)
         summary = _summary(values)
         effective = body.get("effectiveDate")
         if effective and effective > telegence_date():
-            return device_result(change, DeviceChangeStatus.PROCESSED,
-                                 f"scheduled by Telegence for {effective}: {summary}", log=call.log)
+            return device_result(
+                change, DeviceChangeStatus.PROCESSED, f"scheduled by Telegence for {effective}: {summary}", log=call.log
+            )
         if _needs_billing(change):
             return await self._update_billing(change, values, call.log)
         return device_result(change, DeviceChangeStatus.PROCESSED, f"applied: {summary}", values, log=call.log)
 
-    async def _update_billing(self, change: DeviceChange, values: dict[str, str],
-                              log: list[LogEntry]) -> DeviceResult:
+    async def _update_billing(self, change: DeviceChange, values: dict[str, str], log: list[LogEntry]) -> DeviceResult:
         """The Rev.io half of a username/cost-center edit Telegence has taken (module docstring:
         the outcome rules)."""
         summary = _summary(values)
         if self.billing is None:
-            return device_result(change, DeviceChangeStatus.PROCESSED, f"applied: {summary}; {NO_BILLING_ACCOUNT}",
-                                 values, log=log)
+            return device_result(
+                change, DeviceChangeStatus.PROCESSED, f"applied: {summary}; {NO_BILLING_ACCOUNT}", values, log=log
+            )
         log = list(log)
         try:
             edited = await self.billing.edit_line_services(
-                str(change.msisdn), description=values.get("username"),
-                cost_center=values.get("cost_center"), log=log)
+                str(change.msisdn), description=values.get("username"), cost_center=values.get("cost_center"), log=log
+            )
         except RevioUpdateError as exc:
             where = "Rev.io" if exc.service_id is None else f"Rev.io service {exc.service_id}"
-            return device_result(change, DeviceChangeStatus.API_FAILED,
-                                 f"Telegence updated ({summary}); {where} not updated: {exc.message}",
-                                 log=log)
-        return device_result(change, DeviceChangeStatus.PROCESSED, f"applied: {summary}; Rev.io service "
-                             f"{', '.join(map(str, edited))} updated", values, log=log)
+            return device_result(
+                change,
+                DeviceChangeStatus.API_FAILED,
+                f"Telegence updated ({summary}); {where} not updated: {exc.message}",
+                log=log,
+            )
+        return device_result(
+            change,
+            DeviceChangeStatus.PROCESSED,
+            f"applied: {summary}; Rev.io service {', '.join(map(str, edited))} updated",
+            values,
+            log=log,
+        )
 
-    def _activation_jobs(self, changes: Sequence[DeviceChange], indexes: list[int],
-                         results: list[DeviceResult | None]) -> list[list[tuple[int, dict[str, Any]]]]:
+    def _activation_jobs(
+        self, changes: Sequence[DeviceChange], indexes: list[int], results: list[DeviceResult | None]
+    ) -> list[list[tuple[int, dict[str, Any]]]]:
         """Valid activation lines cut into requests of at most `batch_size`; invalid rows are
         failed in `results` without a call."""
         ban = self.extra.get("ban")
         ready: list[tuple[int, dict[str, Any]]] = []
         for index in indexes:
             if not ban:
-                results[index] = device_result(changes[index], DeviceChangeStatus.API_FAILED, "no billing account: set "
-                                               "extra['ban'] on the Telegence service provider")
+                results[index] = device_result(
+                    changes[index],
+                    DeviceChangeStatus.API_FAILED,
+                    "no billing account: set extra['ban'] on the Telegence service provider",
+                )
                 continue
             try:
                 ready.append((index, activation_line(changes[index], str(ban), self.extra)))
             except ValueError as exc:
                 results[index] = device_result(changes[index], DeviceChangeStatus.API_FAILED, str(exc))
-        return [ready[i:i + self.batch_size] for i in range(0, len(ready), self.batch_size)]
+        return [ready[i : i + self.batch_size] for i in range(0, len(ready), self.batch_size)]
 
-    async def _activate(self, job: list[tuple[int, dict[str, Any]]], changes: Sequence[DeviceChange]
-                        ) -> list[DeviceResult]:
+    async def _activate(
+        self, job: list[tuple[int, dict[str, Any]]], changes: Sequence[DeviceChange]
+    ) -> list[DeviceResult]:
         members = [changes[i] for i, _ in job]
         desc = f"Telegence POST activation ({len(members)} lines)"
         try:
-            call = await self.http.request("POST", ACTIVATION_PATH,
-                                           json_body=[line for _, line in job], description=desc)
+            call = await self.http.request(
+                "POST", ACTIVATION_PATH, json_body=[line for _, line in job], description=desc
+            )
         except CarrierError as exc:
             logs = shared_logs(exc.log, members, desc)
-            return [device_result(c, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=lg)
-                    for c, lg in zip(members, logs)]
+            return [
+                device_result(c, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=lg)
+                for c, lg in zip(members, logs, strict=True)
+            ]
         items = call.body if isinstance(call.body, list) else [call.body]
         ids = activation_ids(items, members)
         logs = shared_logs(call.log, members, desc)
         out = []
-        for change, request_id, log in zip(members, ids, logs):
+        for change, request_id, log in zip(members, ids, logs, strict=True):
             if request_id:
-                out.append(device_result(change, DeviceChangeStatus.PROCESSING, f"activation accepted by Telegence, "
-                                         f"status id {request_id}", request_id=request_id, log=log))
+                out.append(
+                    device_result(
+                        change,
+                        DeviceChangeStatus.PROCESSING,
+                        f"activation accepted by Telegence, status id {request_id}",
+                        request_id=request_id,
+                        log=log,
+                    )
+                )
             else:
-                out.append(device_result(change, DeviceChangeStatus.API_FAILED, "Telegence's activation answer has no "
-                                         "status id for this line", log=log))
+                out.append(
+                    device_result(
+                        change,
+                        DeviceChangeStatus.API_FAILED,
+                        "Telegence's activation answer has no status id for this line",
+                        log=log,
+                    )
+                )
         return out
 
     # -- poll -------------------------------------------------------------------------------------
@@ -231,28 +281,35 @@ class TelegenceClient(CarrierAdapter):
         async def fetch(item: tuple[str, list[int]]) -> None:
             request_id, indexes = item
             answers = await self._poll_one(request_id, [changes[i] for i in indexes])
-            for index, answer in zip(indexes, answers):
+            for index, answer in zip(indexes, answers, strict=True):
                 results[index] = answer
 
         await self.http.map_bounded(list(by_id.items()), fetch)
         return results
 
-    async def _poll_one(self, request_id: str, members: list[DeviceChange]
-                        ) -> list[DeviceResult | None]:
+    async def _poll_one(self, request_id: str, members: list[DeviceChange]) -> list[DeviceResult | None]:
         desc = f"Telegence GET activation status {request_id}"
         try:
             call = await self.http.request(
-                "GET", ACTIVATION_STATUS_PATH.format(quote(request_id, safe="")), description=desc)
+                "GET", ACTIVATION_STATUS_PATH.format(quote(request_id, safe="")), description=desc
+            )
         except BusinessCarrierError as exc:
             if exc.status != 404:
                 return [None] * len(members)  # e.g. credentials: cannot tell, keep waiting
             logs = shared_logs(exc.log, members, desc)
-            return [device_result(c, DeviceChangeStatus.API_FAILED, f"Telegence has no activation {request_id}: {exc}",
-                                  request_id=request_id, log=lg) for c, lg in zip(members, logs)]
+            return [
+                device_result(
+                    c,
+                    DeviceChangeStatus.API_FAILED,
+                    f"Telegence has no activation {request_id}: {exc}",
+                    request_id=request_id,
+                    log=lg,
+                )
+                for c, lg in zip(members, logs, strict=True)
+            ]
         except CarrierError:
             return [None] * len(members)
-        items = [i for i in (call.body if isinstance(call.body, list) else [call.body])
-                 if isinstance(i, dict)]
+        items = [i for i in (call.body if isinstance(call.body, list) else [call.body]) if isinstance(i, dict)]
         out: list[DeviceResult | None] = []
         for change in members:
             item = item_for(change, items)
@@ -283,8 +340,10 @@ class TelegenceClient(CarrierAdapter):
     async def get_subscriber(self, subscriber_number: str) -> dict[str, Any]:
         """Subscriber detail (`GET` on the lineconfig path [I]); raises CarrierError."""
         call = await self.http.request(
-            "GET", LINE_PATH.format(quote(subscriber_number, safe="")),
-            description=f"Telegence GET line {subscriber_number}")
+            "GET",
+            LINE_PATH.format(quote(subscriber_number, safe="")),
+            description=f"Telegence GET line {subscriber_number}",
+        )
         return call.body if isinstance(call.body, dict) else {}
 
     async def _check_line(self, change: DeviceChange) -> DeviceResult | None:
@@ -298,8 +357,7 @@ class TelegenceClient(CarrierAdapter):
             return None  # a future-dated change cannot be seen in the line yet
         desc = f"Telegence GET line {change.msisdn} (already applied?)"
         try:
-            call = await self.http.request("GET", LINE_PATH.format(quote(change.msisdn, safe="")),
-                                           description=desc)
+            call = await self.http.request("GET", LINE_PATH.format(quote(change.msisdn, safe="")), description=desc)
         except CarrierError:
             return None
         actual = characteristic_map(call.body)
@@ -309,16 +367,22 @@ class TelegenceClient(CarrierAdapter):
         if not _needs_billing(change):
             return device_result(change, DeviceChangeStatus.PROCESSED, detail, values, log=call.log)
         if self.billing is None:
-            return device_result(change, DeviceChangeStatus.PROCESSED, f"{detail}; {NO_BILLING_ACCOUNT}", values,
-                                 log=call.log)
+            return device_result(
+                change, DeviceChangeStatus.PROCESSED, f"{detail}; {NO_BILLING_ACCOUNT}", values, log=call.log
+            )
         log = list(call.log)
         services = await self.billing.line_services_hold(
-            change.msisdn, description=values.get("username"),
-            cost_center=values.get("cost_center"), log=log)
+            change.msisdn, description=values.get("username"), cost_center=values.get("cost_center"), log=log
+        )
         if services is None:
             return None  # the re-send repeats the (idempotent) PATCH and then updates Rev.io
-        return device_result(change, DeviceChangeStatus.PROCESSED, f"{detail}; and at Rev.io service "
-                             f"{', '.join(map(str, services))}", values, log=log)
+        return device_result(
+            change,
+            DeviceChangeStatus.PROCESSED,
+            f"{detail}; and at Rev.io service {', '.join(map(str, services))}",
+            values,
+            log=log,
+        )
 
 
 def _needs_billing(change: DeviceChange) -> bool:

@@ -110,14 +110,21 @@ def classify_telegence_response(response: httpx.Response, body: Any) -> CarrierE
         return None
     code, message = telegence_error(response, body)
     if status == 429:
-        return TransientCarrierError(f"HTTP 429: {message}", status=status, code=code,
-                                     retry_after=stated_wait_seconds(response, body),
-                                     over_limit=True)
+        return TransientCarrierError(
+            f"HTTP 429: {message}",
+            status=status,
+            code=code,
+            retry_after=stated_wait_seconds(response, body),
+            over_limit=True,
+        )
     if status >= 500 or RESOURCE_UNAVAILABLE in message.lower():
-        return TransientCarrierError(f"HTTP {status}: {message}", status=status, code=code,
-                                     retry_after=stated_wait_seconds(response, body))
+        return TransientCarrierError(
+            f"HTTP {status}: {message}", status=status, code=code, retry_after=stated_wait_seconds(response, body)
+        )
     if status in (401, 403):
         return BusinessCarrierError(
-            f"Telegence rejected the app-id/app-secret ({message}); check the service "
-            "provider's credentials", code=code, status=status)
+            f"Telegence rejected the app-id/app-secret ({message}); check the service provider's credentials",
+            code=code,
+            status=status,
+        )
     return BusinessCarrierError(message, code=code, status=status)

@@ -43,15 +43,20 @@ DEFAULT_REASON_CODE = "CR"  # [I] "customer request"; AMOP reads real codes from
 SWAP_REASON_CODE = "CUST_OWN_EQU"
 USERNAME_CHARACTERISTIC = "contactName"
 COST_CENTER_CHARACTERISTIC = "costCenter"  # [I]
-PENDING_STATUSES = frozenset({"pending", "reserved", "reserve", "inprogress", "in progress",
-                              "submitted", "received"})
+PENDING_STATUSES = frozenset({"pending", "reserved", "reserve", "inprogress", "in progress", "submitted", "received"})
 ACTIVE_STATUSES = frozenset({"active", "complete", "completed", "success", "successful"})
 REJECTED_STATUSES = frozenset({"rejected", "reject", "failed", "failure", "error", "cancelled"})
 # target status spelling -> (PATCH mode, subscriberStatus it leads to)
 _MODES = {
-    "a": ("restore", "A"), "active": ("restore", "A"), "restore": ("restore", "A"),
-    "s": ("suspend", "S"), "suspend": ("suspend", "S"), "suspended": ("suspend", "S"),
-    "c": ("cancel", "C"), "cancel": ("cancel", "C"), "cancelled": ("cancel", "C"),
+    "a": ("restore", "A"),
+    "active": ("restore", "A"),
+    "restore": ("restore", "A"),
+    "s": ("suspend", "S"),
+    "suspend": ("suspend", "S"),
+    "suspended": ("suspend", "S"),
+    "c": ("cancel", "C"),
+    "cancel": ("cancel", "C"),
+    "cancelled": ("cancel", "C"),
     "canceled": ("cancel", "C"),
 }
 
@@ -59,13 +64,13 @@ _MODES = {
 def telegence_date(value: Any = None, today: dt.date | None = None) -> str:
     """`yyyy-MM-ddZ` as AMOP sends it: the target's effective date, or today (UTC) when there is
     none or it has passed (a row retried after its date must not be refused as back-dated)."""
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or dt.datetime.now(dt.UTC).date()
     if not value:
         return today.isoformat() + "Z"
     text = str(value).strip()
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        day = (when.astimezone(dt.timezone.utc) if when.tzinfo else when).date()
+        day = (when.astimezone(dt.UTC) if when.tzinfo else when).date()
     except ValueError:
         try:
             day = dt.date.fromisoformat(text[:10])
@@ -78,8 +83,9 @@ def _characteristics(pairs: dict[str, Any]) -> list[dict[str, str]]:
     return [{"name": k, "value": str(v)} for k, v in pairs.items()]
 
 
-def line_update(change: DeviceChange, default_reason_code: str = DEFAULT_REASON_CODE
-                ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+def line_update(
+    change: DeviceChange, default_reason_code: str = DEFAULT_REASON_CODE
+) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
     """(PATCH body, new_values, characteristics the line holds once applied) for a line change.
     Raises ValueError with a reason a person can act on when it cannot be expressed."""
     target = change.target or {}
@@ -90,15 +96,20 @@ def line_update(change: DeviceChange, default_reason_code: str = DEFAULT_REASON_
         if wanted not in _MODES:
             raise ValueError(f"Telegence status must be A, S or C (got {target.get('status')!r})")
         mode, letter = _MODES[wanted]
-        body = {"mode": mode, "reasonCode": str(target.get("reason_code") or default_reason_code),
-                "effectiveDate": telegence_date(target.get("effective_date"))}
+        body = {
+            "mode": mode,
+            "reasonCode": str(target.get("reason_code") or default_reason_code),
+            "effectiveDate": telegence_date(target.get("effective_date")),
+        }
         return body, {"status": letter}, {"subscriberStatus": letter}
     if ct == ChangeType.CARRIER_RATE_PLAN_CHANGE:
         plan = target.get("carrier_rate_plan")
         if not plan:
             raise ValueError("no carrier_rate_plan (Telegence singleUserCode) to set")
-        body = {"effectiveDate": telegence_date(target.get("effective_date")),
-                "serviceCharacteristic": _characteristics({"singleUserCode": plan})}
+        body = {
+            "effectiveDate": telegence_date(target.get("effective_date")),
+            "serviceCharacteristic": _characteristics({"singleUserCode": plan}),
+        }
         return body, {"carrier_rate_plan": str(plan)}, {"singleUserCode": str(plan)}
     if ct == ChangeType.CHANGE_ICCID_AND_IMEI:
         swap: dict[str, str] = {}
@@ -133,19 +144,32 @@ def activation_line(change: DeviceChange, ban: str, extra: dict[str, Any]) -> di
     target = change.target or {}
     plan = target.get("carrier_rate_plan")
     zip_code = target.get("service_zip_code") or extra.get("service_zip_code")
-    missing = [name for name, value in (("ICCID", change.iccid), ("IMEI", change.imei),
-                                        ("carrier_rate_plan", plan),
-                                        ("service_zip_code", zip_code)) if not value]
+    missing = [
+        name
+        for name, value in (
+            ("ICCID", change.iccid),
+            ("IMEI", change.imei),
+            ("carrier_rate_plan", plan),
+            ("service_zip_code", zip_code),
+        )
+        if not value
+    ]
     if missing:
         raise ValueError("cannot activate on Telegence without " + ", ".join(missing))
-    chars = {"singleUserCode": plan, "serviceZipCode": zip_code,
-             "equipmentType": extra.get("equipment_type", "G"),
-             "deviceTechnologyType": extra.get("device_technology_type", "UMTS"),
-             "IMEI": change.imei, "sim": change.iccid}
+    chars = {
+        "singleUserCode": plan,
+        "serviceZipCode": zip_code,
+        "equipmentType": extra.get("equipment_type", "G"),
+        "deviceTechnologyType": extra.get("device_technology_type", "UMTS"),
+        "IMEI": change.imei,
+        "sim": change.iccid,
+    }
     for i, code in enumerate(target.get("offering_codes") or [], start=1):
         chars[f"offeringCode{i}"] = code
-    service: dict[str, Any] = {"serviceCharacteristic": _characteristics(chars),
-                               "serviceSpecification": {"id": "12", "href": "Mobility Services"}}
+    service: dict[str, Any] = {
+        "serviceCharacteristic": _characteristics(chars),
+        "serviceSpecification": {"id": "12", "href": "Mobility Services"},
+    }
     if extra.get("service_qualification_id"):
         service["serviceQualification"] = {"id": str(extra["service_qualification_id"])}
     return {"billingAccount": {"id": str(ban)}, "service": service}
@@ -158,8 +182,7 @@ def characteristic_map(node: Any) -> dict[str, str]:
     chars = node.get("serviceCharacteristic")
     if not isinstance(chars, list):
         return {}
-    return {str(c.get("name")): str(c.get("value")) for c in chars
-            if isinstance(c, dict) and c.get("name") is not None}
+    return {str(c.get("name")): str(c.get("value")) for c in chars if isinstance(c, dict) and c.get("name") is not None}
 
 
 def activation_outcome(change: DeviceChange, item: dict[str, Any]) -> DeviceResult | None:
@@ -177,15 +200,23 @@ def activation_outcome(change: DeviceChange, item: dict[str, Any]) -> DeviceResu
         plan = (change.target or {}).get("carrier_rate_plan")
         if plan:
             values["carrier_rate_plan"] = str(plan)
-        return DeviceResult(change.device_change_id, DeviceChangeStatus.PROCESSED,
-                            f"activated by Telegence as {number or '(number not reported)'} "
-                            f"(activation {request_id})", values, request_id)
+        return DeviceResult(
+            change.device_change_id,
+            DeviceChangeStatus.PROCESSED,
+            f"activated by Telegence as {number or '(number not reported)'} (activation {request_id})",
+            values,
+            request_id,
+        )
     if status in REJECTED_STATUSES:
         _, reason = message_of(service.get("error")) if service.get("error") else (None, None)
         reason = reason or str(item.get("interactionStatus") or status)
-        return DeviceResult(change.device_change_id, DeviceChangeStatus.API_FAILED,
-                            f"activation rejected by Telegence: {reason} (activation {request_id})",
-                            {}, request_id)
+        return DeviceResult(
+            change.device_change_id,
+            DeviceChangeStatus.API_FAILED,
+            f"activation rejected by Telegence: {reason} (activation {request_id})",
+            {},
+            request_id,
+        )
     return None
 
 

@@ -60,7 +60,8 @@ __all__ = ["ACCEPTED", "SUPPORTED_CHANGE_TYPES", "ThingSpaceClient"]
 
 ACCEPTED = "accepted by ThingSpace, waiting for callback"
 SUPPORTED_CHANGE_TYPES = frozenset(
-    {ChangeType.STATUS_UPDATE, ChangeType.CARRIER_RATE_PLAN_CHANGE, ChangeType.CHANGE_ICCID_AND_IMEI})
+    {ChangeType.STATUS_UPDATE, ChangeType.CARRIER_RATE_PLAN_CHANGE, ChangeType.CHANGE_ICCID_AND_IMEI}
+)
 UNLIMITED_WORKERS = 16  # devices worked on at once when the account sets no concurrency limit
 
 
@@ -71,9 +72,14 @@ class ThingSpaceClient(CarrierAdapter):
     callback_name = "thingspace"
     parse_callback = staticmethod(parse_thingspace_callback)
 
-    def __init__(self, account: CarrierAccount, *, max_devices_per_request: int =
-                 MAX_DEVICES_PER_REQUEST, token_margin_seconds: float = 60.0,
-                 device_id_path: str = "devices/actions/deviceid") -> None:
+    def __init__(
+        self,
+        account: CarrierAccount,
+        *,
+        max_devices_per_request: int = MAX_DEVICES_PER_REQUEST,
+        token_margin_seconds: float = 60.0,
+        device_id_path: str = "devices/actions/deviceid",
+    ) -> None:
         extra = {str(k).lower(): v for k, v in (account.extra or {}).items()}
         self.account = account
         self.account_name = str(extra.get("account_name") or "")
@@ -86,14 +92,28 @@ class ThingSpaceClient(CarrierAdapter):
         self.device_id_path = device_id_path
         per_minute = float(extra.get("activate_requests_per_minute") or 100.0)
         self.activate_limiter = RateLimiter(per_minute / 60.0)
-        self.auth = ThingSpaceAuth(str(extra.get("client_id") or ""), str(extra.get("client_secret") or ""),
-                                   account.username, account.secret, token_margin_seconds=token_margin_seconds)
+        self.auth = ThingSpaceAuth(
+            str(extra.get("client_id") or ""),
+            str(extra.get("client_secret") or ""),
+            account.username,
+            account.secret,
+            token_margin_seconds=token_margin_seconds,
+        )
         root = account.base_url.rstrip("/").removesuffix("/api/m2m/v1")
-        secrets = [self.auth.client_secret, basic_token(self.auth.client_id, self.auth.client_secret),
-                   self.callback_password, self.callback_username]
-        self.http = CarrierHttp(dataclasses.replace(account, base_url=root), self.auth,
-                                classify=classify_thingspace_response, redact=[s for s in secrets if s],
-                                label="ThingSpace", unlimited_workers=UNLIMITED_WORKERS)
+        secrets = [
+            self.auth.client_secret,
+            basic_token(self.auth.client_id, self.auth.client_secret),
+            self.callback_password,
+            self.callback_username,
+        ]
+        self.http = CarrierHttp(
+            dataclasses.replace(account, base_url=root),
+            self.auth,
+            classify=classify_thingspace_response,
+            redact=[s for s in secrets if s],
+            label="ThingSpace",
+            unlimited_workers=UNLIMITED_WORKERS,
+        )
 
     def supports(self, change_type: ChangeType) -> bool:
         """Status changes, carrier plan changes and ICCID/IMEI changes go through the API."""
@@ -107,9 +127,11 @@ class ThingSpaceClient(CarrierAdapter):
     @staticmethod
     def device_ids(change: DeviceChange) -> list[dict[str, str]]:
         """The ids ThingSpace knows the device by (4G: ICCID and IMEI)."""
-        ids = [{"kind": k, "id": v} for k, v in
-               (("iccid", change.iccid), ("imei", change.imei), ("mdn", change.msisdn),
-                ("eid", change.eid)) if v]
+        ids = [
+            {"kind": k, "id": v}
+            for k, v in (("iccid", change.iccid), ("imei", change.imei), ("mdn", change.msisdn), ("eid", change.eid))
+            if v
+        ]
         if not ids:
             raise ValueError("no device identifier (ICCID, IMEI, MDN or EID) to send")
         return ids
@@ -122,11 +144,15 @@ class ThingSpaceClient(CarrierAdapter):
             word = str(target.get("status") or "").strip().lower().replace("_", " ")
             wanted = STATUS_WORDS.get(word)
             if wanted is None:
-                raise ValueError(f"ThingSpace cannot set status {target.get('status')!r} "
-                                 "(active, restore, suspend, deactive)")
+                raise ValueError(
+                    f"ThingSpace cannot set status {target.get('status')!r} (active, restore, suspend, deactive)"
+                )
             if wanted == "deactive":
-                return Plan("deactivate", {"reasonCode": str(target.get("reason_code") or
-                                                               self.reason_code), "etfWaiver": False}, ids)
+                return Plan(
+                    "deactivate",
+                    {"reasonCode": str(target.get("reason_code") or self.reason_code), "etfWaiver": False},
+                    ids,
+                )
             if wanted == "suspend":
                 return Plan("suspend", {}, ids)
             current = str(target.get("current_status") or "").lower() or None
@@ -143,12 +169,10 @@ class ThingSpaceClient(CarrierAdapter):
                 raise ValueError("no carrier_rate_plan to send")
             return Plan("plan", {"servicePlan": str(target["carrier_rate_plan"])}, ids)
         if change.change_type == ChangeType.CHANGE_ICCID_AND_IMEI:
-            to = [{"kind": k, "id": str(target[f"new_{k}"])} for k in ("iccid", "imei")
-                  if target.get(f"new_{k}")]
+            to = [{"kind": k, "id": str(target[f"new_{k}"])} for k in ("iccid", "imei") if target.get(f"new_{k}")]
             if not to:
                 raise ValueError("no new_iccid or new_imei to send")
-            option = {1: "ChangeICCID" if to[0]["kind"] == "iccid" else "ChangeIMEI",
-                      2: "ChangeIMEIandICCID"}[len(to)]
+            option = {1: "ChangeICCID" if to[0]["kind"] == "iccid" else "ChangeIMEI", 2: "ChangeIMEIandICCID"}[len(to)]
             return Plan("deviceid", {"change4gOption": option, "deviceIdsTo": to}, ids)
         raise ValueError(f"change type {change.change_type} is not applied through ThingSpace")
 
@@ -158,8 +182,10 @@ class ThingSpaceClient(CarrierAdapter):
         """Send the changes grouped into as few requests as ThingSpace allows; one PROCESSING
         result per accepted change (with the requestId), API_FAILED for refusals."""
         if not self.account.write_enabled:
-            raise WritesDisabledError(f"writes are disabled for service provider "
-                                      f"{self.account.service_provider_id}; nothing was sent to ThingSpace")
+            raise WritesDisabledError(
+                f"writes are disabled for service provider "
+                f"{self.account.service_provider_id}; nothing was sent to ThingSpace"
+            )
         results: list[DeviceResult | None] = [None] * len(changes)
         plans: dict[int, Plan] = {}
         for i, change in enumerate(changes):
@@ -169,8 +195,9 @@ class ThingSpaceClient(CarrierAdapter):
                 results[i] = _failed(change, str(exc))
         if plans and not self.account_name:
             for i in plans:
-                results[i] = _failed(changes[i], "ThingSpace needs extra account_name "
-                                     "(BULKCHANGE_CRED_<NAME>_ACCOUNT_NAME)")
+                results[i] = _failed(
+                    changes[i], "ThingSpace needs extra account_name (BULKCHANGE_CRED_<NAME>_ACCOUNT_NAME)"
+                )
             return results  # type: ignore[return-value]
         await self._resolve_activations(changes, plans, results)
         groups: dict[str, list[int]] = {}
@@ -179,20 +206,25 @@ class ThingSpaceClient(CarrierAdapter):
             if plan.action == "deviceid":
                 key += f"#{i}"  # one device per identifier change
             groups.setdefault(key, []).append(i)
-        batches = [(plans[idx[0]], idx[s:s + self.max_devices_per_request])
-                   for idx in groups.values() for s in range(0, len(idx), self.max_devices_per_request)]
+        batches = [
+            (plans[idx[0]], idx[s : s + self.max_devices_per_request])
+            for idx in groups.values()
+            for s in range(0, len(idx), self.max_devices_per_request)
+        ]
 
         async def send(batch: tuple[Plan, list[int]]) -> None:
             plan, idx = batch
-            for i, result in zip(idx, await self._send(plan, [changes[i] for i in idx],
-                                                       [plans[i].ids for i in idx])):
+            for i, result in zip(
+                idx, await self._send(plan, [changes[i] for i in idx], [plans[i].ids for i in idx]), strict=True
+            ):
                 results[i] = result
 
         await self.http.map_bounded(batches, send)
         return results  # type: ignore[return-value]
 
-    async def _resolve_activations(self, changes: Sequence[DeviceChange], plans: dict[int, Plan],
-                                   results: list[DeviceResult | None]) -> None:
+    async def _resolve_activations(
+        self, changes: Sequence[DeviceChange], plans: dict[int, Plan], results: list[DeviceResult | None]
+    ) -> None:
         """For "active" targets whose current state or plan is unknown, read the device: a
         suspended one is restored, a plan-less activation reuses the device's plan."""
         todo = [i for i, p in plans.items() if p.needs_lookup]
@@ -206,22 +238,25 @@ class ThingSpaceClient(CarrierAdapter):
             elif not plan.params.get("servicePlan"):
                 if not current_plan:
                     del plans[i]
-                    results[i] = _failed(changes[i], "activation needs a service plan: give "
-                                         "carrier_rate_plan or set extra service_plan", log)
+                    results[i] = _failed(
+                        changes[i],
+                        "activation needs a service plan: give carrier_rate_plan or set extra service_plan",
+                        log,
+                    )
                     return
                 plan.params["servicePlan"] = current_plan
 
         await self.http.map_bounded(todo, one)
 
-    async def _send(self, plan: Plan, changes: list[DeviceChange], ids: list[list[dict[str, str]]]
-                    ) -> list[DeviceResult]:
+    async def _send(
+        self, plan: Plan, changes: list[DeviceChange], ids: list[list[dict[str, str]]]
+    ) -> list[DeviceResult]:
         body: dict[str, Any]
         if plan.action == "deviceid":
             body = {"accountName": self.account_name, "deviceIds": ids[0], **plan.params}
             method, path = "PUT", M2M + self.device_id_path
         else:
-            body = {"devices": [{"deviceIds": d} for d in ids], "accountName": self.account_name,
-                    **plan.params}
+            body = {"devices": [{"deviceIds": d} for d in ids], "accountName": self.account_name, **plan.params}
             method = "PUT" if plan.action == "plan" else "POST"
             path = M2M + "devices/actions/" + plan.action
         if plan.action == "activate":
@@ -233,23 +268,42 @@ class ThingSpaceClient(CarrierAdapter):
             return [_failed(c, failure_detail(exc), _shared_log(exc.log, k, changes)) for k, c in enumerate(changes)]
         rid = result.body.get("requestId") if isinstance(result.body, dict) else None
         if not rid:
-            return [_failed(c, "ThingSpace answered without a requestId",
-                            _shared_log(result.log, k, changes)) for k, c in enumerate(changes)]
-        return [DeviceResult(c.device_change_id, DeviceChangeStatus.PROCESSING, ACCEPTED, {}, str(rid),
-                             _shared_log(result.log, k, changes)) for k, c in enumerate(changes)]
+            return [
+                _failed(c, "ThingSpace answered without a requestId", _shared_log(result.log, k, changes))
+                for k, c in enumerate(changes)
+            ]
+        return [
+            DeviceResult(
+                c.device_change_id,
+                DeviceChangeStatus.PROCESSING,
+                ACCEPTED,
+                {},
+                str(rid),
+                _shared_log(result.log, k, changes),
+            )
+            for k, c in enumerate(changes)
+        ]
 
     # -- reads: poll and already_applied ------------------------------------------------------------
 
-    async def _lookup(self, change: DeviceChange, prefer_new: bool = False
-                      ) -> tuple[dict[str, Any] | None, list[LogEntry]]:
+    async def _lookup(
+        self, change: DeviceChange, prefer_new: bool = False
+    ) -> tuple[dict[str, Any] | None, list[LogEntry]]:
         """The device as `devices/actions/list` reports it (None if unknown or unreadable)."""
         target = change.target or {}
-        ids = [{"kind": k, "id": str(target[f"new_{k}"])} for k in ("iccid", "imei")
-               if prefer_new and target.get(f"new_{k}")] or self.device_ids(change)
+        ids = [
+            {"kind": k, "id": str(target[f"new_{k}"])}
+            for k in ("iccid", "imei")
+            if prefer_new and target.get(f"new_{k}")
+        ] or self.device_ids(change)
         try:
-            got = await self.auth.call(self.http, "POST", M2M + "devices/actions/list",
-                                       {"accountName": self.account_name, "deviceId": ids[0]},
-                                       f"ThingSpace device list {ids[0]['kind']} {ids[0]['id']}")
+            got = await self.auth.call(
+                self.http,
+                "POST",
+                M2M + "devices/actions/list",
+                {"accountName": self.account_name, "deviceId": ids[0]},
+                f"ThingSpace device list {ids[0]['kind']} {ids[0]['id']}",
+            )
         except CarrierError as exc:
             return None, exc.log
         devices = got.body.get("devices") if isinstance(got.body, dict) else None
@@ -270,14 +324,19 @@ class ThingSpaceClient(CarrierAdapter):
         elif plan.action == "plan" and service_plan == plan.params["servicePlan"]:
             values = {"carrier_rate_plan": service_plan}
         elif plan.action == "deviceid" and all(
-                {"kind": t["kind"], "id": t["id"]} in found.get("deviceIds", [])
-                for t in plan.params["deviceIdsTo"]):
+            {"kind": t["kind"], "id": t["id"]} in found.get("deviceIds", []) for t in plan.params["deviceIdsTo"]
+        ):
             values = {t["kind"]: t["id"] for t in plan.params["deviceIdsTo"]}
         else:
             return None
-        return DeviceResult(change.device_change_id, DeviceChangeStatus.PROCESSED,
-                            f"ThingSpace device holds the target ({_fmt(values)})", values,
-                            change.carrier_request_id, log)
+        return DeviceResult(
+            change.device_change_id,
+            DeviceChangeStatus.PROCESSED,
+            f"ThingSpace device holds the target ({_fmt(values)})",
+            values,
+            change.carrier_request_id,
+            log,
+        )
 
     async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
         """For rows a crash left PROCESSING before a requestId was stored: PROCESSED if the
@@ -297,35 +356,51 @@ class ThingSpaceClient(CarrierAdapter):
             if found is not None or not rid or shared[rid] > 1:
                 return found
             try:
-                got = await self.auth.call(self.http, "GET",
-                                           f"{M2M}accounts/{self.account_name}/requests/{rid}/status",
-                                           description=f"ThingSpace request status {rid}")
+                got = await self.auth.call(
+                    self.http,
+                    "GET",
+                    f"{M2M}accounts/{self.account_name}/requests/{rid}/status",
+                    description=f"ThingSpace request status {rid}",
+                )
             except CarrierError:
                 return None  # bulk request or unknown: only a callback can tell
             if isinstance(got.body, dict) and got.body.get("status") == "Failed":
-                return DeviceResult(change.device_change_id, DeviceChangeStatus.API_FAILED,
-                                    f"ThingSpace reports request {rid} Failed", {}, rid, got.log)
+                return DeviceResult(
+                    change.device_change_id,
+                    DeviceChangeStatus.API_FAILED,
+                    f"ThingSpace reports request {rid} Failed",
+                    {},
+                    rid,
+                    got.log,
+                )
             return None
 
         return await self.http.map_bounded(changes, one)
 
     # -- callbacks (read by `parse_callback`, the class's `parse_thingspace_callback`) ------------
 
-    async def register_callback(self, url: str | None = None, username: str | None = None,
-                                password: str | None = None) -> CallResult:
+    async def register_callback(
+        self, url: str | None = None, username: str | None = None, password: str | None = None
+    ) -> CallResult:
         """Register our CarrierService listener (`POST /callbacks/{accountName}`); by default at
         `callback_base_url + /callbacks/thingspace` with the extra callback credentials."""
         url = url or f"{(self.account.callback_base_url or '').rstrip('/')}/callbacks/{self.callback_name}"
         body = {"name": "CarrierService", "url": url}
-        for key, value in (("username", username or self.callback_username),
-                           ("password", password or self.callback_password)):
+        for key, value in (
+            ("username", username or self.callback_username),
+            ("password", password or self.callback_password),
+        ):
             if value:
                 body[key] = str(value)
-        result = await self.auth.call(self.http, "POST", f"{M2M}callbacks/{self.account_name}", body,
-                                      "ThingSpace register CarrierService callback")
+        result = await self.auth.call(
+            self.http,
+            "POST",
+            f"{M2M}callbacks/{self.account_name}",
+            body,
+            "ThingSpace register CarrierService callback",
+        )
         extra = [s for s in (password, username) if s]  # an explicit password is not pre-registered
-        result.log = [dataclasses.replace(e, request_text=redact_text(e.request_text, extra))
-                      for e in result.log]
+        result.log = [dataclasses.replace(e, request_text=redact_text(e.request_text, extra)) for e in result.log]
         return result
 
 
@@ -335,9 +410,16 @@ def _shared_log(log: list[LogEntry], k: int, changes: list[DeviceChange]) -> lis
     if k == 0 or len(changes) == 1:
         return list(log)
     first = changes[0].device_change_id
-    return [LogEntry(e.description, f"(one request for {len(changes)} devices; full text logged "
-                     f"with device change {first})", e.response_text, e.response_status,
-                     e.has_errors) for e in log]
+    return [
+        LogEntry(
+            e.description,
+            f"(one request for {len(changes)} devices; full text logged with device change {first})",
+            e.response_text,
+            e.response_status,
+            e.has_errors,
+        )
+        for e in log
+    ]
 
 
 def _fmt(values: dict[str, Any]) -> str:
@@ -345,5 +427,6 @@ def _fmt(values: dict[str, Any]) -> str:
 
 
 def _failed(change: DeviceChange, detail: str, log: list[LogEntry] | None = None) -> DeviceResult:
-    return DeviceResult(change.device_change_id, DeviceChangeStatus.API_FAILED, detail, {},
-                        change.carrier_request_id, list(log or []))
+    return DeviceResult(
+        change.device_change_id, DeviceChangeStatus.API_FAILED, detail, {}, change.carrier_request_id, list(log or [])
+    )

@@ -49,20 +49,30 @@ __all__ = [
 TOKEN_PATH = "api/ts/v1/oauth2/token"
 M2M = "api/m2m/v1/"
 MAX_DEVICES_PER_REQUEST = 10_000
-SESSION_CODES = frozenset({"REQUEST_FAILED.SessionToken.Expired",
-                           "REQUEST_FAILED.SessionToken.Invalid"})  # [I] not public
+SESSION_CODES = frozenset(
+    {"REQUEST_FAILED.SessionToken.Expired", "REQUEST_FAILED.SessionToken.Invalid"}
+)  # [I] not public
 GATEWAY_AUTH_CODES = frozenset({"900901", "900902"})
 GATEWAY_THROTTLE_CODES = frozenset({"900800", "900802", "900803"})
 # Fault codes that say the device already holds the target (a retried request's answer).
-ALREADY = {"REQUEST_FAILED.DeviceAlreadyActive": "active",
-           "REQUEST_FAILED.DeviceAlreadySuspended": "suspend",
-           "REQUEST_FAILED.DeviceAlreadyDeactive": "deactive"}
-STATUS_WORDS = {"active": "active", "activate": "active", "activated": "active",
-                 "restore": "restore", "resume": "restore", "deactive": "deactive",
-                 "deactivate": "deactive", "deactivated": "deactive", "suspend": "suspend",
-                 "suspended": "suspend"}
-ACTION_STATE = {"activate": "active", "restore": "active", "deactivate": "deactive",
-                 "suspend": "suspend"}
+ALREADY = {
+    "REQUEST_FAILED.DeviceAlreadyActive": "active",
+    "REQUEST_FAILED.DeviceAlreadySuspended": "suspend",
+    "REQUEST_FAILED.DeviceAlreadyDeactive": "deactive",
+}
+STATUS_WORDS = {
+    "active": "active",
+    "activate": "active",
+    "activated": "active",
+    "restore": "restore",
+    "resume": "restore",
+    "deactive": "deactive",
+    "deactivate": "deactive",
+    "deactivated": "deactive",
+    "suspend": "suspend",
+    "suspended": "suspend",
+}
+ACTION_STATE = {"activate": "active", "restore": "active", "deactivate": "deactive", "suspend": "suspend"}
 
 
 def strip_service(code: str | None) -> str:
@@ -92,24 +102,34 @@ def classify_thingspace_response(response: httpx.Response, body: Any) -> Carrier
         code: str | None = str(fault.get("code", ""))
         message = f"{fault.get('message', '')}: {fault.get('description', '')}".strip(": ")
         if status == 429 or code in GATEWAY_THROTTLE_CODES:
-            return TransientCarrierError(f"[{code}] {message}", status=status, code=code,
-                                         retry_after=stated_wait_seconds(response, body),
-                                         over_limit=True)
+            return TransientCarrierError(
+                f"[{code}] {message}",
+                status=status,
+                code=code,
+                retry_after=stated_wait_seconds(response, body),
+                over_limit=True,
+            )
         if status >= 500:
             return TransientCarrierError(f"HTTP {status} [{code}] {message}", status=status, code=code)
         if code in GATEWAY_AUTH_CODES:
             return GatewayAuthError(message, code=code, status=status)
         return BusinessCarrierError(message, code=code, status=status)
     if status == 429:
-        return TransientCarrierError(f"HTTP 429: {response.text[:200]}", status=status,
-                                     retry_after=stated_wait_seconds(response, body), over_limit=True)
+        return TransientCarrierError(
+            f"HTTP 429: {response.text[:200]}",
+            status=status,
+            retry_after=stated_wait_seconds(response, body),
+            over_limit=True,
+        )
     if status >= 500 or body is MALFORMED:
         return TransientCarrierError(f"HTTP {status}: {response.text[:200]}", status=status)
     if isinstance(body, dict) and "error" in body:  # the OAuth token endpoint
         return BusinessCarrierError(
             f"ThingSpace refused the OAuth client ({body.get('error')}: "
             f"{body.get('error_description', '')}); check client_id/client_secret",
-            code=str(body.get("error")), status=status)
+            code=str(body.get("error")),
+            status=status,
+        )
     code = str(body.get("errorCode")) if isinstance(body, dict) and body.get("errorCode") else None
     message = str(body.get("errorMessage") or "") if isinstance(body, dict) else response.text[:300]
     if strip_service(code) in SESSION_CODES:
@@ -144,16 +164,24 @@ def parse_thingspace_callback(payload: Any) -> list[AsyncOutcome]:
         code = strip_service(str(fault.get("faultcode") or ""))
         text = str(fault.get("faultstring") or "ThingSpace reported a failure")
         if code in ALREADY:
-            return [AsyncOutcome(rid, key, DeviceChangeStatus.PROCESSED, f"ThingSpace: device already "
-                                 f"{ALREADY[code]} ({text})", {"status": ALREADY[code]})]
+            return [
+                AsyncOutcome(
+                    rid,
+                    key,
+                    DeviceChangeStatus.PROCESSED,
+                    f"ThingSpace: device already {ALREADY[code]} ({text})",
+                    {"status": ALREADY[code]},
+                )
+            ]
         return [AsyncOutcome(rid, key, DeviceChangeStatus.API_FAILED, f"[{code}] {text}" if code else text)]
     response = payload.get("deviceResponse")
     response = response if isinstance(response, dict) else {}
     name, sub = next(iter(response.items()), ("", {}))
     sub = sub if isinstance(sub, dict) else {}
     action = name.removesuffix("Response")
-    new_ids = {str(i.get("kind", "")).lower(): str(i.get("id")) for i in sub.get("deviceIds") or []
-               if isinstance(i, dict)}
+    new_ids = {
+        str(i.get("kind", "")).lower(): str(i.get("id")) for i in sub.get("deviceIds") or [] if isinstance(i, dict)
+    }
     values: dict[str, Any] = {}
     if action in ACTION_STATE:
         values["status"] = ACTION_STATE[action]
@@ -163,8 +191,9 @@ def parse_thingspace_callback(payload: Any) -> list[AsyncOutcome]:
         values["carrier_rate_plan"] = str(sub["servicePlan"])
     elif action == "changeDeviceId":
         values = {k: v for k, v in new_ids.items() if k in ("iccid", "imei") and by_kind.get(k) != v}
-    return [AsyncOutcome(rid, key, DeviceChangeStatus.PROCESSED, f"ThingSpace confirmed {action or 'the request'}",
-                         values)]
+    return [
+        AsyncOutcome(rid, key, DeviceChangeStatus.PROCESSED, f"ThingSpace confirmed {action or 'the request'}", values)
+    ]
 
 
 def state_and_plan(device: dict[str, Any] | None) -> tuple[str | None, str | None]:

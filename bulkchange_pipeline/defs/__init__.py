@@ -13,7 +13,8 @@ from .sensors import bulk_change_failure_sensor, bulk_change_sensor, bulk_change
 
 
 def build_definitions(
-    database: DatabaseResource | None = None, carriers: CarrierGatewayResource | None = None,
+    database: DatabaseResource | None = None,
+    carriers: CarrierGatewayResource | None = None,
     archive: ArchiveResource | None = None,
 ) -> dg.Definitions:
     """The code location's definitions; tests pass resources with small retry waits."""
@@ -25,15 +26,33 @@ def build_definitions(
         schedules=[retention_schedule],
         jobs=[process_bulk_change_job, reconcile_async_job, retention_job],
         sensors=[bulk_change_sensor, bulk_change_failure_sensor, bulk_change_stopped_sensor, async_results_sensor],
-        resources={"database": database, "carriers": carriers or CarrierGatewayResource(),
-                   "archive": archive or ArchiveResource()},
+        resources={
+            "database": database,
+            "carriers": carriers or CarrierGatewayResource(),
+            "archive": archive or ArchiveResource(),
+        },
     )
 
 
 defs = build_definitions()
 
 __all__ = [
-    "defs", "build_definitions", "bulk_change_partitions", "process_bulk_change_job", "ProcessConfig",
-    "bulk_change_sensor", "bulk_change_failure_sensor", "bulk_change_stopped_sensor", "async_results_sensor", "reconcile_async_job", "DatabaseResource", "CarrierGatewayResource",
-    "ArchiveResource", "bulk_change_archive", "retention_purge", "bulk_change_metrics", "retention_job", "retention_schedule",
+    "defs",
+    "build_definitions",
+    "bulk_change_partitions",
+    "process_bulk_change_job",
+    "ProcessConfig",
+    "bulk_change_sensor",
+    "bulk_change_failure_sensor",
+    "bulk_change_stopped_sensor",
+    "async_results_sensor",
+    "reconcile_async_job",
+    "DatabaseResource",
+    "CarrierGatewayResource",
+    "ArchiveResource",
+    "bulk_change_archive",
+    "retention_purge",
+    "bulk_change_metrics",
+    "retention_job",
+    "retention_schedule",
 ]

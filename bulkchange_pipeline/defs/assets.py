@@ -37,7 +37,9 @@ class ArchiveResource(dg.ConfigurableResource):
 class LifecycleConfig(dg.Config):
     """Launchpad options of the archive and purge assets."""
 
-    now: str | None = Field(None, description="ISO timestamp (UTC if naive) to use as the current time; for tests and catch-up")
+    now: str | None = Field(
+        None, description="ISO timestamp (UTC if naive) to use as the current time; for tests and catch-up"
+    )
     limit: int = Field(10_000, ge=1, description="At most this many bulk changes per materialization")
 
 
@@ -66,15 +68,17 @@ def bulk_change_archive(
     result = archive_bulk_changes(database.engine(), archive.root(), parse_now(config.now), limit=config.limit)
     if result.skipped:
         context.log.warning(f"{len(result.skipped)} bulk changes changed while being archived; next pass retries them")
-    return dg.MaterializeResult(metadata={
-        "archived_bulk_changes": dg.MetadataValue.int(result.bulk_changes),
-        **{f"archived_rows/{table}": dg.MetadataValue.int(n) for table, n in result.rows.items()},
-        "skipped_bulk_changes": dg.MetadataValue.int(len(result.skipped)),
-        "recovered_files": dg.MetadataValue.int(result.recovered_files),
-        "archive_root": dg.MetadataValue.path(result.root),
-        "partitions": dg.MetadataValue.json(result.partitions),
-        "files": dg.MetadataValue.json(result.files),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "archived_bulk_changes": dg.MetadataValue.int(result.bulk_changes),
+            **{f"archived_rows/{table}": dg.MetadataValue.int(n) for table, n in result.rows.items()},
+            "skipped_bulk_changes": dg.MetadataValue.int(len(result.skipped)),
+            "recovered_files": dg.MetadataValue.int(result.recovered_files),
+            "archive_root": dg.MetadataValue.path(result.root),
+            "partitions": dg.MetadataValue.json(result.partitions),
+            "files": dg.MetadataValue.json(result.files),
+        }
+    )
 
 
 def delete_bulk_change_runs(instance: dg.DagsterInstance, keys: list[str]) -> tuple[int, int, list[str]]:
@@ -119,13 +123,15 @@ def retention_purge(
     if unfinished:
         context.log.warning(f"runs still in progress were kept: {unfinished[:20]}")
     deleted = purge_bulk_changes(engine, ids)
-    return dg.MaterializeResult(metadata={
-        "purged_bulk_changes": dg.MetadataValue.int(deleted["bulk_change"]),
-        **{f"purged_rows/{table}": dg.MetadataValue.int(n) for table, n in deleted.items()},
-        "deleted_runs": dg.MetadataValue.int(runs),
-        "deleted_partitions": dg.MetadataValue.int(partitions),
-        "kept_archive_incomplete": dg.MetadataValue.int(len(unsafe)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "purged_bulk_changes": dg.MetadataValue.int(deleted["bulk_change"]),
+            **{f"purged_rows/{table}": dg.MetadataValue.int(n) for table, n in deleted.items()},
+            "deleted_runs": dg.MetadataValue.int(runs),
+            "deleted_partitions": dg.MetadataValue.int(partitions),
+            "kept_archive_incomplete": dg.MetadataValue.int(len(unsafe)),
+        }
+    )
 
 
 @dg.asset(

@@ -17,7 +17,10 @@ from .assets import ArchiveResource, bulk_change_archive, bulk_change_metrics
 from .resources import CarrierGatewayResource, DatabaseResource
 
 __all__ = [
-    "archive_matches_soft_deleted", "bulk_status_matches_rows", "lifecycle_checks", "no_device_stuck_in_processing",
+    "archive_matches_soft_deleted",
+    "bulk_status_matches_rows",
+    "lifecycle_checks",
+    "no_device_stuck_in_processing",
 ]
 
 SAMPLE = 20  # findings listed in the check's metadata
@@ -33,14 +36,20 @@ def no_device_stuck_in_processing(database: DatabaseResource, carriers: CarrierG
             "stuck_rows": dg.MetadataValue.int(sum(s.rows for s in stuck)),
             "bulk_changes": dg.MetadataValue.json(ids_of(stuck)[:SAMPLE]),
             "timeout_seconds": dg.MetadataValue.int(int(limit.total_seconds())),
-            "oldest_sent_at": dg.MetadataValue.text(min((s.oldest_sent_at for s in stuck), default=None).isoformat() if stuck else "-"),
+            "oldest_sent_at": dg.MetadataValue.text(
+                min((s.oldest_sent_at for s in stuck), default=None).isoformat() if stuck else "-"
+            ),
         },
-        description=None if not stuck else f"{sum(s.rows for s in stuck)} device rows stuck in PROCESSING; "
+        description=None
+        if not stuck
+        else f"{sum(s.rows for s in stuck)} device rows stuck in PROCESSING; "
         "reconcile should have ended them (is async_results_sensor running?)",
     )
 
 
-@dg.asset_check(asset=bulk_change_metrics, description="No bulk change whose status or counts disagree with its device rows.")
+@dg.asset_check(
+    asset=bulk_change_metrics, description="No bulk change whose status or counts disagree with its device rows."
+)
 def bulk_status_matches_rows(database: DatabaseResource) -> dg.AssetCheckResult:
     bad = status_disagreements(database.engine(), now=clock.now())
     return dg.AssetCheckResult(
@@ -48,7 +57,10 @@ def bulk_status_matches_rows(database: DatabaseResource) -> dg.AssetCheckResult:
         metadata={
             "disagreeing_bulk_changes": dg.MetadataValue.int(len(bad)),
             "sample": dg.MetadataValue.json(
-                [{"id": d.bulk_change_id, "status": d.status, "rows_say": d.rows_say, "counts": d.counts} for d in bad[:SAMPLE]]
+                [
+                    {"id": d.bulk_change_id, "status": d.status, "rows_say": d.rows_say, "counts": d.counts}
+                    for d in bad[:SAMPLE]
+                ]
             ),
         },
         description=None if not bad else "run `bulkchange rebuild-status --all` to rebuild headers from their rows",
@@ -63,10 +75,15 @@ def archive_matches_soft_deleted(database: DatabaseResource, archive: ArchiveRes
         metadata={
             "mismatched_bulk_changes": dg.MetadataValue.int(len(ids_of(bad))),
             "sample": dg.MetadataValue.json(
-                [{"id": m.bulk_change_id, "table": m.table, "database": m.in_database, "archive": m.in_archive} for m in bad[:SAMPLE]]
+                [
+                    {"id": m.bulk_change_id, "table": m.table, "database": m.in_database, "archive": m.in_archive}
+                    for m in bad[:SAMPLE]
+                ]
             ),
         },
-        description=None if not bad else "soft-deleted rows missing from (or extra in) the archive; the purge keeps them",
+        description=None
+        if not bad
+        else "soft-deleted rows missing from (or extra in) the archive; the purge keeps them",
     )
 
 

@@ -12,7 +12,14 @@ import dagster as dg
 from .tags import PROCESS_JOB, RUN_KEY_TAG
 
 __all__ = [
-    "ASYNC_SENSOR_NAME", "JOB_NAME", "QUIET", "SENSOR_NAME", "evaluate_sensor", "execute", "resolved_tags", "tick_and_run",
+    "ASYNC_SENSOR_NAME",
+    "JOB_NAME",
+    "QUIET",
+    "SENSOR_NAME",
+    "evaluate_sensor",
+    "execute",
+    "resolved_tags",
+    "tick_and_run",
 ]
 
 JOB_NAME = PROCESS_JOB
@@ -26,7 +33,9 @@ def evaluate_sensor(
 ) -> dg.SensorResult:
     """One sensor tick with the definitions' resources; applies its dynamic partition requests."""
     sensor = defs.resolve_sensor_def(sensor_name)
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=dict(defs.resources or {}))
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, resources=dict(defs.resources or {})
+    )
     result = sensor(context)
     for req in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
@@ -37,7 +46,11 @@ def resolved_tags(defs: dg.Definitions, request: dg.RunRequest, job_name: str = 
     """A run request's tags as the daemon gives them to the run: the partition's tags (from the
     stored bulk change), the request's own, and its run key."""
     job = defs.resolve_job_def(job_name)
-    partition = job.partitioned_config.get_tags_for_partition_key(request.partition_key, job.name) if request.partition_key and job.partitioned_config else {}
+    partition = (
+        job.partitioned_config.get_tags_for_partition_key(request.partition_key, job.name)
+        if request.partition_key and job.partitioned_config
+        else {}
+    )
     tags = {**partition, **request.tags}
     if request.run_key:
         tags[RUN_KEY_TAG] = request.run_key
@@ -73,8 +86,15 @@ def tick_and_run(
     job_name = defs.resolve_sensor_def(sensor_name).job_name
     runs = [
         # The run key as a tag, as the daemon sets it: the sensor asks run storage which keys have run.
-        execute(instance, defs, rr.partition_key, resolved_tags(defs, rr, job_name),
-                run_config=run_config, raise_on_error=raise_on_error, job_name=job_name)
+        execute(
+            instance,
+            defs,
+            rr.partition_key,
+            resolved_tags(defs, rr, job_name),
+            run_config=run_config,
+            raise_on_error=raise_on_error,
+            job_name=job_name,
+        )
         for rr in result.run_requests or []
     ]
     return result, runs

@@ -23,8 +23,13 @@ from .stopping import raise_if_stopping, run_is_stopping, run_stoppably
 from .tags import ACCOUNT_TAG, PROCESS_JOB, account_tag_value, job_tags
 
 __all__ = [
-    "ProcessConfig", "apply_batch", "check_capability", "finalize_bulk_change", "load_bulk_change_op",
-    "plan_batches_op", "process_bulk_change_job",
+    "ProcessConfig",
+    "apply_batch",
+    "check_capability",
+    "finalize_bulk_change",
+    "load_bulk_change_op",
+    "plan_batches_op",
+    "process_bulk_change_job",
 ]
 
 
@@ -73,25 +78,40 @@ def check_capability(context: dg.OpExecutionContext, info: BulkChangeInfo) -> Bu
     record the outcome (an unsupported change ends each row ERROR, writes disabled API_FAILED);
     this step only warns and publishes the rows to act on and how the carrier handles them."""
     if info.handling is None:
-        context.log.warning(f"{info.change_type.label} is not supported for {info.service_provider.integration.value}; rows end in ERROR")
+        context.log.warning(
+            f"{info.change_type.label} is not supported for {info.service_provider.integration.value}; rows end in ERROR"
+        )
     if not info.service_provider.write_enabled and info.handling in (Handling.CARRIER, Handling.CARRIER_ASYNC):
-        context.log.warning(f"writes are disabled for {info.service_provider.name}: rows will end API_FAILED without a call")
+        context.log.warning(
+            f"writes are disabled for {info.service_provider.name}: rows will end API_FAILED without a call"
+        )
     handling = info.handling.value if info.handling else "unsupported"
     context.add_output_metadata({"actionable_rows": info.actionable_rows, "handling": handling})
     return info
 
 
 @dg.op(out=dg.DynamicOut(IdRange), description="Split the rows to process into carrier-sized batches (id ranges).")
-def plan_batches_op(context: dg.OpExecutionContext, config: ProcessConfig, database: DatabaseResource, info: BulkChangeInfo):
+def plan_batches_op(
+    context: dg.OpExecutionContext, config: ProcessConfig, database: DatabaseResource, info: BulkChangeInfo
+):
     engine = database.engine()
     if config.retry_failed_only and not config.dry_run:
-        requeued = run_transaction(engine, lambda conn: requeue_failed_rows(conn, info.id, f"retry from run {context.run_id[:8]}"))
-        add_log(engine, tenant_id=info.tenant_id, bulk_change_id=info.id, process_by=f"dagster:{context.run_id[:8]}",
-                description=f"Launchpad retry_failed_only: {requeued} failed device rows back to NEW")
+        requeued = run_transaction(
+            engine, lambda conn: requeue_failed_rows(conn, info.id, f"retry from run {context.run_id[:8]}")
+        )
+        add_log(
+            engine,
+            tenant_id=info.tenant_id,
+            bulk_change_id=info.id,
+            process_by=f"dagster:{context.run_id[:8]}",
+            description=f"Launchpad retry_failed_only: {requeued} failed device rows back to NEW",
+        )
         info = dataclasses.replace(info, counts=count_rows_by_status(engine, info.id))
     ranges = plan_batches(engine, info, config.batch_size)
     rows = sum(r.size for r in ranges)
-    context.log.info(f"bulk change {info.id}: {rows} rows in {len(ranges)} batches{' (dry run: nothing sent)' if config.dry_run else ''}")
+    context.log.info(
+        f"bulk change {info.id}: {rows} rows in {len(ranges)} batches{' (dry run: nothing sent)' if config.dry_run else ''}"
+    )
     if config.dry_run:
         return
     if ranges:
@@ -116,9 +136,15 @@ def apply_batch(
     if run_is_stopping(context):  # terminated before this step started (or while it waited to retry)
         context.log.warning("run is stopping: this batch sends nothing")
         return BatchSummary(rng.first_id, rng.last_id, stopped=True)
-    account = carriers.account(info.service_provider) if info.handling in (Handling.CARRIER, Handling.CARRIER_ASYNC) else None
-    summary = run_stoppably(context, lambda should_stop: process_batch(
-        database.engine(), info, rng, account, process_by=f"dagster:{context.run_id[:8]}", should_stop=should_stop))
+    account = (
+        carriers.account(info.service_provider) if info.handling in (Handling.CARRIER, Handling.CARRIER_ASYNC) else None
+    )
+    summary = run_stoppably(
+        context,
+        lambda should_stop: process_batch(
+            database.engine(), info, rng, account, process_by=f"dagster:{context.run_id[:8]}", should_stop=should_stop
+        ),
+    )
     context.add_output_metadata({k: v for k, v in summary.as_dict().items() if k != "sample_failures"})
     return summary
 
@@ -131,13 +157,20 @@ def finalize_bulk_change(
         # Terminate means cancel: the rows not yet sent end CANCELLED, and the run ends Canceled.
         # Terminating a processing run cancels what it had not sent; terminating a reconcile pass
         # only stops its polls (its bulk change's scheduled rows are not the pass's to cancel).
-        settled = settle_after_run(database.engine(), info.id, attempt=None, stop=context.job_name == PROCESS_JOB,
-                                   note=f"Stopped by Terminate of Dagster run {context.run_id}",
-                                   by=f"dagster:{context.run_id[:8]}")
+        settled = settle_after_run(
+            database.engine(),
+            info.id,
+            attempt=None,
+            stop=context.job_name == PROCESS_JOB,
+            note=f"Stopped by Terminate of Dagster run {context.run_id}",
+            by=f"dagster:{context.run_id[:8]}",
+        )
         # The run ends Canceled by raising, so Dagster drops output metadata: say it in the run's log.
-        context.log.warning(f"Stopped by Terminate: {settled.cancelled} device rows not yet sent are CANCELLED; "
-                            f"bulk change {info.id} is {settled.status}"
-                            + (f" with {settled.unfinished} rows unfinished (resume finishes them)" if settled.unfinished else ""))
+        context.log.warning(
+            f"Stopped by Terminate: {settled.cancelled} device rows not yet sent are CANCELLED; "
+            f"bulk change {info.id} is {settled.status}"
+            + (f" with {settled.unfinished} rows unfinished (resume finishes them)" if settled.unfinished else "")
+        )
         raise_if_stopping(context)
     result = finalize(database.engine(), info, summaries)
     metadata = {

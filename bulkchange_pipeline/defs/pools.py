@@ -103,8 +103,12 @@ def sync_pools(
 
 
 def sync_from_database(
-    instance: dg.DagsterInstance, engine: sa.Engine, carrier_api_slots: int = DEFAULT_CARRIER_API_SLOTS,
-    *, prune: bool = True, dry_run: bool = False,
+    instance: dg.DagsterInstance,
+    engine: sa.Engine,
+    carrier_api_slots: int = DEFAULT_CARRIER_API_SLOTS,
+    *,
+    prune: bool = True,
+    dry_run: bool = False,
 ) -> PoolSync:
     """Read the service providers and sync the pools: what ``bulkchange sync-pools`` runs."""
     accounts = account_limits(engine)
@@ -114,7 +118,16 @@ def sync_from_database(
 
 
 __all__ = [
-    "ACCOUNT_POOL_PREFIX", "ACCOUNT_TAG", "CARRIER_API_POOL", "DEFAULT_CARRIER_API_SLOTS", "PoolSync",
-    "PoolsUnsupported", "account_pool", "account_tag_value", "current_pools", "desired_pools",
-    "sync_from_database", "sync_pools",
+    "ACCOUNT_POOL_PREFIX",
+    "ACCOUNT_TAG",
+    "CARRIER_API_POOL",
+    "DEFAULT_CARRIER_API_SLOTS",
+    "PoolSync",
+    "PoolsUnsupported",
+    "account_pool",
+    "account_tag_value",
+    "current_pools",
+    "desired_pools",
+    "sync_from_database",
+    "sync_pools",
 ]

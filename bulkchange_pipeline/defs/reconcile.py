@@ -17,8 +17,12 @@ from .stopping import run_stoppably
 from .tags import POLL_SENT_BEFORE_TAG, RECONCILE_JOB, bulk_change_tags, job_tags, reconcile_run_key
 
 __all__ = [
-    "ASYNC_SENSOR_INTERVAL_SECONDS", "POLL_SENT_BEFORE_TAG", "async_results_sensor", "reconcile_async_job",
-    "reconcile_async_results", "restart_poll_after",
+    "ASYNC_SENSOR_INTERVAL_SECONDS",
+    "POLL_SENT_BEFORE_TAG",
+    "async_results_sensor",
+    "reconcile_async_job",
+    "reconcile_async_results",
+    "restart_poll_after",
 ]
 
 ASYNC_SENSOR_INTERVAL_SECONDS = 10
@@ -42,29 +46,40 @@ def reconcile_async_results(
     """Apply stored callbacks, poll overdue rows, end timed-out rows; returns the pass summary (as
     the one step finalize sums up)."""
     run_clock = clock.current()
-    summary = run_stoppably(context, lambda should_stop: reconcile(
-        database.engine(),
-        info,
-        carriers.account(info.service_provider),
-        poll_after=restart_poll_after(context.run.tags, carriers.poll_after_seconds, run_clock.now()),
-        timeout=timedelta(seconds=carriers.async_timeout_seconds),
-        process_by=f"dagster:{context.run_id[:8]}",
-        clock=run_clock,
-        should_stop=should_stop,
-    ))
+    summary = run_stoppably(
+        context,
+        lambda should_stop: reconcile(
+            database.engine(),
+            info,
+            carriers.account(info.service_provider),
+            poll_after=restart_poll_after(context.run.tags, carriers.poll_after_seconds, run_clock.now()),
+            timeout=timedelta(seconds=carriers.async_timeout_seconds),
+            process_by=f"dagster:{context.run_id[:8]}",
+            clock=run_clock,
+            should_stop=should_stop,
+        ),
+    )
     context.add_output_metadata({k: v for k, v in summary.as_dict().items() if k != "sample_failures"})
     return [summary]
 
 
-@dg.job(name=RECONCILE_JOB, config=bulk_change_config, executor_def=dg.in_process_executor, tags=job_tags("reconcile"),
-        description="Settle a bulk change's rows that wait on an asynchronous carrier (callbacks, polls, timeouts).")
+@dg.job(
+    name=RECONCILE_JOB,
+    config=bulk_change_config,
+    executor_def=dg.in_process_executor,
+    tags=job_tags("reconcile"),
+    description="Settle a bulk change's rows that wait on an asynchronous carrier (callbacks, polls, timeouts).",
+)
 def reconcile_async_job():
     info = load_bulk_change_op()
     finalize_bulk_change(info, reconcile_async_results(info))
 
 
-@dg.sensor(job=reconcile_async_job, minimum_interval_seconds=ASYNC_SENSOR_INTERVAL_SECONDS,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    job=reconcile_async_job,
+    minimum_interval_seconds=ASYNC_SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
 def async_results_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource, carriers: CarrierGatewayResource
 ) -> dg.SensorResult:
@@ -95,11 +110,20 @@ def async_results_sensor(
         tags = bulk_change_tags(work.bulk_change_id, work.tenant_id, work.service_provider_id, work.change_type)
 
         def request(key: str, extra: dict[str, str] | None = None, work=work, tags=tags) -> None:
-            requests.append(dg.RunRequest(partition_key=str(work.bulk_change_id),
-                                          run_key=reconcile_run_key(work.bulk_change_id, key), tags={**tags, **(extra or {})}))
+            requests.append(
+                dg.RunRequest(
+                    partition_key=str(work.bulk_change_id),
+                    run_key=reconcile_run_key(work.bulk_change_id, key),
+                    tags={**tags, **(extra or {})},
+                )
+            )
 
-        if (receiver_start is not None and work.integration in CALLBACK_INTEGRATIONS
-                and work.oldest_sent_at is not None and work.oldest_sent_at < receiver_start.started_at):
+        if (
+            receiver_start is not None
+            and work.integration in CALLBACK_INTEGRATIONS
+            and work.oldest_sent_at is not None
+            and work.oldest_sent_at < receiver_start.started_at
+        ):
             request(f"restart-{receiver_start.id}", {POLL_SENT_BEFORE_TAG: receiver_start.started_at.isoformat()})
         if work.callback_marker is not None:
             request(f"cb-{work.callback_marker}")

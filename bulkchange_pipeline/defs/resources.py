@@ -5,7 +5,6 @@ Neither holds a secret in its config: the database URL is read from ``BULKCHANGE
 a step needs them, so nothing secret reaches run config or the event log.
 """
 
-
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
@@ -13,8 +12,8 @@ from pydantic import Field
 from .. import settings
 from ..carriers import CarrierAccount
 from ..engine.accounts import carrier_account
-from ..store.reference import ServiceProviderInfo
 from ..store.db import shared_engine
+from ..store.reference import ServiceProviderInfo
 
 
 class DatabaseResource(dg.ConfigurableResource):

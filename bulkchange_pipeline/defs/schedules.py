@@ -21,8 +21,12 @@ retention_job = dg.define_asset_job(
 )
 
 
-@dg.schedule(job=retention_job, cron_schedule=RETENTION_CRON, execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.RUNNING)
+@dg.schedule(
+    job=retention_job,
+    cron_schedule=RETENTION_CRON,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
 def retention_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """One run per night; the metrics partition is the day that just ended (run key: that day)."""
     yesterday = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")

@@ -15,7 +15,11 @@ from .resources import DatabaseResource
 from .tags import PARTITION_TAG, RUN_KEY_TAG, WILL_RETRY_TAG, attempt_of_run_key, attempt_run_key, due_run_key
 
 __all__ = [
-    "SCAN_PAGE", "SENSOR_INTERVAL_SECONDS", "SENSOR_PAGE", "bulk_change_failure_sensor", "bulk_change_sensor",
+    "SCAN_PAGE",
+    "SENSOR_INTERVAL_SECONDS",
+    "SENSOR_PAGE",
+    "bulk_change_failure_sensor",
+    "bulk_change_sensor",
     "bulk_change_stopped_sensor",
 ]
 
@@ -33,12 +37,18 @@ def _run_keys_with_runs(instance: dg.DagsterInstance, keys: Iterable[str]) -> se
     return {r.dagster_run.tags[RUN_KEY_TAG] for r in records}
 
 
-def _without_runs(instance: dg.DagsterInstance, candidates: list[tuple[str, QueuedBulkChange]]) -> list[tuple[str, QueuedBulkChange]]:
+def _without_runs(
+    instance: dg.DagsterInstance, candidates: list[tuple[str, QueuedBulkChange]]
+) -> list[tuple[str, QueuedBulkChange]]:
     started = _run_keys_with_runs(instance, (key for key, _ in candidates))
     return [(key, bc) for key, bc in candidates if key not in started]
 
 
-@dg.sensor(job=process_bulk_change_job, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    job=process_bulk_change_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
 def bulk_change_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
     """Request a run for every NEW bulk change (run key: id + attempt, so a resume or retry-failed
     runs once more) and every SCHEDULED one whose next effective date has come (run key: id + that
@@ -57,25 +67,33 @@ def bulk_change_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
             break
         new += _without_runs(context.instance, [(attempt_run_key(bc.id, bc.attempt), bc) for bc in page])
         after = page[-1].id
-    due = _without_runs(context.instance, [
-        (due_run_key(bc.id, bc.effective_at), bc) for bc in list_due_scheduled(engine, clock.now(), SCAN_PAGE)
-    ])
+    due = _without_runs(
+        context.instance,
+        [(due_run_key(bc.id, bc.effective_at), bc) for bc in list_due_scheduled(engine, clock.now(), SCAN_PAGE)],
+    )
     chosen = (new + due)[:SENSOR_PAGE] if len(new) < SENSOR_PAGE else new[:SENSOR_PAGE]
     if not chosen:
         return dg.SensorResult(skip_reason=dg.SkipReason("no bulk change waiting"))
     # Tags come from the partition (``partitions.partition_tags``), as for every other way a run starts.
     requests = [dg.RunRequest(partition_key=str(bc.id), run_key=key) for key, bc in chosen]
     keys = sorted({str(bc.id) for _, bc in chosen}, key=int)
-    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=[bulk_change_partitions.build_add_request(keys)])
+    return dg.SensorResult(
+        run_requests=requests, dynamic_partitions_requests=[bulk_change_partitions.build_add_request(keys)]
+    )
 
 
 def _newer_run_active(instance: dg.DagsterInstance, run: dg.DagsterRun, partition: str) -> bool:
     """A later run of the same job and partition is queued or running: it owns the header now."""
     records = instance.get_run_records(
-        dg.RunsFilter(tags={PARTITION_TAG: partition}, statuses=[
-            dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-            dg.DagsterRunStatus.STARTED,
-        ]),
+        dg.RunsFilter(
+            tags={PARTITION_TAG: partition},
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
+        ),
     )
     # Same job only: a reconcile run queued for an async bulk change does not finish a failed processing run's rows.
     return any(r.dagster_run.run_id != run.run_id and r.dagster_run.job_name == run.job_name for r in records)
@@ -92,8 +110,9 @@ def _settle(context: dg.RunStatusSensorContext, database: DatabaseResource, *, s
         return "a newer run of this bulk change is queued or running"
     try:
         attempt = attempt_of_run_key(run.tags.get(RUN_KEY_TAG, ""))  # None: not started by the sensor
-        settled = settle_after_run(database.engine(), int(key), attempt=attempt, stop=stop, note=note,
-                                   by=f"dagster:{context.sensor_name}")
+        settled = settle_after_run(
+            database.engine(), int(key), attempt=attempt, stop=stop, note=note, by=f"dagster:{context.sensor_name}"
+        )
     except BulkChangeNotFound:
         return "bulk change gone"
     return f"bulk change {key} is {settled.status}"
@@ -110,14 +129,19 @@ def bulk_change_failure_sensor(context: dg.RunFailureSensorContext, database: Da
     context.log.info(outcome)
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.CANCELED, monitored_jobs=MONITORED,
-                      default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.CANCELED, monitored_jobs=MONITORED, default_status=dg.DefaultSensorStatus.RUNNING
+)
 def bulk_change_stopped_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource) -> None:
     """A run stopped by Terminate: for a processing run its rows not yet sent end CANCELLED, and the
     header says what the rows say (a stopped reconcile pass cancels nothing: its polls just stop).
     The run's own finalize does this when the stop reached a carrier step; this covers a stop that
     landed anywhere else (between steps, before any batch). Settling twice changes nothing."""
     run = context.dagster_run
-    outcome = _settle(context, database, stop=run.job_name == process_bulk_change_job.name,
-                      note=f"Stopped by Terminate of Dagster run {run.run_id}")
+    outcome = _settle(
+        context,
+        database,
+        stop=run.job_name == process_bulk_change_job.name,
+        note=f"Stopped by Terminate of Dagster run {run.run_id}",
+    )
     context.log.info(outcome)

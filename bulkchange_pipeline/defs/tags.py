@@ -11,10 +11,25 @@ from __future__ import annotations
 from datetime import datetime
 
 __all__ = [
-    "ACCOUNT_TAG", "BULK_CHANGE_ID_TAG", "BULK_CHANGE_JOBS", "CHANGE_TYPE_TAG", "JOB_TAG", "PARTITION_TAG",
-    "POLL_SENT_BEFORE_TAG", "PROCESS_JOB", "RECONCILE_JOB", "RETRY_STRATEGY_TAG", "RUN_KEY_TAG", "TENANT_TAG",
+    "ACCOUNT_TAG",
+    "BULK_CHANGE_ID_TAG",
+    "BULK_CHANGE_JOBS",
+    "CHANGE_TYPE_TAG",
+    "JOB_TAG",
+    "PARTITION_TAG",
+    "POLL_SENT_BEFORE_TAG",
+    "PROCESS_JOB",
+    "RECONCILE_JOB",
+    "RETRY_STRATEGY_TAG",
+    "RUN_KEY_TAG",
+    "TENANT_TAG",
     "WILL_RETRY_TAG",
-    "account_tag_value", "attempt_of_run_key", "attempt_run_key", "bulk_change_tags", "due_run_key", "job_tags",
+    "account_tag_value",
+    "attempt_of_run_key",
+    "attempt_run_key",
+    "bulk_change_tags",
+    "due_run_key",
+    "job_tags",
     "reconcile_run_key",
 ]
 

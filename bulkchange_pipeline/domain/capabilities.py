@@ -60,7 +60,7 @@ class Capability:
 
 
 CT = ChangeType
-I = Integration
+I = Integration  # noqa: E741 - one letter a column, so the matrix reads like DESIGN's table
 C, A, DB = Handling.CARRIER, Handling.CARRIER_ASYNC, Handling.DB
 # Jasper's DeviceEditModel takes effectiveDate up to 180 days ahead; Telegence line PATCHes take a
 # `yyyy-MM-ddZ` effectiveDate (no limit documented). Their clients send the target's future date.
@@ -121,7 +121,4 @@ def capability(change_type: ChangeType, integration: Integration) -> Capability 
 
 def unsupported_reason(change_type: ChangeType, integration: Integration) -> str:
     able = ", ".join(i.value for i in MATRIX[change_type]) or "no carrier"
-    return (
-        f"{change_type.label} is not supported for {integration.value} devices "
-        f"(supported for: {able})"
-    )
+    return f"{change_type.label} is not supported for {integration.value} devices (supported for: {able})"

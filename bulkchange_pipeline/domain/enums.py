@@ -26,7 +26,7 @@ class ChangeType(enum.IntEnum):
         return _LABELS[self]
 
     @classmethod
-    def parse(cls, value: object) -> "ChangeType":
+    def parse(cls, value: object) -> ChangeType:
         """Accept an int, a numeric string or a label; raise ValueError naming the valid values."""
         if isinstance(value, ChangeType):
             return value
@@ -128,7 +128,7 @@ class Integration(str, enum.Enum):
     REVIO = "revio"
 
     @classmethod
-    def parse(cls, value: str) -> "Integration":
+    def parse(cls, value: str) -> Integration:
         key = value.strip().lower()
         if key in _JASPER_FAMILY:
             return cls.JASPER
@@ -144,7 +144,7 @@ _JASPER_FAMILY = {"jasper", "att_cisco_jasper", "att_pod19", "pod19", "t_mobile_
 
 
 def refused_detail(counts: dict[str, int]) -> str | None:
-    """"nothing was sent: all N devices were refused at validation" when every row is ERROR, else None.
+    """ "nothing was sent: all N devices were refused at validation" when every row is ERROR, else None.
 
     Only for a bulk change no run ever claimed a row of (``attempt_count = 0`` everywhere): the
     header status ERROR says that (``derive_bulk_status(..., attempted=0)``), so callers that hold
@@ -163,7 +163,9 @@ def bulk_status_detail(status: str, counts: dict[str, int]) -> str | None:
     return refused_detail(counts) if status == BulkChangeStatus.ERROR.value else None
 
 
-def derive_bulk_status(counts: dict[str, int], *, has_pending_async: bool = False, attempted: int | None = None) -> BulkChangeStatus:
+def derive_bulk_status(
+    counts: dict[str, int], *, has_pending_async: bool = False, attempted: int | None = None
+) -> BulkChangeStatus:
     """Derive a bulk change's status from the counts of its device rows by status.
 
     The header never overrides a device row's result; it only summarises them. ``attempted``: how
@@ -183,7 +185,11 @@ def derive_bulk_status(counts: dict[str, int], *, has_pending_async: bool = Fals
     if c.get(DeviceChangeStatus.PROCESSING) and not c.get(DeviceChangeStatus.NEW):
         return BulkChangeStatus.PENDING if has_pending_async else BulkChangeStatus.PROCESSING
     if c.get(DeviceChangeStatus.NEW) or c.get(DeviceChangeStatus.PROCESSING):
-        return BulkChangeStatus.PROCESSING if any(c.get(s) for s in FINAL_DEVICE_STATUSES) or c.get(DeviceChangeStatus.PROCESSING) else BulkChangeStatus.NEW
+        return (
+            BulkChangeStatus.PROCESSING
+            if any(c.get(s) for s in FINAL_DEVICE_STATUSES) or c.get(DeviceChangeStatus.PROCESSING)
+            else BulkChangeStatus.NEW
+        )
     if c.get(DeviceChangeStatus.SCHEDULED):
         return BulkChangeStatus.SCHEDULED
     return BulkChangeStatus.PROCESSED

@@ -80,9 +80,8 @@ def spreadsheet_reason(label: str, value: str, check: Check) -> str | None:
     rest = v[1:].strip()
     if v[:1] == "'" and normalize(rest).isdigit() and normalize(rest).isascii():
         then = check(rest)
-        return (
-            f"{label} {value!r} must contain digits only: it starts with an apostrophe, Excel's text marker; "
-            + (f"remove it and send {normalize(rest)}" if then is None else f"remove it, and then: {then}")
+        return f"{label} {value!r} must contain digits only: it starts with an apostrophe, Excel's text marker; " + (
+            f"remove it and send {normalize(rest)}" if then is None else f"remove it, and then: {then}"
         )
     return None
 
@@ -102,8 +101,11 @@ def _f_padded_reason(label: str, value: str) -> str | None:
 def check_iccid(value: str) -> str | None:
     v = normalize(value)
     if not v.isdigit() or not v.isascii():
-        return (spreadsheet_reason("ICCID", value, check_iccid) or _f_padded_reason("ICCID", value)
-                or f"ICCID {value!r} must contain digits only")
+        return (
+            spreadsheet_reason("ICCID", value, check_iccid)
+            or _f_padded_reason("ICCID", value)
+            or f"ICCID {value!r} must contain digits only"
+        )
     if not 19 <= len(v) <= 20:
         return f"ICCID {value!r} must have 19 or 20 digits, has {len(v)}"
     if not luhn_valid(v):
@@ -156,7 +158,9 @@ def classify(value: str) -> tuple[IdentifierKind | None, str | None]:
     if not v.isdigit() or not v.isascii():
         if F_PADDED.fullmatch(v):
             return IdentifierKind.ICCID, _f_padded_reason("ICCID", value)
-        return None, spreadsheet_reason("device identifier", value, _classify_reason) or f"device identifier {value!r} must contain digits only"
+        return None, spreadsheet_reason(
+            "device identifier", value, _classify_reason
+        ) or f"device identifier {value!r} must contain digits only"
     n = len(v)
     if n in (19, 20):
         return IdentifierKind.ICCID, check_iccid(v)
@@ -167,8 +171,7 @@ def classify(value: str) -> tuple[IdentifierKind | None, str | None]:
     if 10 <= n <= 15:
         return IdentifierKind.MSISDN, None
     return None, (
-        f"device identifier {value!r} has {n} digits: expected an ICCID (19-20), IMEI (15), "
-        "EID (32) or MSISDN (10-15)"
+        f"device identifier {value!r} has {n} digits: expected an ICCID (19-20), IMEI (15), EID (32) or MSISDN (10-15)"
     )
 
 

@@ -10,7 +10,7 @@ request: ``build_target`` returns (target, None) or (None, reason).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -83,7 +83,7 @@ class _Target(BaseModel):
             return v
         if not 1900 <= v.year <= 9000:  # also keeps UTC conversion from overflowing at year 9999
             raise ValueError(f"effective date {v.isoformat()} is out of range (years 1900-9000)")
-        return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v
 
 
 class StatusTarget(_Target):
@@ -106,7 +106,7 @@ class CustomerRatePlanTarget(_Target):
     data_allocation_mb: Int64 | None = Field(None, ge=0)
 
     @model_validator(mode="after")
-    def _one(self) -> "CustomerRatePlanTarget":
+    def _one(self) -> CustomerRatePlanTarget:
         if self.customer_rate_plan_id is None and self.customer_rate_pool_id is None:
             raise ValueError("give customerRatePlanId or customerPoolId")
         return self
@@ -132,7 +132,7 @@ class ChangeIdentifiersTarget(_Target):
     new_imei: str | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "ChangeIdentifiersTarget":
+    def _check(self) -> ChangeIdentifiersTarget:
         if not self.new_iccid and not self.new_imei:
             raise ValueError("give newIccid or newImei")
         for value, check in ((self.new_iccid, check_iccid), (self.new_imei, check_imei)):
@@ -146,7 +146,7 @@ class UsernameCostCenterTarget(_Target):
     cost_center: str | None = Field(None, max_length=128)
 
     @model_validator(mode="after")
-    def _one(self) -> "UsernameCostCenterTarget":
+    def _one(self) -> UsernameCostCenterTarget:
         if self.username is None and self.cost_center is None:
             raise ValueError("give username or costCenter")
         return self
@@ -247,11 +247,13 @@ class BulkChangeRequest(BaseModel):
         return ChangeType.parse(v)
 
     @model_validator(mode="after")
-    def _payload_matches(self) -> "BulkChangeRequest":
+    def _payload_matches(self) -> BulkChangeRequest:
         wanted = PAYLOAD_KEYS[self.change_type]
         for ct, key in PAYLOAD_KEYS.items():
             if ct is not self.change_type and self.payload_for(ct) is not None:
-                raise ValueError(f"{key} does not belong to changeType {self.change_type.value} ({self.change_type.label}); send {wanted}")
+                raise ValueError(
+                    f"{key} does not belong to changeType {self.change_type.value} ({self.change_type.label}); send {wanted}"
+                )
         return self
 
     def payload_for(self, change_type: ChangeType) -> dict[str, Any] | None:

@@ -50,8 +50,16 @@ from .bulk_change import BulkChangeInfo, StepSummary
 from .device_values import device_values
 
 __all__ = [
-    "CHUNK_SECONDS", "UNBOUNDED_IN_FLIGHT", "AdapterFactory", "BatchSummary", "StopCheck", "claim_chunk_size",
-    "device_change_for", "process_batch", "process_batch_async", "result_from_carrier",
+    "CHUNK_SECONDS",
+    "UNBOUNDED_IN_FLIGHT",
+    "AdapterFactory",
+    "BatchSummary",
+    "StopCheck",
+    "claim_chunk_size",
+    "device_change_for",
+    "process_batch",
+    "process_batch_async",
+    "result_from_carrier",
 ]
 
 AdapterFactory = Callable[[CarrierAccount], CarrierAdapter]
@@ -105,8 +113,11 @@ def process_batch(
     should_stop: StopCheck | None = None,
 ) -> BatchSummary:
     """Synchronous entry point (one event loop per batch)."""
-    return asyncio.run(process_batch_async(engine, info, rng, account, process_by=process_by, adapter_factory=adapter_factory,
-                                           should_stop=should_stop))
+    return asyncio.run(
+        process_batch_async(
+            engine, info, rng, account, process_by=process_by, adapter_factory=adapter_factory, should_stop=should_stop
+        )
+    )
 
 
 async def process_batch_async(
@@ -137,7 +148,16 @@ async def process_batch_async(
         _count(summary, results)
 
     if info.handling is None:
-        record([_fail(r, DeviceChangeStatus.ERROR, f"{info.change_type.label} is not supported for {info.service_provider.integration.value}") for r in rows])
+        record(
+            [
+                _fail(
+                    r,
+                    DeviceChangeStatus.ERROR,
+                    f"{info.change_type.label} is not supported for {info.service_provider.integration.value}",
+                )
+                for r in rows
+            ]
+        )
     elif info.handling is Handling.DB:
         claimed = claim(engine, [r.id for r in rows])
         now = utcnow()
@@ -214,7 +234,9 @@ async def _carrier_results(
     record: Callable[[list[RowResult]], None],
 ) -> None:
     if account is None:
-        raise ValueError(f"bulk change {info.id} needs a carrier account for service provider {info.service_provider.id}")
+        raise ValueError(
+            f"bulk change {info.id} needs a carrier account for service provider {info.service_provider.id}"
+        )
     if updates_billing(account.integration, int(info.change_type)) and any(
         r.current.get("has_active_rev_service") for r in rows
     ):
@@ -232,7 +254,7 @@ async def _carrier_results(
             summary.carrier_calls += len(leftover)
             now = utcnow()
             confirmed = []
-            for row, found in zip(leftover, checks):
+            for row, found in zip(leftover, checks, strict=True):
                 if found is None:
                     to_send.append(row)
                 else:
@@ -260,7 +282,9 @@ async def _carrier_results(
             except WritesDisabledError as exc:
                 reason = f"Writes disabled for service provider {info.service_provider.name}: {exc}"
                 failed = DeviceChangeStatus.API_FAILED
-                answers = [DeviceResult(r.id, failed, reason, {}, log=[LogEntry(reason, "", "", None, True)]) for r in chunk]
+                answers = [
+                    DeviceResult(r.id, failed, reason, {}, log=[LogEntry(reason, "", "", None, True)]) for r in chunk
+                ]
             now = utcnow()
             record([result_from_carrier(info, by_id[a.device_change_id], a, now) for a in answers])
     finally:

@@ -20,8 +20,16 @@ from ..store.operations import BulkChangeNotFound  # the store's "not found": ca
 from ..store.reference import ServiceProviderInfo, get_service_provider
 
 __all__ = [
-    "MAX_BATCHES_PER_RUN", "BulkChangeInfo", "FinalizeResult", "StepSummary", "batch_size_for",
-    "finalize", "load_bulk_change", "mark_processing", "plan_batches", "summary_markdown",
+    "MAX_BATCHES_PER_RUN",
+    "BulkChangeInfo",
+    "FinalizeResult",
+    "StepSummary",
+    "batch_size_for",
+    "finalize",
+    "load_bulk_change",
+    "mark_processing",
+    "plan_batches",
+    "summary_markdown",
 ]
 
 # Steps per run grow with batches, not devices (DESIGN P4: <= 64 steps for 100,000 devices):

@@ -23,7 +23,7 @@ from ..domain.clock import SYSTEM_CLOCK, Clock
 from ..settings import same_account
 from ..store.callbacks import AUTHENTICATED_AS, StoredCallback, mark_applied, unapplied_callbacks
 from ..store.device_changes import RowResult, WaitingRow, count_polls, record_results, waiting_rows
-from .batch import AdapterFactory, result_from_carrier, device_change_for
+from .batch import AdapterFactory, device_change_for, result_from_carrier
 from .bulk_change import BulkChangeInfo, StepSummary
 
 __all__ = ["CHUNK", "ReconcileSummary", "reconcile", "reconcile_async"]
@@ -88,9 +88,17 @@ def reconcile(
 ) -> ReconcileSummary:
     """Synchronous entry point (one event loop per pass)."""
     return asyncio.run(
-        reconcile_async(engine, info, account, poll_after=poll_after, timeout=timeout, process_by=process_by, clock=clock,
-                        should_stop=should_stop,
-                        adapter_factory=adapter_factory)
+        reconcile_async(
+            engine,
+            info,
+            account,
+            poll_after=poll_after,
+            timeout=timeout,
+            process_by=process_by,
+            clock=clock,
+            should_stop=should_stop,
+            adapter_factory=adapter_factory,
+        )
     )
 
 
@@ -122,8 +130,11 @@ async def reconcile_async(
     try:
         callbacks, fetch_now = _apply_callbacks(engine, work, adapter, waiting)
         max_polls = adapter.max_polls
-        due = [w for w in waiting
-               if w.row.id not in work.settled and (w.request_id in fetch_now or _sent_before(w, now - poll_after))]
+        due = [
+            w
+            for w in waiting
+            if w.row.id not in work.settled and (w.request_id in fetch_now or _sent_before(w, now - poll_after))
+        ]
         await _poll(engine, work, adapter, due, max_polls, should_stop)
         _time_out(work, waiting, timeout)
     finally:
@@ -165,7 +176,9 @@ def _apply_callbacks(
             hit = by_key.get((outcome.request_id, outcome.device_key))
             if hit is None or hit.row.id in work.settled:
                 continue  # a late duplicate, or a device this bulk change does not hold
-            work.settle(hit, DeviceResult(hit.row.id, outcome.status, outcome.detail, outcome.new_values, outcome.request_id))
+            work.settle(
+                hit, DeviceResult(hit.row.id, outcome.status, outcome.detail, outcome.new_values, outcome.request_id)
+            )
             work.summary.from_callbacks += 1
     return callbacks, fetch_now
 
@@ -187,13 +200,16 @@ async def _poll(
             break
         chunk = due[start : start + CHUNK]
         answers = await adapter.poll([device_change_for(info, w.row, w.request_id) for w in chunk])
-        for w, answer in zip(chunk, answers):
+        for w, answer in zip(chunk, answers, strict=True):
             if answer is not None and answer.status != DeviceChangeStatus.PROCESSING.value:
                 work.settle(w, answer)
                 work.summary.from_polls += 1
             elif max_polls and w.poll_count + 1 >= max_polls:
-                work.give_up(w, f"still pending at {info.service_provider.integration.value} after {max_polls} status polls "
-                                f"(request {w.request_id}); giving up as the activation retry policy says")
+                work.give_up(
+                    w,
+                    f"still pending at {info.service_provider.integration.value} after {max_polls} status polls "
+                    f"(request {w.request_id}); giving up as the activation retry policy says",
+                )
             else:
                 still_pending.append(w.row.id)
     count_polls(engine, still_pending)
@@ -205,18 +221,24 @@ def _time_out(work: _Pass, waiting: list[WaitingRow], timeout: timedelta) -> Non
     for w in waiting:
         if w.row.id in work.settled or not _sent_before(w, work.now - timeout):
             continue
-        work.give_up(w, f"no answer from {carrier} within {int(timeout.total_seconds() // 60)} min "
-                        f"(request {w.request_id}): no callback arrived and a poll could not confirm the change")
+        work.give_up(
+            w,
+            f"no answer from {carrier} within {int(timeout.total_seconds() // 60)} min "
+            f"(request {w.request_id}): no callback arrived and a poll could not confirm the change",
+        )
 
 
 def _record(engine: sa.Engine, work: _Pass, callbacks: list[StoredCallback], process_by: str) -> None:
     """4. Record the settled rows, mark the callbacks read as applied, and sum the pass up."""
     info, summary = work.info, work.summary
-    record_results(engine, tenant_id=info.tenant_id, bulk_change_id=info.id, results=work.results, process_by=process_by)
+    record_results(
+        engine, tenant_id=info.tenant_id, bulk_change_id=info.id, results=work.results, process_by=process_by
+    )
     mark_applied(engine, [cb.id for cb in callbacks])
     summary.callbacks_applied = len(callbacks)
     summary.still_waiting = summary.waiting - len(work.settled)
     summary.sample_failures = [
         {"device": str(r.device_change_id), "reason": r.status_details[:200]}
-        for r in work.results if r.status is not DeviceChangeStatus.PROCESSED
+        for r in work.results
+        if r.status is not DeviceChangeStatus.PROCESSED
     ][:5]

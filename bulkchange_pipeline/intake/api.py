@@ -116,25 +116,35 @@ def known_query_only(request: Request, _caller: CurrentCaller) -> None:
         return
     accepted = _query_names(route.dependant)
     unknown = [name for name in dict.fromkeys(request.query_params.keys()) if name not in accepted]
-    repeated = [name for name in dict.fromkeys(request.query_params.keys()) if len(request.query_params.getlist(name)) > 1]
+    repeated = [
+        name for name in dict.fromkeys(request.query_params.keys()) if len(request.query_params.getlist(name)) > 1
+    ]
     if repeated and not unknown:  # the last one would win silently: ?status=NEW&status=ERROR
-        raise ApiProblem(422, f"query parameter {shown(repeated[0], 40)!r} is given more than once; give it once",
-                         title="Repeated query parameter")
+        raise ApiProblem(
+            422,
+            f"query parameter {shown(repeated[0], 40)!r} is given more than once; give it once",
+            title="Repeated query parameter",
+        )
     if not unknown:
         return
     allowed = ", ".join(accepted) if accepted else "no query parameters"
     raise ApiProblem(
-        422, f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(repr(n[:40]) for n in unknown[:10])}: "
-        f"{request.method} {route.path} accepts {allowed}", title="Unknown query parameter",
-        errors=[{"loc": ["query", n[:40]], "msg": f"unknown query parameter; accepted: {allowed}"} for n in unknown[:10]],
+        422,
+        f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(repr(n[:40]) for n in unknown[:10])}: "
+        f"{request.method} {route.path} accepts {allowed}",
+        title="Unknown query parameter",
+        errors=[
+            {"loc": ["query", n[:40]], "msg": f"unknown query parameter; accepted: {allowed}"} for n in unknown[:10]
+        ],
     )
 
 
 def _router() -> APIRouter:
     """One resource's router: every route answers 401 without a valid key and 422 for a request it
     cannot take (including an unknown query parameter)."""
-    return APIRouter(tags=["bulk changes"], responses={k: PROBLEMS[k] for k in (401, 422)},
-                     dependencies=[Depends(known_query_only)])
+    return APIRouter(
+        tags=["bulk changes"], responses={k: PROBLEMS[k] for k in (401, 422)}, dependencies=[Depends(known_query_only)]
+    )
 
 
 # --- submissions: JSON, dry run, CSV upload -------------------------------------------------------
@@ -142,25 +152,55 @@ def _router() -> APIRouter:
 submissions = _router()
 
 JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": request_body_schema()}}}}
-CSV_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file"],
-    "properties": {
-        "file": {"type": "string", "format": "binary", "description": "UTF-8 CSV: an identifier column (iccid, imei, msisdn, eid or device) and per-row values"},
-        "changeType": {"type": "string", "description": "Change type number or name, unless the CSV has a changeType column"},
-        "serviceProviderId": {"type": "string", "pattern": "^[0-9]{1,18}$", "description": "Unless the CSV has a serviceProviderId column"},
-        "idempotencyKey": {"type": "string", "maxLength": 200},
-        "processChanges": {"type": "string", "enum": ["true", "false"], "description": "false: store only (default true)"},
-    },
-    "additionalProperties": False,
-}}}}}
-IDEMPOTENCY_KEY = Header(None, alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY, description="Same as the body's idempotencyKey")
+CSV_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "UTF-8 CSV: an identifier column (iccid, imei, msisdn, eid or device) and per-row values",
+                        },
+                        "changeType": {
+                            "type": "string",
+                            "description": "Change type number or name, unless the CSV has a changeType column",
+                        },
+                        "serviceProviderId": {
+                            "type": "string",
+                            "pattern": "^[0-9]{1,18}$",
+                            "description": "Unless the CSV has a serviceProviderId column",
+                        },
+                        "idempotencyKey": {"type": "string", "maxLength": 200},
+                        "processChanges": {
+                            "type": "string",
+                            "enum": ["true", "false"],
+                            "description": "false: store only (default true)",
+                        },
+                    },
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}
+IDEMPOTENCY_KEY = Header(
+    None, alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY, description="Same as the body's idempotencyKey"
+)
 SUBMIT_PROBLEMS = {k: PROBLEMS[k] for k in (400, 404, 409, 413, 415)}
 
 
 def _check_provider(engine: sa.Engine, caller: Caller, sp_id: int) -> None:
     if get_service_provider(engine, caller.tenant_id, sp_id) is None:
-        raise ApiProblem(404, f"no service provider {sp_id} for this API key's tenant; "
-                         "use the id of one of your own service providers", title="Service provider not found")
+        raise ApiProblem(
+            404,
+            f"no service provider {sp_id} for this API key's tenant; use the id of one of your own service providers",
+            title="Service provider not found",
+        )
 
 
 def _run_submit(engine: sa.Engine, caller: Caller, req: BulkChangeRequest, dry_run: bool, **kw: Any) -> SubmitOutcome:
@@ -171,8 +211,9 @@ def _run_submit(engine: sa.Engine, caller: Caller, req: BulkChangeRequest, dry_r
     except RequestRejected as exc:
         raise ApiProblem(422, str(exc), title="Bulk change refused") from None
     except IdempotencyConflict as exc:
-        raise ApiProblem(409, str(exc), title="Idempotency key reused for a different request",
-                         bulk_change_id=exc.bulk_change_id) from None
+        raise ApiProblem(
+            409, str(exc), title="Idempotency key reused for a different request", bulk_change_id=exc.bulk_change_id
+        ) from None
 
 
 def _answer(outcome: SubmitOutcome, response: Response) -> SubmitResponse | DryRunResponse:
@@ -185,13 +226,27 @@ def _answer(outcome: SubmitOutcome, response: Response) -> SubmitResponse | DryR
 
 
 @submissions.post(
-    "/bulk-changes", status_code=201, response_model=SubmitResponse, openapi_extra=JSON_BODY,
+    "/bulk-changes",
+    status_code=201,
+    response_model=SubmitResponse,
+    openapi_extra=JSON_BODY,
     summary="Submit a bulk change (JSON)",
-    responses={200: {"model": SubmitResponse, "description": "Idempotency key seen before: the existing bulk change, nothing new created"},
-               **SUBMIT_PROBLEMS},
+    responses={
+        200: {
+            "model": SubmitResponse,
+            "description": "Idempotency key seen before: the existing bulk change, nothing new created",
+        },
+        **SUBMIT_PROBLEMS,
+    },
 )
-async def submit_json(request: Request, response: Response, caller: CurrentCaller, engine: Engine, limits: Limits,
-                      idempotency_key: str | None = IDEMPOTENCY_KEY) -> SubmitResponse | DryRunResponse:
+async def submit_json(
+    request: Request,
+    response: Response,
+    caller: CurrentCaller,
+    engine: Engine,
+    limits: Limits,
+    idempotency_key: str | None = IDEMPOTENCY_KEY,
+) -> SubmitResponse | DryRunResponse:
     """Validate every device and store the bulk change with one row per device (refused devices as
     ERROR rows with their reason). The pipeline's sensor starts processing it."""
     req = await read_json_request(request, limits, idempotency_key)
@@ -199,46 +254,81 @@ async def submit_json(request: Request, response: Response, caller: CurrentCalle
 
 
 @submissions.post(
-    "/bulk-changes:dry-run", response_model=DryRunResponse, openapi_extra=JSON_BODY, summary="Validate a bulk change; store nothing",
+    "/bulk-changes:dry-run",
+    response_model=DryRunResponse,
+    openapi_extra=JSON_BODY,
+    summary="Validate a bulk change; store nothing",
     responses=SUBMIT_PROBLEMS,
 )
-async def dry_run(request: Request, response: Response, caller: CurrentCaller, engine: Engine,
-                  limits: Limits) -> SubmitResponse | DryRunResponse:
+async def dry_run(
+    request: Request, response: Response, caller: CurrentCaller, engine: Engine, limits: Limits
+) -> SubmitResponse | DryRunResponse:
     """The per-device validation report of a request, exactly as a submit would store it."""
     req = await read_json_request(request, limits, None)
     return _answer(await run_in_threadpool(_run_submit, engine, caller, req, True), response)
 
 
 @submissions.post(
-    "/bulk-changes/csv", status_code=201, response_model=SubmitResponse | DryRunResponse, openapi_extra=CSV_BODY,
+    "/bulk-changes/csv",
+    status_code=201,
+    response_model=SubmitResponse | DryRunResponse,
+    openapi_extra=CSV_BODY,
     summary="Submit (or dry-run) a bulk change as a CSV upload",
-    responses={200: {"model": SubmitResponse | DryRunResponse, "description": "Dry run, or idempotency key seen before"},
-               **SUBMIT_PROBLEMS},
+    responses={
+        200: {"model": SubmitResponse | DryRunResponse, "description": "Dry run, or idempotency key seen before"},
+        **SUBMIT_PROBLEMS,
+    },
 )
-async def submit_csv(request: Request, response: Response, caller: CurrentCaller, engine: Engine, limits: Limits,
-                     dry_run: bool = Query(False, alias="dryRun", description="Only validate; store nothing"),
-                     idempotency_key: str | None = IDEMPOTENCY_KEY) -> SubmitResponse | DryRunResponse:
+async def submit_csv(
+    request: Request,
+    response: Response,
+    caller: CurrentCaller,
+    engine: Engine,
+    limits: Limits,
+    dry_run: bool = Query(False, alias="dryRun", description="Only validate; store nothing"),
+    idempotency_key: str | None = IDEMPOTENCY_KEY,
+) -> SubmitResponse | DryRunResponse:
     """One row per device, with the file limits of the CLI (size, rows, UTF-8, known columns)."""
     data, fields = await read_csv_form(request, limits)
     sp_text = fields.get("serviceProviderId", "").strip()
     sp_id = plain_int(sp_text) if sp_text else None
     if sp_text and (sp_id is None or sp_id > MAX_ID):
-        raise ApiProblem(422, f"serviceProviderId {shown(sp_text, 30)!r} is not a service provider id", title="Invalid upload")
+        raise ApiProblem(
+            422, f"serviceProviderId {shown(sp_text, 30)!r} is not a service provider id", title="Invalid upload"
+        )
     process_text = fields.get("processChanges", "true").strip().lower()
     if process_text not in ("true", "false"):
-        raise ApiProblem(422, f"processChanges {shown(process_text, 20)!r} is not true or false", title="Invalid upload")
+        raise ApiProblem(
+            422, f"processChanges {shown(process_text, 20)!r} is not true or false", title="Invalid upload"
+        )
     key = fields.get("idempotencyKey") or None
     if idempotency_key and key not in (None, idempotency_key):
-        raise ApiProblem(422, "the Idempotency-Key header and the idempotencyKey field differ; send one of them", title="Invalid upload")
+        raise ApiProblem(
+            422,
+            "the Idempotency-Key header and the idempotencyKey field differ; send one of them",
+            title="Invalid upload",
+        )
     try:
         parsed = await run_in_threadpool(
-            parse_csv, data, change_type=fields.get("changeType") or None, service_provider_id=sp_id,
-            idempotency_key=key or idempotency_key, limits=limits, process_changes=process_text == "true",
+            parse_csv,
+            data,
+            change_type=fields.get("changeType") or None,
+            service_provider_id=sp_id,
+            idempotency_key=key or idempotency_key,
+            limits=limits,
+            process_changes=process_text == "true",
         )
     except IntakeError as exc:
         raise ApiProblem(422, str(exc), title="Invalid CSV file") from None
-    outcome = await run_in_threadpool(_run_submit, engine, caller, parsed.request, dry_run,
-                                      row_errors=parsed.row_errors, row_numbers=parsed.row_numbers)
+    outcome = await run_in_threadpool(
+        _run_submit,
+        engine,
+        caller,
+        parsed.request,
+        dry_run,
+        row_errors=parsed.row_errors,
+        row_numbers=parsed.row_numbers,
+    )
     if dry_run:
         response.status_code = 200
     return _answer(outcome, response)
@@ -249,8 +339,12 @@ async def submit_csv(request: Request, response: Response, caller: CurrentCaller
 bulk_changes = _router()
 
 
-@bulk_changes.get("/bulk-changes/{bulk_change_id}", response_model=BulkChangeOut, summary="Status, counts and timings",
-                  responses={404: PROBLEMS[404]})
+@bulk_changes.get(
+    "/bulk-changes/{bulk_change_id}",
+    response_model=BulkChangeOut,
+    summary="Status, counts and timings",
+    responses={404: PROBLEMS[404]},
+)
 def get_status(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChangeId) -> BulkChangeOut:
     """The header status (derived from the device rows), counts per device status, and timings."""
     bc = get_bulk_change(engine, bulk_change_id, caller.tenant_id)
@@ -260,10 +354,16 @@ def get_status(caller: CurrentCaller, engine: Engine, bulk_change_id: int = Bulk
 
 
 @bulk_changes.get(
-    "/bulk-changes/{bulk_change_id}/devices", response_model=DevicePageOut, summary="Per-device results (paged JSON, or CSV)",
-    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
-                     "description": "A page of device rows; with format=csv or Accept: text/csv, every row as CSV"},
-               404: PROBLEMS[404]},
+    "/bulk-changes/{bulk_change_id}/devices",
+    response_model=DevicePageOut,
+    summary="Per-device results (paged JSON, or CSV)",
+    responses={
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "A page of device rows; with format=csv or Accept: text/csv, every row as CSV",
+        },
+        404: PROBLEMS[404],
+    },
 )
 def list_devices(
     request: Request,
@@ -272,10 +372,21 @@ def list_devices(
     bulk_change_id: int = BulkChangeId,
     status: DeviceChangeStatus | None = Query(None, description="Only rows with this status"),
     page: int = Query(1, ge=1, le=1_000_000),
-    page_size: int | None = Query(None, alias="pageSize", ge=1, le=ops.MAX_PAGE_SIZE,
-                                  description="Rows per page (default 100), as the answer's pageSize"),
-    legacy_page_size: int | None = Query(None, alias="page_size", ge=1, le=ops.MAX_PAGE_SIZE, deprecated=True,
-                                         description="The earlier name of pageSize, still accepted"),
+    page_size: int | None = Query(
+        None,
+        alias="pageSize",
+        ge=1,
+        le=ops.MAX_PAGE_SIZE,
+        description="Rows per page (default 100), as the answer's pageSize",
+    ),
+    legacy_page_size: int | None = Query(
+        None,
+        alias="page_size",
+        ge=1,
+        le=ops.MAX_PAGE_SIZE,
+        deprecated=True,
+        description="The earlier name of pageSize, still accepted",
+    ),
     format: Literal["json", "csv"] | None = Query(None, description="csv: download every (matching) row as CSV"),
 ) -> Any:
     """JSON pages in row order; the CSV download streams every row (spreadsheet-safe cells).
@@ -284,8 +395,11 @@ def list_devices(
     had first, is still accepted (clients and tests send it) but deprecated; both with different
     values are refused. Any other query parameter is refused (``known_query_only``)."""
     if page_size is not None and legacy_page_size is not None and page_size != legacy_page_size:
-        raise ApiProblem(422, f"pageSize={page_size} and page_size={legacy_page_size} differ: send pageSize only",
-                         title="Invalid request")
+        raise ApiProblem(
+            422,
+            f"pageSize={page_size} and page_size={legacy_page_size} differ: send pageSize only",
+            title="Invalid request",
+        )
     size = page_size or legacy_page_size or 100
     wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
     if wants_csv:
@@ -295,17 +409,23 @@ def list_devices(
         if status is not None:
             rows = (r for r in rows if r["status"] == status.value)
         return StreamingResponse(
-            results_csv_chunks(iter(rows)), media_type="text/csv; charset=utf-8",
+            results_csv_chunks(iter(rows)),
+            media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="bulk-change-{bulk_change_id}-devices.csv"'},
         )
     try:
-        found = ops.page_device_results(engine, caller.tenant_id, bulk_change_id, status=status, page=page, page_size=size)
+        found = ops.page_device_results(
+            engine, caller.tenant_id, bulk_change_id, status=status, page=page, page_size=size
+        )
     except ops.BulkChangeNotFound:
         raise _not_found(bulk_change_id) from None
     more = found.page * found.page_size < found.total
     return DevicePageOut(
         items=[DeviceResultOut(**{**r, "change_request": r["change_request"] or {}}) for r in found.items],
-        page=found.page, page_size=found.page_size, total=found.total, next_page=found.page + 1 if more else None,
+        page=found.page,
+        page_size=found.page_size,
+        total=found.total,
+        next_page=found.page + 1 if more else None,
     )
 
 
@@ -325,37 +445,77 @@ def _operate(operation: Callable[..., R], engine: sa.Engine, caller: Caller, bul
         raise ApiProblem(409, str(exc), title=refused) from None
 
 
-@operations.post("/bulk-changes/{bulk_change_id}/cancel", response_model=CancelOut, summary="Cancel the rows not yet sent",
-                 responses=OPERATION_PROBLEMS)
+@operations.post(
+    "/bulk-changes/{bulk_change_id}/cancel",
+    response_model=CancelOut,
+    summary="Cancel the rows not yet sent",
+    responses=OPERATION_PROBLEMS,
+)
 def cancel(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChangeId) -> CancelOut:
     """NEW and SCHEDULED rows become CANCELLED; rows already sent to the carrier finish normally."""
     r = _operate(ops.cancel_bulk_change, engine, caller, bulk_change_id, "Nothing to cancel")
-    message = f"cancelled {r.cancelled} device rows" + (f"; {r.still_processing} already sent finish normally" if r.still_processing else "")
-    return CancelOut(id=r.bulk_change_id, cancelled=r.cancelled, still_processing=r.still_processing, status=r.status,
-                     counts=r.counts, message=message)
+    message = f"cancelled {r.cancelled} device rows" + (
+        f"; {r.still_processing} already sent finish normally" if r.still_processing else ""
+    )
+    return CancelOut(
+        id=r.bulk_change_id,
+        cancelled=r.cancelled,
+        still_processing=r.still_processing,
+        status=r.status,
+        counts=r.counts,
+        message=message,
+    )
 
 
-@operations.post("/bulk-changes/{bulk_change_id}/retry-failed", response_model=RetryOut, summary="Retry the failed rows as a new run",
-                 responses=OPERATION_PROBLEMS)
+@operations.post(
+    "/bulk-changes/{bulk_change_id}/retry-failed",
+    response_model=RetryOut,
+    summary="Retry the failed rows as a new run",
+    responses=OPERATION_PROBLEMS,
+)
 def retry(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChangeId) -> RetryOut:
     """API_FAILED rows, and ERROR rows that failed while being processed (not validation refusals),
     go back to NEW; the bulk change gets a new attempt and the sensor starts a new run of it."""
     r = _operate(ops.retry_failed, engine, caller, bulk_change_id, "Nothing to retry")
-    return RetryOut(id=r.bulk_change_id, requeued=r.requeued, attempt=r.attempt, status=r.status, counts=r.counts,
-                    message=f"{r.requeued} failed device rows queued again as attempt {r.attempt}")
+    return RetryOut(
+        id=r.bulk_change_id,
+        requeued=r.requeued,
+        attempt=r.attempt,
+        status=r.status,
+        counts=r.counts,
+        message=f"{r.requeued} failed device rows queued again as attempt {r.attempt}",
+    )
 
 
-@operations.post("/bulk-changes/{bulk_change_id}/resume", response_model=ResumeOut, summary="Finish a bulk change a crashed run left half-done",
-                 responses=OPERATION_PROBLEMS)
+@operations.post(
+    "/bulk-changes/{bulk_change_id}/resume",
+    response_model=ResumeOut,
+    summary="Finish a bulk change a crashed run left half-done",
+    responses=OPERATION_PROBLEMS,
+)
 def resume(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChangeId) -> ResumeOut:
     """Rows a run did not finish (left NEW, or PROCESSING and never confirmed) are finished by a new
     attempt: the sensor starts one more run, which checks each row left PROCESSING at the carrier
     before sending it again. Finished rows are untouched (use retry-failed for failed ones)."""
     r = _operate(ops.resume_bulk_change, engine, caller, bulk_change_id, "Nothing to resume")
-    return ResumeOut(id=r.bulk_change_id, unfinished=r.unfinished, attempt=r.attempt, status=r.status, counts=r.counts,
-                     message=f"{r.unfinished} unfinished device rows queued as attempt {r.attempt}")
+    return ResumeOut(
+        id=r.bulk_change_id,
+        unfinished=r.unfinished,
+        attempt=r.attempt,
+        status=r.status,
+        counts=r.counts,
+        message=f"{r.unfinished} unfinished device rows queued as attempt {r.attempt}",
+    )
 
 
 ROUTERS = (submissions, bulk_changes, operations)
 
-__all__ = ["ROUTERS", "bulk_changes", "install_api", "known_query_only", "operations", "results_csv_chunks", "submissions"]
+__all__ = [
+    "ROUTERS",
+    "bulk_changes",
+    "install_api",
+    "known_query_only",
+    "operations",
+    "results_csv_chunks",
+    "submissions",
+]

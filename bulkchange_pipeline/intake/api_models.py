@@ -52,8 +52,11 @@ class Problem(ApiModel):
     detail: str = Field(description="What went wrong in this request and what to do about it")
     instance: str | None = Field(None, description="The request path")
     errors: list[dict[str, Any]] | None = Field(None, description="Per-field problems of an invalid request")
-    bulk_change_id: int | None = Field(None, description="The bulk change the problem is about, e.g. the one that "
-                                       "already holds a reused idempotency key (409)")
+    bulk_change_id: int | None = Field(
+        None,
+        description="The bulk change the problem is about, e.g. the one that "
+        "already holds a reused idempotency key (409)",
+    )
 
 
 class RowErrorOut(ApiModel):
@@ -94,9 +97,11 @@ class ValidationSummary(ApiModel):
         )
 
 
-STATUS_DETAIL = ("What the status alone does not say, else null: an ERROR bulk change whose every device was refused at "
-                 "validation says 'nothing was sent: all N devices were refused at validation' (nothing to retry or resume: "
-                 "correct the devices and submit again)")
+STATUS_DETAIL = (
+    "What the status alone does not say, else null: an ERROR bulk change whose every device was refused at "
+    "validation says 'nothing was sent: all N devices were refused at validation' (nothing to retry or resume: "
+    "correct the devices and submit again)"
+)
 
 
 class SubmitResponse(ApiModel):
@@ -106,15 +111,21 @@ class SubmitResponse(ApiModel):
     status_detail: str | None = Field(None, description=STATUS_DETAIL)
     message: str
     counts: dict[str, int] = Field(default_factory=dict, description="Device rows by status")
-    validation: ValidationSummary | None = Field(None, description="The validation report (absent for a repeated idempotency key)")
+    validation: ValidationSummary | None = Field(
+        None, description="The validation report (absent for a repeated idempotency key)"
+    )
 
     @classmethod
     def from_outcome(cls, outcome: SubmitOutcome) -> SubmitResponse:
         assert outcome.bulk_change_id is not None and outcome.status is not None
         return cls(
-            id=outcome.bulk_change_id, created=outcome.created, status=outcome.status,
-            status_detail=bulk_status_detail(outcome.status, outcome.counts or {}), message=outcome.message,
-            counts=outcome.counts or {}, validation=ValidationSummary.from_report(outcome.report) if outcome.report else None,
+            id=outcome.bulk_change_id,
+            created=outcome.created,
+            status=outcome.status,
+            status_detail=bulk_status_detail(outcome.status, outcome.counts or {}),
+            message=outcome.message,
+            counts=outcome.counts or {},
+            validation=ValidationSummary.from_report(outcome.report) if outcome.report else None,
         )
 
 
@@ -150,11 +161,22 @@ class BulkChangeOut(ApiModel):
         except ValueError:
             label = str(bc["change_type"])
         return cls(
-            id=bc["id"], service_provider_id=bc["service_provider_id"], change_type=bc["change_type"], change_type_name=label,
-            status=bc["status"], status_detail=bulk_status_detail(bc["status"], bc["counts"]),
-            process_changes=bc["process_changes"], attempt=bc["attempt"], total=bc["total"],
-            counts=bc["counts"], created_by=bc["created_by"], created_at=bc["created_at"], effective_at=bc["effective_at"],
-            processed_at=bc["processed_at"], last_activity_at=last_activity_at, idempotency_key=bc["idempotency_key"],
+            id=bc["id"],
+            service_provider_id=bc["service_provider_id"],
+            change_type=bc["change_type"],
+            change_type_name=label,
+            status=bc["status"],
+            status_detail=bulk_status_detail(bc["status"], bc["counts"]),
+            process_changes=bc["process_changes"],
+            attempt=bc["attempt"],
+            total=bc["total"],
+            counts=bc["counts"],
+            created_by=bc["created_by"],
+            created_at=bc["created_at"],
+            effective_at=bc["effective_at"],
+            processed_at=bc["processed_at"],
+            last_activity_at=last_activity_at,
+            idempotency_key=bc["idempotency_key"],
         )
 
 
@@ -237,7 +259,8 @@ def request_body_schema() -> dict[str, Any]:
         "anyOf": [{"type": "integer"}, {"type": "string"}],
     }
     schema["properties"]["effectiveDate"] = {
-        "type": "string", "format": "date-time",
+        "type": "string",
+        "format": "date-time",
         "description": "When the change should take effect (UTC unless an offset is given); a device may override it. "
         "Later than now: rows wait in SCHEDULED.",
     }
@@ -254,8 +277,15 @@ def request_body_schema() -> dict[str, Any]:
 class ApiProblem(Exception):
     """An error with a status and a reason a person can act on; answered as a problem document."""
 
-    def __init__(self, status: int, detail: str, *, title: str | None = None, errors: list[dict[str, Any]] | None = None,
-                 bulk_change_id: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        bulk_change_id: int | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status, self.detail, self.title, self.errors = status, detail, title, errors
         self.bulk_change_id = bulk_change_id
@@ -281,21 +311,37 @@ async def capped_stream(request: Request, limit: int, too_large: Callable[[int],
             yield chunk
     except ClientDisconnect:  # nobody to answer; one line, not two tracebacks (ours and the server's)
         log.info("%s %s: the client disconnected after %d bytes of its body", request.method, request.url.path, seen)
-        raise ApiProblem(400, "the client disconnected before the request body was complete", title="Incomplete request body") from None
+        raise ApiProblem(
+            400, "the client disconnected before the request body was complete", title="Incomplete request body"
+        ) from None
 
 
-def problem_response(request: Request, status: int, detail: str, *, title: str | None = None,
-                     errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
-                     bulk_change_id: int | None = None) -> JSONResponse:
+def problem_response(
+    request: Request,
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    bulk_change_id: int | None = None,
+) -> JSONResponse:
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Error"
     body = Problem(
-        type=f"/problems/{phrase.lower().replace(' ', '-')}", title=title or phrase, status=status, detail=detail,
-        instance=request.url.path, errors=errors, bulk_change_id=bulk_change_id,
+        type=f"/problems/{phrase.lower().replace(' ', '-')}",
+        title=title or phrase,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors,
+        bulk_change_id=bulk_change_id,
     )
-    return JSONResponse(body.model_dump(exclude_none=True, by_alias=True), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    return JSONResponse(
+        body.model_dump(exclude_none=True, by_alias=True), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -303,8 +349,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiProblem)
-        return problem_response(request, exc.status, exc.detail, title=exc.title, errors=exc.errors,
-                                bulk_change_id=exc.bulk_change_id)
+        return problem_response(
+            request, exc.status, exc.detail, title=exc.title, errors=exc.errors, bulk_change_id=exc.bulk_change_id
+        )
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -313,13 +360,19 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()]
-        detail = "; ".join(f"{'.'.join(e['loc'][1:] or e['loc'])}: {e['msg']}" for e in errors[:10]) or "invalid request"
+        detail = (
+            "; ".join(f"{'.'.join(e['loc'][1:] or e['loc'])}: {e['msg']}" for e in errors[:10]) or "invalid request"
+        )
         return problem_response(request, 422, detail, title="Invalid request", errors=errors)
 
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(request, 500, "an internal error occurred; nothing was half-stored (each change is one "
-                                "transaction). Try again, and report it if it persists")
+        return problem_response(
+            request,
+            500,
+            "an internal error occurred; nothing was half-stored (each change is one "
+            "transaction). Try again, and report it if it persists",
+        )
 
     app.add_exception_handler(ApiProblem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http)

@@ -15,8 +15,11 @@ from .callbacks import callbacks_router
 
 
 def create_app(url: str | None = None) -> FastAPI:
-    app = FastAPI(title="bulkchange_pipeline", version="0.1.0",
-                  description="Bulk changes to cellular IoT devices: intake API and carrier callbacks.")
+    app = FastAPI(
+        title="bulkchange_pipeline",
+        version="0.1.0",
+        description="Bulk changes to cellular IoT devices: intake API and carrier callbacks.",
+    )
     resolved = url or settings.database_url()
 
     def engine():

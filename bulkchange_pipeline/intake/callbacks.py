@@ -66,7 +66,9 @@ from .api_models import PROBLEM_JSON, PROBLEMS, ApiProblem, CallbackStored, Prob
 from .parsing import IntakeError, check_values, decode_utf8, load_json, shown
 
 MAX_CALLBACK_BYTES = 1_000_000
-MAX_REQUEST_ID: int = cast(sa.String, carrier_callback.c.request_id.type).length or 0  # the columns a stored callback is keyed by
+MAX_REQUEST_ID: int = (
+    cast(sa.String, carrier_callback.c.request_id.type).length or 0
+)  # the columns a stored callback is keyed by
 MAX_DEVICE_KEY: int = cast(sa.String, carrier_callback.c.device_key.type).length or 0
 START_RECORD_RETRY_SECONDS = 5.0
 MALFORMED = "Malformed callback"
@@ -89,8 +91,11 @@ def receiver_lifespan(engine_for_request):
             try:
                 start = await run_in_threadpool(record_receiver_start, engine_for_request(), process, started_at)
             except Exception as exc:  # noqa: BLE001 - the receiver serves anyway; the start is retried
-                log.warning("callback receiver start not recorded yet (%s); retrying in %.0f s",
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, START_RECORD_RETRY_SECONDS)
+                log.warning(
+                    "callback receiver start not recorded yet (%s); retrying in %.0f s",
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    START_RECORD_RETRY_SECONDS,
+                )
                 return False
             recorded.append(start.id)
             return True
@@ -120,10 +125,16 @@ def callbacks_router(engine_for_request) -> APIRouter:
     """Routes under /callbacks; ``engine_for_request()`` returns the business database engine."""
     router = APIRouter(prefix="/callbacks", tags=["carrier callbacks"], lifespan=receiver_lifespan(engine_for_request))
 
-    @router.post("/thingspace", summary="ThingSpace CarrierService callback (one per device)",
-                 response_model=CallbackStored, openapi_extra=_json_body_doc(THINGSPACE_BODY, required=True),
-                 responses={**{k: PROBLEMS[k] for k in (400, 401, 413, 415)},
-                            403: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Forbidden"}})
+    @router.post(
+        "/thingspace",
+        summary="ThingSpace CarrierService callback (one per device)",
+        response_model=CallbackStored,
+        openapi_extra=_json_body_doc(THINGSPACE_BODY, required=True),
+        responses={
+            **{k: PROBLEMS[k] for k in (400, 401, 413, 415)},
+            403: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Forbidden"},
+        },
+    )
     async def thingspace(request: Request) -> JSONResponse:
         return await _refusals_logged("thingspace", _thingspace(request, engine_for_request))
 
@@ -132,9 +143,13 @@ def callbacks_router(engine_for_request) -> APIRouter:
         extra: dict[str, Any] = {"parameters": [TEAL_REQUEST_ID]}
         if method == "POST":
             extra.update(_json_body_doc(TEAL_BODY, required=False))
-        return {"summary": "Teal operation-result callback (?requestId=...)", "response_model": CallbackStored,
-                "operation_id": f"teal_callback_{method.lower()}", "openapi_extra": extra,
-                "responses": {**{k: PROBLEMS[k] for k in statuses}, 503: RETRY_LATER}}
+        return {
+            "summary": "Teal operation-result callback (?requestId=...)",
+            "response_model": CallbackStored,
+            "operation_id": f"teal_callback_{method.lower()}",
+            "openapi_extra": extra,
+            "responses": {**{k: PROBLEMS[k] for k in statuses}, 503: RETRY_LATER},
+        }
 
     @router.get("/teal", **teal_doc("GET"))
     @router.post("/teal", **teal_doc("POST"))
@@ -155,23 +170,36 @@ THINGSPACE_BODY: dict[str, Any] = {
         "username": {"type": "string"},
         "password": {"type": "string", "format": "password"},
         "requestId": {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID},
-        "deviceIds": {"type": "array", "items": {"type": "object", "properties": {
-            "kind": {"type": "string"}, "id": {"type": "string", "maxLength": MAX_DEVICE_KEY}}}},
+        "deviceIds": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"kind": {"type": "string"}, "id": {"type": "string", "maxLength": MAX_DEVICE_KEY}},
+            },
+        },
         "status": {"type": "string"},
         "deviceResponse": {"type": "object", "description": "Success: one <action>Response object"},
-        "faultResponse": {"type": "object", "properties": {"faultcode": {"type": "string"}, "faultstring": {"type": "string"}}},
+        "faultResponse": {
+            "type": "object",
+            "properties": {"faultcode": {"type": "string"}, "faultstring": {"type": "string"}},
+        },
     },
 }
 TEAL_BODY: dict[str, Any] = {
-    "type": "object", "description": "Optional: Teal's callback names its request id in the query; a requestId here is read too.",
+    "type": "object",
+    "description": "Optional: Teal's callback names its request id in the query; a requestId here is read too.",
     "properties": {"requestId": {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID}},
 }
 TEAL_REQUEST_ID: dict[str, Any] = {
-    "name": "requestId", "in": "query", "required": False, "description": "The request id Teal announces a result for",
+    "name": "requestId",
+    "in": "query",
+    "required": False,
+    "description": "The request id Teal announces a result for",
     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID},
 }
 RETRY_LATER: dict[str, Any] = {
-    "model": Problem, "content": {PROBLEM_JSON: {}},
+    "model": Problem,
+    "content": {PROBLEM_JSON: {}},
     "description": "Unknown request id (the callback may have beaten our own write): deliver it again later",
     "headers": {"Retry-After": {"required": True, "description": "Seconds to wait", "schema": {"type": "string"}}},
 }
@@ -193,7 +221,13 @@ async def _refusals_logged(integration: str, answer: Awaitable[JSONResponse]) ->
         return await answer
     except (ApiProblem, HTTPException) as exc:
         status = exc.status if isinstance(exc, ApiProblem) else exc.status_code
-        log.log(logging.INFO if status == 503 else logging.WARNING, "%s callback refused (%s): %r", integration, status, str(exc.detail))
+        log.log(
+            logging.INFO if status == 503 else logging.WARNING,
+            "%s callback refused (%s): %r",
+            integration,
+            status,
+            str(exc.detail),
+        )
         raise
 
 
@@ -214,7 +248,9 @@ async def _thingspace(request: Request, engine_for_request: Callable[[], sa.Engi
     for request_id in sorted({o.request_id for o in outcomes}):
         owner = await run_in_threadpool(request_owner, engine, request_id)
         if owner is not None and not settings.same_account(senders, owner.credentials_name):
-            raise ApiProblem(403, f"request {request_id} was not sent with the account these callback credentials belong to")
+            raise ApiProblem(
+                403, f"request {request_id} was not sent with the account these callback credentials belong to"
+            )
     return await run_in_threadpool(_store, engine, "thingspace", payload, outcomes, senders)
 
 
@@ -226,15 +262,20 @@ async def _teal(request: Request, engine_for_request: Callable[[], sa.Engine]) -
             payload = body if isinstance(body, dict) else {"body": body}
     query = dict(request.query_params)
     if repeated := [k for k in query if len(request.query_params.getlist(k)) > 1]:  # the last would win silently
-        raise ApiProblem(400, f"the query parameter {shown(repeated[0], 40)!r} is given more than once", title=MALFORMED)
+        raise ApiProblem(
+            400, f"the query parameter {shown(repeated[0], 40)!r} is given more than once", title=MALFORMED
+        )
     _check(query, "the query")
     payload = {**payload, "query": query}
     outcomes = _outcomes("teal", payload)
     engine: sa.Engine = engine_for_request()
     owner = await run_in_threadpool(request_owner, engine, outcomes[0].request_id)
     if owner is None or owner.integration != "teal":
-        raise HTTPException(status_code=503, detail="unknown request id (not recorded yet?); deliver it again later",
-                            headers={"Retry-After": "5"})
+        raise HTTPException(
+            status_code=503,
+            detail="unknown request id (not recorded yet?); deliver it again later",
+            headers={"Retry-After": "5"},
+        )
     return await run_in_threadpool(_store, engine, "teal", payload, outcomes)
 
 
@@ -242,6 +283,7 @@ def _check_thingspace_ids(payload: dict[str, Any]) -> None:
     """The ids a CarrierService message is keyed by have the types ThingSpace sends: ``requestId`` a
     string (or an integer), ``deviceIds`` a list of ``{kind, id}`` objects. Anything else (``1.0``,
     ``true``, an object) would be stored under its Python spelling, an id nobody sent."""
+
     def is_id(value: Any) -> bool:
         return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
@@ -249,14 +291,29 @@ def _check_thingspace_ids(payload: dict[str, Any]) -> None:
     if rid is not None and not is_id(rid):
         raise ApiProblem(400, f"requestId must be a string, not {_json_type(rid)}", title=MALFORMED)
     ids = payload.get("deviceIds")
-    if ids is not None and not (isinstance(ids, list) and all(
-            isinstance(i, dict) and (i.get("id") is None or is_id(i["id"])) and is_id(i.get("kind", "")) for i in ids)):
+    if ids is not None and not (
+        isinstance(ids, list)
+        and all(
+            isinstance(i, dict) and (i.get("id") is None or is_id(i["id"])) and is_id(i.get("kind", "")) for i in ids
+        )
+    ):
         raise ApiProblem(400, "deviceIds must be a list of objects with a string kind and id", title=MALFORMED)
 
 
 def _json_type(value: Any) -> str:
-    return ("a boolean" if isinstance(value, bool) else "a number" if isinstance(value, int | float) else "an array"
-            if isinstance(value, list) else "an object" if isinstance(value, dict) else "null" if value is None else "a string")
+    return (
+        "a boolean"
+        if isinstance(value, bool)
+        else "a number"
+        if isinstance(value, int | float)
+        else "an array"
+        if isinstance(value, list)
+        else "an object"
+        if isinstance(value, dict)
+        else "null"
+        if value is None
+        else "a string"
+    )
 
 
 def _check(value: Any, where: str) -> None:
@@ -271,7 +328,9 @@ def _check(value: Any, where: str) -> None:
 async def _json_body(request: Request) -> Any:
     """The body as checked JSON (``parsing.load_json`` + ``check_values``), read under the byte cap;
     ``NO_BODY`` when there is none (JSON ``null`` is None)."""
-    too_large = ApiProblem(413, f"the callback body is over {MAX_CALLBACK_BYTES:,} bytes", title="Callback body too large")
+    too_large = ApiProblem(
+        413, f"the callback body is over {MAX_CALLBACK_BYTES:,} bytes", title="Callback body too large"
+    )
     raw = b"".join([chunk async for chunk in capped_stream(request, MAX_CALLBACK_BYTES, lambda _size: too_large)])
     if not raw.strip():
         return NO_BODY
@@ -294,15 +353,26 @@ def _outcomes(integration: str, payload: dict[str, Any]) -> list[AsyncOutcome]:
     except (TypeError, ValueError, AttributeError, KeyError, IndexError):  # a field of an unexpected type
         outcomes = []
     if not outcomes:
-        what = "no requestId in the callback" if integration == "teal" else f"not a {integration} callback this system understands"
+        what = (
+            "no requestId in the callback"
+            if integration == "teal"
+            else f"not a {integration} callback this system understands"
+        )
         raise ApiProblem(400, what, title=MALFORMED)
     for o in outcomes:
         if len(o.request_id) > MAX_REQUEST_ID:
-            raise ApiProblem(400, f"the requestId is {len(o.request_id)} characters long; no request id this system "
-                             f"sent is longer than {MAX_REQUEST_ID}", title=MALFORMED)
+            raise ApiProblem(
+                400,
+                f"the requestId is {len(o.request_id)} characters long; no request id this system "
+                f"sent is longer than {MAX_REQUEST_ID}",
+                title=MALFORMED,
+            )
         if len(o.device_key) > MAX_DEVICE_KEY:
-            raise ApiProblem(400, f"the device id is {len(o.device_key)} characters long; no device id is longer than "
-                             f"{MAX_DEVICE_KEY}", title=MALFORMED)
+            raise ApiProblem(
+                400,
+                f"the device id is {len(o.device_key)} characters long; no device id is longer than {MAX_DEVICE_KEY}",
+                title=MALFORMED,
+            )
     return outcomes
 
 
@@ -318,7 +388,12 @@ def _thingspace_senders(engine: sa.Engine, payload: Any) -> list[str]:
     for name in _thingspace_accounts(engine):
         want_user = settings.credential_value(name, "CALLBACK_USERNAME")
         want_pw = settings.credential_value(name, "CALLBACK_PASSWORD")
-        if want_user and want_pw and _same(user, want_user.get_secret_value()) and _same(password, want_pw.get_secret_value()):
+        if (
+            want_user
+            and want_pw
+            and _same(user, want_user.get_secret_value())
+            and _same(password, want_pw.get_secret_value())
+        ):
             senders.append(name)
     return sorted(senders)
 
@@ -345,8 +420,13 @@ def _thingspace_accounts(engine: sa.Engine) -> list[str]:
     return hit[1]
 
 
-def _store(engine: sa.Engine, integration: str, payload: dict[str, Any], outcomes: list[AsyncOutcome],
-           senders: list[str] | None = None) -> JSONResponse:
+def _store(
+    engine: sa.Engine,
+    integration: str,
+    payload: dict[str, Any],
+    outcomes: list[AsyncOutcome],
+    senders: list[str] | None = None,
+) -> JSONResponse:
     clean = {k: v for k, v in redact_json(payload).items() if k != AUTHENTICATED_AS}  # never the sender's word
     if senders is not None:
         clean[AUTHENTICATED_AS] = senders

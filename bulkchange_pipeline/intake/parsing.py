@@ -138,7 +138,9 @@ def decode_utf8(data: bytes) -> str:
 def check_size(size: int, limits: IntakeLimits) -> None:
     """Refuse a file (or body) over ``limits.max_bytes`` before anything reads it."""
     if size > limits.max_bytes:
-        raise IntakeError(f"the file is {size / 1_048_576:.1f} MB; the limit is {limits.max_bytes / 1_048_576:.0f} MB: split it")
+        raise IntakeError(
+            f"the file is {size / 1_048_576:.1f} MB; the limit is {limits.max_bytes / 1_048_576:.0f} MB: split it"
+        )
 
 
 def load_json(text: str) -> Any:
@@ -258,7 +260,22 @@ def change_type_option(change_type: ChangeType | int | str | None) -> ChangeType
 
 
 __all__ = [
-    "DATE_KEYS", "FORMULA_PREFIXES", "MAX_DEPTH", "IntakeError", "IntakeLimits", "ParsedFile", "change_type_option",
-    "check_size", "check_values", "decode_utf8", "explain_validation", "formula_reason", "load_json", "parse_json",
-    "plain_int", "request_from_dict", "shown", "text_reason",
+    "DATE_KEYS",
+    "FORMULA_PREFIXES",
+    "MAX_DEPTH",
+    "IntakeError",
+    "IntakeLimits",
+    "ParsedFile",
+    "change_type_option",
+    "check_size",
+    "check_values",
+    "decode_utf8",
+    "explain_validation",
+    "formula_reason",
+    "load_json",
+    "parse_json",
+    "plain_int",
+    "request_from_dict",
+    "shown",
+    "text_reason",
 ]

@@ -55,7 +55,9 @@ def request_fingerprint(request: BulkChangeRequest) -> str:
     digest.update(json.dumps(_stripped(header), sort_keys=True).encode())
     devices = request.devices
     for start in range(0, len(devices), 10_000):  # C-speed json.dumps over slices, not one huge string
-        digest.update(json.dumps([_canonical(d) for d in devices[start:start + 10_000]], sort_keys=True, default=str).encode())
+        digest.update(
+            json.dumps([_canonical(d) for d in devices[start : start + 10_000]], sort_keys=True, default=str).encode()
+        )
     return digest.hexdigest()
 
 
@@ -122,15 +124,23 @@ def submit(
     if not result.created:  # lost a race with a concurrent submission of the same key
         return _already(result.bulk_change_id, result.status, engine, report)
     return SubmitOutcome(
-        report, result.bulk_change_id, True, result.status,
-        _summary(report, f"created bulk change {result.bulk_change_id} ({result.status})"), result.counts,
+        report,
+        result.bulk_change_id,
+        True,
+        result.status,
+        _summary(report, f"created bulk change {result.bulk_change_id} ({result.status})"),
+        result.counts,
     )
 
 
 def _already(bc_id: int, status: str, engine: sa.Engine, report: ValidationReport | None = None) -> SubmitOutcome:
     return SubmitOutcome(
-        report, bc_id, False, status,
-        f"already submitted as bulk change {bc_id}; nothing new created", count_rows_by_status(engine, bc_id),
+        report,
+        bc_id,
+        False,
+        status,
+        f"already submitted as bulk change {bc_id}; nothing new created",
+        count_rows_by_status(engine, bc_id),
     )
 
 

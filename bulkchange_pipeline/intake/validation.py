@@ -57,8 +57,13 @@ from .parsing import formula_reason
 ARCHIVE_USAGE_DAYS = 30
 THINGSPACE_PLAN_CHANGES_PER_MONTH = 4
 CT = ChangeType
-_KIND_FIELDS = (("iccid", IdentifierKind.ICCID), ("device", None), ("imei", IdentifierKind.IMEI),
-                ("msisdn", IdentifierKind.MSISDN), ("eid", IdentifierKind.EID))
+_KIND_FIELDS = (
+    ("iccid", IdentifierKind.ICCID),
+    ("device", None),
+    ("imei", IdentifierKind.IMEI),
+    ("msisdn", IdentifierKind.MSISDN),
+    ("eid", IdentifierKind.EID),
+)
 
 
 class RequestRejected(ValueError):
@@ -181,7 +186,12 @@ def _payload_reason(payload: Mapping[str, Any]) -> str | None:
 
 
 def _first_pass(
-    rows: list[_Row], ct: ChangeType, payload: dict[str, Any], row_errors: Mapping[int, str], blanket: str | None, numbers: list[int]
+    rows: list[_Row],
+    ct: ChangeType,
+    payload: dict[str, Any],
+    row_errors: Mapping[int, str],
+    blanket: str | None,
+    numbers: list[int],
 ) -> None:
     """Identifiers, duplicates, formula strings and targets: everything that needs no database."""
     seen: dict[tuple[IdentifierKind, str], int] = {}
@@ -245,7 +255,15 @@ class _Lookups:
     taken: dict[tuple[str, str], list[ref.DeviceRecord]]
 
     @classmethod
-    def load(cls, engine: sa.Engine, tenant_id: int, sp: ref.ServiceProviderInfo, ct: ChangeType, rows: list[_Row], now: datetime) -> _Lookups:
+    def load(
+        cls,
+        engine: sa.Engine,
+        tenant_id: int,
+        sp: ref.ServiceProviderInfo,
+        ct: ChangeType,
+        rows: list[_Row],
+        now: datetime,
+    ) -> _Lookups:
         wanted: dict[IdentifierKind, set[str]] = defaultdict(set)
         ids: dict[str, set[int]] = defaultdict(set)
         new_ids: dict[str, set[str]] = defaultdict(set)
@@ -280,8 +298,12 @@ class _Lookups:
             providers={p.id: p for p in ref.list_service_providers(engine, tenant_id)},
             plans=ref.carrier_rate_plans(engine, tenant_id, sp.id) if needs_plans else {},
             customers=ref.customers(engine, tenant_id, ids["customer_id"]) if ids["customer_id"] else {},
-            customer_plans=ref.customer_rate_plans(engine, tenant_id, ids["customer_rate_plan_id"]) if ids["customer_rate_plan_id"] else {},
-            pools=ref.customer_pool_ids(engine, tenant_id, ids["customer_rate_pool_id"]) if ids["customer_rate_pool_id"] else set(),
+            customer_plans=ref.customer_rate_plans(engine, tenant_id, ids["customer_rate_plan_id"])
+            if ids["customer_rate_plan_id"]
+            else {},
+            pools=ref.customer_pool_ids(engine, tenant_id, ids["customer_rate_pool_id"])
+            if ids["customer_rate_pool_id"]
+            else set(),
             plan_changes=plan_changes,
             taken=taken,
         )
@@ -332,8 +354,15 @@ def _second_pass(
 
 
 def _check_target(
-    ct: ChangeType, sp: ref.ServiceProviderInfo, d: ref.DeviceRecord, t: dict[str, Any], ctx: _Lookups,
-    now: datetime, label: str, new_seen: dict[tuple[str, str], int], row: int,
+    ct: ChangeType,
+    sp: ref.ServiceProviderInfo,
+    d: ref.DeviceRecord,
+    t: dict[str, Any],
+    ctx: _Lookups,
+    now: datetime,
+    label: str,
+    new_seen: dict[tuple[str, str], int],
+    row: int,
 ) -> str | None:
     """The change-type specific rules; may complete ``t`` (carrier spelling, names, defaults)."""
     integ = sp.integration
@@ -353,7 +382,11 @@ def _check_target(
         if ct is CT.CARRIER_RATE_PLAN_CHANGE and integ is Integration.TEAL and not d.eid:
             return f"device {label} has no EID; Teal plan changes need one"
         used = ctx.plan_changes.get(d.id, 0)
-        if integ is Integration.THINGSPACE and ct is CT.CARRIER_RATE_PLAN_CHANGE and used >= THINGSPACE_PLAN_CHANGES_PER_MONTH:
+        if (
+            integ is Integration.THINGSPACE
+            and ct is CT.CARRIER_RATE_PLAN_CHANGE
+            and used >= THINGSPACE_PLAN_CHANGES_PER_MONTH
+        ):
             return f"device {label} already had {used} plan changes this month; ThingSpace allows {THINGSPACE_PLAN_CHANGES_PER_MONTH}"
     elif ct is CT.CUSTOMER_RATE_PLAN_CHANGE:
         plan_id, pool_id = t.get("customer_rate_plan_id"), t.get("customer_rate_pool_id")
@@ -406,7 +439,9 @@ CARRIER_DATED_PREFIX = "effective date passed to "
 
 def carrier_label(integration: Integration) -> str:
     """The carrier's name in messages: ``Jasper``, ``Telegence``..."""
-    return {Integration.THINGSPACE: "ThingSpace", Integration.REVIO: "Rev.io"}.get(integration, integration.value.title())
+    return {Integration.THINGSPACE: "ThingSpace", Integration.REVIO: "Rev.io"}.get(
+        integration, integration.value.title()
+    )
 
 
 def carrier_dated_detail(carrier: str, applies_on: str) -> str:

@@ -51,8 +51,9 @@ class SimulatorBase:
 
     app: Any
 
-    def __init__(self, rate: float, max_concurrency: int, faults: FaultConfig | None,
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self, rate: float, max_concurrency: int, faults: FaultConfig | None, clock: Clock | None = None
+    ) -> None:
         """`rate` is in `RATE_KEY` units; 0 (or less) switches that limit off."""
         self.clock: Clock = clock or SYSTEM_CLOCK
         self.gate = AccountGate(rate / self.RATE_SCALE, max_concurrency, self.clock)
@@ -71,8 +72,7 @@ class SimulatorBase:
 
     def _account_stats(self, names: tuple[str, ...] = ACCOUNT_STAT_FIELDS) -> dict[str, dict[str, int]]:
         """Per-account gate counters; `names` picks the ones a simulator has always reported."""
-        return {account: {n: getattr(st, n) for n in names}
-                for account, st in self.gate.accounts.items()}
+        return {account: {n: getattr(st, n) for n in names} for account, st in self.gate.accounts.items()}
 
     def _base_stats(self, names: tuple[str, ...] = ACCOUNT_STAT_FIELDS) -> dict[str, Any]:
         """The stats keys every simulator reports, `accounts` and overall `peak_concurrency` included."""
@@ -83,8 +83,7 @@ class SimulatorBase:
             "business_refusals": self.business_refusals,
             "injected": dict(self.faults.counts),
             "accounts": self._account_stats(names),
-            "peak_concurrency": max((st.peak_concurrency for st in self.gate.accounts.values()),
-                                    default=0),
+            "peak_concurrency": max((st.peak_concurrency for st in self.gate.accounts.values()), default=0),
         }
 
     @staticmethod
@@ -119,8 +118,10 @@ class SimulatorBase:
         `seed` makes the whole simulator repeatable."""
 
     def _limits_config(self) -> dict[str, Any]:
-        return {self.RATE_KEY: self.gate.rate_per_second * self.RATE_SCALE,
-                "max_concurrency": self.gate.max_concurrency}
+        return {
+            self.RATE_KEY: self.gate.rate_per_second * self.RATE_SCALE,
+            "max_concurrency": self.gate.max_concurrency,
+        }
 
     @staticmethod
     async def _body(request: Request) -> Any:
@@ -138,13 +139,19 @@ class SimulatorBase:
         plus `API_PREFIX`, `.simulator` this simulator."""
         return run_app_in_thread(self.app, host, port, api_prefix=self.API_PREFIX, app_state=self)
 
-    async def _faulted(self, account: str, state: AccountState,
-                       handler: Callable[[], Awaitable[Response]], *,
-                       over_limit: Callable[[], Response], server_error: Callable[[], Response],
-                       malformed_status: int | None = 200,
-                       refusals: tuple[type[Exception], ...] = (),
-                       refused: Callable[[Any], Response] | None = None,
-                       drawn: Fault | None = None) -> Response:
+    async def _faulted(
+        self,
+        account: str,
+        state: AccountState,
+        handler: Callable[[], Awaitable[Response]],
+        *,
+        over_limit: Callable[[], Response],
+        server_error: Callable[[], Response],
+        malformed_status: int | None = 200,
+        refusals: tuple[type[Exception], ...] = (),
+        refused: Callable[[Any], Response] | None = None,
+        drawn: Fault | None = None,
+    ) -> Response:
         """Run an admitted call under the fault drawn for it, and leave the gate (`state`).
 
         Latency first; an injected 429 burst answers `over_limit()` and a 5xx `server_error()`
@@ -181,8 +188,7 @@ class SimulatorBase:
                 await self.clock.asleep(self.faults.config.timeout_hold_seconds)
             elif fault is Fault.MALFORMED:
                 status = response.status_code if malformed_status is None else malformed_status
-                return Response(response.body[: max(1, len(response.body) // 2)], status,
-                                media_type=JSON_MEDIA)
+                return Response(response.body[: max(1, len(response.body) // 2)], status, media_type=JSON_MEDIA)
             return response
         finally:
             if not left:

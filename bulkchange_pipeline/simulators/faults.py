@@ -193,8 +193,7 @@ class AccountGate:
     windows are `clock`'s (the simulator's time).
     """
 
-    def __init__(self, rate_per_second: float = 5.0, max_concurrency: int = 1,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, rate_per_second: float = 5.0, max_concurrency: int = 1, clock: Clock = SYSTEM_CLOCK) -> None:
         self.rate_per_second = rate_per_second
         self.max_concurrency = max_concurrency
         self.clock = clock

@@ -36,8 +36,7 @@ API_PREFIX = "/rws/api/v1"
 MAX_PAGE_SIZE = 50
 
 
-def _error(status: int, code: str | None, message: str, headers: Mapping[str, str] | None = None
-           ) -> Response:
+def _error(status: int, code: str | None, message: str, headers: Mapping[str, str] | None = None) -> Response:
     body = {"errorMessage": message} if code is None else {"errorMessage": message, "errorCode": code}
     return _json(status, body, headers)
 
@@ -148,8 +147,7 @@ class JasperSimulator(SimulatorBase):
         header = request.headers.get("authorization")
         if not header:
             self.auth_failures += 1
-            return _error(401, None, rules.MSG_NO_CREDENTIALS,
-                          {"WWW-Authenticate": 'Basic realm="Jasper"'})
+            return _error(401, None, rules.MSG_NO_CREDENTIALS, {"WWW-Authenticate": 'Basic realm="Jasper"'})
         account = self._account_of(header)
         if account is None:
             self.auth_failures += 1
@@ -159,8 +157,12 @@ class JasperSimulator(SimulatorBase):
             self.gate.leave(state)
             return self._over_limit()
         return await self._faulted(
-            account, state, lambda: handler(request, account), over_limit=self._over_limit,
-            server_error=lambda: _error(500, rules.ERR_SERVER, "Internal server error"))
+            account,
+            state,
+            lambda: handler(request, account),
+            over_limit=self._over_limit,
+            server_error=lambda: _error(500, rules.ERR_SERVER, "Internal server error"),
+        )
 
     def _over_limit(self) -> Response:
         self.over_limit_answers += 1
@@ -210,8 +212,12 @@ class JasperSimulator(SimulatorBase):
         body = await self._body(request)
         try:
             edits, when = rules.validate_edit(
-                body, record, now=self.clock.now(), rate_plans=self.rate_plans,
-                communication_plans=self.communication_plans, customers=self.customers,
+                body,
+                record,
+                now=self.clock.now(),
+                rate_plans=self.rate_plans,
+                communication_plans=self.communication_plans,
+                customers=self.customers,
             )
         except rules.Refusal as refusal:
             self.business_refusals += 1
@@ -240,28 +246,27 @@ class JasperSimulator(SimulatorBase):
         except ValueError:
             return _error(400, rules.ERR_INVALID_REQUEST, "Invalid request parameter")
         if not 1 <= page_size <= MAX_PAGE_SIZE or page < 1:
-            return _error(400, rules.ERR_INVALID_REQUEST,
-                          f"pageSize must be 1..{MAX_PAGE_SIZE} and pageNumber >= 1")
-        lo = (since if since.tzinfo else since.replace(tzinfo=dt.timezone.utc)).timestamp()
-        hi = float("inf") if till is None else (
-            till if till.tzinfo else till.replace(tzinfo=dt.timezone.utc)).timestamp()
+            return _error(400, rules.ERR_INVALID_REQUEST, f"pageSize must be 1..{MAX_PAGE_SIZE} and pageNumber >= 1")
+        lo = (since if since.tzinfo else since.replace(tzinfo=dt.UTC)).timestamp()
+        hi = float("inf") if till is None else (till if till.tzinfo else till.replace(tzinfo=dt.UTC)).timestamp()
         status = q.get("status")
         matches = sorted(
-            (ts, iccid) for iccid, ts in self._updated.items()
+            (ts, iccid)
+            for iccid, ts in self._updated.items()
             if lo <= ts <= hi and (status is None or self.devices[iccid]["status"] == status)
         )
-        chunk = matches[(page - 1) * page_size: page * page_size]
+        chunk = matches[(page - 1) * page_size : page * page_size]
         items = [
             {k: self.devices[iccid][k] for k in ("iccid", "status", "ratePlan", "communicationPlan")}
             for _, iccid in chunk
         ]
-        return _json(200, {"pageNumber": page, "devices": items,
-                           "lastPage": page * page_size >= len(matches)})
+        return _json(200, {"pageNumber": page, "devices": items, "lastPage": page * page_size >= len(matches)})
 
     def _build_app(self) -> Starlette:
         def api(handler: Any) -> Any:
             async def endpoint(request: Request) -> Response:
                 return await self._guarded(request, handler)
+
             return endpoint
 
         routes = [

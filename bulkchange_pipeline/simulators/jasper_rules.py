@@ -108,12 +108,13 @@ def parse_effective_date(value: Any, now: dt.datetime) -> dt.datetime | None:
     try:
         when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise Refusal(400, ERR_EFFECTIVE_DATE, f"effectiveDate {value!r} is not a valid date-time")
+        raise Refusal(400, ERR_EFFECTIVE_DATE, f"effectiveDate {value!r} is not a valid date-time") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     if when > now + dt.timedelta(days=MAX_EFFECTIVE_DAYS):
         raise Refusal(
-            400, ERR_EFFECTIVE_DATE,
+            400,
+            ERR_EFFECTIVE_DATE,
             f"effectiveDate {value} is more than {MAX_EFFECTIVE_DAYS} days in the future",
         )
     return when if when > now else None
@@ -149,7 +150,8 @@ def validate_edit(
             raise Refusal(400, ERR_INVALID_STATUS, f"Invalid status: {status}")
         if not is_legal_transition(device["status"], status):
             raise Refusal(
-                400, ERR_ILLEGAL_TRANSITION,
+                400,
+                ERR_ILLEGAL_TRANSITION,
                 f"Status change from {device['status']} to {status} is not allowed",
             )
     if "overageLimitOverride" in edits and edits["overageLimitOverride"] not in OVERAGE_VALUES:

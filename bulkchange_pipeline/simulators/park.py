@@ -46,14 +46,25 @@ REVIO_PROVIDER_ID, REVIO_PRODUCT_IDS = "1", "101,102"
 # Integration -> (username, secret, extra keys) as the clients read them from the environment.
 ACCOUNT_ENV: dict[str, tuple[str, str, dict[str, str]]] = {
     "jasper": (JASPER_USER, JASPER_KEY, {}),
-    "thingspace": (TS_USER, TS_PASSWORD, {
-        "CLIENT_ID": TS_CLIENT_ID, "CLIENT_SECRET": TS_CLIENT_SECRET, "ACCOUNT_NAME": TS_ACCOUNT,
-        "CALLBACK_USERNAME": TS_CALLBACK_USER, "CALLBACK_PASSWORD": TS_CALLBACK_PASSWORD}),
+    "thingspace": (
+        TS_USER,
+        TS_PASSWORD,
+        {
+            "CLIENT_ID": TS_CLIENT_ID,
+            "CLIENT_SECRET": TS_CLIENT_SECRET,
+            "ACCOUNT_NAME": TS_ACCOUNT,
+            "CALLBACK_USERNAME": TS_CALLBACK_USER,
+            "CALLBACK_PASSWORD": TS_CALLBACK_PASSWORD,
+        },
+    ),
     "telegence": (TELEGENCE_APP, TELEGENCE_SECRET, {"BAN": TELEGENCE_BAN, "SERVICE_ZIP_CODE": TELEGENCE_ZIP}),
     "teal": (TEAL_KEY, TEAL_SECRET, {}),
     "pond": (POND_USER, POND_SECRET, {"DISTRIBUTOR_ID": POND_DISTRIBUTOR}),
-    "revio": (REVIO_USER, REVIO_PASSWORD, {
-        "SUBSCRIPTION_KEY": REVIO_KEY, "PROVIDER_ID": REVIO_PROVIDER_ID, "PRODUCT_IDS": REVIO_PRODUCT_IDS}),
+    "revio": (
+        REVIO_USER,
+        REVIO_PASSWORD,
+        {"SUBSCRIPTION_KEY": REVIO_KEY, "PROVIDER_ID": REVIO_PROVIDER_ID, "PRODUCT_IDS": REVIO_PRODUCT_IDS},
+    ),
 }
 
 
@@ -71,8 +82,9 @@ class Park:
         """Integration -> the base URL its client expects (what ``service_provider.base_url`` holds)."""
         return {name: handle.base_url for name, handle in self.handles.items()}
 
-    def credentials_env(self, credentials_name_by_integration: Mapping[str, str],
-                        env_key: Callable[[str], str]) -> dict[str, str]:
+    def credentials_env(
+        self, credentials_name_by_integration: Mapping[str, str], env_key: Callable[[str], str]
+    ) -> dict[str, str]:
         """Every ``BULKCHANGE_CRED_<NAME>_*`` variable the clients need for these simulators'
         demo accounts (plus ``BULKCHANGE_CALLBACK_BASE_URL`` when the park knows it). ``env_key``
         is the app's naming of a credentials entry's variables (``settings.credential_env_key``),
@@ -110,37 +122,70 @@ class Park:
     def __enter__(self) -> Park:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
-def build_simulators(*, limits: bool = False, faults: Mapping[str, FaultConfig] | None = None,
-                     teal_operation_delay_seconds: float = 0.2,
-                     telegence_activation_polls: int = 1) -> dict[str, Any]:
+def build_simulators(
+    *,
+    limits: bool = False,
+    faults: Mapping[str, FaultConfig] | None = None,
+    teal_operation_delay_seconds: float = 0.2,
+    telegence_activation_polls: int = 1,
+) -> dict[str, Any]:
     """The six simulators with the demo accounts (not yet serving)."""
     f = dict(faults or {})
-    jasper = JasperSimulator({JASPER_USER: JASPER_KEY}, faults=f.get("jasper"),
-                             **({} if limits else {"rate_per_second": 0, "max_concurrency": 0}))
-    thingspace = ThingSpaceSimulator({TS_CLIENT_ID: TS_CLIENT_SECRET}, {TS_USER: (TS_PASSWORD, TS_ACCOUNT)},
-                                     faults=f.get("thingspace"),
-                                     **({} if limits else {"activate_per_minute": 0}))
+    jasper = JasperSimulator(
+        {JASPER_USER: JASPER_KEY},
+        faults=f.get("jasper"),
+        **({} if limits else {"rate_per_second": 0, "max_concurrency": 0}),
+    )
+    thingspace = ThingSpaceSimulator(
+        {TS_CLIENT_ID: TS_CLIENT_SECRET},
+        {TS_USER: (TS_PASSWORD, TS_ACCOUNT)},
+        faults=f.get("thingspace"),
+        **({} if limits else {"activate_per_minute": 0}),
+    )
     thingspace.configure(callback_retry_seconds=0.05 if not limits else 1.0)
-    telegence = TelegenceSimulator({TELEGENCE_APP: TELEGENCE_SECRET}, faults=f.get("telegence"),
-                                   activation_polls=telegence_activation_polls)
-    teal = TealSimulator({TEAL_KEY: TEAL_SECRET}, faults=f.get("teal"),
-                         operation_delay_seconds=teal_operation_delay_seconds,
-                         **({} if limits else {"calls_per_minute": 0}))
-    pond = PondSimulator({POND_USER: (POND_SECRET, POND_DISTRIBUTOR)}, faults=f.get("pond"),
-                         **({} if limits else {"rate_per_second": 0, "max_concurrency": 0}))
-    revio = RevioSimulator({REVIO_USER: REVIO_PASSWORD}, [REVIO_KEY], faults=f.get("revio"),
-                           **({} if limits else {"calls_per_minute": 0, "daily_quota": 0}))
-    return {"jasper": jasper, "thingspace": thingspace, "telegence": telegence, "teal": teal,
-            "pond": pond, "revio": revio}
+    telegence = TelegenceSimulator(
+        {TELEGENCE_APP: TELEGENCE_SECRET}, faults=f.get("telegence"), activation_polls=telegence_activation_polls
+    )
+    teal = TealSimulator(
+        {TEAL_KEY: TEAL_SECRET},
+        faults=f.get("teal"),
+        operation_delay_seconds=teal_operation_delay_seconds,
+        **({} if limits else {"calls_per_minute": 0}),
+    )
+    pond = PondSimulator(
+        {POND_USER: (POND_SECRET, POND_DISTRIBUTOR)},
+        faults=f.get("pond"),
+        **({} if limits else {"rate_per_second": 0, "max_concurrency": 0}),
+    )
+    revio = RevioSimulator(
+        {REVIO_USER: REVIO_PASSWORD},
+        [REVIO_KEY],
+        faults=f.get("revio"),
+        **({} if limits else {"calls_per_minute": 0, "daily_quota": 0}),
+    )
+    return {
+        "jasper": jasper,
+        "thingspace": thingspace,
+        "telegence": telegence,
+        "teal": teal,
+        "pond": pond,
+        "revio": revio,
+    }
 
 
-def start_park(callback_base_url: str | None = None, *, host: str = "127.0.0.1",
-               ports: Mapping[str, int] | None = None, **options: Any) -> Park:
+def start_park(
+    callback_base_url: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    ports: Mapping[str, int] | None = None,
+    **options: Any,
+) -> Park:
     """Start all six simulators (free loopback ports unless ``ports`` names them) in threads.
 
     ``options`` go to ``build_simulators``: ``limits`` (keep the carriers' own rate limits),

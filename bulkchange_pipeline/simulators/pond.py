@@ -72,10 +72,12 @@ class PondSimulator(SimulatorBase):
     ) -> None:
         super().__init__(rate_per_second, max_concurrency, faults, clock)
         self.accounts: dict[str, tuple[str, str]] = {
-            u: (str(s), str(d)) for u, (s, d) in (accounts or DEFAULT_ACCOUNTS).items()}
+            u: (str(s), str(d)) for u, (s, d) in (accounts or DEFAULT_ACCOUNTS).items()
+        }
         self.inventories: dict[str, list[dict[str, Any]]] = {
-            str(k): [dict(t) for t in v] for k, v in (inventories or {
-                rules.DEFAULT_INVENTORY_ID: list(rules.DEFAULT_PACKAGE_TYPES)}).items()}
+            str(k): [dict(t) for t in v]
+            for k, v in (inventories or {rules.DEFAULT_INVENTORY_ID: list(rules.DEFAULT_PACKAGE_TYPES)}).items()
+        }
         self.devices: dict[str, dict[str, Any]] = {}
         self.packages: dict[str, list[dict[str, Any]]] = {}
         self.history: dict[str, list[tuple[int, str | None, str]]] = {}
@@ -108,7 +110,8 @@ class PondSimulator(SimulatorBase):
             self.devices[iccid] = record
             self.packages[iccid] = [
                 rules.package_record(next(self._ids), p["packageTypeId"], p["status"], now)
-                for p in rules.package_seeds(seed)]
+                for p in rules.package_seeds(seed)
+            ]
             self.history[iccid] = []
             n += 1
         return n
@@ -185,21 +188,29 @@ class PondSimulator(SimulatorBase):
         account = self._account_of(request.headers.get("authorization"))
         if account is None:
             self.auth_failures += 1
-            return _json(401, {"code": rules.ERR_UNAUTHORIZED, "message": "Bad credentials"},
-                         {"WWW-Authenticate": 'Basic realm="Pond"'})
+            return _json(
+                401,
+                {"code": rules.ERR_UNAUTHORIZED, "message": "Bad credentials"},
+                {"WWW-Authenticate": 'Basic realm="Pond"'},
+            )
         if request.path_params["distributor"] != self.accounts[account][1]:
             self.business_refusals += 1
-            return _json(403, {"code": rules.ERR_FORBIDDEN,
-                               "message": "distributor not accessible with these credentials"})
+            return _json(
+                403, {"code": rules.ERR_FORBIDDEN, "message": "distributor not accessible with these credentials"}
+            )
         state, refused = self.gate.enter(account)
         if refused:
             self.gate.leave(state)
             return self._over_limit()
         return await self._faulted(
-            account, state, lambda: handler(request), over_limit=self._over_limit,
-            server_error=lambda: _json(503, {"code": rules.ERR_SERVER,
-                                             "message": "Service unavailable"}),
-            refusals=(rules.Refusal,), refused=self._refused)
+            account,
+            state,
+            lambda: handler(request),
+            over_limit=self._over_limit,
+            server_error=lambda: _json(503, {"code": rules.ERR_SERVER, "message": "Service unavailable"}),
+            refusals=(rules.Refusal,),
+            refused=self._refused,
+        )
 
     def _refused(self, refusal: rules.Refusal) -> Response:
         """A handler's refusal, counted as a test-switched step failure or a business refusal."""
@@ -211,8 +222,7 @@ class PondSimulator(SimulatorBase):
 
     def _over_limit(self) -> Response:
         self.over_limit_answers += 1
-        headers = ({"Retry-After": f"{self.retry_after_seconds:g}"}
-                   if self.retry_after_seconds is not None else None)
+        headers = {"Retry-After": f"{self.retry_after_seconds:g}"} if self.retry_after_seconds is not None else None
         return _json(429, {"code": rules.ERR_RATE_LIMIT, "message": "Rate limit exceeded"}, headers)
 
     def _device_or_404(self, iccid: str) -> dict[str, Any]:
@@ -267,15 +277,14 @@ class PondSimulator(SimulatorBase):
         iccid = request.path_params["iccid"]
         self._device_or_404(iccid)
         wanted = request.path_params["package_id"]
-        package = next((p for p in self.packages[iccid] if rules.same_id(p["packageId"], wanted)),
-                       None)
+        package = next((p for p in self.packages[iccid] if rules.same_id(p["packageId"], wanted)), None)
         if package is None:
-            raise rules.Refusal(404, rules.ERR_PACKAGE_NOT_FOUND,
-                                f"package {wanted} not found on device {iccid}")
+            raise rules.Refusal(404, rules.ERR_PACKAGE_NOT_FOUND, f"package {wanted} not found on device {iccid}")
         target = rules.validate_package_status(await self._body(request), package["status"])
         if self._switched_failure(iccid, package, target):
-            raise rules.Refusal(self.step_failure_status, rules.ERR_STEP_FAILED,
-                                f"could not set package {wanted} to {target}")
+            raise rules.Refusal(
+                self.step_failure_status, rules.ERR_STEP_FAILED, f"could not set package {wanted} to {target}"
+            )
         self._move(iccid, package, target)
         return _json(200, dict(package))
 
@@ -293,8 +302,7 @@ class PondSimulator(SimulatorBase):
         inventory = request.path_params["inventory_id"]
         types = self.inventories.get(inventory)
         if types is None:
-            raise rules.Refusal(404, rules.ERR_INVENTORY_NOT_FOUND,
-                                f"inventory {inventory} not found")
+            raise rules.Refusal(404, rules.ERR_INVENTORY_NOT_FOUND, f"inventory {inventory} not found")
         offset, limit = rules.parse_page(request.query_params)
         return _json(200, rules.page(types, offset, limit))
 
@@ -302,6 +310,7 @@ class PondSimulator(SimulatorBase):
         def api(handler: Any) -> Any:
             async def endpoint(request: Request) -> Response:
                 return await self._guarded(request, handler)
+
             return endpoint
 
         table = [
@@ -327,6 +336,7 @@ def run_in_thread(
     faults: FaultConfig | None = None,
 ) -> ServerHandle:
     """Start a Pond simulator (a new one unless `simulator` is given) in a background thread."""
-    sim = simulator or PondSimulator(accounts, rate_per_second=rate_per_second,
-                                     max_concurrency=max_concurrency, faults=faults)
+    sim = simulator or PondSimulator(
+        accounts, rate_per_second=rate_per_second, max_concurrency=max_concurrency, faults=faults
+    )
     return sim.run_in_thread(host, port)

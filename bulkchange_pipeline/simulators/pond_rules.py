@@ -48,14 +48,10 @@ ERR_SERVER = "INTERNAL_ERROR"
 MAX_PAGE_LIMIT = 100  # [I]
 DEFAULT_INVENTORY_ID = 1
 DEFAULT_PACKAGE_TYPES: tuple[dict[str, Any], ...] = (
-    {"packageTypeId": 2001, "name": "IoT 100MB", "status": "ACTIVE",
-     "dataUsageAllowanceInBytes": 100 * 1024**2},
-    {"packageTypeId": 2002, "name": "IoT 1GB", "status": "ACTIVE",
-     "dataUsageAllowanceInBytes": 1024**3},
-    {"packageTypeId": 2003, "name": "IoT 5GB", "status": "ACTIVE",
-     "dataUsageAllowanceInBytes": 5 * 1024**3},
-    {"packageTypeId": 2999, "name": "Legacy 10MB", "status": "INACTIVE",
-     "dataUsageAllowanceInBytes": 10 * 1024**2},
+    {"packageTypeId": 2001, "name": "IoT 100MB", "status": "ACTIVE", "dataUsageAllowanceInBytes": 100 * 1024**2},
+    {"packageTypeId": 2002, "name": "IoT 1GB", "status": "ACTIVE", "dataUsageAllowanceInBytes": 1024**3},
+    {"packageTypeId": 2003, "name": "IoT 5GB", "status": "ACTIVE", "dataUsageAllowanceInBytes": 5 * 1024**3},
+    {"packageTypeId": 2999, "name": "Legacy 10MB", "status": "INACTIVE", "dataUsageAllowanceInBytes": 10 * 1024**2},
 )
 
 
@@ -72,8 +68,7 @@ class Refusal(Exception):
 
 def pond_time(when: dt.datetime) -> str:
     """ISO-8601 UTC timestamps [I]."""
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
-        f"{when.microsecond // 1000:03d}Z")
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (f"{when.microsecond // 1000:03d}Z")
 
 
 def same_id(a: Any, b: Any) -> bool:
@@ -87,7 +82,7 @@ def parse_page(query: Mapping[str, str]) -> tuple[int, int]:
         offset = int(query.get("offset") or 0)
         limit = int(query.get("limit") or MAX_PAGE_LIMIT)
     except ValueError:
-        raise Refusal(400, ERR_INVALID_REQUEST, "offset and limit must be integers")
+        raise Refusal(400, ERR_INVALID_REQUEST, "offset and limit must be integers") from None
     if offset < 0 or not 1 <= limit <= MAX_PAGE_LIMIT:
         raise Refusal(400, ERR_INVALID_REQUEST, f"offset must be >= 0 and limit 1..{MAX_PAGE_LIMIT}")
     return offset, limit
@@ -95,8 +90,7 @@ def parse_page(query: Mapping[str, str]) -> tuple[int, int]:
 
 def page(items: Sequence[Any], offset: int, limit: int) -> dict[str, Any]:
     """The paged list envelope [C]: `elements` and `isLastPage`."""
-    return {"elements": list(items[offset: offset + limit]),
-            "isLastPage": offset + limit >= len(items)}
+    return {"elements": list(items[offset : offset + limit]), "isLastPage": offset + limit >= len(items)}
 
 
 def validate_add_package(body: Any, package_types: Sequence[Mapping[str, Any]] | None) -> Any:
@@ -109,8 +103,9 @@ def validate_add_package(body: Any, package_types: Sequence[Mapping[str, Any]] |
         raise Refusal(400, ERR_INVALID_REQUEST, "packageTypeId must be an id")
     match = next((t for t in package_types or () if same_id(t["packageTypeId"], type_id)), None)
     if match is None or match.get("status") != "ACTIVE":
-        raise Refusal(400, ERR_UNKNOWN_PACKAGE_TYPE,
-                      f"package type {type_id} is not available in the device's inventory")
+        raise Refusal(
+            400, ERR_UNKNOWN_PACKAGE_TYPE, f"package type {type_id} is not available in the device's inventory"
+        )
     return match["packageTypeId"]
 
 
@@ -122,8 +117,7 @@ def validate_package_status(body: Any, current: str) -> str:
     if target not in (ACTIVE, TERMINATED):
         raise Refusal(400, ERR_INVALID_REQUEST, f"status must be ACTIVE or TERMINATED, not {target!r}")
     if target != current and target not in PACKAGE_TRANSITIONS.get(current, frozenset()):
-        raise Refusal(409, ERR_INVALID_TRANSITION,
-                      f"package status cannot change from {current} to {target}")
+        raise Refusal(409, ERR_INVALID_TRANSITION, f"package status cannot change from {current} to {target}")
     return target
 
 
@@ -166,5 +160,10 @@ def package_seeds(seed: Mapping[str, Any]) -> list[dict[str, Any]]:
 def package_record(package_id: int, type_id: Any, status: str, now: dt.datetime) -> dict[str, Any]:
     """A package on a SIM as the API returns it ([C] packageId, status; the rest [I])."""
     stamp = pond_time(now)
-    return {"packageId": package_id, "packageTypeId": type_id, "status": status,
-            "dateCreated": stamp, "dateUpdated": stamp}
+    return {
+        "packageId": package_id,
+        "packageTypeId": type_id,
+        "status": status,
+        "dateCreated": stamp,
+        "dateUpdated": stamp,
+    }

@@ -50,10 +50,13 @@ API_PREFIX = "/v1"
 DEFAULT_ACCOUNTS = {"demo@DEMO": "demo-password"}
 DEFAULT_SUBSCRIPTION_KEYS = ("demo-subscription-key",)
 _PATCH_TYPE = "application/json-patch+json"
-MSG_NO_KEY = ("Access denied due to missing subscription key. Make sure to include subscription "
-              "key when making requests to an API.")
-MSG_BAD_KEY = ("Access denied due to invalid subscription key. Make sure to provide a valid key "
-               "for an active subscription.")
+MSG_NO_KEY = (
+    "Access denied due to missing subscription key. Make sure to include subscription "
+    "key when making requests to an API."
+)
+MSG_BAD_KEY = (
+    "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."
+)
 
 
 class RevioSimulator(SimulatorBase):
@@ -64,12 +67,20 @@ class RevioSimulator(SimulatorBase):
     RATE_KEY = "calls_per_minute"
     RATE_SCALE = 60.0
 
-    def __init__(self, accounts: Mapping[str, str] | None = None,
-                 subscription_keys: Iterable[str] | None = None, *,
-                 calls_per_minute: float = 500, daily_quota: int = 150_000,
-                 max_concurrency: int = 0, faults: FaultConfig | None = None,
-                 retry_after_seconds: float | None = None, whole_second_waits: bool = True,
-                 book: rules.RevBook | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        accounts: Mapping[str, str] | None = None,
+        subscription_keys: Iterable[str] | None = None,
+        *,
+        calls_per_minute: float = 500,
+        daily_quota: int = 150_000,
+        max_concurrency: int = 0,
+        faults: FaultConfig | None = None,
+        retry_after_seconds: float | None = None,
+        whole_second_waits: bool = True,
+        book: rules.RevBook | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         super().__init__(calls_per_minute, max_concurrency, faults, clock)
         self.accounts: dict[str, str] = dict(accounts or DEFAULT_ACCOUNTS)
         self.subscriptions: dict[str, str] = {}
@@ -155,19 +166,23 @@ class RevioSimulator(SimulatorBase):
                 self.book.service_fields = tuple(str(v) for v in value)
             elif key == "product_status_on_create":
                 if value not in rules.PRODUCT_STATUSES:
-                    raise ValueError(f"product_status_on_create must be one of "
-                                     f"{sorted(rules.PRODUCT_STATUSES)}")
+                    raise ValueError(f"product_status_on_create must be one of {sorted(rules.PRODUCT_STATUSES)}")
                 self.book.product_status_on_create = value
             else:
                 self._configure_base(key, value)
         return self.config()
 
     def config(self) -> dict[str, Any]:
-        return {**self._limits_config(), "daily_quota": self.daily_quota,
-                "retry_after_seconds": self.retry_after_seconds,
-                "whole_second_waits": self.whole_second_waits, "accounts": sorted(self.accounts),
-                "service_fields": list(self.book.service_fields),
-                "subscriptions": len(self.subscriptions), **self.faults.config.as_dict()}
+        return {
+            **self._limits_config(),
+            "daily_quota": self.daily_quota,
+            "retry_after_seconds": self.retry_after_seconds,
+            "whole_second_waits": self.whole_second_waits,
+            "accounts": sorted(self.accounts),
+            "service_fields": list(self.book.service_fields),
+            "subscriptions": len(self.subscriptions),
+            **self.faults.config.as_dict(),
+        }
 
     def stats(self) -> dict[str, Any]:
         """Counters for tests and benchmarks (no overall `peak_concurrency`: APIM limits calls,
@@ -208,8 +223,7 @@ class RevioSimulator(SimulatorBase):
         self.over_limit_answers += 1
         wait = self.wait_seconds()
         text = f"{int(wait)}" if wait == int(wait) else f"{wait:g}"
-        return _json(429, {"statusCode": 429,
-                           "message": f"Rate limit is exceeded. Try again in {text} seconds."})
+        return _json(429, {"statusCode": 429, "message": f"Rate limit is exceeded. Try again in {text} seconds."})
 
     def _quota_refused(self, label: str) -> Response | None:
         """403 once the subscription used its daily calls; else count this call."""
@@ -221,9 +235,14 @@ class RevioSimulator(SimulatorBase):
         if used >= self.daily_quota:
             self.quota_refusals += 1
             left = int((day + 1) * 86400 - now)
-            return _json(403, {"statusCode": 403, "message":
-                               "Out of call volume quota. Quota will be replenished in "
-                               f"{left // 3600:02d}:{left % 3600 // 60:02d}:{left % 60:02d}."})
+            return _json(
+                403,
+                {
+                    "statusCode": 403,
+                    "message": "Out of call volume quota. Quota will be replenished in "
+                    f"{left // 3600:02d}:{left % 3600 // 60:02d}:{left % 60:02d}.",
+                },
+            )
         self._quota_used[(label, day)] = used + 1
         return None
 
@@ -253,13 +272,17 @@ class RevioSimulator(SimulatorBase):
             self.gate.leave(state)
             return early
         return await self._faulted(
-            label, state, lambda: handler(request), over_limit=self._over_limit,
-            server_error=lambda: _json(500, rules.Refusal(500, "InternalServerError",
-                                                          "An error has occurred.").body()),
-            malformed_status=None, refusals=(rules.Refusal,), refused=self._business_refusal)
+            label,
+            state,
+            lambda: handler(request),
+            over_limit=self._over_limit,
+            server_error=lambda: _json(500, rules.Refusal(500, "InternalServerError", "An error has occurred.").body()),
+            malformed_status=None,
+            refusals=(rules.Refusal,),
+            refused=self._business_refusal,
+        )
 
-    def _apim_refused(self, refused: str | None, label: str, authorization: str | None
-                      ) -> Response | None:
+    def _apim_refused(self, refused: str | None, label: str, authorization: str | None) -> Response | None:
         """The answer for a call the gate refused, over its daily quota or with bad Basic
         credentials (in APIM's order: limits before Rev.io sees the call), else None."""
         if refused == "rate":
@@ -271,10 +294,11 @@ class RevioSimulator(SimulatorBase):
             return quota
         if not self._basic_ok(authorization):
             self.auth_failures += 1
-            return _json(401, rules.Refusal(401, "Unauthorized",
-                                            "Authorization has been denied for this request."
-                                            ).body(),
-                         {"WWW-Authenticate": 'Basic realm="Rev.io"'})
+            return _json(
+                401,
+                rules.Refusal(401, "Unauthorized", "Authorization has been denied for this request.").body(),
+                {"WWW-Authenticate": 'Basic realm="Rev.io"'},
+            )
         return None
 
     def _business_refusal(self, refusal: rules.Refusal) -> Response:
@@ -286,17 +310,17 @@ class RevioSimulator(SimulatorBase):
         if patch:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != _PATCH_TYPE:
-                raise rules.Refusal(415, "UnsupportedMediaType",
-                                    f"PATCH requires Content-Type {_PATCH_TYPE}, got {ctype!r}")
+                raise rules.Refusal(
+                    415, "UnsupportedMediaType", f"PATCH requires Content-Type {_PATCH_TYPE}, got {ctype!r}"
+                )
         try:
             return json.loads(await request.body())
         except ValueError:
-            raise rules.Refusal(400, "BadRequest", "body is not valid JSON")
+            raise rules.Refusal(400, "BadRequest", "body is not valid JSON") from None
 
     @staticmethod
     def _created(request: Request, resource: str, new_id: int) -> Response:
-        return _json(201, {"ok": True, "id": new_id},
-                     {"Location": f"{request.base_url}v1/{resource}/{new_id}"})
+        return _json(201, {"ok": True, "id": new_id}, {"Location": f"{request.base_url}v1/{resource}/{new_id}"})
 
     # -- API handlers -----------------------------------------------------------------------------
 
@@ -305,6 +329,7 @@ class RevioSimulator(SimulatorBase):
             query = request.query_params
             found = rules.search(self.book.candidates(table, query), query, fields)
             return _json(200, rules.page_of(found, request.query_params))
+
         return handler
 
     def _getter(self, table: str, what: str) -> Any:
@@ -317,6 +342,7 @@ class RevioSimulator(SimulatorBase):
             else:
                 record = self.book._get(getattr(self.book, table), key, what)
             return _json(200, {"ok": True, **record})
+
         return handler
 
     async def _post_customer(self, request: Request) -> Response:
@@ -333,8 +359,7 @@ class RevioSimulator(SimulatorBase):
         return self._created(request, "Services", self.book.add_service(body)["service_id"])
 
     async def _patch_service(self, request: Request) -> Response:
-        record = self.book.patch_service(request.path_params["id"],
-                                         await self._body(request, patch=True))
+        record = self.book.patch_service(request.path_params["id"], await self._body(request, patch=True))
         return _json(200, {"ok": True, **record})
 
     async def _post_product(self, request: Request) -> Response:
@@ -346,8 +371,7 @@ class RevioSimulator(SimulatorBase):
         return _json(200, {"ok": True, **record})
 
     async def _patch_product(self, request: Request) -> Response:
-        record = self.book.patch_service_product(request.path_params["id"],
-                                                 await self._body(request, patch=True))
+        record = self.book.patch_service_product(request.path_params["id"], await self._body(request, patch=True))
         return _json(200, {"ok": True, **record})
 
     async def _assign_inventory(self, request: Request) -> Response:
@@ -360,6 +384,7 @@ class RevioSimulator(SimulatorBase):
         def api(path: str, handler: Any, method: str) -> Route:
             async def endpoint(request: Request) -> Response:
                 return await self._guarded(request, handler, path)
+
             return Route(API_PREFIX + path, endpoint, methods=[method])
 
         routes = [
@@ -378,16 +403,21 @@ class RevioSimulator(SimulatorBase):
             api("/InventoryItem", self._lister("inventory", book.INVENTORY_FIELDS), "GET"),
             api("/InventoryItem/assignService", self._assign_inventory, "POST"),
             api("/InventoryItem/{id}", self._getter("inventory", "inventory item"), "GET"),
-            api("/ServiceInventory", self._lister(
-                "service_inventory", frozenset({"service_id", "inventory_item_id", "identifier",
-                                                "customer_id"})), "GET"),
+            api(
+                "/ServiceInventory",
+                self._lister(
+                    "service_inventory", frozenset({"service_id", "inventory_item_id", "identifier", "customer_id"})
+                ),
+                "GET",
+            ),
             *admin_routes(self),
         ]
         return Starlette(routes=routes)
 
 
-def run_in_thread(host: str = "127.0.0.1", port: int = 0, *,
-                  simulator: RevioSimulator | None = None, **kwargs: Any) -> ServerHandle:
+def run_in_thread(
+    host: str = "127.0.0.1", port: int = 0, *, simulator: RevioSimulator | None = None, **kwargs: Any
+) -> ServerHandle:
     """Start a Rev.io simulator (a new one from `kwargs` unless `simulator` is given) in a
     background thread; `.simulator` is the RevioSimulator, `.base_url` the API base (…/v1)."""
     sim = simulator or RevioSimulator(**kwargs)

@@ -31,10 +31,20 @@ PRODUCT_STATUSES = frozenset({"PENDING", "ACTIVE", "DENIED", "DISCONNECTED"})
 CUSTOMER_STATUSES = frozenset({"ACTIVE", "PENDING", "CLOSED"})  # [I]
 # Fields a JSON Patch may change; the ids that tie a record to others are fixed.
 PATCHABLE = {
-    "service_product": frozenset({"quantity", "rate", "status", "description", "effective_date",
-                                  "package_id"}),
-    "service": frozenset({"status", "number", "number2", "description", "effective_date",
-                          "usage_plan_group_id", "package_id", "disconnected_date", "fields"}),
+    "service_product": frozenset({"quantity", "rate", "status", "description", "effective_date", "package_id"}),
+    "service": frozenset(
+        {
+            "status",
+            "number",
+            "number2",
+            "description",
+            "effective_date",
+            "usage_plan_group_id",
+            "package_id",
+            "disconnected_date",
+            "fields",
+        }
+    ),
 }
 # Custom fields every service of the simulated Rev tenant carries [I] (labels; values start empty).
 DEFAULT_SERVICE_FIELDS = ("Cost Center",)
@@ -58,7 +68,7 @@ class Refusal(Exception):
 
 def rev_time(when: dt.datetime) -> str:
     """Rev.io's date-time text [I]: ISO 8601 without offset, UTC."""
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def page_of(records: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
@@ -67,29 +77,26 @@ def page_of(records: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str
         size = int(query.get("search.page_size") or DEFAULT_PAGE_SIZE)
         page = int(query.get("search.page") or 1)
     except ValueError:
-        raise Refusal(400, "BadRequest", "search.page_size and search.page must be integers")
+        raise Refusal(400, "BadRequest", "search.page_size and search.page must be integers") from None
     if not 1 <= size <= MAX_PAGE_SIZE or page < 1:
-        raise Refusal(400, "BadRequest",
-                      f"search.page_size must be 1..{MAX_PAGE_SIZE} and search.page >= 1")
-    chunk = records[(page - 1) * size: page * size]
-    return {"ok": True, "has_more": page * size < len(records), "record_count": len(records),
-            "records": chunk}
+        raise Refusal(400, "BadRequest", f"search.page_size must be 1..{MAX_PAGE_SIZE} and search.page >= 1")
+    chunk = records[(page - 1) * size : page * size]
+    return {"ok": True, "has_more": page * size < len(records), "record_count": len(records), "records": chunk}
 
 
-def search(records: Iterable[dict[str, Any]], query: Mapping[str, str],
-           fields: frozenset[str]) -> list[dict[str, Any]]:
+def search(records: Iterable[dict[str, Any]], query: Mapping[str, str], fields: frozenset[str]) -> list[dict[str, Any]]:
     """Records matching every `search.<field>=value` (case-insensitive text compare)."""
     wanted: dict[str, str] = {}
     for key, value in query.items():
         if not key.startswith("search.") or key in ("search.page", "search.page_size"):
             continue
-        name = key[len("search."):]
+        name = key[len("search.") :]
         if name not in fields:
             raise Refusal(400, "BadRequest", f"unknown search field {name!r}")
         wanted[name] = value.lower()
-    return [r for r in records
-            if all(str(r.get(k) if r.get(k) is not None else "").lower() == v
-                   for k, v in wanted.items())]
+    return [
+        r for r in records if all(str(r.get(k) if r.get(k) is not None else "").lower() == v for k, v in wanted.items())
+    ]
 
 
 def _patch_target(path: Any) -> tuple[str, int | None, str | None]:
@@ -103,8 +110,9 @@ def _patch_target(path: Any) -> tuple[str, int | None, str | None]:
     raise Refusal(400, "BadRequest", f"unsupported JSON Patch path {path!r}")
 
 
-def apply_json_patch(record: dict[str, Any], ops: Any, patchable: frozenset[str],
-                     check: Callable[[str, Any], None]) -> dict[str, Any]:
+def apply_json_patch(
+    record: dict[str, Any], ops: Any, patchable: frozenset[str], check: Callable[[str, Any], None]
+) -> dict[str, Any]:
     """The record after RFC 6902 operations on top-level paths (`/quantity`, ...) and on the
     `value` of a custom field (`/fields/<index>/value`); `test` ops must hold (on any of those,
     or a custom field's `/label`). Raises Refusal for a malformed document, a fixed field or a bad
@@ -155,7 +163,7 @@ def _int(value: Any, name: str, *, required: bool = True) -> int | None:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise Refusal(400, "BadRequest", f"{name} must be an integer, got {value!r}")
+        raise Refusal(400, "BadRequest", f"{name} must be an integer, got {value!r}") from None
 
 
 class RevBook:
@@ -163,16 +171,20 @@ class RevBook:
     `applied_counts[number]` counts services created per number (the exactly-once proof). `now` is
     the simulator's clock (aware UTC), which dates the records."""
 
-    SERVICE_FIELDS = frozenset({"service_id", "customer_id", "provider_id", "service_type_id",
-                                "number", "number2", "status", "package_id"})
-    PRODUCT_FIELDS = frozenset({"service_product_id", "service_id", "product_id", "customer_id",
-                                "status", "package_id"})
+    SERVICE_FIELDS = frozenset(
+        {"service_id", "customer_id", "provider_id", "service_type_id", "number", "number2", "status", "package_id"}
+    )
+    PRODUCT_FIELDS = frozenset(
+        {"service_product_id", "service_id", "product_id", "customer_id", "status", "package_id"}
+    )
     CUSTOMER_FIELDS = frozenset({"customer_id", "parent_customer_id", "status", "agent_id", "name"})
-    INVENTORY_FIELDS = frozenset({"inventory_item_id", "identifier", "inventory_type_id", "status",
-                                  "service_id", "customer_id"})
+    INVENTORY_FIELDS = frozenset(
+        {"inventory_item_id", "identifier", "inventory_type_id", "status", "service_id", "customer_id"}
+    )
 
-    def __init__(self, products: Iterable[Mapping[str, Any]] = DEFAULT_PRODUCTS, *,
-                 now: Callable[[], dt.datetime]) -> None:
+    def __init__(
+        self, products: Iterable[Mapping[str, Any]] = DEFAULT_PRODUCTS, *, now: Callable[[], dt.datetime]
+    ) -> None:
         self.now = now
         self.customers: dict[str, dict[str, Any]] = {}
         self.services: dict[int, dict[str, Any]] = {}
@@ -188,9 +200,10 @@ class RevBook:
         self.by_service: dict[int, list[int]] = {}
         self.applied_counts: Counter[str] = Counter()
         self.products_created: Counter[str] = Counter()
-        self._ids = {k: itertools.count(start) for k, start in
-                     (("customer", 5000), ("service", 11000), ("service_product", 30000),
-                      ("inventory", 70000))}
+        self._ids = {
+            k: itertools.count(start)
+            for k, start in (("customer", 5000), ("service", 11000), ("service_product", 30000), ("inventory", 70000))
+        }
 
     # -- customers --------------------------------------------------------------------------------
 
@@ -201,10 +214,15 @@ class RevBook:
         status = str(body.get("status") or "ACTIVE").upper()
         if status not in CUSTOMER_STATUSES:
             raise Refusal(400, "BadRequest", f"invalid customer status {status!r}")
-        record = {"customer_id": cid, "parent_customer_id": body.get("parent_customer_id"),
-                  "status": status, "activated_date": body.get("activated_date") or rev_time(self.now()),
-                  "close_date": body.get("close_date"), "agent_id": body.get("agent_id"),
-                  "name": body.get("name")}
+        record = {
+            "customer_id": cid,
+            "parent_customer_id": body.get("parent_customer_id"),
+            "status": status,
+            "activated_date": body.get("activated_date") or rev_time(self.now()),
+            "close_date": body.get("close_date"),
+            "agent_id": body.get("agent_id"),
+            "name": body.get("name"),
+        }
         self.customers[str(cid)] = record
         return record
 
@@ -234,18 +252,24 @@ class RevBook:
         status = str(body.get("status") or "ACTIVE").upper()
         if status not in SERVICE_STATUSES:
             raise Refusal(400, "BadRequest", f"invalid service status {status!r}")
-        sid = int(body["service_id"]) if seeded and body.get("service_id") else next(
-            self._ids["service"])
+        sid = int(body["service_id"]) if seeded and body.get("service_id") else next(self._ids["service"])
         now = rev_time(self.now())
         record = {
-            "service_id": sid, "customer_id": customer["customer_id"], "provider_id": provider,
-            "service_type_id": stype, "number": _text(body.get("number")),
-            "number2": _text(body.get("number2")), "status": status,
+            "service_id": sid,
+            "customer_id": customer["customer_id"],
+            "provider_id": provider,
+            "service_type_id": stype,
+            "number": _text(body.get("number")),
+            "number2": _text(body.get("number2")),
+            "status": status,
             "effective_date": body.get("effective_date") or now,
-            "activated_date": body.get("activated_date") or now, "disconnected_date": None,
+            "activated_date": body.get("activated_date") or now,
+            "disconnected_date": None,
             "usage_plan_group_id": body.get("usage_plan_group_id"),
-            "package_id": body.get("package_id"), "description": body.get("description"),
-            "fields": self._custom_fields(body.get("fields")), "created_date": now,
+            "package_id": body.get("package_id"),
+            "description": body.get("description"),
+            "fields": self._custom_fields(body.get("fields")),
+            "created_date": now,
         }
         self.services[sid] = record
         self.by_number.setdefault(record["number"] or "", []).append(sid)
@@ -262,8 +286,10 @@ class RevBook:
             if label not in {f.lower() for f in self.service_fields}:
                 raise Refusal(400, "BadRequest", f"no custom field {label!r} is defined for services")
             values[label] = item.get("value") if isinstance(item, dict) else None
-        return [{"field_id": i, "label": label, "value": values.get(label.lower())}
-                for i, label in enumerate(self.service_fields, start=1)]
+        return [
+            {"field_id": i, "label": label, "value": values.get(label.lower())}
+            for i, label in enumerate(self.service_fields, start=1)
+        ]
 
     def patch_service(self, sid: int, ops: Any) -> dict[str, Any]:
         record = self._get(self.services, sid, "service")
@@ -284,11 +310,9 @@ class RevBook:
     # -- service products -------------------------------------------------------------------------
 
     def _check_product_value(self, name: str, value: Any) -> None:
-        if name == "quantity" and (isinstance(value, bool) or not isinstance(value, int)
-                                   or value < 0):
+        if name == "quantity" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise Refusal(400, "BadRequest", "quantity must be a non-negative integer")
-        if name == "rate" and value is not None and (isinstance(value, bool)
-                                                     or not isinstance(value, (int, float))):
+        if name == "rate" and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise Refusal(400, "BadRequest", "rate must be a number")
         if name == "status" and value not in PRODUCT_STATUSES:
             raise Refusal(400, "BadRequest", f"invalid service product status {value!r}")
@@ -306,19 +330,25 @@ class RevBook:
             raise Refusal(400, "BadRequest", f"product_id {pid} does not exist")
         cid = body.get("customer_id", service["customer_id"])
         if str(cid) != str(service["customer_id"]):
-            raise Refusal(400, "BadRequest",
-                          f"customer_id {cid} does not own service {sid} "
-                          f"(customer {service['customer_id']})")
+            raise Refusal(
+                400, "BadRequest", f"customer_id {cid} does not own service {sid} (customer {service['customer_id']})"
+            )
         quantity = body.get("quantity", 1)
         rate = body.get("rate", product.get("rate"))
         status = body.get("status", (old or {}).get("status", self.product_status_on_create))
         for name, value in (("quantity", quantity), ("rate", rate), ("status", status)):
             self._check_product_value(name, value)
-        return {"service_id": sid, "product_id": pid, "customer_id": service["customer_id"],
-                "quantity": quantity, "rate": rate, "status": status,
-                "effective_date": body.get("effective_date") or rev_time(self.now()),
-                "package_id": body.get("package_id"),
-                "description": body.get("description") or product.get("description")}
+        return {
+            "service_id": sid,
+            "product_id": pid,
+            "customer_id": service["customer_id"],
+            "quantity": quantity,
+            "rate": rate,
+            "status": status,
+            "effective_date": body.get("effective_date") or rev_time(self.now()),
+            "package_id": body.get("package_id"),
+            "description": body.get("description") or product.get("description"),
+        }
 
     def add_service_product(self, body: Any, *, seeded: bool = False) -> dict[str, Any]:
         """Validate and create a service product (`POST /v1/ServiceProduct`)."""
@@ -335,27 +365,28 @@ class RevBook:
     def put_service_product(self, spid: int, body: Any) -> dict[str, Any]:
         """Replace a service product (`PUT /v1/ServiceProduct/{id}`); its service stays."""
         record = self._get(self.service_products, spid, "service product")
-        if isinstance(body, dict) and body.get("service_id", record["service_id"]) != record[
-                "service_id"]:
+        if isinstance(body, dict) and body.get("service_id", record["service_id"]) != record["service_id"]:
             raise Refusal(400, "BadRequest", "service_id of a service product cannot change")
-        record.update(self._product_fields({"service_id": record["service_id"], **(body or {})},
-                                           record))
+        record.update(self._product_fields({"service_id": record["service_id"], **(body or {})}, record))
         return record
 
     def patch_service_product(self, spid: int, ops: Any) -> dict[str, Any]:
         record = self._get(self.service_products, spid, "service product")
-        record.update(apply_json_patch(record, ops, PATCHABLE["service_product"],
-                                       self._check_product_value))
+        record.update(apply_json_patch(record, ops, PATCHABLE["service_product"], self._check_product_value))
         return record
 
     # -- inventory --------------------------------------------------------------------------------
 
     def add_inventory_item(self, body: Mapping[str, Any]) -> dict[str, Any]:
         iid = int(body.get("inventory_item_id") or next(self._ids["inventory"]))
-        record = {"inventory_item_id": iid, "identifier": _text(body.get("identifier")),
-                  "inventory_type_id": body.get("inventory_type_id"),
-                  "status": str(body.get("status") or "AVAILABLE").upper(),
-                  "service_id": body.get("service_id"), "customer_id": body.get("customer_id")}
+        record = {
+            "inventory_item_id": iid,
+            "identifier": _text(body.get("identifier")),
+            "inventory_type_id": body.get("inventory_type_id"),
+            "status": str(body.get("status") or "AVAILABLE").upper(),
+            "service_id": body.get("service_id"),
+            "customer_id": body.get("customer_id"),
+        }
         self.inventory[iid] = record
         return record
 
@@ -363,16 +394,17 @@ class RevBook:
         """`POST /v1/InventoryItem/assignService` {inventory_item_id, service_id} [I]."""
         if not isinstance(body, dict):
             raise Refusal(400, "BadRequest", "body must be a JSON object")
-        item = self._get(self.inventory, _int(body.get("inventory_item_id"), "inventory_item_id"),
-                         "inventory item", status=400)
-        service = self._get(self.services, _int(body.get("service_id"), "service_id"), "service",
-                            status=400)
+        item = self._get(
+            self.inventory, _int(body.get("inventory_item_id"), "inventory_item_id"), "inventory item", status=400
+        )
+        service = self._get(self.services, _int(body.get("service_id"), "service_id"), "service", status=400)
         if item["service_id"] not in (None, service["service_id"]):
-            raise Refusal(400, "BadRequest",
-                          f"inventory item {item['inventory_item_id']} is assigned to service "
-                          f"{item['service_id']}")
-        item.update(service_id=service["service_id"], customer_id=service["customer_id"],
-                    status="ASSIGNED")
+            raise Refusal(
+                400,
+                "BadRequest",
+                f"inventory item {item['inventory_item_id']} is assigned to service {item['service_id']}",
+            )
+        item.update(service_id=service["service_id"], customer_id=service["customer_id"], status="ASSIGNED")
         return item
 
     def candidates(self, table: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -392,15 +424,21 @@ class RevBook:
         return list(getattr(self, table).values())
 
     def service_inventory(self) -> list[dict[str, Any]]:
-        return [{"service_id": i["service_id"], "inventory_item_id": i["inventory_item_id"],
-                 "identifier": i["identifier"], "customer_id": i["customer_id"]}
-                for i in self.inventory.values() if i["service_id"] is not None]
+        return [
+            {
+                "service_id": i["service_id"],
+                "inventory_item_id": i["inventory_item_id"],
+                "identifier": i["identifier"],
+                "customer_id": i["customer_id"],
+            }
+            for i in self.inventory.values()
+            if i["service_id"] is not None
+        ]
 
     # -- helpers ----------------------------------------------------------------------------------
 
     @staticmethod
-    def _get(table: Mapping[int, dict[str, Any]], key: Any, what: str, status: int = 404
-             ) -> dict[str, Any]:
+    def _get(table: Mapping[int, dict[str, Any]], key: Any, what: str, status: int = 404) -> dict[str, Any]:
         try:
             record = table.get(int(key))
         except (TypeError, ValueError):

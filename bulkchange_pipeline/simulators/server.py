@@ -19,8 +19,14 @@ class ServerHandle:
     """A running server: `root_url` (scheme://host:port), `base_url` (root + API prefix),
     `.stop()`; usable as a context manager."""
 
-    def __init__(self, server: uvicorn.Server, thread: threading.Thread, root_url: str,
-                 api_prefix: str = "", app_state: Any = None) -> None:
+    def __init__(
+        self,
+        server: uvicorn.Server,
+        thread: threading.Thread,
+        root_url: str,
+        api_prefix: str = "",
+        app_state: Any = None,
+    ) -> None:
         self._server = server
         self._thread = thread
         self.root_url = root_url
@@ -36,8 +42,9 @@ class ServerHandle:
     def __enter__(self) -> ServerHandle:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -56,9 +63,15 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
     )
 
 
-def run_app_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, *,
-                      api_prefix: str = "", app_state: Any = None,
-                      start_timeout: float = 10.0) -> ServerHandle:
+def run_app_in_thread(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    api_prefix: str = "",
+    app_state: Any = None,
+    start_timeout: float = 10.0,
+) -> ServerHandle:
     """Start `app` on host:port (0 = a free port) in a daemon thread; returns once it accepts."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -66,8 +79,9 @@ def run_app_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, *,
     actual_port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn_config(app, host, actual_port))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not main thread
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
-                              name=f"simulator-{actual_port}")
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"simulator-{actual_port}"
+    )
     thread.start()
     deadline = time.monotonic() + start_timeout
     while not server.started:

@@ -59,10 +59,14 @@ def sync_from_database(engine: sa.Engine, park: Park, tenant_id: int, *, replace
             .where(device.c.tenant_id == tenant_id, device.c.archived_at.is_(None))
             .order_by(device.c.id)
         ).all()
-        rev_customers = [r for r in conn.execute(
-            sa.select(customer.c.rev_customer_id).where(customer.c.tenant_id == tenant_id,
-                                                        customer.c.rev_customer_id.is_not(None))
-            .order_by(customer.c.id)).scalars()]
+        rev_customers = [
+            r
+            for r in conn.execute(
+                sa.select(customer.c.rev_customer_id)
+                .where(customer.c.tenant_id == tenant_id, customer.c.rev_customer_id.is_not(None))
+                .order_by(customer.c.id)
+            ).scalars()
+        ]
     for r in rows:
         family = sp_integration.get(r.service_provider_id)
         if family:
@@ -83,24 +87,44 @@ def _family(integration: Integration) -> str:
 
 def _jasper(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _billing: _Billing) -> int:
     if plans:
-        sim.configure(rate_plans=sorted({p.code for p in plans}),
-                      communication_plans=sorted({p.communication_plan for p in plans if p.communication_plan}
-                                                 | {r["communication_plan"] for r in rows if r["communication_plan"]}))
+        sim.configure(
+            rate_plans=sorted({p.code for p in plans}),
+            communication_plans=sorted(
+                {p.communication_plan for p in plans if p.communication_plan}
+                | {r["communication_plan"] for r in rows if r["communication_plan"]}
+            ),
+        )
     return sim.seed_devices(
-        {"iccid": r["iccid"], "imei": r["imei"] or "", "msisdn": r["msisdn"], "status": r["status"],
-         "ratePlan": r["carrier_rate_plan"], "communicationPlan": r["communication_plan"],
-         "customer": r["customer_name"], "accountCustom1": r["username"] or "",
-         "accountCustom2": r["cost_center"] or ""}
-        for r in rows if r["iccid"])
+        {
+            "iccid": r["iccid"],
+            "imei": r["imei"] or "",
+            "msisdn": r["msisdn"],
+            "status": r["status"],
+            "ratePlan": r["carrier_rate_plan"],
+            "communicationPlan": r["communication_plan"],
+            "customer": r["customer_name"],
+            "accountCustom1": r["username"] or "",
+            "accountCustom2": r["cost_center"] or "",
+        }
+        for r in rows
+        if r["iccid"]
+    )
 
 
 def _thingspace(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _billing: _Billing) -> int:
     if plans:
         sim.configure(service_plans=sorted(p.code for p in plans))
     return sim.seed_devices(
-        {"iccid": r["iccid"], "imei": r["imei"], "mdn": r["msisdn"], "state": r["status"],
-         "servicePlan": r["carrier_rate_plan"]}
-        for r in rows if r["iccid"] and (r["status"] or "").lower() in thingspace_rules.STATES)
+        {
+            "iccid": r["iccid"],
+            "imei": r["imei"],
+            "mdn": r["msisdn"],
+            "state": r["status"],
+            "servicePlan": r["carrier_rate_plan"],
+        }
+        for r in rows
+        if r["iccid"] and (r["status"] or "").lower() in thingspace_rules.STATES
+    )
 
 
 def _telegence(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _billing: _Billing) -> int:
@@ -109,35 +133,75 @@ def _telegence(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _bi
     if plans:
         sim.configure(plans=sorted(p.code for p in plans))
     return sim.seed_devices(
-        {"subscriberNumber": r["msisdn"], "status": r["status"], "sim": r["iccid"], "imei": r["imei"],
-         "plan": r["carrier_rate_plan"], "contactName": r["username"] or "",
-         "costCenter": r["cost_center"] or "", "ban": TELEGENCE_BAN}
-        for r in rows if r["msisdn"] and r["status"] in TELEGENCE)
+        {
+            "subscriberNumber": r["msisdn"],
+            "status": r["status"],
+            "sim": r["iccid"],
+            "imei": r["imei"],
+            "plan": r["carrier_rate_plan"],
+            "contactName": r["username"] or "",
+            "costCenter": r["cost_center"] or "",
+            "ban": TELEGENCE_BAN,
+        }
+        for r in rows
+        if r["msisdn"] and r["status"] in TELEGENCE
+    )
 
 
 def _teal(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _billing: _Billing) -> int:
     if plans:
-        sim.configure(plans=[{"uuid": p.code, "name": p.name, "volume": 1, "volumeUnit": "GB", "price": 0.0}
-                             for p in plans])
+        sim.configure(
+            plans=[{"uuid": p.code, "name": p.name, "volume": 1, "volumeUnit": "GB", "price": 0.0} for p in plans]
+        )
     return sim.seed_devices(
-        {"eid": r["eid"], "iccid": r["iccid"], "imei": r["imei"], "msisdn": r["msisdn"],
-         "deviceStatus": r["status"] if r["status"] in ("online", "waiting", "stopped") else "online",
-         "planUuid": r["carrier_rate_plan"]}
-        for r in rows if r["eid"])
+        {
+            "eid": r["eid"],
+            "iccid": r["iccid"],
+            "imei": r["imei"],
+            "msisdn": r["msisdn"],
+            "deviceStatus": r["status"] if r["status"] in ("online", "waiting", "stopped") else "online",
+            "planUuid": r["carrier_rate_plan"],
+        }
+        for r in rows
+        if r["eid"]
+    )
 
 
 def _pond(sim: Any, rows: list[dict], plans: list[ref.CarrierRatePlan], _billing: _Billing) -> int:
     """Rate plans are package types of the simulator's inventory 1; each device holds one ACTIVE
     package of its plan, and its services are on when the device is ACTIVATED."""
     if plans:
-        sim.configure(inventories={1: [
-            {"packageTypeId": int(p.code) if p.code.isdigit() else p.code, "name": p.name, "status": "ACTIVE",
-             "dataUsageAllowanceInBytes": 1024 * _MB} for p in plans]})
+        sim.configure(
+            inventories={
+                1: [
+                    {
+                        "packageTypeId": int(p.code) if p.code.isdigit() else p.code,
+                        "name": p.name,
+                        "status": "ACTIVE",
+                        "dataUsageAllowanceInBytes": 1024 * _MB,
+                    }
+                    for p in plans
+                ]
+            }
+        )
     return sim.seed_devices(
-        {"iccid": r["iccid"], "servicesEnabled": r["status"] == "ACTIVATED",
-         "packages": [{"packageTypeId": int(r["carrier_rate_plan"]) if str(r["carrier_rate_plan"]).isdigit()
-                       else r["carrier_rate_plan"], "status": "ACTIVE"}] if r["carrier_rate_plan"] else []}
-        for r in rows if r["iccid"])
+        {
+            "iccid": r["iccid"],
+            "servicesEnabled": r["status"] == "ACTIVATED",
+            "packages": [
+                {
+                    "packageTypeId": int(r["carrier_rate_plan"])
+                    if str(r["carrier_rate_plan"]).isdigit()
+                    else r["carrier_rate_plan"],
+                    "status": "ACTIVE",
+                }
+            ]
+            if r["carrier_rate_plan"]
+            else [],
+        }
+        for r in rows
+        if r["iccid"]
+    )
 
 
 def _revio(sim: Any, rows: list[dict], _plans: list[ref.CarrierRatePlan], billing: _Billing) -> int:
@@ -150,10 +214,17 @@ def _revio(sim: Any, rows: list[dict], _plans: list[ref.CarrierRatePlan], billin
     if not billing.customers:
         return 0
     services = [
-        {"type": "service", "number": r["msisdn"] or r["iccid"], "provider_id": int(REVIO_PROVIDER_ID),
-         "customer_id": _rev_id(r["rev_customer_id"] or billing.customers[0]), "status": "ACTIVE",
-         "description": r["username"], "fields": [{"label": "Cost Center", "value": r["cost_center"]}]}
-        for r in billing.lines]
+        {
+            "type": "service",
+            "number": r["msisdn"] or r["iccid"],
+            "provider_id": int(REVIO_PROVIDER_ID),
+            "customer_id": _rev_id(r["rev_customer_id"] or billing.customers[0]),
+            "status": "ACTIVE",
+            "description": r["username"],
+            "fields": [{"label": "Cost Center", "value": r["cost_center"]}],
+        }
+        for r in billing.lines
+    ]
     sim.seed_devices(services)
     return len(rows)
 
@@ -185,8 +256,14 @@ def _forget_devices(name: str, sim: Any) -> None:
         sim.book = revio_rules.RevBook(products.values(), now=sim.clock.now)
 
 
-_SYNC = {"jasper": _jasper, "thingspace": _thingspace, "telegence": _telegence, "teal": _teal,
-         "pond": _pond, "revio": _revio}
+_SYNC = {
+    "jasper": _jasper,
+    "thingspace": _thingspace,
+    "telegence": _telegence,
+    "teal": _teal,
+    "pond": _pond,
+    "revio": _revio,
+}
 
 
 __all__ = ["sync_from_database"]

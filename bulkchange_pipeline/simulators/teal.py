@@ -49,18 +49,20 @@ from .server import ServerHandle
 API_PREFIX = ""  # paths are api/v1/... under the host, as on integrationapi.teal.global
 STATUSES = ("online", "waiting", "stopped")
 DEFAULT_PLANS: tuple[dict[str, Any], ...] = (
-    {"uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000001", "name": "IoT 1GB", "volume": 1,
-     "volumeUnit": "GB", "price": 4.0},
-    {"uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000005", "name": "IoT 5GB", "volume": 5,
-     "volumeUnit": "GB", "price": 12.0},
-    {"uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000100", "name": "Pool 100MB", "volume": 100,
-     "volumeUnit": "MB", "price": 1.5},
+    {"uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000001", "name": "IoT 1GB", "volume": 1, "volumeUnit": "GB", "price": 4.0},
+    {"uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000005", "name": "IoT 5GB", "volume": 5, "volumeUnit": "GB", "price": 12.0},
+    {
+        "uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000100",
+        "name": "Pool 100MB",
+        "volume": 100,
+        "volumeUnit": "MB",
+        "price": 1.5,
+    },
 )
 _OPERATIONS = {"enable", "disable", "assign-plan"}
 
 
-def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-           ) -> Response:
+def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
     return _json(status, {"success": False, "errorCode": code, "message": message}, headers)
 
 
@@ -95,11 +97,18 @@ class TealSimulator(SimulatorBase):
     RATE_KEY = "calls_per_minute"
     RATE_SCALE = 60.0
 
-    def __init__(self, accounts: Mapping[str, str] | None = None, *,
-                 calls_per_minute: float = 1000, max_concurrency: int = 0,
-                 faults: FaultConfig | None = None, operation_delay_seconds: float = 0.5,
-                 plans: Iterable[Mapping[str, Any]] = DEFAULT_PLANS, max_entries: int = 100,
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        accounts: Mapping[str, str] | None = None,
+        *,
+        calls_per_minute: float = 1000,
+        max_concurrency: int = 0,
+        faults: FaultConfig | None = None,
+        operation_delay_seconds: float = 0.5,
+        plans: Iterable[Mapping[str, Any]] = DEFAULT_PLANS,
+        max_entries: int = 100,
+        clock: Clock | None = None,
+    ) -> None:
         super().__init__(calls_per_minute, max_concurrency, faults, clock)
         self.accounts: dict[str, str] = dict(accounts or {"demo-key": "demo-secret"})
         self.operation_delay_seconds = operation_delay_seconds
@@ -122,8 +131,7 @@ class TealSimulator(SimulatorBase):
         self._closed = False
         self._callbacks = ThreadPoolExecutor(4, thread_name_prefix="teal-callback")
         self._http = httpx.Client(timeout=2.0)
-        self._worker = threading.Thread(target=self._complete_loop, daemon=True,
-                                        name="teal-operations")
+        self._worker = threading.Thread(target=self._complete_loop, daemon=True, name="teal-operations")
         self._worker.start()
         self.reset_counters()
         self.app = self._build_app()
@@ -150,10 +158,15 @@ class TealSimulator(SimulatorBase):
                     raise ValueError(f"deviceStatus must be one of {STATUSES}, got {status!r}")
                 plan = self.plans.get(str(seed.get("planUuid") or next(iter(self.plans), "")), {})
                 self.esims[eid] = {
-                    "eid": eid, "iccid": seed.get("iccid"), "imei": seed.get("imei"),
-                    "imsi": seed.get("imsi"), "msisdn": seed.get("msisdn"),
-                    "deviceStatus": status, "planUuid": plan.get("uuid"),
-                    "planName": plan.get("name"), "deviceName": seed.get("deviceName"),
+                    "eid": eid,
+                    "iccid": seed.get("iccid"),
+                    "imei": seed.get("imei"),
+                    "imsi": seed.get("imsi"),
+                    "msisdn": seed.get("msisdn"),
+                    "deviceStatus": status,
+                    "planUuid": plan.get("uuid"),
+                    "planName": plan.get("name"),
+                    "deviceName": seed.get("deviceName"),
                     "flowRestricted": bool(seed.get("flowRestricted", False)),
                 }
                 n += 1
@@ -169,9 +182,15 @@ class TealSimulator(SimulatorBase):
         `pending_http_status`, `retry_after_seconds`, callback switches (`drop_callback_rate`,
         `duplicate_callback_rate`, `callback_attempts`, `callback_retry_seconds`), `accounts`
         ({ApiKey: ApiSecret}), `plans` (list), or faults (FaultConfig fields)."""
-        simple = {"operation_delay_seconds": float, "pending_http_status": int,
-                  "drop_callback_rate": float, "duplicate_callback_rate": float,
-                  "callback_attempts": int, "callback_retry_seconds": float, "max_entries": int}
+        simple = {
+            "operation_delay_seconds": float,
+            "pending_http_status": int,
+            "drop_callback_rate": float,
+            "duplicate_callback_rate": float,
+            "callback_attempts": int,
+            "callback_retry_seconds": float,
+            "max_entries": int,
+        }
         with self.lock:
             for key, value in changes.items():
                 if key == "accounts":
@@ -214,10 +233,18 @@ class TealSimulator(SimulatorBase):
                 "devices": len(self.esims),
                 "operations": len(self.operations),
                 "operations_pending": pending,
-                **{k: self.counts.get(k, 0) for k in (
-                    "operations_enqueued", "operations_completed", "operations_replayed",
-                    "callbacks_sent", "callbacks_dropped", "callbacks_duplicated",
-                    "callbacks_failed")},
+                **{
+                    k: self.counts.get(k, 0)
+                    for k in (
+                        "operations_enqueued",
+                        "operations_completed",
+                        "operations_replayed",
+                        "callbacks_sent",
+                        "callbacks_dropped",
+                        "callbacks_duplicated",
+                        "callbacks_failed",
+                    )
+                },
                 **self._applied_stats(self.applied_counts),
             }
 
@@ -270,13 +297,11 @@ class TealSimulator(SimulatorBase):
         if esim is None:
             return _entry_error(eid, "ESIM_NOT_FOUND", f"eSIM with EID {eid} not found")
         if esim["flowRestricted"]:
-            return _entry_error(eid, "FLOW_RESTRICTED_ERROR",
-                                f"Operation {kind} is not allowed in this eSIM's flow")
+            return _entry_error(eid, "FLOW_RESTRICTED_ERROR", f"Operation {kind} is not allowed in this eSIM's flow")
         if kind == "assign-plan":
             plan = self.plans.get(str(entry.get("planUuid")))
             if plan is None:
-                return _entry_error(eid, "VALIDATION_ERROR",
-                                    f"Invalid planUuid {entry.get('planUuid')}")
+                return _entry_error(eid, "VALIDATION_ERROR", f"Invalid planUuid {entry.get('planUuid')}")
             edits = {"planUuid": plan["uuid"], "planName": plan["name"]}
         elif kind == "enable":
             edits = {} if esim["deviceStatus"] in ("online", "waiting") else {"deviceStatus": "online"}
@@ -344,15 +369,23 @@ class TealSimulator(SimulatorBase):
             self.gate.leave(state)
             return answer_fault(fault, self._over_limit(), self.faults.config)
         return await self._faulted(
-            key, state, lambda: handler(request, key), over_limit=self._over_limit,
+            key,
+            state,
+            lambda: handler(request, key),
+            over_limit=self._over_limit,
             server_error=lambda: _error(500, "GENERIC_ERROR", "Internal server error"),
-            drawn=fault)
+            drawn=fault,
+        )
 
     def _over_limit(self) -> Response:
         self.over_limit_answers += 1
         calls = self.gate.rate_per_second * 60.0
-        return _error(429, "GENERIC_ERROR", f"Rate limit exceeded ({calls:g} calls per minute)",
-                      {"Retry-After": self._retry_after()})
+        return _error(
+            429,
+            "GENERIC_ERROR",
+            f"Rate limit exceeded ({calls:g} calls per minute)",
+            {"Retry-After": self._retry_after()},
+        )
 
     # -- API handlers -----------------------------------------------------------------------------
 
@@ -378,12 +411,15 @@ class TealSimulator(SimulatorBase):
                 self.counts["operations_replayed"] += 1
                 return _json(200, known.reply)
             href = f"{str(request.base_url).rstrip('/')}/api/v1/operation-result?requestId={request_id}"
-            reply = {"success": True, "message": f"{kind} request accepted",
-                     "link": {"operationResult": {"href": href}}}
+            reply = {
+                "success": True,
+                "message": f"{kind} request accepted",
+                "link": {"operationResult": {"href": href}},
+            }
             due = self.clock.monotonic() + self.operation_delay_seconds
             self.operations[request_id] = Operation(
-                request_id, account, kind, list(entries), request.query_params.get("callbackUrl"),
-                reply, due)
+                request_id, account, kind, list(entries), request.query_params.get("callbackUrl"), reply, due
+            )
             heapq.heappush(self._queue, (due, next(self._seq), request_id))
             self.counts["operations_enqueued"] += 1
             self._wake.notify_all()  # all: callback senders pause on the same condition
@@ -398,8 +434,10 @@ class TealSimulator(SimulatorBase):
             self.business_refusals += 1
             return _error(404, "VALIDATION_ERROR", f"No operation with requestId {request_id!r}")
         if results is None:
-            return _json(self.pending_http_status, {"success": True, "status": 102,
-                                                    "message": "Processing", "requestId": request_id})
+            return _json(
+                self.pending_http_status,
+                {"success": True, "status": 102, "message": "Processing", "requestId": request_id},
+            )
         return _json(200, {"success": True, "requestId": request_id, "entries": results})
 
     async def _list_esims(self, request: Request, account: str) -> Response:
@@ -411,12 +449,11 @@ class TealSimulator(SimulatorBase):
         if offset < 0 or not 1 <= limit <= 100:
             return _error(400, "VALIDATION_ERROR", "limit must be 1..100 and offset >= 0")
         with self.lock:
-            rows = [e for e in self.esims.values()
-                    if all(not q.get(k) or e.get(k) == q.get(k) for k in ("eid", "iccid"))]
-            page = [{k: v for k, v in e.items() if k != "flowRestricted"}
-                    for e in rows[offset: offset + limit]]
-        return _json(200, {"success": True, "entries": page, "offset": offset, "limit": limit,
-                           "total": len(rows)})
+            rows = [
+                e for e in self.esims.values() if all(not q.get(k) or e.get(k) == q.get(k) for k in ("eid", "iccid"))
+            ]
+            page = [{k: v for k, v in e.items() if k != "flowRestricted"} for e in rows[offset : offset + limit]]
+        return _json(200, {"success": True, "entries": page, "offset": offset, "limit": limit, "total": len(rows)})
 
     async def _list_plans(self, request: Request, account: str) -> Response:
         return _json(200, {"success": True, "entries": list(self.plans.values())})
@@ -425,6 +462,7 @@ class TealSimulator(SimulatorBase):
         def api(handler: Any) -> Any:
             async def endpoint(request: Request) -> Response:
                 return await self._guarded(request, handler)
+
             return endpoint
 
         v1 = API_PREFIX + "/api/v1"
@@ -449,21 +487,29 @@ def _entries_problem(kind: str, entries: Any, max_entries: int) -> str | None:
     if len(entries) > max_entries:
         return f"at most {max_entries} entries per request"
     if kind == "assign-plan":
-        if not all(isinstance(e, dict) and isinstance(e.get("eid"), str)
-                   and isinstance(e.get("planUuid"), str) for e in entries):
+        if not all(
+            isinstance(e, dict) and isinstance(e.get("eid"), str) and isinstance(e.get("planUuid"), str)
+            for e in entries
+        ):
             return 'assign-plan entries must be {"eid": "...", "planUuid": "..."}'
     elif not all(isinstance(e, str) and e for e in entries):
         return f"{kind} entries must be EID strings"
     return None
 
 
-def run_in_thread(host: str = "127.0.0.1", port: int = 0, *,
-                  simulator: TealSimulator | None = None,
-                  accounts: Mapping[str, str] | None = None, calls_per_minute: float = 1000,
-                  faults: FaultConfig | None = None,
-                  operation_delay_seconds: float = 0.5) -> ServerHandle:
+def run_in_thread(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    simulator: TealSimulator | None = None,
+    accounts: Mapping[str, str] | None = None,
+    calls_per_minute: float = 1000,
+    faults: FaultConfig | None = None,
+    operation_delay_seconds: float = 0.5,
+) -> ServerHandle:
     """Start a Teal simulator (a new one unless `simulator` is given) in a background thread.
     The handle's `.simulator` is the TealSimulator, `.base_url` the API base."""
-    sim = simulator or TealSimulator(accounts, calls_per_minute=calls_per_minute, faults=faults,
-                                     operation_delay_seconds=operation_delay_seconds)
+    sim = simulator or TealSimulator(
+        accounts, calls_per_minute=calls_per_minute, faults=faults, operation_delay_seconds=operation_delay_seconds
+    )
     return sim.run_in_thread(host, port)

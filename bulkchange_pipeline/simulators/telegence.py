@@ -55,9 +55,16 @@ class TelegenceSimulator(SimulatorBase):
 
     API_PREFIX = API_PREFIX
 
-    def __init__(self, accounts: Mapping[str, str] | None = None, *, rate_per_second: float = 0.0,
-                 max_concurrency: int = 0, faults: FaultConfig | None = None,
-                 activation_polls: int = 2, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        accounts: Mapping[str, str] | None = None,
+        *,
+        rate_per_second: float = 0.0,
+        max_concurrency: int = 0,
+        faults: FaultConfig | None = None,
+        activation_polls: int = 2,
+        clock: Clock | None = None,
+    ) -> None:
         super().__init__(rate_per_second, max_concurrency, faults, clock)
         self.accounts: dict[str, str] = dict(accounts or {"demo-app": "demo-app-secret"})
         self.lines: dict[str, dict[str, Any]] = {}
@@ -188,8 +195,9 @@ class TelegenceSimulator(SimulatorBase):
         if refused:
             self.gate.leave(state)
             return self._over_limit({"Retry-After": "1"})
-        return await self._faulted(app_id, state, lambda: handler(request),
-                                   over_limit=self._over_limit, server_error=self._server_error)
+        return await self._faulted(
+            app_id, state, lambda: handler(request), over_limit=self._over_limit, server_error=self._server_error
+        )
 
     def _over_limit(self, headers: Mapping[str, str] | None = None) -> Response:
         """429; only the gate's own refusal states a wait (an injected burst states none unless
@@ -238,9 +246,7 @@ class TelegenceSimulator(SimulatorBase):
         body = await self._body(request)
         today = self.clock.now().date()
         try:
-            edits, when = rules.validate_patch(
-                body, record, plans=self.plans, today=today,
-                sim_in_use=self._sim_in_use)
+            edits, when = rules.validate_patch(body, record, plans=self.plans, today=today, sim_in_use=self._sim_in_use)
         except rules.Refusal as refusal:
             return self._refuse(refusal)
         if when is None:
@@ -262,16 +268,21 @@ class TelegenceSimulator(SimulatorBase):
         except ValueError:
             return self._refuse(rules.Refusal(400, "current-page and page-size must be numbers"))
         if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
-            return self._refuse(rules.Refusal(400, f"page-size must be 1..{MAX_PAGE_SIZE} and "
-                                                   "current-page >= 1"))
+            return self._refuse(rules.Refusal(400, f"page-size must be 1..{MAX_PAGE_SIZE} and current-page >= 1"))
         status, ban = request.query_params.get("subscriberStatus"), request.query_params.get("ban")
-        numbers = sorted(n for n, r in self.lines.items()
-                         if (status is None or r["subscriberStatus"] == status)
-                         and (ban is None or r["ban"] == ban))
-        chunk = numbers[(page - 1) * size: page * size]
+        numbers = sorted(
+            n
+            for n, r in self.lines.items()
+            if (status is None or r["subscriberStatus"] == status) and (ban is None or r["ban"] == ban)
+        )
+        chunk = numbers[(page - 1) * size : page * size]
         total = max(1, -(-len(numbers) // size))
-        headers = {"page-total": str(total), "current-page": str(page), "page-size": str(size),
-                   "refresh-timestamp": self.clock.now().isoformat()}
+        headers = {
+            "page-total": str(total),
+            "current-page": str(page),
+            "page-size": str(size),
+            "refresh-timestamp": self.clock.now().isoformat(),
+        }
         return _json(200, [rules.detail(self.lines[n]) for n in chunk], headers)
 
     def _sim_in_use(self, sim: str) -> bool:
@@ -315,8 +326,7 @@ class TelegenceSimulator(SimulatorBase):
             else:
                 act = replay
                 self.activation_replays += 1
-            answer.append({"id": act.id, "href": f"{ACTIVATION_PATH}/{act.id}",
-                           "interactionStatus": "Received"})
+            answer.append({"id": act.id, "href": f"{ACTIVATION_PATH}/{act.id}", "interactionStatus": "Received"})
         return _json(200, answer)
 
     async def _get_activation(self, request: Request) -> Response:
@@ -336,15 +346,25 @@ class TelegenceSimulator(SimulatorBase):
             number = rules.make_subscriber_numbers(1, next(self._numbers), prefix="469777")[0]
             if number not in self.lines:
                 break
-        self.seed_devices([{"subscriberNumber": number, "sim": act.chars["sim"],
-                            "BLIMEI": act.chars["IMEI"], "singleUserCode": act.chars["singleUserCode"],
-                            "serviceZipCode": act.chars["serviceZipCode"], "ban": act.chars["ban"]}])
+        self.seed_devices(
+            [
+                {
+                    "subscriberNumber": number,
+                    "sim": act.chars["sim"],
+                    "BLIMEI": act.chars["IMEI"],
+                    "singleUserCode": act.chars["singleUserCode"],
+                    "serviceZipCode": act.chars["serviceZipCode"],
+                    "ban": act.chars["ban"],
+                }
+            ]
+        )
         return number
 
     def _build_app(self) -> Starlette:
         def api(handler: Any) -> Any:
             async def endpoint(request: Request) -> Response:
                 return await self._guarded(request, handler)
+
             return endpoint
 
         routes = [
@@ -358,12 +378,15 @@ class TelegenceSimulator(SimulatorBase):
         return Starlette(routes=routes)
 
 
-def run_in_thread(host: str = "127.0.0.1", port: int = 0, *,
-                  simulator: TelegenceSimulator | None = None,
-                  accounts: Mapping[str, str] | None = None,
-                  faults: FaultConfig | None = None) -> ServerHandle:
+def run_in_thread(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    simulator: TelegenceSimulator | None = None,
+    accounts: Mapping[str, str] | None = None,
+    faults: FaultConfig | None = None,
+) -> ServerHandle:
     """Start a Telegence simulator (a new one unless `simulator` is given) in a background thread.
     The handle's `.simulator` is the TelegenceSimulator, `.base_url` the host root."""
     sim = simulator or TelegenceSimulator(accounts, faults=faults)
     return sim.run_in_thread(host, port)
-

@@ -82,15 +82,19 @@ def characteristics(items: Any, what: str) -> dict[str, str]:
         raise Refusal(400, f"{what}: serviceCharacteristic must be a non-empty array")
     out: dict[str, str] = {}
     for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
-                or not isinstance(item.get("value"), str):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("name"), str)
+            or not isinstance(item.get("value"), str)
+        ):
             raise Refusal(400, f"{what}: each serviceCharacteristic needs a string name and value")
         out[item["name"]] = item["value"]
     return out
 
 
-def validate_patch(body: Any, line: Mapping[str, Any], *, plans: frozenset[str] | None,
-                   sim_in_use: Any, today: dt.date) -> tuple[dict[str, str], dt.date | None]:
+def validate_patch(
+    body: Any, line: Mapping[str, Any], *, plans: frozenset[str] | None, sim_in_use: Any, today: dt.date
+) -> tuple[dict[str, str], dt.date | None]:
     """Check a lineconfig PATCH against the line; returns the characteristic edits and the
     effective date (None = now). `sim_in_use(iccid)` says whether another line holds a SIM."""
     if not isinstance(body, dict):
@@ -106,15 +110,12 @@ def validate_patch(body: Any, line: Mapping[str, Any], *, plans: frozenset[str] 
         target = MODES[mode]
         if status != target and status not in MODE_FROM[mode]:
             if status == "C":
-                raise Refusal(400, f"Subscriber {line['subscriberNumber']} is cancelled; "
-                                   f"{mode} is not allowed")
-            raise Refusal(400, f"Cannot {mode} subscriber {line['subscriberNumber']} in status "
-                               f"{status}")
+                raise Refusal(400, f"Subscriber {line['subscriberNumber']} is cancelled; {mode} is not allowed")
+            raise Refusal(400, f"Cannot {mode} subscriber {line['subscriberNumber']} in status {status}")
         return {"subscriberStatus": target}, (when if when and when > today else None)
     chars = characteristics(body.get("serviceCharacteristic"), "PATCH")
     if status == "C":
-        raise Refusal(400, f"Subscriber {line['subscriberNumber']} is cancelled and cannot be "
-                           "changed")
+        raise Refusal(400, f"Subscriber {line['subscriberNumber']} is cancelled and cannot be changed")
     if "reasonCode" in chars:
         return _swap(chars, line, sim_in_use), None
     unknown = sorted(set(chars) - EDITABLE)
@@ -189,8 +190,7 @@ def validate_activation_request(body: Any, bans: frozenset[str] | None) -> list[
     if not isinstance(body, list) or not body:
         raise Refusal(400, "Request body must be a non-empty JSON array")
     if len(body) > MAX_ACTIVATION_LINES:
-        raise Refusal(400, f"At most {MAX_ACTIVATION_LINES} lines per activation request "
-                           f"(got {len(body)})")
+        raise Refusal(400, f"At most {MAX_ACTIVATION_LINES} lines per activation request (got {len(body)})")
     return [validate_activation_line(item, i, bans) for i, item in enumerate(body)]
 
 
@@ -209,10 +209,10 @@ class Activation:
 def activation_status(act: Activation, state: str) -> list[dict[str, Any]]:
     """The status GET's answer for an activation in `state` (pending | active | rejected)."""
     service: dict[str, Any] = {
-        "status": state, "name": "Mobility Services",
+        "status": state,
+        "name": "Mobility Services",
         "subscriberNumber": act.subscriber_number,
-        "serviceCharacteristic": [{"name": k, "value": act.chars[k]}
-                                  for k in ("sim", "IMEI", "singleUserCode")],
+        "serviceCharacteristic": [{"name": k, "value": act.chars[k]} for k in ("sim", "IMEI", "singleUserCode")],
         "error": None,
     }
     if state == "rejected":
@@ -255,8 +255,11 @@ _HIDDEN = frozenset({"subscriberNumber", "ban", "esim"})
 def detail(record: Mapping[str, Any]) -> dict[str, Any]:
     """The subscriber-detail body of a line."""
     chars = [{"name": k, "value": v} for k, v in record.items() if k not in _HIDDEN]
-    return {"subscriberNumber": record["subscriberNumber"],
-            "billingAccount": {"id": record["ban"]}, "serviceCharacteristic": chars}
+    return {
+        "subscriberNumber": record["subscriberNumber"],
+        "billingAccount": {"id": record["ban"]},
+        "serviceCharacteristic": chars,
+    }
 
 
 def make_subscriber_numbers(count: int, start: int = 0, prefix: str = "214555") -> list[str]:

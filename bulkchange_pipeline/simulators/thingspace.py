@@ -48,11 +48,21 @@ DEFAULT_CLIENTS = {"demo-client": "demo-client-secret"}
 DEFAULT_USERS = {"demo-uws": ("demo-uws-password", "0000123456-00001")}
 LIST_PAGE = 500
 # configure() keys that are plain attributes, with their types.
-_SETTINGS = {"token_ttl_seconds": float, "session_idle_seconds": float, "session_max_calls": int,
-             "activate_per_minute": float, "activate_window_seconds": float,
-             "max_devices_per_request": int, "activation_seconds": float,
-             "duplicate_rate": float, "callback_delay_seconds": float, "shuffle_callbacks": bool,
-             "drop_rate": float, "callback_retry_seconds": float, "callback_attempts": int}
+_SETTINGS = {
+    "token_ttl_seconds": float,
+    "session_idle_seconds": float,
+    "session_max_calls": int,
+    "activate_per_minute": float,
+    "activate_window_seconds": float,
+    "max_devices_per_request": int,
+    "activation_seconds": float,
+    "duplicate_rate": float,
+    "callback_delay_seconds": float,
+    "shuffle_callbacks": bool,
+    "drop_rate": float,
+    "callback_retry_seconds": float,
+    "callback_attempts": int,
+}
 
 
 class ThingSpaceSimulator(SimulatorBase):
@@ -61,13 +71,21 @@ class ThingSpaceSimulator(SimulatorBase):
     `clients`: OAuth client_id -> client_secret. `users`: UWS username -> (password, accountName).
     """
 
-    def __init__(self, clients: Mapping[str, str] | None = None,
-                 users: Mapping[str, tuple[str, str]] | None = None, *,
-                 token_ttl_seconds: float = 3600.0, session_idle_seconds: float = 1200.0,
-                 activate_per_minute: float = 100.0, max_devices_per_request: int = 10_000,
-                 rate_per_second: float = 0.0, max_concurrency: int = 0,
-                 callback_senders: int = 8, faults: FaultConfig | None = None,
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        clients: Mapping[str, str] | None = None,
+        users: Mapping[str, tuple[str, str]] | None = None,
+        *,
+        token_ttl_seconds: float = 3600.0,
+        session_idle_seconds: float = 1200.0,
+        activate_per_minute: float = 100.0,
+        max_devices_per_request: int = 10_000,
+        rate_per_second: float = 0.0,
+        max_concurrency: int = 0,
+        callback_senders: int = 8,
+        faults: FaultConfig | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         super().__init__(rate_per_second, max_concurrency, faults, clock)
         self.clients = dict(clients or DEFAULT_CLIENTS)
         self.users = {u: tuple(v) for u, v in (users or DEFAULT_USERS).items()}
@@ -100,11 +118,12 @@ class ThingSpaceSimulator(SimulatorBase):
         self._jobs: deque[tuple[str, str, str, list, dict]] = deque()
         self._delayed: list[tuple[float, int, Any]] = []
         self._senders = ThreadPoolExecutor(callback_senders, thread_name_prefix="ts-callback")
-        self._http = httpx.Client(timeout=5.0, limits=httpx.Limits(
-            max_connections=callback_senders, max_keepalive_connections=callback_senders))
+        self._http = httpx.Client(
+            timeout=5.0,
+            limits=httpx.Limits(max_connections=callback_senders, max_keepalive_connections=callback_senders),
+        )
         self.reset_counters()
-        self._backend = threading.Thread(target=self._backend_loop, daemon=True,
-                                         name="thingspace-backend")
+        self._backend = threading.Thread(target=self._backend_loop, daemon=True, name="thingspace-backend")
         self._backend.start()
         self.app = self._build_app()
 
@@ -164,11 +183,14 @@ class ThingSpaceSimulator(SimulatorBase):
         self._random.seed(seed)
 
     def config(self) -> dict[str, Any]:
-        return {**{k: getattr(self, k) for k in _SETTINGS},
-                **self._limits_config(),
-                "service_plans": None if self.service_plans is None else sorted(self.service_plans),
-                "clients": sorted(self.clients), "users": sorted(self.users),
-                **self.faults.config.as_dict()}
+        return {
+            **{k: getattr(self, k) for k in _SETTINGS},
+            **self._limits_config(),
+            "service_plans": None if self.service_plans is None else sorted(self.service_plans),
+            "clients": sorted(self.clients),
+            "users": sorted(self.users),
+            **self.faults.config.as_dict(),
+        }
 
     def expire_sessions(self) -> None:
         """Make every M2M session idle-expired (the next call gets the session-expired error)."""
@@ -188,11 +210,15 @@ class ThingSpaceSimulator(SimulatorBase):
                 **self._base_stats(("calls", "peak_concurrency", "rate_refusals")),
                 "calls": dict(self.calls),
                 "session_errors": self.session_errors,
-                "device_faults": self.device_faults, "tokens_issued": self.tokens_issued,
-                "logins": self.logins, "max_devices_in_request": self.max_devices_seen,
-                "devices": len(self.devices), "requests": len(self.requests),
+                "device_faults": self.device_faults,
+                "tokens_issued": self.tokens_issued,
+                "logins": self.logins,
+                "max_devices_in_request": self.max_devices_seen,
+                "devices": len(self.devices),
+                "requests": len(self.requests),
                 **self._applied_stats(self.applied_counts),
-                "callbacks_sent": self.cb["sent"], "callbacks_dropped": self.cb["dropped"],
+                "callbacks_sent": self.cb["sent"],
+                "callbacks_dropped": self.cb["dropped"],
                 "callbacks_duplicated": self.cb["duplicated"],
                 "callbacks_failed_attempts": self.cb["failed_attempts"],
                 "callbacks_undelivered": self.cb["undelivered"],
@@ -260,8 +286,7 @@ class ThingSpaceSimulator(SimulatorBase):
                     later = []
                 for item in later:
                     seq += 1
-                    heapq.heappush(self._delayed, (self.clock.monotonic() + self.activation_seconds,
-                                                   seq, item))
+                    heapq.heappush(self._delayed, (self.clock.monotonic() + self.activation_seconds, seq, item))
                 self._add_outstanding(len(later) - 1)
             while self._delayed and self._delayed[0][0] <= self.clock.monotonic():
                 _, _, (rid, key, asked) = heapq.heappop(self._delayed)
@@ -271,9 +296,9 @@ class ThingSpaceSimulator(SimulatorBase):
     def _process(self, rid: str, action: str, account: str, devices: list, params: dict) -> list:
         """Apply one accepted request; returns the activations still pending."""
         with self._lock:
-            bodies, pending, faults = self.book.apply(rid, action, devices, params,
-                                                      self._credentials(account),
-                                                      self.activation_seconds > 0)
+            bodies, pending, faults = self.book.apply(
+                rid, action, devices, params, self._credentials(account), self.activation_seconds > 0
+            )
             self.device_faults += faults
             entry = self.requests[rid]
             entry["failed"] = faults > 0
@@ -344,15 +369,23 @@ class ThingSpaceSimulator(SimulatorBase):
     def _bearer_ok(self, header: str | None) -> Response | None:
         if not header or not header.lower().startswith("bearer "):
             self.auth_failures += 1
-            return _json(401, rules.gateway_fault(rules.GW_MISSING_CREDENTIALS, "Missing Credentials",
-                                                  "Required OAuth credentials not provided"))
+            return _json(
+                401,
+                rules.gateway_fault(
+                    rules.GW_MISSING_CREDENTIALS, "Missing Credentials", "Required OAuth credentials not provided"
+                ),
+            )
         entry = self._tokens.get(header[7:].strip())
         if entry is None or entry[1] <= self.clock.monotonic():
             self.auth_failures += 1
-            return _json(401, rules.gateway_fault(
-                rules.GW_INVALID_CREDENTIALS, "Invalid Credentials",
-                "Access failure for API: /api/m2m/v1, version: v1. Make sure your provided token "
-                "is valid."))
+            return _json(
+                401,
+                rules.gateway_fault(
+                    rules.GW_INVALID_CREDENTIALS,
+                    "Invalid Credentials",
+                    "Access failure for API: /api/m2m/v1, version: v1. Make sure your provided token is valid.",
+                ),
+            )
         return None
 
     def _session_user(self, token: str | None) -> tuple[str | None, Response | None]:
@@ -360,22 +393,27 @@ class ThingSpaceSimulator(SimulatorBase):
         now = self.clock.monotonic()
         if session is None:
             self.session_errors += 1
-            return None, _json(400, {"errorCode": rules.ERR_SESSION_INVALID,
-                                     "errorMessage": "SessionToken is invalid"})
+            return None, _json(400, {"errorCode": rules.ERR_SESSION_INVALID, "errorMessage": "SessionToken is invalid"})
         session[2] += 1
-        if (now - session[1] > self.session_idle_seconds
-                or 0 < self.session_max_calls < session[2]):
+        if now - session[1] > self.session_idle_seconds or 0 < self.session_max_calls < session[2]:
             self.session_errors += 1
-            return None, _json(400, {"errorCode": rules.ERR_SESSION_EXPIRED,
-                                     "errorMessage": "SessionToken Expired"})
+            return None, _json(400, {"errorCode": rules.ERR_SESSION_EXPIRED, "errorMessage": "SessionToken Expired"})
         session[1] = now
         return session[0], None
 
     def _throttled(self, wait: float) -> Response:
         self.over_limit_answers += 1
-        return _json(429, {"fault": {"code": str(rules.GW_THROTTLED), "message": "Message throttled out",
-                                     "description": "You have exceeded your quota"}},
-                     {"Retry-After": str(max(1, math.ceil(wait)))})
+        return _json(
+            429,
+            {
+                "fault": {
+                    "code": str(rules.GW_THROTTLED),
+                    "message": "Message throttled out",
+                    "description": "You have exceeded your quota",
+                }
+            },
+            {"Retry-After": str(max(1, math.ceil(wait)))},
+        )
 
     async def _guarded(self, request: Request, handler: Any, needs_session: bool = True) -> Response:
         """Token, session, limits and faults around one M2M call, then the handler."""
@@ -392,10 +430,14 @@ class ThingSpaceSimulator(SimulatorBase):
             self.gate.leave(state)
             return self._throttled(1.0)
         return await self._faulted(
-            user or "-", state, lambda: handler(request, user),
+            user or "-",
+            state,
+            lambda: handler(request, user),
             over_limit=lambda: self._throttled(1.0),
-            server_error=lambda: _json(503, rules.gateway_fault(
-                rules.GW_BACKEND, "Runtime Error", "Error connecting to the back end")))
+            server_error=lambda: _json(
+                503, rules.gateway_fault(rules.GW_BACKEND, "Runtime Error", "Error connecting to the back end")
+            ),
+        )
 
     def _refuse(self, status: int, code: str, message: str) -> Response:
         self.business_refusals += 1
@@ -415,24 +457,36 @@ class ThingSpaceSimulator(SimulatorBase):
                 pass
         if not client_id or self.clients.get(client_id) != secret:
             self.auth_failures += 1
-            return _json(401, {"error": "invalid_client", "error_description":
-                               "A valid OAuth client could not be found for client_id: " + client_id})
+            return _json(
+                401,
+                {
+                    "error": "invalid_client",
+                    "error_description": "A valid OAuth client could not be found for client_id: " + client_id,
+                },
+            )
         form = (await request.body()).decode(errors="replace")
         if "grant_type=client_credentials" not in form:
-            return _json(400, {"error": "unsupported_grant_type",
-                               "error_description": "grant_type must be client_credentials"})
+            return _json(
+                400, {"error": "unsupported_grant_type", "error_description": "grant_type must be client_credentials"}
+            )
         now = self.clock.monotonic()
         with self._lock:
             # Within its lifetime the same token is returned again (carriers.md).
-            token = next((t for t, (c, exp) in self._tokens.items() if c == client_id and exp > now),
-                         None)
+            token = next((t for t, (c, exp) in self._tokens.items() if c == client_id and exp > now), None)
             if token is None:
                 token = uuid.uuid4().hex
                 self._tokens[token] = (client_id, now + self.token_ttl_seconds)
                 self.tokens_issued += 1
             left = self._tokens[token][1] - now
-        return _json(200, {"access_token": token, "scope": "am_application_scope default",
-                           "token_type": "Bearer", "expires_in": max(0, int(left))})
+        return _json(
+            200,
+            {
+                "access_token": token,
+                "scope": "am_application_scope default",
+                "token_type": "Bearer",
+                "expires_in": max(0, int(left)),
+            },
+        )
 
     async def _login(self, request: Request, _user: Any) -> Response:
         self.calls["login"] += 1
@@ -463,8 +517,8 @@ class ThingSpaceSimulator(SimulatorBase):
             self.calls[action] += 1
             try:
                 account, devices, params = rules.parse_action(
-                    action, await self._body(request), self.max_devices_per_request,
-                    self.service_plans)
+                    action, await self._body(request), self.max_devices_per_request, self.service_plans
+                )
             except rules.Refusal as refusal:
                 self.business_refusals += 1
                 return _json(refusal.status, refusal.body())
@@ -472,17 +526,23 @@ class ThingSpaceSimulator(SimulatorBase):
                 return refused
             with self._lock:
                 if action == "activate" and self.activate_per_minute > 0:
-                    wait = self._activates.admit(account, self.activate_per_minute,
-                                                 self.activate_window_seconds, self.clock.monotonic())
+                    wait = self._activates.admit(
+                        account, self.activate_per_minute, self.activate_window_seconds, self.clock.monotonic()
+                    )
                     if wait is not None:
                         return self._throttled(wait)
                 rid = str(uuid.uuid4())
-                self.requests[rid] = {"action": action, "account": account,
-                                      "devices": len(devices), "status": "Pending"}
+                self.requests[rid] = {
+                    "action": action,
+                    "account": account,
+                    "devices": len(devices),
+                    "status": "Pending",
+                }
                 self.max_devices_seen = max(self.max_devices_seen, len(devices))
             self._add_outstanding(1)
             self._submit((rid, action, account, devices, params))
             return _json(200, {"requestId": rid})
+
         return handler
 
     async def _request_status(self, request: Request, user: str) -> Response:
@@ -494,8 +554,11 @@ class ThingSpaceSimulator(SimulatorBase):
         if entry is None or entry["account"] != account:
             return self._refuse(400, rules.ERR_REQUEST_NOT_FOUND, f"Request {rid} not found")
         if entry["devices"] != 1 or entry["action"] not in rules.STATUS_ACTIONS:
-            return self._refuse(400, rules.ERR_STATUS_NOT_SUPPORTED, "Request status is only "
-                                "available for single-device activate, deactivate, suspend or restore")
+            return self._refuse(
+                400,
+                rules.ERR_STATUS_NOT_SUPPORTED,
+                "Request status is only available for single-device activate, deactivate, suspend or restore",
+            )
         return _json(200, {"requestId": rid, "status": entry["status"]})
 
     async def _list(self, request: Request, user: str) -> Response:
@@ -516,49 +579,53 @@ class ThingSpaceSimulator(SimulatorBase):
         if (refused := self._account_of(user, account)) is not None:
             return refused
         if request.method == "GET":
-            return _json(200, [{"accountName": account, "name": "CarrierService", "url": r["url"]}
-                               for r in [self.callbacks.get(account)] if r])
+            return _json(
+                200,
+                [
+                    {"accountName": account, "name": "CarrierService", "url": r["url"]}
+                    for r in [self.callbacks.get(account)]
+                    if r
+                ],
+            )
         if request.method == "DELETE":
             self.callbacks.pop(account, None)
             return _json(200, {"accountName": account, "name": request.path_params["name"]})
         body = await self._body(request)
         if not isinstance(body, dict) or body.get("name") != "CarrierService" or not body.get("url"):
-            return self._refuse(400, rules.ERR_CALLBACK_NAME,
-                                "name must be CarrierService and url is required")
+            return self._refuse(400, rules.ERR_CALLBACK_NAME, "name must be CarrierService and url is required")
         with self._lock:
-            self.callbacks[account] = {k: str(body[k]) for k in ("url", "username", "password")
-                                       if body.get(k)}
+            self.callbacks[account] = {k: str(body[k]) for k in ("url", "username", "password") if body.get(k)}
         return _json(200, {"accountName": account, "name": "CarrierService"})
 
     def _build_app(self) -> Starlette:
         def api(handler: Any, needs_session: bool = True) -> Any:
             async def endpoint(request: Request) -> Response:
                 return await self._guarded(request, handler, needs_session)
+
             return endpoint
 
-        routes = [Route(TOKEN_PATH, self._token, methods=["POST"]),
-                  Route(M2M + "/session/login", api(self._login, False), methods=["POST"])]
+        routes = [
+            Route(TOKEN_PATH, self._token, methods=["POST"]),
+            Route(M2M + "/session/login", api(self._login, False), methods=["POST"]),
+        ]
         for action in rules.STATUS_ACTIONS:
-            routes.append(Route(f"{M2M}/devices/actions/{action}", api(self._action(action)),
-                                methods=["POST"]))
+            routes.append(Route(f"{M2M}/devices/actions/{action}", api(self._action(action)), methods=["POST"]))
         routes += [
             Route(M2M + "/devices/actions/plan", api(self._action("plan")), methods=["PUT"]),
             Route(M2M + "/devices/actions/deviceid", api(self._action("deviceid")), methods=["PUT"]),
-            Route(M2M + "/devices/{service_type}/actions/deviceId", api(self._action("deviceid")),
-                  methods=["PUT"]),
+            Route(M2M + "/devices/{service_type}/actions/deviceId", api(self._action("deviceid")), methods=["PUT"]),
             Route(M2M + "/devices/actions/list", api(self._list), methods=["POST"]),
-            Route(M2M + "/accounts/{account}/requests/{rid}/status", api(self._request_status),
-                  methods=["GET"]),
+            Route(M2M + "/accounts/{account}/requests/{rid}/status", api(self._request_status), methods=["GET"]),
             Route(M2M + "/callbacks/{account}", api(self._callbacks), methods=["GET", "POST"]),
-            Route(M2M + "/callbacks/{account}/name/{name}", api(self._callbacks),
-                  methods=["DELETE"]),
+            Route(M2M + "/callbacks/{account}/name/{name}", api(self._callbacks), methods=["DELETE"]),
             *admin_routes(self),
         ]
         return Starlette(routes=routes)
 
 
-def run_in_thread(host: str = "127.0.0.1", port: int = 0, *,
-                  simulator: ThingSpaceSimulator | None = None, **kwargs: Any) -> ServerHandle:
+def run_in_thread(
+    host: str = "127.0.0.1", port: int = 0, *, simulator: ThingSpaceSimulator | None = None, **kwargs: Any
+) -> ServerHandle:
     """Start a ThingSpace simulator (a new one, built from `kwargs`, unless `simulator` is given)
     in a background thread; the handle's `.simulator` is its state, `.base_url` its root."""
     sim = simulator or ThingSpaceSimulator(**kwargs)

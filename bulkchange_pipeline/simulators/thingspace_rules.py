@@ -54,19 +54,22 @@ F_SUSPENDED = f"{SERVICE}.REQUEST_FAILED.DeviceSuspended"  # [I]
 F_ID_IN_USE = f"{SERVICE}.REQUEST_FAILED.DeviceIdAlreadyExists"  # [I]
 F_NO_MDN = f"{SERVICE}.REQUEST_FAILED.DeviceHasNoMdn"  # [I]
 
-ACTIVE, DEACTIVE, SUSPEND, PRE_ACTIVE, PENDING = (
-    "active", "deactive", "suspend", "pre-active", "pending activation")
+ACTIVE, DEACTIVE, SUSPEND, PRE_ACTIVE, PENDING = ("active", "deactive", "suspend", "pre-active", "pending activation")
 STATES = frozenset({ACTIVE, DEACTIVE, SUSPEND, PRE_ACTIVE, PENDING})
 STATUS_ACTIONS = ("activate", "deactivate", "suspend", "restore")
 ACTIONS = frozenset({*STATUS_ACTIONS, "plan", "deviceid"})
-CHANGE_4G_OPTIONS = {"ChangeICCID": ("iccid",), "ChangeIMEI": ("imei",),
-                     "ChangeIMEIandICCID": ("iccid", "imei")}
+CHANGE_4G_OPTIONS = {"ChangeICCID": ("iccid",), "ChangeIMEI": ("imei",), "ChangeIMEIandICCID": ("iccid", "imei")}
 ID_KINDS = frozenset({"iccid", "imei", "mdn", "msisdn", "meid", "esn", "eid"})
 # Callback `deviceResponse` member per action ("activateResponse" is from AMOP's model [C];
 # the others follow its pattern [I]).
-RESPONSE_KEY = {"activate": "activateResponse", "deactivate": "deactivateResponse",
-                "suspend": "suspendResponse", "restore": "restoreResponse",
-                "plan": "changeServicePlanResponse", "deviceid": "changeDeviceIdResponse"}
+RESPONSE_KEY = {
+    "activate": "activateResponse",
+    "deactivate": "deactivateResponse",
+    "suspend": "suspendResponse",
+    "restore": "restoreResponse",
+    "plan": "changeServicePlanResponse",
+    "deviceid": "changeDeviceIdResponse",
+}
 PLAN_CHANGES_PER_MONTH = 4
 
 # state -> action -> (new state, fault code when refused). The same-state answer is the
@@ -79,9 +82,13 @@ _MOVES: Mapping[str, Mapping[str, str]] = {
     PRE_ACTIVE: {"activate": PENDING},
     PENDING: {"deactivate": DEACTIVE},
 }
-_ALREADY = {("activate", ACTIVE): F_ALREADY_ACTIVE, ("restore", ACTIVE): F_ALREADY_ACTIVE,
-            ("activate", PENDING): F_ALREADY_ACTIVE, ("suspend", SUSPEND): F_ALREADY_SUSPENDED,
-            ("deactivate", DEACTIVE): F_ALREADY_DEACTIVE}
+_ALREADY = {
+    ("activate", ACTIVE): F_ALREADY_ACTIVE,
+    ("restore", ACTIVE): F_ALREADY_ACTIVE,
+    ("activate", PENDING): F_ALREADY_ACTIVE,
+    ("suspend", SUSPEND): F_ALREADY_SUSPENDED,
+    ("deactivate", DEACTIVE): F_ALREADY_DEACTIVE,
+}
 
 
 class Refusal(Exception):
@@ -114,8 +121,13 @@ def _fault(code: str, text: str) -> Decision:
     return Decision(fault=code, faultstring=f"REQUEST_FAILED. {text}")
 
 
-def decide(action: str, device: Mapping[str, Any], params: Mapping[str, Any],
-           plan_changes_this_month: int, id_owner: Any = None) -> Decision:
+def decide(
+    action: str,
+    device: Mapping[str, Any],
+    params: Mapping[str, Any],
+    plan_changes_this_month: int,
+    id_owner: Any = None,
+) -> Decision:
     """The outcome of `action` on `device` (a simulator record). `id_owner(kind, id)` tells
     whether a new identifier already belongs to another device (for the device-id change)."""
     state = device["state"]
@@ -140,8 +152,7 @@ def decide(action: str, device: Mapping[str, Any], params: Mapping[str, Any],
         if device.get("servicePlan") == plan:
             return Decision()  # a repeated request: nothing to change, nothing counted
         if plan_changes_this_month >= PLAN_CHANGES_PER_MONTH:
-            return _fault(F_PLAN_LIMIT, f"Device has reached {PLAN_CHANGES_PER_MONTH} service "
-                          "plan changes this month")
+            return _fault(F_PLAN_LIMIT, f"Device has reached {PLAN_CHANGES_PER_MONTH} service plan changes this month")
         return Decision(edits={"servicePlan": plan}, counts_plan_change=True)
     if action == "deviceid":
         if state != ACTIVE:
@@ -168,15 +179,20 @@ def _id_list(value: Any, where: str) -> list[dict[str, str]]:
         raise Refusal(400, ERR_MISSING_FIELD, f"{where} must be a non-empty list of deviceIds")
     out = []
     for item in value:
-        if not (isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]
-                and str(item.get("kind", "")).lower() in ID_KINDS):
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("id"), str)
+            and item["id"]
+            and str(item.get("kind", "")).lower() in ID_KINDS
+        ):
             raise Refusal(400, ERR_INVALID_REQUEST, f"Invalid device identifier in {where}")
         out.append({"id": item["id"], "kind": str(item["kind"]).lower()})
     return out
 
 
-def parse_action(action: str, body: Any, max_devices: int,
-                 service_plans: frozenset[str] | None) -> tuple[str, list[list[dict]], dict]:
+def parse_action(
+    action: str, body: Any, max_devices: int, service_plans: frozenset[str] | None
+) -> tuple[str, list[list[dict]], dict]:
     """Check an action body; returns (accountName, devices as deviceIds lists, params).
     Raises Refusal for what ThingSpace refuses synchronously (shape, size, unknown plan)."""
     if not isinstance(body, dict):
@@ -199,10 +215,10 @@ def parse_action(action: str, body: Any, max_devices: int,
     if not isinstance(devices, list) or not devices:
         raise Refusal(400, ERR_MISSING_FIELD, "devices is required")
     if len(devices) > max_devices:
-        raise Refusal(400, ERR_TOO_MANY_DEVICES,
-                      f"A request may contain at most {max_devices} devices, got {len(devices)}")
-    parsed = [_id_list(d.get("deviceIds") if isinstance(d, dict) else None, "devices[].deviceIds")
-              for d in devices]
+        raise Refusal(
+            400, ERR_TOO_MANY_DEVICES, f"A request may contain at most {max_devices} devices, got {len(devices)}"
+        )
+    parsed = [_id_list(d.get("deviceIds") if isinstance(d, dict) else None, "devices[].deviceIds") for d in devices]
     if action in ("activate", "plan"):
         plan = body.get("servicePlan")
         if not isinstance(plan, str) or not plan:
@@ -224,11 +240,16 @@ def parse_action(action: str, body: Any, max_devices: int,
 def device_record(seed: Mapping[str, Any], account_name: str, now: dt.datetime) -> dict[str, Any]:
     """A simulator device from a seed naming at least `iccid` (state defaults to active)."""
     iccid = str(seed["iccid"])
-    record = {"iccid": iccid, "imei": seed.get("imei"), "mdn": seed.get("mdn"),
-              "state": str(seed.get("state", ACTIVE)).lower(),
-              "servicePlan": seed.get("servicePlan", "M2M-4G-1GB"),
-              "accountName": seed.get("accountName", account_name),
-              "createdAt": now.isoformat(), "ipAddress": seed.get("ipAddress", "")}
+    record = {
+        "iccid": iccid,
+        "imei": seed.get("imei"),
+        "mdn": seed.get("mdn"),
+        "state": str(seed.get("state", ACTIVE)).lower(),
+        "servicePlan": seed.get("servicePlan", "M2M-4G-1GB"),
+        "accountName": seed.get("accountName", account_name),
+        "createdAt": now.isoformat(),
+        "ipAddress": seed.get("ipAddress", ""),
+    }
     if record["state"] not in STATES:
         raise ValueError(f"unknown ThingSpace state {record['state']!r} for {iccid}")
     if record["mdn"] is None and record["state"] in (ACTIVE, SUSPEND):
@@ -243,33 +264,52 @@ def device_ids(record: Mapping[str, Any]) -> list[dict[str, str]]:
 def device_view(record: Mapping[str, Any]) -> dict[str, Any]:
     """One entry of `devices/actions/list`."""
     return {
-        "accountName": record["accountName"], "billingCycleEndDate": None,
-        "carrierInformations": [{"carrierName": CARRIER_NAME, "servicePlan": record["servicePlan"],
-                                 "state": record["state"]}],
-        "connected": record["state"] == ACTIVE, "createdAt": record["createdAt"],
-        "customFields": [], "deviceIds": device_ids(record), "ipAddress": record["ipAddress"],
+        "accountName": record["accountName"],
+        "billingCycleEndDate": None,
+        "carrierInformations": [
+            {"carrierName": CARRIER_NAME, "servicePlan": record["servicePlan"], "state": record["state"]}
+        ],
+        "connected": record["state"] == ACTIVE,
+        "createdAt": record["createdAt"],
+        "customFields": [],
+        "deviceIds": device_ids(record),
+        "ipAddress": record["ipAddress"],
     }
 
 
-def success_callback(request_id: str, action: str, asked: Sequence[dict], record: Mapping[str, Any],
-                     credentials: Mapping[str, str]) -> dict[str, Any]:
+def success_callback(
+    request_id: str, action: str, asked: Sequence[dict], record: Mapping[str, Any], credentials: Mapping[str, str]
+) -> dict[str, Any]:
     """The CarrierService success message for one device; `asked` are the ids the request named."""
     response: dict[str, Any] = {"deviceIds": device_ids(record)}
     if action == "activate":
         response["ipAddress"] = record.get("ipAddress", "")
     if action == "plan":
         response["servicePlan"] = record["servicePlan"]
-    return {**credentials, "requestId": request_id, "deviceIds": list(asked),
-            "deviceResponse": {RESPONSE_KEY[action]: response}, "status": "Success",
-            "callbackCount": 1, "maxCallbackThreshold": 4}
+    return {
+        **credentials,
+        "requestId": request_id,
+        "deviceIds": list(asked),
+        "deviceResponse": {RESPONSE_KEY[action]: response},
+        "status": "Success",
+        "callbackCount": 1,
+        "maxCallbackThreshold": 4,
+    }
 
 
-def fault_callback(request_id: str, asked: Sequence[dict], faultcode: str, faultstring: str,
-                   credentials: Mapping[str, str]) -> dict[str, Any]:
+def fault_callback(
+    request_id: str, asked: Sequence[dict], faultcode: str, faultstring: str, credentials: Mapping[str, str]
+) -> dict[str, Any]:
     """The CarrierService fault message for one device."""
-    return {**credentials, "requestId": request_id, "deviceIds": list(asked),
-            "faultResponse": {"faultcode": faultcode, "faultstring": faultstring},
-            "status": "Failed", "callbackCount": 1, "maxCallbackThreshold": 4}
+    return {
+        **credentials,
+        "requestId": request_id,
+        "deviceIds": list(asked),
+        "faultResponse": {"faultcode": faultcode, "faultstring": faultstring},
+        "status": "Failed",
+        "callbackCount": 1,
+        "maxCallbackThreshold": 4,
+    }
 
 
 def make_devices(count: int, start: int = 0, **fields: Any) -> list[dict[str, Any]]:
@@ -277,8 +317,7 @@ def make_devices(count: int, start: int = 0, **fields: Any) -> list[dict[str, An
     out = []
     for n, iccid in enumerate(make_iccids(count, start=start, prefix="89148000"), start=start):
         body = "35" + str(n).zfill(12)
-        out.append({"iccid": iccid, "imei": body + luhn_check_digit(body),
-                    "mdn": "5" + str(n).zfill(9), **fields})
+        out.append({"iccid": iccid, "imei": body + luhn_check_digit(body), "mdn": "5" + str(n).zfill(9), **fields})
     return out
 
 
@@ -327,27 +366,34 @@ class DeviceBook:
                 return key
         return None
 
-    def listing(self, account: str, body: Mapping[str, Any], page_size: int
-                ) -> tuple[list[dict[str, Any]], bool]:
+    def listing(self, account: str, body: Mapping[str, Any], page_size: int) -> tuple[list[dict[str, Any]], bool]:
         """A `devices/actions/list` answer's devices (views) of `account` and whether more
         follow: the one device `body["deviceId"]` names, or the next page by ICCID after
         `body["lastSeenDeviceId"]`."""
         if isinstance(body.get("deviceId"), dict):
-            key = self.resolve([{"kind": str(body["deviceId"].get("kind", "")).lower(),
-                                 "id": str(body["deviceId"].get("id", ""))}])
+            key = self.resolve(
+                [{"kind": str(body["deviceId"].get("kind", "")).lower(), "id": str(body["deviceId"].get("id", ""))}]
+            )
             found = [] if key is None else [self.devices[key]]
             more = False
         else:
             after = body.get("lastSeenDeviceId") or ""
-            ordered = sorted((r for r in self.devices.values()
-                              if r["accountName"] == account and r["iccid"] > after),
-                             key=lambda r: r["iccid"])
+            ordered = sorted(
+                (r for r in self.devices.values() if r["accountName"] == account and r["iccid"] > after),
+                key=lambda r: r["iccid"],
+            )
             found, more = ordered[:page_size], len(ordered) > page_size
         return [device_view(r) for r in found if r["accountName"] == account], more
 
-    def apply(self, rid: str, action: str, devices: Sequence[list[dict]], params: Mapping[str, Any],
-              creds: Mapping[str, str], defer_activation: bool
-              ) -> tuple[list[dict], list[tuple[int, list[dict]]], int]:
+    def apply(
+        self,
+        rid: str,
+        action: str,
+        devices: Sequence[list[dict]],
+        params: Mapping[str, Any],
+        creds: Mapping[str, str],
+        defer_activation: bool,
+    ) -> tuple[list[dict], list[tuple[int, list[dict]]], int]:
         """Apply one accepted request device by device. Returns the callback bodies, the
         activations left pending (key, asked ids) when `defer_activation`, and the fault count."""
         month = self.now().strftime("%Y-%m")
@@ -365,8 +411,13 @@ class DeviceBook:
                 decision = Decision(F_NOT_FOUND, "REQUEST_FAILED. Device not found")
             else:
                 record = self.devices[key]
-                decision = decide(action, record, params, self.plan_changes[(key, month)],
-                                  lambda kind, value: self.index.get((kind, value)))
+                decision = decide(
+                    action,
+                    record,
+                    params,
+                    self.plan_changes[(key, month)],
+                    lambda kind, value: self.index.get((kind, value)),
+                )
             if decision.fault:
                 faults += 1
                 bodies.append(fault_callback(rid, asked, decision.fault, decision.faultstring, creds))

@@ -57,7 +57,9 @@ def is_completed() -> sa.ColumnElement[bool]:
         device_change.c.bulk_change_id == bulk_change.c.id,
         sa.or_(device_change.c.status != DeviceChangeStatus.ERROR.value, device_change.c.attempt_count > 0),
     )
-    return sa.or_(bulk_change.c.status.in_(COMPLETED), sa.and_(bulk_change.c.status == BulkChangeStatus.ERROR.value, ~others))
+    return sa.or_(
+        bulk_change.c.status.in_(COMPLETED), sa.and_(bulk_change.c.status == BulkChangeStatus.ERROR.value, ~others)
+    )
 
 
 def completed_at() -> sa.ColumnElement[Any]:
@@ -139,8 +141,13 @@ def archivable(engine: sa.Engine, now: datetime, limit: int = 10_000) -> list[tu
         for tenant_id, cutoff in sorted(tenant_cutoffs(conn, now, tenant.c.archive_after_days).items()):
             rows = conn.execute(
                 sa.select(bulk_change.c.id, bulk_change.c.created_at)
-                .where(bulk_change.c.tenant_id == tenant_id, bulk_change.c.deleted_at.is_(None),
-                       is_completed(), completed_at() <= cutoff, ~unfinished)
+                .where(
+                    bulk_change.c.tenant_id == tenant_id,
+                    bulk_change.c.deleted_at.is_(None),
+                    is_completed(),
+                    completed_at() <= cutoff,
+                    ~unfinished,
+                )
                 .order_by(bulk_change.c.id)
                 .limit(limit - len(out))
             ).all()
@@ -186,7 +193,9 @@ def _db_counts(conn: sa.Connection, table: sa.Table, ids: Sequence[int]) -> dict
     return out
 
 
-def archive_bulk_changes(engine: sa.Engine, root: Path, now: datetime | None = None, limit: int = 10_000) -> ArchiveResult:
+def archive_bulk_changes(
+    engine: sa.Engine, root: Path, now: datetime | None = None, limit: int = 10_000
+) -> ArchiveResult:
     """Archive every completed bulk change past its tenant's archive age (at most ``limit`` per pass)."""
     now = now or utcnow()
     root = Path(root)
@@ -279,8 +288,9 @@ def archive_files(root: Path, table: str, tenant_id: int | None = None, month: s
     return sorted(Path(root).glob(pattern))
 
 
-def read_archive_table(root: Path, table: str, tenant_id: int | None = None, month: str | None = None,
-                       columns: Sequence[str] | None = None) -> pa.Table:
+def read_archive_table(
+    root: Path, table: str, tenant_id: int | None = None, month: str | None = None, columns: Sequence[str] | None = None
+) -> pa.Table:
     """An archived table as one Arrow table (empty, with the full schema, when nothing is archived)."""
     schema = arrow_schema(ARCHIVED_TABLES[table]) if table in ARCHIVED_TABLES else None
     files = archive_files(root, table, tenant_id, month)
@@ -288,7 +298,9 @@ def read_archive_table(root: Path, table: str, tenant_id: int | None = None, mon
         schema = pa.schema([schema.field(c) for c in columns])
     if not files:
         return schema.empty_table()  # type: ignore[union-attr]
-    return pa.concat_tables([pq.read_table(f, columns=list(columns) if columns else None, schema=schema) for f in files])
+    return pa.concat_tables(
+        [pq.read_table(f, columns=list(columns) if columns else None, schema=schema) for f in files]
+    )
 
 
 def read_archive(root: Path, table: str, tenant_id: int | None = None, month: str | None = None) -> pd.DataFrame:
@@ -296,11 +308,17 @@ def read_archive(root: Path, table: str, tenant_id: int | None = None, month: st
     return read_archive_table(root, table, tenant_id, month).to_pandas(types_mapper=_nullable_types.get)
 
 
-_nullable_types = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(), pa.string(): pd.StringDtype(),
-                   pa.float64(): pd.Float64Dtype()}
+_nullable_types = {
+    pa.int64(): pd.Int64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+    pa.string(): pd.StringDtype(),
+    pa.float64(): pd.Float64Dtype(),
+}
 
 
-def archive_records(root: Path, table: str, tenant_id: int | None = None, month: str | None = None) -> list[dict[str, Any]]:
+def archive_records(
+    root: Path, table: str, tenant_id: int | None = None, month: str | None = None
+) -> list[dict[str, Any]]:
     """Archived rows as plain dicts (datetimes, ints, None), in file then id order."""
     records: list[dict[str, Any]] = read_archive_table(root, table, tenant_id, month).to_pylist()
     return records
@@ -331,8 +349,11 @@ def archive_mismatches(engine: sa.Engine, root: Path, ids: Iterable[int] | None 
         if wanted is None:
             heads = conn.execute(query).all()
         else:
-            heads = [r for start in range(0, len(wanted), FILE_GROUP)
-                     for r in conn.execute(query.where(bulk_change.c.id.in_(wanted[start : start + FILE_GROUP])))]
+            heads = [
+                r
+                for start in range(0, len(wanted), FILE_GROUP)
+                for r in conn.execute(query.where(bulk_change.c.id.in_(wanted[start : start + FILE_GROUP])))
+            ]
         partitions: dict[tuple[int, str], list[int]] = defaultdict(list)
         for r in heads:
             partitions[(r.tenant_id, f"{r.created_at:%Y-%m}")].append(r.id)
@@ -341,7 +362,8 @@ def archive_mismatches(engine: sa.Engine, root: Path, ids: Iterable[int] | None 
             for name, table in ARCHIVED_TABLES.items():
                 owner = _owner_column(table).name
                 archived = pd.Series(
-                    read_archive_table(root, name, tenant_id, month, columns=[owner]).column(owner).to_pylist(), dtype="Int64"
+                    read_archive_table(root, name, tenant_id, month, columns=[owner]).column(owner).to_pylist(),
+                    dtype="Int64",
                 ).value_counts()
                 in_db = _db_counts(conn, table, bc_ids)
                 for bc_id in bc_ids:

@@ -18,10 +18,25 @@ from .db import run_transaction, utcnow
 from .schema import bulk_change, device_change
 
 __all__ = [
-    "INSERT_CHUNK", "CreateResult", "IdempotencyConflict", "NewBulkChange", "NewDeviceChange", "QueuedBulkChange",
-    "attempted_if_only_errors", "count_rows_by_status", "counts_by_status", "create_bulk_change", "find_by_idempotency_key",
-    "first_failures", "get_bulk_change", "initial_status", "iter_device_results", "list_due_scheduled", "list_waiting",
-    "queued_bulk_change", "set_bulk_status",
+    "INSERT_CHUNK",
+    "CreateResult",
+    "IdempotencyConflict",
+    "NewBulkChange",
+    "NewDeviceChange",
+    "QueuedBulkChange",
+    "attempted_if_only_errors",
+    "count_rows_by_status",
+    "counts_by_status",
+    "create_bulk_change",
+    "find_by_idempotency_key",
+    "first_failures",
+    "get_bulk_change",
+    "initial_status",
+    "iter_device_results",
+    "list_due_scheduled",
+    "list_waiting",
+    "queued_bulk_change",
+    "set_bulk_status",
 ]
 
 INSERT_CHUNK = 5_000
@@ -169,7 +184,9 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
     return CreateResult(bc_id, True, status.value, counts)
 
 
-def find_by_idempotency_key(engine: sa.Engine, tenant_id: int, key: str, fingerprint: str | None) -> CreateResult | None:
+def find_by_idempotency_key(
+    engine: sa.Engine, tenant_id: int, key: str, fingerprint: str | None
+) -> CreateResult | None:
     """This tenant's bulk change submitted with ``key`` (as a not-created result), or None.
 
     Raises ``IdempotencyConflict`` when that bulk change was stored with another request
@@ -212,7 +229,8 @@ def attempted_if_only_errors(conn: sa.Connection, bulk_change_id: int, counts: d
     if not counts or {k for k, v in counts.items() if v} != {DeviceChangeStatus.ERROR.value}:
         return None
     return conn.execute(
-        sa.select(sa.func.count()).select_from(device_change)
+        sa.select(sa.func.count())
+        .select_from(device_change)
         .where(device_change.c.bulk_change_id == bulk_change_id, device_change.c.attempt_count > 0)
     ).scalar_one()
 
@@ -307,7 +325,9 @@ def get_bulk_change(engine: sa.Engine, bulk_change_id: int, tenant_id: int | Non
         return out
 
 
-def iter_device_results(engine: sa.Engine, tenant_id: int, bulk_change_id: int, page: int = 5_000) -> Iterator[dict[str, Any]]:
+def iter_device_results(
+    engine: sa.Engine, tenant_id: int, bulk_change_id: int, page: int = 5_000
+) -> Iterator[dict[str, Any]]:
     """Every device row of a bulk change in id order, streamed page by page (for CSV export)."""
     cols = (
         device_change.c.id,
@@ -348,14 +368,24 @@ def first_failures(engine: sa.Engine, bulk_change_id: int, limit: int = 10) -> l
     failed = (DeviceChangeStatus.API_FAILED.value, DeviceChangeStatus.ERROR.value)
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(device_change.c.iccid, device_change.c.msisdn, device_change.c.eid, device_change.c.imei,
-                      device_change.c.status, device_change.c.status_details)
+            sa.select(
+                device_change.c.iccid,
+                device_change.c.msisdn,
+                device_change.c.eid,
+                device_change.c.imei,
+                device_change.c.status,
+                device_change.c.status_details,
+            )
             .where(device_change.c.bulk_change_id == bulk_change_id, device_change.c.status.in_(failed))
             .order_by(device_change.c.id)
             .limit(limit)
         ).all()
     return [
-        {"device": r.iccid or r.msisdn or r.eid or r.imei or "?", "status": r.status, "reason": (r.status_details or "")[:200]}
+        {
+            "device": r.iccid or r.msisdn or r.eid or r.imei or "?",
+            "status": r.status,
+            "reason": (r.status_details or "")[:200],
+        }
         for r in rows
     ]
 

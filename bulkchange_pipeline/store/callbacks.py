@@ -44,7 +44,9 @@ names of the accounts it authenticated as (never taken from the sender's own bod
 applies such a callback only to those accounts' bulk changes."""
 
 
-def store_callback(engine: sa.Engine, integration: str, request_id: str, device_key: str, payload: dict[str, Any]) -> bool:
+def store_callback(
+    engine: sa.Engine, integration: str, request_id: str, device_key: str, payload: dict[str, Any]
+) -> bool:
     """Insert a (redacted) callback; False when the same one was stored before."""
     values = {
         "integration": integration,
@@ -54,8 +56,10 @@ def store_callback(engine: sa.Engine, integration: str, request_id: str, device_
         "received_at": utcnow(),
     }
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(carrier_callback).values(**values).on_conflict_do_nothing(
-        index_elements=["integration", "request_id", "device_key"]
+    stmt = (
+        dialect.insert(carrier_callback)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["integration", "request_id", "device_key"])
     )
     return run_transaction(engine, lambda conn: conn.execute(stmt).rowcount) == 1
 
@@ -74,7 +78,12 @@ def request_owner(engine: sa.Engine, request_id: str) -> RequestOwner | None:
     """The bulk change and service provider whose device rows carry this carrier request id."""
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(bulk_change.c.id, bulk_change.c.tenant_id, service_provider.c.integration, service_provider.c.credentials_name)
+            sa.select(
+                bulk_change.c.id,
+                bulk_change.c.tenant_id,
+                service_provider.c.integration,
+                service_provider.c.credentials_name,
+            )
             .select_from(
                 device_change.join(bulk_change, bulk_change.c.id == device_change.c.bulk_change_id).join(
                     service_provider, service_provider.c.id == bulk_change.c.service_provider_id
@@ -100,7 +109,12 @@ def unapplied_callbacks(engine: sa.Engine, integration: str, request_ids: Sequen
     with engine.connect() as conn:
         for start in range(0, len(ids), 900):
             rows = conn.execute(
-                sa.select(carrier_callback.c.id, carrier_callback.c.request_id, carrier_callback.c.device_key, carrier_callback.c.payload)
+                sa.select(
+                    carrier_callback.c.id,
+                    carrier_callback.c.request_id,
+                    carrier_callback.c.device_key,
+                    carrier_callback.c.payload,
+                )
                 .where(
                     carrier_callback.c.integration == integration,
                     carrier_callback.c.request_id.in_(ids[start : start + 900]),
@@ -120,7 +134,11 @@ def mark_applied(engine: sa.Engine, callback_ids: Sequence[int]) -> None:
 
     def work(conn: sa.Connection) -> None:
         for start in range(0, len(ids), 900):
-            conn.execute(sa.update(carrier_callback).where(carrier_callback.c.id.in_(ids[start : start + 900])).values(applied_at=now))
+            conn.execute(
+                sa.update(carrier_callback)
+                .where(carrier_callback.c.id.in_(ids[start : start + 900]))
+                .values(applied_at=now)
+            )
 
     run_transaction(engine, work)
 
@@ -160,14 +178,27 @@ def async_work(engine: sa.Engine, limit: int = 500) -> list[AsyncWork]:
     with engine.connect() as conn:
         pending = conn.execute(
             sa.select(
-                bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.service_provider_id, bulk_change.c.change_type,
-                service_provider.c.integration, sa.func.min(device_change.c.updated_at).label("oldest"),
+                bulk_change.c.id,
+                bulk_change.c.tenant_id,
+                bulk_change.c.service_provider_id,
+                bulk_change.c.change_type,
+                service_provider.c.integration,
+                sa.func.min(device_change.c.updated_at).label("oldest"),
             )
             .join(device_change, device_change.c.bulk_change_id == bulk_change.c.id)
             .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id)
-            .where(bulk_change.c.status == BulkChangeStatus.PENDING.value, device_change.c.status == processing, bulk_change.c.deleted_at.is_(None))
-            .group_by(bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.service_provider_id, bulk_change.c.change_type,
-                      service_provider.c.integration)
+            .where(
+                bulk_change.c.status == BulkChangeStatus.PENDING.value,
+                device_change.c.status == processing,
+                bulk_change.c.deleted_at.is_(None),
+            )
+            .group_by(
+                bulk_change.c.id,
+                bulk_change.c.tenant_id,
+                bulk_change.c.service_provider_id,
+                bulk_change.c.change_type,
+                service_provider.c.integration,
+            )
             .order_by(bulk_change.c.id)
             .limit(limit)
         ).all()
@@ -194,8 +225,19 @@ def async_work(engine: sa.Engine, limit: int = 500) -> list[AsyncWork]:
     out = []
     for p in pending:
         ids = unapplied.get(p.id, [])
-        out.append(AsyncWork(p.id, p.tenant_id, p.service_provider_id, p.change_type, max(ids) if ids else None, p.oldest,
-                             integration=p.integration, unapplied_callbacks=len(ids), callback_marker=_marker(ids)))
+        out.append(
+            AsyncWork(
+                p.id,
+                p.tenant_id,
+                p.service_provider_id,
+                p.change_type,
+                max(ids) if ids else None,
+                p.oldest,
+                integration=p.integration,
+                unapplied_callbacks=len(ids),
+                callback_marker=_marker(ids),
+            )
+        )
     return out
 
 
@@ -214,7 +256,9 @@ def record_receiver_start(engine: sa.Engine, process: str, started_at: datetime 
 
     def work(conn: sa.Connection) -> int:
         new_id = conn.execute(
-            sa.insert(callback_receiver_start).values(started_at=when, process=process[:200]).returning(callback_receiver_start.c.id)
+            sa.insert(callback_receiver_start)
+            .values(started_at=when, process=process[:200])
+            .returning(callback_receiver_start.c.id)
         ).scalar_one()
         keep = (
             sa.select(callback_receiver_start.c.id)
@@ -222,7 +266,9 @@ def record_receiver_start(engine: sa.Engine, process: str, started_at: datetime 
             .limit(RECEIVER_STARTS_KEPT)
             .subquery()
         )
-        conn.execute(sa.delete(callback_receiver_start).where(callback_receiver_start.c.id.not_in(sa.select(keep.c.id))))
+        conn.execute(
+            sa.delete(callback_receiver_start).where(callback_receiver_start.c.id.not_in(sa.select(keep.c.id)))
+        )
         return int(new_id)
 
     return ReceiverStart(run_transaction(engine, work), when)
@@ -231,9 +277,14 @@ def record_receiver_start(engine: sa.Engine, process: str, started_at: datetime 
 def record_receiver_stop(engine: sa.Engine, start_id: int) -> None:
     """A clean shutdown of the receiver that recorded ``start_id`` (for the operator; the sensor
     reads starts only)."""
-    run_transaction(engine, lambda conn: conn.execute(
-        sa.update(callback_receiver_start).where(callback_receiver_start.c.id == start_id).values(stopped_at=utcnow())
-    ))
+    run_transaction(
+        engine,
+        lambda conn: conn.execute(
+            sa.update(callback_receiver_start)
+            .where(callback_receiver_start.c.id == start_id)
+            .values(stopped_at=utcnow())
+        ),
+    )
 
 
 def latest_receiver_start(engine: sa.Engine) -> ReceiverStart | None:
@@ -255,6 +306,8 @@ def credentials_names(engine: sa.Engine, integration: str) -> list[str]:
     with engine.connect() as conn:
         return list(
             conn.execute(
-                sa.select(service_provider.c.credentials_name).where(service_provider.c.integration == integration).distinct()
+                sa.select(service_provider.c.credentials_name)
+                .where(service_provider.c.integration == integration)
+                .distinct()
             ).scalars()
         )

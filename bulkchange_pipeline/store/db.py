@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,7 +48,7 @@ def utcnow() -> datetime:
 def to_naive_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is None:
         return value
-    return value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def make_engine(url: str | None = None) -> sa.Engine:
@@ -96,7 +96,15 @@ def is_transient(exc: BaseException) -> bool:
         text = str(exc.orig).lower() if exc.orig else str(exc).lower()
         return any(
             s in text
-            for s in ("database is locked", "server closed", "connection", "terminating", "could not serialize", "deadlock", "timeout")
+            for s in (
+                "database is locked",
+                "server closed",
+                "connection",
+                "terminating",
+                "could not serialize",
+                "deadlock",
+                "timeout",
+            )
         )
     return False
 
@@ -112,7 +120,6 @@ def run_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T], *, at
         retry=retry_if_exception(is_transient),
         reraise=True,
     ):
-        with attempt:
-            with engine.begin() as conn:
-                return work(conn)
+        with attempt, engine.begin() as conn:
+            return work(conn)
     raise AssertionError("unreachable")  # pragma: no cover

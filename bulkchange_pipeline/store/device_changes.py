@@ -18,8 +18,21 @@ from .db import run_transaction, utcnow
 from .schema import DEVICE_CHANGE_FIELDS, bulk_change_log, device, device_change, device_history
 
 __all__ = [
-    "ACTIONABLE", "IdRange", "LogRow", "RowResult", "WaitingRow", "WorkRow", "add_log", "claim", "count_polls",
-    "count_unfinished", "device_history_for", "known_device_values", "load_batch", "plan_id_ranges", "record_results",
+    "ACTIONABLE",
+    "IdRange",
+    "LogRow",
+    "RowResult",
+    "WaitingRow",
+    "WorkRow",
+    "add_log",
+    "claim",
+    "count_polls",
+    "count_unfinished",
+    "device_history_for",
+    "known_device_values",
+    "load_batch",
+    "plan_id_ranges",
+    "record_results",
     "waiting_rows",
 ]
 
@@ -35,7 +48,9 @@ def _actionable(now: datetime) -> sa.ColumnElement[bool]:
     """
     return sa.or_(
         device_change.c.status == DeviceChangeStatus.NEW.value,
-        sa.and_(device_change.c.status == DeviceChangeStatus.PROCESSING.value, device_change.c.carrier_request_id.is_(None)),
+        sa.and_(
+            device_change.c.status == DeviceChangeStatus.PROCESSING.value, device_change.c.carrier_request_id.is_(None)
+        ),
         sa.and_(device_change.c.status == DeviceChangeStatus.SCHEDULED.value, device_change.c.effective_at <= now),
     )
 
@@ -44,7 +59,8 @@ def count_unfinished(conn: sa.Connection, bulk_change_id: int, now: datetime | N
     """Rows a run still has to do (``_actionable``): NEW, left PROCESSING without a carrier request
     id, SCHEDULED and due. Zero means every row is settled or waits on an async carrier."""
     return conn.execute(
-        sa.select(sa.func.count()).select_from(device_change)
+        sa.select(sa.func.count())
+        .select_from(device_change)
         .where(device_change.c.bulk_change_id == bulk_change_id, _actionable(now or utcnow()))
     ).scalar_one()
 
@@ -58,15 +74,21 @@ class IdRange:
     size: int
 
 
-def plan_id_ranges(engine: sa.Engine, bulk_change_id: int, batch_size: int, now: datetime | None = None) -> list[IdRange]:
+def plan_id_ranges(
+    engine: sa.Engine, bulk_change_id: int, batch_size: int, now: datetime | None = None
+) -> list[IdRange]:
     """Split the actionable rows into batches of at most ``batch_size`` consecutive ids."""
     now = now or utcnow()
     with engine.connect() as conn:
-        ids = conn.execute(
-            sa.select(device_change.c.id)
-            .where(device_change.c.bulk_change_id == bulk_change_id, _actionable(now))
-            .order_by(device_change.c.id)
-        ).scalars().all()
+        ids = (
+            conn.execute(
+                sa.select(device_change.c.id)
+                .where(device_change.c.bulk_change_id == bulk_change_id, _actionable(now))
+                .order_by(device_change.c.id)
+            )
+            .scalars()
+            .all()
+        )
     return [
         IdRange(chunk[0], chunk[-1], len(chunk))
         for chunk in (ids[i : i + batch_size] for i in range(0, len(ids), batch_size))
@@ -113,8 +135,15 @@ def _work_rows(conn: sa.Connection, *where: sa.ColumnElement[bool]) -> Sequence[
 def _work_row(m: sa.RowMapping) -> WorkRow:
     """The one mapping of a ``_work_rows`` row to a WorkRow (batches and reconcile both read rows this way)."""
     return WorkRow(
-        id=m["id"], device_id=m["device_id"], status=m["status"], iccid=m["iccid"], msisdn=m["msisdn"], imei=m["imei"],
-        eid=m["eid"], change_request=m["change_request"] or {}, attempt_count=m["attempt_count"],
+        id=m["id"],
+        device_id=m["device_id"],
+        status=m["status"],
+        iccid=m["iccid"],
+        msisdn=m["msisdn"],
+        imei=m["imei"],
+        eid=m["eid"],
+        change_request=m["change_request"] or {},
+        attempt_count=m["attempt_count"],
         current={name: m[f"cur_{name}"] for name in DEVICE_CHANGE_FIELDS},
     )
 
@@ -346,7 +375,15 @@ def _write_results(
         conn.execute(sa.insert(device_history), history)
 
 
-def add_log(engine: sa.Engine, *, tenant_id: int, bulk_change_id: int, description: str, process_by: str, has_errors: bool = False) -> None:
+def add_log(
+    engine: sa.Engine,
+    *,
+    tenant_id: int,
+    bulk_change_id: int,
+    description: str,
+    process_by: str,
+    has_errors: bool = False,
+) -> None:
     """A bulk-change-level log row (no device row), e.g. a run failure."""
     run_transaction(
         engine,

@@ -33,9 +33,23 @@ from .schema import (
 )
 
 __all__ = [
-    "CHUNK", "Disagreement", "Rebuilt", "Retention", "RowFacts", "StuckRows", "get_retention", "ids_of", "plan_rebuild",
-    "purge_bulk_changes", "purgeable", "rebuild_status", "row_facts", "set_retention", "status_disagreements",
-    "status_from_rows", "stuck_processing",
+    "CHUNK",
+    "Disagreement",
+    "Rebuilt",
+    "Retention",
+    "RowFacts",
+    "StuckRows",
+    "get_retention",
+    "ids_of",
+    "plan_rebuild",
+    "purge_bulk_changes",
+    "purgeable",
+    "rebuild_status",
+    "row_facts",
+    "set_retention",
+    "status_disagreements",
+    "status_from_rows",
+    "stuck_processing",
 ]
 
 CHUNK = 500
@@ -55,14 +69,16 @@ class Retention:
 def get_retention(engine: sa.Engine, tenant_id: int) -> Retention:
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(tenant.c.id, tenant.c.name, tenant.c.archive_after_days, tenant.c.purge_after_days)
-            .where(tenant.c.id == tenant_id)
+            sa.select(tenant.c.id, tenant.c.name, tenant.c.archive_after_days, tenant.c.purge_after_days).where(
+                tenant.c.id == tenant_id
+            )
         ).one()
     return Retention(*row)
 
 
-def set_retention(engine: sa.Engine, tenant_id: int, *, archive_after_days: int | None = None,
-                  purge_after_days: int | None = None) -> Retention:
+def set_retention(
+    engine: sa.Engine, tenant_id: int, *, archive_after_days: int | None = None, purge_after_days: int | None = None
+) -> Retention:
     """Change a tenant's retention; ValueError when the result would purge before it archives
     (a purge only removes archived bulk changes, so purge age < archive age would be a silent no-op)."""
     current = get_retention(engine, tenant_id)
@@ -72,9 +88,12 @@ def set_retention(engine: sa.Engine, tenant_id: int, *, archive_after_days: int 
         raise ValueError("retention ages are whole days, at least 1")
     if purge < archive:
         raise ValueError(f"purge age ({purge} days) must not be shorter than archive age ({archive} days)")
-    run_transaction(engine, lambda conn: conn.execute(
-        sa.update(tenant).where(tenant.c.id == tenant_id).values(archive_after_days=archive, purge_after_days=purge)
-    ))
+    run_transaction(
+        engine,
+        lambda conn: conn.execute(
+            sa.update(tenant).where(tenant.c.id == tenant_id).values(archive_after_days=archive, purge_after_days=purge)
+        ),
+    )
     return get_retention(engine, tenant_id)
 
 
@@ -87,12 +106,20 @@ def purgeable(engine: sa.Engine, now: datetime, limit: int = 10_000) -> list[int
     out: list[int] = []
     with engine.connect() as conn:
         for tenant_id, cutoff in sorted(tenant_cutoffs(conn, now, tenant.c.purge_after_days).items()):
-            out += conn.execute(
-                sa.select(bulk_change.c.id)
-                .where(bulk_change.c.tenant_id == tenant_id, bulk_change.c.deleted_at.is_not(None), completed_at() <= cutoff)
-                .order_by(bulk_change.c.id)
-                .limit(limit - len(out))
-            ).scalars().all()
+            out += (
+                conn.execute(
+                    sa.select(bulk_change.c.id)
+                    .where(
+                        bulk_change.c.tenant_id == tenant_id,
+                        bulk_change.c.deleted_at.is_not(None),
+                        completed_at() <= cutoff,
+                    )
+                    .order_by(bulk_change.c.id)
+                    .limit(limit - len(out))
+                )
+                .scalars()
+                .all()
+            )
             if len(out) >= limit:
                 break
     return out
@@ -113,16 +140,28 @@ def purge_bulk_changes(engine: sa.Engine, ids: Sequence[int]) -> dict[str, int]:
         chunk = list(ids[start : start + CHUNK])
 
         def work(conn: sa.Connection, chunk: list[int] = chunk) -> dict[str, int]:
-            gone = conn.execute(
-                sa.select(bulk_change.c.id).where(bulk_change.c.id.in_(chunk), bulk_change.c.deleted_at.is_not(None))
-            ).scalars().all()
+            gone = (
+                conn.execute(
+                    sa.select(bulk_change.c.id).where(
+                        bulk_change.c.id.in_(chunk), bulk_change.c.deleted_at.is_not(None)
+                    )
+                )
+                .scalars()
+                .all()
+            )
             if not gone:
                 return {}
             return {
                 "carrier_callback": _delete_callbacks(conn, gone),
-                "bulk_change_log": conn.execute(sa.delete(bulk_change_log).where(bulk_change_log.c.bulk_change_id.in_(gone))).rowcount,
-                "device_history": conn.execute(sa.delete(device_history).where(device_history.c.bulk_change_id.in_(gone))).rowcount,
-                "device_change": conn.execute(sa.delete(device_change).where(device_change.c.bulk_change_id.in_(gone))).rowcount,
+                "bulk_change_log": conn.execute(
+                    sa.delete(bulk_change_log).where(bulk_change_log.c.bulk_change_id.in_(gone))
+                ).rowcount,
+                "device_history": conn.execute(
+                    sa.delete(device_history).where(device_history.c.bulk_change_id.in_(gone))
+                ).rowcount,
+                "device_change": conn.execute(
+                    sa.delete(device_change).where(device_change.c.bulk_change_id.in_(gone))
+                ).rowcount,
                 "bulk_change": conn.execute(sa.delete(bulk_change).where(bulk_change.c.id.in_(gone))).rowcount,
             }
 
@@ -134,9 +173,13 @@ def purge_bulk_changes(engine: sa.Engine, ids: Sequence[int]) -> dict[str, int]:
 def _delete_callbacks(conn: sa.Connection, bulk_change_ids: Sequence[int]) -> int:
     """Delete the stored callbacks of these bulk changes' rows (by integration and request id)."""
     pairs = conn.execute(
-        sa.select(service_provider.c.integration, device_change.c.carrier_request_id).distinct()
-        .select_from(device_change.join(bulk_change, bulk_change.c.id == device_change.c.bulk_change_id)
-                     .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id))
+        sa.select(service_provider.c.integration, device_change.c.carrier_request_id)
+        .distinct()
+        .select_from(
+            device_change.join(bulk_change, bulk_change.c.id == device_change.c.bulk_change_id).join(
+                service_provider, service_provider.c.id == bulk_change.c.service_provider_id
+            )
+        )
         .where(device_change.c.bulk_change_id.in_(bulk_change_ids), device_change.c.carrier_request_id.is_not(None))
     ).all()
     by_integration: dict[str, list[str]] = defaultdict(list)
@@ -145,9 +188,12 @@ def _delete_callbacks(conn: sa.Connection, bulk_change_ids: Sequence[int]) -> in
     removed = 0
     for integration, request_ids in by_integration.items():
         for start in range(0, len(request_ids), CHUNK):
-            removed += conn.execute(sa.delete(carrier_callback).where(
-                carrier_callback.c.integration == integration,
-                carrier_callback.c.request_id.in_(request_ids[start : start + CHUNK]))).rowcount
+            removed += conn.execute(
+                sa.delete(carrier_callback).where(
+                    carrier_callback.c.integration == integration,
+                    carrier_callback.c.request_id.in_(request_ids[start : start + CHUNK]),
+                )
+            ).rowcount
     return removed
 
 
@@ -198,7 +244,8 @@ def status_from_rows(facts: RowFacts, *, async_carrier: bool) -> BulkChangeStatu
         # As finalize, cancel and settle leave it (``headers.status_from_counts``).
         return status_from_counts(c, async_carrier=async_carrier, attempted=facts.attempted)
     if facts.last_bulk_log_failed and (
-        facts.last_update is None or (facts.last_bulk_log_at is not None and facts.last_bulk_log_at >= facts.last_update)
+        facts.last_update is None
+        or (facts.last_bulk_log_at is not None and facts.last_bulk_log_at >= facts.last_update)
     ):
         return BulkChangeStatus.ERROR
     return BulkChangeStatus.NEW if c.get(S.NEW.value) else BulkChangeStatus.SCHEDULED
@@ -206,8 +253,15 @@ def status_from_rows(facts: RowFacts, *, async_carrier: bool) -> BulkChangeStatu
 
 def _heads(conn: sa.Connection, tenant_id: int | None, ids: Sequence[int] | None) -> list[sa.Row[*tuple[Any, ...]]]:
     query = (
-        sa.select(bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.status, bulk_change.c.counts,
-                  bulk_change.c.processed_at, bulk_change.c.change_type, service_provider.c.integration)
+        sa.select(
+            bulk_change.c.id,
+            bulk_change.c.tenant_id,
+            bulk_change.c.status,
+            bulk_change.c.counts,
+            bulk_change.c.processed_at,
+            bulk_change.c.change_type,
+            service_provider.c.integration,
+        )
         .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id)
         .where(bulk_change.c.deleted_at.is_(None))
         .order_by(bulk_change.c.id)
@@ -216,7 +270,11 @@ def _heads(conn: sa.Connection, tenant_id: int | None, ids: Sequence[int] | None
         query = query.where(bulk_change.c.tenant_id == tenant_id)
     if ids is None:
         return list(conn.execute(query).all())
-    return [r for start in range(0, len(ids), CHUNK) for r in conn.execute(query.where(bulk_change.c.id.in_(list(ids[start : start + CHUNK]))))]
+    return [
+        r
+        for start in range(0, len(ids), CHUNK)
+        for r in conn.execute(query.where(bulk_change.c.id.in_(list(ids[start : start + CHUNK]))))
+    ]
 
 
 def row_facts(conn: sa.Connection, ids: Sequence[int]) -> dict[int, RowFacts]:
@@ -226,7 +284,9 @@ def row_facts(conn: sa.Connection, ids: Sequence[int]) -> dict[int, RowFacts]:
     for start in range(0, len(ids), CHUNK):
         chunk = list(ids[start : start + CHUNK])
         for bc_id, status, n in conn.execute(
-            sa.select(dc.bulk_change_id, dc.status, sa.func.count()).where(dc.bulk_change_id.in_(chunk)).group_by(dc.bulk_change_id, dc.status)
+            sa.select(dc.bulk_change_id, dc.status, sa.func.count())
+            .where(dc.bulk_change_id.in_(chunk))
+            .group_by(dc.bulk_change_id, dc.status)
         ):
             facts[bc_id].counts[status] = n
         for r in conn.execute(
@@ -236,10 +296,17 @@ def row_facts(conn: sa.Connection, ids: Sequence[int]) -> dict[int, RowFacts]:
                 sa.func.max(sa.func.coalesce(dc.updated_at, dc.processed_at)).label("last_update"),
                 sa.func.max(dc.processed_at).label("last_processed"),
                 sa.func.min(sa.case((dc.status == S.SCHEDULED.value, dc.effective_at))).label("next_due"),
-            ).where(dc.bulk_change_id.in_(chunk)).group_by(dc.bulk_change_id)
+            )
+            .where(dc.bulk_change_id.in_(chunk))
+            .group_by(dc.bulk_change_id)
         ):
             f = facts[r.bulk_change_id]
-            f.attempted, f.last_update, f.last_processed, f.next_due = int(r.attempted or 0), r.last_update, r.last_processed, r.next_due
+            f.attempted, f.last_update, f.last_processed, f.next_due = (
+                int(r.attempted or 0),
+                r.last_update,
+                r.last_processed,
+                r.next_due,
+            )
         newest = (
             sa.select(bulk_change_log.c.bulk_change_id, sa.func.max(bulk_change_log.c.id).label("log_id"))
             .where(bulk_change_log.c.bulk_change_id.in_(chunk), bulk_change_log.c.device_change_id.is_(None))
@@ -247,8 +314,9 @@ def row_facts(conn: sa.Connection, ids: Sequence[int]) -> dict[int, RowFacts]:
             .subquery()
         )
         for bc_id, has_errors, created in conn.execute(
-            sa.select(bulk_change_log.c.bulk_change_id, bulk_change_log.c.has_errors, bulk_change_log.c.created_at)
-            .join(newest, newest.c.log_id == bulk_change_log.c.id)
+            sa.select(
+                bulk_change_log.c.bulk_change_id, bulk_change_log.c.has_errors, bulk_change_log.c.created_at
+            ).join(newest, newest.c.log_id == bulk_change_log.c.id)
         ):
             facts[bc_id].last_bulk_log_failed, facts[bc_id].last_bulk_log_at = bool(has_errors), created
     return facts
@@ -264,29 +332,48 @@ def plan_rebuild(engine: sa.Engine, *, tenant_id: int | None = None, ids: Sequen
         f = facts.get(h.id) or RowFacts()
         status = status_from_rows(f, async_carrier=is_async(h.change_type, h.integration))
         final = status.value in COMPLETED
-        out.append(Rebuilt(
-            bulk_change_id=h.id, tenant_id=h.tenant_id, old_status=h.status, status=status.value,
-            old_counts=dict(h.counts or {}), counts=dict(sorted(f.counts.items())),
-            processed_at=(f.last_processed or h.processed_at) if final else None,
-            effective_at=f.next_due if status is BulkChangeStatus.SCHEDULED else None,
-        ))
+        out.append(
+            Rebuilt(
+                bulk_change_id=h.id,
+                tenant_id=h.tenant_id,
+                old_status=h.status,
+                status=status.value,
+                old_counts=dict(h.counts or {}),
+                counts=dict(sorted(f.counts.items())),
+                processed_at=(f.last_processed or h.processed_at) if final else None,
+                effective_at=f.next_due if status is BulkChangeStatus.SCHEDULED else None,
+            )
+        )
     return out
 
 
-def rebuild_status(engine: sa.Engine, *, tenant_id: int | None = None, ids: Sequence[int] | None = None) -> list[Rebuilt]:
+def rebuild_status(
+    engine: sa.Engine, *, tenant_id: int | None = None, ids: Sequence[int] | None = None
+) -> list[Rebuilt]:
     """Rebuild headers from their rows and write the ones that differ (one executemany); returns
     every header examined, with ``changed`` telling which were rewritten."""
     plan = plan_rebuild(engine, tenant_id=tenant_id, ids=ids)
     params = [
-        {"b_id": r.bulk_change_id, "b_status": r.status, "b_counts": r.counts, "b_processed": r.processed_at, "b_effective": r.effective_at}
-        for r in plan if r.changed
+        {
+            "b_id": r.bulk_change_id,
+            "b_status": r.status,
+            "b_counts": r.counts,
+            "b_processed": r.processed_at,
+            "b_effective": r.effective_at,
+        }
+        for r in plan
+        if r.changed
     ]
     if params:
         stmt = (
             sa.update(bulk_change)
             .where(bulk_change.c.id == sa.bindparam("b_id"))
-            .values(status=sa.bindparam("b_status"), counts=sa.bindparam("b_counts", type_=sa.JSON),
-                    processed_at=sa.bindparam("b_processed"), effective_at=sa.bindparam("b_effective"))
+            .values(
+                status=sa.bindparam("b_status"),
+                counts=sa.bindparam("b_counts", type_=sa.JSON),
+                processed_at=sa.bindparam("b_processed"),
+                effective_at=sa.bindparam("b_effective"),
+            )
         )
         run_transaction(engine, lambda conn: conn.execute(stmt, params))
     return plan
@@ -304,7 +391,9 @@ class Disagreement:
     stored_counts: dict[str, Any]
 
 
-def status_disagreements(engine: sa.Engine, now: datetime | None = None, grace: timedelta = timedelta(minutes=30)) -> list[Disagreement]:
+def status_disagreements(
+    engine: sa.Engine, now: datetime | None = None, grace: timedelta = timedelta(minutes=30)
+) -> list[Disagreement]:
     """Bulk changes whose header contradicts their rows, ignoring the normal states of a run:
 
     - a finished header (PROCESSED, CANCELLED) with rows not final, or counts that differ from the rows;
@@ -320,7 +409,9 @@ def status_disagreements(engine: sa.Engine, now: datetime | None = None, grace: 
         f = facts.get(h.id) or RowFacts()
         rows_say = status_from_rows(f, async_carrier=is_async(h.change_type, h.integration)).value
         if h.status in COMPLETED:
-            bad = rows_say != h.status or {k: v for k, v in (h.counts or {}).items() if v} != {k: v for k, v in f.counts.items() if v}
+            bad = rows_say != h.status or {k: v for k, v in (h.counts or {}).items() if v} != {
+                k: v for k, v in f.counts.items() if v
+            }
         else:
             bad = rows_say in COMPLETED and (f.last_update is None or f.last_update <= now - grace)
         if bad:
@@ -345,8 +436,13 @@ def stuck_processing(engine: sa.Engine, older_than: datetime) -> list[StuckRows]
     dc = device_change.c
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(dc.bulk_change_id, bulk_change.c.tenant_id, service_provider.c.carrier,
-                      sa.func.count().label("n"), sa.func.min(dc.updated_at).label("oldest"))
+            sa.select(
+                dc.bulk_change_id,
+                bulk_change.c.tenant_id,
+                service_provider.c.carrier,
+                sa.func.count().label("n"),
+                sa.func.min(dc.updated_at).label("oldest"),
+            )
             .join(bulk_change, bulk_change.c.id == dc.bulk_change_id)
             .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id)
             .where(dc.status == S.PROCESSING.value, dc.updated_at < older_than, bulk_change.c.deleted_at.is_(None))

@@ -94,7 +94,11 @@ def compute_daily_metrics(engine: sa.Engine, day: date, now: datetime) -> DailyM
         durations: dict[tuple[str, str], list[float]] = defaultdict(list)
         result = conn.execution_options(yield_per=20_000).execute(
             sa.select(bc.change_type, sp.carrier, bc.created_at, dc.effective_at, dc.processed_at, dc.status)
-            .select_from(device_change.join(bulk_change, bc.id == dc.bulk_change_id).join(service_provider, sp.id == bc.service_provider_id))
+            .select_from(
+                device_change.join(bulk_change, bc.id == dc.bulk_change_id).join(
+                    service_provider, sp.id == bc.service_provider_id
+                )
+            )
             .where(dc.processed_at >= start, dc.processed_at < end, dc.status != S.CANCELLED.value)
         )
         finished: dict[str, int] = defaultdict(int)
@@ -115,7 +119,11 @@ def compute_daily_metrics(engine: sa.Engine, day: date, now: datetime) -> DailyM
         call_errors: dict[tuple[str, str], int] = defaultdict(int)
         for carrier, status, has_errors, n in conn.execute(
             sa.select(sp.carrier, log.response_status, log.has_errors, sa.func.count())
-            .select_from(bulk_change_log.join(bulk_change, bc.id == log.bulk_change_id).join(service_provider, sp.id == bc.service_provider_id))
+            .select_from(
+                bulk_change_log.join(bulk_change, bc.id == log.bulk_change_id).join(
+                    service_provider, sp.id == bc.service_provider_id
+                )
+            )
             .where(log.created_at >= start, log.created_at < end, log.request_text.is_not(None))
             .group_by(sp.carrier, log.response_status, log.has_errors)
         ):
@@ -127,7 +135,11 @@ def compute_daily_metrics(engine: sa.Engine, day: date, now: datetime) -> DailyM
         times: dict[str, list[float]] = defaultdict(list)
         for carrier, ms in conn.execution_options(yield_per=20_000).execute(
             sa.select(sp.carrier, log.response_ms)
-            .select_from(bulk_change_log.join(bulk_change, bc.id == log.bulk_change_id).join(service_provider, sp.id == bc.service_provider_id))
+            .select_from(
+                bulk_change_log.join(bulk_change, bc.id == log.bulk_change_id).join(
+                    service_provider, sp.id == bc.service_provider_id
+                )
+            )
             .where(log.created_at >= start, log.created_at < end, log.response_ms.is_not(None))
         ):
             times[carrier].append(float(ms))
@@ -135,16 +147,22 @@ def compute_daily_metrics(engine: sa.Engine, day: date, now: datetime) -> DailyM
 
         live = (bc.deleted_at.is_(None), bc.process_changes.is_(True))
         m.bulk_changes_waiting = conn.execute(
-            sa.select(sa.func.count()).where(*live, sa.or_(
-                bc.status == BulkChangeStatus.NEW.value,
-                sa.and_(bc.status == BulkChangeStatus.SCHEDULED.value, bc.effective_at <= now),
-            ))
+            sa.select(sa.func.count()).where(
+                *live,
+                sa.or_(
+                    bc.status == BulkChangeStatus.NEW.value,
+                    sa.and_(bc.status == BulkChangeStatus.SCHEDULED.value, bc.effective_at <= now),
+                ),
+            )
         ).scalar_one()
         m.bulk_changes_scheduled = conn.execute(
-            sa.select(sa.func.count()).where(*live, bc.status == BulkChangeStatus.SCHEDULED.value, bc.effective_at > now)
+            sa.select(sa.func.count()).where(
+                *live, bc.status == BulkChangeStatus.SCHEDULED.value, bc.effective_at > now
+            )
         ).scalar_one()
         m.rows_processing = conn.execute(
-            sa.select(sa.func.count()).select_from(device_change.join(bulk_change, bc.id == dc.bulk_change_id))
+            sa.select(sa.func.count())
+            .select_from(device_change.join(bulk_change, bc.id == dc.bulk_change_id))
             .where(dc.status == S.PROCESSING.value, bc.deleted_at.is_(None))
         ).scalar_one()
     return m
@@ -198,7 +216,9 @@ def metrics_markdown(m: DailyMetrics) -> str:
         lines += [f"| {c} | {t.count} | {t.p50:.1f} | {t.p95:.1f} |" for c, t in m.response_ms.items()]
     lines += [
         "",
-        (f"Queue now: {m.bulk_changes_waiting} bulk changes waiting for a run, {m.bulk_changes_scheduled} scheduled "
-         f"for later, {m.rows_processing} device rows in PROCESSING."),
+        (
+            f"Queue now: {m.bulk_changes_waiting} bulk changes waiting for a run, {m.bulk_changes_scheduled} scheduled "
+            f"for later, {m.rows_processing} device rows in PROCESSING."
+        ),
     ]
     return "\n".join(lines)

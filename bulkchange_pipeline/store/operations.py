@@ -30,10 +30,27 @@ from .headers import derive_header, is_async, write_header
 from .schema import bulk_change, bulk_change_log, device_change, service_provider
 
 __all__ = [
-    "CANCELLABLE", "MAX_PAGE_SIZE", "RESULT_COLUMNS", "RUNNING", "BulkChangeNotFound", "CancelResult", "DevicePage",
-    "OperationRefused", "ResumeResult", "RetryResult", "SettleResult", "bulk_change_exists", "cancel_bulk_change",
-    "cancel_unsent_rows", "last_updated", "page_device_results", "requeue_failed_rows", "resume_bulk_change",
-    "retry_failed", "retryable_condition", "settle_after_run",
+    "CANCELLABLE",
+    "MAX_PAGE_SIZE",
+    "RESULT_COLUMNS",
+    "RUNNING",
+    "BulkChangeNotFound",
+    "CancelResult",
+    "DevicePage",
+    "OperationRefused",
+    "ResumeResult",
+    "RetryResult",
+    "SettleResult",
+    "bulk_change_exists",
+    "cancel_bulk_change",
+    "cancel_unsent_rows",
+    "last_updated",
+    "page_device_results",
+    "requeue_failed_rows",
+    "resume_bulk_change",
+    "retry_failed",
+    "retryable_condition",
+    "settle_after_run",
 ]
 
 S = DeviceChangeStatus
@@ -100,11 +117,19 @@ def requeue_failed_rows(conn: sa.Connection, bulk_change_id: int, label: str) ->
     ).rowcount
 
 
-def _header(conn: sa.Connection, tenant_id: int | None, bulk_change_id: int, *, lock: bool = False) -> sa.Row[*tuple[Any, ...]]:
+def _header(
+    conn: sa.Connection, tenant_id: int | None, bulk_change_id: int, *, lock: bool = False
+) -> sa.Row[*tuple[Any, ...]]:
     """The header (locked on PostgreSQL when asked); ``tenant_id`` None: the pipeline's own call."""
     query = (
-        sa.select(bulk_change.c.id, bulk_change.c.tenant_id, bulk_change.c.status, bulk_change.c.attempt,
-                  bulk_change.c.change_type, service_provider.c.integration)
+        sa.select(
+            bulk_change.c.id,
+            bulk_change.c.tenant_id,
+            bulk_change.c.status,
+            bulk_change.c.attempt,
+            bulk_change.c.change_type,
+            service_provider.c.integration,
+        )
         .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id)
         .where(bulk_change.c.id == bulk_change_id, bulk_change.c.deleted_at.is_(None))
     )
@@ -118,11 +143,17 @@ def _header(conn: sa.Connection, tenant_id: int | None, bulk_change_id: int, *, 
     return row
 
 
-def _log(conn: sa.Connection, tenant_id: int, bulk_change_id: int, description: str, by: str, *, has_errors: bool = False) -> None:
+def _log(
+    conn: sa.Connection, tenant_id: int, bulk_change_id: int, description: str, by: str, *, has_errors: bool = False
+) -> None:
     conn.execute(
         sa.insert(bulk_change_log).values(
-            tenant_id=tenant_id, bulk_change_id=bulk_change_id, description=description[:4000], process_by=by[:200],
-            has_errors=has_errors, created_at=utcnow()
+            tenant_id=tenant_id,
+            bulk_change_id=bulk_change_id,
+            description=description[:4000],
+            process_by=by[:200],
+            has_errors=has_errors,
+            created_at=utcnow(),
         )
     )
 
@@ -142,14 +173,16 @@ def cancel_unsent_rows(conn: sa.Connection, bulk_change_id: int, reason: str) ->
 
 
 def _nothing_sent(conn: sa.Connection, bulk_change_id: int, counts: dict[str, int]) -> str | None:
-    """"nothing was sent: all N devices were refused at validation" when that is so (every row
+    """ "nothing was sent: all N devices were refused at validation" when that is so (every row
     ERROR, none ever claimed by a run), for refusals of actions that have nothing to act on."""
     return refused_detail(counts) if attempted_if_only_errors(conn, bulk_change_id, counts) == 0 else None
 
 
 def _resubmit_hint(bulk_change_id: int) -> str:
-    return (f"the reasons are on its device rows (`bulkchange results {bulk_change_id} --csv -`, or GET "
-            f"/bulk-changes/{bulk_change_id}/devices?status=ERROR): correct the devices and submit them as a new bulk change")
+    return (
+        f"the reasons are on its device rows (`bulkchange results {bulk_change_id} --csv -`, or GET "
+        f"/bulk-changes/{bulk_change_id}/devices?status=ERROR): correct the devices and submit them as a new bulk change"
+    )
 
 
 def cancel_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: str = "unknown") -> CancelResult:
@@ -177,7 +210,9 @@ def cancel_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
         write_header(conn, bulk_change_id, status, counts)
         processing = counts.get(S.PROCESSING.value, 0)
         _log(
-            conn, tenant_id, bulk_change_id,
+            conn,
+            tenant_id,
+            bulk_change_id,
             f"Cancelled by {by}: {cancelled} device rows not yet sent are CANCELLED"
             + (f"; {processing} rows already sent finish normally" if processing else "")
             + f"; bulk change is now {status.value}",
@@ -215,7 +250,13 @@ def settle_after_run(
     def work(conn: sa.Connection) -> SettleResult:
         head = _header(conn, None, bulk_change_id, lock=True)
         if attempt is not None and head.attempt != attempt:
-            _log(conn, head.tenant_id, bulk_change_id, f"{note}; attempt {head.attempt} has started since, header left to it", by)
+            _log(
+                conn,
+                head.tenant_id,
+                bulk_change_id,
+                f"{note}; attempt {head.attempt} has started since, header left to it",
+                by,
+            )
             return SettleResult(bulk_change_id, head.status, 0, 0, False)
         cancelled = cancel_unsent_rows(conn, bulk_change_id, f"cancelled: {note}"[:4000]) if stop else 0
         unfinished = count_unfinished(conn, bulk_change_id)
@@ -225,11 +266,17 @@ def settle_after_run(
         write_header(conn, bulk_change_id, status, counts)
         tail = (
             f"{unfinished} device rows unfinished: `bulkchange resume {bulk_change_id}` (or POST /bulk-changes/{bulk_change_id}/resume) finishes them"
-            if unfinished else f"every device row is settled; bulk change is {status.value}"
+            if unfinished
+            else f"every device row is settled; bulk change is {status.value}"
         )
-        _log(conn, head.tenant_id, bulk_change_id,
-             f"{note}" + (f"; {cancelled} device rows not yet sent are CANCELLED" if cancelled else "") + f"; {tail}",
-             by, has_errors=bool(unfinished))
+        _log(
+            conn,
+            head.tenant_id,
+            bulk_change_id,
+            f"{note}" + (f"; {cancelled} device rows not yet sent are CANCELLED" if cancelled else "") + f"; {tail}",
+            by,
+            has_errors=bool(unfinished),
+        )
         return SettleResult(bulk_change_id, status.value, unfinished, cancelled, True)
 
     return run_transaction(engine, work)
@@ -267,10 +314,18 @@ def resume_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
                 f"({_describe(counts)}); use retry-failed for failed rows"
             )
         if head.status == BulkChangeStatus.NEW.value:
-            raise OperationRefused(f"bulk change {bulk_change_id} is NEW: already queued for a run (attempt {head.attempt})")
+            raise OperationRefused(
+                f"bulk change {bulk_change_id} is NEW: already queued for a run (attempt {head.attempt})"
+            )
         attempt = head.attempt + 1
         _queue_attempt(conn, bulk_change_id, attempt, counts)
-        _log(conn, tenant_id, bulk_change_id, f"Resume requested by {by}: {unfinished} unfinished device rows (attempt {attempt})", by)
+        _log(
+            conn,
+            tenant_id,
+            bulk_change_id,
+            f"Resume requested by {by}: {unfinished} unfinished device rows (attempt {attempt})",
+            by,
+        )
         return ResumeResult(bulk_change_id, unfinished, attempt, BulkChangeStatus.NEW.value, counts)
 
     return run_transaction(engine, work)
@@ -307,7 +362,13 @@ def retry_failed(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: 
             )
         counts = counts_by_status(conn, bulk_change_id)
         _queue_attempt(conn, bulk_change_id, attempt, counts)
-        _log(conn, tenant_id, bulk_change_id, f"Retry requested by {by}: {requeued} failed device rows back to NEW (attempt {attempt})", by)
+        _log(
+            conn,
+            tenant_id,
+            bulk_change_id,
+            f"Retry requested by {by}: {requeued} failed device rows back to NEW (attempt {attempt})",
+            by,
+        )
         return RetryResult(bulk_change_id, requeued, attempt, BulkChangeStatus.NEW.value, counts)
 
     return run_transaction(engine, work)
@@ -371,7 +432,11 @@ def page_device_results(
             raise BulkChangeNotFound(f"no bulk change {bulk_change_id} in this tenant")
         total = conn.execute(sa.select(sa.func.count()).select_from(device_change).where(*where)).scalar_one()
         rows = conn.execute(
-            sa.select(*RESULT_COLUMNS).where(*where).order_by(device_change.c.id).offset((page - 1) * page_size).limit(page_size)
+            sa.select(*RESULT_COLUMNS)
+            .where(*where)
+            .order_by(device_change.c.id)
+            .offset((page - 1) * page_size)
+            .limit(page_size)
         ).all()
     return DevicePage([dict(r._mapping) for r in rows], total, page, page_size)
 
@@ -383,11 +448,16 @@ def bulk_change_exists(engine: sa.Engine, tenant_id: int, bulk_change_id: int) -
 
 
 def _exists(conn: sa.Connection, tenant_id: int, bulk_change_id: int) -> bool:
-    return conn.execute(
-        sa.select(bulk_change.c.id).where(
-            bulk_change.c.id == bulk_change_id, bulk_change.c.tenant_id == tenant_id, bulk_change.c.deleted_at.is_(None)
-        )
-    ).first() is not None
+    return (
+        conn.execute(
+            sa.select(bulk_change.c.id).where(
+                bulk_change.c.id == bulk_change_id,
+                bulk_change.c.tenant_id == tenant_id,
+                bulk_change.c.deleted_at.is_(None),
+            )
+        ).first()
+        is not None
+    )
 
 
 def last_updated(engine: sa.Engine, bulk_change_id: int) -> datetime | None:

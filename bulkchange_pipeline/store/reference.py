@@ -66,7 +66,9 @@ def create_tenant(bind: Bind, name: str, *, archive_after_days: int = 90, purge_
     """Insert a tenant and return its id (the name is unique)."""
     stmt = (
         sa.insert(tenant)
-        .values(name=name, archive_after_days=archive_after_days, purge_after_days=purge_after_days, created_at=utcnow())
+        .values(
+            name=name, archive_after_days=archive_after_days, purge_after_days=purge_after_days, created_at=utcnow()
+        )
         .returning(tenant.c.id)
     )
     return _insert(bind, stmt)
@@ -146,14 +148,18 @@ def get_service_provider(engine: sa.Engine, tenant_id: int, service_provider_id:
     """The tenant's service provider with this id, or None (also when it is another tenant's)."""
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(*_SP_COLS).where(service_provider.c.tenant_id == tenant_id, service_provider.c.id == service_provider_id)
+            sa.select(*_SP_COLS).where(
+                service_provider.c.tenant_id == tenant_id, service_provider.c.id == service_provider_id
+            )
         ).first()
     return _sp_info(row) if row else None
 
 
 def list_service_providers(engine: sa.Engine, tenant_id: int) -> list[ServiceProviderInfo]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(*_SP_COLS).where(service_provider.c.tenant_id == tenant_id).order_by(service_provider.c.id))
+        rows = conn.execute(
+            sa.select(*_SP_COLS).where(service_provider.c.tenant_id == tenant_id).order_by(service_provider.c.id)
+        )
         return [_sp_info(r) for r in rows]
 
 
@@ -244,7 +250,9 @@ def insert_devices(bind: Bind, tenant_id: int, service_provider_id: int, rows: S
                 unknown = set(row) - allowed
                 if unknown:
                     raise ValueError(f"unknown device columns: {', '.join(sorted(unknown))}")
-                params.append({"updated_at": now, **row, "tenant_id": tenant_id, "service_provider_id": service_provider_id})
+                params.append(
+                    {"updated_at": now, **row, "tenant_id": tenant_id, "service_provider_id": service_provider_id}
+                )
             conn.execute(sa.insert(device), params)
         return len(rows)
 
@@ -290,7 +298,8 @@ def carrier_rate_plans(engine: sa.Engine, tenant_id: int, service_provider_id: i
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(carrier_rate_plan.c.code, carrier_rate_plan.c.name, carrier_rate_plan.c.communication_plan).where(
-                carrier_rate_plan.c.tenant_id == tenant_id, carrier_rate_plan.c.service_provider_id == service_provider_id
+                carrier_rate_plan.c.tenant_id == tenant_id,
+                carrier_rate_plan.c.service_provider_id == service_provider_id,
             )
         )
         return {r.code: CarrierRatePlan(*r) for r in rows}
@@ -301,7 +310,13 @@ def create_carrier_rate_plan(
 ) -> int:
     stmt = (
         sa.insert(carrier_rate_plan)
-        .values(tenant_id=tenant_id, service_provider_id=service_provider_id, code=code, name=name, communication_plan=communication_plan)
+        .values(
+            tenant_id=tenant_id,
+            service_provider_id=service_provider_id,
+            code=code,
+            name=name,
+            communication_plan=communication_plan,
+        )
         .returning(carrier_rate_plan.c.id)
     )
     return _insert(bind, stmt)
@@ -321,7 +336,11 @@ def customers(engine: sa.Engine, tenant_id: int, ids: Iterable[int] | None = Non
 
 
 def create_customer(bind: Bind, tenant_id: int, *, name: str, rev_customer_id: str | None = None) -> int:
-    stmt = sa.insert(customer).values(tenant_id=tenant_id, name=name, rev_customer_id=rev_customer_id).returning(customer.c.id)
+    stmt = (
+        sa.insert(customer)
+        .values(tenant_id=tenant_id, name=name, rev_customer_id=rev_customer_id)
+        .returning(customer.c.id)
+    )
     return _insert(bind, stmt)
 
 

@@ -36,7 +36,15 @@ OTHER_DEVICES = 5
 
 # Integration -> (service provider name, carrier, default base URL, portal type, rate/s, concurrency, batch).
 PROVIDERS: dict[Integration, tuple[str, str, str, int, float, int, int]] = {
-    Integration.JASPER: ("AT&T Control Center (POD19)", "att_pod19", "http://127.0.0.1:8910/rws/api/v1", 0, 5.0, 1, 500),
+    Integration.JASPER: (
+        "AT&T Control Center (POD19)",
+        "att_pod19",
+        "http://127.0.0.1:8910/rws/api/v1",
+        0,
+        5.0,
+        1,
+        500,
+    ),
     Integration.THINGSPACE: ("Verizon ThingSpace", "verizon", "http://127.0.0.1:8911", 0, 10.0, 4, 10_000),
     Integration.TELEGENCE: ("AT&T Telegence", "att_telegence", "http://127.0.0.1:8912", 2, 10.0, 4, 200),
     Integration.TEAL: ("Teal", "teal", "http://127.0.0.1:8913", 0, 16.0, 4, 500),
@@ -163,14 +171,18 @@ def point_demo_at(engine: sa.Engine, base_urls: Mapping[str, str], *, unlimited:
                 values.update(rate_per_second=0, max_concurrency=8)
             changed += conn.execute(
                 sa.update(service_provider)
-                .where(service_provider.c.tenant_id == tenant_id,
-                       service_provider.c.integration == Integration.parse(integration).value)
+                .where(
+                    service_provider.c.tenant_id == tenant_id,
+                    service_provider.c.integration == Integration.parse(integration).value,
+                )
                 .values(**values)
             ).rowcount
     return changed
 
 
-def _device_rows(integ: Integration, index: int, tenant_index: int, count: int, customer_ids: list[int]) -> list[dict[str, Any]]:
+def _device_rows(
+    integ: Integration, index: int, tenant_index: int, count: int, customer_ids: list[int]
+) -> list[dict[str, Any]]:
     now = utcnow()
     plans = RATE_PLANS[integ]
     cycle = STATUS_CYCLE[integ]
@@ -216,13 +228,26 @@ def seed_demo(
         sp_ids: dict[Integration, int] = {}
         for integ, (name, carrier, _url, portal, rate, conc, batch) in PROVIDERS.items():
             sp_ids[integ] = ref.create_service_provider(
-                conn, demo_id, name=name, integration=integ, carrier=carrier, base_url=urls[integ.value],
-                credentials_name=f"DEMO_{integ.value.upper()}", portal_type=portal,
-                rate_per_second=rate, max_concurrency=conc, batch_size=batch,
+                conn,
+                demo_id,
+                name=name,
+                integration=integ,
+                carrier=carrier,
+                base_url=urls[integ.value],
+                credentials_name=f"DEMO_{integ.value.upper()}",
+                portal_type=portal,
+                rate_per_second=rate,
+                max_concurrency=conc,
+                batch_size=batch,
             )
         other_sp = ref.create_service_provider(
-            conn, other_id, name="Other AT&T Control Center", integration=Integration.JASPER, carrier="att_pod19",
-            base_url=urls["jasper"], credentials_name="OTHER_JASPER",
+            conn,
+            other_id,
+            name="Other AT&T Control Center",
+            integration=Integration.JASPER,
+            carrier="att_pod19",
+            base_url=urls["jasper"],
+            credentials_name="OTHER_JASPER",
         )
         customer_ids = [ref.create_customer(conn, demo_id, name=n, rev_customer_id=r) for n, r in CUSTOMERS]
         other_customer = ref.create_customer(conn, other_id, name="Umbrella Corp", rev_customer_id="REV-9001")
@@ -235,10 +260,14 @@ def seed_demo(
         for integ, sp_id in sp_ids.items():
             for code, name, comm in RATE_PLANS[integ]:
                 ref.create_carrier_rate_plan(conn, demo_id, sp_id, code=code, name=name, communication_plan=comm)
-        ref.create_carrier_rate_plan(conn, other_id, other_sp, code="IOT-1GB", name="IoT 1 GB", communication_plan="CP-IOT-DATA")
+        ref.create_carrier_rate_plan(
+            conn, other_id, other_sp, code="IOT-1GB", name="IoT 1 GB", communication_plan="CP-IOT-DATA"
+        )
         for index, (integ, sp_id) in enumerate(sp_ids.items(), start=1):
             ref.insert_devices(conn, demo_id, sp_id, _device_rows(integ, index, 0, devices_per_carrier, customer_ids))
-        ref.insert_devices(conn, other_id, other_sp, _device_rows(Integration.JASPER, 1, 1, OTHER_DEVICES, [other_customer]))
+        ref.insert_devices(
+            conn, other_id, other_sp, _device_rows(Integration.JASPER, 1, 1, OTHER_DEVICES, [other_customer])
+        )
 
     run_transaction(engine, work)
     return load_demo(engine, created=True)
@@ -253,14 +282,20 @@ def load_demo(engine: sa.Engine, *, created: bool = False, samples: int = 10) ->
     sps = ref.list_service_providers(engine, demo_id)
     other_sps = ref.list_service_providers(engine, other_id)
     with engine.connect() as conn:
+
         def names(table: sa.Table, tenant_id: int) -> dict[str, int]:
-            rows = conn.execute(sa.select(table.c.name, table.c.id).where(table.c.tenant_id == tenant_id).order_by(table.c.id))
+            rows = conn.execute(
+                sa.select(table.c.name, table.c.id).where(table.c.tenant_id == tenant_id).order_by(table.c.id)
+            )
             return {n: i for n, i in rows}
 
         def iccids(sp_id: int) -> list[str]:
             return list(
                 conn.execute(
-                    sa.select(device.c.iccid).where(device.c.service_provider_id == sp_id).order_by(device.c.id).limit(samples)
+                    sa.select(device.c.iccid)
+                    .where(device.c.service_provider_id == sp_id)
+                    .order_by(device.c.id)
+                    .limit(samples)
                 ).scalars()
             )
 

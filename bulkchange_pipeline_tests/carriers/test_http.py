@@ -31,8 +31,9 @@ pytestmark = pytest.mark.timeout(60)  # a hung server must not hang CI
 
 
 def _resp(status: int, body: str = "", headers: dict | None = None) -> httpx.Response:
-    return httpx.Response(status, content=body.encode(), headers=headers,
-                          request=httpx.Request("GET", "http://carrier/x"))
+    return httpx.Response(
+        status, content=body.encode(), headers=headers, request=httpx.Request("GET", "http://carrier/x")
+    )
 
 
 def test_stated_wait_from_header_and_body() -> None:
@@ -48,8 +49,7 @@ def test_jasper_classifier_keys_on_error_code() -> None:
     for status in (400, 403, 429):  # Jasper's HTTP status for 40000029 is not documented
         err = classify_jasper_response(_resp(status, limit), httpx.Response(200, content=limit).json())
         assert isinstance(err, TransientCarrierError) and err.over_limit
-    err = classify_jasper_response(_resp(401), {"errorMessage": "Invalid credentials",
-                                                "errorCode": "10000001"})
+    err = classify_jasper_response(_resp(401), {"errorMessage": "Invalid credentials", "errorCode": "10000001"})
     assert isinstance(err, BusinessCarrierError) and "credentials" in err.message
     assert err.status == 401 and err.code == "10000001"
     err = classify_jasper_response(_resp(404), {"errorMessage": "nope", "errorCode": "10000003"})
@@ -67,6 +67,7 @@ def test_default_classifier() -> None:
 
 def test_one_parser_through_mock_transport() -> None:
     """Parsing a real httpx round trip (MockTransport only for this parser check)."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(429, json={"message": "Try again in 2 seconds."})
 
@@ -93,14 +94,14 @@ def test_retry_honours_the_wait_the_carrier_states() -> None:
     async def endpoint(request: Request) -> JSONResponse:
         calls.append(time.monotonic())
         if len(calls) == 1:
-            return JSONResponse({"statusCode": 429,
-                                 "message": "Rate limit is exceeded. Try again in 1 seconds."}, 429)
+            return JSONResponse({"statusCode": 429, "message": "Rate limit is exceeded. Try again in 1 seconds."}, 429)
         return JSONResponse({"ok": True})
 
     app = Starlette(routes=[Route("/v1/thing", endpoint)])
     with run_app_in_thread(app) as handle:
-        account = CarrierAccount(1, "test", handle.root_url + "/v1", "u", "pw",
-                                 rate_per_second=0, retry_wait_seconds=0.01)
+        account = CarrierAccount(
+            1, "test", handle.root_url + "/v1", "u", "pw", rate_per_second=0, retry_wait_seconds=0.01
+        )
         http = CarrierHttp(account)
 
         async def run() -> None:
@@ -119,8 +120,9 @@ def test_transient_errors_stop_after_max_attempts() -> None:
 
     app = Starlette(routes=[Route("/v1/thing", endpoint)])
     with run_app_in_thread(app) as handle:
-        account = CarrierAccount(1, "test", handle.root_url + "/v1", "u", "pw",
-                                 rate_per_second=0, max_attempts=4, retry_wait_seconds=0.01)
+        account = CarrierAccount(
+            1, "test", handle.root_url + "/v1", "u", "pw", rate_per_second=0, max_attempts=4, retry_wait_seconds=0.01
+        )
         http = CarrierHttp(account)
         with pytest.raises(TransientCarrierError) as info:
             asyncio.run(http.request("GET", "thing"))

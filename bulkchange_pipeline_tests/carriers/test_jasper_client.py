@@ -19,11 +19,10 @@ from bulkchange_pipeline.carriers.base import (
 from bulkchange_pipeline.carriers.jasper import JasperClient, jasper_edit_body
 from bulkchange_pipeline.carriers.redaction import basic_token
 from bulkchange_pipeline.domain import ChangeType
-from bulkchange_pipeline_tests.simulators.fixtures import (  # noqa: F401 - fixture import
+from bulkchange_pipeline_tests.simulators.fixtures import (
     JASPER_API_KEY,
     JASPER_USER,
     jasper_account,
-    jasper_sim,
     operation_schema,
     seed_jasper,
     strict,
@@ -55,12 +54,16 @@ def run_apply(client: JasperClient, changes: Sequence[DeviceChange]) -> list[Dev
 def test_edit_body_per_change_type_matches_edit_model() -> None:
     cases = [
         (change(1, "x", ChangeType.STATUS_UPDATE, status="deactivated"), {"status": "DEACTIVATED"}),
-        (change(2, "x", ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="RP", communication_plan="CP"),
-         {"ratePlan": "RP", "communicationPlan": "CP"}),
+        (
+            change(2, "x", ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="RP", communication_plan="CP"),
+            {"ratePlan": "RP", "communicationPlan": "CP"},
+        ),
         (change(3, "x", ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="RP"), {"ratePlan": "RP"}),
         (change(4, "x", ChangeType.CUSTOMER_ASSIGNMENT, customer_name="Acme"), {"customer": "Acme"}),
-        (change(5, "x", ChangeType.EDIT_USERNAME_COST_CENTER, username="alice", cost_center="CC-9"),
-         {"accountCustom1": "alice", "accountCustom2": "CC-9"}),
+        (
+            change(5, "x", ChangeType.EDIT_USERNAME_COST_CENTER, username="alice", cost_center="CC-9"),
+            {"accountCustom1": "alice", "accountCustom2": "CC-9"},
+        ),
     ]
     for dc, expected in cases:
         body = jasper_edit_body(dc)
@@ -69,13 +72,11 @@ def test_edit_body_per_change_type_matches_edit_model() -> None:
 
 
 def test_edit_body_effective_date_only_when_future() -> None:
-    now = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
-    future = jasper_edit_body(change(1, "x", status="ACTIVATED",
-                                     effective_date="2030-02-01T10:00:00"), now=now)
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    future = jasper_edit_body(change(1, "x", status="ACTIVATED", effective_date="2030-02-01T10:00:00"), now=now)
     assert future == {"status": "ACTIVATED", "effectiveDate": "2030-02-01T10:00:00+00:00"}
     validate(future, EDIT_SCHEMA)
-    past = jasper_edit_body(change(1, "x", status="ACTIVATED",
-                                   effective_date="2029-12-01T00:00:00Z"), now=now)
+    past = jasper_edit_body(change(1, "x", status="ACTIVATED", effective_date="2029-12-01T00:00:00Z"), now=now)
     assert past == {"status": "ACTIVATED"}
 
 
@@ -102,8 +103,7 @@ def test_applies_each_change_type(jasper_sim) -> None:
     a, b, c, d = seed_jasper(sim, 4, status="ACTIVATED")
     changes = [
         change(1, a, ChangeType.STATUS_UPDATE, status="DEACTIVATED"),
-        change(2, b, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOT_5GB",
-               communication_plan="CP_LTE"),
+        change(2, b, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan="IOT_5GB", communication_plan="CP_LTE"),
         change(3, c, ChangeType.CUSTOMER_ASSIGNMENT, customer_name="Acme Fleet"),
         change(4, d, ChangeType.EDIT_USERNAME_COST_CENTER, username="truck-17", cost_center="CC-100"),
     ]
@@ -117,22 +117,29 @@ def test_applies_each_change_type(jasper_sim) -> None:
     assert sim.device(a)["status"] == "DEACTIVATED"
     assert (sim.device(b)["ratePlan"], sim.device(b)["communicationPlan"]) == ("IOT_5GB", "CP_LTE")
     assert sim.device(c)["customer"] == "Acme Fleet"
-    assert (sim.device(d)["accountCustom1"], sim.device(d)["accountCustom2"]) == (
-        "truck-17", "CC-100")
+    assert (sim.device(d)["accountCustom1"], sim.device(d)["accountCustom2"]) == ("truck-17", "CC-100")
     assert all(sim.applied_counts[i] == 1 for i in (a, b, c, d))
     assert all(len(r.log) == 1 and not r.log[0].has_errors for r in results)
 
 
 def test_transient_faults_still_apply_every_device_exactly_once(jasper_sim) -> None:
     sim = jasper_sim.simulator
-    sim.configure(error_rate=0.04, timeout_rate=0.02, timeout_hold_seconds=0.6,
-                  malformed_rate=0.02, burst_rate=0.02, burst_length=2, seed=11)
+    sim.configure(
+        error_rate=0.04,
+        timeout_rate=0.02,
+        timeout_hold_seconds=0.6,
+        malformed_rate=0.02,
+        burst_rate=0.02,
+        burst_length=2,
+        seed=11,
+    )
     iccids = seed_jasper(sim, 80, status="ACTIVATED")
     client = JasperClient(jasper_account(jasper_sim, timeout_seconds=0.25))
     client.http.limiter.penalty_seconds = 0.05  # the simulator has no rate window here
     results = run_apply(client, [change(i, x, status="DEACTIVATED") for i, x in enumerate(iccids)])
     assert [r.status for r in results] == ["PROCESSED"] * len(iccids), [
-        r.detail for r in results if r.status != "PROCESSED"]
+        r.detail for r in results if r.status != "PROCESSED"
+    ]
     injected = sim.stats()["injected"]
     assert sum(injected.values()) >= 5  # the faults really happened
     assert all(sim.applied_counts[i] == 1 for i in iccids)
@@ -224,7 +231,7 @@ def test_already_applied_reads_carrier_state(jasper_sim) -> None:
     done, pending = seed_jasper(sim, 2, status="DEACTIVATED", ratePlan="RP_A")
     sim.seed_devices([{"iccid": pending, "status": "ACTIVATED"}])
     client = JasperClient(jasper_account(jasper_sim))
-    future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3)).isoformat()
+    future = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).isoformat()
     changes = [
         change(1, done, status="DEACTIVATED"),
         change(2, pending, status="DEACTIVATED"),
@@ -255,8 +262,7 @@ def test_adapter_survives_a_new_event_loop(jasper_sim) -> None:
 
 def test_no_secret_in_any_log_entry(jasper_sim) -> None:
     sim = jasper_sim.simulator
-    sim.configure(error_rate=0.2, timeout_rate=0.1, timeout_hold_seconds=0.5, malformed_rate=0.1,
-                  seed=3)
+    sim.configure(error_rate=0.2, timeout_rate=0.1, timeout_hold_seconds=0.5, malformed_rate=0.1, seed=3)
     iccids = seed_jasper(sim, 20)
     good = JasperClient(jasper_account(jasper_sim, timeout_seconds=0.2))
     bad = JasperClient(jasper_account(jasper_sim, secret="wrong-" + JASPER_API_KEY))
@@ -264,8 +270,11 @@ def test_no_secret_in_any_log_entry(jasper_sim) -> None:
     results += run_apply(bad, [change(99, iccids[0], status="ACTIVATED")])
     entries = [e for r in results for e in r.log]
     assert len(entries) > len(iccids)
-    forbidden = [JASPER_API_KEY, basic_token(JASPER_USER, JASPER_API_KEY),
-                 basic_token(JASPER_USER, "wrong-" + JASPER_API_KEY)]
+    forbidden = [
+        JASPER_API_KEY,
+        basic_token(JASPER_USER, JASPER_API_KEY),
+        basic_token(JASPER_USER, "wrong-" + JASPER_API_KEY),
+    ]
     for entry in entries:
         for text in (entry.request_text, entry.response_text, entry.description):
             assert not any(s in text for s in forbidden), text

@@ -20,13 +20,12 @@ from bulkchange_pipeline.carriers.pond import PondClient
 from bulkchange_pipeline.carriers.pond_wire import classify_pond_response
 from bulkchange_pipeline.carriers.redaction import basic_token
 from bulkchange_pipeline.domain import ChangeType
-from bulkchange_pipeline_tests.simulators.pond_fixtures import (  # noqa: F401 - fixture import
+from bulkchange_pipeline_tests.simulators.pond_fixtures import (
     NEW_PLAN,
     OLD_PLAN,
     POND_SECRET,
     POND_USER,
     pond_account,
-    pond_sim,
     seed_pond,
 )
 
@@ -34,13 +33,15 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def plan(i: int, iccid: str | None, rate_plan=str(NEW_PLAN)) -> DeviceChange:
-    return DeviceChange(i, i, ChangeType.CARRIER_RATE_PLAN_CHANGE, iccid, None, None, None,
-                        {"carrier_rate_plan": rate_plan})
+    return DeviceChange(
+        i, i, ChangeType.CARRIER_RATE_PLAN_CHANGE, iccid, None, None, None, {"carrier_rate_plan": rate_plan}
+    )
 
 
 def status(i: int, iccid: str | None, value: str) -> DeviceChange:
-    return DeviceChange(i, i, ChangeType.STATUS_UPDATE, iccid, None, None, None,
-                        {"status": value, "current_status": "ACTIVATED"})
+    return DeviceChange(
+        i, i, ChangeType.STATUS_UPDATE, iccid, None, None, None, {"status": value, "current_status": "ACTIVATED"}
+    )
 
 
 def run(client: PondClient, changes: Sequence[DeviceChange], method: str = "apply") -> list:
@@ -68,9 +69,16 @@ def test_registry_supports_and_config(pond_sim) -> None:
 def test_plan_change_leaves_exactly_the_new_package_active(pond_sim) -> None:
     sim = pond_sim.simulator
     (one_old,) = seed_pond(sim, 1)
-    (two_old,) = seed_pond(sim, 1, start=1, packages=[
-        {"packageTypeId": OLD_PLAN, "status": "ACTIVE"}, {"packageTypeId": 2003, "status": "ACTIVE"},
-        {"packageTypeId": OLD_PLAN, "status": "TERMINATED"}])
+    (two_old,) = seed_pond(
+        sim,
+        1,
+        start=1,
+        packages=[
+            {"packageTypeId": OLD_PLAN, "status": "ACTIVE"},
+            {"packageTypeId": 2003, "status": "ACTIVE"},
+            {"packageTypeId": OLD_PLAN, "status": "TERMINATED"},
+        ],
+    )
     results = run(PondClient(pond_account(pond_sim)), [plan(1, one_old), plan(2, two_old)])
     assert [r.status for r in results] == ["PROCESSED", "PROCESSED"], [r.detail for r in results]
     for r, iccid, olds in zip(results, (one_old, two_old), (1, 2)):
@@ -109,7 +117,8 @@ def test_terminate_failure_is_undone_and_reported(pond_sim) -> None:
     assert [d for d in (e.description for e in results[0].log)][1:4] == [
         f"Pond step 1/3: add package type {NEW_PLAN} to {iccid}",
         f"Pond step 2/3: activate new package {sim.history[iccid][0][0]} (type {NEW_PLAN}) on {iccid}",
-        f"Pond step 3/3: terminate old package {old_ids[iccid][0]} on {iccid}"]
+        f"Pond step 3/3: terminate old package {old_ids[iccid][0]} on {iccid}",
+    ]
 
 
 def test_undo_failure_is_reported_loudly(pond_sim, caplog) -> None:
@@ -131,9 +140,10 @@ def test_status_update_both_ways(pond_sim) -> None:
     sim = pond_sim.simulator
     on, off = seed_pond(sim, 2)
     sim.seed_devices([{"iccid": on, "servicesEnabled": False}])
-    results = run(PondClient(pond_account(pond_sim)),
-                  [status(1, on, "ACTIVATED"), status(2, off, "DEACTIVATED"),
-                   status(3, off, "SLEEPING")])
+    results = run(
+        PondClient(pond_account(pond_sim)),
+        [status(1, on, "ACTIVATED"), status(2, off, "DEACTIVATED"), status(3, off, "SLEEPING")],
+    )
     assert [r.status for r in results] == ["PROCESSED", "PROCESSED", "API_FAILED"]
     assert results[0].new_values == {"status": "ACTIVATED"}
     assert results[1].new_values == {"status": "DEACTIVATED"}
@@ -145,17 +155,22 @@ def test_status_update_both_ways(pond_sim) -> None:
 
 def test_transient_faults_still_processed_exactly_once(pond_sim) -> None:
     sim = pond_sim.simulator
-    sim.configure(error_rate=0.04, timeout_rate=0.02, timeout_hold_seconds=0.5,
-                  malformed_rate=0.02, burst_rate=0.02, burst_length=2, seed=5)
+    sim.configure(
+        error_rate=0.04,
+        timeout_rate=0.02,
+        timeout_hold_seconds=0.5,
+        malformed_rate=0.02,
+        burst_rate=0.02,
+        burst_length=2,
+        seed=5,
+    )
     plans = seed_pond(sim, 30)
     statuses = seed_pond(sim, 30, start=100)
-    client = PondClient(pond_account(pond_sim, timeout_seconds=0.2, max_attempts=6,
-                                     max_concurrency=4))
+    client = PondClient(pond_account(pond_sim, timeout_seconds=0.2, max_attempts=6, max_concurrency=4))
     changes = [plan(i, x) for i, x in enumerate(plans)]
     changes += [status(100 + i, x, "DEACTIVATED") for i, x in enumerate(statuses)]
     results = run(client, changes)
-    assert [r.status for r in results] == ["PROCESSED"] * 60, [
-        r.detail for r in results if r.status != "PROCESSED"]
+    assert [r.status for r in results] == ["PROCESSED"] * 60, [r.detail for r in results if r.status != "PROCESSED"]
     assert sum(sim.stats()["injected"].values()) >= 10 and client.http.stats.retries >= 10
     for iccid in plans:
         assert types_of(sim, iccid) == [NEW_PLAN]
@@ -171,8 +186,7 @@ def test_lost_add_answers_leave_no_duplicate_package(pond_sim) -> None:
     sim = pond_sim.simulator
     sim.configure(malformed_rate=0.4, seed=2)
     iccids = seed_pond(sim, 12)
-    results = run(PondClient(pond_account(pond_sim, max_attempts=8)),
-                  [plan(i, x) for i, x in enumerate(iccids)])
+    results = run(PondClient(pond_account(pond_sim, max_attempts=8)), [plan(i, x) for i, x in enumerate(iccids)])
     assert [r.status for r in results] == ["PROCESSED"] * len(iccids)
     assert sim.stats()["packages_added"] > len(iccids)  # duplicates really were created
     for iccid in iccids:
@@ -184,9 +198,15 @@ def test_refusals_fail_without_retry(pond_sim) -> None:
     sim = pond_sim.simulator
     (iccid,) = seed_pond(sim, 1)
     before = sim.total_calls
-    results = run(PondClient(pond_account(pond_sim)), [
-        plan(1, iccid, "7777"), plan(2, "89440001999999999999"), plan(3, None),
-        DeviceChange(4, 4, 10, iccid, None, None, None, {"username": "x"})])
+    results = run(
+        PondClient(pond_account(pond_sim)),
+        [
+            plan(1, iccid, "7777"),
+            plan(2, "89440001999999999999"),
+            plan(3, None),
+            DeviceChange(4, 4, 10, iccid, None, None, None, {"username": "x"}),
+        ],
+    )
     assert [r.status for r in results] == ["API_FAILED"] * 4
     assert "failed at step 1" in results[0].detail and "UNKNOWN_PACKAGE_TYPE" in results[0].detail
     assert "left on its old package(s)" in results[0].detail
@@ -208,16 +228,36 @@ def test_writes_disabled_and_bad_credentials(pond_sim) -> None:
 def test_already_applied_and_resume_after_crash(pond_sim) -> None:
     sim = pond_sim.simulator
     done, half, pending, untouched = seed_pond(sim, 4)
-    sim.seed_devices([
-        {"iccid": done, "packages": [{"packageTypeId": NEW_PLAN, "status": "ACTIVE"}],
-         "servicesEnabled": False},
-        {"iccid": half, "packages": [{"packageTypeId": OLD_PLAN, "status": "ACTIVE"},
-                                     {"packageTypeId": NEW_PLAN, "status": "ACTIVE"}]},
-        {"iccid": pending, "packages": [{"packageTypeId": OLD_PLAN, "status": "ACTIVE"},
-                                        {"packageTypeId": NEW_PLAN, "status": "PENDING"}]}])
-    checks = run(PondClient(pond_account(pond_sim)), [
-        plan(1, done), plan(2, half), plan(3, untouched), status(4, done, "DEACTIVATED"),
-        status(5, untouched, "DEACTIVATED")], method="already_applied")
+    sim.seed_devices(
+        [
+            {"iccid": done, "packages": [{"packageTypeId": NEW_PLAN, "status": "ACTIVE"}], "servicesEnabled": False},
+            {
+                "iccid": half,
+                "packages": [
+                    {"packageTypeId": OLD_PLAN, "status": "ACTIVE"},
+                    {"packageTypeId": NEW_PLAN, "status": "ACTIVE"},
+                ],
+            },
+            {
+                "iccid": pending,
+                "packages": [
+                    {"packageTypeId": OLD_PLAN, "status": "ACTIVE"},
+                    {"packageTypeId": NEW_PLAN, "status": "PENDING"},
+                ],
+            },
+        ]
+    )
+    checks = run(
+        PondClient(pond_account(pond_sim)),
+        [
+            plan(1, done),
+            plan(2, half),
+            plan(3, untouched),
+            status(4, done, "DEACTIVATED"),
+            status(5, untouched, "DEACTIVATED"),
+        ],
+        method="already_applied",
+    )
     assert [c is not None for c in checks] == [True, False, False, True, False]
     assert checks[0].new_values == {"carrier_rate_plan": str(NEW_PLAN)}
     assert checks[3].new_values == {"status": "DEACTIVATED"}
@@ -234,8 +274,7 @@ def test_classifier_reads_error_shapes() -> None:
     r429 = httpx.Response(429, headers={"Retry-After": "3"}, request=req)
     err = classify_pond_response(r429, {"code": "TOO_MANY_REQUESTS", "message": "slow down"})
     assert err.over_limit and err.retry_after == 3.0
-    nested = classify_pond_response(httpx.Response(400, request=req),
-                                    {"error": {"code": "X1", "message": "bad plan"}})
+    nested = classify_pond_response(httpx.Response(400, request=req), {"error": {"code": "X1", "message": "bad plan"}})
     assert str(nested) == "[X1] bad plan (HTTP 400)"
 
 
@@ -245,12 +284,12 @@ def test_no_secret_in_any_log_entry(pond_sim) -> None:
     iccids = seed_pond(sim, 10)
     sim.configure(fail_terminate=iccids[:2], fail_undo=iccids[:1])
     results = run(PondClient(pond_account(pond_sim)), [plan(i, x) for i, x in enumerate(iccids)])
-    results += run(PondClient(pond_account(pond_sim, secret="wrong-" + POND_SECRET)),
-                   [status(99, iccids[0], "DEACTIVATED")])
+    results += run(
+        PondClient(pond_account(pond_sim, secret="wrong-" + POND_SECRET)), [status(99, iccids[0], "DEACTIVATED")]
+    )
     entries = [e for r in results for e in r.log]
     assert len(entries) > 4 * len(iccids)
-    forbidden = [POND_SECRET, basic_token(POND_USER, POND_SECRET),
-                 basic_token(POND_USER, "wrong-" + POND_SECRET)]
+    forbidden = [POND_SECRET, basic_token(POND_USER, POND_SECRET), basic_token(POND_USER, "wrong-" + POND_SECRET)]
     for entry in entries:
         for text in (entry.request_text, entry.response_text, entry.description):
             assert not any(s in text for s in forbidden), text

@@ -23,8 +23,7 @@ def test_redact_headers_masks_credential_headers_case_insensitively() -> None:
     }
     out = redact_headers(headers)
     assert out["Accept"] == "application/json" and out["app-id"] == "public-id"
-    for name in ("Authorization", "app-secret", "ApiSecret", "Ocp-Apim-Subscription-Key",
-                 "VZ-M2M-Token"):
+    for name in ("Authorization", "app-secret", "ApiSecret", "Ocp-Apim-Subscription-Key", "VZ-M2M-Token"):
         assert out[name] == MASK
     assert redact_headers([("authorization", "x")]) == {"authorization": MASK}
 

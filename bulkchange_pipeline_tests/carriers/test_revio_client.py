@@ -39,7 +39,7 @@ from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.revio_rules import make_numbers
 from bulkchange_pipeline.simulators.server import ServerHandle
 from bulkchange_pipeline_tests.ports import free_port
-from bulkchange_pipeline_tests.simulators.revio_fixtures import (  # noqa: F401 - fixture import
+from bulkchange_pipeline_tests.simulators.revio_fixtures import (
     CUSTOMER_A,
     CUSTOMER_B,
     REVIO_PASSWORD,
@@ -49,7 +49,6 @@ from bulkchange_pipeline_tests.simulators.revio_fixtures import (  # noqa: F401 
     REVIO_USER,
     assignment,
     revio_account,
-    revio_sim,
     seed_service,
 )
 from bulkchange_pipeline_tests.waiting import wait_for_server
@@ -57,8 +56,7 @@ from bulkchange_pipeline_tests.waiting import wait_for_server
 pytestmark = pytest.mark.timeout(90)
 
 
-def run(client: RevioClient, changes: Sequence[DeviceChange], check: bool = False
-        ) -> list[DeviceResult]:
+def run(client: RevioClient, changes: Sequence[DeviceChange], check: bool = False) -> list[DeviceResult]:
     async def go() -> list:
         try:
             return await (client.already_applied(changes) if check else client.apply(changes))
@@ -98,18 +96,17 @@ def test_classifies_apim_and_rev_error_bodies() -> None:
     def response(status: int, body: object) -> httpx.Response:
         return httpx.Response(status, json=body)
 
-    over = response(429, {"statusCode": 429,
-                          "message": "Rate limit is exceeded. Try again in 7 seconds."})
+    over = response(429, {"statusCode": 429, "message": "Rate limit is exceeded. Try again in 7 seconds."})
     err = classify_revio_response(over, over.json())
     assert err.over_limit and err.retry_after == 7.0  # read by the shared stated-wait hook
-    quota = response(403, {"statusCode": 403, "message": "Out of call volume quota. Quota will "
-                                                         "be replenished in 10:00:00."})
+    quota = response(
+        403, {"statusCode": 403, "message": "Out of call volume quota. Quota will be replenished in 10:00:00."}
+    )
     assert classify_revio_response(quota, quota.json()).code == "QUOTA"
     refusal = response(400, [{"ok": False, "error": "BadRequest", "message": "no such customer"}])
     assert classify_revio_response(refusal, refusal.json()).message == "no such customer"
     assert "credentials" in str(classify_revio_response(response(401, {}), {}))
-    assert classify_revio_response(response(201, {"ok": True, "id": 1}), {"ok": True, "id": 1}) \
-        is None
+    assert classify_revio_response(response(201, {"ok": True, "id": 1}), {"ok": True, "id": 1}) is None
 
 
 # -- the assignment flow --------------------------------------------------------------------------
@@ -119,17 +116,27 @@ def test_assignment_creates_service_and_products(revio_sim) -> None:
     sim = revio_sim.simulator
     a, b = make_numbers(2)
     client = RevioClient(revio_account(revio_sim, extra={"product_rates": "101:3.25"}))
-    results = run(client, [assignment(1, a, customer_id=7),
-                           assignment(2, b, str(CUSTOMER_B), customer_id=8, product_ids=[103])])
+    results = run(
+        client, [assignment(1, a, customer_id=7), assignment(2, b, str(CUSTOMER_B), customer_id=8, product_ids=[103])]
+    )
     assert [r.status for r in results] == ["PROCESSED", "PROCESSED"], [r.detail for r in results]
-    assert [r.new_values for r in results] == [{"customer_id": 7, "has_active_rev_service": True}, {"customer_id": 8, "has_active_rev_service": True}]
+    assert [r.new_values for r in results] == [
+        {"customer_id": 7, "has_active_rev_service": True},
+        {"customer_id": 8, "has_active_rev_service": True},
+    ]
     (service,) = services_of(sim, a)
-    assert (service["customer_id"], service["provider_id"], service["service_type_id"],
-            service["status"]) == (CUSTOMER_A, REVIO_PROVIDER_ID, REVIO_SERVICE_TYPE_ID, "ACTIVE")
+    assert (service["customer_id"], service["provider_id"], service["service_type_id"], service["status"]) == (
+        CUSTOMER_A,
+        REVIO_PROVIDER_ID,
+        REVIO_SERVICE_TYPE_ID,
+        "ACTIVE",
+    )
     assert results[0].carrier_request_id == str(service["service_id"])
     view = sim.device(a)["service_products"]
     assert sorted((p["product_id"], p["quantity"], p["rate"], p["customer_id"]) for p in view) == [
-        (101, 1, 3.25, CUSTOMER_A), (102, 1, 9.5, CUSTOMER_A)]  # 102: Rev's catalog rate
+        (101, 1, 3.25, CUSTOMER_A),
+        (102, 1, 9.5, CUSTOMER_A),
+    ]  # 102: Rev's catalog rate
     assert services_of(sim, b)[0]["customer_id"] == CUSTOMER_B and products_of(sim, b) == [103]
     assert sim.applied_counts[a] == sim.applied_counts[b] == 1
     assert [len(r.log) for r in results] == [4, 3]  # search, service, one POST per product
@@ -142,8 +149,9 @@ def test_refused_while_another_customers_line_is_active(revio_sim) -> None:
     seed_service(sim, b, CUSTOMER_B, status="DISCONNECTED")  # an ended line does not block
     results = run(RevioClient(revio_account(revio_sim)), [assignment(1, a), assignment(2, b)])
     assert results[0].status == "API_FAILED"
-    assert results[0].detail == (f"active Rev service line exists (service {other} for customer "
-                                 f"{CUSTOMER_B}); disconnect it first")
+    assert results[0].detail == (
+        f"active Rev service line exists (service {other} for customer {CUSTOMER_B}); disconnect it first"
+    )
     assert results[0].new_values == {} and len(results[0].log) == 1
     assert results[1].status == "PROCESSED"
     assert sim.applied_counts[a] == 0 and sim.applied_counts[b] == 1
@@ -170,8 +178,10 @@ def test_create_rev_service(revio_sim) -> None:
     sim = revio_sim.simulator
     a, b = make_numbers(2)
     seed_service(sim, b, CUSTOMER_A, products=(101, 102))
-    changes = [assignment(1, a, change_type=ChangeType.CREATE_REV_SERVICE, product_ids=[102, 103]),
-               assignment(2, b, change_type=ChangeType.CREATE_REV_SERVICE)]
+    changes = [
+        assignment(1, a, change_type=ChangeType.CREATE_REV_SERVICE, product_ids=[102, 103]),
+        assignment(2, b, change_type=ChangeType.CREATE_REV_SERVICE),
+    ]
     results = run(RevioClient(revio_account(revio_sim)), changes)
     assert results[0].status == "PROCESSED" and results[0].new_values == {"has_active_rev_service": True}
     assert products_of(sim, a) == [102, 103] and sim.applied_counts[a] == 1
@@ -203,7 +213,10 @@ def test_already_applied(revio_sim) -> None:
     changes = [assignment(i, n) for i, n in enumerate((a, b, c, d))]
     found = run(RevioClient(revio_account(revio_sim)), changes, check=True)
     assert found[0] is not None and found[0].status == "PROCESSED"
-    assert found[0].carrier_request_id == str(service) and found[0].new_values == {"customer_id": 7, "has_active_rev_service": True}
+    assert found[0].carrier_request_id == str(service) and found[0].new_values == {
+        "customer_id": 7,
+        "has_active_rev_service": True,
+    }
     assert found[1:] == [None, None, None]  # missing product, other customer, nothing
     assert sim.stats()["applied_total"] == 0
 
@@ -214,14 +227,20 @@ def test_lost_answers_on_creates_never_bill_twice(revio_sim) -> None:
     sim = revio_sim.simulator
     # The client's timeout is well above a normal answer's time even on a loaded machine (tests run
     # two at a time), so only the injected holds time out.
-    sim.configure(error_rate=0.05, timeout_rate=0.06, timeout_hold_seconds=2.0,
-                  malformed_rate=0.06, burst_rate=0.02, burst_length=2, retry_after_seconds=0.02,
-                  seed=5)
+    sim.configure(
+        error_rate=0.05,
+        timeout_rate=0.06,
+        timeout_hold_seconds=2.0,
+        malformed_rate=0.06,
+        burst_rate=0.02,
+        burst_length=2,
+        retry_after_seconds=0.02,
+        seed=5,
+    )
     numbers = make_numbers(80)
     client = RevioClient(revio_account(revio_sim, timeout_seconds=1.0, max_concurrency=8))
     results = run(client, [assignment(i, n) for i, n in enumerate(numbers)])
-    assert [r.status for r in results] == ["PROCESSED"] * 80, [
-        r.detail for r in results if r.status != "PROCESSED"]
+    assert [r.status for r in results] == ["PROCESSED"] * 80, [r.detail for r in results if r.status != "PROCESSED"]
     injected = sim.stats()["injected"]
     assert injected["timeout"] >= 3 and injected["malformed"] >= 3
     # Lost answers to product POSTs were followed by a look-up, not a blind re-send.
@@ -255,8 +274,7 @@ def test_paging_and_json_patch(revio_sim) -> None:
     async def go() -> tuple[list, dict]:
         try:
             everything = await client.list_all("Services", customer_id=CUSTOMER_B)
-            patched = await client.patch_service_product(
-                spid, [{"op": "replace", "path": "/quantity", "value": 4}])
+            patched = await client.patch_service_product(spid, [{"op": "replace", "path": "/quantity", "value": 4}])
             return everything, patched.body
         finally:
             await client.aclose()
@@ -273,12 +291,13 @@ def test_secrets_never_reach_the_log(revio_sim) -> None:
     seed_service(sim, b, CUSTOMER_B)
     sim.configure(burst_rate=0.3, burst_length=1, retry_after_seconds=0.01, seed=3)
     ok = run(RevioClient(revio_account(revio_sim)), [assignment(1, a), assignment(2, b)])
-    bad = run(RevioClient(revio_account(revio_sim, extra={"subscription_key": "wrong-key-123"})),
-              [assignment(3, make_numbers(1, start=50)[0])])
+    bad = run(
+        RevioClient(revio_account(revio_sim, extra={"subscription_key": "wrong-key-123"})),
+        [assignment(3, make_numbers(1, start=50)[0])],
+    )
     assert bad[0].status == "API_FAILED" and "credentials" in bad[0].detail
     token = base64.b64encode(f"{REVIO_USER}:{REVIO_PASSWORD}".encode()).decode()
-    texts = [e.request_text + e.response_text + e.description + r.detail
-             for r in ok + bad for e in r.log]
+    texts = [e.request_text + e.response_text + e.description + r.detail for r in ok + bad for e in r.log]
     assert len(texts) >= 4 and any("ocp-apim-subscription-key: ***" in t for t in texts)
     for secret in (REVIO_PASSWORD, REVIO_SUBSCRIPTION_KEY, "wrong-key-123", token):
         assert not any(secret in t for t in texts), secret
@@ -288,17 +307,21 @@ def test_secrets_never_reach_the_log(revio_sim) -> None:
 
 
 def test_service_edit_ops_find_the_cost_center_field_by_label() -> None:
-    service = {"description": "old", "fields": [
-        {"field_id": 1, "label": "Department", "value": "Ops"},
-        {"field_id": 2, "label": "Cost Center", "value": "CC-1"},
-        {"field_id": 3, "label": "COST CENTER 1", "value": "CC-2"}]}
+    service = {
+        "description": "old",
+        "fields": [
+            {"field_id": 1, "label": "Department", "value": "Ops"},
+            {"field_id": 2, "label": "Cost Center", "value": "CC-1"},
+            {"field_id": 3, "label": "COST CENTER 1", "value": "CC-2"},
+        ],
+    }
     assert service_edit_ops(service, "truck-17", "CC-42") == [
         {"op": "replace", "path": "/description", "value": "truck-17"},
         {"op": "test", "path": "/fields/2/label", "value": "COST CENTER 1"},  # "Cost Center 1" first
-        {"op": "replace", "path": "/fields/2/value", "value": "CC-42"}]
+        {"op": "replace", "path": "/fields/2/value", "value": "CC-42"},
+    ]
     assert service_edit_ops(service, None, None) == []
-    assert service_edit_ops({"fields": []}, "x", None) == [
-        {"op": "replace", "path": "/description", "value": "x"}]
+    assert service_edit_ops({"fields": []}, "x", None) == [{"op": "replace", "path": "/description", "value": "x"}]
     with pytest.raises(ValueError, match="no cost-center custom field"):
         service_edit_ops({"description": "x", "fields": [{"label": "Department"}]}, "x", "CC-1")
     assert service_holds(service, "old", "CC-2") and not service_holds(service, "old", "CC-1")
@@ -318,12 +341,9 @@ def test_edit_line_services_patches_every_active_service_of_the_number(revio_sim
 
     async def go() -> tuple[list[int], list[int] | None, list[int] | None]:
         try:
-            before = await client.line_services_hold(number, description="truck-17",
-                                                     cost_center="CC-42", log=[])
-            edited = await client.edit_line_services(number, description="truck-17",
-                                                     cost_center="CC-42", log=log)
-            after = await client.line_services_hold(number, description="truck-17",
-                                                    cost_center="CC-42", log=[])
+            before = await client.line_services_hold(number, description="truck-17", cost_center="CC-42", log=[])
+            edited = await client.edit_line_services(number, description="truck-17", cost_center="CC-42", log=log)
+            after = await client.line_services_hold(number, description="truck-17", cost_center="CC-42", log=[])
             return edited, before, after
         finally:
             await client.aclose()
@@ -333,8 +353,7 @@ def test_edit_line_services_patches_every_active_service_of_the_number(revio_sim
     for sid in (first, second):
         record = sim.book.services[sid]
         assert record["description"] == "truck-17"
-        assert [(f["label"], f["value"]) for f in record["fields"]] == [
-            ("Department", None), ("Cost Center", "CC-42")]
+        assert [(f["label"], f["value"]) for f in record["fields"]] == [("Department", None), ("Cost Center", "CC-42")]
     for sid in (gone, untouched):
         assert sim.book.services[sid]["description"] is None
     assert sim.stats()["calls_by_route"]["PATCH /Services/{id}"] == 2
@@ -361,8 +380,7 @@ def test_edit_line_services_says_what_was_not_done(revio_sim) -> None:
         try:
             no_cost_center, no_service = await failure(bare), await failure(missing)
             # A field list that changed since it was read: the label test refuses the document.
-            ops = service_edit_ops({"fields": [{"label": "Region"}, {"label": "Cost Center"}]},
-                                   "x", "CC-1")
+            ops = service_edit_ops({"fields": [{"label": "Region"}, {"label": "Cost Center"}]}, "x", "CC-1")
             with pytest.raises(BusinessCarrierError) as refused:
                 await client.http.request("PATCH", f"Services/{reordered}", json_body=ops)
             return no_cost_center, no_service, refused.value
@@ -389,12 +407,30 @@ def revio_cli_sim() -> Iterator[ServerHandle]:
     """`python -m bulkchange_pipeline.simulators revio` in a subprocess (its own GIL, so 6,000
     calls take seconds, not tens of seconds) with a low limit and waits in hundredths."""
     port = free_port()
-    cmd = [sys.executable, "-m", "bulkchange_pipeline.simulators", "revio", "--port", str(port),
-           "--calls-per-minute", "12000", "--precise-waits", "--account",
-           f"{REVIO_USER}:{REVIO_PASSWORD}", "--subscription-key", REVIO_SUBSCRIPTION_KEY,
-           "--customer", str(CUSTOMER_A)]
-    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[2], env=dict(os.environ),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd = [
+        sys.executable,
+        "-m",
+        "bulkchange_pipeline.simulators",
+        "revio",
+        "--port",
+        str(port),
+        "--calls-per-minute",
+        "12000",
+        "--precise-waits",
+        "--account",
+        f"{REVIO_USER}:{REVIO_PASSWORD}",
+        "--subscription-key",
+        REVIO_SUBSCRIPTION_KEY,
+        "--customer",
+        str(CUSTOMER_A),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=Path(__file__).resolve().parents[2],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     root = f"http://127.0.0.1:{port}"
     try:
         wait_for_server(root + "/_sim/stats", proc)
@@ -412,8 +448,11 @@ def test_429_bursts_slow_a_2000_device_assignment_but_fail_nothing(revio_cli_sim
     # The simulator allows 200 calls per one-second window (low enough to be hit on a loaded machine); the client's limiter is set far
     # higher, so it runs into the limit and must wait the N seconds each 429 states. The account
     # asks for a single attempt: Rev.io calls get 5 retries whatever the account says.
-    client = RevioClient(revio_account(revio_cli_sim, rate_per_second=2000, max_concurrency=16,
-                                       max_attempts=1, extra={"product_ids": "101"}))
+    client = RevioClient(
+        revio_account(
+            revio_cli_sim, rate_per_second=2000, max_concurrency=16, max_attempts=1, extra={"product_ids": "101"}
+        )
+    )
     started = time.monotonic()
     results = run(client, [assignment(i, n) for i, n in enumerate(numbers)])
     elapsed = time.monotonic() - started
@@ -426,5 +465,4 @@ def test_429_bursts_slow_a_2000_device_assignment_but_fail_nothing(revio_cli_sim
     assert stats["applied_more_than_once"] == 0 and stats["products_more_than_once"] == 0
     assert stats["calls_by_route"]["POST /Services"] <= 2000 + stats["over_limit_answers"]
     assert elapsed >= (3 * 2000) / 200 * 0.9  # the limit really paced the run
-    assert all(httpx.get(root + f"/_sim/devices/{n}").json()["applied"] == 1
-               for n in numbers[::250])
+    assert all(httpx.get(root + f"/_sim/devices/{n}").json()["applied"] == 1 for n in numbers[::250])

@@ -24,13 +24,7 @@ from bulkchange_pipeline.carriers.teal import TealClient
 from bulkchange_pipeline.carriers.teal_wire import NO_EID, parse_teal_callback
 from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.teal import DEFAULT_PLANS
-from bulkchange_pipeline_tests.simulators.teal_fixtures import (  # noqa: F401 - fixture import
-    TEAL_API_SECRET,
-    callbacks,
-    seed_teal,
-    teal_account,
-    teal_sim,
-)
+from bulkchange_pipeline_tests.simulators.teal_fixtures import TEAL_API_SECRET, seed_teal, teal_account
 
 pytestmark = pytest.mark.timeout(60)  # a hung server must not hang CI
 
@@ -42,8 +36,9 @@ def status(i: int, eid: str | None, target: str) -> DeviceChange:
 
 
 def plan(i: int, eid: str | None, plan_uuid: str) -> DeviceChange:
-    return DeviceChange(i, i, ChangeType.CARRIER_RATE_PLAN_CHANGE, None, None, None, eid,
-                        {"carrier_rate_plan": plan_uuid})
+    return DeviceChange(
+        i, i, ChangeType.CARRIER_RATE_PLAN_CHANGE, None, None, None, eid, {"carrier_rate_plan": plan_uuid}
+    )
 
 
 def tracked(changes: Sequence[DeviceChange], results: Sequence[DeviceResult]) -> list[DeviceChange]:
@@ -62,8 +57,7 @@ def run(client: TealClient, step: Callable[[TealClient], Awaitable[Any]]) -> Any
     return asyncio.run(go())
 
 
-def settle(client: TealClient, changes: Sequence[DeviceChange], timeout: float = 10.0
-           ) -> list[DeviceResult]:
+def settle(client: TealClient, changes: Sequence[DeviceChange], timeout: float = 10.0) -> list[DeviceResult]:
     """Poll until every change has a final result (as the engine's poll loop would)."""
     final: dict[int, DeviceResult] = {}
     deadline = time.monotonic() + timeout
@@ -105,9 +99,11 @@ def test_apply_poll_callback_poll_for_every_operation(teal_sim, callbacks) -> No
     stopped = seed_teal(sim, 3, deviceStatus="stopped")
     online = seed_teal(sim, 3, start=10, deviceStatus="online")
     planned = seed_teal(sim, 3, start=20, planUuid=PLAN_1GB)
-    changes = ([status(i, e, "online") for i, e in enumerate(stopped)]
-               + [status(10 + i, e, "stopped") for i, e in enumerate(online)]
-               + [plan(20 + i, e, PLAN_5GB) for i, e in enumerate(planned)])
+    changes = (
+        [status(i, e, "online") for i, e in enumerate(stopped)]
+        + [status(10 + i, e, "stopped") for i, e in enumerate(online)]
+        + [plan(20 + i, e, PLAN_5GB) for i, e in enumerate(planned)]
+    )
     client = TealClient(teal_account(teal_sim, callback_base_url=callbacks.base_url))
 
     accepted = run(client, lambda cl: cl.apply(changes))
@@ -157,24 +153,33 @@ def test_per_entry_refusals_are_api_failed_with_teals_message(teal_sim) -> None:
     sim.seed_devices([{"eid": restricted, "flowRestricted": True}])
     missing = seed_teal(sim, 1, start=99)[0]
     sim.esims.pop(missing)
-    changes = [status(1, ok, "online"), status(2, noop, "stopped"), status(3, missing, "online"),
-               status(4, restricted, "online"), plan(5, ok, "no-such-plan")]
+    changes = [
+        status(1, ok, "online"),
+        status(2, noop, "stopped"),
+        status(3, missing, "online"),
+        status(4, restricted, "online"),
+        plan(5, ok, "no-such-plan"),
+    ]
     client = TealClient(teal_account(teal_sim))
     accepted = run(client, lambda cl: cl.apply(changes))
     assert [r.status for r in accepted] == ["PROCESSING"] * 5
     results = settle(client, tracked(changes, accepted))
-    assert [r.status for r in results] == ["PROCESSED", "PROCESSED", "API_FAILED", "API_FAILED",
-                                           "API_FAILED"]
+    assert [r.status for r in results] == ["PROCESSED", "PROCESSED", "API_FAILED", "API_FAILED", "API_FAILED"]
     assert "[ESIM_NOT_FOUND]" in results[2].detail and missing in results[2].detail
     assert "[FLOW_RESTRICTED_ERROR]" in results[3].detail
-    assert "[VALIDATION_ERROR] Invalid planUuid no-such-plan" == results[4].detail
+    assert results[4].detail == "[VALIDATION_ERROR] Invalid planUuid no-such-plan"
     assert sim.applied_counts[ok] == 1 and sim.applied_counts[noop] == 0  # stopped->stopped no-op
 
 
 def test_unsendable_changes_fail_without_a_call(teal_sim) -> None:
     (eid,) = seed_teal(teal_sim.simulator, 1)
-    changes = [status(1, None, "stopped"), plan(2, "", PLAN_1GB), status(3, eid, "ACTIVATED"),
-               plan(4, eid, ""), DeviceChange(5, 5, 9, None, None, None, eid, {})]
+    changes = [
+        status(1, None, "stopped"),
+        plan(2, "", PLAN_1GB),
+        status(3, eid, "ACTIVATED"),
+        plan(4, eid, ""),
+        DeviceChange(5, 5, 9, None, None, None, eid, {}),
+    ]
     client = TealClient(teal_account(teal_sim))
     results = run(client, lambda cl: cl.apply(changes))
     assert [r.status for r in results] == ["API_FAILED"] * 5
@@ -193,8 +198,7 @@ def test_batches_of_batch_size_and_one_full_log_per_request(teal_sim) -> None:
     assert sorted(len(op.entries) for op in sim.operations.values()) == [50, 100, 100]
     assert [r.device_change_id for r in results] == list(range(250))
     full = [r for r in results if "api/v1/esims/disable" in (r.log[0].request_text or "")]
-    assert len(full) == 3 and all("full exchange logged" in r.log[0].description
-                                  for r in results if r not in full)
+    assert len(full) == 3 and all("full exchange logged" in r.log[0].description for r in results if r not in full)
 
 
 def test_over_limit_answers_are_retried_after_retry_after(teal_sim) -> None:
@@ -213,20 +217,28 @@ def test_over_limit_answers_are_retried_after_retry_after(teal_sim) -> None:
 
 def test_transient_faults_still_process_every_device_exactly_once(teal_sim) -> None:
     sim = teal_sim.simulator
-    sim.configure(error_rate=0.04, timeout_rate=0.02, timeout_hold_seconds=0.6,
-                  malformed_rate=0.02, burst_rate=0.02, burst_length=2,
-                  retry_after_seconds=0.05, seed=5, operation_delay_seconds=0.1)
+    sim.configure(
+        error_rate=0.04,
+        timeout_rate=0.02,
+        timeout_hold_seconds=0.6,
+        malformed_rate=0.02,
+        burst_rate=0.02,
+        burst_length=2,
+        retry_after_seconds=0.05,
+        seed=5,
+        operation_delay_seconds=0.1,
+    )
     eids = seed_teal(sim, 200, deviceStatus="stopped")
     changes = [status(i, e, "online") for i, e in enumerate(eids)]
     client = TealClient(teal_account(teal_sim, timeout_seconds=0.25), batch_size=5)
     client.http.limiter.penalty_seconds = 0.05
     accepted = run(client, lambda cl: cl.apply(changes))
     assert [r.status for r in accepted] == ["PROCESSING"] * 200, [
-        r.detail for r in accepted if r.status != "PROCESSING"]
+        r.detail for r in accepted if r.status != "PROCESSING"
+    ]
     assert sim.wait_idle()
     results = settle(client, tracked(changes, accepted), timeout=20)
-    assert [r.status for r in results] == ["PROCESSED"] * 200, [
-        r.detail for r in results if r.status != "PROCESSED"]
+    assert [r.status for r in results] == ["PROCESSED"] * 200, [r.detail for r in results if r.status != "PROCESSED"]
     stats = sim.stats()
     assert sum(stats["injected"].values()) >= 5 and client.http.stats.retries >= 5
     assert all(sim.applied_counts[e] == 1 for e in eids)
@@ -235,8 +247,9 @@ def test_transient_faults_still_process_every_device_exactly_once(teal_sim) -> N
 
 def test_poll_of_an_unknown_request_is_api_failed(teal_sim) -> None:
     (eid,) = seed_teal(teal_sim.simulator, 1)
-    change = DeviceChange(1, 1, ChangeType.STATUS_UPDATE, None, None, None, eid, {"status": "stopped"},
-                          carrier_request_id="0" * 32)
+    change = DeviceChange(
+        1, 1, ChangeType.STATUS_UPDATE, None, None, None, eid, {"status": "stopped"}, carrier_request_id="0" * 32
+    )
     (result,) = run(TealClient(teal_account(teal_sim)), lambda cl: cl.poll([change]))
     assert result is not None and result.status == "API_FAILED"
     assert "no result for request" in result.detail
@@ -248,8 +261,13 @@ def test_already_applied_reads_the_esim(teal_sim) -> None:
     sim = teal_sim.simulator
     waiting, online = seed_teal(sim, 2, deviceStatus="waiting", planUuid=PLAN_5GB)
     sim.seed_devices([{"eid": online, "deviceStatus": "online", "planUuid": PLAN_1GB}])
-    changes = [status(1, waiting, "online"), status(2, online, "stopped"),
-               plan(3, waiting, PLAN_5GB), plan(4, online, PLAN_5GB), status(5, None, "online")]
+    changes = [
+        status(1, waiting, "online"),
+        status(2, online, "stopped"),
+        plan(3, waiting, PLAN_5GB),
+        plan(4, online, PLAN_5GB),
+        status(5, None, "online"),
+    ]
     results = run(TealClient(teal_account(teal_sim)), lambda cl: cl.already_applied(changes))
     assert results[0] is not None and results[0].new_values == {"status": "waiting"}
     assert results[1] is None and results[3] is None and results[4] is None
@@ -271,8 +289,14 @@ def test_writes_disabled_and_bad_credentials(teal_sim) -> None:
 
 def test_no_api_secret_in_any_log_entry(teal_sim) -> None:
     sim = teal_sim.simulator
-    sim.configure(error_rate=0.2, timeout_rate=0.1, timeout_hold_seconds=0.5, malformed_rate=0.1,
-                  seed=3, operation_delay_seconds=0.05)
+    sim.configure(
+        error_rate=0.2,
+        timeout_rate=0.1,
+        timeout_hold_seconds=0.5,
+        malformed_rate=0.1,
+        seed=3,
+        operation_delay_seconds=0.05,
+    )
     eids = seed_teal(sim, 12, deviceStatus="online")
     good = TealClient(teal_account(teal_sim, timeout_seconds=0.2), batch_size=2)
     changes = [status(i, e, "stopped") for i, e in enumerate(eids)]

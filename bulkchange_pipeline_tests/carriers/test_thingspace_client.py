@@ -22,31 +22,45 @@ from bulkchange_pipeline.carriers.thingspace import ThingSpaceClient
 from bulkchange_pipeline.carriers.thingspace_wire import parse_thingspace_callback, strip_service
 from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.thingspace_rules import make_devices
-from bulkchange_pipeline_tests.simulators.fixtures import (  # noqa: F401 - fixture import
+from bulkchange_pipeline_tests.simulators.fixtures import (
     TS_CB_PASSWORD,
     TS_CB_USER,
     TS_CLIENT_ID,
     TS_CLIENT_SECRET,
     TS_PASSWORD,
-    callback_receiver,
     thingspace_account,
-    thingspace_sim,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
-SUCCESS = {"username": TS_CB_USER, "password": TS_CB_PASSWORD, "requestId": "r-1",
-           "deviceIds": [{"id": "89148000000000000001", "kind": "iccid"},
-                         {"id": "350000000000006", "kind": "imei"}],
-           "deviceResponse": {"activateResponse": {"deviceIds": [
-               {"id": "89148000000000000001", "kind": "iccid"}, {"id": "5551234567", "kind": "mdn"}],
-               "ipAddress": "10.1.2.3"}},
-           "status": "Success", "callbackCount": 1, "maxCallbackThreshold": 4}
-FAULT = {"username": TS_CB_USER, "password": TS_CB_PASSWORD, "requestId": "r-2",
-         "deviceIds": [{"id": "350000000000006", "kind": "imei"}],
-         "faultResponse": {"faultcode": "UnifiedWebService.REQUEST_FAILED.DeviceStateInvalid",
-                           "faultstring": "REQUEST_FAILED. Device in state pre-active cannot be suspended"},
-         "status": "Failed", "callbackCount": 1, "maxCallbackThreshold": 4}
+SUCCESS = {
+    "username": TS_CB_USER,
+    "password": TS_CB_PASSWORD,
+    "requestId": "r-1",
+    "deviceIds": [{"id": "89148000000000000001", "kind": "iccid"}, {"id": "350000000000006", "kind": "imei"}],
+    "deviceResponse": {
+        "activateResponse": {
+            "deviceIds": [{"id": "89148000000000000001", "kind": "iccid"}, {"id": "5551234567", "kind": "mdn"}],
+            "ipAddress": "10.1.2.3",
+        }
+    },
+    "status": "Success",
+    "callbackCount": 1,
+    "maxCallbackThreshold": 4,
+}
+FAULT = {
+    "username": TS_CB_USER,
+    "password": TS_CB_PASSWORD,
+    "requestId": "r-2",
+    "deviceIds": [{"id": "350000000000006", "kind": "imei"}],
+    "faultResponse": {
+        "faultcode": "UnifiedWebService.REQUEST_FAILED.DeviceStateInvalid",
+        "faultstring": "REQUEST_FAILED. Device in state pre-active cannot be suspended",
+    },
+    "status": "Failed",
+    "callbackCount": 1,
+    "maxCallbackThreshold": 4,
+}
 
 
 def change(i: int, dev: dict, change_type: int = ChangeType.STATUS_UPDATE, **target: Any) -> DeviceChange:
@@ -59,13 +73,13 @@ def run(client: ThingSpaceClient, coro_fn: Any) -> Any:
             return await coro_fn(client)
         finally:
             await client.aclose()
+
     return asyncio.run(go())
 
 
 def registered(handle, receiver_handle, **overrides: Any) -> ThingSpaceClient:
     """A client whose account has registered the receiver as its CarrierService listener."""
-    client = ThingSpaceClient(thingspace_account(handle, callback_base_url=receiver_handle.root_url,
-                                                 **overrides))
+    client = ThingSpaceClient(thingspace_account(handle, callback_base_url=receiver_handle.root_url, **overrides))
     asyncio.run(client.register_callback())
     return client
 
@@ -93,13 +107,24 @@ def test_parse_callback_success_and_fault_shapes() -> None:
     (bad,) = parse_thingspace_callback(FAULT)
     assert (bad.request_id, bad.device_key, bad.status) == ("r-2", "350000000000006", "API_FAILED")
     assert "cannot be suspended" in bad.detail and "REQUEST_FAILED.DeviceStateInvalid" in bad.detail
-    already = {**FAULT, "faultResponse": {"faultcode": "UnifiedWebService.REQUEST_FAILED."
-                                          "DeviceAlreadyActive", "faultstring": "x"}}
+    already = {
+        **FAULT,
+        "faultResponse": {"faultcode": "UnifiedWebService.REQUEST_FAILED.DeviceAlreadyActive", "faultstring": "x"},
+    }
     assert parse_thingspace_callback(already)[0].status == "PROCESSED"
     plan = {**SUCCESS, "deviceResponse": {"changeServicePlanResponse": {"servicePlan": "P2"}}}
     assert parse_thingspace_callback(plan)[0].new_values == {"carrier_rate_plan": "P2"}
-    ids = {**SUCCESS, "deviceResponse": {"changeDeviceIdResponse": {"deviceIds": [
-        {"kind": "iccid", "id": "89148000000000000999"}, {"kind": "imei", "id": "350000000000006"}]}}}
+    ids = {
+        **SUCCESS,
+        "deviceResponse": {
+            "changeDeviceIdResponse": {
+                "deviceIds": [
+                    {"kind": "iccid", "id": "89148000000000000999"},
+                    {"kind": "imei", "id": "350000000000006"},
+                ]
+            }
+        },
+    }
     assert parse_thingspace_callback(ids)[0].new_values == {"iccid": "89148000000000000999"}
     for outcome in parse_thingspace_callback(SUCCESS) + parse_thingspace_callback(FAULT):
         assert TS_CB_PASSWORD not in repr(outcome) and TS_CB_USER not in repr(outcome)
@@ -107,10 +132,8 @@ def test_parse_callback_success_and_fault_shapes() -> None:
 
 
 def test_strip_service_prefix() -> None:
-    assert strip_service("UnifiedWebService.REQUEST_FAILED.AccountNotFound") == \
-        "REQUEST_FAILED.AccountNotFound"
-    assert strip_service("INPUT_INVALID.Request.InvalidCharacter") == \
-        "INPUT_INVALID.Request.InvalidCharacter"
+    assert strip_service("UnifiedWebService.REQUEST_FAILED.AccountNotFound") == "REQUEST_FAILED.AccountNotFound"
+    assert strip_service("INPUT_INVALID.Request.InvalidCharacter") == "INPUT_INVALID.Request.InvalidCharacter"
 
 
 def test_registry_and_protocol(thingspace_sim) -> None:
@@ -127,8 +150,14 @@ def test_each_action_one_callback_per_device(thingspace_sim, callback_receiver) 
     sim = thingspace_sim.simulator
     receiver, rhandle = callback_receiver
     act, pre, sus, deact, plan, swap = make_devices(6)
-    for dev, state in ((act, "active"), (pre, "pre-active"), (sus, "suspend"), (deact, "active"),
-                       (plan, "active"), (swap, "active")):
+    for dev, state in (
+        (act, "active"),
+        (pre, "pre-active"),
+        (sus, "suspend"),
+        (deact, "active"),
+        (plan, "active"),
+        (swap, "active"),
+    ):
         dev["state"] = state
     sim.seed_devices([act, pre, sus, deact, plan, swap])
     client = registered(thingspace_sim, rhandle)
@@ -168,8 +197,7 @@ def test_batches_of_at_most_10000_devices(thingspace_sim) -> None:
     devices = make_devices(10_001)
     sim.seed_devices(devices)
     client = ThingSpaceClient(thingspace_account(thingspace_sim))
-    results = run(client, lambda c: c.apply([change(i, d, status="suspend")
-                                              for i, d in enumerate(devices)]))
+    results = run(client, lambda c: c.apply([change(i, d, status="suspend") for i, d in enumerate(devices)]))
     assert all(r.status == "PROCESSING" for r in results)
     assert len({r.carrier_request_id for r in results}) == 2
     assert sim.stats()["max_devices_in_request"] == 10_000 and sim.stats()["calls"]["suspend"] == 2
@@ -177,14 +205,12 @@ def test_batches_of_at_most_10000_devices(thingspace_sim) -> None:
     assert sim.wait_idle(20) and sim.stats()["applied_total"] == 10_001
     assert sim.stats()["callbacks_unregistered"] == 10_001  # no listener registered: none sent
     too_big = ThingSpaceClient(thingspace_account(thingspace_sim), max_devices_per_request=20_000)
-    refused = run(too_big, lambda c: c.apply([change(i, d, status="deactive")
-                                               for i, d in enumerate(devices)]))
+    refused = run(too_big, lambda c: c.apply([change(i, d, status="deactive") for i, d in enumerate(devices)]))
     assert {r.status for r in refused} == {"API_FAILED"}
     assert "Devices.MaxLimitExceeded" in refused[0].detail
 
 
-def test_refused_transition_and_plan_quota_arrive_as_fault_callbacks(thingspace_sim,
-                                                                     callback_receiver) -> None:
+def test_refused_transition_and_plan_quota_arrive_as_fault_callbacks(thingspace_sim, callback_receiver) -> None:
     sim = thingspace_sim.simulator
     receiver, rhandle = callback_receiver
     pre, busy = make_devices(2)
@@ -198,8 +224,12 @@ def test_refused_transition_and_plan_quota_arrive_as_fault_callbacks(thingspace_
     assert receiver.bodies[0]["faultResponse"]["faultcode"].endswith("DeviceStateInvalid")
     for n in range(5):  # the fifth plan change this month is refused
         client = registered(thingspace_sim, rhandle)
-        run(client, lambda c: c.apply([change(10 + n, busy, ChangeType.CARRIER_RATE_PLAN_CHANGE,
-                                              carrier_rate_plan=f"PLAN-{n}")]))
+        run(
+            client,
+            lambda c, n=n: c.apply(
+                [change(10 + n, busy, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan=f"PLAN-{n}")]
+            ),
+        )
     assert sim.wait_idle(20)
     last = [o for b in receiver.wait_for(6) for o in parse_thingspace_callback(b)][-5:]
     assert [o.status for o in last] == ["PROCESSED"] * 4 + ["API_FAILED"]
@@ -218,8 +248,9 @@ def test_token_refresh_and_session_expiry_mid_run(thingspace_sim, sim_clock, mon
     devices = make_devices(8)
     sim.seed_devices(devices)
     client = ThingSpaceClient(thingspace_account(thingspace_sim, max_concurrency=1))
-    plans = [change(i, d, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan=f"P{i % 4}")
-             for i, d in enumerate(devices)]  # four requests in one run
+    plans = [
+        change(i, d, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan=f"P{i % 4}") for i, d in enumerate(devices)
+    ]  # four requests in one run
 
     async def go(c: ThingSpaceClient) -> list[DeviceResult]:
         first = await c.apply(plans[:4])
@@ -248,8 +279,7 @@ def test_revoked_token_is_refreshed_once_and_bad_secret_is_a_config_error(things
 
     assert [r.status for r in run(client, go)] == ["PROCESSING"] * 2
     assert sim.stats()["auth_failures"] == 1 and sim.stats()["tokens_issued"] == 2
-    bad = ThingSpaceClient(thingspace_account(
-        thingspace_sim, extra={"client_secret": "wrong-" + TS_CLIENT_SECRET}))
+    bad = ThingSpaceClient(thingspace_account(thingspace_sim, extra={"client_secret": "wrong-" + TS_CLIENT_SECRET}))
     (result,) = run(bad, lambda c: c.apply([change(3, a, status="restore")]))
     assert result.status == "API_FAILED" and "client_id/client_secret" in result.detail
 
@@ -269,23 +299,32 @@ def test_over_limit_answer_is_honoured(thingspace_sim) -> None:
     sim.configure(activate_per_minute=2, activate_window_seconds=1.0)
     devices = make_devices(4, state="pre-active")
     sim.seed_devices(devices)
-    client = ThingSpaceClient(thingspace_account(
-        thingspace_sim, extra={"activate_requests_per_minute": 6000}))  # the client paces too fast
+    client = ThingSpaceClient(
+        thingspace_account(thingspace_sim, extra={"activate_requests_per_minute": 6000})
+    )  # the client paces too fast
     client.http.limiter.penalty_seconds = 0.05
-    changes = [change(i, d, status="active", current_status="pre-active",
-                      carrier_rate_plan=f"P{i}") for i, d in enumerate(devices)]
+    changes = [
+        change(i, d, status="active", current_status="pre-active", carrier_rate_plan=f"P{i}")
+        for i, d in enumerate(devices)
+    ]
     results = run(client, lambda c: c.apply(changes))
     assert [r.status for r in results] == ["PROCESSING"] * 4, [r.detail for r in results]
     assert sim.stats()["over_limit_answers"] >= 1 and client.http.stats.over_limit >= 1
     assert sim.stats()["calls"]["activate"] == 4 + sim.stats()["over_limit_answers"]
-    paced = ThingSpaceClient(thingspace_account(
-        thingspace_sim, extra={"activate_requests_per_minute": 100}))
+    paced = ThingSpaceClient(thingspace_account(thingspace_sim, extra={"activate_requests_per_minute": 100}))
     sim.configure(activate_per_minute=100, activate_window_seconds=60.0)
     sim.reset_counters()
     more = make_devices(3, start=10, state="deactive")
     sim.seed_devices(more)
-    run(paced, lambda c: c.apply([change(i, d, status="active", current_status="deactive",
-                                         carrier_rate_plan=f"Q{i}") for i, d in enumerate(more)]))
+    run(
+        paced,
+        lambda c: c.apply(
+            [
+                change(i, d, status="active", current_status="deactive", carrier_rate_plan=f"Q{i}")
+                for i, d in enumerate(more)
+            ]
+        ),
+    )
     assert sim.stats()["over_limit_answers"] == 0
 
 
@@ -294,13 +333,26 @@ def test_transient_faults_still_accept_every_device_once(thingspace_sim, callbac
     receiver, rhandle = callback_receiver
     client = registered(thingspace_sim, rhandle, timeout_seconds=0.3)
     client.http.limiter.penalty_seconds = 0.02
-    sim.configure(error_rate=0.15, timeout_rate=0.1, timeout_hold_seconds=0.6, malformed_rate=0.1,
-                  burst_rate=0.05, burst_length=2, seed=5)
+    sim.configure(
+        error_rate=0.15,
+        timeout_rate=0.1,
+        timeout_hold_seconds=0.6,
+        malformed_rate=0.1,
+        burst_rate=0.05,
+        burst_length=2,
+        seed=5,
+    )
     devices = make_devices(12)
     sim.seed_devices(devices)
-    results = run(client, lambda c: c.apply([change(i, d, ChangeType.CARRIER_RATE_PLAN_CHANGE,
-                                                    carrier_rate_plan=f"P{i}")
-                                             for i, d in enumerate(devices)]))
+    results = run(
+        client,
+        lambda c: c.apply(
+            [
+                change(i, d, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan=f"P{i}")
+                for i, d in enumerate(devices)
+            ]
+        ),
+    )
     assert [r.status for r in results] == ["PROCESSING"] * 12, [r.detail for r in results]
     assert sum(sim.stats()["injected"].values()) >= 3
     sim.configure(error_rate=0, timeout_rate=0, malformed_rate=0, burst_rate=0)
@@ -321,6 +373,7 @@ def test_poll_and_already_applied_when_callbacks_are_lost(thingspace_sim, callba
     sim.seed_devices([ok, pre, untouched])
     client = registered(thingspace_sim, rhandle)
     sent = [change(1, ok, status="suspend"), change(2, pre, status="suspend")]
+
     async def one_request_each(c: ThingSpaceClient) -> list[DeviceResult]:
         return [(await c.apply([dc]))[0] for dc in sent]
 
@@ -334,8 +387,9 @@ def test_poll_and_already_applied_when_callbacks_are_lost(thingspace_sim, callba
     assert polled[0].status == "PROCESSED" and polled[0].new_values == {"status": "suspend"}
     assert polled[1].status == "API_FAILED" and "Failed" in polled[1].detail  # request status
     assert polled[2] is None
-    checks = run(client, lambda c: c.already_applied([change(4, ok, status="suspend"),
-                                                      change(5, untouched, status="suspend")]))
+    checks = run(
+        client, lambda c: c.already_applied([change(4, ok, status="suspend"), change(5, untouched, status="suspend")])
+    )
     assert checks[0] is not None and checks[0].status == "PROCESSED" and checks[1] is None
 
 
@@ -352,8 +406,12 @@ def test_no_credentials_in_any_log_entry(thingspace_sim, callback_receiver) -> N
 
     async def go(c: ThingSpaceClient) -> list:
         entries = list((await c.register_callback()).log)
-        results = await c.apply([change(i, d, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan=f"P{i}")
-                                 for i, d in enumerate(devices)])
+        results = await c.apply(
+            [
+                change(i, d, ChangeType.CARRIER_RATE_PLAN_CHANGE, carrier_rate_plan=f"P{i}")
+                for i, d in enumerate(devices)
+            ]
+        )
         return entries + [e for r in results for e in r.log]
 
     entries = run(client, go)
@@ -363,8 +421,15 @@ def test_no_credentials_in_any_log_entry(thingspace_sim, callback_receiver) -> N
     entries += failed.log
     assert any("oauth token" in e.description.lower() for e in entries)
     assert any("session login" in e.description for e in entries)
-    forbidden = [TS_CLIENT_SECRET, basic_token(TS_CLIENT_ID, TS_CLIENT_SECRET), TS_PASSWORD,
-                 TS_CB_PASSWORD, TS_CB_USER, *sim._tokens, *sim._sessions]
+    forbidden = [
+        TS_CLIENT_SECRET,
+        basic_token(TS_CLIENT_ID, TS_CLIENT_SECRET),
+        TS_PASSWORD,
+        TS_CB_PASSWORD,
+        TS_CB_USER,
+        *sim._tokens,
+        *sim._sessions,
+    ]
     for entry in entries:
         for text in (entry.request_text, entry.response_text, entry.description):
             leaked = [s for s in forbidden if s in text]

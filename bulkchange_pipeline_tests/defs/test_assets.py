@@ -4,7 +4,7 @@ Parquet files hold every row, and the rows, runs and partitions are gone afterwa
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -59,7 +59,10 @@ def test_processed_bulk_change_is_archived_then_purged(engine, dagster_instance,
     sim, base_url = jasper
     ids = make_account(engine, base_url)
     devices = make_devices(engine, ids, N)
-    sim.seed_devices({"iccid": d["iccid"], "status": "ACTIVATED", "ratePlan": "IOT-1GB", "communicationPlan": "CP-Basic"} for d in devices)
+    sim.seed_devices(
+        {"iccid": d["iccid"], "status": "ACTIVATED", "ratePlan": "IOT-1GB", "communicationPlan": "CP-Basic"}
+        for d in devices
+    )
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
     defs = build_definitions(carriers=FAST_CARRIERS, archive=ArchiveResource(path=str(tmp_path / "archive")))
     _, runs = sensor_then_runs(dagster_instance, defs)
@@ -69,7 +72,9 @@ def test_processed_bulk_change_is_archived_then_purged(engine, dagster_instance,
 
     before = db_rows(engine, bc_id)
     assert before["bulk_change"][0]["status"] == "PROCESSED"
-    assert len(before["device_change"]) == N and len(before["device_history"]) == N and len(before["bulk_change_log"]) >= N
+    assert (
+        len(before["device_change"]) == N and len(before["device_history"]) == N and len(before["bulk_change_log"]) >= N
+    )
     done = before["bulk_change"][0]["processed_at"]
 
     # Day 91 (tenant default: archive after 90 days, purge after 365): archived and soft-deleted.
@@ -87,7 +92,11 @@ def test_processed_bulk_change_is_archived_then_purged(engine, dagster_instance,
     with engine.connect() as conn:
         assert conn.execute(sa.select(bulk_change.c.deleted_at).where(bulk_change.c.id == bc_id)).scalar() is not None
     checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
-    assert checks == {"archive_matches_soft_deleted": True, "no_device_stuck_in_processing": True, "bulk_status_matches_rows": True}
+    assert checks == {
+        "archive_matches_soft_deleted": True,
+        "no_device_stuck_in_processing": True,
+        "bulk_status_matches_rows": True,
+    }
 
     # Day 366: purged from the database and from Dagster; the archive keeps it.
     second = _nightly(defs, dagster_instance, done + timedelta(days=366))
@@ -111,7 +120,10 @@ def test_retention_schedule_runs_nightly_for_yesterday() -> None:
     assert schedule.job_name == "retention_job"
     job = defs.resolve_job_def("retention_job")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
-        "bulk_change_archive", "retention_purge", "bulk_change_metrics"}
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 11, 2, 0, tzinfo=timezone.utc))
+        "bulk_change_archive",
+        "retention_purge",
+        "bulk_change_metrics",
+    }
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 11, 2, 0, tzinfo=UTC))
     request = retention_schedule(context)
     assert request.partition_key == "2026-03-10" and request.run_key == "retention-2026-03-10"

@@ -30,8 +30,11 @@ def run_checks(instance: dg.DagsterInstance, archive_root: Path) -> dict[str, dg
         assets=[bulk_change_archive, retention_purge, bulk_change_metrics],
         asset_checks=lifecycle_checks,
         jobs=[dg.define_asset_job("checks_only", selection=dg.AssetSelection.all_asset_checks())],
-        resources={"database": DatabaseResource(), "carriers": CarrierGatewayResource(),
-                   "archive": ArchiveResource(path=str(archive_root))},
+        resources={
+            "database": DatabaseResource(),
+            "carriers": CarrierGatewayResource(),
+            "archive": ArchiveResource(path=str(archive_root)),
+        },
     )
     result = defs.resolve_job_def("checks_only").execute_in_process(instance=instance)
     assert result.success
@@ -49,8 +52,11 @@ def healthy(engine: sa.Engine, tmp_path: Path) -> dict:
     waiting = make_bulk_change(engine, ids, devices[4:6], ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
     sending = make_bulk_change(engine, ids, devices[6:], ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
     with engine.begin() as conn:
-        conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == sending)
-                     .values(status="PROCESSING", attempt_count=1, updated_at=now))
+        conn.execute(
+            sa.update(device_change)
+            .where(device_change.c.bulk_change_id == sending)
+            .values(status="PROCESSING", attempt_count=1, updated_at=now)
+        )
         conn.execute(sa.update(bulk_change).where(bulk_change.c.id == sending).values(status="PROCESSING"))
     assert archive_bulk_changes(engine, tmp_path, now).bulk_changes == 1
     return {"archived": archived, "finished": finished, "waiting": waiting, "sending": sending, "root": tmp_path}
@@ -64,8 +70,11 @@ def test_all_checks_pass_on_a_healthy_database(engine, dagster_instance, healthy
 def test_row_stuck_in_processing_past_the_timeout_fails(engine, dagster_instance, healthy) -> None:
     limit = CarrierGatewayResource().async_timeout_seconds + CarrierGatewayResource().poll_after_seconds
     with engine.begin() as conn:
-        conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == healthy["sending"])
-                     .values(updated_at=utcnow() - timedelta(seconds=limit + 60)))
+        conn.execute(
+            sa.update(device_change)
+            .where(device_change.c.bulk_change_id == healthy["sending"])
+            .values(updated_at=utcnow() - timedelta(seconds=limit + 60))
+        )
     result = run_checks(dagster_instance, healthy["root"])["no_device_stuck_in_processing"]
     assert not result.passed
     assert result.metadata["stuck_rows"].value == 2 and result.metadata["bulk_changes"].value == [healthy["sending"]]
@@ -75,14 +84,25 @@ def test_row_stuck_in_processing_past_the_timeout_fails(engine, dagster_instance
 def test_status_disagreeing_with_rows_fails(engine, dagster_instance, healthy, breakage) -> None:
     with engine.begin() as conn:
         if breakage == "finished_header_rows_open":  # says PROCESSED while rows wait to be sent
-            conn.execute(sa.update(bulk_change).where(bulk_change.c.id == healthy["waiting"]).values(status="PROCESSED"))
+            conn.execute(
+                sa.update(bulk_change).where(bulk_change.c.id == healthy["waiting"]).values(status="PROCESSED")
+            )
             broken = healthy["waiting"]
         elif breakage == "stale_counts":
-            conn.execute(sa.update(bulk_change).where(bulk_change.c.id == healthy["finished"]).values(counts={"NEW": 2}))
+            conn.execute(
+                sa.update(bulk_change).where(bulk_change.c.id == healthy["finished"]).values(counts={"NEW": 2})
+            )
             broken = healthy["finished"]
         else:  # every row final for an hour, header still PROCESSING: a run died before finalize
-            conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == healthy["sending"])
-                         .values(status="PROCESSED", processed_at=utcnow() - timedelta(hours=1), updated_at=utcnow() - timedelta(hours=1)))
+            conn.execute(
+                sa.update(device_change)
+                .where(device_change.c.bulk_change_id == healthy["sending"])
+                .values(
+                    status="PROCESSED",
+                    processed_at=utcnow() - timedelta(hours=1),
+                    updated_at=utcnow() - timedelta(hours=1),
+                )
+            )
             broken = healthy["sending"]
     results = run_checks(dagster_instance, healthy["root"])
     assert not results["bulk_status_matches_rows"].passed
@@ -94,7 +114,9 @@ def test_status_disagreeing_with_rows_fails(engine, dagster_instance, healthy, b
 def test_archive_not_matching_soft_deleted_rows_fails(engine, dagster_instance, healthy, breakage) -> None:
     if breakage == "soft_deleted_not_archived":
         with engine.begin() as conn:
-            conn.execute(sa.update(bulk_change).where(bulk_change.c.id == healthy["finished"]).values(deleted_at=utcnow()))
+            conn.execute(
+                sa.update(bulk_change).where(bulk_change.c.id == healthy["finished"]).values(deleted_at=utcnow())
+            )
         broken = healthy["finished"]
     else:
         [path] = archive_files(healthy["root"], "device_change")

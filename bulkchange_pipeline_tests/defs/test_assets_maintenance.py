@@ -26,7 +26,9 @@ def run(db_url: str):
     runner = CliRunner()
 
     def invoke(*args: str) -> Result:
-        return runner.invoke(main, [*args, "--tenant", "acme", "--database-url", db_url], env={"COLUMNS": "250"}, catch_exceptions=False)
+        return runner.invoke(
+            main, [*args, "--tenant", "acme", "--database-url", db_url], env={"COLUMNS": "250"}, catch_exceptions=False
+        )
 
     return invoke
 
@@ -49,17 +51,36 @@ def test_rebuild_status_restores_headers_from_rows_and_logs(engine, run) -> None
     _set(engine, done, {"status": "PROCESSING", "counts": {"NEW": 3}, "processed_at": None})
     failed = make_bulk_change(engine, jasper, jd[3:5], ChangeType.STATUS_UPDATE, target)
     _set(engine, failed, {"status": "PROCESSING"}, {"updated_at": utcnow() - timedelta(minutes=5)})
-    add_log(engine, tenant_id=jasper["tenant_id"], bulk_change_id=failed, description="Run x failed", process_by="t", has_errors=True)
+    add_log(
+        engine,
+        tenant_id=jasper["tenant_id"],
+        bulk_change_id=failed,
+        description="Run x failed",
+        process_by="t",
+        has_errors=True,
+    )
     waiting_async = make_bulk_change(engine, thingspace, td, ChangeType.STATUS_UPDATE, target)
-    _set(engine, waiting_async, {"status": "PROCESSED"}, {"status": "PROCESSING", "attempt_count": 1, "carrier_request_id": "r1"})
+    _set(
+        engine,
+        waiting_async,
+        {"status": "PROCESSED"},
+        {"status": "PROCESSING", "attempt_count": 1, "carrier_request_id": "r1"},
+    )
     due = utcnow() + timedelta(days=3)
     scheduled = make_bulk_change(engine, jasper, jd[5:7], ChangeType.STATUS_UPDATE, target, effective_at=due)
     _set(engine, scheduled, {"status": "NEW", "effective_at": None})
     healthy = make_bulk_change(engine, jasper, jd[7:9], ChangeType.STATUS_UPDATE, target)
     cancelled = make_bulk_change(engine, jasper, jd[9:], ChangeType.STATUS_UPDATE, target)
-    _set(engine, cancelled, {"status": "CANCELLED", "counts": {"CANCELLED": 1, "ERROR": 1}}, {"status": "CANCELLED", "processed_at": T0})
+    _set(
+        engine,
+        cancelled,
+        {"status": "CANCELLED", "counts": {"CANCELLED": 1, "ERROR": 1}},
+        {"status": "CANCELLED", "processed_at": T0},
+    )
     with engine.begin() as conn:  # one row was refused at validation: still CANCELLED, as cancel leaves it
-        first = conn.execute(sa.select(sa.func.min(device_change.c.id)).where(device_change.c.bulk_change_id == cancelled)).scalar()
+        first = conn.execute(
+            sa.select(sa.func.min(device_change.c.id)).where(device_change.c.bulk_change_id == cancelled)
+        ).scalar()
         conn.execute(sa.update(device_change).where(device_change.c.id == first).values(status="ERROR"))
 
     dry = run("rebuild-status", "--all", "--dry-run")
@@ -73,7 +94,9 @@ def test_rebuild_status_restores_headers_from_rows_and_logs(engine, run) -> None
     head = get_bulk_change(engine, done)
     assert (head["status"], head["processed_at"]) == ("PROCESSED", T0)
     with engine.connect() as conn:
-        assert conn.execute(sa.select(bulk_change.c.counts).where(bulk_change.c.id == done)).scalar() == {"PROCESSED": 3}
+        assert conn.execute(sa.select(bulk_change.c.counts).where(bulk_change.c.id == done)).scalar() == {
+            "PROCESSED": 3
+        }
     assert get_bulk_change(engine, failed)["status"] == "ERROR"  # the run failure is the newest event
     assert get_bulk_change(engine, waiting_async)["status"] == "PENDING"
     head = get_bulk_change(engine, scheduled)

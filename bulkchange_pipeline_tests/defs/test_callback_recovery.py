@@ -39,11 +39,25 @@ from bulkchange_pipeline.store import migrate
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
 from bulkchange_pipeline.store.callbacks import AUTHENTICATED_AS, latest_receiver_start, record_receiver_start
 from bulkchange_pipeline.store.db import make_engine, shared_engine, utcnow
-from bulkchange_pipeline.store.schema import bulk_change, callback_receiver_start, carrier_callback, device, device_change
+from bulkchange_pipeline.store.schema import (
+    bulk_change,
+    callback_receiver_start,
+    carrier_callback,
+    device,
+    device_change,
+)
 
 from ..factories import make_account, make_bulk_change, make_devices
 from ..ports import free_port
-from ..simulators.fixtures import TS_ACCOUNT, TS_CB_PASSWORD, TS_CB_USER, TS_CLIENT_ID, TS_CLIENT_SECRET, TS_PASSWORD, TS_USER
+from ..simulators.fixtures import (
+    TS_ACCOUNT,
+    TS_CB_PASSWORD,
+    TS_CB_USER,
+    TS_CLIENT_ID,
+    TS_CLIENT_SECRET,
+    TS_PASSWORD,
+    TS_USER,
+)
 from .harness import sensor_then_runs
 
 ASYNC = "async_results_sensor"
@@ -52,8 +66,15 @@ TEAL_KEY, TEAL_SECRET = "teal-key-14", "teal-SECRET-14c"
 
 
 def _defs(poll_after: int = 3600):
-    return build_definitions(carriers=CarrierGatewayResource(
-        timeout_seconds=5.0, max_attempts=4, retry_wait_seconds=0.02, poll_after_seconds=poll_after, async_timeout_seconds=7200))
+    return build_definitions(
+        carriers=CarrierGatewayResource(
+            timeout_seconds=5.0,
+            max_attempts=4,
+            retry_wait_seconds=0.02,
+            poll_after_seconds=poll_after,
+            async_timeout_seconds=7200,
+        )
+    )
 
 
 @contextmanager
@@ -62,8 +83,17 @@ def serve_receiver(db_url: str, port: int) -> Iterator[str]:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
-    server = uvicorn.Server(uvicorn.Config(create_app(db_url), host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="on", timeout_graceful_shutdown=1))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(db_url),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+        )
+    )
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -151,8 +181,9 @@ def _teal_bulk_change(engine, sim, ids, count, start):
         for d, eid in zip(devices, eids):
             conn.execute(sa.update(device).where(device.c.id == d["id"]).values(eid=eid))
     sim.seed_devices({"eid": e, "iccid": d["iccid"], "deviceStatus": "online"} for d, e in zip(devices, eids))
-    bc_id = make_bulk_change(engine, ids, [{**d, "eid": e} for d, e in zip(devices, eids)], ChangeType.STATUS_UPDATE,
-                             {"status": "stopped"})
+    bc_id = make_bulk_change(
+        engine, ids, [{**d, "eid": e} for d, e in zip(devices, eids)], ChangeType.STATUS_UPDATE, {"status": "stopped"}
+    )
     with engine.begin() as conn:
         for d, eid in zip(devices, eids):
             conn.execute(sa.update(device_change).where(device_change.c.device_id == d["id"]).values(eid=eid))
@@ -167,7 +198,8 @@ def _wait(predicate, timeout=15.0):
 
 
 def test_rows_sent_while_the_receiver_was_down_are_polled_once_right_after_its_restart(
-        db_url, engine, dagster_instance, teal, monkeypatch):
+    db_url, engine, dagster_instance, teal, monkeypatch
+):
     sim, base_url = teal
     port = free_port()  # the receiver's address, with nothing listening yet: it is down
     monkeypatch.setenv("BULKCHANGE_CALLBACK_BASE_URL", f"http://127.0.0.1:{port}")
@@ -222,8 +254,11 @@ def test_only_integrations_that_call_back_are_polled_after_a_restart(engine, dag
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "suspend"})
     sent = utcnow() - timedelta(minutes=1)
     with engine.begin() as conn:
-        conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == bc_id)
-                     .values(status="PROCESSING", carrier_request_id="tg-1", updated_at=sent))
+        conn.execute(
+            sa.update(device_change)
+            .where(device_change.c.bulk_change_id == bc_id)
+            .values(status="PROCESSING", carrier_request_id="tg-1", updated_at=sent)
+        )
         conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bc_id).values(status="PENDING"))
     record_receiver_start(engine, "test:1")
     assert _tick(dagster_instance, _defs()) == []
@@ -236,8 +271,15 @@ def test_only_integrations_that_call_back_are_polled_after_a_restart(engine, dag
 def thingspace(monkeypatch, db_url):
     sim = ThingSpaceSimulator({TS_CLIENT_ID: TS_CLIENT_SECRET}, {TS_USER: (TS_PASSWORD, TS_ACCOUNT)})
     sim.configure(drop_rate=1.0)  # every callback is injected by the test, in the order it chooses
-    for key, value in {"USERNAME": TS_USER, "SECRET": TS_PASSWORD, "CLIENT_ID": TS_CLIENT_ID, "CLIENT_SECRET": TS_CLIENT_SECRET,
-                       "ACCOUNT_NAME": TS_ACCOUNT, "CALLBACK_USERNAME": TS_CB_USER, "CALLBACK_PASSWORD": TS_CB_PASSWORD}.items():
+    for key, value in {
+        "USERNAME": TS_USER,
+        "SECRET": TS_PASSWORD,
+        "CLIENT_ID": TS_CLIENT_ID,
+        "CLIENT_SECRET": TS_CLIENT_SECRET,
+        "ACCOUNT_NAME": TS_ACCOUNT,
+        "CALLBACK_USERNAME": TS_CB_USER,
+        "CALLBACK_PASSWORD": TS_CB_PASSWORD,
+    }.items():
         monkeypatch.setenv(f"BULKCHANGE_CRED_TEST_TS_{key}", value)
     with run_app_in_thread(create_app(db_url)) as app, sim.run_in_thread() as handle:
         monkeypatch.setenv("BULKCHANGE_CALLBACK_BASE_URL", app.root_url)
@@ -254,22 +296,33 @@ def _pending_thingspace(engine, instance, defs, sim, base_url, n):
     assert runs and all(r.success for r in runs)
     assert get_bulk_change(engine, bc_id)["status"] == "PENDING"
     with engine.connect() as conn:
-        requests = dict(conn.execute(sa.select(device_change.c.iccid, device_change.c.carrier_request_id)
-                                     .where(device_change.c.bulk_change_id == bc_id)).all())
+        requests = dict(
+            conn.execute(
+                sa.select(device_change.c.iccid, device_change.c.carrier_request_id).where(
+                    device_change.c.bulk_change_id == bc_id
+                )
+            ).all()
+        )
     assert all(requests.values())
     return bc_id, [d["iccid"] for d in devices], requests
 
 
 def _callback(request_id: str, iccid: str) -> dict:
     """A ThingSpace success callback for one device, as the carrier sends it."""
-    return {"username": TS_CB_USER, "password": TS_CB_PASSWORD, "requestId": request_id,
-            "deviceIds": [{"kind": "iccid", "id": iccid}], "status": "Success",
-            "deviceResponse": {"suspendResponse": {"deviceIds": [{"kind": "iccid", "id": iccid}]}}}
+    return {
+        "username": TS_CB_USER,
+        "password": TS_CB_PASSWORD,
+        "requestId": request_id,
+        "deviceIds": [{"kind": "iccid", "id": iccid}],
+        "status": "Success",
+        "deviceResponse": {"suspendResponse": {"deviceIds": [{"kind": "iccid", "id": iccid}]}},
+    }
 
 
 @pytest.mark.parametrize("first_run", ["applied", "lost"])
 def test_callback_committed_after_a_higher_id_was_seen_still_gets_a_run(
-        db_url, engine, dagster_instance, thingspace, first_run):
+    db_url, engine, dagster_instance, thingspace, first_run
+):
     """Callback A takes its id first but commits last (an intake transaction held open); B takes
     the next id and commits at once; the sensor sees B only. ``applied``: the run for B ran before
     A commits. ``lost``: that run never applied B (cancelled while queued, or its worker killed
@@ -287,13 +340,25 @@ def test_callback_committed_after_a_higher_id_was_seen_still_gets_a_run(
     conn_a = holder.connect()
     try:
         tx_a = conn_a.begin()  # A: inserted (id taken), not committed
-        id_a = conn_a.execute(sa.insert(carrier_callback).values(
-            integration="thingspace", request_id=requests[iccid_a], device_key=iccid_a, payload=stored_a, received_at=utcnow(),
-        ).returning(carrier_callback.c.id)).scalar_one()
-        answer = httpx.post(f"{receiver}/callbacks/thingspace", json=_callback(requests[iccid_b], iccid_b))  # B: the real endpoint
+        id_a = conn_a.execute(
+            sa.insert(carrier_callback)
+            .values(
+                integration="thingspace",
+                request_id=requests[iccid_a],
+                device_key=iccid_a,
+                payload=stored_a,
+                received_at=utcnow(),
+            )
+            .returning(carrier_callback.c.id)
+        ).scalar_one()
+        answer = httpx.post(
+            f"{receiver}/callbacks/thingspace", json=_callback(requests[iccid_b], iccid_b)
+        )  # B: the real endpoint
         assert answer.status_code == 200 and answer.json()["stored"] == 1
         with engine.connect() as conn:
-            id_b = conn.execute(sa.select(carrier_callback.c.id).where(carrier_callback.c.device_key == iccid_b)).scalar_one()
+            id_b = conn.execute(
+                sa.select(carrier_callback.c.id).where(carrier_callback.c.device_key == iccid_b)
+            ).scalar_one()
         assert id_b > id_a  # B's id is higher, yet B is the one committed
 
         seen = _tick(dagster_instance, defs)
@@ -315,8 +380,12 @@ def test_callback_committed_after_a_higher_id_was_seen_still_gets_a_run(
     assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 2}
     assert get_bulk_change(engine, bc_id)["status"] == "PROCESSED"
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(carrier_callback)
-                            .where(carrier_callback.c.applied_at.is_(None))).scalar_one() == 0
+        assert (
+            conn.execute(
+                sa.select(sa.func.count()).select_from(carrier_callback).where(carrier_callback.c.applied_at.is_(None))
+            ).scalar_one()
+            == 0
+        )
 
 
 def test_callbacks_a_run_left_unapplied_do_not_hold_back_the_poll(engine, dagster_instance, thingspace):
@@ -327,12 +396,18 @@ def test_callbacks_a_run_left_unapplied_do_not_hold_back_the_poll(engine, dagste
     sim, base_url, receiver = thingspace
     defs = _defs(poll_after=3600)
     bc_id, iccids, requests = _pending_thingspace(engine, dagster_instance, defs, sim, base_url, 2)
-    assert httpx.post(f"{receiver}/callbacks/thingspace", json=_callback(requests[iccids[0]], iccids[0])).status_code == 200
+    assert (
+        httpx.post(f"{receiver}/callbacks/thingspace", json=_callback(requests[iccids[0]], iccids[0])).status_code
+        == 200
+    )
     first = _tick(dagster_instance, defs)
     assert len(first) == 1 and "-cb-" in first[0].run_key  # requested, then never applied
     with engine.begin() as conn:  # an hour later
-        conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == bc_id)
-                     .values(updated_at=utcnow() - timedelta(hours=1, minutes=1)))
+        conn.execute(
+            sa.update(device_change)
+            .where(device_change.c.bulk_change_id == bc_id)
+            .values(updated_at=utcnow() - timedelta(hours=1, minutes=1))
+        )
     later = _tick(dagster_instance, defs)
     new = [r for r in later if r.run_key != first[0].run_key]
     assert [r.run_key.split("-")[2] for r in new] == ["poll"], [r.run_key for r in later]

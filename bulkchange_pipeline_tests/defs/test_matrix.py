@@ -107,27 +107,46 @@ def _rev_products(p: Park, d: Row) -> set[int]:
 
 
 def _status(target: str, before: str) -> Cell:
-    return Cell(lambda s: {"targetStatus": target}, pick=lambda d: d["status"] == before,
-                db=lambda b, a, s: a["status"] == target)
+    return Cell(
+        lambda s: {"targetStatus": target},
+        pick=lambda d: d["status"] == before,
+        db=lambda b, a, s: a["status"] == target,
+    )
 
 
 def _plan(code: str, **kw: Any) -> Cell:
-    return Cell(lambda s: {"carrierRatePlan": code}, pick=lambda d: d["carrier_rate_plan"] != code,
-                db=lambda b, a, s: a["carrier_rate_plan"] == code, **kw)
+    return Cell(
+        lambda s: {"carrierRatePlan": code},
+        pick=lambda d: d["carrier_rate_plan"] != code,
+        db=lambda b, a, s: a["carrier_rate_plan"] == code,
+        **kw,
+    )
 
 
-ARCHIVE = Cell(lambda s: {"overrideUsageCheck": False},
-               pick=lambda d: d["last_usage_at"] < utcnow() - timedelta(days=31) and not d["has_active_rev_service"],
-               db=lambda b, a, s: a["archived_at"] is not None)
+ARCHIVE = Cell(
+    lambda s: {"overrideUsageCheck": False},
+    pick=lambda d: d["last_usage_at"] < utcnow() - timedelta(days=31) and not d["has_active_rev_service"],
+    db=lambda b, a, s: a["archived_at"] is not None,
+)
 CUSTOMER_PLAN = Cell(
-    lambda s: {"customerRatePlanId": s.customer_rate_plans["Fleet Plus 5GB"], "customerPoolId": s.pools["Acme Shared Pool"]},
-    db=lambda b, a, s: (a["customer_rate_plan_id"], a["customer_rate_pool_id"], a["data_allocation_mb"])
-    == (s.customer_rate_plans["Fleet Plus 5GB"], s.pools["Acme Shared Pool"], 5120))
-ASSIGN = Cell(lambda s: {"customerId": s.customers["Acme Logistics"]},
-              pick=lambda d: not d["has_active_rev_service"],
-              db=lambda b, a, s: a["customer_id"] == s.customers["Acme Logistics"])
-EDIT = Cell(lambda s: {"username": "truck-17", "costCenter": "CC-42"},
-            db=lambda b, a, s: (a["username"], a["cost_center"]) == ("truck-17", "CC-42"))
+    lambda s: {
+        "customerRatePlanId": s.customer_rate_plans["Fleet Plus 5GB"],
+        "customerPoolId": s.pools["Acme Shared Pool"],
+    },
+    db=lambda b, a, s: (
+        (a["customer_rate_plan_id"], a["customer_rate_pool_id"], a["data_allocation_mb"])
+        == (s.customer_rate_plans["Fleet Plus 5GB"], s.pools["Acme Shared Pool"], 5120)
+    ),
+)
+ASSIGN = Cell(
+    lambda s: {"customerId": s.customers["Acme Logistics"]},
+    pick=lambda d: not d["has_active_rev_service"],
+    db=lambda b, a, s: a["customer_id"] == s.customers["Acme Logistics"],
+)
+EDIT = Cell(
+    lambda s: {"username": "truck-17", "costCenter": "CC-42"},
+    db=lambda b, a, s: (a["username"], a["cost_center"]) == ("truck-17", "CC-42"),
+)
 
 
 def _with(cell: Cell, **changes: Any) -> Cell:
@@ -136,67 +155,97 @@ def _with(cell: Cell, **changes: Any) -> Cell:
 
 # Every supported cell of DESIGN section 4; any (change type, integration) not here is a "-".
 CELLS: dict[tuple[ChangeType, str], Cell] = {
-    (CT.STATUS_UPDATE, "jasper"): _with(_status("DEACTIVATED", "ACTIVATED"),
-                                        sim=lambda p, b, a: _jasper(p, a)["status"] == "DEACTIVATED"),
-    (CT.STATUS_UPDATE, "thingspace"): _with(_status("suspend", "active"),
-                                            sim=lambda p, b, a: _ts(p, a)["state"] == "suspend"),
-    (CT.STATUS_UPDATE, "telegence"): _with(_status("S", "A"),
-                                           sim=lambda p, b, a: _tg(p, a)["subscriberStatus"] == "S"),
-    (CT.STATUS_UPDATE, "teal"): _with(_status("stopped", "online"),
-                                      sim=lambda p, b, a: _teal(p, a)["deviceStatus"] == "stopped"),
-    (CT.STATUS_UPDATE, "pond"): _with(_status("DEACTIVATED", "ACTIVATED"),
-                                      sim=lambda p, b, a: not any(s["enabled"] for s in p.simulators["pond"].device(a["iccid"])["services"])),
+    (CT.STATUS_UPDATE, "jasper"): _with(
+        _status("DEACTIVATED", "ACTIVATED"), sim=lambda p, b, a: _jasper(p, a)["status"] == "DEACTIVATED"
+    ),
+    (CT.STATUS_UPDATE, "thingspace"): _with(
+        _status("suspend", "active"), sim=lambda p, b, a: _ts(p, a)["state"] == "suspend"
+    ),
+    (CT.STATUS_UPDATE, "telegence"): _with(_status("S", "A"), sim=lambda p, b, a: _tg(p, a)["subscriberStatus"] == "S"),
+    (CT.STATUS_UPDATE, "teal"): _with(
+        _status("stopped", "online"), sim=lambda p, b, a: _teal(p, a)["deviceStatus"] == "stopped"
+    ),
+    (CT.STATUS_UPDATE, "pond"): _with(
+        _status("DEACTIVATED", "ACTIVATED"),
+        sim=lambda p, b, a: not any(s["enabled"] for s in p.simulators["pond"].device(a["iccid"])["services"]),
+    ),
     (CT.ACTIVATE_NEW_SERVICE, "telegence"): Cell(
-        lambda s: {"carrierRatePlan": "IOTSOC5GB"}, pick=lambda d: d["status"] == "INVENTORY",
+        lambda s: {"carrierRatePlan": "IOTSOC5GB"},
+        pick=lambda d: d["status"] == "INVENTORY",
         db=lambda b, a, s: a["status"] == "A" and a["carrier_rate_plan"] == "IOTSOC5GB" and a["msisdn"] != b["msisdn"],
-        sim=lambda p, b, a: _tg(p, a)["subscriberStatus"] == "A" and _tg(p, a)["sim"] == a["iccid"]),
+        sim=lambda p, b, a: _tg(p, a)["subscriberStatus"] == "A" and _tg(p, a)["sim"] == a["iccid"],
+    ),
     **{(CT.ARCHIVAL, i): ARCHIVE for i in INTEGRATIONS if i != "revio"},
     **{(CT.CUSTOMER_RATE_PLAN_CHANGE, i): CUSTOMER_PLAN for i in INTEGRATIONS if i != "revio"},
-    (CT.CUSTOMER_ASSIGNMENT, "jasper"): _with(ASSIGN, sim=lambda p, b, a: _jasper(p, a)["customer"] == "Acme Logistics"),
+    (CT.CUSTOMER_ASSIGNMENT, "jasper"): _with(
+        ASSIGN, sim=lambda p, b, a: _jasper(p, a)["customer"] == "Acme Logistics"
+    ),
     **{(CT.CUSTOMER_ASSIGNMENT, i): ASSIGN for i in ("thingspace", "telegence", "teal", "pond")},
     (CT.CUSTOMER_ASSIGNMENT, "revio"): _with(
-        ASSIGN, sim=lambda p, b, a: len(_rev_services(p, a, "REV-1001")) == 1 and _rev_products(p, a) == {101, 102}),
-    (CT.CARRIER_RATE_PLAN_CHANGE, "jasper"): _plan("IOT-5GB", sim=lambda p, b, a: _jasper(p, a)["ratePlan"] == "IOT-5GB"),
+        ASSIGN, sim=lambda p, b, a: len(_rev_services(p, a, "REV-1001")) == 1 and _rev_products(p, a) == {101, 102}
+    ),
+    (CT.CARRIER_RATE_PLAN_CHANGE, "jasper"): _plan(
+        "IOT-5GB", sim=lambda p, b, a: _jasper(p, a)["ratePlan"] == "IOT-5GB"
+    ),
     (CT.CARRIER_RATE_PLAN_CHANGE, "thingspace"): _with(  # ThingSpace refuses a plan change while suspended
         _plan("M2M-4G-5GB", sim=lambda p, b, a: _ts(p, a)["servicePlan"] == "M2M-4G-5GB"),
-        pick=lambda d: d["status"] == "active" and d["carrier_rate_plan"] != "M2M-4G-5GB"),
+        pick=lambda d: d["status"] == "active" and d["carrier_rate_plan"] != "M2M-4G-5GB",
+    ),
     (CT.CARRIER_RATE_PLAN_CHANGE, "telegence"): _with(
         _plan("IOTSOC5GB", sim=lambda p, b, a: _tg(p, a)["singleUserCode"] == "IOTSOC5GB"),
-        pick=lambda d: d["status"] == "A" and d["carrier_rate_plan"] != "IOTSOC5GB"),
+        pick=lambda d: d["status"] == "A" and d["carrier_rate_plan"] != "IOTSOC5GB",
+    ),
     (CT.CARRIER_RATE_PLAN_CHANGE, "teal"): _plan(TEAL_5GB, sim=lambda p, b, a: _teal(p, a)["planUuid"] == TEAL_5GB),
     (CT.CARRIER_RATE_PLAN_CHANGE, "pond"): _plan(
-        POND_5GB, sim=lambda p, b, a: [x["packageTypeId"] for x in p.simulators["pond"].active_packages(a["iccid"])] == [2003]),
+        POND_5GB,
+        sim=lambda p, b, a: [x["packageTypeId"] for x in p.simulators["pond"].active_packages(a["iccid"])] == [2003],
+    ),
     (CT.CREATE_REV_SERVICE, "revio"): Cell(
         lambda s: {"customerId": s.customers["Globex Fleet"], "productIds": [103]},
         pick=lambda d: not d["has_active_rev_service"],
         # Billing only: the device row keeps its customer and now shows its active Rev service.
         db=lambda b, a, s: a["customer_id"] == b["customer_id"] and a["has_active_rev_service"],
-        sim=lambda p, b, a: len(_rev_services(p, a, "REV-1002")) == 1 and _rev_products(p, a) == {103}),
+        sim=lambda p, b, a: len(_rev_services(p, a, "REV-1002")) == 1 and _rev_products(p, a) == {103},
+    ),
     (CT.CHANGE_ICCID_AND_IMEI, "thingspace"): Cell(
-        lambda s: {}, pick=lambda d: d["status"] == "active",
+        lambda s: {},
+        pick=lambda d: d["status"] == "active",
         per_device=lambda k, d: {"newIccid": demo_iccid(2, 0, 900 + k)},
         db=lambda b, a, s: a["iccid"] != b["iccid"] and a["iccid"].startswith("8901200000000009"),
-        sim=lambda p, b, a: _ts(p, a) is not None and _ts(p, b) is None),
+        sim=lambda p, b, a: _ts(p, a) is not None and _ts(p, b) is None,
+    ),
     (CT.CHANGE_ICCID_AND_IMEI, "telegence"): Cell(
-        lambda s: {}, pick=lambda d: d["status"] == "A",
+        lambda s: {},
+        pick=lambda d: d["status"] == "A",
         per_device=lambda k, d: {"newImei": demo_imei(3, 0, 900 + k)},
         db=lambda b, a, s: a["imei"] != b["imei"] and a["imei"].startswith("353000000009"),
-        sim=lambda p, b, a: _tg(p, a)["BLIMEI"] == a["imei"]),
+        sim=lambda p, b, a: _tg(p, a)["BLIMEI"] == a["imei"],
+    ),
     (CT.EDIT_USERNAME_COST_CENTER, "jasper"): _with(
-        EDIT, sim=lambda p, b, a: (_jasper(p, a)["accountCustom1"], _jasper(p, a)["accountCustom2"]) == ("truck-17", "CC-42")),
+        EDIT,
+        sim=lambda p, b, a: (_jasper(p, a)["accountCustom1"], _jasper(p, a)["accountCustom2"]) == ("truck-17", "CC-42"),
+    ),
     # "PATCH + Rev update": three lines without a Rev service (serials 0-2) and three with one
     # (the seed flags every 7th); the line's Rev service must show the edit too, and only those.
     (CT.EDIT_USERNAME_COST_CENTER, "telegence"): _with(
-        EDIT, pick=lambda d: d["status"] in ("A", "S") and (d["has_active_rev_service"] or int(d["msisdn"][-8:]) < 3),
-        sim=lambda p, b, a: (_tg(p, a)["contactName"], _tg(p, a)["costCenter"]) == ("truck-17", "CC-42")
-        and [(s["status"], s["description"], {f["label"]: f["value"] for f in s["fields"]}.get("Cost Center"))
-             for s in (p.simulators["revio"].device(a["msisdn"]) or {"services": []})["services"]]
-        == ([("ACTIVE", "truck-17", "CC-42")] if b["has_active_rev_service"] else [])),
+        EDIT,
+        pick=lambda d: d["status"] in ("A", "S") and (d["has_active_rev_service"] or int(d["msisdn"][-8:]) < 3),
+        sim=lambda p, b, a: (
+            (_tg(p, a)["contactName"], _tg(p, a)["costCenter"]) == ("truck-17", "CC-42")
+            and [
+                (s["status"], s["description"], {f["label"]: f["value"] for f in s["fields"]}.get("Cost Center"))
+                for s in (p.simulators["revio"].device(a["msisdn"]) or {"services": []})["services"]
+            ]
+            == ([("ACTIVE", "truck-17", "CC-42")] if b["has_active_rev_service"] else [])
+        ),
+    ),
     **{(CT.EDIT_USERNAME_COST_CENTER, i): EDIT for i in ("thingspace", "teal", "pond")},
 }
 
 ALL = [(ct, i) for ct in ChangeType for i in INTEGRATIONS]
-SUPPORTED = [pytest.param(ct, i, id=f"{ct.name.lower()}-{i}", marks=CELLS[(ct, i)].marks) for ct, i in ALL if (ct, i) in CELLS]
+SUPPORTED = [
+    pytest.param(ct, i, id=f"{ct.name.lower()}-{i}", marks=CELLS[(ct, i)].marks) for ct, i in ALL if (ct, i) in CELLS
+]
 REFUSED = [pytest.param(ct, i, id=f"{ct.name.lower()}-{i}") for ct, i in ALL if (ct, i) not in CELLS]
 
 
@@ -235,15 +284,20 @@ def world(engine, db_url, dagster_instance, park, monkeypatch) -> World:
 
 def _devices(w: World, integration: str, pick: Callable[[Row], bool]) -> list[Row]:
     with w.engine.connect() as conn:
-        rows = conn.execute(sa.select(device).where(device.c.service_provider_id == w.seed.service_providers[integration])
-                            .order_by(device.c.id)).all()
+        rows = conn.execute(
+            sa.select(device)
+            .where(device.c.service_provider_id == w.seed.service_providers[integration])
+            .order_by(device.c.id)
+        ).all()
     chosen = [dict(r._mapping) for r in rows if pick(dict(r._mapping))][:N]
     assert len(chosen) == N, f"the seed has only {len(chosen)} {integration} devices for this cell"
     return chosen
 
 
 def _submit(w: World, ct: ChangeType, integration: str, cell: Cell, devices: list[Row]) -> int:
-    entries = [{"iccid": d["iccid"], **(cell.per_device(k, d) if cell.per_device else {})} for k, d in enumerate(devices)]
+    entries = [
+        {"iccid": d["iccid"], **(cell.per_device(k, d) if cell.per_device else {})} for k, d in enumerate(devices)
+    ]
     body = {"serviceProviderId": w.seed.service_providers[integration], "changeType": int(ct), "devices": entries}
     payload = cell.payload(w.seed)
     if payload:
@@ -254,9 +308,15 @@ def _submit(w: World, ct: ChangeType, integration: str, cell: Cell, devices: lis
 
 def _run_to_the_end(w: World, bc_id: int, poll_now: bool) -> None:
     """Process run, then (async) callbacks / polls -> reconcile runs until the bulk change is final."""
-    defs = build_definitions(carriers=CarrierGatewayResource(
-        timeout_seconds=5.0, max_attempts=4, retry_wait_seconds=0.02,
-        poll_after_seconds=0 if poll_now else 3600, async_timeout_seconds=7200))
+    defs = build_definitions(
+        carriers=CarrierGatewayResource(
+            timeout_seconds=5.0,
+            max_attempts=4,
+            retry_wait_seconds=0.02,
+            poll_after_seconds=0 if poll_now else 3600,
+            async_timeout_seconds=7200,
+        )
+    )
     _, runs = tick_and_run(w.instance, defs, run_config=QUIET)
     assert all(r.success for r in runs)
     for _ in range(20):
@@ -284,7 +344,10 @@ def test_supported_cell_runs_end_to_end(world: World, change_type: ChangeType, i
     assert count_rows_by_status(world.engine, bc_id) == {"PROCESSED": N}, _details(world, bc_id)
     assert get_bulk_change(world.engine, bc_id)["status"] == "PROCESSED"
     with world.engine.connect() as conn:
-        after = {r.id: dict(r._mapping) for r in conn.execute(sa.select(device).where(device.c.id.in_([d["id"] for d in before])))}
+        after = {
+            r.id: dict(r._mapping)
+            for r in conn.execute(sa.select(device).where(device.c.id.in_([d["id"] for d in before])))
+        }
     for b in before:
         assert cell.db(b, after[b["id"]], world.seed), (b, after[b["id"]])
         assert cell.sim is None or cell.sim(world.park, b, after[b["id"]]), b
@@ -305,9 +368,15 @@ def test_unsupported_cell_is_refused_at_validation(world: World, change_type: Ch
     assert [(r["status"], r["status_details"]) for r in rows] == [("ERROR", reason)] * N
     assert world.park.calls() == calls  # nothing was sent to any carrier
     with world.engine.connect() as conn:
-        now = [dict(r._mapping) for r in conn.execute(sa.select(device).where(device.c.id.in_([d["id"] for d in devices])).order_by(device.c.id))]
+        now = [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.select(device).where(device.c.id.in_([d["id"] for d in devices])).order_by(device.c.id)
+            )
+        ]
     assert [{k: v for k, v in d.items() if k != "updated_at"} for d in now] == [
-        {k: v for k, v in d.items() if k != "updated_at"} for d in devices]
+        {k: v for k, v in d.items() if k != "updated_at"} for d in devices
+    ]
 
 
 def _details(w: World, bc_id: int) -> list[tuple[str, str | None]]:

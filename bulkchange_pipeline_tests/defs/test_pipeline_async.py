@@ -22,15 +22,28 @@ from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bul
 from bulkchange_pipeline.store.schema import bulk_change_log, carrier_callback, device, device_change
 
 from ..factories import make_account, make_bulk_change, make_devices
-from ..simulators.fixtures import TS_ACCOUNT, TS_CB_PASSWORD, TS_CB_USER, TS_CLIENT_ID, TS_CLIENT_SECRET, TS_PASSWORD, TS_USER
+from ..simulators.fixtures import (
+    TS_ACCOUNT,
+    TS_CB_PASSWORD,
+    TS_CB_USER,
+    TS_CLIENT_ID,
+    TS_CLIENT_SECRET,
+    TS_PASSWORD,
+    TS_USER,
+)
 from .harness import sensor_then_runs
 
 TEAL_KEY, TEAL_SECRET = "teal-key-77", "teal-SECRET-0b9d"
 
 
 def _defs(poll_after: int = 3600, timeout: int = 7200):
-    carriers = CarrierGatewayResource(timeout_seconds=5.0, max_attempts=6, retry_wait_seconds=0.02,
-                                      poll_after_seconds=poll_after, async_timeout_seconds=timeout)
+    carriers = CarrierGatewayResource(
+        timeout_seconds=5.0,
+        max_attempts=6,
+        retry_wait_seconds=0.02,
+        poll_after_seconds=poll_after,
+        async_timeout_seconds=timeout,
+    )
     return build_definitions(carriers=carriers)
 
 
@@ -45,8 +58,15 @@ def callback_app(db_url, monkeypatch):
 def thingspace(monkeypatch, callback_app):
     sim = ThingSpaceSimulator({TS_CLIENT_ID: TS_CLIENT_SECRET}, {TS_USER: (TS_PASSWORD, TS_ACCOUNT)})
     sim.configure(callback_retry_seconds=0.05)
-    for key, value in {"USERNAME": TS_USER, "SECRET": TS_PASSWORD, "CLIENT_ID": TS_CLIENT_ID, "CLIENT_SECRET": TS_CLIENT_SECRET,
-                       "ACCOUNT_NAME": TS_ACCOUNT, "CALLBACK_USERNAME": TS_CB_USER, "CALLBACK_PASSWORD": TS_CB_PASSWORD}.items():
+    for key, value in {
+        "USERNAME": TS_USER,
+        "SECRET": TS_PASSWORD,
+        "CLIENT_ID": TS_CLIENT_ID,
+        "CLIENT_SECRET": TS_CLIENT_SECRET,
+        "ACCOUNT_NAME": TS_ACCOUNT,
+        "CALLBACK_USERNAME": TS_CB_USER,
+        "CALLBACK_PASSWORD": TS_CB_PASSWORD,
+    }.items():
         monkeypatch.setenv(f"BULKCHANGE_CRED_TEST_TS_{key}", value)
     with sim.run_in_thread() as handle:
         yield sim, handle.base_url
@@ -97,10 +117,15 @@ def test_thingspace_status_update_5000_devices_via_callbacks(engine, dagster_ins
     assert get_bulk_change(engine, bc_id)["status"] == "PROCESSED"
     assert max(sim.applied_counts.values()) == 1 and len(sim.applied_counts) == 5_000
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(device).where(device.c.status == "suspend")).scalar() == 5_000
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(device).where(device.c.status == "suspend")).scalar()
+            == 5_000
+        )
 
 
-def test_thingspace_duplicate_out_of_order_delayed_and_dropped_callbacks(engine, dagster_instance, thingspace, monkeypatch):
+def test_thingspace_duplicate_out_of_order_delayed_and_dropped_callbacks(
+    engine, dagster_instance, thingspace, monkeypatch
+):
     sim, base_url = thingspace
     ids, devices = _ts_seed(engine, sim, base_url, 300)
     sim.configure(duplicate_rate=0.3, shuffle_callbacks=True, callback_delay_seconds=0.3, drop_rate=0.05, seed=11)
@@ -120,14 +145,23 @@ def test_thingspace_duplicate_out_of_order_delayed_and_dropped_callbacks(engine,
     assert sum(counts.values()) == 300 and "PROCESSING" not in counts
     assert counts.get("API_FAILED", 0) <= dropped  # only rows whose answer never came (or a poll confirmed)
     with engine.connect() as conn:
-        failed = conn.execute(sa.select(device_change.c.status_details).where(device_change.c.status == "API_FAILED")).scalars().all()
+        failed = (
+            conn.execute(sa.select(device_change.c.status_details).where(device_change.c.status == "API_FAILED"))
+            .scalars()
+            .all()
+        )
         stored = conn.execute(sa.select(carrier_callback.c.payload)).scalars().all()
         logs = " ".join(str(r) for r in conn.execute(sa.select(bulk_change_log)).all())
     assert all("no answer" in f for f in failed)
     assert get_bulk_change(engine, bc_id)["status"] == "PROCESSED"
     # Stored callbacks and logs hold neither the callback credentials nor the account's secrets.
     dump = str(stored) + logs
-    for secret in (TS_CB_PASSWORD, TS_PASSWORD, TS_CLIENT_SECRET, base64.b64encode(f"{TS_CLIENT_ID}:{TS_CLIENT_SECRET}".encode()).decode()):
+    for secret in (
+        TS_CB_PASSWORD,
+        TS_PASSWORD,
+        TS_CLIENT_SECRET,
+        base64.b64encode(f"{TS_CLIENT_ID}:{TS_CLIENT_SECRET}".encode()).decode(),
+    ):
         assert secret not in dump
 
 
@@ -136,8 +170,14 @@ def test_callback_with_wrong_credentials_is_refused(engine, thingspace, callback
 
     sim, base_url = thingspace
     _ts_seed(engine, sim, base_url, 1)
-    body = {"username": TS_CB_USER, "password": "wrong", "requestId": "r-1", "deviceIds": [{"kind": "iccid", "id": "1"}],
-            "status": "Success", "deviceResponse": {"activateResponse": {"deviceIds": []}}}
+    body = {
+        "username": TS_CB_USER,
+        "password": "wrong",
+        "requestId": "r-1",
+        "deviceIds": [{"kind": "iccid", "id": "1"}],
+        "status": "Success",
+        "deviceResponse": {"activateResponse": {"deviceIds": []}},
+    }
     assert httpx.post(f"{callback_app.root_url}/callbacks/thingspace", json=body).status_code == 401
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(carrier_callback)).scalar() == 0
@@ -153,14 +193,19 @@ def teal(monkeypatch, callback_app):
     sim.close()
 
 
-@pytest.mark.parametrize("change_type,target,expect,start,drop", [
-    (ChangeType.STATUS_UPDATE, {"status": "stopped"}, lambda d: d["deviceStatus"] == "stopped", "online", 0.0),
-    (ChangeType.STATUS_UPDATE, {"status": "online"}, lambda d: d["deviceStatus"] == "online", "stopped", 0.0),
-    (ChangeType.CARRIER_RATE_PLAN_CHANGE, None, None, "online", 0.0),
-    # Every callback lost: the operation-result poll settles the rows once they are overdue.
-    (ChangeType.STATUS_UPDATE, {"status": "stopped"}, lambda d: d["deviceStatus"] == "stopped", "online", 1.0),
-])
-def test_teal_through_operation_result(engine, dagster_instance, teal, monkeypatch, change_type, target, expect, start, drop):
+@pytest.mark.parametrize(
+    "change_type,target,expect,start,drop",
+    [
+        (ChangeType.STATUS_UPDATE, {"status": "stopped"}, lambda d: d["deviceStatus"] == "stopped", "online", 0.0),
+        (ChangeType.STATUS_UPDATE, {"status": "online"}, lambda d: d["deviceStatus"] == "online", "stopped", 0.0),
+        (ChangeType.CARRIER_RATE_PLAN_CHANGE, None, None, "online", 0.0),
+        # Every callback lost: the operation-result poll settles the rows once they are overdue.
+        (ChangeType.STATUS_UPDATE, {"status": "stopped"}, lambda d: d["deviceStatus"] == "stopped", "online", 1.0),
+    ],
+)
+def test_teal_through_operation_result(
+    engine, dagster_instance, teal, monkeypatch, change_type, target, expect, start, drop
+):
     sim, base_url = teal
     sim.configure(drop_callback_rate=drop)
     ids = make_account(engine, base_url, integration="teal", name="TEST_TEAL", max_concurrency=4, batch_size=100)

@@ -20,7 +20,7 @@ from bulkchange_pipeline.store.db import utcnow
 from bulkchange_pipeline.store.schema import bulk_change, bulk_change_log, device, device_change, device_history
 
 from ..factories import JASPER_KEY, JASPER_USER, make_account, make_bulk_change, make_devices
-from .harness import evaluate_sensor, execute, sensor_then_runs, fast_definitions
+from .harness import evaluate_sensor, execute, fast_definitions, sensor_then_runs
 
 
 @pytest.fixture
@@ -60,7 +60,12 @@ def test_sensor_to_processed_status_update(engine, dagster_instance, jasper):
     assert all(sim.device(d["iccid"])["status"] == "DEACTIVATED" for d in devices)
     assert sim.stats()["applied_more_than_once"] == 0 and sim.stats()["applied_devices"] == 120
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(device).where(device.c.status == "DEACTIVATED")).scalar() == 120
+        assert (
+            conn.execute(
+                sa.select(sa.func.count()).select_from(device).where(device.c.status == "DEACTIVATED")
+            ).scalar()
+            == 120
+        )
         hist = conn.execute(sa.select(device_history).where(device_history.c.device_id == devices[0]["id"])).all()
     assert [(h.field, h.old_value, h.new_value) for h in hist] == [("status", "ACTIVATED", "DEACTIVATED")]
 
@@ -75,9 +80,16 @@ def test_sensor_to_processed_status_update(engine, dagster_instance, jasper):
 @pytest.mark.parametrize(
     "change_type,target,check",
     [
-        (ChangeType.CARRIER_RATE_PLAN_CHANGE, {"carrier_rate_plan": "IOT-5GB", "communication_plan": "CP-Plus"},
-         lambda d: d["ratePlan"] == "IOT-5GB" and d["communicationPlan"] == "CP-Plus"),
-        (ChangeType.CUSTOMER_ASSIGNMENT, {"customer_id": None, "customer_name": "Fleet Co"}, lambda d: d["customer"] == "Fleet Co"),
+        (
+            ChangeType.CARRIER_RATE_PLAN_CHANGE,
+            {"carrier_rate_plan": "IOT-5GB", "communication_plan": "CP-Plus"},
+            lambda d: d["ratePlan"] == "IOT-5GB" and d["communicationPlan"] == "CP-Plus",
+        ),
+        (
+            ChangeType.CUSTOMER_ASSIGNMENT,
+            {"customer_id": None, "customer_name": "Fleet Co"},
+            lambda d: d["customer"] == "Fleet Co",
+        ),
         (ChangeType.EDIT_USERNAME_COST_CENTER, {"username": "truck-17", "cost_center": "CC-42"}, None),
     ],
 )
@@ -107,10 +119,22 @@ def test_jasper_change_types(engine, dagster_instance, jasper, change_type, targ
 def test_database_only_changes_immediate_and_scheduled(engine, dagster_instance, jasper):
     sim, base_url = jasper
     ids, devices = _seed(engine, sim, base_url, 20)
-    now_bc = make_bulk_change(engine, ids, devices[:10], ChangeType.CUSTOMER_RATE_PLAN_CHANGE,
-                              {"customer_rate_plan_id": None, "customer_rate_pool_id": None, "data_allocation_mb": 1024})
+    now_bc = make_bulk_change(
+        engine,
+        ids,
+        devices[:10],
+        ChangeType.CUSTOMER_RATE_PLAN_CHANGE,
+        {"customer_rate_plan_id": None, "customer_rate_pool_id": None, "data_allocation_mb": 1024},
+    )
     later = utcnow() + timedelta(days=2)
-    sched_bc = make_bulk_change(engine, ids, devices[10:], ChangeType.CUSTOMER_RATE_PLAN_CHANGE, {"data_allocation_mb": 2048}, effective_at=later)
+    sched_bc = make_bulk_change(
+        engine,
+        ids,
+        devices[10:],
+        ChangeType.CUSTOMER_RATE_PLAN_CHANGE,
+        {"data_allocation_mb": 2048},
+        effective_at=later,
+    )
     archive_bc = make_bulk_change(engine, ids, devices[:3], ChangeType.ARCHIVAL, {"override_usage_check": False})
     defs = fast_definitions()
 
@@ -122,19 +146,31 @@ def test_database_only_changes_immediate_and_scheduled(engine, dagster_instance,
     assert get_bulk_change(engine, sched_bc)["status"] == "SCHEDULED"
     assert sim.stats()["total_calls"] == 0  # database-only: the carrier is never called
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(device).where(device.c.archived_at.is_not(None))).scalar() == 3
+        assert (
+            conn.execute(
+                sa.select(sa.func.count()).select_from(device).where(device.c.archived_at.is_not(None))
+            ).scalar()
+            == 3
+        )
 
     # When the effective date comes, the sensor requests the scheduled bulk change once.
     with engine.begin() as conn:
         past = utcnow() - timedelta(minutes=1)
-        conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == sched_bc).values(effective_at=past))
+        conn.execute(
+            sa.update(device_change).where(device_change.c.bulk_change_id == sched_bc).values(effective_at=past)
+        )
         conn.execute(sa.update(bulk_change).where(bulk_change.c.id == sched_bc).values(effective_at=past))
     due, due_runs = sensor_then_runs(dagster_instance, defs, cursor=result.cursor)
     assert [int(r.partition_key) for r in due.run_requests] == [sched_bc]
     assert due_runs[0].success
     assert count_rows_by_status(engine, sched_bc) == {"PROCESSED": 10}
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(device).where(device.c.data_allocation_mb == 2048)).scalar() == 10
+        assert (
+            conn.execute(
+                sa.select(sa.func.count()).select_from(device).where(device.c.data_allocation_mb == 2048)
+            ).scalar()
+            == 10
+        )
 
 
 def test_transient_faults_still_processed_business_refusals_api_failed(engine, dagster_instance, jasper):
@@ -143,7 +179,9 @@ def test_transient_faults_still_processed_business_refusals_api_failed(engine, d
     # Five devices were purged at the carrier behind our back: the carrier refuses those.
     for d in devices[:5]:
         sim.devices[d["iccid"]]["status"] = "PURGED"
-    sim.configure(error_rate=0.04, burst_rate=0.02, timeout_rate=0.02, timeout_hold_seconds=3.0, malformed_rate=0.02, seed=7)
+    sim.configure(
+        error_rate=0.04, burst_rate=0.02, timeout_rate=0.02, timeout_hold_seconds=3.0, malformed_rate=0.02, seed=7
+    )
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "ACTIVATED"})
 
     _, runs = sensor_then_runs(dagster_instance, fast_definitions())
@@ -154,7 +192,9 @@ def test_transient_faults_still_processed_business_refusals_api_failed(engine, d
     assert stats["applied_more_than_once"] == 0
     with engine.connect() as conn:
         failed = conn.execute(
-            sa.select(device_change.c.iccid, device_change.c.status_details).where(device_change.c.status == "API_FAILED")
+            sa.select(device_change.c.iccid, device_change.c.status_details).where(
+                device_change.c.status == "API_FAILED"
+            )
         ).all()
     assert {f.iccid for f in failed} == {d["iccid"] for d in devices[:5]}
     assert all("PURGED" in f.status_details for f in failed), failed[0].status_details
@@ -181,8 +221,11 @@ def test_no_credential_in_logs_event_log_or_run_config(engine, dagster_instance,
 
     with engine.connect() as conn:
         logs = conn.execute(sa.select(bulk_change_log)).all()
-        everything = " ".join(str(tuple(r)) for t in (bulk_change_log, device_change, bulk_change, device)
-                              for r in conn.execute(sa.select(t)).all())
+        everything = " ".join(
+            str(tuple(r))
+            for t in (bulk_change_log, device_change, bulk_change, device)
+            for r in conn.execute(sa.select(t)).all()
+        )
     assert any(log.request_text for log in logs)  # the exchanges were captured...
     assert all(log.response_ms is not None and log.response_ms >= 0 for log in logs if log.request_text)  # ...and timed
     assert not [n for n in needles if n in everything]  # ...without the secret

@@ -18,7 +18,7 @@ from bulkchange_pipeline.simulators.jasper import JasperSimulator
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
 
 from ..factories import JASPER_KEY, JASPER_USER, make_account, make_bulk_change, make_devices
-from .harness import execute, sensor_then_runs, fast_definitions
+from .harness import execute, fast_definitions, sensor_then_runs
 
 CHILD = textwrap.dedent(
     """
@@ -57,8 +57,12 @@ def test_run_killed_half_way_then_rerun_applies_each_device_once(db_url, engine,
         bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
         with dg.DagsterInstance.get() as instance:
             instance.add_dynamic_partitions("bulk_change", [str(bc_id)])
-        child = subprocess.Popen([sys.executable, "-c", CHILD.format(key=str(bc_id))], env=dict(os.environ),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD.format(key=str(bc_id))],
+            env=dict(os.environ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         while sim.stats()["applied_devices"] < n // 3 and time.monotonic() < deadline and child.poll() is None:
             time.sleep(0.02)

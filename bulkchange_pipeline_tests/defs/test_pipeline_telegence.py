@@ -56,14 +56,34 @@ def _seed_inventory(engine: sa.Engine, park: Park) -> tuple[int, int]:
     (status INVENTORY, ICCID + IMEI, no line yet); returns (tenant id, service provider id)."""
     tenant_id = ref.create_tenant(engine, "fleet-co")
     sp_id = ref.create_service_provider(
-        engine, tenant_id, name="AT&T Telegence", integration="telegence", carrier="att_telegence",
-        base_url=park.base_urls["telegence"], credentials_name=CREDENTIALS, portal_type=2,
-        rate_per_second=0, max_concurrency=8, batch_size=200)
+        engine,
+        tenant_id,
+        name="AT&T Telegence",
+        integration="telegence",
+        carrier="att_telegence",
+        base_url=park.base_urls["telegence"],
+        credentials_name=CREDENTIALS,
+        portal_type=2,
+        rate_per_second=0,
+        max_concurrency=8,
+        batch_size=200,
+    )
     for code in ("IOTSOC1GB", PLAN):
         ref.create_carrier_rate_plan(engine, tenant_id, sp_id, code=code, name=code)
-    ref.insert_devices(engine, tenant_id, sp_id, [
-        {"iccid": demo_iccid(3, 0, i), "imei": demo_imei(3, 0, i), "status": "INVENTORY",
-         "username": f"sensor-{i:04d}"} for i in range(LINES)])
+    ref.insert_devices(
+        engine,
+        tenant_id,
+        sp_id,
+        [
+            {
+                "iccid": demo_iccid(3, 0, i),
+                "imei": demo_imei(3, 0, i),
+                "status": "INVENTORY",
+                "username": f"sensor-{i:04d}",
+            }
+            for i in range(LINES)
+        ],
+    )
     return tenant_id, sp_id
 
 
@@ -71,17 +91,23 @@ def _rows(engine: sa.Engine, bc_id: int) -> dict[str, dict[str, Any]]:
     """Device rows of the bulk change with their device's columns, by ICCID."""
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(device_change.c.iccid, device_change.c.status, device_change.c.status_details,
-                      device_change.c.carrier_request_id, device_change.c.poll_count,
-                      device.c.status.label("device_status"), device.c.msisdn,
-                      device.c.carrier_rate_plan)
+            sa.select(
+                device_change.c.iccid,
+                device_change.c.status,
+                device_change.c.status_details,
+                device_change.c.carrier_request_id,
+                device_change.c.poll_count,
+                device.c.status.label("device_status"),
+                device.c.msisdn,
+                device.c.carrier_rate_plan,
+            )
             .join(device, device.c.id == device_change.c.device_id)
-            .where(device_change.c.bulk_change_id == bc_id)).all()
+            .where(device_change.c.bulk_change_id == bc_id)
+        ).all()
     return {r.iccid: dict(r._mapping) for r in rows}
 
 
-def test_activation_of_1000_lines_completes_through_polling(
-        engine, dagster_instance, park: Park, monkeypatch) -> None:
+def test_activation_of_1000_lines_completes_through_polling(engine, dagster_instance, park: Park, monkeypatch) -> None:
     tenant_id, sp_id = _seed_inventory(engine, park)
     sync_from_database(engine, park, tenant_id)  # its plans; no line exists yet for these SIMs
     for key, value in park.credentials_env({"telegence": CREDENTIALS}, credential_env_key).items():
@@ -92,16 +118,26 @@ def test_activation_of_1000_lines_completes_through_polling(
     rejected, forever = {iccids[i] for i in REJECTED}, iccids[FOREVER]
     sim.configure(reject_iccids=sorted(rejected), pending_iccids=[forever], rejection_reason=REASON)
 
-    request = BulkChangeRequest.model_validate({
-        "serviceProviderId": sp_id, "changeType": int(ChangeType.ACTIVATE_NEW_SERVICE),
-        "devices": [{"iccid": i} for i in iccids],
-        PAYLOAD_KEYS[ChangeType.ACTIVATE_NEW_SERVICE]: {"carrierRatePlan": PLAN}})
+    request = BulkChangeRequest.model_validate(
+        {
+            "serviceProviderId": sp_id,
+            "changeType": int(ChangeType.ACTIVATE_NEW_SERVICE),
+            "devices": [{"iccid": i} for i in iccids],
+            PAYLOAD_KEYS[ChangeType.ACTIVATE_NEW_SERVICE]: {"carrierRatePlan": PLAN},
+        }
+    )
     bc_id = submit(engine, tenant_id, request, created_by="telegence-e2e").bulk_change_id
     assert count_rows_by_status(engine, bc_id) == {"NEW": LINES}
 
-    defs = build_definitions(carriers=CarrierGatewayResource(
-        timeout_seconds=5.0, max_attempts=4, retry_wait_seconds=0.02, poll_after_seconds=0,
-        async_timeout_seconds=7200))
+    defs = build_definitions(
+        carriers=CarrierGatewayResource(
+            timeout_seconds=5.0,
+            max_attempts=4,
+            retry_wait_seconds=0.02,
+            poll_after_seconds=0,
+            async_timeout_seconds=7200,
+        )
+    )
     _, runs = tick_and_run(dagster_instance, defs, run_config=QUIET)
     assert len(runs) == 1 and runs[0].success
     assert count_rows_by_status(engine, bc_id) == {"PROCESSING": LINES}
@@ -136,7 +172,8 @@ def test_activation_of_1000_lines_completes_through_polling(
     stuck = rows[forever]
     assert stuck["status"] == "API_FAILED", stuck
     assert stuck["status_details"].startswith(
-        f"still pending at telegence after {MAX_POLLS} status polls (request {stuck['carrier_request_id']})")
+        f"still pending at telegence after {MAX_POLLS} status polls (request {stuck['carrier_request_id']})"
+    )
     assert (stuck["device_status"], stuck["msisdn"]) == ("INVENTORY", None)
     assert sim.activations[stuck["carrier_request_id"]].polls == MAX_POLLS  # asked exactly 6 times
     assert sim.status_polls == 2 * (LINES - 1) + MAX_POLLS
@@ -150,8 +187,10 @@ def test_activation_of_1000_lines_completes_through_polling(
     with engine.connect() as conn:
         stored_counts = conn.execute(sa.select(bulk_change.c.counts).where(bulk_change.c.id == bc_id)).scalar_one()
         history = conn.execute(
-            sa.select(sa.func.count()).select_from(device_history)
-            .where(device_history.c.bulk_change_id == bc_id, device_history.c.field == "msisdn")).scalar_one()
+            sa.select(sa.func.count())
+            .select_from(device_history)
+            .where(device_history.c.bulk_change_id == bc_id, device_history.c.field == "msisdn")
+        ).scalar_one()
     assert header["status"] == "PROCESSED" and header["processed_at"] is not None
     assert stored_counts == header["counts"] == {"PROCESSED": LINES - 4, "API_FAILED": 4}
     assert history == len(done)  # the audit trail records each new number

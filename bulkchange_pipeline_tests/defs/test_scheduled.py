@@ -14,7 +14,7 @@ database, both backends.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -59,20 +59,40 @@ def world(engine, dagster_instance, monkeypatch):
     with jasper.run_in_thread() as jh, telegence.run_in_thread() as th:
         with engine.begin() as conn:
             for integration, url in (("jasper", jh.base_url), ("telegence", th.base_url)):
-                conn.execute(sa.update(service_provider).where(service_provider.c.id == seed.service_providers[integration])
-                             .values(base_url=url, rate_per_second=0, max_concurrency=8))
-            devices = {i: [dict(r._mapping) for r in conn.execute(
-                sa.select(device).where(device.c.service_provider_id == seed.service_providers[i]).order_by(device.c.id))]
-                for i in ("jasper", "telegence")}
-        jasper.seed_devices({"iccid": d["iccid"], "status": d["status"], "ratePlan": d["carrier_rate_plan"]} for d in devices["jasper"])
-        telegence.seed_devices({"subscriberNumber": d["msisdn"], "sim": d["iccid"], "status": d["status"],
-                                "plan": d["carrier_rate_plan"]} for d in devices["telegence"] if d["status"] in ("A", "S"))
+                conn.execute(
+                    sa.update(service_provider)
+                    .where(service_provider.c.id == seed.service_providers[integration])
+                    .values(base_url=url, rate_per_second=0, max_concurrency=8)
+                )
+            devices = {
+                i: [
+                    dict(r._mapping)
+                    for r in conn.execute(
+                        sa.select(device)
+                        .where(device.c.service_provider_id == seed.service_providers[i])
+                        .order_by(device.c.id)
+                    )
+                ]
+                for i in ("jasper", "telegence")
+            }
+        jasper.seed_devices(
+            {"iccid": d["iccid"], "status": d["status"], "ratePlan": d["carrier_rate_plan"]} for d in devices["jasper"]
+        )
+        telegence.seed_devices(
+            {"subscriberNumber": d["msisdn"], "sim": d["iccid"], "status": d["status"], "plan": d["carrier_rate_plan"]}
+            for d in devices["telegence"]
+            if d["status"] in ("A", "S")
+        )
         yield seed, dagster_instance, jasper, telegence, devices
 
 
 def _submit(engine, seed: DemoSeed, integration: str, ct: ChangeType, devices: list, **payload) -> int:
-    body = {"serviceProviderId": seed.service_providers[integration], "changeType": int(ct), "devices": devices,
-            PAYLOAD_KEYS[ct]: payload}
+    body = {
+        "serviceProviderId": seed.service_providers[integration],
+        "changeType": int(ct),
+        "devices": devices,
+        PAYLOAD_KEYS[ct]: payload,
+    }
     outcome = submit(engine, seed.tenant_id, BulkChangeRequest.model_validate(body), "test")
     assert outcome.created and not outcome.report.errors, outcome.report.errors
     return outcome.bulk_change_id
@@ -86,8 +106,10 @@ def _move_clock(engine, bc_id: int, seconds: float) -> None:
     """Make ``seconds`` pass for one bulk change: every stored time of it moves that far back."""
     back = timedelta(seconds=seconds)
     with engine.begin() as conn:  # computed here, not in SQL: SQLite has no datetime arithmetic on these columns
-        for table, key, cols in ((device_change, device_change.c.bulk_change_id, ("effective_at", "updated_at")),
-                                 (bulk_change, bulk_change.c.id, ("effective_at", "created_at"))):
+        for table, key, cols in (
+            (device_change, device_change.c.bulk_change_id, ("effective_at", "updated_at")),
+            (bulk_change, bulk_change.c.id, ("effective_at", "created_at")),
+        ):
             for row in conn.execute(sa.select(table.c.id, *(table.c[c] for c in cols)).where(key == bc_id)).all():
                 moved = {c: row._mapping[c] - back for c in cols if row._mapping[c] is not None}
                 conn.execute(sa.update(table).where(table.c.id == row.id).values(**moved))
@@ -95,15 +117,28 @@ def _move_clock(engine, bc_id: int, seconds: float) -> None:
 
 def test_carrier_dated_changes_are_sent_at_once_with_the_date(engine, world) -> None:
     seed, instance, jasper, telegence, devices = world
-    when = (datetime.now(timezone.utc) + timedelta(days=10)).replace(microsecond=0)
+    when = (datetime.now(UTC) + timedelta(days=10)).replace(microsecond=0)
     far = when + timedelta(days=190)  # beyond Jasper's 180 days: waits here instead
     active = [d for d in devices["jasper"] if d["status"] == "ACTIVATED"][:4]
-    jasper_bc = _submit(engine, seed, "jasper", CT.STATUS_UPDATE,
-                        [d["iccid"] for d in active[:3]] + [{"iccid": active[3]["iccid"], "effectiveDate": far.isoformat()}],
-                        status="DEACTIVATED", effectiveDate=when.isoformat())
+    jasper_bc = _submit(
+        engine,
+        seed,
+        "jasper",
+        CT.STATUS_UPDATE,
+        [d["iccid"] for d in active[:3]] + [{"iccid": active[3]["iccid"], "effectiveDate": far.isoformat()}],
+        status="DEACTIVATED",
+        effectiveDate=when.isoformat(),
+    )
     lines = [d for d in devices["telegence"] if d["status"] == "A" and d["carrier_rate_plan"] != "IOTSOC5GB"][:2]
-    tg_bc = _submit(engine, seed, "telegence", CT.CARRIER_RATE_PLAN_CHANGE, [d["iccid"] for d in lines],
-                    carrierRatePlan="IOTSOC5GB", effectiveDate=when.isoformat())
+    tg_bc = _submit(
+        engine,
+        seed,
+        "telegence",
+        CT.CARRIER_RATE_PLAN_CHANGE,
+        [d["iccid"] for d in lines],
+        carrierRatePlan="IOTSOC5GB",
+        effectiveDate=when.isoformat(),
+    )
     assert count_rows_by_status(engine, jasper_bc) == {"NEW": 3, "SCHEDULED": 1}
     assert count_rows_by_status(engine, tg_bc) == {"NEW": 2}
 
@@ -139,11 +174,22 @@ def test_database_only_change_due_one_minute_later(engine, world) -> None:
     seed, instance, jasper, _, devices = world
     plan = seed.customer_rate_plans["Fleet Plus 5GB"]
     picked = devices["jasper"][:5]
-    due = (datetime.now(timezone.utc) + timedelta(minutes=1)).replace(microsecond=0)
-    bc_id = _submit(engine, seed, "jasper", CT.CUSTOMER_RATE_PLAN_CHANGE, [d["iccid"] for d in picked],
-                    customerRatePlanId=plan, effectiveDate=due.isoformat())
+    due = (datetime.now(UTC) + timedelta(minutes=1)).replace(microsecond=0)
+    bc_id = _submit(
+        engine,
+        seed,
+        "jasper",
+        CT.CUSTOMER_RATE_PLAN_CHANGE,
+        [d["iccid"] for d in picked],
+        customerRatePlanId=plan,
+        effectiveDate=due.isoformat(),
+    )
     head = get_bulk_change(engine, bc_id)
-    assert (head["status"], head["effective_at"], head["counts"]) == ("SCHEDULED", due.replace(tzinfo=None), {"SCHEDULED": 5})
+    assert (head["status"], head["effective_at"], head["counts"]) == (
+        "SCHEDULED",
+        due.replace(tzinfo=None),
+        {"SCHEDULED": 5},
+    )
     defs = fast_definitions()
 
     # Not due yet: the sensor requests nothing (twice, to be sure the cursor does not matter).
@@ -169,8 +215,11 @@ def test_database_only_change_due_one_minute_later(engine, world) -> None:
     head = get_bulk_change(engine, bc_id)
     assert head["status"] == "PROCESSED" and head["effective_at"] is None
     with engine.connect() as conn:
-        got = conn.execute(sa.select(device.c.customer_rate_plan_id, device.c.data_allocation_mb)
-                           .where(device.c.id.in_([d["id"] for d in picked]))).all()
+        got = conn.execute(
+            sa.select(device.c.customer_rate_plan_id, device.c.data_allocation_mb).where(
+                device.c.id.in_([d["id"] for d in picked])
+            )
+        ).all()
     assert sorted(got) == [(plan, 5120)] * 5
     assert jasper.stats()["total_calls"] == 0  # database only
 
@@ -180,10 +229,17 @@ def test_database_only_change_due_one_minute_later(engine, world) -> None:
 
 def test_scheduled_change_is_cancellable_until_due(engine, world) -> None:
     seed, instance, jasper, _, devices = world
-    due = (datetime.now(timezone.utc) + timedelta(minutes=1)).replace(microsecond=0)
+    due = (datetime.now(UTC) + timedelta(minutes=1)).replace(microsecond=0)
     picked = devices["jasper"][5:8]
-    bc_id = _submit(engine, seed, "jasper", CT.CUSTOMER_RATE_PLAN_CHANGE, [d["iccid"] for d in picked],
-                    customerRatePlanId=seed.customer_rate_plans["Fleet Plus 5GB"], effectiveDate=due.isoformat())
+    bc_id = _submit(
+        engine,
+        seed,
+        "jasper",
+        CT.CUSTOMER_RATE_PLAN_CHANGE,
+        [d["iccid"] for d in picked],
+        customerRatePlanId=seed.customer_rate_plans["Fleet Plus 5GB"],
+        effectiveDate=due.isoformat(),
+    )
     assert get_bulk_change(engine, bc_id)["status"] == "SCHEDULED"
 
     result = cancel_bulk_change(engine, seed.tenant_id, bc_id, by="ops@example")
@@ -194,6 +250,12 @@ def test_scheduled_change_is_cancellable_until_due(engine, world) -> None:
     assert not evaluate_sensor(instance, fast_definitions()).run_requests
     assert count_rows_by_status(engine, bc_id) == {"CANCELLED": 3}
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(device)
-                            .where(device.c.id.in_([d["id"] for d in picked]), device.c.data_allocation_mb == 5120)).scalar() == 0
+        assert (
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(device)
+                .where(device.c.id.in_([d["id"] for d in picked]), device.c.data_allocation_mb == 5120)
+            ).scalar()
+            == 0
+        )
     assert jasper.stats()["total_calls"] == 0

@@ -164,23 +164,34 @@ class Shape:
     def devices(self, integration: str, n: int, status: str) -> list[str]:
         """``n`` devices in ``status`` no other test has used."""
         with self.engine.connect() as conn:
-            found = conn.execute(sa.select(device.c.iccid).where(device.c.service_provider_id == self.sp[integration],
-                                                                  device.c.status == status).order_by(device.c.id)).scalars().all()
+            found = (
+                conn.execute(
+                    sa.select(device.c.iccid)
+                    .where(device.c.service_provider_id == self.sp[integration], device.c.status == status)
+                    .order_by(device.c.id)
+                )
+                .scalars()
+                .all()
+            )
         picked = [i for i in found if i not in self.used][:n]
         assert len(picked) == n, f"seed too small: {len(picked)} unused {status} {integration} devices"
         self.used.update(picked)
         return picked
 
     def submit(self, integration: str, iccids: list[str], change_type: int = 1, **body: Any) -> int:
-        r = self.api.post("/bulk-changes", json={"serviceProviderId": self.sp[integration], "changeType": change_type,
-                                                 "devices": iccids, **body})
+        r = self.api.post(
+            "/bulk-changes",
+            json={"serviceProviderId": self.sp[integration], "changeType": change_type, "devices": iccids, **body},
+        )
         assert r.status_code == 201, r.text
         return int(r.json()["id"])
 
     def provider(self, integration: str, **values: Any) -> None:
         """Set the service provider's batch size / rate (read by each run when it loads the bulk change)."""
         with self.engine.begin() as conn:
-            conn.execute(sa.update(service_provider).where(service_provider.c.id == self.sp[integration]).values(**values))
+            conn.execute(
+                sa.update(service_provider).where(service_provider.c.id == self.sp[integration]).values(**values)
+            )
 
     def runs(self, bc_id: int, job: str | None = None) -> list[dg.RunRecord]:
         records = self.instance.get_run_records(dg.RunsFilter(job_name=job, tags={PARTITION_TAG: str(bc_id)}))
@@ -188,11 +199,15 @@ class Shape:
 
     def header(self, bc_id: int) -> tuple[str, dict[str, int]]:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(bulk_change.c.status, bulk_change.c.counts).where(bulk_change.c.id == bc_id)).one()
+            row = conn.execute(
+                sa.select(bulk_change.c.status, bulk_change.c.counts).where(bulk_change.c.id == bc_id)
+            ).one()
         return row.status, dict(row.counts or {})
 
     def graphql(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-        r = httpx.post(f"{self.dep.url('webserver')}/graphql", json={"query": query, "variables": variables}, timeout=60.0)
+        r = httpx.post(
+            f"{self.dep.url('webserver')}/graphql", json={"query": query, "variables": variables}, timeout=60.0
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert not body.get("errors"), body
@@ -214,7 +229,9 @@ def shape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shape]:
             pytest.fail(f"PostgreSQL is required under CI=true but is not usable: {message}")
         pytest.skip(f"PostgreSQL not reachable: {message}")
     base = sa.engine.make_url(PG_ADMIN_URL)
-    db_url, dagster_url = (base.set(drivername="postgresql+psycopg2", database=n).render_as_string(hide_password=False) for n in names)
+    db_url, dagster_url = (
+        base.set(drivername="postgresql+psycopg2", database=n).render_as_string(hide_password=False) for n in names
+    )
 
     def drop() -> None:
         with admin.connect() as conn:
@@ -229,9 +246,14 @@ def shape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shape]:
         stack.callback(engine.dispose)
         seed = seed_demo(engine, devices_per_carrier=SEED_DEVICES)
         jasper = Jasper({JASPER_USER: JASPER_KEY}, rate_per_second=0, max_concurrency=0)
-        thingspace = HoldingThingSpace({TS_CLIENT_ID: TS_CLIENT_SECRET}, {TS_USER: (TS_PASSWORD, TS_ACCOUNT)}, activate_per_minute=0)
+        thingspace = HoldingThingSpace(
+            {TS_CLIENT_ID: TS_CLIENT_SECRET}, {TS_USER: (TS_PASSWORD, TS_ACCOUNT)}, activate_per_minute=0
+        )
         thingspace.configure(callback_retry_seconds=0.05)
-        park = Park({"jasper": jasper, "thingspace": thingspace}, {"jasper": jasper.run_in_thread(), "thingspace": thingspace.run_in_thread()})
+        park = Park(
+            {"jasper": jasper, "thingspace": thingspace},
+            {"jasper": jasper.run_in_thread(), "thingspace": thingspace.run_in_thread()},
+        )
         stack.callback(park.stop)
         stack.callback(lambda: (jasper.holder.released.set(), thingspace.holder.released.set()))
         point_demo_at(engine, park.base_urls)
@@ -240,7 +262,9 @@ def shape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shape]:
         key = create_api_key(engine, seed.tenant_id, "crash-recovery-test")
 
         run_dir = tmp_path_factory.mktemp("crash") / "run"
-        dep = LocalDeployment(run_dir, code_server_port=free_port(), webserver_port=free_port(), intake_port=free_port())
+        dep = LocalDeployment(
+            run_dir, code_server_port=free_port(), webserver_port=free_port(), intake_port=free_port()
+        )
         names_by_integration = demo_credentials_names()
         env = {**os.environ, **park.credentials_env({k: names_by_integration[k] for k in sp}, credential_env_key)}
         env.pop("DAGSTER_HOME", None)
@@ -253,9 +277,22 @@ def shape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shape]:
             assert stopped.returncode == 0, stopped.stdout + stopped.stderr
             assert not [s for s, pid in pids.items() if pid and group_alive(pid)]
 
-        started = bulkchange("deploy-local", "start", *run_dir_args, "--database-url", db_url, "--dagster-database-url", dagster_url,
-                             "--code-server-port", str(dep.code_server_port), "--webserver-port", str(dep.webserver_port),
-                             "--intake-port", str(dep.intake_port), env=env)
+        started = bulkchange(
+            "deploy-local",
+            "start",
+            *run_dir_args,
+            "--database-url",
+            db_url,
+            "--dagster-database-url",
+            dagster_url,
+            "--code-server-port",
+            str(dep.code_server_port),
+            "--webserver-port",
+            str(dep.webserver_port),
+            "--intake-port",
+            str(dep.intake_port),
+            env=env,
+        )
         stack.callback(stop)
         assert started.returncode == 0, started.stdout + started.stderr
         instance = stack.enter_context(open_instance(dep, {**env, **_pg_env(dagster_url)}))
@@ -295,7 +332,11 @@ def run_messages(shape: Shape, run_id: str) -> list[str]:
 def rows_locked(engine: sa.Engine, ids: list[int]) -> Iterator[None]:
     """Hold FOR UPDATE locks on device rows: a claim (UPDATE) of any of them waits until released."""
     with engine.connect() as conn:
-        locked = conn.execute(sa.select(device_change.c.id).where(device_change.c.id.in_(ids)).with_for_update()).scalars().all()
+        locked = (
+            conn.execute(sa.select(device_change.c.id).where(device_change.c.id.in_(ids)).with_for_update())
+            .scalars()
+            .all()
+        )
         assert sorted(locked) == sorted(ids)
         try:
             yield
@@ -306,9 +347,14 @@ def rows_locked(engine: sa.Engine, ids: list[int]) -> Iterator[None]:
 def claim_waiting(engine: sa.Engine) -> bool:
     """A run's claim (``UPDATE device_change ...``) is blocked on a row lock."""
     with engine.connect() as conn:
-        return bool(conn.execute(sa.text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND query ILIKE 'UPDATE device_change%'")).scalar())
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query ILIKE 'UPDATE device_change%'"
+                )
+            ).scalar()
+        )
 
 
 def started_run(shape: Shape, bc_id: int) -> dg.RunRecord | None:
@@ -323,8 +369,10 @@ def failure_sensor_acted(shape: Shape, run_id: str) -> bool:
 
 def retry_blocked(shape: Shape, bc_id: int, killed_run_id: str) -> bool:
     """The daemon's retry of the killed run is running and its claim waits on the test's lock."""
-    return any(r.dagster_run.parent_run_id == killed_run_id and r.dagster_run.status == dg.DagsterRunStatus.STARTED
-               for r in shape.runs(bc_id, PROCESS_JOB)) and claim_waiting(shape.engine)
+    return any(
+        r.dagster_run.parent_run_id == killed_run_id and r.dagster_run.status == dg.DagsterRunStatus.STARTED
+        for r in shape.runs(bc_id, PROCESS_JOB)
+    ) and claim_waiting(shape.engine)
 
 
 def wait_settled(shape: Shape, bc_id: int, done: Callable[[str], bool], timeout: float = FINISH_TIMEOUT) -> list[str]:
@@ -348,11 +396,20 @@ def wait_settled(shape: Shape, bc_id: int, done: Callable[[str], bool], timeout:
             last_change, last_state = time.monotonic(), state
         stuck = finished and time.monotonic() - last_change > QUIET_SECONDS
         if stuck or time.monotonic() > deadline:
-            described = [(r.dagster_run.job_name, r.dagster_run.status.value, r.dagster_run.tags.get("dagster/retry_number")) for r in runs]
+            described = [
+                (r.dagster_run.job_name, r.dagster_run.status.value, r.dagster_run.tags.get("dagster/retry_number"))
+                for r in runs
+            ]
             logs = {s: shape.dep.log_file(s).read_text(errors="replace")[-2500:] for s in ("daemon", "code-server")}
-            why = f"every run ended, nothing changed for {QUIET_SECONDS:.0f} s" if stuck else f"not settled in {timeout:.0f} s"
-            raise AssertionError(f"bulk change {bc_id}: {why}: header {seen}, rows "
-                                 f"{count_rows_by_status(shape.engine, bc_id)}, runs {described}\n{logs}")
+            why = (
+                f"every run ended, nothing changed for {QUIET_SECONDS:.0f} s"
+                if stuck
+                else f"not settled in {timeout:.0f} s"
+            )
+            raise AssertionError(
+                f"bulk change {bc_id}: {why}: header {seen}, rows "
+                f"{count_rows_by_status(shape.engine, bc_id)}, runs {described}\n{logs}"
+            )
         time.sleep(0.2)
 
 
@@ -366,8 +423,9 @@ def assert_header_is_what_rows_say(shape: Shape, bc_id: int, *, is_async: bool =
 
 def devices_with(shape: Shape, iccids: list[str], status: str) -> int:
     with shape.engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(device)
-                            .where(device.c.iccid.in_(iccids), device.c.status == status)).scalar_one()
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(device).where(device.c.iccid.in_(iccids), device.c.status == status)
+        ).scalar_one()
 
 
 # --- 1. SIGKILL of the run worker; the run retry finishes ---------------------------------------------
@@ -384,7 +442,7 @@ def test_run_worker_killed_then_the_run_retry_finishes_without_an_operator(point
     shape.provider(integration, batch_size=BATCH, **({} if is_ts else {"rate_per_second": 20.0}))
     target = "suspend" if is_ts else "DEACTIVATED"
     iccids = shape.devices(integration, N, "active" if is_ts else "ACTIVATED")
-    batch: list[set[str]] = [set(iccids[i:i + BATCH]) for i in range(0, N, BATCH)]
+    batch: list[set[str]] = [set(iccids[i : i + BATCH]) for i in range(0, N, BATCH)]
     actions_before = ts.actions_seen
 
     with contextlib.ExitStack() as held:
@@ -399,15 +457,21 @@ def test_run_worker_killed_then_the_run_retry_finishes_without_an_operator(point
         if point == "before_any_batch":
             held.enter_context(rows_locked(shape.engine, [r.id for r in rows]))
         elif point == "between_batches":
-            held.enter_context(rows_locked(shape.engine, [r.id for r in rows[BATCH:2 * BATCH]]))
+            held.enter_context(rows_locked(shape.engine, [r.id for r in rows[BATCH : 2 * BATCH]]))
         if point in ("before_any_batch", "between_batches"):
             reached = lambda: claim_waiting(shape.engine) and shape.header(bc_id)[0] == "PROCESSING"  # noqa: E731
         else:
-            reached = lambda: (jasper.holder.held if not is_ts else ts.holder.held)  # noqa: E731
-        wait_until(lambda: reached() or any(r.dagster_run.is_finished for r in shape.runs(bc_id)), timeout=90, interval=0.01,
-                   what=f"the run to reach {point}")
+            reached = lambda: jasper.holder.held if not is_ts else ts.holder.held  # noqa: E731
+        wait_until(
+            lambda: reached() or any(r.dagster_run.is_finished for r in shape.runs(bc_id)),
+            timeout=90,
+            interval=0.01,
+            what=f"the run to reach {point}",
+        )
         record = started_run(shape, bc_id)
-        assert record is not None and reached(), f"the run ended before {point}: {[r.dagster_run.status for r in shape.runs(bc_id)]}"
+        assert record is not None and reached(), (
+            f"the run ended before {point}: {[r.dagster_run.status for r in shape.runs(bc_id)]}"
+        )
         killed = record.dagster_run
         pid = worker_pid(shape, killed.run_id)
         code_server = read_pid(shape.dep, "code-server")
@@ -422,8 +486,12 @@ def test_run_worker_killed_then_the_run_retry_finishes_without_an_operator(point
             # The run retry is held at the same claim until bulk_change_failure_sensor has judged
             # the killed run: the sensor acts while the retry provably runs, and must leave the
             # header to it (not ERROR, no "failed" log line).
-            wait_until(lambda: retry_blocked(shape, bc_id, killed.run_id) and failure_sensor_acted(shape, killed.run_id),
-                       timeout=120, interval=0.1, what="the run retry blocked at the claim and the failure sensor done")
+            wait_until(
+                lambda: retry_blocked(shape, bc_id, killed.run_id) and failure_sensor_acted(shape, killed.run_id),
+                timeout=120,
+                interval=0.1,
+                what="the run retry blocked at the claim and the failure sensor done",
+            )
             header_while_retrying = shape.header(bc_id)[0]
     # The locks are released (the dead worker's blocked claim was never committed); the held calls go on.
     jasper.hold_when, ts.hold_action = None, (lambda n: None)
@@ -432,16 +500,23 @@ def test_run_worker_killed_then_the_run_retry_finishes_without_an_operator(point
     if point == "before_any_batch":
         assert counts == {"NEW": N} and not applied
         with shape.engine.connect() as conn:  # not even claimed (the claim counts an attempt)
-            attempts = conn.execute(sa.select(sa.func.max(device_change.c.attempt_count))
-                                    .where(device_change.c.bulk_change_id == bc_id)).scalar()
+            attempts = conn.execute(
+                sa.select(sa.func.max(device_change.c.attempt_count)).where(device_change.c.bulk_change_id == bc_id)
+            ).scalar()
         assert attempts == 0, f"{attempts} claims before the kill"
     elif point == "between_batches":
         assert counts == {"PROCESSED": BATCH, "NEW": 2 * BATCH} and applied == batch[0]
-        assert header_while_retrying == "PROCESSING", f"the failure sensor wrote {header_while_retrying} under a running retry"
+        assert header_while_retrying == "PROCESSING", (
+            f"the failure sensor wrote {header_while_retrying} under a running retry"
+        )
     elif point == "mid_batch":
         assert counts == {"PROCESSED": BATCH, "PROCESSING": BATCH, "NEW": BATCH}
         assert applied - batch[0] < batch[1] and len(applied & batch[1]) == 4
-        wait_until(lambda: len(batch[1] & set(jasper.applied_counts)) == 5, timeout=5, what="the call in flight to complete at the carrier")
+        wait_until(
+            lambda: len(batch[1] & set(jasper.applied_counts)) == 5,
+            timeout=5,
+            what="the call in flight to complete at the carrier",
+        )
     else:
         assert counts == {"PROCESSING": 2 * BATCH, "NEW": BATCH}, counts
         assert {r.iccid for r in row_statuses(shape.engine, bc_id) if r.carrier_request_id} == batch[0]
@@ -453,8 +528,9 @@ def test_run_worker_killed_then_the_run_retry_finishes_without_an_operator(point
     # Within one run retry, started by the daemon: the killed run FAILED (the code server saw its
     # worker die), its retry (same tags, every step re-planned) SUCCEEDED.
     process_runs = shape.runs(bc_id, PROCESS_JOB)
-    assert [r.dagster_run.status for r in process_runs] == [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS], \
-        [(r.dagster_run.status, r.dagster_run.tags.get("dagster/retry_number")) for r in process_runs]
+    assert [r.dagster_run.status for r in process_runs] == [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS], [
+        (r.dagster_run.status, r.dagster_run.tags.get("dagster/retry_number")) for r in process_runs
+    ]
     first, retry = process_runs[0].dagster_run, process_runs[1].dagster_run
     assert first.run_id == killed.run_id and first.tags.get("dagster/will_retry") == "true"
     assert retry.parent_run_id == killed.run_id and retry.tags.get("dagster/retry_number") == "1"
@@ -465,8 +541,14 @@ def test_run_worker_killed_then_the_run_retry_finishes_without_an_operator(point
     # settled, and the header says what the rows say.
     assert "ERROR" not in seen, seen
     with shape.engine.connect() as conn:
-        notes = conn.execute(sa.select(bulk_change_log.c.description).where(bulk_change_log.c.bulk_change_id == bc_id)).scalars().all()
-    assert not [n for n in notes if f"Run {killed.run_id} failed" in n], "the failure sensor settled a run Dagster retries"
+        notes = (
+            conn.execute(sa.select(bulk_change_log.c.description).where(bulk_change_log.c.bulk_change_id == bc_id))
+            .scalars()
+            .all()
+        )
+    assert not [n for n in notes if f"Run {killed.run_id} failed" in n], (
+        "the failure sensor settled a run Dagster retries"
+    )
     status, final_counts = assert_header_is_what_rows_say(shape, bc_id, is_async=is_ts)
     assert status == "PROCESSED" and final_counts == {"PROCESSED": N}, (status, final_counts)
     assert devices_with(shape, iccids, target) == N
@@ -481,8 +563,10 @@ def test_run_worker_killed_then_the_run_retry_finishes_without_an_operator(point
         assert {i: len(jasper.edits[i]) for i in iccids} == dict.fromkeys(iccids, 1), "a device was changed twice"
         assert {i: jasper.puts[i] for i in iccids} == dict.fromkeys(iccids, 1), "a device was sent a second PUT"
     failed_at = process_runs[0].end_time or 0.0
-    print(f"\n{point}: failure recorded {failed_at - killed_at:.1f} s after the kill, retry started "
-          f"{(process_runs[1].start_time or 0) - killed_at:.1f} s after, PROCESSED {settled_at - killed_at:.1f} s after; header {seen}")
+    print(
+        f"\n{point}: failure recorded {failed_at - killed_at:.1f} s after the kill, retry started "
+        f"{(process_runs[1].start_time or 0) - killed_at:.1f} s after, PROCESSED {settled_at - killed_at:.1f} s after; header {seen}"
+    )
 
 
 # --- 2. Terminate from the UI -------------------------------------------------------------------------
@@ -519,10 +603,16 @@ def test_terminate_from_the_ui_cancels_after_the_chunk_in_flight(fresh: Shape) -
     answer = shape.graphql(TERMINATE, {"runIds": [run_id]})["terminateRuns"]
     assert [r["__typename"] for r in answer["terminateRunResults"]] == ["TerminateRunSuccess"], answer
     # The stop reached the step (its warning is in the run's log) while the call is still held.
-    wait_until(lambda: any("run is stopping" in m for m in run_messages(shape, run_id)), timeout=30, interval=0.05,
-               what="apply_batch to report the stop (the 'run is stopping' warning of defs/stopping.py): Terminate did not reach the step")
+    wait_until(
+        lambda: any("run is stopping" in m for m in run_messages(shape, run_id)),
+        timeout=30,
+        interval=0.05,
+        what="apply_batch to report the stop (the 'run is stopping' warning of defs/stopping.py): Terminate did not reach the step",
+    )
     # (A client retry of the held call itself, after its 10 s timeout, would belong to the chunk in flight.)
-    assert not {i for t, i in jasper.put_starts if t > stopped_at} - {held_iccid}, "a carrier call started after the stop"
+    assert not {i for t, i in jasper.put_starts if t > stopped_at} - {held_iccid}, (
+        "a carrier call started after the stop"
+    )
     jasper.hold_when = None
     jasper.holder.released.set()
 
@@ -545,9 +635,19 @@ def test_terminate_from_the_ui_cancels_after_the_chunk_in_flight(fresh: Shape) -
     status, counts = assert_header_is_what_rows_say(shape, bc_id)
     assert status == "PROCESSED" and counts == {"PROCESSED": 10, "CANCELLED": 30}, (status, counts)
     with shape.engine.connect() as conn:
-        notes = conn.execute(sa.select(bulk_change_log.c.description).where(bulk_change_log.c.bulk_change_id == bc_id,
-                                                                            bulk_change_log.c.device_change_id.is_(None))).scalars().all()
-    assert any(f"Stopped by Terminate of Dagster run {run_id}" in n and "30 device rows not yet sent are CANCELLED" in n for n in notes), notes
+        notes = (
+            conn.execute(
+                sa.select(bulk_change_log.c.description).where(
+                    bulk_change_log.c.bulk_change_id == bc_id, bulk_change_log.c.device_change_id.is_(None)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert any(
+        f"Stopped by Terminate of Dagster run {run_id}" in n and "30 device rows not yet sent are CANCELLED" in n
+        for n in notes
+    ), notes
 
 
 # --- 3. A launchpad run gets the partition's tags and queues on its account ----------------------------
@@ -590,7 +690,12 @@ def launch_like_the_launchpad(shape: Shape, partition: str) -> str:
 
 
 def _launch(shape: Shape, run_config: dict[str, Any], tags: list[dict[str, str]]) -> str:
-    params = {"selector": _selector(), "runConfigData": run_config, "mode": "default", "executionMetadata": {"tags": tags}}
+    params = {
+        "selector": _selector(),
+        "runConfigData": run_config,
+        "mode": "default",
+        "executionMetadata": {"tags": tags},
+    }
     launched = shape.graphql(LAUNCH, {"params": params})["launchPipelineExecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     return launched["run"]["runId"]
@@ -604,8 +709,12 @@ def test_launchpad_run_gets_the_account_tag_and_queues_behind_the_earlier_run(fr
     first = shape.submit("jasper", first_devices, statusUpdate={"status": "DEACTIVATED"})
     # The earlier run is held in progress at its first claim (a row lock: no carrier timeout runs out).
     with rows_locked(shape.engine, [r.id for r in row_statuses(shape.engine, first)]):
-        wait_until(lambda: started_run(shape, first) is not None and claim_waiting(shape.engine), timeout=90, interval=0.05,
-                   what="the earlier run in progress, held at its claim")
+        wait_until(
+            lambda: started_run(shape, first) is not None and claim_waiting(shape.engine),
+            timeout=90,
+            interval=0.05,
+            what="the earlier run in progress, held at its claim",
+        )
         first_run = started_run(shape, first)
         assert first_run is not None
 
@@ -613,35 +722,53 @@ def test_launchpad_run_gets_the_account_tag_and_queues_behind_the_earlier_run(fr
         # added as the UI's "add partition" does; then the launchpad run; then a control run on
         # another account (a database-only change on ThingSpace), launched the same way after it.
         later = shape.submit("jasper", later_devices, statusUpdate={"status": "DEACTIVATED"}, processChanges=False)
-        control = shape.submit("thingspace", shape.devices("thingspace", 3, "active"), change_type=10,
-                               usernameCostCenterUpdate={"costCenter": "CC-LAUNCHPAD"}, processChanges=False)
+        control = shape.submit(
+            "thingspace",
+            shape.devices("thingspace", 3, "active"),
+            change_type=10,
+            usernameCostCenterUpdate={"costCenter": "CC-LAUNCHPAD"},
+            processChanges=False,
+        )
         shape.instance.add_dynamic_partitions("bulk_change", [str(later), str(control)])
         later_run_id = launch_like_the_launchpad(shape, str(later))
         later_run = shape.instance.get_run_by_id(later_run_id)
         assert later_run is not None
         assert later_run.tags.get(ACCOUNT_TAG) == account_tag_value(shape.sp["jasper"]), later_run.tags
-        assert later_run.tags.get("bulkchange/bulk_change_id") == str(later) and later_run.tags.get(PARTITION_TAG) == str(later)
+        assert later_run.tags.get("bulkchange/bulk_change_id") == str(later) and later_run.tags.get(
+            PARTITION_TAG
+        ) == str(later)
         control_run_id = launch_like_the_launchpad(shape, str(control))
 
         # The daemon dequeued the control run, queued after ours, while ours waits behind the held run.
-        wait_until(lambda: shape.instance.get_run_by_id(control_run_id).status != dg.DagsterRunStatus.QUEUED,  # type: ignore[union-attr]
-                   timeout=60, interval=0.1, what="the control run dequeued")
+        wait_until(
+            lambda: shape.instance.get_run_by_id(control_run_id).status != dg.DagsterRunStatus.QUEUED,  # type: ignore[union-attr]
+            timeout=60,
+            interval=0.1,
+            what="the control run dequeued",
+        )
         assert shape.instance.get_run_by_id(later_run_id).status == dg.DagsterRunStatus.QUEUED  # type: ignore[union-attr]
         assert shape.instance.get_run_by_id(first_run.dagster_run.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
         assert not set(jasper.applied_counts) & (set(first_devices) | set(later_devices))
     wait_settled(shape, first, lambda s: s == "PROCESSED", timeout=90)
     wait_settled(shape, later, lambda s: s == "PROCESSED", timeout=90)
     wait_settled(shape, control, lambda s: s == "PROCESSED", timeout=90)
-    records = {r.dagster_run.run_id: r for r in shape.instance.get_run_records(
-        dg.RunsFilter(run_ids=[first_run.dagster_run.run_id, later_run_id]))}
+    records = {
+        r.dagster_run.run_id: r
+        for r in shape.instance.get_run_records(dg.RunsFilter(run_ids=[first_run.dagster_run.run_id, later_run_id]))
+    }
     a, b = records[first_run.dagster_run.run_id], records[later_run_id]
     assert a.dagster_run.status == b.dagster_run.status == dg.DagsterRunStatus.SUCCESS
-    assert b.start_time is not None and a.end_time is not None and b.start_time >= a.end_time, (a.end_time, b.start_time)
+    assert b.start_time is not None and a.end_time is not None and b.start_time >= a.end_time, (
+        a.end_time,
+        b.start_time,
+    )
     # At the carrier: every edit of the earlier bulk change before any of the later one.
     last_first = max(t for i in first_devices for t, _ in jasper.edits[i])
     first_later = min(t for i in later_devices for t, _ in jasper.edits[i])
     assert last_first < first_later
-    assert [r.dagster_run.run_id for r in shape.runs(later)] == [later_run_id], "the sensor ran a bulk change not marked for processing"
+    assert [r.dagster_run.run_id for r in shape.runs(later)] == [later_run_id], (
+        "the sensor ran a bulk change not marked for processing"
+    )
     for bc_id in (first, later):
         assert assert_header_is_what_rows_say(shape, bc_id) == ("PROCESSED", {"PROCESSED": 10})
 
@@ -685,10 +812,14 @@ def test_daemon_killed_mid_run_then_restarted_loses_nothing(fresh: Shape) -> Non
     jasper.holder.released.set()
 
     # The run in flight finishes without the daemon; the new submission waits.
-    wait_until(lambda: shape.header(first)[0] == "PROCESSED", timeout=FINISH_TIMEOUT, what="the first bulk change processed")
+    wait_until(
+        lambda: shape.header(first)[0] == "PROCESSED", timeout=FINISH_TIMEOUT, what="the first bulk change processed"
+    )
     assert shape.header(second)[0] == "NEW" and not shape.runs(second)
 
-    restarted = bulkchange("deploy-local", "restart", "daemon", "--run-dir", str(shape.dep.run_dir), env=dict(os.environ), timeout=180)
+    restarted = bulkchange(
+        "deploy-local", "restart", "daemon", "--run-dir", str(shape.dep.run_dir), env=dict(os.environ), timeout=180
+    )
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     wait_settled(shape, second, lambda s: s == "PROCESSED")
     for bc_id in (first, second):

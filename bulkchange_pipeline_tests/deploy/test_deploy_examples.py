@@ -63,29 +63,47 @@ def test_production_instance_config(local: dict[str, Any], tmp_path: Path, monke
     cfg = validated(DEPLOY / "dagster.postgres.yaml", tmp_path, monkeypatch)
     pg = cfg["storage"]["postgres"]["postgres_db"]
     assert pg["scheme"] == "postgresql+psycopg2"
-    assert env_names(local["storage"]) == {"DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB"}
+    assert env_names(local["storage"]) == {
+        "DAGSTER_PG_USERNAME",
+        "DAGSTER_PG_PASSWORD",
+        "DAGSTER_PG_HOST",
+        "DAGSTER_PG_PORT",
+        "DAGSTER_PG_DB",
+    }
     assert set(dagster_pg_env("postgresql+psycopg2://u:p@h:5433/d")) == env_names(local["storage"])
-    assert cfg["run_coordinator"] == {"module": "bulkchange_pipeline.defs.run_coordinator", "class": "BulkChangeRunCoordinator"}
+    assert cfg["run_coordinator"] == {
+        "module": "bulkchange_pipeline.defs.run_coordinator",
+        "class": "BulkChangeRunCoordinator",
+    }
     assert cfg["concurrency"]["runs"]["tag_concurrency_limits"] == [
-        {"key": ACCOUNT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+        {"key": ACCOUNT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    ]
     assert cfg["concurrency"]["pools"] == {"default_limit": 8, "granularity": "op"}
     assert cfg["run_retries"] == {"enabled": True, "max_retries": 1, "retry_on_asset_or_op_failure": False}
     assert cfg["run_monitoring"]["enabled"] is True
-    assert cfg["retention"]["sensor"]["purge_after_days"]["skipped"] >= 1 and cfg["retention"]["schedule"]["purge_after_days"] > 0
+    assert (
+        cfg["retention"]["sensor"]["purge_after_days"]["skipped"] >= 1
+        and cfg["retention"]["schedule"]["purge_after_days"] > 0
+    )
     # The embedded default (SQLite, dagster dev) queues with the same per-account limit.
-    assert yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"] == \
-        local["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert (
+        yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
+        == local["concurrency"]["runs"]["tag_concurrency_limits"]
+    )
 
 
 def test_local_deployment_files(local: dict[str, Any], tmp_path: Path) -> None:
     dep = LocalDeployment(tmp_path / "run", code_server_port=4999)
-    env = service_environment(dep, "postgresql://app:pw@db:5432/business", "postgresql://dg:secret@db:5432/dagster", base={})
+    env = service_environment(
+        dep, "postgresql://app:pw@db:5432/business", "postgresql://dg:secret@db:5432/dagster", base={}
+    )
     assert env["BULKCHANGE_DATABASE_URL"] == "postgresql+psycopg2://app:pw@db:5432/business"
     assert env_names(local["storage"]) <= set(env) and env["DAGSTER_PG_PASSWORD"] == "secret"
     prepare(dep, env)
     assert yaml.safe_load((dep.dagster_home / "dagster.yaml").read_text()) == local
     assert yaml.safe_load(dep.workspace.read_text()) == {
-        "load_from": [{"grpc_server": {"host": "127.0.0.1", "port": 4999, "location_name": LOCATION}}]}
+        "load_from": [{"grpc_server": {"host": "127.0.0.1", "port": 4999, "location_name": LOCATION}}]
+    }
     assert stat.S_IMODE(dep.env_file.stat().st_mode) == 0o600
     argv = dep.commands()["code-server"]
     assert argv[1:3] == ["code-server", "start"] and argv[argv.index("-m") + 1] == MODULE
@@ -93,8 +111,9 @@ def test_local_deployment_files(local: dict[str, Any], tmp_path: Path) -> None:
     assert LocalDeployment.load(dep.run_dir) == dep
 
 
-def test_docker_instance_config_differs_only_in_the_launcher(local: dict[str, Any], tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docker_instance_config_differs_only_in_the_launcher(
+    local: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     docker = load("docker/dagster.yaml")
     launcher = docker.pop("run_launcher")
     assert docker == {k: v for k, v in local.items() if k != "run_launcher"}
@@ -114,13 +133,20 @@ def test_docker_compose(local: dict[str, Any]) -> None:
     assert code[:3] == ["dagster", "code-server", "start"] and code[code.index("-m") + 1] == MODULE
     assert code[code.index("--location-name") + 1] == LOCATION
     [entry] = load("docker/workspace.yaml")["load_from"]
-    assert entry["grpc_server"] == {"host": "user_code", "port": int(code[code.index("-p") + 1]), "location_name": LOCATION}
+    assert entry["grpc_server"] == {
+        "host": "user_code",
+        "port": int(code[code.index("-p") + 1]),
+        "location_name": LOCATION,
+    }
     for name in ("user_code", "webserver", "daemon", "setup"):  # every process that opens the instance
         assert env_names(local["storage"]) <= set(services[name]["environment"]), name
     for name in ("user_code", "daemon", "intake", "setup"):  # every process that runs our code or launches runs
         assert services[name]["env_file"] == "bulkchange.env", name
-    example = dict(line.split("=", 1) for line in (DEPLOY / "docker" / "bulkchange.env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (DEPLOY / "docker" / "bulkchange.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert example["BULKCHANGE_DATABASE_URL"].startswith("postgresql+psycopg2://")
     assert {v for v in launcher["env_vars"] if v.startswith("BULKCHANGE_")} == set(example)
     assert compose["networks"]["bulkchange_network"]["name"] == launcher["network"]
@@ -142,7 +168,9 @@ def test_helm_values(local: dict[str, Any]) -> None:
     q = queue["config"]["queuedRunCoordinator"]
     assert q["tagConcurrencyLimits"] == local["concurrency"]["runs"]["tag_concurrency_limits"]
     assert q["maxConcurrentRuns"] == local["concurrency"]["runs"]["max_concurrent_runs"]
-    assert "concurrency" not in (v.get("additionalInstanceConfig") or {})  # Dagster refuses it next to run_coordinator config
+    assert "concurrency" not in (
+        v.get("additionalInstanceConfig") or {}
+    )  # Dagster refuses it next to run_coordinator config
     assert v["runLauncher"]["type"] == "K8sRunLauncher"
     assert {"name": SECRET} in v["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]
     pg = v["postgresql"]
@@ -156,13 +184,19 @@ def test_helm_values(local: dict[str, Any]) -> None:
     d = v["dagsterDaemon"]
     assert d["enabled"] is True and d["image"]["tag"] == v["dagsterWebserver"]["image"]["tag"] == dagster.__version__
     retries = local["run_retries"]
-    assert d["runRetries"] == {"enabled": retries["enabled"], "maxRetries": retries["max_retries"],
-                               "retryOnAssetOrOpFailure": retries["retry_on_asset_or_op_failure"]}
+    assert d["runRetries"] == {
+        "enabled": retries["enabled"],
+        "maxRetries": retries["max_retries"],
+        "retryOnAssetOrOpFailure": retries["retry_on_asset_or_op_failure"],
+    }
     mon = local["run_monitoring"]
-    assert d["runMonitoring"] == {"enabled": mon["enabled"], "startTimeoutSeconds": mon["start_timeout_seconds"],
-                                  "cancelTimeoutSeconds": mon["cancel_timeout_seconds"],
-                                  "pollIntervalSeconds": mon["poll_interval_seconds"],
-                                  "maxResumeRunAttempts": mon["max_resume_run_attempts"]}
+    assert d["runMonitoring"] == {
+        "enabled": mon["enabled"],
+        "startTimeoutSeconds": mon["start_timeout_seconds"],
+        "cancelTimeoutSeconds": mon["cancel_timeout_seconds"],
+        "pollIntervalSeconds": mon["poll_interval_seconds"],
+        "maxResumeRunAttempts": mon["max_resume_run_attempts"],
+    }
     assert d["sensors"] == {"useThreads": True, "numWorkers": local["sensors"]["num_workers"]}
     assert v["retention"]["enabled"] is True
     assert v["retention"]["sensor"]["purgeAfterDays"] == local["retention"]["sensor"]["purge_after_days"]
@@ -173,7 +207,10 @@ def test_helm_secrets_and_pool_sync_job() -> None:
     from bulkchange_pipeline.cli import main
 
     v = load("helm/values.yaml")
-    secrets = {d["metadata"]["name"]: d["stringData"] for d in yaml.safe_load_all((DEPLOY / "helm" / "bulkchange-secret.example.yaml").read_text())}
+    secrets = {
+        d["metadata"]["name"]: d["stringData"]
+        for d in yaml.safe_load_all((DEPLOY / "helm" / "bulkchange-secret.example.yaml").read_text())
+    }
     assert "postgresql-password" in secrets[v["global"]["postgresqlSecretName"]]
     business = secrets[SECRET]
     assert business["BULKCHANGE_DATABASE_URL"].startswith("postgresql+psycopg2://")

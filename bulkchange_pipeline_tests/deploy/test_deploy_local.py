@@ -72,7 +72,9 @@ def databases() -> Iterator[tuple[str, str]]:
             pytest.fail(f"PostgreSQL is required under CI=true but is not usable: {message}")
         pytest.skip(f"PostgreSQL not reachable: {message}")
     base = sa.engine.make_url(PG_ADMIN_URL)
-    yield tuple(base.set(drivername="postgresql+psycopg2", database=n).render_as_string(hide_password=False) for n in names)  # type: ignore[misc]
+    yield tuple(
+        base.set(drivername="postgresql+psycopg2", database=n).render_as_string(hide_password=False) for n in names
+    )  # type: ignore[misc]
     with admin.connect() as conn:
         for name in names:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -94,21 +96,36 @@ def carriers() -> Iterator[Carriers]:
     nearly every call and show as refusals, where 2 ms calls could interleave unseen."""
     slow = FaultConfig(latency_ms=LATENCY_MS)
     jasper = JasperSimulator({JASPER_USER: JASPER_KEY}, rate_per_second=0, max_concurrency=1, faults=slow)
-    pond = PondSimulator({POND_USER: (POND_SECRET, POND_DISTRIBUTOR)}, rate_per_second=0, max_concurrency=2,
-                         faults=FaultConfig(latency_ms=LATENCY_MS))
+    pond = PondSimulator(
+        {POND_USER: (POND_SECRET, POND_DISTRIBUTOR)},
+        rate_per_second=0,
+        max_concurrency=2,
+        faults=FaultConfig(latency_ms=LATENCY_MS),
+    )
     park = Park({"jasper": jasper, "pond": pond}, {"jasper": jasper.run_in_thread(), "pond": pond.run_in_thread()})
     yield Carriers(park, jasper, pond)
     park.stop()
 
 
 def bulkchange(*args: str, env: dict[str, str], timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "bulkchange"), *args], check=False, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "bulkchange"), *args], check=False, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def activated(engine: sa.Engine, sp_id: int, n: int, skip: int = 0) -> list[str]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(device.c.iccid).where(device.c.service_provider_id == sp_id, device.c.status == "ACTIVATED")
-                            .order_by(device.c.id).offset(skip).limit(n)).scalars().all()
+        rows = (
+            conn.execute(
+                sa.select(device.c.iccid)
+                .where(device.c.service_provider_id == sp_id, device.c.status == "ACTIVATED")
+                .order_by(device.c.id)
+                .offset(skip)
+                .limit(n)
+            )
+            .scalars()
+            .all()
+        )
     assert len(rows) == n
     return list(rows)
 
@@ -117,8 +134,9 @@ def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
-def test_three_bulk_changes_through_the_deployment(databases: tuple[str, str], carriers: Carriers, tmp_path: Path,
-                                                   record_property) -> None:
+def test_three_bulk_changes_through_the_deployment(
+    databases: tuple[str, str], carriers: Carriers, tmp_path: Path, record_property
+) -> None:
     began = time.monotonic()
     db_url, dagster_url = databases
     migrate.upgrade(db_url)
@@ -129,14 +147,32 @@ def test_three_bulk_changes_through_the_deployment(databases: tuple[str, str], c
     jasper_sp, pond_sp = seed.service_providers["jasper"], seed.service_providers["pond"]
     key = create_api_key(engine, seed.tenant_id, "deploy-test")
 
-    dep = LocalDeployment(tmp_path / "run", code_server_port=free_port(), webserver_port=free_port(), intake_port=free_port())
+    dep = LocalDeployment(
+        tmp_path / "run", code_server_port=free_port(), webserver_port=free_port(), intake_port=free_port()
+    )
     names = demo_credentials_names()
-    env = {**os.environ, **carriers.park.credentials_env({"jasper": names["jasper"], "pond": names["pond"]}, credential_env_key)}
+    env = {
+        **os.environ,
+        **carriers.park.credentials_env({"jasper": names["jasper"], "pond": names["pond"]}, credential_env_key),
+    }
     env.pop("DAGSTER_HOME", None)
     run_dir_args = ["--run-dir", str(dep.run_dir)]
-    started = bulkchange("deploy-local", "start", *run_dir_args, "--database-url", db_url, "--dagster-database-url", dagster_url,
-                         "--code-server-port", str(dep.code_server_port), "--webserver-port", str(dep.webserver_port),
-                         "--intake-port", str(dep.intake_port), env=env)
+    started = bulkchange(
+        "deploy-local",
+        "start",
+        *run_dir_args,
+        "--database-url",
+        db_url,
+        "--dagster-database-url",
+        dagster_url,
+        "--code-server-port",
+        str(dep.code_server_port),
+        "--webserver-port",
+        str(dep.webserver_port),
+        "--intake-port",
+        str(dep.intake_port),
+        env=env,
+    )
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         startup_seconds = time.monotonic() - began
@@ -151,8 +187,15 @@ def test_three_bulk_changes_through_the_deployment(databases: tuple[str, str], c
         ]
         ids: dict[int, int] = {}  # bulk change id -> service provider id
         for sp_id, iccids in bodies:
-            r = api.post("/bulk-changes", json={"serviceProviderId": sp_id, "changeType": 1, "devices": iccids,
-                                                "statusUpdate": {"status": "DEACTIVATED"}})
+            r = api.post(
+                "/bulk-changes",
+                json={
+                    "serviceProviderId": sp_id,
+                    "changeType": 1,
+                    "devices": iccids,
+                    "statusUpdate": {"status": "DEACTIVATED"},
+                },
+            )
             assert r.status_code == 201, r.text
             ids[r.json()["id"]] = sp_id
 
@@ -168,7 +211,9 @@ def test_three_bulk_changes_through_the_deployment(databases: tuple[str, str], c
             with open_instance(dep, {**env, **_pg_env(dagster_url)}) as instance:
                 runs = [(r.tags.get("dagster/partition"), r.status.value) for r in instance.get_runs()]  # type: ignore[attr-defined]
             logs = {s: dep.log_file(s).read_text(errors="replace")[-3000:] for s in ("daemon", "code-server")}
-            pytest.fail(f"not processed in {PROCESS_TIMEOUT:.0f} s: {sorted(ids.keys() - final.keys())}; runs {runs}\n{logs}")
+            pytest.fail(
+                f"not processed in {PROCESS_TIMEOUT:.0f} s: {sorted(ids.keys() - final.keys())}; runs {runs}\n{logs}"
+            )
         for body in final.values():
             assert body["status"] == "PROCESSED" and body["counts"] == {"PROCESSED": body["total"]}, body
         processed_seconds = time.monotonic() - began
@@ -182,7 +227,10 @@ def test_three_bulk_changes_through_the_deployment(databases: tuple[str, str], c
         assert sorted(int(r.dagster_run.tags["bulkchange/bulk_change_id"]) for r in records) == sorted(ids)
         assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
         spans = {int(r.dagster_run.tags["bulkchange/bulk_change_id"]): (r.start_time, r.end_time) for r in records}
-        queued = {int(r.dagster_run.tags["bulkchange/bulk_change_id"]): r.start_time - r.create_timestamp.timestamp() for r in records}
+        queued = {
+            int(r.dagster_run.tags["bulkchange/bulk_change_id"]): r.start_time - r.create_timestamp.timestamp()
+            for r in records
+        }
         by_account = {r.dagster_run.run_id: r.dagster_run.tags[ACCOUNT_TAG] for r in records}
         jasper_runs = [spans[i] for i, sp in ids.items() if sp == jasper_sp]
         pond_run = next(spans[i] for i, sp in ids.items() if sp == pond_sp)
@@ -190,22 +238,29 @@ def test_three_bulk_changes_through_the_deployment(databases: tuple[str, str], c
 
         jstats, pstats = carriers.jasper.stats(), carriers.pond.stats()
         marks = {
-            "jasper_peak_concurrency": jstats["peak_concurrency"], "jasper_limit": 1,
+            "jasper_peak_concurrency": jstats["peak_concurrency"],
+            "jasper_limit": 1,
             "jasper_calls": jstats["accounts"][JASPER_USER]["calls"],
             "jasper_concurrency_refusals": jstats["accounts"][JASPER_USER]["concurrency_refusals"],
-            "pond_peak_concurrency": pstats["peak_concurrency"], "pond_limit": 2,
+            "pond_peak_concurrency": pstats["peak_concurrency"],
+            "pond_limit": 2,
             "jasper_runs_overlapping": overlaps(*jasper_runs),
-            "pond_overlaps_jasper_seconds": round(max(min(pond_run[1], j[1]) - max(pond_run[0], j[0]) for j in jasper_runs), 1),
+            "pond_overlaps_jasper_seconds": round(
+                max(min(pond_run[1], j[1]) - max(pond_run[0], j[0]) for j in jasper_runs), 1
+            ),
             "runs_in_progress_peak": _peak_in_progress(list(spans.values())),
             "second_jasper_run_queued_seconds": round(max(queued[i] for i, sp in ids.items() if sp == jasper_sp), 1),
-            "startup_seconds": round(startup_seconds, 1), "all_processed_seconds": round(processed_seconds, 1),
+            "startup_seconds": round(startup_seconds, 1),
+            "all_processed_seconds": round(processed_seconds, 1),
         }
         record_property("high_water_marks", json.dumps(marks))
         print(f"\nhigh-water marks: {json.dumps(marks)}")  # the README quotes these
 
         # Per-account limits never exceeded: the carrier saw at most one Jasper call at a time.
         assert 1 <= jstats["peak_concurrency"] <= 1, jstats
-        assert jstats["accounts"][JASPER_USER]["concurrency_refusals"] == 0 and jstats["over_limit_answers"] == 0, jstats
+        assert jstats["accounts"][JASPER_USER]["concurrency_refusals"] == 0 and jstats["over_limit_answers"] == 0, (
+            jstats
+        )
         assert jstats["applied_devices"] == 2 * JASPER_DEVICES and jstats["applied_more_than_once"] == 0, jstats
         assert pstats["peak_concurrency"] <= 2, pstats
         # The run queue held the second Jasper run until the first ended (tag limit 1 per account)...
@@ -213,8 +268,12 @@ def test_three_bulk_changes_through_the_deployment(databases: tuple[str, str], c
         # ...while the Pond account's run went ahead in parallel.
         assert any(overlaps(pond_run, j) for j in jasper_runs), (pond_run, jasper_runs)
         # The limits are what the deployment configured and synced.
-        assert queue.tag_concurrency_limits == [{"key": ACCOUNT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
-        assert pools[CARRIER_API_POOL] == 8 and pools[account_pool(jasper_sp)] == 1 and pools[account_pool(pond_sp)] == 2
+        assert queue.tag_concurrency_limits == [
+            {"key": ACCOUNT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        ]
+        assert (
+            pools[CARRIER_API_POOL] == 8 and pools[account_pool(jasper_sp)] == 1 and pools[account_pool(pond_sp)] == 2
+        )
     finally:
         pids = {s: read_pid(dep, s) for s in SERVICES}
         stopped = bulkchange("deploy-local", "stop", *run_dir_args, env=env, timeout=120)

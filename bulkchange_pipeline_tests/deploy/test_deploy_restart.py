@@ -45,7 +45,7 @@ def parse_status(stdout: str) -> dict[str, dict[str, str]]:
     for line in stdout.splitlines():
         name, rest = line.split(None, 1)
         state = next(s for s in ("up, not ready", "ready", "down") if rest.startswith(s))
-        out[name] = {"state": state, "pid": rest[len(state):].split()[1], "line": line}
+        out[name] = {"state": state, "pid": rest[len(state) :].split()[1], "line": line}
     return out
 
 
@@ -69,7 +69,9 @@ def test_restart_crashed_services(databases: tuple[str, str], tmp_path: Path) ->
     key = create_api_key(engine, tenant_id, "restart-test")
     engine.dispose()
 
-    dep = LocalDeployment(tmp_path / "run", code_server_port=free_port(), webserver_port=free_port(), intake_port=free_port())
+    dep = LocalDeployment(
+        tmp_path / "run", code_server_port=free_port(), webserver_port=free_port(), intake_port=free_port()
+    )
     env = {**os.environ, MARKER: "from-start"}
     env.pop("DAGSTER_HOME", None)
     caller_env = {k: v for k, v in env.items() if k != MARKER}  # restart runs without it: it must copy the deployment's
@@ -78,9 +80,24 @@ def test_restart_crashed_services(databases: tuple[str, str], tmp_path: Path) ->
     never = bulkchange("deploy-local", "restart", "--run-dir", str(tmp_path / "never"), env=caller_env)
     assert never.returncode == 1 and "no deployment" in never.stderr, never.stdout + never.stderr
 
-    started = bulkchange("deploy-local", "start", *run_dir_args, "--database-url", db_url, "--dagster-database-url", dagster_url,
-                         "--code-server-port", str(dep.code_server_port), "--webserver-port", str(dep.webserver_port),
-                         "--intake-port", str(dep.intake_port), "--carrier-api-slots", "2", env=env)
+    started = bulkchange(
+        "deploy-local",
+        "start",
+        *run_dir_args,
+        "--database-url",
+        db_url,
+        "--dagster-database-url",
+        dagster_url,
+        "--code-server-port",
+        str(dep.code_server_port),
+        "--webserver-port",
+        str(dep.webserver_port),
+        "--intake-port",
+        str(dep.intake_port),
+        "--carrier-api-slots",
+        "2",
+        env=env,
+    )
     hand: subprocess.Popen[bytes] | None = None
     try:
         assert started.returncode == 0, started.stdout + started.stderr
@@ -88,7 +105,9 @@ def test_restart_crashed_services(databases: tuple[str, str], tmp_path: Path) ->
         assert all(first.values()), first
 
         unknown = bulkchange("deploy-local", "restart", "intake", "scheduler", *run_dir_args, env=caller_env)
-        assert unknown.returncode == 1 and "unknown service 'scheduler'" in unknown.stderr, unknown.stdout + unknown.stderr
+        assert unknown.returncode == 1 and "unknown service 'scheduler'" in unknown.stderr, (
+            unknown.stdout + unknown.stderr
+        )
 
         # Crash: SIGKILL the intake's and the daemon's whole process groups.
         for service in KILLED:
@@ -98,14 +117,20 @@ def test_restart_crashed_services(databases: tuple[str, str], tmp_path: Path) ->
         down = bulkchange("deploy-local", "status", *run_dir_args, env=caller_env)
         states = parse_status(down.stdout)
         assert down.returncode == 1, down.stdout + down.stderr
-        assert {s: v["state"] for s, v in states.items()} == {"code-server": "ready", "daemon": "down", "webserver": "ready",
-                                                             "intake": "down"}, down.stdout
+        assert {s: v["state"] for s, v in states.items()} == {
+            "code-server": "ready",
+            "daemon": "down",
+            "webserver": "ready",
+            "intake": "down",
+        }, down.stdout
 
         # Restart what is down (no names): exactly the two killed services, in start order.
         restart_began = time.time()
         restarted = bulkchange("deploy-local", "restart", *run_dir_args, env=caller_env, timeout=180)
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-        assert [line.split()[0] for line in restarted.stdout.splitlines() if " restarted, pid " in line] == list(KILLED), restarted.stdout
+        assert [line.split()[0] for line in restarted.stdout.splitlines() if " restarted, pid " in line] == list(
+            KILLED
+        ), restarted.stdout
         second = {s: read_record(dep, s) for s in SERVICES}
 
         up = bulkchange("deploy-local", "status", *run_dir_args, env=caller_env)
@@ -118,7 +143,9 @@ def test_restart_crashed_services(databases: tuple[str, str], tmp_path: Path) ->
             if service in KILLED:
                 assert record.pid != first[service].pid and record.restarts == 1, (service, record)  # type: ignore[union-attr]
                 assert "restarts 1" in states[service]["line"], up.stdout
-                assert environ_of(record.pid).get(MARKER) == "from-start", f"{service} lost the deployment's environment"
+                assert environ_of(record.pid).get(MARKER) == "from-start", (
+                    f"{service} lost the deployment's environment"
+                )
             else:
                 assert record.pid == first[service].pid and "restarts" not in states[service]["line"], up.stdout  # type: ignore[union-attr]
 
@@ -130,14 +157,20 @@ def test_restart_crashed_services(databases: tuple[str, str], tmp_path: Path) ->
         with open_instance(dep, {**env, **_pg_env(dagster_url)}) as instance:
             required = list(instance.get_required_daemon_types())  # type: ignore[attr-defined]
             beats = instance.get_daemon_heartbeats()  # type: ignore[attr-defined]
-        assert required and all(beats[d].timestamp >= restart_began for d in required), {d: beats.get(d) for d in required}
+        assert required and all(beats[d].timestamp >= restart_began for d in required), {
+            d: beats.get(d) for d in required
+        }
 
         # Started by hand: the pid file names a dead process, yet the service is up. Status tells the truth.
         os.killpg(second["intake"].pid, signal.SIGKILL)  # type: ignore[union-attr]
         wait_group_gone(second["intake"].pid)  # type: ignore[union-attr]
-        hand = subprocess.Popen([str(BIN / "bulkchange"), "serve", "--host", dep.host, "--port", str(dep.intake_port)],
-                                env={**caller_env, **read_env_file(dep)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        hand = subprocess.Popen(
+            [str(BIN / "bulkchange"), "serve", "--host", dep.host, "--port", str(dep.intake_port)],
+            env={**caller_env, **read_env_file(dep)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -148,11 +181,15 @@ def test_restart_crashed_services(databases: tuple[str, str], tmp_path: Path) ->
         by_hand = bulkchange("deploy-local", "status", *run_dir_args, env=caller_env)
         states = parse_status(by_hand.stdout)
         assert by_hand.returncode == 0 and states["intake"]["state"] == "ready", by_hand.stdout
-        assert states["intake"]["pid"] == str(hand.pid) and "not started by deploy-local" in states["intake"]["line"], by_hand.stdout
+        assert states["intake"]["pid"] == str(hand.pid) and "not started by deploy-local" in states["intake"]["line"], (
+            by_hand.stdout
+        )
 
         taken = bulkchange("deploy-local", "restart", "intake", *run_dir_args, env=caller_env, timeout=120)
         assert taken.returncode == 0, taken.stdout + taken.stderr
-        assert f"was up as pid {hand.pid}, started by hand" in taken.stdout and f"pid {hand.pid} stopped" in taken.stdout, taken.stdout
+        assert (
+            f"was up as pid {hand.pid}, started by hand" in taken.stdout and f"pid {hand.pid} stopped" in taken.stdout
+        ), taken.stdout
         assert hand.wait(timeout=10) is not None
         third = read_record(dep, "intake")
         assert third is not None and third.restarts == 2 and environ_of(third.pid).get(MARKER) == "from-start", third

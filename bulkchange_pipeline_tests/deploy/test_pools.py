@@ -57,7 +57,9 @@ def test_sync_pools_command(db_url: str, engine: sa.Engine, tmp_path: Path, monk
     assert r.exit_code == 1 and "DAGSTER_HOME is not set" in r.output
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(f"storage:\n  sqlite:\n    base_dir: {tmp_path / 'storage'}\ntelemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text(
+        f"storage:\n  sqlite:\n    base_dir: {tmp_path / 'storage'}\ntelemetry:\n  enabled: false\n"
+    )
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     r = runner.invoke(main, ["sync-pools", "--database-url", db_url, "--carrier-api-slots", "4"])
     assert r.exit_code == 0, r.output

@@ -23,15 +23,15 @@ CARRIERS = (I.JASPER, I.THINGSPACE, I.TELEGENCE, I.TEAL, I.POND, I.REVIO)
 #   "-"  not supported; "DB" our database only; "async" the carrier answers later; "C" carrier call.
 DESIGN_TABLE: dict[ChangeType, tuple[str, ...]] = {
     #                                 Jasper  ThingSpace Telegence Teal     Pond   Rev.io
-    CT.STATUS_UPDATE:              ("C",    "async",   "C",      "async", "C",   "-"),
-    CT.ACTIVATE_NEW_SERVICE:       ("-",    "-",       "async",  "-",     "-",   "-"),
-    CT.ARCHIVAL:                   ("DB",   "DB",      "DB",     "DB",    "DB",  "-"),
-    CT.CUSTOMER_RATE_PLAN_CHANGE:  ("DB",   "DB",      "DB",     "DB",    "DB",  "-"),
-    CT.CUSTOMER_ASSIGNMENT:        ("C",    "DB",      "DB",     "DB",    "DB",  "C"),
-    CT.CARRIER_RATE_PLAN_CHANGE:   ("C",    "async",   "C",      "async", "C",   "-"),
-    CT.CREATE_REV_SERVICE:         ("-",    "-",       "-",      "-",     "-",   "C"),
-    CT.CHANGE_ICCID_AND_IMEI:      ("-",    "async",   "C",      "-",     "-",   "-"),
-    CT.EDIT_USERNAME_COST_CENTER:  ("C",    "DB",      "C",      "DB",    "DB",  "-"),
+    CT.STATUS_UPDATE: ("C", "async", "C", "async", "C", "-"),
+    CT.ACTIVATE_NEW_SERVICE: ("-", "-", "async", "-", "-", "-"),
+    CT.ARCHIVAL: ("DB", "DB", "DB", "DB", "DB", "-"),
+    CT.CUSTOMER_RATE_PLAN_CHANGE: ("DB", "DB", "DB", "DB", "DB", "-"),
+    CT.CUSTOMER_ASSIGNMENT: ("C", "DB", "DB", "DB", "DB", "C"),
+    CT.CARRIER_RATE_PLAN_CHANGE: ("C", "async", "C", "async", "C", "-"),
+    CT.CREATE_REV_SERVICE: ("-", "-", "-", "-", "-", "C"),
+    CT.CHANGE_ICCID_AND_IMEI: ("-", "async", "C", "-", "-", "-"),
+    CT.EDIT_USERNAME_COST_CENTER: ("C", "DB", "C", "DB", "DB", "-"),
 }
 HANDLING = {"C": Handling.CARRIER, "async": Handling.CARRIER_ASYNC, "DB": Handling.DB}
 

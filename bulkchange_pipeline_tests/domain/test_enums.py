@@ -71,12 +71,12 @@ def test_integration_parse_jasper_family_and_unknown():
 
 
 def test_final_statuses():
-    assert FINAL_DEVICE_STATUSES == {
+    assert {
         DeviceChangeStatus.PROCESSED,
         DeviceChangeStatus.API_FAILED,
         DeviceChangeStatus.ERROR,
         DeviceChangeStatus.CANCELLED,
-    }
+    } == FINAL_DEVICE_STATUSES
     assert not DeviceChangeStatus.PROCESSING.is_final
     assert not DeviceChangeStatus.SCHEDULED.is_final
     assert not DeviceChangeStatus.NEW.is_final

@@ -37,7 +37,10 @@ def test_scientific_notation_says_excel_shortened_it(value):
 @pytest.mark.parametrize("iccid", [ICCID19, ICCID20])
 def test_apostrophe_says_remove_it_and_what_to_send(iccid):
     reason = check_iccid(f"'{iccid}")
-    assert reason == f"ICCID \"'{iccid}\" must contain digits only: it starts with an apostrophe, Excel's text marker; remove it and send {iccid}"
+    assert (
+        reason
+        == f"ICCID \"'{iccid}\" must contain digits only: it starts with an apostrophe, Excel's text marker; remove it and send {iccid}"
+    )
     kind, bare = classify(f"'{iccid}")
     assert kind is None and bare is not None and bare.endswith(f"remove it and send {iccid}")
     assert check_imei(f"'{IMEI}").endswith(f"remove it and send {IMEI}")
@@ -55,16 +58,22 @@ def test_apostrophe_before_a_bad_identifier_says_both_fixes():
 @pytest.mark.parametrize("filler", ["F", "f"])
 def test_trailing_f_of_a_19_digit_iccid_says_remove_it(filler):
     value = ICCID19 + filler
-    expected = (f"ICCID {value!r} must contain digits only: the trailing F is the filler a SIM stores after a 19-digit ICCID "
-                f"(read from the SIM or printed on its pack); remove it and send {ICCID19}")
+    expected = (
+        f"ICCID {value!r} must contain digits only: the trailing F is the filler a SIM stores after a 19-digit ICCID "
+        f"(read from the SIM or printed on its pack); remove it and send {ICCID19}"
+    )
     assert check_iccid(value) == expected
     assert classify(value) == (IdentifierKind.ICCID, expected)  # a bare device: recognised as the ICCID it is
     wrong = ICCID19[:-1] + str((int(ICCID19[-1]) + 1) % 10) + filler
-    assert check_iccid(wrong).endswith(f"remove it, and then: ICCID {wrong[:19]!r} has a wrong check digit (Luhn); "
-                                       f"expected {ICCID19[-1]} as the last digit")
+    assert check_iccid(wrong).endswith(
+        f"remove it, and then: ICCID {wrong[:19]!r} has a wrong check digit (Luhn); "
+        f"expected {ICCID19[-1]} as the last digit"
+    )
 
 
-@pytest.mark.parametrize("value", [ICCID20 + "F", ICCID19[:18] + "F", "F" + ICCID19, ICCID19 + "X", "'abc", "'", "8.9.1E+18"])
+@pytest.mark.parametrize(
+    "value", [ICCID20 + "F", ICCID19[:18] + "F", "F" + ICCID19, ICCID19 + "X", "'abc", "'", "8.9.1E+18"]
+)
 def test_other_non_digits_keep_the_plain_reason(value):
     reason = check_iccid(value)
     assert reason == f"ICCID {value!r} must contain digits only"
@@ -91,6 +100,9 @@ def test_the_detail_says_nothing_was_sent():
     assert refused_detail({"ERROR": 3}) == "nothing was sent: all 3 devices were refused at validation"
     assert refused_detail({"ERROR": 1}) == "nothing was sent: its one device was refused at validation"
     assert refused_detail({"ERROR": 3, "NEW": 1}) is None and refused_detail({}) is None
-    assert bulk_status_detail("ERROR", {"ERROR": 2, "NEW": 0}) == "nothing was sent: all 2 devices were refused at validation"
+    assert (
+        bulk_status_detail("ERROR", {"ERROR": 2, "NEW": 0})
+        == "nothing was sent: all 2 devices were refused at validation"
+    )
     assert bulk_status_detail("PROCESSED", {"ERROR": 2}) is None  # a header from before: the status is not contradicted
     assert bulk_status_detail("ERROR", {"NEW": 2, "ERROR": 1}) is None  # a run that could not finish

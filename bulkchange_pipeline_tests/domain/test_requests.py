@@ -136,7 +136,9 @@ def test_payload_keys_cover_every_change_type():
     assert set(PAYLOAD_KEYS) == set(ChangeType)
     assert len(set(PAYLOAD_KEYS.values())) == len(PAYLOAD_KEYS)
     for ct, key in PAYLOAD_KEYS.items():
-        req = BulkChangeRequest.model_validate({"serviceProviderId": 1, "changeType": int(ct), "devices": ["x"], key: {"a": 1}})
+        req = BulkChangeRequest.model_validate(
+            {"serviceProviderId": 1, "changeType": int(ct), "devices": ["x"], key: {"a": 1}}
+        )
         assert req.payload == {"a": 1}
 
 
@@ -145,19 +147,28 @@ def test_payload_keys_cover_every_change_type():
 VALID = [
     (CT.STATUS_UPDATE, {"targetStatus": "DEACTIVATED"}, {"status": "DEACTIVATED"}),
     (CT.STATUS_UPDATE, {"newStatus": " ACTIVATED ", "reasonCode": "R1"}, {"status": "ACTIVATED", "reason_code": "R1"}),
-    (CT.ACTIVATE_NEW_SERVICE, {"ratePlan": "IOT-1GB", "serviceZipCode": "94105"},
-     {"carrier_rate_plan": "IOT-1GB", "service_zip_code": "94105"}),
+    (
+        CT.ACTIVATE_NEW_SERVICE,
+        {"ratePlan": "IOT-1GB", "serviceZipCode": "94105"},
+        {"carrier_rate_plan": "IOT-1GB", "service_zip_code": "94105"},
+    ),
     (CT.ARCHIVAL, {}, {"override_usage_check": False}),
     (CT.ARCHIVAL, {"overrideUsageCheck": True}, {"override_usage_check": True}),
     (CT.CUSTOMER_RATE_PLAN_CHANGE, {"customerPoolId": "789"}, {"customer_rate_pool_id": 789}),
     (CT.CUSTOMER_ASSIGNMENT, {"customerId": 5, "revCustomerId": "R-9"}, {"customer_id": 5, "rev_customer_id": "R-9"}),
-    (CT.CARRIER_RATE_PLAN_CHANGE, {"carrierRatePlan": "IOT-5GB", "commPlan": "CP-Plus"},
-     {"carrier_rate_plan": "IOT-5GB", "communication_plan": "CP-Plus"}),
+    (
+        CT.CARRIER_RATE_PLAN_CHANGE,
+        {"carrierRatePlan": "IOT-5GB", "commPlan": "CP-Plus"},
+        {"carrier_rate_plan": "IOT-5GB", "communication_plan": "CP-Plus"},
+    ),
     (CT.CREATE_REV_SERVICE, {"customerId": 3, "productIds": [1, 2]}, {"customer_id": 3, "product_ids": [1, 2]}),
     (CT.CHANGE_ICCID_AND_IMEI, {"newIccid": GOOD_ICCID}, {"new_iccid": GOOD_ICCID}),
     (CT.CHANGE_ICCID_AND_IMEI, {"newImei": GOOD_IMEI}, {"new_imei": GOOD_IMEI}),
-    (CT.EDIT_USERNAME_COST_CENTER, {"username": "truck-17", "costCenter": "CC-42"},
-     {"username": "truck-17", "cost_center": "CC-42"}),
+    (
+        CT.EDIT_USERNAME_COST_CENTER,
+        {"username": "truck-17", "costCenter": "CC-42"},
+        {"username": "truck-17", "cost_center": "CC-42"},
+    ),
     (CT.EDIT_USERNAME_COST_CENTER, {"cost_center": "CC-1"}, {"cost_center": "CC-1"}),
 ]
 
@@ -181,10 +192,16 @@ INVALID = [
     (CT.CARRIER_RATE_PLAN_CHANGE, {"communicationPlan": "CP"}, ["carrier_rate_plan", "Field required"]),
     (CT.CREATE_REV_SERVICE, {"productIds": [1]}, ["customer_id"]),
     (CT.CHANGE_ICCID_AND_IMEI, {}, ["give newIccid or newImei"]),
-    (CT.CHANGE_ICCID_AND_IMEI, {"newIccid": _bad_check_digit(GOOD_ICCID)},
-     ["wrong check digit (Luhn)", f"expected {GOOD_ICCID[-1]} as the last digit"]),
-    (CT.CHANGE_ICCID_AND_IMEI, {"newIccid": GOOD_ICCID, "newImei": _bad_check_digit(GOOD_IMEI)},
-     ["IMEI", "expected 8 as the last digit"]),
+    (
+        CT.CHANGE_ICCID_AND_IMEI,
+        {"newIccid": _bad_check_digit(GOOD_ICCID)},
+        ["wrong check digit (Luhn)", f"expected {GOOD_ICCID[-1]} as the last digit"],
+    ),
+    (
+        CT.CHANGE_ICCID_AND_IMEI,
+        {"newIccid": GOOD_ICCID, "newImei": _bad_check_digit(GOOD_IMEI)},
+        ["IMEI", "expected 8 as the last digit"],
+    ),
     (CT.CHANGE_ICCID_AND_IMEI, {"newImei": "12345"}, ["15 digits"]),
     (CT.EDIT_USERNAME_COST_CENTER, {}, ["give username or costCenter"]),
     (CT.EDIT_USERNAME_COST_CENTER, {"username": "x" * 129}, ["username"]),
@@ -236,8 +253,12 @@ def test_device_objects_override_request_values():
     ]
     targets = [build_target(req.change_type, {**req.payload, **e.values}) for e in entries]
     assert [err for _, err in targets] == [None, None, None]
-    base = {"customer_rate_plan_id": 456, "data_allocation_mb": 1024, "customer_rate_pool_id": 789,
-            "effective_date": "2024-01-01T00:00:00Z"}
+    base = {
+        "customer_rate_plan_id": 456,
+        "data_allocation_mb": 1024,
+        "customer_rate_pool_id": 789,
+        "effective_date": "2024-01-01T00:00:00Z",
+    }
     assert targets[0][0] == base
     assert targets[1][0] == base | {"customer_rate_plan_id": 999}
     # a canonical-name override wins over the request's wire-name value for the same field

@@ -25,7 +25,7 @@ from bulkchange_pipeline.store.schema import (
     device_history,
 )
 from bulkchange_pipeline_tests.factories import make_account, make_bulk_change, make_devices
-from bulkchange_pipeline_tests.simulators.fixtures import JASPER_API_KEY, JASPER_USER, jasper_account, jasper_sim  # noqa: F401
+from bulkchange_pipeline_tests.simulators.fixtures import JASPER_API_KEY, JASPER_USER, jasper_account
 
 PROCESS_BY = "test-engine"
 
@@ -47,8 +47,9 @@ def _setup_jasper(engine, handle, n, *, status="ACTIVATED"):
 def _full_range(engine, bc_id) -> IdRange:
     with engine.connect() as conn:
         lo, hi, n = conn.execute(
-            sa.select(sa.func.min(device_change.c.id), sa.func.max(device_change.c.id), sa.func.count())
-            .where(device_change.c.bulk_change_id == bc_id)
+            sa.select(sa.func.min(device_change.c.id), sa.func.max(device_change.c.id), sa.func.count()).where(
+                device_change.c.bulk_change_id == bc_id
+            )
         ).one()
     return IdRange(lo, hi, n)
 
@@ -77,11 +78,14 @@ def test_db_only_change_writes_values_history_and_one_log_per_device(engine, jas
     ids, devices, account = _setup_jasper(engine, jasper_sim, 4)
     with engine.begin() as conn:
         plan_id = conn.execute(
-            sa.insert(customer_rate_plan).values(tenant_id=ids["tenant_id"], name="Gold", data_allocation_mb=1024)
+            sa.insert(customer_rate_plan)
+            .values(tenant_id=ids["tenant_id"], name="Gold", data_allocation_mb=1024)
             .returning(customer_rate_plan.c.id)
         ).scalar_one()
         pool_id = conn.execute(
-            sa.insert(customer_rate_pool).values(tenant_id=ids["tenant_id"], name="Pool A").returning(customer_rate_pool.c.id)
+            sa.insert(customer_rate_pool)
+            .values(tenant_id=ids["tenant_id"], name="Pool A")
+            .returning(customer_rate_pool.c.id)
         ).scalar_one()
     target = {"customer_rate_plan_id": plan_id, "customer_rate_pool_id": pool_id, "data_allocation_mb": 1024}
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.CUSTOMER_RATE_PLAN_CHANGE, target)
@@ -102,7 +106,11 @@ def test_db_only_change_writes_values_history_and_one_log_per_device(engine, jas
 
     dev_rows = _rows(engine, device, device.c.id.in_([d["id"] for d in devices]))
     for d in dev_rows:
-        assert (d["customer_rate_plan_id"], d["customer_rate_pool_id"], d["data_allocation_mb"]) == (plan_id, pool_id, 1024)
+        assert (d["customer_rate_plan_id"], d["customer_rate_pool_id"], d["data_allocation_mb"]) == (
+            plan_id,
+            pool_id,
+            1024,
+        )
         assert d["status"] == "ACTIVATED"  # untouched
 
     history = _rows(engine, device_history, device_history.c.bulk_change_id == bc_id)
@@ -271,9 +279,13 @@ def test_all_rows_held_by_carrier_means_no_put_at_all(engine, jasper_sim):
     ids, devices, account = _setup_jasper(engine, jasper_sim, 2)
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
     with engine.begin() as conn:
-        conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == bc_id).values(status="PROCESSING"))
+        conn.execute(
+            sa.update(device_change).where(device_change.c.bulk_change_id == bc_id).values(status="PROCESSING")
+        )
     sim.seed_devices({"iccid": d["iccid"], "status": "DEACTIVATED"} for d in devices)
-    summary = process_batch(engine, load_bulk_change(engine, bc_id), _full_range(engine, bc_id), account, process_by=PROCESS_BY)
+    summary = process_batch(
+        engine, load_bulk_change(engine, bc_id), _full_range(engine, bc_id), account, process_by=PROCESS_BY
+    )
     assert summary.recovered == 2 and summary.processed == 2
     assert sim.calls_by_method.get("PUT", 0) == 0
     assert sum(sim.applied_counts.values()) == 0
@@ -366,7 +378,9 @@ def test_scheduled_rows_not_due_are_untouched_and_stay_scheduled(engine, jasper_
     sim = jasper_sim.simulator
     ids, devices, account = _setup_jasper(engine, jasper_sim, 3)
     when = (utcnow() + timedelta(days=2)).replace(microsecond=0)
-    bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"}, effective_at=when)
+    bc_id = make_bulk_change(
+        engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"}, effective_at=when
+    )
     info = load_bulk_change(engine, bc_id)
     assert info.status == "SCHEDULED"
     before = _rows(engine, device_change, device_change.c.bulk_change_id == bc_id)
@@ -394,7 +408,9 @@ def test_due_scheduled_rows_are_processed_and_later_ones_wait(engine, jasper_sim
     ids, devices, account = _setup_jasper(engine, jasper_sim, 4)
     past = (utcnow() - timedelta(minutes=5)).replace(microsecond=0)
     future = (utcnow() + timedelta(days=1)).replace(microsecond=0)
-    bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"}, effective_at=future)
+    bc_id = make_bulk_change(
+        engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"}, effective_at=future
+    )
     due_ids = [c["id"] for c in _rows(engine, device_change, device_change.c.bulk_change_id == bc_id)][:2]
     with engine.begin() as conn:
         conn.execute(sa.update(device_change).where(device_change.c.id.in_(due_ids)).values(effective_at=past))
@@ -418,20 +434,34 @@ def test_due_scheduled_rows_are_processed_and_later_ones_wait(engine, jasper_sim
     assert header["effective_at"] == future
 
 
-@pytest.mark.parametrize(("integration", "rate", "in_flight", "chunk"), [
-    ("jasper", 5.0, 1, 10),  # 2 s at Jasper's published 5 calls/s
-    ("jasper", 0.0, 8, 32),  # no rate limit: four rounds of the calls in flight
-    ("jasper", 0.0, 0, 256),  # no limit at all: the clients run 64 at once
-    ("jasper", 100.0, 4, 200),
-    ("thingspace", 5.0, 1, 700),  # asynchronous: the whole batch is one request
-])
+@pytest.mark.parametrize(
+    ("integration", "rate", "in_flight", "chunk"),
+    [
+        ("jasper", 5.0, 1, 10),  # 2 s at Jasper's published 5 calls/s
+        ("jasper", 0.0, 8, 32),  # no rate limit: four rounds of the calls in flight
+        ("jasper", 0.0, 0, 256),  # no limit at all: the clients run 64 at once
+        ("jasper", 100.0, 4, 200),
+        ("thingspace", 5.0, 1, 700),  # asynchronous: the whole batch is one request
+    ],
+)
 def test_claim_chunk_is_about_two_seconds_of_the_accounts_rate(engine, integration, rate, in_flight, chunk):
     from bulkchange_pipeline.carriers import CarrierAccount
     from bulkchange_pipeline.engine.batch import claim_chunk_size
 
-    ids = make_account(engine, "http://127.0.0.1:9", integration=integration, rate_per_second=rate, max_concurrency=in_flight)
-    bc_id = make_bulk_change(engine, ids, make_devices(engine, ids, 1), ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    ids = make_account(
+        engine, "http://127.0.0.1:9", integration=integration, rate_per_second=rate, max_concurrency=in_flight
+    )
+    bc_id = make_bulk_change(
+        engine, ids, make_devices(engine, ids, 1), ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"}
+    )
     info = load_bulk_change(engine, bc_id)
-    account = CarrierAccount(info.service_provider.id, integration, "http://127.0.0.1:9", "u", "s",
-                             rate_per_second=rate, max_concurrency=in_flight)
+    account = CarrierAccount(
+        info.service_provider.id,
+        integration,
+        "http://127.0.0.1:9",
+        "u",
+        "s",
+        rate_per_second=rate,
+        max_concurrency=in_flight,
+    )
     assert claim_chunk_size(info, account, 700) == chunk

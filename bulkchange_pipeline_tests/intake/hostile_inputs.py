@@ -38,14 +38,47 @@ SPACES = [" ", "\t", "\n", "\r", "\r\n", "\u00a0", "\u2028", "\u3000", "\x85", "
 SURROGATES = ["\ud800", "\udbff", "\udc00", "\udfff"]
 FORMULA_LEADS = ["=", "+", "-", "@"]
 SPECIAL_TEXT = [
-    "", " ", "\u200b", "\ufeff", "=1+1", " =cmd|' /C calc'!A0", "\t=2+2", "@SUM(1)", "-2+3", "+1", "\ud800",
-    "a\x00b", "NaN", "Infinity", "9" * 30, "x" * 300, "[/]", "[bold]x", "[link=http://x]y[/link]", "\x1b[31mred",
-    "%s%n", "{0}", "\\", '"', "'", "\u202egnp.exe", "1;DROP TABLE device;--",
+    "",
+    " ",
+    "\u200b",
+    "\ufeff",
+    "=1+1",
+    " =cmd|' /C calc'!A0",
+    "\t=2+2",
+    "@SUM(1)",
+    "-2+3",
+    "+1",
+    "\ud800",
+    "a\x00b",
+    "NaN",
+    "Infinity",
+    "9" * 30,
+    "x" * 300,
+    "[/]",
+    "[bold]x",
+    "[link=http://x]y[/link]",
+    "\x1b[31mred",
+    "%s%n",
+    "{0}",
+    "\\",
+    '"',
+    "'",
+    "\u202egnp.exe",
+    "1;DROP TABLE device;--",
 ]
-HOSTILE_CHAR = st.one_of(st.characters(), st.sampled_from(ZERO_WIDTH + CONTROL + SURROGATES + [c for c in SPACES if len(c) == 1] + FORMULA_LEADS))
-WHITESPACE_PAD = st.lists(st.sampled_from(SPACES), min_size=1, max_size=2).map("".join)  # removed by the documented str.strip
-PAD = st.one_of(st.just(""), WHITESPACE_PAD, WHITESPACE_PAD,
-                st.lists(st.sampled_from(SPACES + ZERO_WIDTH + CONTROL + SURROGATES[:1]), min_size=1, max_size=2).map("".join))
+HOSTILE_CHAR = st.one_of(
+    st.characters(),
+    st.sampled_from(ZERO_WIDTH + CONTROL + SURROGATES + [c for c in SPACES if len(c) == 1] + FORMULA_LEADS),
+)
+WHITESPACE_PAD = st.lists(st.sampled_from(SPACES), min_size=1, max_size=2).map(
+    "".join
+)  # removed by the documented str.strip
+PAD = st.one_of(
+    st.just(""),
+    WHITESPACE_PAD,
+    WHITESPACE_PAD,
+    st.lists(st.sampled_from(SPACES + ZERO_WIDTH + CONTROL + SURROGATES[:1]), min_size=1, max_size=2).map("".join),
+)
 
 
 def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
@@ -58,13 +91,33 @@ def padded(core: st.SearchStrategy[str], pad: st.SearchStrategy[str] = PAD) -> s
 
 
 # Console markup (the CLI prints with rich) and terminal escapes
-MARKUP = ["[/]", "x[/]", "[/bold]", "[red]x[/blue]", "[link=javascript:alert(1)]x[/link]", "[bold", "\\[x]", "\x1b[2J\x1b[H",
-          "\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\", "\x07\x08\x08\x08"]
+MARKUP = [
+    "[/]",
+    "x[/]",
+    "[/bold]",
+    "[red]x[/blue]",
+    "[link=javascript:alert(1)]x[/link]",
+    "[bold",
+    "\\[x]",
+    "\x1b[2J\x1b[H",
+    "\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\",
+    "\x07\x08\x08\x08",
+]
 HOSTILE_TEXT = st.one_of(
     st.text(HOSTILE_CHAR, max_size=12),
-    st.builds(lambda pre, lead, rest: pre + lead + rest, PAD, st.sampled_from(FORMULA_LEADS), st.text(HOSTILE_CHAR, max_size=6)),
+    st.builds(
+        lambda pre, lead, rest: pre + lead + rest,
+        PAD,
+        st.sampled_from(FORMULA_LEADS),
+        st.text(HOSTILE_CHAR, max_size=6),
+    ),
     st.sampled_from(SPECIAL_TEXT),
-    st.builds(lambda a, m, b: a + m + b, st.sampled_from(["", "dev-", "8901100000000000000"]), st.sampled_from(MARKUP), st.sampled_from(["", "x"])),
+    st.builds(
+        lambda a, m, b: a + m + b,
+        st.sampled_from(["", "dev-", "8901100000000000000"]),
+        st.sampled_from(MARKUP),
+        st.sampled_from(["", "x"]),
+    ),
 )
 
 
@@ -81,8 +134,22 @@ class Raw:
 # Characters str.isdigit() accepts: a superscript int() refuses, Arabic-Indic digits int() reads as 1, fullwidth
 ODD_DIGITS = ["²", "1²", "١", "１", "1\u200b"]
 NUMBER_LITERALS = [
-    "NaN", "Infinity", "-Infinity", "1e308", "1e400", "-1e400", "1" + "0" * 5000, str(2**63), str(-(2**63) - 1),
-    str(2**64), "-0", "0.5", "1.0", "1E2", "-1", "0",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e308",
+    "1e400",
+    "-1e400",
+    "1" + "0" * 5000,
+    str(2**63),
+    str(-(2**63) - 1),
+    str(2**64),
+    "-0",
+    "0.5",
+    "1.0",
+    "1E2",
+    "-1",
+    "0",
 ]
 DEEP = [Raw("[" * 1000 + "]" * 1000), Raw('{"a":' * 1000 + "1" + "}" * 1000), Raw("[" * 60 + "1" + "]" * 60)]
 HOSTILE_NUMBER = st.one_of(
@@ -168,26 +235,71 @@ class ChangeSpec:
 def change_specs(seed: DemoSeed) -> list[ChangeSpec]:
     plans = seed.carrier_rate_plans["jasper"]
     return [
-        ChangeSpec(10, "EditUsernameCostCenter", "usernameCostCenterUpdate", "jasper",
-                   {"username": ["dev-1", "Ops team"], "costCenter": ["CC-1", "R&D"]}),
-        ChangeSpec(1, "StatusUpdate", "statusUpdate", "jasper",
-                   {"targetStatus": ["DEACTIVATED", "RETIRED", "deactivated"], "reasonCode": ["FF", "x"]}),
-        ChangeSpec(4, "CustomerRatePlanChange", "customerRatePlanUpdate", "jasper",
-                   {"customerRatePlanId": list(seed.customer_rate_plans.values()), "customerPoolId": list(seed.pools.values()),
-                    "customerDataAllocationMB": [0, 100, 5120]}),
-        ChangeSpec(5, "CustomerAssignment", "customerAssignment", "jasper",
-                   {"customerId": list(seed.customers.values()), "revCustomerId": ["REV-1", "R 2"]}),
-        ChangeSpec(7, "CarrierRatePlanChange", "carrierRatePlanUpdate", "jasper",
-                   {"carrierRatePlan": [*plans, plans[0].lower()], "communicationPlan": ["CP-IOT-DATA", "cp x"]}),
+        ChangeSpec(
+            10,
+            "EditUsernameCostCenter",
+            "usernameCostCenterUpdate",
+            "jasper",
+            {"username": ["dev-1", "Ops team"], "costCenter": ["CC-1", "R&D"]},
+        ),
+        ChangeSpec(
+            1,
+            "StatusUpdate",
+            "statusUpdate",
+            "jasper",
+            {"targetStatus": ["DEACTIVATED", "RETIRED", "deactivated"], "reasonCode": ["FF", "x"]},
+        ),
+        ChangeSpec(
+            4,
+            "CustomerRatePlanChange",
+            "customerRatePlanUpdate",
+            "jasper",
+            {
+                "customerRatePlanId": list(seed.customer_rate_plans.values()),
+                "customerPoolId": list(seed.pools.values()),
+                "customerDataAllocationMB": [0, 100, 5120],
+            },
+        ),
+        ChangeSpec(
+            5,
+            "CustomerAssignment",
+            "customerAssignment",
+            "jasper",
+            {"customerId": list(seed.customers.values()), "revCustomerId": ["REV-1", "R 2"]},
+        ),
+        ChangeSpec(
+            7,
+            "CarrierRatePlanChange",
+            "carrierRatePlanUpdate",
+            "jasper",
+            {"carrierRatePlan": [*plans, plans[0].lower()], "communicationPlan": ["CP-IOT-DATA", "cp x"]},
+        ),
         ChangeSpec(3, "Archival", "archival", "jasper", {"overrideUsageCheck": [True, False]}),
-        ChangeSpec(9, "ChangeICCIDAndIMEI", "iccidImeiChange", "thingspace",
-                   {"newIccid": [demo_iccid(THINGSPACE_INDEX, 0, 900 + i) for i in range(3)],
-                    "newImei": [demo_imei(THINGSPACE_INDEX, 0, 900 + i) for i in range(3)]}),
+        ChangeSpec(
+            9,
+            "ChangeICCIDAndIMEI",
+            "iccidImeiChange",
+            "thingspace",
+            {
+                "newIccid": [demo_iccid(THINGSPACE_INDEX, 0, 900 + i) for i in range(3)],
+                "newImei": [demo_imei(THINGSPACE_INDEX, 0, 900 + i) for i in range(3)],
+            },
+        ),
     ]
 
 
-DATES = ["2999-01-01T00:00:00Z", "2000-01-01T00:00:00", "2020-06-30T12:00:00+02:00", "2000-01-01", "0001-01-01T00:00:00",
-         "9999-12-31T23:59:59+14:00", "2024-02-30", "tomorrow", "", " 2999-01-01T00:00:00Z "]
+DATES = [
+    "2999-01-01T00:00:00Z",
+    "2000-01-01T00:00:00",
+    "2020-06-30T12:00:00+02:00",
+    "2000-01-01",
+    "0001-01-01T00:00:00",
+    "9999-12-31T23:59:59+14:00",
+    "2024-02-30",
+    "tomorrow",
+    "",
+    " 2999-01-01T00:00:00Z ",
+]
 DATE = st.one_of(st.sampled_from(DATES), padded(st.sampled_from(DATES[:3])), HOSTILE_TEXT, HOSTILE_NUMBER)
 
 
@@ -197,7 +309,15 @@ def field_value(spec: ChangeSpec, name: str) -> st.SearchStrategy[Any]:
     return weighted(
         (4, st.sampled_from(valid)),
         (2, padded(st.sampled_from(as_text))),
-        (1, st.builds(lambda pad, lead, v: pad + lead + v, WHITESPACE_PAD, st.sampled_from(FORMULA_LEADS), st.sampled_from(as_text))),
+        (
+            1,
+            st.builds(
+                lambda pad, lead, v: pad + lead + v,
+                WHITESPACE_PAD,
+                st.sampled_from(FORMULA_LEADS),
+                st.sampled_from(as_text),
+            ),
+        ),
         (2, HOSTILE_VALUE),
     )
 
@@ -207,21 +327,55 @@ def identifier(ids: dict[str, list[str]], other: list[str]) -> st.SearchStrategy
     return weighted(
         (5, st.sampled_from(every)),
         (2, padded(st.sampled_from(every))),
-        (1, st.builds(lambda lead, v: lead + v, st.sampled_from(["+", "=", "-", "@", " =", "\u200b", "\ufeff"]), st.sampled_from(every))),
+        (
+            1,
+            st.builds(
+                lambda lead, v: lead + v,
+                st.sampled_from(["+", "=", "-", "@", " =", "\u200b", "\ufeff"]),
+                st.sampled_from(every),
+            ),
+        ),
         (1, st.sampled_from(other)),
         (2, HOSTILE_TEXT),
-        (1, st.sampled_from(["8901100000000000999", "89011" + "0" * 40, "1" * 20, "١٢٣٤٥٦٧٨٩٠١٢٣٤٥٦٧٨٩", "8901-1000-0000-0000-001"])),
+        (
+            1,
+            st.sampled_from(
+                ["8901100000000000999", "89011" + "0" * 40, "1" * 20, "١٢٣٤٥٦٧٨٩٠١٢٣٤٥٦٧٨٩", "8901-1000-0000-0000-001"]
+            ),
+        ),
     )
 
 
-MUTATIONS = ["padded_value", "padded_value", "padded_device", "device", "device", "device_value", "device_value", "payload_value", "payload_value", "idempotencyKey",
-             "effectiveDate", "serviceProviderId", "changeType", "processChanges", "portalTypeId", "extra_key", "devices",
-             "payload", "id_key"]
+MUTATIONS = [
+    "padded_value",
+    "padded_value",
+    "padded_device",
+    "device",
+    "device",
+    "device_value",
+    "device_value",
+    "payload_value",
+    "payload_value",
+    "idempotencyKey",
+    "effectiveDate",
+    "serviceProviderId",
+    "changeType",
+    "processChanges",
+    "portalTypeId",
+    "extra_key",
+    "devices",
+    "payload",
+    "id_key",
+]
 
 
 def hostile_field_name(spec: ChangeSpec) -> st.SearchStrategy[str]:
-    return weighted((4, st.sampled_from(list(spec.fields))), (1, st.sampled_from(["status", "effectiveDate", "newStatus", "iccid"])),
-                    (1, padded(st.sampled_from(list(spec.fields)))), (1, HOSTILE_TEXT))
+    return weighted(
+        (4, st.sampled_from(list(spec.fields))),
+        (1, st.sampled_from(["status", "effectiveDate", "newStatus", "iccid"])),
+        (1, padded(st.sampled_from(list(spec.fields)))),
+        (1, HOSTILE_TEXT),
+    )
 
 
 @st.composite
@@ -236,9 +390,18 @@ def json_request(draw: st.DrawFn, seed: DemoSeed) -> dict[str, Any]:
         kind = draw(st.sampled_from(sorted(ids)))
         ident = draw(st.sampled_from(ids[kind]))
         devices.append(ident if draw(st.booleans()) else {draw(st.sampled_from([kind, "device"])): ident})
-    payload = {name: draw(st.sampled_from(spec.fields[name]))
-               for name in draw(st.lists(st.sampled_from(list(spec.fields)), unique=True, min_size=1, max_size=len(spec.fields)))}
-    body: dict[str, Any] = {"serviceProviderId": sp_id, "changeType": spec.change_type, "devices": devices, spec.payload_key: payload}
+    payload = {
+        name: draw(st.sampled_from(spec.fields[name]))
+        for name in draw(
+            st.lists(st.sampled_from(list(spec.fields)), unique=True, min_size=1, max_size=len(spec.fields))
+        )
+    }
+    body: dict[str, Any] = {
+        "serviceProviderId": sp_id,
+        "changeType": spec.change_type,
+        "devices": devices,
+        spec.payload_key: payload,
+    }
     for mutation in draw(st.lists(st.sampled_from(MUTATIONS), max_size=3)):
         i = draw(st.integers(0, len(devices) - 1))
         entry = devices[i]
@@ -251,8 +414,11 @@ def json_request(draw: st.DrawFn, seed: DemoSeed) -> dict[str, Any]:
             else:
                 payload[name] = value
         elif mutation in ("device", "padded_device"):
-            ident = draw(identifier(ids, seed.other_iccids) if mutation == "device"
-                         else padded(st.sampled_from([v for vs in ids.values() for v in vs]), WHITESPACE_PAD))
+            ident = draw(
+                identifier(ids, seed.other_iccids)
+                if mutation == "device"
+                else padded(st.sampled_from([v for vs in ids.values() for v in vs]), WHITESPACE_PAD)
+            )
             if isinstance(entry, dict):
                 entry[next(iter(entry))] = ident
             else:
@@ -263,24 +429,64 @@ def json_request(draw: st.DrawFn, seed: DemoSeed) -> dict[str, Any]:
             entry[name] = draw(DATE if name == "effectiveDate" else field_value(spec, name))
         elif mutation == "id_key" and isinstance(entry, dict):
             key = next(iter(entry))
-            devices[i] = {draw(st.sampled_from(["ICCID", " iccid", "Device", "imei", "msisdn", "eid"]) | HOSTILE_TEXT): entry[key],
-                          **{k: v for k, v in entry.items() if k != key}}
+            devices[i] = {
+                draw(st.sampled_from(["ICCID", " iccid", "Device", "imei", "msisdn", "eid"]) | HOSTILE_TEXT): entry[
+                    key
+                ],
+                **{k: v for k, v in entry.items() if k != key},
+            }
         elif mutation == "payload_value":
             name = draw(hostile_field_name(spec))
             payload[name] = draw(DATE if name == "effectiveDate" else field_value(spec, name))
         elif mutation == "idempotencyKey":
-            body["idempotencyKey"] = draw(weighted((3, HOSTILE_TEXT), (2, padded(st.sampled_from(["k-1", "key"]))), (1, HOSTILE_NUMBER),
-                                                   (1, st.just("k" * 201))))
+            body["idempotencyKey"] = draw(
+                weighted(
+                    (3, HOSTILE_TEXT),
+                    (2, padded(st.sampled_from(["k-1", "key"]))),
+                    (1, HOSTILE_NUMBER),
+                    (1, st.just("k" * 201)),
+                )
+            )
         elif mutation == "effectiveDate":
             (body if draw(st.booleans()) else payload)["effectiveDate"] = draw(DATE)
         elif mutation == "serviceProviderId":
-            body["serviceProviderId"] = draw(st.one_of(
-                st.sampled_from([str(sp_id), f" {sp_id} ", float(sp_id), seed.other_service_provider_id, 0, -1, 999, *ODD_DIGITS]),
-                HOSTILE_NUMBER, HOSTILE_TEXT))
+            body["serviceProviderId"] = draw(
+                st.one_of(
+                    st.sampled_from(
+                        [
+                            str(sp_id),
+                            f" {sp_id} ",
+                            float(sp_id),
+                            seed.other_service_provider_id,
+                            0,
+                            -1,
+                            999,
+                            *ODD_DIGITS,
+                        ]
+                    ),
+                    HOSTILE_NUMBER,
+                    HOSTILE_TEXT,
+                )
+            )
         elif mutation == "changeType":
-            body["changeType"] = draw(st.one_of(
-                st.sampled_from([spec.name, str(spec.change_type), f" {spec.name} ", spec.name.lower(), float(spec.change_type), 6, 0]),
-                padded(st.just(spec.name)), HOSTILE_NUMBER, HOSTILE_TEXT))
+            body["changeType"] = draw(
+                st.one_of(
+                    st.sampled_from(
+                        [
+                            spec.name,
+                            str(spec.change_type),
+                            f" {spec.name} ",
+                            spec.name.lower(),
+                            float(spec.change_type),
+                            6,
+                            0,
+                        ]
+                    ),
+                    padded(st.just(spec.name)),
+                    HOSTILE_NUMBER,
+                    HOSTILE_TEXT,
+                )
+            )
         elif mutation in ("processChanges", "portalTypeId"):
             body[mutation] = draw(HOSTILE_SCALAR)
         elif mutation == "extra_key":
@@ -297,21 +503,33 @@ def json_body_bytes(draw: st.DrawFn, seed: DemoSeed) -> bytes:
     """A request body: a generated request as (hostile) JSON text, sometimes broken at byte level."""
     body = draw(json_request(seed))
     raw = to_bytes(dump(body, ascii_only=draw(st.booleans())))
-    damage = draw(st.sampled_from(["none"] * 16 + ["bom", "not-utf8", "empty", "blank", "null", "array", "deep", "trailing"]))
+    damage = draw(
+        st.sampled_from(["none"] * 16 + ["bom", "not-utf8", "empty", "blank", "null", "array", "deep", "trailing"])
+    )
     if damage == "bom":
         return b"\xef\xbb\xbf" + raw
     if damage == "not-utf8":
         return draw(broken_bytes(raw))
     if damage == "trailing":
         return raw + b" , }"
-    return {"none": raw, "empty": b"", "blank": b" \r\n\t", "null": b"null", "array": b"[" + raw + b"]",
-            "deep": DEEP[0].text.encode()}[damage]
+    return {
+        "none": raw,
+        "empty": b"",
+        "blank": b" \r\n\t",
+        "null": b"null",
+        "array": b"[" + raw + b"]",
+        "deep": DEEP[0].text.encode(),
+    }[damage]
 
 
 # --- CSV files ------------------------------------------------------------------------------------
 
-HEADER_ALIASES = {"targetStatus": ["targetStatus", "status", "newStatus", "TargetStatus"], "carrierRatePlan": ["carrierRatePlan", "carrier_rate_plan"],
-                  "customerRatePlanId": ["customerRatePlanId", "customer_rate_plan_id"], "username": ["username", "Username"]}
+HEADER_ALIASES = {
+    "targetStatus": ["targetStatus", "status", "newStatus", "TargetStatus"],
+    "carrierRatePlan": ["carrierRatePlan", "carrier_rate_plan"],
+    "customerRatePlanId": ["customerRatePlanId", "customer_rate_plan_id"],
+    "username": ["username", "Username"],
+}
 
 
 @dataclass
@@ -343,9 +561,31 @@ def _spellings(key: str) -> list[str]:
     return [key, *wire, *[w[0].upper() + w[1:] for w in wire]]
 
 
-CSV_MUTATIONS = ["cell_pad", "cell_pad", "cell_hostile", "cell_hostile", "id_hostile", "id_pad", "blank_cell", "blank_row",
-                 "header_pad", "header_hostile", "ragged", "semicolon", "unquoted", "encoding", "bad_bytes", "blank_lines",
-                 "nul", "option_ct", "option_sp", "option_key", "no_rows", "newline_in_cell", "header_columns"]
+CSV_MUTATIONS = [
+    "cell_pad",
+    "cell_pad",
+    "cell_hostile",
+    "cell_hostile",
+    "id_hostile",
+    "id_pad",
+    "blank_cell",
+    "blank_row",
+    "header_pad",
+    "header_hostile",
+    "ragged",
+    "semicolon",
+    "unquoted",
+    "encoding",
+    "bad_bytes",
+    "blank_lines",
+    "nul",
+    "option_ct",
+    "option_sp",
+    "option_key",
+    "no_rows",
+    "newline_in_cell",
+    "header_columns",
+]
 
 
 @st.composite
@@ -361,12 +601,25 @@ def csv_upload(draw: st.DrawFn, seed: DemoSeed, *, options_for_cli: bool = False
     names = [draw(st.sampled_from(_spellings(k))) for k in header_keys]
     keys: list[str | None] = list(header_keys)
     pool = ids["iccid"] if id_kind == "device" else ids[id_kind]
-    rows = [[draw(st.sampled_from(pool)), *[str(draw(st.sampled_from(spec.fields[w]))).lower() if isinstance(spec.fields[w][0], bool)
-                                            else str(draw(st.sampled_from(spec.fields[w]))) for w in wire_fields]]
-            for _ in range(draw(st.integers(1, 3)))]
-    options: dict[str, str | None] = {"change_type": draw(st.sampled_from([str(spec.change_type), spec.name])),
-                                      "service_provider": str(sp_id) if not options_for_cli else draw(st.sampled_from([str(sp_id), spec.integration])),
-                                      "idempotency_key": None}
+    rows = [
+        [
+            draw(st.sampled_from(pool)),
+            *[
+                str(draw(st.sampled_from(spec.fields[w]))).lower()
+                if isinstance(spec.fields[w][0], bool)
+                else str(draw(st.sampled_from(spec.fields[w])))
+                for w in wire_fields
+            ],
+        ]
+        for _ in range(draw(st.integers(1, 3)))
+    ]
+    options: dict[str, str | None] = {
+        "change_type": draw(st.sampled_from([str(spec.change_type), spec.name])),
+        "service_provider": str(sp_id)
+        if not options_for_cli
+        else draw(st.sampled_from([str(sp_id), spec.integration])),
+        "idempotency_key": None,
+    }
     delimiter, quoted, encoding, prefix = ",", True, "utf-8", ""
     damage: list[str] = []
     for mutation in draw(st.lists(st.sampled_from(CSV_MUTATIONS), max_size=3)):
@@ -377,8 +630,11 @@ def csv_upload(draw: st.DrawFn, seed: DemoSeed, *, options_for_cli: bool = False
             rows[r][c] = draw(padded(st.just(rows[r][c]), WHITESPACE_PAD))
         elif mutation == "cell_hostile" and rows and len(rows[r]) > 1:
             c = draw(st.integers(1, len(rows[r]) - 1))
-            rows[r][c] = draw(field_value(spec, wire_fields[c - 1] if c - 1 < len(wire_fields) else "x").map(
-                lambda v: v if isinstance(v, str) else "" if v is None else dump(v)))
+            rows[r][c] = draw(
+                field_value(spec, wire_fields[c - 1] if c - 1 < len(wire_fields) else "x").map(
+                    lambda v: v if isinstance(v, str) else "" if v is None else dump(v)
+                )
+            )
         elif mutation == "id_hostile" and rows:
             rows[r][0] = draw(identifier(ids, seed.other_iccids).filter(lambda v: isinstance(v, str)))
         elif mutation == "blank_cell" and rows and c < len(rows[r]):
@@ -403,21 +659,39 @@ def csv_upload(draw: st.DrawFn, seed: DemoSeed, *, options_for_cli: bool = False
         elif mutation == "blank_lines":
             prefix = draw(st.sampled_from(["\n", "\r\n\r\n", ",\n", " \n"]))
         elif mutation == "option_ct":
-            options["change_type"] = draw(st.one_of(st.none(), padded(st.just(spec.name)), st.sampled_from(["99", "0", "-1", str(2**64), "6"]),
-                                                    HOSTILE_TEXT))
+            options["change_type"] = draw(
+                st.one_of(
+                    st.none(),
+                    padded(st.just(spec.name)),
+                    st.sampled_from(["99", "0", "-1", str(2**64), "6"]),
+                    HOSTILE_TEXT,
+                )
+            )
         elif mutation == "option_sp":
-            options["service_provider"] = draw(st.one_of(st.none(), padded(st.just(str(sp_id))), HOSTILE_TEXT,
-                                                         st.sampled_from(["0", "-1", str(2**63), str(2**64), "1e3", "+1", *ODD_DIGITS])))
+            options["service_provider"] = draw(
+                st.one_of(
+                    st.none(),
+                    padded(st.just(str(sp_id))),
+                    HOSTILE_TEXT,
+                    st.sampled_from(["0", "-1", str(2**63), str(2**64), "1e3", "+1", *ODD_DIGITS]),
+                )
+            )
         elif mutation == "option_key":
             options["idempotency_key"] = draw(st.one_of(HOSTILE_TEXT, padded(st.just("csv-key")), st.just("k" * 201)))
         elif mutation == "no_rows":
             rows = []
         elif mutation == "newline_in_cell" and rows and len(rows[r]) > 1:
             rows[r][-1] = rows[r][-1] + draw(st.sampled_from(["\n", "\r\n", "\nx"]))
-        elif mutation == "header_columns":  # changeType / serviceProviderId / idempotencyKey as columns instead of options
+        elif (
+            mutation == "header_columns"
+        ):  # changeType / serviceProviderId / idempotencyKey as columns instead of options
             column = draw(st.sampled_from(["changeType", "serviceProviderId", "idempotencyKey"]))
             if column not in header_keys:
-                value = {"changeType": str(spec.change_type), "serviceProviderId": str(sp_id), "idempotencyKey": "col-key"}[column]
+                value = {
+                    "changeType": str(spec.change_type),
+                    "serviceProviderId": str(sp_id),
+                    "idempotencyKey": "col-key",
+                }[column]
                 header_keys.append(column)
                 keys.append(column)
                 names.append(draw(st.sampled_from(_spellings(column))))
@@ -445,8 +719,15 @@ def csv_upload(draw: st.DrawFn, seed: DemoSeed, *, options_for_cli: bool = False
         data = draw(broken_bytes(data))
     if options_for_cli:
         options = {k: None if v is None else v.replace("\x00", "") for k, v in options.items()}
-    return CsvUpload(data=data, change_type=options["change_type"], service_provider=options["service_provider"],
-                     idempotency_key=options["idempotency_key"], dry_run=draw(st.booleans()), keys=keys, spec=spec)
+    return CsvUpload(
+        data=data,
+        change_type=options["change_type"],
+        service_provider=options["service_provider"],
+        idempotency_key=options["idempotency_key"],
+        dry_run=draw(st.booleans()),
+        keys=keys,
+        spec=spec,
+    )
 
 
 def _header_as_read(text: str) -> list[str] | None:
@@ -476,9 +757,17 @@ def multipart(fields: dict[str, str | None], data: bytes, filename: str = "devic
     for name, value in fields.items():
         if value is None:
             continue
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + to_bytes(value) + b"\r\n")
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-                 f"Content-Type: text/csv\r\n\r\n".encode() + data + b"\r\n")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            + to_bytes(value)
+            + b"\r\n"
+        )
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        f"Content-Type: text/csv\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+    )
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
@@ -567,8 +856,14 @@ def camel_to_snake_row(item: dict[str, Any]) -> dict[str, Any]:
     return {names.get(k, k): v for k, v in item.items()}
 
 
-def row_problems(rows: list[dict[str, Any]], devices: list[Any], values: list[dict[str, Any]], integration: Integration,
-                 *, id_keys: list[str] | None = None) -> list[str]:
+def row_problems(
+    rows: list[dict[str, Any]],
+    devices: list[Any],
+    values: list[dict[str, Any]],
+    integration: Integration,
+    *,
+    id_keys: list[str] | None = None,
+) -> list[str]:
     """Every way the stored device rows differ from what was sent; [] when they round-trip.
 
     ``devices[i]`` is the identifier sent for row i (raw), ``values[i]`` its values by canonical key.
@@ -606,4 +901,10 @@ def expected_key(key: Any) -> str | None:
 
 def control_chars(text: str) -> list[str]:
     """C0/C1 control characters (other than newline and tab) and bidi overrides in terminal output."""
-    return sorted({repr(c) for c in text if (unicodedata.category(c) == "Cc" and c not in "\n\t") or c in "\u202e\u202d\u2066\u2067\u2068"})
+    return sorted(
+        {
+            repr(c)
+            for c in text
+            if (unicodedata.category(c) == "Cc" and c not in "\n\t") or c in "\u202e\u202d\u2066\u2067\u2068"
+        }
+    )

@@ -55,7 +55,13 @@ class Api:
         return self.seed.service_providers["jasper"]
 
     def status_body(self, devices: list, **extra) -> dict:
-        return {"serviceProviderId": self.jasper, "changeType": 1, "devices": devices, "statusUpdate": {"status": "RETIRED"}, **extra}
+        return {
+            "serviceProviderId": self.jasper,
+            "changeType": 1,
+            "devices": devices,
+            "statusUpdate": {"status": "RETIRED"},
+            **extra,
+        }
 
     def submit(self, devices: list, **extra) -> int:
         r = self.client.post("/bulk-changes", json=self.status_body(devices, **extra), headers=self.demo)
@@ -77,7 +83,11 @@ def api(engine: sa.Engine, db_url: str) -> Iterator[Api]:
 
 
 def test_submit_json_creates_rows_and_reports_refusals(api: Api) -> None:
-    devices = [*api.seed.sample_iccids["jasper"][:3], {"iccid": api.seed.sample_iccids["jasper"][3], "targetStatus": "DEACTIVATED"}, BAD_ICCID]
+    devices = [
+        *api.seed.sample_iccids["jasper"][:3],
+        {"iccid": api.seed.sample_iccids["jasper"][3], "targetStatus": "DEACTIVATED"},
+        BAD_ICCID,
+    ]
     r = api.client.post("/bulk-changes", json=api.status_body(devices), headers=api.demo)
     assert r.status_code == 201 and r.headers["location"] == f"/bulk-changes/{r.json()['id']}"
     body = r.json()
@@ -87,7 +97,9 @@ def test_submit_json_creates_rows_and_reports_refusals(api: Api) -> None:
     [error] = v["errors"]
     assert (error["row"], error["device"]) == (5, BAD_ICCID) and error["reason"].startswith("ICCID")
     rows = list(iter_device_results(api.engine, api.seed.tenant_id, body["id"]))
-    assert [r["change_request"].get("status") for r in rows[:4]] == ["RETIRED"] * 3 + ["DEACTIVATED"]  # per-device value
+    assert [r["change_request"].get("status") for r in rows[:4]] == ["RETIRED"] * 3 + [
+        "DEACTIVATED"
+    ]  # per-device value
 
 
 def test_same_idempotency_key_creates_nothing_new(api: Api) -> None:
@@ -95,7 +107,9 @@ def test_same_idempotency_key_creates_nothing_new(api: Api) -> None:
     first = api.client.post("/bulk-changes", json=api.status_body(devices, idempotencyKey="k-1"), headers=api.demo)
     assert first.status_code == 201
     before = table_counts(api.engine)
-    again = api.client.post("/bulk-changes", json=api.status_body(devices), headers={**api.demo, "Idempotency-Key": "k-1"})
+    again = api.client.post(
+        "/bulk-changes", json=api.status_body(devices), headers={**api.demo, "Idempotency-Key": "k-1"}
+    )
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"] and again.json()["created"] is False
     assert "nothing new created" in again.json()["message"]
@@ -104,15 +118,26 @@ def test_same_idempotency_key_creates_nothing_new(api: Api) -> None:
 
 def test_dry_run_stores_nothing(api: Api) -> None:
     before = table_counts(api.engine)
-    r = api.client.post("/bulk-changes:dry-run", json=api.status_body([*api.seed.sample_iccids["jasper"][:3], BAD_ICCID]), headers=api.demo)
+    r = api.client.post(
+        "/bulk-changes:dry-run",
+        json=api.status_body([*api.seed.sample_iccids["jasper"][:3], BAD_ICCID]),
+        headers=api.demo,
+    )
     assert r.status_code == 200
-    assert r.json()["stored"] is False and r.json()["validation"]["accepted"] == 3 and len(r.json()["validation"]["errors"]) == 1
+    assert (
+        r.json()["stored"] is False
+        and r.json()["validation"]["accepted"] == 3
+        and len(r.json()["validation"]["errors"]) == 1
+    )
     assert table_counts(api.engine) == before
 
 
 def test_future_effective_date_schedules_rows(api: Api) -> None:
-    r = api.client.post("/bulk-changes", json=api.status_body(api.seed.sample_iccids["jasper"][:2], effectiveDate="2999-01-01T00:00:00Z"),
-                        headers=api.demo)
+    r = api.client.post(
+        "/bulk-changes",
+        json=api.status_body(api.seed.sample_iccids["jasper"][:2], effectiveDate="2999-01-01T00:00:00Z"),
+        headers=api.demo,
+    )
     assert r.status_code == 201 and r.json()["status"] == "SCHEDULED" and r.json()["counts"] == {"SCHEDULED": 2}
     status = api.client.get(f"/bulk-changes/{r.json()['id']}", headers=api.demo).json()
     assert status["effectiveAt"].startswith("2999-01-01T00:00:00")
@@ -128,7 +153,9 @@ def test_status_pages_and_csv_download_match_the_database(api: Api) -> None:
 
     pages, page = [], 1
     while page:
-        body = api.client.get(f"/bulk-changes/{bc_id}/devices", params={"page": page, "page_size": 3}, headers=api.demo).json()
+        body = api.client.get(
+            f"/bulk-changes/{bc_id}/devices", params={"page": page, "page_size": 3}, headers=api.demo
+        ).json()
         assert body["total"] == 8
         pages.extend(body["items"])
         page = body["nextPage"]
@@ -148,7 +175,8 @@ def test_status_pages_and_csv_download_match_the_database(api: Api) -> None:
 
 
 def test_csv_upload_of_10000_rows_is_processed_end_to_end_and_downloads_identically(
-        engine: sa.Engine, db_url: str, dagster_instance, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine: sa.Engine, db_url: str, dagster_instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The issue's acceptance case: 10,000 rows uploaded as CSV, run by the real sensor and job
     against the Jasper simulator, then the CSV download equals the database, row for row."""
     for api in make_api(engine, db_url, devices_per_carrier=0):
@@ -158,11 +186,15 @@ def test_csv_upload_of_10000_rows_is_processed_end_to_end_and_downloads_identica
                 monkeypatch.setenv(key, value)
             jasper = api.jasper
             iccids = [demo_iccid(1, 0, i) for i in range(10_000)]
-            ref.insert_devices(engine, api.seed.tenant_id, jasper, [{"iccid": i, "status": "ACTIVATED"} for i in iccids])
+            ref.insert_devices(
+                engine, api.seed.tenant_id, jasper, [{"iccid": i, "status": "ACTIVATED"} for i in iccids]
+            )
             park.simulators["jasper"].seed_devices({"iccid": i, "status": "ACTIVATED"} for i in iccids)
             text = "iccid,targetStatus\n" + "".join(f"{i},DEACTIVATED\n" for i in iccids)
             r = api.client.post(
-                "/bulk-changes/csv", headers=api.demo, files={"file": ("devices.csv", text.encode(), "text/csv")},
+                "/bulk-changes/csv",
+                headers=api.demo,
+                files={"file": ("devices.csv", text.encode(), "text/csv")},
                 data={"changeType": "StatusUpdate", "serviceProviderId": str(jasper), "idempotencyKey": "big-1"},
             )
             assert r.status_code == 201, r.text
@@ -188,7 +220,9 @@ def test_csv_upload_of_10000_rows_is_processed_end_to_end_and_downloads_identica
 
 def _rows(engine: sa.Engine, bc_id: int) -> list[sa.Row]:
     with engine.connect() as conn:
-        return conn.execute(sa.select(device_change).where(device_change.c.bulk_change_id == bc_id).order_by(device_change.c.id)).all()
+        return conn.execute(
+            sa.select(device_change).where(device_change.c.bulk_change_id == bc_id).order_by(device_change.c.id)
+        ).all()
 
 
 def test_cancel_over_http_keeps_a_processing_row(api: Api) -> None:
@@ -212,9 +246,11 @@ def test_retry_failed_over_http_starts_a_new_attempt(api: Api) -> None:
     set_bulk_status(api.engine, bc_id, BulkChangeStatus.PROCESSING)
     running = api.client.post(f"/bulk-changes/{bc_id}/retry-failed", headers=api.demo)
     assert busy.status_code == running.status_code == 409 and "finished" in running.json()["detail"]
-    results = [RowResult(ids[0], DeviceChangeStatus.PROCESSED, "ok"),
-               RowResult(ids[1], DeviceChangeStatus.API_FAILED, "refused: rate plan locked", carrier_request_id="x-1"),
-               RowResult(ids[2], DeviceChangeStatus.API_FAILED, "retries ran out")]
+    results = [
+        RowResult(ids[0], DeviceChangeStatus.PROCESSED, "ok"),
+        RowResult(ids[1], DeviceChangeStatus.API_FAILED, "refused: rate plan locked", carrier_request_id="x-1"),
+        RowResult(ids[2], DeviceChangeStatus.API_FAILED, "retries ran out"),
+    ]
     record_results(api.engine, tenant_id=api.seed.tenant_id, bulk_change_id=bc_id, results=results, process_by="test")
     set_bulk_status(api.engine, bc_id, BulkChangeStatus.PROCESSED)
 
@@ -234,23 +270,36 @@ def test_resume_over_http_queues_the_unfinished_rows_once(api: Api) -> None:
     assert queued.status_code == 409 and "already queued" in queued.json()["detail"]
     # A crashed run: one row recorded, one claimed (fate unknown), one NEW; header ERROR.
     claim(api.engine, ids[:2])
-    record_results(api.engine, tenant_id=api.seed.tenant_id, bulk_change_id=bc_id, process_by="test",
-                   results=[RowResult(ids[0], DeviceChangeStatus.PROCESSED, "ok")])
+    record_results(
+        api.engine,
+        tenant_id=api.seed.tenant_id,
+        bulk_change_id=bc_id,
+        process_by="test",
+        results=[RowResult(ids[0], DeviceChangeStatus.PROCESSED, "ok")],
+    )
     set_bulk_status(api.engine, bc_id, BulkChangeStatus.ERROR)
     r = api.client.post(f"/bulk-changes/{bc_id}/resume", headers=api.demo)
     assert r.status_code == 200, r.text
     assert (r.json()["unfinished"], r.json()["attempt"], r.json()["status"]) == (2, 1, "NEW")
     assert [(q.id, q.attempt) for q in list_waiting(api.engine, 0, 10)] == [(bc_id, 1)]
-    assert [row.status for row in _rows(api.engine, bc_id)] == ["PROCESSED", "PROCESSING", "NEW"]  # untouched: the run checks them
+    assert [row.status for row in _rows(api.engine, bc_id)] == [
+        "PROCESSED",
+        "PROCESSING",
+        "NEW",
+    ]  # untouched: the run checks them
     assert api.client.post(f"/bulk-changes/{bc_id}/resume", headers=api.other).status_code == 404
 
 
 def test_openapi_documents_every_route(api: Api) -> None:
     doc = api.client.get("/openapi.json").json()
     wanted = {
-        ("/bulk-changes", "post"), ("/bulk-changes:dry-run", "post"), ("/bulk-changes/csv", "post"),
-        ("/bulk-changes/{bulk_change_id}", "get"), ("/bulk-changes/{bulk_change_id}/devices", "get"),
-        ("/bulk-changes/{bulk_change_id}/cancel", "post"), ("/bulk-changes/{bulk_change_id}/retry-failed", "post"),
+        ("/bulk-changes", "post"),
+        ("/bulk-changes:dry-run", "post"),
+        ("/bulk-changes/csv", "post"),
+        ("/bulk-changes/{bulk_change_id}", "get"),
+        ("/bulk-changes/{bulk_change_id}/devices", "get"),
+        ("/bulk-changes/{bulk_change_id}/cancel", "post"),
+        ("/bulk-changes/{bulk_change_id}/retry-failed", "post"),
     }
     listed = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert wanted <= listed
@@ -258,7 +307,9 @@ def test_openapi_documents_every_route(api: Api) -> None:
         op = doc["paths"][path][method]
         assert op["tags"] == ["bulk changes"] and op.get("summary") and op.get("security")
         assert "application/problem+json" in op["responses"]["401"]["content"]
-        assert "$ref" in str(op["responses"]["200" if "200" in op["responses"] else "201"]["content"]["application/json"]["schema"])
+        assert "$ref" in str(
+            op["responses"]["200" if "200" in op["responses"] else "201"]["content"]["application/json"]["schema"]
+        )
     assert {"HTTPBearer", "APIKeyHeader"} <= set(doc["components"]["securitySchemes"])
     body = doc["paths"]["/bulk-changes"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"serviceProviderId", "changeType", "devices", "idempotencyKey", "effectiveDate"} <= set(body["properties"])

@@ -30,12 +30,19 @@ def test_api_key_cancel_and_retry_commands(engine: sa.Engine, db_url: str) -> No
     assert run("api-key", "create", "--tenant", "nobody", "--name", "x").exit_code == 1
 
     with TestClient(create_app(db_url)) as client:
-        body = {"serviceProviderId": seed.service_providers["jasper"], "changeType": 1,
-                "devices": seed.sample_iccids["jasper"][:3], "statusUpdate": {"status": "RETIRED"}}
+        body = {
+            "serviceProviderId": seed.service_providers["jasper"],
+            "changeType": 1,
+            "devices": seed.sample_iccids["jasper"][:3],
+            "statusUpdate": {"status": "RETIRED"},
+        }
         bc_id = client.post("/bulk-changes", json=body, headers={"Authorization": f"Bearer {key}"}).json()["id"]
 
     cancelled = run("cancel", str(bc_id))
-    assert cancelled.exit_code == 0 and f"bulk change {bc_id}: cancelled 3 device rows; status CANCELLED" in cancelled.output
+    assert (
+        cancelled.exit_code == 0
+        and f"bulk change {bc_id}: cancelled 3 device rows; status CANCELLED" in cancelled.output
+    )
     again = run("cancel", str(bc_id))
     assert again.exit_code == 1 and "nothing to cancel" in again.output
     retried = run("retry-failed", str(bc_id))

@@ -46,11 +46,15 @@ def world(engine: sa.Engine, db_url: str, dagster_instance, monkeypatch: pytest.
     for api in make_api(engine, db_url, devices_per_carrier=0):
         with sim.run_in_thread() as handle:
             park = Park({"jasper": sim}, {"jasper": handle})  # pairs the base URL and the credentials env
-            for key, value in park.credentials_env({"jasper": demo_credentials_names()["jasper"]}, credential_env_key).items():
+            for key, value in park.credentials_env(
+                {"jasper": demo_credentials_names()["jasper"]}, credential_env_key
+            ).items():
                 monkeypatch.setenv(key, value)
             point_demo_at(engine, park.base_urls, unlimited=True)
             iccids = [demo_iccid(1, 0, i) for i in range(N)]
-            ref.insert_devices(engine, api.seed.tenant_id, api.jasper, [{"iccid": i, "status": "ACTIVATED"} for i in iccids])
+            ref.insert_devices(
+                engine, api.seed.tenant_id, api.jasper, [{"iccid": i, "status": "ACTIVATED"} for i in iccids]
+            )
             sim.seed_devices({"iccid": i, "status": "ACTIVATED"} for i in iccids)
             yield World(api, sim, iccids)
 
@@ -85,7 +89,7 @@ def test_cancel_mid_run_over_http_lets_sent_rows_finish_and_sends_nothing_else(w
     status = w.api.client.get(f"/bulk-changes/{bc_id}", headers=w.api.demo).json()
     assert status["status"] == "PROCESSED" and status["counts"] == {"PROCESSED": 3 * BATCH, "CANCELLED": BATCH}
 
-    sent, cancelled = w.iccids[:3 * BATCH], w.iccids[3 * BATCH:]
+    sent, cancelled = w.iccids[: 3 * BATCH], w.iccids[3 * BATCH :]
     assert all(w.sim.device(i)["status"] == "DEACTIVATED" for i in sent)
     assert all(w.sim.device(i)["status"] == "ACTIVATED" and w.sim.puts[i] == 0 for i in cancelled)
     assert max(w.sim.puts.values()) == 1  # the held call was never applied, its retry once
@@ -100,8 +104,9 @@ def test_retry_failed_over_http_runs_only_the_failed_row_again(world: World, dag
     first, runs = tick_and_run(dagster_instance, defs, run_config=RUN_CONFIG)
     assert [r.success for r in runs] == [True]
     assert count_rows_by_status(w.api.engine, bc_id) == {"PROCESSED": N - 1, "API_FAILED": 1}
-    [failed] = w.api.client.get(f"/bulk-changes/{bc_id}/devices", params={"status": "API_FAILED"},
-                                headers=w.api.demo).json()["items"]
+    [failed] = w.api.client.get(
+        f"/bulk-changes/{bc_id}/devices", params={"status": "API_FAILED"}, headers=w.api.demo
+    ).json()["items"]
     assert failed["iccid"] == refused and "PURGED" in failed["statusDetails"]
 
     # Nothing is re-sent by a second tick: the bulk change is final.

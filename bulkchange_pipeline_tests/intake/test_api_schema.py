@@ -67,8 +67,13 @@ from bulkchange_pipeline.store.seed import DemoSeed, seed_demo
 
 from .test_callback_hostile import CB_PASSWORD, CB_USER, TEAL_REQUEST, TS_REQUEST, sent_request
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 RETRY_LATER_CHECKS = [c for c in CHECKS if c is not not_a_server_error]  # Teal's documented 503, see _retry_later
 MAX_EXAMPLES = int(os.environ.get("BULKCHANGE_SCHEMA_EXAMPLES", "60"))
 RANDOMIZE = os.environ.get("BULKCHANGE_SCHEMA_RANDOM", "") not in ("", "0")  # default: the same examples every run
@@ -118,6 +123,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     iccids = seed.sample_iccids["jasper"]
     base = {"serviceProviderId": jasper, "changeType": 1, "statusUpdate": {"targetStatus": "DEACTIVATED"}}
     with TestClient(app) as client:
+
         def submit(body: dict[str, Any]) -> int:
             r = client.post("/bulk-changes", json=body, headers=headers)
             assert r.status_code == 201, r.text
@@ -128,14 +134,27 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
         scheduled_id = submit({**base, "devices": iccids[6:8], "effectiveDate": "2999-01-01T00:00:00Z"})
     # One bulk change processed with failures, so retry-failed has rows to requeue.
     with engine.connect() as conn:
-        ids = conn.execute(sa.select(device_change.c.id).where(device_change.c.bulk_change_id == failed_id)
-                           .order_by(device_change.c.id)).scalars().all()
+        ids = (
+            conn.execute(
+                sa.select(device_change.c.id)
+                .where(device_change.c.bulk_change_id == failed_id)
+                .order_by(device_change.c.id)
+            )
+            .scalars()
+            .all()
+        )
     claim(engine, ids)
-    record_results(engine, tenant_id=seed.tenant_id, bulk_change_id=failed_id, process_by="test", results=[
-        RowResult(ids[0], DeviceChangeStatus.PROCESSED, "ok"),
-        RowResult(ids[1], DeviceChangeStatus.API_FAILED, "refused: rate plan locked", carrier_request_id="x-1"),
-        RowResult(ids[2], DeviceChangeStatus.API_FAILED, "retries ran out"),
-    ])
+    record_results(
+        engine,
+        tenant_id=seed.tenant_id,
+        bulk_change_id=failed_id,
+        process_by="test",
+        results=[
+            RowResult(ids[0], DeviceChangeStatus.PROCESSED, "ok"),
+            RowResult(ids[1], DeviceChangeStatus.API_FAILED, "refused: rate plan locked", carrier_request_id="x-1"),
+            RowResult(ids[2], DeviceChangeStatus.API_FAILED, "retries ran out"),
+        ],
+    )
     set_bulk_status(engine, failed_id, BulkChangeStatus.PROCESSED)
     sent_request(engine, seed, "teal", TEAL_REQUEST)  # what aimed callbacks name
     sent_request(engine, seed, "thingspace", TS_REQUEST)
@@ -154,7 +173,9 @@ def schema_run(seeded: Seeded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     with closing(sqlite3.connect(seeded.path)) as src, closing(sqlite3.connect(path)) as dst:
         src.backup(dst)  # committed data, WAL included
     app = create_app(f"sqlite:///{path}")
-    yield SchemaRun(schemathesis.openapi.from_asgi("/openapi.json", app), seeded.seed, seeded.headers, seeded.bulk_change_ids)
+    yield SchemaRun(
+        schemathesis.openapi.from_asgi("/openapi.json", app), seeded.seed, seeded.headers, seeded.bulk_change_ids
+    )
     shared_engine(f"sqlite:///{path}").dispose()
 
 
@@ -179,12 +200,28 @@ IDEMPOTENCY_KEYS = st.one_of(REPEATED_KEYS, REPEATED_KEYS, st.text(max_size=20))
 
 
 def _values(seed: DemoSeed) -> st.SearchStrategy[Any]:
-    known = ["ACTIVATED", "DEACTIVATED", "RETIRED", "INVENTORY", "active", "suspend", "CP-Basic", "12345",
-             *[p for plans in seed.carrier_rate_plans.values() for p in plans]]
+    known = [
+        "ACTIVATED",
+        "DEACTIVATED",
+        "RETIRED",
+        "INVENTORY",
+        "active",
+        "suspend",
+        "CP-Basic",
+        "12345",
+        *[p for plans in seed.carrier_rate_plans.values() for p in plans],
+    ]
     ids = [*seed.customers.values(), *seed.customer_rate_plans.values(), *seed.pools.values()]
-    return st.one_of(st.sampled_from(known), st.sampled_from(ids), DATES, st.none(), st.booleans(),
-                     st.integers(min_value=-(2**63), max_value=2**63), st.text(max_size=20),
-                     st.lists(st.sampled_from(ids), max_size=3))
+    return st.one_of(
+        st.sampled_from(known),
+        st.sampled_from(ids),
+        DATES,
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**63), max_value=2**63),
+        st.text(max_size=20),
+        st.lists(st.sampled_from(ids), max_size=3),
+    )
 
 
 def _field_names(change_type: ChangeType) -> st.SearchStrategy[str]:
@@ -211,14 +248,20 @@ def _json_bodies(seed: DemoSeed) -> st.SearchStrategy[dict[str, Any]]:
     fields and the tenant's devices."""
 
     def for_type(ct: ChangeType) -> st.SearchStrategy[dict[str, Any]]:
-        device = st.one_of(_devices(seed), st.tuples(st.sampled_from(["iccid", "device", "msisdn"]), _devices(seed), _payload(seed, ct))
-                           .map(lambda t: {t[0]: t[1], **t[2]}))
+        device = st.one_of(
+            _devices(seed),
+            st.tuples(st.sampled_from(["iccid", "device", "msisdn"]), _devices(seed), _payload(seed, ct)).map(
+                lambda t: {t[0]: t[1], **t[2]}
+            ),
+        )
         return st.fixed_dictionaries(
-            {"serviceProviderId": st.sampled_from(sorted(seed.service_providers.values())),
-             "changeType": st.sampled_from([int(ct), ct.label]),
-             PAYLOAD_KEYS[ct]: _payload(seed, ct),
-             "devices": st.lists(device, min_size=1, max_size=5),
-             "idempotencyKey": st.one_of(st.none(), IDEMPOTENCY_KEYS)},
+            {
+                "serviceProviderId": st.sampled_from(sorted(seed.service_providers.values())),
+                "changeType": st.sampled_from([int(ct), ct.label]),
+                PAYLOAD_KEYS[ct]: _payload(seed, ct),
+                "devices": st.lists(device, min_size=1, max_size=5),
+                "idempotencyKey": st.one_of(st.none(), IDEMPOTENCY_KEYS),
+            },
             optional={"effectiveDate": DATES, "processChanges": st.booleans()},
         )
 
@@ -228,8 +271,10 @@ def _json_bodies(seed: DemoSeed) -> st.SearchStrategy[dict[str, Any]]:
 def _csv_forms(seed: DemoSeed) -> st.SearchStrategy[dict[str, Any]]:
     """A UTF-8 CSV with an identifier column, value columns of the change type (mostly) with
     generated values, and real or made-up devices."""
-    cell = st.one_of(st.sampled_from(["ACTIVATED", "DEACTIVATED", "IOT-1GB", "CP-Basic", "2999-01-01", "2000-01-01", "1"]),
-                     st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=12))
+    cell = st.one_of(
+        st.sampled_from(["ACTIVATED", "DEACTIVATED", "IOT-1GB", "CP-Basic", "2999-01-01", "2000-01-01", "1"]),
+        st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=12),
+    )
 
     def for_type(ct: ChangeType) -> st.SearchStrategy[dict[str, Any]]:
         def build(t: tuple[Any, ...]) -> dict[str, Any]:
@@ -241,12 +286,22 @@ def _csv_forms(seed: DemoSeed) -> st.SearchStrategy[dict[str, Any]]:
                 writer.writerow([dev, *values[: len(cols)]])
             return {"file": buf.getvalue().encode(), "changeType": change_type, "serviceProviderId": str(sp), **extra}
 
-        rows = st.lists(st.tuples(_devices(seed).filter(lambda d: "\x00" not in d), st.lists(cell, min_size=3, max_size=3)),
-                        min_size=1, max_size=5)
-        extra = st.fixed_dictionaries({}, optional={"idempotencyKey": IDEMPOTENCY_KEYS.filter(lambda k: "\x00" not in k)})
-        return st.tuples(st.sampled_from(sorted(seed.service_providers.values())), st.sampled_from([str(int(ct)), ct.label]),
-                         st.sampled_from(["iccid", "device", "msisdn", "imei"]), st.lists(_field_names(ct), max_size=3, unique=True),
-                         rows, extra).map(build)
+        rows = st.lists(
+            st.tuples(_devices(seed).filter(lambda d: "\x00" not in d), st.lists(cell, min_size=3, max_size=3)),
+            min_size=1,
+            max_size=5,
+        )
+        extra = st.fixed_dictionaries(
+            {}, optional={"idempotencyKey": IDEMPOTENCY_KEYS.filter(lambda k: "\x00" not in k)}
+        )
+        return st.tuples(
+            st.sampled_from(sorted(seed.service_providers.values())),
+            st.sampled_from([str(int(ct)), ct.label]),
+            st.sampled_from(["iccid", "device", "msisdn", "imei"]),
+            st.lists(_field_names(ct), max_size=3, unique=True),
+            rows,
+            extra,
+        ).map(build)
 
     return CHANGE_TYPES.flatmap(for_type)
 
@@ -254,63 +309,124 @@ def _csv_forms(seed: DemoSeed) -> st.SearchStrategy[dict[str, Any]]:
 # Request ids a callback may name: sent on Teal or ThingSpace (each route's own one first and most often, so
 # that callbacks are stored, then repeated), on Jasper (the seeded failed row), never sent, anything.
 def _request_ids(own: str) -> st.SearchStrategy[str]:
-    return st.one_of(st.just(own), st.just(own), st.sampled_from([TS_REQUEST, TEAL_REQUEST, "x-1", "never-sent-1"]),
-                     st.text(min_size=1, max_size=100))
+    return st.one_of(
+        st.just(own),
+        st.just(own),
+        st.sampled_from([TS_REQUEST, TEAL_REQUEST, "x-1", "never-sent-1"]),
+        st.text(min_size=1, max_size=100),
+    )
 
 
 def _thingspace_bodies(seed: DemoSeed) -> st.SearchStrategy[dict[str, Any]]:
     """CarrierService messages, mostly with the demo account's callback credentials: successes of
     each action, faults (the "already in that state" ones too), ids of the account's devices."""
     text = st.text(max_size=12)
-    device = st.fixed_dictionaries({"kind": st.sampled_from(["iccid", "imei", "mdn", "ICCID", ""]),
-                                    "id": st.one_of(st.sampled_from(seed.sample_iccids["thingspace"][:3]), st.text(max_size=64))})
-    action = st.sampled_from(["activateResponse", "suspendResponse", "restoreResponse", "deactivateResponse",
-                              "changeServicePlanResponse", "changeDeviceIdResponse", "otherResponse"])
+    device = st.fixed_dictionaries(
+        {
+            "kind": st.sampled_from(["iccid", "imei", "mdn", "ICCID", ""]),
+            "id": st.one_of(st.sampled_from(seed.sample_iccids["thingspace"][:3]), st.text(max_size=64)),
+        }
+    )
+    action = st.sampled_from(
+        [
+            "activateResponse",
+            "suspendResponse",
+            "restoreResponse",
+            "deactivateResponse",
+            "changeServicePlanResponse",
+            "changeDeviceIdResponse",
+            "otherResponse",
+        ]
+    )
     detail = st.fixed_dictionaries({}, optional={"deviceIds": st.lists(device, max_size=2), "servicePlan": text})
-    fault = st.fixed_dictionaries({}, optional={"faultcode": st.one_of(st.sampled_from(
-        ["REQUEST_FAILED.DeviceAlreadyActive", "ns:REQUEST_FAILED.DeviceAlreadySuspended", "REQUEST_FAILED.UnexpectedError"]), text),
-        "faultstring": text})
+    fault = st.fixed_dictionaries(
+        {},
+        optional={
+            "faultcode": st.one_of(
+                st.sampled_from(
+                    [
+                        "REQUEST_FAILED.DeviceAlreadyActive",
+                        "ns:REQUEST_FAILED.DeviceAlreadySuspended",
+                        "REQUEST_FAILED.UnexpectedError",
+                    ]
+                ),
+                text,
+            ),
+            "faultstring": text,
+        },
+    )
     return st.fixed_dictionaries(
-        {"username": st.sampled_from([CB_USER, CB_USER, CB_USER, "someone"]),
-         "password": st.sampled_from([CB_PASSWORD, CB_PASSWORD, CB_PASSWORD, "wrong"]),
-         "requestId": _request_ids(TS_REQUEST), "deviceIds": st.lists(device, max_size=3),
-         "status": st.sampled_from(["Success", "Failed", "failed", ""])},
-        optional={"deviceResponse": st.tuples(action, detail).map(lambda t: {t[0]: t[1]}), "faultResponse": fault,
-                  "callbackCount": st.integers(0, 5)},
+        {
+            "username": st.sampled_from([CB_USER, CB_USER, CB_USER, "someone"]),
+            "password": st.sampled_from([CB_PASSWORD, CB_PASSWORD, CB_PASSWORD, "wrong"]),
+            "requestId": _request_ids(TS_REQUEST),
+            "deviceIds": st.lists(device, max_size=3),
+            "status": st.sampled_from(["Success", "Failed", "failed", ""]),
+        },
+        optional={
+            "deviceResponse": st.tuples(action, detail).map(lambda t: {t[0]: t[1]}),
+            "faultResponse": fault,
+            "callbackCount": st.integers(0, 5),
+        },
     )
 
 
 def _teal_bodies() -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({}, optional={"requestId": _request_ids(TEAL_REQUEST), "status": st.sampled_from(["SUCCESS", "FAILED"]),
-                                               "entries": st.lists(st.fixed_dictionaries({"eid": st.text(max_size=32)}), max_size=2)})
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "requestId": _request_ids(TEAL_REQUEST),
+            "status": st.sampled_from(["SUCCESS", "FAILED"]),
+            "entries": st.lists(st.fixed_dictionaries({"eid": st.text(max_size=32)}), max_size=2),
+        },
+    )
 
 
 def _callback_strategy(run: SchemaRun, operation: Any, mode: GenerationMode) -> st.SearchStrategy:
     """Callbacks aimed at the request ids that were sent, with the account's credentials."""
     if operation.path == "/callbacks/thingspace":
         return _thingspace_bodies(run.seed).flatmap(lambda b: operation.as_strategy(generation_mode=mode, body=b))
-    aimed = _request_ids(TEAL_REQUEST).flatmap(lambda rid: operation.as_strategy(generation_mode=mode, query={"requestId": rid}))
+    aimed = _request_ids(TEAL_REQUEST).flatmap(
+        lambda rid: operation.as_strategy(generation_mode=mode, query={"requestId": rid})
+    )
     if operation.method.upper() != "POST":
         return aimed
-    return st.one_of(aimed, st.tuples(_request_ids(TEAL_REQUEST), _teal_bodies()).flatmap(
-        lambda t: operation.as_strategy(generation_mode=mode, query={"requestId": t[0]}, body=t[1])))
+    return st.one_of(
+        aimed,
+        st.tuples(_request_ids(TEAL_REQUEST), _teal_bodies()).flatmap(
+            lambda t: operation.as_strategy(generation_mode=mode, query={"requestId": t[0]}, body=t[1])
+        ),
+    )
 
 
 def _strategy(run: SchemaRun, operation: Any, mode: GenerationMode) -> st.SearchStrategy:
     """The operation's own schemathesis strategy, and the same with aimed ids or bodies."""
     options = [operation.as_strategy(generation_mode=mode)]
     if mode is GenerationMode.POSITIVE and operation.path.startswith("/callbacks/"):
-        options += [_callback_strategy(run, operation, mode)] * 2  # random ids are refused (503, 401) long before storage
+        options += [
+            _callback_strategy(run, operation, mode)
+        ] * 2  # random ids are refused (503, 401) long before storage
     if "bulk_change_id" in operation.path:
-        options.append(st.sampled_from(run.bulk_change_ids).flatmap(
-            lambda i: operation.as_strategy(generation_mode=mode, path_parameters={"bulk_change_id": i})))
+        options.append(
+            st.sampled_from(run.bulk_change_ids).flatmap(
+                lambda i: operation.as_strategy(generation_mode=mode, path_parameters={"bulk_change_id": i})
+            )
+        )
     if mode is GenerationMode.POSITIVE and operation.method.upper() == "POST":
         bodies = {"/bulk-changes": _json_bodies, "/bulk-changes:dry-run": _json_bodies, "/bulk-changes/csv": _csv_forms}
         if operation.path in bodies:
-            header = st.sampled_from([None, "", "k-1", "k-2"]) if "Idempotency-Key" in _header_names(operation) else st.none()
-            options.append(st.tuples(bodies[operation.path](run.seed), header).flatmap(
-                lambda t: operation.as_strategy(generation_mode=mode, body=t[0],
-                                                headers=None if t[1] is None else {"Idempotency-Key": t[1]})))
+            header = (
+                st.sampled_from([None, "", "k-1", "k-2"])
+                if "Idempotency-Key" in _header_names(operation)
+                else st.none()
+            )
+            options.append(
+                st.tuples(bodies[operation.path](run.seed), header).flatmap(
+                    lambda t: operation.as_strategy(
+                        generation_mode=mode, body=t[0], headers=None if t[1] is None else {"Idempotency-Key": t[1]}
+                    )
+                )
+            )
     return st.one_of(options)
 
 
@@ -335,8 +451,10 @@ class Tracebacks(logging.Handler):
             self.records.append(record)
 
     def take(self) -> list[str]:
-        found = [f"{r.name}: {r.getMessage()[:200]} ({r.exc_info[0].__name__ if r.exc_info and r.exc_info[0] else 'text'})"
-                 for r in self.records]
+        found = [
+            f"{r.name}: {r.getMessage()[:200]} ({r.exc_info[0].__name__ if r.exc_info and r.exc_info[0] else 'text'})"
+            for r in self.records
+        ]
         self.records.clear()
         return found
 
@@ -347,7 +465,10 @@ def tracebacks() -> Iterator[Tracebacks]:
     handler on the root and on every logger that does not propagate to it."""
     handler = Tracebacks()
     root = logging.getLogger()
-    loggers = [root, *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger) and not lg.propagate)]
+    loggers = [
+        root,
+        *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger) and not lg.propagate),
+    ]
     level = root.level
     root.setLevel(logging.DEBUG)
     for lg in loggers:
@@ -361,13 +482,17 @@ def tracebacks() -> Iterator[Tracebacks]:
 def _retry_later(operation: Any, response: Any) -> bool:
     """Teal's documented 503 for a well-formed request id not recorded yet (the callback may beat
     our own write; Teal delivers it again): by design, the one 5xx allowed."""
-    if not (operation.path == "/callbacks/teal" and response.status_code == 503 and response.headers.get("retry-after")):
+    if not (
+        operation.path == "/callbacks/teal" and response.status_code == 503 and response.headers.get("retry-after")
+    ):
         return False
     return "unknown request id" in str(response.json().get("detail"))
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
-def test_operation_conforms_to_its_documented_schema(schema_run: SchemaRun, tracebacks: Tracebacks, method: str, path: str) -> None:
+def test_operation_conforms_to_its_documented_schema(
+    schema_run: SchemaRun, tracebacks: Tracebacks, method: str, path: str
+) -> None:
     _check_operation(schema_run, tracebacks, method, path)
 
 
@@ -376,8 +501,9 @@ CALLBACK_OPERATIONS = [(m, p) for m, p in OPERATIONS if p.startswith("/callbacks
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 @pytest.mark.parametrize(("method", "path"), CALLBACK_OPERATIONS, ids=[f"{m} {p}" for m, p in CALLBACK_OPERATIONS])
-def test_callback_operation_conforms_on_postgresql(db_url: str, engine: sa.Engine, tracebacks: Tracebacks,
-                                                   monkeypatch: pytest.MonkeyPatch, method: str, path: str) -> None:
+def test_callback_operation_conforms_on_postgresql(
+    db_url: str, engine: sa.Engine, tracebacks: Tracebacks, monkeypatch: pytest.MonkeyPatch, method: str, path: str
+) -> None:
     """The callback routes again, on PostgreSQL: it refuses what SQLite stores (a NUL, an id longer
     than its column), and these routes are open to anyone."""
     seed = seed_demo(engine, devices_per_carrier=20)
@@ -397,12 +523,19 @@ def _check_operation(schema_run: SchemaRun, tracebacks: Tracebacks, method: str,
     seen: Counter[int] = Counter()
     for mode in _modes(operation):
 
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=not RANDOMIZE,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=not RANDOMIZE,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=_strategy(schema_run, operation, mode))
         def check(case: Any) -> None:
             # Always the valid key: drop any generated Authorization / X-API-Key value.
-            case.headers = {k: v for k, v in (case.headers or {}).items() if k.lower() not in ("authorization", "x-api-key")}
+            case.headers = {
+                k: v for k, v in (case.headers or {}).items() if k.lower() not in ("authorization", "x-api-key")
+            }
             assume(not known_bug(case))
             response = case.call(headers=schema_run.headers)
             seen[response.status_code] += 1
@@ -444,9 +577,14 @@ def test_empty_idempotency_key_in_a_json_body_means_no_key(schema_run: SchemaRun
     jasper, iccids = schema_run.seed.service_providers["jasper"], schema_run.seed.sample_iccids["jasper"]
     devices = iccids[8:10]  # not in the seeded bulk changes
     assert len(devices) == 2
-    for n, device in enumerate(devices):
-        body = {"serviceProviderId": jasper, "changeType": 1, "statusUpdate": {"targetStatus": "DEACTIVATED"},
-                "devices": [device], "idempotencyKey": ""}
+    for device in devices:
+        body = {
+            "serviceProviderId": jasper,
+            "changeType": 1,
+            "statusUpdate": {"targetStatus": "DEACTIVATED"},
+            "devices": [device],
+            "idempotencyKey": "",
+        }
         status = _call(schema_run, "/bulk-changes", body=body, media_type="application/json").status_code
         assert status == 201  # blank means no key: both are new bulk changes
 
@@ -455,8 +593,17 @@ def test_empty_idempotency_key_header_on_a_csv_upload_means_no_key(schema_run: S
     jasper, iccids = schema_run.seed.service_providers["jasper"], schema_run.seed.sample_iccids["jasper"]
     devices = iccids[8:10]
     assert len(devices) == 2
-    for n, device in enumerate(devices):
-        form = {"file": f"iccid,targetStatus\n{device},DEACTIVATED\n".encode(), "changeType": "1", "serviceProviderId": str(jasper)}
-        status = _call(schema_run, "/bulk-changes/csv", body=form, media_type="multipart/form-data",
-                       headers={"Idempotency-Key": ""}).status_code
+    for device in devices:
+        form = {
+            "file": f"iccid,targetStatus\n{device},DEACTIVATED\n".encode(),
+            "changeType": "1",
+            "serviceProviderId": str(jasper),
+        }
+        status = _call(
+            schema_run,
+            "/bulk-changes/csv",
+            body=form,
+            media_type="multipart/form-data",
+            headers={"Idempotency-Key": ""},
+        ).status_code
         assert status == 201  # blank means no key: both are new bulk changes

@@ -45,10 +45,15 @@ def sent_request(engine: sa.Engine, seed: DemoSeed, integration: str, request_id
     with engine.connect() as conn:
         dev_id = conn.execute(sa.select(device.c.id).where(device.c.iccid == iccid)).scalar_one()
     ids = {"tenant_id": seed.tenant_id, "service_provider_id": seed.service_providers[integration]}
-    bc_id = make_bulk_change(engine, ids, [{"id": dev_id, "iccid": iccid}], ChangeType.STATUS_UPDATE, {"status": "suspend"})
+    bc_id = make_bulk_change(
+        engine, ids, [{"id": dev_id, "iccid": iccid}], ChangeType.STATUS_UPDATE, {"status": "suspend"}
+    )
     with engine.begin() as conn:
-        conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == bc_id)
-                     .values(status="PROCESSING", carrier_request_id=request_id))
+        conn.execute(
+            sa.update(device_change)
+            .where(device_change.c.bulk_change_id == bc_id)
+            .values(status="PROCESSING", carrier_request_id=request_id)
+        )
     return iccid
 
 
@@ -64,9 +69,15 @@ class Receiver:
 
     def thingspace(self, **fields: Any) -> dict[str, Any]:
         """A well-formed, authenticated ThingSpace success callback for the sent request, with ``fields`` changed."""
-        return {"username": CB_USER, "password": CB_PASSWORD, "requestId": TS_REQUEST,
-                "deviceIds": [{"kind": "iccid", "id": self.ts_iccid}], "status": "Success",
-                "deviceResponse": {"suspendResponse": {"deviceIds": []}}, **fields}
+        return {
+            "username": CB_USER,
+            "password": CB_PASSWORD,
+            "requestId": TS_REQUEST,
+            "deviceIds": [{"kind": "iccid", "id": self.ts_iccid}],
+            "status": "Success",
+            "deviceResponse": {"suspendResponse": {"deviceIds": []}},
+            **fields,
+        }
 
 
 @pytest.fixture
@@ -93,14 +104,44 @@ TS, TEAL = "/callbacks/thingspace", "/callbacks/teal"
 # id -> (method, path, request keyword arguments (or a function of the Receiver giving them), status, words of the detail)
 HOSTILE: dict[str, tuple[str, str, Any, int, str]] = {
     # Unauthenticated: whatever anyone can send.
-    "ts-nested-array-beyond-recursion": ("POST", TS, {"content": b"[" * 100_000 + b"]" * 100_000, "headers": JSON}, 400, "nested too deeply"),
-    "ts-nested-object-beyond-recursion": ("POST", TS, {"content": nested(5_000), "headers": JSON}, 400, "nested too deeply"),
-    "ts-nested-object-beyond-max-depth": ("POST", TS, {"content": nested(60), "headers": JSON}, 400, "nested too deeply"),
+    "ts-nested-array-beyond-recursion": (
+        "POST",
+        TS,
+        {"content": b"[" * 100_000 + b"]" * 100_000, "headers": JSON},
+        400,
+        "nested too deeply",
+    ),
+    "ts-nested-object-beyond-recursion": (
+        "POST",
+        TS,
+        {"content": nested(5_000), "headers": JSON},
+        400,
+        "nested too deeply",
+    ),
+    "ts-nested-object-beyond-max-depth": (
+        "POST",
+        TS,
+        {"content": nested(60), "headers": JSON},
+        400,
+        "nested too deeply",
+    ),
     "ts-nul-in-username": ("POST", TS, {"json": {"username": "a\x00b", "password": "x", "requestId": "r"}}, 400, "NUL"),
     "ts-nul-in-key": ("POST", TS, {"json": {"user\x00name": "a", "requestId": "r"}}, 400, "NUL"),
-    "ts-lone-surrogate": ("POST", TS, {"content": b'{"username": "\\ud800", "password": "x"}', "headers": JSON}, 400, "surrogate"),
+    "ts-lone-surrogate": (
+        "POST",
+        TS,
+        {"content": b'{"username": "\\ud800", "password": "x"}', "headers": JSON},
+        400,
+        "surrogate",
+    ),
     "ts-huge-int": ("POST", TS, {"json": {"requestId": 10**30}}, 400, "too large"),
-    "ts-int-over-4300-digits": ("POST", TS, {"content": b'{"requestId": ' + b"9" * 5000 + b"}", "headers": JSON}, 400, "4300 digits"),
+    "ts-int-over-4300-digits": (
+        "POST",
+        TS,
+        {"content": b'{"requestId": ' + b"9" * 5000 + b"}", "headers": JSON},
+        400,
+        "4300 digits",
+    ),
     "ts-nan": ("POST", TS, {"content": b'{"requestId": NaN}', "headers": JSON}, 400, "not a number"),
     "ts-infinite-float": ("POST", TS, {"content": b'{"requestId": 1e400}', "headers": JSON}, 400, "not a number"),
     "ts-not-utf8": ("POST", TS, {"content": b'{"username": "\xff"}', "headers": JSON}, 400, "not UTF-8"),
@@ -109,20 +150,78 @@ HOSTILE: dict[str, tuple[str, str, Any, int, str]] = {
     "ts-array-body": ("POST", TS, {"json": [1, 2]}, 400, "JSON object"),
     "ts-null-body": ("POST", TS, {"content": b"null", "headers": JSON}, 400, "JSON object"),
     "ts-form-content-type": ("POST", TS, {"data": {"username": "a"}}, 415, "application/json"),
-    "ts-text-content-type": ("POST", TS, {"content": b'{"a": 1}', "headers": {"content-type": "text/plain"}}, 415, "application/json"),
+    "ts-text-content-type": (
+        "POST",
+        TS,
+        {"content": b'{"a": 1}', "headers": {"content-type": "text/plain"}},
+        415,
+        "application/json",
+    ),
     "ts-too-large": ("POST", TS, {"content": b'{"a": "' + b"x" * 1_000_001 + b'"}', "headers": JSON}, 413, "over"),
-    "ts-non-ascii-username": ("POST", TS, {"json": {"username": "jos\u00e9", "password": "\u00e9", "requestId": "r"}}, 401, "do not match"),
+    "ts-non-ascii-username": (
+        "POST",
+        TS,
+        {"json": {"username": "jos\u00e9", "password": "\u00e9", "requestId": "r"}},
+        401,
+        "do not match",
+    ),
     # Authenticated, but malformed: the parser and the columns.
-    "ts-device-ids-not-a-list": ("POST", TS, lambda r: {"json": r.thingspace(deviceIds=5)}, 400, "deviceIds must be a list"),
-    "ts-device-id-an-object": ("POST", TS, lambda r: {"json": r.thingspace(deviceIds=[{"kind": "iccid", "id": {"a": 1}}])}, 400,
-                               "deviceIds must be a list"),
-    "ts-request-id-a-float": ("POST", TS, lambda r: {"json": r.thingspace(requestId=1.0)}, 400, "requestId must be a string"),
-    "ts-request-id-a-boolean": ("POST", TS, lambda r: {"json": r.thingspace(requestId=True)}, 400, "requestId must be a string"),
-    "ts-request-id-an-object": ("POST", TS, lambda r: {"json": r.thingspace(requestId={"id": TS_REQUEST})}, 400, "requestId must be a string"),
-    "ts-sub-device-ids-not-a-list": ("POST", TS, lambda r: {"json": r.thingspace(deviceResponse={"activateResponse": {"deviceIds": 7}})},
-                                     400, "not a thingspace callback"),
-    "ts-request-id-too-long": ("POST", TS, lambda r: {"json": r.thingspace(requestId="r" * 101)}, 400, "101 characters"),
-    "ts-device-id-too-long": ("POST", TS, lambda r: {"json": r.thingspace(deviceIds=[{"kind": "iccid", "id": "8" * 65}])}, 400, "65 characters"),
+    "ts-device-ids-not-a-list": (
+        "POST",
+        TS,
+        lambda r: {"json": r.thingspace(deviceIds=5)},
+        400,
+        "deviceIds must be a list",
+    ),
+    "ts-device-id-an-object": (
+        "POST",
+        TS,
+        lambda r: {"json": r.thingspace(deviceIds=[{"kind": "iccid", "id": {"a": 1}}])},
+        400,
+        "deviceIds must be a list",
+    ),
+    "ts-request-id-a-float": (
+        "POST",
+        TS,
+        lambda r: {"json": r.thingspace(requestId=1.0)},
+        400,
+        "requestId must be a string",
+    ),
+    "ts-request-id-a-boolean": (
+        "POST",
+        TS,
+        lambda r: {"json": r.thingspace(requestId=True)},
+        400,
+        "requestId must be a string",
+    ),
+    "ts-request-id-an-object": (
+        "POST",
+        TS,
+        lambda r: {"json": r.thingspace(requestId={"id": TS_REQUEST})},
+        400,
+        "requestId must be a string",
+    ),
+    "ts-sub-device-ids-not-a-list": (
+        "POST",
+        TS,
+        lambda r: {"json": r.thingspace(deviceResponse={"activateResponse": {"deviceIds": 7}})},
+        400,
+        "not a thingspace callback",
+    ),
+    "ts-request-id-too-long": (
+        "POST",
+        TS,
+        lambda r: {"json": r.thingspace(requestId="r" * 101)},
+        400,
+        "101 characters",
+    ),
+    "ts-device-id-too-long": (
+        "POST",
+        TS,
+        lambda r: {"json": r.thingspace(deviceIds=[{"kind": "iccid", "id": "8" * 65}])},
+        400,
+        "65 characters",
+    ),
     # Teal: the query and the optional body.
     "teal-nul-in-request-id-query": ("GET", TEAL + "?requestId=a%00b", {}, 400, "NUL"),
     "teal-nul-in-request-id-query-post": ("POST", TEAL + "?requestId=a%00b", {}, 400, "NUL"),
@@ -132,18 +231,63 @@ HOSTILE: dict[str, tuple[str, str, Any, int, str]] = {
     "teal-no-request-id": ("GET", TEAL + "?tenant=7", {}, 400, "no requestId"),
     "teal-blank-request-id": ("GET", TEAL + "?requestId=%20", {}, 400, "no requestId"),
     "teal-nul-in-body": ("POST", TEAL, {"json": {"requestId": "a\x00b"}}, 400, "NUL"),
-    "teal-lone-surrogate-in-body": ("POST", TEAL, {"content": b'{"requestId": "\\udc80"}', "headers": JSON}, 400, "surrogate"),
-    "teal-nested-body": ("POST", TEAL + f"?requestId={TEAL_REQUEST}", {"content": b"[" * 100_000 + b"]" * 100_000, "headers": JSON},
-                         400, "nested too deeply"),
-    "teal-nan-in-body": ("POST", TEAL + f"?requestId={TEAL_REQUEST}", {"content": b'{"n": NaN}', "headers": JSON}, 400, "not a number"),
+    "teal-lone-surrogate-in-body": (
+        "POST",
+        TEAL,
+        {"content": b'{"requestId": "\\udc80"}', "headers": JSON},
+        400,
+        "surrogate",
+    ),
+    "teal-nested-body": (
+        "POST",
+        TEAL + f"?requestId={TEAL_REQUEST}",
+        {"content": b"[" * 100_000 + b"]" * 100_000, "headers": JSON},
+        400,
+        "nested too deeply",
+    ),
+    "teal-nan-in-body": (
+        "POST",
+        TEAL + f"?requestId={TEAL_REQUEST}",
+        {"content": b'{"n": NaN}', "headers": JSON},
+        400,
+        "not a number",
+    ),
     "teal-huge-int-in-body": ("POST", TEAL + f"?requestId={TEAL_REQUEST}", {"json": {"n": -(2**70)}}, 400, "too large"),
-    "teal-not-utf8-body": ("POST", TEAL + f"?requestId={TEAL_REQUEST}", {"content": b"\xfe\xff", "headers": JSON}, 400, "not UTF-8"),
-    "teal-not-json-body": ("POST", TEAL + f"?requestId={TEAL_REQUEST}", {"content": b"{", "headers": JSON}, 400, "not valid JSON"),
-    "teal-text-body": ("POST", TEAL + f"?requestId={TEAL_REQUEST}", {"content": b"hello", "headers": {"content-type": "text/plain"}},
-                       415, "application/json"),
-    "teal-too-large-body": ("POST", TEAL + f"?requestId={TEAL_REQUEST}", {"content": b"[" + b"1," * 500_001 + b"1]", "headers": JSON},
-                            413, "over"),
-    "teal-garbage-content-length": ("POST", TEAL, {"content": b"x", "headers": {**JSON, "content-length": "abc"}}, 400, "not valid JSON"),
+    "teal-not-utf8-body": (
+        "POST",
+        TEAL + f"?requestId={TEAL_REQUEST}",
+        {"content": b"\xfe\xff", "headers": JSON},
+        400,
+        "not UTF-8",
+    ),
+    "teal-not-json-body": (
+        "POST",
+        TEAL + f"?requestId={TEAL_REQUEST}",
+        {"content": b"{", "headers": JSON},
+        400,
+        "not valid JSON",
+    ),
+    "teal-text-body": (
+        "POST",
+        TEAL + f"?requestId={TEAL_REQUEST}",
+        {"content": b"hello", "headers": {"content-type": "text/plain"}},
+        415,
+        "application/json",
+    ),
+    "teal-too-large-body": (
+        "POST",
+        TEAL + f"?requestId={TEAL_REQUEST}",
+        {"content": b"[" + b"1," * 500_001 + b"1]", "headers": JSON},
+        413,
+        "over",
+    ),
+    "teal-garbage-content-length": (
+        "POST",
+        TEAL,
+        {"content": b"x", "headers": {**JSON, "content-length": "abc"}},
+        400,
+        "not valid JSON",
+    ),
 }
 
 
@@ -164,7 +308,9 @@ def hostile_failure(receiver: Receiver, caplog: pytest.LogCaptureFixture, case: 
     before = receiver.stored()
     answer = receiver.client.request(method, path, **kwargs)
     records = app_records(caplog)
-    tracebacks = [r.getMessage()[:200] for r in caplog.records if r.exc_info] + (["Traceback"] if "Traceback" in caplog.text else [])
+    tracebacks = [r.getMessage()[:200] for r in caplog.records if r.exc_info] + (
+        ["Traceback"] if "Traceback" in caplog.text else []
+    )
     if tracebacks:
         return f"answered {answer.status_code} and logged a traceback: {tracebacks}"
     if answer.status_code != status:
@@ -172,13 +318,22 @@ def hostile_failure(receiver: Receiver, caplog: pytest.LogCaptureFixture, case: 
     if answer.headers.get("content-type") != "application/problem+json":
         return f"answered {answer.headers.get('content-type')}, not a problem document"
     problem = answer.json()
-    if not (problem.get("status") == status and problem.get("instance") == path.split("?")[0]
-            and str(problem.get("type", "")).startswith("/problems/") and problem.get("title") and words in problem.get("detail", "")):
+    if not (
+        problem.get("status") == status
+        and problem.get("instance") == path.split("?")[0]
+        and str(problem.get("type", "")).startswith("/problems/")
+        and problem.get("title")
+        and words in problem.get("detail", "")
+    ):
         return f"problem document {problem} (want {words!r} in its detail)"
     if receiver.stored() != before:
         return f"stored {receiver.stored() - before} callbacks"
     lines = [(r.name, r.levelname, r.getMessage()) for r in records]
-    if len(records) != 1 or records[0].name != "bulkchange_pipeline.intake.callbacks" or records[0].levelno != logging.WARNING:
+    if (
+        len(records) != 1
+        or records[0].name != "bulkchange_pipeline.intake.callbacks"
+        or records[0].levelno != logging.WARNING
+    ):
         return f"logged {lines}, not one warning from the callback routes"
     message = records[0].getMessage()
     if "\n" in message or str(status) not in message or message.encode("utf-8", "replace").decode() != message:
@@ -187,7 +342,8 @@ def hostile_failure(receiver: Receiver, caplog: pytest.LogCaptureFixture, case: 
 
 
 def test_hostile_callbacks_are_4xx_problems_with_one_log_line_and_store_nothing(
-        receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     """Every HOSTILE case in turn (one app and one seeded database for all: a parametrized test
     would seed the database once per case); the failure lists every case that went wrong."""
     with caplog.at_level(logging.DEBUG):
@@ -209,7 +365,8 @@ def test_refusal_log_line_cannot_be_forged(receiver: Receiver, caplog: pytest.Lo
 
 
 def test_unknown_teal_request_id_is_answered_503_to_retry_in_one_log_line(
-        receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     """By design (the callback may beat our own write), not a refusal of malformed input."""
     with caplog.at_level(logging.DEBUG):
         answer = receiver.client.get(TEAL, params={"requestId": "teal-req-not-yet-recorded"})
@@ -221,13 +378,19 @@ def test_unknown_teal_request_id_is_answered_503_to_retry_in_one_log_line(
     assert receiver.stored() == 0
 
 
-def test_well_formed_callbacks_are_still_stored_without_a_log_line(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+def test_well_formed_callbacks_are_still_stored_without_a_log_line(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.DEBUG):
-        ts = receiver.client.post(TS, json=receiver.thingspace(extra={"note": "caf\u00e9 \u2713", "n": 2**63 - 1, "f": 1.5}))
+        ts = receiver.client.post(
+            TS, json=receiver.thingspace(extra={"note": "caf\u00e9 \u2713", "n": 2**63 - 1, "f": 1.5})
+        )
         again = receiver.client.post(TS, json=receiver.thingspace())
         teal_get = receiver.client.get(TEAL, params={"requestId": TEAL_REQUEST, "tenant": "7"})
         teal_post = receiver.client.post(TEAL, params={"requestId": TEAL_REQUEST}, json={"requestId": TEAL_REQUEST})
-        teal_empty = receiver.client.post(TEAL, params={"requestId": TEAL_REQUEST}, content=b"", headers={"content-type": "text/plain"})
+        teal_empty = receiver.client.post(
+            TEAL, params={"requestId": TEAL_REQUEST}, content=b"", headers={"content-type": "text/plain"}
+        )
         records = app_records(caplog)
         assert_no_traceback(caplog)
     assert (ts.status_code, ts.json()) == (200, {"stored": 1, "duplicates": 0}), ts.text

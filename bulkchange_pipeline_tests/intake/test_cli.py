@@ -30,7 +30,11 @@ def run(db_url: str):
 def test_end_to_end(run, tmp_path: Path) -> None:
     assert run("init-db").exit_code == 0
     seeded = run("seed-demo", "--devices-per-carrier", "20")
-    assert seeded.exit_code == 0 and "seeded the demo tenant" in seeded.output and "AT&T Control Center (POD19)" in seeded.output
+    assert (
+        seeded.exit_code == 0
+        and "seeded the demo tenant" in seeded.output
+        and "AT&T Control Center (POD19)" in seeded.output
+    )
     assert "nothing changed" in run("seed-demo", "--devices-per-carrier", "20").output
 
     dry = run("dry-run", str(EXAMPLES / "customer_rate_plan_change.json"))
@@ -42,11 +46,20 @@ def test_end_to_end(run, tmp_path: Path) -> None:
     again = run("submit", str(EXAMPLES / "customer_rate_plan_change.json"), "--idempotency-key", "cli-1")
     assert f"already submitted as bulk change {bc_id}; nothing new created" in again.output
 
-    csv_sub = run("submit", str(EXAMPLES / "status_update.csv"), "--csv-change-type", "StatusUpdate", "--service-provider", "jasper")
+    csv_sub = run(
+        "submit",
+        str(EXAMPLES / "status_update.csv"),
+        "--csv-change-type",
+        "StatusUpdate",
+        "--service-provider",
+        "jasper",
+    )
     assert csv_sub.exit_code == 0 and "7 of 7 devices accepted" in csv_sub.output
 
     status = run("status", str(bc_id))
-    assert status.exit_code == 0 and "CustomerRatePlanChange" in status.output and re.search(r"NEW\s*│\s*4", status.output)
+    assert (
+        status.exit_code == 0 and "CustomerRatePlanChange" in status.output and re.search(r"NEW\s*│\s*4", status.output)
+    )
     watch = run("status", str(bc_id), "--watch", "--interval", "0.05", "--timeout", "0.2")
     assert watch.exit_code == 1 and "still NEW" in watch.output
 

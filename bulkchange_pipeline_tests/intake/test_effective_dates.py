@@ -9,7 +9,7 @@ Runs on SQLite and PostgreSQL (the ``seed`` fixture).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -42,15 +42,18 @@ def _request(seed: DemoSeed, integration: str, ct: ChangeType, devices: list, **
 
 
 def _at(days: float = 0, **kw) -> datetime:
-    return (datetime.now(timezone.utc) + timedelta(days=days, **kw)).replace(microsecond=0)
+    return (datetime.now(UTC) + timedelta(days=days, **kw)).replace(microsecond=0)
 
 
 def test_only_carriers_that_take_dates_are_marked_in_the_matrix() -> None:
     dated = {(ct, i) for ct, cells in MATRIX.items() for i, cap in cells.items() if cap.dates is not None}
     assert dated == {
-        (CT.STATUS_UPDATE, Integration.JASPER), (CT.CARRIER_RATE_PLAN_CHANGE, Integration.JASPER),
-        (CT.CUSTOMER_ASSIGNMENT, Integration.JASPER), (CT.EDIT_USERNAME_COST_CENTER, Integration.JASPER),
-        (CT.STATUS_UPDATE, Integration.TELEGENCE), (CT.CARRIER_RATE_PLAN_CHANGE, Integration.TELEGENCE),
+        (CT.STATUS_UPDATE, Integration.JASPER),
+        (CT.CARRIER_RATE_PLAN_CHANGE, Integration.JASPER),
+        (CT.CUSTOMER_ASSIGNMENT, Integration.JASPER),
+        (CT.EDIT_USERNAME_COST_CENTER, Integration.JASPER),
+        (CT.STATUS_UPDATE, Integration.TELEGENCE),
+        (CT.CARRIER_RATE_PLAN_CHANGE, Integration.TELEGENCE),
     }
     jasper = MATRIX[CT.STATUS_UPDATE][Integration.JASPER].dates
     now = datetime(2030, 1, 1, 12, 0)
@@ -58,7 +61,10 @@ def test_only_carriers_that_take_dates_are_marked_in_the_matrix() -> None:
     assert not jasper.takes(now, now) and not jasper.takes(now - timedelta(hours=1), now)
     telegence = CarrierDates(whole_days=True)
     assert not telegence.takes(datetime(2030, 1, 1, 23, 0), now)  # later today: Telegence would apply it now
-    assert telegence.takes(datetime(2030, 1, 2, 0, 0), now) and telegence.applies_on(datetime(2030, 1, 2, 9, 30)) == "2030-01-02"
+    assert (
+        telegence.takes(datetime(2030, 1, 2, 0, 0), now)
+        and telegence.applies_on(datetime(2030, 1, 2, 9, 30)) == "2030-01-02"
+    )
     assert telegence.takes(now + timedelta(days=3000), now)  # no documented limit
 
 
@@ -71,7 +77,9 @@ def test_only_carriers_that_take_dates_are_marked_in_the_matrix() -> None:
         (CT.EDIT_USERNAME_COST_CENTER, {"username": "truck-17"}),
     ],
 )
-def test_jasper_takes_dates_up_to_180_days_and_later_ones_wait_here(engine: sa.Engine, seed: DemoSeed, ct, values) -> None:
+def test_jasper_takes_dates_up_to_180_days_and_later_ones_wait_here(
+    engine: sa.Engine, seed: DemoSeed, ct, values
+) -> None:
     values = values or {"customerId": seed.customers["Acme Logistics"]}
     soon, edge, far = _at(10), _at(179, hours=23), _at(200)
     iccids = seed.sample_iccids["jasper"]  # indexes 0-7 are ACTIVATED
@@ -86,7 +94,10 @@ def test_jasper_takes_dates_up_to_180_days_and_later_ones_wait_here(engine: sa.E
     assert report.ok, report.errors
     rows = report.rows
     assert [r.status for r in rows] == [S.NEW, S.NEW, S.SCHEDULED, S.NEW, S.NEW]
-    assert rows[0].status_details == f"effective date passed to Jasper: the carrier applies it on {soon:%Y-%m-%d %H:%M:%S} UTC"
+    assert (
+        rows[0].status_details
+        == f"effective date passed to Jasper: the carrier applies it on {soon:%Y-%m-%d %H:%M:%S} UTC"
+    )
     assert rows[1].status_details.startswith("effective date passed to Jasper")
     assert rows[0].effective_at is None and rows[1].effective_at is None  # not ours to wait for
     assert rows[0].change_request["effective_date"].startswith(f"{soon:%Y-%m-%dT%H:%M:%S}")  # the client sends it
@@ -98,10 +109,16 @@ def test_jasper_takes_dates_up_to_180_days_and_later_ones_wait_here(engine: sa.E
 def test_telegence_line_updates_take_a_later_day_and_everything_else_waits(engine: sa.Engine, seed: DemoSeed) -> None:
     iccids = seed.sample_iccids["telegence"]  # 0-7 are A (active)
     later = _at(3)
-    now = datetime.now(timezone.utc).replace(hour=0, minute=5, second=0, microsecond=0, tzinfo=None)
+    now = datetime.now(UTC).replace(hour=0, minute=5, second=0, microsecond=0, tzinfo=None)
     tonight = now.replace(hour=23, minute=0).isoformat() + "Z"
-    for ct, values in ((CT.STATUS_UPDATE, {"status": "S"}), (CT.CARRIER_RATE_PLAN_CHANGE, {"carrierRatePlan": "IOTSOC5GB"})):
-        devices = [{"iccid": iccids[0], "effectiveDate": later.isoformat()}, {"iccid": iccids[1], "effectiveDate": tonight}]
+    for ct, values in (
+        (CT.STATUS_UPDATE, {"status": "S"}),
+        (CT.CARRIER_RATE_PLAN_CHANGE, {"carrierRatePlan": "IOTSOC5GB"}),
+    ):
+        devices = [
+            {"iccid": iccids[0], "effectiveDate": later.isoformat()},
+            {"iccid": iccids[1], "effectiveDate": tonight},
+        ]
         report = validate_request(engine, seed.tenant_id, _request(seed, "telegence", ct, devices, **values), now=now)
         assert report.ok, report.errors
         first, second = report.rows
@@ -119,17 +136,26 @@ def test_telegence_line_updates_take_a_later_day_and_everything_else_waits(engin
         ("thingspace", CT.STATUS_UPDATE, {"status": "suspend"}),
     ):
         devices = [seed.sample_iccids[integration][0]]
-        report = validate_request(engine, seed.tenant_id, _request(seed, integration, ct, devices, effectiveDate=later.isoformat(), **values))
+        report = validate_request(
+            engine, seed.tenant_id, _request(seed, integration, ct, devices, effectiveDate=later.isoformat(), **values)
+        )
         assert report.ok, (ct, report.errors)
-        assert [(r.status, r.effective_at, r.status_details) for r in report.rows] == [(S.SCHEDULED, later.replace(tzinfo=None), None)], ct
+        assert [(r.status, r.effective_at, r.status_details) for r in report.rows] == [
+            (S.SCHEDULED, later.replace(tzinfo=None), None)
+        ], ct
 
 
 def test_submit_stores_the_carrier_date_in_the_row_and_the_report_says_so(engine: sa.Engine, seed: DemoSeed) -> None:
     soon, far = _at(30), _at(365)
     iccids = seed.sample_iccids["jasper"]
-    request = _request(seed, "jasper", CT.STATUS_UPDATE,
-                       [iccids[0], iccids[1], {"iccid": iccids[2], "effectiveDate": far.isoformat()}],
-                       status="DEACTIVATED", effectiveDate=soon.isoformat())
+    request = _request(
+        seed,
+        "jasper",
+        CT.STATUS_UPDATE,
+        [iccids[0], iccids[1], {"iccid": iccids[2], "effectiveDate": far.isoformat()}],
+        status="DEACTIVATED",
+        effectiveDate=soon.isoformat(),
+    )
     dry = submit(engine, seed.tenant_id, request, "t", dry_run=True)
     out = Console(record=True, width=250)
     render_report(out, dry.report)

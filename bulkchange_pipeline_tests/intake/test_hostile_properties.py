@@ -61,9 +61,17 @@ from .conftest import table_counts
 MAX_EXAMPLES = int(os.environ.get("BULKCHANGE_HOSTILE_EXAMPLES", "30"))
 RANDOMIZE = os.environ.get("BULKCHANGE_HOSTILE_RANDOM", "") not in ("", "0")
 HOSTILE = settings(
-    max_examples=MAX_EXAMPLES, deadline=None, derandomize=not RANDOMIZE, database=None, print_blob=RANDOMIZE,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much],
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=not RANDOMIZE,
+    database=None,
+    print_blob=RANDOMIZE,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
 )
 PROBLEM_JSON = "application/problem+json"
 TS_CALLBACK_USER, TS_CALLBACK_PASSWORD = "ts-callback-user", "ts-callback-PW-1"
@@ -90,7 +98,9 @@ class Harness:
     def counts(self) -> dict[str, int]:
         counts = table_counts(self.engine)
         with self.engine.connect() as conn:
-            counts["carrier_callback"] = conn.execute(sa.select(sa.func.count()).select_from(carrier_callback)).scalar_one()
+            counts["carrier_callback"] = conn.execute(
+                sa.select(sa.func.count()).select_from(carrier_callback)
+            ).scalar_one()
         return counts
 
     def start(self) -> dict[str, int]:
@@ -107,7 +117,9 @@ class Harness:
         records = [r for r in self.caplog.records if r.exc_info]
         if records:
             exc = records[0].exc_info[1]
-            exc.add_note(f"HOSTILE INPUT: {what}: the app logged this traceback ({len(records)} record(s) with exc_info)")
+            exc.add_note(
+                f"HOSTILE INPUT: {what}: the app logged this traceback ({len(records)} record(s) with exc_info)"
+            )
             raise exc
 
     def check_answer(self, r: Any, what: str) -> None:
@@ -115,9 +127,13 @@ class Harness:
         self.check_logs(f"{what}: {r.status_code} {r.text[:300]}")
         assert r.status_code < 500, f"{what}: {r.status_code} {r.text[:500]}"
         if r.status_code >= 400:
-            assert r.headers.get("content-type", "").startswith(PROBLEM_JSON), f"{what}: {r.status_code} is not a problem document: {r.text[:300]}"
+            assert r.headers.get("content-type", "").startswith(PROBLEM_JSON), (
+                f"{what}: {r.status_code} is not a problem document: {r.text[:300]}"
+            )
             detail = r.json().get("detail")
-            assert isinstance(detail, str) and detail.strip(), f"{what}: {r.status_code} problem without a reason: {r.text[:300]}"
+            assert isinstance(detail, str) and detail.strip(), (
+                f"{what}: {r.status_code} problem without a reason: {r.text[:300]}"
+            )
 
     def device_rows(self, bc_id: int) -> list[dict[str, Any]]:
         r = self.client.get(f"/bulk-changes/{bc_id}/devices", headers=self.headers)
@@ -142,7 +158,9 @@ def _stored_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, in
 
 
 @pytest.fixture
-def harness(engine: sa.Engine, db_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+def harness(
+    engine: sa.Engine, db_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Harness]:
     monkeypatch.setenv("BULKCHANGE_CRED_DEMO_THINGSPACE_CALLBACK_USERNAME", TS_CALLBACK_USER)
     monkeypatch.setenv("BULKCHANGE_CRED_DEMO_THINGSPACE_CALLBACK_PASSWORD", TS_CALLBACK_PASSWORD)
     seed = seed_demo(engine, devices_per_carrier=20)
@@ -171,8 +189,10 @@ def test_json_api_refuses_clearly_or_round_trips(harness: Harness) -> None:
 
     jasper, iccid = hz.seed.service_providers["jasper"], hz.seed.sample_iccids["jasper"]
 
-    def body(devices: str, values: str, change_type: int = 10, payload: str = "usernameCostCenterUpdate", extra: str = "") -> dict[str, Any]:
-        raw = (f'{{"serviceProviderId": {jasper}, "changeType": {change_type}, "devices": {devices}, "{payload}": {values}{extra}}}')
+    def body(
+        devices: str, values: str, change_type: int = 10, payload: str = "usernameCostCenterUpdate", extra: str = ""
+    ) -> dict[str, Any]:
+        raw = f'{{"serviceProviderId": {jasper}, "changeType": {change_type}, "devices": {devices}, "{payload}": {values}{extra}}}'
         return {"raw": raw.encode(), "header_key": None}
 
     @HOSTILE
@@ -182,34 +202,68 @@ def test_json_api_refuses_clearly_or_round_trips(harness: Harness) -> None:
         body(f'["{iccid[1]}"]', '{"username": "\\ud800x"}'),  # a lone surrogate, escaped
         body('["\\udfff"]', '{"username": "x"}'),
         body(f'["{iccid[2]}"]', '{"username": "a\\u0000b"}'),  # NUL (PostgreSQL text cannot hold it)
-        body(f'["\\u200b{iccid[3]}\\u202e", " =1+1", "\\ufeff@{iccid[4]}"]', '{"username": "\\u200b=x\\u202e", "costCenter": "\\ufeff"}'),
+        body(
+            f'["\\u200b{iccid[3]}\\u202e", " =1+1", "\\ufeff@{iccid[4]}"]',
+            '{"username": "\\u200b=x\\u202e", "costCenter": "\\ufeff"}',
+        ),
         body(f'["{iccid[5]}"]', '{"customerRatePlanId": NaN}', 4, "customerRatePlanUpdate"),
         body(f'["{iccid[5]}"]', '{"customerRatePlanId": 1e308}', 4, "customerRatePlanUpdate"),
         body(f'["{iccid[5]}"]', f'{{"customerRatePlanId": {2**64}}}', 4, "customerRatePlanUpdate"),
         body(f'["{iccid[5]}"]', '{"customerRatePlanId": -1, "customerPoolId": 0}', 4, "customerRatePlanUpdate"),
         body(f'["{iccid[5]}"]', '{"customerRatePlanId": Infinity}', 4, "customerRatePlanUpdate"),
         body(f'["{iccid[6]}"]', '{"targetStatus": " \\t=DEACTIVATED"}', 1, "statusUpdate"),
-        body(f'["{iccid[6]}"]', '{"targetStatus": "DEACTIVATED"}', 1, "statusUpdate", ', "effectiveDate": "0001-01-01T00:00:00"'),
-        body(f'["{iccid[7]}"]', '{"carrierRatePlan": "\\u00a0iot-1gb\\u3000"}', 7, "carrierRatePlanUpdate", ', "idempotencyKey": " k-\\ud800 "'),
-        body(f'[{{"iccid": "{iccid[8]}", "username": ' + "[" * 1000 + "]" * 1000 + "}]", '{"username": "x"}'),  # 1000 levels
+        body(
+            f'["{iccid[6]}"]',
+            '{"targetStatus": "DEACTIVATED"}',
+            1,
+            "statusUpdate",
+            ', "effectiveDate": "0001-01-01T00:00:00"',
+        ),
+        body(
+            f'["{iccid[7]}"]',
+            '{"carrierRatePlan": "\\u00a0iot-1gb\\u3000"}',
+            7,
+            "carrierRatePlanUpdate",
+            ', "idempotencyKey": " k-\\ud800 "',
+        ),
+        body(
+            f'[{{"iccid": "{iccid[8]}", "username": ' + "[" * 1000 + "]" * 1000 + "}]", '{"username": "x"}'
+        ),  # 1000 levels
         body(f'["{iccid[8]}"]', "[" * 100_000 + "]" * 100_000),  # deeper than the recursion limit
-        body(f'["{iccid[9]}"]', '{"username": "x"}', extra=', "serviceProviderId": ' + "9" * 5000),  # a 5000-digit number
+        body(
+            f'["{iccid[9]}"]', '{"username": "x"}', extra=', "serviceProviderId": ' + "9" * 5000
+        ),  # a 5000-digit number
         {"raw": b'{"serviceProviderId": 1, "changeType": 10, "devices": ["\xff"]}', "header_key": None},  # not UTF-8
-        {"raw": h.to_bytes(h.dump({"serviceProviderId": jasper, "changeType": 10, "devices": [iccid[0]],
-                                   "usernameCostCenterUpdate": {"username": "y"}})), "header_key": " hk-1 "},
+        {
+            "raw": h.to_bytes(
+                h.dump(
+                    {
+                        "serviceProviderId": jasper,
+                        "changeType": 10,
+                        "devices": [iccid[0]],
+                        "usernameCostCenterUpdate": {"username": "y"},
+                    }
+                )
+            ),
+            "header_key": " hk-1 ",
+        },
     )
     def run(raw: bytes, header_key: str | None) -> None:
         note(f"body: {raw[:3000]!r}")
         ok, body = h.decoded(raw)
         before = hz.start()
-        dry = hz.client.post("/bulk-changes:dry-run", content=raw, headers={**hz.headers, "Content-Type": "application/json"})
+        dry = hz.client.post(
+            "/bulk-changes:dry-run", content=raw, headers={**hz.headers, "Content-Type": "application/json"}
+        )
         hz.check_answer(dry, "POST /bulk-changes:dry-run")
         assert hz.counts() == before, f"the dry run stored something: {_stored_delta(before, hz.counts())}"
         if not ok:
             assert dry.status_code == 400, f"a body that is not JSON answered {dry.status_code}: {dry.text[:300]}"
 
         idem = {"Idempotency-Key": header_key.encode("latin-1")} if header_key is not None else {}
-        sub = hz.client.post("/bulk-changes", content=raw, headers={**hz.headers, **idem, "Content-Type": "application/json"})
+        sub = hz.client.post(
+            "/bulk-changes", content=raw, headers={**hz.headers, **idem, "Content-Type": "application/json"}
+        )
         hz.check_answer(sub, "POST /bulk-changes")
         after = hz.counts()
         if sub.status_code >= 400:
@@ -225,8 +279,12 @@ def test_json_api_refuses_clearly_or_round_trips(harness: Harness) -> None:
             keys_seen.add(key)
         if fresh:
             assert answer["created"] is True and sub.status_code == 201, answer
-            assert dry.status_code == 200 or header_key, f"the dry run refused ({dry.status_code}: {dry.text[:200]}) what the submit accepted"
-            assert header_key or dry.json()["validation"]["counts"] == answer["validation"]["counts"], "dry run and submit disagree"
+            assert dry.status_code == 200 or header_key, (
+                f"the dry run refused ({dry.status_code}: {dry.text[:200]}) what the submit accepted"
+            )
+            assert header_key or dry.json()["validation"]["counts"] == answer["validation"]["counts"], (
+                "dry run and submit disagree"
+            )
             delta = _stored_delta(before, after)
             assert delta.get("bulk_change") == 1 and delta.get("device_change") == len(body["devices"]), delta
             assert "device" not in delta, f"a submit changed the device inventory: {delta}"
@@ -236,13 +294,18 @@ def test_json_api_refuses_clearly_or_round_trips(harness: Harness) -> None:
         assert status.status_code == 200, status.text
         assert len(key or "") <= MAX_KEY, f"accepted an idempotency key of {len(key)} characters"
         assert status.json()["idempotencyKey"] == key, (
-            f"idempotency key stored as {status.json()['idempotencyKey']!r}, sent {body.get('idempotencyKey')!r} (body), {header_key!r} (header)")
+            f"idempotency key stored as {status.json()['idempotencyKey']!r}, sent {body.get('idempotencyKey')!r} (body), {header_key!r} (header)"
+        )
         problems = _json_problems(hz.device_rows(answer["id"]), body, integrations[int(body["serviceProviderId"])])
         assert not problems, "accepted, but what was stored is not what was sent:\n" + "\n".join(problems)
         export = hz.client.get(f"/bulk-changes/{answer['id']}/devices", params={"format": "csv"}, headers=hz.headers)
         assert export.status_code == 200
         cells = [c for row in list(csv.reader(io.StringIO(export.text, newline="")))[1:] for c in row]
-        unsafe = [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r") and not c.lstrip("+-").replace(".", "", 1).isdigit()]
+        unsafe = [
+            c
+            for c in cells
+            if c[:1] in ("=", "+", "-", "@", "\t", "\r") and not c.lstrip("+-").replace(".", "", 1).isdigit()
+        ]
         assert not unsafe, f"the CSV export has cells a spreadsheet runs as formulas: {unsafe}"
 
     run()
@@ -260,15 +323,24 @@ def _csv_expectations(upload: h.CsvUpload) -> tuple[list[str], list[dict[str, An
     devices, values = [], []
     for cells in rows:
         devices.append(cells[id_col] if cells else "")
-        values.append({k: c for k, c in zip(upload.keys, cells)
-                       if k is not None and k not in ("iccid", "imei", "msisdn", "eid", "device", "changeType", "serviceProviderId",
-                                                      "idempotencyKey") and c.strip()})
+        values.append(
+            {
+                k: c
+                for k, c in zip(upload.keys, cells)
+                if k is not None
+                and k
+                not in ("iccid", "imei", "msisdn", "eid", "device", "changeType", "serviceProviderId", "idempotencyKey")
+                and c.strip()
+            }
+        )
     return devices, values
 
 
 def _check_csv_round_trip(rows: list[dict[str, Any]], upload: h.CsvUpload) -> None:
     if upload.keys is None:  # columns moved by an unquoted line break or delimiter: only the reasons can be checked
-        assert all((r.get("status_details") or "").strip() for r in rows if r["status"] == "ERROR"), "an ERROR row without a reason"
+        assert all((r.get("status_details") or "").strip() for r in rows if r["status"] == "ERROR"), (
+            "an ERROR row without a reason"
+        )
         return
     assert None not in upload.keys, f"accepted a file with a column no field has (header keys {upload.keys})"
     expected = _csv_expectations(upload)
@@ -294,24 +366,36 @@ def test_csv_upload_refuses_clearly_or_round_trips(harness: Harness) -> None:
         upload(f"iccid,username\n{iccid[1]},x\n".encode(), sp="\u00b2"),  # '²'.isdigit() but int('²') fails
         upload(f"iccid;username\n{iccid[2]};x\n".encode()),  # semicolons
         upload(f"iccid,username\n{iccid[3]},Ren\u00e9\n".encode("latin-1")),  # not UTF-8
-        upload(f"iccid,username\n{iccid[4]}, =cmd|' /C calc'!A0\n\n,\n{iccid[5]},\n".encode()),  # formula, blank cells and rows
+        upload(
+            f"iccid,username\n{iccid[4]}, =cmd|' /C calc'!A0\n\n,\n{iccid[5]},\n".encode()
+        ),  # formula, blank cells and rows
         upload(f"\ufefficcid,username\r\n {iccid[6]} ,\u00a0dev\u3000\r\n".encode()),  # BOM, whitespace around values
         upload(f"iccid,username\n{iccid[7]},a\x00b\n".encode()),  # NUL
         upload(f"iccid,username\n{iccid[8]},x\n".encode(), dry=True),
     )
     def run(upload: h.CsvUpload) -> None:
         note(f"file: {upload.data[:2000]!r}")
-        fields = {"changeType": upload.change_type, "serviceProviderId": upload.service_provider, "idempotencyKey": upload.idempotency_key}
+        fields = {
+            "changeType": upload.change_type,
+            "serviceProviderId": upload.service_provider,
+            "idempotencyKey": upload.idempotency_key,
+        }
         body, content_type = h.multipart(fields, upload.data)
         before = hz.start()
-        r = hz.client.post("/bulk-changes/csv", params={"dryRun": "true"} if upload.dry_run else None, content=body,
-                           headers={**hz.headers, "Content-Type": content_type})
+        r = hz.client.post(
+            "/bulk-changes/csv",
+            params={"dryRun": "true"} if upload.dry_run else None,
+            content=body,
+            headers={**hz.headers, "Content-Type": content_type},
+        )
         hz.check_answer(r, "POST /bulk-changes/csv")
         after = hz.counts()
         if r.status_code >= 400 or upload.dry_run:
             hz.refused += r.status_code >= 400
             hz.accepted += r.status_code < 400
-            assert after == before, f"{'dry run' if upload.dry_run else f'refused ({r.status_code})'} but stored {_stored_delta(before, after)}"
+            assert after == before, (
+                f"{'dry run' if upload.dry_run else f'refused ({r.status_code})'} but stored {_stored_delta(before, after)}"
+            )
             if r.status_code < 400:
                 _check_csv_report(r.json(), upload)
             return
@@ -320,12 +404,16 @@ def test_csv_upload_refuses_clearly_or_round_trips(harness: Harness) -> None:
         stored_key = hz.client.get(f"/bulk-changes/{answer['id']}", headers=hz.headers).json()["idempotencyKey"]
         assert len(stored_key or "") <= MAX_KEY, f"accepted an idempotency key of {len(stored_key)} characters"
         if upload.keys is not None and "idempotencyKey" not in upload.keys:
-            assert stored_key == h.expected_key(upload.idempotency_key), f"idempotency key stored as {stored_key!r}, sent {upload.idempotency_key!r}"
+            assert stored_key == h.expected_key(upload.idempotency_key), (
+                f"idempotency key stored as {stored_key!r}, sent {upload.idempotency_key!r}"
+            )
         if answer["created"]:
             delta = _stored_delta(before, after)
             assert delta.get("bulk_change") == 1 and "device" not in delta, delta
         else:
-            assert stored_key in keys_seen and after == before, f"not created, but stored {_stored_delta(before, after)}"
+            assert stored_key in keys_seen and after == before, (
+                f"not created, but stored {_stored_delta(before, after)}"
+            )
         if stored_key:
             keys_seen.add(stored_key)
         _check_csv_round_trip(hz.device_rows(answer["id"]), upload)
@@ -371,12 +459,20 @@ def cli_case(draw: st.DrawFn, seed: DemoSeed) -> CliCase:
     command = draw(st.sampled_from(["submit", "dry-run"]))
     if draw(st.booleans()):
         raw = draw(h.json_body_bytes(seed))
-        key = draw(h.weighted((2, st.none()), (3, h.HOSTILE_TEXT.map(argv_text)),
-                              (3, st.sampled_from(["cli-k", " cli-k ", "\tcli-k", " ", "k" * 201, "k" * 200]))))
+        key = draw(
+            h.weighted(
+                (2, st.none()),
+                (3, h.HOSTILE_TEXT.map(argv_text)),
+                (3, st.sampled_from(["cli-k", " cli-k ", "\tcli-k", " ", "k" * 201, "k" * 200])),
+            )
+        )
         return CliCase(command, "json", raw, {"--idempotency-key": key})
     upload = draw(h.csv_upload(seed, options_for_cli=True))
-    options = {"--change-type": argv_text(upload.change_type), "--service-provider": argv_text(upload.service_provider),
-               "--idempotency-key": argv_text(upload.idempotency_key)}
+    options = {
+        "--change-type": argv_text(upload.change_type),
+        "--service-provider": argv_text(upload.service_provider),
+        "--idempotency-key": argv_text(upload.idempotency_key),
+    }
     return CliCase(command, "csv", upload.data, options, upload)
 
 
@@ -400,11 +496,19 @@ def test_cli_refuses_clearly_or_round_trips(harness: Harness, db_url: str, tmp_p
     valid = {"serviceProviderId": int(jasper), "changeType": 10, "usernameCostCenterUpdate": {"username": "dev-1"}}
 
     def json_case(command: str, devices: list[Any], key: str | None = None, **extra: Any) -> dict[str, Any]:
-        return {"case": CliCase(command, "json", h.to_bytes(h.dump({**valid, "devices": devices, **extra})), {"--idempotency-key": key})}
+        return {
+            "case": CliCase(
+                command, "json", h.to_bytes(h.dump({**valid, "devices": devices, **extra})), {"--idempotency-key": key}
+            )
+        }
 
     def csv_case(command: str, data: bytes, sp: str | None = jasper) -> dict[str, Any]:
         options = {"--change-type": "10", "--service-provider": sp, "--idempotency-key": None}
-        return {"case": CliCase(command, "csv", data, options, h.CsvUpload(data, "10", sp, None, False, ["iccid", "username"], spec))}
+        return {
+            "case": CliCase(
+                command, "csv", data, options, h.CsvUpload(data, "10", sp, None, False, ["iccid", "username"], spec)
+            )
+        }
 
     @HOSTILE
     @given(case=cli_case(hz.seed))
@@ -442,14 +546,19 @@ def test_cli_refuses_clearly_or_round_trips(harness: Harness, db_url: str, tmp_p
             hz.refused += 1
             assert result.exit_code != 0, f"exit 0 with an error: {result.stderr!r}"
             assert len(error_lines) == 1 and error_lines[0].startswith("Error: ") and error_lines[0][7:].strip(), (
-                f"exit {result.exit_code}: not a one-line reason on stderr: stderr={result.stderr[-1500:]!r} stdout={result.stdout[-500:]!r}")
+                f"exit {result.exit_code}: not a one-line reason on stderr: stderr={result.stderr[-1500:]!r} stdout={result.stdout[-500:]!r}"
+            )
             assert after == before, f"refused (exit {result.exit_code}) but stored {_stored_delta(before, after)}"
             controls = h.control_chars(result.stderr)
-            assert not controls, f"the reason writes control characters to the terminal: {controls}\n{result.stderr[-1500:]!r}"
+            assert not controls, (
+                f"the reason writes control characters to the terminal: {controls}\n{result.stderr[-1500:]!r}"
+            )
             return
         hz.accepted += 1
         controls = h.control_chars(result.stdout)
-        assert not controls, f"the report writes control characters to the terminal: {controls}\n{result.stdout[-1500:]!r}"
+        assert not controls, (
+            f"the report writes control characters to the terminal: {controls}\n{result.stdout[-1500:]!r}"
+        )
         if case.command == "dry-run":
             assert after == before, f"the dry run stored {_stored_delta(before, after)}"
             if result.exit_code == 1:
@@ -462,13 +571,16 @@ def test_cli_refuses_clearly_or_round_trips(harness: Harness, db_url: str, tmp_p
         rows = list(iter_device_results(hz.engine, hz.seed.tenant_id, bc_id))
         if "already submitted" in result.stdout:
             assert after == before, f"a repeated idempotency key stored {_stored_delta(before, after)}"
-        assert len(bc["idempotency_key"] or "") <= MAX_KEY, f"accepted an idempotency key of {len(bc['idempotency_key'])} characters"
+        assert len(bc["idempotency_key"] or "") <= MAX_KEY, (
+            f"accepted an idempotency key of {len(bc['idempotency_key'])} characters"
+        )
         if case.kind == "json":
             ok, body = h.decoded(case.data)
             assert ok and isinstance(body, dict), "accepted a file that is not a JSON object"
             option_key = case.options["--idempotency-key"]
             assert bc["idempotency_key"] == h.expected_key(option_key or body.get("idempotencyKey")), (
-                f"idempotency key stored as {bc['idempotency_key']!r}; sent {option_key!r} (option), {body.get('idempotencyKey')!r} (file)")
+                f"idempotency key stored as {bc['idempotency_key']!r}; sent {option_key!r} (option), {body.get('idempotencyKey')!r} (file)"
+            )
             problems = _json_problems(rows, body, integrations[int(body["serviceProviderId"])])
             assert not problems, "accepted, but what was stored is not what was sent:\n" + "\n".join(problems)
         else:
@@ -482,16 +594,24 @@ def test_cli_refuses_clearly_or_round_trips(harness: Harness, db_url: str, tmp_p
 # --- query parameters of every GET route -------------------------------------------------------------
 
 # Valid values of each query parameter the document lists (page_size: pageSize's deprecated earlier name).
-DEVICE_PARAMS = {"status": ["NEW", "ERROR", "SCHEDULED", "PROCESSED"], "page": ["1", "2", "1000000"], "pageSize": ["1", "2", "1000"],
-                 "page_size": ["1", "2", "1000"], "format": ["json", "csv"]}
+DEVICE_PARAMS = {
+    "status": ["NEW", "ERROR", "SCHEDULED", "PROCESSED"],
+    "page": ["1", "2", "1000000"],
+    "pageSize": ["1", "2", "1000"],
+    "page_size": ["1", "2", "1000"],
+    "format": ["json", "csv"],
+}
 GET_ROUTES = ["/bulk-changes/{id}", "/bulk-changes/{id}/devices", "/healthz", "/openapi.json"]
 
 
 def _get_routes_from_openapi() -> dict[str, set[str]]:
     """GET path -> the names of its query parameters, from the app's OpenAPI document."""
     doc = create_app("sqlite://").openapi()
-    return {path: {p["name"] for p in methods["get"].get("parameters", []) if p["in"] == "query"}
-            for path, methods in doc["paths"].items() if "get" in methods}
+    return {
+        path: {p["name"] for p in methods["get"].get("parameters", []) if p["in"] == "query"}
+        for path, methods in doc["paths"].items()
+        if "get" in methods
+    }
 
 
 def test_every_get_route_is_covered() -> None:
@@ -507,16 +627,39 @@ def test_every_get_route_is_covered() -> None:
 @st.composite
 def get_request(draw: st.DrawFn, ids: list[int]) -> tuple[str, str, str, str]:
     route = draw(st.sampled_from(GET_ROUTES))
-    id_text = draw(st.one_of(
-        st.sampled_from([str(i) for i in ids]),
-        st.sampled_from(["0", "-1", "999999", str(2**63 - 1), str(2**63), "1e3", " 1", "01", "1.0", "%00", "%ED%A0%80", "abc", "+1"]),
-        h.HOSTILE_TEXT.map(h.percent),
-    ))
-    key = st.one_of(st.sampled_from(list(DEVICE_PARAMS)), st.sampled_from(["pagesize", "foo", "STATUS", "page ", "dryRun", ""]),
-                    h.HOSTILE_TEXT)
-    value = st.one_of(st.sampled_from([v for vs in DEVICE_PARAMS.values() for v in vs]),
-                      st.sampled_from(["0", "-1", "1001", str(2**64), "1e3", "NaN", " 5", "", "new", "CSV", "1" * 5000]),
-                      h.HOSTILE_TEXT)
+    id_text = draw(
+        st.one_of(
+            st.sampled_from([str(i) for i in ids]),
+            st.sampled_from(
+                [
+                    "0",
+                    "-1",
+                    "999999",
+                    str(2**63 - 1),
+                    str(2**63),
+                    "1e3",
+                    " 1",
+                    "01",
+                    "1.0",
+                    "%00",
+                    "%ED%A0%80",
+                    "abc",
+                    "+1",
+                ]
+            ),
+            h.HOSTILE_TEXT.map(h.percent),
+        )
+    )
+    key = st.one_of(
+        st.sampled_from(list(DEVICE_PARAMS)),
+        st.sampled_from(["pagesize", "foo", "STATUS", "page ", "dryRun", ""]),
+        h.HOSTILE_TEXT,
+    )
+    value = st.one_of(
+        st.sampled_from([v for vs in DEVICE_PARAMS.values() for v in vs]),
+        st.sampled_from(["0", "-1", "1001", str(2**64), "1e3", "NaN", " 5", "", "new", "CSV", "1" * 5000]),
+        h.HOSTILE_TEXT,
+    )
     params = draw(st.lists(st.tuples(key, value), max_size=4))
     query = "&".join(f"{h.percent(k)}={h.percent(v)}" for k, v in params)
     if draw(st.integers(0, 5)) == 1:  # bytes that are not UTF-8, percent-encoded
@@ -529,9 +672,21 @@ def test_get_query_parameters_refuse_clearly_or_round_trip(harness: Harness) -> 
     hz = harness
     jasper = hz.seed.service_providers["jasper"]
     iccids = hz.seed.sample_iccids["jasper"]
-    for devices, extra in ((iccids[:3] + ["8901100000000000999"], {}), (iccids[3:5], {"effectiveDate": "2999-01-01T00:00:00Z"})):
-        r = hz.client.post("/bulk-changes", json={"serviceProviderId": jasper, "changeType": 1, "devices": devices,
-                                                  "statusUpdate": {"targetStatus": "DEACTIVATED"}, **extra}, headers=hz.headers)
+    for devices, extra in (
+        (iccids[:3] + ["8901100000000000999"], {}),
+        (iccids[3:5], {"effectiveDate": "2999-01-01T00:00:00Z"}),
+    ):
+        r = hz.client.post(
+            "/bulk-changes",
+            json={
+                "serviceProviderId": jasper,
+                "changeType": 1,
+                "devices": devices,
+                "statusUpdate": {"targetStatus": "DEACTIVATED"},
+                **extra,
+            },
+            headers=hz.headers,
+        )
         assert r.status_code == 201, r.text
         hz.existing_ids.append(r.json()["id"])
 
@@ -564,7 +719,9 @@ def test_get_query_parameters_refuse_clearly_or_round_trip(harness: Harness) -> 
         exists = id_text in {str(i) for i in hz.existing_ids}
         no_route = (404, 405)  # a path id that matches no GET route (empty, or with a slash in it)
         if intake and auth != "valid":
-            assert r.status_code == 401 or (not exists and r.status_code in no_route), f"{auth} API key answered {r.status_code}"
+            assert r.status_code == 401 or (not exists and r.status_code in no_route), (
+                f"{auth} API key answered {r.status_code}"
+            )
             return
         if not intake:
             return
@@ -573,12 +730,16 @@ def test_get_query_parameters_refuse_clearly_or_round_trip(harness: Harness) -> 
         unknown = [n for n in names if n not in known]
         if unknown:
             allowed = (400, 422) if exists else (400, 422, *no_route)
-            assert r.status_code in allowed, f"unknown query parameter(s) {unknown} answered {r.status_code}, not refused"
+            assert r.status_code in allowed, (
+                f"unknown query parameter(s) {unknown} answered {r.status_code}, not refused"
+            )
             return
         sent = dict(parse_qsl(query, keep_blank_values=True))
         strict = len(names) == len(set(names)) and all(v in DEVICE_PARAMS[k] for k, v in sent.items())
         if strict and "pageSize" in sent and "page_size" in sent and sent["pageSize"] != sent["page_size"]:
-            assert r.status_code in (400, 422, *no_route), f"pageSize and page_size differ ({sent}): answered {r.status_code}"
+            assert r.status_code in (400, 422, *no_route), (
+                f"pageSize and page_size differ ({sent}): answered {r.status_code}"
+            )
             return
         if exists and strict:
             assert r.status_code == 200, f"valid query {sent} answered {r.status_code}: {r.text[:300]}"
@@ -612,15 +773,36 @@ def thingspace_callback(draw: st.DrawFn, iccids: list[str]) -> bytes:
         body.update(username=TS_CALLBACK_USER, password="nope")
     elif creds == "hostile":
         body.update(username=draw(h.HOSTILE_VALUE), password=draw(h.HOSTILE_VALUE))
-    body["requestId"] = draw(st.one_of(st.sampled_from(["req-1", "7f3b2c1a-0000-4000-8000-000000000001"]), h.HOSTILE_TEXT,
-                                       h.HOSTILE_NUMBER, st.just("r" * 150), h.HOSTILE_VALUE))
-    ident = st.one_of(st.sampled_from(iccids), h.padded(st.sampled_from(iccids)), h.HOSTILE_TEXT, st.just("9" * 80), h.HOSTILE_NUMBER)
-    body["deviceIds"] = draw(st.one_of(st.lists(st.fixed_dictionaries({"kind": st.sampled_from(["iccid", "imei", "ICCID"]) | h.HOSTILE_TEXT,
-                                                                       "id": ident}), max_size=2), h.HOSTILE_VALUE))
+    body["requestId"] = draw(
+        st.one_of(
+            st.sampled_from(["req-1", "7f3b2c1a-0000-4000-8000-000000000001"]),
+            h.HOSTILE_TEXT,
+            h.HOSTILE_NUMBER,
+            st.just("r" * 150),
+            h.HOSTILE_VALUE,
+        )
+    )
+    ident = st.one_of(
+        st.sampled_from(iccids), h.padded(st.sampled_from(iccids)), h.HOSTILE_TEXT, st.just("9" * 80), h.HOSTILE_NUMBER
+    )
+    body["deviceIds"] = draw(
+        st.one_of(
+            st.lists(
+                st.fixed_dictionaries(
+                    {"kind": st.sampled_from(["iccid", "imei", "ICCID"]) | h.HOSTILE_TEXT, "id": ident}
+                ),
+                max_size=2,
+            ),
+            h.HOSTILE_VALUE,
+        )
+    )
     shape = draw(st.sampled_from(["ok", "fault", "failed", "hostile"]))
     if shape == "ok":
-        body["deviceResponse"] = {draw(st.sampled_from(["activateResponse", "suspendResponse", "changeDeviceIdResponse"]) | h.HOSTILE_TEXT):
-                                  draw(st.one_of(st.just({"servicePlan": "M2M-4G-1GB"}), h.HOSTILE_VALUE))}
+        body["deviceResponse"] = {
+            draw(
+                st.sampled_from(["activateResponse", "suspendResponse", "changeDeviceIdResponse"]) | h.HOSTILE_TEXT
+            ): draw(st.one_of(st.just({"servicePlan": "M2M-4G-1GB"}), h.HOSTILE_VALUE))
+        }
     elif shape == "fault":
         body["faultResponse"] = {"faultcode": draw(h.HOSTILE_SCALAR), "faultstring": draw(h.HOSTILE_SCALAR)}
     elif shape == "failed":
@@ -629,8 +811,14 @@ def thingspace_callback(draw: st.DrawFn, iccids: list[str]) -> bytes:
         body[draw(h.HOSTILE_TEXT)] = draw(h.HOSTILE_VALUE)
     raw = h.to_bytes(h.dump(body, ascii_only=draw(st.booleans())))
     damage = draw(st.sampled_from(["none"] * 6 + ["not-utf8", "deep", "array", "empty", "nan"]))
-    return {"none": raw, "not-utf8": draw(h.broken_bytes(raw)) if damage == "not-utf8" else b"", "deep": h.DEEP[0].text.encode(),
-            "array": b"[" + raw + b"]", "empty": b"", "nan": raw[:-1] + b', "x": NaN}' if raw.endswith(b"}") else raw}[damage]
+    return {
+        "none": raw,
+        "not-utf8": draw(h.broken_bytes(raw)) if damage == "not-utf8" else b"",
+        "deep": h.DEEP[0].text.encode(),
+        "array": b"[" + raw + b"]",
+        "empty": b"",
+        "nan": raw[:-1] + b', "x": NaN}' if raw.endswith(b"}") else raw,
+    }[damage]
 
 
 def test_thingspace_callback_refuses_clearly_or_stores_what_was_sent(harness: Harness) -> None:
@@ -649,7 +837,9 @@ def test_thingspace_callback_refuses_clearly_or_stores_what_was_sent(harness: Ha
         {"raw": f'{{{creds}, "requestId": "req-\\ud800", "status": "Failed"}}'.encode()},
         {"raw": f'{{{creds}, "requestId": NaN, "status": "Failed"}}'.encode()},
         {"raw": f'{{{creds}, "requestId": "req-3", "x": {"[" * 1000}{"]" * 1000}}}'.encode()},
-        {"raw": f'{{{creds}, "requestId": "req-3", "x": {"[" * 100_000}{"]" * 100_000}}}'.encode()},  # deeper than the recursion limit
+        {
+            "raw": f'{{{creds}, "requestId": "req-3", "x": {"[" * 100_000}{"]" * 100_000}}}'.encode()
+        },  # deeper than the recursion limit
         {"raw": f'{{{creds}, "requestId": "req-4", "x": {"9" * 5000}}}'.encode()},
         {"raw": f'{{{creds}, "requestId": "req-5", "x": "\xff"}}'.encode("latin-1")},
     )
@@ -665,15 +855,27 @@ def test_thingspace_callback_refuses_clearly_or_stores_what_was_sent(harness: Ha
             return
         hz.accepted += 1
         ok, body = h.decoded(raw)
-        assert ok and isinstance(body, dict), f"accepted a callback that is not a JSON object: {r.status_code} {r.text[:200]}"
-        assert body.get("username") == TS_CALLBACK_USER and body.get("password") == TS_CALLBACK_PASSWORD, "accepted without the credentials"
+        assert ok and isinstance(body, dict), (
+            f"accepted a callback that is not a JSON object: {r.status_code} {r.text[:200]}"
+        )
+        assert body.get("username") == TS_CALLBACK_USER and body.get("password") == TS_CALLBACK_PASSWORD, (
+            "accepted without the credentials"
+        )
         answer = r.json()
-        assert _stored_delta(before, after).get("carrier_callback", 0) == answer["stored"], (answer, _stored_delta(before, after))
+        assert _stored_delta(before, after).get("carrier_callback", 0) == answer["stored"], (
+            answer,
+            _stored_delta(before, after),
+        )
         rid = body["requestId"]
-        assert isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool)), f"accepted requestId {rid!r} ({type(rid).__name__})"
+        assert isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool)), (
+            f"accepted requestId {rid!r} ({type(rid).__name__})"
+        )
         with hz.engine.connect() as conn:
-            stored = conn.execute(sa.select(carrier_callback.c.request_id, carrier_callback.c.payload)
-                                  .order_by(carrier_callback.c.id.desc()).limit(1)).one()
+            stored = conn.execute(
+                sa.select(carrier_callback.c.request_id, carrier_callback.c.payload)
+                .order_by(carrier_callback.c.id.desc())
+                .limit(1)
+            ).one()
         if answer["stored"]:
             assert stored.request_id == str(rid), f"request id stored as {stored.request_id!r}, sent {rid!r}"
             assert TS_CALLBACK_PASSWORD not in json.dumps(stored.payload), "the callback password was stored"
@@ -685,13 +887,26 @@ def test_thingspace_callback_refuses_clearly_or_stores_what_was_sent(harness: Ha
 @st.composite
 def teal_callback(draw: st.DrawFn) -> tuple[str, str, bytes | None]:
     method = draw(st.sampled_from(["GET", "POST"]))
-    rid = st.one_of(st.just(TEAL_REQUEST_ID), h.padded(st.just(TEAL_REQUEST_ID)), st.just("unknown-req"), h.HOSTILE_TEXT, st.just("r" * 150))
-    params = draw(st.lists(st.tuples(st.sampled_from(["requestId", "request_id", "status"]) | h.HOSTILE_TEXT, rid), max_size=3))
+    rid = st.one_of(
+        st.just(TEAL_REQUEST_ID),
+        h.padded(st.just(TEAL_REQUEST_ID)),
+        st.just("unknown-req"),
+        h.HOSTILE_TEXT,
+        st.just("r" * 150),
+    )
+    params = draw(
+        st.lists(st.tuples(st.sampled_from(["requestId", "request_id", "status"]) | h.HOSTILE_TEXT, rid), max_size=3)
+    )
     query = "&".join(f"{h.percent(k)}={h.percent(v)}" for k, v in params)
     body = None
     if method == "POST" and draw(st.booleans()):
-        value = draw(st.one_of(st.fixed_dictionaries({"requestId": rid}), st.dictionaries(h.HOSTILE_TEXT, h.HOSTILE_VALUE, max_size=2),
-                               h.HOSTILE_VALUE))
+        value = draw(
+            st.one_of(
+                st.fixed_dictionaries({"requestId": rid}),
+                st.dictionaries(h.HOSTILE_TEXT, h.HOSTILE_VALUE, max_size=2),
+                h.HOSTILE_VALUE,
+            )
+        )
         body = h.to_bytes(h.dump(value, ascii_only=draw(st.booleans())))
         if draw(st.integers(0, 4)) == 1:
             body = draw(st.sampled_from([h.DEEP[0].text.encode(), b"{", b'{"requestId": NaN}', b'{"a": "\\u0000"}']))
@@ -701,11 +916,23 @@ def teal_callback(draw: st.DrawFn) -> tuple[str, str, bytes | None]:
 def test_teal_callback_refuses_clearly_or_stores_what_was_sent(harness: Harness) -> None:
     hz = harness
     teal = hz.seed.service_providers["teal"]
-    r = hz.client.post("/bulk-changes", json={"serviceProviderId": teal, "changeType": 1, "devices": [demo_eid(4, 0, 0)],
-                                              "statusUpdate": {"targetStatus": "stopped"}}, headers=hz.headers)
+    r = hz.client.post(
+        "/bulk-changes",
+        json={
+            "serviceProviderId": teal,
+            "changeType": 1,
+            "devices": [demo_eid(4, 0, 0)],
+            "statusUpdate": {"targetStatus": "stopped"},
+        },
+        headers=hz.headers,
+    )
     assert r.status_code == 201 and r.json()["counts"] == {"NEW": 1}, r.text
     with hz.engine.begin() as conn:
-        conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == r.json()["id"]).values(carrier_request_id=TEAL_REQUEST_ID))
+        conn.execute(
+            sa.update(device_change)
+            .where(device_change.c.bulk_change_id == r.json()["id"])
+            .values(carrier_request_id=TEAL_REQUEST_ID)
+        )
 
     @HOSTILE
     @given(req=teal_callback())
@@ -725,8 +952,11 @@ def test_teal_callback_refuses_clearly_or_stores_what_was_sent(harness: Harness)
         note(f"{method} /callbacks/teal?{query[:1000]} body={body[:2000] if body else body!r}")
         before = hz.start()
         url = "/callbacks/teal" + ("?" + query if query else "")
-        r = (hz.client.get(url) if method == "GET"
-             else hz.client.post(url, content=body or b"", headers={"Content-Type": "application/json"}))
+        r = (
+            hz.client.get(url)
+            if method == "GET"
+            else hz.client.post(url, content=body or b"", headers={"Content-Type": "application/json"})
+        )
         parsed: Any = {}
         readable = True
         if body:
@@ -735,9 +965,17 @@ def test_teal_callback_refuses_clearly_or_stores_what_was_sent(harness: Harness)
         payload = {**payload, "query": dict(parse_qsl(query, keep_blank_values=True))}
         outcomes = parse_callback("teal", payload) if readable else []
         after = hz.counts()
-        if r.status_code == 503 and readable and outcomes and outcomes[0].request_id != TEAL_REQUEST_ID and not hz.tracebacks():
+        if (
+            r.status_code == 503
+            and readable
+            and outcomes
+            and outcomes[0].request_id != TEAL_REQUEST_ID
+            and not hz.tracebacks()
+        ):
             # documented: a request id not (yet) ours is answered 503 + Retry-After, so that Teal delivers it again
-            assert r.headers.get("retry-after") and r.json().get("detail"), f"503 without Retry-After or reason: {r.text[:300]}"
+            assert r.headers.get("retry-after") and r.json().get("detail"), (
+                f"503 without Retry-After or reason: {r.text[:300]}"
+            )
             assert after == before, f"answered 503 but stored {_stored_delta(before, after)}"
             hz.refused += 1
             return
@@ -747,7 +985,9 @@ def test_teal_callback_refuses_clearly_or_stores_what_was_sent(harness: Harness)
             assert after == before, f"refused ({r.status_code}) but stored {_stored_delta(before, after)}"
             return
         hz.accepted += 1
-        assert readable and outcomes and outcomes[0].request_id == TEAL_REQUEST_ID, f"accepted a callback for {outcomes!r}"
+        assert readable and outcomes and outcomes[0].request_id == TEAL_REQUEST_ID, (
+            f"accepted a callback for {outcomes!r}"
+        )
         assert _stored_delta(before, after).get("carrier_callback", 0) == r.json()["stored"]
 
     run()

@@ -44,6 +44,7 @@ def _iccids(api: Api, n: int = 3) -> list[str]:
 
 # --- §2 idempotency key + request fingerprint -------------------------------------------------
 
+
 @pytest.mark.parametrize("change", ["devices", "order", "values", "change type", "service provider", "processChanges"])
 def test_same_key_with_a_different_request_is_refused_with_409(api: Api, change: str) -> None:
     devices = _iccids(api)
@@ -54,10 +55,17 @@ def test_same_key_with_a_different_request_is_refused_with_409(api: Api, change:
         "devices": api.status_body(devices[:2], idempotencyKey="k-409"),
         "order": api.status_body(devices[::-1], idempotencyKey="k-409"),
         "values": {**api.status_body(devices, idempotencyKey="k-409"), "statusUpdate": {"status": "DEACTIVATED"}},
-        "change type": {"serviceProviderId": api.jasper, "changeType": 3, "devices": devices, "idempotencyKey": "k-409",
-                        "archival": {}},
-        "service provider": {**api.status_body(api.seed.sample_iccids["thingspace"][:3], idempotencyKey="k-409"),
-                             "serviceProviderId": api.seed.service_providers["thingspace"]},
+        "change type": {
+            "serviceProviderId": api.jasper,
+            "changeType": 3,
+            "devices": devices,
+            "idempotencyKey": "k-409",
+            "archival": {},
+        },
+        "service provider": {
+            **api.status_body(api.seed.sample_iccids["thingspace"][:3], idempotencyKey="k-409"),
+            "serviceProviderId": api.seed.service_providers["thingspace"],
+        },
         "processChanges": api.status_body(devices, idempotencyKey="k-409", processChanges=False),
     }[change]
     before = table_counts(api.engine)
@@ -79,8 +87,12 @@ def test_same_key_with_the_same_request_answers_the_original(api: Api) -> None:
     assert first.status_code == 201
     before = table_counts(api.engine)
     # the same request as understood: padded values, devices as objects, the key in the header
-    same = {"statusUpdate": {"status": " RETIRED "}, "devices": [{"device": f" {d}"} for d in devices],
-            "changeType": 1, "serviceProviderId": api.jasper}
+    same = {
+        "statusUpdate": {"status": " RETIRED "},
+        "devices": [{"device": f" {d}"} for d in devices],
+        "changeType": 1,
+        "serviceProviderId": api.jasper,
+    }
     again = api.client.post("/bulk-changes", json=same, headers={**api.demo, "Idempotency-Key": "k-same"})
     assert again.status_code == 200, again.text
     assert again.json()["id"] == first.json()["id"] and again.json()["created"] is False
@@ -88,12 +100,18 @@ def test_same_key_with_the_same_request_answers_the_original(api: Api) -> None:
 
 
 def test_csv_upload_reusing_a_json_key_for_other_devices_is_refused(api: Api) -> None:
-    first = api.client.post("/bulk-changes", json=api.status_body(_iccids(api), idempotencyKey="k-csv"), headers=api.demo)
+    first = api.client.post(
+        "/bulk-changes", json=api.status_body(_iccids(api), idempotencyKey="k-csv"), headers=api.demo
+    )
     assert first.status_code == 201
     csv_text = "iccid,status\n" + "".join(f"{d},RETIRED\n" for d in api.seed.sample_iccids["jasper"][5:7])
     before = table_counts(api.engine)
-    r = api.client.post("/bulk-changes/csv", headers=api.demo, files={"file": ("x.csv", csv_text, "text/csv")},
-                        data={"changeType": "1", "serviceProviderId": str(api.jasper), "idempotencyKey": "k-csv"})
+    r = api.client.post(
+        "/bulk-changes/csv",
+        headers=api.demo,
+        files={"file": ("x.csv", csv_text, "text/csv")},
+        data={"changeType": "1", "serviceProviderId": str(api.jasper), "idempotencyKey": "k-csv"},
+    )
     assert r.status_code == 409, r.text
     assert r.json()["bulkChangeId"] == first.json()["id"]
     assert table_counts(api.engine) == before
@@ -110,7 +128,11 @@ def test_cli_exits_non_zero_naming_the_original(engine: sa.Engine, db_url: str, 
 
     def write(name: str, devices: list[str]) -> str:
         path = tmp_path / name
-        path.write_text(json.dumps({"serviceProviderId": 1, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, "devices": devices}))
+        path.write_text(
+            json.dumps(
+                {"serviceProviderId": 1, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, "devices": devices}
+            )
+        )
         return str(path)
 
     one = write("one.json", [demo_iccid(1, 0, 0)])
@@ -140,24 +162,54 @@ def test_concurrent_submissions_of_one_key_with_different_requests(engine: sa.En
     sp = seed.service_providers["jasper"]
 
     def request(devices: list[str]) -> BulkChangeRequest:
-        return BulkChangeRequest.model_validate({"serviceProviderId": sp, "changeType": 1, "idempotencyKey": "race",
-                                                 "statusUpdate": {"status": "RETIRED"}, "devices": devices})
+        return BulkChangeRequest.model_validate(
+            {
+                "serviceProviderId": sp,
+                "changeType": 1,
+                "idempotencyKey": "race",
+                "statusUpdate": {"status": "RETIRED"},
+                "devices": devices,
+            }
+        )
 
     a, b = request(seed.sample_iccids["jasper"][:1]), request(seed.sample_iccids["jasper"][1:2])
     assert request_fingerprint(a) != request_fingerprint(b)
     outcome: dict[str, object] = {}
     holder = engine.connect()
     tx = holder.begin()
-    holder.execute(sa.insert(bulk_change).values(
-        tenant_id=seed.tenant_id, service_provider_id=sp, change_type=1, portal_type=0, process_changes=True, status="NEW",
-        request={}, created_by="first", created_at=utcnow(), idempotency_key="race", request_fingerprint=request_fingerprint(a),
-    ))
+    holder.execute(
+        sa.insert(bulk_change).values(
+            tenant_id=seed.tenant_id,
+            service_provider_id=sp,
+            change_type=1,
+            portal_type=0,
+            process_changes=True,
+            status="NEW",
+            request={},
+            created_by="first",
+            created_at=utcnow(),
+            idempotency_key="race",
+            request_fingerprint=request_fingerprint(a),
+        )
+    )
 
     def second() -> None:
         try:
-            outcome["result"] = create_bulk_change(engine, NewBulkChange(
-                tenant_id=seed.tenant_id, service_provider_id=sp, change_type=1, portal_type=0, process_changes=True,
-                request={}, created_by="second", rows=[], idempotency_key="race", request_fingerprint=request_fingerprint(b)))
+            outcome["result"] = create_bulk_change(
+                engine,
+                NewBulkChange(
+                    tenant_id=seed.tenant_id,
+                    service_provider_id=sp,
+                    change_type=1,
+                    portal_type=0,
+                    process_changes=True,
+                    request={},
+                    created_by="second",
+                    rows=[],
+                    idempotency_key="race",
+                    request_fingerprint=request_fingerprint(b),
+                ),
+            )
         except Exception as exc:  # noqa: BLE001 - the assertion below names what was raised
             outcome["error"] = exc
 
@@ -178,9 +230,15 @@ def test_a_key_stored_before_fingerprints_is_answered_as_before(engine: sa.Engin
     from bulkchange_pipeline.store.seed import seed_demo
 
     seed = seed_demo(engine, devices_per_carrier=2)
-    req = BulkChangeRequest.model_validate({"serviceProviderId": seed.service_providers["jasper"], "changeType": 1,
-                                            "idempotencyKey": "legacy", "statusUpdate": {"status": "RETIRED"},
-                                            "devices": seed.sample_iccids["jasper"][:1]})
+    req = BulkChangeRequest.model_validate(
+        {
+            "serviceProviderId": seed.service_providers["jasper"],
+            "changeType": 1,
+            "idempotencyKey": "legacy",
+            "statusUpdate": {"status": "RETIRED"},
+            "devices": seed.sample_iccids["jasper"][:1],
+        }
+    )
     first = submit(engine, seed.tenant_id, req, "t")
     with engine.begin() as conn:
         conn.execute(sa.update(bulk_change).values(request_fingerprint=None))
@@ -191,7 +249,9 @@ def test_a_key_stored_before_fingerprints_is_answered_as_before(engine: sa.Engin
 
 # --- §3 text that cannot be stored is refused before anything is stored -----------------------
 
-SURROGATE_BODY = '{"serviceProviderId": %d, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, "devices": ["\\ud800"]}'
+SURROGATE_BODY = (
+    '{"serviceProviderId": %d, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, "devices": ["\\ud800"]}'
+)
 
 
 @pytest.mark.parametrize("where", ["device", "value", "key", "idempotency key", "nested"])
@@ -201,13 +261,13 @@ def test_lone_surrogate_in_a_json_body_is_a_422_and_nothing_is_stored(api: Api, 
     body = {
         "device": SURROGATE_BODY % api.jasper,
         "value": '{"serviceProviderId": %d, "changeType": 1, "statusUpdate": {"status": "RE\\udfffTIRED"}, "devices": ["%s"]}'
-                 % (api.jasper, iccid),
+        % (api.jasper, iccid),
         "key": '{"serviceProviderId": %d, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, "devices": [{"iccid": "%s", "\\udc80x": 1}]}'
-               % (api.jasper, iccid),
+        % (api.jasper, iccid),
         "idempotency key": '{"serviceProviderId": %d, "changeType": 1, "idempotencyKey": "a\\ud83d", "statusUpdate": {"status": "RETIRED"}, "devices": ["%s"]}'
-                           % (api.jasper, iccid),
+        % (api.jasper, iccid),
         "nested": '{"serviceProviderId": %d, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, "devices": [{"iccid": "%s", "x": [{"y": "\\ud800"}]}]}'
-                  % (api.jasper, iccid),
+        % (api.jasper, iccid),
     }[where]
     before = table_counts(api.engine)
     r = api.client.post(route, content=body.encode(), headers={**api.demo, "Content-Type": "application/json"})
@@ -219,7 +279,9 @@ def test_lone_surrogate_in_a_json_body_is_a_422_and_nothing_is_stored(api: Api, 
 
 
 @pytest.mark.parametrize("command", ["submit", "dry-run"])
-def test_lone_surrogate_in_a_file_or_an_option_is_a_clean_cli_error(engine: sa.Engine, db_url: str, tmp_path: Path, command: str) -> None:
+def test_lone_surrogate_in_a_file_or_an_option_is_a_clean_cli_error(
+    engine: sa.Engine, db_url: str, tmp_path: Path, command: str
+) -> None:
     runner = CliRunner()
 
     def run(*args: str):
@@ -233,7 +295,9 @@ def test_lone_surrogate_in_a_file_or_an_option_is_a_clean_cli_error(engine: sa.E
     assert from_file.exit_code == 2, from_file.output
     assert "lone UTF-16 surrogate" in from_file.output and "Traceback" not in from_file.output
     good = tmp_path / "g.json"
-    good.write_text(json.dumps({"serviceProviderId": 1, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, "devices": ["x"]}))
+    good.write_text(
+        json.dumps({"serviceProviderId": 1, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, "devices": ["x"]})
+    )
     # a non-UTF-8 byte in argv reaches Python as a lone surrogate (PEP 383): named as the byte sent
     for option in ("--idempotency-key", "--created-by" if command == "submit" else "--tenant"):
         bad = run(command, str(good), option, "k\udcff")
@@ -248,9 +312,13 @@ def test_nan_and_infinity_in_json_are_refused(api: Api) -> None:
     iccid = _iccids(api, 1)[0]
     before = table_counts(api.engine)
     for literal in ("NaN", "Infinity", "-Infinity"):
-        body = '{"serviceProviderId": %d, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, "devices": [{"iccid": "%s", "x": %s}]}' % (
-            api.jasper, iccid, literal)
-        r = api.client.post("/bulk-changes", content=body.encode(), headers={**api.demo, "Content-Type": "application/json"})
+        body = (
+            '{"serviceProviderId": %d, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, "devices": [{"iccid": "%s", "x": %s}]}'
+            % (api.jasper, iccid, literal)
+        )
+        r = api.client.post(
+            "/bulk-changes", content=body.encode(), headers={**api.demo, "Content-Type": "application/json"}
+        )
         assert r.status_code == 422, r.text
         assert "not a number" in r.json()["detail"]
     assert table_counts(api.engine) == before
@@ -261,6 +329,8 @@ def test_nan_and_infinity_in_json_are_refused(api: Api) -> None:
 def test_a_content_length_that_is_not_a_plain_number_never_makes_a_500(api: Api, declared: bytes, route: str) -> None:
     """``"²".isdigit()`` is true and ``int("²")`` raises; 5000 digits exceed int()'s limit. Found in the
     callback routes (issue 15 §4); the intake's body reader had the same line, now one reader serves both."""
-    r = api.client.post(route, content=b"{}", headers={**api.demo, "Content-Type": "application/json", "Content-Length": declared})
+    r = api.client.post(
+        route, content=b"{}", headers={**api.demo, "Content-Type": "application/json", "Content-Length": declared}
+    )
     assert 400 <= r.status_code < 500, r.text
     assert r.headers["content-type"].startswith("application/problem+json")

@@ -51,8 +51,14 @@ def _refused_devices(seed: DemoSeed) -> list[str]:
 
 
 def _status_request(seed: DemoSeed, devices: list) -> BulkChangeRequest:
-    return BulkChangeRequest.model_validate({"serviceProviderId": seed.service_providers["jasper"], "changeType": 1,
-                                             "devices": devices, "statusUpdate": {"status": "RETIRED"}})
+    return BulkChangeRequest.model_validate(
+        {
+            "serviceProviderId": seed.service_providers["jasper"],
+            "changeType": 1,
+            "devices": devices,
+            "statusUpdate": {"status": "RETIRED"},
+        }
+    )
 
 
 # --- (a) every device refused: ERROR, "nothing was sent" ------------------------------------------
@@ -66,7 +72,9 @@ def test_all_refused_submission_is_error_and_says_nothing_was_sent(engine: sa.En
     assert (head["status"], head["status_detail"]) == ("ERROR", NOTHING_SENT)
     # The sensor starts NEW and due SCHEDULED bulk changes only: never this one.
     assert outcome.bulk_change_id not in [bc.id for bc in list_waiting(engine, 0, 100)]
-    assert outcome.bulk_change_id not in [bc.id for bc in list_due_scheduled(engine, utcnow() + timedelta(days=999), 100)]
+    assert outcome.bulk_change_id not in [
+        bc.id for bc in list_due_scheduled(engine, utcnow() + timedelta(days=999), 100)
+    ]
 
     one = submit(engine, seed.tenant_id, _status_request(seed, [BAD_ICCID]), "test")
     assert one.status == "ERROR" and one.message.endswith("nothing was sent: its one device was refused at validation")
@@ -100,7 +108,9 @@ def test_a_run_rebuild_check_and_archive_agree_that_it_is_error(engine: sa.Engin
     assert get_bulk_change(engine, bc_id)["status_detail"] == NOTHING_SENT
     # It is finished: archived like a PROCESSED one once old enough (an ERROR a run left is not).
     assert bc_id in [i for i, _, _ in archivable(engine, utcnow() + timedelta(days=400))]
-    failed_run = submit(engine, seed.tenant_id, _status_request(seed, seed.sample_iccids["jasper"][:1]), "test").bulk_change_id
+    failed_run = submit(
+        engine, seed.tenant_id, _status_request(seed, seed.sample_iccids["jasper"][:1]), "test"
+    ).bulk_change_id
     set_bulk_status(engine, failed_run, BulkChangeStatus.ERROR)
     assert failed_run not in [i for i, _, _ in archivable(engine, utcnow() + timedelta(days=400))]
 
@@ -116,7 +126,9 @@ def test_api_submit_status_and_actions_say_nothing_was_sent(api: Api) -> None:
     assert (status["status"], status["statusDetail"]) == ("ERROR", NOTHING_SENT)
     for action in ("retry-failed", "resume", "cancel"):
         refused = api.client.post(f"/bulk-changes/{bc_id}/{action}", headers=api.demo)
-        assert refused.status_code == 409 and refused.headers["content-type"] == "application/problem+json", refused.text
+        assert refused.status_code == 409 and refused.headers["content-type"] == "application/problem+json", (
+            refused.text
+        )
         assert NOTHING_SENT in refused.json()["detail"]
     # A bulk change with accepted rows says nothing more than before.
     ok = api.client.get(f"/bulk-changes/{api.submit(api.seed.sample_iccids['jasper'][:2])}", headers=api.demo).json()
@@ -152,7 +164,9 @@ def test_device_list_takes_page_size_by_its_documented_name(api: Api) -> None:
     url = f"/bulk-changes/{bc_id}/devices"
     body = api.client.get(url, params={"pageSize": 3}, headers=api.demo).json()
     assert (len(body["items"]), body["pageSize"], body["nextPage"], body["total"]) == (3, 3, 2, 8)
-    legacy = api.client.get(url, params={"page": 3, "page_size": 3}, headers=api.demo).json()  # the earlier name still works
+    legacy = api.client.get(
+        url, params={"page": 3, "page_size": 3}, headers=api.demo
+    ).json()  # the earlier name still works
     assert (len(legacy["items"]), legacy["pageSize"], legacy["nextPage"]) == (2, 3, None)
     assert api.client.get(url, params={"pageSize": 3, "page_size": 3}, headers=api.demo).status_code == 200
     differ = api.client.get(url, params={"pageSize": 3, "page_size": 4}, headers=api.demo)
@@ -160,25 +174,37 @@ def test_device_list_takes_page_size_by_its_documented_name(api: Api) -> None:
     assert api.client.get(url, headers=api.demo).json()["pageSize"] == 100
     bad = api.client.get(url, params={"pageSize": 0}, headers=api.demo)
     assert bad.status_code == 422 and [e["loc"] for e in bad.json()["errors"]] == [["query", "pageSize"]]
-    params = {p["name"]: p for p in api.client.get("/openapi.json").json()["paths"]["/bulk-changes/{bulk_change_id}/devices"]["get"]["parameters"]}
+    params = {
+        p["name"]: p
+        for p in api.client.get("/openapi.json").json()["paths"]["/bulk-changes/{bulk_change_id}/devices"]["get"][
+            "parameters"
+        ]
+    }
     assert "pageSize" in params and params["page_size"].get("deprecated") is True
 
 
-@pytest.mark.parametrize("method,path,query,accepted", [
-    ("get", "/bulk-changes/{id}/devices", "pagesize=3", "status, page, pageSize, page_size, format"),
-    ("get", "/bulk-changes/{id}/devices", "stauts=ERROR", "status, page, pageSize, page_size, format"),
-    ("get", "/bulk-changes/{id}", "verbose=1", "no query parameters"),
-    ("post", "/bulk-changes/{id}/cancel", "force=true", "no query parameters"),
-    ("post", "/bulk-changes/csv", "dry_run=true", "dryRun"),
-])
-def test_every_route_refuses_unknown_query_parameters(api: Api, method: str, path: str, query: str, accepted: str) -> None:
+@pytest.mark.parametrize(
+    "method,path,query,accepted",
+    [
+        ("get", "/bulk-changes/{id}/devices", "pagesize=3", "status, page, pageSize, page_size, format"),
+        ("get", "/bulk-changes/{id}/devices", "stauts=ERROR", "status, page, pageSize, page_size, format"),
+        ("get", "/bulk-changes/{id}", "verbose=1", "no query parameters"),
+        ("post", "/bulk-changes/{id}/cancel", "force=true", "no query parameters"),
+        ("post", "/bulk-changes/csv", "dry_run=true", "dryRun"),
+    ],
+)
+def test_every_route_refuses_unknown_query_parameters(
+    api: Api, method: str, path: str, query: str, accepted: str
+) -> None:
     bc_id = api.submit(api.seed.sample_iccids["jasper"][:2])
     name = query.split("=")[0]
     r = api.client.request(method.upper(), f"{path.format(id=bc_id)}?{query}", headers=api.demo)
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
     problem = r.json()
     assert problem["title"] == "Unknown query parameter"
-    assert f"unknown query parameter {name!r}" in problem["detail"] and problem["detail"].endswith(f"accepts {accepted}")
+    assert f"unknown query parameter {name!r}" in problem["detail"] and problem["detail"].endswith(
+        f"accepts {accepted}"
+    )
     assert problem["errors"] == [{"loc": ["query", name], "msg": f"unknown query parameter; accepted: {accepted}"}]
     assert get_bulk_change(api.engine, bc_id)["status"] == "NEW"  # nothing was done
     # Without a valid key the answer is 401 as before: the parameter names are no reason to talk to it.
@@ -187,10 +213,16 @@ def test_every_route_refuses_unknown_query_parameters(api: Api, method: str, pat
 
 def test_known_query_parameters_still_work_on_every_route(api: Api) -> None:
     bc_id = api.submit(api.seed.sample_iccids["jasper"][:2])
-    assert api.client.get(f"/bulk-changes/{bc_id}/devices?status=NEW&page=1&format=json", headers=api.demo).status_code == 200
-    upload = api.client.post("/bulk-changes/csv?dryRun=true", headers=api.demo,
-                             files={"file": ("d.csv", f"iccid\n{api.seed.sample_iccids['jasper'][2]}\n".encode(), "text/csv")},
-                             data={"changeType": "StatusUpdate", "serviceProviderId": str(api.jasper)})
+    assert (
+        api.client.get(f"/bulk-changes/{bc_id}/devices?status=NEW&page=1&format=json", headers=api.demo).status_code
+        == 200
+    )
+    upload = api.client.post(
+        "/bulk-changes/csv?dryRun=true",
+        headers=api.demo,
+        files={"file": ("d.csv", f"iccid\n{api.seed.sample_iccids['jasper'][2]}\n".encode(), "text/csv")},
+        data={"changeType": "StatusUpdate", "serviceProviderId": str(api.jasper)},
+    )
     assert upload.status_code == 200 and upload.json()["stored"] is False, upload.text
 
 
@@ -198,19 +230,33 @@ def test_known_query_parameters_still_work_on_every_route(api: Api) -> None:
 
 
 def test_semicolon_and_tab_separated_csv_say_so() -> None:
-    with pytest.raises(IntakeError, match=r"^the file looks semicolon-separated \(header 'iccid;targetStatus'\): "
-                                          r"separate the columns with commas"):
+    with pytest.raises(
+        IntakeError,
+        match=r"^the file looks semicolon-separated \(header 'iccid;targetStatus'\): "
+        r"separate the columns with commas",
+    ):
         parse_csv(b"iccid;targetStatus\n8901100000000000018;ACTIVATED\n", change_type=1, service_provider_id=1)
     with pytest.raises(IntakeError, match="the file looks tab-separated"):
-        parse_csv(b"\xef\xbb\xbficcid\ttargetStatus\n8901100000000000018\tACTIVATED\n", change_type=1, service_provider_id=1)
+        parse_csv(
+            b"\xef\xbb\xbficcid\ttargetStatus\n8901100000000000018\tACTIVATED\n", change_type=1, service_provider_id=1
+        )
     with pytest.raises(IntakeError, match=r"^unknown column\(s\): 'foo;bar'"):  # no known column inside: as before
         parse_csv(b"foo;bar\n1;2\n", change_type=1, service_provider_id=1)
 
 
 def test_semicolon_csv_upload_over_http_says_so(api: Api) -> None:
-    r = api.client.post("/bulk-changes/csv", headers=api.demo,
-                        files={"file": ("d.csv", f"iccid;targetStatus\n{api.seed.sample_iccids['jasper'][0]};ACTIVATED\n".encode(), "text/csv")},
-                        data={"changeType": "StatusUpdate", "serviceProviderId": str(api.jasper)})
+    r = api.client.post(
+        "/bulk-changes/csv",
+        headers=api.demo,
+        files={
+            "file": (
+                "d.csv",
+                f"iccid;targetStatus\n{api.seed.sample_iccids['jasper'][0]};ACTIVATED\n".encode(),
+                "text/csv",
+            )
+        },
+        data={"changeType": "StatusUpdate", "serviceProviderId": str(api.jasper)},
+    )
     assert r.status_code == 422 and "the file looks semicolon-separated" in r.json()["detail"], r.text
 
 
@@ -222,12 +268,18 @@ def _spreadsheet_devices(seed: DemoSeed) -> tuple[list[str], str]:
 def _expected_reasons(seed: DemoSeed, label: str) -> list[str]:
     second, third = seed.sample_iccids["jasper"][1], seed.sample_iccids["jasper"][2]
     return [
-        (f"{label} '8.9011E+18' looks like a number Excel shortened (scientific notation): its last digits are lost; "
-         f"format the column as text and paste the full {label}s again"),
-        (f"{label} \"'{second}\" must contain digits only: it starts with an apostrophe, Excel's text marker; "
-         f"remove it and send {second}"),
-        (f"ICCID '{third}F' must contain digits only: the trailing F is the filler a SIM stores after a 19-digit ICCID "
-         f"(read from the SIM or printed on its pack); remove it and send {third}"),
+        (
+            f"{label} '8.9011E+18' looks like a number Excel shortened (scientific notation): its last digits are lost; "
+            f"format the column as text and paste the full {label}s again"
+        ),
+        (
+            f"{label} \"'{second}\" must contain digits only: it starts with an apostrophe, Excel's text marker; "
+            f"remove it and send {second}"
+        ),
+        (
+            f"ICCID '{third}F' must contain digits only: the trailing F is the filler a SIM stores after a 19-digit ICCID "
+            f"(read from the SIM or printed on its pack); remove it and send {third}"
+        ),
     ]
 
 
@@ -236,13 +288,17 @@ def test_spreadsheet_identifier_reasons_in_json_and_csv(engine: sa.Engine, seed:
     # JSON: bare identifiers (classified), and the same values under "iccid" (checked as ICCIDs).
     bare = submit(engine, seed.tenant_id, _status_request(seed, devices), "t", dry_run=True).report
     assert [e.reason for e in bare.errors] == _expected_reasons(seed, "device identifier")
-    keyed = submit(engine, seed.tenant_id, _status_request(seed, [{"iccid": d} for d in devices]), "t", dry_run=True).report
+    keyed = submit(
+        engine, seed.tenant_id, _status_request(seed, [{"iccid": d} for d in devices]), "t", dry_run=True
+    ).report
     assert [e.reason for e in keyed.errors] == _expected_reasons(seed, "ICCID")
     # CSV: the same check (one for every way in); the quoted cell keeps the apostrophe as sent.
     text = "iccid,targetStatus\n" + "".join(f"{d},DEACTIVATED\n" for d in devices)
     parsed = parse_csv(text.encode(), change_type=1, service_provider_id=seed.service_providers["jasper"])
     report = submit(engine, seed.tenant_id, parsed.request, "t", dry_run=True, row_numbers=parsed.row_numbers).report
-    assert [(e.row, e.reason) for e in report.errors] == list(zip([3, 4, 5], _expected_reasons(seed, "ICCID"), strict=True))
+    assert [(e.row, e.reason) for e in report.errors] == list(
+        zip([3, 4, 5], _expected_reasons(seed, "ICCID"), strict=True)
+    )
     assert report.accepted == 1 and report.identifiers[0] == good
 
 
@@ -257,9 +313,16 @@ def test_corrected_values_are_accepted(engine: sa.Engine, seed: DemoSeed) -> Non
 
 def test_new_iccid_of_an_identifier_swap_gets_the_same_reason(engine: sa.Engine, seed: DemoSeed) -> None:
     iccid = seed.sample_iccids["thingspace"][3]
-    req = BulkChangeRequest.model_validate({"serviceProviderId": seed.service_providers["thingspace"], "changeType": 9,
-                                            "devices": [seed.sample_iccids["thingspace"][0]], "iccidImeiChange": {"newIccid": f"{iccid}F"}})
+    req = BulkChangeRequest.model_validate(
+        {
+            "serviceProviderId": seed.service_providers["thingspace"],
+            "changeType": 9,
+            "devices": [seed.sample_iccids["thingspace"][0]],
+            "iccidImeiChange": {"newIccid": f"{iccid}F"},
+        }
+    )
     [error] = submit(engine, seed.tenant_id, req, "t", dry_run=True).report.errors
-    assert error.reason.endswith(f"ICCID '{iccid}F' must contain digits only: the trailing F is the filler a SIM stores after a "
-                                 f"19-digit ICCID (read from the SIM or printed on its pack); remove it and send {iccid}")
-
+    assert error.reason.endswith(
+        f"ICCID '{iccid}F' must contain digits only: the trailing F is the filler a SIM stores after a "
+        f"19-digit ICCID (read from the SIM or printed on its pack); remove it and send {iccid}"
+    )

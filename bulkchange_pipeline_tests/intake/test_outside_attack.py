@@ -32,8 +32,10 @@ def _post_json(api: Api, route: str, text: str):
 def test_a_repeated_json_key_is_refused_not_last_wins(api: Api) -> None:
     iccid = api.seed.sample_iccids["jasper"][0]
     before = table_counts(api.engine)
-    body = ('{"serviceProviderId": %d, "serviceProviderId": %d, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, '
-            '"devices": ["%s"]}') % (api.jasper, api.seed.service_providers["thingspace"], iccid)
+    body = (
+        '{"serviceProviderId": %d, "serviceProviderId": %d, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, '
+        '"devices": ["%s"]}'
+    ) % (api.jasper, api.seed.service_providers["thingspace"], iccid)
     for route in ("/bulk-changes", "/bulk-changes:dry-run"):
         r = _post_json(api, route, body)
         assert r.status_code == 400 and "'serviceProviderId' appears twice" in r.json()["detail"], r.text
@@ -45,12 +47,16 @@ def test_csv_upload_takes_process_changes_and_refuses_unknown_or_repeated_fields
     form = {"changeType": "1", "serviceProviderId": str(api.jasper)}
 
     def upload(data: dict[str, str | list[str]]):
-        return api.client.post("/bulk-changes/csv", headers=api.demo, files={"file": ("x.csv", csv_text, "text/csv")}, data=data)
+        return api.client.post(
+            "/bulk-changes/csv", headers=api.demo, files={"file": ("x.csv", csv_text, "text/csv")}, data=data
+        )
 
     before = table_counts(api.engine)
-    for data, reason in (({**form, "processchanges": "false"}, "unknown form field 'processchanges'"),
-                         ({**form, "changeType": ["1", "10"]}, "'changeType' is given more than once"),
-                         ({**form, "processChanges": "no"}, "is not true or false")):
+    for data, reason in (
+        ({**form, "processchanges": "false"}, "unknown form field 'processchanges'"),
+        ({**form, "changeType": ["1", "10"]}, "'changeType' is given more than once"),
+        ({**form, "processChanges": "no"}, "is not true or false"),
+    ):
         r = upload(data)
         assert r.status_code == 422 and reason in r.json()["detail"], r.text
     assert table_counts(api.engine) == before
@@ -77,20 +83,31 @@ def test_callbacks_refuse_a_query_thingspace_never_sends_and_repeated_teal_ids(a
 
 
 def test_a_non_ascii_digit_change_type_is_refused(api: Api) -> None:
-    body = {"serviceProviderId": api.jasper, "changeType": "\u0661", "statusUpdate": {"status": "RETIRED"},
-            "devices": api.seed.sample_iccids["jasper"][:1]}
+    body = {
+        "serviceProviderId": api.jasper,
+        "changeType": "\u0661",
+        "statusUpdate": {"status": "RETIRED"},
+        "devices": api.seed.sample_iccids["jasper"][:1],
+    }
     r = api.client.post("/bulk-changes:dry-run", json=body, headers=api.demo)
     assert r.status_code == 422 and "unknown change type" in r.json()["detail"], r.text
 
 
 def test_refused_identifiers_are_stored_as_sent_never_cut_or_normalised(api: Api) -> None:
     long_eid = "9" * 45
-    body = {"serviceProviderId": api.jasper, "changeType": 1, "statusUpdate": {"status": "RETIRED"}, "processChanges": False,
-            "devices": [{"eid": long_eid}, {"msisdn": "-1+1"}, api.seed.sample_iccids["jasper"][0]]}
+    body = {
+        "serviceProviderId": api.jasper,
+        "changeType": 1,
+        "statusUpdate": {"status": "RETIRED"},
+        "processChanges": False,
+        "devices": [{"eid": long_eid}, {"msisdn": "-1+1"}, api.seed.sample_iccids["jasper"][0]],
+    }
     r = api.client.post("/bulk-changes", json=body, headers=api.demo)
     assert r.status_code == 201, r.text
     rows = list(iter_device_results(api.engine, api.seed.tenant_id, r.json()["id"]))
-    assert rows[0]["eid"] is None and rows[0]["change_request"]["device"] == long_eid  # too long for the column: request only
+    assert (
+        rows[0]["eid"] is None and rows[0]["change_request"]["device"] == long_eid
+    )  # too long for the column: request only
     assert rows[1]["msisdn"] == "-1+1" and rows[1]["status"] == "ERROR"
 
 
@@ -112,10 +129,23 @@ def test_client_disconnect_mid_body_is_one_line_not_a_traceback(api: Api, caplog
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/bulk-changes:dry-run", "raw_path": b"/bulk-changes:dry-run",
-             "query_string": b"", "root_path": "", "scheme": "http", "server": ("test", 80), "client": ("test", 1),
-             "http_version": "1.1", "headers": [(b"content-type", b"application/json"), (b"content-length", b"500"),
-                                                *[(k.lower().encode(), v.encode()) for k, v in api.demo.items()]]}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/bulk-changes:dry-run",
+        "raw_path": b"/bulk-changes:dry-run",
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("test", 80),
+        "client": ("test", 1),
+        "http_version": "1.1",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"500"),
+            *[(k.lower().encode(), v.encode()) for k, v in api.demo.items()],
+        ],
+    }
     with caplog.at_level("INFO"):
         asyncio.run(app(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
@@ -151,7 +181,15 @@ def test_cli_reads_a_request_under_the_size_limit_even_from_a_device(tmp_path: P
 
 def test_cli_prints_identifiers_with_bidi_controls_escaped(cli, tmp_path: Path) -> None:
     path = tmp_path / "rtl.json"
-    path.write_text(json.dumps({"serviceProviderId": 1, "changeType": 1, "statusUpdate": {"status": "RETIRED"},
-                                "devices": ["\u202e8901100000000000000"]}))
+    path.write_text(
+        json.dumps(
+            {
+                "serviceProviderId": 1,
+                "changeType": 1,
+                "statusUpdate": {"status": "RETIRED"},
+                "devices": ["\u202e8901100000000000000"],
+            }
+        )
+    )
     result = cli("dry-run", str(path))
     assert "\u202e" not in result.output and "\\u202e" in result.output, result.output

@@ -57,7 +57,7 @@ def test_csv_bom_is_accepted() -> None:
         (b"iccid,colour,status\n1,red,A\n", "unknown column.*'colour'"),
         (b"iccid,iccid\n1,2\n", "given twice"),
         (b"iccid,carrierRatePlan\n1,A\n", "not fields of StatusUpdate"),
-        (b"iccid,status\n\"1,A\n", r"CSV error on line 2: unexpected end of data"),
+        (b'iccid,status\n"1,A\n', r"CSV error on line 2: unexpected end of data"),
     ],
 )
 def test_csv_file_errors(data: bytes, message: str) -> None:
@@ -104,7 +104,9 @@ def test_json_errors_are_readable() -> None:
     with pytest.raises(IntakeError, match="serviceProviderId: Field required"):
         parse_json(json.dumps({"changeType": 1, "devices": [ICCID]}))
     with pytest.raises(IntakeError, match="carrierRatePlanUpdate does not belong to changeType 1"):
-        parse_json(json.dumps({"serviceProviderId": 1, "changeType": 1, "devices": [ICCID], "carrierRatePlanUpdate": {}}))
+        parse_json(
+            json.dumps({"serviceProviderId": 1, "changeType": 1, "devices": [ICCID], "carrierRatePlanUpdate": {}})
+        )
     with pytest.raises(IntakeError, match="JSON object"):
         parse_json(b"[1, 2]")
     with pytest.raises(IntakeError, match="not UTF-8"):
@@ -131,7 +133,10 @@ def test_json_that_is_no_request_is_a_file_error() -> None:
         ({"devices": [{"iccid": -(2**64)}]}, "iccid: the number -18446744073709551616 is too large"),
         ({"devices": ["8901\x00"]}, "devices contains a NUL character"),
         ({"statusUpdate": {"a\x00": 1}}, "a key contains a NUL character"),
-        ({"effectiveDate": "9999-12-31T23:59:59-05:00"}, "effectiveDate '9999-12-31T23:59:59-05:00' is outside the years 1900-9000"),
+        (
+            {"effectiveDate": "9999-12-31T23:59:59-05:00"},
+            "effectiveDate '9999-12-31T23:59:59-05:00' is outside the years 1900-9000",
+        ),
         ({"effective_date": "0001-01-01"}, "effective_date '0001-01-01' is outside"),
         ({"x": json.loads("[" * 60 + "]" * 60)}, "nested too deeply"),
     ],
@@ -142,14 +147,22 @@ def test_check_values_refuses_what_no_column_can_hold(node: object, message: str
 
 
 def test_check_values_passes_ordinary_values() -> None:
-    check_values({"serviceProviderId": 2**63 - 1, "devices": [ICCID, {"iccid": ICCID, "effectiveDate": "2030-01-01"}],
-                  "statusUpdate": {"effectiveDate": "not a date", "processChanges": True, "x": None, "y": 1.5}})
+    check_values(
+        {
+            "serviceProviderId": 2**63 - 1,
+            "devices": [ICCID, {"iccid": ICCID, "effectiveDate": "2030-01-01"}],
+            "statusUpdate": {"effectiveDate": "not a date", "processChanges": True, "x": None, "y": 1.5},
+        }
+    )
 
 
 def test_csv_nul_character_is_a_file_error_with_its_line() -> None:
     """A NUL means a UTF-16 or binary file, not one bad row: the whole file is refused (see _refuse_nul)."""
     utf16_without_bom = f"iccid,status\n{ICCID},ACTIVATED\n".encode("utf-16-le")
-    for data, line in ((f"iccid,status\n{ICCID},ACTIVATED\n{ICCID}\x00,ACTIVATED\n".encode(), 3), (utf16_without_bom, 1)):
+    for data, line in (
+        (f"iccid,status\n{ICCID},ACTIVATED\n{ICCID}\x00,ACTIVATED\n".encode(), 3),
+        (utf16_without_bom, 1),
+    ):
         with pytest.raises(IntakeError, match=rf"NUL character \(line {line}\), so it is not a text CSV"):
             parse_csv(data, change_type=1, service_provider_id=1)
 
@@ -157,16 +170,31 @@ def test_csv_nul_character_is_a_file_error_with_its_line() -> None:
 def test_csv_values_go_through_check_values() -> None:
     """Options, header columns and cells, as the request will be stored."""
     with pytest.raises(IntakeError, match="idempotencyKey contains a NUL character"):
-        parse_csv(f"iccid,status\n{ICCID},ACTIVATED\n".encode(), change_type=1, service_provider_id=1, idempotency_key="k\x00")
-    with pytest.raises(IntakeError, match="serviceProviderId: Input should be less than or equal to 9223372036854775807"):
+        parse_csv(
+            f"iccid,status\n{ICCID},ACTIVATED\n".encode(), change_type=1, service_provider_id=1, idempotency_key="k\x00"
+        )
+    with pytest.raises(
+        IntakeError, match="serviceProviderId: Input should be less than or equal to 9223372036854775807"
+    ):
         parse_csv(f"iccid,status,serviceProviderId\n{ICCID},ACTIVATED,{2**70}\n".encode(), change_type=1)
     with pytest.raises(IntakeError, match="effective_date '9999-12-31' is outside the years 1900-9000"):
-        parse_csv(f"iccid,status,effectiveDate\n{ICCID},ACTIVATED,9999-12-31\n".encode(), change_type=1, service_provider_id=1)
+        parse_csv(
+            f"iccid,status,effectiveDate\n{ICCID},ACTIVATED,9999-12-31\n".encode(), change_type=1, service_provider_id=1
+        )
 
 
 def test_read_request_file_detects_kind(tmp_path) -> None:
     j = tmp_path / "req.txt"
-    j.write_text(json.dumps({"serviceProviderId": 1, "changeType": 4, "devices": [ICCID], "customerRatePlanUpdate": {"customerRatePlanId": 1}}))
+    j.write_text(
+        json.dumps(
+            {
+                "serviceProviderId": 1,
+                "changeType": 4,
+                "devices": [ICCID],
+                "customerRatePlanUpdate": {"customerRatePlanId": 1},
+            }
+        )
+    )
     parsed = read_request_file(j, idempotency_key="abc")
     assert parsed.kind == "json" and parsed.request.idempotency_key == "abc"
     c = tmp_path / "req.csv"
@@ -187,8 +215,12 @@ _SPACE = st.text(alphabet=st.sampled_from(" \n\u00a0\u2003\u3000\x0b\x0c\u2028")
 
 
 @settings(max_examples=300, deadline=None)
-@given(pad=_SPACE, lead=st.sampled_from([p for p in FORMULA_PREFIXES if p not in "\t\r"]),
-       rest=st.text(min_size=0, max_size=20), tail=_SPACE)
+@given(
+    pad=_SPACE,
+    lead=st.sampled_from([p for p in FORMULA_PREFIXES if p not in "\t\r"]),
+    rest=st.text(min_size=0, max_size=20),
+    tail=_SPACE,
+)
 def test_whitespace_never_hides_a_formula(pad: str, lead: str, rest: str, tail: str) -> None:
     """Whatever whitespace the models strip around a value, the guard decides as for the stripped value."""
     value = pad + lead + rest + tail

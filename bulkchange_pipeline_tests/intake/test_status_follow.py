@@ -36,36 +36,57 @@ def _work_through(db_url: str, bc_id: int, started: threading.Event) -> None:
         started.wait(10)
         time.sleep(0.3)
         with engine.begin() as conn:
-            ids = conn.execute(sa.select(device_change.c.id).where(device_change.c.bulk_change_id == bc_id)
-                               .order_by(device_change.c.id)).scalars().all()
-            conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == bc_id).values(status="PROCESSING"))
+            ids = (
+                conn.execute(
+                    sa.select(device_change.c.id)
+                    .where(device_change.c.bulk_change_id == bc_id)
+                    .order_by(device_change.c.id)
+                )
+                .scalars()
+                .all()
+            )
+            conn.execute(
+                sa.update(device_change).where(device_change.c.bulk_change_id == bc_id).values(status="PROCESSING")
+            )
         set_bulk_status(engine, bc_id, BulkChangeStatus.PROCESSING)
         for k, row_id in enumerate(ids):
             time.sleep(0.08)
             status = "API_FAILED" if k in (3, 7) else "PROCESSED"
             with engine.begin() as conn:
-                conn.execute(sa.update(device_change).where(device_change.c.id == row_id)
-                             .values(status=status, status_details="test", processed_at=utcnow()))
+                conn.execute(
+                    sa.update(device_change)
+                    .where(device_change.c.id == row_id)
+                    .values(status=status, status_details="test", processed_at=utcnow())
+                )
         time.sleep(0.2)  # every row final, header not yet: the follower keeps following
-        set_bulk_status(engine, bc_id, BulkChangeStatus.PROCESSED, counts=count_rows_by_status(engine, bc_id), processed=True)
+        set_bulk_status(
+            engine, bc_id, BulkChangeStatus.PROCESSED, counts=count_rows_by_status(engine, bc_id), processed=True
+        )
     finally:
         engine.dispose()
 
 
 @pytest.mark.parametrize("flag", ["--follow", "--watch"])
-def test_follow_exits_0_when_final_and_prints_the_counts(db_url: str, engine: sa.Engine, seed: DemoSeed, flag: str) -> None:
-    request = BulkChangeRequest.model_validate({
-        "serviceProviderId": seed.service_providers["jasper"], "changeType": int(ChangeType.ARCHIVAL),
-        "devices": seed.sample_iccids["jasper"][:N], "archival": {"overrideUsageCheck": True},
-    })
+def test_follow_exits_0_when_final_and_prints_the_counts(
+    db_url: str, engine: sa.Engine, seed: DemoSeed, flag: str
+) -> None:
+    request = BulkChangeRequest.model_validate(
+        {
+            "serviceProviderId": seed.service_providers["jasper"],
+            "changeType": int(ChangeType.ARCHIVAL),
+            "devices": seed.sample_iccids["jasper"][:N],
+            "archival": {"overrideUsageCheck": True},
+        }
+    )
     bc_id = submit(engine, seed.tenant_id, request, "test").bulk_change_id
     started = threading.Event()
     worker = threading.Thread(target=_work_through, args=(db_url, bc_id, started), daemon=True)
     worker.start()
     started.set()
     t0 = time.monotonic()
-    result = CliRunner().invoke(main, ["status", str(bc_id), flag, "--interval", "0.05", "--timeout", "30",
-                                       "--database-url", db_url])
+    result = CliRunner().invoke(
+        main, ["status", str(bc_id), flag, "--interval", "0.05", "--timeout", "30", "--database-url", db_url]
+    )
     worker.join(10)
     assert result.exit_code == 0, result.output
     assert time.monotonic() - t0 < 20
@@ -83,13 +104,18 @@ def test_follow_exits_0_when_final_and_prints_the_counts(db_url: str, engine: sa
 
 
 def test_follow_gives_up_after_timeout_with_exit_1(db_url: str, engine: sa.Engine, seed: DemoSeed) -> None:
-    request = BulkChangeRequest.model_validate({
-        "serviceProviderId": seed.service_providers["jasper"], "changeType": int(ChangeType.ARCHIVAL),
-        "devices": seed.sample_iccids["jasper"][:2], "archival": {"overrideUsageCheck": True},
-    })
+    request = BulkChangeRequest.model_validate(
+        {
+            "serviceProviderId": seed.service_providers["jasper"],
+            "changeType": int(ChangeType.ARCHIVAL),
+            "devices": seed.sample_iccids["jasper"][:2],
+            "archival": {"overrideUsageCheck": True},
+        }
+    )
     bc_id = submit(engine, seed.tenant_id, request, "test").bulk_change_id
-    result = CliRunner().invoke(main, ["status", str(bc_id), "--follow", "--interval", "0.05", "--timeout", "0.3",
-                                       "--database-url", db_url])
+    result = CliRunner().invoke(
+        main, ["status", str(bc_id), "--follow", "--interval", "0.05", "--timeout", "0.3", "--database-url", db_url]
+    )
     assert result.exit_code == 1
     assert f"bulk change {bc_id} is still NEW: gave up after 0.3 s" in result.output
     assert f"bulk change {bc_id} NEW: 0/2 rows done, 0 failed" in result.output
@@ -119,8 +145,14 @@ def _bc(status: str, **counts: int) -> dict[str, Any]:
 
 
 def test_live_bar_on_a_terminal_shows_done_total_rate_and_failures() -> None:
-    fake = _Fake([_bc("NEW", NEW=10), _bc("PROCESSING", NEW=6, PROCESSED=4),
-                  _bc("PROCESSING", PROCESSED=7, API_FAILED=1, NEW=2), _bc("PROCESSED", PROCESSED=8, API_FAILED=2)])
+    fake = _Fake(
+        [
+            _bc("NEW", NEW=10),
+            _bc("PROCESSING", NEW=6, PROCESSED=4),
+            _bc("PROCESSING", PROCESSED=7, API_FAILED=1, NEW=2),
+            _bc("PROCESSED", PROCESSED=8, API_FAILED=2),
+        ]
+    )
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=120, color_system=None)
     result = follow_bulk_change(console, fake.fetch, fake.states[0], interval=2.0, clock=fake.clock, sleep=fake.sleep)
@@ -136,6 +168,7 @@ def test_rows_all_final_without_a_final_header_stop_after_settling() -> None:
     result = follow_bulk_change(console, fake.fetch, fake.states[0], interval=1.0, clock=fake.clock, sleep=fake.sleep)
     assert result.final and fake.now - 100.0 == pytest.approx(SETTLE_SECONDS)
     stuck = _Fake([_bc("PROCESSING", NEW=4, PROCESSED=6)])
-    timed_out = follow_bulk_change(console, stuck.fetch, stuck.states[0], interval=1.0, timeout=3.0,
-                                   clock=stuck.clock, sleep=stuck.sleep)
+    timed_out = follow_bulk_change(
+        console, stuck.fetch, stuck.states[0], interval=1.0, timeout=3.0, clock=stuck.clock, sleep=stuck.sleep
+    )
     assert not timed_out.final and stuck.now - 100.0 == pytest.approx(3.0)

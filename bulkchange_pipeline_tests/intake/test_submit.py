@@ -20,7 +20,10 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 def test_example_file_matches_the_seed(seed: DemoSeed) -> None:
     """examples/customer_rate_plan_change.json holds ids valid for a fresh demo seed."""
-    assert json.loads((EXAMPLES / "customer_rate_plan_change.json").read_text()) == seed.example_customer_rate_plan_request()
+    assert (
+        json.loads((EXAMPLES / "customer_rate_plan_change.json").read_text())
+        == seed.example_customer_rate_plan_request()
+    )
 
 
 def test_example_request_creates_one_bulk_change_with_a_row_per_device(engine: sa.Engine, seed: DemoSeed) -> None:
@@ -34,7 +37,10 @@ def test_example_request_creates_one_bulk_change_with_a_row_per_device(engine: s
     rows = list(iter_device_results(engine, seed.tenant_id, outcome.bulk_change_id))
     assert [r["iccid"] for r in rows] == seed.sample_iccids["jasper"][:4]  # the IMEI resolved to the 4th device
     assert rows[0]["change_request"] == {
-        "customer_rate_plan_id": 2, "customer_rate_pool_id": 1, "data_allocation_mb": 5120, "effective_date": "2024-01-01T00:00:00Z",
+        "customer_rate_plan_id": 2,
+        "customer_rate_pool_id": 1,
+        "data_allocation_mb": 5120,
+        "effective_date": "2024-01-01T00:00:00Z",
     }
 
     before = table_counts(engine)
@@ -46,8 +52,12 @@ def test_example_request_creates_one_bulk_change_with_a_row_per_device(engine: s
 
 def test_same_key_in_another_tenant_is_independent(engine: sa.Engine, seed: DemoSeed) -> None:
     body = {"changeType": 1, "devices": [], "statusUpdate": {"status": "DEACTIVATED"}, "idempotencyKey": "k"}
-    demo = BulkChangeRequest.model_validate({**body, "serviceProviderId": seed.service_providers["jasper"], "devices": seed.sample_iccids["jasper"][:1]})
-    other = BulkChangeRequest.model_validate({**body, "serviceProviderId": seed.other_service_provider_id, "devices": seed.other_iccids[:1]})
+    demo = BulkChangeRequest.model_validate(
+        {**body, "serviceProviderId": seed.service_providers["jasper"], "devices": seed.sample_iccids["jasper"][:1]}
+    )
+    other = BulkChangeRequest.model_validate(
+        {**body, "serviceProviderId": seed.other_service_provider_id, "devices": seed.other_iccids[:1]}
+    )
     a = submit(engine, seed.tenant_id, demo, "test")
     b = submit(engine, seed.other_tenant_id, other, "test")
     assert a.created and b.created and a.bulk_change_id != b.bulk_change_id
@@ -55,10 +65,17 @@ def test_same_key_in_another_tenant_is_independent(engine: sa.Engine, seed: Demo
 
 def test_all_refused_request_is_stored_as_audit_trail(engine: sa.Engine, seed: DemoSeed) -> None:
     req = BulkChangeRequest.model_validate(
-        {"serviceProviderId": seed.service_providers["jasper"], "changeType": 9, "devices": seed.sample_iccids["jasper"][:2],
-         "iccidImeiChange": {"newImei": "351000000000005"}}
+        {
+            "serviceProviderId": seed.service_providers["jasper"],
+            "changeType": 9,
+            "devices": seed.sample_iccids["jasper"][:2],
+            "iccidImeiChange": {"newImei": "351000000000005"},
+        }
     )
     outcome = submit(engine, seed.tenant_id, req, "test")
     # Issue 15 §5: every device refused means nothing was sent; ERROR says so (it was PROCESSED).
     assert outcome.created and outcome.status == "ERROR" and outcome.counts == {"ERROR": 2}
-    assert "0 of 2 devices accepted, 2 refused; nothing was sent: all 2 devices were refused at validation" in outcome.message
+    assert (
+        "0 of 2 devices accepted, 2 refused; nothing was sent: all 2 devices were refused at validation"
+        in outcome.message
+    )

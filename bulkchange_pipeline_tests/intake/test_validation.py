@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -34,7 +34,11 @@ def _wrong_check_digit(iccid: str) -> str:
 def _request(seed: DemoSeed, integration: str, change_type: ChangeType, devices: list, **payload) -> BulkChangeRequest:
     from bulkchange_pipeline.domain import PAYLOAD_KEYS
 
-    body = {"serviceProviderId": seed.service_providers[integration], "changeType": int(change_type), "devices": devices}
+    body = {
+        "serviceProviderId": seed.service_providers[integration],
+        "changeType": int(change_type),
+        "devices": devices,
+    }
     if payload:
         body[PAYLOAD_KEYS[change_type]] = payload
     return BulkChangeRequest.model_validate(body)
@@ -53,11 +57,13 @@ def test_dry_run_csv_reports_one_reason_per_bad_row_and_writes_nothing(engine: s
             f"{unknown},IOT-5GB",  # line 6
             f"{other_tenant},IOT-5GB",  # line 7: another tenant's device
             f"{jasper(4)},NOPE",  # line 8
-            "\"1'); DROP TABLE device;--\",IOT-5GB",  # line 9
+            '"1\'); DROP TABLE device;--",IOT-5GB',  # line 9
             f"{demo_iccid(2, 0, 0)},IOT-5GB",  # line 10: a ThingSpace device
         ]
     ).encode()
-    parsed = parse_csv(csv_text, change_type="CarrierRatePlanChange", service_provider_id=seed.service_providers["jasper"])
+    parsed = parse_csv(
+        csv_text, change_type="CarrierRatePlanChange", service_provider_id=seed.service_providers["jasper"]
+    )
     before = table_counts(engine)
     outcome = submit(engine, seed.tenant_id, parsed.request, "test", dry_run=True, row_numbers=parsed.row_numbers)
     assert table_counts(engine) == before
@@ -93,11 +99,15 @@ def test_unsupported_change_type_refuses_every_row(engine: sa.Engine, seed: Demo
 
 def test_status_update_transitions_spelling_and_schedule(engine: sa.Engine, seed: DemoSeed) -> None:
     # Beyond Jasper's 180 days: the row waits in SCHEDULED (nearer dates go to Jasper itself).
-    future = (datetime.now(timezone.utc) + timedelta(days=200)).replace(microsecond=0)
+    future = (datetime.now(UTC) + timedelta(days=200)).replace(microsecond=0)
     devices = [
         {"iccid": jasper(1), "status": "deactivated"},  # ACTIVATED -> DEACTIVATED, Jasper spelling
         {"iccid": jasper(2), "status": "TEST_READY"},  # ACTIVATED -> TEST_READY is not allowed
-        {"iccid": jasper(8), "status": "ACTIVATED", "effectiveDate": future.isoformat()},  # DEACTIVATED -> ACTIVATED later
+        {
+            "iccid": jasper(8),
+            "status": "ACTIVATED",
+            "effectiveDate": future.isoformat(),
+        },  # DEACTIVATED -> ACTIVATED later
         {"iccid": jasper(3), "status": "FLYING"},
         {"imei": demo_imei(1, 0, 5), "status": "DEACTIVATED"},  # by IMEI
     ]
@@ -115,14 +125,24 @@ def test_status_update_transitions_spelling_and_schedule(engine: sa.Engine, seed
 def test_customer_assignment_adds_customer_name(engine: sa.Engine, seed: DemoSeed) -> None:
     acme = seed.customers["Acme Logistics"]
     devices = [jasper(1), {"iccid": jasper(2), "customerId": 99999}]
-    report = validate_request(engine, seed.tenant_id, _request(seed, "jasper", ChangeType.CUSTOMER_ASSIGNMENT, devices, customerId=acme))
-    assert report.rows[0].change_request == {"customer_id": acme, "customer_name": "Acme Logistics", "rev_customer_id": "REV-1001"}
+    report = validate_request(
+        engine, seed.tenant_id, _request(seed, "jasper", ChangeType.CUSTOMER_ASSIGNMENT, devices, customerId=acme)
+    )
+    assert report.rows[0].change_request == {
+        "customer_id": acme,
+        "customer_name": "Acme Logistics",
+        "rev_customer_id": "REV-1001",
+    }
     assert report.rows[1].status_details == "no customer with id 99999 in this tenant"
 
 
 def test_customer_rate_plan_checks(engine: sa.Engine, seed: DemoSeed) -> None:
     plan = seed.customer_rate_plans["Sensor Lite 100MB"]
-    devices = [jasper(1), {"iccid": jasper(2), "customerPoolId": 424242}, {"iccid": jasper(3), "customerRatePlanId": 7777}]
+    devices = [
+        jasper(1),
+        {"iccid": jasper(2), "customerPoolId": 424242},
+        {"iccid": jasper(3), "customerRatePlanId": 7777},
+    ]
     req = _request(seed, "jasper", ChangeType.CUSTOMER_RATE_PLAN_CHANGE, devices, customerRatePlanId=plan)
     rows = validate_request(engine, seed.tenant_id, req).rows
     assert rows[0].change_request == {"customer_rate_plan_id": plan, "data_allocation_mb": 100}
@@ -151,7 +171,9 @@ def test_change_iccid_refuses_identifiers_in_use(engine: sa.Engine, seed: DemoSe
         {"iccid": ts(4), "newIccid": ts(900)},  # free, but asked twice
         {"iccid": ts(5), "newIccid": _wrong_check_digit(ts(901))},
     ]
-    rows = validate_request(engine, seed.tenant_id, _request(seed, "thingspace", ChangeType.CHANGE_ICCID_AND_IMEI, devices)).rows
+    rows = validate_request(
+        engine, seed.tenant_id, _request(seed, "thingspace", ChangeType.CHANGE_ICCID_AND_IMEI, devices)
+    ).rows
     assert rows[0].status_details == f"new ICCID {ts(2)} is already used by another device in this inventory"
     assert rows[1].status is DeviceChangeStatus.NEW and rows[1].change_request == {"new_iccid": ts(900)}
     assert rows[2].status_details == f"new ICCID {ts(900)} is also requested in row 2"
@@ -160,7 +182,12 @@ def test_change_iccid_refuses_identifiers_in_use(engine: sa.Engine, seed: DemoSe
 
 def test_service_provider_of_another_tenant_is_rejected(engine: sa.Engine, seed: DemoSeed) -> None:
     req = BulkChangeRequest.model_validate(
-        {"serviceProviderId": seed.other_service_provider_id, "changeType": 1, "devices": [seed.other_iccids[0]], "statusUpdate": {"status": "DEACTIVATED"}}
+        {
+            "serviceProviderId": seed.other_service_provider_id,
+            "changeType": 1,
+            "devices": [seed.other_iccids[0]],
+            "statusUpdate": {"status": "DEACTIVATED"},
+        }
     )
     with pytest.raises(RequestRejected, match="no service provider with id .* in this tenant"):
         validate_request(engine, seed.tenant_id, req)
@@ -170,7 +197,7 @@ def test_hostile_strings_are_refused_or_stored_as_data(engine: sa.Engine, seed: 
     sql = "Robert'); DROP TABLE device;--"
     devices = [
         {"iccid": jasper(1), "username": sql},  # legitimate text: stored as data
-        {"iccid": jasper(2), "username": "=HYPERLINK(\"http://x\")"},  # formula: refused
+        {"iccid": jasper(2), "username": '=HYPERLINK("http://x")'},  # formula: refused
         {"device": "1' OR '1'='1"},
     ]
     req = _request(seed, "jasper", ChangeType.EDIT_USERNAME_COST_CENTER, devices, costCenter="CC-1")
@@ -191,16 +218,22 @@ def test_formula_in_payload_refuses_every_row(engine: sa.Engine, seed: DemoSeed)
 
 
 @pytest.mark.parametrize("hidden", [" =2+2", "\n=cmd", "\u00a0@SUM(1)", "  +HYPERLINK(1)", "\r\n-2+3"])
-def test_formula_behind_whitespace_is_refused_as_it_would_be_stored(engine: sa.Engine, seed: DemoSeed, hidden: str) -> None:
+def test_formula_behind_whitespace_is_refused_as_it_would_be_stored(
+    engine: sa.Engine, seed: DemoSeed, hidden: str
+) -> None:
     """The models strip surrounding whitespace, so the check judges the stripped value (was: the
     leading space passed the check and ``=2+2`` reached Jasper's accountCustom1)."""
     req = _request(seed, "jasper", ChangeType.EDIT_USERNAME_COST_CENTER, [jasper(1), jasper(2)], costCenter=hidden)
     report = validate_request(engine, seed.tenant_id, req)
-    assert len(report.errors) == 2 and all("formula" in e.reason for e in report.errors), [e.reason for e in report.errors]
+    assert len(report.errors) == 2 and all("formula" in e.reason for e in report.errors), [
+        e.reason for e in report.errors
+    ]
     assert all(r.status.value == "ERROR" for r in report.rows)  # stored as refusals, never sent
 
 
 def test_text_that_only_looks_like_a_number_or_has_inner_signs_is_kept(engine: sa.Engine, seed: DemoSeed) -> None:
-    req = _request(seed, "jasper", ChangeType.EDIT_USERNAME_COST_CENTER, [jasper(1)], costCenter=" +1 555 0100 ", username="a=b")
+    req = _request(
+        seed, "jasper", ChangeType.EDIT_USERNAME_COST_CENTER, [jasper(1)], costCenter=" +1 555 0100 ", username="a=b"
+    )
     report = validate_request(engine, seed.tenant_id, req)
     assert report.errors == [], [e.reason for e in report.errors]

@@ -162,7 +162,9 @@ class Worker:
         """Imports done: an order starts the run at once."""
         return Path(f"{self.log_path}.ready").exists()
 
-    def order(self, partition_key: str, job: str = "process_bulk_change_job", carriers: dict[str, Any] | None = None) -> Worker:
+    def order(
+        self, partition_key: str, job: str = "process_bulk_change_job", carriers: dict[str, Any] | None = None
+    ) -> Worker:
         """Start the run, with this process's environment as it is now (DAGSTER_HOME, database URL,
         carrier credentials); ``carriers`` overrides CarrierGatewayResource settings."""
         assert self.proc.stdin is not None
@@ -201,15 +203,22 @@ class WarmWorkers:
         self._n += 1
         log_path = self.log_dir / f"worker-{self._n}.log"
         with log_path.open("wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "bulkchange_pipeline_tests.reliability.worker", f"{log_path}.ready"],
-                                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bulkchange_pipeline_tests.reliability.worker", f"{log_path}.ready"],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ),
+            )
         return Worker(proc, log_path)
 
     def take(self) -> Worker:
         worker, self._next = self._next, self._spawn()
         return worker
 
-    def start(self, partition_key: str, job: str = "process_bulk_change_job", carriers: dict[str, Any] | None = None) -> Worker:
+    def start(
+        self, partition_key: str, job: str = "process_bulk_change_job", carriers: dict[str, Any] | None = None
+    ) -> Worker:
         return self.take().order(partition_key, job, carriers)
 
     def close(self) -> None:
@@ -239,25 +248,51 @@ def busy_time(intervals: list[tuple[float, float]]) -> float:
     return busy_overlap(intervals, intervals)
 
 
-def add_devices(engine: sa.Engine, ids: dict[str, int], iccids: list[str], status: str = "ACTIVATED") -> list[dict[str, Any]]:
+def add_devices(
+    engine: sa.Engine, ids: dict[str, int], iccids: list[str], status: str = "ACTIVATED"
+) -> list[dict[str, Any]]:
     """Devices for a further service provider (``factories.make_devices`` numbers from the first)."""
     with engine.begin() as conn:
-        conn.execute(sa.insert(device), [{"tenant_id": ids["tenant_id"], "service_provider_id": ids["service_provider_id"],
-                                          "iccid": i, "status": status, "updated_at": utcnow()} for i in iccids])
-        found = conn.execute(sa.select(device.c.id, device.c.iccid, device.c.status).where(device.c.iccid.in_(iccids)).order_by(device.c.id))
+        conn.execute(
+            sa.insert(device),
+            [
+                {
+                    "tenant_id": ids["tenant_id"],
+                    "service_provider_id": ids["service_provider_id"],
+                    "iccid": i,
+                    "status": status,
+                    "updated_at": utcnow(),
+                }
+                for i in iccids
+            ],
+        )
+        found = conn.execute(
+            sa.select(device.c.id, device.c.iccid, device.c.status)
+            .where(device.c.iccid.in_(iccids))
+            .order_by(device.c.id)
+        )
         return [dict(r._mapping) for r in found]
 
 
 def row_statuses(engine: sa.Engine, bulk_change_id: int) -> list[sa.Row]:
     with engine.connect() as conn:
         return conn.execute(
-            sa.select(device_change.c.id, device_change.c.device_id, device_change.c.iccid, device_change.c.status,
-                      device_change.c.carrier_request_id, device_change.c.processed_at)
-            .where(device_change.c.bulk_change_id == bulk_change_id).order_by(device_change.c.id)
+            sa.select(
+                device_change.c.id,
+                device_change.c.device_id,
+                device_change.c.iccid,
+                device_change.c.status,
+                device_change.c.carrier_request_id,
+                device_change.c.processed_at,
+            )
+            .where(device_change.c.bulk_change_id == bulk_change_id)
+            .order_by(device_change.c.id)
         ).all()
 
 
-def assert_results_consistent(engine: sa.Engine, bulk_change_ids: Iterable[int], *, field: str, one_exchange_per_row: bool = False) -> None:
+def assert_results_consistent(
+    engine: sa.Engine, bulk_change_ids: Iterable[int], *, field: str, one_exchange_per_row: bool = False
+) -> None:
     """Every row final with a processed time; every PROCESSED row has its log rows, and the device
     and its history agree with it: exactly one history entry per (device, field, bulk change), whose
     new value the device holds unless a later bulk change changed it again; no log row repeated."""
@@ -265,7 +300,9 @@ def assert_results_consistent(engine: sa.Engine, bulk_change_ids: Iterable[int],
     with engine.connect() as conn:
         rows = conn.execute(sa.select(device_change).where(device_change.c.bulk_change_id.in_(ids))).all()
         logs = conn.execute(sa.select(bulk_change_log).where(bulk_change_log.c.bulk_change_id.in_(ids))).all()
-        hist = conn.execute(sa.select(device_history).where(device_history.c.bulk_change_id.in_(ids), device_history.c.field == field)).all()
+        hist = conn.execute(
+            sa.select(device_history).where(device_history.c.bulk_change_id.in_(ids), device_history.c.field == field)
+        ).all()
         devices = {d.id: d for d in conn.execute(sa.select(device)).all()}
     assert rows, "no rows"
     assert all(r.status in FINAL and r.processed_at is not None for r in rows), Counter(r.status for r in rows)
@@ -273,7 +310,9 @@ def assert_results_consistent(engine: sa.Engine, bulk_change_ids: Iterable[int],
     assert all(logs_per_row[r.id] >= 1 for r in rows if r.status == "PROCESSED"), "a PROCESSED row without its log row"
     if one_exchange_per_row:
         assert max(logs_per_row.values()) == 1, [k for k, v in logs_per_row.items() if v > 1][:5]
-    exchanges = Counter((log.device_change_id, log.description, log.request_text, log.response_text, log.created_at) for log in logs)
+    exchanges = Counter(
+        (log.device_change_id, log.description, log.request_text, log.response_text, log.created_at) for log in logs
+    )
     assert max(exchanges.values()) == 1, "a log row was written twice"
     per_key = Counter((h.device_id, h.bulk_change_id) for h in hist)
     assert max(per_key.values(), default=1) == 1, "a history entry was written twice"
@@ -284,7 +323,9 @@ def assert_results_consistent(engine: sa.Engine, bulk_change_ids: Iterable[int],
     for r in processed:
         assert r.device_id in latest or _already_there(r, devices, field), f"row {r.id}: no history for {field}"
     for device_id, value in latest.items():
-        assert str(getattr(devices[device_id], field)) == value, f"device {device_id}: {field} disagrees with its history"
+        assert str(getattr(devices[device_id], field)) == value, (
+            f"device {device_id}: {field} disagrees with its history"
+        )
 
 
 def _already_there(row: Any, devices: dict[int, Any], field: str) -> bool:

@@ -44,16 +44,25 @@ def carrier_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every carrier secret only in the environment (BULKCHANGE_CRED_<credentials name>_*)."""
     monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_USERNAME", JASPER_USER)
     monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_SECRET", JASPER_KEY)
-    for key, value in {"USERNAME": TS_USER, "SECRET": TS_PASSWORD, "CLIENT_ID": TS_CLIENT_ID, "CLIENT_SECRET": TS_CLIENT_SECRET,
-                       "ACCOUNT_NAME": TS_ACCOUNT, "CALLBACK_USERNAME": TS_CB_USER, "CALLBACK_PASSWORD": TS_CB_PASSWORD,
-                       "SERVICE_PLAN": "M2M-4G-1GB"}.items():
+    for key, value in {
+        "USERNAME": TS_USER,
+        "SECRET": TS_PASSWORD,
+        "CLIENT_ID": TS_CLIENT_ID,
+        "CLIENT_SECRET": TS_CLIENT_SECRET,
+        "ACCOUNT_NAME": TS_ACCOUNT,
+        "CALLBACK_USERNAME": TS_CB_USER,
+        "CALLBACK_PASSWORD": TS_CB_PASSWORD,
+        "SERVICE_PLAN": "M2M-4G-1GB",
+    }.items():
         monkeypatch.setenv(f"BULKCHANGE_CRED_TEST_TS_{key}", value)
     monkeypatch.setenv("BULKCHANGE_CRED_TEST_TEAL_USERNAME", TEAL_KEY)
     monkeypatch.setenv("BULKCHANGE_CRED_TEST_TEAL_SECRET", TEAL_SECRET)
 
 
 @pytest.fixture
-def worker_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, db_url: str, carrier_env: None) -> Path:
+def worker_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, db_url: str, carrier_env: None
+) -> Path:
     """DAGSTER_HOME of a persistent instance (SQLite storage, the repository's concurrency settings)
     shared by this process and the run workers it starts; BULKCHANGE_DATABASE_URL names the test's
     business database."""
@@ -64,7 +73,9 @@ def worker_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest
     request.addfinalizer(lambda: shutil.rmtree(home, ignore_errors=True))
     # The repository's instance settings (run queue, pools), as a deployment reads them.
     config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    (home / "dagster.yaml").write_text(yaml.safe_dump({"telemetry": {"enabled": False}, "concurrency": config["concurrency"]}))
+    (home / "dagster.yaml").write_text(
+        yaml.safe_dump({"telemetry": {"enabled": False}, "concurrency": config["concurrency"]})
+    )
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("BULKCHANGE_DATABASE_URL", db_url)
     return home

@@ -68,13 +68,21 @@ def finalize_blocked(engine: sa.Engine, bc_id: int, worker: Worker, recorded: Ca
 
             def finalize_waiting() -> bool:
                 with engine.connect() as probe:
-                    return bool(probe.execute(sa.text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND wait_event_type = 'Lock' AND query ILIKE 'UPDATE bulk_change %'"
-                    )).scalar())
+                    return bool(
+                        probe.execute(
+                            sa.text(
+                                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND wait_event_type = 'Lock' AND query ILIKE 'UPDATE bulk_change %'"
+                            )
+                        ).scalar()
+                    )
 
-            wait_until(lambda: (recorded() and finalize_waiting()) or not worker.alive(), timeout=120, interval=0.01,
-                       what="finalize waiting")
+            wait_until(
+                lambda: (recorded() and finalize_waiting()) or not worker.alive(),
+                timeout=120,
+                interval=0.01,
+                what="finalize waiting",
+            )
             yield
             conn.rollback()
         return
@@ -137,7 +145,9 @@ def test_jasper_worker_killed_then_rerun_applies_each_device_once(point, engine,
         sim.hold_when = lambda iccid, body: iccid in batch[2]  # backstop: nothing of batch 3 is applied
         reached = lambda: count_rows_by_status(engine, bc_id).get("PROCESSED", 0) == 2 * BATCH or sim.holder.held
     else:
-        reached = lambda: count_rows_by_status(engine, bc_id) == {"PROCESSED": N} and _bulk_status(engine, bc_id) == "PROCESSING"
+        reached = lambda: (
+            count_rows_by_status(engine, bc_id) == {"PROCESSED": N} and _bulk_status(engine, bc_id) == "PROCESSING"
+        )
 
     _run_until_killed(engine, bc_id, point, reached, workers)
     sim.holder.released.set()
@@ -151,11 +161,15 @@ def test_jasper_worker_killed_then_rerun_applies_each_device_once(point, engine,
         assert applied == {} and counts == {"PROCESSING": chunk, "NEW": N - chunk}
     elif point == "mid_batch":
         assert BATCH < len(applied) < 2 * BATCH
-        assert counts["PROCESSING"] == chunk and BATCH <= counts["PROCESSED"] < len(applied) <= counts["PROCESSED"] + chunk, counts
+        assert (
+            counts["PROCESSING"] == chunk and BATCH <= counts["PROCESSED"] < len(applied) <= counts["PROCESSED"] + chunk
+        ), counts
         assert counts["NEW"] == N - counts["PROCESSED"] - chunk
     elif point == "between_batches":
         assert set(applied) == batch[0] | batch[1]
-        assert counts.get("PROCESSED") == 2 * BATCH and counts.get("NEW", 0) + counts.get("PROCESSING", 0) == N - 2 * BATCH
+        assert (
+            counts.get("PROCESSED") == 2 * BATCH and counts.get("NEW", 0) + counts.get("PROCESSING", 0) == N - 2 * BATCH
+        )
     else:
         assert len(applied) == N and counts == {"PROCESSED": N}
         assert _bulk_status(engine, bc_id) == "PROCESSING", "the kill landed after finalize"
@@ -170,7 +184,12 @@ def test_jasper_worker_killed_then_rerun_applies_each_device_once(point, engine,
     assert count_rows_by_status(engine, bc_id) == {"PROCESSED": N}
     assert _bulk_status(engine, bc_id) == "PROCESSED"
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(device).where(device.c.status == "DEACTIVATED")).scalar() == N
+        assert (
+            conn.execute(
+                sa.select(sa.func.count()).select_from(device).where(device.c.status == "DEACTIVATED")
+            ).scalar()
+            == N
+        )
     assert_results_consistent(engine, [bc_id], field="status")
 
 
@@ -203,7 +222,9 @@ def test_thingspace_worker_killed_then_rerun_never_resends_accepted_requests(poi
     re-run the accepted requests are still pending (only a stored requestId protects them)."""
     sim, base_url = thingspace
     sim.configure(activation_seconds=1.5)
-    ids = make_account(engine, base_url, integration="thingspace", name="TEST_TS", max_concurrency=2, batch_size=TS_BATCH)
+    ids = make_account(
+        engine, base_url, integration="thingspace", name="TEST_TS", max_concurrency=2, batch_size=TS_BATCH
+    )
     devices = make_devices(engine, ids, TS_N, status="deactive")
     sim.seed_devices({"iccid": d["iccid"], "state": "deactive", "servicePlan": "M2M-4G-1GB"} for d in devices)
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "active"})
@@ -225,8 +246,12 @@ def test_thingspace_worker_killed_then_rerun_never_resends_accepted_requests(poi
     sim.holder.released.set()
     sim.hold_action = lambda n: None
     counts = count_rows_by_status(engine, bc_id)
-    accepted = {"before_any_call": set(), "mid_batch": batch[0] | batch[1], "between_batches": batch[0] | batch[1],
-                "during_finalize": set().union(*batch)}[point]
+    accepted = {
+        "before_any_call": set(),
+        "mid_batch": batch[0] | batch[1],
+        "between_batches": batch[0] | batch[1],
+        "during_finalize": set().union(*batch),
+    }[point]
     wait_until(lambda: set(sim.accepted) == accepted, timeout=10, what="the carrier processing what it accepted")
     if point == "before_any_call":
         assert counts == {"PROCESSING": TS_BATCH, "NEW": TS_N - TS_BATCH} and _with_request_id(engine, bc_id) == 0
@@ -239,7 +264,9 @@ def test_thingspace_worker_killed_then_rerun_never_resends_accepted_requests(poi
     elif point == "between_batches":
         assert _with_request_id(engine, bc_id) == 2 * TS_BATCH
     else:
-        assert counts == {"PROCESSING": TS_N} and _bulk_status(engine, bc_id) == "PROCESSING", "the kill landed after finalize"
+        assert counts == {"PROCESSING": TS_N} and _bulk_status(engine, bc_id) == "PROCESSING", (
+            "the kill landed after finalize"
+        )
 
     with dg.DagsterInstance.get() as instance:  # at once: the accepted activations are still pending
         assert execute(instance, fast_definitions(), str(bc_id)).success
@@ -251,5 +278,8 @@ def test_thingspace_worker_killed_then_rerun_never_resends_accepted_requests(poi
     assert count_rows_by_status(engine, bc_id) == {"PROCESSED": TS_N}
     assert _bulk_status(engine, bc_id) == "PROCESSED"
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(device).where(device.c.status == "active")).scalar() == TS_N
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(device).where(device.c.status == "active")).scalar()
+            == TS_N
+        )
     assert_results_consistent(engine, [bc_id], field="status")

@@ -65,10 +65,19 @@ RETRY_WAIT = 0.2  # the fixed interval (production: 1 s; shortened so the test i
 STATED_WAIT = 0.5  # what an injected 429 asks for (longer than the fixed interval, so it shows)
 CLIENT_TIMEOUT = 1.0
 TIMEOUT_HOLD = 2.0  # a timeout fault answers after this: the client has given up by then
-POLICY = CarrierGatewayResource(timeout_seconds=CLIENT_TIMEOUT, max_attempts=MAX_ATTEMPTS, retry_wait_seconds=RETRY_WAIT)
+POLICY = CarrierGatewayResource(
+    timeout_seconds=CLIENT_TIMEOUT, max_attempts=MAX_ATTEMPTS, retry_wait_seconds=RETRY_WAIT
+)
 FAULTS: dict[str, Any] = {  # ~12% of calls fail transiently; 429 bursts of two
-    "error_rate": 0.05, "timeout_rate": 0.015, "malformed_rate": 0.015, "reset_rate": 0.02, "burst_rate": 0.01,
-    "burst_length": 2, "burst_retry_after_seconds": STATED_WAIT, "timeout_hold_seconds": TIMEOUT_HOLD, "seed": 11,
+    "error_rate": 0.05,
+    "timeout_rate": 0.015,
+    "malformed_rate": 0.015,
+    "reset_rate": 0.02,
+    "burst_rate": 0.01,
+    "burst_length": 2,
+    "burst_retry_after_seconds": STATED_WAIT,
+    "timeout_hold_seconds": TIMEOUT_HOLD,
+    "seed": 11,
 }
 CLOCK_SLACK = 0.005  # sent_at is wall clock, response_ms a perf counter: allow for their drift
 # A retry may come later than the policy's wait by scheduling noise (up to 0.3 s measured on a
@@ -130,7 +139,8 @@ def _stated_wait(row: Any) -> float | None:
 
 
 def test_faults_are_retried_within_the_policy_and_every_exchange_is_logged(
-        engine: sa.Engine, dagster_instance: dg.DagsterInstance, faulty_jasper: tuple[FaultyJasper, str]) -> None:
+    engine: sa.Engine, dagster_instance: dg.DagsterInstance, faulty_jasper: tuple[FaultyJasper, str]
+) -> None:
     sim, base_url = faulty_jasper
     ids = make_account(engine, base_url, max_concurrency=1)  # Jasper: one call at a time per account
     devices = make_devices(engine, ids, N_DEVICES, status="DEACTIVATED")
@@ -145,22 +155,31 @@ def test_faults_are_retried_within_the_policy_and_every_exchange_is_logged(
 
     _, runs = sensor_then_runs(dagster_instance, build_definitions(carriers=POLICY))
     assert runs[0].success
-    wait_until(lambda: all(c.done for calls in sim.device_calls.values() for c in calls), timeout=TIMEOUT_HOLD + 5,
-               what="held (timed-out) calls to finish")
+    wait_until(
+        lambda: all(c.done for calls in sim.device_calls.values() for c in calls),
+        timeout=TIMEOUT_HOLD + 5,
+        what="held (timed-out) calls to finish",
+    )
 
     # Outcomes: transient faults never fail a device.
-    assert count_rows_by_status(engine, bc_id) == {"PROCESSED": N_DEVICES - len(refused) - 1, "API_FAILED": len(refused) + 1}
+    assert count_rows_by_status(engine, bc_id) == {
+        "PROCESSED": N_DEVICES - len(refused) - 1,
+        "API_FAILED": len(refused) + 1,
+    }
     with engine.connect() as conn:
         rows = {r.id: r for r in conn.execute(sa.select(device_change).where(device_change.c.bulk_change_id == bc_id))}
         logs = conn.execute(
-            sa.select(bulk_change_log).where(bulk_change_log.c.bulk_change_id == bc_id, bulk_change_log.c.device_change_id.is_not(None))
+            sa.select(bulk_change_log)
+            .where(bulk_change_log.c.bulk_change_id == bc_id, bulk_change_log.c.device_change_id.is_not(None))
             .order_by(bulk_change_log.c.device_change_id, bulk_change_log.c.attempt, bulk_change_log.c.id)
         ).all()
     per_device: dict[str, list[Any]] = defaultdict(list)
     for log in logs:
         per_device[rows[log.device_change_id].iccid].append(log)
     assert set(per_device) == {d["iccid"] for d in devices}
-    assert sim.stats()["applied_more_than_once"] == 0  # resets and timeouts after the PUT applied: re-sent, not re-applied
+    assert (
+        sim.stats()["applied_more_than_once"] == 0
+    )  # resets and timeouts after the PUT applied: re-sent, not re-applied
 
     recovered_from: Counter[str] = Counter()
     waits: dict[str, list[float]] = defaultdict(list)
@@ -172,7 +191,9 @@ def test_faults_are_retried_within_the_policy_and_every_exchange_is_logged(
         assert len(logged) <= MAX_ATTEMPTS, (iccid, len(logged))
         # Every exchange the carrier saw is logged, in order, with the outcome the client got.
         assert len(logged) == len(seen), (iccid, len(logged), len(seen))
-        assert [r.response_status for r in logged] == [None if c.answered is None else str(c.answered) for c in seen], iccid
+        assert [r.response_status for r in logged] == [None if c.answered is None else str(c.answered) for c in seen], (
+            iccid
+        )
         for r, c in zip(logged, seen):
             assert r.sent_at is not None and r.response_ms is not None, r
             if c.fault is Fault.RESET:
@@ -198,8 +219,12 @@ def test_faults_are_retried_within_the_policy_and_every_exchange_is_logged(
             policy = RETRY_WAIT if stated is None else stated
             kind = "stated" if stated is not None else "fixed"
             waits[kind].append(waited)
-            assert waited >= policy - CLOCK_SLACK, f"{iccid} attempt {after.attempt}: waited {waited:.3f} s, policy {policy} s ({kind})"
-            assert waited <= policy + LATE_SLACK, f"{iccid} attempt {after.attempt}: waited {waited:.3f} s, policy {policy} s ({kind})"
+            assert waited >= policy - CLOCK_SLACK, (
+                f"{iccid} attempt {after.attempt}: waited {waited:.3f} s, policy {policy} s ({kind})"
+            )
+            assert waited <= policy + LATE_SLACK, (
+                f"{iccid} attempt {after.attempt}: waited {waited:.3f} s, policy {policy} s ({kind})"
+            )
 
     # Every kind of fault really happened and was recovered from by retrying (the seed's promise).
     assert set(recovered_from) >= {"error_5xx", "timeout", "malformed", "reset", "burst_429"}, recovered_from

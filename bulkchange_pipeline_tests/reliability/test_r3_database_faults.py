@@ -37,7 +37,9 @@ from ..waiting import wait_until
 from .common import assert_results_consistent
 
 N, BATCH = 90, 30
-SQL_ATTEMPTS = 4  # DESIGN R8: SQL transient errors, 3 retries with exponential backoff (not read from the code under test)
+SQL_ATTEMPTS = (
+    4  # DESIGN R8: SQL transient errors, 3 retries with exponential backoff (not read from the code under test)
+)
 
 
 @pytest.fixture
@@ -58,8 +60,11 @@ def setup(pg_url, engine, dagster_instance, jasper, carrier_env):
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
     dagster_instance.add_dynamic_partitions("bulk_change", [str(bc_id)])
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(device_change.c.id, device_change.c.device_id)
-                            .where(device_change.c.bulk_change_id == bc_id).order_by(device_change.c.id)).all()
+        rows = conn.execute(
+            sa.select(device_change.c.id, device_change.c.device_id)
+            .where(device_change.c.bulk_change_id == bc_id)
+            .order_by(device_change.c.id)
+        ).all()
     return sim, bc_id, devices, rows
 
 
@@ -93,17 +98,27 @@ class RunInThread:
 def _waiting_backends(conn: sa.Connection, statement: str) -> list[tuple[int, Any]]:
     """(pid, xact_start) of backends of this database waiting on a lock in ``statement``."""
     conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))  # fresh activity, not this transaction's snapshot
-    return [tuple(r) for r in conn.execute(sa.text(
-        "SELECT pid, xact_start FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-        "AND wait_event_type = 'Lock' AND query ILIKE :q"
-    ), {"q": statement + "%"}).all()]
+    return [
+        tuple(r)
+        for r in conn.execute(
+            sa.text(
+                "SELECT pid, xact_start FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND wait_event_type = 'Lock' AND query ILIKE :q"
+            ),
+            {"q": statement + "%"},
+        ).all()
+    ]
 
 
 def _terminate_all_others(conn: sa.Connection) -> int:
     """What the brief calls a dropped connection: every other backend of the database is killed."""
-    return len(conn.execute(sa.text(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    )).all())
+    return len(
+        conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).all()
+    )
 
 
 def _lock(conn: sa.Connection, table: sa.Table, ids: list[int]) -> None:
@@ -116,19 +131,37 @@ def _visible(pg_url: str, change_ids: list[int], device_ids: list[int]) -> dict[
     try:
         with eng.connect() as conn:
             return {
-                "statuses": set(conn.execute(sa.select(device_change.c.status).where(device_change.c.id.in_(change_ids))).scalars()),
-                "logs": conn.execute(sa.select(sa.func.count()).select_from(bulk_change_log)
-                                     .where(bulk_change_log.c.device_change_id.in_(change_ids))).scalar(),
-                "history": conn.execute(sa.select(sa.func.count()).select_from(device_history)
-                                        .where(device_history.c.device_id.in_(device_ids))).scalar(),
-                "device_status": set(conn.execute(sa.select(device.c.status).where(device.c.id.in_(device_ids))).scalars()),
+                "statuses": set(
+                    conn.execute(sa.select(device_change.c.status).where(device_change.c.id.in_(change_ids))).scalars()
+                ),
+                "logs": conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(bulk_change_log)
+                    .where(bulk_change_log.c.device_change_id.in_(change_ids))
+                ).scalar(),
+                "history": conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(device_history)
+                    .where(device_history.c.device_id.in_(device_ids))
+                ).scalar(),
+                "device_status": set(
+                    conn.execute(sa.select(device.c.status).where(device.c.id.in_(device_ids))).scalars()
+                ),
             }
     finally:
         eng.dispose()
 
 
-def _drop_connections_while_waiting(pg_url: str, engine: sa.Engine, run: RunInThread, lock_table: sa.Table, lock_ids: list[int],
-                                    statement: str, drops: int, check) -> list[float]:
+def _drop_connections_while_waiting(
+    pg_url: str,
+    engine: sa.Engine,
+    run: RunInThread,
+    lock_table: sa.Table,
+    lock_ids: list[int],
+    statement: str,
+    drops: int,
+    check,
+) -> list[float]:
     """Hold the lock; each time the run's transaction waits on it, check what others see, then
     terminate every other backend. Returns the seconds from each termination to the next attempt."""
     gaps: list[float] = []
@@ -137,8 +170,12 @@ def _drop_connections_while_waiting(pg_url: str, engine: sa.Engine, run: RunInTh
         seen: set[int] = set()
         dropped_at = None
         while len(gaps) < drops or dropped_at is not None:
-            waiting = wait_until(lambda: [w for w in _waiting_backends(holder, statement) if w[0] not in seen] or not run.alive(),
-                                 timeout=60, interval=0.01, what=f"a transaction waiting in {statement}")
+            waiting = wait_until(
+                lambda: [w for w in _waiting_backends(holder, statement) if w[0] not in seen] or not run.alive(),
+                timeout=60,
+                interval=0.01,
+                what=f"a transaction waiting in {statement}",
+            )
             assert run.alive(), "the run ended instead of retrying"
             if dropped_at is not None:
                 gaps.append(time.monotonic() - dropped_at)
@@ -158,7 +195,9 @@ def _step_retries(result: dg.ExecuteInProcessResult) -> list[str]:
 
 
 @pytest.mark.parametrize("target", ["claim", "record_results"])
-def test_dropped_connection_mid_batch_is_retried_with_backoff_and_nothing_half_written(pg_url, engine, dagster_instance, setup, target):
+def test_dropped_connection_mid_batch_is_retried_with_backoff_and_nothing_half_written(
+    pg_url, engine, dagster_instance, setup, target
+):
     sim, bc_id, _, rows = setup
     batch2 = rows[BATCH : 2 * BATCH]
     change_ids, device_ids = [r.id for r in batch2], [r.device_id for r in batch2]
@@ -174,7 +213,9 @@ def test_dropped_connection_mid_batch_is_retried_with_backoff_and_nothing_half_w
 
     run = RunInThread(dagster_instance, bc_id)
     drops = SQL_ATTEMPTS - 1
-    gaps = _drop_connections_while_waiting(pg_url, engine, run, lock_table, lock_ids, statement, drops, nothing_half_written)
+    gaps = _drop_connections_while_waiting(
+        pg_url, engine, run, lock_table, lock_ids, statement, drops, nothing_half_written
+    )
     result = run.join()
 
     assert result.success
@@ -196,8 +237,16 @@ def test_retries_exhausted_then_step_retry_confirms_instead_of_resending(pg_url,
     expect = {"statuses": {"PROCESSING"}, "logs": 0, "history": 0, "device_status": {"ACTIVATED"}}
 
     run = RunInThread(dagster_instance, bc_id)
-    gaps = _drop_connections_while_waiting(pg_url, engine, run, device, device_ids[-1:], "UPDATE device", SQL_ATTEMPTS,
-                                           lambda: _visible(pg_url, change_ids, device_ids) == expect or pytest.fail("half-written"))
+    gaps = _drop_connections_while_waiting(
+        pg_url,
+        engine,
+        run,
+        device,
+        device_ids[-1:],
+        "UPDATE device",
+        SQL_ATTEMPTS,
+        lambda: _visible(pg_url, change_ids, device_ids) == expect or pytest.fail("half-written"),
+    )
     result = run.join()
 
     assert result.success
@@ -210,7 +259,11 @@ def test_retries_exhausted_then_step_retry_confirms_instead_of_resending(pg_url,
     assert stats["calls_by_method"] == {"PUT": N, "GET": BATCH}
     assert count_rows_by_status(engine, bc_id) == {"PROCESSED": N}
     with engine.connect() as conn:
-        details = conn.execute(sa.select(device_change.c.status_details).where(device_change.c.id.in_(change_ids))).scalars().all()
+        details = (
+            conn.execute(sa.select(device_change.c.status_details).where(device_change.c.id.in_(change_ids)))
+            .scalars()
+            .all()
+        )
     assert all(d.startswith("already in effect at Jasper") for d in details), details[:2]
     assert_results_consistent(engine, [bc_id], field="status", one_exchange_per_row=True)
 
@@ -227,8 +280,12 @@ def outage(pg_url: str) -> Iterator[Any]:
             """No new connection from now on; every existing one dropped except ``keep_pid``."""
             with admin.connect() as conn:
                 conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-                conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> :keep"),
-                             {"n": name, "keep": keep_pid or 0})
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> :keep"
+                    ),
+                    {"n": name, "keep": keep_pid or 0},
+                )
 
         def end(self) -> None:
             with admin.connect() as conn:
@@ -246,7 +303,9 @@ def test_permanent_outage_fails_the_run_cleanly_and_a_rerun_completes(pg_url, en
     run = RunInThread(dagster_instance, bc_id)
     holder = engine.connect()  # stop batch 2 in its result transaction, then take the database away
     _lock(holder, device, [batch2[-1].device_id])
-    wait_until(lambda: _waiting_backends(holder, "UPDATE device") or not run.alive(), timeout=60, what="batch 2 recording")
+    wait_until(
+        lambda: _waiting_backends(holder, "UPDATE device") or not run.alive(), timeout=60, what="batch 2 recording"
+    )
     outage(keep_pid=holder.execute(sa.text("SELECT pg_backend_pid()")).scalar())  # the run's transaction dies waiting
     holder.invalidate()  # then the lock goes too (nobody can connect any more)
     holder.close()
@@ -260,8 +319,10 @@ def test_permanent_outage_fails_the_run_cleanly_and_a_rerun_completes(pg_url, en
     outage.end()
     engine.dispose()
     context = dg.build_run_status_sensor_context(
-        sensor_name="bulk_change_failure_sensor", dagster_instance=dagster_instance,
-        dagster_run=dagster_instance.get_run_by_id(result.run_id), dagster_event=failure,
+        sensor_name="bulk_change_failure_sensor",
+        dagster_instance=dagster_instance,
+        dagster_run=dagster_instance.get_run_by_id(result.run_id),
+        dagster_event=failure,
         resources=fast_definitions().resources,
     ).for_run_failure()
     bulk_change_failure_sensor(context)
@@ -269,7 +330,9 @@ def test_permanent_outage_fails_the_run_cleanly_and_a_rerun_completes(pg_url, en
     counts = count_rows_by_status(engine, bc_id)
     assert counts == {"PROCESSED": BATCH, "PROCESSING": BATCH, "NEW": N - 2 * BATCH}, counts
     with engine.connect() as conn:
-        note = conn.execute(sa.select(bulk_change_log.c.description).where(bulk_change_log.c.device_change_id.is_(None))).scalar_one()
+        note = conn.execute(
+            sa.select(bulk_change_log.c.description).where(bulk_change_log.c.device_change_id.is_(None))
+        ).scalar_one()
     assert f"Run {result.run_id} failed" in note and f"bulkchange resume {bc_id}" in note
 
     assert execute(dagster_instance, fast_definitions(), str(bc_id)).success

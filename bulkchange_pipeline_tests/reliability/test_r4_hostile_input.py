@@ -129,7 +129,10 @@ def _assert_processed_only_valid(engine: sa.Engine, w: dict[str, Any], bc_id: in
     assert CARRIER_FORMULA in refused["status_details"], refused["status_details"]
     with engine.connect() as conn:  # the database is intact, the other tenant's device untouched
         assert conn.execute(sa.select(sa.func.count()).select_from(device)).scalar() == 14
-        assert conn.execute(sa.select(device.c.status).where(device.c.iccid == w["rival"][0]["iccid"])).scalar() == "ACTIVATED"
+        assert (
+            conn.execute(sa.select(device.c.status).where(device.c.iccid == w["rival"][0]["iccid"])).scalar()
+            == "ACTIVATED"
+        )
 
 
 def _assert_export_is_spreadsheet_safe(text: str, hostile: list[str]) -> list[dict[str, str]]:
@@ -152,8 +155,13 @@ def _hostile_cells(rows: list[tuple[str, str]]) -> list[str]:
 
 
 def _reasons_ok(rows: list[dict[str, Any]], reasons: dict[str, str]) -> None:
-    by_device = {json.loads(r["change_request"]).get("device", r["iccid"]) if r["change_request"].startswith("{") else r["iccid"]: r
-                 for r in rows if r["status"] == "ERROR"}
+    by_device = {
+        json.loads(r["change_request"]).get("device", r["iccid"])
+        if r["change_request"].startswith("{")
+        else r["iccid"]: r
+        for r in rows
+        if r["status"] == "ERROR"
+    }
     for ident, reason in reasons.items():
         row = by_device.get(ident) or by_device.get(ident.strip())
         assert row is not None, ident
@@ -177,7 +185,9 @@ def test_cli_mixed_hostile_csv_valid_rows_processed_export_neutralised(engine, d
     path.write_text(buf.getvalue(), encoding="utf-8")
     sp = str(world["ids"]["service_provider_id"])
 
-    sub = _cli(db_url, "submit", str(path), "--change-type", "StatusUpdate", "--service-provider", sp, "--tenant", "acme")
+    sub = _cli(
+        db_url, "submit", str(path), "--change-type", "StatusUpdate", "--service-provider", sp, "--tenant", "acme"
+    )
     assert sub.exit_code == 0 and sub.exception is None, sub.output
     assert f"6 of {len(rows)} devices accepted" in sub.output
     bc_id = int(sub.output.split("created bulk change ")[1].split()[0])
@@ -195,42 +205,100 @@ CLI_FILES = [
     # name, file content, CLI options, expected message (exit code 2). Each was a traceback once:
     # RecursionError from json.loads (deep), OverflowError on SQLite (beyond 64 bits) and psycopg2's
     # ValueError on PostgreSQL (NUL); intake/parsing.py now refuses them for every way in.
-    ("deep.json", '{"serviceProviderId": 1, "changeType": 1, "devices": ' + "[" * 100_000 + "]" * 100_000 + "}", (),
-     "nested too deeply"),
-    ("types.json", json.dumps({"serviceProviderId": "one", "changeType": "x", "devices": "abc"}), (), "invalid request"),
-    ("types2.json", json.dumps({"serviceProviderId": 1, "changeType": 1, "devices": [{"iccid": 123}, ["x"], None],
-                                "statusUpdate": [1]}), (), "invalid request"),
+    (
+        "deep.json",
+        '{"serviceProviderId": 1, "changeType": 1, "devices": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        (),
+        "nested too deeply",
+    ),
+    (
+        "types.json",
+        json.dumps({"serviceProviderId": "one", "changeType": "x", "devices": "abc"}),
+        (),
+        "invalid request",
+    ),
+    (
+        "types2.json",
+        json.dumps(
+            {"serviceProviderId": 1, "changeType": 1, "devices": [{"iccid": 123}, ["x"], None], "statusUpdate": [1]}
+        ),
+        (),
+        "invalid request",
+    ),
     ("list.json", "[1, 2, 3]", (), "must be a JSON object"),
-    ("bigint.json", json.dumps({"serviceProviderId": 1, "changeType": 4, "devices": ["DEV"],
-                                "customerRatePlanUpdate": {"customerRatePlanId": 2**70}}), (),
-     "customerRatePlanId: the number 1180591620717411303424 is too large"),
-    ("bigsp.json", json.dumps({"serviceProviderId": 2**70, "changeType": 1, "devices": ["DEV"],
-                              "statusUpdate": {"status": "DEACTIVATED"}}), (),
-     "serviceProviderId: the number 1180591620717411303424 is too large"),
-    ("hugeint.json", '{"serviceProviderId": 1, "changeType": 1, "devices": ["DEV"], "portalTypeId": ' + "9" * 5000 + "}", (),
-     "more than 4300 digits"),
-    ("nul-key.json", json.dumps({"serviceProviderId": 1, "changeType": 1, "devices": ["DEV"],
-                                 "statusUpdate": {"status": "DEACTIVATED"}, "idempotencyKey": "k\u0000"}), (),
-     "idempotencyKey contains a NUL character"),
-    ("nul.csv", "iccid,status\nDEV\u0000,DEACTIVATED\n", ("--change-type", "1", "--service-provider", "SP"),
-     "NUL character (line 2)"),
+    (
+        "bigint.json",
+        json.dumps(
+            {
+                "serviceProviderId": 1,
+                "changeType": 4,
+                "devices": ["DEV"],
+                "customerRatePlanUpdate": {"customerRatePlanId": 2**70},
+            }
+        ),
+        (),
+        "customerRatePlanId: the number 1180591620717411303424 is too large",
+    ),
+    (
+        "bigsp.json",
+        json.dumps(
+            {"serviceProviderId": 2**70, "changeType": 1, "devices": ["DEV"], "statusUpdate": {"status": "DEACTIVATED"}}
+        ),
+        (),
+        "serviceProviderId: the number 1180591620717411303424 is too large",
+    ),
+    (
+        "hugeint.json",
+        '{"serviceProviderId": 1, "changeType": 1, "devices": ["DEV"], "portalTypeId": ' + "9" * 5000 + "}",
+        (),
+        "more than 4300 digits",
+    ),
+    (
+        "nul-key.json",
+        json.dumps(
+            {
+                "serviceProviderId": 1,
+                "changeType": 1,
+                "devices": ["DEV"],
+                "statusUpdate": {"status": "DEACTIVATED"},
+                "idempotencyKey": "k\u0000",
+            }
+        ),
+        (),
+        "idempotencyKey contains a NUL character",
+    ),
+    (
+        "nul.csv",
+        "iccid,status\nDEV\u0000,DEACTIVATED\n",
+        ("--change-type", "1", "--service-provider", "SP"),
+        "NUL character (line 2)",
+    ),
     # A CSV cell is text: the request model's 64-bit bound refuses it (domain/requests.py Int64).
-    ("bigsp.csv", "iccid,status,serviceProviderId\nDEV,DEACTIVATED,1180591620717411303424\n", ("--change-type", "1"),
-     "serviceProviderId: Input should be less than or equal to 9223372036854775807"),
+    (
+        "bigsp.csv",
+        "iccid,status,serviceProviderId\nDEV,DEACTIVATED,1180591620717411303424\n",
+        ("--change-type", "1"),
+        "serviceProviderId: Input should be less than or equal to 9223372036854775807",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "content", "options", "message"), CLI_FILES, ids=[c[0] for c in CLI_FILES])
-def test_cli_unreadable_request_files_are_one_line_errors(engine, db_url, world, tmp_path, name, content, options, message):
+def test_cli_unreadable_request_files_are_one_line_errors(
+    engine, db_url, world, tmp_path, name, content, options, message
+):
     sp = str(world["ids"]["service_provider_id"])
     path = tmp_path / name
-    content = content.replace('"serviceProviderId": 1,', f'"serviceProviderId": {sp},').replace("DEV", world["devices"][0]["iccid"])
+    content = content.replace('"serviceProviderId": 1,', f'"serviceProviderId": {sp},').replace(
+        "DEV", world["devices"][0]["iccid"]
+    )
     path.write_bytes(content.encode("utf-8"))
     opts = [o.replace("SP", sp) for o in options]
     for command in ("dry-run", "submit"):
         result = _cli(db_url, command, str(path), *opts, "--tenant", "acme")
         assert result.exception is None or isinstance(result.exception, SystemExit), (
-            f"{command} crashed: {type(result.exception).__name__}: {str(result.exception)[:200]}")
+            f"{command} crashed: {type(result.exception).__name__}: {str(result.exception)[:200]}"
+        )
         assert "Traceback" not in result.output, result.output[-500:]
         assert result.exit_code == 2, result.output[-500:]
         assert message.lower() in result.output.lower(), result.output[-500:]
@@ -252,13 +320,24 @@ def test_cli_id_beyond_64_bits_written_as_text_is_refused_per_row(engine, db_url
     if kind == "csv":
         path.write_text(f"iccid,customerRatePlanId\n{dev},{BEYOND_64_BITS}\n")
     else:
-        path.write_text(json.dumps({"serviceProviderId": int(sp), "changeType": 4, "devices": [dev],
-                                    "customerRatePlanUpdate": {"customerRatePlanId": BEYOND_64_BITS}}))
+        path.write_text(
+            json.dumps(
+                {
+                    "serviceProviderId": int(sp),
+                    "changeType": 4,
+                    "devices": [dev],
+                    "customerRatePlanUpdate": {"customerRatePlanId": BEYOND_64_BITS},
+                }
+            )
+        )
     result = _cli(db_url, "dry-run", str(path), "--change-type", "4", "--service-provider", sp, "--tenant", "acme")
     assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"crashed: {type(result.exception).__name__}: {str(result.exception)[:200]}")
-    assert result.exit_code == 1 and "customer_rate_plan_id: Input should be less than or equal to 9223372036854775807" in result.output, (
-        result.output[-500:])
+        f"crashed: {type(result.exception).__name__}: {str(result.exception)[:200]}"
+    )
+    assert (
+        result.exit_code == 1
+        and "customer_rate_plan_id: Input should be less than or equal to 9223372036854775807" in result.output
+    ), result.output[-500:]
 
 
 def test_cli_file_over_the_50_mb_limit_is_refused_before_reading(db_url, world, tmp_path):
@@ -268,8 +347,17 @@ def test_cli_file_over_the_50_mb_limit_is_refused_before_reading(db_url, world, 
         f.write(b"iccid,status\n")
         f.write(line * (LIMIT // len(line) + 1))
     assert path.stat().st_size > LIMIT
-    result = _cli(db_url, "submit", str(path), "--change-type", "1", "--service-provider", str(world["ids"]["service_provider_id"]),
-                  "--tenant", "acme")
+    result = _cli(
+        db_url,
+        "submit",
+        str(path),
+        "--change-type",
+        "1",
+        "--service-provider",
+        str(world["ids"]["service_provider_id"]),
+        "--tenant",
+        "acme",
+    )
     assert result.exit_code == 2 and isinstance(result.exception, (SystemExit, type(None))), result.output
     assert "the limit is 50 MB: split it" in result.output
 
@@ -287,8 +375,12 @@ def client(db_url: str, engine: sa.Engine, world) -> Iterator[tuple[TestClient, 
 def test_api_mixed_hostile_json_valid_rows_processed_download_neutralised(engine, world, client):
     c, auth = client
     rows, applied, reasons = _corpus(world)
-    body = {"serviceProviderId": world["ids"]["service_provider_id"], "changeType": 1,
-            "devices": [{"iccid": ident, "status": status} for ident, status in rows], "statusUpdate": {"status": "DEACTIVATED"}}
+    body = {
+        "serviceProviderId": world["ids"]["service_provider_id"],
+        "changeType": 1,
+        "devices": [{"iccid": ident, "status": status} for ident, status in rows],
+        "statusUpdate": {"status": "DEACTIVATED"},
+    }
     r = c.post("/bulk-changes", json=body, headers=auth)
     assert r.status_code == 201, r.text
     assert r.json()["validation"]["accepted"] == 6
@@ -297,13 +389,26 @@ def test_api_mixed_hostile_json_valid_rows_processed_download_neutralised(engine
     _assert_processed_only_valid(engine, world, bc_id, applied)
 
     # Text an asynchronous carrier sends back verbatim (its request id, its detail) is stored as is.
-    [refused] = [r for r in iter_device_results(engine, world["ids"]["tenant_id"], bc_id) if r["status"] == "API_FAILED"]
-    record_results(engine, tenant_id=world["ids"]["tenant_id"], bulk_change_id=bc_id, process_by="test", results=[
-        RowResult(refused["id"], DeviceChangeStatus.API_FAILED, "-2+3+cmd|' /C calc'!A0", carrier_request_id="@SUM(A1:A9)")])
+    [refused] = [
+        r for r in iter_device_results(engine, world["ids"]["tenant_id"], bc_id) if r["status"] == "API_FAILED"
+    ]
+    record_results(
+        engine,
+        tenant_id=world["ids"]["tenant_id"],
+        bulk_change_id=bc_id,
+        process_by="test",
+        results=[
+            RowResult(
+                refused["id"], DeviceChangeStatus.API_FAILED, "-2+3+cmd|' /C calc'!A0", carrier_request_id="@SUM(A1:A9)"
+            )
+        ],
+    )
 
     download = c.get(f"/bulk-changes/{bc_id}/devices", params={"format": "csv"}, headers=auth)
     assert download.status_code == 200
-    exported = _assert_export_is_spreadsheet_safe(download.text, [*_hostile_cells(rows), "-2+3+cmd|' /C calc'!A0", "@SUM(A1:A9)"])
+    exported = _assert_export_is_spreadsheet_safe(
+        download.text, [*_hostile_cells(rows), "-2+3+cmd|' /C calc'!A0", "@SUM(A1:A9)"]
+    )
     _reasons_ok(exported, reasons)
     # The JSON pages give the text unaltered (neutralising is for spreadsheets only).
     page = c.get(f"/bulk-changes/{bc_id}/devices", params={"status": "API_FAILED"}, headers=auth).json()
@@ -315,8 +420,12 @@ def test_api_csv_upload_with_formula_identifiers_processes_the_rest(engine, worl
     rows, applied, _ = _corpus(world)
     buf = io.StringIO()
     csv.writer(buf).writerows([("iccid", "status"), *rows])
-    r = c.post("/bulk-changes/csv", headers=auth, files={"file": ("hostile.csv", buf.getvalue().encode(), "text/csv")},
-               data={"changeType": "StatusUpdate", "serviceProviderId": str(world["ids"]["service_provider_id"])})
+    r = c.post(
+        "/bulk-changes/csv",
+        headers=auth,
+        files={"file": ("hostile.csv", buf.getvalue().encode(), "text/csv")},
+        data={"changeType": "StatusUpdate", "serviceProviderId": str(world["ids"]["service_provider_id"])},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["validation"]["accepted"] == 6
     _run_pipeline(world)
@@ -339,15 +448,23 @@ def test_api_bodies_over_the_50_mb_limit_are_413_declared_or_streamed(engine, wo
     json_headers = {**auth, "Content-Type": "application/json"}
     declared = c.post("/bulk-changes", content=b'{"devices": []}' + padding, headers=json_headers)
     streamed = c.post("/bulk-changes", content=_stream(LIMIT + 2), headers=json_headers)  # chunked: no Content-Length
-    csv_big = c.post("/bulk-changes/csv", headers=auth, files={"file": ("big.csv", b"iccid,status\n" + padding, "text/csv")},
-                     data={"changeType": "1", "serviceProviderId": str(world["ids"]["service_provider_id"])})
+    csv_big = c.post(
+        "/bulk-changes/csv",
+        headers=auth,
+        files={"file": ("big.csv", b"iccid,status\n" + padding, "text/csv")},
+        data={"changeType": "1", "serviceProviderId": str(world["ids"]["service_provider_id"])},
+    )
     for r in (declared, streamed, csv_big):
         assert r.status_code == 413, r.text[:300]
         assert r.headers["content-type"] == "application/problem+json" and "the limit is 50 MB" in r.json()["detail"]
     nested: Any = {"status": "DEACTIVATED"}
     for _ in range(60):
         nested = {"x": nested}
-    deep = c.post("/bulk-changes", json={"serviceProviderId": 1, "changeType": 1, "devices": ["1"], "statusUpdate": nested}, headers=auth)
+    deep = c.post(
+        "/bulk-changes",
+        json={"serviceProviderId": 1, "changeType": 1, "devices": ["1"], "statusUpdate": nested},
+        headers=auth,
+    )
     assert deep.status_code == 422 and "nested too deeply" in deep.json()["detail"]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM bulk_change")).scalar() == before
@@ -358,16 +475,23 @@ def test_api_goes_through_the_same_value_check_as_the_cli(engine, world, client)
     400 (it was a 500), NUL characters in a CSV cell or form field are 422, nothing is stored."""
     c, auth = client
     sp, dev = str(world["ids"]["service_provider_id"]), world["devices"][0]["iccid"]
-    huge = c.post("/bulk-changes", content=b'{"serviceProviderId": ' + b"9" * 5000 + b"}",
-                  headers={**auth, "Content-Type": "application/json"})
+    huge = c.post(
+        "/bulk-changes",
+        content=b'{"serviceProviderId": ' + b"9" * 5000 + b"}",
+        headers={**auth, "Content-Type": "application/json"},
+    )
     assert huge.status_code == 400 and "more than 4300 digits" in huge.json()["detail"], huge.text
     uploads = [
         (f"iccid,status\n{dev}\x00,DEACTIVATED\n", {}, "NUL character (line 2)"),
         (f"iccid,status\n{dev},DEACTIVATED\n", {"idempotencyKey": "k\x00"}, "idempotencyKey contains a NUL character"),
     ]
     for text, fields, message in uploads:
-        r = c.post("/bulk-changes/csv", headers=auth, files={"file": ("d.csv", text.encode(), "text/csv")},
-                   data={"changeType": "1", "serviceProviderId": sp, **fields})
+        r = c.post(
+            "/bulk-changes/csv",
+            headers=auth,
+            files={"file": ("d.csv", text.encode(), "text/csv")},
+            data={"changeType": "1", "serviceProviderId": sp, **fields},
+        )
         assert r.status_code == 422 and message in r.json()["detail"], r.text
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM bulk_change")).scalar() == 0

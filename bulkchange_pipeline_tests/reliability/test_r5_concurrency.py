@@ -48,17 +48,23 @@ EDIT = ChangeType.EDIT_USERNAME_COST_CENTER
 
 def _submit_edit(engine: sa.Engine, ids: dict[str, int], devices: list[dict[str, Any]], username: str) -> int:
     """Through intake (validation and storage, as the API and the CLI submit)."""
-    request = BulkChangeRequest.model_validate({
-        "serviceProviderId": ids["service_provider_id"], "changeType": int(EDIT), "devices": [d["iccid"] for d in devices],
-        PAYLOAD_KEYS[EDIT]: {"username": username, "costCenter": f"CC-{username}"},
-    })
+    request = BulkChangeRequest.model_validate(
+        {
+            "serviceProviderId": ids["service_provider_id"],
+            "changeType": int(EDIT),
+            "devices": [d["iccid"] for d in devices],
+            PAYLOAD_KEYS[EDIT]: {"username": username, "costCenter": f"CC-{username}"},
+        }
+    )
     outcome = submit(engine, ids["tenant_id"], request, "test")
     assert outcome.created and outcome.report.accepted == len(devices)
     return outcome.bulk_change_id
 
 
 def _order_per_device(sim: HoldingJasper, devices: list[dict[str, Any]]) -> dict[str, list[str]]:
-    return {d["iccid"]: [e["accountCustom1"] for _, e in sim.edits[d["iccid"]] if "accountCustom1" in e] for d in devices}
+    return {
+        d["iccid"]: [e["accountCustom1"] for _, e in sim.edits[d["iccid"]] if "accountCustom1" in e] for d in devices
+    }
 
 
 class Queue:
@@ -80,13 +86,17 @@ class Queue:
         self.instance = instance
         self.defs = defs
         self.job = defs.resolve_job_def("process_bulk_change_job")
-        location = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="bulkchange_pipeline.defs", attribute="defs"))
+        location = InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(module_name="bulkchange_pipeline.defs", attribute="defs")
+        )
         self.origin = RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), self.job.name)
         self.daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
 
     def enqueue(self, request: dg.RunRequest) -> dg.DagsterRun:
         return self.instance.create_run_for_job(
-            job_def=self.job, status=dg.DagsterRunStatus.QUEUED, remote_job_origin=self.origin,
+            job_def=self.job,
+            status=dg.DagsterRunStatus.QUEUED,
+            remote_job_origin=self.origin,
             tags={**resolved_tags(self.defs, request), "dagster/partition": request.partition_key},
         )
 
@@ -94,7 +104,9 @@ class Queue:
         return self.daemon._get_runs_to_dequeue(self.instance, self.instance.get_concurrency_config(), None)
 
     def mark(self, run: dg.DagsterRun, event: dg.DagsterEventType) -> None:
-        self.instance.run_storage.handle_run_event(run.run_id, dg.DagsterEvent(event_type_value=event.value, job_name=run.job_name))
+        self.instance.run_storage.handle_run_event(
+            run.run_id, dg.DagsterEvent(event_type_value=event.value, job_name=run.job_name)
+        )
 
 
 @pytest.fixture
@@ -110,7 +122,9 @@ def test_instance_configs_limit_one_run_per_carrier_account():
     """The limit is instance configuration; both shipped configurations carry it."""
     for path in (ROOT / "dagster.yaml", ROOT / "deploy" / "dagster.postgres.yaml"):
         runs = yaml.safe_load(path.read_text())["concurrency"]["runs"]
-        assert {"key": ACCOUNT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in runs["tag_concurrency_limits"], path
+        assert {"key": ACCOUNT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in runs[
+            "tag_concurrency_limits"
+        ], path
     local = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     with dg.instance_for_test(overrides={k: local[k] for k in ("concurrency", "run_coordinator")}) as inst:
         assert type(inst.run_coordinator).__name__ == "BulkChangeRunCoordinator"
@@ -152,16 +166,25 @@ def test_same_500_devices_apply_in_submission_order_through_the_run_queue(engine
     assert released_in_order == [[first, unrelated], [second]]  # same account: one after the other; others at once
 
     order = _order_per_device(sim, devices)
-    assert all(o == ["first", "second"] for o in order.values()), [o for o in order.values() if o != ["first", "second"]][:3]
+    assert all(o == ["first", "second"] for o in order.values()), [
+        o for o in order.values() if o != ["first", "second"]
+    ][:3]
     last_first = max(t for d in devices for t, e in sim.edits[d["iccid"]] if e.get("accountCustom1") == "first")
     first_second = min(t for d in devices for t, e in sim.edits[d["iccid"]] if e.get("accountCustom1") == "second")
     assert last_first < first_second  # never interleaved: the second bulk change starts after the first ends
     for bc in (first, second, unrelated):
         assert count_rows_by_status(engine, bc) == {"PROCESSED": N if bc != unrelated else 20}
     with engine.connect() as conn:
-        assert set(conn.execute(sa.select(device.c.username).where(device.c.service_provider_id == ids["service_provider_id"])).scalars()) == {"second"}
-        hist = conn.execute(sa.select(device_history.c.device_id, device_history.c.new_value, device_history.c.bulk_change_id)
-                            .where(device_history.c.field == "username").order_by(device_history.c.id)).all()
+        assert set(
+            conn.execute(
+                sa.select(device.c.username).where(device.c.service_provider_id == ids["service_provider_id"])
+            ).scalars()
+        ) == {"second"}
+        hist = conn.execute(
+            sa.select(device_history.c.device_id, device_history.c.new_value, device_history.c.bulk_change_id)
+            .where(device_history.c.field == "username")
+            .order_by(device_history.c.id)
+        ).all()
     per_device: dict[int, list[int]] = {}
     for h in hist:
         per_device.setdefault(h.device_id, []).append(h.bulk_change_id)
@@ -214,12 +237,20 @@ def test_unrelated_bulk_changes_on_two_carriers_run_in_parallel(engine, workers,
     t_devices = add_devices(engine, t_ids, [iccid(1000 + i) for i in range(60)], status="active")
     tsim.seed_devices({"iccid": d["iccid"], "state": "active", "servicePlan": "M2M-4G-1GB"} for d in t_devices)
     j_bc = _submit_edit(engine, j_ids, j_devices, "fleet")
-    request = BulkChangeRequest.model_validate({"serviceProviderId": t_ids["service_provider_id"], "changeType": 1,
-                                                "devices": [d["iccid"] for d in t_devices], "statusUpdate": {"status": "suspend"}})
+    request = BulkChangeRequest.model_validate(
+        {
+            "serviceProviderId": t_ids["service_provider_id"],
+            "changeType": 1,
+            "devices": [d["iccid"] for d in t_devices],
+            "statusUpdate": {"status": "suspend"},
+        }
+    )
     t_bc = submit(engine, t_ids["tenant_id"], request, "test").bulk_change_id
     with dg.DagsterInstance.get() as instance:
         tick = evaluate_sensor(instance, fast_definitions())
-    assert len({resolved_tags(fast_definitions(), r)[ACCOUNT_TAG] for r in tick.run_requests}) == 2  # different accounts: the queue starts both
+    assert (
+        len({resolved_tags(fast_definitions(), r)[ACCOUNT_TAG] for r in tick.run_requests}) == 2
+    )  # different accounts: the queue starts both
 
     pair = [workers.take(), workers.take()]
     wait_until(lambda: all(w.ready() for w in pair), timeout=60, interval=0.05, what="two warm run workers")

@@ -54,19 +54,29 @@ def _daemon_creates_runs(instance: dg.DagsterInstance, defs: dg.Definitions, res
     tagged with its run key (the run itself is not needed here)."""
     job = defs.resolve_job_def("process_bulk_change_job")
     for rr in result.run_requests or []:
-        instance.create_run_for_job(job, tags={"dagster/run_key": rr.run_key, "dagster/partition": rr.partition_key},
-                                    status=dg.DagsterRunStatus.NOT_STARTED)
+        instance.create_run_for_job(
+            job,
+            tags={"dagster/run_key": rr.run_key, "dagster/partition": rr.partition_key},
+            status=dg.DagsterRunStatus.NOT_STARTED,
+        )
 
 
 def _rows(engine: sa.Engine, bc_id: int) -> list[sa.Row]:
     with engine.connect() as conn:
-        return conn.execute(sa.select(device_change).where(device_change.c.bulk_change_id == bc_id).order_by(device_change.c.id)).all()
+        return conn.execute(
+            sa.select(device_change).where(device_change.c.bulk_change_id == bc_id).order_by(device_change.c.id)
+        ).all()
 
 
 def _logs(engine: sa.Engine, bc_id: int) -> list[str]:
     with engine.connect() as conn:
-        return list(conn.execute(sa.select(bulk_change_log.c.description).where(bulk_change_log.c.bulk_change_id == bc_id)
-                                 .order_by(bulk_change_log.c.id)).scalars())
+        return list(
+            conn.execute(
+                sa.select(bulk_change_log.c.description)
+                .where(bulk_change_log.c.bulk_change_id == bc_id)
+                .order_by(bulk_change_log.c.id)
+            ).scalars()
+        )
 
 
 # --- 1. the sensor: no submission is skipped, whatever the commit order ----------------------------
@@ -84,14 +94,24 @@ def test_sensor_finds_a_bulk_change_that_commits_below_an_id_already_seen(engine
     holder.begin()
     holder.execute(sa.text("SELECT id FROM device WHERE id = :id FOR UPDATE"), {"id": devices[0]["id"]})
     large: dict[str, int] = {}
-    upload = threading.Thread(target=lambda: large.setdefault("id", make_bulk_change(engine, ids, devices[:6], ChangeType.STATUS_UPDATE, STATUS)))
+    upload = threading.Thread(
+        target=lambda: large.setdefault(
+            "id", make_bulk_change(engine, ids, devices[:6], ChangeType.STATUS_UPDATE, STATUS)
+        )
+    )
     upload.start()
     try:
+
         def upload_waits() -> bool:
             # A new connection each time: pg_stat_activity is a snapshot taken once per transaction.
             with engine.connect() as probe:
-                return bool(probe.execute(sa.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")).scalar())
+                return bool(
+                    probe.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                        )
+                    ).scalar()
+                )
 
         wait_until(lambda: upload_waits() or not upload.is_alive(), what="the upload waits on the held row lock")
         assert upload.is_alive(), "the upload finished without waiting on the held lock"
@@ -140,8 +160,13 @@ def _half_done(engine) -> tuple[dict, list[dict], int]:
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, STATUS)
     rows = [r.id for r in _rows(engine, bc_id)]
     claim(engine, rows[:4])
-    record_results(engine, tenant_id=ids["tenant_id"], bulk_change_id=bc_id, process_by="test",
-                   results=[RowResult(i, S.PROCESSED, "done") for i in rows[:2]])
+    record_results(
+        engine,
+        tenant_id=ids["tenant_id"],
+        bulk_change_id=bc_id,
+        process_by="test",
+        results=[RowResult(i, S.PROCESSED, "done") for i in rows[:2]],
+    )
     set_bulk_status(engine, bc_id, BulkChangeStatus.PROCESSING)
     return ids, devices, bc_id
 
@@ -155,8 +180,13 @@ def test_settle_after_a_failed_run_follows_the_rows(engine):
     # Every row settled (here: the carrier answered): a failure after the work does not make it ERROR.
     rows = [r.id for r in _rows(engine, bc_id)]
     claim(engine, rows[4:])
-    record_results(engine, tenant_id=ids["tenant_id"], bulk_change_id=bc_id, process_by="test",
-                   results=[RowResult(i, S.PROCESSED, "done") for i in rows[2:]])
+    record_results(
+        engine,
+        tenant_id=ids["tenant_id"],
+        bulk_change_id=bc_id,
+        process_by="test",
+        results=[RowResult(i, S.PROCESSED, "done") for i in rows[2:]],
+    )
     set_bulk_status(engine, bc_id, BulkChangeStatus.PROCESSED)
     assert settle_after_run(engine, bc_id, attempt=0, note="Run r2 failed in finalize", by="test").status == "PROCESSED"
     assert get_bulk_change(engine, bc_id)["status"] == "PROCESSED"
@@ -168,8 +198,13 @@ def test_settle_leaves_pending_async_rows_pending_and_a_newer_attempt_alone(engi
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, STATUS)
     rows = [r.id for r in _rows(engine, bc_id)]
     claim(engine, rows)
-    record_results(engine, tenant_id=ids["tenant_id"], bulk_change_id=bc_id, process_by="test",
-                   results=[RowResult(i, S.PROCESSING, "accepted", carrier_request_id="req-1") for i in rows])
+    record_results(
+        engine,
+        tenant_id=ids["tenant_id"],
+        bulk_change_id=bc_id,
+        process_by="test",
+        results=[RowResult(i, S.PROCESSING, "accepted", carrier_request_id="req-1") for i in rows],
+    )
     set_bulk_status(engine, bc_id, BulkChangeStatus.PENDING)
     # Accepted by the async carrier: reconcile settles them, so the header stays PENDING (was ERROR,
     # and reconcile only looks at PENDING bulk changes).
@@ -182,21 +217,33 @@ def test_settle_leaves_pending_async_rows_pending_and_a_newer_attempt_alone(engi
     assert (settled.changed, get_bulk_change(engine, bc_id)["status"]) == (False, "NEW")
 
 
-def _failed_run(instance: dg.DagsterInstance, bc_id: int, tags: dict[str, str]) -> tuple[dg.DagsterRun, dg.DagsterEvent]:
+def _failed_run(
+    instance: dg.DagsterInstance, bc_id: int, tags: dict[str, str]
+) -> tuple[dg.DagsterRun, dg.DagsterEvent]:
     job = fast_definitions().resolve_job_def("process_bulk_change_job")
-    run = instance.create_run_for_job(job, tags={"dagster/partition": str(bc_id), **tags}, status=dg.DagsterRunStatus.STARTED)
+    run = instance.create_run_for_job(
+        job, tags={"dagster/partition": str(bc_id), **tags}, status=dg.DagsterRunStatus.STARTED
+    )
     event = instance.report_run_failed(run, "worker died")
     return instance.get_run_by_id(run.run_id), event
 
 
 def test_failure_sensor_waits_for_a_retry_and_otherwise_marks_unfinished_work_error(engine, dagster_instance):
     _, _, bc_id = _half_done(engine)
-    run, event = _failed_run(dagster_instance, bc_id, {"dagster/run_key": f"bc-{bc_id}-a0", "dagster/will_retry": "true"})
-    context = dg.build_run_status_sensor_context("bulk_change_failure_sensor", event, dagster_instance, run).for_run_failure()
+    run, event = _failed_run(
+        dagster_instance, bc_id, {"dagster/run_key": f"bc-{bc_id}-a0", "dagster/will_retry": "true"}
+    )
+    context = dg.build_run_status_sensor_context(
+        "bulk_change_failure_sensor", event, dagster_instance, run
+    ).for_run_failure()
     bulk_change_failure_sensor(context, database=DatabaseResource())
     assert get_bulk_change(engine, bc_id)["status"] == "PROCESSING"  # the retry finishes it: left alone
-    run, event = _failed_run(dagster_instance, bc_id, {"dagster/run_key": f"bc-{bc_id}-a0", "dagster/will_retry": "false"})
-    context = dg.build_run_status_sensor_context("bulk_change_failure_sensor", event, dagster_instance, run).for_run_failure()
+    run, event = _failed_run(
+        dagster_instance, bc_id, {"dagster/run_key": f"bc-{bc_id}-a0", "dagster/will_retry": "false"}
+    )
+    context = dg.build_run_status_sensor_context(
+        "bulk_change_failure_sensor", event, dagster_instance, run
+    ).for_run_failure()
     bulk_change_failure_sensor(context, database=DatabaseResource())
     assert get_bulk_change(engine, bc_id)["status"] == "ERROR"
 
@@ -210,7 +257,9 @@ def _terminated_run(instance: dg.DagsterInstance, job_name: str, bc_id: int) -> 
     instance.report_run_canceled(instance.get_run_by_id(run.run_id))
     run = instance.get_run_by_id(run.run_id)
     [record] = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_CANCELED).records
-    context = dg.build_run_status_sensor_context("bulk_change_stopped_sensor", record.event_log_entry.dagster_event, instance, run)
+    context = dg.build_run_status_sensor_context(
+        "bulk_change_stopped_sensor", record.event_log_entry.dagster_event, instance, run
+    )
     bulk_change_stopped_sensor(context, database=DatabaseResource())
     return run
 
@@ -230,21 +279,38 @@ def test_stopped_sensor_cancels_what_was_not_sent(engine, dagster_instance):
 def _jasper_devices(engine, sim, base_url, n, **account):
     ids = make_account(engine, base_url, **account)
     devices = make_devices(engine, ids, n)
-    sim.seed_devices({"iccid": d["iccid"], "status": "ACTIVATED", "ratePlan": "IOT-1GB", "communicationPlan": "CP-Basic"}
-                     for d in devices)
+    sim.seed_devices(
+        {"iccid": d["iccid"], "status": "ACTIVATED", "ratePlan": "IOT-1GB", "communicationPlan": "CP-Basic"}
+        for d in devices
+    )
     return ids, devices
 
 
-def test_resume_through_cli_and_api_finishes_a_crashed_bulk_change_once(engine, dagster_instance, jasper, carrier_env, db_url, monkeypatch):
+def test_resume_through_cli_and_api_finishes_a_crashed_bulk_change_once(
+    engine, dagster_instance, jasper, carrier_env, db_url, monkeypatch
+):
     sim, base_url = jasper
     ids, devices = _jasper_devices(engine, sim, base_url, 6)
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, STATUS)
     rows = [r.id for r in _rows(engine, bc_id)]
     claim(engine, rows[:2])  # a crashed run claimed two rows; the carrier got one of them
-    sim.seed_devices([{"iccid": devices[0]["iccid"], "status": "DEACTIVATED", "ratePlan": "IOT-1GB", "communicationPlan": "CP-Basic"}])
+    sim.seed_devices(
+        [
+            {
+                "iccid": devices[0]["iccid"],
+                "status": "DEACTIVATED",
+                "ratePlan": "IOT-1GB",
+                "communicationPlan": "CP-Basic",
+            }
+        ]
+    )
     set_bulk_status(engine, bc_id, BulkChangeStatus.ERROR)
     defs = fast_definitions()
-    _daemon_creates_runs(dagster_instance, defs, dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"bc-{bc_id}-a0", partition_key=str(bc_id))]))
+    _daemon_creates_runs(
+        dagster_instance,
+        defs,
+        dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"bc-{bc_id}-a0", partition_key=str(bc_id))]),
+    )
     assert not evaluate_sensor(dagster_instance, defs).run_requests  # ERROR: nothing restarts it by itself
 
     monkeypatch.setenv("BULKCHANGE_DATABASE_URL", db_url)
@@ -280,8 +346,11 @@ def test_cancel_reaches_a_running_batch_within_one_chunk(engine, jasper, carrier
     rows = _rows(engine, bc_id)
     sim.hold_when = lambda iccid, _body: iccid == devices[3]["iccid"]  # the 4th PUT waits at the carrier
     summary: dict = {}
-    worker = threading.Thread(target=lambda: summary.setdefault("s", process_batch(
-        engine, info, IdRange(rows[0].id, rows[-1].id, len(rows)), account, process_by="test")))
+    worker = threading.Thread(
+        target=lambda: summary.setdefault(
+            "s", process_batch(engine, info, IdRange(rows[0].id, rows[-1].id, len(rows)), account, process_by="test")
+        )
+    )
     worker.start()
     wait_until(lambda: sim.holder.held, what="the 4th PUT is held")
     # One 300-device batch has started. Was: "nothing to cancel: 300 PROCESSING".
@@ -318,8 +387,12 @@ def test_terminate_lets_the_call_in_flight_finish_cancels_the_rest_and_ends_canc
             [record] = instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": str(bc_id)}))
             instance.report_run_canceling(record.dagster_run)  # what Terminate does first...
             worker.proc.send_signal(signal.SIGINT)  # ...then the interrupt the launcher sends the worker
-            wait_until(lambda: any("run is stopping" in e.user_message for e in instance.all_logs(record.dagster_run.run_id)),
-                       timeout=60, interval=0.05, what="the worker seeing the stop while the call is still in flight")
+            wait_until(
+                lambda: any("run is stopping" in e.user_message for e in instance.all_logs(record.dagster_run.run_id)),
+                timeout=60,
+                interval=0.05,
+                what="the worker seeing the stop while the call is still in flight",
+            )
             sim.hold_when = None
             sim.holder.released.set()  # the held PUT answers 503; the client's retry applies it
             assert worker.wait(60) != 0
@@ -327,8 +400,11 @@ def test_terminate_lets_the_call_in_flight_finish_cancels_the_rest_and_ends_canc
             worker.kill()
         run = instance.get_run_by_id(record.dagster_run.run_id)
         assert run.status == dg.DagsterRunStatus.CANCELED, worker.output()
-        assert not [r for r in instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": str(bc_id)}))
-                    if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
+        assert not [
+            r
+            for r in instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": str(bc_id)}))
+            if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        ]
     chunk = 10  # 2 s at 5 calls/s
     statuses = [r.status for r in _rows(engine, bc_id)]
     assert statuses == ["PROCESSED"] * chunk + ["CANCELLED"] * (40 - chunk), statuses
@@ -342,13 +418,19 @@ def test_failure_sensor_leaves_the_header_to_a_newer_run_of_the_same_job(engine,
     defs = fast_definitions()
     run, event = _failed_run(dagster_instance, bc_id, {"dagster/will_retry": "false"})
     reconcile = defs.resolve_job_def("reconcile_async_job")
-    dagster_instance.create_run_for_job(reconcile, tags={"dagster/partition": str(bc_id)}, status=dg.DagsterRunStatus.NOT_STARTED)
-    context = dg.build_run_status_sensor_context("bulk_change_failure_sensor", event, dagster_instance, run).for_run_failure()
+    dagster_instance.create_run_for_job(
+        reconcile, tags={"dagster/partition": str(bc_id)}, status=dg.DagsterRunStatus.NOT_STARTED
+    )
+    context = dg.build_run_status_sensor_context(
+        "bulk_change_failure_sensor", event, dagster_instance, run
+    ).for_run_failure()
     bulk_change_failure_sensor(context, database=DatabaseResource())
     assert get_bulk_change(engine, bc_id)["status"] == "ERROR"  # a reconcile run does not finish unsent rows
     set_bulk_status(engine, bc_id, BulkChangeStatus.PROCESSING)
     newer = defs.resolve_job_def("process_bulk_change_job")
-    dagster_instance.create_run_for_job(newer, tags={"dagster/partition": str(bc_id)}, status=dg.DagsterRunStatus.NOT_STARTED)
+    dagster_instance.create_run_for_job(
+        newer, tags={"dagster/partition": str(bc_id)}, status=dg.DagsterRunStatus.NOT_STARTED
+    )
     bulk_change_failure_sensor(context, database=DatabaseResource())
     assert get_bulk_change(engine, bc_id)["status"] == "PROCESSING"  # the newer processing run owns it
 

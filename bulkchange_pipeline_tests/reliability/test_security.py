@@ -89,14 +89,21 @@ def _settle(instance: dg.DagsterInstance, sims, rounds: int = 8) -> list[dg.Exec
 
 
 def test_no_configured_secret_in_database_logs_callbacks_event_log_or_run_config(
-        engine, db_url, dagster_instance, jasper, thingspace, teal, carrier_env):
+    engine, db_url, dagster_instance, jasper, thingspace, teal, carrier_env
+):
     jsim, jurl = jasper
     tsim, turl = thingspace
     teal_sim, teal_url = teal
     # Faults everywhere: failed exchanges are logged with their request and response text.
-    jsim.configure(error_rate=0.1, burst_rate=0.03, malformed_rate=0.05, timeout_rate=0.02, timeout_hold_seconds=2.5, seed=5)
-    tsim.configure(error_rate=0.15, malformed_rate=0.05, session_max_calls=2, duplicate_rate=0.3, seed=5)  # re-login: password sent again
-    teal_sim.configure(error_rate=0.35, malformed_rate=0.1, duplicate_callback_rate=0.3, seed=3)  # few calls (batched): faults early
+    jsim.configure(
+        error_rate=0.1, burst_rate=0.03, malformed_rate=0.05, timeout_rate=0.02, timeout_hold_seconds=2.5, seed=5
+    )
+    tsim.configure(
+        error_rate=0.15, malformed_rate=0.05, session_max_calls=2, duplicate_rate=0.3, seed=5
+    )  # re-login: password sent again
+    teal_sim.configure(
+        error_rate=0.35, malformed_rate=0.1, duplicate_callback_rate=0.3, seed=3
+    )  # few calls (batched): faults early
 
     j_ids = make_account(engine, jurl, batch_size=20)
     j_devices = make_devices(engine, j_ids, 40)
@@ -109,9 +116,16 @@ def test_no_configured_secret_in_database_logs_callbacks_event_log_or_run_config
 
     api_key = create_api_key(engine, j_ids["tenant_id"], "ops")
     with TestClient(create_app(db_url)) as client:  # one bulk change arrives through the API
-        r = client.post("/bulk-changes", headers={"Authorization": f"Bearer {api_key}"},
-                        json={"serviceProviderId": j_ids["service_provider_id"], "changeType": 1,
-                              "devices": [d["iccid"] for d in j_devices], "statusUpdate": {"status": "DEACTIVATED"}})
+        r = client.post(
+            "/bulk-changes",
+            headers={"Authorization": f"Bearer {api_key}"},
+            json={
+                "serviceProviderId": j_ids["service_provider_id"],
+                "changeType": 1,
+                "devices": [d["iccid"] for d in j_devices],
+                "statusUpdate": {"status": "DEACTIVATED"},
+            },
+        )
         assert r.status_code == 201, r.text
     j_bc = r.json()["id"]
     t_bc = make_bulk_change(engine, t_ids, t_devices, ChangeType.STATUS_UPDATE, {"status": "suspend"})
@@ -124,7 +138,11 @@ def test_no_configured_secret_in_database_logs_callbacks_event_log_or_run_config
     for bc in (j_bc, t_bc, teal_bc):
         counts = count_rows_by_status(engine, bc)
         assert "PROCESSING" not in counts and "NEW" not in counts, (bc, counts)
-    assert sum(jsim.stats()["injected"].values()) and sum(tsim.stats()["injected"].values()) and sum(teal_sim.stats()["injected"].values())
+    assert (
+        sum(jsim.stats()["injected"].values())
+        and sum(tsim.stats()["injected"].values())
+        and sum(teal_sim.stats()["injected"].values())
+    )
     assert tsim.stats()["logins"] > 1  # the session was renewed: the password went over the wire again
 
     needles = {
@@ -143,18 +161,30 @@ def test_no_configured_secret_in_database_logs_callbacks_event_log_or_run_config
         for table in tables.sorted_tables:
             dump = "\n".join(repr(tuple(row)) for row in conn.execute(sa.select(table)))
             found += [f"{table.name}: {name}" for name, secret in needles.items() if secret in dump]
-        exchanges = conn.execute(sa.select(sa.func.count()).select_from(bulk_change_log).where(bulk_change_log.c.request_text.is_not(None))).scalar()
-        failed = conn.execute(sa.select(sa.func.count()).select_from(bulk_change_log).where(bulk_change_log.c.has_errors)).scalar()
+        exchanges = conn.execute(
+            sa.select(sa.func.count()).select_from(bulk_change_log).where(bulk_change_log.c.request_text.is_not(None))
+        ).scalar()
+        failed = conn.execute(
+            sa.select(sa.func.count()).select_from(bulk_change_log).where(bulk_change_log.c.has_errors)
+        ).scalar()
         callbacks = conn.execute(sa.select(sa.func.count()).select_from(carrier_callback)).scalar()
-    assert {"bulk_change_log", "carrier_callback", "api_key", "device_history", "service_provider"} <= set(tables.tables)
+    assert {"bulk_change_log", "carrier_callback", "api_key", "device_history", "service_provider"} <= set(
+        tables.tables
+    )
     assert exchanges > 100 and failed > 0 and callbacks >= 40  # the scan is not vacuous
     # 2. Every run (process and reconcile): its config, its tags, its whole event log.
     records = dagster_instance.get_run_records()
     assert len(records) == len(runs) + len(reconcile)
     for rec in records:
         run = rec.dagster_run
-        dump = repr(run.run_config) + repr(run.tags) + "\n".join(dg.serialize_value(e) for e in dagster_instance.all_logs(run.run_id))
-        found += [f"run {run.run_id[:8]} ({run.job_name}): {name}" for name, secret in needles.items() if secret in dump]
+        dump = (
+            repr(run.run_config)
+            + repr(run.tags)
+            + "\n".join(dg.serialize_value(e) for e in dagster_instance.all_logs(run.run_id))
+        )
+        found += [
+            f"run {run.run_id[:8]} ({run.job_name}): {name}" for name, secret in needles.items() if secret in dump
+        ]
     assert not found, found
 
 
@@ -191,7 +221,9 @@ def test_database_url_with_sslmode_require(pg_database_url, tmp_path):
     with dg.instance_for_test() as instance:
         os.environ["BULKCHANGE_TLS_TEST_URL"] = url
         try:
-            defs = build_definitions(database=DatabaseResource(url_env="BULKCHANGE_TLS_TEST_URL"), carriers=FAST_CARRIERS)
+            defs = build_definitions(
+                database=DatabaseResource(url_env="BULKCHANGE_TLS_TEST_URL"), carriers=FAST_CARRIERS
+            )
             instance.add_dynamic_partitions("bulk_change", ["1"])
             # A run's tags are read from its bulk change (``defs/partitions.py``) before it starts:
             # the launch itself fails with the driver's message, and no run is created.
@@ -206,7 +238,9 @@ def test_database_url_with_sslmode_require(pg_database_url, tmp_path):
 
 
 @pytest.mark.parametrize("integration", ["thingspace", "teal"])
-def test_writes_disabled_async_carrier_refuses_without_any_call(engine, dagster_instance, thingspace, teal, carrier_env, integration):
+def test_writes_disabled_async_carrier_refuses_without_any_call(
+    engine, dagster_instance, thingspace, teal, carrier_env, integration
+):
     tsim, turl = thingspace
     teal_sim, teal_url = teal
     if integration == "thingspace":
@@ -224,7 +258,11 @@ def test_writes_disabled_async_carrier_refuses_without_any_call(engine, dagster_
     assert runs[0].success
     assert count_rows_by_status(engine, bc_id) == {"API_FAILED": 8}
     with engine.connect() as conn:
-        details = set(conn.execute(sa.select(device_change.c.status_details).where(device_change.c.bulk_change_id == bc_id)).scalars())
+        details = set(
+            conn.execute(
+                sa.select(device_change.c.status_details).where(device_change.c.bulk_change_id == bc_id)
+            ).scalars()
+        )
     assert all(d.startswith("Writes disabled for service provider") for d in details), details
     assert sim.stats()["total_calls"] == 0  # no login, no callback registration, no action
     assert get_bulk_change(engine, bc_id)["status"] == "PROCESSED"

@@ -60,13 +60,24 @@ from .conftest import TEAL_KEY, TEAL_SECRET
 # Tenant A ("acme") uses the reliability suite's credentials (conftest.carrier_env); tenant B
 # ("globex") has its own account at each carrier, under its own credentials names.
 B_JASPER_USER, B_JASPER_KEY = "globex-ops", "globex-jasper-KEY-51"
-B_TS = {"USERNAME": "globex-uws", "SECRET": "globex-TS-pw-8", "CLIENT_ID": "globex-client", "CLIENT_SECRET": "globex-client-SECRET",
-        "ACCOUNT_NAME": "0000456789-00001", "CALLBACK_USERNAME": "globex-cb", "CALLBACK_PASSWORD": "globex-cb-PW-3",
-        "SERVICE_PLAN": "M2M-4G-1GB"}
+B_TS = {
+    "USERNAME": "globex-uws",
+    "SECRET": "globex-TS-pw-8",
+    "CLIENT_ID": "globex-client",
+    "CLIENT_SECRET": "globex-client-SECRET",
+    "ACCOUNT_NAME": "0000456789-00001",
+    "CALLBACK_USERNAME": "globex-cb",
+    "CALLBACK_PASSWORD": "globex-cb-PW-3",
+    "SERVICE_PLAN": "M2M-4G-1GB",
+}
 B_TEAL_KEY, B_TEAL_SECRET = "teal-key-globex", "teal-SECRET-globex-2"
 CARRIERS: dict[str, Any] = {"timeout_seconds": 5.0, "max_attempts": 4, "retry_wait_seconds": 0.02}
-NO_POLL = build_definitions(carriers=CarrierGatewayResource(**CARRIERS, poll_after_seconds=3600, async_timeout_seconds=7200))
-POLL_NOW = build_definitions(carriers=CarrierGatewayResource(**CARRIERS, poll_after_seconds=0, async_timeout_seconds=7200))
+NO_POLL = build_definitions(
+    carriers=CarrierGatewayResource(**CARRIERS, poll_after_seconds=3600, async_timeout_seconds=7200)
+)
+POLL_NOW = build_definitions(
+    carriers=CarrierGatewayResource(**CARRIERS, poll_after_seconds=0, async_timeout_seconds=7200)
+)
 
 
 def _crafted_tags(a: dict[str, int], a_bc: int | None = None) -> dict[str, str]:
@@ -94,7 +105,9 @@ def shared_jasper(carrier_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterato
         yield sim, handle.base_url
 
 
-def _two_jasper_tenants(engine: sa.Engine, sim: JasperSimulator, base_url: str) -> tuple[dict, list[dict], dict, list[dict]]:
+def _two_jasper_tenants(
+    engine: sa.Engine, sim: JasperSimulator, base_url: str
+) -> tuple[dict, list[dict], dict, list[dict]]:
     a = make_account(engine, base_url, name="TEST_JASPER", tenant_name="acme")
     b = make_account(engine, base_url, name="JASPER", tenant_name="globex")
     a_devices = make_devices(engine, a, 6)
@@ -104,18 +117,25 @@ def _two_jasper_tenants(engine: sa.Engine, sim: JasperSimulator, base_url: str) 
 
 
 def test_crafted_launch_of_another_tenants_partition_touches_only_that_tenant(
-        engine: sa.Engine, dagster_instance: dg.DagsterInstance, shared_jasper: tuple[JasperSimulator, str]) -> None:
+    engine: sa.Engine, dagster_instance: dg.DagsterInstance, shared_jasper: tuple[JasperSimulator, str]
+) -> None:
     """B's partition launched with tags claiming tenant A, A's account and A's bulk change, and with
     every launchpad option set: it changes B's devices through B's account, and nothing of A's."""
     sim, base_url = shared_jasper
     a, a_devices, b, b_devices = _two_jasper_tenants(engine, sim, base_url)
-    a_bc = make_bulk_change(engine, a, a_devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})  # waiting, not to be run
+    a_bc = make_bulk_change(
+        engine, a, a_devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"}
+    )  # waiting, not to be run
     b_bc = make_bulk_change(engine, b, b_devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
     dagster_instance.add_dynamic_partitions("bulk_change", [str(a_bc), str(b_bc)])
     defs = build_definitions(carriers=CarrierGatewayResource(**CARRIERS))
 
     # Run config cannot even name a tenant, an account or a device list: refused before any step.
-    for config in ({"tenant_id": a["tenant_id"]}, {"service_provider_id": a["service_provider_id"]}, {"bulk_change_id": a_bc}):
+    for config in (
+        {"tenant_id": a["tenant_id"]},
+        {"service_provider_id": a["service_provider_id"]},
+        {"bulk_change_id": a_bc},
+    ):
         with pytest.raises(dg.DagsterInvalidConfigError):
             execute(dagster_instance, defs, str(b_bc), run_config={"ops": {"plan_batches_op": {"config": config}}})
     assert sim.stats()["total_calls"] == 0
@@ -129,7 +149,10 @@ def test_crafted_launch_of_another_tenants_partition_touches_only_that_tenant(
     assert _calls_by_account(sim.stats()) == {B_JASPER_USER: len(b_devices)}
     assert [sim.device(d["iccid"])["status"] for d in b_devices] == ["DEACTIVATED"] * len(b_devices)
     assert [sim.device(d["iccid"])["status"] for d in a_devices] == ["ACTIVATED"] * len(a_devices)
-    assert count_rows_by_status(engine, a_bc) == {"NEW": len(a_devices)} and get_bulk_change(engine, a_bc)["status"] == "NEW"
+    assert (
+        count_rows_by_status(engine, a_bc) == {"NEW": len(a_devices)}
+        and get_bulk_change(engine, a_bc)["status"] == "NEW"
+    )
     with engine.connect() as conn:
         statuses = dict(conn.execute(sa.select(device.c.id, device.c.status)).all())
         history = conn.execute(sa.select(device_history.c.tenant_id, device_history.c.device_id)).all()
@@ -141,7 +164,8 @@ def test_crafted_launch_of_another_tenants_partition_touches_only_that_tenant(
 
 
 def test_crafted_credentials_prefix_cannot_borrow_another_tenants_account(
-        engine: sa.Engine, dagster_instance: dg.DagsterInstance, shared_jasper: tuple[JasperSimulator, str]) -> None:
+    engine: sa.Engine, dagster_instance: dg.DagsterInstance, shared_jasper: tuple[JasperSimulator, str]
+) -> None:
     """Resource config is part of the launchpad too. B's credentials name is "JASPER"; with the
     prefix set to "BULKCHANGE_CRED_TEST_", B's run would read A's "BULKCHANGE_CRED_TEST_JASPER_*"
     credentials. B's partition must still be sent with B's account, or not at all."""
@@ -163,14 +187,17 @@ def test_crafted_credentials_prefix_cannot_borrow_another_tenants_account(
 
 
 @pytest.fixture
-def shared_thingspace(carrier_env: None, callback_app: ServerHandle, monkeypatch: pytest.MonkeyPatch
-                      ) -> Iterator[tuple[HoldingThingSpace, str]]:
+def shared_thingspace(
+    carrier_env: None, callback_app: ServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[HoldingThingSpace, str]]:
     """One ThingSpace with an account per tenant (own OAuth client, user, account name and
     callback credentials). Callbacks are all lost, so only the ones the test sends arrive."""
     for key, value in B_TS.items():
         monkeypatch.setenv(f"BULKCHANGE_CRED_TEST_TS_B_{key}", value)
-    sim = HoldingThingSpace({TS_CLIENT_ID: TS_CLIENT_SECRET, B_TS["CLIENT_ID"]: B_TS["CLIENT_SECRET"]},
-                            {TS_USER: (TS_PASSWORD, TS_ACCOUNT), B_TS["USERNAME"]: (B_TS["SECRET"], B_TS["ACCOUNT_NAME"])})
+    sim = HoldingThingSpace(
+        {TS_CLIENT_ID: TS_CLIENT_SECRET, B_TS["CLIENT_ID"]: B_TS["CLIENT_SECRET"]},
+        {TS_USER: (TS_PASSWORD, TS_ACCOUNT), B_TS["USERNAME"]: (B_TS["SECRET"], B_TS["ACCOUNT_NAME"])},
+    )
     sim.configure(drop_rate=1.0)
     with sim.run_in_thread() as handle:
         yield sim, handle.base_url
@@ -203,23 +230,36 @@ class RunInThread:
 
 def _ts_fault(user: str, password: str, request_id: str, iccid_: str) -> dict[str, Any]:
     """A CarrierService callback reporting that the device's request failed."""
-    return {"username": user, "password": password, "requestId": request_id, "deviceIds": [{"kind": "iccid", "id": iccid_}],
-            "status": "Failed", "faultResponse": {"faultcode": "ns:SVC0001", "faultstring": "forged failure"}}
+    return {
+        "username": user,
+        "password": password,
+        "requestId": request_id,
+        "deviceIds": [{"kind": "iccid", "id": iccid_}],
+        "status": "Failed",
+        "faultResponse": {"faultcode": "ns:SVC0001", "faultstring": "forged failure"},
+    }
 
 
 def test_thingspace_callback_with_another_accounts_credentials_settles_nothing(
-        engine: sa.Engine, dagster_instance: dg.DagsterInstance, shared_thingspace: tuple[HoldingThingSpace, str],
-        callback_app: ServerHandle) -> None:
+    engine: sa.Engine,
+    dagster_instance: dg.DagsterInstance,
+    shared_thingspace: tuple[HoldingThingSpace, str],
+    callback_app: ServerHandle,
+) -> None:
     """Callbacks sent with tenant A's callback credentials that name tenant B's request and devices:
     one while B's request id is not recorded yet (the endpoint cannot tell whose it is and stores
     it), one after (refused). Neither settles a row of B; B's partition, launched with tags naming
     A, is reconciled with B's account only, and B's own poll settles the rows."""
     sim, base_url = shared_thingspace
     a = make_account(engine, base_url, integration="thingspace", name="TEST_TS", tenant_name="acme", max_concurrency=2)
-    b = make_account(engine, base_url, integration="thingspace", name="TEST_TS_B", tenant_name="globex", max_concurrency=2)
+    b = make_account(
+        engine, base_url, integration="thingspace", name="TEST_TS_B", tenant_name="globex", max_concurrency=2
+    )
     b_devices = add_devices(engine, b, [iccid(5000 + i) for i in range(4)], status="active")
-    sim.seed_devices({"iccid": d["iccid"], "state": "active", "servicePlan": "M2M-4G-1GB", "accountName": B_TS["ACCOUNT_NAME"]}
-                     for d in b_devices)
+    sim.seed_devices(
+        {"iccid": d["iccid"], "state": "active", "servicePlan": "M2M-4G-1GB", "accountName": B_TS["ACCOUNT_NAME"]}
+        for d in b_devices
+    )
     b_bc = make_bulk_change(engine, b, b_devices, ChangeType.STATUS_UPDATE, {"status": "suspend"})
     dagster_instance.add_dynamic_partitions("bulk_change", [str(b_bc)])
     url = f"{callback_app.root_url}/callbacks/thingspace"
@@ -230,7 +270,9 @@ def test_thingspace_callback_with_another_accounts_credentials_settles_nothing(
     wait_until(lambda: sim.holder.held, timeout=30, what="B's request accepted and its answer held")
     (request_id,) = [rid for rid, r in sim.requests.items() if r["account"] == B_TS["ACCOUNT_NAME"]]
     early = httpx.post(url, json=_ts_fault(TS_CB_USER, TS_CB_PASSWORD, request_id, b_devices[0]["iccid"]))
-    assert early.status_code == 200 and early.json()["stored"] == 1, early.text  # not recorded yet: cannot be judged here
+    assert early.status_code == 200 and early.json()["stored"] == 1, (
+        early.text
+    )  # not recorded yet: cannot be judged here
     sim.holder.released.set()
     assert run.join().success
     assert {r.status for r in row_statuses(engine, b_bc)} == {"PROCESSING"}
@@ -245,7 +287,9 @@ def test_thingspace_callback_with_another_accounts_credentials_settles_nothing(
     requested = evaluate_sensor(dagster_instance, NO_POLL, sensor_name="async_results_sensor").run_requests
     assert [r.partition_key for r in requested] == [str(b_bc)]
     assert execute(dagster_instance, NO_POLL, str(b_bc), tags=_crafted_tags(a), job_name="reconcile_async_job").success
-    assert {r.status for r in row_statuses(engine, b_bc)} == {"PROCESSING"}, "a callback with A's credentials settled a row of B"
+    assert {r.status for r in row_statuses(engine, b_bc)} == {"PROCESSING"}, (
+        "a callback with A's credentials settled a row of B"
+    )
 
     # B's own poll settles them, with B's account; A's account is never used.
     assert execute(dagster_instance, POLL_NOW, str(b_bc), tags=_crafted_tags(a), job_name="reconcile_async_job").success
@@ -253,17 +297,25 @@ def test_thingspace_callback_with_another_accounts_credentials_settles_nothing(
     assert {r.status for r in rows} == {"PROCESSED"}, [(r.status, r.iccid) for r in rows]
     assert get_bulk_change(engine, b_bc)["status"] == "PROCESSED"
     with engine.connect() as conn:
-        details = conn.execute(sa.select(device_change.c.status_details).where(device_change.c.bulk_change_id == b_bc)).scalars().all()
+        details = (
+            conn.execute(sa.select(device_change.c.status_details).where(device_change.c.bulk_change_id == b_bc))
+            .scalars()
+            .all()
+        )
     assert not [d for d in details if "forged" in d]
     assert set(_calls_by_account(sim.stats())) - {"-"} == {B_TS["USERNAME"]}  # "-": token and login, before a session
 
 
 @pytest.fixture
-def shared_teal(carrier_env: None, callback_app: ServerHandle, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TealSimulator, str]]:
+def shared_teal(
+    carrier_env: None, callback_app: ServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TealSimulator, str]]:
     """One Teal with a key per tenant; callbacks all lost."""
     monkeypatch.setenv("BULKCHANGE_CRED_TEST_TEAL_B_USERNAME", B_TEAL_KEY)
     monkeypatch.setenv("BULKCHANGE_CRED_TEST_TEAL_B_SECRET", B_TEAL_SECRET)
-    sim = TealSimulator({TEAL_KEY: TEAL_SECRET, B_TEAL_KEY: B_TEAL_SECRET}, calls_per_minute=0, operation_delay_seconds=0.05)
+    sim = TealSimulator(
+        {TEAL_KEY: TEAL_SECRET, B_TEAL_KEY: B_TEAL_SECRET}, calls_per_minute=0, operation_delay_seconds=0.05
+    )
     sim.configure(drop_callback_rate=1.0)
     with sim.run_in_thread() as handle:
         yield sim, handle.base_url
@@ -271,8 +323,11 @@ def shared_teal(carrier_env: None, callback_app: ServerHandle, monkeypatch: pyte
 
 
 def test_teal_callback_only_makes_the_owners_reconcile_poll_with_its_own_account(
-        engine: sa.Engine, dagster_instance: dg.DagsterInstance, shared_teal: tuple[TealSimulator, str],
-        callback_app: ServerHandle) -> None:
+    engine: sa.Engine,
+    dagster_instance: dg.DagsterInstance,
+    shared_teal: tuple[TealSimulator, str],
+    callback_app: ServerHandle,
+) -> None:
     """A Teal callback carries no credentials, so it must carry no result either: one naming B's
     request and claiming B's devices failed only makes B's reconcile fetch the result, from Teal,
     with B's key (even when B's partition is launched with tags naming tenant A)."""
@@ -294,8 +349,11 @@ def test_teal_callback_only_makes_the_owners_reconcile_poll_with_its_own_account
 
     assert execute(dagster_instance, NO_POLL, str(b_bc)).success
     (request_id,) = {r.carrier_request_id for r in row_statuses(engine, b_bc)}
-    forged = {"requestId": request_id, "status": "FAILED", "entries": [{"eid": d["eid"], "status": "FAILED", "message": "forged"}
-                                                                       for d in b_devices]}
+    forged = {
+        "requestId": request_id,
+        "status": "FAILED",
+        "entries": [{"eid": d["eid"], "status": "FAILED", "message": "forged"} for d in b_devices],
+    }
     answer = httpx.post(f"{callback_app.root_url}/callbacks/teal", params={"requestId": request_id}, json=forged)
     assert answer.status_code == 200, answer.text
     wait_until(lambda: sim.stats()["operations_pending"] == 0, timeout=10, what="Teal to finish the operation")
@@ -304,6 +362,10 @@ def test_teal_callback_only_makes_the_owners_reconcile_poll_with_its_own_account
     assert count_rows_by_status(engine, b_bc) == {"PROCESSED": len(b_devices)}
     assert [sim.device(d["eid"])["deviceStatus"] for d in b_devices] == ["stopped"] * len(b_devices)
     with engine.connect() as conn:
-        details = conn.execute(sa.select(device_change.c.status_details).where(device_change.c.bulk_change_id == b_bc)).scalars().all()
+        details = (
+            conn.execute(sa.select(device_change.c.status_details).where(device_change.c.bulk_change_id == b_bc))
+            .scalars()
+            .all()
+        )
     assert not [d for d in details if "forged" in d]
     assert set(_calls_by_account(sim.stats())) == {B_TEAL_KEY}

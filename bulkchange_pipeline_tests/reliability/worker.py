@@ -31,8 +31,14 @@ def main() -> int:
     os.environ.update(order["env"])
     carriers = CarrierGatewayResource(**order["carriers"]) if order.get("carriers") else FAST_CARRIERS
     with dg.DagsterInstance.get() as instance:
-        result = execute(instance, build_definitions(carriers=carriers), order["key"], tags={"bulkchange/worker": "child"},
-                         raise_on_error=False, job_name=order.get("job") or "process_bulk_change_job")
+        result = execute(
+            instance,
+            build_definitions(carriers=carriers),
+            order["key"],
+            tags={"bulkchange/worker": "child"},
+            raise_on_error=False,
+            job_name=order.get("job") or "process_bulk_change_job",
+        )
     return 0 if result.success else 1
 
 

@@ -125,14 +125,27 @@ TS_CB_PASSWORD = "cb-PASSWORD-e83a"
 
 def thingspace_account(handle: ServerHandle, **overrides: Any) -> CarrierAccount:
     """An account for the ThingSpace simulator with test-sized waits."""
-    extra = {"client_id": TS_CLIENT_ID, "client_secret": TS_CLIENT_SECRET,
-             "account_name": TS_ACCOUNT, "service_plan": "M2M-4G-1GB",
-             "callback_username": TS_CB_USER, "callback_password": TS_CB_PASSWORD}
+    extra = {
+        "client_id": TS_CLIENT_ID,
+        "client_secret": TS_CLIENT_SECRET,
+        "account_name": TS_ACCOUNT,
+        "service_plan": "M2M-4G-1GB",
+        "callback_username": TS_CB_USER,
+        "callback_password": TS_CB_PASSWORD,
+    }
     extra.update(overrides.pop("extra", {}))
     values: dict[str, Any] = dict(
-        service_provider_id=2, integration="thingspace", base_url=handle.base_url,
-        username=TS_USER, secret=TS_PASSWORD, rate_per_second=0.0, max_concurrency=4,
-        timeout_seconds=2.0, max_attempts=4, retry_wait_seconds=0.01, extra=extra,
+        service_provider_id=2,
+        integration="thingspace",
+        base_url=handle.base_url,
+        username=TS_USER,
+        secret=TS_PASSWORD,
+        rate_per_second=0.0,
+        max_concurrency=4,
+        timeout_seconds=2.0,
+        max_attempts=4,
+        retry_wait_seconds=0.01,
+        extra=extra,
     )
     values.update(overrides)
     return CarrierAccount(**values)
@@ -150,8 +163,9 @@ def thingspace_sim(request: pytest.FixtureRequest) -> Iterator[ServerHandle]:
     test's `sim_clock` if it asks for one."""
     from bulkchange_pipeline.simulators.thingspace import ThingSpaceSimulator
 
-    sim = ThingSpaceSimulator({TS_CLIENT_ID: TS_CLIENT_SECRET}, {TS_USER: (TS_PASSWORD, TS_ACCOUNT)},
-                              clock=requested_clock(request))
+    sim = ThingSpaceSimulator(
+        {TS_CLIENT_ID: TS_CLIENT_SECRET}, {TS_USER: (TS_PASSWORD, TS_ACCOUNT)}, clock=requested_clock(request)
+    )
     sim.configure(callback_retry_seconds=0.05)
     with sim.run_in_thread() as handle:
         yield handle

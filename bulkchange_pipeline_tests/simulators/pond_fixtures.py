@@ -28,10 +28,17 @@ def pond_account(handle: ServerHandle, **overrides: Any) -> CarrierAccount:
     """An account for the simulator with test-sized waits (retries in milliseconds)."""
     extra = {"distributor_id": POND_DISTRIBUTOR, **overrides.pop("extra", {})}
     values: dict[str, Any] = {
-        "service_provider_id": 5, "integration": "pond", "base_url": handle.base_url,
-        "username": POND_USER, "secret": POND_SECRET, "rate_per_second": 0.0,
-        "max_concurrency": 2, "timeout_seconds": 2.0, "max_attempts": 4,
-        "retry_wait_seconds": 0.01, "extra": extra,
+        "service_provider_id": 5,
+        "integration": "pond",
+        "base_url": handle.base_url,
+        "username": POND_USER,
+        "secret": POND_SECRET,
+        "rate_per_second": 0.0,
+        "max_concurrency": 2,
+        "timeout_seconds": 2.0,
+        "max_attempts": 4,
+        "retry_wait_seconds": 0.01,
+        "extra": extra,
     }
     values.update(overrides)
     return CarrierAccount(**values)
@@ -47,8 +54,7 @@ def seed_pond(sim: PondSimulator, count: int, start: int = 0, **fields: Any) -> 
 @pytest.fixture
 def pond_sim() -> Iterator[ServerHandle]:
     """A fresh simulator (no limits, no faults, no stated waits) for one test."""
-    sim = PondSimulator({POND_USER: (POND_SECRET, POND_DISTRIBUTOR)}, rate_per_second=0,
-                        max_concurrency=0)
+    sim = PondSimulator({POND_USER: (POND_SECRET, POND_DISTRIBUTOR)}, rate_per_second=0, max_concurrency=0)
     sim.configure(retry_after_seconds=None)
     with sim.run_in_thread() as handle:
         yield handle

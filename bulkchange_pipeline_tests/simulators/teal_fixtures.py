@@ -27,14 +27,20 @@ TEAL_API_SECRET = "tS3cr3t-ApiSecret-91c2f0"
 OPERATION_DELAY = 0.3
 
 
-def teal_account(handle: ServerHandle, callback_base_url: str | None = None,
-                 **overrides: Any) -> CarrierAccount:
+def teal_account(handle: ServerHandle, callback_base_url: str | None = None, **overrides: Any) -> CarrierAccount:
     """An account for the simulator with test-sized waits (retries in milliseconds)."""
     values: dict[str, Any] = {
-        "service_provider_id": 7, "integration": "teal", "base_url": handle.base_url,
-        "username": TEAL_API_KEY, "secret": TEAL_API_SECRET, "rate_per_second": 0.0,
-        "max_concurrency": 4, "timeout_seconds": 2.0, "max_attempts": 4,
-        "retry_wait_seconds": 0.01, "callback_base_url": callback_base_url,
+        "service_provider_id": 7,
+        "integration": "teal",
+        "base_url": handle.base_url,
+        "username": TEAL_API_KEY,
+        "secret": TEAL_API_SECRET,
+        "rate_per_second": 0.0,
+        "max_concurrency": 4,
+        "timeout_seconds": 2.0,
+        "max_attempts": 4,
+        "retry_wait_seconds": 0.01,
+        "callback_base_url": callback_base_url,
     }
     values.update(overrides)
     return CarrierAccount(**values)
@@ -51,8 +57,12 @@ def seed_teal(sim: TealSimulator, count: int, start: int = 0, **fields: Any) -> 
 def teal_sim(request: pytest.FixtureRequest) -> Iterator[ServerHandle]:
     """A fresh simulator (no rate limit, no faults, 0.3 s operations); `.simulator` is its state.
     On the test's `sim_clock` if it asks for one (then operations complete when it advances)."""
-    sim = TealSimulator({TEAL_API_KEY: TEAL_API_SECRET}, calls_per_minute=0,
-                        operation_delay_seconds=OPERATION_DELAY, clock=requested_clock(request))
+    sim = TealSimulator(
+        {TEAL_API_KEY: TEAL_API_SECRET},
+        calls_per_minute=0,
+        operation_delay_seconds=OPERATION_DELAY,
+        clock=requested_clock(request),
+    )
     try:
         with sim.run_in_thread() as handle:
             yield handle
@@ -80,8 +90,7 @@ class CallbackReceiver:
         except ValueError:
             body = raw.decode(errors="replace")
         with self._arrived:
-            self.received.append({"path": request.url.path, "query": dict(request.query_params),
-                                  "body": body})
+            self.received.append({"path": request.url.path, "query": dict(request.query_params), "body": body})
             self._arrived.notify_all()
         return JSONResponse({"ok": True})
 

@@ -36,35 +36,53 @@ def telegence_account(handle: ServerHandle, **overrides: Any) -> CarrierAccount:
     extra = {"ban": TELEGENCE_BAN, "service_zip_code": "75001"}
     extra.update(overrides.pop("extra", {}))
     values: dict[str, Any] = {
-        "service_provider_id": 3, "integration": "telegence", "base_url": handle.base_url,
-        "username": TELEGENCE_APP_ID, "secret": TELEGENCE_APP_SECRET, "rate_per_second": 0.0,
-        "max_concurrency": 10, "timeout_seconds": 2.0, "max_attempts": 4,
-        "retry_wait_seconds": 0.01, "extra": extra,
+        "service_provider_id": 3,
+        "integration": "telegence",
+        "base_url": handle.base_url,
+        "username": TELEGENCE_APP_ID,
+        "secret": TELEGENCE_APP_SECRET,
+        "rate_per_second": 0.0,
+        "max_concurrency": 10,
+        "timeout_seconds": 2.0,
+        "max_attempts": 4,
+        "retry_wait_seconds": 0.01,
+        "extra": extra,
     }
     values.update(overrides)
     return CarrierAccount(**values)
 
 
-def seed_lines(sim: TelegenceSimulator, count: int, start: int = 0, **fields: Any
-               ) -> list[dict[str, str]]:
+def seed_lines(sim: TelegenceSimulator, count: int, start: int = 0, **fields: Any) -> list[dict[str, str]]:
     """Seed `count` lines (status A, plan IOTSOC1GB unless `fields` say otherwise); returns
     [{msisdn, iccid, imei}] for each."""
     numbers = make_subscriber_numbers(count, start)
     iccids = make_iccids(count, start=start, prefix=ICCID_PREFIX)
     imeis = make_imeis(count, start)
-    sim.seed_devices({"subscriberNumber": n, "sim": i, "BLIMEI": e, **fields}
-                     for n, i, e in zip(numbers, iccids, imeis))
+    sim.seed_devices(
+        {"subscriberNumber": n, "sim": i, "BLIMEI": e, **fields} for n, i, e in zip(numbers, iccids, imeis)
+    )
     return [{"msisdn": n, "iccid": i, "imei": e} for n, i, e in zip(numbers, iccids, imeis)]
 
 
-def activation_changes(count: int, start: int = 100_000, plan: str = "IOTSOC5GB",
-                       first_id: int = 1) -> list[DeviceChange]:
+def activation_changes(
+    count: int, start: int = 100_000, plan: str = "IOTSOC5GB", first_id: int = 1
+) -> list[DeviceChange]:
     """ActivateNewService rows for `count` new devices (ICCID + IMEI, no MSISDN yet)."""
     iccids = make_iccids(count, start=start, prefix=ICCID_PREFIX)
     imeis = make_imeis(count, start)
-    return [DeviceChange(first_id + k, first_id + k, ChangeType.ACTIVATE_NEW_SERVICE, iccid, imei, None, None,
-                         {"carrier_rate_plan": plan, "service_zip_code": "75201"})
-            for k, (iccid, imei) in enumerate(zip(iccids, imeis))]
+    return [
+        DeviceChange(
+            first_id + k,
+            first_id + k,
+            ChangeType.ACTIVATE_NEW_SERVICE,
+            iccid,
+            imei,
+            None,
+            None,
+            {"carrier_rate_plan": plan, "service_zip_code": "75201"},
+        )
+        for k, (iccid, imei) in enumerate(zip(iccids, imeis))
+    ]
 
 
 @pytest.fixture

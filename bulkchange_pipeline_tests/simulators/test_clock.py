@@ -74,8 +74,16 @@ def test_free_ports_are_never_handed_out_twice_across_processes() -> None:
     its ports: none of them."""
     mine = {free_port() for _ in range(20)}
     assert len(mine) == 20 and all(p in PORT_RANGE for p in mine)
-    child = subprocess.run([sys.executable, "-c", "from bulkchange_pipeline_tests.ports import free_port\n"
-                            "print(*(free_port() for _ in range(200)))"],
-                           capture_output=True, text=True, check=True, timeout=20)
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from bulkchange_pipeline_tests.ports import free_port\nprint(*(free_port() for _ in range(200)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=20,
+    )
     theirs = {int(p) for p in child.stdout.split()}
     assert len(theirs) == 200 and not mine & theirs

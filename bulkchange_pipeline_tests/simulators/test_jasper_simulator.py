@@ -19,10 +19,9 @@ from bulkchange_pipeline.simulators.jasper_rules import (
     make_iccids,
 )
 from bulkchange_pipeline_tests.ports import free_port
-from bulkchange_pipeline_tests.simulators.fixtures import (  # noqa: F401 - fixture import
+from bulkchange_pipeline_tests.simulators.fixtures import (
     JASPER_API_KEY,
     JASPER_USER,
-    jasper_sim,
     operation_schema,
     seed_jasper,
     strict,
@@ -61,7 +60,10 @@ def test_put_accepts_edit_model_bodies_and_returns_iccid(jasper_sim) -> None:
         assert r.status_code == 200 and r.json() == {"iccid": iccid}
         device = c.get(f"devices/{iccid}").json()
     assert (device["ratePlan"], device["communicationPlan"], device["accountCustom1"]) == (
-        "IOT_1GB", "CP_Data", "alice")
+        "IOT_1GB",
+        "CP_Data",
+        "alice",
+    )
     assert jasper_sim.simulator.applied_counts[iccid] == 1
 
 
@@ -152,7 +154,11 @@ def test_fault_rates_are_roughly_honoured(jasper_sim) -> None:
     assert 0.02 * n <= malformed <= 0.08 * n
     assert 0.02 * n <= over_limit <= 0.08 * n
     assert sim.stats()["injected"] == {
-        "error_5xx": server_errors, "timeout": 0, "malformed": malformed, "burst_429": over_limit}
+        "error_5xx": server_errors,
+        "timeout": 0,
+        "malformed": malformed,
+        "burst_429": over_limit,
+    }
 
 
 def test_timeout_fault_applies_then_answers_late(jasper_sim) -> None:
@@ -160,8 +166,7 @@ def test_timeout_fault_applies_then_answers_late(jasper_sim) -> None:
     sim.configure(timeout_rate=1.0, timeout_hold_seconds=1.0)
     iccid = seed_jasper(sim, 1)[0]
     with pytest.raises(httpx.ReadTimeout):
-        httpx.put(f"{jasper_sim.base_url}/devices/{iccid}", json={"status": "DEACTIVATED"},
-                  auth=AUTH, timeout=0.2)
+        httpx.put(f"{jasper_sim.base_url}/devices/{iccid}", json={"status": "DEACTIVATED"}, auth=AUTH, timeout=0.2)
     assert sim.device(iccid)["status"] == "DEACTIVATED"
     assert sim.applied_counts[iccid] == 1
     assert sim.gate.accounts[JASPER_USER].in_flight == 0  # a retry is not refused as concurrent
@@ -187,7 +192,7 @@ def test_transition_table_refuses_illegal_changes(jasper_sim) -> None:
 def test_effective_date_is_scheduled_once_and_limited_to_180_days(jasper_sim) -> None:
     sim = jasper_sim.simulator
     iccid = seed_jasper(sim, 1)[0]
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     soon = (now + dt.timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
     late = (now + dt.timedelta(days=181)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
     with client(jasper_sim) as c:
@@ -204,8 +209,7 @@ def test_search_is_paged_by_50(jasper_sim) -> None:
     seed_jasper(jasper_sim.simulator, 120)
     since = "2000-01-01T00:00:00+00:00"
     with client(jasper_sim) as c:
-        pages = [c.get("devices", params={"modifiedSince": since, "pageNumber": p}).json()
-                 for p in (1, 2, 3)]
+        pages = [c.get("devices", params={"modifiedSince": since, "pageNumber": p}).json() for p in (1, 2, 3)]
         assert c.get("devices", params={"modifiedSince": since, "pageSize": 51}).status_code == 400
         assert c.get("devices").status_code == 400
     assert [len(p["devices"]) for p in pages] == [50, 50, 20]
@@ -217,11 +221,9 @@ def test_search_is_paged_by_50(jasper_sim) -> None:
 def test_admin_endpoints_seed_configure_and_count(jasper_sim) -> None:
     root = jasper_sim.root_url
     iccids = make_iccids(2, start=40)
-    r = httpx.post(root + "/_sim/devices", json={"devices": [{"iccid": i, "status": "INVENTORY"}
-                                                             for i in iccids]})
+    r = httpx.post(root + "/_sim/devices", json={"devices": [{"iccid": i, "status": "INVENTORY"} for i in iccids]})
     assert r.json()["seeded"] == 2
-    assert httpx.post(root + "/_sim/config", json={"rate_per_second": 3, "error_rate": 0.5}
-                      ).json()["error_rate"] == 0.5
+    assert httpx.post(root + "/_sim/config", json={"rate_per_second": 3, "error_rate": 0.5}).json()["error_rate"] == 0.5
     assert httpx.post(root + "/_sim/config", json={"no_such_knob": 1}).status_code == 400
     httpx.post(root + "/_sim/config", json={"error_rate": 0})
     httpx.put(f"{jasper_sim.base_url}/devices/{iccids[0]}", json={"status": "ACTIVATED"}, auth=AUTH)
@@ -234,15 +236,28 @@ def test_admin_endpoints_seed_configure_and_count(jasper_sim) -> None:
 def test_cli_starts_a_simulator() -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bulkchange_pipeline.simulators", "jasper", "--port", str(port),
-         "--rate", "0", "--devices", "3", "--account", "cli:key"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
+        [
+            sys.executable,
+            "-m",
+            "bulkchange_pipeline.simulators",
+            "jasper",
+            "--port",
+            str(port),
+            "--rate",
+            "0",
+            "--devices",
+            "3",
+            "--account",
+            "cli:key",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
     )
     try:
         r = wait_for_server(f"http://127.0.0.1:{port}/_sim/stats", proc, timeout=15)
         assert r.json()["devices"] == 3
-        r = httpx.get(f"http://127.0.0.1:{port}/rws/api/v1/devices/{make_iccids(1)[0]}",
-                      auth=("cli", "key"))
+        r = httpx.get(f"http://127.0.0.1:{port}/rws/api/v1/devices/{make_iccids(1)[0]}", auth=("cli", "key"))
         assert r.status_code == 200
     finally:
         proc.terminate()

@@ -36,8 +36,11 @@ def test_base_urls_are_what_each_client_expects(park) -> None:
     assert urls["jasper"].endswith("/rws/api/v1") and urls["pond"].endswith("/api") and urls["revio"].endswith("/v1")
     assert len({u.split("/")[2] for u in urls.values()}) == 6  # six ports
     # The Rev.io simulator answers its demo account at that base (auth + subscription key).
-    got = httpx.get(f"{urls['revio']}/Customers", auth=("demo@DEMO", "demo-password"),
-                    headers={"Ocp-Apim-Subscription-Key": "demo-subscription-key"})
+    got = httpx.get(
+        f"{urls['revio']}/Customers",
+        auth=("demo@DEMO", "demo-password"),
+        headers={"Ocp-Apim-Subscription-Key": "demo-subscription-key"},
+    )
     assert got.status_code == 200 and got.json()["ok"] is True
 
 
@@ -46,9 +49,13 @@ def test_credentials_env_gives_every_client_what_it_reads(park, engine) -> None:
     point_demo_at(engine, park.base_urls)
     env = park.credentials_env(demo_credentials_names(), credential_env_key)
     assert env["BULKCHANGE_CALLBACK_BASE_URL"] == "http://127.0.0.1:9/"
-    extras = {sp.integration.value: carrier_account(sp, environ=env).extra
-              for sp in ref.list_service_providers(engine, seed.tenant_id)}
-    assert {"client_id", "client_secret", "account_name", "callback_username", "callback_password"} <= set(extras["thingspace"])
+    extras = {
+        sp.integration.value: carrier_account(sp, environ=env).extra
+        for sp in ref.list_service_providers(engine, seed.tenant_id)
+    }
+    assert {"client_id", "client_secret", "account_name", "callback_username", "callback_password"} <= set(
+        extras["thingspace"]
+    )
     assert {"ban", "service_zip_code"} <= set(extras["telegence"])
     assert extras["pond"] == {"distributor_id": "1001"}
     assert {"subscription_key", "provider_id", "product_ids"} <= set(extras["revio"])
@@ -62,11 +69,16 @@ def test_sync_makes_simulators_hold_the_database_and_is_repeatable(park, engine)
     first = sync_from_database(engine, park, seed.tenant_id)
     assert first == {"jasper": 20, "thingspace": 20, "telegence": 18, "teal": 20, "pond": 20, "revio": 20}
     with engine.connect() as conn:
-        rows = {sp: [dict(r._mapping) for r in conn.execute(sa.select(device).where(device.c.service_provider_id == sp_id))]
-                for sp, sp_id in seed.service_providers.items()}
+        rows = {
+            sp: [dict(r._mapping) for r in conn.execute(sa.select(device).where(device.c.service_provider_id == sp_id))]
+            for sp, sp_id in seed.service_providers.items()
+        }
     sims = park.simulators
     for d in rows["jasper"]:
-        assert (sims["jasper"].device(d["iccid"])["status"], sims["jasper"].device(d["iccid"])["ratePlan"]) == (d["status"], d["carrier_rate_plan"])
+        assert (sims["jasper"].device(d["iccid"])["status"], sims["jasper"].device(d["iccid"])["ratePlan"]) == (
+            d["status"],
+            d["carrier_rate_plan"],
+        )
     for d in rows["teal"]:
         assert sims["teal"].device(d["eid"])["planUuid"] == d["carrier_rate_plan"]  # seed plans are Teal plan UUIDs
     for d in rows["pond"]:

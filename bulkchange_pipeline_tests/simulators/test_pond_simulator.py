@@ -11,13 +11,12 @@ import pytest
 
 from bulkchange_pipeline.simulators.pond_rules import PACKAGE_TRANSITIONS
 from bulkchange_pipeline_tests.ports import free_port
-from bulkchange_pipeline_tests.simulators.pond_fixtures import (  # noqa: F401 - fixture import
+from bulkchange_pipeline_tests.simulators.pond_fixtures import (
     NEW_PLAN,
     OLD_PLAN,
     POND_DISTRIBUTOR,
     POND_SECRET,
     POND_USER,
-    pond_sim,
     seed_pond,
 )
 from bulkchange_pipeline_tests.waiting import wait_for_server
@@ -60,24 +59,29 @@ def test_add_activate_terminate_and_counters(pond_sim) -> None:
         base = f"devices/{iccid}/packages"
         assert c.put(f"{base}/{new_id}/status", json={"status": "ACTIVE"}).status_code == 200
         assert c.put(f"{base}/{new_id}/status", json={"status": "ACTIVE"}).status_code == 200
-        assert c.put(f"{base}/{old['packageId']}/status",
-                     json={"status": "TERMINATED"}).status_code == 200
+        assert c.put(f"{base}/{old['packageId']}/status", json={"status": "TERMINATED"}).status_code == 200
         refused = c.put(f"{base}/{old['packageId']}/status", json={"status": "ACTIVE"})
         assert refused.status_code == 409 and refused.json()["code"] == "INVALID_STATUS_TRANSITION"
         assert c.put(f"{base}/424242/status", json={"status": "ACTIVE"}).status_code == 404
     assert [p["packageId"] for p in sim.active_packages(iccid)] == [new_id]
     assert sim.applied_counts[iccid] == 3  # add, activate, terminate; the repeat is a no-op
-    assert sim.history[iccid] == [(new_id, None, "PENDING"), (new_id, "PENDING", "ACTIVE"),
-                                  (old["packageId"], "ACTIVE", "TERMINATED")]
+    assert sim.history[iccid] == [
+        (new_id, None, "PENDING"),
+        (new_id, "PENDING", "ACTIVE"),
+        (old["packageId"], "ACTIVE", "TERMINATED"),
+    ]
     assert PACKAGE_TRANSITIONS["TERMINATED"] == frozenset()
 
 
-@pytest.mark.parametrize("path, body, code", [
-    ("packages", {"packageTypeId": 7777}, "UNKNOWN_PACKAGE_TYPE"),
-    ("packages", {"packageTypeId": 2999}, "UNKNOWN_PACKAGE_TYPE"),  # type not ACTIVE
-    ("packages", {"packageType": 2002}, "INVALID_REQUEST"),
-    ("services/status", {"enabled": "yes"}, "INVALID_REQUEST"),
-])
+@pytest.mark.parametrize(
+    "path, body, code",
+    [
+        ("packages", {"packageTypeId": 7777}, "UNKNOWN_PACKAGE_TYPE"),
+        ("packages", {"packageTypeId": 2999}, "UNKNOWN_PACKAGE_TYPE"),  # type not ACTIVE
+        ("packages", {"packageType": 2002}, "INVALID_REQUEST"),
+        ("services/status", {"enabled": "yes"}, "INVALID_REQUEST"),
+    ],
+)
 def test_refuses_invalid_bodies(pond_sim, path, body, code) -> None:
     (iccid,) = seed_pond(pond_sim.simulator, 1)
     with client(pond_sim) as c:
@@ -98,8 +102,7 @@ def test_paging_of_packages_and_package_types(pond_sim) -> None:
         assert c.get(f"devices/{iccid}/packages", params={"limit": 1000}).status_code == 400
         types = c.get("inventories/1/package-types", params={"limit": 2}).json()
         assert types["isLastPage"] is False and types["elements"][0]["packageTypeId"] == 2001
-        assert set(types["elements"][0]) >= {"packageTypeId", "name", "status",
-                                             "dataUsageAllowanceInBytes"}
+        assert set(types["elements"][0]) >= {"packageTypeId", "name", "status", "dataUsageAllowanceInBytes"}
         assert c.get("inventories/99/package-types").status_code == 404
 
 
@@ -124,11 +127,9 @@ def test_step_failure_switches(pond_sim) -> None:
         assert r.status_code == 409 and r.json()["code"] == "OPERATION_FAILED"
         old_b = packages(c, b)[0]["packageId"]
         new_b = c.post(f"devices/{b}/packages", json={"packageTypeId": NEW_PLAN}).json()["packageId"]
-        assert c.put(f"devices/{b}/packages/{new_b}/status",
-                     json={"status": "ACTIVE"}).status_code == 200
+        assert c.put(f"devices/{b}/packages/{new_b}/status", json={"status": "ACTIVE"}).status_code == 200
         for pid in (old_b, new_b):  # old: fail_terminate; newest: fail_undo
-            assert c.put(f"devices/{b}/packages/{pid}/status",
-                         json={"status": "TERMINATED"}).status_code == 409
+            assert c.put(f"devices/{b}/packages/{pid}/status", json={"status": "TERMINATED"}).status_code == 409
     assert sim.stats()["switched_failures"] == 3
 
 
@@ -161,8 +162,7 @@ def test_injected_faults_and_reset(pond_sim) -> None:
 
 def test_admin_endpoints_seed_and_inspect(pond_sim) -> None:
     with httpx.Client(base_url=pond_sim.root_url) as c:
-        r = c.post("/_sim/devices", json={"devices": [{"iccid": "89440001000000000017",
-                                                        "servicesEnabled": False}]})
+        r = c.post("/_sim/devices", json={"devices": [{"iccid": "89440001000000000017", "servicesEnabled": False}]})
         assert r.json()["seeded"] == 1
         body = c.get("/_sim/devices/89440001000000000017").json()
         assert body["device"]["packages"][0]["status"] == "ACTIVE" and body["applied"] == 0
@@ -172,9 +172,21 @@ def test_admin_endpoints_seed_and_inspect(pond_sim) -> None:
 def test_cli_starts_a_seeded_simulator() -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bulkchange_pipeline.simulators", "pond", "--port", str(port),
-         "--devices", "3", "--account", "u:s:77"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "bulkchange_pipeline.simulators",
+            "pond",
+            "--port",
+            str(port),
+            "--devices",
+            "3",
+            "--account",
+            "u:s:77",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         stats = wait_for_server(f"http://127.0.0.1:{port}/_sim/stats", proc, timeout=15).json()
         assert stats["devices"] == 3

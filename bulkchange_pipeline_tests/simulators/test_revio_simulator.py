@@ -10,14 +10,13 @@ import httpx
 import pytest
 
 from bulkchange_pipeline.simulators.server import ServerHandle
-from bulkchange_pipeline_tests.simulators.revio_fixtures import (  # noqa: F401 - fixture import
+from bulkchange_pipeline_tests.simulators.revio_fixtures import (
     CUSTOMER_A,
     CUSTOMER_B,
     REVIO_PASSWORD,
     REVIO_PROVIDER_ID,
     REVIO_SUBSCRIPTION_KEY,
     REVIO_USER,
-    revio_sim,
     seed_service,
 )
 
@@ -26,8 +25,9 @@ pytestmark = pytest.mark.timeout(60)
 PATCH_TYPE = "application/json-patch+json"
 
 
-def headers(user: str = REVIO_USER, password: str = REVIO_PASSWORD,
-            key: str | None = REVIO_SUBSCRIPTION_KEY) -> dict[str, str]:
+def headers(
+    user: str = REVIO_USER, password: str = REVIO_PASSWORD, key: str | None = REVIO_SUBSCRIPTION_KEY
+) -> dict[str, str]:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     out = {"Authorization": f"Basic {token}"}
     if key is not None:
@@ -40,8 +40,7 @@ def api(handle: ServerHandle) -> httpx.Client:
 
 
 def new_service(client: httpx.Client, number: str, customer: int = CUSTOMER_A) -> int:
-    r = client.post("Services", json={"customer_id": customer, "provider_id": REVIO_PROVIDER_ID,
-                                      "number": number})
+    r = client.post("Services", json={"customer_id": customer, "provider_id": REVIO_PROVIDER_ID, "number": number})
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
@@ -62,8 +61,9 @@ def test_auth_needs_both_basic_and_subscription_key(revio_sim) -> None:
 
 def test_create_answers_201_with_location_and_id(revio_sim) -> None:
     with api(revio_sim) as client:
-        r = client.post("Services", json={"customer_id": CUSTOMER_A,
-                                          "provider_id": REVIO_PROVIDER_ID, "number": "15550001"})
+        r = client.post(
+            "Services", json={"customer_id": CUSTOMER_A, "provider_id": REVIO_PROVIDER_ID, "number": "15550001"}
+        )
         assert r.status_code == 201
         body = r.json()
         assert body["ok"] is True and isinstance(body["id"], int)
@@ -77,15 +77,15 @@ def test_create_refusals_use_the_error_array(revio_sim) -> None:
     with api(revio_sim) as client:
         unknown = client.post("Services", json={"customer_id": 999, "provider_id": 14})
         assert unknown.status_code == 400
-        assert unknown.json() == [{"ok": False, "error": "BadRequest",
-                                   "message": "customer_id 999 does not exist"}]
+        assert unknown.json() == [{"ok": False, "error": "BadRequest", "message": "customer_id 999 does not exist"}]
         no_provider = client.post("Services", json={"customer_id": CUSTOMER_A})
         assert no_provider.status_code == 400 and "provider_id" in no_provider.json()[0]["message"]
         other_provider = client.post("Services", json={"customer_id": CUSTOMER_A, "provider_id": 1})
         assert other_provider.status_code == 400
         sid = new_service(client, "15550002")
-        wrong_owner = client.post("ServiceProduct", json={"service_id": sid, "product_id": 101,
-                                                          "customer_id": CUSTOMER_B})
+        wrong_owner = client.post(
+            "ServiceProduct", json={"service_id": sid, "product_id": 101, "customer_id": CUSTOMER_B}
+        )
         assert wrong_owner.status_code == 400 and "does not own" in wrong_owner.json()[0]["message"]
         bad_product = client.post("ServiceProduct", json={"service_id": sid, "product_id": 999})
         assert bad_product.status_code == 400
@@ -98,16 +98,15 @@ def test_paging_and_search(revio_sim) -> None:
         seed_service(sim, f"1666{i:04d}", CUSTOMER_B)
     seed_service(sim, "16660000", CUSTOMER_A, status="DISCONNECTED")
     with api(revio_sim) as client:
-        first = client.get("Services", params={"search.customer_id": CUSTOMER_B,
-                                               "search.page_size": 10}).json()
+        first = client.get("Services", params={"search.customer_id": CUSTOMER_B, "search.page_size": 10}).json()
         assert (first["has_more"], first["record_count"], len(first["records"])) == (True, 25, 10)
-        last = client.get("Services", params={"search.customer_id": CUSTOMER_B,
-                                              "search.page_size": 10, "search.page": 3}).json()
+        last = client.get(
+            "Services", params={"search.customer_id": CUSTOMER_B, "search.page_size": 10, "search.page": 3}
+        ).json()
         assert (last["has_more"], len(last["records"])) == (False, 5)
         default = client.get("Services").json()
         assert len(default["records"]) == 10  # default page size
-        active = client.get("Services", params={"search.number": "16660000",
-                                                "search.status": "active"}).json()
+        active = client.get("Services", params={"search.number": "16660000", "search.status": "active"}).json()
         assert [r["customer_id"] for r in active["records"]] == [CUSTOMER_B]
         assert client.get("Services", params={"search.page_size": 501}).status_code == 400
         assert client.get("Services", params={"search.colour": "red"}).status_code == 400
@@ -116,30 +115,41 @@ def test_paging_and_search(revio_sim) -> None:
 def test_json_patch_on_service_product(revio_sim) -> None:
     with api(revio_sim) as client:
         sid = new_service(client, "15550003")
-        r = client.post("ServiceProduct", json={"service_id": sid, "product_id": 102,
-                                                "customer_id": CUSTOMER_A, "quantity": 1})
+        r = client.post(
+            "ServiceProduct", json={"service_id": sid, "product_id": 102, "customer_id": CUSTOMER_A, "quantity": 1}
+        )
         spid = r.json()["id"]
-        ops = [{"op": "test", "path": "/quantity", "value": 1},
-               {"op": "replace", "path": "/quantity", "value": 3},
-               {"op": "replace", "path": "/status", "value": "DISCONNECTED"}]
+        ops = [
+            {"op": "test", "path": "/quantity", "value": 1},
+            {"op": "replace", "path": "/quantity", "value": 3},
+            {"op": "replace", "path": "/status", "value": "DISCONNECTED"},
+        ]
         as_json = client.patch(f"ServiceProduct/{spid}", json=ops)
         assert as_json.status_code == 415  # JSON Patch has its own media type
-        patched = client.patch(f"ServiceProduct/{spid}", content=httpx.Request(
-            "PATCH", "x", json=ops).content, headers={"Content-Type": PATCH_TYPE})
+        patched = client.patch(
+            f"ServiceProduct/{spid}",
+            content=httpx.Request("PATCH", "x", json=ops).content,
+            headers={"Content-Type": PATCH_TYPE},
+        )
         assert patched.status_code == 200, patched.text
         assert (patched.json()["quantity"], patched.json()["status"]) == (3, "DISCONNECTED")
 
         def patch(ops: list) -> httpx.Response:
-            return client.patch(f"ServiceProduct/{spid}", content=httpx.Request(
-                "PATCH", "x", json=ops).content, headers={"Content-Type": PATCH_TYPE})
+            return client.patch(
+                f"ServiceProduct/{spid}",
+                content=httpx.Request("PATCH", "x", json=ops).content,
+                headers={"Content-Type": PATCH_TYPE},
+            )
 
         assert patch([{"op": "test", "path": "/quantity", "value": 1}]).status_code == 409
         assert patch([{"op": "replace", "path": "/status", "value": "GONE"}]).status_code == 400
         assert patch([{"op": "replace", "path": "/service_id", "value": 1}]).status_code == 400
         assert patch([{"op": "replace", "path": "/quantity", "value": -1}]).status_code == 400
         # A refused document changes nothing, even when its first op was valid.
-        assert patch([{"op": "replace", "path": "/quantity", "value": 7},
-                      {"op": "move", "path": "/rate"}]).status_code == 400
+        assert (
+            patch([{"op": "replace", "path": "/quantity", "value": 7}, {"op": "move", "path": "/rate"}]).status_code
+            == 400
+        )
         assert client.get(f"ServiceProduct/{spid}").json()["quantity"] == 3
 
 
@@ -150,8 +160,7 @@ def test_rate_limit_answers_apim_429_with_the_wait(revio_sim) -> None:
         answers = [client.get("Customers") for _ in range(8)]  # spans at most two windows
     assert [a.status_code for a in answers].count(200) <= 6
     limited = [a.json() for a in answers if a.status_code == 429]
-    assert limited and limited[0] == {
-        "statusCode": 429, "message": "Rate limit is exceeded. Try again in 1 seconds."}
+    assert limited and limited[0] == {"statusCode": 429, "message": "Rate limit is exceeded. Try again in 1 seconds."}
     assert "retry-after" not in {k.lower() for a in answers for k in a.headers}
     sim.configure(whole_second_waits=False)
     assert 0 < sim.wait_seconds() <= 1.0 and sim.wait_seconds() == round(sim.wait_seconds(), 2)
@@ -178,8 +187,7 @@ def test_fault_injection_5xx_and_burst(revio_sim) -> None:
     sim = revio_sim.simulator
     sim.configure(error_rate=1.0)
     with api(revio_sim) as client:
-        r = client.post("Services", json={"customer_id": CUSTOMER_A, "provider_id": 14,
-                                          "number": "15550004"})
+        r = client.post("Services", json={"customer_id": CUSTOMER_A, "provider_id": 14, "number": "15550004"})
         assert r.status_code == 500
         sim.configure(error_rate=0.0, burst_rate=1.0, burst_length=2, retry_after_seconds=2)
         burst = [client.get("Customers") for _ in range(2)]
@@ -196,8 +204,7 @@ def test_inventory_assign_service(revio_sim) -> None:
         sid = new_service(client, "15550005")
         item = client.get("InventoryItem", params={"search.identifier": "8901"}).json()
         assert item["records"][0]["status"] == "AVAILABLE"
-        r = client.post("InventoryItem/assignService", json={"inventory_item_id": 77,
-                                                             "service_id": sid})
+        r = client.post("InventoryItem/assignService", json={"inventory_item_id": 77, "service_id": sid})
         assert r.status_code == 200 and r.json()["status"] == "ASSIGNED"
         linked = client.get("ServiceInventory", params={"search.service_id": sid}).json()
         assert [x["inventory_item_id"] for x in linked["records"]] == [77]
@@ -205,9 +212,15 @@ def test_inventory_assign_service(revio_sim) -> None:
 
 def test_admin_endpoints(revio_sim) -> None:
     root = revio_sim.root_url
-    seeded = httpx.post(root + "/_sim/devices", json={"devices": [
-        {"type": "customer", "customer_id": 3003},
-        {"number": "15559999", "customer_id": 3003, "provider_id": REVIO_PROVIDER_ID}]})
+    seeded = httpx.post(
+        root + "/_sim/devices",
+        json={
+            "devices": [
+                {"type": "customer", "customer_id": 3003},
+                {"number": "15559999", "customer_id": 3003, "provider_id": REVIO_PROVIDER_ID},
+            ]
+        },
+    )
     assert seeded.status_code == 200 and seeded.json()["seeded"] == 2
     view = httpx.get(root + "/_sim/devices/15559999").json()
     assert view["applied"] == 0 and view["device"]["services"][0]["customer_id"] == 3003

@@ -16,14 +16,12 @@ from bulkchange_pipeline.carriers.teal import TealClient
 from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.teal import DEFAULT_PLANS, make_eids
 from bulkchange_pipeline_tests.ports import free_port
-from bulkchange_pipeline_tests.simulators.teal_fixtures import (  # noqa: F401 - fixture import
+from bulkchange_pipeline_tests.simulators.teal_fixtures import (
     OPERATION_DELAY,
     TEAL_API_KEY,
     TEAL_API_SECRET,
-    callbacks,
     seed_teal,
     teal_account,
-    teal_sim,
 )
 from bulkchange_pipeline_tests.waiting import wait_for_server, wait_until
 
@@ -57,8 +55,7 @@ def test_auth_is_required_with_teals_envelope(teal_sim) -> None:
     for headers in ({}, {"ApiKey": TEAL_API_KEY}, {**HEADERS, "ApiSecret": "nope"}):
         r = httpx.get(url, headers=headers)
         assert r.status_code == 401
-        assert r.json() == {"success": False, "errorCode": "UNAUTHORIZED",
-                            "message": "Invalid ApiKey or ApiSecret"}
+        assert r.json() == {"success": False, "errorCode": "UNAUTHORIZED", "message": "Invalid ApiKey or ApiSecret"}
     assert teal_sim.simulator.stats()["auth_failures"] == 3
 
 
@@ -67,8 +64,11 @@ def test_operation_lifecycle_102_then_entries_then_callback(teal_sim, callbacks,
     a, b = seed_teal(sim, 2, deviceStatus="stopped")
     cb_url = callbacks.base_url + "/callbacks/teal?tenant=7"
     with client(teal_sim) as c:
-        r = c.post("api/v1/esims/enable", params={"requestId": "r" * 32, "callbackUrl": cb_url},
-                   json={"entries": [a, b, "89049032000000000000000000000000"]})
+        r = c.post(
+            "api/v1/esims/enable",
+            params={"requestId": "r" * 32, "callbackUrl": cb_url},
+            json={"entries": [a, b, "89049032000000000000000000000000"]},
+        )
         assert r.status_code == 200
         reply = r.json()
         assert reply["success"] is True and set(reply) == {"success", "message", "link"}
@@ -94,15 +94,16 @@ def test_operation_lifecycle_102_then_entries_then_callback(teal_sim, callbacks,
 def test_state_rules_noops_and_plan_validation(teal_sim, sim_clock) -> None:
     sim = teal_sim.simulator
     online, waiting, stopped = seed_teal(sim, 3)
-    sim.seed_devices([{"eid": waiting, "deviceStatus": "waiting"},
-                      {"eid": stopped, "deviceStatus": "stopped"}])
+    sim.seed_devices([{"eid": waiting, "deviceStatus": "waiting"}, {"eid": stopped, "deviceStatus": "stopped"}])
     plan = DEFAULT_PLANS[1]
     with client(teal_sim) as c:
         c.post("api/v1/esims/enable", params={"requestId": "e1"}, json={"entries": [online, waiting]})
         c.post("api/v1/esims/disable", params={"requestId": "d1"}, json={"entries": [stopped]})
-        c.post("api/v1/esims/assign-plan", params={"requestId": "p1"},
-               json={"entries": [{"eid": online, "planUuid": plan["uuid"]},
-                                 {"eid": waiting, "planUuid": "bogus"}]})
+        c.post(
+            "api/v1/esims/assign-plan",
+            params={"requestId": "p1"},
+            json={"entries": [{"eid": online, "planUuid": plan["uuid"]}, {"eid": waiting, "planUuid": "bogus"}]},
+        )
         sim_clock.advance(OPERATION_DELAY)
         results = {rid: wait_result(c, rid).json()["entries"] for rid in ("e1", "d1", "p1")}
     assert all(e["success"] for e in results["e1"] + results["d1"])
@@ -128,18 +129,20 @@ def test_resent_request_id_is_replayed_not_reapplied(teal_sim, sim_clock) -> Non
     assert sim.applied_counts[eid] == 1
 
 
-@pytest.mark.parametrize("params,body,needle", [
-    ({}, {"entries": ["1"]}, "requestId is required"),
-    ({"requestId": "x"}, {"entries": []}, "at least one entry"),
-    ({"requestId": "x"}, {"eids": ["1"]}, "at least one entry"),
-    ({"requestId": "x"}, {"entries": [str(i) for i in range(101)]}, "at most 100"),
-    ({"requestId": "x"}, {"entries": [{"eid": "1"}]}, "EID strings"),
-])
+@pytest.mark.parametrize(
+    "params,body,needle",
+    [
+        ({}, {"entries": ["1"]}, "requestId is required"),
+        ({"requestId": "x"}, {"entries": []}, "at least one entry"),
+        ({"requestId": "x"}, {"eids": ["1"]}, "at least one entry"),
+        ({"requestId": "x"}, {"entries": [str(i) for i in range(101)]}, "at most 100"),
+        ({"requestId": "x"}, {"entries": [{"eid": "1"}]}, "EID strings"),
+    ],
+)
 def test_malformed_requests_are_validation_errors(teal_sim, params, body, needle) -> None:
     with client(teal_sim) as c:
         r = c.post("api/v1/esims/enable", params=params, json=body)
-        bad_plan = c.post("api/v1/esims/assign-plan", params={"requestId": "y"},
-                          json={"entries": ["1"]})
+        bad_plan = c.post("api/v1/esims/assign-plan", params={"requestId": "y"}, json={"entries": ["1"]})
     assert r.status_code == 400 and r.json()["errorCode"] == "VALIDATION_ERROR"
     assert needle in r.json()["message"]
     assert bad_plan.status_code == 400
@@ -156,8 +159,7 @@ def test_esims_list_paging_filter_and_plans(teal_sim) -> None:
         plans = c.get("api/v1/plans").json()
     assert len(p1["entries"]) == 100 and len(p2["entries"]) == 30 and p1["total"] == 130
     assert [e["eid"] for e in one["entries"]] == [eids[42]]
-    assert set(one["entries"][0]) >= {"eid", "iccid", "imei", "msisdn", "deviceStatus",
-                                      "planUuid", "planName"}
+    assert set(one["entries"][0]) >= {"eid", "iccid", "imei", "msisdn", "deviceStatus", "planUuid", "planName"}
     assert too_big.status_code == 400
     assert [p["uuid"] for p in plans["entries"]] == [p["uuid"] for p in DEFAULT_PLANS]
 
@@ -182,19 +184,19 @@ def test_dropped_duplicated_and_undeliverable_callbacks(teal_sim, callbacks) -> 
     good = callbacks.base_url + "/callbacks/teal"
     with client(teal_sim) as c:
         sim.configure(drop_callback_rate=1.0)
-        c.post("api/v1/esims/disable", params={"requestId": "drop", "callbackUrl": good},
-               json={"entries": [eid]})
+        c.post("api/v1/esims/disable", params={"requestId": "drop", "callbackUrl": good}, json={"entries": [eid]})
         assert sim.wait_idle()
         sim.configure(drop_callback_rate=0.0, duplicate_callback_rate=1.0)
-        c.post("api/v1/esims/enable", params={"requestId": "dup", "callbackUrl": good},
-               json={"entries": [eid]})
-        c.post("api/v1/esims/enable", params={"requestId": "dead", "callbackUrl": dead},
-               json={"entries": [eid]})
+        c.post("api/v1/esims/enable", params={"requestId": "dup", "callbackUrl": good}, json={"entries": [eid]})
+        c.post("api/v1/esims/enable", params={"requestId": "dead", "callbackUrl": dead}, json={"entries": [eid]})
         assert sim.wait_idle()
     # Every send settled: both "dup" copies delivered, the dead URL given up twice (sent twice,
     # duplicates on, each retried).
-    stats = wait_until(lambda: (s := sim.stats())["callbacks_sent"] == 2 and s["callbacks_failed"] == 2 and s,
-                       timeout=5, what="two callbacks delivered and two given up")
+    stats = wait_until(
+        lambda: (s := sim.stats())["callbacks_sent"] == 2 and s["callbacks_failed"] == 2 and s,
+        timeout=5,
+        what="two callbacks delivered and two given up",
+    )
     assert stats["callbacks_dropped"] == 1 and stats["callbacks_duplicated"] == 2
     assert sorted(callbacks.request_ids()) == ["dup", "dup"]
 
@@ -209,8 +211,9 @@ def test_literal_102_is_read_as_still_pending_by_the_client(teal_sim) -> None:
         c.post("api/v1/esims/disable", params={"requestId": "slow"}, json={"entries": [eid]})
         with pytest.raises(httpx.HTTPError):
             c.get("api/v1/operation-result", params={"requestId": "slow"})
-    change = DeviceChange(1, 1, ChangeType.STATUS_UPDATE, None, None, None, eid, {"status": "stopped"},
-                          carrier_request_id="slow")
+    change = DeviceChange(
+        1, 1, ChangeType.STATUS_UPDATE, None, None, None, eid, {"status": "stopped"}, carrier_request_id="slow"
+    )
     tc = TealClient(teal_account(teal_sim, max_attempts=2))
 
     async def go():
@@ -225,11 +228,11 @@ def test_literal_102_is_read_as_still_pending_by_the_client(teal_sim) -> None:
 def test_admin_endpoints_seed_configure_and_count(teal_sim) -> None:
     root = teal_sim.root_url
     eids = make_eids(2, start=500)
-    r = httpx.post(root + "/_sim/devices", json={"devices": [{"eid": e, "deviceStatus": "stopped"}
-                                                             for e in eids]})
+    r = httpx.post(root + "/_sim/devices", json={"devices": [{"eid": e, "deviceStatus": "stopped"} for e in eids]})
     assert r.json() == {"seeded": 2, "devices": 2}
-    cfg = httpx.post(root + "/_sim/config", json={"calls_per_minute": 600, "error_rate": 0.5,
-                                                  "operation_delay_seconds": 0.01}).json()
+    cfg = httpx.post(
+        root + "/_sim/config", json={"calls_per_minute": 600, "error_rate": 0.5, "operation_delay_seconds": 0.01}
+    ).json()
     assert cfg["calls_per_minute"] == 600 and cfg["error_rate"] == 0.5
     assert httpx.post(root + "/_sim/config", json={"no_such_knob": 1}).status_code == 400
     httpx.post(root + "/_sim/config", json={"error_rate": 0})
@@ -246,15 +249,26 @@ def test_admin_endpoints_seed_configure_and_count(teal_sim) -> None:
 def test_cli_starts_a_simulator() -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bulkchange_pipeline.simulators", "teal", "--port", str(port),
-         "--devices", "3", "--account", "cli-key:cli-secret"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
+        [
+            sys.executable,
+            "-m",
+            "bulkchange_pipeline.simulators",
+            "teal",
+            "--port",
+            str(port),
+            "--devices",
+            "3",
+            "--account",
+            "cli-key:cli-secret",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
     )
     try:
         r = wait_for_server(f"http://127.0.0.1:{port}/_sim/stats", proc, timeout=15)
         assert r.json()["devices"] == 3
-        r = httpx.get(f"http://127.0.0.1:{port}/api/v1/esims",
-                      headers={"ApiKey": "cli-key", "ApiSecret": "cli-secret"})
+        r = httpx.get(f"http://127.0.0.1:{port}/api/v1/esims", headers={"ApiKey": "cli-key", "ApiSecret": "cli-secret"})
         assert r.status_code == 200 and r.json()["entries"][0]["eid"] == make_eids(1)[0]
     finally:
         proc.terminate()

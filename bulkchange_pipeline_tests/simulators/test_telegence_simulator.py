@@ -13,19 +13,17 @@ from bulkchange_pipeline.simulators.telegence_rules import (
     MAX_ACTIVATION_LINES,
     RESOURCE_UNAVAILABLE,
 )
-from bulkchange_pipeline_tests.simulators.telegence_fixtures import (  # noqa: F401 - fixture
+from bulkchange_pipeline_tests.simulators.telegence_fixtures import (
     TELEGENCE_APP_ID,
     TELEGENCE_APP_SECRET,
     TELEGENCE_BAN,
     activation_changes,
     seed_lines,
-    telegence_sim,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
-HEADERS = {"app-id": TELEGENCE_APP_ID, "app-secret": TELEGENCE_APP_SECRET,
-           "Accept": "application/json"}
+HEADERS = {"app-id": TELEGENCE_APP_ID, "app-secret": TELEGENCE_APP_SECRET, "Accept": "application/json"}
 LINE = "sp/mobility/lineconfig/api/v1/service"
 ACT = "sp/mobility/activation/api/v1/service"
 
@@ -41,10 +39,19 @@ def chars(detail: dict) -> dict[str, str]:
 def activation_body(n: int, start: int = 100_000) -> list[dict]:
     out = []
     for change in activation_changes(n, start=start):
-        out.append({"billingAccount": {"id": TELEGENCE_BAN}, "service": {"serviceCharacteristic": [
-            {"name": "singleUserCode", "value": change.target["carrier_rate_plan"]},
-            {"name": "serviceZipCode", "value": "75201"},
-            {"name": "IMEI", "value": change.imei}, {"name": "sim", "value": change.iccid}]}})
+        out.append(
+            {
+                "billingAccount": {"id": TELEGENCE_BAN},
+                "service": {
+                    "serviceCharacteristic": [
+                        {"name": "singleUserCode", "value": change.target["carrier_rate_plan"]},
+                        {"name": "serviceZipCode", "value": "75201"},
+                        {"name": "IMEI", "value": change.imei},
+                        {"name": "sim", "value": change.iccid},
+                    ]
+                },
+            }
+        )
     return out
 
 
@@ -63,8 +70,7 @@ def test_status_modes_follow_a_s_c_and_repeat_is_a_no_op(telegence_sim) -> None:
     sim = telegence_sim.simulator
     number = seed_lines(sim, 1)[0]["msisdn"]
     with client(telegence_sim) as c:
-        for mode, expected in (("suspend", "S"), ("suspend", "S"), ("restore", "A"),
-                               ("cancel", "C")):
+        for mode, expected in (("suspend", "S"), ("suspend", "S"), ("restore", "A"), ("cancel", "C")):
             r = c.patch(f"{LINE}/{number}", json={"mode": mode, "reasonCode": "CR"})
             assert r.status_code == 200, r.text
             assert chars(r.json())["subscriberStatus"] == expected
@@ -86,8 +92,7 @@ def test_cancelled_line_refuses_in_rotating_error_shapes(telegence_sim) -> None:
                 seen.add("text")
             else:
                 body = r.json()
-                key = next(k for k in ("responseMessage", "errorDescription", "Description")
-                           if k in body)
+                key = next(k for k in ("responseMessage", "errorDescription", "Description") if k in body)
                 assert "cancelled" in body[key]
                 seen.add(key)
     assert seen == {"text", "responseMessage", "errorDescription", "Description"}
@@ -99,27 +104,48 @@ def test_plan_sim_imei_contact_and_cost_center(telegence_sim) -> None:
     lines = seed_lines(sim, 2) + seed_lines(sim, 1, start=2, esim=True)
     new = activation_changes(1, start=555)[0]
     with client(telegence_sim) as c:
-        r = c.patch(f"{LINE}/{lines[0]['msisdn']}", json={
-            "serviceCharacteristic": [{"name": "singleUserCode", "value": "IOTSOC5GB"}]})
+        r = c.patch(
+            f"{LINE}/{lines[0]['msisdn']}",
+            json={"serviceCharacteristic": [{"name": "singleUserCode", "value": "IOTSOC5GB"}]},
+        )
         assert chars(r.json())["singleUserCode"] == "IOTSOC5GB"
-        r = c.patch(f"{LINE}/{lines[0]['msisdn']}", json={
-            "serviceCharacteristic": [{"name": "singleUserCode", "value": "NOPE"}]})
+        r = c.patch(
+            f"{LINE}/{lines[0]['msisdn']}",
+            json={"serviceCharacteristic": [{"name": "singleUserCode", "value": "NOPE"}]},
+        )
         assert r.status_code == 400 and "NOPE" in r.text
-        swap = {"serviceCharacteristic": [{"name": "reasonCode", "value": "CUST_OWN_EQU"},
-                                          {"name": "IMEI", "value": new.imei},
-                                          {"name": "sim", "value": new.iccid}]}
+        swap = {
+            "serviceCharacteristic": [
+                {"name": "reasonCode", "value": "CUST_OWN_EQU"},
+                {"name": "IMEI", "value": new.imei},
+                {"name": "sim", "value": new.iccid},
+            ]
+        }
         r = c.patch(f"{LINE}/{lines[1]['msisdn']}", json=swap)
         assert r.status_code == 200
         assert (chars(r.json())["sim"], chars(r.json())["BLIMEI"]) == (new.iccid, new.imei)
         r = c.patch(f"{LINE}/{lines[0]['msisdn']}", json=swap)  # that SIM is now taken
         assert r.status_code == 400 and "already in use" in r.text
-        r = c.patch(f"{LINE}/{lines[2]['msisdn']}", json={"serviceCharacteristic": [
-            {"name": "reasonCode", "value": "CUST_OWN_EQU"},
-            {"name": "IMEI", "value": lines[0]["imei"]}]})
+        r = c.patch(
+            f"{LINE}/{lines[2]['msisdn']}",
+            json={
+                "serviceCharacteristic": [
+                    {"name": "reasonCode", "value": "CUST_OWN_EQU"},
+                    {"name": "IMEI", "value": lines[0]["imei"]},
+                ]
+            },
+        )
         assert r.status_code == 404
         assert set(r.json()) == {"id", "description"} and r.json()["description"] == "/service/"
-        r = c.patch(f"{LINE}/{lines[0]['msisdn']}", json={"serviceCharacteristic": [
-            {"name": "contactName", "value": "Dock 7"}, {"name": "costCenter", "value": "CC-42"}]})
+        r = c.patch(
+            f"{LINE}/{lines[0]['msisdn']}",
+            json={
+                "serviceCharacteristic": [
+                    {"name": "contactName", "value": "Dock 7"},
+                    {"name": "costCenter", "value": "CC-42"},
+                ]
+            },
+        )
         assert (chars(r.json())["contactName"], chars(r.json())["costCenter"]) == ("Dock 7", "CC-42")
     assert sim.device(new.iccid)["subscriberNumber"] == lines[1]["msisdn"]
     assert sim.applied_counts[lines[0]["msisdn"]] == 2 and sim.applied_counts[lines[2]["msisdn"]] == 0
@@ -129,11 +155,20 @@ def test_future_effective_date_is_scheduled(telegence_sim) -> None:
     sim = telegence_sim.simulator
     number = seed_lines(sim, 1)[0]["msisdn"]
     with client(telegence_sim) as c:
-        r = c.patch(f"{LINE}/{number}", json={"effectiveDate": "2099-01-01Z", "serviceCharacteristic": [
-            {"name": "singleUserCode", "value": "IOTSOC5GB"}]})
+        r = c.patch(
+            f"{LINE}/{number}",
+            json={
+                "effectiveDate": "2099-01-01Z",
+                "serviceCharacteristic": [{"name": "singleUserCode", "value": "IOTSOC5GB"}],
+            },
+        )
         assert r.status_code == 200
-        assert c.patch(f"{LINE}/{number}", json={"effectiveDate": "01/02/2099", "mode": "suspend",
-                                                 "reasonCode": "CR"}).status_code == 400
+        assert (
+            c.patch(
+                f"{LINE}/{number}", json={"effectiveDate": "01/02/2099", "mode": "suspend", "reasonCode": "CR"}
+            ).status_code
+            == 400
+        )
     assert sim.device(number)["singleUserCode"] == "IOTSOC1GB" and len(sim.scheduled[number]) == 1
 
 
@@ -199,8 +234,10 @@ def test_injected_5xx_alternate_between_gateway_and_resource_errors(telegence_si
 
 
 def test_admin_endpoints_and_counters(telegence_sim) -> None:
-    r = httpx.post(telegence_sim.base_url + "/_sim/devices",
-                   json={"devices": [{"msisdn": "2145550999", "iccid": "89011704000000009990"}]})
+    r = httpx.post(
+        telegence_sim.base_url + "/_sim/devices",
+        json={"devices": [{"msisdn": "2145550999", "iccid": "89011704000000009990"}]},
+    )
     assert r.json()["seeded"] == 1
     r = httpx.get(telegence_sim.base_url + "/_sim/devices/2145550999")
     assert r.json()["device"]["sim"] == "89011704000000009990" and r.json()["applied"] == 0

@@ -14,7 +14,7 @@ import pytest
 from bulkchange_pipeline.simulators import thingspace_rules as rules
 from bulkchange_pipeline.simulators.thingspace_rules import make_devices
 from bulkchange_pipeline_tests.ports import free_port
-from bulkchange_pipeline_tests.simulators.fixtures import (  # noqa: F401 - fixture import
+from bulkchange_pipeline_tests.simulators.fixtures import (
     TS_ACCOUNT,
     TS_CB_PASSWORD,
     TS_CB_USER,
@@ -22,8 +22,6 @@ from bulkchange_pipeline_tests.simulators.fixtures import (  # noqa: F401 - fixt
     TS_CLIENT_SECRET,
     TS_PASSWORD,
     TS_USER,
-    callback_receiver,
-    thingspace_sim,
 )
 from bulkchange_pipeline_tests.waiting import wait_for_server, wait_until
 
@@ -36,28 +34,44 @@ class M2M:
     def __init__(self, handle) -> None:
         self.http = httpx.Client(base_url=handle.base_url, timeout=5)
         self.token = self.get_token().json()["access_token"]
-        self.session = self.http.post("/api/m2m/v1/session/login",
-                                      json={"username": TS_USER, "password": TS_PASSWORD},
-                                      headers={"Authorization": f"Bearer {self.token}"}
-                                      ).json()["sessionToken"]
+        self.session = self.http.post(
+            "/api/m2m/v1/session/login",
+            json={"username": TS_USER, "password": TS_PASSWORD},
+            headers={"Authorization": f"Bearer {self.token}"},
+        ).json()["sessionToken"]
 
     def get_token(self, secret: str = TS_CLIENT_SECRET) -> httpx.Response:
-        return self.http.post("/api/ts/v1/oauth2/token", auth=(TS_CLIENT_ID, secret),
-                              data={"grant_type": "client_credentials"})
+        return self.http.post(
+            "/api/ts/v1/oauth2/token", auth=(TS_CLIENT_ID, secret), data={"grant_type": "client_credentials"}
+        )
 
     def call(self, method: str, path: str, body: object = None) -> httpx.Response:
-        return self.http.request(method, "/api/m2m/v1/" + path, json=body, headers={
-            "Authorization": f"Bearer {self.token}", "VZ-M2M-Token": self.session})
+        return self.http.request(
+            method,
+            "/api/m2m/v1/" + path,
+            json=body,
+            headers={"Authorization": f"Bearer {self.token}", "VZ-M2M-Token": self.session},
+        )
 
     def action(self, action: str, devices: list[dict], **extra: object) -> httpx.Response:
-        body = {"devices": [{"deviceIds": [{"kind": "iccid", "id": d["iccid"]}]} for d in devices],
-                "accountName": TS_ACCOUNT, **extra}
+        body = {
+            "devices": [{"deviceIds": [{"kind": "iccid", "id": d["iccid"]}]} for d in devices],
+            "accountName": TS_ACCOUNT,
+            **extra,
+        }
         return self.call("PUT" if action == "plan" else "POST", f"devices/actions/{action}", body)
 
     def register(self, handle) -> None:
-        r = self.call("POST", f"callbacks/{TS_ACCOUNT}", {
-            "name": "CarrierService", "url": handle.root_url + "/callbacks/thingspace",
-            "username": TS_CB_USER, "password": TS_CB_PASSWORD})
+        r = self.call(
+            "POST",
+            f"callbacks/{TS_ACCOUNT}",
+            {
+                "name": "CarrierService",
+                "url": handle.root_url + "/callbacks/thingspace",
+                "username": TS_CB_USER,
+                "password": TS_CB_PASSWORD,
+            },
+        )
         assert r.status_code == 200, r.text
 
 
@@ -85,8 +99,10 @@ def test_session_expires_when_idle_and_logins_lock_after_five_failures(thingspac
     r = c.call("POST", "devices/actions/list", {"accountName": TS_ACCOUNT})
     assert r.status_code == 400 and r.json()["errorCode"] == rules.ERR_SESSION_EXPIRED
     login = lambda pw: c.http.post(  # noqa: E731
-        "/api/m2m/v1/session/login", json={"username": TS_USER, "password": pw},
-        headers={"Authorization": f"Bearer {c.token}"})
+        "/api/m2m/v1/session/login",
+        json={"username": TS_USER, "password": pw},
+        headers={"Authorization": f"Bearer {c.token}"},
+    )
     codes = [login("wrong").json()["errorCode"] for _ in range(6)]
     assert codes[:5] == [rules.ERR_LOGIN_FAILED] * 5 and codes[5] == rules.ERR_LOGIN_LOCKED
     assert login(TS_PASSWORD).json()["errorCode"] == rules.ERR_LOGIN_LOCKED
@@ -103,16 +119,25 @@ def test_callbacks_success_and_fault_shapes_with_retries(thingspace_sim, callbac
     assert sim.wait_idle(5) and sim.stats()["callbacks_unregistered"] == 1
     c.register(rhandle)
     listed = c.call("GET", f"callbacks/{TS_ACCOUNT}").json()
-    assert listed == [{"accountName": TS_ACCOUNT, "name": "CarrierService",
-                       "url": rhandle.root_url + "/callbacks/thingspace"}]
+    assert listed == [
+        {"accountName": TS_ACCOUNT, "name": "CarrierService", "url": rhandle.root_url + "/callbacks/thingspace"}
+    ]
     receiver.fail_first = 2  # the first two deliveries are refused and retried
     rid = c.action("restore", [ok, pre]).json()["requestId"]
     assert rid != unregistered
     assert sim.wait_idle(10)
     bodies = {b["deviceIds"][0]["id"]: b for b in receiver.wait_for(2)}
     success, fault = bodies[ok["iccid"]], bodies[pre["iccid"]]
-    assert set(success) == {"username", "password", "requestId", "deviceIds", "deviceResponse",
-                            "status", "callbackCount", "maxCallbackThreshold"}
+    assert set(success) == {
+        "username",
+        "password",
+        "requestId",
+        "deviceIds",
+        "deviceResponse",
+        "status",
+        "callbackCount",
+        "maxCallbackThreshold",
+    }
     assert success["status"] == "Success" and success["requestId"] == rid
     assert success["username"] == TS_CB_USER and success["password"] == TS_CB_PASSWORD
     assert "restoreResponse" in success["deviceResponse"]
@@ -131,13 +156,14 @@ def test_delivery_switches_duplicate_shuffle_drop_delay(thingspace_sim, callback
     sim.seed_devices(devices)
     c = M2M(thingspace_sim)
     c.register(rhandle)
-    sim.configure(duplicate_rate=0.2, drop_rate=0.1, shuffle_callbacks=True, seed=4,
-                  callback_delay_seconds=0.3)
+    sim.configure(duplicate_rate=0.2, drop_rate=0.1, shuffle_callbacks=True, seed=4, callback_delay_seconds=0.3)
     c.action("suspend", devices)
 
     def handed_to_senders() -> bool:  # the request is applied; only its callbacks are outstanding
         s = sim.stats()
-        return s["applied_total"] == 200 and s["outstanding"] == 200 - s["callbacks_dropped"] + s["callbacks_duplicated"]
+        return (
+            s["applied_total"] == 200 and s["outstanding"] == 200 - s["callbacks_dropped"] + s["callbacks_duplicated"]
+        )
 
     wait_until(handed_to_senders, timeout=20, what="the request applied and its callbacks queued")
     sim_clock.advance(0.29)
@@ -168,8 +194,11 @@ def test_limits_request_size_and_activations_per_minute(thingspace_sim) -> None:
     assert int(answers[2].headers["retry-after"]) >= 1
     no_plan = c.action("activate", devices[3:4])
     assert no_plan.status_code == 400 and no_plan.json()["errorCode"] == rules.ERR_MISSING_FIELD
-    other = c.call("POST", "devices/actions/suspend", {"accountName": "999", "devices": [
-        {"deviceIds": [{"kind": "iccid", "id": devices[0]["iccid"]}]}]})
+    other = c.call(
+        "POST",
+        "devices/actions/suspend",
+        {"accountName": "999", "devices": [{"deviceIds": [{"kind": "iccid", "id": devices[0]["iccid"]}]}]},
+    )
     assert other.json()["errorCode"] == rules.ERR_ACCOUNT_NOT_FOUND
 
 
@@ -181,11 +210,14 @@ def test_request_status_list_and_pending_activation(thingspace_sim, sim_clock) -
     c = M2M(thingspace_sim)
     rid = c.action("activate", [one], servicePlan="M2M-4G-5GB").json()["requestId"]
     bulk = c.action("activate", [a, b], servicePlan="M2M-4G-5GB").json()["requestId"]
-    wait_until(lambda: sim.stats()["outstanding"] == 3, timeout=5, what="both requests processed, 3 activations pending")
+    wait_until(
+        lambda: sim.stats()["outstanding"] == 3, timeout=5, what="both requests processed, 3 activations pending"
+    )
     status = c.call("GET", f"accounts/{TS_ACCOUNT}/requests/{rid}/status").json()
     assert status == {"requestId": rid, "status": "Pending"}
-    listed = c.call("POST", "devices/actions/list", {
-        "accountName": TS_ACCOUNT, "deviceId": {"kind": "iccid", "id": one["iccid"]}}).json()
+    listed = c.call(
+        "POST", "devices/actions/list", {"accountName": TS_ACCOUNT, "deviceId": {"kind": "iccid", "id": one["iccid"]}}
+    ).json()
     info = listed["devices"][0]["carrierInformations"][0]
     assert listed["hasMoreData"] is False and info["state"] == "pending activation"
     sim_clock.advance(0.4)
@@ -231,9 +263,12 @@ def test_admin_endpoints_and_faults(thingspace_sim) -> None:
 
 def test_cli_starts_the_simulator() -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bulkchange_pipeline.simulators", "thingspace",
-                             "--port", str(port), "--devices", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulkchange_pipeline.simulators", "thingspace", "--port", str(port), "--devices", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+    )
     try:
         stats = wait_for_server(f"http://127.0.0.1:{port}/_sim/stats", proc).json()
         assert stats["devices"] == 3

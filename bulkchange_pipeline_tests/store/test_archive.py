@@ -25,9 +25,15 @@ from bulkchange_pipeline.store.archive import (
     to_archive_row,
 )
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status
-from bulkchange_pipeline.store.maintenance import get_retention, purge_bulk_changes, purgeable, set_retention
 from bulkchange_pipeline.store.callbacks import store_callback
-from bulkchange_pipeline.store.schema import bulk_change, bulk_change_log, carrier_callback, device_change, device_history
+from bulkchange_pipeline.store.maintenance import get_retention, purge_bulk_changes, purgeable, set_retention
+from bulkchange_pipeline.store.schema import (
+    bulk_change,
+    bulk_change_log,
+    carrier_callback,
+    device_change,
+    device_history,
+)
 
 from ..factories import make_account, make_bulk_change, make_devices
 
@@ -35,31 +41,81 @@ S = DeviceChangeStatus
 T0 = datetime(2026, 3, 14, 9, 30, 15, 123456)
 
 
-def finished_bulk_change(engine: sa.Engine, ids: dict[str, int], devices: list[dict[str, Any]], done_at: datetime,
-                         statuses: list[S] | None = None, created_at: datetime | None = None) -> int:
+def finished_bulk_change(
+    engine: sa.Engine,
+    ids: dict[str, int],
+    devices: list[dict[str, Any]],
+    done_at: datetime,
+    statuses: list[S] | None = None,
+    created_at: datetime | None = None,
+) -> int:
     """A StatusUpdate bulk change in the state a finished run leaves it: final rows, a log row per
     device (request, response, status), device history, a bulk-level log, a PROCESSED header."""
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
     statuses = statuses or [S.PROCESSED] * len(devices)
     with engine.begin() as conn:
-        rows = conn.execute(sa.select(device_change.c.id, device_change.c.device_id)
-                            .where(device_change.c.bulk_change_id == bc_id).order_by(device_change.c.id)).all()
+        rows = conn.execute(
+            sa.select(device_change.c.id, device_change.c.device_id)
+            .where(device_change.c.bulk_change_id == bc_id)
+            .order_by(device_change.c.id)
+        ).all()
         for (dc_id, device_id), status in zip(rows, statuses):
-            conn.execute(sa.update(device_change).where(device_change.c.id == dc_id).values(
-                status=status.value, processed_at=done_at, updated_at=done_at, attempt_count=1, status_details=f"done {dc_id}"))
-            conn.execute(sa.insert(bulk_change_log).values(
-                tenant_id=ids["tenant_id"], bulk_change_id=bc_id, device_change_id=dc_id, description="PUT status",
-                process_by="test", request_text='PUT /devices/x {"status":"DEACTIVATED"}', response_text="HTTP 200 OK",
-                has_errors=status is not S.PROCESSED, response_status="200", created_at=done_at))
-            conn.execute(sa.insert(device_history).values(
-                tenant_id=ids["tenant_id"], device_id=device_id, field="status", old_value="ACTIVATED",
-                new_value="DEACTIVATED", bulk_change_id=bc_id, changed_at=done_at))
-        conn.execute(sa.insert(bulk_change_log).values(
-            tenant_id=ids["tenant_id"], bulk_change_id=bc_id, description="finished", process_by="test", created_at=done_at))
+            conn.execute(
+                sa.update(device_change)
+                .where(device_change.c.id == dc_id)
+                .values(
+                    status=status.value,
+                    processed_at=done_at,
+                    updated_at=done_at,
+                    attempt_count=1,
+                    status_details=f"done {dc_id}",
+                )
+            )
+            conn.execute(
+                sa.insert(bulk_change_log).values(
+                    tenant_id=ids["tenant_id"],
+                    bulk_change_id=bc_id,
+                    device_change_id=dc_id,
+                    description="PUT status",
+                    process_by="test",
+                    request_text='PUT /devices/x {"status":"DEACTIVATED"}',
+                    response_text="HTTP 200 OK",
+                    has_errors=status is not S.PROCESSED,
+                    response_status="200",
+                    created_at=done_at,
+                )
+            )
+            conn.execute(
+                sa.insert(device_history).values(
+                    tenant_id=ids["tenant_id"],
+                    device_id=device_id,
+                    field="status",
+                    old_value="ACTIVATED",
+                    new_value="DEACTIVATED",
+                    bulk_change_id=bc_id,
+                    changed_at=done_at,
+                )
+            )
+        conn.execute(
+            sa.insert(bulk_change_log).values(
+                tenant_id=ids["tenant_id"],
+                bulk_change_id=bc_id,
+                description="finished",
+                process_by="test",
+                created_at=done_at,
+            )
+        )
     with engine.begin() as conn:
-        conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bc_id).values(
-            status="PROCESSED", processed_at=done_at, counts=count_rows_by_status(engine, bc_id),
-            created_at=created_at or done_at - timedelta(minutes=5)))
+        conn.execute(
+            sa.update(bulk_change)
+            .where(bulk_change.c.id == bc_id)
+            .values(
+                status="PROCESSED",
+                processed_at=done_at,
+                counts=count_rows_by_status(engine, bc_id),
+                created_at=created_at or done_at - timedelta(minutes=5),
+            )
+        )
     return bc_id
 
 
@@ -76,12 +132,14 @@ def db_rows(engine: sa.Engine, bc_id: int) -> dict[str, list[dict[str, Any]]]:
 
 def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """DataFrame rows as plain Python values (NA -> None, Timestamp -> datetime)."""
+
     def plain(v: Any) -> Any:
         if v is pd.NA or v is None or (isinstance(v, float) and pd.isna(v)) or v is pd.NaT:
             return None
         if isinstance(v, pd.Timestamp):
             return v.to_pydatetime()
         return v.item() if hasattr(v, "item") else v
+
     return [{k: plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
@@ -134,18 +192,35 @@ def test_purge_removes_only_archived_rows_past_the_purge_age(engine, account, tm
     # other bulk change's, and another carrier's that reuse the same request id, stay.
     for bc_id, request in ((old, "req-old"), (unarchived, "req-kept")):
         with engine.begin() as conn:
-            conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == bc_id).values(carrier_request_id=request))
-    for integration, request, device_key in (("jasper", "req-old", "a"), ("jasper", "req-old", "b"),
-                                             ("jasper", "req-kept", "a"), ("teal", "req-old", "a")):
+            conn.execute(
+                sa.update(device_change)
+                .where(device_change.c.bulk_change_id == bc_id)
+                .values(carrier_request_id=request)
+            )
+    for integration, request, device_key in (
+        ("jasper", "req-old", "a"),
+        ("jasper", "req-old", "b"),
+        ("jasper", "req-kept", "a"),
+        ("teal", "req-old", "a"),
+    ):
         assert store_callback(engine, integration, request, device_key, {"status": "done"})
 
     deleted = purge_bulk_changes(engine, [old, unarchived])  # a bulk change not soft-deleted is never purged
-    assert deleted == {"bulk_change": 1, "device_change": 3, "bulk_change_log": 4, "device_history": 3, "carrier_callback": 2}
+    assert deleted == {
+        "bulk_change": 1,
+        "device_change": 3,
+        "bulk_change_log": 4,
+        "device_history": 3,
+        "carrier_callback": 2,
+    }
     assert db_rows(engine, old) == {name: [] for name in ARCHIVED_TABLES}
     assert len(db_rows(engine, unarchived)["device_change"]) == 3
     with engine.connect() as conn:
-        left = conn.execute(sa.select(carrier_callback.c.integration, carrier_callback.c.request_id)
-                            .order_by(carrier_callback.c.integration)).all()
+        left = conn.execute(
+            sa.select(carrier_callback.c.integration, carrier_callback.c.request_id).order_by(
+                carrier_callback.c.integration
+            )
+        ).all()
     assert [tuple(r) for r in left] == [("jasper", "req-kept"), ("teal", "req-old")]
     assert len(archive_records(tmp_path, "device_change")) == 6  # the archive keeps everything
 
@@ -156,7 +231,10 @@ def test_retention_is_per_tenant_and_validated(engine, tmp_path: Path) -> None:
     set_retention(engine, a["tenant_id"], archive_after_days=7, purge_after_days=30)
     with pytest.raises(ValueError, match="must not be shorter"):
         set_retention(engine, a["tenant_id"], purge_after_days=3)
-    assert (get_retention(engine, a["tenant_id"]).archive_after_days, get_retention(engine, a["tenant_id"]).purge_after_days) == (7, 30)
+    assert (
+        get_retention(engine, a["tenant_id"]).archive_after_days,
+        get_retention(engine, a["tenant_id"]).purge_after_days,
+    ) == (7, 30)
     bc_a = finished_bulk_change(engine, a, make_devices(engine, a, 2), T0)
     finished_bulk_change(engine, b, make_devices(engine, b, 2), T0)
 
@@ -170,7 +248,9 @@ def test_unfinished_or_changed_bulk_changes_are_not_archived(engine, account, tm
     ids, devices = account
     stuck = finished_bulk_change(engine, ids, devices[:2], T0)
     with engine.begin() as conn:  # a PROCESSED header with a row still in flight is not complete
-        conn.execute(sa.update(device_change).where(device_change.c.bulk_change_id == stuck).values(status="PROCESSING"))
+        conn.execute(
+            sa.update(device_change).where(device_change.c.bulk_change_id == stuck).values(status="PROCESSING")
+        )
     assert archive_bulk_changes(engine, tmp_path, now=T0 + timedelta(days=200)).bulk_changes == 0
     assert archive_files(tmp_path, "bulk_change") == []
 
@@ -181,7 +261,12 @@ def test_soft_delete_without_archive_is_a_mismatch_and_is_not_purged(engine, acc
     with engine.begin() as conn:
         conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bc_id).values(deleted_at=T0))
     found = {(m.table, m.in_database, m.in_archive) for m in archive_mismatches(engine, tmp_path)}
-    assert found == {("bulk_change", 1, 0), ("device_change", 2, 0), ("bulk_change_log", 3, 0), ("device_history", 2, 0)}
+    assert found == {
+        ("bulk_change", 1, 0),
+        ("device_change", 2, 0),
+        ("bulk_change_log", 3, 0),
+        ("device_history", 2, 0),
+    }
 
 
 def test_leftovers_of_a_crashed_pass_are_settled(engine, account, tmp_path: Path) -> None:

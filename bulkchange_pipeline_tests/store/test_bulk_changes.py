@@ -19,7 +19,12 @@ from bulkchange_pipeline.store.seed import seed_demo
 
 def _status_request(sp_id: int, devices: list, **extra) -> BulkChangeRequest:
     return BulkChangeRequest.model_validate(
-        {"serviceProviderId": sp_id, "changeType": 1, "devices": devices, "statusUpdate": {"status": "DEACTIVATED", **extra}}
+        {
+            "serviceProviderId": sp_id,
+            "changeType": 1,
+            "devices": devices,
+            "statusUpdate": {"status": "DEACTIVATED", **extra},
+        }
     )
 
 
@@ -28,8 +33,12 @@ def test_create_list_get_and_iterate(engine: sa.Engine) -> None:
     jasper = seed.service_providers["jasper"]
     iccids = seed.sample_iccids["jasper"][:8]  # indexes 0-7: ACTIVATED
     first = submit(engine, seed.tenant_id, _status_request(jasper, [*iccids, "8901100000000000999"]), "t")
-    later = submit(engine, seed.tenant_id, _status_request(jasper, iccids[:2], effectiveDate="2999-01-01T00:00:00Z"), "t")
-    other = submit(engine, seed.other_tenant_id, _status_request(seed.other_service_provider_id, seed.other_iccids[:1]), "t")
+    later = submit(
+        engine, seed.tenant_id, _status_request(jasper, iccids[:2], effectiveDate="2999-01-01T00:00:00Z"), "t"
+    )
+    other = submit(
+        engine, seed.other_tenant_id, _status_request(seed.other_service_provider_id, seed.other_iccids[:1]), "t"
+    )
 
     queued = list_waiting(engine, 0, 10)
     assert [q.id for q in queued] == [first.bulk_change_id, other.bulk_change_id]

@@ -24,7 +24,15 @@ NOW = datetime(2026, 3, 11, 2, 0)
 
 def _rows(engine: sa.Engine, bc_id: int) -> list[int]:
     with engine.connect() as conn:
-        return conn.execute(sa.select(device_change.c.id).where(device_change.c.bulk_change_id == bc_id).order_by(device_change.c.id)).scalars().all()
+        return (
+            conn.execute(
+                sa.select(device_change.c.id)
+                .where(device_change.c.bulk_change_id == bc_id)
+                .order_by(device_change.c.id)
+            )
+            .scalars()
+            .all()
+        )
 
 
 def _set_rows(engine: sa.Engine, bc_id: int, header: dict, rows: list[dict]) -> None:
@@ -34,11 +42,29 @@ def _set_rows(engine: sa.Engine, bc_id: int, header: dict, rows: list[dict]) -> 
             conn.execute(sa.update(device_change).where(device_change.c.id == dc_id).values(**values))
 
 
-def _log(conn: sa.Connection, tenant_id: int, bc_id: int, status: str | None, has_errors: bool, request: bool = True,
-         at: datetime = D0 + timedelta(hours=1), ms: float | None = None) -> None:
-    conn.execute(sa.insert(bulk_change_log).values(
-        tenant_id=tenant_id, bulk_change_id=bc_id, description="call", process_by="test", created_at=at,
-        request_text="PUT /x" if request else None, response_status=status, has_errors=has_errors, response_ms=ms))
+def _log(
+    conn: sa.Connection,
+    tenant_id: int,
+    bc_id: int,
+    status: str | None,
+    has_errors: bool,
+    request: bool = True,
+    at: datetime = D0 + timedelta(hours=1),
+    ms: float | None = None,
+) -> None:
+    conn.execute(
+        sa.insert(bulk_change_log).values(
+            tenant_id=tenant_id,
+            bulk_change_id=bc_id,
+            description="call",
+            process_by="test",
+            created_at=at,
+            request_text="PUT /x" if request else None,
+            response_status=status,
+            has_errors=has_errors,
+            response_ms=ms,
+        )
+    )
 
 
 @pytest.fixture
@@ -47,40 +73,73 @@ def fixed_day(engine: sa.Engine) -> None:
     att = make_account(engine, "http://127.0.0.1:9/a")  # carrier att_pod19
     vz = make_account(engine, "http://127.0.0.1:9/v", integration="thingspace", name="VZ")
     with engine.begin() as conn:
-        conn.execute(sa.update(service_provider).where(service_provider.c.id == vz["service_provider_id"]).values(carrier="verizon"))
+        conn.execute(
+            sa.update(service_provider)
+            .where(service_provider.c.id == vz["service_provider_id"])
+            .values(carrier="verizon")
+        )
     att_dev, vz_dev = make_devices(engine, att, 12), make_devices(engine, vz, 8)
 
     # A: StatusUpdate on att_pod19, submitted at D0. Timed rows: 10, 20, 30, 40 s (the 40 s one API_FAILED);
     # one validation ERROR (finished, not timed), one CANCELLED (ignored), one finished the next day (ignored).
     a = make_bulk_change(engine, att, att_dev[:7], ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
-    _set_rows(engine, a, {"status": "PROCESSED", "created_at": D0}, [
-        {"status": "PROCESSED", "processed_at": D0 + timedelta(seconds=10)},
-        {"status": "PROCESSED", "processed_at": D0 + timedelta(seconds=20)},
-        {"status": "PROCESSED", "processed_at": D0 + timedelta(seconds=30)},
-        {"status": "API_FAILED", "processed_at": D0 + timedelta(seconds=40)},
-        {"status": "ERROR", "processed_at": D0},
-        {"status": "CANCELLED", "processed_at": D0 + timedelta(seconds=5)},
-        {"status": "PROCESSED", "processed_at": D0 + timedelta(days=1, seconds=1)},
-    ])
+    _set_rows(
+        engine,
+        a,
+        {"status": "PROCESSED", "created_at": D0},
+        [
+            {"status": "PROCESSED", "processed_at": D0 + timedelta(seconds=10)},
+            {"status": "PROCESSED", "processed_at": D0 + timedelta(seconds=20)},
+            {"status": "PROCESSED", "processed_at": D0 + timedelta(seconds=30)},
+            {"status": "API_FAILED", "processed_at": D0 + timedelta(seconds=40)},
+            {"status": "ERROR", "processed_at": D0},
+            {"status": "CANCELLED", "processed_at": D0 + timedelta(seconds=5)},
+            {"status": "PROCESSED", "processed_at": D0 + timedelta(days=1, seconds=1)},
+        ],
+    )
     # B: CarrierRatePlanChange on verizon submitted the evening before: one row done at 01:00 (7200 s),
     # one scheduled for 06:00 and done at 06:01:40 (100 s: timed from its effective date).
     b = make_bulk_change(engine, vz, vz_dev[:2], ChangeType.CARRIER_RATE_PLAN_CHANGE, {"carrier_rate_plan": "P2"})
-    _set_rows(engine, b, {"status": "PROCESSED", "created_at": D0 - timedelta(hours=1)}, [
-        {"status": "PROCESSED", "processed_at": D0 + timedelta(hours=1)},
-        {"status": "PROCESSED", "processed_at": D0 + timedelta(hours=6, seconds=100), "effective_at": D0 + timedelta(hours=6)},
-    ])
+    _set_rows(
+        engine,
+        b,
+        {"status": "PROCESSED", "created_at": D0 - timedelta(hours=1)},
+        [
+            {"status": "PROCESSED", "processed_at": D0 + timedelta(hours=1)},
+            {
+                "status": "PROCESSED",
+                "processed_at": D0 + timedelta(hours=6, seconds=100),
+                "effective_at": D0 + timedelta(hours=6),
+            },
+        ],
+    )
     # Queue: C waits for a run; E has 3 rows in PROCESSING; F is scheduled for next week; G is due.
     make_bulk_change(engine, att, att_dev[7:9], ChangeType.STATUS_UPDATE, {"status": "ACTIVATED"})
     e = make_bulk_change(engine, vz, vz_dev[2:5], ChangeType.STATUS_UPDATE, {"status": "ACTIVATED"})
     _set_rows(engine, e, {"status": "PENDING"}, [{"status": "PROCESSING", "carrier_request_id": "r"}] * 3)
-    make_bulk_change(engine, att, att_dev[9:10], ChangeType.STATUS_UPDATE, {"status": "ACTIVATED"}, effective_at=NOW + timedelta(days=7))
-    make_bulk_change(engine, vz, vz_dev[5:6], ChangeType.STATUS_UPDATE, {"status": "ACTIVATED"}, effective_at=NOW - timedelta(hours=1))
+    make_bulk_change(
+        engine,
+        att,
+        att_dev[9:10],
+        ChangeType.STATUS_UPDATE,
+        {"status": "ACTIVATED"},
+        effective_at=NOW + timedelta(days=7),
+    )
+    make_bulk_change(
+        engine,
+        vz,
+        vz_dev[5:6],
+        ChangeType.STATUS_UPDATE,
+        {"status": "ACTIVATED"},
+        effective_at=NOW - timedelta(hours=1),
+    )
     with engine.begin() as conn:
         # Carrier exchanges of A that day: 2 ok, a 404, a 503, a timeout; a DB-only log row is no exchange;
         # one exchange the day before does not count. B: one 200 with an error in its body.
         # Response times: A 100, 200, 300, 400 ms and the timeout at 1000 ms; B 50 ms.
-        for (status, err), ms in zip((("200", False), ("200", False), ("404", True), ("503", True), (None, True)),
-                                     (100, 200, 300, 400, 1000)):
+        for (status, err), ms in zip(
+            (("200", False), ("200", False), ("404", True), ("503", True), (None, True)), (100, 200, 300, 400, 1000)
+        ):
             _log(conn, att["tenant_id"], a, status, err, ms=ms)
         _log(conn, att["tenant_id"], a, None, False, request=False)
         _log(conn, att["tenant_id"], a, "500", True, at=D0 - timedelta(seconds=1), ms=9999)
@@ -126,16 +185,25 @@ def test_daily_metrics_match_hand_computation(engine, fixed_day) -> None:
 
 def test_an_empty_day_has_only_queue_numbers(engine, fixed_day) -> None:
     values = metric_values(compute_daily_metrics(engine, DAY - timedelta(days=30), NOW))
-    assert values == {"queue/bulk_changes_waiting": 2, "queue/bulk_changes_scheduled": 1, "queue/rows_processing": 3,
-                      "rows_finished": 0, "carrier_calls": 0}
+    assert values == {
+        "queue/bulk_changes_waiting": 2,
+        "queue/bulk_changes_scheduled": 1,
+        "queue/rows_processing": 3,
+        "rows_finished": 0,
+        "carrier_calls": 0,
+    }
 
 
 def test_metrics_asset_publishes_the_numbers(engine, dagster_instance, fixed_day) -> None:
-    result = build_definitions().resolve_job_def("retention_job").execute_in_process(
-        instance=dagster_instance,
-        partition_key=DAY.isoformat(),
-        asset_selection=[dg.AssetKey("bulk_change_metrics")],
-        run_config={"ops": {"bulk_change_metrics": {"config": {"now": NOW.isoformat()}}}},
+    result = (
+        build_definitions()
+        .resolve_job_def("retention_job")
+        .execute_in_process(
+            instance=dagster_instance,
+            partition_key=DAY.isoformat(),
+            asset_selection=[dg.AssetKey("bulk_change_metrics")],
+            run_config={"ops": {"bulk_change_metrics": {"config": {"now": NOW.isoformat()}}}},
+        )
     )
     assert result.success
     [mat] = result.asset_materializations_for_node("bulk_change_metrics")

@@ -38,8 +38,12 @@ def seed(engine: sa.Engine) -> DemoSeed:
 
 def _submit(engine: sa.Engine, seed: DemoSeed, devices: list[str], **status_extra: str) -> int:
     req = BulkChangeRequest.model_validate(
-        {"serviceProviderId": seed.service_providers["jasper"], "changeType": 1, "devices": devices,
-         "statusUpdate": {"status": "RETIRED", **status_extra}}
+        {
+            "serviceProviderId": seed.service_providers["jasper"],
+            "changeType": 1,
+            "devices": devices,
+            "statusUpdate": {"status": "RETIRED", **status_extra},
+        }
     )
     outcome = submit(engine, seed.tenant_id, req, "test")
     assert outcome.bulk_change_id is not None
@@ -48,7 +52,9 @@ def _submit(engine: sa.Engine, seed: DemoSeed, devices: list[str], **status_extr
 
 def _rows(engine: sa.Engine, bc_id: int) -> list[sa.Row]:
     with engine.connect() as conn:
-        return conn.execute(sa.select(device_change).where(device_change.c.bulk_change_id == bc_id).order_by(device_change.c.id)).all()
+        return conn.execute(
+            sa.select(device_change).where(device_change.c.bulk_change_id == bc_id).order_by(device_change.c.id)
+        ).all()
 
 
 def _logs(engine: sa.Engine, bc_id: int) -> list[sa.Row]:
@@ -103,8 +109,17 @@ def test_cancel_of_an_unsent_bulk_change_cancels_it(engine: sa.Engine, seed: Dem
 def test_retry_failed_requeues_failed_rows_as_a_new_attempt(engine: sa.Engine, seed: DemoSeed) -> None:
     bc_id = _submit(engine, seed, [*seed.sample_iccids["jasper"][:4], "8901100000000000999"])
     ids = [r.id for r in _rows(engine, bc_id)]
-    _finish(engine, seed, bc_id, {ids[0]: (S.PROCESSED, "r0"), ids[1]: (S.API_FAILED, "r1"),
-                                  ids[2]: (S.ERROR, None), ids[3]: (S.API_FAILED, None)})
+    _finish(
+        engine,
+        seed,
+        bc_id,
+        {
+            ids[0]: (S.PROCESSED, "r0"),
+            ids[1]: (S.API_FAILED, "r1"),
+            ids[2]: (S.ERROR, None),
+            ids[3]: (S.API_FAILED, None),
+        },
+    )
     set_bulk_status(engine, bc_id, BulkChangeStatus.PROCESSED)
     assert list_waiting(engine, 0, 10) == []
 
@@ -113,7 +128,9 @@ def test_retry_failed_requeues_failed_rows_as_a_new_attempt(engine: sa.Engine, s
     rows = _rows(engine, bc_id)
     assert [r.status for r in rows] == ["PROCESSED", "NEW", "NEW", "NEW", "ERROR"]  # the validation refusal stays
     assert rows[1].carrier_request_id is None and rows[0].carrier_request_id == "r0"
-    assert rows[1].processed_at is None and rows[1].status_details.startswith("retry (attempt 1) after: carrier said API_FAILED")
+    assert rows[1].processed_at is None and rows[1].status_details.startswith(
+        "retry (attempt 1) after: carrier said API_FAILED"
+    )
     assert rows[4].status_details.startswith("ICCID")
     [queued] = list_waiting(engine, 0, 10)
     assert (queued.id, queued.attempt, queued.status) == (bc_id, 1, "NEW")
@@ -130,7 +147,9 @@ def test_retry_failed_requeues_failed_rows_as_a_new_attempt(engine: sa.Engine, s
 
 def test_retry_refuses_validation_refusals_and_other_tenants(engine: sa.Engine, seed: DemoSeed) -> None:
     bc_id = _submit(engine, seed, ["8901100000000000999", seed.other_iccids[0]])  # both refused at validation
-    assert get_bulk_change(engine, bc_id, seed.tenant_id)["status"] == "ERROR"  # nothing was sent (issue 15 §5; was PROCESSED)
+    assert (
+        get_bulk_change(engine, bc_id, seed.tenant_id)["status"] == "ERROR"
+    )  # nothing was sent (issue 15 §5; was PROCESSED)
     with pytest.raises(OperationRefused, match="nothing to retry"):
         retry_failed(engine, seed.tenant_id, bc_id, by="ops")
     assert get_bulk_change(engine, bc_id, seed.tenant_id)["attempt"] == 0  # the refusal rolled back

@@ -28,7 +28,6 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from bulkchange_pipeline.defs.local_runner import QUIET, tick_and_run
@@ -49,9 +48,18 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("BULKCHANGE_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("BULKCHANGE_CHROMEDRIVER", "/usr/bin/chromedriver")
 # What headless Chromium needs on this machine kind (closed network, root, no GPU, no screen).
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1600,1000")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1600,1000",
+)
 DEVICES, PURGED = 12, 2  # PURGED of them were purged at the carrier: the carrier refuses those
 WEBSERVER_START_SECONDS = 90
 UI_WAIT_SECONDS = 45
@@ -59,7 +67,9 @@ UI_WAIT_SECONDS = 45
 
 def _unavailable(reason: str) -> None:
     if IN_CI:
-        pytest.fail(f"the browser test must run under CI=true: {reason} (.ci/run installs chromium and chromium-driver)")
+        pytest.fail(
+            f"the browser test must run under CI=true: {reason} (.ci/run installs chromium and chromium-driver)"
+        )
     pytest.skip(reason)
 
 
@@ -117,8 +127,10 @@ def processed(embedded_home: Path) -> Iterator[ProcessedBulkChange]:
     with sim.run_in_thread() as handle:
         ids = make_account(engine, handle.base_url)
         devices = make_devices(engine, ids, DEVICES)
-        sim.seed_devices({"iccid": d["iccid"], "status": "ACTIVATED", "ratePlan": "IOT-1GB", "communicationPlan": "CP-Basic"}
-                         for d in devices)
+        sim.seed_devices(
+            {"iccid": d["iccid"], "status": "ACTIVATED", "ratePlan": "IOT-1GB", "communicationPlan": "CP-Basic"}
+            for d in devices
+        )
         for d in devices[:PURGED]:
             sim.devices[d["iccid"]]["status"] = "PURGED"
         bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
@@ -127,8 +139,9 @@ def processed(embedded_home: Path) -> Iterator[ProcessedBulkChange]:
             result, runs = tick_and_run(instance, fast_definitions(), run_config=QUIET)
             assert [rr.partition_key for rr in result.run_requests] == [str(bc_id)] and runs[0].success
             # The run page of the partition: the run tagged with it, as the UI's partition views find it.
-            [record] = instance.get_run_records(dg.RunsFilter(job_name="process_bulk_change_job",
-                                                              tags={"dagster/partition": str(bc_id)}))
+            [record] = instance.get_run_records(
+                dg.RunsFilter(job_name="process_bulk_change_job", tags={"dagster/partition": str(bc_id)})
+            )
     counts = count_rows_by_status(engine, bc_id)
     assert counts == {"PROCESSED": DEVICES - PURGED, "API_FAILED": PURGED}
     engine.dispose()
@@ -144,7 +157,9 @@ def webserver(processed: ProcessedBulkChange, tmp_path: Path) -> Iterator[str]:
     cmd += ["-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
     log_path = tmp_path / "webserver.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     root = f"http://127.0.0.1:{port}"
     try:
         _wait_until_loaded(proc, root, log_path)
@@ -173,7 +188,9 @@ def _wait_until_loaded(proc: subprocess.Popen, root: str, log_path: Path) -> Non
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             pass
         time.sleep(0.5)
-    pytest.fail(f"dagster-webserver did not load the workspace in {WEBSERVER_START_SECONDS} s ({last}):\n{log_path.read_text()[-3000:]}")
+    pytest.fail(
+        f"dagster-webserver did not load the workspace in {WEBSERVER_START_SECONDS} s ({last}):\n{log_path.read_text()[-3000:]}"
+    )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -230,13 +247,21 @@ def test_run_page_shows_the_summary_table(browser, processed: ProcessedBulkChang
     table_xpath = "//table[.//*[normalize-space()='device status']]"
     try:
         # The header names the job and the partition: this is that partition's run.
-        wait.until(ec.presence_of_element_located((By.XPATH, "//*[contains(normalize-space(), 'process_bulk_change_job')]")))
-        wait.until(ec.presence_of_element_located((By.XPATH, f"//*[normalize-space()='partition: {processed.partition}']")))
+        wait.until(
+            ec.presence_of_element_located((By.XPATH, "//*[contains(normalize-space(), 'process_bulk_change_job')]"))
+        )
+        wait.until(
+            ec.presence_of_element_located((By.XPATH, f"//*[normalize-space()='partition: {processed.partition}']"))
+        )
         # Markdown metadata shows inline when short, else behind a "[Show Markdown]" link opening a dialog.
-        found = wait.until(ec.any_of(
-            ec.presence_of_element_located((By.XPATH, table_xpath)),
-            ec.element_to_be_clickable((By.XPATH, "//tr[td[normalize-space()='summary']]//a[normalize-space()='[Show Markdown]']")),
-        ))
+        found = wait.until(
+            ec.any_of(
+                ec.presence_of_element_located((By.XPATH, table_xpath)),
+                ec.element_to_be_clickable(
+                    (By.XPATH, "//tr[td[normalize-space()='summary']]//a[normalize-space()='[Show Markdown]']")
+                ),
+            )
+        )
         browser.save_screenshot(str(artifacts / f"run-page-bulk-change-{processed.partition}.png"))
         if found.tag_name != "table":
             found.click()

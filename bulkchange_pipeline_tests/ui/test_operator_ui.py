@@ -38,25 +38,23 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from bulkchange_pipeline.deploy import LOCATION
 from bulkchange_pipeline.defs.pools import ACCOUNT_TAG, account_tag_value
+from bulkchange_pipeline.deploy import LOCATION
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status
 from bulkchange_pipeline.store.schema import bulk_change_log
 
-from ..deploy.test_crash_recovery import (  # noqa: F401 - shape and fresh are the fixtures this module uses
+from ..deploy.test_crash_recovery import (
     PROCESS_JOB,
     Shape,
     assert_header_is_what_rows_say,
     devices_with,
-    fresh,
     run_messages,
-    shape,
     started_run,
     wait_settled,
 )
 from ..reliability.common import row_statuses
 from ..waiting import wait_until
-from .test_dagster_ui import UI_WAIT_SECONDS, _artifacts_dir, _browser_parts, browser  # noqa: F401 - browser is a fixture
+from .test_dagster_ui import UI_WAIT_SECONDS, _artifacts_dir, _browser_parts
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -135,7 +133,10 @@ class Operator:
                 box.send_keys(key)
                 WebDriverWait(self.driver, 5).until(ec.element_to_be_clickable(item)).click()
                 WebDriverWait(self.driver, 5).until(
-                    lambda d: d.find_element(By.XPATH, "//input[@placeholder='Partition']").get_attribute("value") == key)
+                    lambda d: (
+                        d.find_element(By.XPATH, "//input[@placeholder='Partition']").get_attribute("value") == key
+                    )
+                )
                 return
             except (StaleElementReferenceException, TimeoutException, ElementClickInterceptedException):
                 if time.monotonic() > deadline:
@@ -152,8 +153,11 @@ class Operator:
 
         skip = (By.XPATH, "//*[@role='dialog']//button[normalize-space()='Skip']")
         try:
-            button = WebDriverWait(self.driver, wait_seconds).until(ec.element_to_be_clickable(skip)) if wait_seconds \
+            button = (
+                WebDriverWait(self.driver, wait_seconds).until(ec.element_to_be_clickable(skip))
+                if wait_seconds
                 else next(b for b in self.driver.find_elements(*skip) if b.is_displayed() and b.is_enabled())
+            )
         except (TimeoutException, StopIteration):
             return False
         time.sleep(0.5)  # its fade-in
@@ -218,8 +222,12 @@ def test_operator_terminates_a_run_then_launches_the_partition_from_the_launchpa
         ui.shot("2-terminate-dialog")
         stopped_at = time.monotonic()
         ui.click(confirm)
-    wait_until(lambda: any("run is stopping" in m for m in run_messages(shape, run_id)), timeout=30, interval=0.05,
-               what="apply_batch to report the stop: the UI's Terminate did not reach the step")
+    wait_until(
+        lambda: any("run is stopping" in m for m in run_messages(shape, run_id)),
+        timeout=30,
+        interval=0.05,
+        what="apply_batch to report the stop: the UI's Terminate did not reach the step",
+    )
     jasper.hold_when = None
     jasper.holder.released.set()
 
@@ -239,12 +247,21 @@ def test_operator_terminates_a_run_then_launches_the_partition_from_the_launchpa
     after = [i for t, i in jasper.put_starts if t > stopped_at]
     assert set(after) <= in_flight, f"carrier calls after the stop beyond the chunk in flight: {set(after) - in_flight}"
     rows = {r.iccid: r.status for r in row_statuses(shape.engine, bc_id)}
-    assert rows == {i: "PROCESSED" if i in in_flight else "CANCELLED" for i in iccids}, count_rows_by_status(shape.engine, bc_id)
+    assert rows == {i: "PROCESSED" if i in in_flight else "CANCELLED" for i in iccids}, count_rows_by_status(
+        shape.engine, bc_id
+    )
     status, counts = assert_header_is_what_rows_say(shape, bc_id)
     assert counts == {"PROCESSED": 10, "CANCELLED": 30}, (status, counts)
     with shape.engine.connect() as conn:
-        notes = conn.execute(sa.select(bulk_change_log.c.description).where(bulk_change_log.c.bulk_change_id == bc_id,
-                                                                            bulk_change_log.c.device_change_id.is_(None))).scalars().all()
+        notes = (
+            conn.execute(
+                sa.select(bulk_change_log.c.description).where(
+                    bulk_change_log.c.bulk_change_id == bc_id, bulk_change_log.c.device_change_id.is_(None)
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert any(f"Stopped by Terminate of Dagster run {run_id}" in n for n in notes), notes
 
     # 4. The launchpad of the job, with the bulk change's partition picked, and "Launch Run".
@@ -260,11 +277,17 @@ def test_operator_terminates_a_run_then_launches_the_partition_from_the_launchpa
         launchpad_text = ui.text()
         ui.shot("4-launchpad")
         ui.click(launch)
-        wait_until(lambda: (m := RUN_URL.search(browser.current_url)) and m.group(1) != run_id, timeout=UI_WAIT_SECONDS,
-                   interval=0.2, what="the UI to open the launched run's page")
+        wait_until(
+            lambda: (m := RUN_URL.search(browser.current_url)) and m.group(1) != run_id,
+            timeout=UI_WAIT_SECONDS,
+            interval=0.2,
+            what="the UI to open the launched run's page",
+        )
     launched_id = RUN_URL.search(browser.current_url).group(1)  # type: ignore[union-attr]
     launched = shape.instance.get_run_by_id(launched_id)
-    assert launched is not None and launched.tags.get(ACCOUNT_TAG) == account_tag_value(shape.sp["jasper"]), launched and launched.tags
+    assert launched is not None and launched.tags.get(ACCOUNT_TAG) == account_tag_value(shape.sp["jasper"]), (
+        launched and launched.tags
+    )
     assert launched.tags.get("dagster/partition") == str(bc_id) and launched.job_name == PROCESS_JOB
     wait_settled(shape, bc_id, lambda s: s not in ("NEW", "PROCESSING"), timeout=90)
     with ui.step("5-launched-run"):
@@ -284,14 +307,19 @@ def test_operator_terminates_a_run_then_launches_the_partition_from_the_launchpa
     assert not (set(jasper.applied_counts) & everything) - in_flight, "the launchpad run sent a cancelled row"
     assert devices_with(shape, sorted(everything - in_flight), "ACTIVATED") == DEVICES - len(in_flight)
 
-    finalize_events = [(e.dagster_event.event_type_value, (e.message or "").splitlines()[0][:120])
-                       for e in shape.instance.all_logs(run_id) if e.dagster_event and e.step_key == "finalize_bulk_change"]
+    finalize_events = [
+        (e.dagster_event.event_type_value, (e.message or "").splitlines()[0][:120])
+        for e in shape.instance.all_logs(run_id)
+        if e.dagster_event and e.step_key == "finalize_bulk_change"
+    ]
     print(f"\nthe Canceled run's finalize_bulk_change events: {finalize_events}")
     for shot in ui.shots:
         assert shot.stat().st_size > 10_000, shot
     # What was cancelled is in the Canceled run's own log (its output metadata is dropped by the stop).
     assert any("device rows not yet sent are CANCELLED" in (e.message or "") for e in shape.instance.all_logs(run_id))
-    print(f"\nterminate dialog: {dialog_text!r}\nheader after Terminate: {status} {counts}"
-          f"\nrun page after Terminate mentions Canceled: {'Canceled' in canceled_text}"
-          f"\nlaunchpad shows {ACCOUNT_TAG}: {ACCOUNT_TAG in launchpad_text}; launched run {launched_id} tags {dict(launched.tags)}"
-          f"\nlaunched run page mentions Success: {'Success' in launched_text}")
+    print(
+        f"\nterminate dialog: {dialog_text!r}\nheader after Terminate: {status} {counts}"
+        f"\nrun page after Terminate mentions Canceled: {'Canceled' in canceled_text}"
+        f"\nlaunchpad shows {ACCOUNT_TAG}: {ACCOUNT_TAG in launchpad_text}; launched run {launched_id} tags {dict(launched.tags)}"
+        f"\nlaunched run page mentions Success: {'Success' in launched_text}"
+    )
