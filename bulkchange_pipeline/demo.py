@@ -35,7 +35,7 @@ from .simulators.sync import sync_from_database
 from .store import migrate
 from .store.bulk_changes import get_bulk_change
 from .store.db import make_engine, utcnow
-from .store.schema import device
+from .store.reference import live_devices
 from .store.seed import DemoSeed, demo_credentials_names, point_demo_at, seed_demo
 
 THINGSPACE_DEVICES = 100
@@ -47,14 +47,8 @@ class DemoResult:
     seconds: float
 
 
-def _devices(engine: sa.Engine, sp_id: int) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(device.c.iccid, device.c.status)
-            .where(device.c.service_provider_id == sp_id, device.c.archived_at.is_(None))
-            .order_by(device.c.id)
-        ).all()
-    return [dict(r._mapping) for r in rows]
+def _devices(engine: sa.Engine, seed: DemoSeed, integration: str) -> list[dict[str, Any]]:
+    return live_devices(engine, seed.tenant_id, seed.service_providers[integration])
 
 
 def _flip(devices: list[dict[str, Any]], a: str, b: str, limit: int) -> tuple[list[str], str]:
@@ -70,12 +64,8 @@ def _requests(engine: sa.Engine, seed: DemoSeed, devices: int) -> list[tuple[str
     example = BulkChangeRequest.model_validate(
         {**seed.example_customer_rate_plan_request(), "idempotencyKey": f"demo-example-{stamp}"}
     )
-    jasper, jasper_target = _flip(
-        _devices(engine, seed.service_providers["jasper"]), "ACTIVATED", "DEACTIVATED", devices
-    )
-    ts, ts_target = _flip(
-        _devices(engine, seed.service_providers["thingspace"]), "active", "suspend", THINGSPACE_DEVICES
-    )
+    jasper, jasper_target = _flip(_devices(engine, seed, "jasper"), "ACTIVATED", "DEACTIVATED", devices)
+    ts, ts_target = _flip(_devices(engine, seed, "thingspace"), "active", "suspend", THINGSPACE_DEVICES)
     out = [("example changeType 4", example)]
     for label, sp, iccids, target in (
         ("Jasper", "jasper", jasper, jasper_target),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..domain import Integration
+from ..domain import ChangeType, Integration
 from .base import (
     AsyncOutcome,
     BusinessCarrierError,
@@ -75,10 +75,17 @@ def parse_callback(integration: str, payload: dict[str, Any]) -> list[AsyncOutco
     return cls.parse_callback(payload)
 
 
-def updates_billing(integration: str, change_type: int) -> bool:
+def updates_billing(integration: str, change_type: ChangeType) -> bool:
     """True if `change_type` on this integration also updates the tenant's Rev.io account."""
     cls = _adapter_class(integration)
     return cls is not None and change_type in cls.billing_change_types
+
+
+def sends_callbacks(integration: str) -> bool:
+    """True if the carrier answers through the callback receiver (``/callbacks/<name>``), so its
+    rows can have lost a callback while the receiver was down."""
+    cls = _adapter_class(integration)
+    return cls is not None and cls.callback_name is not None
 
 
 __all__ = [
@@ -95,5 +102,6 @@ __all__ = [
     "WritesDisabledError",
     "build_adapter",
     "parse_callback",
+    "sends_callbacks",
     "updates_billing",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 from ..domain import DeviceChangeStatus
 from .base import BusinessCarrierError, CarrierError, DeviceChange, DeviceResult, LogEntry, TransientCarrierError
 
-__all__ = ["device_result", "failure_detail", "shared_logs"]
+__all__ = ["batch_result", "device_result", "failure_detail", "shared_logs"]
 
 
 def failure_detail(exc: CarrierError) -> str:
@@ -49,3 +49,20 @@ def shared_logs(log: list[LogEntry], members: list[DeviceChange], desc: str) -> 
         last.has_errors if last else True,
     )
     return [list(log)] + [[note] for _ in members[1:]]
+
+
+def batch_result(
+    members: list[DeviceChange],
+    log: list[LogEntry],
+    desc: str,
+    status: DeviceChangeStatus,
+    detail: str,
+    *,
+    request_id: str | None = None,
+) -> list[DeviceResult]:
+    """One outcome for every member of one batched request (accepted, refused, or no answer), each
+    with its share of the request's log (``shared_logs``)."""
+    logs = shared_logs(log, members, desc)
+    return [
+        device_result(c, status, detail, request_id=request_id, log=lg) for c, lg in zip(members, logs, strict=True)
+    ]

@@ -27,7 +27,7 @@ from .base import (
     WritesDisabledError,
 )
 from .http import CarrierHttp
-from .results import device_result, failure_detail, shared_logs
+from .results import batch_result, device_result, failure_detail, shared_logs
 from .teal_wire import (
     DEFAULT_BATCH_SIZE,
     ENABLED_STATUSES,
@@ -114,28 +114,19 @@ class TealClient(CarrierAdapter):
                 "POST", path, json_body={"entries": [e for _, e in chunk]}, params=params, description=desc
             )
         except CarrierError as exc:
-            logs = shared_logs(exc.log, members, desc)
             if _maybe_accepted(exc):
                 # The last answer was lost (timeout) or unreadable: Teal may have enqueued it.
                 # Keep the requestId so poll settles it (an unknown request ends API_FAILED).
                 detail = f"sent to Teal, answer not confirmed ({exc.message}); requestId {request_id}"
-                return [
-                    device_result(c, DeviceChangeStatus.PROCESSING, detail, request_id=request_id, log=lg)
-                    for c, lg in zip(members, logs, strict=True)
-                ]
-            return [
-                device_result(c, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=lg)
-                for c, lg in zip(members, logs, strict=True)
-            ]
+                return batch_result(
+                    members, exc.log, desc, DeviceChangeStatus.PROCESSING, detail, request_id=request_id
+                )
+            return batch_result(members, exc.log, desc, DeviceChangeStatus.API_FAILED, failure_detail(exc))
         body = call.body if isinstance(call.body, dict) else {}
         detail = f"accepted by Teal ({path.rsplit('/', 1)[-1]}), requestId {request_id}"
         if body.get("message"):
             detail += f": {body['message']}"
-        logs = shared_logs(call.log, members, desc)
-        return [
-            device_result(c, DeviceChangeStatus.PROCESSING, detail, request_id=request_id, log=lg)
-            for c, lg in zip(members, logs, strict=True)
-        ]
+        return batch_result(members, call.log, desc, DeviceChangeStatus.PROCESSING, detail, request_id=request_id)
 
     # -- poll -------------------------------------------------------------------------------------
 
@@ -168,17 +159,8 @@ class TealClient(CarrierAdapter):
         except BusinessCarrierError as exc:
             if exc.status == 401 or exc.code == "UNAUTHORIZED":
                 return [None] * len(members)  # cannot tell; the change may well be applied
-            logs = shared_logs(exc.log, members, desc)
-            return [
-                device_result(
-                    c,
-                    DeviceChangeStatus.API_FAILED,
-                    f"Teal has no result for request {request_id}: {exc}",
-                    request_id=request_id,
-                    log=lg,
-                )
-                for c, lg in zip(members, logs, strict=True)
-            ]
+            detail = f"Teal has no result for request {request_id}: {exc}"
+            return [*batch_result(members, exc.log, desc, DeviceChangeStatus.API_FAILED, detail, request_id=request_id)]
         except CarrierError:
             return [None] * len(members)
         body = call.body if isinstance(call.body, dict) else {}

@@ -43,7 +43,7 @@ from .base import (
     WritesDisabledError,
 )
 from .http import CarrierHttp
-from .results import device_result, failure_detail, shared_logs
+from .results import batch_result, device_result, failure_detail, shared_logs
 from .revio import RevioClient
 from .revio_wire import RevioUpdateError
 from .telegence_errors import classify_telegence_response
@@ -235,11 +235,7 @@ class TelegenceClient(CarrierAdapter):
                 "POST", ACTIVATION_PATH, json_body=[line for _, line in job], description=desc
             )
         except CarrierError as exc:
-            logs = shared_logs(exc.log, members, desc)
-            return [
-                device_result(c, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=lg)
-                for c, lg in zip(members, logs, strict=True)
-            ]
+            return batch_result(members, exc.log, desc, DeviceChangeStatus.API_FAILED, failure_detail(exc))
         items = call.body if isinstance(call.body, list) else [call.body]
         ids = activation_ids(items, members)
         logs = shared_logs(call.log, members, desc)
@@ -296,17 +292,8 @@ class TelegenceClient(CarrierAdapter):
         except BusinessCarrierError as exc:
             if exc.status != 404:
                 return [None] * len(members)  # e.g. credentials: cannot tell, keep waiting
-            logs = shared_logs(exc.log, members, desc)
-            return [
-                device_result(
-                    c,
-                    DeviceChangeStatus.API_FAILED,
-                    f"Telegence has no activation {request_id}: {exc}",
-                    request_id=request_id,
-                    log=lg,
-                )
-                for c, lg in zip(members, logs, strict=True)
-            ]
+            detail = f"Telegence has no activation {request_id}: {exc}"
+            return [*batch_result(members, exc.log, desc, DeviceChangeStatus.API_FAILED, detail, request_id=request_id)]
         except CarrierError:
             return [None] * len(members)
         items = [i for i in (call.body if isinstance(call.body, list) else [call.body]) if isinstance(i, dict)]

@@ -22,13 +22,13 @@ from ..intake.parsing import shown
 from ..intake.validation import ValidationReport, is_carrier_dated
 
 STATUS_STYLE = {
-    "NEW": "cyan",
-    "SCHEDULED": "blue",
-    "PROCESSING": "yellow",
-    "PROCESSED": "green",
-    "API_FAILED": "red",
-    "ERROR": "red",
-    "CANCELLED": "dim",
+    DeviceChangeStatus.NEW: "cyan",
+    DeviceChangeStatus.SCHEDULED: "blue",
+    DeviceChangeStatus.PROCESSING: "yellow",
+    DeviceChangeStatus.PROCESSED: "green",
+    DeviceChangeStatus.API_FAILED: "red",
+    DeviceChangeStatus.ERROR: "red",
+    DeviceChangeStatus.CANCELLED: "dim",
 }
 
 
@@ -115,7 +115,7 @@ def render_status(console: Console, bc: dict[str, Any], provider_name: str | Non
     for status in DeviceChangeStatus:
         n = bc["counts"].get(status.value, 0)
         if n:
-            table.add_row(f"[{STATUS_STYLE[status.value]}]{status.value}[/]", str(n))
+            table.add_row(f"[{STATUS_STYLE[status]}]{status.value}[/]", str(n))
     console.print(table)
 
 

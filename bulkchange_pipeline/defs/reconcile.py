@@ -6,9 +6,10 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
+from ..carriers import sends_callbacks
 from ..engine import BulkChangeInfo
 from ..engine.reconcile import ReconcileSummary, reconcile
-from ..store.callbacks import CALLBACK_INTEGRATIONS, async_work, latest_receiver_start
+from ..store.callbacks import async_work, latest_receiver_start
 from . import clock
 from .partitions import bulk_change_config
 from .pipeline import finalize_bulk_change, load_bulk_change_op
@@ -120,7 +121,7 @@ def async_results_sensor(
 
         if (
             receiver_start is not None
-            and work.integration in CALLBACK_INTEGRATIONS
+            and sends_callbacks(work.integration)
             and work.oldest_sent_at is not None
             and work.oldest_sent_at < receiver_start.started_at
         ):

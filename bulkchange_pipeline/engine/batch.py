@@ -237,7 +237,7 @@ async def _carrier_results(
         raise ValueError(
             f"bulk change {info.id} needs a carrier account for service provider {info.service_provider.id}"
         )
-    if updates_billing(account.integration, int(info.change_type)) and any(
+    if updates_billing(account.integration, info.change_type) and any(
         r.current.get("has_active_rev_service") for r in rows
     ):
         # The change must reach the lines' Rev.io services too: the adapter gets the tenant's

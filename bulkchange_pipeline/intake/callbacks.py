@@ -42,7 +42,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
@@ -54,6 +54,8 @@ from ..carriers import AsyncOutcome, parse_callback
 from ..carriers.redaction import redact_json
 from ..store.callbacks import (
     AUTHENTICATED_AS,
+    MAX_DEVICE_KEY,
+    MAX_REQUEST_ID,
     credentials_names,
     record_receiver_start,
     record_receiver_stop,
@@ -61,15 +63,10 @@ from ..store.callbacks import (
     store_callback,
 )
 from ..store.db import utcnow
-from ..store.schema import carrier_callback
 from .api_models import PROBLEM_JSON, PROBLEMS, ApiProblem, CallbackStored, Problem, capped_stream
 from .parsing import IntakeError, check_values, decode_utf8, load_json, shown
 
 MAX_CALLBACK_BYTES = 1_000_000
-MAX_REQUEST_ID: int = (
-    cast(sa.String, carrier_callback.c.request_id.type).length or 0
-)  # the columns a stored callback is keyed by
-MAX_DEVICE_KEY: int = cast(sa.String, carrier_callback.c.device_key.type).length or 0
 START_RECORD_RETRY_SECONDS = 5.0
 MALFORMED = "Malformed callback"
 NO_BODY: Any = object()  # what ``_json_body`` answers for an empty body

@@ -25,7 +25,6 @@ import sqlalchemy as sa
 from ..domain import Integration
 from ..domain.transitions import TELEGENCE
 from ..store import reference as ref
-from ..store.schema import customer, device
 from . import revio_rules, thingspace_rules
 from .park import REVIO_PROVIDER_ID, TELEGENCE_BAN, Park
 
@@ -52,25 +51,11 @@ def sync_from_database(engine: sa.Engine, park: Park, tenant_id: int, *, replace
     sp_integration = {sp.id: _family(sp.integration) for sp in sps}
     for sp in sps:
         plans[sp_integration[sp.id]] += list(ref.carrier_rate_plans(engine, tenant_id, sp.id).values())
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(device, customer.c.name.label("customer_name"), customer.c.rev_customer_id)
-            .select_from(device.outerjoin(customer, customer.c.id == device.c.customer_id))
-            .where(device.c.tenant_id == tenant_id, device.c.archived_at.is_(None))
-            .order_by(device.c.id)
-        ).all()
-        rev_customers = [
-            r
-            for r in conn.execute(
-                sa.select(customer.c.rev_customer_id)
-                .where(customer.c.tenant_id == tenant_id, customer.c.rev_customer_id.is_not(None))
-                .order_by(customer.c.id)
-            ).scalars()
-        ]
-    for r in rows:
-        family = sp_integration.get(r.service_provider_id)
+    rev_customers = ref.rev_customer_ids(engine, tenant_id)
+    for r in ref.live_devices(engine, tenant_id):
+        family = sp_integration.get(r["service_provider_id"])
         if family:
-            devices[family].append(dict(r._mapping))
+            devices[family].append(r)
     billing = _Billing(rev_customers, [d for family in devices.values() for d in family if d["has_active_rev_service"]])
     counts = {}
     for name, sim in park.simulators.items():

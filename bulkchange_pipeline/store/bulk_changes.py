@@ -32,6 +32,7 @@ __all__ = [
     "first_failures",
     "get_bulk_change",
     "initial_status",
+    "RESULT_COLUMNS",
     "iter_device_results",
     "list_due_scheduled",
     "list_waiting",
@@ -325,29 +326,33 @@ def get_bulk_change(engine: sa.Engine, bulk_change_id: int, tenant_id: int | Non
         return out
 
 
+# A device row as the API pages it and the CSV export streams it.
+RESULT_COLUMNS = (
+    device_change.c.id,
+    device_change.c.device_id,
+    device_change.c.iccid,
+    device_change.c.msisdn,
+    device_change.c.imei,
+    device_change.c.eid,
+    device_change.c.status,
+    device_change.c.status_details,
+    device_change.c.attempt_count,
+    device_change.c.carrier_request_id,
+    device_change.c.change_request,
+    device_change.c.effective_at,
+    device_change.c.processed_at,
+)
+
+
 def iter_device_results(
     engine: sa.Engine, tenant_id: int, bulk_change_id: int, page: int = 5_000
 ) -> Iterator[dict[str, Any]]:
     """Every device row of a bulk change in id order, streamed page by page (for CSV export)."""
-    cols = (
-        device_change.c.id,
-        device_change.c.iccid,
-        device_change.c.msisdn,
-        device_change.c.imei,
-        device_change.c.eid,
-        device_change.c.status,
-        device_change.c.status_details,
-        device_change.c.attempt_count,
-        device_change.c.carrier_request_id,
-        device_change.c.change_request,
-        device_change.c.effective_at,
-        device_change.c.processed_at,
-    )
     last = 0
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
-                sa.select(*cols)
+                sa.select(*RESULT_COLUMNS)
                 .where(
                     device_change.c.bulk_change_id == bulk_change_id,
                     device_change.c.tenant_id == tenant_id,

@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -32,11 +32,11 @@ from ..domain import BulkChangeStatus, DeviceChangeStatus
 from .db import run_transaction, utcnow
 from .schema import bulk_change, callback_receiver_start, carrier_callback, device_change, service_provider
 
-CALLBACK_INTEGRATIONS = frozenset({"thingspace", "teal"})
-"""Integrations whose answers come through the callback receiver (``/callbacks/<integration>``):
-only their rows can have lost a callback while it was down."""
-
 RECEIVER_STARTS_KEPT = 100
+
+# The columns a stored callback is keyed by: the receiver refuses longer values (a 4xx, not a 500).
+MAX_REQUEST_ID: int = cast(sa.String, carrier_callback.c.request_id.type).length or 0
+MAX_DEVICE_KEY: int = cast(sa.String, carrier_callback.c.device_key.type).length or 0
 
 AUTHENTICATED_AS = "_authenticated_as"
 """Key the callback endpoint adds to a stored callback that carried credentials: the credentials

@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..domain import BulkChangeStatus, DeviceChangeStatus, refused_detail
-from .bulk_changes import attempted_if_only_errors, counts_by_status
+from .bulk_changes import RESULT_COLUMNS, attempted_if_only_errors, counts_by_status
 from .db import run_transaction, utcnow
 from .device_changes import count_unfinished
 from .headers import derive_header, is_async, write_header
@@ -393,23 +393,6 @@ class DevicePage:
     total: int  # rows matching the filter
     page: int
     page_size: int
-
-
-RESULT_COLUMNS = (
-    device_change.c.id,
-    device_change.c.device_id,
-    device_change.c.iccid,
-    device_change.c.msisdn,
-    device_change.c.imei,
-    device_change.c.eid,
-    device_change.c.status,
-    device_change.c.status_details,
-    device_change.c.attempt_count,
-    device_change.c.carrier_request_id,
-    device_change.c.change_request,
-    device_change.c.effective_at,
-    device_change.c.processed_at,
-)
 
 
 def page_device_results(

@@ -235,6 +235,32 @@ def find_devices(
     return dict(found)
 
 
+def live_devices(engine: sa.Engine, tenant_id: int, service_provider_id: int | None = None) -> list[dict[str, Any]]:
+    """The tenant's devices that are not archived (of one service provider, or all), in id order,
+    each a dict of its columns plus its customer's ``customer_name`` and ``rev_customer_id``."""
+    query = (
+        sa.select(device, customer.c.name.label("customer_name"), customer.c.rev_customer_id)
+        .select_from(device.outerjoin(customer, customer.c.id == device.c.customer_id))
+        .where(device.c.tenant_id == tenant_id, device.c.archived_at.is_(None))
+        .order_by(device.c.id)
+    )
+    if service_provider_id is not None:
+        query = query.where(device.c.service_provider_id == service_provider_id)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def rev_customer_ids(engine: sa.Engine, tenant_id: int) -> list[str]:
+    """The Rev.io customer ids of the tenant's customers that have one, in customer id order."""
+    query = (
+        sa.select(customer.c.rev_customer_id)
+        .where(customer.c.tenant_id == tenant_id, customer.c.rev_customer_id.is_not(None))
+        .order_by(customer.c.id)
+    )
+    with engine.connect() as conn:
+        return [str(r) for r in conn.execute(query).scalars()]
+
+
 def insert_devices(bind: Bind, tenant_id: int, service_provider_id: int, rows: Sequence[Mapping[str, Any]]) -> int:
     """Bulk-insert devices of one service provider (executemany in chunks); returns the count.
 

@@ -14,6 +14,7 @@ from bulkchange_pipeline.carriers import (
     UnknownIntegrationError,
     build_adapter,
     parse_callback,
+    sends_callbacks,
     updates_billing,
 )
 from bulkchange_pipeline.carriers.http import CarrierHttp
@@ -65,6 +66,17 @@ def test_only_telegence_username_edits_reach_billing() -> None:
     assert not updates_billing("telegence", ChangeType.STATUS_UPDATE)
     assert not updates_billing("jasper", ChangeType.EDIT_USERNAME_COST_CENTER)
     assert not updates_billing("bandwidth", ChangeType.EDIT_USERNAME_COST_CENTER)
+
+
+def test_the_registry_says_which_carriers_answer_through_the_callback_receiver() -> None:
+    """Reconcile re-polls these carriers' rows sent while the receiver was down (and no others)."""
+    assert {
+        name
+        for name in ("jasper", "rogers", "thingspace", "teal", "telegence", "pond", "revio")
+        if sends_callbacks(name)
+    } == {"thingspace", "teal"}
+    assert sends_callbacks(" ThingSpace ")
+    assert not sends_callbacks("bandwidth")
 
 
 @pytest.mark.parametrize(("max_concurrency", "unlimited_workers", "most"), [(3, 64, 3), (0, 5, 5), (50, 64, 20)])
