@@ -309,6 +309,13 @@ def read_pid(dep: LocalDeployment, service: str) -> int | None:
     return record.pid if record else None
 
 
+def _signals_unblocked() -> None:
+    """In the child, before exec: a blocked signal stays blocked across exec, so a service started
+    from a thread or process that had SIGTERM blocked would never hear `deploy-local stop` (and its
+    own children, a code server's run workers, would inherit that). Unblock the stop signals."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+
 def spawn(dep: LocalDeployment, service: str, env: Mapping[str, str], restarts: int = 0) -> int:
     """Start one service in its own session (process group = its pid), output to its log."""
     argv = dep.commands()[service]
@@ -323,6 +330,7 @@ def spawn(dep: LocalDeployment, service: str, env: Mapping[str, str], restarts: 
             env=dict(env),
             cwd=dep.run_dir,
             start_new_session=True,
+            preexec_fn=_signals_unblocked,
         )
     record = {
         "pid": proc.pid,

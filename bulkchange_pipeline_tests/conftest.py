@@ -131,12 +131,18 @@ def dagster_instance(db_url: str, request: pytest.FixtureRequest, monkeypatch: p
     import dagster as dg
 
     monkeypatch.setenv("BULKCHANGE_DATABASE_URL", db_url)
-    overrides = None
+    # No compute-log capture: the local manager mirrors each in-process run's stdout/stderr through
+    # two `tail -F` children and a watcher process, whose cleanup waited 2 x 30 s under a loaded
+    # full run (a run executed in a thread, test_tenant_isolation). No test reads compute logs; the
+    # deployment and browser tests run with the real manager.
+    overrides: dict[str, object] = {
+        "compute_logs": {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}
+    }
     if db_url.startswith("postgresql"):
         url = request.getfixturevalue("_pg_dagster_url")  # keeps +psycopg2: SQLAlchemy 2.1 defaults to psycopg 3
-        overrides = {"storage": {"postgres": {"postgres_url": url}}}
+        overrides["storage"] = {"postgres": {"postgres_url": url}}
     with dg.instance_for_test(overrides=overrides) as instance:
-        if overrides:
+        if "storage" in overrides:
             instance.wipe()
             instance.wipe_all_schedules()
         yield instance
