@@ -309,11 +309,17 @@ def read_pid(dep: LocalDeployment, service: str) -> int | None:
     return record.pid if record else None
 
 
-def _signals_unblocked() -> None:
-    """In the child, before exec: a blocked signal stays blocked across exec, so a service started
-    from a thread or process that had SIGTERM blocked would never hear `deploy-local stop` (and its
-    own children, a code server's run workers, would inherit that). Unblock the stop signals."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+def _default_stop_signals() -> None:
+    """In the child, before exec: give the service the default SIGINT and SIGTERM, unblocked.
+
+    An ignored or blocked signal survives exec. Started from a shell that ignores SIGINT (``nohup``,
+    a background job in a script), a service would inherit that, and Dagster's processes map
+    SIGTERM to whatever SIGINT does (``signal.signal(SIGTERM, signal.getsignal(SIGINT))``): the
+    code server then ignored `deploy-local stop`, and its run workers' `tail -F` log mirrors
+    ignored their cleanup, until SIGKILL."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def spawn(dep: LocalDeployment, service: str, env: Mapping[str, str], restarts: int = 0) -> int:
@@ -330,7 +336,7 @@ def spawn(dep: LocalDeployment, service: str, env: Mapping[str, str], restarts: 
             env=dict(env),
             cwd=dep.run_dir,
             start_new_session=True,
-            preexec_fn=_signals_unblocked,
+            preexec_fn=_default_stop_signals,
         )
     record = {
         "pid": proc.pid,
