@@ -20,7 +20,12 @@ Behaviour (reference/carriers.md section 2):
 `account.extra` keys: `client_id`, `client_secret` (OAuth app), `account_name` (the billing
 account, e.g. 0000123456-00001; required), optional `service_plan` and `mdn_zip_code` (activation
 defaults), `reason_code` (deactivation, default FF), `callback_username`/`callback_password`
-(what ThingSpace echoes in callbacks), `activate_requests_per_minute` (default 100).
+(what ThingSpace echoes in callbacks), `activate_requests_per_minute` (default 100),
+`service_type` (the `{serviceType}` of the device-id change path, default 4G).
+
+An ICCID/IMEI swap is `PUT /api/m2m/v1/devices/{serviceType}/actions/deviceId` with a
+`ChangeDeviceIdRequest` body, as Verizon documents it and its SDK sends it; older documents spell
+it `/devices/actions/deviceid`, which the simulator refuses so the client cannot drift back.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from ..domain import ChangeType, DeviceChangeStatus, Integration
 from .base import (
@@ -78,7 +84,6 @@ class ThingSpaceClient(CarrierAdapter):
         *,
         max_devices_per_request: int = MAX_DEVICES_PER_REQUEST,
         token_margin_seconds: float = 60.0,
-        device_id_path: str = "devices/actions/deviceid",
     ) -> None:
         extra = {str(k).lower(): v for k, v in (account.extra or {}).items()}
         self.account = account
@@ -89,7 +94,7 @@ class ThingSpaceClient(CarrierAdapter):
         self.callback_username = extra.get("callback_username")
         self.callback_password = extra.get("callback_password")
         self.max_devices_per_request = max_devices_per_request
-        self.device_id_path = device_id_path
+        self.service_type = str(extra.get("service_type") or "4G")
         per_minute = float(extra.get("activate_requests_per_minute") or 100.0)
         self.activate_limiter = RateLimiter(per_minute / 60.0)
         self.auth = ThingSpaceAuth(
@@ -254,7 +259,7 @@ class ThingSpaceClient(CarrierAdapter):
         body: dict[str, Any]
         if plan.action == "deviceid":
             body = {"accountName": self.account_name, "deviceIds": ids[0], **plan.params}
-            method, path = "PUT", M2M + self.device_id_path
+            method, path = "PUT", M2M + f"devices/{quote(self.service_type, safe='')}/actions/deviceId"
         else:
             body = {"devices": [{"deviceIds": d} for d in ids], "accountName": self.account_name, **plan.params}
             method = "PUT" if plan.action == "plan" else "POST"

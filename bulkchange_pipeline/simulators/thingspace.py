@@ -612,7 +612,6 @@ class ThingSpaceSimulator(SimulatorBase):
             routes.append(Route(f"{M2M}/devices/actions/{action}", api(self._action(action)), methods=["POST"]))
         routes += [
             Route(M2M + "/devices/actions/plan", api(self._action("plan")), methods=["PUT"]),
-            Route(M2M + "/devices/actions/deviceid", api(self._action("deviceid")), methods=["PUT"]),
             Route(M2M + "/devices/{service_type}/actions/deviceId", api(self._action("deviceid")), methods=["PUT"]),
             Route(M2M + "/devices/actions/list", api(self._list), methods=["POST"]),
             Route(M2M + "/accounts/{account}/requests/{rid}/status", api(self._request_status), methods=["GET"]),

@@ -275,3 +275,14 @@ def test_cli_starts_the_simulator() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_device_id_change_is_served_only_at_the_documented_path(thingspace_sim) -> None:
+    """`PUT /devices/{serviceType}/actions/deviceId` (Verizon's docs and SDK); the older spelling
+    `/devices/actions/deviceid` is not served, so a client that drifts back to it fails loudly."""
+    c = M2M(thingspace_sim)
+    body = {"accountName": TS_ACCOUNT, "deviceIds": [], "change4gOption": "ChangeICCID", "deviceIdsTo": []}
+    real = c.call("PUT", "devices/4G/actions/deviceId", body)
+    assert real.status_code == 400, real.text  # reached the action: refused for its empty device list
+    for old in ("devices/actions/deviceid", "devices/actions/deviceId", "devices/4G/actions/deviceid"):
+        assert c.call("PUT", old, body).status_code in (404, 405), old
