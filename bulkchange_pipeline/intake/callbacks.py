@@ -381,8 +381,16 @@ def _thingspace_senders(engine: sa.Engine, payload: Any) -> list[str]:
     user, password = str(payload.get("username") or ""), str(payload.get("password") or "")
     if not user or not password:
         return []
+    # The cached account list speeds up the common case; a miss re-reads it before refusing, so an
+    # account added in the last 30 s is not answered 401 (ThingSpace gives up after a few tries).
+    return _matching_accounts(_thingspace_accounts(engine), user, password) or _matching_accounts(
+        _thingspace_accounts(engine, fresh=True), user, password
+    )
+
+
+def _matching_accounts(names: list[str], user: str, password: str) -> list[str]:
     senders = []
-    for name in _thingspace_accounts(engine):
+    for name in names:
         want_user = settings.credential_value(name, "CALLBACK_USERNAME")
         want_pw = settings.credential_value(name, "CALLBACK_PASSWORD")
         if (
@@ -405,13 +413,13 @@ _ACCOUNTS_TTL_SECONDS = 30.0
 _accounts_cache: dict[str, tuple[float, list[str]]] = {}
 
 
-def _thingspace_accounts(engine: sa.Engine) -> list[str]:
-    """Credentials names of the ThingSpace accounts, re-read at most every 30 s: a bulk change
-    brings one callback per device, and the list changes only when an account is added."""
+def _thingspace_accounts(engine: sa.Engine, *, fresh: bool = False) -> list[str]:
+    """Credentials names of the ThingSpace accounts, re-read at most every 30 s (or now, ``fresh``):
+    a bulk change brings one callback per device, and the list changes only when an account is added."""
     key = str(engine.url)
     now = time.monotonic()
     hit = _accounts_cache.get(key)
-    if hit is None or now - hit[0] > _ACCOUNTS_TTL_SECONDS:
+    if fresh or hit is None or now - hit[0] > _ACCOUNTS_TTL_SECONDS:
         hit = (now, credentials_names(engine, "thingspace"))
         _accounts_cache[key] = hit
     return hit[1]

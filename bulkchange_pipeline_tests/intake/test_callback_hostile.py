@@ -28,6 +28,7 @@ from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.intake import callbacks
 from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.store.db import shared_engine
+from bulkchange_pipeline.store.reference import create_service_provider
 from bulkchange_pipeline.store.schema import carrier_callback, device, device_change
 from bulkchange_pipeline.store.seed import DemoSeed
 
@@ -403,3 +404,28 @@ def test_well_formed_callbacks_are_still_stored_without_a_log_line(
     assert payloads["thingspace"]["password"] == "***" and payloads["thingspace"]["extra"]["note"] == "caf\u00e9 \u2713"
     assert payloads["teal"]["query"] == {"requestId": TEAL_REQUEST, "tenant": "7"}
     assert receiver.stored() == 2
+
+
+def test_a_thingspace_account_added_after_the_first_callback_is_not_refused(
+    receiver: Receiver, seed: DemoSeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver caches the ThingSpace accounts for 30 s; an account added meanwhile must not be
+    answered 401 (ThingSpace retries a callback only a few times): a miss re-reads the accounts."""
+    first = receiver.client.post(TS, json=receiver.thingspace())
+    assert first.status_code == 200, first.text  # the account list is cached now
+    monkeypatch.setenv("BULKCHANGE_CRED_LATE_TS_CALLBACK_USERNAME", "late-listener")
+    monkeypatch.setenv("BULKCHANGE_CRED_LATE_TS_CALLBACK_PASSWORD", "late-PASSWORD-9")
+    create_service_provider(
+        receiver.engine,
+        seed.tenant_id,
+        name="Late ThingSpace",
+        integration="thingspace",
+        carrier="Verizon",
+        base_url="http://127.0.0.1:9",
+        credentials_name="LATE_TS",
+    )
+    late = receiver.client.post(
+        TS,
+        json=receiver.thingspace(username="late-listener", password="late-PASSWORD-9", requestId="ts-late-0001"),
+    )
+    assert (late.status_code, late.json()) == (200, {"stored": 1, "duplicates": 0}), late.text
