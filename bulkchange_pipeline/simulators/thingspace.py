@@ -579,23 +579,25 @@ class ThingSpaceSimulator(SimulatorBase):
         if (refused := self._account_of(user, account)) is not None:
             return refused
         if request.method == "GET":
+            # Verizon's listener answers name the service `serviceName` (the request says `name`) and
+            # list the listener's own callback credentials with it.
             return _json(
                 200,
                 [
-                    {"accountName": account, "name": "CarrierService", "url": r["url"]}
+                    {"accountName": account, "serviceName": "CarrierService", **r}
                     for r in [self.callbacks.get(account)]
                     if r
                 ],
             )
         if request.method == "DELETE":
             self.callbacks.pop(account, None)
-            return _json(200, {"accountName": account, "name": request.path_params["name"]})
+            return _json(200, {"accountName": account, "serviceName": request.path_params["name"]})
         body = await self._body(request)
         if not isinstance(body, dict) or body.get("name") != "CarrierService" or not body.get("url"):
             return self._refuse(400, rules.ERR_CALLBACK_NAME, "name must be CarrierService and url is required")
         with self._lock:
             self.callbacks[account] = {k: str(body[k]) for k in ("url", "username", "password") if body.get(k)}
-        return _json(200, {"accountName": account, "name": "CarrierService"})
+        return _json(200, {"accountName": account, "serviceName": "CarrierService"})
 
     def _build_app(self) -> Starlette:
         def api(handler: Any, needs_session: bool = True) -> Any:

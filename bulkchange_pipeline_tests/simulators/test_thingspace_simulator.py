@@ -119,9 +119,19 @@ def test_callbacks_success_and_fault_shapes_with_retries(thingspace_sim, callbac
     assert sim.wait_idle(5) and sim.stats()["callbacks_unregistered"] == 1
     c.register(rhandle)
     listed = c.call("GET", f"callbacks/{TS_ACCOUNT}").json()
-    assert listed == [
-        {"accountName": TS_ACCOUNT, "name": "CarrierService", "url": rhandle.root_url + "/callbacks/thingspace"}
+    assert listed == [  # as Verizon answers: serviceName, and the listener's own credentials
+        {
+            "accountName": TS_ACCOUNT,
+            "serviceName": "CarrierService",
+            "url": rhandle.root_url + "/callbacks/thingspace",
+            "username": TS_CB_USER,
+            "password": TS_CB_PASSWORD,
+        }
     ]
+    gone = c.call("DELETE", f"callbacks/{TS_ACCOUNT}/name/CarrierService")
+    assert gone.json() == {"accountName": TS_ACCOUNT, "serviceName": "CarrierService"}
+    assert c.call("GET", f"callbacks/{TS_ACCOUNT}").json() == []
+    c.register(rhandle)
     receiver.fail_first = 2  # the first two deliveries are refused and retried
     rid = c.action("restore", [ok, pre]).json()["requestId"]
     assert rid != unregistered
