@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import sqlalchemy as sa
 
-from ..domain import BulkChangeStatus, ChangeType, Handling, capability
+from ..domain import BulkChangeStatus, ChangeType, DeviceChangeStatus, Handling, capability
 from ..store.bulk_changes import count_rows_by_status, first_failures, queued_bulk_change, set_bulk_status
 from ..store.device_changes import ACTIONABLE, IdRange, plan_id_ranges
 from ..store.headers import finalize_header
@@ -147,13 +147,24 @@ def summary_markdown(
         f"Batches this run: {len(steps)}; carrier calls: {sum(s.carrier_calls for s in steps)}; "
         f"seconds in batches: {sum(s.seconds for s in steps):.1f}",
     ]
+    failed = sum(n for s, n in counts.items() if s in _FAILED)
     if failures:
         lines += [
             "",
-            "First failures:",
+            f"First failures ({len(failures)} of {failed}):",
             "",
             "| device | status | reason |",
             "|---|---|---|",
             *[f"| `{f['device']}` | {f['status']} | {f['reason'].replace('|', '/')} |" for f in failures],
         ]
+    if failed > len(failures):
+        lines += [
+            "",
+            f"{failed - len(failures)} more failed devices are not shown. All of them, with each reason: "
+            f"`bulkchange results {info.id} --csv -` or `GET /bulk-changes/{info.id}/devices?status=API_FAILED` "
+            f"(and `?status=ERROR`).",
+        ]
     return "\n".join(lines)
+
+
+_FAILED = frozenset({DeviceChangeStatus.API_FAILED.value, DeviceChangeStatus.ERROR.value})

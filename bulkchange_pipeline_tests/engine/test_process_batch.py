@@ -465,3 +465,22 @@ def test_claim_chunk_is_about_two_seconds_of_the_accounts_rate(engine, integrati
         max_concurrency=in_flight,
     )
     assert claim_chunk_size(info, account, 700) == chunk
+
+
+def test_summary_says_how_many_failures_it_does_not_show_and_where_they_are() -> None:
+    """Twelve failures, ten shown: the summary counts the other two and names the commands that list all."""
+    from types import SimpleNamespace
+
+    from bulkchange_pipeline.engine.bulk_change import summary_markdown
+
+    info = SimpleNamespace(id=42, change_type=ChangeType.STATUS_UPDATE, service_provider=SimpleNamespace(name="Acme"))
+    failures = [{"device": f"89{i:018d}", "status": "API_FAILED", "reason": "refused"} for i in range(10)]
+    text = summary_markdown(
+        info, BulkChangeStatus.PROCESSED, {"PROCESSED": 5, "API_FAILED": 9, "ERROR": 3}, [], failures
+    )
+    assert "First failures (10 of 12):" in text
+    assert "2 more failed devices are not shown" in text
+    assert "bulkchange results 42 --csv -" in text and "/bulk-changes/42/devices?status=API_FAILED" in text
+
+    all_shown = summary_markdown(info, BulkChangeStatus.PROCESSED, {"API_FAILED": 1}, [], failures[:1])
+    assert "First failures (1 of 1):" in all_shown and "not shown" not in all_shown
