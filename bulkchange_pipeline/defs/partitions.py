@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from ..store.bulk_changes import queued_bulk_change
-from .tags import bulk_change_tags
+from .tags import bulk_change_tags, change_type_name
 
 __all__ = ["bulk_change_config", "bulk_change_partitions", "partition_tags", "use_database"]
 
@@ -39,7 +39,15 @@ def partition_tags(partition_key: str) -> Mapping[str, str]:
     bc = queued_bulk_change(database.engine(), int(partition_key))
     if bc is None:
         raise dg.DagsterInvalidConfigError(f"bulk change {partition_key} does not exist (or was archived)", [], None)
-    return bulk_change_tags(bc.id, bc.tenant_id, bc.service_provider_id, bc.change_type)
+    return bulk_change_tags(
+        bc.id,
+        bc.tenant_id,
+        bc.service_provider_id,
+        bc.change_type,
+        tenant_name=bc.tenant_name,
+        account_name=bc.account_name,
+        change_type_name=change_type_name(bc.change_type),
+    )
 
 
 bulk_change_config = dg.PartitionedConfig(

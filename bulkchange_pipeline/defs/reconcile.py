@@ -15,7 +15,7 @@ from .partitions import bulk_change_config
 from .pipeline import finalize_bulk_change, load_bulk_change_op
 from .resources import CarrierGatewayResource, DatabaseResource
 from .stopping import run_stoppably
-from .tags import POLL_SENT_BEFORE_TAG, RECONCILE_JOB, bulk_change_tags, job_tags, reconcile_run_key
+from .tags import POLL_SENT_BEFORE_TAG, RECONCILE_JOB, bulk_change_tags, change_type_name, job_tags, reconcile_run_key
 
 __all__ = [
     "ASYNC_SENSOR_INTERVAL_SECONDS",
@@ -108,7 +108,15 @@ def async_results_sensor(
     receiver_start = latest_receiver_start(engine)
     requests = []
     for work in async_work(engine):
-        tags = bulk_change_tags(work.bulk_change_id, work.tenant_id, work.service_provider_id, work.change_type)
+        tags = bulk_change_tags(
+            work.bulk_change_id,
+            work.tenant_id,
+            work.service_provider_id,
+            work.change_type,
+            tenant_name=work.tenant_name,
+            account_name=work.account_name,
+            change_type_name=change_type_name(work.change_type),
+        )
 
         def request(key: str, extra: dict[str, str] | None = None, work=work, tags=tags) -> None:
             requests.append(

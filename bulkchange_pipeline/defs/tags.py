@@ -11,9 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 
 __all__ = [
+    "ACCOUNT_NAME_TAG",
     "ACCOUNT_TAG",
     "BULK_CHANGE_ID_TAG",
     "BULK_CHANGE_JOBS",
+    "CHANGE_TYPE_NAME_TAG",
     "CHANGE_TYPE_TAG",
     "JOB_TAG",
     "PARTITION_TAG",
@@ -22,12 +24,14 @@ __all__ = [
     "RECONCILE_JOB",
     "RETRY_STRATEGY_TAG",
     "RUN_KEY_TAG",
+    "TENANT_NAME_TAG",
     "TENANT_TAG",
     "WILL_RETRY_TAG",
     "account_tag_value",
     "attempt_of_run_key",
     "attempt_run_key",
     "bulk_change_tags",
+    "change_type_name",
     "due_run_key",
     "job_tags",
     "reconcile_run_key",
@@ -53,6 +57,10 @@ BULK_CHANGE_ID_TAG = "bulkchange/bulk_change_id"
 TENANT_TAG = "bulkchange/tenant"
 ACCOUNT_TAG = "bulkchange/carrier_account"  # the run queue allows one run per value (dagster.yaml)
 CHANGE_TYPE_TAG = "bulkchange/change_type"
+# The same three in words, for people filtering runs in the UI (the ids above stay the keys code reads).
+TENANT_NAME_TAG = "bulkchange/tenant_name"
+ACCOUNT_NAME_TAG = "bulkchange/carrier_account_name"
+CHANGE_TYPE_NAME_TAG = "bulkchange/change_type_name"
 POLL_SENT_BEFORE_TAG = "bulkchange/poll_sent_before"
 """Run tag set on the reconcile run requested after a callback receiver start: rows sent before
 this time (ISO, naive UTC) are polled by that run whatever ``poll_after_seconds`` says."""
@@ -73,14 +81,37 @@ def account_tag_value(service_provider_id: int) -> str:
     return f"sp-{service_provider_id}"
 
 
-def bulk_change_tags(bulk_change_id: int, tenant_id: int, service_provider_id: int, change_type: int) -> dict[str, str]:
-    """The ``bulkchange/*`` tags every run of a bulk change carries, however it was launched."""
-    return {
+def bulk_change_tags(
+    bulk_change_id: int,
+    tenant_id: int,
+    service_provider_id: int,
+    change_type: int,
+    *,
+    tenant_name: str = "",
+    account_name: str = "",
+    change_type_name: str = "",
+) -> dict[str, str]:
+    """The ``bulkchange/*`` tags every run of a bulk change carries, however it was launched: the
+    ids code reads, and the same things in words (empty names are left out)."""
+    tags = {
         BULK_CHANGE_ID_TAG: str(bulk_change_id),
         TENANT_TAG: str(tenant_id),
         ACCOUNT_TAG: account_tag_value(service_provider_id),
         CHANGE_TYPE_TAG: str(change_type),
     }
+    names = {TENANT_NAME_TAG: tenant_name, ACCOUNT_NAME_TAG: account_name, CHANGE_TYPE_NAME_TAG: change_type_name}
+    tags.update({key: value for key, value in names.items() if value})
+    return tags
+
+
+def change_type_name(change_type: int) -> str:
+    """A change type's label for the name tag ("" for a number no ChangeType has)."""
+    from ..domain.enums import ChangeType  # pure Python, but only needed here
+
+    try:
+        return ChangeType(change_type).label
+    except ValueError:
+        return ""
 
 
 # --- run keys: the sensors request each key once ------------------------------------------------

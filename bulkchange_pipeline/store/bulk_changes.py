@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from ..domain import BulkChangeStatus, DeviceChangeStatus, bulk_status_detail, derive_bulk_status
 from .db import run_transaction, utcnow
-from .schema import bulk_change, device_change
+from .schema import bulk_change, device_change, service_provider, tenant
 
 __all__ = [
     "INSERT_CHUNK",
@@ -247,17 +247,26 @@ class QueuedBulkChange:
     status: str
     attempt: int
     effective_at: datetime | None
+    tenant_name: str = ""  # the names go on run tags next to the ids, for people reading the UI
+    account_name: str = ""
 
 
-_QUEUED_COLS = (
-    bulk_change.c.id,
-    bulk_change.c.tenant_id,
-    bulk_change.c.service_provider_id,
-    bulk_change.c.change_type,
-    bulk_change.c.status,
-    bulk_change.c.attempt,
-    bulk_change.c.effective_at,
-)
+def _queued_select() -> sa.Select[Any]:
+    return sa.select(
+        bulk_change.c.id,
+        bulk_change.c.tenant_id,
+        bulk_change.c.service_provider_id,
+        bulk_change.c.change_type,
+        bulk_change.c.status,
+        bulk_change.c.attempt,
+        bulk_change.c.effective_at,
+        tenant.c.name.label("tenant_name"),
+        service_provider.c.name.label("account_name"),
+    ).select_from(
+        bulk_change.join(tenant, tenant.c.id == bulk_change.c.tenant_id).join(
+            service_provider, service_provider.c.id == bulk_change.c.service_provider_id
+        )
+    )
 
 
 def list_waiting(engine: sa.Engine, after_id: int, limit: int) -> list[QueuedBulkChange]:
@@ -270,7 +279,7 @@ def list_waiting(engine: sa.Engine, after_id: int, limit: int) -> list[QueuedBul
     """
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(*_QUEUED_COLS)
+            _queued_select()
             .where(
                 bulk_change.c.id > after_id,
                 bulk_change.c.status == BulkChangeStatus.NEW.value,
@@ -287,7 +296,7 @@ def queued_bulk_change(engine: sa.Engine, bulk_change_id: int) -> QueuedBulkChan
     """One live bulk change as the sensors and run tags see it (no row counts), or None."""
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(*_QUEUED_COLS).where(bulk_change.c.id == bulk_change_id, bulk_change.c.deleted_at.is_(None))
+            _queued_select().where(bulk_change.c.id == bulk_change_id, bulk_change.c.deleted_at.is_(None))
         ).first()
     return QueuedBulkChange(**row._mapping) if row else None
 
@@ -296,7 +305,7 @@ def list_due_scheduled(engine: sa.Engine, now: datetime, limit: int) -> list[Que
     """SCHEDULED bulk changes whose earliest waiting row is due."""
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(*_QUEUED_COLS)
+            _queued_select()
             .where(
                 bulk_change.c.status == BulkChangeStatus.SCHEDULED.value,
                 bulk_change.c.effective_at <= now,

@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..domain import BulkChangeStatus, DeviceChangeStatus
 from .db import run_transaction, utcnow
-from .schema import bulk_change, callback_receiver_start, carrier_callback, device_change, service_provider
+from .schema import bulk_change, callback_receiver_start, carrier_callback, device_change, service_provider, tenant
 
 RECEIVER_STARTS_KEPT = 100
 
@@ -154,6 +154,8 @@ class AsyncWork:
     newest_callback_id: int | None  # unapplied callbacks for its requests (None: none arrived)
     oldest_sent_at: Any  # the oldest PROCESSING row's send time
     integration: str = ""
+    tenant_name: str = ""
+    account_name: str = ""
     unapplied_callbacks: int = 0
     callback_marker: str | None = None
     """``<count>-<newest id>-<digest of the sorted unapplied ids>`` (None: none unapplied). A
@@ -183,10 +185,13 @@ def async_work(engine: sa.Engine, limit: int = 500) -> list[AsyncWork]:
                 bulk_change.c.service_provider_id,
                 bulk_change.c.change_type,
                 service_provider.c.integration,
+                service_provider.c.name.label("account_name"),
+                tenant.c.name.label("tenant_name"),
                 sa.func.min(device_change.c.updated_at).label("oldest"),
             )
             .join(device_change, device_change.c.bulk_change_id == bulk_change.c.id)
             .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id)
+            .join(tenant, tenant.c.id == bulk_change.c.tenant_id)
             .where(
                 bulk_change.c.status == BulkChangeStatus.PENDING.value,
                 device_change.c.status == processing,
@@ -198,6 +203,8 @@ def async_work(engine: sa.Engine, limit: int = 500) -> list[AsyncWork]:
                 bulk_change.c.service_provider_id,
                 bulk_change.c.change_type,
                 service_provider.c.integration,
+                service_provider.c.name,
+                tenant.c.name,
             )
             .order_by(bulk_change.c.id)
             .limit(limit)
@@ -234,6 +241,8 @@ def async_work(engine: sa.Engine, limit: int = 500) -> list[AsyncWork]:
                 max(ids) if ids else None,
                 p.oldest,
                 integration=p.integration,
+                tenant_name=p.tenant_name,
+                account_name=p.account_name,
                 unapplied_callbacks=len(ids),
                 callback_marker=_marker(ids),
             )

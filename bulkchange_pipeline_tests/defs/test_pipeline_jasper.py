@@ -53,6 +53,10 @@ def test_sensor_to_processed_status_update(engine, dagster_instance, jasper):
     run = dagster_instance.get_run_by_id(runs[0].run_id)
     assert run.tags["bulkchange/carrier_account"] == f"sp-{ids['service_provider_id']}"
     assert run.tags["bulkchange/bulk_change_id"] == str(bc_id)
+    # ... and says in words whose runs they are, for an operator filtering the runs page.
+    assert run.tags["bulkchange/tenant_name"] == "acme"
+    assert run.tags["bulkchange/carrier_account_name"] == "TEST_JASPER account"
+    assert run.tags["bulkchange/change_type_name"] == ChangeType.STATUS_UPDATE.label
     assert dagster_instance.get_dynamic_partitions("bulk_change") == [str(bc_id)]
     assert runs[0].success
     assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 120}
