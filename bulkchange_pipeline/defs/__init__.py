@@ -8,7 +8,7 @@ from .partitions import bulk_change_partitions, use_database
 from .pipeline import ProcessConfig, process_bulk_change_job
 from .reconcile import async_results_sensor, reconcile_async_job
 from .resources import CarrierGatewayResource, DatabaseResource
-from .schedules import retention_job, retention_schedule
+from .schedules import metrics_today_job, metrics_today_schedule, retention_job, retention_schedule
 from .sensors import bulk_change_failure_sensor, bulk_change_sensor, bulk_change_stopped_sensor
 
 
@@ -23,8 +23,8 @@ def build_definitions(
     return dg.Definitions(
         assets=[bulk_change_archive, retention_purge, bulk_change_metrics],
         asset_checks=lifecycle_checks,
-        schedules=[retention_schedule],
-        jobs=[process_bulk_change_job, reconcile_async_job, retention_job],
+        schedules=[retention_schedule, metrics_today_schedule],
+        jobs=[process_bulk_change_job, reconcile_async_job, retention_job, metrics_today_job],
         sensors=[bulk_change_sensor, bulk_change_failure_sensor, bulk_change_stopped_sensor, async_results_sensor],
         resources={
             "database": database,
@@ -55,4 +55,6 @@ __all__ = [
     "bulk_change_metrics",
     "retention_job",
     "retention_schedule",
+    "metrics_today_job",
+    "metrics_today_schedule",
 ]

@@ -19,7 +19,9 @@ from .resources import DatabaseResource
 from .tags import BULK_CHANGE_JOBS, PARTITION_TAG
 
 METRICS_START_DATE = "2026-01-01"
-metrics_partitions = dg.DailyPartitionsDefinition(start_date=METRICS_START_DATE, timezone="UTC")
+metrics_partitions = dg.DailyPartitionsDefinition(start_date=METRICS_START_DATE, timezone="UTC", end_offset=1)
+"""One partition per UTC day, today's included (``end_offset=1``): today's is refreshed hourly with
+the day so far (``metrics_today_schedule``), and the nightly run computes it whole after midnight."""
 RUN_PAGE = 200
 
 

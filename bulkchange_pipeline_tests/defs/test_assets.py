@@ -127,3 +127,41 @@ def test_retention_schedule_runs_nightly_for_yesterday() -> None:
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 11, 2, 0, tzinfo=UTC))
     request = retention_schedule(context)
     assert request.partition_key == "2026-03-10" and request.run_key == "retention-2026-03-10"
+
+
+def test_todays_metrics_cover_the_day_so_far(engine, dagster_instance, jasper, tmp_path: Path) -> None:
+    """Today's partition exists and the hourly schedule fills it with what finished so far today."""
+    from bulkchange_pipeline.defs.assets import metrics_partitions
+    from bulkchange_pipeline.defs.schedules import metrics_today_schedule
+
+    sim, base_url = jasper
+    ids = make_account(engine, base_url)
+    devices = make_devices(engine, ids, 7)
+    sim.seed_devices(
+        {"iccid": d["iccid"], "status": "ACTIVATED", "ratePlan": "IOT-1GB", "communicationPlan": "CP-Basic"}
+        for d in devices
+    )
+    make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    defs = build_definitions(carriers=FAST_CARRIERS, archive=ArchiveResource(path=str(tmp_path / "archive")))
+    _, runs = sensor_then_runs(dagster_instance, defs)
+    assert runs[0].success
+
+    now = datetime.now(UTC)
+    today = now.strftime("%Y-%m-%d")
+    assert metrics_partitions.get_last_partition_key() == today  # without end_offset=1: yesterday
+    request = metrics_today_schedule(dg.build_schedule_context(scheduled_execution_time=now))
+    assert request.partition_key == today and request.run_key == f"metrics-{now:%Y-%m-%dT%H}"
+    result = defs.resolve_job_def("metrics_today_job").execute_in_process(
+        instance=dagster_instance, partition_key=request.partition_key
+    )
+    assert result.success
+    values = _metadata(result, "bulk_change_metrics")
+    assert values["rows_finished"] == 7
+    assert values["error_rate/att_pod19/api_failed"] == 0.0 and values["carrier_calls"] >= 7
+
+
+def test_metrics_today_schedule_is_hourly_and_on() -> None:
+    schedule = build_definitions().resolve_schedule_def("metrics_today_schedule")
+    assert schedule.cron_schedule == "5 * * * *" and schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.job_name == "metrics_today_job"
