@@ -291,3 +291,41 @@ def test_launchpad_dry_run_and_retry_failed_only(engine, dagster_instance, jaspe
     assert sim.stats()["applied_more_than_once"] == 0
     md = run.output_for_node("finalize_bulk_change")
     assert md == "PROCESSED"
+
+
+@pytest.mark.parametrize(
+    ("resource", "config", "named"),
+    [
+        ("carriers", {"max_attempts": 1000}, "max_attempts"),
+        ("carriers", {"timeout_seconds": 31_536_000.0}, "timeout_seconds"),
+        ("carriers", {"retry_wait_seconds": -1.0}, "retry_wait_seconds"),
+        ("carriers", {"poll_after_seconds": -5}, "poll_after_seconds"),
+        ("carriers", {"async_timeout_seconds": 10**9}, "async_timeout_seconds"),
+        ("database", {"url_env": "BULKCHANGE_CRED_TEST_JASPER_SECRET"}, "url_env"),
+        ("database", {"url_env": "HOME"}, "url_env"),
+    ],
+)
+def test_launchpad_config_beyond_bounds_fails_before_any_carrier_call(
+    engine, dagster_instance, jasper, resource, config, named
+):
+    """The launchpad can set resource config: out-of-bounds settings (or a credentials variable as
+    the database URL) fail the run at resource start, naming the setting; nothing reaches the carrier
+    and no secret is echoed."""
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 3)
+    bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    dagster_instance.add_dynamic_partitions("bulk_change", [str(bc_id)])
+    crafted = {"resources": {resource: {"config": config}}}
+
+    try:
+        result = execute(dagster_instance, fast_definitions(), str(bc_id), run_config=crafted, raise_on_error=False)
+    except (dg.DagsterInvalidConfigError, dg.DagsterResourceFunctionError) as exc:
+        message = str(exc)
+    else:
+        assert not result.success
+        failures = [e for e in result.all_events if e.is_failure]
+        message = " ".join(str(e.event_specific_data) for e in failures)
+    assert named in message
+    assert JASPER_KEY not in message
+    assert sim.stats()["total_calls"] == 0
+    assert count_rows_by_status(engine, bc_id) == {"NEW": 3}
