@@ -18,6 +18,7 @@ from ..store.db import run_transaction
 from ..store.device_changes import IdRange, add_log
 from ..store.operations import requeue_failed_rows, settle_after_run
 from .partitions import bulk_change_config
+from .progress import BatchProgress
 from .resources import CarrierGatewayResource, DatabaseResource
 from .stopping import raise_if_stopping, run_is_stopping, run_stoppably
 from .tags import ACCOUNT_TAG, PROCESS_JOB, account_tag_value, job_tags
@@ -139,11 +140,19 @@ def apply_batch(
     account = (
         carriers.account(info.service_provider) if info.handling in (Handling.CARRIER, Handling.CARRIER_ASYNC) else None
     )
+    progress = BatchProgress(context, rng)
     summary = run_stoppably(
         context,
         lambda should_stop: process_batch(
-            database.engine(), info, rng, account, process_by=f"dagster:{context.run_id[:8]}", should_stop=should_stop
+            database.engine(),
+            info,
+            rng,
+            account,
+            process_by=f"dagster:{context.run_id[:8]}",
+            should_stop=should_stop,
+            on_record=progress.update,
         ),
+        report=progress.report,
     )
     context.add_output_metadata({k: v for k, v in summary.as_dict().items() if k != "sample_failures"})
     return summary

@@ -32,11 +32,16 @@ def run_is_stopping(context: dg.OpExecutionContext) -> bool:
     return run is not None and run.status in STOPPING
 
 
-def run_stoppably(context: dg.OpExecutionContext, work: Callable[[Callable[[], bool]], T]) -> T:
+def run_stoppably(
+    context: dg.OpExecutionContext,
+    work: Callable[[Callable[[], bool]], T],
+    report: Callable[[], None] | None = None,
+) -> T:
     """Run ``work(should_stop)`` to its end in a worker thread, whatever interrupts this one.
 
     ``should_stop`` turns true when this thread is interrupted or the run's status says it is
-    stopping; ``work`` is expected to stop at its next safe point and return."""
+    stopping; ``work`` is expected to stop at its next safe point and return. ``report`` is called
+    from this (the op's) thread while it waits, so progress reaches the step's log as it happens."""
     stop = threading.Event()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulkchange-step")
     future = pool.submit(work, stop.is_set)
@@ -46,6 +51,8 @@ def run_stoppably(context: dg.OpExecutionContext, work: Callable[[Callable[[], b
             concurrent.futures.wait([future], timeout=WATCH_SECONDS)
             if not stop.is_set() and not future.done() and run_is_stopping(context):
                 stop.set()
+            if report is not None:
+                report()
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
             stop.set()  # wherever the interrupt landed in this loop, the work goes on to its safe point
         if stop.is_set() and not told:

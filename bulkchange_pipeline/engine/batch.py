@@ -111,11 +111,19 @@ def process_batch(
     process_by: str,
     adapter_factory: AdapterFactory = build_adapter,
     should_stop: StopCheck | None = None,
+    on_record: Callable[[BatchSummary], None] | None = None,
 ) -> BatchSummary:
     """Synchronous entry point (one event loop per batch)."""
     return asyncio.run(
         process_batch_async(
-            engine, info, rng, account, process_by=process_by, adapter_factory=adapter_factory, should_stop=should_stop
+            engine,
+            info,
+            rng,
+            account,
+            process_by=process_by,
+            adapter_factory=adapter_factory,
+            should_stop=should_stop,
+            on_record=on_record,
         )
     )
 
@@ -129,9 +137,14 @@ async def process_batch_async(
     process_by: str,
     adapter_factory: AdapterFactory = build_adapter,
     should_stop: StopCheck | None = None,
+    on_record: Callable[[BatchSummary], None] | None = None,
 ) -> BatchSummary:
     """Claim, send and record the batch's actionable rows chunk by chunk; ``should_stop`` is asked
-    before each chunk (a stopped batch leaves its unsent rows unclaimed, for the caller to cancel)."""
+    before each chunk (a stopped batch leaves its unsent rows unclaimed, for the caller to cancel).
+
+    Each chunk's rows are committed as soon as its answers are in (a chunk is about
+    ``CHUNK_SECONDS`` of the account's rate), so progress moves within a batch; ``on_record`` is
+    told the running counts after each commit (the Dagster step logs them)."""
     started = time.perf_counter()
     summary = BatchSummary(rng.first_id, rng.last_id)
     stop = should_stop or (lambda: False)
@@ -146,6 +159,8 @@ async def process_batch_async(
     def record(results: list[RowResult]) -> None:
         record_results(engine, tenant_id=info.tenant_id, bulk_change_id=info.id, results=results, process_by=process_by)
         _count(summary, results)
+        if on_record is not None:
+            on_record(summary)
 
     if info.handling is None:
         record(

@@ -329,3 +329,29 @@ def test_launchpad_config_beyond_bounds_fails_before_any_carrier_call(
     assert JASPER_KEY not in message
     assert sim.stats()["total_calls"] == 0
     assert count_rows_by_status(engine, bc_id) == {"NEW": 3}
+
+
+def test_progress_moves_within_a_batch(engine, dagster_instance, jasper, monkeypatch):
+    """One batch of 100 rows at 25 calls/s (about 4 s): its rows are committed chunk by chunk, and
+    the step logs the running counts while it works, not only at its end."""
+    from bulkchange_pipeline.defs import progress
+
+    monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.3)
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 100, rate_per_second=25.0, max_concurrency=1, batch_size=1000)
+    bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    dagster_instance.add_dynamic_partitions("bulk_change", [str(bc_id)])
+
+    result = execute(dagster_instance, fast_definitions(), str(bc_id))
+    assert result.success
+    lines = [
+        e.message
+        for e in dagster_instance.all_logs(result.run_id)
+        if e.message and e.step_key and e.step_key.startswith("apply_batch") and "rows recorded" in e.message
+    ]
+    recorded = [int(line.split(": ", 1)[1].split("/", 1)[0]) for line in lines]
+    assert len(recorded) >= 2, lines
+    assert recorded == sorted(recorded) and len(set(recorded)) == len(recorded), lines
+    assert 0 < recorded[0] < 100, lines  # logged while the batch was still working
+    assert all("/100 rows recorded" in line for line in lines)
+    assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 100}
