@@ -1,9 +1,17 @@
 """Client for the Cisco Jasper / IoT Control Center family (AT&T Control Center and POD19,
 T-Mobile Jasper, Rogers): synchronous per-device edits with `PUT /devices/{iccid}`.
 
-Wire format (reference/carriers.md section 1, specs/jasper/): HTTP Basic username:apiKey; errors
-are `{"errorMessage", "errorCode"}`; errorCode 40000029 is the over-limit answer whatever HTTP
-status carries it, so it is keyed on the code, not the status.
+Wire format (reference/carriers.md section 1; the OpenAPI fragments copied in
+bulkchange_pipeline_tests/contracts/jasper_openapi/): HTTP Basic username:apiKey; errors are
+`{"errorMessage", "errorCode"}`.
+
+Over the limit, Jasper answers errorCode 40000029 "Rate Limit Exceeded" (Cisco "API Policies and
+Best Practices", mirrored at shuzhiduo.com/A/ke5jbBko5r). No public source states the HTTP status
+that carries it: that page gives only the code, api-evangelist/rogers rate-limits yml says no 429
+semantics are published or were observed, and the OpenAPI fragments list only 200/202/400/401/
+404/500. So the client keys on the code, whatever the status (a 400 or 403 with 40000029 is an
+over-limit answer to retry, not a business refusal), and treats a bare 429 as over-limit too. The
+simulator answers 429 by default [I] and any other status on request; the client tests run both.
 
 EditUsernameCostCenter (10) mapping. DeviceEditModel has no "username" or "cost center" field, so
 they go to enterprise custom fields: username -> `accountCustom1`, cost_center -> `accountCustom2`

@@ -2,13 +2,35 @@
 
 It keeps device state, speaks Jasper's wire format (Basic auth, DeviceDetails, DeviceEditModel,
 `{errorMessage, errorCode}`), enforces one concurrent call and R calls per one-second window per
-account (answering 40000029 "Rate Limit Exceeded" with HTTP 429), refuses illegal status
-transitions, injects seeded faults, and counts every state-changing PUT per ICCID so tests can
-prove nothing was applied twice. Tests, the demo and the 100,000-call benchmark all run against
-it, so every request is O(1) and nothing is logged per request.
+account (answering errorCode 40000029 "Rate Limit Exceeded"), refuses illegal status transitions
+and bad field values (`jasper_rules`), injects seeded faults, and counts every state-changing PUT
+per ICCID so tests can prove nothing was applied twice. Tests, the demo and the 100,000-call
+benchmark all run against it, so every request is O(1) and nothing is logged per request.
+
+The HTTP status of a 40000029 answer: no public source states it. Cisco's "API Policies and Best
+Practices" (Chinese mirror: shuzhiduo.com/A/ke5jbBko5r, soscw.com/essay/68442.html) names only the
+REST return code 40000029 and its message; api-evangelist/rogers `rate-limits/rogers-rate-limits.yml`
+says "no RateLimit/X-RateLimit headers or 429 semantics are published, and none were observed on
+live probes"; the OpenAPI fragments list only 200/202/400/401/404/500. So the simulator keeps 429
+[I] by default and `configure(rate_limit_status=400)` (or 403, 503...) answers the same body with
+another status: a client must key on the errorCode, never the status (the client tests run both).
+
+Only GET/PUT `/devices/{iccid}` and GET `/devices` (the pipeline's operations) are simulated. Every
+other path under `/rws/api` (the documented auditTrails, ctdUsages, locationHistory, sessionInfo,
+usageInZone and smsMessages included), any method, answers like the real API's unknown resource:
+after auth, 404 with a Jasper error body (never plain text); a simulated path with a method it does
+not serve answers 405 with `Allow` and a Jasper error body.
+
+Where the public OpenAPI fragments contradict their own examples, the simulator follows the
+examples (what the real API sends); `test_jasper_schemathesis.FRAGMENT_CONTRADICTIONS` asserts
+exactly these and nothing else:
+- DeviceDetails `dateActivated`, `dateAdded`, `dateUpdated`, `dateShipped` are declared
+  `format: date-time` (RFC 3339) but the fragment's own example, like the Cisco page, has
+  "2016-06-29 00:21:33.339+0000" (space, millis, +0000): sent in the example's form.
 
 Admin endpoints (no auth, loopback only): `POST /_sim/devices` (seed), `GET /_sim/devices/{iccid}`,
-`GET /_sim/stats`, `POST /_sim/config` (limits, faults, accounts, known plans), `POST /_sim/reset`.
+`GET /_sim/stats`, `POST /_sim/config` (limits, faults, accounts, known plans,
+`rate_limit_status`), `POST /_sim/reset`.
 """
 
 from __future__ import annotations
@@ -32,8 +54,11 @@ from .clock import Clock
 from .faults import FaultConfig
 from .server import ServerHandle
 
-API_PREFIX = "/rws/api/v1"
-MAX_PAGE_SIZE = 50
+API_ROOT = "/rws/api"
+API_PREFIX = API_ROOT + "/v1"
+MAX_PAGE_SIZE = rules.MAX_PAGE_SIZE
+DEFAULT_RATE_LIMIT_STATUS = 429  # [I]: see the module docstring
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
 
 def _error(status: int, code: str | None, message: str, headers: Mapping[str, str] | None = None) -> Response:
@@ -63,6 +88,7 @@ class JasperSimulator(SimulatorBase):
         self.rate_plans: frozenset[str] | None = None
         self.communication_plans: frozenset[str] | None = None
         self.customers: frozenset[str] | None = None
+        self.rate_limit_status = DEFAULT_RATE_LIMIT_STATUS
         self._auth_cache: dict[str, str | None] = {}
         self.reset_counters()
         self.app = self._build_app()
@@ -89,10 +115,16 @@ class JasperSimulator(SimulatorBase):
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change limits (`rate_per_second`, `max_concurrency`), faults (FaultConfig fields),
-        `accounts` ({username: apiKey}) or known `rate_plans`/`communication_plans`/`customers`
-        (lists; None accepts anything). Returns the resulting configuration."""
+        `accounts` ({username: apiKey}), known `rate_plans`/`communication_plans`/`customers`
+        (lists; None accepts anything) or `rate_limit_status` (the HTTP status of a 40000029
+        answer). Returns the resulting configuration."""
         for key, value in changes.items():
-            if key == "accounts":
+            if key == "rate_limit_status":
+                status = int(value)
+                if not 400 <= status <= 599:
+                    raise KeyError(f"rate_limit_status must be a 4xx/5xx status, not {value!r}")
+                self.rate_limit_status = status
+            elif key == "accounts":
                 self.accounts = dict(value)
                 self._auth_cache.clear()
             elif key in ("rate_plans", "communication_plans", "customers"):
@@ -104,6 +136,7 @@ class JasperSimulator(SimulatorBase):
     def config(self) -> dict[str, Any]:
         return {
             **self._limits_config(),
+            "rate_limit_status": self.rate_limit_status,
             "accounts": sorted(self.accounts),
             **self.faults.config.as_dict(),
         }
@@ -136,7 +169,7 @@ class JasperSimulator(SimulatorBase):
                 name, key = "", ""
             if name in self.accounts and self.accounts[name] == key:
                 user = name
-        if len(self._auth_cache) < 10_000:
+        if header is not None and len(self._auth_cache) < 10_000:
             self._auth_cache[header] = user
         return user
 
@@ -166,7 +199,7 @@ class JasperSimulator(SimulatorBase):
 
     def _over_limit(self) -> Response:
         self.over_limit_answers += 1
-        return _error(429, rules.ERR_RATE_LIMIT, rules.MSG_RATE_LIMIT)
+        return _error(self.rate_limit_status, rules.ERR_RATE_LIMIT, rules.MSG_RATE_LIMIT)
 
     def _apply_due(self, iccid: str) -> None:
         pending = self.scheduled.get(iccid)
@@ -201,7 +234,7 @@ class JasperSimulator(SimulatorBase):
         if record is None:
             self.business_refusals += 1
             return _error(404, rules.ERR_NOT_FOUND, f"Resource not found - Invalid ICCID {iccid}")
-        return _json(200, record)
+        return _json(200, {k: v for k, v in record.items() if k[0] != "_"})
 
     async def _put_device(self, request: Request, account: str) -> Response:
         iccid = request.path_params["iccid"]
@@ -233,27 +266,15 @@ class JasperSimulator(SimulatorBase):
         return _json(200, {"iccid": iccid})
 
     async def _search_devices(self, request: Request, account: str) -> Response:
-        q = request.query_params
-        since_text = (q.get("modifiedSince") or "").replace(" ", "+")
-        if not since_text:
-            return _error(400, rules.ERR_INVALID_REQUEST, "modifiedSince is required")
         try:
-            since = dt.datetime.fromisoformat(since_text.replace("Z", "+00:00"))
-            till_text = (q.get("modifiedTill") or "").replace(" ", "+")
-            till = dt.datetime.fromisoformat(till_text.replace("Z", "+00:00")) if till_text else None
-            page_size = int(q.get("pageSize") or MAX_PAGE_SIZE)
-            page = int(q.get("pageNumber") or 1)
-        except ValueError:
-            return _error(400, rules.ERR_INVALID_REQUEST, "Invalid request parameter")
-        if not 1 <= page_size <= MAX_PAGE_SIZE or page < 1:
-            return _error(400, rules.ERR_INVALID_REQUEST, f"pageSize must be 1..{MAX_PAGE_SIZE} and pageNumber >= 1")
-        lo = (since if since.tzinfo else since.replace(tzinfo=dt.UTC)).timestamp()
-        hi = float("inf") if till is None else (till if till.tzinfo else till.replace(tzinfo=dt.UTC)).timestamp()
-        status = q.get("status")
+            lo, hi, page_size, page, filters = rules.parse_search(request.query_params)
+        except rules.Refusal as refusal:
+            self.business_refusals += 1
+            return _json(refusal.status, refusal.body())
         matches = sorted(
             (ts, iccid)
             for iccid, ts in self._updated.items()
-            if lo <= ts <= hi and (status is None or self.devices[iccid]["status"] == status)
+            if lo <= ts <= hi and all(self.devices[iccid].get(k) == v for k, v in filters.items())
         )
         chunk = matches[(page - 1) * page_size : page * page_size]
         items = [
@@ -262,6 +283,18 @@ class JasperSimulator(SimulatorBase):
         ]
         return _json(200, {"pageNumber": page, "devices": items, "lastPage": page * page_size >= len(matches)})
 
+    async def _unknown_resource(self, request: Request, account: str) -> Response:
+        """Any other path under the API root, any method: the real API's JSON 404, not text."""
+        return _error(404, rules.ERR_UNKNOWN_RESOURCE, rules.MSG_UNKNOWN_RESOURCE)
+
+    @staticmethod
+    def _not_allowed(allowed: str) -> Any:
+        async def handler(request: Request, account: str) -> Response:
+            message = f"Request method '{request.method}' is not supported"
+            return _error(405, rules.ERR_METHOD_NOT_ALLOWED, message, {"Allow": allowed})
+
+        return handler
+
     def _build_app(self) -> Starlette:
         def api(handler: Any) -> Any:
             async def endpoint(request: Request) -> Response:
@@ -269,11 +302,19 @@ class JasperSimulator(SimulatorBase):
 
             return endpoint
 
+        def others(served: list[str]) -> list[str]:
+            return [m for m in _ALL_METHODS if m not in served and not (m == "HEAD" and "GET" in served)]
+
+        device, devices = API_PREFIX + "/devices/{iccid}", API_PREFIX + "/devices"
         routes = [
-            Route(API_PREFIX + "/devices/{iccid}", api(self._get_device), methods=["GET"]),
-            Route(API_PREFIX + "/devices/{iccid}", api(self._put_device), methods=["PUT"]),
-            Route(API_PREFIX + "/devices", api(self._search_devices), methods=["GET"]),
+            Route(device, api(self._get_device), methods=["GET"]),
+            Route(device, api(self._put_device), methods=["PUT"]),
+            Route(device, api(self._not_allowed("GET, HEAD, PUT")), methods=others(["GET", "PUT"])),
+            Route(devices, api(self._search_devices), methods=["GET"]),
+            Route(devices, api(self._not_allowed("GET, HEAD")), methods=others(["GET"])),
             *admin_routes(self),
+            Route(API_ROOT, api(self._unknown_resource), methods=_ALL_METHODS),
+            Route(API_ROOT + "/{rest:path}", api(self._unknown_resource), methods=_ALL_METHODS),
         ]
         return Starlette(routes=routes)
 

@@ -6,11 +6,20 @@ Pure functions and tables, no HTTP, so the rules can be read (and unit-tested) o
 Error codes: 10000001 (invalid credentials) and 40000029 (rate limit) are Jasper's documented
 codes. The others below are the simulator's own [I], numeric strings in Jasper's style, because
 the public sources do not list codes for these refusals.
+
+Field values are checked the way the real API checks them (issue 17: a simulator is at least as
+strict as the real API): `ipv4Address` must be an IPv4 address and `ipv6Address` an IPv6 one
+(stdlib `ipaddress`, no zone index: a SIM's fixed IP has none), `overageLimitOverride` one of its
+three documented values, `status` a SIM status, every field a string, and `effectiveDate` an RFC
+3339 date-time with an offset (the fragment's `format: date-time`; carriers.md: "yyyy-MM-ddTHH:
+mm:ssZ") no more than 180 days ahead. A body with any bad value is refused whole: nothing stored.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,10 +34,14 @@ ERR_UNKNOWN_RATE_PLAN = "30000001"  # [I] rate plan not offered to the account
 ERR_UNKNOWN_COMM_PLAN = "30000002"  # [I] communication plan not offered to the account
 ERR_UNKNOWN_CUSTOMER = "30000003"  # [I] customer not defined in the account
 ERR_SERVER = "50000000"  # [I] injected server error
+ERR_INVALID_IP = "10000061"  # [I] ipv4Address / ipv6Address is not an address of that family
+ERR_UNKNOWN_RESOURCE = "10000002"  # [I] no such API resource (unknown path under /rws/api)
+ERR_METHOD_NOT_ALLOWED = "10000005"  # [I] known resource, method it does not serve
 
 MSG_NO_CREDENTIALS = "Full authentication is required to access this resource"
 MSG_INVALID_CREDENTIALS = "Invalid credentials"
 MSG_RATE_LIMIT = "Rate Limit Exceeded"
+MSG_UNKNOWN_RESOURCE = "Resource not found"
 
 STATUSES = frozenset(
     {
@@ -75,8 +88,19 @@ EDITABLE_FIELDS = frozenset(
 )
 OVERAGE_VALUES = frozenset({"DEFAULT", "TEMPORARY_OVERRIDE", "PERMANENT_OVERRIDE"})
 MAX_EFFECTIVE_DAYS = 180
-# Edit fields stored under another DeviceDetails name.
-_DETAIL_NAME = {"ipv4Address": "fixedIPAddress", "ipv6Address": "fixedIpv6Address"}
+# RFC 3339 date-time with a mandatory offset; "+0000" (Java's `Z` pattern) is accepted as well.
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
+_IP_FAMILY: Mapping[str, type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]] = {
+    "ipv4Address": ipaddress.IPv4Address,
+    "ipv6Address": ipaddress.IPv6Address,
+}
+# Edit fields stored under another DeviceDetails name. DeviceDetails has no overage field, so it
+# is kept under a private name ("_" keys are never sent: GET answers only DeviceDetails fields).
+_DETAIL_NAME = {
+    "ipv4Address": "fixedIPAddress",
+    "ipv6Address": "fixedIpv6Address",
+    "overageLimitOverride": "_overageLimitOverride",
+}
 
 
 class Refusal(Exception):
@@ -100,17 +124,25 @@ def jasper_time(when: dt.datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d}+0000"
 
 
+def parse_date_time(value: str) -> dt.datetime | None:
+    """An RFC 3339 date-time with an offset, as an aware datetime; None if `value` is not one
+    (`fromisoformat` alone would also take "2030-01-01", "20300101T00" or a naive time)."""
+    if _DATE_TIME.match(value) is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.upper())  # 3.11 reads "Z" and "+0000" too
+    except ValueError:  # 2030-02-30, 25:00...
+        return None
+
+
 def parse_effective_date(value: Any, now: dt.datetime) -> dt.datetime | None:
-    """None for an immediate change; the UTC datetime for a scheduled one; Refusal if unreadable
-    or beyond 180 days."""
+    """None for an immediate change; the UTC datetime for a scheduled one; Refusal if not an RFC
+    3339 date-time or beyond 180 days."""
     if not isinstance(value, str) or not value:
         raise Refusal(400, ERR_EFFECTIVE_DATE, "effectiveDate must be a date-time string")
-    try:
-        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise Refusal(400, ERR_EFFECTIVE_DATE, f"effectiveDate {value!r} is not a valid date-time") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
+    when = parse_date_time(value)
+    if when is None:
+        raise Refusal(400, ERR_EFFECTIVE_DATE, f"effectiveDate {value!r} is not a valid date-time")
     if when > now + dt.timedelta(days=MAX_EFFECTIVE_DAYS):
         raise Refusal(
             400,
@@ -156,6 +188,9 @@ def validate_edit(
             )
     if "overageLimitOverride" in edits and edits["overageLimitOverride"] not in OVERAGE_VALUES:
         raise Refusal(400, ERR_INVALID_REQUEST, "Invalid overageLimitOverride")
+    for key, family in _IP_FAMILY.items():
+        if key in edits and not is_ip_address(edits[key], family):
+            raise Refusal(400, ERR_INVALID_IP, f"Invalid {key}: {edits[key]}")
     for key, known, code in (
         ("ratePlan", rate_plans, ERR_UNKNOWN_RATE_PLAN),
         ("communicationPlan", communication_plans, ERR_UNKNOWN_COMM_PLAN),
@@ -164,6 +199,52 @@ def validate_edit(
         if known is not None and key in edits and edits[key] not in known:
             raise Refusal(400, code, f"Invalid {key}: {edits[key]}")
     return {_DETAIL_NAME.get(k, k): v for k, v in edits.items()}, when
+
+
+MAX_PAGE_SIZE = 50
+# searchDevices filters matched by equality against the device (devices.yaml parameters).
+SEARCH_FILTERS = frozenset({"status", *(k for k in EDITABLE_FIELDS if "Custom" in k)})
+
+
+def parse_search(query: Mapping[str, str]) -> tuple[float, float, int, int, dict[str, str]]:
+    """searchDevices' query, checked: (since, till) as timestamps (till +inf when absent), page
+    size, page number and the equality filters (`accountId` among them). Raises Refusal like the
+    PUT checks: `modifiedSince` is required and, like `modifiedTill`, an RFC 3339 date-time;
+    `pageSize` 1..50; `pageNumber` >= 1; `accountId` an integer; `status` a SIM status."""
+    bounds: list[float] = []
+    for name in ("modifiedSince", "modifiedTill"):
+        text = (query.get(name) or "").replace(" ", "+")  # an unencoded "+00:00" arrives as " 00:00"
+        if not text:
+            if name == "modifiedSince":
+                raise Refusal(400, ERR_INVALID_REQUEST, "modifiedSince is required")
+            bounds.append(float("inf"))
+            continue
+        when = parse_date_time(text)
+        if when is None:
+            raise Refusal(400, ERR_INVALID_REQUEST, f"{name} must be yyyy-MM-ddTHH:mm:ss+00:00, not {text!r}")
+        bounds.append(when.timestamp())
+    try:
+        page_size = int(query.get("pageSize") or MAX_PAGE_SIZE)
+        page = int(query.get("pageNumber") or 1)
+        account = query.get("accountId")
+        filters = {} if account is None else {"accountId": str(int(account))}
+    except ValueError:
+        raise Refusal(400, ERR_INVALID_REQUEST, "pageSize, pageNumber and accountId must be integers") from None
+    if not 1 <= page_size <= MAX_PAGE_SIZE or page < 1:
+        raise Refusal(400, ERR_INVALID_REQUEST, f"pageSize must be 1..{MAX_PAGE_SIZE} and pageNumber >= 1")
+    filters.update({k: v for k, v in query.items() if k in SEARCH_FILTERS})
+    if "status" in filters and filters["status"] not in STATUSES:
+        raise Refusal(400, ERR_INVALID_STATUS, f"Invalid status: {filters['status']}")
+    return bounds[0], bounds[1], page_size, page, filters
+
+
+def is_ip_address(value: str, family: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]) -> bool:
+    """True if `value` is an address of `family` (no IPv6 zone index, as jsonschema's `ipv6`)."""
+    try:
+        address = family(value)
+    except ValueError:
+        return False
+    return not getattr(address, "scope_id", None)
 
 
 def device_record(seed: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:

@@ -280,3 +280,22 @@ def test_no_secret_in_any_log_entry(jasper_sim) -> None:
             assert not any(s in text for s in forbidden), text
     assert any("authorization: ***" in e.request_text.lower() for e in entries)
     assert JASPER_API_KEY not in repr(jasper_account(jasper_sim))
+
+
+@pytest.mark.parametrize("status", [429, 400, 403])
+def test_rate_limit_code_is_retried_whatever_http_status_carries_it(jasper_sim, status) -> None:
+    """No public source says which HTTP status carries errorCode 40000029 (see the client's
+    docstring): whatever it is, the answer is an over-limit to wait out and retry, never a
+    business refusal of the device."""
+    sim = jasper_sim.simulator
+    sim.configure(rate_limit_status=status, burst_rate=0.3, burst_length=1, seed=5)
+    iccids = seed_jasper(sim, 12, status="ACTIVATED")
+    client = JasperClient(jasper_account(jasper_sim, max_attempts=6))
+    client.http.limiter.penalty_seconds = 0.01
+    results = run_apply(client, [change(i, x, status="DEACTIVATED") for i, x in enumerate(iccids)])
+    assert [r.status for r in results] == ["PROCESSED"] * len(iccids), [r.detail for r in results]
+    refused = [e for r in results for e in r.log if e.has_errors]
+    assert refused and {e.response_status for e in refused} == {status}
+    assert all("40000029" in e.response_text for e in refused)
+    assert sim.stats()["injected"]["burst_429"] == len(refused)
+    assert all(sim.applied_counts[i] == 1 for i in iccids)

@@ -23,7 +23,8 @@ from bulkchange_pipeline.simulators.jasper import JasperSimulator
 from bulkchange_pipeline.simulators.jasper_rules import make_iccids
 from bulkchange_pipeline.simulators.server import ServerHandle
 
-JASPER_SPEC_DIR = (Path(__file__).resolve().parents[2] / "../shared/specs/jasper").resolve()
+# The community OpenAPI fragments, copied unmodified into the repo (SOURCE.txt there says from where).
+JASPER_SPEC_DIR = Path(__file__).resolve().parents[1] / "contracts" / "jasper_openapi"
 JASPER_USER = "ops-bot"
 JASPER_API_KEY = "jx-API-key-7f3c9e1d"
 

@@ -267,3 +267,161 @@ def test_cli_starts_a_simulator() -> None:
 def test_schema_validation_would_catch_a_wrong_field() -> None:
     with pytest.raises(jsonschema.ValidationError):
         validate({"ratePlanName": "x"}, strict(operation_schema(DEVICE_PATH, "put")))
+
+
+# -- issue 17: as strict as the real API, in its shapes ---------------------------------------------
+
+IN_20_DAYS = (dt.datetime.now(dt.UTC) + dt.timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({"ipv4Address": "not-an-ip"}, "10000061"),
+        ({"ipv4Address": "2001:db8::1"}, "10000061"),  # v6 in the v4 field
+        ({"ipv4Address": "10.0.0.256"}, "10000061"),
+        ({"ipv4Address": "010.0.0.1"}, "10000061"),  # leading zeros: ambiguous (octal), refused
+        ({"ipv6Address": "not-an-ip"}, "10000061"),
+        ({"ipv6Address": "10.0.0.1"}, "10000061"),  # v4 in the v6 field
+        ({"ipv6Address": "fe80::1%eth0"}, "10000061"),  # a zone index is no fixed address
+        ({"ipv4Address": ""}, "10000061"),
+        ({"ipv4Address": 167772161}, "10000024"),  # DeviceEditModel: every field a string
+        ({"ratePlan": "RP", "ipv4Address": "bad"}, "10000061"),  # one bad value: nothing stored
+        ({"overageLimitOverride": "SOMETIMES"}, "10000024"),
+        ({"overageLimitOverride": "default"}, "10000024"),
+        ({"status": None}, "10000024"),
+        ({"status": "DEACTIVATED", "effectiveDate": "2030-01-01"}, "10000050"),  # a date, no time
+        ({"status": "DEACTIVATED", "effectiveDate": IN_20_DAYS}, "10000050"),  # no offset
+        ({"status": "DEACTIVATED", "effectiveDate": "2030-02-30T00:00:00Z"}, "10000050"),
+        ({"status": "DEACTIVATED", "effectiveDate": 1893456000}, "10000050"),
+    ],
+)
+def test_put_refuses_bad_field_values_and_stores_nothing(jasper_sim, body, code) -> None:
+    sim = jasper_sim.simulator
+    (iccid,) = seed_jasper(sim, 1)
+    before = dict(sim.device(iccid))
+    with client(jasper_sim) as c:
+        r = c.put(f"devices/{iccid}", json=body)
+        after = c.get(f"devices/{iccid}").json()
+    assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+    assert set(r.json()) == {"errorMessage", "errorCode"} and r.json()["errorCode"] == code
+    assert r.json()["errorCode"].isdigit() and r.json()["errorMessage"]
+    assert after == before and sim.applied_counts[iccid] == 0 and not sim.scheduled.get(iccid)
+
+
+@pytest.mark.parametrize(
+    "body, field, stored",
+    [
+        ({"ipv4Address": "10.1.2.3"}, "fixedIPAddress", "10.1.2.3"),
+        ({"ipv6Address": "2001:db8::17"}, "fixedIpv6Address", "2001:db8::17"),
+        ({"ipv6Address": "::ffff:10.1.2.3"}, "fixedIpv6Address", "::ffff:10.1.2.3"),
+        ({"overageLimitOverride": "TEMPORARY_OVERRIDE"}, "_overageLimitOverride", "TEMPORARY_OVERRIDE"),
+    ],
+)
+def test_put_stores_valid_values(jasper_sim, body, field, stored) -> None:
+    sim = jasper_sim.simulator
+    (iccid,) = seed_jasper(sim, 1)
+    with client(jasper_sim) as c:
+        assert c.put(f"devices/{iccid}", json=body).status_code == 200
+        answer = c.get(f"devices/{iccid}").json()
+    assert sim.device(iccid)[field] == stored and sim.applied_counts[iccid] == 1
+    # GET answers DeviceDetails fields only (overageLimitOverride is not one).
+    validate(answer, strict(operation_schema(DEVICE_PATH, "get", "200")))
+
+
+@pytest.mark.parametrize("offset", ["+00:00", "Z", "+0000", "-05:00"])
+def test_effective_date_accepts_rfc3339_offsets(jasper_sim, offset) -> None:
+    sim = jasper_sim.simulator
+    (iccid,) = seed_jasper(sim, 1)
+    with client(jasper_sim) as c:
+        r = c.put(f"devices/{iccid}", json={"status": "DEACTIVATED", "effectiveDate": IN_20_DAYS + offset})
+    assert r.status_code == 200 and len(sim.scheduled[iccid]) == 1
+
+
+UNSIMULATED = [
+    ("GET", "devices/{iccid}/auditTrails?daysOfHistory=30"),
+    ("GET", "devices/{iccid}/ctdUsages"),
+    ("GET", "devices/{iccid}/locationHistory"),
+    ("GET", "devices/{iccid}/sessionInfo"),
+    ("GET", "devices/{iccid}/usageInZone"),
+    ("POST", "devices/{iccid}/smsMessages"),
+    ("GET", "no/such/resource"),
+    ("DELETE", "echo/hello"),
+    ("PATCH", "devices/{iccid}/x/y"),
+    ("GET", "../v2/devices/{iccid}"),
+    ("OPTIONS", "../"),
+]
+
+
+@pytest.mark.parametrize("method, path", UNSIMULATED)
+def test_unknown_paths_answer_a_jasper_json_404(jasper_sim, method, path) -> None:
+    """Documented operations the pipeline does not use, and any unknown path under the API
+    root, any method: the real API's JSON error shape, never a plain-text 404."""
+    (iccid,) = seed_jasper(jasper_sim.simulator, 1)
+    url = jasper_sim.base_url + "/" + path.format(iccid=iccid)
+    r = httpx.request(method, url, auth=AUTH, json={"messageText": "hi"} if method == "POST" else None)
+    assert r.status_code == 404 and r.headers["content-type"] == "application/json"
+    assert r.json() == {"errorMessage": "Resource not found", "errorCode": "10000002"}
+    r = httpx.request(method, url)  # authentication comes first, as for every API path
+    assert r.status_code == 401 and r.headers["www-authenticate"] == 'Basic realm="Jasper"'
+
+
+@pytest.mark.parametrize(
+    "method, path, allow",
+    [
+        ("DELETE", "devices/{iccid}", "GET, HEAD, PUT"),
+        ("POST", "devices", "GET, HEAD"),
+        ("PUT", "devices", "GET, HEAD"),
+    ],
+)
+def test_simulated_paths_refuse_other_methods_with_405_json(jasper_sim, method, path, allow) -> None:
+    (iccid,) = seed_jasper(jasper_sim.simulator, 1)
+    r = httpx.request(method, jasper_sim.base_url + "/" + path.format(iccid=iccid), auth=AUTH)
+    assert r.status_code == 405 and r.headers["allow"] == allow
+    assert set(r.json()) == {"errorMessage", "errorCode"} and r.json()["errorCode"].isdigit()
+    assert jasper_sim.simulator.device(iccid)["status"] == "ACTIVATED"
+
+
+@pytest.mark.parametrize("status", [400, 403])
+def test_rate_limit_status_is_configurable(jasper_sim, status) -> None:
+    sim = jasper_sim.simulator
+    assert sim.config()["rate_limit_status"] == 429  # the default [I]: no public source states it
+    sim.configure(rate_limit_status=status, rate_per_second=1)
+    (iccid,) = seed_jasper(sim, 1)
+    with client(jasper_sim) as c:
+        answers = [c.get(f"devices/{iccid}") for _ in range(3)]
+    refused = [r for r in answers if r.status_code != 200]
+    assert refused and all(r.status_code == status for r in refused)
+    assert all(r.json() == {"errorMessage": "Rate Limit Exceeded", "errorCode": "40000029"} for r in refused)
+    assert httpx.post(jasper_sim.root_url + "/_sim/config", json={"rate_limit_status": 200}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "params, code",
+    [
+        ({"modifiedSince": "2016-04-18"}, "10000024"),
+        ({"modifiedSince": "yesterday"}, "10000024"),
+        ({"modifiedSince": "2016-04-18T17:31:34+00:00", "modifiedTill": "later"}, "10000024"),
+        ({"modifiedSince": "2016-04-18T17:31:34+00:00", "pageNumber": 0}, "10000024"),
+        ({"modifiedSince": "2016-04-18T17:31:34+00:00", "pageSize": "ten"}, "10000024"),
+        ({"modifiedSince": "2016-04-18T17:31:34+00:00", "accountId": "acme"}, "10000024"),
+        ({"modifiedSince": "2016-04-18T17:31:34+00:00", "status": "SLEEPING"}, "10000017"),
+    ],
+)
+def test_search_refuses_bad_parameters(jasper_sim, params, code) -> None:
+    with client(jasper_sim) as c:
+        r = c.get("devices", params=params)
+    assert r.status_code == 400 and r.json()["errorCode"] == code and r.json()["errorMessage"]
+
+
+def test_search_filters_by_status_account_and_custom_fields(jasper_sim) -> None:
+    sim = jasper_sim.simulator
+    a, b = seed_jasper(sim, 2, status="INVENTORY")
+    seed_jasper(sim, 3, start=10, accountCustom1="fleet-7")
+    since = "2000-01-01T00:00:00+00:00"
+    with client(jasper_sim) as c:
+        inventory = c.get("devices", params={"modifiedSince": since, "status": "INVENTORY"}).json()
+        fleet = c.get("devices", params={"modifiedSince": since, "accountCustom1": "fleet-7"}).json()
+        other = c.get("devices", params={"modifiedSince": since, "accountId": 1}).json()
+    assert {d["iccid"] for d in inventory["devices"]} == {a, b}
+    assert len(fleet["devices"]) == 3 and other["devices"] == [] and other["lastPage"] is True
