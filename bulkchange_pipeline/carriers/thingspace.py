@@ -26,6 +26,22 @@ defaults), `reason_code` (deactivation, default FF), `callback_username`/`callba
 An ICCID/IMEI swap is `PUT /api/m2m/v1/devices/{serviceType}/actions/deviceId` with a
 `ChangeDeviceIdRequest` body, as Verizon documents it and its SDK sends it; older documents spell
 it `/devices/actions/deviceid`, which the simulator refuses so the client cannot drift back.
+
+`accountName` in bodies (issue 17): Verizon's API description, as its APIMatic-generated SDKs
+publish it (github.com/sdks-io/verizon-apis-php-sdk and -ruby-sdk, doc/models:
+CarrierActivateRequest, CarrierDeactivateRequest, CarrierActionsRequest, ServicePlanUpdateRequest,
+AccountDeviceListRequest), makes it optional on activate, deactivate, suspend, restore, plan change
+and device list, and ChangeDeviceIdRequest has no such field. We send it wherever it is documented,
+so a request can only act on the configured billing account (a UWS user may reach several; a wrong
+one is refused as AccountNotFound instead of acting elsewhere), and never on the device-id change.
+The callback and request-status paths carry it as `{accountName}`.
+
+Device lists (`POST devices/actions/list`, used by `_lookup` for the reconcile checks and by
+`list_devices` for inventory) page as ThingSpace does: `maxNumberOfDevices` (100, the documented
+maximum) and `largestDeviceIdSeen` (the `DeviceId` extended attribute of the last device of the
+previous page, as AMOP's AltaworxThingSpaceAWSGetDevices reads it) until `hasMoreData` is false.
+
+`aclose()` ends the M2M session (`POST /session/logout`); a failed logout is logged, never raised.
 """
 
 from __future__ import annotations
@@ -44,6 +60,7 @@ from .base import (
     DeviceChange,
     DeviceResult,
     LogEntry,
+    TransientCarrierError,
     WritesDisabledError,
 )
 from .http import CallResult, CarrierHttp
@@ -53,11 +70,13 @@ from .results import failure_detail
 from .thingspace_auth import ThingSpaceAuth
 from .thingspace_wire import (
     ACTION_STATE,
+    LIST_PAGE_SIZE,
     M2M,
     MAX_DEVICES_PER_REQUEST,
     STATUS_WORDS,
     Plan,
     classify_thingspace_response,
+    device_number,
     parse_thingspace_callback,
     state_and_plan,
 )
@@ -125,7 +144,12 @@ class ThingSpaceClient(CarrierAdapter):
         return change_type in SUPPORTED_CHANGE_TYPES
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        """End the carrier session we opened (a failed logout is logged, not raised), then close
+        the connection pool."""
+        try:
+            await self.auth.logout(self.http)
+        finally:
+            await self.http.aclose()
 
     # -- building requests ------------------------------------------------------------------------
 
@@ -258,7 +282,7 @@ class ThingSpaceClient(CarrierAdapter):
     ) -> list[DeviceResult]:
         body: dict[str, Any]
         if plan.action == "deviceid":
-            body = {"accountName": self.account_name, "deviceIds": ids[0], **plan.params}
+            body = {"deviceIds": ids[0], **plan.params}  # ChangeDeviceIdRequest has no accountName
             method, path = "PUT", M2M + f"devices/{quote(self.service_type, safe='')}/actions/deviceId"
         else:
             body = {"devices": [{"deviceIds": d} for d in ids], "accountName": self.account_name, **plan.params}
@@ -302,17 +326,50 @@ class ThingSpaceClient(CarrierAdapter):
             if prefer_new and target.get(f"new_{k}")
         ] or self.device_ids(change)
         try:
-            got = await self.auth.call(
-                self.http,
-                "POST",
-                M2M + "devices/actions/list",
-                {"accountName": self.account_name, "deviceId": ids[0]},
-                f"ThingSpace device list {ids[0]['kind']} {ids[0]['id']}",
+            devices, log = await self._list(
+                {"deviceId": ids[0]}, f"ThingSpace device list {ids[0]['kind']} {ids[0]['id']}"
             )
         except CarrierError as exc:
             return None, exc.log
-        devices = got.body.get("devices") if isinstance(got.body, dict) else None
-        return (devices[0] if devices else None), got.log
+        return (devices[0] if devices else None), log
+
+    async def _list(self, criteria: dict[str, Any], description: str) -> tuple[list[dict[str, Any]], list[LogEntry]]:
+        """Every device `devices/actions/list` returns for `criteria`, page after page until
+        `hasMoreData` is false; raises CarrierError (with the log) if a page fails or the answer
+        says more follow but gives no DeviceId to continue from."""
+        devices: list[dict[str, Any]] = []
+        log: list[LogEntry] = []
+        after = 0
+        while True:
+            body = {
+                "accountName": self.account_name,
+                **criteria,
+                "maxNumberOfDevices": LIST_PAGE_SIZE,
+                "largestDeviceIdSeen": after,
+            }
+            try:
+                got = await self.auth.call(self.http, "POST", M2M + "devices/actions/list", body, description)
+            except CarrierError as exc:
+                exc.log = log + exc.log
+                raise
+            log += got.log
+            answer = got.body if isinstance(got.body, dict) else {}
+            page = [d for d in answer.get("devices") or [] if isinstance(d, dict)]
+            devices += page
+            if answer.get("hasMoreData") is not True:
+                return devices, log
+            last = device_number(page[-1]) if page else None
+            if last is None or last <= after:
+                raise TransientCarrierError(
+                    "ThingSpace device list says hasMoreData but gives no larger DeviceId to continue from", log=log
+                )
+            after = last
+
+    async def list_devices(self) -> list[dict[str, Any]]:
+        """Every device of the billing account as `devices/actions/list` describes it (for an
+        inventory sync), all pages; raises CarrierError if the listing cannot be completed."""
+        devices, _log = await self._list({}, "ThingSpace device list")
+        return devices
 
     async def _confirm(self, change: DeviceChange) -> DeviceResult | None:
         """PROCESSED if the carrier's device now holds the change's target, else None."""

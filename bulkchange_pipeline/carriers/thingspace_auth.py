@@ -12,11 +12,16 @@ client nor `thingspace_wire.py` holds a reference back to the other.
   It expires when idle; on the session error a call logs in again once and is repeated, so no
   device fails because of it. Gateway fault 900901 gets one token refresh, then is reported as a
   configuration error.
+- logout: `POST /api/m2m/v1/session/logout` (no body; Bearer and `VZ-M2M-Token`) ends the session
+  when the client closes (`logout`), so sessions do not pile up at the carrier until their 20 idle
+  minutes run out. A failed logout is logged and the session dropped all the same: closing never
+  fails because of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Generator
 from typing import Any
@@ -29,6 +34,8 @@ from .redaction import basic_token
 from .thingspace_wire import M2M, TOKEN_PATH, GatewayAuthError, SessionExpiredError
 
 __all__ = ["ThingSpaceAuth"]
+
+logger = logging.getLogger(__name__)
 
 
 class ThingSpaceAuth(httpx.Auth):
@@ -114,6 +121,23 @@ class ThingSpaceAuth(httpx.Auth):
                     raise TransientCarrierError("login response without sessionToken", log=log)
                 self.session = str(session)
         return log
+
+    async def logout(self, http: CarrierHttp) -> list[LogEntry]:
+        """End the open M2M session, if any, and forget it; returns the exchange (empty when no
+        session was open). Never raises for the carrier's answer: a session that cannot be ended
+        (already expired, token gone, carrier down) is logged and dropped, and expires by itself."""
+        async with self._renewal_lock():
+            if self.session is None:
+                return []
+            try:
+                # The header flow adds VZ-M2M-Token from self.session, so it is cleared only after.
+                got = await http.request("POST", M2M + "session/logout", description="ThingSpace session logout")
+                return got.log
+            except Exception as exc:  # noqa: BLE001 - closing the client must not fail on a logout
+                logger.warning("ThingSpace session logout failed; the session is dropped anyway: %s", exc)
+                return list(getattr(exc, "log", None) or [])
+            finally:
+                self.session = None
 
     async def call(
         self, http: CarrierHttp, method: str, path: str, body: Any = None, description: str = ""

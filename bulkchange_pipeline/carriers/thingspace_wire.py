@@ -14,6 +14,9 @@ the header flow) so that what ThingSpace sends and answers can be read and teste
   matched with the service prefix stripped (`strip_service`), never on the message. Gateway
   faults are `{"fault": {code, message, description}}` (`classify_thingspace_response`).
 - callbacks: one CarrierService message per device (`parse_thingspace_callback`).
+- device list: `POST devices/actions/list` pages by `largestDeviceIdSeen` (the numeric DeviceId
+  of the last device seen, listed as its extended attribute `DeviceId`: `device_number`) and
+  `maxNumberOfDevices` (at most `LIST_PAGE_SIZE`), answering `hasMoreData`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = [
     "ALREADY",
     "GATEWAY_AUTH_CODES",
     "GATEWAY_THROTTLE_CODES",
+    "LIST_PAGE_SIZE",
     "M2M",
     "MAX_DEVICES_PER_REQUEST",
     "SESSION_CODES",
@@ -41,6 +45,7 @@ __all__ = [
     "Plan",
     "SessionExpiredError",
     "classify_thingspace_response",
+    "device_number",
     "parse_thingspace_callback",
     "state_and_plan",
     "strip_service",
@@ -49,6 +54,9 @@ __all__ = [
 TOKEN_PATH = "api/ts/v1/oauth2/token"
 M2M = "api/m2m/v1/"
 MAX_DEVICES_PER_REQUEST = 10_000
+# maxNumberOfDevices of one device-list page: Verizon's API description (AccountDeviceListRequest in
+# its APIMatic SDKs) constrains it to 0..100.
+LIST_PAGE_SIZE = 100
 SESSION_CODES = frozenset(
     {"REQUEST_FAILED.SessionToken.Expired", "REQUEST_FAILED.SessionToken.Invalid"}
 )  # [I] not public
@@ -200,3 +208,16 @@ def state_and_plan(device: dict[str, Any] | None) -> tuple[str | None, str | Non
     infos = (device or {}).get("carrierInformations") or [{}]
     info = infos[0] if isinstance(infos[0], dict) else {}
     return (str(info["state"]).lower() if info.get("state") else None), info.get("servicePlan")
+
+
+def device_number(device: Any) -> int | None:
+    """ThingSpace's numeric DeviceId of a listed device (its `extendedAttributes` entry
+    `DeviceId`), the value the next list page's `largestDeviceIdSeen` takes; None if absent."""
+    attrs = device.get("extendedAttributes") if isinstance(device, dict) else None
+    for attr in attrs if isinstance(attrs, list) else []:
+        if isinstance(attr, dict) and attr.get("key") == "DeviceId":
+            try:
+                return int(str(attr.get("value")))
+            except ValueError:
+                return None
+    return None

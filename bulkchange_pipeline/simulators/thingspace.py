@@ -9,6 +9,12 @@ backend thread (so a device's state changes after the answer, as at the carrier)
 posted by a small pool of sender threads, retried up to 4 times; duplicates, delays, shuffling and
 drops can be switched on to exercise the receiver (DESIGN R6).
 
+Issue 17 (as strict as the real API, in its shapes): `accountName` is optional on device actions
+(the session's account acts; a wrong one is AccountNotFound) and refused on the device-id change,
+whose request has no such field; `devices/actions/list` pages by `largestDeviceIdSeen` /
+`maxNumberOfDevices` (202 while `hasMoreData`); `POST /session/logout` ends a session; an unknown
+path or method gets the gateway's 400 / 900906 fault.
+
 Everything per request is O(devices) with dict lookups, so a 10,000-device request is cheap.
 Admin endpoints (no auth, loopback only): `POST /_sim/devices`, `GET /_sim/devices/{iccid}`,
 `GET /_sim/stats`, `GET|POST /_sim/config`, `POST /_sim/reset`.
@@ -46,7 +52,6 @@ M2M = "/api/m2m/v1"
 TOKEN_PATH = "/api/ts/v1/oauth2/token"
 DEFAULT_CLIENTS = {"demo-client": "demo-client-secret"}
 DEFAULT_USERS = {"demo-uws": ("demo-uws-password", "0000123456-00001")}
-LIST_PAGE = 500
 # configure() keys that are plain attributes, with their types.
 _SETTINGS = {
     "token_ttl_seconds": float,
@@ -136,7 +141,7 @@ class ThingSpaceSimulator(SimulatorBase):
             self.book.applied_counts.clear()
             self.calls: Counter[str] = Counter()
             self.session_errors = self.device_faults = 0
-            self.tokens_issued = self.logins = self.max_devices_seen = 0
+            self.tokens_issued = self.logins = self.logouts = self.max_devices_seen = 0
             self.cb: Counter[str] = Counter()
 
     @property
@@ -213,6 +218,8 @@ class ThingSpaceSimulator(SimulatorBase):
                 "device_faults": self.device_faults,
                 "tokens_issued": self.tokens_issued,
                 "logins": self.logins,
+                "logouts": self.logouts,
+                "sessions_open": len(self._sessions),
                 "max_devices_in_request": self.max_devices_seen,
                 "devices": len(self.devices),
                 "requests": len(self.requests),
@@ -297,7 +304,7 @@ class ThingSpaceSimulator(SimulatorBase):
         """Apply one accepted request; returns the activations still pending."""
         with self._lock:
             bodies, pending, faults = self.book.apply(
-                rid, action, devices, params, self._credentials(account), self.activation_seconds > 0
+                rid, action, account, devices, params, self._credentials(account), self.activation_seconds > 0
             )
             self.device_faults += faults
             entry = self.requests[rid]
@@ -505,6 +512,17 @@ class ThingSpaceSimulator(SimulatorBase):
             self.logins += 1
         return _json(200, {"sessionToken": token})
 
+    async def _logout(self, request: Request, _user: str) -> Response:
+        """`POST /session/logout` ends the session the call carries (`_guarded` checked it): the
+        token is forgotten, so its next use gets the invalid-session error. The answer echoes the
+        token (Verizon's LogOutRequest model: "returned to confirm that it was invalidated")."""
+        self.calls["logout"] += 1
+        token = request.headers.get("vz-m2m-token") or ""
+        with self._lock:
+            self._sessions.pop(token, None)
+            self.logouts += 1
+        return _json(200, {"sessionToken": token})
+
     # -- API handlers -----------------------------------------------------------------------------
 
     def _account_of(self, user: str, account: Any) -> Response | None:
@@ -522,7 +540,11 @@ class ThingSpaceSimulator(SimulatorBase):
             except rules.Refusal as refusal:
                 self.business_refusals += 1
                 return _json(refusal.status, refusal.body())
-            if (refused := self._account_of(user, account)) is not None:
+            # accountName is optional (Verizon's SDK models): without it the request acts on the
+            # session's account; a wrong one is refused in the documented AccountNotFound shape.
+            if account is None:
+                account = self.users[user][1]
+            elif (refused := self._account_of(user, account)) is not None:
                 return refused
             with self._lock:
                 if action == "activate" and self.activate_per_minute > 0:
@@ -569,9 +591,16 @@ class ThingSpaceSimulator(SimulatorBase):
         account = body.get("accountName", self.users[user][1])
         if (refused := self._account_of(user, account)) is not None:
             return refused
+        try:
+            after, size = rules.parse_list_paging(body)
+        except rules.Refusal as refusal:
+            self.business_refusals += 1
+            return _json(refusal.status, refusal.body())
         with self._lock:
-            devices, more = self.book.listing(account, body, LIST_PAGE)
-        return _json(200, {"hasMoreData": more, "devices": devices})
+            devices, more = self.book.listing(account, body, after, size)
+        # Verizon's AccountDeviceListResult: hasMoreData is "False for a status 200 response. True
+        # for a status 202 response, indicating that there is more data to be retrieved."
+        return _json(202 if more else 200, {"hasMoreData": more, "devices": devices})
 
     async def _callbacks(self, request: Request, user: str) -> Response:
         self.calls["callbacks"] += 1
@@ -599,6 +628,18 @@ class ThingSpaceSimulator(SimulatorBase):
             self.callbacks[account] = {k: str(body[k]) for k in ("url", "username", "password") if body.get(k)}
         return _json(200, {"accountName": account, "serviceName": "CarrierService"})
 
+    async def _no_resource(self, request: Request, _exc: Exception) -> Response:
+        """An unknown path (or method) gets the WSO2 gateway's answer, as at ThingSpace
+        (carriers.md: wrong path -> 400, code 900906), never a bare 404."""
+        return _json(
+            400,
+            rules.gateway_fault(
+                rules.GW_NO_RESOURCE,
+                "No matching resource found for given API Request",
+                f"Access failure for API: {request.url.path}. No matching resource found for given API Request",
+            ),
+        )
+
     def _build_app(self) -> Starlette:
         def api(handler: Any, needs_session: bool = True) -> Any:
             async def endpoint(request: Request) -> Response:
@@ -609,6 +650,7 @@ class ThingSpaceSimulator(SimulatorBase):
         routes = [
             Route(TOKEN_PATH, self._token, methods=["POST"]),
             Route(M2M + "/session/login", api(self._login, False), methods=["POST"]),
+            Route(M2M + "/session/logout", api(self._logout), methods=["POST"]),
         ]
         for action in rules.STATUS_ACTIONS:
             routes.append(Route(f"{M2M}/devices/actions/{action}", api(self._action(action)), methods=["POST"]))
@@ -621,7 +663,7 @@ class ThingSpaceSimulator(SimulatorBase):
             Route(M2M + "/callbacks/{account}/name/{name}", api(self._callbacks), methods=["DELETE"]),
             *admin_routes(self),
         ]
-        return Starlette(routes=routes)
+        return Starlette(routes=routes, exception_handlers={404: self._no_resource, 405: self._no_resource})
 
 
 def run_in_thread(

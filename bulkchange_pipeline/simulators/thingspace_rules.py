@@ -36,12 +36,14 @@ ERR_LOGIN_LOCKED = f"{SERVICE}.REQUEST_FAILED.Login.ContactLocked"  # [I]
 ERR_REQUEST_NOT_FOUND = f"{SERVICE}.REQUEST_FAILED.RequestNotFound"  # [I]
 ERR_STATUS_NOT_SUPPORTED = f"{SERVICE}.REQUEST_FAILED.RequestStatus.BulkNotSupported"  # [I]
 ERR_CALLBACK_NAME = f"{SERVICE}.INPUT_INVALID.Callback.ServiceName"  # [I]
+ERR_UNKNOWN_FIELD = f"{SERVICE}.INPUT_INVALID.Request.UnknownField"  # [I]
 
 # -- gateway (WSO2) faults: {"fault": {"code", "message", "description"}} -------------------------
 GW_INVALID_CREDENTIALS = 900901
 GW_MISSING_CREDENTIALS = 900902
 GW_THROTTLED = 900802  # WSO2's "Message throttled out" [I: that ThingSpace uses it]
 GW_BACKEND = 101503  # WSO2's "Error connecting to the back end" (injected 5xx)
+GW_NO_RESOURCE = 900906  # WSO2's "No matching resource found" (carriers.md: wrong path -> 400)
 
 # -- device-level faults, delivered as fault callbacks ---------------------------------------------
 F_ALREADY_ACTIVE = f"{SERVICE}.REQUEST_FAILED.DeviceAlreadyActive"
@@ -71,6 +73,10 @@ RESPONSE_KEY = {
     "deviceid": "changeDeviceIdResponse",
 }
 PLAN_CHANGES_PER_MONTH = 4
+# `devices/actions/list` paging: `maxNumberOfDevices` is constrained to 0..100 in Verizon's API
+# description as the APIMatic SDKs publish it (AccountDeviceListRequest); 0 is refused here (a page
+# of nothing never ends) and an absent value gets the largest page [I].
+LIST_PAGE_MAX = 100
 
 # state -> action -> (new state, fault code when refused). The same-state answer is the
 # "already ..." fault, which a retried request receives: the device holds the target.
@@ -192,14 +198,19 @@ def _id_list(value: Any, where: str) -> list[dict[str, str]]:
 
 def parse_action(
     action: str, body: Any, max_devices: int, service_plans: frozenset[str] | None
-) -> tuple[str, list[list[dict]], dict]:
-    """Check an action body; returns (accountName, devices as deviceIds lists, params).
-    Raises Refusal for what ThingSpace refuses synchronously (shape, size, unknown plan)."""
+) -> tuple[str | None, list[list[dict]], dict]:
+    """Check an action body; returns (accountName or None when the body leaves it out, devices
+    as deviceIds lists, params). `accountName` is optional on every device action in Verizon's
+    API description (and absent from the device-id change): the caller resolves it from the
+    session. Raises Refusal for what ThingSpace refuses synchronously (shape, size, unknown plan)."""
     if not isinstance(body, dict):
         raise Refusal(400, ERR_INVALID_REQUEST, "Request body must be a JSON object")
     account = body.get("accountName")
-    if not isinstance(account, str) or not account:
-        raise Refusal(400, ERR_MISSING_FIELD, "accountName is required")
+    if action == "deviceid" and "accountName" in body:
+        # ChangeDeviceIdRequest has no accountName (Verizon's SDK models): the device names it.
+        raise Refusal(400, ERR_UNKNOWN_FIELD, "accountName is not a field of a device identifier change")
+    if account is not None and (not isinstance(account, str) or not account):
+        raise Refusal(400, ERR_INVALID_REQUEST, "accountName must be a non-empty string when given")
     params: dict[str, Any] = {}
     if action == "deviceid":
         option = body.get("change4gOption")
@@ -234,6 +245,22 @@ def parse_action(
     return account, parsed, params
 
 
+def parse_list_paging(body: Mapping[str, Any]) -> tuple[int, int]:
+    """(largestDeviceIdSeen, page size) of a `devices/actions/list` body. The listing pages by
+    ThingSpace's numeric DeviceId (each listed device carries it as the extended attribute
+    `DeviceId`): the next page holds the devices whose DeviceId is larger than the one given.
+    `lastSeenDeviceId` is a response field of other Verizon lists, never this request's: refused."""
+    if "lastSeenDeviceId" in body:
+        raise Refusal(400, ERR_UNKNOWN_FIELD, "lastSeenDeviceId is not a field of the device list request")
+    after = body.get("largestDeviceIdSeen", 0)
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        raise Refusal(400, ERR_INVALID_REQUEST, "largestDeviceIdSeen must be a non-negative integer")
+    size = body.get("maxNumberOfDevices", LIST_PAGE_MAX)
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= LIST_PAGE_MAX:
+        raise Refusal(400, ERR_INVALID_REQUEST, f"maxNumberOfDevices must be an integer from 1 to {LIST_PAGE_MAX}")
+    return after, size
+
+
 # -- wire shapes -----------------------------------------------------------------------------------
 
 
@@ -261,8 +288,9 @@ def device_ids(record: Mapping[str, Any]) -> list[dict[str, str]]:
     return [{"id": str(record[k]), "kind": k} for k in ("iccid", "imei", "mdn") if record.get(k)]
 
 
-def device_view(record: Mapping[str, Any]) -> dict[str, Any]:
-    """One entry of `devices/actions/list`."""
+def device_view(record: Mapping[str, Any], device_id: int) -> dict[str, Any]:
+    """One entry of `devices/actions/list`; `device_id` is ThingSpace's numeric DeviceId, listed
+    as the extended attribute a client pages with (AMOP reads it there) [C]."""
     return {
         "accountName": record["accountName"],
         "billingCycleEndDate": None,
@@ -273,6 +301,7 @@ def device_view(record: Mapping[str, Any]) -> dict[str, Any]:
         "createdAt": record["createdAt"],
         "customFields": [],
         "deviceIds": device_ids(record),
+        "extendedAttributes": [{"key": "DeviceId", "value": str(device_id)}],
         "ipAddress": record["ipAddress"],
     }
 
@@ -366,44 +395,44 @@ class DeviceBook:
                 return key
         return None
 
-    def listing(self, account: str, body: Mapping[str, Any], page_size: int) -> tuple[list[dict[str, Any]], bool]:
+    def listing(
+        self, account: str, body: Mapping[str, Any], after: int, page_size: int
+    ) -> tuple[list[dict[str, Any]], bool]:
         """A `devices/actions/list` answer's devices (views) of `account` and whether more
-        follow: the one device `body["deviceId"]` names, or the next page by ICCID after
-        `body["lastSeenDeviceId"]`."""
+        follow: the one device `body["deviceId"]` names, or the next `page_size` devices by
+        DeviceId (the book's key) above `after` (`largestDeviceIdSeen`)."""
         if isinstance(body.get("deviceId"), dict):
             key = self.resolve(
                 [{"kind": str(body["deviceId"].get("kind", "")).lower(), "id": str(body["deviceId"].get("id", ""))}]
             )
-            found = [] if key is None else [self.devices[key]]
+            found = [] if key is None or self.devices[key]["accountName"] != account else [key]
             more = False
         else:
-            after = body.get("lastSeenDeviceId") or ""
-            ordered = sorted(
-                (r for r in self.devices.values() if r["accountName"] == account and r["iccid"] > after),
-                key=lambda r: r["iccid"],
-            )
+            ordered = sorted(k for k, r in self.devices.items() if k > after and r["accountName"] == account)
             found, more = ordered[:page_size], len(ordered) > page_size
-        return [device_view(r) for r in found if r["accountName"] == account], more
+        return [device_view(self.devices[k], k) for k in found], more
 
     def apply(
         self,
         rid: str,
         action: str,
+        account: str,
         devices: Sequence[list[dict]],
         params: Mapping[str, Any],
         creds: Mapping[str, str],
         defer_activation: bool,
     ) -> tuple[list[dict], list[tuple[int, list[dict]]], int]:
-        """Apply one accepted request device by device. Returns the callback bodies, the
-        activations left pending (key, asked ids) when `defer_activation`, and the fault count."""
+        """Apply one accepted request of `account` device by device (a device of another account
+        is not found). Returns the callback bodies, the activations left pending (key, asked ids)
+        when `defer_activation`, and the fault count."""
         month = self.now().strftime("%Y-%m")
         bodies: list[dict] = []
         pending: list[tuple[int, list[dict]]] = []
         faults = 0
         for asked in devices:
-            key = self.resolve(asked)
+            key = self._of(account, self.resolve(asked))
             if key is None and action == "deviceid":
-                key = self.resolve([{"kind": k, "id": v} for k, v in params["to"].items()])
+                key = self._of(account, self.resolve([{"kind": k, "id": v} for k, v in params["to"].items()]))
                 if key is not None:  # a repeated request: the device already has the new ids
                     bodies.append(success_callback(rid, action, asked, self.devices[key], creds))
                     continue
@@ -436,6 +465,9 @@ class DeviceBook:
                 record["state"] = ACTIVE
             bodies.append(success_callback(rid, action, asked, record, creds))
         return bodies, pending, faults
+
+    def _of(self, account: str, key: int | None) -> int | None:
+        return key if key is not None and self.devices[key]["accountName"] == account else None
 
     def finish_activation(self, key: int) -> dict[str, Any]:
         record = self.devices[key]

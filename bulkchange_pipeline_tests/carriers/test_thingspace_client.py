@@ -403,6 +403,7 @@ def test_no_credentials_in_any_log_entry(thingspace_sim, callback_receiver) -> N
     devices = make_devices(6)
     sim.seed_devices(devices)
     client = ThingSpaceClient(thingspace_account(thingspace_sim, callback_base_url=rhandle.root_url))
+    sessions: list[str] = []  # taken before aclose() logs out (and the simulator forgets them)
 
     async def go(c: ThingSpaceClient) -> list:
         entries = list((await c.register_callback()).log)
@@ -412,6 +413,7 @@ def test_no_credentials_in_any_log_entry(thingspace_sim, callback_receiver) -> N
                 for i, d in enumerate(devices)
             ]
         )
+        sessions.extend(sim._sessions)
         return entries + [e for r in results for e in r.log]
 
     entries = run(client, go)
@@ -428,9 +430,64 @@ def test_no_credentials_in_any_log_entry(thingspace_sim, callback_receiver) -> N
         TS_CB_PASSWORD,
         TS_CB_USER,
         *sim._tokens,
-        *sim._sessions,
+        *sessions,
     ]
+    assert sessions
     for entry in entries:
         for text in (entry.request_text, entry.response_text, entry.description):
             leaked = [s for s in forbidden if s in text]
             assert not leaked, (leaked, text[:500])
+
+
+# -- session end and device list paging (issue 17) -------------------------------------------------
+
+
+def test_aclose_logs_out_and_a_failed_logout_is_only_logged(thingspace_sim, caplog) -> None:
+    sim = thingspace_sim.simulator
+    a, b = make_devices(2)
+    sim.seed_devices([a, b])
+    client = ThingSpaceClient(thingspace_account(thingspace_sim))
+    (r,) = run(client, lambda c: c.apply([change(1, a, status="suspend")]))
+    assert r.status == "PROCESSING" and client.auth.session is None
+    assert sim.stats()["logouts"] == 1 and sim.stats()["sessions_open"] == 0
+    never = ThingSpaceClient(thingspace_account(thingspace_sim))
+    run(never, lambda c: asyncio.sleep(0))  # no session opened: nothing to end, no call
+    assert sim.stats()["logouts"] == 1
+
+    async def expire_then_close(c: ThingSpaceClient) -> list[DeviceResult]:
+        done = await c.apply([change(2, b, status="suspend")])
+        sim.expire_sessions()  # the logout itself now gets the session error
+        return done
+
+    caplog.set_level("WARNING", logger="bulkchange_pipeline.carriers.thingspace_auth")
+    late = ThingSpaceClient(thingspace_account(thingspace_sim))
+    assert run(late, expire_then_close)[0].status == "PROCESSING"  # aclose() did not raise
+    assert late.auth.session is None and sim.stats()["logouts"] == 1
+    assert any("logout failed" in m for m in caplog.messages), caplog.messages
+
+
+def test_list_devices_pages_until_has_more_data_is_false(thingspace_sim) -> None:
+    sim = thingspace_sim.simulator
+    devices = make_devices(230)
+    sim.seed_devices(devices)
+    client = ThingSpaceClient(thingspace_account(thingspace_sim))
+    listed = run(client, lambda c: c.list_devices())
+    iccids = [i["id"] for d in listed for i in d["deviceIds"] if i["kind"] == "iccid"]
+    assert sorted(iccids) == sorted(d["iccid"] for d in devices)  # every device, none twice
+    assert sim.stats()["calls"]["list"] == 3  # 100 + 100 + 30
+
+
+def test_iccid_change_sends_no_account_name(thingspace_sim, callback_receiver) -> None:
+    """ChangeDeviceIdRequest has no accountName; the simulator refuses one, so this change only
+    gets through because the client leaves it out."""
+    sim = thingspace_sim.simulator
+    receiver, rhandle = callback_receiver
+    dev = make_devices(1)[0]
+    sim.seed_devices([dev])
+    client = registered(thingspace_sim, rhandle)
+    new_iccid = make_devices(1, start=70)[0]["iccid"]
+    swap = change(1, dev, ChangeType.CHANGE_ICCID_AND_IMEI, new_iccid=new_iccid)
+    (r,) = run(client, lambda c: c.apply([swap]))
+    assert r.status == "PROCESSING", r.detail
+    outcomes = settle(sim, receiver, client, [r], 1)
+    assert outcomes[dev["iccid"]].new_values == {"iccid": new_iccid}

@@ -289,10 +289,73 @@ def test_cli_starts_the_simulator() -> None:
 
 def test_device_id_change_is_served_only_at_the_documented_path(thingspace_sim) -> None:
     """`PUT /devices/{serviceType}/actions/deviceId` (Verizon's docs and SDK); the older spelling
-    `/devices/actions/deviceid` is not served, so a client that drifts back to it fails loudly."""
+    `/devices/actions/deviceid` is not served: it gets the gateway's no-resource fault (400,
+    900906), so a client that drifts back to it fails loudly."""
     c = M2M(thingspace_sim)
-    body = {"accountName": TS_ACCOUNT, "deviceIds": [], "change4gOption": "ChangeICCID", "deviceIdsTo": []}
+    body = {"deviceIds": [], "change4gOption": "ChangeICCID", "deviceIdsTo": []}
     real = c.call("PUT", "devices/4G/actions/deviceId", body)
-    assert real.status_code == 400, real.text  # reached the action: refused for its empty device list
+    assert real.status_code == 400 and real.json()["errorCode"] == rules.ERR_MISSING_FIELD, real.text
     for old in ("devices/actions/deviceid", "devices/actions/deviceId", "devices/4G/actions/deviceid"):
-        assert c.call("PUT", old, body).status_code in (404, 405), old
+        r = c.call("PUT", old, body)
+        assert r.status_code == 400 and r.json()["fault"]["code"] == str(rules.GW_NO_RESOURCE), old
+    assert c.call("GET", "devices/actions/list").json()["fault"]["code"] == str(rules.GW_NO_RESOURCE)
+
+
+def test_account_name_is_optional_but_never_wrong(thingspace_sim) -> None:
+    """Issue 17: accountName is optional on device actions (Verizon's SDK models) and absent from
+    ChangeDeviceIdRequest; without it the session's account acts, a wrong one is AccountNotFound."""
+    sim = thingspace_sim.simulator
+    mine, theirs, swap = make_devices(3)
+    theirs["accountName"] = "0000999999-00001"
+    sim.seed_devices([mine, theirs, swap])
+    c = M2M(thingspace_sim)
+    ids = lambda d: {"deviceIds": [{"kind": "iccid", "id": d["iccid"]}]}  # noqa: E731
+    assert c.call("POST", "devices/actions/suspend", {"devices": [ids(mine), ids(theirs)]}).status_code == 200
+    wrong = c.call("POST", "devices/actions/restore", {"accountName": "0000999999-00001", "devices": [ids(mine)]})
+    assert wrong.status_code == 400 and set(wrong.json()) == {"errorCode", "errorMessage"}
+    assert wrong.json()["errorCode"] == rules.ERR_ACCOUNT_NOT_FOUND
+    new_iccid = make_devices(1, start=50)[0]["iccid"]
+    change = {"change4gOption": "ChangeICCID", "deviceIdsTo": [{"kind": "iccid", "id": new_iccid}], **ids(swap)}
+    assert c.call("PUT", "devices/4G/actions/deviceId", change).status_code == 200
+    extra = c.call("PUT", "devices/4G/actions/deviceId", {**change, "accountName": TS_ACCOUNT})
+    assert extra.status_code == 400 and extra.json()["errorCode"] == rules.ERR_UNKNOWN_FIELD
+    assert sim.wait_idle(5)
+    assert sim.device(mine["iccid"])["state"] == "suspend"
+    assert sim.device(theirs["iccid"])["state"] == "active"  # another account's device is not found
+    assert sim.device(new_iccid) is not None and sim.device(swap["iccid"]) is None
+
+
+def test_device_list_pages_by_largest_device_id_seen(thingspace_sim) -> None:
+    """`largestDeviceIdSeen` (the `DeviceId` extended attribute of the last device seen) and
+    `maxNumberOfDevices` (1..100) page the list; hasMoreData comes with 202, the last page 200."""
+    sim = thingspace_sim.simulator
+    sim.seed_devices(make_devices(250))
+    c = M2M(thingspace_sim)
+    seen: list[str] = []
+    statuses, after = [], 0
+    while True:
+        r = c.call("POST", "devices/actions/list", {"maxNumberOfDevices": 100, "largestDeviceIdSeen": after})
+        statuses.append((r.status_code, r.json()["hasMoreData"], len(r.json()["devices"])))
+        page = r.json()["devices"]
+        seen += [next(i["id"] for i in d["deviceIds"] if i["kind"] == "iccid") for d in page]
+        if not r.json()["hasMoreData"]:
+            break
+        after = int(next(a["value"] for a in page[-1]["extendedAttributes"] if a["key"] == "DeviceId"))
+    assert statuses == [(202, True, 100), (202, True, 100), (200, False, 50)]
+    assert sorted(seen) == sorted(d["iccid"] for d in make_devices(250))
+    for bad in ({"lastSeenDeviceId": "1"}, {"maxNumberOfDevices": 101}, {"largestDeviceIdSeen": "7"}):
+        r = c.call("POST", "devices/actions/list", {"accountName": TS_ACCOUNT, **bad})
+        assert r.status_code == 400 and r.json()["errorCode"].startswith("UnifiedWebService.INPUT_INVALID"), bad
+    one = c.call("POST", "devices/actions/list", {"deviceId": {"kind": "iccid", "id": seen[7]}}).json()
+    assert one["hasMoreData"] is False and len(one["devices"]) == 1
+
+
+def test_logout_invalidates_the_session_token(thingspace_sim) -> None:
+    sim = thingspace_sim.simulator
+    c = M2M(thingspace_sim)
+    r = c.call("POST", "session/logout")
+    assert r.status_code == 200 and r.json() == {"sessionToken": c.session}
+    after = c.call("POST", "devices/actions/list", {})
+    assert after.status_code == 400 and after.json()["errorCode"] == rules.ERR_SESSION_INVALID
+    assert c.call("POST", "session/logout").json()["errorCode"] == rules.ERR_SESSION_INVALID
+    assert sim.stats()["logouts"] == 1 and sim.stats()["sessions_open"] == 0
