@@ -7,10 +7,24 @@ the [I] choices about it) is in `teal_wire.py`, so it can be read and tested wit
 Every operation carries a unique `requestId` and a `callbackUrl` and only enqueues work; rows stay
 PROCESSING until `parse_callback` (a "fetch now" for that requestId) or `poll` settles them from
 the operation result. A retried POST reuses its requestId, so Teal can de-duplicate it.
+
+Reads are queued too (issue 17). Public integrations read one eSIM with
+`GET api/v1/esims/info?requestId=&eid=&limit=1`, whose answer is only
+`{success, link:{operationResult:{href}}}`, and take the eSIM from
+`GET api/v1/operation-result?requestId=` once it stops answering 102 Processing (SIMETRY KB
+154000189151 [D]; AMOP github.com/hemalathapampana/TealLambdas TealAPIService.cs and
+AltaworxTealAWSGetDevices.cs [C]; the LiveU batch tools' `get_esim_info` + `get_operation_result`
+and a Node SimetryAdapter's `pollOperationResult` [C]; details and the [I] choices in
+`teal_wire.py` and `bulkchange_pipeline_tests/contracts/teal.yaml`). `already_applied` follows
+that flow: request, read the result until it is ready (bounded by `read_budget_seconds`), judge.
+`deviceStatus` is upper case on the wire (`ONLINE`) [C] but lower case in reference/carriers.md
+[C], so it is compared case-insensitively; our domain keeps the lower-case names.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,15 +45,18 @@ from .results import batch_result, device_result, failure_detail, shared_logs
 from .teal_wire import (
     DEFAULT_BATCH_SIZE,
     ENABLED_STATUSES,
-    ESIMS_PATH,
+    ESIM_INFO_PATH,
     OPERATION_RESULT_PATH,
-    PENDING_STATUSES,
+    READ_BUDGET_SECONDS,
+    READ_FIRST_WAIT_SECONDS,
+    READ_LONGEST_WAIT_SECONDS,
     STATUSES,
     SUPPORTED_CHANGE_TYPES,
     classify_teal_response,
     new_request_id,
     operation_of,
     parse_teal_callback,
+    result_entries,
 )
 
 __all__ = ["TealClient"]
@@ -52,9 +69,16 @@ class TealClient(CarrierAdapter):
     callback_name = "teal"
     parse_callback = staticmethod(parse_teal_callback)
 
-    def __init__(self, account: CarrierAccount, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        account: CarrierAccount,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        read_budget_seconds: float = READ_BUDGET_SECONDS,
+    ) -> None:
         self.account = account
         self.batch_size = max(1, batch_size)
+        self.read_budget_seconds = read_budget_seconds
         headers = {"ApiKey": account.username, "ApiSecret": account.secret}
         self.http = CarrierHttp(account, headers, classify=classify_teal_response, label="Teal")
 
@@ -163,9 +187,8 @@ class TealClient(CarrierAdapter):
             return [*batch_result(members, exc.log, desc, DeviceChangeStatus.API_FAILED, detail, request_id=request_id)]
         except CarrierError:
             return [None] * len(members)
-        body = call.body if isinstance(call.body, dict) else {}
-        entries = body.get("entries")
-        if call.response.status_code in PENDING_STATUSES or not isinstance(entries, list):
+        entries = result_entries(call.response, call.body)
+        if entries is None:
             return [None] * len(members)
         by_eid = {str(e.get("eid")): e for e in entries if isinstance(e, dict)}
         logs = shared_logs(call.log, members, desc)
@@ -209,8 +232,9 @@ class TealClient(CarrierAdapter):
     # -- already applied --------------------------------------------------------------------------
 
     async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
-        """Read each eSIM (`GET api/v1/esims?eid=`); PROCESSED when it already holds the target
-        (enabled = online or waiting; stopped; or the planUuid), else None so the caller re-sends."""
+        """Read each eSIM (queued `esims/info`, then its operation result); PROCESSED when it
+        already holds the target (enabled = ONLINE or WAITING; STOPPED; or the planUuid), else
+        None so the caller sends the change (also when the read fails or is not ready in time)."""
         return await self.http.map_bounded(changes, self._check_one)
 
     async def _check_one(self, change: DeviceChange) -> DeviceResult | None:
@@ -218,20 +242,12 @@ class TealClient(CarrierAdapter):
             _, _, wanted = operation_of(change)
         except ValueError:
             return None
-        params = {"requestId": new_request_id(), "eid": change.eid, "offset": 0, "limit": 1}
-        try:
-            call = await self.http.request(
-                "GET", ESIMS_PATH, params=params, description=f"Teal GET esim {change.eid} (already applied?)"
-            )
-        except CarrierError:
-            return None
-        entries = call.body.get("entries") if isinstance(call.body, dict) else None
-        esim = next((e for e in entries or [] if isinstance(e, dict) and e.get("eid") == change.eid), None)
+        esim, log = await self._read_esim(str(change.eid))
         if esim is None:
             return None
         held: dict[str, str] | None = None
         if "status" in wanted:
-            actual = str(esim.get("deviceStatus") or "").lower()
+            actual = str(esim.get("deviceStatus") or "").lower()  # ONLINE on the wire, online here
             same_side = (actual in ENABLED_STATUSES) == (wanted["status"] in ENABLED_STATUSES)
             held = {"status": actual} if actual in STATUSES and same_side else None
         elif str(esim.get("planUuid") or "") == wanted["carrier_rate_plan"]:
@@ -243,8 +259,52 @@ class TealClient(CarrierAdapter):
             DeviceChangeStatus.PROCESSED,
             "already in effect at Teal: " + ", ".join(f"{k}={v}" for k, v in held.items()),
             held,
-            log=call.log,
+            log=log,
         )
+
+    async def _read_esim(self, eid: str) -> tuple[dict[str, Any] | None, list[LogEntry]]:
+        """One eSIM as Teal holds it, or None (unknown to Teal, refused, or not ready within
+        `read_budget_seconds`), with the log of every call made. No callbackUrl: see teal_wire."""
+        request_id = new_request_id()
+        desc = f"Teal GET esim info {eid} requestId={request_id} (already applied?)"
+        params = {"requestId": request_id, "eid": eid, "limit": 1}
+        try:
+            call = await self.http.request("GET", ESIM_INFO_PATH, params=params, description=desc)
+        except CarrierError as exc:
+            return None, exc.log
+        log = list(call.log)
+        if not (isinstance(call.body, dict) and call.body.get("success") is True):
+            return None, log
+        entries = await self._read_result(request_id, f"Teal GET esim info result requestId={request_id}", log)
+        esim = next((e for e in entries or [] if isinstance(e, dict) and str(e.get("eid")) == eid), None)
+        return esim, log
+
+    async def _read_result(self, request_id: str, desc: str, log: list[LogEntry]) -> list[Any] | None:
+        """Read a queued read's operation result until it is ready (HTTP 102/202 or no entries
+        yet mean "processing"; so does an answer httpx cannot read, which is what a literal 102
+        becomes), waiting a little longer each time, at most `read_budget_seconds` in all. None
+        if it never became ready or Teal refused the request id."""
+        deadline = time.monotonic() + self.read_budget_seconds
+        wait = READ_FIRST_WAIT_SECONDS
+        while True:
+            await asyncio.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            try:
+                call = await self.http.request(
+                    "GET", OPERATION_RESULT_PATH, params={"requestId": request_id}, description=desc
+                )
+            except BusinessCarrierError as exc:
+                log.extend(exc.log)
+                return None
+            except CarrierError as exc:
+                log.extend(exc.log)
+            else:
+                log.extend(call.log)
+                entries = result_entries(call.response, call.body)
+                if entries is not None:
+                    return entries
+            if time.monotonic() >= deadline:
+                return None
+            wait = min(wait * 2, READ_LONGEST_WAIT_SECONDS)
 
 
 def _chunks(items: list[tuple[int, Any]], size: int) -> list[list[tuple[int, Any]]]:

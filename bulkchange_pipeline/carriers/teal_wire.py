@@ -5,23 +5,53 @@ Kept apart from the client (`teal.py`: the calls, batching, polling and what eac
 a device row) so that what Teal sends and answers can be read and tested on its own, as
 `telegence_wire.py` and `revio_wire.py` do for their carriers.
 
-Wire format (reference/carriers.md section 4): headers `ApiKey` / `ApiSecret`; every operation
-carries a unique `requestId` and a `callbackUrl` as query parameters (AMOP style [C]) and only
-enqueues work. The synchronous reply is `{success, message, link:{operationResult:{href}}}`; the
-outcome is fetched from the operation-result API (HTTP 102 Processing while running), and Teal
-calls `callbackUrl` with `requestId=<id>` appended when it is ready.
+Wire format (reference/carriers.md section 4; the same claims, machine-readable, are in
+`bulkchange_pipeline_tests/contracts/teal.yaml`). Tags: [D] vendor documentation, [C] public client
+code, [I] our inference.
+
+- Headers `ApiKey` / `ApiSecret` [C: AMOP TealHelper.cs, Simetry adapter, LiveU scripts below].
+- Every call, reads included, carries a unique `requestId` (32 alphanumerics recommended) and only
+  enqueues work; the result is fetched from the operation-result API with that id, which answers
+  "HTTP 102 Processing" while the work runs; when it is ready Teal calls `callbackUrl` with
+  `requestId=<id>` appended [D: SIMETRY KB
+  https://simetry.freshdesk.com/support/solutions/articles/154000189151-api-access-to-connectivity-marketplace].
+- The synchronous answer is `{success, message, link:{operationResult:{href}}}`; AMOP GETs the
+  href (rewritten http->https) and reads `entries` from that answer, for writes and for the eSIM
+  list alike [C: github.com/hemalathapampana/TealLambdas TealAPIService.cs ProcessTealUpdateAsync /
+  GetTealOperationResultAsync, AltaworxTealAWSGetDevices.cs ProcessDeviceList].
+- The operation result is `GET api/v1/operation-result?requestId=<id>`; 102 means "not yet", 200
+  carries `{success, entries:[...]}` [C: two public LiveU batch tools calling
+  integrationapi.teal.global (a Python script and a Deno/TypeScript function, `get_operation_result`
+  / `getOperationResult`); a Node "SimetryAdapter" (`pollOperationResult`, which also keeps polling
+  a 200 that has no `entries` yet); all three found with the code search, repository names not
+  shown by the index].
+- One eSIM is read with `GET api/v1/esims/info?requestId=&eid=&limit=1` (the public tools also send
+  `callbackUrl`); its answer is the queued reply only, and `operation-result` then gives
+  `entries[0]` with `deviceStatus`, `planChangeStatus`, `active`, `iccid` and
+  `connectionProfileEntries[{planUuid, active, fallbackProfile}]` [C: the LiveU tools,
+  `get_esim_info` / `getEsimInfo` then `get_operation_result`].
+- `deviceStatus` values are upper case: the LiveU tools compare `== "ONLINE"`, and the Simetry
+  adapter maps `ONLINE`/`WAITING`/`STOPPED` after upper-casing [C]. reference/carriers.md lists
+  `online, waiting, stopped` [C, AMOP model]; because the two disagree on case, the client compares
+  case-insensitively and keeps the lower-case names as our domain values.
+- The eSIM list `GET api/v1/esims?requestId&offset&limit` (limit at most 100 per Teal's Swagger, as
+  AMOP's comment says) and `GET api/v1/plans` are queued the same way [C: AMOP; D: "collecting a
+  list of items" is an operation].
 
 Choices marked [I] (inferred, not confirmed by a public source):
 - The operation result is fetched from `api/v1/operation-result?requestId=<id>` relative to the
   account's base URL rather than from the reply's href, so the requestId alone (stored as
-  `carrier_request_id`) is enough to poll, even after a crash. AMOP reads the href and rewrites
-  http->https, which suggests the href itself is not always usable as given.
+  `carrier_request_id`) is enough to poll, even after a crash. The public tools do the same.
 - "Still processing" is recognised as HTTP 102 (if a transport ever surfaces it), HTTP 202, or a
   2xx body without `entries`. A literal 102 is an interim status in HTTP/1.1, so httpx skips it and
-  then fails to read the rest; that ends as a transient error, and `poll` answers None (pending).
-- Error envelope `{success:false, errorCode, message}`; per-entry results
-  `{eid, success, errorCode?, errorMessage}`; GET `api/v1/esims` accepts an `eid` filter (if Teal
-  ignored it, `already_applied` would not find the device and answer None, i.e. "re-send").
+  then fails to read the rest; that ends as a transient error, read as "not ready yet".
+- Reads are sent without `callbackUrl`: AMOP's list calls omit it [C], and a callback for a read
+  would reach our endpoint with a request id the engine never recorded (answered 503, so Teal
+  would keep re-delivering it). The SIMETRY KB says every operation takes one [D]; if Teal ever
+  insisted, the read would fail and the check would answer "not applied" (the change is sent).
+- Error envelope `{success:false, errorCode, message}` (the codes are [D], the shape is not
+  public); per-entry results `{eid, success, errorCode?, errorMessage}` (`success` and
+  `errorMessage` are [C]); an EID Teal does not know gives no entry in `esims/info`'s result.
 - A retried POST reuses its requestId (tenacity re-sends the same request), so Teal can
   de-duplicate it; the simulator does.
 """
@@ -43,6 +73,33 @@ from .base import (
 )
 from .http import MALFORMED, stated_wait_seconds
 
+__all__ = [
+    "ASSIGN_PLAN_PATH",
+    "DEFAULT_BATCH_SIZE",
+    "DISABLE_PATH",
+    "ENABLED_STATUSES",
+    "ENABLE_PATH",
+    "ESIMS_PATH",
+    "ESIM_INFO_PATH",
+    "NO_EID",
+    "OPERATION_RESULT_PATH",
+    "PENDING_STATUSES",
+    "READ_BUDGET_SECONDS",
+    "READ_FIRST_WAIT_SECONDS",
+    "READ_LONGEST_WAIT_SECONDS",
+    "STATUSES",
+    "SUPPORTED_CHANGE_TYPES",
+    "TEAL_CALLS_PER_MINUTE",
+    "TEAL_RATE_PER_SECOND",
+    "TRANSIENT_CODES",
+    "classify_teal_response",
+    "new_request_id",
+    "operation_of",
+    "parse_teal_callback",
+    "result_entries",
+    "teal_error",
+]
+
 SUPPORTED_CHANGE_TYPES = frozenset({ChangeType.STATUS_UPDATE, ChangeType.CARRIER_RATE_PLAN_CHANGE})
 DEFAULT_BATCH_SIZE = 100
 TEAL_CALLS_PER_MINUTE = 1000
@@ -51,18 +108,33 @@ ENABLED_STATUSES = frozenset({"online", "waiting"})
 STATUSES = ENABLED_STATUSES | {"stopped"}
 TRANSIENT_CODES = frozenset({"GENERIC_ERROR"})
 PENDING_STATUSES = frozenset({102, 202})
+# Reading one eSIM: waits between operation-result reads (doubling from the first to the longest)
+# and how long to wait in all before giving up (then "not known to be applied": the change is sent).
+READ_FIRST_WAIT_SECONDS = 0.1
+READ_LONGEST_WAIT_SECONDS = 2.0
+READ_BUDGET_SECONDS = 30.0
 NO_EID = "Teal needs the device's EID; this device has none"
 
 ENABLE_PATH = "api/v1/esims/enable"
 DISABLE_PATH = "api/v1/esims/disable"
 ASSIGN_PLAN_PATH = "api/v1/esims/assign-plan"
 ESIMS_PATH = "api/v1/esims"
-OPERATION_RESULT_PATH = "api/v1/operation-result"  # [I]
+ESIM_INFO_PATH = "api/v1/esims/info"
+OPERATION_RESULT_PATH = "api/v1/operation-result"
 
 
 def new_request_id() -> str:
     """A fresh Teal requestId: uuid4 hex, 32 alphanumerics as Teal recommends."""
     return uuid.uuid4().hex
+
+
+def result_entries(response: httpx.Response, body: Any) -> list[Any] | None:
+    """The `entries` of an operation result, or None while Teal is still processing it (102/202,
+    or a 2xx answer that has no `entries` list yet)."""
+    if response.status_code in PENDING_STATUSES or not isinstance(body, dict):
+        return None
+    entries = body.get("entries")
+    return entries if isinstance(entries, list) else None
 
 
 def teal_error(response: httpx.Response, body: Any) -> tuple[str | None, str]:

@@ -1,19 +1,24 @@
 """A loopback simulator of Teal's integration API (eSIMs by EID, asynchronous operations).
 
-Wire format (reference/carriers.md section 4): headers `ApiKey`/`ApiSecret`; `requestId` and
-`callbackUrl` as query parameters; enable/disable/assign-plan only enqueue and answer
-`{success, message, link:{operationResult:{href}}}` at once; the operation completes after
-`operation_delay_seconds` in a background thread, then the result is
-`{success, requestId, entries:[{eid, success, errorCode, errorMessage}]}` and the callback URL is
-POSTed with `requestId=<id>` appended (retried a few times; drops and duplicates switchable).
+Wire format (reference/carriers.md section 4; the sources are cited in `carriers/teal_wire.py` and
+`bulkchange_pipeline_tests/contracts/teal.yaml`): headers `ApiKey`/`ApiSecret`; `requestId` (and an
+optional `callbackUrl`) as query parameters. Every call, reads included, only enqueues work and
+answers `{success, message, link:{operationResult:{href}}}` at once; nothing else comes back
+synchronously. Writes (`POST api/v1/esims/enable|disable|assign-plan|activate`) complete after
+`operation_delay_seconds`, reads (`GET api/v1/esims`, `GET api/v1/esims/info?eid=&limit=`,
+`GET api/v1/plans`) after `read_delay_seconds`, in a background thread. Then
+`GET api/v1/operation-result?requestId=` answers `{success, requestId, entries:[...]}` (per-entry
+`{eid, success, errorCode, errorMessage}` for a write; eSIM or plan records for a read) and the
+callback URL, if one was given, is POSTed with `requestId=<id>` appended (retried a few times;
+drops and duplicates switchable). `deviceStatus` is upper case on the wire and in the state
+(`ONLINE`, `WAITING`, `STOPPED`); seeds may use any case.
 
-Inferred [I]: the operation-result path `api/v1/operation-result?requestId=`, the error envelope
-`{success:false, errorCode, message}`, the `eid` filter on `GET api/v1/esims`, idempotent replay of
-a re-sent requestId, and how "still processing" travels: a literal 102 is an interim status in
-HTTP/1.1 that clients skip (httpx then fails to parse the body), so by default the pending answer
-is a final HTTP 202 whose body says `status: 102, message: Processing`; `pending_http_status=102`
-sends the literal one. Enable moves `stopped` to `online`; enabling an enabled eSIM or disabling a
-stopped one is a successful no-op.
+Inferred [I]: the error envelope `{success:false, errorCode, message}`; an unknown EID in
+`esims/info` gives `entries: []`; idempotent replay of a re-sent requestId; and how "still
+processing" travels: a literal 102 is an interim status in HTTP/1.1 that clients skip (httpx then
+fails to read an answer), so by default the pending answer is a final HTTP 202 whose body says
+`status: 102, message: Processing`; `pending_http_status=102` sends the literal one. Enable moves
+`STOPPED` to `ONLINE`; enabling an enabled eSIM or disabling a stopped one is a successful no-op.
 
 Admin endpoints (no auth, loopback only): `POST /_sim/devices` (seed), `GET /_sim/devices/{eid}`,
 `GET /_sim/stats`, `GET|POST /_sim/config`, `POST /_sim/reset`.
@@ -30,7 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -46,8 +51,11 @@ from .clock import Clock, pause_until
 from .faults import Fault, FaultConfig, answer_fault
 from .server import ServerHandle
 
+__all__ = ["DEFAULT_PLANS", "STATUSES", "TealSimulator", "make_eids", "run_in_thread"]
+
 API_PREFIX = ""  # paths are api/v1/... under the host, as on integrationapi.teal.global
-STATUSES = ("online", "waiting", "stopped")
+STATUSES = ("ONLINE", "WAITING", "STOPPED")  # as on the wire
+ENABLED = ("ONLINE", "WAITING")
 DEFAULT_PLANS: tuple[dict[str, Any], ...] = (
     {"uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000001", "name": "IoT 1GB", "volume": 1, "volumeUnit": "GB", "price": 4.0},
     {"uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000005", "name": "IoT 5GB", "volume": 5, "volumeUnit": "GB", "price": 12.0},
@@ -59,7 +67,9 @@ DEFAULT_PLANS: tuple[dict[str, Any], ...] = (
         "price": 1.5,
     },
 )
-_OPERATIONS = {"enable", "disable", "assign-plan"}
+_OPERATIONS = {"enable", "disable", "assign-plan", "activate"}
+_READS = ("esims", "esims/info", "plans")  # queued like the writes; the records come from operation-result
+_HIDDEN = ("flowRestricted",)  # simulator switches, never on the wire
 
 
 def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
@@ -87,6 +97,7 @@ class Operation:
     reply: dict[str, Any]
     due: float
     results: list[dict[str, Any]] | None = None
+    query: dict[str, Any] = field(default_factory=dict)  # a read's filter and page
 
 
 class TealSimulator(SimulatorBase):
@@ -105,6 +116,7 @@ class TealSimulator(SimulatorBase):
         max_concurrency: int = 0,
         faults: FaultConfig | None = None,
         operation_delay_seconds: float = 0.5,
+        read_delay_seconds: float = 0.1,
         plans: Iterable[Mapping[str, Any]] = DEFAULT_PLANS,
         max_entries: int = 100,
         clock: Clock | None = None,
@@ -112,6 +124,7 @@ class TealSimulator(SimulatorBase):
         super().__init__(calls_per_minute, max_concurrency, faults, clock)
         self.accounts: dict[str, str] = dict(accounts or {"demo-key": "demo-secret"})
         self.operation_delay_seconds = operation_delay_seconds
+        self.read_delay_seconds = read_delay_seconds
         self.max_entries = max_entries
         self.plans: dict[str, dict[str, Any]] = {p["uuid"]: dict(p) for p in plans}
         self.esims: dict[str, dict[str, Any]] = {}
@@ -147,13 +160,14 @@ class TealSimulator(SimulatorBase):
             self.counts: Counter[str] = Counter()  # operations_*, callbacks_*
 
     def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
-        """Add or replace eSIMs (at least `eid`; deviceStatus defaults to online, the plan to the
-        first plan). `flowRestricted: true` makes every operation on it FLOW_RESTRICTED_ERROR."""
+        """Add or replace eSIMs (at least `eid`; deviceStatus, in any case, defaults to ONLINE and is
+        kept upper case as Teal sends it; the plan defaults to the first plan; `active` to true).
+        `flowRestricted: true` makes every operation on it FLOW_RESTRICTED_ERROR."""
         n = 0
         with self.lock:
             for seed in devices:
                 eid = str(seed["eid"])
-                status = str(seed.get("deviceStatus", "online"))
+                status = str(seed.get("deviceStatus", "ONLINE")).upper()
                 if status not in STATUSES:
                     raise ValueError(f"deviceStatus must be one of {STATUSES}, got {status!r}")
                 plan = self.plans.get(str(seed.get("planUuid") or next(iter(self.plans), "")), {})
@@ -167,6 +181,7 @@ class TealSimulator(SimulatorBase):
                     "planUuid": plan.get("uuid"),
                     "planName": plan.get("name"),
                     "deviceName": seed.get("deviceName"),
+                    "active": bool(seed.get("active", True)),
                     "flowRestricted": bool(seed.get("flowRestricted", False)),
                 }
                 n += 1
@@ -179,11 +194,12 @@ class TealSimulator(SimulatorBase):
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change limits (`calls_per_minute`, `max_concurrency`), `operation_delay_seconds`,
-        `pending_http_status`, `retry_after_seconds`, callback switches (`drop_callback_rate`,
+        `read_delay_seconds`, `pending_http_status`, `retry_after_seconds`, callback switches (`drop_callback_rate`,
         `duplicate_callback_rate`, `callback_attempts`, `callback_retry_seconds`), `accounts`
         ({ApiKey: ApiSecret}), `plans` (list), or faults (FaultConfig fields)."""
         simple = {
             "operation_delay_seconds": float,
+            "read_delay_seconds": float,
             "pending_http_status": int,
             "drop_callback_rate": float,
             "duplicate_callback_rate": float,
@@ -213,6 +229,7 @@ class TealSimulator(SimulatorBase):
             **self._limits_config(),
             "accounts": sorted(self.accounts),
             "operation_delay_seconds": self.operation_delay_seconds,
+            "read_delay_seconds": self.read_delay_seconds,
             "pending_http_status": self.pending_http_status,
             "retry_after_seconds": self.retry_after_seconds,
             "drop_callback_rate": self.drop_callback_rate,
@@ -239,6 +256,8 @@ class TealSimulator(SimulatorBase):
                         "operations_enqueued",
                         "operations_completed",
                         "operations_replayed",
+                        "reads_enqueued",
+                        "reads_completed",
                         "callbacks_sent",
                         "callbacks_dropped",
                         "callbacks_duplicated",
@@ -284,8 +303,12 @@ class TealSimulator(SimulatorBase):
                     continue
                 _, _, request_id = heapq.heappop(self._queue)
                 op = self.operations[request_id]
-                op.results = [self._apply_entry(op.kind, entry) for entry in op.entries]
-                self.counts["operations_completed"] += 1
+                if op.kind in _READS:
+                    op.results = self._read(op.kind, op.query)
+                    self.counts["reads_completed"] += 1
+                else:
+                    op.results = [self._apply_entry(op.kind, entry) for entry in op.entries]
+                    self.counts["operations_completed"] += 1
                 if op.callback_url:
                     self._schedule_callback(op)
                 self._wake.notify_all()  # wait_idle
@@ -304,13 +327,25 @@ class TealSimulator(SimulatorBase):
                 return _entry_error(eid, "VALIDATION_ERROR", f"Invalid planUuid {entry.get('planUuid')}")
             edits = {"planUuid": plan["uuid"], "planName": plan["name"]}
         elif kind == "enable":
-            edits = {} if esim["deviceStatus"] in ("online", "waiting") else {"deviceStatus": "online"}
+            edits = {} if esim["deviceStatus"] in ENABLED else {"deviceStatus": "ONLINE"}
+        elif kind == "activate":
+            edits = {"active": True}
         else:
-            edits = {"deviceStatus": "stopped"}
+            edits = {"deviceStatus": "STOPPED"}
         if any(esim.get(k) != v for k, v in edits.items()):
             esim.update(edits)
             self.applied_counts[eid] += 1
         return {"eid": eid, "success": True, "errorCode": None, "errorMessage": None}
+
+    def _read(self, kind: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """A read's records as they are when it completes (an unknown EID: no entry [I])."""
+        if kind == "plans":
+            return [dict(p) for p in self.plans.values()]
+        if kind == "esims/info":
+            rows = [self.esims[query["eid"]]] if query["eid"] in self.esims else []
+        else:
+            rows = list(self.esims.values())[query["offset"] : query["offset"] + query["limit"]]
+        return [{k: v for k, v in e.items() if k not in _HIDDEN} for e in rows]
 
     def _schedule_callback(self, op: Operation) -> None:
         if self._cb_random.random() < self.drop_callback_rate:
@@ -393,10 +428,45 @@ class TealSimulator(SimulatorBase):
         kind = request.path_params["operation"]
         if kind not in _OPERATIONS:
             return _error(404, "VALIDATION_ERROR", f"Unknown operation {kind}")
-        request_id = request.query_params.get("requestId") or ""
         body = await self._body(request)
         entries = body.get("entries") if isinstance(body, dict) else None
         problem = _entries_problem(kind, entries, self.max_entries)
+        return self._enqueue(request, account, kind, entries, {}, problem, self.operation_delay_seconds)
+
+    async def _read_request(self, request: Request, account: str) -> Response:
+        """`GET esims`, `esims/info` or `plans`: checked and queued; records only via operation-result."""
+        kind = request.url.path.split("/api/v1/", 1)[1]
+        q = request.query_params
+        query: dict[str, Any] = {}
+        problem = None
+        try:
+            offset, limit = int(q.get("offset") or 0), int(q.get("limit") or 100)
+        except ValueError:
+            problem = "offset and limit must be integers"
+        else:
+            if offset < 0 or not 1 <= limit <= 100:
+                problem = "limit must be 1..100 and offset >= 0"
+            query = {"offset": offset, "limit": limit}
+        if kind == "esims/info":
+            query = {"eid": q.get("eid") or "", "limit": query.get("limit")}
+            problem = problem or (None if query["eid"] else "eid is required")
+        elif kind == "plans":
+            query = {}
+        return self._enqueue(request, account, kind, [], query, problem, self.read_delay_seconds)
+
+    def _enqueue(
+        self,
+        request: Request,
+        account: str,
+        kind: str,
+        entries: Any,
+        query: dict[str, Any],
+        problem: str | None,
+        delay: float,
+    ) -> Response:
+        """Queue one operation (or replay the one its requestId already names) and answer the
+        synchronous reply; a malformed request is VALIDATION_ERROR and queues nothing."""
+        request_id = request.query_params.get("requestId") or ""
         if not request_id:
             problem = "requestId is required"
         if problem:
@@ -405,7 +475,7 @@ class TealSimulator(SimulatorBase):
         with self._wake:
             known = self.operations.get(request_id)
             if known is not None:
-                if (known.account, known.kind, known.entries) != (account, kind, entries):
+                if (known.account, known.kind, known.entries, known.query) != (account, kind, entries, query):
                     self.business_refusals += 1
                     return _error(400, "VALIDATION_ERROR", f"requestId {request_id} already used")
                 self.counts["operations_replayed"] += 1
@@ -416,12 +486,20 @@ class TealSimulator(SimulatorBase):
                 "message": f"{kind} request accepted",
                 "link": {"operationResult": {"href": href}},
             }
-            due = self.clock.monotonic() + self.operation_delay_seconds
+            due = self.clock.monotonic() + delay
             self.operations[request_id] = Operation(
-                request_id, account, kind, list(entries), request.query_params.get("callbackUrl"), reply, due
+                request_id,
+                account,
+                kind,
+                list(entries),
+                request.query_params.get("callbackUrl"),
+                reply,
+                due,
+                None,
+                query,
             )
             heapq.heappush(self._queue, (due, next(self._seq), request_id))
-            self.counts["operations_enqueued"] += 1
+            self.counts["reads_enqueued" if kind in _READS else "operations_enqueued"] += 1
             self._wake.notify_all()  # all: callback senders pause on the same condition
         return _json(200, reply)
 
@@ -440,24 +518,6 @@ class TealSimulator(SimulatorBase):
             )
         return _json(200, {"success": True, "requestId": request_id, "entries": results})
 
-    async def _list_esims(self, request: Request, account: str) -> Response:
-        q = request.query_params
-        try:
-            offset, limit = int(q.get("offset") or 0), int(q.get("limit") or 100)
-        except ValueError:
-            return _error(400, "VALIDATION_ERROR", "offset and limit must be integers")
-        if offset < 0 or not 1 <= limit <= 100:
-            return _error(400, "VALIDATION_ERROR", "limit must be 1..100 and offset >= 0")
-        with self.lock:
-            rows = [
-                e for e in self.esims.values() if all(not q.get(k) or e.get(k) == q.get(k) for k in ("eid", "iccid"))
-            ]
-            page = [{k: v for k, v in e.items() if k != "flowRestricted"} for e in rows[offset : offset + limit]]
-        return _json(200, {"success": True, "entries": page, "offset": offset, "limit": limit, "total": len(rows)})
-
-    async def _list_plans(self, request: Request, account: str) -> Response:
-        return _json(200, {"success": True, "entries": list(self.plans.values())})
-
     def _build_app(self) -> Starlette:
         def api(handler: Any) -> Any:
             async def endpoint(request: Request) -> Response:
@@ -468,8 +528,9 @@ class TealSimulator(SimulatorBase):
         v1 = API_PREFIX + "/api/v1"
         routes = [
             Route(v1 + "/esims/{operation}", api(self._operate), methods=["POST"]),
-            Route(v1 + "/esims", api(self._list_esims), methods=["GET"]),
-            Route(v1 + "/plans", api(self._list_plans), methods=["GET"]),
+            Route(v1 + "/esims", api(self._read_request), methods=["GET"]),
+            Route(v1 + "/esims/info", api(self._read_request), methods=["GET"]),
+            Route(v1 + "/plans", api(self._read_request), methods=["GET"]),
             Route(v1 + "/operation-result", api(self._operation_result), methods=["GET"]),
             *admin_routes(self),
         ]

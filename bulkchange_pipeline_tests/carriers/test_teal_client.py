@@ -132,7 +132,7 @@ def test_apply_poll_callback_poll_for_every_operation(teal_sim, callbacks) -> No
     assert final[3].new_values == {"status": "stopped"}
     assert final[6].new_values == {"carrier_rate_plan": PLAN_5GB}
     assert all(r.carrier_request_id == i for r, i in zip(final, ids))
-    assert [sim.device(e)["deviceStatus"] for e in stopped + online] == ["online"] * 3 + ["stopped"] * 3
+    assert [sim.device(e)["deviceStatus"] for e in stopped + online] == ["ONLINE"] * 3 + ["STOPPED"] * 3
     assert all(sim.device(e)["planUuid"] == PLAN_5GB for e in planned)
     assert all(sim.applied_counts[e] == 1 for e in stopped + online + planned)
 
@@ -273,6 +273,49 @@ def test_already_applied_reads_the_esim(teal_sim) -> None:
     assert results[1] is None and results[3] is None and results[4] is None
     assert results[2] is not None and results[2].new_values == {"carrier_rate_plan": PLAN_5GB}
     assert sum(sim.applied_counts.values()) == 0
+
+
+def test_a_device_already_changed_is_found_and_not_sent_again(teal_sim) -> None:
+    """Issue 17: Teal answers a device read (`esims/info`) only with a request id and gives the
+    eSIM from operation-result. The already-applied check must follow that flow, find the device
+    already changed and so keep the engine from sending the change a second time."""
+    sim = teal_sim.simulator
+    stopped, planned, still_online = seed_teal(sim, 3, deviceStatus="STOPPED", planUuid=PLAN_5GB)
+    sim.seed_devices([{"eid": still_online, "deviceStatus": "ONLINE"}])
+    changes = [status(1, stopped, "stopped"), plan(2, planned, PLAN_5GB), status(3, still_online, "stopped")]
+    client = TealClient(teal_account(teal_sim))
+    held = run(client, lambda cl: cl.already_applied(changes))
+    assert [r is not None for r in held] == [True, True, False]
+    assert held[0].status == "PROCESSED" and held[0].new_values == {"status": "stopped"}
+    assert held[1].new_values == {"carrier_rate_plan": PLAN_5GB}
+    # The engine sends only what is not already in effect.
+    to_send = [c for c, r in zip(changes, held, strict=True) if r is None]
+    accepted = run(client, lambda cl: cl.apply(to_send))
+    assert [r.status for r in settle(client, tracked(to_send, accepted))] == ["PROCESSED"]
+    calls = sim.stats()["calls_by_path"]
+    assert calls["POST /api/v1/esims/disable"] == 1  # only the device not yet changed
+    assert "POST /api/v1/esims/assign-plan" not in calls
+    assert calls["GET /api/v1/esims/info"] == 3
+    assert dict(sim.applied_counts) == {still_online: 1}
+
+
+def test_already_applied_waits_through_102_and_gives_up_in_time(teal_sim) -> None:
+    """The read's result is read again while Teal says 102 Processing (here the literal interim
+    status, which httpx cannot read as an answer), and given up after `read_budget_seconds`:
+    then the device is "not known to be applied" and the change is sent."""
+    sim = teal_sim.simulator
+    (eid,) = seed_teal(sim, 1, deviceStatus="STOPPED")
+    sim.configure(pending_http_status=102, read_delay_seconds=0.6)
+    change = status(1, eid, "stopped")
+    (found,) = run(TealClient(teal_account(teal_sim, max_attempts=1)), lambda cl: cl.already_applied([change]))
+    assert found is not None and found.status == "PROCESSED"
+    assert sim.stats()["calls_by_path"]["GET /api/v1/operation-result"] >= 2  # read again after a 102
+    assert any(e.response_status is None for e in found.log)  # the 102 that could not be read
+    sim.configure(read_delay_seconds=60)
+    started = time.monotonic()
+    slow = TealClient(teal_account(teal_sim, max_attempts=1), read_budget_seconds=0.5)
+    assert run(slow, lambda cl: cl.already_applied([change])) == [None]
+    assert time.monotonic() - started < 3
 
 
 def test_writes_disabled_and_bad_credentials(teal_sim) -> None:

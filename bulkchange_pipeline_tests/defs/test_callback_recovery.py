@@ -237,7 +237,7 @@ def test_rows_sent_while_the_receiver_was_down_are_polled_once_right_after_its_r
 
     assert count_rows_by_status(engine, lost_bc) == {"PROCESSED": 20}  # the operation-result poll settled them
     assert get_bulk_change(engine, lost_bc)["status"] == "PROCESSED"
-    assert all(sim.device(e)["deviceStatus"] == "stopped" for e in lost_eids)
+    assert all(sim.device(e)["deviceStatus"] == "STOPPED" for e in lost_eids)
     assert max(sim.applied_counts.values()) == 1
     assert count_rows_by_status(engine, later_bc) == {"PROCESSING": 5}  # not polled before poll_after
 

@@ -196,11 +196,11 @@ def teal(monkeypatch, callback_app):
 @pytest.mark.parametrize(
     "change_type,target,expect,start,drop",
     [
-        (ChangeType.STATUS_UPDATE, {"status": "stopped"}, lambda d: d["deviceStatus"] == "stopped", "online", 0.0),
-        (ChangeType.STATUS_UPDATE, {"status": "online"}, lambda d: d["deviceStatus"] == "online", "stopped", 0.0),
+        (ChangeType.STATUS_UPDATE, {"status": "stopped"}, lambda d: d["deviceStatus"] == "STOPPED", "online", 0.0),
+        (ChangeType.STATUS_UPDATE, {"status": "online"}, lambda d: d["deviceStatus"] == "ONLINE", "stopped", 0.0),
         (ChangeType.CARRIER_RATE_PLAN_CHANGE, None, None, "online", 0.0),
         # Every callback lost: the operation-result poll settles the rows once they are overdue.
-        (ChangeType.STATUS_UPDATE, {"status": "stopped"}, lambda d: d["deviceStatus"] == "stopped", "online", 1.0),
+        (ChangeType.STATUS_UPDATE, {"status": "stopped"}, lambda d: d["deviceStatus"] == "STOPPED", "online", 1.0),
     ],
 )
 def test_teal_through_operation_result(

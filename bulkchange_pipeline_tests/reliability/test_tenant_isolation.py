@@ -360,7 +360,7 @@ def test_teal_callback_only_makes_the_owners_reconcile_poll_with_its_own_account
 
     assert execute(dagster_instance, NO_POLL, str(b_bc), tags=_crafted_tags(a), job_name="reconcile_async_job").success
     assert count_rows_by_status(engine, b_bc) == {"PROCESSED": len(b_devices)}
-    assert [sim.device(d["eid"])["deviceStatus"] for d in b_devices] == ["stopped"] * len(b_devices)
+    assert [sim.device(d["eid"])["deviceStatus"] for d in b_devices] == ["STOPPED"] * len(b_devices)
     with engine.connect() as conn:
         details = (
             conn.execute(sa.select(device_change.c.status_details).where(device_change.c.bulk_change_id == b_bc))

@@ -1,5 +1,7 @@
 """The Teal simulator against the wire format: auth, async operations (102 while running, then
-entries), callbacks (retries, drops, duplicates), replays, validation, limits, admin and CLI."""
+entries), queued reads (esims, esims/info, plans: a request id at once, the records only from
+operation-result), upper-case deviceStatus, callbacks (retries, drops, duplicates), replays,
+validation, limits, admin and CLI."""
 
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def test_auth_is_required_with_teals_envelope(teal_sim) -> None:
 
 def test_operation_lifecycle_102_then_entries_then_callback(teal_sim, callbacks, sim_clock) -> None:
     sim = teal_sim.simulator
-    a, b = seed_teal(sim, 2, deviceStatus="stopped")
+    a, b = seed_teal(sim, 2, deviceStatus="stopped")  # seeds may use any case
     cb_url = callbacks.base_url + "/callbacks/teal?tenant=7"
     with client(teal_sim) as c:
         r = c.post(
@@ -77,14 +79,14 @@ def test_operation_lifecycle_102_then_entries_then_callback(teal_sim, callbacks,
         pending = c.get(href)
         assert pending.status_code == 202 and pending.json()["status"] == 102
         assert pending.json()["message"] == "Processing"
-        assert sim.device(a)["deviceStatus"] == "stopped"  # nothing applied yet
+        assert sim.device(a)["deviceStatus"] == "STOPPED"  # nothing applied yet
         sim_clock.advance(OPERATION_DELAY)
         done = wait_result(c, "r" * 32)
     assert done.status_code == 200
     entries = done.json()["entries"]
     assert [(e["eid"], e["success"]) for e in entries][:2] == [(a, True), (b, True)]
     assert entries[2]["success"] is False and entries[2]["errorCode"] == "ESIM_NOT_FOUND"
-    assert sim.device(a)["deviceStatus"] == "online" and sim.applied_counts[a] == 1
+    assert sim.device(a)["deviceStatus"] == "ONLINE" and sim.applied_counts[a] == 1
     assert sim.wait_idle()  # the callback delivered, and counted as sent
     (cb,) = callbacks.received
     assert cb["path"] == "/callbacks/teal" and cb["query"] == {"tenant": "7", "requestId": "r" * 32}
@@ -149,26 +151,59 @@ def test_malformed_requests_are_validation_errors(teal_sim, params, body, needle
     assert teal_sim.simulator.stats()["operations_enqueued"] == 0
 
 
-def test_esims_list_paging_filter_and_plans(teal_sim) -> None:
-    eids = seed_teal(teal_sim.simulator, 130, iccid="8901000000000000000")
+def test_reads_are_queued_and_their_records_come_from_operation_result(teal_sim, sim_clock) -> None:
+    """Issue 17: `esims`, `esims/info` and `plans` answer only the queued reply; the records, with
+    deviceStatus upper case, come from operation-result once the read is done."""
+    sim = teal_sim.simulator
+    eids = seed_teal(sim, 130, iccid="8901000000000000000")
+    sim.seed_devices([{"eid": eids[42], "deviceStatus": "waiting"}])
+    reads = {
+        "l1": ("api/v1/esims", {"offset": 0, "limit": 100}),
+        "l2": ("api/v1/esims", {"offset": 100, "limit": 100}),
+        "i1": ("api/v1/esims/info", {"eid": eids[42], "limit": 1}),
+        "i2": ("api/v1/esims/info", {"eid": "89049032000000000000000000000000", "limit": 1}),
+        "pl": ("api/v1/plans", {}),
+    }
     with client(teal_sim) as c:
-        p1 = c.get("api/v1/esims", params={"requestId": "l1", "offset": 0, "limit": 100}).json()
-        p2 = c.get("api/v1/esims", params={"requestId": "l2", "offset": 100, "limit": 100}).json()
-        one = c.get("api/v1/esims", params={"eid": eids[42]}).json()
-        too_big = c.get("api/v1/esims", params={"limit": 101})
-        plans = c.get("api/v1/plans").json()
-    assert len(p1["entries"]) == 100 and len(p2["entries"]) == 30 and p1["total"] == 130
-    assert [e["eid"] for e in one["entries"]] == [eids[42]]
-    assert set(one["entries"][0]) >= {"eid", "iccid", "imei", "msisdn", "deviceStatus", "planUuid", "planName"}
-    assert too_big.status_code == 400
-    assert [p["uuid"] for p in plans["entries"]] == [p["uuid"] for p in DEFAULT_PLANS]
+        replies = {rid: c.get(path, params={"requestId": rid, **q}) for rid, (path, q) in reads.items()}
+        pending = c.get("api/v1/operation-result", params={"requestId": "i1"})
+        sim_clock.advance(sim.read_delay_seconds)
+        results = {rid: wait_result(c, rid).json()["entries"] for rid in reads}
+        too_big = c.get("api/v1/esims", params={"requestId": "x1", "limit": 101})
+        no_eid = c.get("api/v1/esims/info", params={"requestId": "x2", "limit": 1})
+        no_id = c.get("api/v1/esims/info", params={"eid": eids[0], "limit": 1})
+    for reply in replies.values():
+        assert reply.status_code == 200 and set(reply.json()) == {"success", "message", "link"}
+        assert "entries" not in reply.json()
+    assert pending.status_code == 202 and pending.json()["status"] == 102
+    assert len(results["l1"]) == 100 and len(results["l2"]) == 30
+    (info,) = results["i1"]
+    assert info["eid"] == eids[42] and info["deviceStatus"] == "WAITING"
+    assert set(info) >= {"eid", "iccid", "imei", "msisdn", "deviceStatus", "planUuid", "planName", "active"}
+    assert "flowRestricted" not in info
+    assert results["i2"] == []  # an EID Teal does not know [I]
+    assert {e["deviceStatus"] for e in results["l1"]} == {"ONLINE", "WAITING"}
+    assert [p["uuid"] for p in results["pl"]] == [p["uuid"] for p in DEFAULT_PLANS]
+    assert all(r.status_code == 400 and r.json()["errorCode"] == "VALIDATION_ERROR" for r in (too_big, no_eid, no_id))
+    assert sim.stats()["reads_enqueued"] == 5 and sim.stats()["reads_completed"] == 5
+
+
+def test_activate_sets_active(teal_sim, sim_clock) -> None:
+    sim = teal_sim.simulator
+    (eid,) = seed_teal(sim, 1, active=False)
+    with client(teal_sim) as c:
+        r = c.post("api/v1/esims/activate", params={"requestId": "act"}, json={"entries": [eid]})
+        assert r.status_code == 200 and r.json()["success"] is True
+        sim_clock.advance(OPERATION_DELAY)
+        (entry,) = wait_result(c, "act").json()["entries"]
+    assert entry["success"] is True and sim.device(eid)["active"] is True
 
 
 def test_rate_limit_answers_429_with_retry_after(teal_sim) -> None:
     sim = teal_sim.simulator
     sim.configure(calls_per_minute=180)  # 3 per one-second window
     with client(teal_sim) as c:
-        answers = [c.get("api/v1/plans") for _ in range(8)]
+        answers = [c.get("api/v1/plans", params={"requestId": f"rl{i}"}) for i in range(8)]
     refused = [r for r in answers if r.status_code == 429]
     assert refused and len(refused) <= 5
     assert all(1 <= int(r.headers["retry-after"]) <= 1 for r in refused)
@@ -242,7 +277,7 @@ def test_admin_endpoints_seed_configure_and_count(teal_sim) -> None:
     stats = httpx.get(root + "/_sim/stats").json()
     assert stats["applied_total"] == 1 and stats["operations_completed"] == 1
     device = httpx.get(f"{root}/_sim/devices/{eids[0]}").json()
-    assert device["device"]["deviceStatus"] == "online" and device["applied"] == 1
+    assert device["device"]["deviceStatus"] == "ONLINE" and device["applied"] == 1
     assert httpx.post(root + "/_sim/reset").json()["total_calls"] == 0
 
 
@@ -268,8 +303,12 @@ def test_cli_starts_a_simulator() -> None:
     try:
         r = wait_for_server(f"http://127.0.0.1:{port}/_sim/stats", proc, timeout=15)
         assert r.json()["devices"] == 3
-        r = httpx.get(f"http://127.0.0.1:{port}/api/v1/esims", headers={"ApiKey": "cli-key", "ApiSecret": "cli-secret"})
-        assert r.status_code == 200 and r.json()["entries"][0]["eid"] == make_eids(1)[0]
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}/", headers={"ApiKey": "cli-key", "ApiSecret": "cli-secret"}
+        ) as c:
+            r = c.get("api/v1/esims", params={"requestId": "cli"})
+            assert r.status_code == 200 and r.json()["success"] is True
+            assert wait_result(c, "cli").json()["entries"][0]["eid"] == make_eids(1)[0]
     finally:
         proc.terminate()
         proc.wait(10)
