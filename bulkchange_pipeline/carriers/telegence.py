@@ -7,6 +7,14 @@ synchronous PATCHes, run concurrently under the account's limits; new lines are 
 arrays of up to 200 and polled by activation id (Telegence sends no callbacks, so
 `poll` is the only way to settle; it has no `callback_name`).
 
+An IMEI/ICCID swap (issue 17) sends what the public sources send: reasonCode CUST_OWN_EQU,
+serviceZipCode, singleUserCode, technologyType, IMEI and sim (telegence_wire.py has the sources,
+repo + path + commit, and what stays [I]). The values it does not change are the line's CURRENT
+ones, so each swap first GETs the subscriber detail (serviceZipCode, singleUserCode,
+BLDeviceTechnologyType, BLIMEI, sim) and then PATCHes: two calls for a swap, one for every other
+line change. A line whose detail lacks a value fails with that reason instead of a guessed value;
+only `account.extra["technology_type"]` may stand in for a missing BLDeviceTechnologyType.
+
 EditUsernameCostCenter reaches billing too (DESIGN section 4: "PATCH + Rev update"; AMOP did a
 subscriber update plus a Rev.io update). The design keeps the engine carrier-neutral: this client
 lists the change type in `billing_change_types`, so the engine attaches the tenant's Rev.io account
@@ -57,6 +65,7 @@ from .telegence_wire import (
     activation_line,
     activation_outcome,
     characteristic_map,
+    equipment_change,
     item_for,
     line_update,
     telegence_date,
@@ -154,17 +163,25 @@ class TelegenceClient(CarrierAdapter):
                 DeviceChangeStatus.API_FAILED,
                 "no MSISDN: Telegence updates lines by subscriber number and this device has none",
             )
+        log: list[LogEntry] = []
         try:
-            body, values, _ = line_update(change, self.default_reason_code)
+            if change.change_type == ChangeType.CHANGE_ICCID_AND_IMEI:
+                current, log = await self._current_detail(change)
+                body, values, _ = equipment_change(change, current)
+            else:
+                body, values, _ = line_update(change, self.default_reason_code)
         except ValueError as exc:
-            return device_result(change, DeviceChangeStatus.API_FAILED, str(exc))
+            return device_result(change, DeviceChangeStatus.API_FAILED, str(exc), log=log)
+        except CarrierError as exc:
+            return device_result(change, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=exc.log)
         desc = f"Telegence PATCH line {change.msisdn}"
         try:
             call = await self.http.request(
                 "PATCH", LINE_PATH.format(quote(change.msisdn, safe="")), json_body=body, description=desc
             )
         except CarrierError as exc:
-            return device_result(change, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=exc.log)
+            return device_result(change, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=[*log, *exc.log])
+        call.log = [*log, *call.log]
         summary = _summary(values)
         effective = body.get("effectiveDate")
         if effective and effective > telegence_date():
@@ -325,7 +342,7 @@ class TelegenceClient(CarrierAdapter):
         return await self.http.map_bounded(changes, check)
 
     async def get_subscriber(self, subscriber_number: str) -> dict[str, Any]:
-        """Subscriber detail (`GET` on the lineconfig path [I]); raises CarrierError."""
+        """Subscriber detail (`GET` on the lineconfig path [C]); raises CarrierError."""
         call = await self.http.request(
             "GET",
             LINE_PATH.format(quote(subscriber_number, safe="")),
@@ -333,21 +350,38 @@ class TelegenceClient(CarrierAdapter):
         )
         return call.body if isinstance(call.body, dict) else {}
 
+    async def _current_detail(self, change: DeviceChange) -> tuple[dict[str, str], list[LogEntry]]:
+        """The line's subscriber detail as {characteristic: value} (and the call's log), for an
+        equipment change: the values it keeps are sent as they are now. Raises CarrierError."""
+        desc = f"Telegence GET line {change.msisdn} (current values for the equipment change)"
+        call = await self.http.request("GET", LINE_PATH.format(quote(str(change.msisdn), safe="")), description=desc)
+        current = characteristic_map(call.body)
+        if not current.get("BLDeviceTechnologyType") and self.extra.get("technology_type"):
+            current["BLDeviceTechnologyType"] = str(self.extra["technology_type"])
+        return current, list(call.log)
+
     async def _check_line(self, change: DeviceChange) -> DeviceResult | None:
         if not change.msisdn:
             return None
-        try:
-            body, values, held = line_update(change, self.default_reason_code)
-        except ValueError:
-            return None
-        if body.get("effectiveDate", "") > telegence_date():
-            return None  # a future-dated change cannot be seen in the line yet
+        swap = change.change_type == ChangeType.CHANGE_ICCID_AND_IMEI
+        if not swap:
+            try:
+                body, values, held = line_update(change, self.default_reason_code)
+            except ValueError:
+                return None
+            if body.get("effectiveDate", "") > telegence_date():
+                return None  # a future-dated change cannot be seen in the line yet
         desc = f"Telegence GET line {change.msisdn} (already applied?)"
         try:
             call = await self.http.request("GET", LINE_PATH.format(quote(change.msisdn, safe="")), description=desc)
         except CarrierError:
             return None
         actual = characteristic_map(call.body)
+        if swap:
+            try:
+                _, values, held = equipment_change(change, actual)
+            except ValueError:
+                return None
         if not all(actual.get(k) == v for k, v in held.items()):
             return None
         detail = f"already in effect at Telegence: {_summary(held)}"

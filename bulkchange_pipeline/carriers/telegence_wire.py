@@ -3,61 +3,121 @@ answers (reference/carriers.md section 3; original-system.md section 8).
 
 Kept apart from the client (`telegence.py`: calls, concurrency, outcomes) so that what a change
 looks like on the wire can be read and tested on its own, as `telegence_errors.py` does for the
-error bodies.
+error bodies. The machine-readable description with every source is
+`bulkchange_pipeline_tests/contracts/telegence.yaml`.
 
 - Line changes are synchronous PATCHes of `sp/mobility/lineconfig/api/v1/service/{subscriberNumber}`
-  (`line_update` builds the body for each change type).
-- New lines are activated asynchronously: a JSON array of up to 200 lines is POSTed
-  (`activation_line` builds one element), each answer item carries an activation status id
-  (`activation_ids`), and that id is polled until the line is active or rejected
-  (`activation_outcome`).
+  (`line_update` builds the body for each change type); the subscriber detail is a GET of the same
+  path.
+- New lines are activated asynchronously: a JSON array of up to 200 lines is POSTed to
+  `sp/mobilityactivations/api/v1/serviceactivation` (`activation_line` builds one element), each
+  answer item carries an activation status id (`activation_ids`), and that id is polled with a GET
+  of `.../serviceactivation/{requestId}` until the line is active or rejected (`activation_outcome`).
 
-Choices marked [I] (inferred, not confirmed by a public source):
-- Paths other than lineconfig: activation `POST sp/mobility/activation/api/v1/service`, its status
-  `GET sp/mobility/activation/api/v1/service/{id}`, subscriber detail `GET` on the lineconfig path.
-- Status body `{"mode": "suspend"|"restore"|"cancel", "reasonCode", "effectiveDate"}` (AMOP names
-  the fields; casing and mode words are ours). Reason codes are not public: the default is
-  `DEFAULT_REASON_CODE`, overridden by `account.extra["reason_code"]`, then by the row's
-  `target["reason_code"]`.
-- EditUsernameCostCenter: a PATCH of two service characteristics, `contactName` (the subscriber
+Sources (tags as in carriers.md: C = public client code, I = inference):
+- [C] Paths. lineconfig GET/PATCH: Aeriq522/ATT-Scripts `AT&T Scripts/update_IMEIs.py` and
+  `AT&T Scripts/GetLineInfo/get_line_info.py` (commit 0fbe6fd275b3e110162848ee4586c857ebe5f3bb and
+  earlier); activation POST and status GET: Itential's AT&T Mobility adapter,
+  https://app.unpkg.com/@itentialopensource/adapter-att_mobility@0.11.3/files/report/attOpenAPI.json
+  (server `https://apsapi.att.com:8082`).
+- [C] Equipment (IMEI/ICCID) change, `serviceCharacteristic` names and where the values come from:
+  * hemalathapampana/Mobility-Controller-Updated `MobilityController.cs`
+    (d0e8cbe740955ddc0847a872b71894af0ab36db2), CreateUpdateICCIDorIMEIChangeRequest: `reasonCode`,
+    `serviceZipCode` (the device's synced zip), `technologyType` (the device's synced technology
+    type, an AMOP default when empty), `IMEI` and `sim` (the new value, else the CURRENT one: both
+    are always sent);
+  * hemalathapampana/AltaworxTelegenceAWSGetDeviceDetails `TelegenceServicegGetCharacteristicHelper.cs`
+    and `TelegenceDeviceDetailSyncTable.cs` (659931f108129f66571d5b2989e982bff7c9ddea): those synced
+    values are the subscriber detail's `serviceZipCode` and `BLDeviceTechnologyType`;
+  * Aeriq522/ATT-Scripts `AT&T Scripts/update_IMEIs.py` (6b78062bfedaaef370240030dce20544a21a8e0c;
+    commit 4fb41b4 "got changes working on a live test sim"): `reasonCode`=CUST_OWN_EQU,
+    `serviceZipCode`, `singleUserCode` (the line's plan), `technologyType`="LTE", `IMEI`;
+  * hemalathapampana/BulkChange `ProcessChangeICCIDorIMEI.cs` (a260aa84a95228f4ae3c751e2631793199e0bd69)
+    sends that body unchanged and reads `sim`/`IMEI` back from it.
+  This client sends the union of the sources: reasonCode, serviceZipCode, singleUserCode,
+  technologyType, IMEI, sim, with the current values read from the subscriber detail
+  (`serviceZipCode`, `singleUserCode`, `BLDeviceTechnologyType`, `BLIMEI`, `sim`) just before the
+  PATCH. The name is `technologyType` (both sources), not the activation's `deviceTechnologyType`.
+  [I] Which of the six the real API requires is unknown (the script omitted `sim`, AMOP omits
+  `singleUserCode`); the simulator requires all six. [I] No value is invented: when the detail
+  lacks one, the row fails with the reason (only `account.extra["technology_type"]` may stand in for
+  a missing BLDeviceTechnologyType, where AMOP used an unpublished default).
+- [C] Rate plan: `{effectiveDate: yyyy-MM-ddZ, serviceCharacteristic: [singleUserCode]}`
+  (BulkChange `AltaworxDeviceBulkChange.cs` ProcessTelegenceCarrierRatePlanUpdateAsync, always with
+  a date; ATT-Scripts `plan_change.py`).
+- Status: `{mode, reasonCode, effectiveDate}`. [C] AMOP's Mode is the target status CODE of its
+  Telegence status table (MobilityController.cs BuildTelegenceCommonStatusUpdateRequest, the date
+  only when given); [C] the only public value is `"mode": "R"` with reasonCode `"CR"`
+  (ATT-Scripts first commit 6137753c8a14b91fcafe558c6fea2cea1647e569). [I] So the modes are
+  `S` (suspend), `R` (restore) and `C` (cancel), the letters of `subscriberStatus`. Reason codes
+  are not public beyond `CR`: the default is `DEFAULT_REASON_CODE`, overridden by
+  `account.extra["reason_code"]`, then by the row's `target["reason_code"]`.
+- [C] Activation element: MobilityController.cs BuildTelegenceNewServiceActivationChangeRequest
+  (`equipmentType`="G" and `deviceTechnologyType`="UMTS" are AMOP's constants).
+- [I] EditUsernameCostCenter: a PATCH of two service characteristics, `contactName` (the subscriber
   detail already returns it, so the edit can be read back) for the username and `costCenter` for
   the cost center (no public name exists for it).
-- Activation answers: one item per submitted line, in order (items echoing `sim` are matched by
+- [I] Activation answers: one item per submitted line, in order (items echoing `sim` are matched by
   it); a single item for a whole request is taken as a request-level id shared by its lines.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from ..domain import ChangeType, DeviceChangeStatus
 from .base import DeviceChange, DeviceResult
 from .telegence_errors import message_of
 
+__all__ = [
+    "ACTIVATION_BATCH_SIZE",
+    "ACTIVATION_PATH",
+    "ACTIVATION_STATUS_PATH",
+    "DEFAULT_REASON_CODE",
+    "LINE_PATH",
+    "SWAP_CURRENT",
+    "SWAP_REASON_CODE",
+    "activation_ids",
+    "activation_line",
+    "activation_outcome",
+    "characteristic_map",
+    "equipment_change",
+    "item_for",
+    "line_update",
+    "telegence_date",
+]
+
 LINE_PATH = "sp/mobility/lineconfig/api/v1/service/{}"
-ACTIVATION_PATH = "sp/mobility/activation/api/v1/service"  # [I]
-ACTIVATION_STATUS_PATH = "sp/mobility/activation/api/v1/service/{}"  # [I]
+ACTIVATION_PATH = "sp/mobilityactivations/api/v1/serviceactivation"
+ACTIVATION_STATUS_PATH = "sp/mobilityactivations/api/v1/serviceactivation/{}"
 ACTIVATION_BATCH_SIZE = 200  # AMOP's batch size per activation call
-DEFAULT_REASON_CODE = "CR"  # [I] "customer request"; AMOP reads real codes from its database
+DEFAULT_REASON_CODE = "CR"  # [C] the one public status reason code; AMOP reads real codes from its database
 SWAP_REASON_CODE = "CUST_OWN_EQU"
+# What an equipment change sends besides reasonCode/IMEI/sim -> the subscriber-detail name it is read from.
+SWAP_CURRENT = {
+    "serviceZipCode": "serviceZipCode",
+    "singleUserCode": "singleUserCode",
+    "technologyType": "BLDeviceTechnologyType",
+}
 USERNAME_CHARACTERISTIC = "contactName"
 COST_CENTER_CHARACTERISTIC = "costCenter"  # [I]
 PENDING_STATUSES = frozenset({"pending", "reserved", "reserve", "inprogress", "in progress", "submitted", "received"})
 ACTIVE_STATUSES = frozenset({"active", "complete", "completed", "success", "successful"})
 REJECTED_STATUSES = frozenset({"rejected", "reject", "failed", "failure", "error", "cancelled"})
-# target status spelling -> (PATCH mode, subscriberStatus it leads to)
+# target status spelling (ours, from the intake) -> (PATCH mode, subscriberStatus it leads to)
 _MODES = {
-    "a": ("restore", "A"),
-    "active": ("restore", "A"),
-    "restore": ("restore", "A"),
-    "s": ("suspend", "S"),
-    "suspend": ("suspend", "S"),
-    "suspended": ("suspend", "S"),
-    "c": ("cancel", "C"),
-    "cancel": ("cancel", "C"),
-    "cancelled": ("cancel", "C"),
-    "canceled": ("cancel", "C"),
+    "a": ("R", "A"),
+    "active": ("R", "A"),
+    "restore": ("R", "A"),
+    "s": ("S", "S"),
+    "suspend": ("S", "S"),
+    "suspended": ("S", "S"),
+    "c": ("C", "C"),
+    "cancel": ("C", "C"),
+    "cancelled": ("C", "C"),
+    "canceled": ("C", "C"),
 }
 
 
@@ -84,10 +144,13 @@ def _characteristics(pairs: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def line_update(
-    change: DeviceChange, default_reason_code: str = DEFAULT_REASON_CODE
+    change: DeviceChange,
+    default_reason_code: str = DEFAULT_REASON_CODE,
+    current: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
     """(PATCH body, new_values, characteristics the line holds once applied) for a line change.
-    Raises ValueError with a reason a person can act on when it cannot be expressed."""
+    `current` is the line's subscriber detail (`characteristic_map`), which an equipment change
+    needs. Raises ValueError with a reason a person can act on when it cannot be expressed."""
     target = change.target or {}
     ct = change.change_type
     body: dict[str, Any]
@@ -112,19 +175,7 @@ def line_update(
         }
         return body, {"carrier_rate_plan": str(plan)}, {"singleUserCode": str(plan)}
     if ct == ChangeType.CHANGE_ICCID_AND_IMEI:
-        swap: dict[str, str] = {}
-        if target.get("new_imei"):
-            swap["IMEI"] = str(target["new_imei"])
-        if target.get("new_iccid"):
-            swap["sim"] = str(target["new_iccid"])
-        if not swap:
-            raise ValueError("no new_iccid or new_imei to send to Telegence")
-        body = {"serviceCharacteristic": _characteristics({"reasonCode": SWAP_REASON_CODE, **swap})}
-        values = {"iccid": swap["sim"]} if "sim" in swap else {}
-        if "IMEI" in swap:
-            values["imei"] = swap["IMEI"]
-        held = {("BLIMEI" if k == "IMEI" else k): v for k, v in swap.items()}
-        return body, values, held
+        return equipment_change(change, current)
     if ct == ChangeType.EDIT_USERNAME_COST_CENTER:
         edits: dict[str, str] = {}
         values = {}
@@ -136,6 +187,37 @@ def line_update(
             raise ValueError("no username or cost_center to send to Telegence")
         return {"serviceCharacteristic": _characteristics(edits)}, values, edits
     raise ValueError(f"change type {ct} is not a Telegence line update")
+
+
+def equipment_change(
+    change: DeviceChange, current: Mapping[str, str] | None
+) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """The IMEI/ICCID swap (module docstring: sources). Every characteristic the sources send is
+    sent: the new IMEI/sim, and for the rest the line's current values from its subscriber detail
+    `current` (our database's ICCID/IMEI when the detail lacks them). Raises ValueError naming what
+    is missing; nothing is made up."""
+    target = change.target or {}
+    new_imei = str(target.get("new_imei") or "")
+    new_sim = str(target.get("new_iccid") or "")
+    if not new_imei and not new_sim:
+        raise ValueError("no new_iccid or new_imei to send to Telegence")
+    if current is None:
+        raise ValueError("an equipment change needs the line's subscriber detail (its current values)")
+    pairs: dict[str, str] = {"reasonCode": SWAP_REASON_CODE}
+    for name, detail_name in SWAP_CURRENT.items():
+        pairs[name] = str(current.get(detail_name) or "")
+    pairs["IMEI"] = new_imei or str(current.get("BLIMEI") or change.imei or "")
+    pairs["sim"] = new_sim or str(current.get("sim") or change.iccid or "")
+    missing = [
+        f"{name} ({'BLIMEI' if name == 'IMEI' else SWAP_CURRENT.get(name, name)})" for name, v in pairs.items() if not v
+    ]
+    if missing:
+        raise ValueError("cannot send the equipment change: the line's subscriber detail has no " + ", ".join(missing))
+    values = {"iccid": new_sim} if new_sim else {}
+    if new_imei:
+        values["imei"] = new_imei
+    held = {"sim": pairs["sim"], "BLIMEI": pairs["IMEI"]}
+    return {"serviceCharacteristic": _characteristics(pairs)}, values, held
 
 
 def activation_line(change: DeviceChange, ban: str, extra: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,10 @@
 """A loopback simulator of the AT&T Telegence mobility APIs: line configuration (sync PATCH),
 subscriber detail and list, and service activation (async, polled).
 
+Paths, bodies and their sources: carriers/telegence_wire.py and
+bulkchange_pipeline_tests/contracts/telegence.yaml; the rules (at least as strict as the real API,
+one spelling per field, nothing filled in) are in `telegence_rules.py`.
+
 It keeps lines by subscriber number, authenticates `app-id`/`app-secret`, refuses business errors
 in Telegence's inconsistent shapes (rotating through `responseMessage`, `errorDescription`,
 `Description` and plain text on purpose, so clients must read them all), answers eSIM lines'
@@ -9,12 +13,13 @@ SIM swaps with the vague NotFound `{"id", "description": "/service/"}`, and inje
 malformed bodies, 429 bursts). Every state change is counted per subscriber number (line PATCH) or
 ICCID (activation) in `applied_counts`, so tests can prove nothing was applied twice.
 
-Activations: `POST` a JSON array of at most 200 lines (else 400); each line gets a status id. The
-status GET answers `pending` for `activation_polls` polls, then `active` with a new subscriber
-number (the line then exists), or `rejected` with an error for configured ICCIDs/IMEIs, an unknown
-plan or a SIM already in use; configured "pending forever" ICCIDs/IMEIs never leave pending. A line
-re-submitted while its SIM has an activation not (yet) reported rejected gets that id back
-(idempotent replay [I]), so a client retry after a lost answer does not activate twice.
+Activations: `POST .../serviceactivation` a JSON array of at most 200 lines (else 400); each line
+gets a status id. The status GET answers `pending` for `activation_polls` polls, then `active`
+with a new subscriber number (the line then exists), or `rejected` with an error for configured
+ICCIDs/IMEIs, an unknown plan or a SIM already in use; configured "pending forever" ICCIDs/IMEIs
+never leave pending. A line re-submitted while its SIM has an activation not (yet) reported
+rejected gets that id back (idempotent replay [I]), so a client retry after a lost answer does not
+activate twice.
 
 Admin endpoints (no auth, loopback only): `POST /_sim/devices` (seed lines), `GET /_sim/devices/{msisdn
 or iccid}`, `GET /_sim/stats`, `GET|POST /_sim/config`, `POST /_sim/reset`.
@@ -44,7 +49,7 @@ from .server import ServerHandle
 
 API_PREFIX = ""  # paths are sp/mobility/... under the host, as on apsapi.att.com:8082
 LINE_PATH = "/sp/mobility/lineconfig/api/v1/service"
-ACTIVATION_PATH = "/sp/mobility/activation/api/v1/service"  # [I]
+ACTIVATION_PATH = "/sp/mobilityactivations/api/v1/serviceactivation"  # [C] Itential AT&T Mobility adapter
 DEFAULT_PLANS = frozenset({"IOTSOC1GB", "IOTSOC5GB"})
 MAX_PAGE_SIZE = 500
 _SET_KEYS = ("reject_iccids", "reject_imeis", "pending_iccids", "pending_imeis")
@@ -222,7 +227,7 @@ class TelegenceSimulator(SimulatorBase):
         if not changed:
             return False
         if "sim" in changed:
-            self.by_sim.pop(record.get("sim"), None)
+            self.by_sim.pop(str(record.get("sim") or ""), None)
             self.by_sim[changed["sim"]] = number
         if "subscriberStatus" in changed:
             record["statusEffectiveDate"] = self.clock.now().date().isoformat()

@@ -4,10 +4,24 @@ validation, and the deliberately inconsistent error bodies.
 
 Pure functions and tables, no HTTP, so the rules can be read (and unit-tested) on their own.
 
-Inferred [I]: the status PATCH's `mode` words (suspend / restore / cancel), the `costCenter`
-characteristic, the activation and status paths (in telegence.py), and that repeating a change
-the line already holds is a successful no-op (a retried PATCH must not be refused). A cancelled
-line (C) is terminal: every change to it is refused.
+At least as strict as the real API, never more lenient (sources: carriers/telegence_wire.py and
+bulkchange_pipeline_tests/contracts/telegence.yaml): one spelling per field, nothing missing is
+filled in, unknown fields are refused.
+- Equipment change: all six characteristics the public sources send are required (reasonCode
+  CUST_OWN_EQU, serviceZipCode, singleUserCode, technologyType, IMEI, sim) [I: which ones the real
+  API requires is not public, so all are]; `deviceTechnologyType` there is refused (it is the
+  activation's name); a singleUserCode other than the line's plan changes the plan too (the public
+  script combined the two).
+- Rate plan change: `effectiveDate` (yyyy-MM-ddZ) is required (every source sends it).
+- Status: `mode` is a subscriberStatus letter, S / R (restore) / C, with a `reasonCode` [I: only
+  "R" is seen in public code]; `effectiveDate` optional.
+- Activation element: billingAccount.id, serviceSpecification and the characteristics
+  singleUserCode, serviceZipCode, equipmentType, deviceTechnologyType, IMEI and sim (AMOP sends
+  all of them in both of its builders); `technologyType` there is refused.
+
+Inferred [I]: the `costCenter` characteristic, and that repeating a change the line already holds
+is a successful no-op (a retried PATCH must not be refused). A cancelled line (C) is terminal:
+every change to it is refused.
 """
 
 from __future__ import annotations
@@ -23,11 +37,16 @@ from typing import Any
 from .jasper_rules import luhn_check_digit
 
 STATUSES = frozenset({"A", "S", "C"})
-MODES = {"suspend": "S", "restore": "A", "cancel": "C"}
+MODES = {"S": "S", "R": "A", "C": "C"}
+_MODE_WORDS = {"S": "suspend", "R": "restore", "C": "cancel"}
 # mode -> subscriberStatus values it may start from (besides the one it leads to: a no-op).
-MODE_FROM = {"suspend": frozenset({"A"}), "restore": frozenset({"S"}), "cancel": frozenset({"A", "S"})}
+MODE_FROM = {"S": frozenset({"A"}), "R": frozenset({"S"}), "C": frozenset({"A", "S"})}
 SWAP_REASON = "CUST_OWN_EQU"
+SWAP_REQUIRED = ("reasonCode", "serviceZipCode", "singleUserCode", "technologyType", "IMEI", "sim")
 EDITABLE = frozenset({"singleUserCode", "contactName", "costCenter"})
+PATCH_KEYS = frozenset({"effectiveDate", "mode", "reasonCode", "serviceCharacteristic"})
+ACTIVATION_REQUIRED = ("singleUserCode", "serviceZipCode", "equipmentType", "deviceTechnologyType", "IMEI", "sim")
+_OFFERING = re.compile(r"^offeringCode\d+$")
 RESOURCE_UNAVAILABLE = "A Resource Required By Service Is Not Available"
 MAX_ACTIVATION_LINES = 200
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}Z$")
@@ -99,54 +118,78 @@ def validate_patch(
     effective date (None = now). `sim_in_use(iccid)` says whether another line holds a SIM."""
     if not isinstance(body, dict):
         raise Refusal(400, "Request body must be a JSON object")
+    unknown_keys = sorted(set(body) - PATCH_KEYS)
+    if unknown_keys:
+        raise Refusal(400, f"Unsupported field(s): {', '.join(unknown_keys)}")
     status = line["subscriberStatus"]
     when = parse_date(body["effectiveDate"], today) if "effectiveDate" in body else None
     if "mode" in body:
+        if "serviceCharacteristic" in body:
+            raise Refusal(400, "A status change (mode) cannot carry serviceCharacteristic")
         mode = body.get("mode")
         if mode not in MODES:
-            raise Refusal(400, f"Invalid mode {mode!r}: expected suspend, restore or cancel")
+            raise Refusal(400, f"Invalid mode {mode!r}: expected S, R or C")
         if not isinstance(body.get("reasonCode"), str) or not body["reasonCode"].strip():
             raise Refusal(400, "reasonCode is required for a status change")
         target = MODES[mode]
         if status != target and status not in MODE_FROM[mode]:
             if status == "C":
-                raise Refusal(400, f"Subscriber {line['subscriberNumber']} is cancelled; {mode} is not allowed")
-            raise Refusal(400, f"Cannot {mode} subscriber {line['subscriberNumber']} in status {status}")
+                raise Refusal(
+                    400, f"Subscriber {line['subscriberNumber']} is cancelled; {_MODE_WORDS[mode]} is not allowed"
+                )
+            raise Refusal(400, f"Cannot {_MODE_WORDS[mode]} subscriber {line['subscriberNumber']} in status {status}")
         return {"subscriberStatus": target}, (when if when and when > today else None)
+    if "reasonCode" in body:
+        raise Refusal(400, "reasonCode belongs to a status change (mode) or, for equipment, in serviceCharacteristic")
     chars = characteristics(body.get("serviceCharacteristic"), "PATCH")
     if status == "C":
         raise Refusal(400, f"Subscriber {line['subscriberNumber']} is cancelled and cannot be changed")
     if "reasonCode" in chars:
-        return _swap(chars, line, sim_in_use), None
+        return _swap(chars, line, sim_in_use, plans), None
     unknown = sorted(set(chars) - EDITABLE)
     if unknown:
         raise Refusal(400, f"Unsupported serviceCharacteristic: {', '.join(unknown)}")
     plan = chars.get("singleUserCode")
-    if plan is not None and plans is not None and plan not in plans:
-        raise Refusal(400, f"Invalid singleUserCode {plan}: not offered on this account")
+    if plan is not None:
+        if "effectiveDate" not in body:
+            raise Refusal(400, "effectiveDate is required for a singleUserCode change")
+        if plans is not None and plan not in plans:
+            raise Refusal(400, f"Invalid singleUserCode {plan}: not offered on this account")
     return chars, (when if when and when > today else None)
 
 
-def _swap(chars: dict[str, str], line: Mapping[str, Any], sim_in_use: Any) -> dict[str, str]:
+def _swap(
+    chars: dict[str, str], line: Mapping[str, Any], sim_in_use: Any, plans: frozenset[str] | None
+) -> dict[str, str]:
+    """An equipment change: every characteristic of `SWAP_REQUIRED`, nothing else."""
     if chars["reasonCode"] != SWAP_REASON:
         raise Refusal(400, f"Invalid reasonCode {chars['reasonCode']} for an equipment change")
-    unknown = sorted(set(chars) - {"reasonCode", "sim", "IMEI"})
-    if unknown or not ({"sim", "IMEI"} & set(chars)):
-        raise Refusal(400, "An equipment change needs sim and/or IMEI only")
+    unknown = sorted(set(chars) - set(SWAP_REQUIRED))
+    if unknown:
+        raise Refusal(400, f"Unsupported serviceCharacteristic for an equipment change: {', '.join(unknown)}")
+    missing = [name for name in SWAP_REQUIRED if not chars.get(name, "").strip()]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise Refusal(400, f"serviceCharacteristic {', '.join(missing)} {verb} required for an equipment change")
+    if not _ZIP.match(chars["serviceZipCode"]):
+        raise Refusal(400, f"Invalid serviceZipCode {chars['serviceZipCode']}")
+    plan = chars["singleUserCode"]
+    if plan != line.get("singleUserCode") and plans is not None and plan not in plans:
+        raise Refusal(400, f"Invalid singleUserCode {plan}: not offered on this account")
     if line.get("esim"):
         raise esim_refusal()
-    edits: dict[str, str] = {}
-    if "sim" in chars:
-        if not valid_iccid(chars["sim"]):
-            raise Refusal(400, f"Invalid sim {chars['sim']}")
-        if chars["sim"] != line.get("sim") and sim_in_use(chars["sim"]):
-            raise Refusal(400, f"sim {chars['sim']} is already in use on another subscriber")
-        edits["sim"] = chars["sim"]
-    if "IMEI" in chars:
-        if not valid_imei(chars["IMEI"]):
-            raise Refusal(400, f"Invalid IMEI {chars['IMEI']}")
-        edits["BLIMEI"] = chars["IMEI"]
-    return edits
+    if not valid_iccid(chars["sim"]):
+        raise Refusal(400, f"Invalid sim {chars['sim']}")
+    if chars["sim"] != line.get("sim") and sim_in_use(chars["sim"]):
+        raise Refusal(400, f"sim {chars['sim']} is already in use on another subscriber")
+    if not valid_imei(chars["IMEI"]):
+        raise Refusal(400, f"Invalid IMEI {chars['IMEI']}")
+    return {
+        "sim": chars["sim"],
+        "BLIMEI": chars["IMEI"],
+        "singleUserCode": plan,
+        "serviceZipCode": chars["serviceZipCode"],
+    }
 
 
 def valid_iccid(value: str) -> bool:
@@ -171,8 +214,13 @@ def validate_activation_line(item: Any, index: int, bans: frozenset[str] | None)
     service = item.get("service")
     if not isinstance(service, dict):
         raise Refusal(400, f"{where}: service is required")
+    if not isinstance(service.get("serviceSpecification"), dict):
+        raise Refusal(400, f"{where}: service.serviceSpecification is required")
     chars = characteristics(service.get("serviceCharacteristic"), where)
-    for name in ("singleUserCode", "serviceZipCode", "IMEI", "sim"):
+    unknown = sorted(n for n in chars if n not in ACTIVATION_REQUIRED and not _OFFERING.match(n))
+    if unknown:
+        raise Refusal(400, f"{where}: unsupported serviceCharacteristic {', '.join(unknown)}")
+    for name in ACTIVATION_REQUIRED:
         if not chars.get(name):
             raise Refusal(400, f"{where}: serviceCharacteristic {name} is required")
     if not _ZIP.match(chars["serviceZipCode"]):

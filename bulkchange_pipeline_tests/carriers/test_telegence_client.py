@@ -135,10 +135,10 @@ def test_esim_not_found_and_resource_unavailable_are_recognised() -> None:
 
 def test_line_update_bodies() -> None:
     body, values, held = line_update(change(1, "2145550000", status="S", effective_date="2030-05-01"))
-    assert body == {"mode": "suspend", "reasonCode": "CR", "effectiveDate": "2030-05-01Z"}
+    assert body == {"mode": "S", "reasonCode": "CR", "effectiveDate": "2030-05-01Z"}
     assert values == {"status": "S"} and held == {"subscriberStatus": "S"}
     body, _, _ = line_update(change(1, "2145550000", status="C", reason_code="FRD"), "XX")
-    assert body["mode"] == "cancel" and body["reasonCode"] == "FRD"
+    assert body["mode"] == "C" and body["reasonCode"] == "FRD"
     body, values, _ = line_update(
         change(
             1,
@@ -153,7 +153,7 @@ def test_line_update_bodies() -> None:
         "serviceCharacteristic": [{"name": "singleUserCode", "value": "P1"}],
     }
     body, _, _ = line_update(change(1, "x", status="A", effective_date="2001-01-01"))
-    assert body["effectiveDate"] == telegence_date() and body["mode"] == "restore"  # past -> today
+    assert body["effectiveDate"] == telegence_date() and body["mode"] == "R"  # past -> today
     with pytest.raises(ValueError, match="A, S or C"):
         line_update(change(1, "x", status="ACTIVATED"))
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(60)
 
 HEADERS = {"app-id": TELEGENCE_APP_ID, "app-secret": TELEGENCE_APP_SECRET, "Accept": "application/json"}
 LINE = "sp/mobility/lineconfig/api/v1/service"
-ACT = "sp/mobility/activation/api/v1/service"
+ACT = "sp/mobilityactivations/api/v1/serviceactivation"
 
 
 def client(handle) -> httpx.Client:
@@ -46,9 +46,12 @@ def activation_body(n: int, start: int = 100_000) -> list[dict]:
                     "serviceCharacteristic": [
                         {"name": "singleUserCode", "value": change.target["carrier_rate_plan"]},
                         {"name": "serviceZipCode", "value": "75201"},
+                        {"name": "equipmentType", "value": "G"},
+                        {"name": "deviceTechnologyType", "value": "UMTS"},
                         {"name": "IMEI", "value": change.imei},
                         {"name": "sim", "value": change.iccid},
-                    ]
+                    ],
+                    "serviceSpecification": {"id": "12", "href": "Mobility Services"},
                 },
             }
         )
@@ -70,12 +73,14 @@ def test_status_modes_follow_a_s_c_and_repeat_is_a_no_op(telegence_sim) -> None:
     sim = telegence_sim.simulator
     number = seed_lines(sim, 1)[0]["msisdn"]
     with client(telegence_sim) as c:
-        for mode, expected in (("suspend", "S"), ("suspend", "S"), ("restore", "A"), ("cancel", "C")):
+        for mode, expected in (("S", "S"), ("S", "S"), ("R", "A"), ("C", "C")):
             r = c.patch(f"{LINE}/{number}", json={"mode": mode, "reasonCode": "CR"})
             assert r.status_code == 200, r.text
             assert chars(r.json())["subscriberStatus"] == expected
-        r = c.patch(f"{LINE}/{number}", json={"mode": "restore"})
+        r = c.patch(f"{LINE}/{number}", json={"mode": "R"})
         assert r.status_code == 400 and "reasonCode" in r.text
+        for other in ("restore", "suspend", "A"):  # one spelling: the letters only
+            assert c.patch(f"{LINE}/{number}", json={"mode": other, "reasonCode": "CR"}).status_code == 400
     assert sim.applied_counts[number] == 3  # the repeated suspend changed nothing
 
 
@@ -85,7 +90,7 @@ def test_cancelled_line_refuses_in_rotating_error_shapes(telegence_sim) -> None:
     seen: set[str] = set()
     with client(telegence_sim) as c:
         for _ in range(4):
-            r = c.patch(f"{LINE}/{number}", json={"mode": "restore", "reasonCode": "CR"})
+            r = c.patch(f"{LINE}/{number}", json={"mode": "R", "reasonCode": "CR"})
             assert r.status_code == 400
             if r.headers["content-type"].startswith("text/plain"):
                 assert "cancelled" in r.text
@@ -99,42 +104,44 @@ def test_cancelled_line_refuses_in_rotating_error_shapes(telegence_sim) -> None:
     assert sim.device(number)["subscriberStatus"] == "C" and sim.applied_counts[number] == 0
 
 
+def swap_body(line: dict, **values: str) -> dict:
+    """An equipment change as the public sources send it: all six characteristics, the line's
+    current values (as seeded) unless `values` replaces them."""
+    pairs = {
+        "reasonCode": "CUST_OWN_EQU",
+        "serviceZipCode": "75001",
+        "singleUserCode": "IOTSOC1GB",
+        "technologyType": "LTE",
+        "IMEI": line["imei"],
+        "sim": line["iccid"],
+        **values,
+    }
+    return {"serviceCharacteristic": [{"name": k, "value": v} for k, v in pairs.items()]}
+
+
 def test_plan_sim_imei_contact_and_cost_center(telegence_sim) -> None:
     sim = telegence_sim.simulator
     lines = seed_lines(sim, 2) + seed_lines(sim, 1, start=2, esim=True)
     new = activation_changes(1, start=555)[0]
+    today = sim.clock.now().date().isoformat() + "Z"
+    plan = {"effectiveDate": today, "serviceCharacteristic": [{"name": "singleUserCode", "value": "IOTSOC5GB"}]}
     with client(telegence_sim) as c:
-        r = c.patch(
-            f"{LINE}/{lines[0]['msisdn']}",
-            json={"serviceCharacteristic": [{"name": "singleUserCode", "value": "IOTSOC5GB"}]},
-        )
+        r = c.patch(f"{LINE}/{lines[0]['msisdn']}", json=plan)
         assert chars(r.json())["singleUserCode"] == "IOTSOC5GB"
+        r = c.patch(f"{LINE}/{lines[0]['msisdn']}", json={"serviceCharacteristic": plan["serviceCharacteristic"]})
+        assert r.status_code == 400 and "effectiveDate" in r.text  # every source sends the date
         r = c.patch(
             f"{LINE}/{lines[0]['msisdn']}",
-            json={"serviceCharacteristic": [{"name": "singleUserCode", "value": "NOPE"}]},
+            json={**plan, "serviceCharacteristic": [{"name": "singleUserCode", "value": "NOPE"}]},
         )
         assert r.status_code == 400 and "NOPE" in r.text
-        swap = {
-            "serviceCharacteristic": [
-                {"name": "reasonCode", "value": "CUST_OWN_EQU"},
-                {"name": "IMEI", "value": new.imei},
-                {"name": "sim", "value": new.iccid},
-            ]
-        }
+        swap = swap_body(lines[1], IMEI=new.imei, sim=new.iccid)
         r = c.patch(f"{LINE}/{lines[1]['msisdn']}", json=swap)
         assert r.status_code == 200
         assert (chars(r.json())["sim"], chars(r.json())["BLIMEI"]) == (new.iccid, new.imei)
-        r = c.patch(f"{LINE}/{lines[0]['msisdn']}", json=swap)  # that SIM is now taken
-        assert r.status_code == 400 and "already in use" in r.text
-        r = c.patch(
-            f"{LINE}/{lines[2]['msisdn']}",
-            json={
-                "serviceCharacteristic": [
-                    {"name": "reasonCode", "value": "CUST_OWN_EQU"},
-                    {"name": "IMEI", "value": lines[0]["imei"]},
-                ]
-            },
-        )
+        r = c.patch(f"{LINE}/{lines[0]['msisdn']}", json=swap_body(lines[0], sim=new.iccid, singleUserCode="IOTSOC5GB"))
+        assert r.status_code == 400 and "already in use" in r.text  # that SIM is now taken
+        r = c.patch(f"{LINE}/{lines[2]['msisdn']}", json=swap_body(lines[2], IMEI=lines[0]["imei"]))
         assert r.status_code == 404
         assert set(r.json()) == {"id", "description"} and r.json()["description"] == "/service/"
         r = c.patch(
@@ -151,6 +158,31 @@ def test_plan_sim_imei_contact_and_cost_center(telegence_sim) -> None:
     assert sim.applied_counts[lines[0]["msisdn"]] == 2 and sim.applied_counts[lines[2]["msisdn"]] == 0
 
 
+def test_equipment_change_needs_every_characteristic_in_one_spelling(telegence_sim) -> None:
+    """Issue 17: the simulator never fills in what a swap leaves out, and refuses the activation's
+    `deviceTechnologyType` in its place, in Telegence's error shapes."""
+    sim = telegence_sim.simulator
+    line = seed_lines(sim, 1)[0]
+    new_imei = activation_changes(1, start=556)[0].imei
+    full = swap_body(line, IMEI=new_imei)
+    with client(telegence_sim) as c:
+        for name in ("reasonCode", "serviceZipCode", "singleUserCode", "technologyType", "IMEI", "sim"):
+            body = {"serviceCharacteristic": [x for x in full["serviceCharacteristic"] if x["name"] != name]}
+            r = c.patch(f"{LINE}/{line['msisdn']}", json=body)
+            assert r.status_code == 400, name
+            assert name in r.text or name == "reasonCode", r.text
+            assert r.headers["content-type"].startswith(("application/json", "text/plain"))
+        renamed = [
+            {"name": "deviceTechnologyType", "value": x["value"]} if x["name"] == "technologyType" else x
+            for x in full["serviceCharacteristic"]
+        ]
+        r = c.patch(f"{LINE}/{line['msisdn']}", json={"serviceCharacteristic": renamed})
+        assert r.status_code == 400 and "deviceTechnologyType" in r.text
+        assert sim.device(line["msisdn"])["BLIMEI"] == line["imei"] and sim.applied_counts[line["msisdn"]] == 0
+        r = c.patch(f"{LINE}/{line['msisdn']}", json=full)
+        assert r.status_code == 200 and chars(r.json())["BLIMEI"] == new_imei
+
+
 def test_future_effective_date_is_scheduled(telegence_sim) -> None:
     sim = telegence_sim.simulator
     number = seed_lines(sim, 1)[0]["msisdn"]
@@ -165,7 +197,7 @@ def test_future_effective_date_is_scheduled(telegence_sim) -> None:
         assert r.status_code == 200
         assert (
             c.patch(
-                f"{LINE}/{number}", json={"effectiveDate": "01/02/2099", "mode": "suspend", "reasonCode": "CR"}
+                f"{LINE}/{number}", json={"effectiveDate": "01/02/2099", "mode": "S", "reasonCode": "CR"}
             ).status_code
             == 400
         )
@@ -202,7 +234,16 @@ def test_activation_limits_and_validation(telegence_sim) -> None:
         r = c.post(ACT, json=activation_body(MAX_ACTIVATION_LINES + 1))
         assert r.status_code == 400 and "200" in r.text
         bad = activation_body(1)
-        bad[0]["service"]["serviceCharacteristic"][3]["value"] = "8901170400000000001"
+        bad[0]["service"]["serviceCharacteristic"][5]["value"] = "8901170400000000001"
+        assert c.post(ACT, json=bad).status_code == 400
+        for drop in ("equipmentType", "deviceTechnologyType"):  # AMOP always sends both
+            bad = activation_body(1)
+            bad[0]["service"]["serviceCharacteristic"] = [
+                x for x in bad[0]["service"]["serviceCharacteristic"] if x["name"] != drop
+            ]
+            assert c.post(ACT, json=bad).status_code == 400
+        bad = activation_body(1)
+        bad[0]["service"]["serviceCharacteristic"][3]["name"] = "technologyType"  # the swap's name
         assert c.post(ACT, json=bad).status_code == 400
         assert c.post(ACT, json={"not": "an array"}).status_code == 400
         assert c.get(f"{ACT}/no-such-id").status_code == 404
