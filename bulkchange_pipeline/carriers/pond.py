@@ -157,6 +157,12 @@ class PondClient(CarrierAdapter):
         if change.change_type == ChangeType.CARRIER_RATE_PLAN_CHANGE:
             if not target.get("carrier_rate_plan"):
                 return self._failed(change, "no carrier_rate_plan (package type id) to apply")
+            if package_type_id(target["carrier_rate_plan"]) is None:
+                return self._failed(
+                    change,
+                    f"carrier_rate_plan {target['carrier_rate_plan']!r} is not a Pond package type id "
+                    "(a positive integer); nothing was sent",
+                )
             return await _PackageChange(self, change).run()
         return self._failed(change, f"change type {change.change_type} is not applied through the Pond API")
 

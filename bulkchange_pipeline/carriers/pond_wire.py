@@ -86,7 +86,9 @@ def classify_pond_response(response: httpx.Response, body: Any) -> CarrierError 
     return BusinessCarrierError(message, code=code, status=status)
 
 
-def package_type_id(value: Any) -> int | str:
-    """The packageTypeId to send: an integer when the plan id is numeric [I], else as given."""
+def package_type_id(value: Any) -> int | None:
+    """The packageTypeId to send, or None when the plan id cannot be one: AMOP sends the rate
+    plan id, a C# `long` (`PondAddPackageRequest.PackageTypeId = RatePlanId` [C]), so only a
+    positive integer is a package type id; text is never sent."""
     text = str(value).strip()
-    return int(text) if text.isdigit() else text
+    return int(text) if text.isdigit() and int(text) > 0 else None

@@ -4,9 +4,12 @@ Shape (reference/carriers.md section 5): `{base}/{distributorId}/...`; devices (
 carry packages (`packageId, packageTypeId, status` ACTIVE / TERMINATED / PENDING) and per-SIM
 service statuses; package types are listed per inventory; lists are paged with `offset`/`limit`
 and answer `{elements, isLastPage}`. Inferred [I], each easy to change here or in `pond_rules`:
-HTTP Basic auth (username:secret, each account bound to one distributor id), the API prefix
+HTTP Basic auth (username:secret, each account bound to one distributor id), camelCase JSON
+names, the API prefix
 `/api`, the path templates below (one table, `ROUTES`), the error envelope `{code, message}`, 429
-with `Retry-After` as the over-limit answer, and that an added package starts PENDING.
+with `Retry-After` as the over-limit answer, and that an added package starts PENDING. Request
+bodies take exactly the described fields with the described types (`packageTypeId` an integer, as
+AMOP's `long` RatePlanId is; description in bulkchange_pipeline_tests/contracts/pond.yaml).
 
 Test switches (`configure`): `fail_activate`, `fail_terminate`, `fail_undo` (ICCID lists) make,
 for those devices, activating a package / terminating an *old* package / terminating the
@@ -40,7 +43,10 @@ from .faults import FaultConfig
 from .server import ServerHandle
 
 API_PREFIX = "/api"  # [I]
-ROUTES: Mapping[str, str] = {  # [I] path templates under API_PREFIX
+# [I] path templates under API_PREFIX (AMOP reads Pond's paths from environment variables). AMOP's
+# UpdatePackageStatus is called with the package id alone, without the ICCID [C], so the real
+# package-status path may not name the device; kept under the device here until Pond's is known.
+ROUTES: Mapping[str, str] = {
     "device": "/{distributor}/devices/{iccid}",
     "packages": "/{distributor}/devices/{iccid}/packages",
     "package_status": "/{distributor}/devices/{iccid}/packages/{package_id}/status",

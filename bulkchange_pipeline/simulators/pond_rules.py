@@ -2,12 +2,17 @@
 their legal moves, request-body validation, the device/package/package-type records, paging.
 
 PROVISIONAL. Pond publishes no API documentation (reference/carriers.md section 5). What is known
-[C] from AMOP code: packages on a SIM with statuses ACTIVE / TERMINATED / PENDING, package types
-per inventory (`packageTypeId, name, status, dataUsageAllowanceInBytes`), an "add package" call
-with body `{"packageTypeId": id}`, per-SIM service statuses, and lists paged with an offset that
-answer `elements[]` + `isLastPage`. Everything else here is inferred [I]: the error envelope
-`{"code", "message"}`, the codes, the status-transition table, integer ids, the service names.
-Pure tables and functions, no HTTP, so the assumptions sit in one place and are easy to change.
+[C] from AMOP code (hemalathapampana/BulkChange AltaworxDeviceBulkChange.cs and
+CarrierRatePlanUpdate.cs; pond-AltaworxPondGetRatePlans AltaworxPondGetRatePlans.cs): packages on a
+SIM with statuses ACTIVE / TERMINATED / PENDING, package types per inventory (`packageTypeId, name,
+status, dataUsageAllowanceInBytes`), an "add package" call whose body carries the package type id
+(`PondAddPackageRequest.PackageTypeId = RatePlanId`, a C# `long`, so an integer: a text id is
+refused, not read as a number) and answers the package (`PackageId`, `Status`), per-SIM service
+statuses switched all on or all off, and lists fetched by offset and page size whose answers carry
+`Elements` + `IsLastPage`. Everything else here is inferred [I]: camelCase JSON names, the paging
+parameter names `offset`/`limit`, the error envelope `{"code", "message"}`, the codes, the
+status-transition table, the service-status body `{"enabled": bool}`, the service names. Pure
+tables and functions, no HTTP, so the assumptions sit in one place and are easy to change.
 """
 
 from __future__ import annotations
@@ -72,15 +77,15 @@ def pond_time(when: dt.datetime) -> str:
 
 
 def same_id(a: Any, b: Any) -> bool:
-    """Ids compare as text: a client may send 2002 or "2002" [I]."""
+    """Whether a record id matches an id taken from a URL path (path segments are always text)."""
     return str(a) == str(b)
 
 
 def parse_page(query: Mapping[str, str]) -> tuple[int, int]:
     """(offset, limit) from the query; Refusal when out of range."""
     try:
-        offset = int(query.get("offset") or 0)
-        limit = int(query.get("limit") or MAX_PAGE_LIMIT)
+        offset = int(query.get("offset", 0))
+        limit = int(query.get("limit", MAX_PAGE_LIMIT))
     except ValueError:
         raise Refusal(400, ERR_INVALID_REQUEST, "offset and limit must be integers") from None
     if offset < 0 or not 1 <= limit <= MAX_PAGE_LIMIT:
@@ -99,9 +104,9 @@ def validate_add_package(body: Any, package_types: Sequence[Mapping[str, Any]] |
     if not isinstance(body, dict) or set(body) != {"packageTypeId"}:
         raise Refusal(400, ERR_INVALID_REQUEST, 'body must be {"packageTypeId": <id>}')
     type_id = body["packageTypeId"]
-    if isinstance(type_id, bool) or not isinstance(type_id, (int, str)) or str(type_id) == "":
-        raise Refusal(400, ERR_INVALID_REQUEST, "packageTypeId must be an id")
-    match = next((t for t in package_types or () if same_id(t["packageTypeId"], type_id)), None)
+    if isinstance(type_id, bool) or not isinstance(type_id, int) or type_id < 1:
+        raise Refusal(400, ERR_INVALID_REQUEST, f"packageTypeId must be a positive integer, not {type_id!r}")
+    match = next((t for t in package_types or () if t["packageTypeId"] == type_id), None)
     if match is None or match.get("status") != "ACTIVE":
         raise Refusal(
             400, ERR_UNKNOWN_PACKAGE_TYPE, f"package type {type_id} is not available in the device's inventory"

@@ -6,6 +6,11 @@ Wire format (reference/carriers.md section 6): HTTP Basic `user@clientCode:passw
 records}` paged by `search.page_size` (1-500) / `search.page`; creates answer 201 with `Location`
 and `{ok: true, id}`; PATCH takes JSON Patch as `application/json-patch+json` (415 otherwise),
 including a service's custom fields at `/fields/<index>/value` (`revio_rules.apply_json_patch`).
+As strict as the documentation (issue 17; description in bulkchange_pipeline_tests/contracts/
+revio.yaml): an e-mail-style username is refused even if configured (docs/faq), create/replace
+bodies are checked field by field (`revio_rules.check_fields`: required fields are never filled
+in, ids are int32 numbers only, `service_id` may not be sent on a service create), and a list's
+`record_count` is the records on the page (docs/paging).
 
 Limits as Azure API Management enforces them in front of Rev.io: `calls_per_minute` (default 500)
 per subscription, counted by `AccountGate`, answered 429 with the APIM body
@@ -29,6 +34,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -50,6 +56,8 @@ API_PREFIX = "/v1"
 DEFAULT_ACCOUNTS = {"demo@DEMO": "demo-password"}
 DEFAULT_SUBSCRIPTION_KEYS = ("demo-subscription-key",)
 _PATCH_TYPE = "application/json-patch+json"
+# `username@clientCode`: one @, no dot in the client code (an e-mail address is refused) [D: faq].
+_API_USER = re.compile(r"^[^@\s:]+@[^@\s:.]+$")
 MSG_NO_KEY = (
     "Access denied due to missing subscription key. Make sure to include subscription "
     "key when making requests to an API."
@@ -249,11 +257,16 @@ class RevioSimulator(SimulatorBase):
     # -- request plumbing -------------------------------------------------------------------------
 
     def _basic_ok(self, header: str | None) -> bool:
+        """Basic `username@clientCode:password` (docs/faq). A username that is an e-mail address
+        fails validation ("The additional @ symbol will cause validation to fail"), so it is
+        refused even when the account table holds it."""
         if not header or header[:6].lower() != "basic ":
             return False
         try:
-            user, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
+            user, _, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
+            return False
+        if not _API_USER.match(user):
             return False
         return user in self.accounts and self.accounts[user] == password
 
@@ -353,9 +366,7 @@ class RevioSimulator(SimulatorBase):
         return self._created(request, "Customers", self.book.add_customer(body)["customer_id"])
 
     async def _post_service(self, request: Request) -> Response:
-        body = await self._body(request)
-        if isinstance(body, dict):
-            body.pop("service_id", None)
+        body = rules.check_fields(await self._body(request), rules.SERVICE_CREATE, refused=("service_id",))
         return self._created(request, "Services", self.book.add_service(body)["service_id"])
 
     async def _patch_service(self, request: Request) -> Response:
@@ -363,7 +374,8 @@ class RevioSimulator(SimulatorBase):
         return _json(200, {"ok": True, **record})
 
     async def _post_product(self, request: Request) -> Response:
-        record = self.book.add_service_product(await self._body(request))
+        body = rules.check_fields(await self._body(request), rules.PRODUCT_CREATE, refused=("service_product_id",))
+        record = self.book.add_service_product(body)
         return self._created(request, "ServiceProduct", record["service_product_id"])
 
     async def _put_product(self, request: Request) -> Response:

@@ -5,13 +5,27 @@ create must pass.
 Pure state and rules, no HTTP, so they can be read (and unit-tested) on their own; `revio.py` puts
 the wire format, auth, limits and faults around them.
 
-Documented (reference/carriers.md section 6): `search.<field>` filters, `search.page_size` 1-500
-(default 10) and `search.page`, list bodies `{ok, has_more, record_count, records}`, single objects
-flat with `ok: true`, creates `{ok: true, id}`, JSON Patch on PATCH, custom fields patched at `/fields/<index>/value`, service-product statuses
-PENDING/ACTIVE/DENIED/DISCONNECTED. Inferred [I]: pages are 1-based; `record_count` is the number
-of matching records; service statuses ACTIVE/PENDING/DISCONNECTED; the error body
-`[{ok: false, error, message}]` (the shape AMOP parses); the field names of records beyond the
-documented create fields; refusing unknown search fields with a 400; a service's custom fields as
+Documented (reference/carriers.md section 6; developers.rev.io/docs/paging, /docs/collections,
+/docs/patch, /reference/postv1_services-6, /reference/putv1_serviceproduct_id): `search.<field>`
+filters, `search.page_size` 1-500 (default 10) and `search.page` (default 1), list bodies `{ok,
+has_more, record_count, records}` where `record_count` is the number of records *on this page*
+(docs/paging: "doesn't tell you ... how many items are in the entire collection"), single objects
+flat with `ok: true`, creates `{ok: true, id}`, JSON Patch on PATCH, custom fields patched at
+`/fields/<index>/value`, service-product statuses PENDING/ACTIVE/DENIED/DISCONNECTED. Create and
+replace bodies are checked field by field (`check_fields` with `SERVICE_CREATE`, `PRODUCT_CREATE`,
+`PRODUCT_REPLACE`): int32 ids in their documented ranges (no text or fractional ids: a lenient JSON
+binder might coerce "14", a strict one refuses it, so the simulator refuses), documented string
+lengths, date-times, `service_id` refused on a service create ("Do not include when creating"),
+`generate_proration` required on PUT, DISCONNECTED refused on PUT ("Status of disconnect is not
+allowed") and rate/quantity changes refused together with a status change.
+
+Where the sources are silent, the choices [I]: pages are 1-based; a query parameter that is neither
+a known `search.<field>` nor paging is refused with 400 (rather than ignored, so a misspelt filter
+cannot silently widen a search); a POST ServiceProduct (reference page not public in our sources)
+takes the replace body's fields with `generate_proration` optional, `customer_id` derived from the
+service when absent (it is optional on the replace body too) and `quantity` 1 when absent; service
+statuses ACTIVE/PENDING/DISCONNECTED; the error body `[{ok: false, error, message}]` (the shape AMOP
+parses); the field names of records beyond the documented ones; a service's custom fields as
 `fields: [{field_id, label, value}]`, one per field the Rev tenant defines (`service_fields`,
 default a "Cost Center" field, as AMOP's username/cost-center edit looks them up by label).
 """
@@ -72,24 +86,28 @@ def rev_time(when: dt.datetime) -> str:
 
 
 def page_of(records: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
-    """One page of `records` as the list body; Refusal for a page size outside 1..500."""
+    """One page of `records` as the list body (`record_count`: records on this page, as
+    docs/paging defines it); Refusal for a page size outside 1..500 or a page below 1 (an empty
+    value is not a number, so it is refused too rather than read as the default)."""
     try:
-        size = int(query.get("search.page_size") or DEFAULT_PAGE_SIZE)
-        page = int(query.get("search.page") or 1)
+        size = int(query.get("search.page_size", DEFAULT_PAGE_SIZE))
+        page = int(query.get("search.page", 1))
     except ValueError:
         raise Refusal(400, "BadRequest", "search.page_size and search.page must be integers") from None
     if not 1 <= size <= MAX_PAGE_SIZE or page < 1:
         raise Refusal(400, "BadRequest", f"search.page_size must be 1..{MAX_PAGE_SIZE} and search.page >= 1")
     chunk = records[(page - 1) * size : page * size]
-    return {"ok": True, "has_more": page * size < len(records), "record_count": len(records), "records": chunk}
+    return {"ok": True, "has_more": page * size < len(records), "record_count": len(chunk), "records": chunk}
 
 
 def search(records: Iterable[dict[str, Any]], query: Mapping[str, str], fields: frozenset[str]) -> list[dict[str, Any]]:
     """Records matching every `search.<field>=value` (case-insensitive text compare)."""
     wanted: dict[str, str] = {}
     for key, value in query.items():
-        if not key.startswith("search.") or key in ("search.page", "search.page_size"):
+        if key in ("search.page", "search.page_size"):
             continue
+        if not key.startswith("search."):
+            raise Refusal(400, "BadRequest", f"unknown query parameter {key!r}")
         name = key[len("search.") :]
         if name not in fields:
             raise Refusal(400, "BadRequest", f"unknown search field {name!r}")
@@ -97,6 +115,100 @@ def search(records: Iterable[dict[str, Any]], query: Mapping[str, str], fields: 
     return [
         r for r in records if all(str(r.get(k) if r.get(k) is not None else "").lower() == v for k, v in wanted.items())
     ]
+
+
+INT32_MAX = 2_147_483_647
+# Field rules of the documented bodies: name -> (kind, required, bound). Kinds: "id" (int32 in
+# bound..INT32_MAX), "str" (text of at most `bound` characters), "date" (ISO 8601 date-time),
+# "num" (number >= bound), "bool", "qty" (integer >= 0) [I], "status" (service-product status).
+FieldRules = Mapping[str, tuple[str, bool, int]]
+SERVICE_CREATE: FieldRules = {  # reference/postv1_services-6
+    "customer_id": ("id", True, 1),
+    "provider_id": ("id", True, 1),
+    "service_type_id": ("id", False, 0),
+    "package_id": ("id", False, 0),
+    "provider_account_id": ("id", False, 0),
+    "usage_plan_group_id": ("id", False, 0),
+    "address_id": ("id", False, 0),
+    "addressz_id": ("id", False, 0),
+    "number": ("str", False, 255),
+    "number2": ("str", False, 255),
+    "pic": ("str", False, 10),
+    "lpic": ("str", False, 10),
+    "description": ("str", False, 1000),
+    "effective_date": ("date", False, 0),
+    "activated_date": ("date", False, 0),
+    "disconnected_date": ("date", False, 0),
+}
+PRODUCT_REPLACE: FieldRules = {  # reference/putv1_serviceproduct_id
+    "generate_proration": ("bool", True, 0),
+    "service_product_id": ("id", False, 1),
+    "customer_id": ("id", False, 1),
+    "product_id": ("id", True, 1),
+    "service_id": ("id", True, 1),
+    "package_id": ("id", False, 0),
+    "description": ("str", False, 500),
+    "code_1": ("str", False, 500),
+    "code_2": ("str", False, 500),
+    "rate": ("num", False, 0),
+    "quantity": ("qty", False, 0),
+    "status": ("status", False, 0),
+    "effective_date": ("date", False, 0),
+    "activated_date": ("date", False, 0),
+}
+PRODUCT_CREATE: FieldRules = {**PRODUCT_REPLACE, "generate_proration": ("bool", False, 0)}  # [I]
+
+
+def check_fields(body: Any, rules: FieldRules, *, refused: Iterable[str] = ()) -> dict[str, Any]:
+    """`body` if it is an object whose fields keep `rules` (required ones present and not null);
+    Refusal naming the first field that does not. `refused` fields may not appear at all."""
+    if not isinstance(body, dict):
+        raise Refusal(400, "BadRequest", "body must be a JSON object")
+    for name in refused:
+        if name in body:
+            raise Refusal(400, "BadRequest", f"{name} must not be included in this request")
+    for name, (kind, required, bound) in rules.items():
+        value = body.get(name)
+        if value is None:
+            if required:
+                raise Refusal(400, "BadRequest", f"{name} is required")
+            continue
+        if not _kind_ok(kind, value, bound):
+            raise Refusal(400, "BadRequest", f"{name} is not a valid {_KIND_TEXT[kind].format(bound)}: {value!r}")
+    return body
+
+
+_KIND_TEXT = {
+    "id": "int32 of at least {}",
+    "str": "string of at most {} characters",
+    "date": "date-time",
+    "num": "number of at least {}",
+    "bool": "boolean",
+    "qty": "non-negative integer",
+    "status": "service product status",
+}
+
+
+def _kind_ok(kind: str, value: Any, bound: int) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind in ("id", "qty"):
+        return isinstance(value, int) and bound <= value <= INT32_MAX
+    if kind == "num":
+        return isinstance(value, (int, float)) and value >= bound
+    if kind == "str":
+        return isinstance(value, str) and len(value) <= bound
+    if kind == "status":
+        return value in PRODUCT_STATUSES
+    if not isinstance(value, str):
+        return False
+    try:
+        dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return "T" in value
 
 
 def _patch_target(path: Any) -> tuple[str, int | None, str | None]:
@@ -365,9 +477,17 @@ class RevBook:
     def put_service_product(self, spid: int, body: Any) -> dict[str, Any]:
         """Replace a service product (`PUT /v1/ServiceProduct/{id}`); its service stays."""
         record = self._get(self.service_products, spid, "service product")
-        if isinstance(body, dict) and body.get("service_id", record["service_id"]) != record["service_id"]:
+        body = check_fields(body, PRODUCT_REPLACE)
+        if body["service_id"] != record["service_id"]:
             raise Refusal(400, "BadRequest", "service_id of a service product cannot change")
-        record.update(self._product_fields({"service_id": record["service_id"], **(body or {})}, record))
+        if body.get("status") == "DISCONNECTED":
+            raise Refusal(400, "BadRequest", "Status of disconnect is not allowed")
+        fields = self._product_fields(body, record)
+        if fields["status"] != record["status"] and (
+            fields["rate"] != record["rate"] or fields["quantity"] != record["quantity"]
+        ):
+            raise Refusal(400, "BadRequest", "Rate and Quantity cannot be changed while status is changed")
+        record.update(fields)
         return record
 
     def patch_service_product(self, spid: int, ops: Any) -> dict[str, Any]:

@@ -83,7 +83,7 @@ STATUS_CYCLE: dict[Integration, list[str]] = {
     Integration.REVIO: ["ACTIVE"] * 10,
 }
 
-CUSTOMERS = [("Acme Logistics", "REV-1001"), ("Globex Fleet", "REV-1002"), ("Initech Sensors", None)]
+CUSTOMERS = [("Acme Logistics", "1001"), ("Globex Fleet", "1002"), ("Initech Sensors", None)]  # Rev.io ids are int32
 CUSTOMER_RATE_PLANS = [("Fleet Basic 1GB", 1024), ("Fleet Plus 5GB", 5120), ("Sensor Lite 100MB", 100)]
 POOLS = ["Acme Shared Pool", "Globex Shared Pool"]
 
@@ -250,7 +250,7 @@ def seed_demo(
             credentials_name="OTHER_JASPER",
         )
         customer_ids = [ref.create_customer(conn, demo_id, name=n, rev_customer_id=r) for n, r in CUSTOMERS]
-        other_customer = ref.create_customer(conn, other_id, name="Umbrella Corp", rev_customer_id="REV-9001")
+        other_customer = ref.create_customer(conn, other_id, name="Umbrella Corp", rev_customer_id="9001")
         for name, mb in CUSTOMER_RATE_PLANS:
             ref.create_customer_rate_plan(conn, demo_id, name=name, data_allocation_mb=mb)
         ref.create_customer_rate_plan(conn, other_id, name="Other 1GB", data_allocation_mb=1024)

@@ -163,7 +163,7 @@ CELLS: dict[tuple[ChangeType, str], Cell] = {
     ),
     (CT.STATUS_UPDATE, "telegence"): _with(_status("S", "A"), sim=lambda p, b, a: _tg(p, a)["subscriberStatus"] == "S"),
     (CT.STATUS_UPDATE, "teal"): _with(
-        _status("stopped", "online"), sim=lambda p, b, a: _teal(p, a)["deviceStatus"] == "stopped"
+        _status("stopped", "online"), sim=lambda p, b, a: _teal(p, a)["deviceStatus"] == "STOPPED"
     ),
     (CT.STATUS_UPDATE, "pond"): _with(
         _status("DEACTIVATED", "ACTIVATED"),
@@ -182,7 +182,7 @@ CELLS: dict[tuple[ChangeType, str], Cell] = {
     ),
     **{(CT.CUSTOMER_ASSIGNMENT, i): ASSIGN for i in ("thingspace", "telegence", "teal", "pond")},
     (CT.CUSTOMER_ASSIGNMENT, "revio"): _with(
-        ASSIGN, sim=lambda p, b, a: len(_rev_services(p, a, "REV-1001")) == 1 and _rev_products(p, a) == {101, 102}
+        ASSIGN, sim=lambda p, b, a: len(_rev_services(p, a, "1001")) == 1 and _rev_products(p, a) == {101, 102}
     ),
     (CT.CARRIER_RATE_PLAN_CHANGE, "jasper"): _plan(
         "IOT-5GB", sim=lambda p, b, a: _jasper(p, a)["ratePlan"] == "IOT-5GB"
@@ -205,7 +205,7 @@ CELLS: dict[tuple[ChangeType, str], Cell] = {
         pick=lambda d: not d["has_active_rev_service"],
         # Billing only: the device row keeps its customer and now shows its active Rev service.
         db=lambda b, a, s: a["customer_id"] == b["customer_id"] and a["has_active_rev_service"],
-        sim=lambda p, b, a: len(_rev_services(p, a, "REV-1002")) == 1 and _rev_products(p, a) == {103},
+        sim=lambda p, b, a: len(_rev_services(p, a, "1002")) == 1 and _rev_products(p, a) == {103},
     ),
     (CT.CHANGE_ICCID_AND_IMEI, "thingspace"): Cell(
         lambda s: {},
