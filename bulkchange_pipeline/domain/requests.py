@@ -116,6 +116,16 @@ class CustomerAssignmentTarget(_Target):
     customer_id: Int64
     rev_customer_id: str | None = None
 
+    @field_validator("rev_customer_id")
+    @classmethod
+    def _rev_id(cls, value: str | None) -> str | None:
+        """Rev.io customer ids are int32 (developers.rev.io): refused here, not by Rev.io per device."""
+        if value is not None and not (
+            value.isascii() and value.isdigit() and str(int(value)) == value and 1 <= int(value) <= 2_147_483_647
+        ):
+            raise ValueError("revCustomerId must be a Rev.io customer id: a whole number from 1 to 2147483647")
+        return value
+
 
 class CarrierRatePlanTarget(_Target):
     carrier_rate_plan: str = Field(min_length=1, max_length=128)

@@ -131,7 +131,7 @@ def test_customer_assignment_adds_customer_name(engine: sa.Engine, seed: DemoSee
     assert report.rows[0].change_request == {
         "customer_id": acme,
         "customer_name": "Acme Logistics",
-        "rev_customer_id": "REV-1001",
+        "rev_customer_id": "1001",
     }
     assert report.rows[1].status_details == "no customer with id 99999 in this tenant"
 
@@ -237,3 +237,16 @@ def test_text_that_only_looks_like_a_number_or_has_inner_signs_is_kept(engine: s
     )
     report = validate_request(engine, seed.tenant_id, req)
     assert report.errors == [], [e.reason for e in report.errors]
+
+
+@pytest.mark.parametrize("rev_id", ["REV-1001", "0", "007", "2147483648", "12.5", "١٢", "-3"])
+def test_rev_customer_id_must_be_an_int32_rev_io_accepts(engine: sa.Engine, seed: DemoSeed, rev_id: str) -> None:
+    """Rev.io refuses a customer id that is not an int32; intake says so before anything is stored."""
+    acme = seed.customers["Acme Logistics"]
+    report = validate_request(
+        engine,
+        seed.tenant_id,
+        _request(seed, "jasper", ChangeType.CUSTOMER_ASSIGNMENT, [jasper(1)], customerId=acme, revCustomerId=rev_id),
+    )
+    assert report.rows[0].status is DeviceChangeStatus.ERROR
+    assert "revCustomerId must be a Rev.io customer id" in report.rows[0].status_details
