@@ -16,6 +16,7 @@ from ..store.operations import (
     BulkChangeNotFound,
     OperationRefused,
     cancel_bulk_change,
+    release_bulk_change,
     resume_bulk_change,
     retry_failed,
 )
@@ -82,6 +83,17 @@ def resume_command(bulk_change_id: int, tenant: str, database_url: str | None) -
     )
 
 
-COMMANDS = [cancel_command, retry_failed_command, resume_command]
+@_bulk_change_command("release")
+def release_command(bulk_change_id: int, tenant: str, database_url: str | None) -> None:
+    """Start a held bulk change (submitted with processChanges=false); the sensor picks it up."""
+    r = _operate(release_bulk_change, bulk_change_id, tenant, database_url)
+    when = "when its effective date comes" if r.status == "SCHEDULED" else "on its next tick"
+    click.echo(
+        f"bulk change {bulk_change_id}: released; the sensor starts it {when}. "
+        f"Follow it with: bulkchange status {bulk_change_id} --watch"
+    )
 
-__all__ = ["COMMANDS", "cancel_command", "resume_command", "retry_failed_command"]
+
+COMMANDS = [cancel_command, retry_failed_command, resume_command, release_command]
+
+__all__ = ["COMMANDS", "cancel_command", "release_command", "resume_command", "retry_failed_command"]

@@ -40,6 +40,7 @@ from .api_models import (
     DevicePageOut,
     DeviceResultOut,
     DryRunResponse,
+    ReleaseOut,
     ResumeOut,
     RetryOut,
     SubmitResponse,
@@ -429,7 +430,7 @@ def list_devices(
     )
 
 
-# --- operations on a bulk change: cancel, retry-failed, resume ------------------------------------
+# --- operations on a bulk change: cancel, retry-failed, resume, release ------------------------------------
 
 operations = _router()
 OPERATION_PROBLEMS = {k: PROBLEMS[k] for k in (404, 409)}
@@ -505,6 +506,22 @@ def resume(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChan
         status=r.status,
         counts=r.counts,
         message=f"{r.unfinished} unfinished device rows queued as attempt {r.attempt}",
+    )
+
+
+@operations.post(
+    "/bulk-changes/{bulk_change_id}/release",
+    response_model=ReleaseOut,
+    summary="Start a held bulk change (submitted with processChanges=false)",
+    responses=OPERATION_PROBLEMS,
+)
+def release(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChangeId) -> ReleaseOut:
+    """A held bulk change was stored and validated but not started; released, the sensor starts it
+    (a SCHEDULED one when its effective date comes). 409 when it is not held or no longer waiting."""
+    r = _operate(ops.release_bulk_change, engine, caller, bulk_change_id, "Nothing to release")
+    when = "when its effective date comes" if r.status == "SCHEDULED" else "on its next tick"
+    return ReleaseOut(
+        id=r.bulk_change_id, status=r.status, counts=r.counts, message=f"released: the sensor starts it {when}"
     )
 
 

@@ -231,6 +231,13 @@ class ResumeOut(ApiModel):
     message: str
 
 
+class ReleaseOut(ApiModel):
+    id: int
+    status: str = Field(description="NEW: the sensor starts it; SCHEDULED: it starts when its effective date comes")
+    counts: dict[str, int]
+    message: str
+
+
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     """Resolve ``#/$defs/...`` references in place (the request schema is not recursive), so the
     schema can live in an operation's ``requestBody`` without registering components."""

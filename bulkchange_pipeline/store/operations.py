@@ -38,6 +38,7 @@ __all__ = [
     "CancelResult",
     "DevicePage",
     "OperationRefused",
+    "ReleaseResult",
     "ResumeResult",
     "RetryResult",
     "SettleResult",
@@ -46,6 +47,7 @@ __all__ = [
     "cancel_unsent_rows",
     "last_updated",
     "page_device_results",
+    "release_bulk_change",
     "requeue_failed_rows",
     "resume_bulk_change",
     "retry_failed",
@@ -327,6 +329,38 @@ def resume_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
             by,
         )
         return ResumeResult(bulk_change_id, unfinished, attempt, BulkChangeStatus.NEW.value, counts)
+
+    return run_transaction(engine, work)
+
+
+@dataclass
+class ReleaseResult:
+    bulk_change_id: int
+    status: str  # NEW (the sensor starts it) or SCHEDULED (it starts when its date comes)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def release_bulk_change(
+    engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: str = "unknown"
+) -> ReleaseResult:
+    """Let a held bulk change (submitted with ``processChanges=false``: stored and validated, not
+    started) run: the sensor requests its run on its next tick, or when its effective date comes
+    if it is SCHEDULED. Refused when it is not held, or no longer NEW/SCHEDULED (cancelled)."""
+
+    def work(conn: sa.Connection) -> ReleaseResult:
+        head = _header(conn, tenant_id, bulk_change_id, lock=True)
+        held = conn.execute(
+            sa.select(bulk_change.c.process_changes).where(bulk_change.c.id == bulk_change_id)
+        ).scalar_one()
+        if held:
+            raise OperationRefused(f"bulk change {bulk_change_id} is not held: it runs as submitted ({head.status})")
+        if head.status not in (BulkChangeStatus.NEW.value, BulkChangeStatus.SCHEDULED.value):
+            raise OperationRefused(
+                f"bulk change {bulk_change_id} is {head.status}: only a NEW or SCHEDULED held bulk change can be released"
+            )
+        conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bulk_change_id).values(process_changes=True))
+        _log(conn, tenant_id, bulk_change_id, f"Released by {by}: the sensor starts it", by)
+        return ReleaseResult(bulk_change_id, head.status, counts_by_status(conn, bulk_change_id))
 
     return run_transaction(engine, work)
 

@@ -355,3 +355,28 @@ def test_progress_moves_within_a_batch(engine, dagster_instance, jasper, monkeyp
     assert 0 < recorded[0] < 100, lines  # logged while the batch was still working
     assert all("/100 rows recorded" in line for line in lines)
     assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 100}
+
+
+def test_held_bulk_change_runs_only_after_release_from_the_cli(engine, dagster_instance, jasper, db_url, monkeypatch):
+    """Held (processChanges=false): the sensor leaves it alone; ``bulkchange release`` lets the next
+    tick start it, and it is processed like any other."""
+    from click.testing import CliRunner
+
+    from bulkchange_pipeline.cli import main as cli
+
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 4)
+    bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    with engine.begin() as conn:
+        conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bc_id).values(process_changes=False))
+    defs = fast_definitions()
+    assert not evaluate_sensor(dagster_instance, defs).run_requests
+
+    monkeypatch.setenv("BULKCHANGE_DATABASE_URL", db_url)
+    out = CliRunner().invoke(cli, ["release", str(bc_id), "--tenant", "acme"])
+    assert out.exit_code == 0 and "released; the sensor starts it on its next tick" in out.output, out.output
+    _, runs = sensor_then_runs(dagster_instance, defs)
+    assert [r.success for r in runs] == [True]
+    assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 4}
+    again = CliRunner().invoke(cli, ["release", str(bc_id), "--tenant", "acme"])
+    assert again.exit_code != 0 and "is not held" in again.output

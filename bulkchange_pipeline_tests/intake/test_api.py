@@ -290,6 +290,28 @@ def test_resume_over_http_queues_the_unfinished_rows_once(api: Api) -> None:
     assert api.client.post(f"/bulk-changes/{bc_id}/resume", headers=api.other).status_code == 404
 
 
+def test_a_held_bulk_change_waits_until_released_once(api: Api) -> None:
+    """processChanges=false stores and validates it; the sensor does not see it until an operator
+    releases it; releasing twice, another tenant's, or a cancelled one is refused."""
+    held = api.submit(api.seed.sample_iccids["jasper"][:2], processChanges=False)
+    assert held not in [q.id for q in list_waiting(api.engine, 0, 100)]
+    assert api.client.post(f"/bulk-changes/{held}/release", headers=api.other).status_code == 404
+
+    r = api.client.post(f"/bulk-changes/{held}/release", headers=api.demo)
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["counts"]) == ("NEW", {"NEW": 2})
+    assert "sensor starts it" in r.json()["message"]
+    assert held in [q.id for q in list_waiting(api.engine, 0, 100)]
+    again = api.client.post(f"/bulk-changes/{held}/release", headers=api.demo)
+    assert again.status_code == 409 and "is not held" in again.json()["detail"]
+
+    cancelled = api.submit(api.seed.sample_iccids["jasper"][2:4], processChanges=False)
+    assert api.client.post(f"/bulk-changes/{cancelled}/cancel", headers=api.demo).status_code == 200
+    refused = api.client.post(f"/bulk-changes/{cancelled}/release", headers=api.demo)
+    assert refused.status_code == 409 and "only a NEW or SCHEDULED" in refused.json()["detail"]
+    assert cancelled not in [q.id for q in list_waiting(api.engine, 0, 100)]
+
+
 def test_openapi_documents_every_route(api: Api) -> None:
     doc = api.client.get("/openapi.json").json()
     wanted = {
@@ -300,6 +322,7 @@ def test_openapi_documents_every_route(api: Api) -> None:
         ("/bulk-changes/{bulk_change_id}/devices", "get"),
         ("/bulk-changes/{bulk_change_id}/cancel", "post"),
         ("/bulk-changes/{bulk_change_id}/retry-failed", "post"),
+        ("/bulk-changes/{bulk_change_id}/release", "post"),
     }
     listed = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert wanted <= listed

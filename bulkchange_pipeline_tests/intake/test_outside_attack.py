@@ -165,7 +165,7 @@ def cli(db_url: str):
     return run
 
 
-@pytest.mark.parametrize("command", ["status", "cancel", "retry-failed", "resume"])
+@pytest.mark.parametrize("command", ["status", "cancel", "retry-failed", "resume", "release"])
 @pytest.mark.parametrize("value", ["99999999999999999999999", "1_0", "\u0661", "0"])
 def test_cli_ids_are_ascii_digits_within_64_bits(cli, command: str, value: str) -> None:
     result = cli(command, value)
