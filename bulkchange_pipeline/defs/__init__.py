@@ -4,6 +4,7 @@ import dagster as dg
 
 from .assets import ArchiveResource, bulk_change_archive, bulk_change_metrics, retention_purge
 from .checks import lifecycle_checks
+from .outcome import bulk_change_asset, outcome_checks
 from .partitions import bulk_change_partitions, use_database
 from .pipeline import ProcessConfig, process_bulk_change_job
 from .reconcile import async_results_sensor, reconcile_async_job
@@ -21,8 +22,8 @@ def build_definitions(
     database = database or DatabaseResource()
     use_database(database)  # run tags are read from the same business database as the steps use
     return dg.Definitions(
-        assets=[bulk_change_archive, retention_purge, bulk_change_metrics],
-        asset_checks=lifecycle_checks,
+        assets=[bulk_change_archive, retention_purge, bulk_change_metrics, bulk_change_asset],
+        asset_checks=[*lifecycle_checks, *outcome_checks],
         schedules=[retention_schedule, metrics_today_schedule],
         jobs=[process_bulk_change_job, reconcile_async_job, retention_job, metrics_today_job],
         sensors=[bulk_change_sensor, bulk_change_failure_sensor, bulk_change_stopped_sensor, async_results_sensor],

@@ -31,7 +31,8 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def evaluate_sensor(
     instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None = None, sensor_name: str = SENSOR_NAME
 ) -> dg.SensorResult:
-    """One sensor tick with the definitions' resources; applies its dynamic partition requests."""
+    """One sensor tick with the definitions' resources; applies its dynamic partition requests and
+    records its asset events, as the sensor daemon does."""
     sensor = defs.resolve_sensor_def(sensor_name)
     context = dg.build_sensor_context(
         instance=instance, cursor=cursor, definitions=defs, resources=dict(defs.resources or {})
@@ -39,6 +40,8 @@ def evaluate_sensor(
     result = sensor(context)
     for req in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    for event in result.asset_events or []:
+        instance.report_runless_asset_event(event)
     return result
 
 

@@ -8,15 +8,17 @@ concurrently under the carrier account's limits.
 import dataclasses
 
 import dagster as dg
+import sqlalchemy as sa
 from pydantic import Field
 
 from ..domain import Handling
 from ..engine import BatchSummary, BulkChangeInfo, StepSummary, finalize, load_bulk_change, plan_batches, process_batch
 from ..engine.bulk_change import mark_processing
-from ..store.bulk_changes import count_rows_by_status
+from ..store.bulk_changes import count_rows_by_status, get_bulk_change
 from ..store.db import run_transaction
 from ..store.device_changes import IdRange, add_log
-from ..store.operations import requeue_failed_rows, settle_after_run
+from ..store.operations import OperationRefused, release_bulk_change, requeue_failed_rows, settle_after_run
+from .outcome import OUTCOME_TAG, outcome_events
 from .partitions import bulk_change_config
 from .progress import BatchProgress
 from .resources import CarrierGatewayResource, DatabaseResource
@@ -96,6 +98,8 @@ def plan_batches_op(
     context: dg.OpExecutionContext, config: ProcessConfig, database: DatabaseResource, info: BulkChangeInfo
 ):
     engine = database.engine()
+    if not config.dry_run:
+        _release_if_held(context, engine, info)
     if config.retry_failed_only and not config.dry_run:
         requeued = run_transaction(
             engine, lambda conn: requeue_failed_rows(conn, info.id, f"retry from run {context.run_id[:8]}")
@@ -180,8 +184,10 @@ def finalize_bulk_change(
             f"bulk change {info.id} is {settled.status}"
             + (f" with {settled.unfinished} rows unfinished (resume finishes them)" if settled.unfinished else "")
         )
+        record_outcome(context, database, info.id)
         raise_if_stopping(context)
     result = finalize(database.engine(), info, summaries)
+    record_outcome(context, database, info.id)
     metadata = {
         "status": result.status.value,
         "summary": dg.MetadataValue.md(result.summary_markdown),
@@ -189,6 +195,31 @@ def finalize_bulk_change(
     }
     context.add_output_metadata(metadata)
     return result.status.value
+
+
+def _release_if_held(context: dg.OpExecutionContext, engine: sa.Engine, info: BulkChangeInfo) -> None:
+    """A run launched for a held bulk change (the sensor never launches one) is an operator
+    releasing it from the UI: record the release, so the header says it is no longer held."""
+    bc = get_bulk_change(engine, info.id)
+    if bc is None or bc["process_changes"]:
+        return
+    try:
+        release_bulk_change(engine, info.tenant_id, info.id, by=f"dagster:{context.run_id[:8]} (launched from the UI)")
+    except OperationRefused:
+        return
+    context.log.info(f"bulk change {info.id} was held: launching this run released it")
+
+
+def record_outcome(context: dg.OpExecutionContext, database: DatabaseResource, bulk_change_id: int) -> None:
+    """Record the bulk change's state on its ``bulk_change`` asset partition and as the run's
+    ``bulkchange/outcome`` tag (``defs/outcome.py`` says why)."""
+    bc = get_bulk_change(database.engine(), bulk_change_id)
+    if bc is None:
+        return
+    outcome, events = outcome_events(bc)
+    for event in events:
+        context.log_event(event)
+    context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: outcome.value})
 
 
 @dg.job(

@@ -2,12 +2,15 @@
 without finishing (failed, or stopped by Terminate)."""
 
 from collections.abc import Iterable
+from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
 
-from ..store.bulk_changes import QueuedBulkChange, list_due_scheduled, list_waiting
+from ..store.bulk_changes import QueuedBulkChange, get_bulk_change, list_due_scheduled, list_not_started, list_waiting
 from ..store.operations import BulkChangeNotFound, settle_after_run
 from . import clock
+from .outcome import outcome_events
 from .partitions import bulk_change_partitions
 from .pipeline import process_bulk_change_job
 from .reconcile import reconcile_async_job
@@ -72,14 +75,37 @@ def bulk_change_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
         [(due_run_key(bc.id, bc.effective_at), bc) for bc in list_due_scheduled(engine, clock.now(), SCAN_PAGE)],
     )
     chosen = (new + due)[:SENSOR_PAGE] if len(new) < SENSOR_PAGE else new[:SENSOR_PAGE]
-    if not chosen:
+    shown, events = _not_started_partitions(context.instance, engine, {str(bc.id) for _, bc in chosen})
+    if not chosen and not shown:
         return dg.SensorResult(skip_reason=dg.SkipReason("no bulk change waiting"))
     # Tags come from the partition (``partitions.partition_tags``), as for every other way a run starts.
     requests = [dg.RunRequest(partition_key=str(bc.id), run_key=key) for key, bc in chosen]
-    keys = sorted({str(bc.id) for _, bc in chosen}, key=int)
+    keys = sorted({str(bc.id) for _, bc in chosen} | set(shown), key=int)
     return dg.SensorResult(
-        run_requests=requests, dynamic_partitions_requests=[bulk_change_partitions.build_add_request(keys)]
+        run_requests=requests,
+        dynamic_partitions_requests=[bulk_change_partitions.build_add_request(keys)],
+        asset_events=events,
     )
+
+
+def _not_started_partitions(
+    instance: dg.DagsterInstance, engine: sa.Engine, requested: set[str]
+) -> tuple[list[str], list[Any]]:
+    """Held and scheduled bulk changes with no partition yet: their partitions, and an observation
+    with the ``settled`` check saying why they wait (``defs/outcome.py``), so the UI shows them
+    before they run. Each is shown once; the run that settles it records what happened."""
+    keys: list[str] = []
+    events: list[Any] = []
+    for bc in list_not_started(engine, SENSOR_PAGE):
+        key = str(bc.id)
+        if key in requested or instance.has_dynamic_partition(bulk_change_partitions.name, key):
+            continue
+        stored = get_bulk_change(engine, bc.id)
+        if stored is None:
+            continue
+        keys.append(key)
+        events += outcome_events(stored, materialize=False)[1]
+    return keys, events
 
 
 def _newer_run_active(instance: dg.DagsterInstance, run: dg.DagsterRun, partition: str) -> bool:

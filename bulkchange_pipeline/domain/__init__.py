@@ -24,10 +24,13 @@ from .identifiers import (
     luhn_valid,
     normalize,
 )
+from .outcome import Outcome, outcome_of
 from .requests import PAYLOAD_KEYS, BulkChangeRequest, DeviceEntry, build_target, canonical_key
 from .transitions import TRANSITIONS, canonical_status, transition_error
 
 __all__ = [
+    "Outcome",
+    "outcome_of",
     "MATRIX",
     "Capability",
     "Handling",

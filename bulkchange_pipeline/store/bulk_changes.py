@@ -301,6 +301,27 @@ def queued_bulk_change(engine: sa.Engine, bulk_change_id: int) -> QueuedBulkChan
     return QueuedBulkChange(**row._mapping) if row else None
 
 
+def list_not_started(engine: sa.Engine, limit: int) -> list[QueuedBulkChange]:
+    """Held (NEW with processChanges=false) and SCHEDULED bulk changes, newest first: what the UI
+    should show before any run of theirs exists."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            _queued_select()
+            .where(
+                sa.or_(
+                    sa.and_(
+                        bulk_change.c.status == BulkChangeStatus.NEW.value, bulk_change.c.process_changes.is_(False)
+                    ),
+                    bulk_change.c.status == BulkChangeStatus.SCHEDULED.value,
+                ),
+                bulk_change.c.deleted_at.is_(None),
+            )
+            .order_by(bulk_change.c.id.desc())
+            .limit(limit)
+        )
+        return [QueuedBulkChange(**r._mapping) for r in rows]
+
+
 def list_due_scheduled(engine: sa.Engine, now: datetime, limit: int) -> list[QueuedBulkChange]:
     """SCHEDULED bulk changes whose earliest waiting row is due."""
     with engine.connect() as conn:

@@ -32,6 +32,7 @@ from ..simulators.fixtures import (
     TS_USER,
 )
 from .harness import sensor_then_runs
+from .test_outcome import partition_state
 
 TEAL_KEY, TEAL_SECRET = "teal-key-77", "teal-SECRET-0b9d"
 
@@ -227,10 +228,15 @@ def test_teal_through_operation_result(
     _, runs = sensor_then_runs(dagster_instance, defs)
     assert runs[0].success
     assert get_bulk_change(engine, bc_id)["status"] == "PENDING"
+    waiting = partition_state(dagster_instance, str(bc_id))
+    assert (waiting["outcome"], waiting["settled"]) == ("waiting_on_carrier", "failed:WARN")
     if drop:
         _stop_time(monkeypatch).advance(1.2)  # overdue: the sensor requests a poll run
     _settle(dagster_instance, defs, sim)
     assert count_rows_by_status(engine, bc_id) == {"PROCESSED": 60}
+    # The final outcome is on the partition, written by the reconcile run that settled it.
+    final = partition_state(dagster_instance, str(bc_id))
+    assert (final["outcome"], final["settled"], final["no_failed_devices"]) == ("done", "passed", "passed")
     assert max(sim.applied_counts.values()) == 1
     if expect:
         assert all(expect(sim.device(e)) for e in eids)
