@@ -28,6 +28,7 @@ __all__ = [
 
 SENSOR_PAGE = 500  # run requests per evaluation: keeps each tick far inside the 60 s sensor timeout
 SCAN_PAGE = 1_000  # waiting bulk changes read per query while looking for ones without a run
+SHOW_PAGE = 100  # newest held/scheduled bulk changes checked per tick for a partition to show them on
 SENSOR_INTERVAL_SECONDS = 5
 MONITORED = [process_bulk_change_job, reconcile_async_job]
 
@@ -96,7 +97,7 @@ def _not_started_partitions(
     before they run. Each is shown once; the run that settles it records what happened."""
     keys: list[str] = []
     events: list[Any] = []
-    for bc in list_not_started(engine, SENSOR_PAGE):
+    for bc in list_not_started(engine, SHOW_PAGE):
         key = str(bc.id)
         if key in requested or instance.has_dynamic_partition(bulk_change_partitions.name, key):
             continue
