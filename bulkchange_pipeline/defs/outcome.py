@@ -23,6 +23,9 @@ import warnings
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,  # not exported by dagster's top level
+)
 
 from ..domain import Outcome, outcome_of
 from ..domain.outcome import failed_rows
@@ -34,8 +37,9 @@ __all__ = [
     "BULK_CHANGE_ASSET",
     "OUTCOME_TAG",
     "bulk_change_asset",
+    "observation_events",
     "outcome_checks",
-    "outcome_events",
+    "record_outcome",
     "state_of",
 ]
 
@@ -81,7 +85,9 @@ def state_of(bc: dict[str, Any]) -> tuple[Outcome, dict[str, Any]]:
     return outcome, metadata
 
 
-def _evaluations(key: str, outcome: Outcome, metadata: dict[str, Any]) -> list[dg.AssetCheckEvaluation]:
+def _evaluations(
+    key: str, outcome: Outcome, metadata: dict[str, Any], target: TargetMaterialization | None = None
+) -> list[dg.AssetCheckEvaluation]:
     failed = int(metadata["failed_devices"])
     return [
         dg.AssetCheckEvaluation(
@@ -92,6 +98,7 @@ def _evaluations(key: str, outcome: Outcome, metadata: dict[str, Any]) -> list[d
             partition=key,
             metadata={"failed_devices": failed, "outcome": outcome.value},
             description=None if failed == 0 else f"{failed} devices failed",
+            target_materialization_data=target,
         ),
         dg.AssetCheckEvaluation(
             asset_key=BULK_CHANGE_ASSET,
@@ -101,18 +108,43 @@ def _evaluations(key: str, outcome: Outcome, metadata: dict[str, Any]) -> list[d
             partition=key,
             metadata={"outcome": outcome.value, "what_next": metadata["what_next"]},
             description=metadata["what_next"],
+            target_materialization_data=target,
         ),
     ]
 
 
-def outcome_events(bc: dict[str, Any], *, materialize: bool = True) -> tuple[Outcome, list[Any]]:
-    """The events recording a bulk change's state on its partition: a materialization (a run
-    settled it) or an observation (it has not run: held, scheduled), then the two checks."""
+def observation_events(bc: dict[str, Any]) -> list[Any]:
+    """A bulk change that has not run (held, scheduled): an observation of its partition and the
+    two checks, for ``bulk_change_sensor`` to record."""
     key = str(bc["id"])
     outcome, metadata = state_of(bc)
-    event_type = dg.AssetMaterialization if materialize else dg.AssetObservation
-    head = event_type(BULK_CHANGE_ASSET, partition=key, metadata=metadata, tags={OUTCOME_TAG: outcome.value})
-    return outcome, [head, *_evaluations(key, outcome, metadata)]
+    head = dg.AssetObservation(BULK_CHANGE_ASSET, partition=key, metadata=metadata, tags={OUTCOME_TAG: outcome.value})
+    return [head, *_evaluations(key, outcome, metadata)]
+
+
+def record_outcome(context: dg.OpExecutionContext, bc: dict[str, Any]) -> Outcome:
+    """From a run that settled the bulk change: materialize its partition, then evaluate the two
+    checks against that materialization (so the check's partition view counts them as current),
+    and tag the run with the outcome."""
+    key = str(bc["id"])
+    outcome, metadata = state_of(bc)
+    context.log_event(
+        dg.AssetMaterialization(BULK_CHANGE_ASSET, partition=key, metadata=metadata, tags={OUTCOME_TAG: outcome.value})
+    )
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=BULK_CHANGE_ASSET, asset_partitions=[key]), limit=1
+    ).records
+    target = (
+        TargetMaterialization(
+            storage_id=records[0].storage_id, run_id=records[0].run_id, timestamp=records[0].timestamp
+        )
+        if records
+        else None
+    )
+    for evaluation in _evaluations(key, outcome, metadata, target):
+        context.log_event(evaluation)
+    context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: outcome.value})
+    return outcome
 
 
 def _check(name: str, description: str) -> dg.AssetChecksDefinition:

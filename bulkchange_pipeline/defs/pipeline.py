@@ -18,7 +18,7 @@ from ..store.bulk_changes import count_rows_by_status, get_bulk_change
 from ..store.db import run_transaction
 from ..store.device_changes import IdRange, add_log
 from ..store.operations import OperationRefused, release_bulk_change, requeue_failed_rows, settle_after_run
-from .outcome import OUTCOME_TAG, outcome_events
+from .outcome import record_outcome
 from .partitions import bulk_change_config
 from .progress import BatchProgress
 from .resources import CarrierGatewayResource, DatabaseResource
@@ -184,10 +184,10 @@ def finalize_bulk_change(
             f"bulk change {info.id} is {settled.status}"
             + (f" with {settled.unfinished} rows unfinished (resume finishes them)" if settled.unfinished else "")
         )
-        record_outcome(context, database, info.id)
+        _record_outcome(context, database, info.id)
         raise_if_stopping(context)
     result = finalize(database.engine(), info, summaries)
-    record_outcome(context, database, info.id)
+    _record_outcome(context, database, info.id)
     metadata = {
         "status": result.status.value,
         "summary": dg.MetadataValue.md(result.summary_markdown),
@@ -210,16 +210,12 @@ def _release_if_held(context: dg.OpExecutionContext, engine: sa.Engine, info: Bu
     context.log.info(f"bulk change {info.id} was held: launching this run released it")
 
 
-def record_outcome(context: dg.OpExecutionContext, database: DatabaseResource, bulk_change_id: int) -> None:
+def _record_outcome(context: dg.OpExecutionContext, database: DatabaseResource, bulk_change_id: int) -> None:
     """Record the bulk change's state on its ``bulk_change`` asset partition and as the run's
     ``bulkchange/outcome`` tag (``defs/outcome.py`` says why)."""
     bc = get_bulk_change(database.engine(), bulk_change_id)
-    if bc is None:
-        return
-    outcome, events = outcome_events(bc)
-    for event in events:
-        context.log_event(event)
-    context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: outcome.value})
+    if bc is not None:
+        record_outcome(context, bc)
 
 
 @dg.job(

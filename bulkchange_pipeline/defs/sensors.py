@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from ..store.bulk_changes import QueuedBulkChange, get_bulk_change, list_due_scheduled, list_not_started, list_waiting
 from ..store.operations import BulkChangeNotFound, settle_after_run
 from . import clock
-from .outcome import outcome_events
+from .outcome import observation_events
 from .partitions import bulk_change_partitions
 from .pipeline import process_bulk_change_job
 from .reconcile import reconcile_async_job
@@ -105,7 +105,7 @@ def _not_started_partitions(
         if stored is None:
             continue
         keys.append(key)
-        events += outcome_events(stored, materialize=False)[1]
+        events += observation_events(stored)
     return keys, events
 
 

@@ -1,4 +1,5 @@
-"""The Dagster UI in a real browser (issue 6): a processed bulk change's summary on its run page.
+"""The Dagster UI in a real browser (issues 6, 18): a processed bulk change's summary on its run page,
+and its outcome on the `bulk_change` asset partition and its checks' partition view.
 
 On the embedded default (SQLite business database and Dagster storage under a fresh
 ``BULKCHANGE_HOME`` / ``DAGSTER_HOME``, the repo's ``dagster.yaml`` with telemetry off), the real
@@ -283,3 +284,43 @@ def test_run_page_shows_the_summary_table(browser, processed: ProcessedBulkChang
     assert shot.stat().st_size > 10_000
     assert rows == {(status, str(n)) for status, n in processed.counts.items()}, rows
     assert f"Bulk change {processed.partition}" in page_text
+
+
+def test_asset_partition_tells_done_with_failures(browser, processed: ProcessedBulkChange, webserver: str) -> None:
+    """The bulk change's partition of the ``bulk_change`` asset says ``done_with_failures`` (its
+    run is green: the pipeline worked), and its ``no_failed_devices`` check failed."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    artifacts = _artifacts_dir()
+    shot = artifacts / f"asset-partition-bulk-change-{processed.partition}.png"
+    wait = WebDriverWait(browser, UI_WAIT_SECONDS)
+    try:
+        browser.get(f"{webserver}/assets/bulk_change?view=partitions&partition={processed.partition}")
+        wait.until(ec.presence_of_element_located((By.XPATH, "//*[normalize-space()='done_with_failures']")))
+        browser.save_screenshot(str(shot))
+        partition_text = browser.find_element(By.TAG_NAME, "body").text
+        browser.get(f"{webserver}/assets/bulk_change?view=checks")
+        wait.until(ec.presence_of_element_located((By.XPATH, "//*[normalize-space()='no_failed_devices']")))
+        checks_shot = shot.with_name(shot.stem + "-checks.png")
+        browser.save_screenshot(str(checks_shot))
+        checks_text = browser.find_element(By.TAG_NAME, "body").text
+        # The check's own Partitions tab: one status per bulk change, the at-a-glance view.
+        tabs = browser.find_elements(
+            By.XPATH, "//*[@role='tab' or self::a or self::button][normalize-space()='Partitions']"
+        )
+        tabs[-1].click()
+        wait.until(ec.presence_of_element_located((By.XPATH, f"//*[normalize-space()='{processed.partition}']")))
+        # The check counts this partition as failed (its evaluation targets the latest materialization).
+        wait.until(ec.presence_of_element_located((By.XPATH, "//*[normalize-space()='Failed (1)']")))
+        browser.save_screenshot(str(shot.with_name(shot.stem + "-check-partitions.png")))
+    except TimeoutException:
+        browser.save_screenshot(str(shot.with_name(shot.stem + "-FAILED.png")))
+        (artifacts / "asset-page.html").write_text(browser.page_source)
+        raise
+    print(f"\nscreenshots: {shot}, {checks_shot}")
+    assert shot.stat().st_size > 10_000
+    assert "what_next" in partition_text and f"bulkchange results {processed.partition}" in partition_text
+    assert "no_failed_devices\nFailed" in checks_text and "settled\nSucceeded" in checks_text, checks_text
