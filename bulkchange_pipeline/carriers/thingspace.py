@@ -21,7 +21,8 @@ Behaviour (reference/carriers.md section 2):
 account, e.g. 0000123456-00001; required), optional `service_plan` and `mdn_zip_code` (activation
 defaults), `reason_code` (deactivation, default FF), `callback_username`/`callback_password`
 (what ThingSpace echoes in callbacks), `activate_requests_per_minute` (default 100),
-`service_type` (the `{serviceType}` of the device-id change path, default 4G).
+`service_type` (the `{serviceType}` of the device-id change path: 4G, the default, or 3G; the
+simulator serves no other spelling).
 
 An ICCID/IMEI swap is `PUT /api/m2m/v1/devices/{serviceType}/actions/deviceId` with a
 `ChangeDeviceIdRequest` body, as Verizon documents it and its SDK sends it; older documents spell
@@ -31,15 +32,25 @@ it `/devices/actions/deviceid`, which the simulator refuses so the client cannot
 publish it (github.com/sdks-io/verizon-apis-php-sdk and -ruby-sdk, doc/models:
 CarrierActivateRequest, CarrierDeactivateRequest, CarrierActionsRequest, ServicePlanUpdateRequest,
 AccountDeviceListRequest), makes it optional on activate, deactivate, suspend, restore, plan change
-and device list, and ChangeDeviceIdRequest has no such field. We send it wherever it is documented,
-so a request can only act on the configured billing account (a UWS user may reach several; a wrong
-one is refused as AccountNotFound instead of acting elsewhere), and never on the device-id change.
-The callback and request-status paths carry it as `{accountName}`.
+and device list, and ChangeDeviceIdRequest has no such field. The sources disagree on deactivate:
+the dotnet SDK's carrier-deactivate-request.md (github.com/sdks-io/verizon-apis-dotnet-sdk, since
+commit 2cb1b96 of 2024-11-15; Optional at 063c179 of 2023-07-12) marks AccountName, Devices and
+ReasonCode Required, while Verizon's own pages list accountName as optional.
+Choice: accountName stays optional; `devices` and `reasonCode` (FF, the only valid code) are
+required on deactivate, which the simulator enforces and this client always meets (it sends
+`reasonCode` on every deactivation, `etfWaiver` as a JSON boolean and lower-case `kind`s). We send
+accountName wherever it is documented, so a request can only act on the configured billing account
+(a UWS user may reach several; a wrong one is refused as AccountNotFound instead of acting
+elsewhere), and never on the device-id change. The callback and request-status paths carry it as
+`{accountName}`.
 
 Device lists (`POST devices/actions/list`, used by `_lookup` for the reconcile checks and by
 `list_devices` for inventory) page as ThingSpace does: `maxNumberOfDevices` (100, the documented
 maximum) and `largestDeviceIdSeen` (the `DeviceId` extended attribute of the last device of the
 previous page, as AMOP's AltaworxThingSpaceAWSGetDevices reads it) until `hasMoreData` is false.
+The sources disagree here too: the SDK's AccountDeviceListRequest constrains `largestDeviceIdSeen`
+to 0..100 like the page size, while AMOP sends real DeviceIds, far above 100. Choice (recorded in
+thingspace.yaml): we follow AMOP, and only the page size keeps the 100 cap.
 
 `aclose()` ends the M2M session (`POST /session/logout`); a failed logout is logged, never raised.
 """

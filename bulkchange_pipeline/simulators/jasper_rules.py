@@ -210,10 +210,14 @@ def parse_search(query: Mapping[str, str]) -> tuple[float, float, int, int, dict
     """searchDevices' query, checked: (since, till) as timestamps (till +inf when absent), page
     size, page number and the equality filters (`accountId` among them). Raises Refusal like the
     PUT checks: `modifiedSince` is required and, like `modifiedTill`, an RFC 3339 date-time;
-    `pageSize` 1..50; `pageNumber` >= 1; `accountId` an integer; `status` a SIM status."""
+    `pageSize` 1..50; `pageNumber` >= 1; `accountId` an integer; `status` a SIM status. An offset's
+    `+` sent unencoded decodes to a space: refused, never turned back into a `+` (issue 17: one
+    spelling, so a client that does not encode its query fails here as it would at Jasper)."""
     bounds: list[float] = []
     for name in ("modifiedSince", "modifiedTill"):
-        text = (query.get(name) or "").replace(" ", "+")  # an unencoded "+00:00" arrives as " 00:00"
+        text = query.get(name) or ""
+        if " " in text:
+            raise Refusal(400, ERR_INVALID_REQUEST, f"{name} {text!r} has a space: encode the offset's '+' as %2B")
         if not text:
             if name == "modifiedSince":
                 raise Refusal(400, ERR_INVALID_REQUEST, "modifiedSince is required")

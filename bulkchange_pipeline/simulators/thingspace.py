@@ -11,7 +11,7 @@ drops can be switched on to exercise the receiver (DESIGN R6).
 
 Issue 17 (as strict as the real API, in its shapes): `accountName` is optional on device actions
 (the session's account acts; a wrong one is AccountNotFound) and refused on the device-id change,
-whose request has no such field; `devices/actions/list` pages by `largestDeviceIdSeen` /
+whose request has no such field, and whose `{serviceType}` is 4G or 3G; `devices/actions/list` pages by `largestDeviceIdSeen` /
 `maxNumberOfDevices` (202 while `hasMoreData`); `POST /session/logout` ends a session; an unknown
 path or method gets the gateway's 400 / 900906 fault.
 
@@ -533,6 +533,10 @@ class ThingSpaceSimulator(SimulatorBase):
     def _action(self, action: str) -> Any:
         async def handler(request: Request, user: str) -> Response:
             self.calls[action] += 1
+            service_type = request.path_params.get("service_type")
+            if service_type is not None and service_type not in rules.SERVICE_TYPES:
+                # One spelling per documented type ("4g" or "5G" is no service type of this call).
+                return self._refuse(400, rules.ERR_SERVICE_TYPE, f"Invalid serviceType: {service_type}")
             try:
                 account, devices, params = rules.parse_action(
                     action, await self._body(request), self.max_devices_per_request, self.service_plans

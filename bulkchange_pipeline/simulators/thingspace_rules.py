@@ -8,11 +8,16 @@ their own and the HTTP app stays about transport.
 Codes marked [I] are the simulator's own inference in ThingSpace's `<Service>.<CATEGORY>.<Detail>`
 style; carriers.md names only AccountNotFound, DeviceAlreadyActive, InvalidCharacter,
 UnexpectedError and Device.Account.Invalid. The session-expired code is not public at all [I].
+
+Values are checked, never filled in or coerced (issue 17): deactivate needs `reasonCode` FF and a
+JSON boolean `etfWaiver`, `mdnZipCode` is five digits, an identifier's `kind` is lower case, and the
+device-id change serves the documented service types only (thingspace.yaml records the sources).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +42,8 @@ ERR_REQUEST_NOT_FOUND = f"{SERVICE}.REQUEST_FAILED.RequestNotFound"  # [I]
 ERR_STATUS_NOT_SUPPORTED = f"{SERVICE}.REQUEST_FAILED.RequestStatus.BulkNotSupported"  # [I]
 ERR_CALLBACK_NAME = f"{SERVICE}.INPUT_INVALID.Callback.ServiceName"  # [I]
 ERR_UNKNOWN_FIELD = f"{SERVICE}.INPUT_INVALID.Request.UnknownField"  # [I]
+ERR_INVALID_VALUE = f"{SERVICE}.INPUT_INVALID.Request.InvalidValue"  # [I] reasonCode, etfWaiver, mdnZipCode
+ERR_SERVICE_TYPE = f"{SERVICE}.INPUT_INVALID.ServiceType.Invalid"  # [I] {serviceType} of the device-id change
 
 # -- gateway (WSO2) faults: {"fault": {"code", "message", "description"}} -------------------------
 GW_INVALID_CREDENTIALS = 900901
@@ -61,7 +68,12 @@ STATES = frozenset({ACTIVE, DEACTIVE, SUSPEND, PRE_ACTIVE, PENDING})
 STATUS_ACTIONS = ("activate", "deactivate", "suspend", "restore")
 ACTIONS = frozenset({*STATUS_ACTIONS, "plan", "deviceid"})
 CHANGE_4G_OPTIONS = {"ChangeICCID": ("iccid",), "ChangeIMEI": ("imei",), "ChangeIMEIandICCID": ("iccid", "imei")}
-ID_KINDS = frozenset({"iccid", "imei", "mdn", "msisdn", "meid", "esn", "eid"})
+ID_KINDS = frozenset({"iccid", "imei", "mdn", "msisdn", "meid", "esn", "eid"})  # lower case only
+# `{serviceType}` of `PUT /devices/{serviceType}/actions/deviceId`: Verizon's page changes "the
+# identifier of a 3G or 4G device"; the SDKs name no values ("Identifier type") [I].
+SERVICE_TYPES = frozenset({"4G", "3G"})
+REASON_CODE = "FF"  # "Currently the only valid reason code is FF" (CarrierDeactivateRequest)
+_ZIP = re.compile(r"[0-9]{5}")
 # Callback `deviceResponse` member per action ("activateResponse" is from AMOP's model [C];
 # the others follow its pattern [I]).
 RESPONSE_KEY = {
@@ -186,13 +198,10 @@ def _id_list(value: Any, where: str) -> list[dict[str, str]]:
     out = []
     for item in value:
         if not (
-            isinstance(item, dict)
-            and isinstance(item.get("id"), str)
-            and item["id"]
-            and str(item.get("kind", "")).lower() in ID_KINDS
+            isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"] and item.get("kind") in ID_KINDS
         ):
-            raise Refusal(400, ERR_INVALID_REQUEST, f"Invalid device identifier in {where}")
-        out.append({"id": item["id"], "kind": str(item["kind"]).lower()})
+            raise Refusal(400, ERR_INVALID_REQUEST, f"Invalid device identifier in {where} (kind is lower case)")
+        out.append({"id": item["id"], "kind": item["kind"]})
     return out
 
 
@@ -237,11 +246,21 @@ def parse_action(
         if service_plans is not None and plan not in service_plans:
             raise Refusal(400, ERR_SERVICE_PLAN, f"Invalid servicePlan: {plan}")
         params["servicePlan"] = plan
-    if action == "activate" and body.get("mdnZipCode") is not None:
-        params["mdnZipCode"] = str(body["mdnZipCode"])
+    if action == "activate" and "mdnZipCode" in body:
+        zip_code = body["mdnZipCode"]
+        if not isinstance(zip_code, str) or _ZIP.fullmatch(zip_code) is None:
+            raise Refusal(400, ERR_INVALID_VALUE, f"mdnZipCode must be a 5-digit string, not {zip_code!r}")
+        params["mdnZipCode"] = zip_code
     if action == "deactivate":
-        params["reasonCode"] = str(body.get("reasonCode") or "FF")
-        params["etfWaiver"] = bool(body.get("etfWaiver", False))
+        # Required and FF only (see thingspace.yaml on the SDKs' disagreement); never filled in.
+        if "reasonCode" not in body:
+            raise Refusal(400, ERR_MISSING_FIELD, "reasonCode is required")
+        if body["reasonCode"] != REASON_CODE:
+            raise Refusal(400, ERR_INVALID_VALUE, f"reasonCode must be {REASON_CODE}, not {body['reasonCode']!r}")
+        waiver = body.get("etfWaiver", False)
+        if not isinstance(waiver, bool):
+            raise Refusal(400, ERR_INVALID_VALUE, f"etfWaiver must be a JSON boolean, not {waiver!r}")
+        params.update(reasonCode=REASON_CODE, etfWaiver=waiver)
     return account, parsed, params
 
 
@@ -249,9 +268,12 @@ def parse_list_paging(body: Mapping[str, Any]) -> tuple[int, int]:
     """(largestDeviceIdSeen, page size) of a `devices/actions/list` body. The listing pages by
     ThingSpace's numeric DeviceId (each listed device carries it as the extended attribute
     `DeviceId`): the next page holds the devices whose DeviceId is larger than the one given.
-    `lastSeenDeviceId` is a response field of other Verizon lists, never this request's: refused."""
+    `lastSeenDeviceId` is a response field of other Verizon lists, never this request's: refused.
+    A `deviceId` (one device) is checked like the actions' identifiers (lower-case kind)."""
     if "lastSeenDeviceId" in body:
         raise Refusal(400, ERR_UNKNOWN_FIELD, "lastSeenDeviceId is not a field of the device list request")
+    if "deviceId" in body:
+        _id_list([body["deviceId"]], "deviceId")
     after = body.get("largestDeviceIdSeen", 0)
     if not isinstance(after, int) or isinstance(after, bool) or after < 0:
         raise Refusal(400, ERR_INVALID_REQUEST, "largestDeviceIdSeen must be a non-negative integer")
@@ -401,10 +423,8 @@ class DeviceBook:
         """A `devices/actions/list` answer's devices (views) of `account` and whether more
         follow: the one device `body["deviceId"]` names, or the next `page_size` devices by
         DeviceId (the book's key) above `after` (`largestDeviceIdSeen`)."""
-        if isinstance(body.get("deviceId"), dict):
-            key = self.resolve(
-                [{"kind": str(body["deviceId"].get("kind", "")).lower(), "id": str(body["deviceId"].get("id", ""))}]
-            )
+        if "deviceId" in body:  # checked by parse_list_paging: {kind (lower case), id}
+            key = self.resolve([{"kind": body["deviceId"]["kind"], "id": body["deviceId"]["id"]}])
             found = [] if key is None or self.devices[key]["accountName"] != account else [key]
             more = False
         else:

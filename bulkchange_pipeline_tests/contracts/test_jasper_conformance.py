@@ -145,6 +145,17 @@ def test_bad_list_queries_get_a_400_in_the_error_shape(sim, query) -> None:
     assert r.status_code == 400 and _described("list_devices", r) == []
 
 
+def test_an_unencoded_plus_in_a_date_time_is_refused_in_the_error_shape(sim) -> None:
+    """The described `modifiedSince` ends in "+00:00"; sent unencoded, its `+` arrives as a space,
+    which the description's pattern refuses: a 400 in the error shape, not a repaired date."""
+    _, handle = sim
+    op = CONTRACT.operation("list_devices")
+    decoded = {"modifiedSince": "2016-04-18T17:31:34 00:00"}  # what "...34+00:00" decodes to
+    assert op.query_errors(decoded) != []
+    r = _send(handle, "GET", op.path + "?modifiedSince=2016-04-18T17:31:34+00:00", auth=AUTH)
+    assert r.status_code == 400 and _described("list_devices", r) == []
+
+
 @pytest.mark.parametrize("op_name", ["get_device", "edit_device", "list_devices"])
 def test_missing_or_bad_credentials_get_the_documented_401s(sim, op_name) -> None:
     _, handle = sim

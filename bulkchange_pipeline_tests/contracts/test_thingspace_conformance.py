@@ -138,6 +138,51 @@ def test_a_missing_optional_field_is_accepted(served, contract: Contract, name: 
     wire.conforms(op, answer)
 
 
+# Values the description refuses (issue 17): sent as they are, never coerced or filled in.
+BAD_VALUES = [
+    ("deactivate", {"reasonCode": "XX"}),
+    ("deactivate", {"reasonCode": "ff"}),
+    ("deactivate", {"etfWaiver": "no"}),
+    ("deactivate", {"etfWaiver": 0}),
+    ("activate", {"mdnZipCode": "9880"}),
+    ("activate", {"mdnZipCode": 98801}),
+    ("suspend", {"devices": [{"deviceIds": [{"kind": "ICCID", "id": "89148000000800139708"}]}]}),
+]
+
+
+@pytest.mark.parametrize(("name", "change"), BAD_VALUES)
+def test_a_value_the_description_refuses_is_refused_in_the_documented_shape(
+    served, contract: Contract, name: str, change: dict[str, Any]
+) -> None:
+    wire = Wire(served, contract)
+    op = contract.operation(name)
+    body = {**op.examples[0], **change}
+    assert op.request_errors(body) != []  # the description refuses it too
+    answer = wire.send(op, body)
+    assert answer.status_code == 400, (name, change, answer.text)
+    assert jsonschema.Draft202012Validator(contract.errors["default"]).is_valid(answer.json()), answer.text
+
+
+def _service_types(contract: Contract) -> list[str]:
+    return list(contract.operation("device_id").spec["x-path-params"]["serviceType"]["enum"])
+
+
+@pytest.mark.parametrize("service_type", ["4g", "5G", "serviceType6"])
+def test_an_undocumented_service_type_is_refused_in_the_documented_shape(
+    served, contract: Contract, service_type: str
+) -> None:
+    """`{serviceType}` of the device-id change: the documented types only (one spelling)."""
+    assert service_type not in _service_types(contract)
+    wire = Wire(served, contract)
+    op = contract.operation("device_id")
+    answer = wire.send(op, op.examples[0], path=op.url(**{**PATH_PARAMS, "serviceType": service_type}))
+    assert answer.status_code == 400, answer.text
+    assert jsonschema.Draft202012Validator(contract.errors["default"]).is_valid(answer.json()), answer.text
+    for documented in _service_types(contract):
+        path = op.url(**{**PATH_PARAMS, "serviceType": documented})
+        assert wire.send(op, op.examples[0], path=path).status_code == 200, documented
+
+
 def test_reads_session_end_and_refusals_answer_as_described(served, contract: Contract) -> None:
     wire = Wire(served, contract)
     op = contract.operation
@@ -241,6 +286,8 @@ def test_every_request_our_client_sends_is_described(contract: Contract, callbac
         used.add(op.name)
         assert op.request_errors(rec.body) == [], (op.name, rec.body)
         assert rec.query == {} and 200 <= rec.status < 300, (op.name, rec.status, rec.raw_body[:300])
+        if op.name == "device_id":
+            assert rec.path.split("/")[-3] in _service_types(contract), rec.path
         if op.name == "token":
             assert rec.headers["authorization"].startswith("Basic ")
             assert rec.raw_body == b"grant_type=client_credentials"

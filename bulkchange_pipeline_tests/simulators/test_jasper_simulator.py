@@ -425,3 +425,21 @@ def test_search_filters_by_status_account_and_custom_fields(jasper_sim) -> None:
         other = c.get("devices", params={"modifiedSince": since, "accountId": 1}).json()
     assert {d["iccid"] for d in inventory["devices"]} == {a, b}
     assert len(fleet["devices"]) == 3 and other["devices"] == [] and other["lastPage"] is True
+
+
+def test_search_refuses_an_unencoded_plus_in_a_date_time(jasper_sim) -> None:
+    """A query's `+` decodes to a space, so "+00:00" sent unencoded arrives as " 00:00": the
+    simulator refuses it (10000024) instead of turning the space back into a `+`, a second
+    spelling that would hide a client not encoding its query. `%2B` (what httpx's `params` sends)
+    is the one spelling served."""
+    seed_jasper(jasper_sim.simulator, 3)
+    with client(jasper_sim) as c:
+        for name in ("modifiedSince", "modifiedTill"):
+            since = "modifiedSince=2000-01-01T00:00:00%2B00:00"
+            raw = f"devices?{since}&{name}=2999-01-01T00:00:00+00:00"
+            r = c.get(raw)
+            assert r.status_code == 400 and r.json()["errorCode"] == "10000024", (name, r.text)
+            assert set(r.json()) == {"errorMessage", "errorCode"} and "%2B" in r.json()["errorMessage"]
+        encoded = c.get("devices", params={"modifiedSince": "2000-01-01T00:00:00+00:00"})
+        assert encoded.status_code == 200 and len(encoded.json()["devices"]) == 3
+        assert c.get("devices?modifiedSince=2000-01-01T00:00:00Z").status_code == 200

@@ -359,3 +359,50 @@ def test_logout_invalidates_the_session_token(thingspace_sim) -> None:
     assert after.status_code == 400 and after.json()["errorCode"] == rules.ERR_SESSION_INVALID
     assert c.call("POST", "session/logout").json()["errorCode"] == rules.ERR_SESSION_INVALID
     assert sim.stats()["logouts"] == 1 and sim.stats()["sessions_open"] == 0
+
+
+def test_values_are_checked_never_filled_in_or_coerced(thingspace_sim) -> None:
+    """Issue 17: deactivate needs `reasonCode` FF (the only valid code) and a JSON boolean
+    `etfWaiver`; `mdnZipCode` is five digits; an identifier's `kind` is spelled in lower case; the
+    device-id change serves the documented service types (4G, 3G) only. Each departure is a 400
+    `{errorCode, errorMessage}` and touches no device."""
+    sim = thingspace_sim.simulator
+    live, dead, swap = make_devices(3)
+    dead["state"] = "deactive"
+    sim.seed_devices([live, dead, swap])
+    c = M2M(thingspace_sim)
+
+    def refused(answer: httpx.Response, code: str) -> None:
+        assert answer.status_code == 400 and set(answer.json()) == {"errorCode", "errorMessage"}, answer.text
+        assert answer.json()["errorCode"] == code, answer.text
+
+    refused(c.action("deactivate", [live]), rules.ERR_MISSING_FIELD)
+    for code in ("XX", "ff", "", None):
+        refused(c.action("deactivate", [live], reasonCode=code), rules.ERR_INVALID_VALUE)
+    for waiver in ("no", "false", 0, None):
+        refused(c.action("deactivate", [live], reasonCode="FF", etfWaiver=waiver), rules.ERR_INVALID_VALUE)
+    for zip_code in ("9880", "988011", 98801, "98801-1234", "9880a"):
+        refused(c.action("activate", [dead], servicePlan="M2M-4G-1GB", mdnZipCode=zip_code), rules.ERR_INVALID_VALUE)
+    upper = {"devices": [{"deviceIds": [{"kind": "ICCID", "id": live["iccid"]}]}]}
+    refused(c.call("POST", "devices/actions/suspend", upper), rules.ERR_INVALID_REQUEST)
+    refused(
+        c.call("POST", "devices/actions/list", {"deviceId": {"kind": "Iccid", "id": live["iccid"]}}),
+        rules.ERR_INVALID_REQUEST,
+    )
+    new_iccid = make_devices(1, start=60)[0]["iccid"]
+    change = {
+        "deviceIds": [{"kind": "iccid", "id": swap["iccid"]}],
+        "change4gOption": "ChangeICCID",
+        "deviceIdsTo": [{"kind": "iccid", "id": new_iccid}],
+    }
+    for service_type in ("4g", "5G", "LTE", "serviceType6"):
+        refused(c.call("PUT", f"devices/{service_type}/actions/deviceId", change), rules.ERR_SERVICE_TYPE)
+    assert sim.wait_idle(5)
+    assert [sim.device(d["iccid"])["state"] for d in (live, dead, swap)] == ["active", "deactive", "active"]
+    assert sim.device(new_iccid) is None and not sim.applied_counts
+    assert c.action("deactivate", [live], reasonCode="FF", etfWaiver=True).status_code == 200
+    assert c.action("activate", [dead], servicePlan="M2M-4G-1GB", mdnZipCode="98801").status_code == 200
+    assert c.call("PUT", "devices/3G/actions/deviceId", change).status_code == 200
+    assert sim.wait_idle(5)
+    assert [sim.device(d["iccid"])["state"] for d in (live, dead)] == ["deactive", "active"]
+    assert sim.device(new_iccid) is not None
