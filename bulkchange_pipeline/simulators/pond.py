@@ -10,6 +10,9 @@ names, the API prefix
 with `Retry-After` as the over-limit answer, and that an added package starts PENDING. Request
 bodies take exactly the described fields with the described types (`packageTypeId` an integer, as
 AMOP's `long` RatePlanId is; description in bulkchange_pipeline_tests/contracts/pond.yaml).
+A path not in `ROUTES` (any method), or a method a served path does not take, answers after the
+Basic-auth check like any call [I]: 404 `NOT_FOUND`, or 405 `METHOD_NOT_ALLOWED` with `Allow`, in
+the `{code, message}` envelope, never Starlette's plain text.
 
 Test switches (`configure`): `fail_activate`, `fail_terminate`, `fail_undo` (ICCID lists) make,
 for those devices, activating a package / terminating an *old* package / terminating the
@@ -30,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -199,7 +203,8 @@ class PondSimulator(SimulatorBase):
                 {"code": rules.ERR_UNAUTHORIZED, "message": "Bad credentials"},
                 {"WWW-Authenticate": 'Basic realm="Pond"'},
             )
-        if request.path_params["distributor"] != self.accounts[account][1]:
+        distributor = request.path_params.get("distributor")  # None: a path Pond does not serve
+        if distributor is not None and distributor != self.accounts[account][1]:
             self.business_refusals += 1
             return _json(
                 403, {"code": rules.ERR_FORBIDDEN, "message": "distributor not accessible with these credentials"}
@@ -312,6 +317,22 @@ class PondSimulator(SimulatorBase):
         offset, limit = rules.parse_page(request.query_params)
         return _json(200, rules.page(types, offset, limit))
 
+    async def _no_route(self, request: Request, exc: Exception) -> Response:
+        """A path or method not served: the envelope after auth (module docstring). Under /_sim:
+        the admin endpoints' JSON."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        allow = {"Allow": exc.headers["Allow"]} if isinstance(exc, HTTPException) and exc.headers else None
+        if request.url.path.startswith("/_sim"):
+            return _json(status, {"error": f"no admin endpoint {request.method} {request.url.path}"}, allow)
+
+        async def answer(req: Request) -> Response:
+            if status == 405:
+                message = f"method {req.method} not allowed on {req.url.path}"
+                return _json(405, {"code": rules.ERR_METHOD_NOT_ALLOWED, "message": message}, allow)
+            return _json(404, {"code": rules.ERR_NOT_FOUND, "message": f"no resource {req.url.path}"})
+
+        return await self._guarded(request, answer)
+
     def _build_app(self) -> Starlette:
         def api(handler: Any) -> Any:
             async def endpoint(request: Request) -> Response:
@@ -328,7 +349,9 @@ class PondSimulator(SimulatorBase):
             ("package_types", "GET", self._list_package_types),
         ]
         routes = [Route(API_PREFIX + ROUTES[name], api(h), methods=[m]) for name, m, h in table]
-        return Starlette(routes=[*admin_routes(self), *routes])
+        return Starlette(
+            routes=[*admin_routes(self), *routes], exception_handlers={404: self._no_route, 405: self._no_route}
+        )
 
 
 def run_in_thread(

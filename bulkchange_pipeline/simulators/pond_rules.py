@@ -49,6 +49,8 @@ ERR_UNKNOWN_PACKAGE_TYPE = "UNKNOWN_PACKAGE_TYPE"
 ERR_INVALID_TRANSITION = "INVALID_STATUS_TRANSITION"
 ERR_STEP_FAILED = "OPERATION_FAILED"  # answer of the switched step failures (tests of the undo)
 ERR_SERVER = "INTERNAL_ERROR"
+ERR_NOT_FOUND = "NOT_FOUND"  # a path Pond does not serve [I]
+ERR_METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"  # a method a served path does not take [I]
 
 MAX_PAGE_LIMIT = 100  # [I]
 DEFAULT_INVENTORY_ID = 1

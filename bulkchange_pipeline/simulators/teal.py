@@ -13,6 +13,14 @@ callback URL, if one was given, is POSTed with `requestId=<id>` appended (retrie
 drops and duplicates switchable). `deviceStatus` is upper case on the wire and in the state
 (`ONLINE`, `WAITING`, `STOPPED`); seeds may use any case.
 
+Each operation takes only the query parameters `teal.yaml` gives it (`_QUERY`), each at most once;
+any other is 400 VALIDATION_ERROR, so a read the description does not give (the old
+`esims?eid=`, or `offset` on `esims/info`) is refused instead of being answered with something
+else. A path Teal does not serve (any method), or a method a served path does not take, answers in
+the envelope after auth like every call: 404, or 405 with `Allow`, errorCode GENERIC_ERROR [I:
+Teal's answer to those is not public; its API checks ApiKey/ApiSecret on every call, so auth comes
+first].
+
 Inferred [I]: the error envelope `{success:false, errorCode, message}`; an unknown EID in
 `esims/info` gives `entries: []`; idempotent replay of a re-sent requestId; and how "still
 processing" travels: a literal 102 is an interim status in HTTP/1.1 that clients skip (httpx then
@@ -40,6 +48,8 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from starlette.datastructures import QueryParams
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -69,6 +79,14 @@ DEFAULT_PLANS: tuple[dict[str, Any], ...] = (
 )
 _OPERATIONS = {"enable", "disable", "assign-plan", "activate"}
 _READS = ("esims", "esims/info", "plans")  # queued like the writes; the records come from operation-result
+# The query parameters of each operation, as teal.yaml describes them; nothing else is accepted.
+_QUERY: dict[str, frozenset[str]] = {
+    "esims": frozenset({"requestId", "callbackUrl", "offset", "limit"}),
+    "esims/info": frozenset({"requestId", "callbackUrl", "eid", "limit"}),
+    "plans": frozenset({"requestId", "callbackUrl", "offset", "limit"}),
+    "operation-result": frozenset({"requestId"}),
+    **{op: frozenset({"requestId", "callbackUrl"}) for op in _OPERATIONS},
+}
 _HIDDEN = ("flowRestricted",)  # simulator switches, never on the wire
 
 
@@ -425,12 +443,10 @@ class TealSimulator(SimulatorBase):
     # -- API handlers -----------------------------------------------------------------------------
 
     async def _operate(self, request: Request, account: str) -> Response:
-        kind = request.path_params["operation"]
-        if kind not in _OPERATIONS:
-            return _error(404, "VALIDATION_ERROR", f"Unknown operation {kind}")
+        kind = request.url.path.rsplit("/", 1)[1]  # one route per operation: always one of _OPERATIONS
         body = await self._body(request)
         entries = body.get("entries") if isinstance(body, dict) else None
-        problem = _entries_problem(kind, entries, self.max_entries)
+        problem = _query_problem(request.query_params, kind) or _entries_problem(kind, entries, self.max_entries)
         return self._enqueue(request, account, kind, entries, {}, problem, self.operation_delay_seconds)
 
     async def _read_request(self, request: Request, account: str) -> Response:
@@ -438,14 +454,14 @@ class TealSimulator(SimulatorBase):
         kind = request.url.path.split("/api/v1/", 1)[1]
         q = request.query_params
         query: dict[str, Any] = {}
-        problem = None
+        problem = _query_problem(q, kind)
         try:
             offset, limit = int(q.get("offset") or 0), int(q.get("limit") or 100)
         except ValueError:
-            problem = "offset and limit must be integers"
+            problem = problem or "offset and limit must be integers"
         else:
             if offset < 0 or not 1 <= limit <= 100:
-                problem = "limit must be 1..100 and offset >= 0"
+                problem = problem or "limit must be 1..100 and offset >= 0"
             query = {"offset": offset, "limit": limit}
         if kind == "esims/info":
             query = {"eid": q.get("eid") or "", "limit": query.get("limit")}
@@ -504,6 +520,10 @@ class TealSimulator(SimulatorBase):
         return _json(200, reply)
 
     async def _operation_result(self, request: Request, account: str) -> Response:
+        problem = _query_problem(request.query_params, "operation-result")
+        if problem:
+            self.business_refusals += 1
+            return _error(400, "VALIDATION_ERROR", problem)
         request_id = request.query_params.get("requestId") or ""
         with self.lock:
             op = self.operations.get(request_id)
@@ -518,6 +538,21 @@ class TealSimulator(SimulatorBase):
             )
         return _json(200, {"success": True, "requestId": request_id, "entries": results})
 
+    async def _no_route(self, request: Request, exc: Exception) -> Response:
+        """A path Teal does not serve, or a method the path does not take: the envelope, after auth
+        (module docstring), never Starlette's plain text. Under /_sim: the admin endpoints' JSON."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        allow = {"Allow": exc.headers["Allow"]} if isinstance(exc, HTTPException) and exc.headers else None
+        if request.url.path.startswith("/_sim"):
+            return _json(status, {"error": f"no admin endpoint {request.method} {request.url.path}"}, allow)
+
+        async def answer(req: Request, _account: str) -> Response:
+            if status == 405:
+                return _error(405, "GENERIC_ERROR", f"Request method {req.method} is not supported", allow)
+            return _error(404, "GENERIC_ERROR", f"No endpoint {req.method} {req.url.path}")
+
+        return await self._guarded(request, answer)
+
     def _build_app(self) -> Starlette:
         def api(handler: Any) -> Any:
             async def endpoint(request: Request) -> Response:
@@ -527,14 +562,24 @@ class TealSimulator(SimulatorBase):
 
         v1 = API_PREFIX + "/api/v1"
         routes = [
-            Route(v1 + "/esims/{operation}", api(self._operate), methods=["POST"]),
+            *(Route(f"{v1}/esims/{kind}", api(self._operate), methods=["POST"]) for kind in sorted(_OPERATIONS)),
             Route(v1 + "/esims", api(self._read_request), methods=["GET"]),
             Route(v1 + "/esims/info", api(self._read_request), methods=["GET"]),
             Route(v1 + "/plans", api(self._read_request), methods=["GET"]),
             Route(v1 + "/operation-result", api(self._operation_result), methods=["GET"]),
             *admin_routes(self),
         ]
-        return Starlette(routes=routes)
+        return Starlette(routes=routes, exception_handlers={404: self._no_route, 405: self._no_route})
+
+
+def _query_problem(query: QueryParams, operation: str) -> str | None:
+    """Why a query is refused (VALIDATION_ERROR): a parameter teal.yaml does not give the
+    operation, or one given twice; None if neither."""
+    unknown = sorted(set(query.keys()) - _QUERY[operation])
+    if unknown:
+        return f"unknown query parameter(s) for {operation}: {', '.join(unknown)}"
+    repeated = sorted(k for k in set(query.keys()) if len(query.getlist(k)) > 1)
+    return f"query parameter(s) given more than once: {', '.join(repeated)}" if repeated else None
 
 
 def _entry_error(eid: str, code: str, message: str) -> dict[str, Any]:

@@ -1,6 +1,19 @@
 """A loopback simulator of the AT&T Telegence mobility APIs: line configuration (sync PATCH),
 subscriber detail and list, and service activation (async, polled).
 
+Subscriber list (telegence.yaml `subscriber_list`): request headers `current-page` and `page-size`
+are both required (AMOP's TelegenceCommon always sends both [C]) and must be whole numbers in
+range; no query parameter is accepted (the APEX overview names filters, but not their spelling);
+the answer is a JSON array of `{subscriberNumber, subscriberNumberStatus, billingAccountNumber,
+foundationAccountNumber}` (AMOP's TelegenceDeviceResponse fields [C], camelCase [I]) without
+cancelled lines (AMOP: "Device List Api not return status C" [C]), with response headers
+`page-total` and `refresh-timestamp` [C]. Its path, the lineconfig path without a number, is [I].
+
+A path it does not serve (any method), or a method a served path does not take, answers after
+the `app-id`/`app-secret` check like any call (the gateway authenticates first [I]): 404, or 405
+with `Allow`, as JSON `{responseCode, responseMessage}` (one of Telegence's error shapes; which
+one the real gateway sends there is [I]), never Starlette's plain text.
+
 Paths, bodies and their sources: carriers/telegence_wire.py and
 bulkchange_pipeline_tests/contracts/telegence.yaml; the rules (at least as strict as the real API,
 one spelling per field, nothing filled in) are in `telegence_rules.py`.
@@ -35,6 +48,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -265,30 +279,33 @@ class TelegenceSimulator(SimulatorBase):
         return _json(200, rules.detail(record))
 
     async def _list_lines(self, request: Request) -> Response:
-        """Subscriber list: request headers `current-page` (1-based) and `page-size`; response
-        headers `page-total` and `refresh-timestamp`; optional `subscriberStatus`/`ban` filters."""
+        """Subscriber list (module docstring): both paging headers required, no query."""
         try:
-            page = int(request.headers.get("current-page") or 1)
-            size = int(request.headers.get("page-size") or 100)
-        except ValueError:
-            return self._refuse(rules.Refusal(400, "current-page and page-size must be numbers"))
-        if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
-            return self._refuse(rules.Refusal(400, f"page-size must be 1..{MAX_PAGE_SIZE} and current-page >= 1"))
-        status, ban = request.query_params.get("subscriberStatus"), request.query_params.get("ban")
-        numbers = sorted(
-            n
-            for n, r in self.lines.items()
-            if (status is None or r["subscriberStatus"] == status) and (ban is None or r["ban"] == ban)
-        )
+            page, size = rules.list_paging(request.headers, request.query_params, MAX_PAGE_SIZE)
+        except rules.Refusal as refusal:
+            return self._refuse(refusal)
+        for number in [n for n, due in self.scheduled.items() if due]:
+            self._apply_due(number)  # a suspension that took effect shows
+        numbers = sorted(n for n, r in self.lines.items() if r["subscriberStatus"] != "C")
         chunk = numbers[(page - 1) * size : page * size]
         total = max(1, -(-len(numbers) // size))
-        headers = {
-            "page-total": str(total),
-            "current-page": str(page),
-            "page-size": str(size),
-            "refresh-timestamp": self.clock.now().isoformat(),
-        }
-        return _json(200, [rules.detail(self.lines[n]) for n in chunk], headers)
+        headers = {"page-total": str(total), "refresh-timestamp": self.clock.now().isoformat()}
+        return _json(200, [rules.list_item(self.lines[n]) for n in chunk], headers)
+
+    async def _no_route(self, request: Request, exc: Exception) -> Response:
+        """A path or method not served: Telegence's JSON error after auth (module docstring).
+        Under /_sim: the admin endpoints' JSON."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        allow = {"Allow": exc.headers["Allow"]} if isinstance(exc, HTTPException) and exc.headers else None
+        if request.url.path.startswith("/_sim"):
+            return _json(status, {"error": f"no admin endpoint {request.method} {request.url.path}"}, allow)
+
+        async def answer(req: Request) -> Response:
+            what = "Method not allowed" if status == 405 else "Resource not found"
+            content, media = rules.error_body("responseMessage", f"{what}: {req.method} {req.url.path}", status)
+            return Response(content, status, allow, media)
+
+        return await self._guarded(request, answer)
 
     def _sim_in_use(self, sim: str) -> bool:
         act = self.activations.get(self.activation_by_sim.get(sim, ""))
@@ -380,7 +397,7 @@ class TelegenceSimulator(SimulatorBase):
             Route(ACTIVATION_PATH + "/{id}", api(self._get_activation), methods=["GET"]),
             *admin_routes(self),
         ]
-        return Starlette(routes=routes)
+        return Starlette(routes=routes, exception_handlers={404: self._no_route, 405: self._no_route})
 
 
 def run_in_thread(

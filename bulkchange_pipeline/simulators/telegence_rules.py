@@ -290,6 +290,7 @@ def line_record(seed: Mapping[str, Any], today: dt.date) -> dict[str, Any]:
         "contactName": str(seed.get("contactName") or ""),
         "costCenter": str(seed.get("costCenter") or ""),
         "ban": str(seed.get("ban") or "287000000001"),
+        "fan": str(seed.get("fan") or "100000001"),
         "esim": bool(seed.get("esim", False)),
     }
     if record["subscriberStatus"] not in STATUSES:
@@ -297,7 +298,7 @@ def line_record(seed: Mapping[str, Any], today: dt.date) -> dict[str, Any]:
     return record
 
 
-_HIDDEN = frozenset({"subscriberNumber", "ban", "esim"})
+_HIDDEN = frozenset({"subscriberNumber", "ban", "fan", "esim"})
 
 
 def detail(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -307,6 +308,30 @@ def detail(record: Mapping[str, Any]) -> dict[str, Any]:
         "subscriberNumber": record["subscriberNumber"],
         "billingAccount": {"id": record["ban"]},
         "serviceCharacteristic": chars,
+    }
+
+
+def list_paging(headers: Mapping[str, str], query: Mapping[str, str], max_size: int) -> tuple[int, int]:
+    """(page, size) of a subscriber-list GET: `current-page` (from 1) and `page-size` (1..max)
+    headers, both required; any query parameter is refused (none is described)."""
+    if query:
+        raise Refusal(400, f"Unknown query parameter(s): {', '.join(sorted(query))}")
+    missing = [h for h in ("current-page", "page-size") if not headers.get(h)]
+    if missing:
+        raise Refusal(400, f"Missing required header(s): {', '.join(missing)}")
+    page, size = headers["current-page"], headers["page-size"]
+    if not all(v.isascii() and v.isdigit() for v in (page, size)) or int(page) < 1 or not 1 <= int(size) <= max_size:
+        raise Refusal(400, f"current-page must be >= 1 and page-size 1..{max_size}")
+    return int(page), int(size)
+
+
+def list_item(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One subscriber-list element: AMOP's TelegenceDeviceResponse fields [C], camelCase [I]."""
+    return {
+        "subscriberNumber": record["subscriberNumber"],
+        "subscriberNumberStatus": record["subscriberStatus"],
+        "billingAccountNumber": record["ban"],
+        "foundationAccountNumber": record["fan"],
     }
 
 

@@ -18,7 +18,7 @@ from bulkchange_pipeline.carriers.pond import PondClient
 from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.pond import PondSimulator
 from bulkchange_pipeline.simulators.server import ServerHandle
-from bulkchange_pipeline_tests.contracts.contract import Contract, load_contract
+from bulkchange_pipeline_tests.contracts.contract import Contract, _errors, load_contract
 from bulkchange_pipeline_tests.contracts.recording import RecordingApp, serve_recorded
 from bulkchange_pipeline_tests.simulators.pond_fixtures import (
     NEW_PLAN,
@@ -226,3 +226,34 @@ def test_a_text_plan_id_is_not_sent(contract) -> None:
         (result,) = asyncio.run(go())
     assert result.status.name == "API_FAILED" and "not a Pond package type id" in result.detail
     assert recorder.calls("POST") == [] and check_recorded(contract, recorder) == []
+
+
+# (method, path under the API root, status): unknown paths and served paths with a method they
+# do not take.
+NO_ROUTE = [
+    ("GET", f"/api/{POND_DISTRIBUTOR}/devices", 404),
+    ("GET", f"/api/{POND_DISTRIBUTOR}/sims/89000000000000000001", 404),
+    ("POST", "/api/v2/devices", 404),
+    ("DELETE", f"/api/{POND_DISTRIBUTOR}/devices/89000000000000000001", 405),
+    ("POST", f"/api/{POND_DISTRIBUTOR}/devices/89000000000000000001/packages/1/status", 405),
+    ("GET", f"/api/{POND_DISTRIBUTOR}/devices/89000000000000000001/services/status", 405),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), NO_ROUTE)
+def test_an_unknown_path_or_method_answers_in_the_error_envelope_after_auth(
+    contract,
+    pond_sim,  # noqa: F811
+    method,
+    path,
+    status,  # noqa: F811
+) -> None:
+    assert contract.find(method, path) is None  # really undescribed
+    url = pond_sim.root_url.rstrip("/") + path
+    r = httpx.request(method, url, auth=(POND_USER, POND_SECRET))
+    assert r.status_code == status and r.headers["content-type"].startswith("application/json"), r.text
+    assert _errors(contract.errors["default"], r.json()) == []
+    assert ("allow" in r.headers) is (status == 405)
+    r = httpx.request(method, url, auth=(POND_USER, "wrong"))  # auth first
+    assert r.status_code == 401 and _errors(contract.errors["default"], r.json()) == []
+    assert pond_sim.simulator.stats()["applied_total"] == 0

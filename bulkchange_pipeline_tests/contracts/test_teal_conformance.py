@@ -257,3 +257,66 @@ def test_the_check_catches_the_read_issue_17_found(contract) -> None:
     errors = contract.find("GET", "/api/v1/esims").query_errors(old)
     assert errors and any("eid" in e for e in errors)
     assert contract.find("GET", "/api/v1/esims/info").query_errors({**old, "offset": "0"})  # no offset there
+
+
+# -- (c) what the description does not give is refused in the envelope (issue 17) ----------------
+
+# (method, path, status): unknown paths, an unknown operation, and served paths with a method
+# they do not take.
+NO_ROUTE = [
+    ("GET", "/api/v1/nope", 404),
+    ("GET", "/api/v2/esims", 404),
+    ("POST", "/api/v1/esims/nope", 404),
+    ("GET", "/", 404),
+    ("DELETE", "/api/v1/esims", 405),
+    ("GET", "/api/v1/esims/enable", 405),
+    ("POST", "/api/v1/operation-result", 405),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), NO_ROUTE)
+def test_an_unknown_path_or_method_answers_in_the_error_envelope_after_auth(
+    contract, served, method, path, status
+) -> None:
+    sim, http = served
+    assert contract.find(method, path) is None  # really undescribed
+    r = http.request(method, path, params={"requestId": "a" * 32})
+    assert r.status_code == status and r.headers["content-type"].startswith("application/json"), r.text
+    assert _schema_errors(contract.errors["default"], r.json()) == [] and r.json()["errorCode"] == "GENERIC_ERROR"
+    assert ("allow" in r.headers) is (status == 405)
+    r = httpx.request(method, str(http.base_url).rstrip("/") + path, headers={"ApiKey": TEAL_API_KEY})
+    assert r.status_code == 401 and _schema_errors(contract.errors["401"], r.json()) == []  # auth first
+    assert sim.stats()["reads_enqueued"] + sim.stats()["operations_enqueued"] == 0
+
+
+_EXTRA = {"eid": make_eids(1)[0], "offset": "0", "limit": "1", "callbackUrl": "http://x.test/cb", "lockProfile": "true"}
+
+
+@pytest.mark.parametrize("name", [*QUEUED, "operation_result"])
+def test_a_query_parameter_the_description_does_not_give_is_refused(contract, served, name) -> None:
+    sim, http = served
+    op = contract.operation(name)
+    query, body = _requests(op)[0]
+    extras = {k: v for k, v in _EXTRA.items() if k not in op.spec["query"]["properties"]}
+    assert extras
+    for key, value in extras.items():
+        assert op.query_errors({**query, key: value})  # the description refuses it too
+        r = http.request(op.method, op.url(), params={**query, key: value}, json=body)
+        assert r.status_code == 400 and op.response_errors(400, r.json()) == [], (key, r.text)
+        assert r.json()["errorCode"] == "VALIDATION_ERROR" and key in r.json()["message"]
+    twice = [*query.items(), ("requestId", query["requestId"])]  # one parameter given twice
+    r = http.request(op.method, op.url(), params=twice, json=body)
+    assert r.status_code == 400 and r.json()["errorCode"] == "VALIDATION_ERROR"
+    stats = sim.stats()
+    assert stats["operations_enqueued"] + stats["reads_enqueued"] == 0
+
+
+def test_the_old_esims_eid_read_is_refused_not_answered_with_the_first_page(contract, served) -> None:
+    """The read issue 17 found (`esims?eid=`) used to be queued and answered with the first page
+    of every eSIM, so a client reading "its" eSIM got someone else's."""
+    sim, http = served
+    old = {"requestId": "a" * 32, "eid": make_eids(1)[0], "offset": "0", "limit": "1"}
+    r = http.get("/api/v1/esims", params=old)
+    assert r.status_code == 400 and contract.operation("esims_list").response_errors(400, r.json()) == []
+    assert r.json()["errorCode"] == "VALIDATION_ERROR" and "eid" in r.json()["message"]
+    assert "a" * 32 not in sim.operations and sim.stats()["reads_enqueued"] == 0

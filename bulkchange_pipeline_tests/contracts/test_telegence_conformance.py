@@ -290,7 +290,7 @@ def test_every_request_the_client_sends_is_described_field_by_field(contract: Co
         assert rec.headers.get("app-id") == TELEGENCE_APP_ID and rec.headers.get("app-secret")
         assert 200 <= rec.status < 300, (op.name, rec.status, rec.body)
         seen.add(op.name)
-    assert seen == set(contract.operations)
+    assert seen == set(contract.operations) - {"subscriber_list"}  # served, never called by our client
 
     def swap_sent(msisdn: str) -> dict[str, str]:
         (patch,) = recorder.calls("PATCH", msisdn)
@@ -332,3 +332,61 @@ def test_a_swap_the_detail_cannot_complete_fails_without_a_guess(served) -> None
     (done,) = _run(TelegenceClient(account), lambda c: c.apply([swap]))
     assert done.status == DeviceChangeStatus.PROCESSED, done.detail
     assert chars(recorder.calls("PATCH")[0].body)["technologyType"] == "LTE"
+
+
+# -- (c) the subscriber list and what no operation describes (issue 17) ----------------------------
+
+
+def test_subscriber_list_is_answered_as_described_and_needs_both_paging_headers(contract: Contract, served) -> None:
+    sim, handle, _ = served
+    listing = contract.operation("subscriber_list")
+    for k in range(3):
+        seed_source_line(sim, k)
+    seed_source_line(sim, 3, subscriberStatus="S")
+    seed_source_line(sim, 4, subscriberStatus="C")  # never listed [C]
+    headers = listing.examples[0]
+    assert _errors(listing.spec["request_headers"], headers) == []
+    with httpx.Client(base_url=handle.base_url, headers=AUTH, timeout=5) as http:
+        r = http.get(listing.url(), headers=headers)
+        assert r.status_code == 200 and listing.response_errors(200, r.json()) == [], r.text
+        assert {e["subscriberNumber"] for e in r.json()} == set(SOURCE_NUMBERS[:4])
+        assert all(r.headers.get(h) for h in listing.spec["response_headers"])
+        r = http.get(listing.url(), headers={"current-page": "2", "page-size": "3"})
+        assert [e["subscriberNumber"] for e in r.json()] == [sorted(SOURCE_NUMBERS[:4])[3]]
+        assert r.headers["page-total"] == "2"
+        for name in listing.spec["request_headers"]["required"]:  # none filled in
+            without = {k: v for k, v in headers.items() if k != name}
+            assert _errors(listing.spec["request_headers"], without)
+            _refused(listing, http.get(listing.url(), headers=without), name)
+        for bad in ({**headers, "page-size": "0"}, {**headers, "current-page": "one"}):
+            _refused(listing, http.get(listing.url(), headers=bad), str(bad))
+        assert listing.query_errors({"subscriberStatus": "S"})
+        _refused(listing, http.get(listing.url(), headers=headers, params={"subscriberStatus": "S"}), "a filter")
+
+
+# (method, path, status): unknown paths and served paths with a method they do not take.
+NO_ROUTE = [
+    ("GET", "/sp/mobility/lineconfig/api/v2/service/7605766567", 404),
+    ("GET", "/sp/mobility/subscribers", 404),
+    ("POST", "/sp/mobilityactivations/api/v1/serviceactivation/x/cancel", 404),
+    ("DELETE", "/sp/mobility/lineconfig/api/v1/service/7605766567", 405),
+    ("PUT", "/sp/mobility/lineconfig/api/v1/service/7605766567", 405),
+    ("GET", "/sp/mobilityactivations/api/v1/serviceactivation", 405),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), NO_ROUTE)
+def test_an_unknown_path_or_method_answers_in_telegence_json_after_auth(
+    contract: Contract, served, method: str, path: str, status: int
+) -> None:
+    sim, handle, _ = served
+    assert contract.find(method, path) is None  # really undescribed
+    with httpx.Client(base_url=handle.base_url, timeout=5) as http:
+        r = http.request(method, path, headers=AUTH)
+        assert r.status_code == status and r.headers["content-type"].startswith("application/json"), r.text
+        assert _errors(contract.errors["default"], r.json()) == [] and isinstance(r.json(), dict)
+        assert ("allow" in r.headers) is (status == 405)
+        r = http.request(method, path, headers={"app-id": TELEGENCE_APP_ID})  # auth first
+        assert r.status_code in contract.raw["auth"]["refusal_status"]
+        assert _errors(contract.errors["default"], r.json()) == []
+    assert sim.stats()["auth_failures"] == 1 and sim.stats()["applied_total"] == 0

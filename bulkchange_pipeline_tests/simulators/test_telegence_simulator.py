@@ -251,16 +251,27 @@ def test_activation_limits_and_validation(telegence_sim) -> None:
 
 
 def test_subscriber_list_pages_with_headers(telegence_sim) -> None:
+    """Both paging headers required, no filter spelling guessed, cancelled lines left out."""
     sim = telegence_sim.simulator
     seed_lines(sim, 7)
     seed_lines(sim, 2, start=50, subscriberStatus="S")
+    seed_lines(sim, 1, start=60, subscriberStatus="C")
     with client(telegence_sim) as c:
         r = c.get(LINE, headers={"current-page": "2", "page-size": "4"})
         assert r.status_code == 200 and len(r.json()) == 4
         assert r.headers["page-total"] == "3" and r.headers["refresh-timestamp"]
-        r = c.get(LINE, params={"subscriberStatus": "S"})
-        assert {chars(d)["subscriberStatus"] for d in r.json()} == {"S"} and len(r.json()) == 2
-        assert c.get(LINE, headers={"page-size": "0"}).status_code == 400
+        r = c.get(LINE, headers={"current-page": "3", "page-size": "4"})
+        assert [e["subscriberNumberStatus"] for e in r.json()] == ["S"]  # 9 listed: the C line is not
+        assert set(r.json()[0]) == {
+            "subscriberNumber",
+            "subscriberNumberStatus",
+            "billingAccountNumber",
+            "foundationAccountNumber",
+        }
+        for headers in ({"page-size": "4"}, {"current-page": "1"}, {}, {"current-page": "1", "page-size": "0"}):
+            assert c.get(LINE, headers=headers).status_code == 400, headers
+        paged = {"current-page": "1", "page-size": "4"}
+        assert c.get(LINE, headers=paged, params={"subscriberStatus": "S"}).status_code == 400
 
 
 def test_injected_5xx_alternate_between_gateway_and_resource_errors(telegence_sim) -> None:
