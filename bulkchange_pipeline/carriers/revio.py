@@ -244,7 +244,7 @@ class RevioClient(CarrierAdapter):
             f"writes are disabled for service provider {self.account.service_provider_id}; nothing was sent to Rev.io"
         )
 
-    def _plan(self, change: DeviceChange) -> tuple[Any, str, list[int]]:
+    def _plan(self, change: DeviceChange) -> tuple[int, str, list[int]]:
         """(Rev customer id, number, product ids) or _Failed."""
         if change.change_type not in SUPPORTED_CHANGE_TYPES:
             raise _Failed(f"change type {change.change_type} is not applied through Rev.io")
@@ -261,7 +261,11 @@ class RevioClient(CarrierAdapter):
             products = parse_id_list(target.get("product_ids")) or self.default_products
         except ValueError:
             raise _Failed(f"product_ids {target.get('product_ids')!r} are not integer ids") from None
-        return rev_id(target["rev_customer_id"]), str(number), products
+        try:
+            customer = rev_id(target["rev_customer_id"])
+        except ValueError as exc:
+            raise _Failed(f"rev_customer_id {exc}; nothing was sent to Rev.io") from None
+        return customer, str(number), products
 
     async def _apply_one(self, change: DeviceChange) -> DeviceResult:
         log: list[LogEntry] = []
@@ -336,7 +340,7 @@ class RevioClient(CarrierAdapter):
 
     # -- creates ----------------------------------------------------------------------------------
 
-    async def _create_service(self, customer: Any, number: str, change: DeviceChange, log: list[LogEntry]) -> int:
+    async def _create_service(self, customer: int, number: str, change: DeviceChange, log: list[LogEntry]) -> int:
         when = rev_date_time(change.target.get("effective_date"))
         body: dict[str, Any] = {
             "customer_id": customer,

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from ..domain import ChangeType
+from ..domain.identifiers import rev_io_id
 from .base import BusinessCarrierError, CarrierError, TransientCarrierError
 from .http import MALFORMED, stated_wait_seconds
 from .redaction import basic_token
@@ -78,9 +79,10 @@ def parse_rates(value: Any) -> dict[int, float]:
     return out
 
 
-def rev_id(value: Any) -> Any:
-    """Rev ids are integers; a text id of digits is sent as a number, anything else as given."""
-    return int(str(value).strip()) if str(value).strip().isdigit() else value
+def rev_id(value: Any) -> int:
+    """A Rev.io id as the int32 number Rev.io takes (``domain.rev_io_id``: the one rule); anything
+    else raises ValueError: refused here, never sent as text."""
+    return rev_io_id(value)
 
 
 def rev_date_time(value: Any) -> str:

@@ -23,12 +23,14 @@ from .identifiers import (
     luhn_check_digit,
     luhn_valid,
     normalize,
+    rev_io_id,
 )
 from .outcome import Outcome, outcome_of
 from .requests import PAYLOAD_KEYS, BulkChangeRequest, DeviceEntry, build_target, canonical_key
 from .transitions import TRANSITIONS, canonical_status, transition_error
 
 __all__ = [
+    "rev_io_id",
     "Outcome",
     "outcome_of",
     "MATRIX",

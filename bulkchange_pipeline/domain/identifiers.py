@@ -177,3 +177,23 @@ def classify(value: str) -> tuple[IdentifierKind | None, str | None]:
 
 def _classify_reason(value: str) -> str | None:
     return classify(value)[1]
+
+
+INT32_MAX = 2_147_483_647
+
+
+def rev_io_id(value: object) -> int:
+    """A Rev.io id (customer, service, product) as the int32 Rev.io takes (developers.rev.io: ids
+    are int32): an int, or text of ASCII digits in canonical form ("2001"). Anything else ("R-9",
+    " 1", "007", "0", "١٢", 2147483648, 1.0, True) raises ValueError naming the rule, so intake
+    refuses it and the client never sends it as text. One rule for intake, the stored customer
+    column and the Rev.io client."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and str(int(value)) == value:
+        number = int(value)
+    else:
+        number = 0
+    if not 1 <= number <= INT32_MAX:
+        raise ValueError(f"{value!r} is not a Rev.io id: a whole number from 1 to {INT32_MAX}")
+    return number

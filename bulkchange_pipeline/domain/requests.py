@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .enums import ChangeType
-from .identifiers import check_iccid, check_imei
+from .identifiers import check_iccid, check_imei, rev_io_id
 
 MAX_DEVICES_PER_REQUEST = 1_000_000
 MAX_ID = 2**63 - 1  # ids and numbers are stored as 64-bit integers; a larger number names nothing
@@ -119,11 +119,14 @@ class CustomerAssignmentTarget(_Target):
     @field_validator("rev_customer_id")
     @classmethod
     def _rev_id(cls, value: str | None) -> str | None:
-        """Rev.io customer ids are int32 (developers.rev.io): refused here, not by Rev.io per device."""
-        if value is not None and not (
-            value.isascii() and value.isdigit() and str(int(value)) == value and 1 <= int(value) <= 2_147_483_647
-        ):
-            raise ValueError("revCustomerId must be a Rev.io customer id: a whole number from 1 to 2147483647")
+        """Rev.io customer ids are int32: refused here, not by Rev.io per device."""
+        if value is not None:
+            try:
+                rev_io_id(value)
+            except ValueError:
+                raise ValueError(
+                    "revCustomerId must be a Rev.io customer id: a whole number from 1 to 2147483647"
+                ) from None
         return value
 
 

@@ -48,7 +48,7 @@ from ..domain import (
     unsupported_reason,
 )
 from ..domain.capabilities import CarrierDates
-from ..domain.identifiers import CHECKS
+from ..domain.identifiers import CHECKS, rev_io_id
 from ..store import reference as ref
 from ..store.bulk_changes import NewDeviceChange
 from ..store.db import to_naive_utc, utcnow
@@ -401,8 +401,17 @@ def _check_target(
         if cust is None:
             return f"no customer with id {t['customer_id']} in this tenant"
         t["customer_name"] = cust.name
-        if cust.rev_customer_id and not t.get("rev_customer_id"):
-            t["rev_customer_id"] = cust.rev_customer_id
+        stored = cust.rev_customer_id
+        if stored and not t.get("rev_customer_id"):
+            # A free-text column: held to the rule a given revCustomerId meets (int32, canonical).
+            try:
+                rev_io_id(stored)
+            except ValueError:
+                return (
+                    f"customer {cust.name!r} has Rev.io customer id {stored!r} stored, which is not a Rev.io "
+                    "customer id (a whole number from 1 to 2147483647); correct it on the customer first"
+                )
+            t["rev_customer_id"] = stored
         if ct is CT.CREATE_REV_SERVICE and not t.get("rev_customer_id"):
             return f"customer {cust.name!r} has no Rev.io customer id; link it in Rev.io first"
     elif ct is CT.ARCHIVAL and not t.get("override_usage_check"):

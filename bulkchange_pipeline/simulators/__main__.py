@@ -470,7 +470,13 @@ def pond(
     multiple=True,
     help="a valid Ocp-Apim-Subscription-Key (repeatable); default demo-subscription-key",
 )
-@click.option("--customer", "rev_customers", multiple=True, help="seed a Rev customer with this id (repeatable)")
+@click.option(
+    "--customer",
+    "rev_customers",
+    multiple=True,
+    type=click.IntRange(1, 2_147_483_647),
+    help="seed a Rev customer with this int32 id (repeatable)",
+)
 @_fault_options
 def revio(
     host: str,
@@ -481,7 +487,7 @@ def revio(
     rev_precise: bool,
     rev_accounts: tuple[str, ...],
     rev_keys: tuple[str, ...],
-    rev_customers: tuple[str, ...],
+    rev_customers: tuple[int, ...],
     **fault_kw: object,
 ) -> None:
     """Rev.io billing simulator at http://HOST:PORT/v1."""
@@ -502,7 +508,8 @@ def revio(
         whole_second_waits=not rev_precise,
         faults=_faults(fault_kw),
     )
-    sim.seed_devices({"type": "customer", "customer_id": int(c) if c.isdigit() else c} for c in rev_customers)
+    # int32 ids only (IntRange above): the API's creates take no other, so no text id is seeded.
+    sim.seed_devices({"type": "customer", "customer_id": c} for c in rev_customers)
     click.echo(
         f"Rev.io simulator: http://{host}:{port}/v1 (users: {', '.join(sorted(sim.accounts))}; "
         f"{len(sim.book.customers)} customers; admin at /_sim/stats, /_sim/config, "

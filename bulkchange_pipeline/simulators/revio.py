@@ -5,12 +5,16 @@ Wire format (reference/carriers.md section 6): HTTP Basic `user@clientCode:passw
 `Ocp-Apim-Subscription-Key` header (401 if either is wrong); lists `{ok, has_more, record_count,
 records}` paged by `search.page_size` (1-500) / `search.page`; creates answer 201 with `Location`
 and `{ok: true, id}`; PATCH takes JSON Patch as `application/json-patch+json` (415 otherwise),
-including a service's custom fields at `/fields/<index>/value` (`revio_rules.apply_json_patch`).
+including a service's custom fields at `/fields/<index>/value` (`revio_fields.apply_json_patch`).
 As strict as the documentation (issue 17; description in bulkchange_pipeline_tests/contracts/
 revio.yaml): an e-mail-style username is refused even if configured (docs/faq), create/replace
-bodies are checked field by field (`revio_rules.check_fields`: required fields are never filled
-in, ids are int32 numbers only, `service_id` may not be sent on a service create), and a list's
-`record_count` is the records on the page (docs/paging).
+bodies are checked field by field (`revio_fields.check_fields`: a field the description does not
+name is refused, required fields are never filled in, ids are int32 numbers only, values are spelt
+exactly, `service_id` may not be sent on a service create nor `customer_id` on a customer create),
+searches compare exactly, and a list's
+`record_count` is the records on the page (docs/paging). A call that matches no operation (unknown
+path, or a described path with another method) gets APIM's JSON 404 `{"statusCode": 404,
+"message": "Resource not found"}` [I], not the web framework's plain text.
 
 Limits as Azure API Management enforces them in front of Rev.io: `calls_per_minute` (default 500)
 per subscription, counted by `AccountGate`, answered 429 with the APIM body
@@ -347,22 +351,14 @@ class RevioSimulator(SimulatorBase):
 
     def _getter(self, table: str, what: str) -> Any:
         async def handler(request: Request) -> Response:
-            key = request.path_params["id"]
-            if table == "customers":
-                record = self.book.customers.get(key)
-                if record is None:
-                    raise rules.Refusal(404, "NotFound", f"customer {key} does not exist")
-            else:
-                record = self.book._get(getattr(self.book, table), key, what)
+            record = self.book._get(getattr(self.book, table), request.path_params["id"], what)
             return _json(200, {"ok": True, **record})
 
         return handler
 
     async def _post_customer(self, request: Request) -> Response:
-        body = await self._body(request)
-        if not isinstance(body, dict):
-            raise rules.Refusal(400, "BadRequest", "body must be a JSON object")
-        body.pop("customer_id", None)  # the API assigns ids
+        # The API assigns customer ids: one sent is refused, never silently dropped.
+        body = rules.check_fields(await self._body(request), rules.CUSTOMER_CREATE, refused=("customer_id",))
         return self._created(request, "Customers", self.book.add_customer(body)["customer_id"])
 
     async def _post_service(self, request: Request) -> Response:
@@ -424,7 +420,16 @@ class RevioSimulator(SimulatorBase):
             ),
             *admin_routes(self),
         ]
-        return Starlette(routes=routes)
+        return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """APIM's answer to a call that matches no operation of the API, whether the path is unknown
+    or only the method is wrong: JSON 404 "Resource not found" [I: APIM's body, as its 401/429 are
+    imitated above; that a method mismatch is a 404, not a 405, is APIM's documented-by-users
+    behaviour, e.g. chunliu.me/2020/05/01/return-http-405-when-http-method-not-match-in-apim].
+    Nothing reaches Rev.io, so there is no Rev.io error array and no auth check."""
+    return _json(404, {"statusCode": 404, "message": "Resource not found"})
 
 
 def run_in_thread(

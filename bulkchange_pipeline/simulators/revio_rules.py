@@ -11,23 +11,24 @@ filters, `search.page_size` 1-500 (default 10) and `search.page` (default 1), li
 has_more, record_count, records}` where `record_count` is the number of records *on this page*
 (docs/paging: "doesn't tell you ... how many items are in the entire collection"), single objects
 flat with `ok: true`, creates `{ok: true, id}`, JSON Patch on PATCH, custom fields patched at
-`/fields/<index>/value`, service-product statuses PENDING/ACTIVE/DENIED/DISCONNECTED. Create and
-replace bodies are checked field by field (`check_fields` with `SERVICE_CREATE`, `PRODUCT_CREATE`,
-`PRODUCT_REPLACE`): int32 ids in their documented ranges (no text or fractional ids: a lenient JSON
-binder might coerce "14", a strict one refuses it, so the simulator refuses), documented string
-lengths, date-times, `service_id` refused on a service create ("Do not include when creating"),
+`/fields/<index>/value`, service-product statuses PENDING/ACTIVE/DENIED/DISCONNECTED. Request
+bodies are checked field by field in `revio_fields` (`check_fields`: undescribed fields refused,
+required ones never filled in, int32 ids as JSON numbers only, values spelt exactly);
 `generate_proration` required on PUT, DISCONNECTED refused on PUT ("Status of disconnect is not
 allowed") and rate/quantity changes refused together with a status change.
 
 Where the sources are silent, the choices [I]: pages are 1-based; a query parameter that is neither
 a known `search.<field>` nor paging is refused with 400 (rather than ignored, so a misspelt filter
-cannot silently widen a search); a POST ServiceProduct (reference page not public in our sources)
-takes the replace body's fields with `generate_proration` optional, `customer_id` derived from the
-service when absent (it is optional on the replace body too) and `quantity` 1 when absent; service
-statuses ACTIVE/PENDING/DISCONNECTED; the error body `[{ok: false, error, message}]` (the shape AMOP
-parses); the field names of records beyond the documented ones; a service's custom fields as
-`fields: [{field_id, label, value}]`, one per field the Rev tenant defines (`service_fields`,
-default a "Cost Center" field, as AMOP's username/cost-center edit looks them up by label).
+cannot silently widen a search) and a search value is compared exactly (no source says Rev.io
+ignores case); a POST ServiceProduct (reference page not public in our sources) takes the replace
+body's fields with `generate_proration` optional, `customer_id` derived from the service when
+absent (it is optional on the replace body too) and `quantity` 1 when absent; service statuses
+ACTIVE/PENDING/DISCONNECTED (a created service starts ACTIVE; the create body has none); customer
+statuses ACTIVE/PENDING/CLOSED with none given meaning none stored; the error body `[{ok: false,
+error, message}]` (the shape AMOP parses); the field names of records beyond the documented ones; a
+service's custom fields as `fields: [{field_id, label, value}]`, one per field the Rev tenant
+defines (`service_fields`, default a "Cost Center" field, as AMOP's username/cost-center edit looks
+them up by label).
 """
 
 from __future__ import annotations
@@ -38,28 +39,43 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-DEFAULT_PAGE_SIZE = 10
-MAX_PAGE_SIZE = 500
-SERVICE_STATUSES = frozenset({"ACTIVE", "PENDING", "DISCONNECTED"})  # [I]
-PRODUCT_STATUSES = frozenset({"PENDING", "ACTIVE", "DENIED", "DISCONNECTED"})
-CUSTOMER_STATUSES = frozenset({"ACTIVE", "PENDING", "CLOSED"})  # [I]
-# Fields a JSON Patch may change; the ids that tie a record to others are fixed.
-PATCHABLE = {
-    "service_product": frozenset({"quantity", "rate", "status", "description", "effective_date", "package_id"}),
-    "service": frozenset(
-        {
-            "status",
-            "number",
-            "number2",
-            "description",
-            "effective_date",
-            "usage_plan_group_id",
-            "package_id",
-            "disconnected_date",
-            "fields",
-        }
-    ),
-}
+from .revio_fields import (
+    ASSIGN_SERVICE,
+    CUSTOMER_CREATE,
+    CUSTOMER_STATUSES,
+    INVENTORY_STATUSES,
+    PATCHABLE,
+    PRODUCT_CREATE,
+    PRODUCT_REPLACE,
+    PRODUCT_STATUSES,
+    SERVICE_CREATE,
+    SERVICE_STATUSES,
+    Refusal,
+    apply_json_patch,
+    check_fields,
+    int32_id,
+    is_int32_id,
+    page_of,
+    search,
+)
+
+__all__ = [
+    "ASSIGN_SERVICE",
+    "CUSTOMER_CREATE",
+    "PRODUCT_CREATE",
+    "PRODUCT_REPLACE",
+    "PRODUCT_STATUSES",
+    "SERVICE_CREATE",
+    "RevBook",
+    "Refusal",
+    "apply_json_patch",
+    "check_fields",
+    "make_numbers",
+    "page_of",
+    "rev_time",
+    "search",
+]
+
 # Custom fields every service of the simulated Rev tenant carries [I] (labels; values start empty).
 DEFAULT_SERVICE_FIELDS = ("Cost Center",)
 DEFAULT_PRODUCTS: tuple[dict[str, Any], ...] = (
@@ -69,213 +85,9 @@ DEFAULT_PRODUCTS: tuple[dict[str, Any], ...] = (
 )
 
 
-class Refusal(Exception):
-    """A refusal the API answers with `[{ok: false, error, message}]` and an HTTP status."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message = status, error, message
-
-    def body(self) -> list[dict[str, Any]]:
-        return [{"ok": False, "error": self.error, "message": self.message}]
-
-
 def rev_time(when: dt.datetime) -> str:
     """Rev.io's date-time text [I]: ISO 8601 without offset, UTC."""
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def page_of(records: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
-    """One page of `records` as the list body (`record_count`: records on this page, as
-    docs/paging defines it); Refusal for a page size outside 1..500 or a page below 1 (an empty
-    value is not a number, so it is refused too rather than read as the default)."""
-    try:
-        size = int(query.get("search.page_size", DEFAULT_PAGE_SIZE))
-        page = int(query.get("search.page", 1))
-    except ValueError:
-        raise Refusal(400, "BadRequest", "search.page_size and search.page must be integers") from None
-    if not 1 <= size <= MAX_PAGE_SIZE or page < 1:
-        raise Refusal(400, "BadRequest", f"search.page_size must be 1..{MAX_PAGE_SIZE} and search.page >= 1")
-    chunk = records[(page - 1) * size : page * size]
-    return {"ok": True, "has_more": page * size < len(records), "record_count": len(chunk), "records": chunk}
-
-
-def search(records: Iterable[dict[str, Any]], query: Mapping[str, str], fields: frozenset[str]) -> list[dict[str, Any]]:
-    """Records matching every `search.<field>=value` (case-insensitive text compare)."""
-    wanted: dict[str, str] = {}
-    for key, value in query.items():
-        if key in ("search.page", "search.page_size"):
-            continue
-        if not key.startswith("search."):
-            raise Refusal(400, "BadRequest", f"unknown query parameter {key!r}")
-        name = key[len("search.") :]
-        if name not in fields:
-            raise Refusal(400, "BadRequest", f"unknown search field {name!r}")
-        wanted[name] = value.lower()
-    return [
-        r for r in records if all(str(r.get(k) if r.get(k) is not None else "").lower() == v for k, v in wanted.items())
-    ]
-
-
-INT32_MAX = 2_147_483_647
-# Field rules of the documented bodies: name -> (kind, required, bound). Kinds: "id" (int32 in
-# bound..INT32_MAX), "str" (text of at most `bound` characters), "date" (ISO 8601 date-time),
-# "num" (number >= bound), "bool", "qty" (integer >= 0) [I], "status" (service-product status).
-FieldRules = Mapping[str, tuple[str, bool, int]]
-SERVICE_CREATE: FieldRules = {  # reference/postv1_services-6
-    "customer_id": ("id", True, 1),
-    "provider_id": ("id", True, 1),
-    "service_type_id": ("id", False, 0),
-    "package_id": ("id", False, 0),
-    "provider_account_id": ("id", False, 0),
-    "usage_plan_group_id": ("id", False, 0),
-    "address_id": ("id", False, 0),
-    "addressz_id": ("id", False, 0),
-    "number": ("str", False, 255),
-    "number2": ("str", False, 255),
-    "pic": ("str", False, 10),
-    "lpic": ("str", False, 10),
-    "description": ("str", False, 1000),
-    "effective_date": ("date", False, 0),
-    "activated_date": ("date", False, 0),
-    "disconnected_date": ("date", False, 0),
-}
-PRODUCT_REPLACE: FieldRules = {  # reference/putv1_serviceproduct_id
-    "generate_proration": ("bool", True, 0),
-    "service_product_id": ("id", False, 1),
-    "customer_id": ("id", False, 1),
-    "product_id": ("id", True, 1),
-    "service_id": ("id", True, 1),
-    "package_id": ("id", False, 0),
-    "description": ("str", False, 500),
-    "code_1": ("str", False, 500),
-    "code_2": ("str", False, 500),
-    "rate": ("num", False, 0),
-    "quantity": ("qty", False, 0),
-    "status": ("status", False, 0),
-    "effective_date": ("date", False, 0),
-    "activated_date": ("date", False, 0),
-}
-PRODUCT_CREATE: FieldRules = {**PRODUCT_REPLACE, "generate_proration": ("bool", False, 0)}  # [I]
-
-
-def check_fields(body: Any, rules: FieldRules, *, refused: Iterable[str] = ()) -> dict[str, Any]:
-    """`body` if it is an object whose fields keep `rules` (required ones present and not null);
-    Refusal naming the first field that does not. `refused` fields may not appear at all."""
-    if not isinstance(body, dict):
-        raise Refusal(400, "BadRequest", "body must be a JSON object")
-    for name in refused:
-        if name in body:
-            raise Refusal(400, "BadRequest", f"{name} must not be included in this request")
-    for name, (kind, required, bound) in rules.items():
-        value = body.get(name)
-        if value is None:
-            if required:
-                raise Refusal(400, "BadRequest", f"{name} is required")
-            continue
-        if not _kind_ok(kind, value, bound):
-            raise Refusal(400, "BadRequest", f"{name} is not a valid {_KIND_TEXT[kind].format(bound)}: {value!r}")
-    return body
-
-
-_KIND_TEXT = {
-    "id": "int32 of at least {}",
-    "str": "string of at most {} characters",
-    "date": "date-time",
-    "num": "number of at least {}",
-    "bool": "boolean",
-    "qty": "non-negative integer",
-    "status": "service product status",
-}
-
-
-def _kind_ok(kind: str, value: Any, bound: int) -> bool:
-    if kind == "bool":
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind in ("id", "qty"):
-        return isinstance(value, int) and bound <= value <= INT32_MAX
-    if kind == "num":
-        return isinstance(value, (int, float)) and value >= bound
-    if kind == "str":
-        return isinstance(value, str) and len(value) <= bound
-    if kind == "status":
-        return value in PRODUCT_STATUSES
-    if not isinstance(value, str):
-        return False
-    try:
-        dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return "T" in value
-
-
-def _patch_target(path: Any) -> tuple[str, int | None, str | None]:
-    """(field, list index, item key) of a JSON Pointer: `/name`, or `/fields/<index>/<key>` for an
-    item of a list field (custom fields). Refusal for anything deeper or malformed."""
-    parts = path[1:].split("/") if isinstance(path, str) and path.startswith("/") else []
-    if len(parts) == 1 and parts[0]:
-        return parts[0], None, None
-    if len(parts) == 3 and parts[1].isdigit() and parts[0] and parts[2]:
-        return parts[0], int(parts[1]), parts[2]
-    raise Refusal(400, "BadRequest", f"unsupported JSON Patch path {path!r}")
-
-
-def apply_json_patch(
-    record: dict[str, Any], ops: Any, patchable: frozenset[str], check: Callable[[str, Any], None]
-) -> dict[str, Any]:
-    """The record after RFC 6902 operations on top-level paths (`/quantity`, ...) and on the
-    `value` of a custom field (`/fields/<index>/value`); `test` ops must hold (on any of those,
-    or a custom field's `/label`). Raises Refusal for a malformed document, a fixed field or a bad
-    value; the record is not changed unless every op succeeds."""
-    if not isinstance(ops, list) or not ops:
-        raise Refusal(400, "BadRequest", "body must be a non-empty JSON Patch array")
-    out = dict(record)
-    if isinstance(out.get("fields"), list):
-        out["fields"] = [dict(f) for f in out["fields"]]  # copies: a refused document changes nothing
-    for op in ops:
-        if not isinstance(op, dict) or op.get("op") not in ("replace", "add", "remove", "test"):
-            raise Refusal(400, "BadRequest", f"unsupported JSON Patch operation {op!r}")
-        path = op.get("path")
-        name, index, key = _patch_target(path)
-        if op["op"] != "remove" and "value" not in op:
-            raise Refusal(400, "BadRequest", f"{op['op']} of {path} needs a value")
-        if index is not None:
-            items = out.get(name)
-            if not isinstance(items, list) or index >= len(items):
-                raise Refusal(400, "BadRequest", f"{path} does not exist")
-            if op["op"] == "test":
-                if items[index].get(key) != op["value"]:
-                    raise Refusal(409, "Conflict", f"test failed for {path}")
-                continue
-            if name not in patchable or key != "value":
-                raise Refusal(400, "BadRequest", f"{path} cannot be changed")
-            items[index]["value"] = None if op["op"] == "remove" else op["value"]
-            continue
-        if op["op"] == "test":
-            if out.get(name) != op["value"]:
-                raise Refusal(409, "Conflict", f"test failed for {path}")
-            continue
-        if name not in patchable or name == "fields":
-            raise Refusal(400, "BadRequest", f"{path} cannot be changed")
-        if op["op"] == "remove":
-            out[name] = None
-            continue
-        check(name, op["value"])
-        out[name] = op["value"]
-    return out
-
-
-def _int(value: Any, name: str, *, required: bool = True) -> int | None:
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or value is None:
-        raise Refusal(400, "BadRequest", f"{name} is required and must be an integer")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise Refusal(400, "BadRequest", f"{name} must be an integer, got {value!r}") from None
 
 
 class RevBook:
@@ -298,7 +110,7 @@ class RevBook:
         self, products: Iterable[Mapping[str, Any]] = DEFAULT_PRODUCTS, *, now: Callable[[], dt.datetime]
     ) -> None:
         self.now = now
-        self.customers: dict[str, dict[str, Any]] = {}
+        self.customers: dict[int, dict[str, Any]] = {}
         self.services: dict[int, dict[str, Any]] = {}
         self.service_products: dict[int, dict[str, Any]] = {}
         self.inventory: dict[int, dict[str, Any]] = {}
@@ -320,11 +132,13 @@ class RevBook:
     # -- customers --------------------------------------------------------------------------------
 
     def add_customer(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Create a customer (an explicit `customer_id` may be an int or a text id)."""
+        """Create a customer from a body that passed `CUSTOMER_CREATE` (the API path), or seed one
+        with its own `customer_id`: an int32 number, as every create that names it must send it.
+        The status is the one given, spelt exactly, or none: no public source gives a default."""
         cid = body.get("customer_id")
-        cid = next(self._ids["customer"]) if cid is None else cid
-        status = str(body.get("status") or "ACTIVE").upper()
-        if status not in CUSTOMER_STATUSES:
+        cid = next(self._ids["customer"]) if cid is None else int32_id(cid, "customer_id")
+        status = body.get("status")
+        if status is not None and (not isinstance(status, str) or status not in CUSTOMER_STATUSES):
             raise Refusal(400, "BadRequest", f"invalid customer status {status!r}")
         record = {
             "customer_id": cid,
@@ -335,11 +149,11 @@ class RevBook:
             "agent_id": body.get("agent_id"),
             "name": body.get("name"),
         }
-        self.customers[str(cid)] = record
+        self.customers[cid] = record
         return record
 
     def _customer(self, cid: Any) -> dict[str, Any]:
-        record = self.customers.get(str(cid))
+        record = self.customers.get(int32_id(cid, "customer_id"))
         if record is None:
             raise Refusal(400, "BadRequest", f"customer_id {cid} does not exist")
         return record
@@ -350,21 +164,24 @@ class RevBook:
         """Validate and create a service (`POST /v1/Services`); counted per number unless seeded."""
         if not isinstance(body, dict):
             raise Refusal(400, "BadRequest", "body must be a JSON object")
-        if body.get("customer_id") is None:
-            raise Refusal(400, "BadRequest", "customer_id is required")
-        customer = self._customer(body["customer_id"])
+        customer = self._customer(body.get("customer_id"))
         if customer["status"] == "CLOSED" and not seeded:
             raise Refusal(400, "BadRequest", f"customer {customer['customer_id']} is closed")
-        provider = _int(body.get("provider_id"), "provider_id")
+        provider = int32_id(body.get("provider_id"), "provider_id")
         if self.providers is not None and provider not in self.providers:
             raise Refusal(400, "BadRequest", f"provider_id {provider} does not exist")
-        stype = _int(body.get("service_type_id"), "service_type_id", required=False)
+        stype = body.get("service_type_id")
+        if stype is not None and not is_int32_id(stype, 0):
+            raise Refusal(400, "BadRequest", f"service_type_id is not a valid int32: {stype!r}")
         if stype is not None and self.service_types is not None and stype not in self.service_types:
             raise Refusal(400, "BadRequest", f"service_type_id {stype} does not exist")
-        status = str(body.get("status") or "ACTIVE").upper()
-        if status not in SERVICE_STATUSES:
+        # The create body has no status (reference/postv1_services-6): a new service is ACTIVE [I],
+        # as AMOP searches status=ACTIVE right after creating one; a seed may name its own.
+        status = body.get("status", "ACTIVE")
+        if not isinstance(status, str) or status not in SERVICE_STATUSES:
             raise Refusal(400, "BadRequest", f"invalid service status {status!r}")
-        sid = int(body["service_id"]) if seeded and body.get("service_id") else next(self._ids["service"])
+        given = body.get("service_id") if seeded else None
+        sid = next(self._ids["service"]) if given is None else int32_id(given, "service_id")
         now = rev_time(self.now())
         record = {
             "service_id": sid,
@@ -432,16 +249,16 @@ class RevBook:
     def _product_fields(self, body: Any, old: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise Refusal(400, "BadRequest", "body must be a JSON object")
-        sid = _int(body.get("service_id"), "service_id")
-        service = self.services.get(sid)  # type: ignore[arg-type]
+        sid = int32_id(body.get("service_id"), "service_id")
+        service = self.services.get(sid)
         if service is None:
             raise Refusal(400, "BadRequest", f"service_id {sid} does not exist")
-        pid = _int(body.get("product_id"), "product_id")
-        product = self.products.get(pid)  # type: ignore[arg-type]
+        pid = int32_id(body.get("product_id"), "product_id")
+        product = self.products.get(pid)
         if product is None:
             raise Refusal(400, "BadRequest", f"product_id {pid} does not exist")
-        cid = body.get("customer_id", service["customer_id"])
-        if str(cid) != str(service["customer_id"]):
+        cid = service["customer_id"] if body.get("customer_id") is None else body["customer_id"]
+        if cid != service["customer_id"]:
             raise Refusal(
                 400, "BadRequest", f"customer_id {cid} does not own service {sid} (customer {service['customer_id']})"
             )
@@ -498,12 +315,18 @@ class RevBook:
     # -- inventory --------------------------------------------------------------------------------
 
     def add_inventory_item(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        iid = int(body.get("inventory_item_id") or next(self._ids["inventory"]))
+        """Seed an inventory item (the API surface has no create). Its status is the one given,
+        spelt exactly, else what its `service_id` makes it: ASSIGNED or AVAILABLE [I]."""
+        given = body.get("inventory_item_id")
+        iid = next(self._ids["inventory"]) if given is None else int32_id(given, "inventory_item_id")
+        status = body.get("status", "AVAILABLE" if body.get("service_id") is None else "ASSIGNED")
+        if not isinstance(status, str) or status not in INVENTORY_STATUSES:
+            raise Refusal(400, "BadRequest", f"invalid inventory item status {status!r}")
         record = {
             "inventory_item_id": iid,
             "identifier": _text(body.get("identifier")),
             "inventory_type_id": body.get("inventory_type_id"),
-            "status": str(body.get("status") or "AVAILABLE").upper(),
+            "status": status,
             "service_id": body.get("service_id"),
             "customer_id": body.get("customer_id"),
         }
@@ -511,13 +334,11 @@ class RevBook:
         return record
 
     def assign_inventory(self, body: Any) -> dict[str, Any]:
-        """`POST /v1/InventoryItem/assignService` {inventory_item_id, service_id} [I]."""
-        if not isinstance(body, dict):
-            raise Refusal(400, "BadRequest", "body must be a JSON object")
-        item = self._get(
-            self.inventory, _int(body.get("inventory_item_id"), "inventory_item_id"), "inventory item", status=400
-        )
-        service = self._get(self.services, _int(body.get("service_id"), "service_id"), "service", status=400)
+        """`POST /v1/InventoryItem/assignService` {inventory_item_id, service_id} [I], both int32
+        numbers (`ASSIGN_SERVICE`: "70000" is refused, not converted)."""
+        body = check_fields(body, ASSIGN_SERVICE)
+        item = self._get(self.inventory, body["inventory_item_id"], "inventory item", status=400)
+        service = self._get(self.services, body["service_id"], "service", status=400)
         if item["service_id"] not in (None, service["service_id"]):
             raise Refusal(
                 400,
@@ -559,10 +380,11 @@ class RevBook:
 
     @staticmethod
     def _get(table: Mapping[int, dict[str, Any]], key: Any, what: str, status: int = 404) -> dict[str, Any]:
-        try:
-            record = table.get(int(key))
-        except (TypeError, ValueError):
-            record = None
+        """The record with id `key`: an int, or a path segment of ASCII digits in canonical form
+        (one spelling of an id: " 12", "+12" and "012" find nothing)."""
+        if isinstance(key, str) and key.isascii() and key.isdigit() and str(int(key)) == key:
+            key = int(key)
+        record = table.get(key) if is_int32_id(key) else None
         if record is None:
             raise Refusal(status, "NotFound", f"{what} {key} does not exist")
         return record

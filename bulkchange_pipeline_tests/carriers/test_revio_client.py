@@ -31,6 +31,7 @@ from bulkchange_pipeline.carriers.revio_wire import (
     RevioConfigError,
     RevioUpdateError,
     classify_revio_response,
+    rev_id,
     revio_base_url,
     service_edit_ops,
     service_holds,
@@ -195,6 +196,23 @@ def test_device_without_rev_customer_fails_without_calls(revio_sim) -> None:
     results = run(RevioClient(revio_account(revio_sim)), [assignment(1, a, rev_customer=None)])
     assert results[0].status == "API_FAILED" and "no Rev.io customer id" in results[0].detail
     assert revio_sim.simulator.stats()["total_calls"] == 0
+
+
+@pytest.mark.parametrize("stored", ["R-9", "REV 1", "0", "007", "2147483648", "12.5", " 2001"])
+def test_rev_customer_id_that_is_not_int32_is_refused_not_sent(revio_sim, stored) -> None:
+    """Rev.io customer ids are int32: a text id is refused here with a reason, never sent as text."""
+    (a,) = make_numbers(1)
+    results = run(RevioClient(revio_account(revio_sim)), [assignment(1, a, rev_customer=stored)])
+    assert results[0].status == "API_FAILED"
+    assert repr(stored) in results[0].detail and "2147483647" in results[0].detail
+    assert revio_sim.simulator.stats()["total_calls"] == 0
+
+
+def test_rev_id_takes_int32_only() -> None:
+    assert (rev_id(2001), rev_id("2001"), rev_id("2147483647")) == (2001, 2001, 2_147_483_647)
+    for bad in ("R-9", "", " 1", "1 ", "+1", "007", "0", "-3", "2147483648", "١٢", "1.0", 1.0, True, None, 0):
+        with pytest.raises(ValueError):
+            rev_id(bad)
 
 
 def test_writes_disabled_sends_nothing(revio_sim) -> None:

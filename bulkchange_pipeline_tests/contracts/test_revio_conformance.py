@@ -126,7 +126,7 @@ def test_record_count_is_the_records_on_the_page(contract, http) -> None:
     assert (last["has_more"], last["record_count"]) == (False, 1)
 
 
-@pytest.mark.parametrize("size", ["0", "501", "", "ten"])
+@pytest.mark.parametrize("size", ["0", "501", "", "ten", "+5", "05", " 5", "\u0665"])
 def test_page_size_outside_1_to_500_is_refused(contract, http, size) -> None:
     r = http.get("/v1/Services", params={"search.page_size": size})
     assert r.status_code == 400
@@ -298,3 +298,122 @@ def test_the_field_by_field_check_catches_an_undescribed_field(contract) -> None
         http.get("/v1/Services", params={"search.page_size": "600"})
     problems = check_recorded(contract, recorder)
     assert any("msisdn" in p for p in problems) and any("search.page_size" in p for p in problems)
+
+
+# -- paths, fields and values the description does not name (issue 17 review) ---------------------
+
+APIM_NOT_FOUND = {"statusCode": 404, "message": "Resource not found"}
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/v1/Devices"),  # no such resource
+        ("GET", "/v1/services"),  # one spelling of each path
+        ("GET", "/v2/Services"),
+        ("DELETE", "/v1/Services/1"),  # wrong method on a described path
+        ("PUT", "/v1/Services"),
+        ("POST", "/v1/Customers/5"),
+    ],
+)
+def test_unknown_path_and_wrong_method_answer_apim_json_404(contract, http, method, path) -> None:
+    """APIM answers a call that matches no operation, path or method, with its JSON 404 (as it
+    does its 401/429), never the web framework's plain text; nothing reaches Rev.io."""
+    r = http.request(method, path, json={} if method in ("PUT", "POST") else None)
+    assert r.status_code == 404, (method, path, r.text)
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    assert r.json() == APIM_NOT_FOUND
+    assert contract.operation("list_services").response_errors(404, r.json()) == []
+
+
+def test_a_missing_record_is_a_rev_io_404_in_the_error_array(contract, http) -> None:
+    r = http.get("/v1/Services/999999")
+    assert r.status_code == 404 and r.json()[0]["ok"] is False
+    assert contract.operation("get_service").response_errors(404, r.json()) == []
+
+
+@pytest.mark.parametrize(
+    "operation,rules",
+    [
+        ("create_customer", "CUSTOMER_CREATE"),
+        ("create_service", "SERVICE_CREATE"),
+        ("create_service_product", "PRODUCT_CREATE"),
+        ("replace_service_product", "PRODUCT_REPLACE"),
+        ("assign_inventory_item", "ASSIGN_SERVICE"),
+    ],
+)
+def test_the_simulator_checks_exactly_the_described_fields(contract, operation, rules) -> None:
+    from bulkchange_pipeline.simulators import revio_fields
+
+    schema = contract.operation(operation).spec["request"]
+    checked: dict[str, Any] = getattr(revio_fields, rules)
+    assert set(checked) == set(schema["properties"])
+    assert {n for n, (_, required, _) in checked.items() if required} == set(schema.get("required", []))
+
+
+def test_create_customer_is_checked_against_the_description(contract, http, revio_sim) -> None:  # noqa: F811
+    op = contract.operation("create_customer")
+    good = op.examples[0]
+    assert op.request_errors(good) == []
+    bad = [
+        {**good, "customer_id": 777},  # the API assigns ids; it is not silently dropped
+        {**good, "msisdn": "15550100"},  # not a described field
+        {**good, "status": "active"},  # values exactly as spelt
+        {**good, "parent_customer_id": "12"},  # int32, not text
+        {**good, "activated_date": "yesterday"},
+        [good],
+    ]
+    before = len(revio_sim.simulator.book.customers)
+    for body in bad:
+        r = http.post("/v1/Customers", json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert op.response_errors(400, r.json()) == []
+    assert 777 not in revio_sim.simulator.book.customers and len(revio_sim.simulator.book.customers) == before
+    created = http.post("/v1/Customers", json=good)
+    customer_id = assert_conforms(contract, "create_customer", created, 201)["id"]
+    got = assert_conforms(contract, "get_customer", http.get(f"/v1/Customers/{customer_id}"), 200)
+    assert (got["name"], got["status"]) == (good["name"], "ACTIVE")
+    bare = assert_conforms(contract, "create_customer", http.post("/v1/Customers", json={}), 201)["id"]
+    assert http.get(f"/v1/Customers/{bare}").json()["status"] is None  # no status is filled in
+
+
+def test_undescribed_fields_and_text_ids_are_refused(http) -> None:
+    base = {"customer_id": CUSTOMER_A, "provider_id": REVIO_PROVIDER_ID}
+    r = http.post("/v1/Services", json={**base, "msisdn": "15550100"})
+    assert r.status_code == 400 and "msisdn" in r.json()[0]["message"]
+    assert http.post("/v1/Services", json={**base, "status": "ACTIVE"}).status_code == 400  # not in the create body
+    service_id = http.post("/v1/Services", json=base).json()["id"]
+    product = {"service_id": service_id, "product_id": 101}
+    for body in ({**product, "qty": 2}, {**product, "status": "active"}, {**product, "service_id": str(service_id)}):
+        assert http.post("/v1/ServiceProduct", json=body).status_code == 400, body
+    spid = http.post("/v1/ServiceProduct", json=product).json()["id"]
+    replace = {**product, "generate_proration": False}
+    assert http.put(f"/v1/ServiceProduct/{spid}", json={**replace, "msisdn": "1"}).status_code == 400
+
+
+def test_assign_service_takes_int32_ids_only(http, revio_sim) -> None:  # noqa: F811
+    revio_sim.simulator.seed_devices([{"type": "inventory_item", "inventory_item_id": 70000, "identifier": "8901"}])
+    service_id = http.post("/v1/Services", json={"customer_id": CUSTOMER_A, "provider_id": REVIO_PROVIDER_ID}).json()[
+        "id"
+    ]
+    bad = [
+        {"inventory_item_id": "70000", "service_id": service_id},
+        {"inventory_item_id": 70000, "service_id": str(service_id)},
+        {"inventory_item_id": 70000.0, "service_id": service_id},
+        {"inventory_item_id": 70000, "service_id": service_id, "note": "x"},
+        {"inventory_item_id": 70000},
+    ]
+    for body in bad:
+        r = http.post("/v1/InventoryItem/assignService", json=body)
+        assert r.status_code == 400, (body, r.text)
+    assert revio_sim.simulator.book.inventory[70000]["service_id"] is None
+    ok = http.post("/v1/InventoryItem/assignService", json={"inventory_item_id": 70000, "service_id": service_id})
+    assert ok.status_code == 200 and ok.json()["service_id"] == service_id
+
+
+def test_search_compares_exactly(http) -> None:
+    http.post("/v1/Services", json={"customer_id": CUSTOMER_A, "provider_id": REVIO_PROVIDER_ID, "number": "1555X1"})
+    found = http.get("/v1/Services", params={"search.number": "1555X1", "search.status": "ACTIVE"}).json()
+    assert found["record_count"] == 1
+    for params in ({"search.number": "1555x1"}, {"search.number": "1555X1", "search.status": "active"}):
+        assert http.get("/v1/Services", params=params).json()["record_count"] == 0, params

@@ -155,7 +155,7 @@ VALID = [
     (CT.ARCHIVAL, {}, {"override_usage_check": False}),
     (CT.ARCHIVAL, {"overrideUsageCheck": True}, {"override_usage_check": True}),
     (CT.CUSTOMER_RATE_PLAN_CHANGE, {"customerPoolId": "789"}, {"customer_rate_pool_id": 789}),
-    (CT.CUSTOMER_ASSIGNMENT, {"customerId": 5, "revCustomerId": "R-9"}, {"customer_id": 5, "rev_customer_id": "R-9"}),
+    (CT.CUSTOMER_ASSIGNMENT, {"customerId": 5, "revCustomerId": "9"}, {"customer_id": 5, "rev_customer_id": "9"}),
     (
         CT.CARRIER_RATE_PLAN_CHANGE,
         {"carrierRatePlan": "IOT-5GB", "commPlan": "CP-Plus"},
@@ -189,6 +189,7 @@ INVALID = [
     (CT.CUSTOMER_RATE_PLAN_CHANGE, {"customerRatePlanId": "abc"}, ["customer_rate_plan_id", "integer"]),
     (CT.CUSTOMER_RATE_PLAN_CHANGE, {"customerRatePlanId": 1, "customerDataAllocationMB": -1}, ["data_allocation_mb"]),
     (CT.CUSTOMER_ASSIGNMENT, {}, ["customer_id", "Field required"]),
+    (CT.CUSTOMER_ASSIGNMENT, {"customerId": 5, "revCustomerId": "R-9"}, ["revCustomerId must be a Rev.io customer id"]),
     (CT.CARRIER_RATE_PLAN_CHANGE, {"communicationPlan": "CP"}, ["carrier_rate_plan", "Field required"]),
     (CT.CREATE_REV_SERVICE, {"productIds": [1]}, ["customer_id"]),
     (CT.CHANGE_ICCID_AND_IMEI, {}, ["give newIccid or newImei"]),

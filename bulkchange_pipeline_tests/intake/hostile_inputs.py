@@ -265,7 +265,7 @@ def change_specs(seed: DemoSeed) -> list[ChangeSpec]:
             "CustomerAssignment",
             "customerAssignment",
             "jasper",
-            {"customerId": list(seed.customers.values()), "revCustomerId": ["REV-1", "R 2"]},
+            {"customerId": list(seed.customers.values()), "revCustomerId": ["1", "2147483647"]},
         ),
         ChangeSpec(
             7,

@@ -250,3 +250,42 @@ def test_rev_customer_id_must_be_an_int32_rev_io_accepts(engine: sa.Engine, seed
     )
     assert report.rows[0].status is DeviceChangeStatus.ERROR
     assert "revCustomerId must be a Rev.io customer id" in report.rows[0].status_details
+
+
+@pytest.mark.parametrize("stored", ["REV-1001", "R 2", "0", "007", "2147483648", " 1001", "١٢"])
+@pytest.mark.parametrize("change_type", [ChangeType.CUSTOMER_ASSIGNMENT, ChangeType.CREATE_REV_SERVICE])
+def test_stored_rev_customer_id_that_is_not_int32_refuses_the_row(
+    engine: sa.Engine, seed: DemoSeed, stored: str, change_type: ChangeType
+) -> None:
+    """The customer's stored Rev.io id (a free text column) is held to the same int32 rule as a
+    revCustomerId given in the request: the row is refused at validation, never sent as text."""
+    from bulkchange_pipeline.store.schema import customer
+
+    acme = seed.customers["Acme Logistics"]
+    with engine.begin() as conn:
+        conn.execute(sa.update(customer).where(customer.c.id == acme).values(rev_customer_id=stored))
+    integration = "jasper" if change_type is ChangeType.CUSTOMER_ASSIGNMENT else "revio"
+    device = jasper(1) if integration == "jasper" else _first_device(engine, seed, "revio")
+    report = validate_request(
+        engine, seed.tenant_id, _request(seed, integration, change_type, [device], customerId=acme)
+    )
+    row = report.rows[0]
+    assert row.status is DeviceChangeStatus.ERROR, row.change_request
+    assert repr(stored) in row.status_details and "Acme Logistics" in row.status_details
+    assert "1 to 2147483647" in row.status_details
+    if change_type is ChangeType.CUSTOMER_ASSIGNMENT:  # an id given in the request is used instead
+        given = _request(seed, integration, change_type, [device], customerId=acme, revCustomerId="1001")
+        ok = validate_request(engine, seed.tenant_id, given).rows[0]
+        assert ok.status is DeviceChangeStatus.NEW and ok.change_request["rev_customer_id"] == "1001"
+
+
+def _first_device(engine: sa.Engine, seed: DemoSeed, integration: str) -> str:
+    from bulkchange_pipeline.store.schema import device
+
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(device.c.iccid)
+            .where(device.c.service_provider_id == seed.service_providers[integration], device.c.iccid.is_not(None))
+            .order_by(device.c.id)
+            .limit(1)
+        ).scalar_one()

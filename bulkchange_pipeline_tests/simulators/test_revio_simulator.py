@@ -8,7 +8,10 @@ import time
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from bulkchange_pipeline.simulators import __main__ as sim_cli
+from bulkchange_pipeline.simulators.revio import RevioSimulator
 from bulkchange_pipeline.simulators.server import ServerHandle
 from bulkchange_pipeline_tests.simulators.revio_fixtures import (
     CUSTOMER_A,
@@ -106,8 +109,10 @@ def test_paging_and_search(revio_sim) -> None:
         assert (last["has_more"], len(last["records"])) == (False, 5)
         default = client.get("Services").json()
         assert len(default["records"]) == 10  # default page size
-        active = client.get("Services", params={"search.number": "16660000", "search.status": "active"}).json()
+        active = client.get("Services", params={"search.number": "16660000", "search.status": "ACTIVE"}).json()
         assert [r["customer_id"] for r in active["records"]] == [CUSTOMER_B]
+        lower = client.get("Services", params={"search.number": "16660000", "search.status": "active"}).json()
+        assert lower["records"] == []  # exact compare: no source says Rev.io ignores case
         assert client.get("Services", params={"search.page_size": 501}).status_code == 400
         assert client.get("Services", params={"search.colour": "red"}).status_code == 400
 
@@ -235,11 +240,66 @@ def test_admin_endpoints(revio_sim) -> None:
 
 
 def test_wait_seconds_is_the_rest_of_the_window() -> None:
-    from bulkchange_pipeline.simulators.revio import RevioSimulator
-
     sim = RevioSimulator(calls_per_minute=30, whole_second_waits=False)  # 2 s windows
     start = time.monotonic()
     wait = sim.wait_seconds()
     expected = 2.0 - (start % 2.0)
     assert abs(wait - expected) < 0.05
     assert RevioSimulator(calls_per_minute=30).wait_seconds() in (1.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"type": "customer", "customer_id": "R-9"},  # no create could use a text id
+        {"type": "customer", "customer_id": "2003"},  # int32 as a JSON number, not text
+        {"type": "customer", "customer_id": 2_147_483_648},
+        {"type": "customer", "customer_id": True},
+        {"type": "customer", "customer_id": 2003, "status": "active"},  # exact spelling
+        {"type": "service", "number": "1", "customer_id": CUSTOMER_A, "provider_id": 14, "status": "active"},
+        {"type": "service", "number": "1", "customer_id": str(CUSTOMER_A), "provider_id": 14},
+        {"type": "service", "number": "1", "customer_id": CUSTOMER_A, "provider_id": "14"},
+        {"type": "inventory_item", "identifier": "8901", "status": "available"},
+    ],
+)
+def test_seeds_are_held_to_the_api_rules(revio_sim, record) -> None:
+    sim = revio_sim.simulator
+    before = (dict(sim.book.customers), dict(sim.book.services), dict(sim.book.inventory))
+    with pytest.raises(ValueError):
+        sim.seed_devices([record])
+    assert (sim.book.customers, sim.book.services, sim.book.inventory) == before
+
+
+def test_seeded_customer_is_found_by_its_int_id(revio_sim) -> None:
+    revio_sim.simulator.seed_devices([{"type": "customer", "customer_id": 2_147_483_647, "status": "CLOSED"}])
+    with api(revio_sim) as client:
+        got = client.get("Customers/2147483647")
+        assert got.status_code == 200 and got.json()["status"] == "CLOSED"
+        assert client.get("Customers/%202147483647").status_code == 404  # one spelling of an id
+        closed = client.post("Services", json={"customer_id": 2_147_483_647, "provider_id": REVIO_PROVIDER_ID})
+        assert closed.status_code == 400 and "closed" in closed.json()[0]["message"]
+
+
+class _NoServe:
+    """Stands in for uvicorn.Server so the CLI can be run to the point where it would serve."""
+
+    def __init__(self, config: object) -> None:
+        self.config = config
+
+    def run(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("customer", ["R-9", "0", "2147483648", "12.5"])
+def test_cli_refuses_a_customer_id_that_is_not_int32(monkeypatch, customer) -> None:
+    monkeypatch.setattr(sim_cli.uvicorn, "Server", _NoServe)
+    result = CliRunner().invoke(sim_cli.cli, ["revio", "--port", "0", "--customer", customer])
+    assert result.exit_code == 2, result.output
+    assert "--customer" in result.output
+
+
+def test_cli_seeds_int32_customers(monkeypatch) -> None:
+    monkeypatch.setattr(sim_cli.uvicorn, "Server", _NoServe)
+    result = CliRunner().invoke(sim_cli.cli, ["revio", "--port", "0", "--customer", "2001", "--customer", "2147483647"])
+    assert result.exit_code == 0, result.output
+    assert "2 customers" in result.output
