@@ -11,6 +11,8 @@ code server, the demo (which exports the simulators' credentials after starting 
 ``BULKCHANGE_CALLBACK_BASE_URL``         public base URL of ``bulkchange serve``, where async carriers call back
 ``BULKCHANGE_DAGSTER_DATABASE_URL``      PostgreSQL for Dagster's storage (``deploy-local start``)
 ``BULKCHANGE_DEMO_<INTEGRATION>_BASE_URL``  a demo service provider's base URL when it is seeded
+``BULKCHANGE_CONSOLE_SECRET``            key that signs console sessions (default: random per process)
+``BULKCHANGE_DAGSTER_URL``               the Dagster UI the console links to (``http://127.0.0.1:3000``)
 ``DAGSTER_HOME``                         the Dagster instance folder (Dagster reads it too)
 ``BULKCHANGE_CRED_<NAME>_USERNAME``,     a carrier account's credentials; ``<NAME>`` is the service
 ``_SECRET``, ``_<KEY>``                  provider's credentials name (the database holds only that)
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +50,12 @@ DAGSTER_DATABASE_URL_ENV = "BULKCHANGE_DAGSTER_DATABASE_URL"
 DAGSTER_HOME_ENV = "DAGSTER_HOME"
 CREDENTIALS_PREFIX = "BULKCHANGE_CRED_"
 DEMO_BASE_URL_ENV = "BULKCHANGE_DEMO_{integration}_BASE_URL"
+CONSOLE_SECRET_ENV = "BULKCHANGE_CONSOLE_SECRET"
+DAGSTER_URL_ENV = "BULKCHANGE_DAGSTER_URL"
+DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
+# Unset BULKCHANGE_CONSOLE_SECRET: sessions are signed with this, so they end when the process does
+# and are not accepted by another worker process; set the variable when serving with several.
+_PROCESS_CONSOLE_SECRET = secrets.token_bytes(32)
 
 
 class Settings(BaseSettings):
@@ -58,11 +67,25 @@ class Settings(BaseSettings):
     callback_base_url: str | None = Field(default=None, validation_alias=CALLBACK_BASE_URL_ENV)
     dagster_database_url: SecretStr | None = Field(default=None, validation_alias=DAGSTER_DATABASE_URL_ENV)
     dagster_home: Path | None = Field(default=None, validation_alias=DAGSTER_HOME_ENV)
+    console_secret: SecretStr | None = Field(default=None, validation_alias=CONSOLE_SECRET_ENV)
+    dagster_url: str | None = Field(default=None, validation_alias=DAGSTER_URL_ENV)
 
     @property
     def archive_root(self) -> Path:
         """Where archived bulk changes go: ``BULKCHANGE_ARCHIVE_DIR``, else ``<data folder>/archive``."""
         return self.archive_dir or data_dir() / "archive"
+
+    @property
+    def console_key(self) -> bytes:
+        """The key console sessions are signed with: ``BULKCHANGE_CONSOLE_SECRET``, else a random
+        key made when this process started (sessions then end with it)."""
+        secret = self.console_secret
+        return secret.get_secret_value().encode("utf-8") if secret else _PROCESS_CONSOLE_SECRET
+
+    @property
+    def dagster_ui_url(self) -> str:
+        """The Dagster UI the console links runs to: ``BULKCHANGE_DAGSTER_URL``, else the local default."""
+        return (self.dagster_url or DEFAULT_DAGSTER_URL).rstrip("/")
 
 
 def current(environ: Mapping[str, str] | None = None) -> Settings:
@@ -158,9 +181,12 @@ def same_account(senders: Sequence[object], credentials_name: str) -> bool:
 __all__ = [
     "ARCHIVE_DIR_ENV",
     "CALLBACK_BASE_URL_ENV",
+    "CONSOLE_SECRET_ENV",
     "CREDENTIALS_PREFIX",
     "DAGSTER_DATABASE_URL_ENV",
     "DAGSTER_HOME_ENV",
+    "DAGSTER_URL_ENV",
+    "DEFAULT_DAGSTER_URL",
     "DATABASE_URL_ENV",
     "DEMO_BASE_URL_ENV",
     "CarrierCredentials",

@@ -15,21 +15,19 @@ every error is an ``application/problem+json`` document.
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
-from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
 from ..domain import BulkChangeRequest, DeviceChangeStatus
 from ..domain.requests import MAX_ID, MAX_IDEMPOTENCY_KEY
 from ..store import operations as ops
-from ..store.bulk_changes import IdempotencyConflict, get_bulk_change, iter_device_results
+from ..store.bulk_changes import IdempotencyConflict, get_bulk_change
 from ..store.reference import get_service_provider
 from .api_bodies import read_csv_form, read_json_request
 from .api_models import (
@@ -52,11 +50,10 @@ from .auth import Caller, authenticated_caller
 from .csv_file import parse_csv
 from .deps import EngineFactory, bind, request_engine, request_limits
 from .parsing import IntakeError, IntakeLimits, plain_int, shown
-from .results_csv import write_results_csv
+from .results_csv import results_csv_response
 from .submit import SubmitOutcome, submit
 from .validation import RequestRejected
 
-CSV_CHUNK = 2_000
 R = TypeVar("R")
 
 CurrentCaller = Annotated[Caller, Depends(authenticated_caller)]
@@ -74,22 +71,6 @@ def install_api(app: FastAPI, engine_for_request: EngineFactory, *, limits: Inta
 
 
 # --- responses ------------------------------------------------------------------------------------
-
-
-def results_csv_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
-    """``write_results_csv`` output, streamed: chunk by chunk, the header only on the first."""
-    first = True
-    while True:
-        chunk = [row for _, row in zip(range(CSV_CHUNK), rows, strict=False)]
-        if not chunk and not first:
-            return
-        buf = io.StringIO()
-        write_results_csv(buf, chunk)
-        text = buf.getvalue()
-        yield text if first else text.split("\r\n", 1)[1]
-        first = False
-        if len(chunk) < CSV_CHUNK:
-            return
 
 
 def _not_found(bulk_change_id: int) -> ApiProblem:
@@ -406,14 +387,7 @@ def list_devices(
     if wants_csv:
         if not ops.bulk_change_exists(engine, caller.tenant_id, bulk_change_id):
             raise _not_found(bulk_change_id)
-        rows = iter_device_results(engine, caller.tenant_id, bulk_change_id)
-        if status is not None:
-            rows = (r for r in rows if r["status"] == status.value)
-        return StreamingResponse(
-            results_csv_chunks(iter(rows)),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="bulk-change-{bulk_change_id}-devices.csv"'},
-        )
+        return results_csv_response(engine, caller.tenant_id, bulk_change_id, status)
     try:
         found = ops.page_device_results(
             engine, caller.tenant_id, bulk_change_id, status=status, page=page, page_size=size
@@ -533,6 +507,5 @@ __all__ = [
     "install_api",
     "known_query_only",
     "operations",
-    "results_csv_chunks",
     "submissions",
 ]

@@ -14,7 +14,7 @@ from fastapi import Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from ..store.api_keys import identify_key
+from ..store.api_keys import ApiKeyIdentity, identify_key
 from .deps import request_engine
 
 bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key> (bulkchange api-key create)")
@@ -30,6 +30,18 @@ class Caller:
     label: str
 
 
+def caller_of(identity: ApiKeyIdentity) -> Caller:
+    """The Caller a live key is (the API's and the console's one label for audit fields)."""
+    return Caller(identity.tenant_id, identity.key_id, f"api-key:{identity.name}")
+
+
+def identify_caller(engine: sa.Engine, key: str) -> Caller | None:
+    """The Caller a presented key is, or None (unknown, malformed or revoked): the API's check, and
+    the console's sign-in."""
+    identity = identify_key(engine, key.strip())
+    return None if identity is None else caller_of(identity)
+
+
 async def authenticated_caller(
     bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
     header_key: str | None = Depends(header_scheme),
@@ -43,14 +55,14 @@ async def authenticated_caller(
             detail="no API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' (create one with `bulkchange api-key create`)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    identity = await run_in_threadpool(identify_key, engine, key.strip())
-    if identity is None:
+    caller = await run_in_threadpool(identify_caller, engine, key)
+    if caller is None:
         raise HTTPException(
             status_code=401,
             detail="the API key is not valid (unknown or revoked); ask for a new one with `bulkchange api-key create`",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
-    return Caller(identity.tenant_id, identity.key_id, f"api-key:{identity.name}")
+    return caller
 
 
-__all__ = ["Caller", "authenticated_caller", "bearer_scheme", "header_scheme"]
+__all__ = ["Caller", "authenticated_caller", "bearer_scheme", "caller_of", "header_scheme", "identify_caller"]

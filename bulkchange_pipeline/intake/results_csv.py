@@ -7,9 +7,16 @@ run as a formula when the file is opened.
 from __future__ import annotations
 
 import csv
+import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
+
+import sqlalchemy as sa
+from fastapi.responses import StreamingResponse
+
+from ..domain import DeviceChangeStatus
+from ..store.bulk_changes import iter_device_results
 
 RESULT_COLUMNS = (
     "id",
@@ -48,4 +55,45 @@ def write_results_csv(out: IO[str], rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
-__all__ = ["RESULT_COLUMNS", "safe_cell", "write_results_csv"]
+CSV_CHUNK = 2_000  # rows per streamed chunk
+
+
+def results_csv_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """``write_results_csv`` output, streamed: chunk by chunk, the header only on the first."""
+    first = True
+    while True:
+        chunk = [row for _, row in zip(range(CSV_CHUNK), rows, strict=False)]
+        if not chunk and not first:
+            return
+        buf = io.StringIO()
+        write_results_csv(buf, chunk)
+        text = buf.getvalue()
+        yield text if first else text.split("\r\n", 1)[1]
+        first = False
+        if len(chunk) < CSV_CHUNK:
+            return
+
+
+def results_csv_response(
+    engine: sa.Engine, tenant_id: int, bulk_change_id: int, status: DeviceChangeStatus | None = None
+) -> StreamingResponse:
+    """A bulk change's device rows (only ``status`` ones when given) as a streamed CSV download:
+    the one writer the API and the console serve."""
+    rows: Iterator[dict[str, Any]] = iter(iter_device_results(engine, tenant_id, bulk_change_id))
+    if status is not None:
+        rows = (r for r in rows if r["status"] == status.value)
+    return StreamingResponse(
+        results_csv_chunks(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="bulk-change-{bulk_change_id}-devices.csv"'},
+    )
+
+
+__all__ = [
+    "CSV_CHUNK",
+    "RESULT_COLUMNS",
+    "results_csv_chunks",
+    "results_csv_response",
+    "safe_cell",
+    "write_results_csv",
+]

@@ -1,0 +1,267 @@
+"""The console's actions: cancel, retry failed, release a held bulk change, and a CSV upload.
+
+Each action is two steps, because each one reaches devices at a carrier: a GET page says what will
+happen (how many rows), and only its form's POST, carrying the session's CSRF token, does it. The
+POST calls the same ``store.operations`` function as the API, with the same caller label, and a
+refusal (``OperationRefused``) is shown with its message. The upload is dry-run first: the report
+the API's dry run gives (``intake.csv_file.parse_csv`` and ``intake.submit.submit``), then the same
+bytes, carried in the confirmation form, are parsed and validated again and submitted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse, Response
+from starlette.datastructures import UploadFile
+
+from ..domain import ChangeType
+from ..domain.requests import MAX_ID
+from ..intake.auth import Caller
+from ..intake.csv_file import parse_csv
+from ..intake.deps import request_engine, request_limits
+from ..intake.parsing import IntakeError, IntakeLimits, plain_int
+from ..intake.submit import SubmitOutcome, submit
+from ..intake.validation import RequestRejected
+from ..store import console as q
+from ..store import operations as ops
+from ..store.bulk_changes import IdempotencyConflict
+from ..store.reference import get_service_provider, list_service_providers
+from .render import NotFound, page
+from .session import ConsoleUser, check_csrf, console_user
+
+__all__ = ["ACTIONS", "router"]
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+User = Annotated[ConsoleUser, Depends(console_user)]
+Engine = Annotated[sa.Engine, Depends(request_engine)]
+Limits = Annotated[IntakeLimits, Depends(request_limits)]
+BulkChangeId = Path(ge=1, le=MAX_ID)
+
+
+@dataclass(frozen=True)
+class Action:
+    title: str
+    button: str
+    run: Callable[..., Any]
+    done: Callable[[Any], str]
+
+
+ACTIONS = {
+    "cancel": Action(
+        "Cancel",
+        "Cancel the rows not yet sent",
+        ops.cancel_bulk_change,
+        lambda r: (
+            f"Cancelled {r.cancelled} device rows"
+            + (f"; {r.still_processing} already sent finish normally." if r.still_processing else ".")
+        ),
+    ),
+    "retry-failed": Action(
+        "Retry failed",
+        "Retry the failed rows",
+        ops.retry_failed,
+        lambda r: f"{r.requeued} failed device rows queued again as attempt {r.attempt}.",
+    ),
+    "release": Action(
+        "Release",
+        "Release it",
+        ops.release_bulk_change,
+        lambda r: (
+            "Released: the sensor starts it "
+            + ("when its effective date comes." if r.status == "SCHEDULED" else "on its next tick.")
+        ),
+    ),
+}
+
+
+def _what_happens(action: str, bc: q.BulkChangeSummary, retryable: int) -> str:
+    c = bc.counts
+    if action == "cancel":
+        unsent = c.get("NEW", 0) + c.get("SCHEDULED", 0)
+        return (
+            f"{unsent} device rows not yet sent (NEW, SCHEDULED) become CANCELLED. "
+            f"{c.get('PROCESSING', 0)} rows already sent to the carrier finish normally."
+        )
+    if action == "retry-failed":
+        return (
+            f"{retryable} failed device rows (carrier refusals, and rows that failed while processing) go back "
+            "to NEW as a new attempt, and the pipeline sends them again. Rows refused at validation are not retried."
+        )
+    return f"The held bulk change starts: its {bc.total - c.get('ERROR', 0)} accepted device rows go to the carrier."
+
+
+def _action(name: str) -> Action:
+    if name not in ACTIONS:
+        raise NotFound("no such action")
+    return ACTIONS[name]
+
+
+def _confirm_page(
+    request: Request, user: ConsoleUser, engine: sa.Engine, bulk_change_id: int, name: str, **extra: Any
+) -> Response:
+    bc = q.bulk_change_summary(engine, user.caller.tenant_id, bulk_change_id)
+    if bc is None:
+        raise NotFound(f"no bulk change {bulk_change_id} for this tenant")
+    retryable = q.retryable_count(engine, user.caller.tenant_id, bulk_change_id)
+    extra.setdefault("status_code", 200)
+    return page(
+        request,
+        "confirm.html",
+        extra.pop("status_code"),
+        user=user,
+        bc=bc,
+        name=name,
+        action=_action(name),
+        what=_what_happens(name, bc, retryable),
+        **{"refused": None, "done": None, **extra},
+    )
+
+
+@router.get("/bulk-changes/{bulk_change_id}/{name}")
+def confirm(request: Request, user: User, engine: Engine, name: str, bulk_change_id: int = BulkChangeId) -> Response:
+    """What the action will do, and the button that does it."""
+    _action(name)
+    return _confirm_page(request, user, engine, bulk_change_id, name)
+
+
+@router.post("/bulk-changes/{bulk_change_id}/{name}")
+async def act(request: Request, user: User, engine: Engine, name: str, bulk_change_id: int = BulkChangeId) -> Response:
+    """Do it, as the API does (same store function, same caller label); a refusal is shown (409)."""
+    action = _action(name)
+    form = await request.form(max_files=0, max_fields=5)
+    check_csrf(user, str(form.get("csrf") or ""))
+    try:
+        result = await run_in_threadpool(
+            action.run, engine, user.caller.tenant_id, bulk_change_id, by=user.caller.label
+        )
+    except ops.BulkChangeNotFound:
+        raise NotFound(f"no bulk change {bulk_change_id} for this tenant") from None
+    except ops.OperationRefused as exc:
+        return await run_in_threadpool(
+            _confirm_page, request, user, engine, bulk_change_id, name, refused=str(exc), status_code=409
+        )
+    return await run_in_threadpool(_confirm_page, request, user, engine, bulk_change_id, name, done=action.done(result))
+
+
+# --- CSV upload: dry run, then confirm ----------------------------------------------------------
+
+
+def _check(
+    engine: sa.Engine,
+    caller: Caller,
+    data: bytes,
+    sp_text: str,
+    type_text: str,
+    key: str,
+    limits: IntakeLimits,
+    dry: bool,
+) -> SubmitOutcome:
+    """Parse and validate (and unless ``dry`` store) an upload, exactly as ``POST /bulk-changes/csv``."""
+    sp_id = plain_int(sp_text)
+    if sp_id is None or get_service_provider(engine, caller.tenant_id, sp_id) is None:
+        raise RequestRejected("choose one of your service providers")
+    try:
+        change_type = ChangeType.parse(type_text)
+    except ValueError:
+        raise RequestRejected("choose a change type") from None
+    parsed = parse_csv(data, change_type=change_type, service_provider_id=sp_id, idempotency_key=key, limits=limits)
+    return submit(
+        engine,
+        caller.tenant_id,
+        parsed.request,
+        caller.label,
+        dry_run=dry,
+        row_errors=parsed.row_errors,
+        row_numbers=parsed.row_numbers,
+    )
+
+
+def _accepted(outcome: SubmitOutcome, limit: int = 200) -> list[tuple[int, Any]]:
+    """The first accepted rows with their file line numbers, for the report's second table."""
+    report = outcome.report
+    if report is None:
+        return []
+    pairs = zip(report.row_numbers, report.rows, strict=False)
+    return [(n, r) for n, r in pairs if r.status.value != "ERROR"][:limit]
+
+
+def _upload_page(
+    request: Request, user: ConsoleUser, engine: sa.Engine, status_code: int = 200, **ctx: Any
+) -> Response:
+    ctx = {"error": None, "report": None, "message": None, "file_b64": "", "sp": "", "type": "", "key": "", **ctx}
+    providers = list_service_providers(engine, user.caller.tenant_id)
+    return page(
+        request, "upload.html", status_code, user=user, providers=providers, change_types=list(ChangeType), **ctx
+    )
+
+
+@router.get("/upload")
+def upload_form(request: Request, user: User, engine: Engine) -> Response:
+    return _upload_page(request, user, engine)
+
+
+async def _form(request: Request, limits: IntakeLimits) -> dict[str, Any]:
+    # The confirmation carries the file base64-encoded in a text field: allow that much.
+    form = await request.form(max_files=1, max_fields=10, max_part_size=limits.max_bytes * 4 // 3 + 1024)
+    return dict(form.items())
+
+
+@router.post("/upload")
+async def upload_dry_run(request: Request, user: User, engine: Engine, limits: Limits) -> Response:
+    """Step 1: the dry-run report of the chosen file; nothing stored."""
+    form = await _form(request, limits)
+    check_csrf(user, str(form.get("csrf") or ""))
+    upload = form.get("file")
+    sp, change_type = str(form.get("service_provider") or ""), str(form.get("change_type") or "")
+    if not isinstance(upload, UploadFile):
+        return _upload_page(request, user, engine, 422, error="choose a CSV file", sp=sp, type=change_type)
+    data = await upload.read(limits.max_bytes + 1)
+    key = f"console-{secrets.token_hex(12)}"  # the confirmation submits once, however often it is clicked
+    try:
+        outcome = await run_in_threadpool(_check, engine, user.caller, data, sp, change_type, key, limits, True)
+    except (IntakeError, RequestRejected, IdempotencyConflict) as exc:
+        return _upload_page(request, user, engine, 422, error=str(exc), sp=sp, type=change_type)
+    return _upload_page(
+        request,
+        user,
+        engine,
+        report=outcome.report,
+        accepted_rows=_accepted(outcome),
+        message=outcome.message,
+        file_b64=base64.b64encode(data).decode("ascii"),
+        digest=hashlib.sha256(data).hexdigest()[:16],
+        filename=upload.filename or "upload.csv",
+        sp=sp,
+        type=change_type,
+        key=key,
+    )
+
+
+@router.post("/upload/confirm")
+async def upload_confirm(request: Request, user: User, engine: Engine, limits: Limits) -> Response:
+    """Step 2: the same file validated again and submitted; on to the new bulk change's page."""
+    form = await _form(request, limits)
+    check_csrf(user, str(form.get("csrf") or ""))
+    sp, change_type = str(form.get("service_provider") or ""), str(form.get("change_type") or "")
+    key = str(form.get("idempotency_key") or "")
+    try:
+        data = base64.b64decode(str(form.get("file_b64") or ""), validate=True)
+    except (binascii.Error, ValueError):
+        return _upload_page(request, user, engine, 422, error="the confirmation lost its file: upload it again")
+    if not key.startswith("console-") or len(key) > 64:
+        return _upload_page(request, user, engine, 422, error="the confirmation is incomplete: upload the file again")
+    try:
+        outcome = await run_in_threadpool(_check, engine, user.caller, data, sp, change_type, key, limits, False)
+    except (IntakeError, RequestRejected, IdempotencyConflict) as exc:
+        return _upload_page(request, user, engine, 422, error=str(exc), sp=sp, type=change_type)
+    return RedirectResponse(f"/console/bulk-changes/{outcome.bulk_change_id}", status_code=303)

@@ -1,0 +1,100 @@
+"""Rendering the console's pages: one Jinja2 environment, autoescaped, that shows control characters.
+
+Autoescape stops markup; it does not stop a right-to-left override (U+202E) in an identifier or a
+carrier's message from reordering what an operator reads. ``visible`` runs on every ``{{ value }}``
+(Jinja's ``finalize``, before escaping) and writes control, format (bidi) and separator characters
+as ``\\u202e`` text, so they are shown, never obeyed.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+
+from ..domain import ChangeType, outcome_of
+from .session import CsrfRefused, LoginRequired
+
+__all__ = ["NotFound", "install_handlers", "page", "visible"]
+
+HIDDEN_CATEGORIES = {"Cc", "Cf", "Co", "Cs", "Zl", "Zp", "Cn"}
+KEPT = {"\n", "\t"}
+
+
+class NotFound(Exception):
+    """Nothing of this tenant's under that id: the same answer for another tenant's and a missing one."""
+
+
+def visible(value: Any) -> Any:
+    """Jinja ``finalize``: None as empty, datetimes to the second, invisible characters as escapes."""
+    if value is None:
+        return ""
+    if isinstance(value, Markup):
+        return value
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, str) and not value.isprintable():
+        return "".join(
+            f"\\u{ord(c):04x}" if c not in KEPT and unicodedata.category(c) in HIDDEN_CATEGORIES else c for c in value
+        )
+    return value
+
+
+def change_type_name(value: int) -> str:
+    try:
+        return ChangeType(value).label
+    except ValueError:
+        return f"change type {value}"
+
+
+def query(base: dict[str, Any], **changes: Any) -> str:
+    """A page's query string with ``changes`` applied (None drops a parameter): for pagers and filters."""
+    merged = {**base, **changes}
+    return urlencode({k: v for k, v in merged.items() if v not in (None, "")})
+
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    finalize=visible,
+    undefined=jinja2.StrictUndefined,
+)
+_env.filters["change_type_name"] = change_type_name
+_env.globals["query"] = query
+_env.globals["outcome_of"] = outcome_of
+templates = Jinja2Templates(env=_env)
+
+
+def page(request: Request, template: str, status_code: int = 200, /, **context: Any) -> HTMLResponse:
+    """Render ``template`` with ``context`` (``user`` None on the sign-in and error pages)."""
+    context.setdefault("user", None)
+    response = templates.TemplateResponse(request, template, context, status_code=status_code)
+    response.headers["Cache-Control"] = "no-store"  # tenant data: not kept by the browser or a proxy
+    response.headers["X-Frame-Options"] = "DENY"  # the action forms cannot be framed (clickjacking)
+    return response
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Console exceptions as pages: to the sign-in form, 404 page, 403 page."""
+
+    async def on_login_required(request: Request, exc: Exception) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/console/login?{urlencode({'next': target})}", status_code=303)
+
+    async def on_not_found(request: Request, exc: Exception) -> Response:
+        return page(request, "error.html", 404, title="Not found", message=str(exc))
+
+    async def on_csrf(request: Request, exc: Exception) -> Response:
+        return page(request, "error.html", 403, title="Refused", message=str(exc))
+
+    app.add_exception_handler(LoginRequired, on_login_required)
+    app.add_exception_handler(NotFound, on_not_found)
+    app.add_exception_handler(CsrfRefused, on_csrf)
