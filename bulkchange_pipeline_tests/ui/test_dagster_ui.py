@@ -324,3 +324,30 @@ def test_asset_partition_tells_done_with_failures(browser, processed: ProcessedB
     assert shot.stat().st_size > 10_000
     assert "what_next" in partition_text and f"bulkchange results {processed.partition}" in partition_text
     assert "no_failed_devices\nFailed" in checks_text and "settled\nSucceeded" in checks_text, checks_text
+
+
+def test_console_link_opens_the_runs_of_that_bulk_change(
+    browser, processed: ProcessedBulkChange, webserver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console's "Dagster runs" link, pointed at this webserver, lists that bulk change's run."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from bulkchange_pipeline.console.pages import dagster_runs_url
+
+    monkeypatch.setenv("BULKCHANGE_DAGSTER_URL", webserver)
+    url = dagster_runs_url(int(processed.partition))
+    assert url.startswith(webserver)
+    shot = _artifacts_dir() / f"runs-filtered-bulk-change-{processed.partition}.png"
+    browser.get(url)
+    try:
+        WebDriverWait(browser, UI_WAIT_SECONDS).until(
+            ec.presence_of_element_located((By.XPATH, f"//a[contains(@href, '/runs/{processed.run_id}')]"))
+        )
+    except TimeoutException:
+        browser.save_screenshot(str(shot.with_name(shot.stem + "-FAILED.png")))
+        raise
+    browser.save_screenshot(str(shot))
+    assert f"bulkchange/bulk_change_id={processed.partition}" in browser.find_element(By.TAG_NAME, "body").text
