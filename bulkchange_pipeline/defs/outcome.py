@@ -13,8 +13,9 @@ processing and reconcile jobs) record its state on the ``bulk_change`` asset's p
 - the run tag ``bulkchange/outcome`` on that run, so the runs list can be filtered by it.
 
 Held and scheduled bulk changes have no run yet: ``bulk_change_sensor`` adds their partitions
-and records an observation and the ``settled`` check for them, so they are visible before they
-run. Both checks can also be executed from the UI for any partition: they read the database.
+and records an observation saying why they wait, so they are visible before they run; if one is
+cancelled (or a run fails or is stopped outside a carrier step) a sensor records the new state as
+a runless materialization. Both checks can also be executed from the UI for any partition: they read the database.
 Partitioned asset checks are a Dagster preview feature (1.13); the materialization metadata and
 the run tag carry the same facts.
 """
@@ -40,6 +41,7 @@ __all__ = [
     "observation_events",
     "outcome_checks",
     "record_outcome",
+    "report_outcome",
     "state_of",
 ]
 
@@ -114,36 +116,55 @@ def _evaluations(
 
 
 def observation_events(bc: dict[str, Any]) -> list[Any]:
-    """A bulk change that has not run (held, scheduled): an observation of its partition and the
-    two checks, for ``bulk_change_sensor`` to record."""
-    key = str(bc["id"])
+    """A bulk change that has not run (held, scheduled): an observation of its partition, for
+    ``bulk_change_sensor`` to record. No check evaluation: Dagster keeps one runless evaluation
+    per check and partition, and the run that settles it evaluates both."""
     outcome, metadata = state_of(bc)
-    head = dg.AssetObservation(BULK_CHANGE_ASSET, partition=key, metadata=metadata, tags={OUTCOME_TAG: outcome.value})
-    return [head, *_evaluations(key, outcome, metadata)]
+    return [
+        dg.AssetObservation(
+            BULK_CHANGE_ASSET, partition=str(bc["id"]), metadata=metadata, tags={OUTCOME_TAG: outcome.value}
+        )
+    ]
+
+
+def _target(instance: dg.DagsterInstance, key: str) -> TargetMaterialization | None:
+    """The partition's latest materialization, which the check evaluations point at (so the
+    check's partition view counts them as current)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=BULK_CHANGE_ASSET, asset_partitions=[key]), limit=1
+    ).records
+    if not records:
+        return None
+    return TargetMaterialization(
+        storage_id=records[0].storage_id, run_id=records[0].run_id, timestamp=records[0].timestamp
+    )
 
 
 def record_outcome(context: dg.OpExecutionContext, bc: dict[str, Any]) -> Outcome:
     """From a run that settled the bulk change: materialize its partition, then evaluate the two
-    checks against that materialization (so the check's partition view counts them as current),
-    and tag the run with the outcome."""
+    checks against that materialization, and tag the run with the outcome."""
     key = str(bc["id"])
     outcome, metadata = state_of(bc)
     context.log_event(
         dg.AssetMaterialization(BULK_CHANGE_ASSET, partition=key, metadata=metadata, tags={OUTCOME_TAG: outcome.value})
     )
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=BULK_CHANGE_ASSET, asset_partitions=[key]), limit=1
-    ).records
-    target = (
-        TargetMaterialization(
-            storage_id=records[0].storage_id, run_id=records[0].run_id, timestamp=records[0].timestamp
-        )
-        if records
-        else None
-    )
-    for evaluation in _evaluations(key, outcome, metadata, target):
+    for evaluation in _evaluations(key, outcome, metadata, _target(context.instance, key)):
         context.log_event(evaluation)
     context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: outcome.value})
+    return outcome
+
+
+def report_outcome(instance: dg.DagsterInstance, bc: dict[str, Any]) -> Outcome:
+    """Outside a run that settles it (a sensor settled a failed or stopped run, or a held or
+    scheduled bulk change changed without running): record its state as a runless
+    materialization of its partition. The checks are not evaluated here (Dagster keeps one
+    runless evaluation per check and partition); "Execute" on the asset page re-evaluates them
+    from the database."""
+    key = str(bc["id"])
+    outcome, metadata = state_of(bc)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(BULK_CHANGE_ASSET, partition=key, metadata=metadata, tags={OUTCOME_TAG: outcome.value})
+    )
     return outcome
 
 

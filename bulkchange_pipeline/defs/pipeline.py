@@ -17,7 +17,7 @@ from ..engine.bulk_change import mark_processing
 from ..store.bulk_changes import count_rows_by_status, get_bulk_change
 from ..store.db import run_transaction
 from ..store.device_changes import IdRange, add_log
-from ..store.operations import OperationRefused, release_bulk_change, requeue_failed_rows, settle_after_run
+from ..store.operations import release_bulk_change, requeue_failed_rows, settle_after_run
 from .outcome import record_outcome
 from .partitions import bulk_change_config
 from .progress import BatchProgress
@@ -49,6 +49,11 @@ class ProcessConfig(dg.Config):
     )
     batch_size: int | None = Field(
         None, ge=1, le=10_000, description="Devices per apply_batch step; default: the service provider's setting"
+    )
+    release_held: bool = Field(
+        False,
+        description="The bulk change is held (submitted with processChanges=false): release it and process it. "
+        "Without this a run of a held bulk change sends nothing (so a backfill never releases held ones).",
     )
 
 
@@ -98,8 +103,17 @@ def plan_batches_op(
     context: dg.OpExecutionContext, config: ProcessConfig, database: DatabaseResource, info: BulkChangeInfo
 ):
     engine = database.engine()
-    if not config.dry_run:
-        _release_if_held(context, engine, info)
+    if not config.dry_run and _held(engine, info.id):
+        if not config.release_held:
+            context.log.warning(
+                f"bulk change {info.id} is held (processChanges=false): nothing sent. Release it with "
+                f"`bulkchange release {info.id}`, or launch this partition with release_held: true"
+            )
+            return
+        release_bulk_change(
+            engine, info.tenant_id, info.id, by=f"dagster:{context.run_id[:8]} (launchpad release_held)"
+        )
+        context.log.info(f"bulk change {info.id} was held: released by this run (release_held)")
     if config.retry_failed_only and not config.dry_run:
         requeued = run_transaction(
             engine, lambda conn: requeue_failed_rows(conn, info.id, f"retry from run {context.run_id[:8]}")
@@ -197,17 +211,9 @@ def finalize_bulk_change(
     return result.status.value
 
 
-def _release_if_held(context: dg.OpExecutionContext, engine: sa.Engine, info: BulkChangeInfo) -> None:
-    """A run launched for a held bulk change (the sensor never launches one) is an operator
-    releasing it from the UI: record the release, so the header says it is no longer held."""
-    bc = get_bulk_change(engine, info.id)
-    if bc is None or bc["process_changes"]:
-        return
-    try:
-        release_bulk_change(engine, info.tenant_id, info.id, by=f"dagster:{context.run_id[:8]} (launched from the UI)")
-    except OperationRefused:
-        return
-    context.log.info(f"bulk change {info.id} was held: launching this run released it")
+def _held(engine: sa.Engine, bulk_change_id: int) -> bool:
+    bc = get_bulk_change(engine, bulk_change_id)
+    return bc is not None and not bc["process_changes"]
 
 
 def _record_outcome(context: dg.OpExecutionContext, database: DatabaseResource, bulk_change_id: int) -> None:

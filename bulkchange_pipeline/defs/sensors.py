@@ -7,10 +7,18 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from ..store.bulk_changes import QueuedBulkChange, get_bulk_change, list_due_scheduled, list_not_started, list_waiting
+from ..domain import Outcome, outcome_of
+from ..store.bulk_changes import (
+    QueuedBulkChange,
+    get_bulk_change,
+    header_states,
+    list_due_scheduled,
+    list_not_started,
+    list_waiting,
+)
 from ..store.operations import BulkChangeNotFound, settle_after_run
 from . import clock
-from .outcome import observation_events
+from .outcome import BULK_CHANGE_ASSET, OUTCOME_TAG, observation_events, report_outcome
 from .partitions import bulk_change_partitions
 from .pipeline import process_bulk_change_job
 from .reconcile import reconcile_async_job
@@ -77,7 +85,8 @@ def bulk_change_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
     )
     chosen = (new + due)[:SENSOR_PAGE] if len(new) < SENSOR_PAGE else new[:SENSOR_PAGE]
     shown, events = _not_started_partitions(context.instance, engine, {str(bc.id) for _, bc in chosen})
-    if not chosen and not shown:
+    changed = _refresh_not_started(context.instance, engine)
+    if not chosen and not shown and not changed:
         return dg.SensorResult(skip_reason=dg.SkipReason("no bulk change waiting"))
     # Tags come from the partition (``partitions.partition_tags``), as for every other way a run starts.
     requests = [dg.RunRequest(partition_key=str(bc.id), run_key=key) for key, bc in chosen]
@@ -87,6 +96,44 @@ def bulk_change_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
         dynamic_partitions_requests=[bulk_change_partitions.build_add_request(keys)],
         asset_events=events,
     )
+
+
+OBSERVED_PAGE = 200  # newest held/scheduled observations re-checked per tick
+
+
+def _refresh_not_started(instance: dg.DagsterInstance, engine: sa.Engine) -> int:
+    """Held and scheduled bulk changes shown by an observation that changed without a run (a held
+    or scheduled one cancelled, or archived): record what they are now, so a partition never keeps
+    saying "held" after the operator cancelled it. One event-log read and one database query per
+    tick; a released or due one is left to the run that will settle it. Returns how many changed."""
+    records = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=BULK_CHANGE_ASSET), limit=OBSERVED_PAGE)
+    observed: dict[int, tuple[str, int]] = {}  # id -> (outcome shown, storage id), newest first
+    for record in records.records:
+        event = record.asset_observation
+        if event is None or not (event.partition or "").isdigit():
+            continue
+        observed.setdefault(int(event.partition), (event.tags.get(OUTCOME_TAG, ""), record.storage_id))
+    states = header_states(engine, list(observed))
+    changed = 0
+    for bc_id, (shown, storage_id) in observed.items():
+        if bc_id not in states:
+            continue  # archived: retention removes its partition
+        status, process_changes = states[bc_id]
+        now = outcome_of(status, {}, held=not process_changes)
+        if now.value == shown or now in (Outcome.IN_PROGRESS, Outcome.WAITING_ON_CARRIER, Outcome.DONE):
+            continue  # unchanged, or a run is on it and records what it finds
+        later = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=BULK_CHANGE_ASSET, asset_partitions=[str(bc_id)], after_storage_id=storage_id
+            ),
+            limit=1,
+        ).records
+        stored = get_bulk_change(engine, bc_id)
+        if later or stored is None:
+            continue
+        report_outcome(instance, stored)
+        changed += 1
+    return changed
 
 
 def _not_started_partitions(
@@ -142,7 +189,9 @@ def _settle(context: dg.RunStatusSensorContext, database: DatabaseResource, *, s
         )
     except BulkChangeNotFound:
         return "bulk change gone"
-    return f"bulk change {key} is {settled.status}"
+    stored = get_bulk_change(database.engine(), int(key))
+    outcome = report_outcome(context.instance, stored).value if stored else "gone"
+    return f"bulk change {key} is {settled.status} ({outcome})"
 
 
 @dg.run_failure_sensor(monitored_jobs=MONITORED, default_status=dg.DefaultSensorStatus.RUNNING)

@@ -322,6 +322,20 @@ def list_not_started(engine: sa.Engine, limit: int) -> list[QueuedBulkChange]:
         return [QueuedBulkChange(**r._mapping) for r in rows]
 
 
+def header_states(engine: sa.Engine, ids: Sequence[int]) -> dict[int, tuple[str, bool]]:
+    """(status, process_changes) of the live bulk changes among ``ids`` (one query); archived or
+    unknown ids are left out."""
+    if not ids:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(bulk_change.c.id, bulk_change.c.status, bulk_change.c.process_changes).where(
+                bulk_change.c.id.in_(list(ids)), bulk_change.c.deleted_at.is_(None)
+            )
+        )
+        return {r.id: (r.status, bool(r.process_changes)) for r in rows}
+
+
 def list_due_scheduled(engine: sa.Engine, now: datetime, limit: int) -> list[QueuedBulkChange]:
     """SCHEDULED bulk changes whose earliest waiting row is due."""
     with engine.connect() as conn:

@@ -83,7 +83,7 @@ def test_done_and_done_with_failures_differ_on_the_partition(engine, dagster_ins
     assert tags == {str(clean): "done", str(failing): "done_with_failures"}
 
 
-def test_held_and_scheduled_are_visible_before_any_run_and_a_launch_releases_the_held_one(
+def test_held_and_scheduled_are_visible_before_any_run_and_only_release_held_releases_one(
     engine, dagster_instance, jasper
 ):
     sim, base_url = jasper
@@ -102,9 +102,9 @@ def test_held_and_scheduled_are_visible_before_any_run_and_a_launch_releases_the
     partitions = set(dagster_instance.get_dynamic_partitions("bulk_change"))
     assert {str(held), str(scheduled)} <= partitions
     h, s = partition_state(dagster_instance, str(held)), partition_state(dagster_instance, str(scheduled))
-    assert (h["event"], h["outcome"], h["settled"]) == ("observation", "held", "failed:WARN")
+    assert (h["event"], h["outcome"]) == ("observation", "held")
     assert f"bulkchange release {held}" in h["what_next"]
-    assert (s["event"], s["outcome"], s["settled"]) == ("observation", "scheduled", "failed:WARN")
+    assert (s["event"], s["outcome"]) == ("observation", "scheduled")
     assert s["next_effective_at"].startswith(later.strftime("%Y-%m-%dT%H:%M"))
     # Shown once: a second tick records nothing new for them.
     before = len(
@@ -116,8 +116,14 @@ def test_held_and_scheduled_are_visible_before_any_run_and_a_launch_releases_the
     )
     assert after == before
 
-    # An operator launches the held partition from the UI: that releases it, and the run settles it.
+    # A run of the held partition without release_held (a backfill, a launch by mistake) sends nothing.
     assert execute(dagster_instance, defs, str(held)).success
+    assert get_bulk_change(engine, held)["process_changes"] is False
+    assert sim.stats()["total_calls"] == 0
+    assert partition_state(dagster_instance, str(held))["outcome"] == "held"
+    # The operator launches it from the launchpad with release_held: released, processed, settled.
+    release = {"ops": {"plan_batches_op": {"config": {"release_held": True}}}}
+    assert execute(dagster_instance, defs, str(held), run_config=release).success
     assert get_bulk_change(engine, held)["process_changes"] is True
     assert partition_state(dagster_instance, str(held))["outcome"] == "done"
 
@@ -132,3 +138,58 @@ def test_cancelled_is_its_own_state(engine, dagster_instance, jasper):
     state = partition_state(dagster_instance, str(bc_id))
     assert (state["outcome"], state["status"], state["settled"]) == ("cancelled", "CANCELLED", "failed:WARN")
     assert state["no_failed_devices"] == "passed"
+
+
+def test_a_held_one_cancelled_without_a_run_stops_saying_held(engine, dagster_instance, jasper):
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 2)
+    held = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    with engine.begin() as conn:
+        conn.execute(sa.update(bulk_change).where(bulk_change.c.id == held).values(process_changes=False))
+    defs = fast_definitions()
+    evaluate_sensor(dagster_instance, defs)
+    assert partition_state(dagster_instance, str(held))["outcome"] == "held"
+
+    cancel_bulk_change(engine, ids["tenant_id"], held, by="test")
+    evaluate_sensor(dagster_instance, defs)
+    state = partition_state(dagster_instance, str(held))
+    assert (state["event"], state["outcome"], state["status"]) == ("materialization", "cancelled", "CANCELLED")
+    before = len(
+        dagster_instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=BULK_CHANGE_ASSET), limit=50).records
+    )
+    evaluate_sensor(dagster_instance, defs)  # recorded once
+    after = len(
+        dagster_instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=BULK_CHANGE_ASSET), limit=50).records
+    )
+    assert after == before
+
+
+def test_a_failed_run_leaves_the_partition_saying_unfinished(engine, dagster_instance, jasper):
+    """A run that failed before finishing: the failure sensor settles the header and records
+    ``unfinished`` on the partition, with what to do (resume)."""
+    from bulkchange_pipeline.defs.sensors import bulk_change_failure_sensor
+
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 3)
+    bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    dagster_instance.add_dynamic_partitions("bulk_change", [str(bc_id)])
+    defs = fast_definitions()
+    # A run that fails at its carrier resource (launchpad settings beyond bounds): nothing sent.
+    bad = {"resources": {"carriers": {"config": {"max_attempts": 1000}}}}
+    result = execute(dagster_instance, defs, str(bc_id), run_config=bad, raise_on_error=False)
+    assert not result.success
+    run = dagster_instance.get_run_by_id(result.run_id)
+    failure = next(
+        e for e in dagster_instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.is_run_failure
+    )
+    context = dg.build_run_status_sensor_context(
+        sensor_name="bulk_change_failure_sensor",
+        dagster_instance=dagster_instance,
+        dagster_run=run,
+        dagster_event=failure.dagster_event,
+        resources=dict(defs.resources or {}),
+    ).for_run_failure()
+    bulk_change_failure_sensor(context)
+    state = partition_state(dagster_instance, str(bc_id))
+    assert (state["outcome"], state["status"]) == ("unfinished", "ERROR")
+    assert f"bulkchange resume {bc_id}" in state["what_next"]
