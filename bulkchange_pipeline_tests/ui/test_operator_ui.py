@@ -100,8 +100,11 @@ class Operator:
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions as ec
 
-        cond = ec.element_to_be_clickable if clickable else ec.visibility_of_element_located
-        return self.wait.until(cond((By.XPATH, xpath)))
+        if clickable:
+            return self.wait.until(ec.element_to_be_clickable((By.XPATH, xpath)))
+        # Any visible match: the same text can sit first in a collapsed cell (e.g. the run log shows
+        # the bulk_change asset's metadata, truncated, above finalize's output metadata).
+        return self.wait.until(ec.visibility_of_any_elements_located((By.XPATH, xpath)))[0]
 
     def click(self, xpath: str) -> None:
         element = self.xpath(xpath, clickable=True)
