@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ..domain import BulkChangeStatus, ChangeType, DeviceChangeStatus, bulk_status_detail
+from ..domain import BulkChangeStatus, ChangeType, DeviceChangeStatus, Outcome, bulk_status_detail, outcome_of
 from ..intake.parsing import shown
 from ..intake.validation import ValidationReport, is_carrier_dated
 
@@ -105,6 +105,10 @@ def render_status(console: Console, bc: dict[str, Any], provider_name: str | Non
         f"by {escape(bc['created_by'])}"
         + (f", effective {bc['effective_at']:%Y-%m-%d %H:%M}" if bc.get("effective_at") else "")
     )
+    outcome = outcome_of(bc["status"], bc["counts"], held=not bc.get("process_changes", True))
+    console.print(f"outcome [bold]{outcome.value}[/]")
+    if outcome is Outcome.HELD:
+        console.print(f"held (processChanges=false): nothing is sent until `bulkchange release {bc['id']}`")
     if detail := bulk_status_detail(bc["status"], bc["counts"]):
         console.print(
             f"[red]{detail}[/]: correct them (`bulkchange results {bc['id']} --csv -` has each reason) and submit again"
@@ -140,6 +144,7 @@ class FollowResult:
     bc: dict[str, Any]  # the last bulk change read
     final: bool  # False: timed out or interrupted
     interrupted: bool = False
+    held: bool = False  # held (processChanges=false): nothing moves until it is released
 
 
 def follow_bulk_change(
@@ -224,6 +229,8 @@ def follow_bulk_change(
                         last_line = line
                 if is_final(bc):
                     return FollowResult(bc, True)
+                if not bc.get("process_changes", True) and bc["status"] in ("NEW", "SCHEDULED"):
+                    return FollowResult(bc, False, held=True)
                 if deadline is not None and clock() >= deadline:
                     return FollowResult(bc, False)
                 sleep(interval if deadline is None else max(0.0, min(interval, deadline - clock())))

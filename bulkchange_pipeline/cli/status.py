@@ -73,6 +73,11 @@ def status_command(
             )
             bc = followed.bc
     render_status(out, bc, names.get(bc["service_provider_id"]))
+    if followed is not None and followed.held:
+        raise UserError(
+            f"bulk change {bulk_change_id} is held (processChanges=false): nothing moves until "
+            f"`bulkchange release {bulk_change_id}`"
+        )
     if followed is not None and not followed.final:
         why = "stopped following" if followed.interrupted else f"gave up after {timeout:g} s"
         raise UserError(f"bulk change {bulk_change_id} is still {bc['status']}: {why}")

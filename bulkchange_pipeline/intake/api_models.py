@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from ..domain import BulkChangeRequest, ChangeType, DeviceChangeStatus, bulk_status_detail
+from ..domain import BulkChangeRequest, ChangeType, DeviceChangeStatus, bulk_status_detail, outcome_of
 from .submit import SubmitOutcome
 from .validation import ValidationReport
 
@@ -142,6 +142,10 @@ class BulkChangeOut(ApiModel):
     change_type_name: str
     status: str
     status_detail: str | None = Field(None, description=STATUS_DETAIL)
+    outcome: str = Field(
+        description="What an operator needs to know at a glance: done, done_with_failures, waiting_on_carrier, "
+        "scheduled, held, cancelled, unfinished or in_progress (as on the Dagster partition and the console)"
+    )
     process_changes: bool
     attempt: int = Field(description="0 for the first run; each retry-failed adds one")
     total: int
@@ -167,6 +171,7 @@ class BulkChangeOut(ApiModel):
             change_type_name=label,
             status=bc["status"],
             status_detail=bulk_status_detail(bc["status"], bc["counts"]),
+            outcome=outcome_of(bc["status"], bc["counts"], held=not bc["process_changes"]).value,
             process_changes=bc["process_changes"],
             attempt=bc["attempt"],
             total=bc["total"],

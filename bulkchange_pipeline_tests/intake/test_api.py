@@ -295,6 +295,7 @@ def test_a_held_bulk_change_waits_until_released_once(api: Api) -> None:
     releases it; releasing twice, another tenant's, or a cancelled one is refused."""
     held = api.submit(api.seed.sample_iccids["jasper"][:2], processChanges=False)
     assert held not in [q.id for q in list_waiting(api.engine, 0, 100)]
+    assert api.client.get(f"/bulk-changes/{held}", headers=api.demo).json()["outcome"] == "held"
     assert api.client.post(f"/bulk-changes/{held}/release", headers=api.other).status_code == 404
 
     r = api.client.post(f"/bulk-changes/{held}/release", headers=api.demo)
@@ -302,6 +303,7 @@ def test_a_held_bulk_change_waits_until_released_once(api: Api) -> None:
     assert (r.json()["status"], r.json()["counts"]) == ("NEW", {"NEW": 2})
     assert "sensor starts it" in r.json()["message"]
     assert held in [q.id for q in list_waiting(api.engine, 0, 100)]
+    assert api.client.get(f"/bulk-changes/{held}", headers=api.demo).json()["outcome"] == "in_progress"
     again = api.client.post(f"/bulk-changes/{held}/release", headers=api.demo)
     assert again.status_code == 409 and "is not held" in again.json()["detail"]
 

@@ -121,6 +121,31 @@ def test_follow_gives_up_after_timeout_with_exit_1(db_url: str, engine: sa.Engin
     assert f"bulk change {bc_id} NEW: 0/2 rows done, 0 failed" in result.output
 
 
+def test_follow_stops_at_once_on_a_held_bulk_change_and_says_how_to_release_it(
+    db_url: str, engine: sa.Engine, seed: DemoSeed
+) -> None:
+    """Held (processChanges=false): nothing will move, so following says so instead of waiting."""
+    request = BulkChangeRequest.model_validate(
+        {
+            "serviceProviderId": seed.service_providers["jasper"],
+            "changeType": int(ChangeType.ARCHIVAL),
+            "devices": seed.sample_iccids["jasper"][:2],
+            "archival": {"overrideUsageCheck": True},
+            "processChanges": False,
+        }
+    )
+    bc_id = submit(engine, seed.tenant_id, request, "test").bulk_change_id
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        main, ["status", str(bc_id), "--follow", "--interval", "0.05", "--database-url", db_url]
+    )
+    assert time.monotonic() - started < 10  # no timeout given: it did not wait for one
+    assert result.exit_code == 1
+    assert f"bulk change {bc_id} is held (processChanges=false)" in result.output
+    assert f"bulkchange release {bc_id}" in result.output
+    assert "outcome held" in result.output
+
+
 class _Fake:
     """A clock that moves only when the follower sleeps, and a bulk change that advances per poll."""
 
