@@ -5,7 +5,12 @@ happen (how many rows), and only its form's POST, carrying the session's CSRF to
 POST calls the same ``store.operations`` function as the API, with the same caller label, and a
 refusal (``OperationRefused``) is shown with its message. The upload is dry-run first: the report
 the API's dry run gives (``intake.csv_file.parse_csv`` and ``intake.submit.submit``), then the same
-bytes, carried in the confirmation form, are parsed and validated again and submitted.
+bytes, carried in the confirmation form, are parsed and validated again and submitted. The
+confirmation carries a MAC of what the dry run showed (``session.upload_mac``: tenant, file digest,
+service provider, change type, idempotency key), so it cannot submit another file or choice than
+the one the operator saw; a mismatch is refused (400) and nothing is stored. Both forms are read
+under a byte cap (the API's reader, ``intake.api_models.capped_stream``): an oversize upload is
+refused (413) before it is spooled.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import UploadFile
+from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 
 from ..domain import ChangeType
 from ..domain.requests import MAX_ID
+from ..intake.api_bodies import FORM_OVERHEAD
+from ..intake.api_models import ApiProblem, capped_stream
 from ..intake.auth import Caller
 from ..intake.csv_file import parse_csv
 from ..intake.deps import request_engine, request_limits
@@ -37,7 +45,7 @@ from ..store import operations as ops
 from ..store.bulk_changes import IdempotencyConflict
 from ..store.reference import get_service_provider, list_service_providers
 from .render import NotFound, page
-from .session import ConsoleUser, check_csrf, console_user
+from .session import ConsoleUser, check_csrf, console_user, upload_mac, upload_mac_matches
 
 __all__ = ["ACTIONS", "router"]
 
@@ -198,7 +206,13 @@ def _accepted(outcome: SubmitOutcome, limit: int = 200) -> list[tuple[int, Any]]
 def _upload_page(
     request: Request, user: ConsoleUser, engine: sa.Engine, status_code: int = 200, **ctx: Any
 ) -> Response:
-    ctx = {"error": None, "report": None, "message": None, "file_b64": "", "sp": "", "type": "", "key": "", **ctx}
+    ctx = {
+        "error": None,
+        "report": None,
+        "message": None,
+        **{name: "" for name in ("file_b64", "sp", "type", "key", "mac")},
+        **ctx,
+    }
     providers = list_service_providers(engine, user.caller.tenant_id)
     return page(
         request, "upload.html", status_code, user=user, providers=providers, change_types=list(ChangeType), **ctx
@@ -210,22 +224,57 @@ def upload_form(request: Request, user: User, engine: Engine) -> Response:
     return _upload_page(request, user, engine)
 
 
-async def _form(request: Request, limits: IntakeLimits) -> dict[str, Any]:
-    # The confirmation carries the file base64-encoded in a text field: allow that much.
-    form = await request.form(max_files=1, max_fields=10, max_part_size=limits.max_bytes * 4 // 3 + 1024)
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _size(n: int) -> str:
+    return f"{n / 1_048_576:.0f} MB" if n >= 1_048_576 else f"{n / 1024:.0f} KB"
+
+
+def _too_large(limits: IntakeLimits) -> str:
+    return f"the file is too large: the limit is {_size(limits.max_bytes)} per upload; split it into smaller files"
+
+
+async def _form(request: Request, limits: IntakeLimits, carried: bool) -> dict[str, Any]:
+    """The upload form's fields, read under a byte cap: the file's limit, plus the form around it
+    (``carried``: the confirmation, where the file comes back base64-encoded, a third larger)."""
+    file_cap = -(-limits.max_bytes // 3) * 4 if carried else limits.max_bytes
+    cap = file_cap + FORM_OVERHEAD
+    stream = capped_stream(request, cap, lambda size: ApiProblem(413, _too_large(limits)))
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    parser: MultiPartParser | FormParser
+    if media == "multipart/form-data":
+        parser = MultiPartParser(request.headers, stream, max_files=1, max_fields=10, max_part_size=cap)
+    else:
+        parser = FormParser(request.headers, stream, max_fields=10, max_part_size=cap)
+    try:
+        form = await parser.parse()
+    except ApiProblem as exc:
+        raise _Refused(exc.status, exc.detail) from None
+    except MultiPartException as exc:
+        raise _Refused(400, f"the form cannot be read: {exc.message}") from None
     return dict(form.items())
 
 
 @router.post("/upload")
 async def upload_dry_run(request: Request, user: User, engine: Engine, limits: Limits) -> Response:
     """Step 1: the dry-run report of the chosen file; nothing stored."""
-    form = await _form(request, limits)
+    try:
+        form = await _form(request, limits, carried=False)
+    except _Refused as exc:
+        return _upload_page(request, user, engine, exc.status, error=str(exc))
     check_csrf(user, str(form.get("csrf") or ""))
     upload = form.get("file")
     sp, change_type = str(form.get("service_provider") or ""), str(form.get("change_type") or "")
     if not isinstance(upload, UploadFile):
         return _upload_page(request, user, engine, 422, error="choose a CSV file", sp=sp, type=change_type)
     data = await upload.read(limits.max_bytes + 1)
+    await upload.close()
+    if len(data) > limits.max_bytes:
+        return _upload_page(request, user, engine, 413, error=_too_large(limits), sp=sp, type=change_type)
     key = f"console-{secrets.token_hex(12)}"  # the confirmation submits once, however often it is clicked
     try:
         outcome = await run_in_threadpool(_check, engine, user.caller, data, sp, change_type, key, limits, True)
@@ -244,13 +293,17 @@ async def upload_dry_run(request: Request, user: User, engine: Engine, limits: L
         sp=sp,
         type=change_type,
         key=key,
+        mac=upload_mac(user.caller.tenant_id, data, sp, change_type, key),
     )
 
 
 @router.post("/upload/confirm")
 async def upload_confirm(request: Request, user: User, engine: Engine, limits: Limits) -> Response:
-    """Step 2: the same file validated again and submitted; on to the new bulk change's page."""
-    form = await _form(request, limits)
+    """Step 2: the file of the dry run validated again and submitted; on to the new bulk change's page."""
+    try:
+        form = await _form(request, limits, carried=True)
+    except _Refused as exc:
+        return _upload_page(request, user, engine, exc.status, error=str(exc))
     check_csrf(user, str(form.get("csrf") or ""))
     sp, change_type = str(form.get("service_provider") or ""), str(form.get("change_type") or "")
     key = str(form.get("idempotency_key") or "")
@@ -258,8 +311,19 @@ async def upload_confirm(request: Request, user: User, engine: Engine, limits: L
         data = base64.b64decode(str(form.get("file_b64") or ""), validate=True)
     except (binascii.Error, ValueError):
         return _upload_page(request, user, engine, 422, error="the confirmation lost its file: upload it again")
+    if len(data) > limits.max_bytes:
+        return _upload_page(request, user, engine, 413, error=_too_large(limits))
     if not key.startswith("console-") or len(key) > 64:
         return _upload_page(request, user, engine, 422, error="the confirmation is incomplete: upload the file again")
+    if not upload_mac_matches(str(form.get("mac") or ""), user.caller.tenant_id, data, sp, change_type, key):
+        return _upload_page(
+            request,
+            user,
+            engine,
+            400,
+            error="this confirmation is not the file of the dry run shown (another file, service provider or "
+            "change type was sent back): nothing was submitted; upload the file again and check its report",
+        )
     try:
         outcome = await run_in_threadpool(_check, engine, user.caller, data, sp, change_type, key, limits, False)
     except (IntakeError, RequestRejected, IdempotencyConflict) as exc:

@@ -27,7 +27,7 @@ from ..intake.results_csv import results_csv_response
 from ..store import console as q
 from ..store import operations as ops
 from ..store.reference import list_service_providers
-from .render import NotFound, page
+from .render import BadRequest, NotFound, page
 from .session import (
     ConsoleUser,
     check_csrf,
@@ -58,6 +58,8 @@ def dagster_runs_url(bulk_change_id: int) -> str:
 
 
 def _page_number(text: str | None) -> int:
+    """The ``page`` asked for, at least 1 and at most MAX_PAGE (the offset stays a small number);
+    the queries then show the last page for one past it."""
     n = plain_int(text or "") or 1
     return min(max(n, 1), MAX_PAGE)
 
@@ -106,11 +108,12 @@ async def login(request: Request, engine: Engine) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request, user: User) -> Response:
+async def logout(request: Request, user: User, engine: Engine) -> Response:
+    """End the session on the server (a copy of the cookie no longer works) and in this browser."""
     form = await request.form(max_files=0, max_fields=5)
     check_csrf(user, str(form.get("csrf") or ""))
     response = RedirectResponse("/console/login", status_code=303)
-    end_session(response)
+    await end_session(engine, user, response)
     return response
 
 
@@ -188,10 +191,15 @@ def search(request: Request, user: User, engine: Engine) -> Response:
 
 
 def _row_status(text: str | None) -> DeviceChangeStatus | None:
-    try:
-        return DeviceChangeStatus(text) if text else None
-    except ValueError:
+    """The device rows' ``status`` filter; empty is "any", an unknown one is refused (400) with the
+    valid values, never silently ignored (a page or a CSV of every row that looks filtered)."""
+    if not text:
         return None
+    try:
+        return DeviceChangeStatus(text)
+    except ValueError:
+        valid = ", ".join(s.value for s in DeviceChangeStatus)
+        raise BadRequest(f"status: {text[:40]!r} is not a device row status; use one of {valid}") from None
 
 
 @router.get("/bulk-changes/{bulk_change_id}")
@@ -207,6 +215,11 @@ def bulk_change_page(request: Request, user: User, engine: Engine, bulk_change_i
         page=_page_number(request.query_params.get("page")),
         page_size=ROWS_PAGE_SIZE,
     )
+    last = max(1, -(-rows.total // rows.page_size))
+    if rows.page > last:  # past the end (a stale link, fewer rows of that status now): the last page
+        rows = ops.page_device_results(
+            engine, user.caller.tenant_id, bulk_change_id, status=status, page=last, page_size=ROWS_PAGE_SIZE
+        )
     outcome = outcome_of(bc.status, bc.counts, held=bc.held)
     moving = outcome.value in ("in_progress", "waiting_on_carrier") and not bc.held
     return page(
@@ -217,7 +230,7 @@ def bulk_change_page(request: Request, user: User, engine: Engine, bulk_change_i
         outcome=outcome,
         refresh=REFRESH_SECONDS if moving else None,
         rows=rows,
-        pages=max(1, -(-rows.total // rows.page_size)),
+        pages=last,
         status=status.value if status else "",
         statuses=[s.value for s in DeviceChangeStatus],
         dagster_url=dagster_runs_url(bulk_change_id),
@@ -230,7 +243,9 @@ def results_csv(request: Request, user: User, engine: Engine, bulk_change_id: in
     """Every (matching) device row as CSV, written by the API's writer (spreadsheet-safe cells)."""
     _summary(engine, user, bulk_change_id)
     status = _row_status(request.query_params.get("status"))
-    return results_csv_response(engine, user.caller.tenant_id, bulk_change_id, status)
+    response = results_csv_response(engine, user.caller.tenant_id, bulk_change_id, status)
+    response.headers["Cache-Control"] = "no-store"  # tenant data, as the pages: not kept by a browser or proxy
+    return response
 
 
 @router.get("/bulk-changes/{bulk_change_id}/rows/{row_id}")

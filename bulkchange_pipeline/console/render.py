@@ -9,21 +9,26 @@ as ``\\u202e`` text, so they are shown, never obeyed.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..domain import ChangeType, outcome_of
 from .session import CsrfRefused, LoginRequired
 
-__all__ = ["NotFound", "install_handlers", "page", "visible"]
+__all__ = ["BadRequest", "NotFound", "install_handlers", "is_console", "page", "visible"]
 
 HIDDEN_CATEGORIES = {"Cc", "Cf", "Co", "Cs", "Zl", "Zp", "Cn"}
 KEPT = {"\n", "\t"}
@@ -31,6 +36,31 @@ KEPT = {"\n", "\t"}
 
 class NotFound(Exception):
     """Nothing of this tenant's under that id: the same answer for another tenant's and a missing one."""
+
+
+class BadRequest(Exception):
+    """A parameter the page cannot honour (an unknown status filter): a 400 page saying what to send."""
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def is_console(request: Request) -> bool:
+    path = request.url.path
+    return path == "/console" or path.startswith("/console/")
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
+    """(status, reason) of a request FastAPI could not validate: a bad id in the path is a page
+    that does not exist (404), anything else a bad request (400)."""
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ())]
+    name = loc[-1] if loc else "request"
+    given = str(first.get("input", ""))[:40]
+    if loc[:1] == ["path"]:
+        return 404, f"{name} {given!r} is not an id (a whole number, 1 or more): {first.get('msg', 'invalid')}"
+    return 400, f"{name}: {first.get('msg', 'invalid value')}"
 
 
 def visible(value: Any) -> Any:
@@ -83,7 +113,16 @@ def page(request: Request, template: str, status_code: int = 200, /, **context: 
 
 
 def install_handlers(app: FastAPI) -> None:
-    """Console exceptions as pages: to the sign-in form, 404 page, 403 page."""
+    """Console exceptions as pages: to the sign-in form, 404 page, 403 page, 400 page.
+
+    Under ``/console`` a request FastAPI cannot validate (``/bulk-changes/abc``, an id of 0 or of
+    30 digits) or route (an unknown path) is an HTML page with its reason too, not the API's JSON:
+    the handlers installed before this one (``install_api``'s problem+json) keep every other path.
+    """
+    previous_validation: Handler = app.exception_handlers.get(
+        RequestValidationError, request_validation_exception_handler
+    )
+    previous_http: Handler = app.exception_handlers.get(StarletteHTTPException, http_exception_handler)
 
     async def on_login_required(request: Request, exc: Exception) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -92,9 +131,33 @@ def install_handlers(app: FastAPI) -> None:
     async def on_not_found(request: Request, exc: Exception) -> Response:
         return page(request, "error.html", 404, title="Not found", message=str(exc))
 
+    async def on_bad_request(request: Request, exc: Exception) -> Response:
+        return page(request, "error.html", 400, title="Bad request", message=str(exc))
+
     async def on_csrf(request: Request, exc: Exception) -> Response:
         return page(request, "error.html", 403, title="Refused", message=str(exc))
 
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        if not is_console(request) or not isinstance(exc, RequestValidationError):
+            return await previous_validation(request, exc)
+        status, message = _validation_message(exc)
+        return page(
+            request, "error.html", status, title="Not found" if status == 404 else "Bad request", message=message
+        )
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        if not is_console(request) or not isinstance(exc, StarletteHTTPException):
+            return await previous_http(request, exc)
+        status = exc.status_code
+        message = "no such page in the console" if status == 404 else str(exc.detail)
+        title = "Not found" if status == 404 else HTTPStatus(status).phrase
+        response = page(request, "error.html", status, title=title, message=message)
+        response.headers.update(exc.headers or {})
+        return response
+
     app.add_exception_handler(LoginRequired, on_login_required)
     app.add_exception_handler(NotFound, on_not_found)
+    app.add_exception_handler(BadRequest, on_bad_request)
     app.add_exception_handler(CsrfRefused, on_csrf)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)

@@ -18,8 +18,18 @@ import sqlalchemy as sa
 
 from ..domain import DeviceChangeStatus
 from .api_keys import ApiKeyIdentity
+from .db import utcnow
 from .operations import retryable_condition
-from .schema import api_key, bulk_change, bulk_change_log, device, device_change, device_history, service_provider
+from .schema import (
+    api_key,
+    bulk_change,
+    bulk_change_log,
+    console_session_revoked,
+    device,
+    device_change,
+    device_history,
+    service_provider,
+)
 
 __all__ = [
     "IDENTIFIER_COLUMNS",
@@ -34,8 +44,9 @@ __all__ = [
     "device_view",
     "find_devices_by_identifier",
     "list_bulk_changes",
-    "live_api_key",
+    "live_session",
     "retryable_count",
+    "revoke_session",
     "row_exchanges",
 ]
 
@@ -47,16 +58,34 @@ IDENTIFIER_COLUMNS = ("iccid", "imei", "msisdn", "eid")
 UNFINISHED = (DeviceChangeStatus.NEW.value, DeviceChangeStatus.PROCESSING.value, DeviceChangeStatus.SCHEDULED.value)
 
 
-def live_api_key(engine: sa.Engine, tenant_id: int, key_id: int) -> ApiKeyIdentity | None:
-    """The key a console session names, if it is still live and still the tenant's: a revoked key
-    ends its sessions at their next request, not when they expire."""
+def live_session(engine: sa.Engine, tenant_id: int, key_id: int, session_id: str) -> ApiKeyIdentity | None:
+    """The key a console session names, if the key is still live and still the tenant's and the
+    session was not signed out (``revoke_session``): a revoked key ends its sessions at their next
+    request, not when they expire. One indexed query per page, whichever replica serves it."""
+    revoked = sa.exists().where(console_session_revoked.c.session_id == session_id)
     with engine.connect() as conn:
         row = conn.execute(
             sa.select(api_key.c.id, api_key.c.tenant_id, api_key.c.name).where(
-                api_key.c.id == key_id, api_key.c.tenant_id == tenant_id, api_key.c.revoked_at.is_(None)
+                api_key.c.id == key_id,
+                api_key.c.tenant_id == tenant_id,
+                api_key.c.revoked_at.is_(None),
+                ~revoked,
             )
         ).first()
     return ApiKeyIdentity(row.id, row.tenant_id, row.name) if row else None
+
+
+def revoke_session(engine: sa.Engine, session_id: str, expires_at: datetime) -> None:
+    """Record a signed-out session until it would have expired anyway, and drop the records of
+    sessions past their expiry (their cookies are refused on the expiry alone), so the table holds
+    at most one session lifetime of sign-outs. Signing out twice at once is one record."""
+    with engine.begin() as conn:
+        conn.execute(console_session_revoked.delete().where(console_session_revoked.c.expires_at < utcnow()))
+    try:
+        with engine.begin() as conn:
+            conn.execute(console_session_revoked.insert().values(session_id=session_id, expires_at=expires_at))
+    except sa.exc.IntegrityError:
+        pass  # signed out already (another tab, a double click): it is revoked either way
 
 
 @dataclass
@@ -156,7 +185,8 @@ def list_bulk_changes(
     page: int = 1,
     page_size: int = 25,
 ) -> BulkChangeListPage:
-    """One page (1-based) of the tenant's live bulk changes, newest first, with live counts."""
+    """One page (1-based; one past the end is the last) of the tenant's live bulk changes, newest
+    first, with live counts."""
     if page < 1 or not 1 <= page_size <= MAX_LIST_PAGE_SIZE:
         raise ValueError(f"page must be >= 1 and page_size between 1 and {MAX_LIST_PAGE_SIZE}")
     bc = bulk_change
@@ -173,6 +203,7 @@ def list_bulk_changes(
         where.append(bc.c.created_at < filters.created_before)
     with engine.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(bc).where(*where)).scalar_one()
+        page = min(page, max(1, -(-int(total) // page_size)))  # past the end (a stale link): the last page
         rows = conn.execute(
             _summary_select().where(*where).order_by(bc.c.id.desc()).offset((page - 1) * page_size).limit(page_size)
         ).all()

@@ -227,6 +227,15 @@ callback_receiver_start = sa.Table(
     sa.Column("process", sa.String(200), nullable=False),  # host:pid, for the operator
 )
 
+# Console sessions ended by sign-out before they expire (store.console): a replayed cookie of one
+# is refused by every intake replica. A row is useless after expires_at and is purged then.
+console_session_revoked = sa.Table(
+    "console_session_revoked",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+)
+
 device_history = sa.Table(
     "device_history",
     metadata,

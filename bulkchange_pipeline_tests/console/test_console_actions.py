@@ -5,8 +5,11 @@ before the operator confirms it."""
 
 from __future__ import annotations
 
+import base64
 import re
 
+from bulkchange_pipeline.intake.deps import request_limits
+from bulkchange_pipeline.intake.parsing import IntakeLimits
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
 
 from ..intake.conftest import table_counts
@@ -83,7 +86,7 @@ def test_upload_shows_the_dry_run_then_submits_the_same_file_once(console: Conso
     fields = dict(
         re.findall(r'<input type="hidden" name="([a-z_0-9]+)" value="([^"]*)"', report.text.split("/upload/confirm")[1])
     )
-    assert set(fields) == {"csrf", "service_provider", "change_type", "idempotency_key", "file_b64"}
+    assert set(fields) == {"csrf", "service_provider", "change_type", "idempotency_key", "file_b64", "mac"}
     r = console.client.post("/console/upload/confirm", data=fields, follow_redirects=False)
     assert r.status_code == 303
     bc_id = int(r.headers["location"].rsplit("/", 1)[1])
@@ -94,6 +97,60 @@ def test_upload_shows_the_dry_run_then_submits_the_same_file_once(console: Conso
     assert console.client.post("/console/upload/confirm", data={**fields, "csrf": "forged"}).status_code == 403
     lost = console.client.post("/console/upload/confirm", data={**fields, "file_b64": "%%%"})
     assert lost.status_code == 422 and "upload it again" in lost.text
+
+
+def _confirm_fields(html: str) -> dict[str, str]:
+    form = html.split("/upload/confirm")[1]
+    return dict(re.findall(r'<input type="hidden" name="([a-z_0-9]+)" value="([^"]*)"', form))
+
+
+def test_a_confirmation_is_refused_unless_it_is_the_dry_run_that_was_shown(console: Console) -> None:
+    """The confirmation carries a MAC of (tenant, file digest, service provider, change type, key):
+    a different file, change type or service provider than the dry run's, or a forged MAC, is
+    refused (400) and nothing is stored."""
+    shown = "".join(f"{i},RETIRED\n" for i in console.api.seed.sample_iccids["jasper"][:2])
+    report = _upload(console, ("iccid,status\n" + shown).encode())
+    assert report.status_code == 200, report.text
+    fields = _confirm_fields(report.text)
+    swapped = "iccid,status\n" + "".join(f"{i},RETIRED\n" for i in console.api.seed.sample_iccids["jasper"][2:9])
+    before = table_counts(console.engine)
+    for tampered in (
+        {"file_b64": base64.b64encode(swapped.encode()).decode()},  # another file, never dry-run
+        {"change_type": "4"},
+        {"service_provider": str(console.api.seed.service_providers["thingspace"])},
+        {"idempotency_key": "console-" + "0" * 24},
+        {"mac": "0" * len(fields["mac"])},
+        {"mac": ""},
+    ):
+        r = console.client.post("/console/upload/confirm", data={**fields, **tampered}, follow_redirects=False)
+        assert r.status_code == 400, (tampered, r.status_code)
+        assert "not the file of the dry run" in r.text and r.headers["content-type"].startswith("text/html")
+    assert table_counts(console.engine) == before
+    ok = console.client.post("/console/upload/confirm", data=fields, follow_redirects=False)
+    assert ok.status_code == 303
+    assert count_rows_by_status(console.engine, int(ok.headers["location"].rsplit("/", 1)[1])) == {"NEW": 2}
+
+
+def test_an_upload_over_the_limit_is_refused_before_it_is_spooled(console: Console) -> None:
+    console.api.client.app.dependency_overrides[request_limits] = lambda: IntakeLimits(max_bytes=2048)
+    try:
+        row = f"{console.api.seed.sample_iccids['jasper'][0]},RETIRED\n"
+        before = table_counts(console.engine)
+        for rows in (200, 5000):  # ~6 KB: read, then refused; ~150 KB: refused while it streams in
+            big = _upload(console, ("iccid,status\n" + row * rows).encode())
+            assert big.status_code == 413 and "the limit is 2 KB" in big.text, rows
+            assert big.headers["content-type"].startswith("text/html") and 'id="upload-error"' in big.text
+        fits = _upload(console, ("iccid,status\n" + row).encode())
+        assert fits.status_code == 200, fits.text
+        fields = _confirm_fields(fits.text)
+        padded = {**fields, "file_b64": base64.b64encode(b"x" * 8000).decode()}
+        r = console.client.post("/console/upload/confirm", data=padded)
+        assert r.status_code == 413 and "the limit is" in r.text
+        streamed = {**fields, "file_b64": base64.b64encode(b"x" * 200_000).decode()}
+        assert console.client.post("/console/upload/confirm", data=streamed).status_code == 413
+        assert table_counts(console.engine) == before
+    finally:
+        console.api.client.app.dependency_overrides.clear()
 
 
 def test_upload_refusals_are_shown_on_the_form(console: Console) -> None:

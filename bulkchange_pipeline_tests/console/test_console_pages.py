@@ -128,3 +128,58 @@ def test_csv_download_uses_the_api_writer(console: Console) -> None:
         f"/bulk-changes/{bc_id}/devices?format=csv&status=API_FAILED", headers=console.api.demo
     )
     assert api.text == r.text
+
+
+def test_a_page_number_past_the_end_shows_the_last_page(console: Console, monkeypatch: pytest.MonkeyPatch) -> None:
+    bc_id, rows = console.failed_bulk_change()
+    newer = console.api.submit(console.api.seed.sample_iccids["jasper"][3:5])
+    one = console.page(f"/console/bulk-changes/{bc_id}?page=2")
+    assert "Page 1 of 1" in one and rows[2]["iccid"] in one.split('id="devices"')[1]
+    monkeypatch.setattr(pages, "ROWS_PAGE_SIZE", 2)
+    last = console.page(f"/console/bulk-changes/{bc_id}?page=999999999")
+    assert "Page 2 of 2" in last and rows[2]["iccid"] in last.split('id="devices"')[1]
+    assert "Next &rarr;" not in last
+    monkeypatch.setattr(pages, "LIST_PAGE_SIZE", 1)
+    oldest = console.page("/console/?page=7")
+    assert "Page 2 of 2" in oldest and f'href="/console/bulk-changes/{bc_id}"' in oldest
+    assert f'href="/console/bulk-changes/{newer}"' not in oldest
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/bulk-changes/abc",
+        "/console/bulk-changes/0",
+        "/console/bulk-changes/-1",
+        "/console/bulk-changes/99999999999999999999999",
+        "/console/bulk-changes/1/rows/x",
+        "/console/bulk-changes/nope/cancel",
+        "/console/devices/%C2%B2",
+        "/console/devices/1e3",
+        "/console/no-such-page",
+    ],
+)
+def test_an_invalid_id_or_path_is_the_consoles_html_page_not_json(console: Console, path: str) -> None:
+    r = console.client.get(path)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), (path, r.text[:200])
+    assert "Not found" in r.text and '<div class="msg error">' in r.text and r.headers["cache-control"] == "no-store"
+
+
+def test_the_api_keeps_its_problem_json_for_invalid_ids(console: Console) -> None:
+    r = console.api.client.get("/bulk-changes/abc", headers=console.api.demo)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_an_unknown_row_status_filter_is_refused_with_the_valid_ones(console: Console) -> None:
+    bc_id, _ = console.failed_bulk_change()
+    for path in (f"/console/bulk-changes/{bc_id}?status=FAILED", f"/console/bulk-changes/{bc_id}/devices.csv?status=x"):
+        r = console.client.get(path)
+        assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), path
+        assert "API_FAILED" in r.text and "PROCESSED" in r.text and "status" in r.text
+    assert console.client.get(f"/console/bulk-changes/{bc_id}/devices.csv?status=").status_code == 200
+
+
+def test_csv_download_is_not_cached(console: Console) -> None:
+    bc_id, _ = console.failed_bulk_change()
+    r = console.client.get(f"/console/bulk-changes/{bc_id}/devices.csv")
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"

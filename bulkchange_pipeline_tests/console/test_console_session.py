@@ -3,7 +3,9 @@ it, a signed session cookie that never holds the key, CSRF on every POST, and te
 
 from __future__ import annotations
 
+from bulkchange_pipeline.console.session import COOKIE
 from bulkchange_pipeline.store.api_keys import list_api_keys, revoke_api_key
+from bulkchange_pipeline.store.bulk_changes import count_rows_by_status
 
 from .conftest import Console, csrf_of, sign_in
 
@@ -70,9 +72,11 @@ def test_sign_in_without_its_form_token_is_refused(console: Console) -> None:
 def test_tampered_cookie_and_revoked_key_end_the_session(console: Console) -> None:
     browser = sign_in(console.fresh_client(), console.demo_key)
     token = browser.cookies.get("bulkchange_console")
-    key_id, tenant, expires, sig = token.split(".")
+    key_id, tenant, expires, session_id, sig = token.split(".")
     browser.cookies.set(
-        "bulkchange_console", f"{key_id}.{console.api.seed.other_tenant_id}.{expires}.{sig}", path="/console"
+        "bulkchange_console",
+        f"{key_id}.{console.api.seed.other_tenant_id}.{expires}.{session_id}.{sig}",
+        path="/console",
     )
     assert browser.get("/console/", follow_redirects=False).status_code == 303  # signature no longer matches
     browser.cookies.set("bulkchange_console", token, path="/console")
@@ -90,6 +94,34 @@ def test_sign_out_needs_the_session_token(console: Console) -> None:
     r = browser.post("/console/logout", data={"csrf": csrf}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/console/login"
     assert browser.get("/console/", follow_redirects=False).status_code == 303
+
+
+def test_a_cookie_replayed_after_sign_out_is_refused(console: Console) -> None:
+    """Sign-out ends the session on the server, not only in the browser: a copy of the cookie taken
+    before (another tab, a proxy log, a stolen laptop) no longer opens the console."""
+    browser = sign_in(console.fresh_client(), console.demo_key)
+    token = browser.cookies.get(COOKIE)
+    csrf = csrf_of(browser.get("/console/").text)
+    assert browser.post("/console/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    replay = console.fresh_client()
+    r = replay.get("/console/", headers={"Cookie": f"{COOKIE}={token}"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
+    again = replay.post("/console/logout", data={"csrf": csrf}, headers={"Cookie": f"{COOKIE}={token}"})
+    assert "signed in as" not in again.text  # a revoked session cannot sign out twice either
+    assert console.client.get("/console/").status_code == 200  # the key's other sessions live on
+
+
+def test_each_sign_in_is_its_own_session_with_its_own_csrf_token(console: Console) -> None:
+    first = sign_in(console.fresh_client(), console.demo_key)
+    second = sign_in(console.fresh_client(), console.demo_key)  # same key, same second
+    assert first.cookies.get(COOKIE) != second.cookies.get(COOKIE)
+    csrf_first, csrf_second = csrf_of(first.get("/console/").text), csrf_of(second.get("/console/").text)
+    assert csrf_first != csrf_second
+    bc_id = console.api.submit(console.api.seed.sample_iccids["jasper"][:2])
+    refused = second.post(f"/console/bulk-changes/{bc_id}/cancel", data={"csrf": csrf_first})
+    assert refused.status_code == 403 and count_rows_by_status(console.engine, bc_id) == {"NEW": 2}
+    done = second.post(f"/console/bulk-changes/{bc_id}/cancel", data={"csrf": csrf_second})
+    assert done.status_code == 200 and count_rows_by_status(console.engine, bc_id) == {"CANCELLED": 2}
 
 
 def test_another_tenant_sees_none_of_it(console: Console) -> None:
