@@ -686,7 +686,12 @@ def launch_like_the_launchpad(shape: Shape, partition: str) -> str:
     assert found["__typename"] == "Pipeline", found
     config, tags = found["partition"]["runConfigOrError"], found["partition"]["tagsOrError"]
     assert config["__typename"] == "PartitionRunConfig" and tags["__typename"] == "PartitionTags", found
-    return _launch(shape, yaml.safe_load(config["yaml"]) or {}, tags["results"])
+    # The bulk changes launched here are held (so the sensor leaves them to the test): the operator
+    # sets release_held, as the launchpad asks them to.
+    return _launch(shape, {**(yaml.safe_load(config["yaml"]) or {}), **RELEASE_HELD}, tags["results"])
+
+
+RELEASE_HELD = {"ops": {"plan_batches_op": {"config": {"release_held": True}}}}
 
 
 def _launch(shape: Shape, run_config: dict[str, Any], tags: list[dict[str, str]]) -> str:
@@ -780,7 +785,7 @@ def test_graphql_launch_naming_only_the_partition_gets_the_account_tag(fresh: Sh
     iccids = shape.devices("jasper", 3, "ACTIVATED")
     bc_id = shape.submit("jasper", iccids, statusUpdate={"status": "DEACTIVATED"}, processChanges=False)
     shape.instance.add_dynamic_partitions("bulk_change", [str(bc_id)])
-    run_id = _launch(shape, {}, [{"key": PARTITION_TAG, "value": str(bc_id)}])
+    run_id = _launch(shape, RELEASE_HELD, [{"key": PARTITION_TAG, "value": str(bc_id)}])
     tags = shape.instance.get_run_by_id(run_id).tags  # type: ignore[union-attr]
     wait_settled(shape, bc_id, lambda s: s == "PROCESSED", timeout=90)
     assert tags.get(ACCOUNT_TAG) == account_tag_value(shape.sp["jasper"]), tags
