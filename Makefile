@@ -18,7 +18,7 @@ demo: $(PY)
 	$(VENV)/bin/bulkchange demo
 
 test: $(PY)
-	$(PY) -m pytest -n 2
+	$(PY) -m pytest -n 3 --dist worksteal
 
 # The architecture and style checks .ci/run runs before the tests (configured in pyproject.toml).
 check: $(PY)
