@@ -111,7 +111,11 @@ def plan_batches_op(
             )
             return
         release_bulk_change(
-            engine, info.tenant_id, info.id, by=f"dagster:{context.run_id[:8]} (launchpad release_held)"
+            engine,
+            info.tenant_id,
+            info.id,
+            by=f"dagster:{context.run_id[:8]} (launchpad release_held)",
+            processing=True,
         )
         context.log.info(f"bulk change {info.id} was held: released by this run (release_held)")
     if config.retry_failed_only and not config.dry_run:

@@ -341,7 +341,7 @@ class ReleaseResult:
 
 
 def release_bulk_change(
-    engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: str = "unknown"
+    engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: str = "unknown", processing: bool = False
 ) -> ReleaseResult:
     """Let a held bulk change (submitted with ``processChanges=false``: stored and validated, not
     started) run: the sensor requests its run on its next tick, or when its effective date comes
@@ -358,7 +358,12 @@ def release_bulk_change(
             raise OperationRefused(
                 f"bulk change {bulk_change_id} is {head.status}: only a NEW or SCHEDULED held bulk change can be released"
             )
-        conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bulk_change_id).values(process_changes=True))
+        # ``processing``: a run releases what it is about to process; the header turns PROCESSING in
+        # the same transaction, so the sensor never sees it NEW and released and starts a second run.
+        values: dict[str, Any] = {"process_changes": True}
+        if processing:
+            values["status"] = BulkChangeStatus.PROCESSING.value
+        conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bulk_change_id).values(**values))
         _log(conn, tenant_id, bulk_change_id, f"Released by {by}: the sensor starts it", by)
         return ReleaseResult(bulk_change_id, head.status, counts_by_status(conn, bulk_change_id))
 

@@ -193,3 +193,21 @@ def test_a_failed_run_leaves_the_partition_saying_unfinished(engine, dagster_ins
     state = partition_state(dagster_instance, str(bc_id))
     assert (state["outcome"], state["status"]) == ("unfinished", "ERROR")
     assert f"bulkchange resume {bc_id}" in state["what_next"]
+
+
+def test_a_run_releasing_a_held_one_never_shows_it_to_the_sensor_as_new(engine, dagster_instance, jasper):
+    """The run's release turns the header PROCESSING in the same transaction: between that release
+    and the run's first batch the sensor must not see a NEW, released bulk change without a run of
+    its own (it would start a second run)."""
+    from bulkchange_pipeline.store.bulk_changes import list_waiting
+    from bulkchange_pipeline.store.operations import release_bulk_change
+
+    sim, base_url = jasper
+    ids, devices = _seed(engine, sim, base_url, 2)
+    held = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    with engine.begin() as conn:
+        conn.execute(sa.update(bulk_change).where(bulk_change.c.id == held).values(process_changes=False))
+    release_bulk_change(engine, ids["tenant_id"], held, by="a run", processing=True)
+    assert get_bulk_change(engine, held)["status"] == "PROCESSING"
+    assert held not in [q.id for q in list_waiting(engine, 0, 100)]
+    assert not evaluate_sensor(dagster_instance, fast_definitions()).run_requests
