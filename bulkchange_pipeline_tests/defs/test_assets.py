@@ -8,31 +8,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 
 from bulkchange_pipeline.defs import ArchiveResource, build_definitions
 from bulkchange_pipeline.defs.schedules import retention_schedule
 from bulkchange_pipeline.domain import ChangeType
-from bulkchange_pipeline.simulators.jasper import JasperSimulator
 from bulkchange_pipeline.store.archive import ARCHIVED_TABLES, archive_records
 from bulkchange_pipeline.store.db import utcnow
 from bulkchange_pipeline.store.schema import bulk_change
 
-from ..factories import JASPER_KEY, JASPER_USER, make_account, make_bulk_change, make_devices
+from ..factories import make_account, make_bulk_change, make_devices
 from ..store.test_archive import db_rows
 from .harness import FAST_CARRIERS, sensor_then_runs
 
 N = 25
-
-
-@pytest.fixture
-def jasper(monkeypatch):
-    sim = JasperSimulator({JASPER_USER: JASPER_KEY}, rate_per_second=0, max_concurrency=8)
-    monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_USERNAME", JASPER_USER)
-    monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_SECRET", JASPER_KEY)
-    with sim.run_in_thread() as handle:
-        yield sim, handle.base_url
 
 
 def _nightly(defs: dg.Definitions, instance: dg.DagsterInstance, now: datetime) -> dg.ExecuteInProcessResult:

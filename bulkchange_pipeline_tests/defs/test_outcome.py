@@ -7,28 +7,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 
 from bulkchange_pipeline.defs.outcome import BULK_CHANGE_ASSET, OUTCOME_TAG
 from bulkchange_pipeline.domain import ChangeType
-from bulkchange_pipeline.simulators.jasper import JasperSimulator
 from bulkchange_pipeline.store.bulk_changes import get_bulk_change
 from bulkchange_pipeline.store.db import utcnow
 from bulkchange_pipeline.store.operations import cancel_bulk_change
 from bulkchange_pipeline.store.schema import bulk_change
 
-from ..factories import JASPER_KEY, JASPER_USER, make_account, make_bulk_change, make_devices
+from ..factories import make_account, make_bulk_change, make_devices
 from .harness import evaluate_sensor, execute, fast_definitions, sensor_then_runs
-
-
-@pytest.fixture
-def jasper(monkeypatch):
-    sim = JasperSimulator({JASPER_USER: JASPER_KEY}, rate_per_second=0, max_concurrency=8)
-    monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_USERNAME", JASPER_USER)
-    monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_SECRET", JASPER_KEY)
-    with sim.run_in_thread() as handle:
-        yield sim, handle.base_url
 
 
 def partition_state(instance: dg.DagsterInstance, key: str) -> dict:

@@ -14,22 +14,12 @@ import pytest
 import sqlalchemy as sa
 
 from bulkchange_pipeline.domain import ChangeType
-from bulkchange_pipeline.simulators.jasper import JasperSimulator
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
 from bulkchange_pipeline.store.db import utcnow
 from bulkchange_pipeline.store.schema import bulk_change, bulk_change_log, device, device_change, device_history
 
 from ..factories import JASPER_KEY, JASPER_USER, make_account, make_bulk_change, make_devices
 from .harness import evaluate_sensor, execute, fast_definitions, sensor_then_runs
-
-
-@pytest.fixture
-def jasper(monkeypatch):
-    sim = JasperSimulator({JASPER_USER: JASPER_KEY}, rate_per_second=0, max_concurrency=8)
-    monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_USERNAME", JASPER_USER)
-    monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_SECRET", JASPER_KEY)
-    with sim.run_in_thread() as handle:
-        yield sim, handle.base_url
 
 
 def _seed(engine, sim, base_url, n, status="ACTIVATED", **account):
