@@ -33,6 +33,7 @@ BACKENDS = ("sqlite", "postgresql")
 # is what ruff's F811 reports, and it would hide a real redefinition).
 pytest_plugins = [
     "bulkchange_pipeline_tests.simulators.fixtures",
+    "bulkchange_pipeline_tests.simulators.jasper_soap_fixtures",
     "bulkchange_pipeline_tests.simulators.pond_fixtures",
     "bulkchange_pipeline_tests.simulators.revio_fixtures",
     "bulkchange_pipeline_tests.simulators.teal_fixtures",

@@ -28,6 +28,9 @@ exactly these and nothing else:
   `format: date-time` (RFC 3339) but the fragment's own example, like the Cisco page, has
   "2016-06-29 00:21:33.339+0000" (space, millis, +0000): sent in the example's form.
 
+The SOAP Terminal service (`POST /ws/service/terminal`: EditTerminal, GetTerminalDetails) is served
+by the same app on the same state, rate windows and faults: `jasper_soap`.
+
 Admin endpoints (no auth, loopback only): `POST /_sim/devices` (seed), `GET /_sim/devices/{iccid}`,
 `GET /_sim/stats`, `POST /_sim/config` (limits, faults, accounts, known plans,
 `rate_limit_status`), `POST /_sim/reset`.
@@ -52,6 +55,8 @@ from .base import SimulatorBase
 from .base import json_response as _json
 from .clock import Clock
 from .faults import FaultConfig
+from .jasper_soap import CONFIG_KEYS as SOAP_CONFIG_KEYS
+from .jasper_soap import TerminalService
 from .server import ServerHandle
 
 API_ROOT = "/rws/api"
@@ -90,6 +95,7 @@ class JasperSimulator(SimulatorBase):
         self.customers: frozenset[str] | None = None
         self.rate_limit_status = DEFAULT_RATE_LIMIT_STATUS
         self._auth_cache: dict[str, str | None] = {}
+        self.soap = TerminalService(self)
         self.reset_counters()
         self.app = self._build_app()
 
@@ -100,6 +106,7 @@ class JasperSimulator(SimulatorBase):
         self._reset_base_counters()
         self.applied_counts: Counter[str] = Counter()
         self.calls_by_method: Counter[str] = Counter()
+        self.soap_calls: Counter[str] = Counter()
 
     def seed_devices(self, devices: Iterable[Mapping[str, Any]]) -> int:
         """Add or replace devices given in DeviceDetails names (at least `iccid`)."""
@@ -127,6 +134,8 @@ class JasperSimulator(SimulatorBase):
             elif key == "accounts":
                 self.accounts = dict(value)
                 self._auth_cache.clear()
+            elif key in SOAP_CONFIG_KEYS:
+                self.soap.configure(key, value)
             elif key in ("rate_plans", "communication_plans", "customers"):
                 setattr(self, key, None if value is None else frozenset(value))
             else:
@@ -138,6 +147,7 @@ class JasperSimulator(SimulatorBase):
             **self._limits_config(),
             "rate_limit_status": self.rate_limit_status,
             "accounts": sorted(self.accounts),
+            **self.soap.config(),
             **self.faults.config.as_dict(),
         }
 
@@ -151,6 +161,7 @@ class JasperSimulator(SimulatorBase):
         return {
             **self._base_stats(),
             "calls_by_method": dict(self.calls_by_method),
+            "soap_calls": dict(self.soap_calls),
             "devices": len(self.devices),
             **self._applied_stats(self.applied_counts),
         }
@@ -226,6 +237,19 @@ class JasperSimulator(SimulatorBase):
         self._updated[iccid] = now.timestamp()
         return True
 
+    def apply_edit(self, iccid: str, edits: Mapping[str, str], when: dt.datetime | None) -> None:
+        """Apply validated edits now (`when` None) or schedule them, counting each change that
+        takes effect once in `applied_counts`: a repeat of an applied or already scheduled edit
+        counts nothing. REST PUT and SOAP EditTerminal both come here."""
+        if when is None:
+            if self._set(iccid, edits):
+                self.applied_counts[iccid] += 1
+        else:
+            pending = self.scheduled.setdefault(iccid, [])
+            if (when, dict(edits)) not in pending:
+                pending.append((when, dict(edits)))
+                self.applied_counts[iccid] += 1
+
     # -- API handlers -----------------------------------------------------------------------------
 
     async def _get_device(self, request: Request, account: str) -> Response:
@@ -255,14 +279,7 @@ class JasperSimulator(SimulatorBase):
         except rules.Refusal as refusal:
             self.business_refusals += 1
             return _json(refusal.status, refusal.body())
-        if when is None:
-            if self._set(iccid, edits):
-                self.applied_counts[iccid] += 1
-        else:
-            pending = self.scheduled.setdefault(iccid, [])
-            if (when, edits) not in pending:
-                pending.append((when, edits))
-                self.applied_counts[iccid] += 1
+        self.apply_edit(iccid, edits, when)
         return _json(200, {"iccid": iccid})
 
     async def _search_devices(self, request: Request, account: str) -> Response:
@@ -312,6 +329,7 @@ class JasperSimulator(SimulatorBase):
             Route(device, api(self._not_allowed("GET, HEAD, PUT")), methods=others(["GET", "PUT"])),
             Route(devices, api(self._search_devices), methods=["GET"]),
             Route(devices, api(self._not_allowed("GET, HEAD")), methods=others(["GET"])),
+            *self.soap.routes(),
             *admin_routes(self),
             Route(API_ROOT, api(self._unknown_resource), methods=_ALL_METHODS),
             Route(API_ROOT + "/{rest:path}", api(self._unknown_resource), methods=_ALL_METHODS),
