@@ -1,4 +1,4 @@
-"""``bulkchange submit`` and ``bulkchange dry-run``: a JSON or CSV request file through intake
+"""``bulkchange submit`` and ``bulkchange dry-run``: a JSON, XML or CSV request file through intake
 validation, stored (submit) or only reported (dry-run). Both read the file the same way (``_submit_file``)."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _submit_file(
 @click.option("--created-by", default=None, type=TEXT, help="Who submits (default: the OS user).")
 @friendly_errors
 def submit_command(file: str, created_by: str | None, tenant: str, database_url: str | None, **opts: Any) -> None:
-    """Validate FILE (JSON or CSV) and store it as a bulk change; the pipeline picks it up."""
+    """Validate FILE (JSON, XML or CSV) and store it as a bulk change; the pipeline picks it up."""
     by = created_by or f"cli:{getpass.getuser()}"
     outcome = _submit_file(database_url, tenant, file, by, dry_run=False, **opts)
     out = console()
@@ -107,7 +107,7 @@ def submit_command(file: str, created_by: str | None, tenant: str, database_url:
 @click.option("--limit", default=200, show_default=True, help="Rows shown per table.")
 @friendly_errors
 def dry_run_command(file: str, limit: int, tenant: str, database_url: str | None, **opts: Any) -> None:
-    """Validate FILE and print the per-device report; store nothing. Exit 0 all valid, 1 some refused, 2 file error."""
+    """Validate FILE (JSON, XML or CSV) and print the per-device report; store nothing. Exit 0 all valid, 1 some refused, 2 file error."""
     outcome = _submit_file(database_url, tenant, file, "dry-run", dry_run=True, **opts)
     assert outcome.report is not None
     render_report(console(), outcome.report, limit=limit)

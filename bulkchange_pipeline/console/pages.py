@@ -23,7 +23,7 @@ from ..domain.requests import MAX_ID
 from ..intake.auth import identify_caller
 from ..intake.deps import request_engine
 from ..intake.parsing import plain_int
-from ..intake.results_csv import results_csv_response
+from ..intake.results_download import download_response
 from ..store import console as q
 from ..store import operations as ops
 from ..store.reference import list_service_providers
@@ -243,7 +243,7 @@ def results_csv(request: Request, user: User, engine: Engine, bulk_change_id: in
     """Every (matching) device row as CSV, written by the API's writer (spreadsheet-safe cells)."""
     _summary(engine, user, bulk_change_id)
     status = _row_status(request.query_params.get("status"))
-    response = results_csv_response(engine, user.caller.tenant_id, bulk_change_id, status)
+    response = download_response(engine, user.caller.tenant_id, bulk_change_id, status, "csv")
     response.headers["Cache-Control"] = "no-store"  # tenant data, as the pages: not kept by a browser or proxy
     return response
 

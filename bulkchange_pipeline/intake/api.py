@@ -1,16 +1,18 @@
 """The intake HTTP API: submit, dry-run, CSV upload, status, device results, cancel, retry-failed, resume.
 
 Mounted on the same app as the carrier callbacks (``install_api`` in ``create_app``). Every route
-takes an API key, resolves it to a tenant and works inside that tenant only: another tenant's
-bulk change or service provider is answered 404, exactly like one that does not exist.
+but the published XSDs takes an API key, resolves it to a tenant and works inside that tenant
+only: another tenant's bulk change or service provider is answered 404, exactly like one that does
+not exist.
 
-One module-level router per resource (``submissions``: the JSON and CSV ways in; ``bulk_changes``:
-status and device results; ``operations``: cancel, retry-failed, resume). What differs per app,
-the database engine and the limits, reaches the routes as dependencies (``deps``). The rules live
-elsewhere and are shared with the CLI: parsing and limits (``parsing``), validation and storage
-(``submit``), cancel/retry (``store.operations``), the CSV writer (``results_csv``). Bodies are
-read with a byte cap (``api_bodies``), so an oversize upload is refused (413) before it is parsed;
-every error is an ``application/problem+json`` document.
+One module-level router per resource (``submissions``: the JSON, XML and CSV ways in;
+``bulk_changes``: status and device results; ``operations``: cancel, retry-failed, resume;
+``api_schemas.schemas``: the XSDs, open to anyone). What differs per app, the database engine and
+the limits, reaches the routes as dependencies (``deps``). The rules live elsewhere and are shared
+with the CLI: parsing and limits (``parsing``, ``xml_request``), validation and storage
+(``submit``), cancel/retry (``store.operations``), the downloads (``results_download``). Bodies
+are read with a byte cap (``api_bodies``), so an oversize upload is refused (413) before it is
+parsed; every error is an ``application/problem+json`` document.
 """
 
 from __future__ import annotations
@@ -21,15 +23,14 @@ from typing import Annotated, Any, Literal, TypeVar
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 
 from ..domain import BulkChangeRequest, DeviceChangeStatus
 from ..domain.requests import MAX_ID, MAX_IDEMPOTENCY_KEY
 from ..store import operations as ops
 from ..store.bulk_changes import IdempotencyConflict, get_bulk_change
 from ..store.reference import get_service_provider
-from .api_bodies import read_csv_form, read_json_request
+from .api_bodies import read_bulk_change_request, read_csv_form
+from .api_docs import CSV_BODY, DEVICE_DOWNLOADS, REQUEST_BODY
 from .api_models import (
     PROBLEMS,
     ApiProblem,
@@ -44,13 +45,14 @@ from .api_models import (
     SubmitResponse,
     ValidationSummary,
     install_problem_handlers,
-    request_body_schema,
 )
+from .api_query import known_query_only
+from .api_schemas import schemas
 from .auth import Caller, authenticated_caller
 from .csv_file import parse_csv
 from .deps import EngineFactory, bind, request_engine, request_limits
 from .parsing import IntakeError, IntakeLimits, plain_int, shown
-from .results_csv import results_csv_response
+from .results_download import download_format, download_response
 from .submit import SubmitOutcome, submit
 from .validation import RequestRejected
 
@@ -80,47 +82,6 @@ def _not_found(bulk_change_id: int) -> ApiProblem:
 BulkChangeId = Path(ge=1, le=MAX_ID, description="Bulk change id")
 
 
-def _query_names(dependant: Dependant) -> list[str]:
-    """The query parameters a route declares, by their wire names, its dependencies' included."""
-    names = [f.alias for f in dependant.query_params]
-    for sub in dependant.dependencies:
-        names += [n for n in _query_names(sub) if n not in names]
-    return names
-
-
-def known_query_only(request: Request, _caller: CurrentCaller) -> None:
-    """A router dependency: refuse a query parameter the route does not declare (422, naming it and
-    the ones the route accepts), so that a misspelt ``?pageSize`` or ``?stauts=`` is never silently
-    ignored. It depends on the caller's authentication, so a request without a valid key is still
-    answered 401 first."""
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute) or not request.query_params:
-        return
-    accepted = _query_names(route.dependant)
-    unknown = [name for name in dict.fromkeys(request.query_params.keys()) if name not in accepted]
-    repeated = [
-        name for name in dict.fromkeys(request.query_params.keys()) if len(request.query_params.getlist(name)) > 1
-    ]
-    if repeated and not unknown:  # the last one would win silently: ?status=NEW&status=ERROR
-        raise ApiProblem(
-            422,
-            f"query parameter {shown(repeated[0], 40)!r} is given more than once; give it once",
-            title="Repeated query parameter",
-        )
-    if not unknown:
-        return
-    allowed = ", ".join(accepted) if accepted else "no query parameters"
-    raise ApiProblem(
-        422,
-        f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(repr(n[:40]) for n in unknown[:10])}: "
-        f"{request.method} {route.path} accepts {allowed}",
-        title="Unknown query parameter",
-        errors=[
-            {"loc": ["query", n[:40]], "msg": f"unknown query parameter; accepted: {allowed}"} for n in unknown[:10]
-        ],
-    )
-
-
 def _router() -> APIRouter:
     """One resource's router: every route answers 401 without a valid key and 422 for a request it
     cannot take (including an unknown query parameter)."""
@@ -133,43 +94,6 @@ def _router() -> APIRouter:
 
 submissions = _router()
 
-JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": request_body_schema()}}}}
-CSV_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "UTF-8 CSV: an identifier column (iccid, imei, msisdn, eid or device) and per-row values",
-                        },
-                        "changeType": {
-                            "type": "string",
-                            "description": "Change type number or name, unless the CSV has a changeType column",
-                        },
-                        "serviceProviderId": {
-                            "type": "string",
-                            "pattern": "^[0-9]{1,18}$",
-                            "description": "Unless the CSV has a serviceProviderId column",
-                        },
-                        "idempotencyKey": {"type": "string", "maxLength": 200},
-                        "processChanges": {
-                            "type": "string",
-                            "enum": ["true", "false"],
-                            "description": "false: store only (default true)",
-                        },
-                    },
-                    "additionalProperties": False,
-                }
-            }
-        },
-    }
-}
 IDEMPOTENCY_KEY = Header(
     None, alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY, description="Same as the body's idempotencyKey"
 )
@@ -211,8 +135,8 @@ def _answer(outcome: SubmitOutcome, response: Response) -> SubmitResponse | DryR
     "/bulk-changes",
     status_code=201,
     response_model=SubmitResponse,
-    openapi_extra=JSON_BODY,
-    summary="Submit a bulk change (JSON)",
+    openapi_extra=REQUEST_BODY,
+    summary="Submit a bulk change (JSON or XML)",
     responses={
         200: {
             "model": SubmitResponse,
@@ -230,23 +154,24 @@ async def submit_json(
     idempotency_key: str | None = IDEMPOTENCY_KEY,
 ) -> SubmitResponse | DryRunResponse:
     """Validate every device and store the bulk change with one row per device (refused devices as
-    ERROR rows with their reason). The pipeline's sensor starts processing it."""
-    req = await read_json_request(request, limits, idempotency_key)
+    ERROR rows with their reason). The pipeline's sensor starts processing it. The body is JSON, or
+    XML (``Content-Type: application/xml``) valid against ``GET /schemas/bulk-change-request.xsd``."""
+    req = await read_bulk_change_request(request, limits, idempotency_key)
     return _answer(await run_in_threadpool(_run_submit, engine, caller, req, False), response)
 
 
 @submissions.post(
     "/bulk-changes:dry-run",
     response_model=DryRunResponse,
-    openapi_extra=JSON_BODY,
+    openapi_extra=REQUEST_BODY,
     summary="Validate a bulk change; store nothing",
     responses=SUBMIT_PROBLEMS,
 )
 async def dry_run(
     request: Request, response: Response, caller: CurrentCaller, engine: Engine, limits: Limits
 ) -> SubmitResponse | DryRunResponse:
-    """The per-device validation report of a request, exactly as a submit would store it."""
-    req = await read_json_request(request, limits, None)
+    """The per-device validation report of a request (JSON or XML), exactly as a submit would store it."""
+    req = await read_bulk_change_request(request, limits, None)
     return _answer(await run_in_threadpool(_run_submit, engine, caller, req, True), response)
 
 
@@ -338,14 +263,8 @@ def get_status(caller: CurrentCaller, engine: Engine, bulk_change_id: int = Bulk
 @bulk_changes.get(
     "/bulk-changes/{bulk_change_id}/devices",
     response_model=DevicePageOut,
-    summary="Per-device results (paged JSON, or CSV)",
-    responses={
-        200: {
-            "content": {"text/csv": {"schema": {"type": "string"}}},
-            "description": "A page of device rows; with format=csv or Accept: text/csv, every row as CSV",
-        },
-        404: PROBLEMS[404],
-    },
+    summary="Per-device results (paged JSON, or CSV or XML)",
+    responses={200: DEVICE_DOWNLOADS, 404: PROBLEMS[404]},
 )
 def list_devices(
     request: Request,
@@ -369,9 +288,12 @@ def list_devices(
         deprecated=True,
         description="The earlier name of pageSize, still accepted",
     ),
-    format: Literal["json", "csv"] | None = Query(None, description="csv: download every (matching) row as CSV"),
+    format: Literal["json", "csv", "xml"] | None = Query(
+        None,
+        description="csv or xml: download every (matching) row as CSV, or as XML (GET /schemas/bulk-change-results.xsd)",
+    ),
 ) -> Any:
-    """JSON pages in row order; the CSV download streams every row (spreadsheet-safe cells).
+    """JSON pages in row order; the CSV and XML downloads stream every row (``results_download``).
 
     The page size is ``pageSize``, the name the answer uses. ``page_size``, the name this route
     had first, is still accepted (clients and tests send it) but deprecated; both with different
@@ -383,11 +305,11 @@ def list_devices(
             title="Invalid request",
         )
     size = page_size or legacy_page_size or 100
-    wants_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
-    if wants_csv:
+    download = download_format(format, request.headers.get("accept", ""))
+    if download is not None:
         if not ops.bulk_change_exists(engine, caller.tenant_id, bulk_change_id):
             raise _not_found(bulk_change_id)
-        return results_csv_response(engine, caller.tenant_id, bulk_change_id, status)
+        return download_response(engine, caller.tenant_id, bulk_change_id, status, download)
     try:
         found = ops.page_device_results(
             engine, caller.tenant_id, bulk_change_id, status=status, page=page, page_size=size
@@ -396,7 +318,7 @@ def list_devices(
         raise _not_found(bulk_change_id) from None
     more = found.page * found.page_size < found.total
     return DevicePageOut(
-        items=[DeviceResultOut(**{**r, "change_request": r["change_request"] or {}}) for r in found.items],
+        items=[DeviceResultOut.from_row(r) for r in found.items],
         page=found.page,
         page_size=found.page_size,
         total=found.total,
@@ -499,13 +421,12 @@ def release(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkCha
     )
 
 
-ROUTERS = (submissions, bulk_changes, operations)
+ROUTERS = (submissions, bulk_changes, operations, schemas)
 
 __all__ = [
     "ROUTERS",
     "bulk_changes",
     "install_api",
-    "known_query_only",
     "operations",
     "submissions",
 ]

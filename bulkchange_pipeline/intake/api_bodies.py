@@ -1,4 +1,4 @@
-"""Reading the intake API's request bodies: a JSON bulk change or a multipart CSV upload, under a
+"""Reading the intake API's request bodies: a JSON or XML bulk change or a multipart CSV upload, under a
 byte cap, so an oversize body is refused (413) before it is parsed; what cannot be read is an
 ``ApiProblem`` (400, 413, 415 or 422) saying what to send instead.
 """
@@ -16,6 +16,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from ..domain import PAYLOAD_KEYS, BulkChangeRequest, ChangeType
 from .api_models import ApiProblem, capped_stream
 from .parsing import IntakeError, IntakeLimits, decode_utf8, load_json, request_from_dict, shown
+from .xml_request import MalformedXml, is_xml_media_type, xml_request_body
 
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small form fields around the file
 FORM_FIELDS = ("file", "changeType", "serviceProviderId", "idempotencyKey", "processChanges")
@@ -35,14 +36,44 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_json_request(request: Request, limits: IntakeLimits, header_key: str | None) -> BulkChangeRequest:
-    """The body as a BulkChangeRequest; a top-level ``effectiveDate`` goes into the payload object."""
+async def read_bulk_change_request(request: Request, limits: IntakeLimits, header_key: str | None) -> BulkChangeRequest:
+    """The body, JSON or XML by its media type, as a BulkChangeRequest.
+
+    Both are read under the byte cap and decoded to the same dict (XML by ``xml_request``, checked
+    against its XSD first); from there one path: the Idempotency-Key header and a top-level
+    ``effectiveDate`` (``_with_header_values``), then ``request_from_dict``. What cannot be read is
+    400, what is not a valid request 422.
+    """
     media = _media_type(request)
-    if media and media != "application/json" and not media.endswith("+json"):
+    xml = is_xml_media_type(media)
+    if media and not xml and media != "application/json" and not media.endswith("+json"):
         raise ApiProblem(
-            415, f"send the bulk change as application/json (got {media}); CSV files go to POST /bulk-changes/csv"
+            415,
+            f"send the bulk change as application/json or application/xml (got {media}); "
+            "CSV files go to POST /bulk-changes/csv",
         )
+    charset = _charset(request)
+    if xml and charset not in (None, "utf-8", "utf8"):
+        raise ApiProblem(415, f"send the XML as UTF-8 (the Content-Type says charset={shown(charset, 30)})")
     raw = b"".join([chunk async for chunk in _capped_stream(request, limits.max_bytes)])
+    body = await (run_in_threadpool(_xml_body, raw, limits) if xml else _json_body(raw))
+    if isinstance(body, dict):
+        body = _with_header_values(body, header_key)
+    try:  # request_from_dict also refuses values no column can hold (parsing.check_values)
+        return await run_in_threadpool(request_from_dict, body, limits=limits)
+    except IntakeError as exc:
+        raise ApiProblem(422, str(exc), title="Invalid bulk change request") from None
+
+
+def _charset(request: Request) -> str | None:
+    for param in request.headers.get("content-type", "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+async def _json_body(raw: bytes) -> Any:
     try:
         text = decode_utf8(raw)
     except IntakeError as exc:
@@ -56,13 +87,17 @@ async def read_json_request(request: Request, limits: IntakeLimits, header_key: 
             title="Malformed request body",
         )
     try:
-        body = load_json(text)
+        return load_json(text)
     except IntakeError as exc:
         raise ApiProblem(400, str(exc).replace("the file", "the body"), title="Malformed request body") from None
-    if isinstance(body, dict):
-        body = _with_header_values(body, header_key)
-    try:  # request_from_dict also refuses values no column can hold (parsing.check_values)
-        return await run_in_threadpool(request_from_dict, body, limits=limits)
+
+
+def _xml_body(raw: bytes, limits: IntakeLimits) -> dict[str, Any]:
+    """The XML body as the dict a JSON body decodes to; 400 unreadable, 422 not the schema's."""
+    try:
+        return xml_request_body(raw, limits=limits)
+    except MalformedXml as exc:
+        raise ApiProblem(400, str(exc), title="Malformed request body") from None
     except IntakeError as exc:
         raise ApiProblem(422, str(exc), title="Invalid bulk change request") from None
 
@@ -147,4 +182,4 @@ async def read_csv_form(request: Request, limits: IntakeLimits) -> tuple[bytes, 
     return data, fields  # NUL characters and other values no column can hold: parse_csv refuses them
 
 
-__all__ = ["FORM_FIELDS", "FORM_OVERHEAD", "read_csv_form", "read_json_request"]
+__all__ = ["FORM_FIELDS", "FORM_OVERHEAD", "read_bulk_change_request", "read_csv_form"]

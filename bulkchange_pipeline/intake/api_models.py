@@ -200,6 +200,12 @@ class DeviceResultOut(ApiModel):
     effective_at: UtcDatetime | None
     processed_at: UtcDatetime | None
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> DeviceResultOut:
+        """From ``store`` (``iter_device_results``, ``page_device_results``): the one row-to-wire
+        step of the JSON pages and the XML download."""
+        return cls(**{**row, "change_request": row["change_request"] or {}})
+
 
 class DevicePageOut(ApiModel):
     items: list[DeviceResultOut]

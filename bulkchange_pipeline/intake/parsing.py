@@ -48,7 +48,7 @@ class IntakeLimits:
 @dataclass
 class ParsedFile:
     request: BulkChangeRequest
-    kind: str  # "json" or "csv"
+    kind: str  # "json", "xml" or "csv"
     row_errors: dict[int, str] = field(default_factory=dict)  # 0-based device index -> reason
     # Number to report per device: CSV file lines (= spreadsheet rows), else None (positions 1..n).
     row_numbers: list[int] | None = None
@@ -123,15 +123,19 @@ def plain_int(text: str) -> int | None:
     return None
 
 
-def decode_utf8(data: bytes) -> str:
-    """Decode, dropping a BOM; a non-UTF-8 byte is reported with its offset and line."""
+CSV_UTF8_HINT = "save the file as UTF-8 (in Excel: 'CSV UTF-8')"
+
+
+def decode_utf8(data: bytes, hint: str = CSV_UTF8_HINT) -> str:
+    """Decode, dropping a BOM; a non-UTF-8 byte is reported with its offset and line, and ``hint``
+    (what to do about it, for the kind of file)."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise IntakeError(
             f"the file is not UTF-8: byte 0x{data[exc.start]:02X} at offset {exc.start} (line {line}) "
-            "is not valid UTF-8; save the file as UTF-8 (in Excel: 'CSV UTF-8')"
+            f"is not valid UTF-8; {hint}"
         ) from None
 
 

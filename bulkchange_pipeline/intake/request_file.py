@@ -1,5 +1,5 @@
-"""A request file on disk, JSON or CSV (the CLI's ``submit`` and ``dry-run``): read under the size
-cap, then parsed as ``parse_json`` or ``parse_csv`` would parse an upload."""
+"""A request file on disk, JSON, XML or CSV (the CLI's ``submit`` and ``dry-run``): read under the
+size cap, then parsed as ``parse_json``, ``parse_xml`` or ``parse_csv`` would parse an upload."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ..domain import ChangeType
 from ..domain.requests import MAX_IDEMPOTENCY_KEY
 from .csv_file import parse_csv
 from .parsing import IntakeError, IntakeLimits, ParsedFile, change_type_option, check_size, parse_json
+from .xml_request import looks_like_xml, parse_xml
 
 
 def read_request_file(
@@ -20,9 +21,10 @@ def read_request_file(
     idempotency_key: str | None = None,
     limits: IntakeLimits = IntakeLimits(),
 ) -> ParsedFile:
-    """Read a JSON or CSV request file (by extension, else by its first character).
+    """Read a JSON, XML or CSV request file (by extension, else by its first character: ``{`` or
+    ``[`` JSON, ``<`` XML, anything else CSV).
 
-    Options given for a JSON file override its fields (the idempotency key, typically).
+    Options given for a JSON or XML file override its fields (the idempotency key, typically).
     """
     p = Path(path)
     try:
@@ -36,8 +38,11 @@ def read_request_file(
     except OSError as exc:
         raise IntakeError(f"cannot read {p}: {exc.strerror}") from None
     check_size(len(data), limits)
-    is_json = p.suffix.lower() == ".json" or (p.suffix.lower() != ".csv" and data.lstrip()[:1] in (b"{", b"["))
-    if not is_json:
+    suffix = p.suffix.lower()
+    known = suffix in (".json", ".xml", ".csv")
+    is_json = suffix == ".json" or (not known and data.lstrip()[:1] in (b"{", b"["))
+    is_xml = suffix == ".xml" or (not known and not is_json and looks_like_xml(data))
+    if not is_json and not is_xml:
         return parse_csv(
             data,
             change_type=change_type,
@@ -45,7 +50,7 @@ def read_request_file(
             idempotency_key=idempotency_key,
             limits=limits,
         )
-    parsed = parse_json(data, limits=limits)
+    parsed = parse_json(data, limits=limits) if is_json else parse_xml(data, limits=limits)
     updates: dict[str, Any] = {}
     if idempotency_key and idempotency_key.strip():  # validated like the file's own key (model_copy does not)
         if len(idempotency_key.strip()) > MAX_IDEMPOTENCY_KEY:

@@ -1,4 +1,5 @@
-"""Per-device results as CSV: one writer for the API's download and the CLI's ``results --csv``.
+"""Per-device results as CSV: one writer for the API's download (``results_download``) and the
+CLI's ``results --csv``.
 
 Cells are spreadsheet-safe: text from carriers ends up here, and a cell starting with ``=`` would
 run as a formula when the file is opened.
@@ -11,12 +12,6 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
-
-import sqlalchemy as sa
-from fastapi.responses import StreamingResponse
-
-from ..domain import DeviceChangeStatus
-from ..store.bulk_changes import iter_device_results
 
 RESULT_COLUMNS = (
     "id",
@@ -74,26 +69,10 @@ def results_csv_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
             return
 
 
-def results_csv_response(
-    engine: sa.Engine, tenant_id: int, bulk_change_id: int, status: DeviceChangeStatus | None = None
-) -> StreamingResponse:
-    """A bulk change's device rows (only ``status`` ones when given) as a streamed CSV download:
-    the one writer the API and the console serve."""
-    rows: Iterator[dict[str, Any]] = iter(iter_device_results(engine, tenant_id, bulk_change_id))
-    if status is not None:
-        rows = (r for r in rows if r["status"] == status.value)
-    return StreamingResponse(
-        results_csv_chunks(rows),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="bulk-change-{bulk_change_id}-devices.csv"'},
-    )
-
-
 __all__ = [
     "CSV_CHUNK",
     "RESULT_COLUMNS",
     "results_csv_chunks",
-    "results_csv_response",
     "safe_cell",
     "write_results_csv",
 ]

@@ -66,6 +66,9 @@ from bulkchange_pipeline.store.schema import device_change
 from bulkchange_pipeline.store.seed import DemoSeed, seed_demo
 
 from .test_callback_hostile import CB_PASSWORD, CB_USER, TEAL_REQUEST, TS_REQUEST, sent_request
+from .xml_inputs import to_xml
+
+XML_MEDIA_TYPES = ["application/xml", "text/xml"]
 
 CHECKS = [
     not_a_server_error,
@@ -420,13 +423,28 @@ def _strategy(run: SchemaRun, operation: Any, mode: GenerationMode) -> st.Search
                 if "Idempotency-Key" in _header_names(operation)
                 else st.none()
             )
+            csv = operation.path.endswith("/csv")
             options.append(
                 st.tuples(bodies[operation.path](run.seed), header).flatmap(
                     lambda t: operation.as_strategy(
-                        generation_mode=mode, body=t[0], headers=None if t[1] is None else {"Idempotency-Key": t[1]}
+                        generation_mode=mode,
+                        body=t[0],
+                        headers=None if t[1] is None else {"Idempotency-Key": t[1]},
+                        media_type="multipart/form-data" if csv else "application/json",
                     )
                 )
             )
+            if not csv:  # the same bodies as XML documents (issue 19)
+                options.append(
+                    st.tuples(bodies[operation.path](run.seed), header, st.sampled_from(XML_MEDIA_TYPES)).flatmap(
+                        lambda t: operation.as_strategy(
+                            generation_mode=mode,
+                            body=to_xml(t[0]).encode("utf-8", "surrogatepass"),
+                            headers=None if t[1] is None else {"Idempotency-Key": t[1]},
+                            media_type=t[2],
+                        )
+                    )
+                )
     return st.one_of(options)
 
 

@@ -57,6 +57,7 @@ from bulkchange_pipeline.store.seed import DemoSeed, demo_eid, seed_demo
 
 from . import hostile_inputs as h
 from .conftest import table_counts
+from .xml_inputs import results_items
 
 MAX_EXAMPLES = int(os.environ.get("BULKCHANGE_HOSTILE_EXAMPLES", "30"))
 RANDOMIZE = os.environ.get("BULKCHANGE_HOSTILE_RANDOM", "") not in ("", "0")
@@ -599,9 +600,16 @@ DEVICE_PARAMS = {
     "page": ["1", "2", "1000000"],
     "pageSize": ["1", "2", "1000"],
     "page_size": ["1", "2", "1000"],
-    "format": ["json", "csv"],
+    "format": ["json", "csv", "xml"],
 }
-GET_ROUTES = ["/bulk-changes/{id}", "/bulk-changes/{id}/devices", "/healthz", "/openapi.json"]
+GET_ROUTES = [
+    "/bulk-changes/{id}",
+    "/bulk-changes/{id}/devices",
+    "/healthz",
+    "/openapi.json",
+    "/schemas/bulk-change-request.xsd",
+    "/schemas/bulk-change-results.xsd",
+]
 
 
 def _get_routes_from_openapi() -> dict[str, set[str]]:
@@ -748,6 +756,11 @@ def test_get_query_parameters_refuse_clearly_or_round_trip(harness: Harness) -> 
         if path.endswith("/devices") and strict:
             if sent.get("format") == "csv":
                 assert r.headers["content-type"].startswith("text/csv")
+                return
+            if sent.get("format") == "xml":
+                assert r.headers["content-type"].startswith("application/xml")
+                statuses = {i["status"] for i in results_items(r.content)}
+                assert statuses <= ({sent["status"]} if "status" in sent else {"NEW", "ERROR", "SCHEDULED"})
                 return
             page = r.json()
             assert page["page"] == int(sent.get("page", 1)), f"page={sent.get('page')} answered page {page['page']}"
