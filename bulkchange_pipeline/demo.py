@@ -4,8 +4,10 @@ It migrates the SQLite business database under ``BULKCHANGE_HOME``, starts the w
 park (all six carriers) on free loopback ports and the callback app, seeds the demo tenant, points
 its service providers at the park and syncs the simulators from the database (so carrier and
 database agree), then submits through intake validation the seed's example request
-(changeType 4), a 1,000-device Jasper StatusUpdate and a 100-device ThingSpace StatusUpdate (the
-asynchronous path: callbacks, then a reconcile run). The real ``bulk_change_sensor``,
+(changeType 4), a 1,000-device Jasper StatusUpdate, a 100-device ThingSpace StatusUpdate (the
+asynchronous path: callbacks, then a reconcile run) and a 20-device StatusUpdate on the same Jasper
+account reached over SOAP (the simulator's Terminal service: a second service provider naming the
+same credentials entry, with the SOAP password and license key as its extras). The real ``bulk_change_sensor``,
 ``process_bulk_change_job``, ``async_results_sensor`` and ``reconcile_async_job`` process them on a
 persistent Dagster instance (``DAGSTER_HOME``), so ``make dev`` shows the runs after.
 """
@@ -29,7 +31,8 @@ from .defs.local_runner import ASYNC_SENSOR_NAME, QUIET, tick_and_run
 from .domain import BulkChangeRequest, BulkChangeStatus
 from .intake.app import create_app
 from .intake.submit import submit
-from .simulators.park import Park, start_park
+from .simulators.jasper_soap import DEFAULT_LICENSE_KEYS, DEFAULT_SOAP_ACCOUNTS
+from .simulators.park import JASPER_USER, Park, start_park
 from .simulators.server import run_app_in_thread
 from .simulators.sync import sync_from_database
 from .store import migrate
@@ -37,8 +40,17 @@ from .store.bulk_changes import get_bulk_change
 from .store.db import make_engine, utcnow
 from .store.reference import live_devices
 from .store.seed import DemoSeed, demo_credentials_names, point_demo_at, seed_demo
+from .store.seed_soap import seed_demo_soap
 
 THINGSPACE_DEVICES = 100
+SOAP_DEVICES = 20
+
+
+def soap_credentials_env(credentials_name: str) -> dict[str, str]:
+    """The extras a credentials entry needs for the park's Jasper account over SOAP: the simulator's
+    SOAP password for its demo user and a license key (its REST API key stays the entry's SECRET)."""
+    key = settings.credential_env_key(credentials_name)
+    return {f"{key}_SOAP_PASSWORD": DEFAULT_SOAP_ACCOUNTS[JASPER_USER], f"{key}_LICENSE_KEY": DEFAULT_LICENSE_KEYS[0]}
 
 
 @dataclass
@@ -59,24 +71,26 @@ def _flip(devices: list[dict[str, Any]], a: str, b: str, limit: int) -> tuple[li
     return (in_a[:limit], b) if len(in_a) >= len(in_b) else (in_b[:limit], a)
 
 
-def _requests(engine: sa.Engine, seed: DemoSeed, devices: int) -> list[tuple[str, BulkChangeRequest]]:
+def _requests(engine: sa.Engine, seed: DemoSeed, devices: int, soap_sp: int) -> list[tuple[str, BulkChangeRequest]]:
     stamp = utcnow().strftime("%Y%m%dT%H%M%S")
     example = BulkChangeRequest.model_validate(
         {**seed.example_customer_rate_plan_request(), "idempotencyKey": f"demo-example-{stamp}"}
     )
     jasper, jasper_target = _flip(_devices(engine, seed, "jasper"), "ACTIVATED", "DEACTIVATED", devices)
     ts, ts_target = _flip(_devices(engine, seed, "thingspace"), "active", "suspend", THINGSPACE_DEVICES)
+    soap, soap_target = _flip(live_devices(engine, seed.tenant_id, soap_sp), "ACTIVATED", "DEACTIVATED", SOAP_DEVICES)
     out = [("example changeType 4", example)]
     for label, sp, iccids, target in (
-        ("Jasper", "jasper", jasper, jasper_target),
-        ("ThingSpace", "thingspace", ts, ts_target),
+        ("Jasper", seed.service_providers["jasper"], jasper, jasper_target),
+        ("ThingSpace", seed.service_providers["thingspace"], ts, ts_target),
+        ("Jasper (SOAP)", soap_sp, soap, soap_target),
     ):
         out.append(
             (
                 f"{len(iccids)}-device {label} StatusUpdate -> {target}",
                 BulkChangeRequest.model_validate(
                     {
-                        "serviceProviderId": seed.service_providers[sp],
+                        "serviceProviderId": sp,
                         "changeType": 1,
                         "idempotencyKey": f"demo-{sp}-{stamp}",
                         "devices": iccids,
@@ -134,16 +148,19 @@ def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
         # seed's setting); the local simulators do not, so the demo lifts the accounts' limits to
         # show the pipeline's own speed.
         point_demo_at(engine, park.base_urls, unlimited=True)
+        # The Jasper simulator also serves Control Center's SOAP Terminal service (host root).
+        soap_sp = seed_demo_soap(engine, park.handles["jasper"].root_url, SOAP_DEVICES * 2, unlimited=True)
         counts = sync_from_database(engine, park, seed.tenant_id)
         # The in-process Dagster runs read these through bulkchange_pipeline.settings.
         os.environ.update(park.credentials_env(demo_credentials_names(), settings.credential_env_key))
+        os.environ.update(soap_credentials_env(demo_credentials_names()["jasper"]))
         os.environ[settings.CALLBACK_BASE_URL_ENV] = callbacks.root_url
         console.print(
             f"[bold]3/5[/] demo tenant seeded; simulators synced: {', '.join(f'{k} {v}' for k, v in counts.items())}"
         )
 
         ids = []
-        for label, request in _requests(engine, seed, devices):
+        for label, request in _requests(engine, seed, devices, soap_sp):
             outcome = submit(engine, seed.tenant_id, request, created_by="demo")
             ids.append(outcome.bulk_change_id)
             console.print(f"[bold]4/5[/] submitted {label}: {outcome.message.splitlines()[0]}")
@@ -170,9 +187,11 @@ def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
             ", ".join(f"{k}: {v}" for k, v in sorted(bc["counts"].items())),
         )
     console.print(table)
+    soap_calls = stats.get("soap_calls", {})
     console.print(
-        f"Jasper simulator: {stats['total_calls']} calls, {stats['applied_devices']} devices changed, "
-        f"{stats['applied_more_than_once']} changed twice."
+        f"Jasper simulator: {stats['total_calls']} calls ({sum(soap_calls.values())} of them SOAP: "
+        f"{', '.join(f'{k} {v}' for k, v in sorted(soap_calls.items())) or 'none'}), "
+        f"{stats['applied_devices']} devices changed, {stats['applied_more_than_once']} changed twice."
     )
     console.print(
         "Open the UI: [bold]make dev[/], then http://127.0.0.1:3000 (job process_bulk_change_job, "
@@ -181,4 +200,4 @@ def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
     return DemoResult(ids, seconds)
 
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["SOAP_DEVICES", "DemoResult", "run_demo", "soap_credentials_env"]

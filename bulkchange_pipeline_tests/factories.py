@@ -33,7 +33,12 @@ def make_account(
     batch_size: int = 250,
     tenant_name: str = "acme",
     write_enabled: bool = True,
+    protocol: str = "rest",
+    account_name: str | None = None,
 ) -> dict[str, int]:
+    """A tenant (found or made), a service provider naming credentials entry ``name`` and one
+    customer; ``protocol`` soap makes a Jasper account reached over SOAP, ``account_name`` names the
+    provider (default ``"<name> account"``)."""
     now = utcnow()
     with engine.begin() as conn:
         tid = conn.execute(sa.select(tenant.c.id).where(tenant.c.name == tenant_name)).scalar()
@@ -45,7 +50,7 @@ def make_account(
             sa.insert(service_provider)
             .values(
                 tenant_id=tid,
-                name=f"{name} account",
+                name=account_name or f"{name} account",
                 integration=integration,
                 carrier="att_pod19",
                 portal_type=0,
@@ -55,6 +60,7 @@ def make_account(
                 rate_per_second=rate_per_second,
                 max_concurrency=max_concurrency,
                 batch_size=batch_size,
+                protocol=protocol,
             )
             .returning(service_provider.c.id)
         ).scalar_one()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from ..domain import ChangeType, DeviceChangeStatus, Integration
+from ..domain import CarrierProtocol, ChangeType, DeviceChangeStatus, Integration
 
 if TYPE_CHECKING:
     from .http import CallResult
@@ -103,7 +103,9 @@ class CarrierAccount:
     from the database, and is hidden from repr so it cannot leak through logs or Dagster events.
 
     `integration` is the service provider's integration as configured (any spelling
-    `Integration.parse` reads, e.g. "rogers" for the Jasper family), so labels keep its name."""
+    `Integration.parse` reads, e.g. "rogers" for the Jasper family), so labels keep its name.
+    `protocol` picks the client among those of the integration (`carriers.build_adapter`): a
+    Jasper-family account is reached through REST or through the SOAP Terminal service."""
 
     service_provider_id: int
     integration: str
@@ -125,6 +127,7 @@ class CarrierAccount:
     # The tenant's billing (Rev.io) account, attached by the engine only for a change type whose
     # carrier must also update billing (`carriers.updates_billing`); None otherwise.
     billing: CarrierAccount | None = field(default=None, repr=False, compare=False, hash=False)
+    protocol: CarrierProtocol = CarrierProtocol.REST
 
 
 @dataclass
@@ -223,6 +226,11 @@ class CarrierAdapter(Protocol):
     """
 
     integration: ClassVar[Integration]
+    # The API this client speaks for its integration; (integration, protocol) keys the registry.
+    protocol: ClassVar[CarrierProtocol] = CarrierProtocol.REST
+    # Credentials-entry extras (`CarrierAccount.extra` keys) the client cannot work without; the
+    # engine refuses the account before anything is sent when one is unset, naming its variable.
+    required_extras: ClassVar[tuple[str, ...]] = ()
     # Path segment of our callback endpoint (/callbacks/{callback_name}); None: no callbacks.
     callback_name: ClassVar[str | None] = None
     # Status polls after which a row still pending is failed (None: it waits for the timeout).

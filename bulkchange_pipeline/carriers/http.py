@@ -37,9 +37,11 @@ from .redaction import basic_token, redact_headers, redact_text
 
 __all__ = [
     "MALFORMED",
+    "BodyParser",
     "CallResult",
     "CarrierHttp",
     "Classifier",
+    "Content",
     "HttpStats",
     "default_classify",
     "stated_wait_seconds",
@@ -53,6 +55,13 @@ MALFORMED = object()
 
 Classifier = Callable[[httpx.Response, Any], CarrierError | None]
 """Turns a response and its parsed body into None (success) or the error to raise."""
+
+BodyParser = Callable[[httpx.Response], Any]
+"""Turns a response into the body its classifier and caller read (default: JSON; None when empty, MALFORMED when not JSON)."""
+
+Content = str | bytes | Callable[[int], str | bytes]
+"""A request body: fixed, or built anew for each attempt (called with the attempt number, 1 first),
+for a protocol whose message must differ per try (a fresh nonce or timestamp)."""
 
 MAX_STATED_WAIT_SECONDS = 60.0
 _TRY_AGAIN = re.compile(r"try again in\s+(\d+(?:\.\d+)?)\s*(?:s\b|sec|second)", re.IGNORECASE)
@@ -138,7 +147,8 @@ class _CarrierWait:
 
 @dataclass
 class CallResult:
-    """A successful call: the response, its parsed JSON body, and the log of every attempt."""
+    """A successful call: the response, its parsed body (JSON unless the client gave another
+    parser), and the log of every attempt."""
 
     response: httpx.Response
     body: Any
@@ -154,6 +164,10 @@ class CarrierHttp:
 
     `unlimited_workers` is how many devices `map_bounded` works on at once when the account sets
     no concurrency limit (`max_concurrency <= 0`); each carrier client chooses its own.
+
+    `parse` and `accept` are for a protocol whose bodies are not JSON (Jasper's SOAP service): its
+    client hands over how a response is read (the classifier and the caller get what `parse`
+    returns) and the media type it accepts; pacing, retries and capture stay this one copy.
     """
 
     def __init__(
@@ -165,11 +179,14 @@ class CarrierHttp:
         redact: Iterable[str] = (),
         label: str | None = None,
         unlimited_workers: int = 64,
+        parse: BodyParser | None = None,
+        accept: str = "application/json",
     ) -> None:
         self.account = account
+        self._parse = parse or _parse_body
         self.unlimited_workers = unlimited_workers
         self._auth = auth if isinstance(auth, httpx.Auth) else None
-        self._headers = {"Accept": "application/json"}
+        self._headers = {"Accept": accept}
         if isinstance(auth, Mapping):
             self._headers.update(auth)
         self._classify = classify
@@ -251,17 +268,41 @@ class CarrierHttp:
         path: str,
         *,
         json_body: Any = None,
+        content: Content | None = None,
+        headers: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         description: str = "",
+        attempt: int | None = None,
     ) -> CallResult:
         """Send one logical request with retries; return the successful result or raise the
-        classified CarrierError carrying the log of every attempt."""
+        classified CarrierError carrying the log of every attempt.
+
+        The body is `json_body` (sent as JSON) or `content` as given (text, bytes, or a function
+        building it per attempt), with `headers` added to the request (e.g. a Content-Type and a
+        SOAPAction for an XML protocol).
+
+        `attempt`: send only this one try, logged as try number `attempt`, for a caller that drives
+        the tries itself under `retrying()` (to look at the carrier before re-sending a request whose
+        outcome is unknown). It shares this account's client, limiter and concurrency like any call."""
+        if json_body is not None and content is not None:
+            raise ValueError("give json_body or content, not both")
         log: list[LogEntry] = []
-        content = json.dumps(json_body, separators=(",", ":")) if json_body is not None else None
+        if json_body is not None:
+            content = json.dumps(json_body, separators=(",", ":"))
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        if attempt is not None:
+            body = content(attempt) if callable(content) else content
+            try:
+                return await self._attempt(method, path, body, headers, params, description, log, attempt)
+            except CarrierError as exc:
+                exc.log = log
+                raise
         try:
-            async for attempt in self.retrying():
-                with attempt:
-                    return await self._attempt(method, path, content, params, description, log)
+            async for tried in self.retrying():
+                with tried:
+                    number = len(log) + 1
+                    body = content(number) if callable(content) else content
+                    return await self._attempt(method, path, body, headers, params, description, log, number)
         except CarrierError as exc:
             exc.log = log
             raise
@@ -271,18 +312,18 @@ class CarrierHttp:
         self,
         method: str,
         path: str,
-        content: str | None,
+        content: str | bytes | None,
+        headers: Mapping[str, str] | None,
         params: Mapping[str, Any] | None,
         description: str,
         log: list[LogEntry],
+        attempt: int,
     ) -> CallResult:
         client = self._ensure_client()
         semaphore = self._semaphore
         desc = description or f"{self.label} {method} {path}"
-        attempt = len(log) + 1
         if attempt > 1:
             desc = f"{desc} (attempt {attempt})"
-        headers = {"Content-Type": "application/json"} if content is not None else None
         if semaphore is not None:
             await semaphore.acquire()
         try:
@@ -323,7 +364,7 @@ class CarrierHttp:
         finally:
             if semaphore is not None:
                 semaphore.release()
-        body = _parse_body(response)
+        body = self._parse(response)
         error = self._classify(response, body)
         log.append(
             self._entry(
@@ -355,7 +396,7 @@ class CarrierHttp:
         self,
         description: str,
         request: httpx.Request | None,
-        content: str | None,
+        content: str | bytes | None,
         failure: str | None,
         response: httpx.Response | None = None,
         has_errors: bool = True,
@@ -369,6 +410,8 @@ class CarrierHttp:
             head += "".join(f"{k}: {v}\n" for k, v in hdrs.items())
         else:
             head = "(request not sent)\n"
+        if isinstance(content, bytes):
+            content = content.decode("utf-8", errors="replace")
         request_text = redact_text(head + "\n" + (content or ""), self._secrets)
         if response is not None:
             rhdrs = redact_headers(response.headers.items())

@@ -19,6 +19,11 @@ they go to enterprise custom fields: username -> `accountCustom1`, cost_center -
 enterprise" (the reseller's own account), editable by PUT and returned by GET, so the edit can be
 verified and re-checked after a crash; `deviceID` is a device identifier other tools rely on, and
 customerCustom1-5 belong to the end customer, who may edit them in the portal.
+
+The mapping from a change to Jasper fields (`jasper_edit_body`, the field map), the device columns
+an edit sets (`jasper_columns`), the "already done?" comparison (`holds_edits`) and the result of
+an accepted edit (`applied_result`) are shared with the SOAP client (`jasper_soap`), which sends the
+same edit one field per EditTerminal call: both protocols change and report a device the same way.
 """
 
 from __future__ import annotations
@@ -52,7 +57,11 @@ __all__ = [
     "JASPER_RATE_LIMIT_CODE",
     "SUPPORTED_CHANGE_TYPES",
     "JasperClient",
+    "applied_result",
     "classify_jasper_response",
+    "edit_summary",
+    "holds_edits",
+    "jasper_columns",
     "jasper_edit_body",
     "jasper_error",
 ]
@@ -129,6 +138,44 @@ def jasper_edit_body(
     if effective:
         body["effectiveDate"] = effective
     return body
+
+
+def jasper_columns(edits: Mapping[str, str], field_map: Mapping[str, str] = DEFAULT_FIELD_MAP) -> dict[str, str]:
+    """Device columns for the engine, from edit-body fields (REST names; the SOAP client maps its
+    wire back to these names, so both protocols report a change the same way)."""
+    reverse = {v: k for k, v in field_map.items()}
+    return {_COLUMN_OF.get(k) or reverse.get(k, k): v for k, v in edits.items()}
+
+
+def edit_summary(edits: Mapping[str, str]) -> str:
+    """``status=DEACTIVATED, ratePlan=IOT-5GB``: what a row's detail says was sent."""
+    return ", ".join(f"{k}={v}" for k, v in edits.items())
+
+
+def holds_edits(device: Mapping[str, Any], edits: Mapping[str, str]) -> bool:
+    """True when a device as read back (DeviceDetails names) already holds every edited field."""
+    return all(str(device.get(k) or "") == v for k, v in edits.items())
+
+
+def applied_result(
+    change: DeviceChange,
+    body: Mapping[str, str],
+    log: list[LogEntry],
+    field_map: Mapping[str, str] = DEFAULT_FIELD_MAP,
+    *,
+    scheduled_for: str | None = None,
+) -> DeviceResult:
+    """The PROCESSED result of an accepted edit body. With an effectiveDate Jasper applies it on that
+    date (`scheduled_for`: how the date was sent, default the body's), so the device columns stay
+    until a later read shows the change; otherwise the edited columns are the device's now."""
+    edits = {k: v for k, v in body.items() if k != "effectiveDate"}
+    if "effectiveDate" in body:
+        detail = f"scheduled by Jasper for {scheduled_for or body['effectiveDate']}: {edit_summary(edits)}"
+        new_values: dict[str, str] = {}
+    else:
+        detail = f"applied: {edit_summary(edits)}"
+        new_values = jasper_columns(edits, field_map)
+    return DeviceResult(change.device_change_id, DeviceChangeStatus.PROCESSED, detail, new_values, None, log)
 
 
 def jasper_error(response: httpx.Response, body: Any) -> tuple[str | None, str]:
@@ -236,14 +283,7 @@ class JasperClient(CarrierAdapter):
             )
         except CarrierError as exc:
             return _failed(change, failure_detail(exc), exc.log)
-        edits = {k: v for k, v in body.items() if k != "effectiveDate"}
-        if "effectiveDate" in body:
-            detail = f"scheduled by Jasper for {body['effectiveDate']}: {_summary(edits)}"
-            new_values: dict[str, str] = {}
-        else:
-            detail = f"applied: {_summary(edits)}"
-            new_values = self._columns(edits)
-        return DeviceResult(change.device_change_id, DeviceChangeStatus.PROCESSED, detail, new_values, None, result.log)
+        return applied_result(change, body, result.log, self.field_map)
 
     async def _check_one(self, change: DeviceChange) -> DeviceResult | None:
         if not change.iccid:
@@ -263,25 +303,16 @@ class JasperClient(CarrierAdapter):
         except CarrierError:
             return None  # cannot tell; the caller re-sends and records that outcome
         device = result.body or {}
-        if all(str(device.get(k) or "") == v for k, v in body.items()):
+        if holds_edits(device, body):
             return DeviceResult(
                 change.device_change_id,
                 DeviceChangeStatus.PROCESSED,
-                f"already in effect at Jasper: {_summary(body)}",
-                self._columns(body),
+                f"already in effect at Jasper: {edit_summary(body)}",
+                jasper_columns(body, self.field_map),
                 None,
                 result.log,
             )
         return None
-
-    def _columns(self, edits: Mapping[str, str]) -> dict[str, str]:
-        """Device columns for the engine, from edit-body fields."""
-        reverse = {v: k for k, v in self.field_map.items()}
-        return {_COLUMN_OF.get(k) or reverse.get(k, k): v for k, v in edits.items()}
-
-
-def _summary(edits: Mapping[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in edits.items())
 
 
 def _failed(change: DeviceChange, detail: str, log: list[LogEntry] | None = None) -> DeviceResult:

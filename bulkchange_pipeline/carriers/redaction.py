@@ -1,10 +1,12 @@
 """Redaction of secrets from request/response text before it is stored or logged.
 
 Every carrier exchange is kept as text in bulk_change_log (DESIGN section 9): the audit trail is
-only safe to keep if no credential ever reaches it. Three layers are applied, because each one
-alone misses cases: header names known to carry credentials, JSON keys known to carry them, and
-the literal secret values of the account (which catch a secret echoed anywhere, e.g. in a URL or
-an error message).
+only safe to keep if no credential ever reaches it. Four layers are applied, because each one
+alone misses cases: header names known to carry credentials, JSON keys known to carry them, XML
+elements known to carry them (a SOAP envelope's WS-Security `Password` and `Nonce`, Jasper's
+`licenseKey`, whatever namespace prefix, attributes, whitespace, CDATA or comments they come
+with), and the literal secret values of the account (which catch a secret echoed anywhere, e.g. in
+a URL or an error message).
 """
 
 from __future__ import annotations
@@ -13,6 +15,17 @@ import base64
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+__all__ = [
+    "MASK",
+    "basic_token",
+    "is_sensitive_name",
+    "redact_headers",
+    "redact_json",
+    "redact_text",
+    "redact_xml",
+    "secret_variants",
+]
 
 MASK = "***"
 
@@ -79,6 +92,17 @@ _FORM_PAIR = re.compile(r"(?<![\w-])((?:" + _KEY_ALTERNATION + r")=)[^&\s]*", re
 _HEADER_LINE = re.compile(r"^((?:" + _KEY_ALTERNATION + r")[ \t]*:[ \t]*).*$", re.IGNORECASE | re.MULTILINE)
 # Basic/Bearer credentials wherever they appear.
 _SCHEME_TOKEN = re.compile(r"\b(Basic|Bearer)\s+[A-Za-z0-9+/=._~-]{8,}")
+# XML elements whose content is a credential, opened with any namespace prefix (or none) and any
+# attributes: <wsse:Password Type="...">, <wsse:Nonce>, <jws:licenseKey>. Their content is read as
+# a run of CDATA sections, comments and text (`_XML_CONTENT`), so a CDATA section that itself holds
+# "</licenseKey>" is masked whole; it must end in the closing tag of the same name.
+_XML_OPEN = re.compile(
+    r"<(?P<tag>(?:[A-Za-z_][\w.-]*:)?(?:Password|Nonce|licenseKey))"
+    r"(?:\s(?:[^<>\"'/]|\"[^\"<]*\"|'[^'<]*'|/(?!>))*)?"  # attributes; a quoted value may hold ">"
+    r"(?P<empty>/)?>",
+    re.IGNORECASE,
+)
+_XML_CONTENT = re.compile(r"(?:<!\[CDATA\[.*?\]\]>|<!--.*?-->|[^<])*", re.DOTALL)
 
 
 def secret_variants(secrets: Iterable[str | None]) -> list[str]:
@@ -86,6 +110,30 @@ def secret_variants(secrets: Iterable[str | None]) -> list[str]:
     know the user); longest first so a secret that contains another is masked whole."""
     out = {s for s in secrets if s and len(s) >= 3}
     return sorted(out, key=len, reverse=True)
+
+
+def redact_xml(text: str) -> str:
+    """Mask the content of every credential-bearing XML element (``Password``, ``Nonce``,
+    ``licenseKey``, any namespace prefix). Where such an element does not close as XML requires
+    (truncated text, a nested element, an unterminated CDATA section) everything after its opening
+    tag is masked: where its content ends cannot be told, and a leak is worse than a short log."""
+    out: list[str] = []
+    pos = 0
+    while (opening := _XML_OPEN.search(text, pos)) is not None:
+        out.append(text[pos : opening.end()])
+        pos = opening.end()
+        if opening.group("empty"):
+            continue
+        content = _XML_CONTENT.match(text, pos)
+        end = content.end() if content else pos
+        closing = re.compile(r"</" + re.escape(opening.group("tag")) + r"\s*>", re.IGNORECASE).match(text, end)
+        out.append(MASK)
+        if closing is None:
+            return "".join(out)
+        out.append(closing.group(0))
+        pos = closing.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def basic_token(username: str, secret: str) -> str:
@@ -102,8 +150,10 @@ def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
         if s in text:
             text = text.replace(s, MASK)
     lowered = text.lower()
-    if not any(w in lowered for w in ("auth", "secret", "key", "pass", "token", "basic", "bearer", "cookie")):
+    if not any(w in lowered for w in ("auth", "secret", "key", "pass", "token", "basic", "bearer", "cookie", "nonce")):
         return text  # fast path: nothing credential-like left to look for
+    if "<" in text:
+        text = redact_xml(text)
     text = _JSON_PAIR.sub(lambda m: m.group(1) + '"' + MASK + '"', text)
     text = _FORM_PAIR.sub(lambda m: m.group(1) + MASK, text)
     text = _HEADER_LINE.sub(lambda m: m.group(1) + MASK, text)

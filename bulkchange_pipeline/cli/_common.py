@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from rich.console import Console
 
 from .. import settings
+from ..domain import CarrierProtocol
 from ..domain.requests import MAX_ID
 from ..intake.parsing import IntakeError, plain_int, shown, text_reason
 from ..intake.validation import RequestRejected
@@ -139,19 +140,26 @@ def resolve_tenant(engine: sa.Engine, name: str) -> int:
 
 
 def resolve_service_provider(engine: sa.Engine, tenant_id: int, value: str | None) -> int | None:
-    """An id, or the exact (case-insensitive) name or integration of one of the tenant's providers."""
+    """An id, or the exact (case-insensitive) name or integration of one of the tenant's providers
+    (``jasper`` names its REST provider, ``jasper/soap`` one reached over SOAP)."""
     if value is None:
         return None
     if (number := plain_int(value)) is not None:
         return number
     sps = ref.list_service_providers(engine, tenant_id)
-    matches = [sp for sp in sps if value.strip().lower() in (sp.name.lower(), sp.integration.value)]
+    matches = [sp for sp in sps if value.strip().lower() in (sp.name.lower(), _alias(sp))]
     if len(matches) != 1:
         names = ", ".join(f"{sp.id} {sp.name!r}" for sp in sps)
         raise UserError(
             f"service provider {value!r} is {'ambiguous' if matches else 'unknown'}; this tenant has: {names}"
         )
     return matches[0].id
+
+
+def _alias(sp: ref.ServiceProviderInfo) -> str:
+    """How a provider is named by integration: ``jasper`` (REST) or ``jasper/soap``."""
+    rest = sp.protocol is CarrierProtocol.REST
+    return sp.integration.value if rest else f"{sp.integration.value}/{sp.protocol.value}"
 
 
 __all__ = [

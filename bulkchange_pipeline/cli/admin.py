@@ -69,13 +69,14 @@ def seed_demo_command(
         "seeded the demo tenant" if seed.created else "the demo tenant exists already; nothing changed (use --reset)"
     )
     table = Table()
-    for col in ("id", "service provider", "integration", "base URL", "credentials"):
+    for col in ("id", "service provider", "integration", "protocol", "base URL", "credentials"):
         table.add_column(col, overflow="fold")
     for sp in sps:
         table.add_row(
             str(sp.id),
             sp.name,
             sp.integration.value,
+            sp.protocol.value,
             sp.base_url,
             f"{settings.credential_env_key(sp.credentials_name)}_*",
         )

@@ -3,7 +3,8 @@
 Every run of a bulk change partition carries the same ``bulkchange/*`` tags, however it is
 launched (sensor, launchpad, re-execution, backfill, CLI): Dagster asks ``partition_tags`` for
 the tags of a partition key, and they are derived from the stored bulk change. The run queue
-keys on ``bulkchange/carrier_account`` (one run at a time per carrier account), so a run started
+keys on ``bulkchange/carrier_account`` (one run at a time per carrier account: per credentials
+entry, ``tags.account_tag_value``), so a run started
 from the UI waits behind an earlier submission on the same account instead of overtaking it.
 """
 
@@ -42,7 +43,7 @@ def partition_tags(partition_key: str) -> Mapping[str, str]:
     return bulk_change_tags(
         bc.id,
         bc.tenant_id,
-        bc.service_provider_id,
+        bc.credentials_name,
         bc.change_type,
         tenant_name=bc.tenant_name,
         account_name=bc.account_name,

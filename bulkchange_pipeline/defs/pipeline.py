@@ -67,7 +67,7 @@ def _bulk_change_id(context: dg.OpExecutionContext) -> int:
 @dg.op(description="Read the bulk change of this partition, its service provider and its row counts.")
 def load_bulk_change_op(context: dg.OpExecutionContext, database: DatabaseResource) -> BulkChangeInfo:
     info = load_bulk_change(database.engine(), _bulk_change_id(context))
-    account = account_tag_value(info.service_provider.id)
+    account = account_tag_value(info.service_provider.credentials_name)
     if context.run.tags.get(ACCOUNT_TAG) != account:
         # Without its account tag the run was not held to one run per carrier account (a client
         # launched it around the run coordinator): refuse it before any carrier call.

@@ -3,8 +3,11 @@
 What bounds what (so the numbers in the UI can be read correctly):
 
 - **Runs per carrier account**: the run queue's tag limit ``bulkchange/carrier_account`` = 1 per
-  unique value (``sp-<id>``, set by the sensors) in ``dagster.yaml``. At most one bulk change run
-  (process or reconcile) per account is in progress; the others wait in the queue.
+  unique value in ``dagster.yaml``. The value names the service provider's credentials entry
+  (``cred-<NAME>``, ``tags.account_tag_value``), because the carrier limits the account those
+  credentials log in as: service providers that name one entry (a Jasper account reached over REST
+  and over SOAP, whose calls Jasper counts together) share one queue slot. At most one bulk change
+  run (process or reconcile) per account is in progress; the others wait in the queue.
 - **Calls per carrier account**: inside that one run, steps execute one after another (the jobs use
   the in-process executor) and the carrier client keeps at most ``max_concurrency`` calls in flight
   (``carriers.http``). Tag limit x executor x client limit = the account's ``max_concurrency``.
@@ -12,7 +15,7 @@ What bounds what (so the numbers in the UI can be read correctly):
   declare ``pool="carrier_api"``, so this pool bounds how many such steps execute at once across
   *all* runs and accounts: the deployment's total outbound carrier work (and its database writers).
   It does not protect a single account; the tag limit does.
-- **Pools ``carrier-sp-<id>``**: one per account, with the account's ``max_concurrency`` as its
+- **Pools ``carrier-sp-<id>``**: one per service provider, with its ``max_concurrency`` as its
   limit. No op claims them (a Dagster op's pool is fixed when the job is defined, while accounts
   are rows in a table), so they enforce nothing: they publish each account's call limit in the
   Dagster UI (Deployment > Concurrency) and ``dagster instance concurrency get --all`` next to

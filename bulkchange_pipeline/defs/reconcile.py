@@ -111,7 +111,7 @@ def async_results_sensor(
         tags = bulk_change_tags(
             work.bulk_change_id,
             work.tenant_id,
-            work.service_provider_id,
+            work.credentials_name,
             work.change_type,
             tenant_name=work.tenant_name,
             account_name=work.account_name,

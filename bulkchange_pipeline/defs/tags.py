@@ -13,6 +13,7 @@ from datetime import datetime
 __all__ = [
     "ACCOUNT_NAME_TAG",
     "ACCOUNT_TAG",
+    "ACCOUNT_TAG_PREFIX",
     "BULK_CHANGE_ID_TAG",
     "BULK_CHANGE_JOBS",
     "CHANGE_TYPE_NAME_TAG",
@@ -56,6 +57,7 @@ JOB_TAG = "bulkchange/job"
 BULK_CHANGE_ID_TAG = "bulkchange/bulk_change_id"
 TENANT_TAG = "bulkchange/tenant"
 ACCOUNT_TAG = "bulkchange/carrier_account"  # the run queue allows one run per value (dagster.yaml)
+ACCOUNT_TAG_PREFIX = "cred-"
 CHANGE_TYPE_TAG = "bulkchange/change_type"
 # The same three in words, for people filtering runs in the UI (the ids above stay the keys code reads).
 TENANT_NAME_TAG = "bulkchange/tenant_name"
@@ -76,15 +78,23 @@ def job_tags(job: str) -> dict[str, str]:
     return {JOB_TAG: job, RETRY_STRATEGY_TAG: "ALL_STEPS"}
 
 
-def account_tag_value(service_provider_id: int) -> str:
-    """The ``ACCOUNT_TAG`` value of a carrier account's runs: the run queue allows one run per value."""
-    return f"sp-{service_provider_id}"
+def account_tag_value(credentials_name: str) -> str:
+    """The ``ACCOUNT_TAG`` value of a carrier account's runs: the run queue allows one run per value.
+
+    Keyed by the service provider's credentials entry, not its id: the carrier limits the account
+    the credentials log in as (Jasper counts its REST and SOAP calls together), so two service
+    providers naming one entry (a REST and a SOAP provider of one Jasper account) are one account
+    and their runs wait for each other. Two spellings of one entry (``demo-jasper``, ``DEMO_JASPER``)
+    name the same variables and give the same value: ``cred-DEMO_JASPER``."""
+    from ..settings import CREDENTIALS_PREFIX, credential_env_key  # the one spelling of an entry's key
+
+    return ACCOUNT_TAG_PREFIX + credential_env_key(credentials_name).removeprefix(CREDENTIALS_PREFIX)
 
 
 def bulk_change_tags(
     bulk_change_id: int,
     tenant_id: int,
-    service_provider_id: int,
+    credentials_name: str,
     change_type: int,
     *,
     tenant_name: str = "",
@@ -96,7 +106,7 @@ def bulk_change_tags(
     tags = {
         BULK_CHANGE_ID_TAG: str(bulk_change_id),
         TENANT_TAG: str(tenant_id),
-        ACCOUNT_TAG: account_tag_value(service_provider_id),
+        ACCOUNT_TAG: account_tag_value(credentials_name),
         CHANGE_TYPE_TAG: str(change_type),
     }
     names = {TENANT_NAME_TAG: tenant_name, ACCOUNT_NAME_TAG: account_name, CHANGE_TYPE_NAME_TAG: change_type_name}

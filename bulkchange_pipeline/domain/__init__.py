@@ -1,10 +1,21 @@
 """Pure domain model: no I/O, imports nothing else of ours."""
 
-from .capabilities import MATRIX, Capability, Handling, capability, unsupported_reason
+from .capabilities import (
+    MATRICES,
+    MATRIX,
+    SOAP_MATRIX,
+    Capability,
+    Handling,
+    ProtocolNotSupported,
+    capability,
+    checked_protocol,
+    unsupported_reason,
+)
 from .enums import (
     FINAL_BULK_STATUSES,
     FINAL_DEVICE_STATUSES,
     BulkChangeStatus,
+    CarrierProtocol,
     ChangeType,
     DeviceChangeStatus,
     Integration,
@@ -34,10 +45,14 @@ __all__ = [
     "Outcome",
     "outcome_of",
     "MATRIX",
+    "MATRICES",
+    "SOAP_MATRIX",
     "Capability",
     "Handling",
     "capability",
     "unsupported_reason",
+    "ProtocolNotSupported",
+    "checked_protocol",
     "FINAL_BULK_STATUSES",
     "FINAL_DEVICE_STATUSES",
     "BulkChangeStatus",
@@ -45,6 +60,7 @@ __all__ = [
     "DeviceChangeStatus",
     "Integration",
     "PortalType",
+    "CarrierProtocol",
     "bulk_status_detail",
     "derive_bulk_status",
     "refused_detail",

@@ -8,6 +8,10 @@ then our database.
 applies the change itself on that date (``CarrierDates``); such rows are sent at once with the
 date. Every other cell with a future effective date waits in SCHEDULED and the sensor launches it
 when it is due (intake validation applies the rule).
+
+Columns are (integration, protocol): ``MATRIX`` holds every integration's REST column, and
+``SOAP_MATRIX`` the Jasper family's SOAP column (Control Center's SOAP Terminal service, for a
+service provider with ``protocol = soap``). ``capability`` reads the column of a provider's protocol.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .enums import ChangeType, Integration
+from .enums import CarrierProtocol, ChangeType, Integration
 
 
 class Handling(str, enum.Enum):
@@ -66,6 +70,9 @@ C, A, DB = Handling.CARRIER, Handling.CARRIER_ASYNC, Handling.DB
 # `yyyy-MM-ddZ` effectiveDate (no limit documented). Their clients send the target's future date.
 JASPER_DATES = CarrierDates(max_days_ahead=180)
 TELEGENCE_DATES = CarrierDates(whole_days=True)
+# SOAP EditTerminal takes effectiveDate as an xs:date (a UTC day, at most 180 days ahead): a time
+# later today waits in SCHEDULED and is sent when due.
+JASPER_SOAP_DATES = CarrierDates(max_days_ahead=180, whole_days=True)
 
 MATRIX: dict[ChangeType, dict[Integration, Capability]] = {
     CT.STATUS_UPDATE: {
@@ -114,11 +121,59 @@ MATRIX: dict[ChangeType, dict[Integration, Capability]] = {
 }
 
 
-def capability(change_type: ChangeType, integration: Integration) -> Capability | None:
-    """The cell of the matrix, or None when the carrier cannot do this change type."""
-    return MATRIX[change_type].get(integration)
+# The Jasper family over SOAP: every cell of its REST column, through EditTerminal (one field per
+# call; changeType 3 status, 4 rate plan, 124 communication plan [I], 6 customer, 17/18 custom 1/2).
+_SOAP_DB = Capability(DB, "database only")
+SOAP_MATRIX: dict[ChangeType, dict[Integration, Capability]] = {
+    CT.STATUS_UPDATE: {I.JASPER: Capability(C, "EditTerminal status", JASPER_SOAP_DATES)},
+    CT.ARCHIVAL: {I.JASPER: _SOAP_DB},
+    CT.CUSTOMER_RATE_PLAN_CHANGE: {I.JASPER: _SOAP_DB},
+    CT.CUSTOMER_ASSIGNMENT: {I.JASPER: Capability(C, "EditTerminal customer, then database", JASPER_SOAP_DATES)},
+    CT.CARRIER_RATE_PLAN_CHANGE: {
+        I.JASPER: Capability(C, "EditTerminal rate plan (+ communication plan)", JASPER_SOAP_DATES)
+    },
+    CT.EDIT_USERNAME_COST_CENTER: {I.JASPER: Capability(C, "EditTerminal custom fields 1 and 2", JASPER_SOAP_DATES)},
+}
+MATRICES: dict[CarrierProtocol, dict[ChangeType, dict[Integration, Capability]]] = {
+    CarrierProtocol.REST: MATRIX,
+    CarrierProtocol.SOAP: SOAP_MATRIX,
+}
 
 
-def unsupported_reason(change_type: ChangeType, integration: Integration) -> str:
-    able = ", ".join(i.value for i in MATRIX[change_type]) or "no carrier"
-    return f"{change_type.label} is not supported for {integration.value} devices (supported for: {able})"
+def capability(
+    change_type: ChangeType, integration: Integration, protocol: CarrierProtocol = CarrierProtocol.REST
+) -> Capability | None:
+    """The cell of the matrix (the column of the provider's protocol), or None when the carrier
+    cannot do this change type that way."""
+    return MATRICES[protocol].get(change_type, {}).get(integration)
+
+
+class ProtocolNotSupported(ValueError):
+    """A protocol an integration is not reached through (only the Jasper family has SOAP)."""
+
+
+def checked_protocol(integration: Integration, protocol: CarrierProtocol | str | None) -> CarrierProtocol:
+    """``protocol`` parsed (None: rest), or ``ProtocolNotSupported`` when ``integration`` has no
+    column of that protocol in the matrix: the matrix is where the protocols a carrier speaks are
+    listed, so a service provider can only be given one the pipeline can use."""
+    proto = CarrierProtocol.parse(protocol)
+    if not any(integration in column for column in MATRICES[proto].values()):
+        able = sorted({i.value for column in MATRICES[proto].values() for i in column})
+        raise ProtocolNotSupported(
+            f"protocol {proto.value!r} is not available for integration {integration.value!r} "
+            f"(only for: {', '.join(able)}); use protocol 'rest'"
+        )
+    return proto
+
+
+def unsupported_reason(
+    change_type: ChangeType, integration: Integration, protocol: CarrierProtocol = CarrierProtocol.REST
+) -> str:
+    column = MATRICES[protocol].get(change_type, {})
+    able = ", ".join(i.value for i in column) or "no carrier"
+    if protocol is CarrierProtocol.REST:
+        return f"{change_type.label} is not supported for {integration.value} devices (supported for: {able})"
+    return (
+        f"{change_type.label} is not supported for {integration.value} devices over {protocol.value.upper()} "
+        f"(supported over {protocol.value.upper()} for: {able})"
+    )

@@ -139,6 +139,27 @@ class Integration(str, enum.Enum):
             raise ValueError(f"unknown integration {value!r}; valid: {valid}") from None
 
 
+class CarrierProtocol(str, enum.Enum):
+    """The API a service provider's account is reached through. Only the Jasper family has two:
+    Control Center's REST API (``rest``, every provider's default) and its legacy SOAP Terminal
+    service (``soap``), which older accounts and some operators' instances still use."""
+
+    REST = "rest"
+    SOAP = "soap"
+
+    @classmethod
+    def parse(cls, value: str | CarrierProtocol | None) -> CarrierProtocol:
+        """A protocol from its name (any case, surrounding blanks ignored); None means ``rest``."""
+        if value is None:
+            return cls.REST
+        if isinstance(value, CarrierProtocol):
+            return value
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            raise ValueError(f"unknown protocol {value!r}; valid: rest, soap") from None
+
+
 # Carriers that run Cisco Control Center and speak the Jasper REST API.
 _JASPER_FAMILY = {"jasper", "att_cisco_jasper", "att_pod19", "pod19", "t_mobile_jasper", "tmobile_jasper", "rogers"}
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 
 from .. import settings
-from ..carriers import CarrierAccount
+from ..carriers import CarrierAccount, adapter_class
 from ..domain import Integration
 from ..store.reference import ServiceProviderInfo, list_service_providers
 
@@ -31,9 +31,11 @@ def carrier_account(
     retry_wait_seconds: float = 1.0,
 ) -> CarrierAccount:
     """``sp``'s account with its credentials from the environment (or ``environ``); raises
-    ``settings.MissingCredentials`` when they are not set, before anything is sent."""
+    ``settings.MissingCredentials`` when they are not set, or when an extra its client requires
+    (``CarrierAdapter.required_extras``: a SOAP account's ``LICENSE_KEY``) is not, naming the
+    variable, before anything is sent."""
     credentials = settings.carrier_credentials(sp.credentials_name, sp.name, environ)
-    return CarrierAccount(
+    account = CarrierAccount(
         service_provider_id=sp.id,
         integration=sp.integration.value,
         base_url=sp.base_url,
@@ -47,7 +49,15 @@ def carrier_account(
         retry_wait_seconds=retry_wait_seconds,
         extra={key: value.get_secret_value() for key, value in credentials.extra.items()},
         callback_base_url=settings.current(environ).callback_base_url,
+        protocol=sp.protocol,
     )
+    missing = [key for key in adapter_class(account).required_extras if not account.extra.get(key)]
+    if missing:
+        names = " and ".join(f"{settings.credential_env_key(sp.credentials_name)}_{key.upper()}" for key in missing)
+        raise settings.MissingCredentials(
+            f"credentials for service provider {sp.name!r} ({sp.protocol.value}) are incomplete: export {names}"
+        )
+    return account
 
 
 def with_billing_account(

@@ -76,7 +76,7 @@ def load_bulk_change(engine: sa.Engine, bulk_change_id: int) -> BulkChangeInfo:
     if sp is None:  # pragma: no cover - a foreign key guarantees it
         raise BulkChangeNotFound(f"bulk change {bulk_change_id}: its service provider is gone")
     change_type = ChangeType(row.change_type)
-    cap = capability(change_type, sp.integration)
+    cap = capability(change_type, sp.integration, sp.protocol)
     return BulkChangeInfo(
         id=row.id,
         tenant_id=row.tenant_id,

@@ -156,8 +156,8 @@ def validate_request(
             f"portalTypeId {request.portal_type_id} does not match service provider {sp.name!r} (portal type {sp.portal_type})"
         )
     ct = request.change_type
-    cap = capability(ct, sp.integration)
-    blanket = unsupported_reason(ct, sp.integration) if cap is None else _payload_reason(request.payload)
+    cap = capability(ct, sp.integration, sp.protocol)
+    blanket = unsupported_reason(ct, sp.integration, sp.protocol) if cap is None else _payload_reason(request.payload)
     rows = [_Row(e) for e in request.entries()]
     numbers = list(row_numbers) if row_numbers is not None else list(range(1, len(rows) + 1))
     if len(numbers) != len(rows):

@@ -249,6 +249,7 @@ class QueuedBulkChange:
     effective_at: datetime | None
     tenant_name: str = ""  # the names go on run tags next to the ids, for people reading the UI
     account_name: str = ""
+    credentials_name: str = ""  # the carrier account the run queue limits (run tag bulkchange/carrier_account)
 
 
 def _queued_select() -> sa.Select[Any]:
@@ -262,6 +263,7 @@ def _queued_select() -> sa.Select[Any]:
         bulk_change.c.effective_at,
         tenant.c.name.label("tenant_name"),
         service_provider.c.name.label("account_name"),
+        service_provider.c.credentials_name,
     ).select_from(
         bulk_change.join(tenant, tenant.c.id == bulk_change.c.tenant_id).join(
             service_provider, service_provider.c.id == bulk_change.c.service_provider_id

@@ -163,6 +163,7 @@ class AsyncWork:
     holds it differs from every earlier one, whatever the commit order, and so does its marker: the
     sensor's run key changes and the run it requests reads the callback. The newest id alone repeats
     when a lower id commits while a higher one seen before is still unapplied."""
+    credentials_name: str = ""  # the carrier account the run queue limits (run tag bulkchange/carrier_account)
 
 
 def _marker(ids: Sequence[int]) -> str | None:
@@ -186,6 +187,7 @@ def async_work(engine: sa.Engine, limit: int = 500) -> list[AsyncWork]:
                 bulk_change.c.change_type,
                 service_provider.c.integration,
                 service_provider.c.name.label("account_name"),
+                service_provider.c.credentials_name,
                 tenant.c.name.label("tenant_name"),
                 sa.func.min(device_change.c.updated_at).label("oldest"),
             )
@@ -204,6 +206,7 @@ def async_work(engine: sa.Engine, limit: int = 500) -> list[AsyncWork]:
                 bulk_change.c.change_type,
                 service_provider.c.integration,
                 service_provider.c.name,
+                service_provider.c.credentials_name,
                 tenant.c.name,
             )
             .order_by(bulk_change.c.id)
@@ -245,6 +248,7 @@ def async_work(engine: sa.Engine, limit: int = 500) -> list[AsyncWork]:
                 account_name=p.account_name,
                 unapplied_callbacks=len(ids),
                 callback_marker=_marker(ids),
+                credentials_name=p.credentials_name,
             )
         )
     return out

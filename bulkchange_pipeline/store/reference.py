@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from ..domain import ChangeType, DeviceChangeStatus, IdentifierKind, Integration
+from ..domain import CarrierProtocol, ChangeType, DeviceChangeStatus, IdentifierKind, Integration, checked_protocol
 from .db import run_transaction, utcnow
 from .schema import (
     bulk_change,
@@ -99,11 +99,15 @@ class ServiceProviderInfo:
     rate_per_second: float
     max_concurrency: int
     batch_size: int
+    # The API the account is reached through: rest, or soap for a Jasper-family account whose
+    # Control Center is used through its SOAP Terminal service (`carriers.build_adapter`).
+    protocol: CarrierProtocol = CarrierProtocol.REST
 
 
 def _sp_info(row: sa.Row[*tuple[Any, ...]]) -> ServiceProviderInfo:
     m = dict(row._mapping)
     m["integration"] = Integration.parse(m["integration"])
+    m["protocol"] = CarrierProtocol.parse(m["protocol"])
     return ServiceProviderInfo(**m)
 
 
@@ -121,9 +125,14 @@ def create_service_provider(
     rate_per_second: float = 5.0,
     max_concurrency: int = 1,
     batch_size: int = 500,
+    protocol: CarrierProtocol | str = CarrierProtocol.REST,
 ) -> int:
-    """Insert a service provider; ``credentials_name`` names env entries, the secret stays there."""
+    """Insert a service provider; ``credentials_name`` names env entries, the secret stays there.
+
+    ``protocol`` soap is refused (``ProtocolNotSupported``, nothing written) for an integration
+    other than the Jasper family."""
     integ = Integration.parse(integration.value if isinstance(integration, Integration) else integration)
+    proto = checked_protocol(integ, protocol)
     stmt = (
         sa.insert(service_provider)
         .values(
@@ -138,6 +147,7 @@ def create_service_provider(
             rate_per_second=rate_per_second,
             max_concurrency=max_concurrency,
             batch_size=batch_size,
+            protocol=proto.value,
         )
         .returning(service_provider.c.id)
     )

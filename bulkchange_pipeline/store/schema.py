@@ -67,6 +67,9 @@ service_provider = sa.Table(
     sa.Column("rate_per_second", sa.Float, nullable=False, server_default="5"),
     sa.Column("max_concurrency", sa.Integer, nullable=False, server_default="1"),
     sa.Column("batch_size", sa.Integer, nullable=False, server_default="500"),
+    # rest | soap: the API a Jasper-family account is reached through (migration 0009).
+    sa.Column("protocol", sa.String(8), nullable=False, server_default="rest"),
+    sa.CheckConstraint("protocol IN ('rest', 'soap')", name="protocol"),
     sa.UniqueConstraint("tenant_id", "name"),
 )
 

@@ -6,6 +6,10 @@ tenant and writes nothing, unless ``reset`` deletes both tenants' rows first). I
 valid: ICCIDs and IMEIs carry a correct Luhn check digit, so a demo request never trips validation
 by accident. Secrets are never stored: each service provider names a credentials entry
 (``DEMO_JASPER``...) whose values live in ``BULKCHANGE_CRED_<NAME>_USERNAME`` / ``_SECRET``.
+
+``seed_soap.seed_demo_soap`` adds, on request (the demo does), the demo Jasper account reached over
+SOAP; ``load_demo`` reports it as ``soap_service_provider_id`` and keeps ``service_providers`` one
+per integration (their REST providers).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..domain import Integration, luhn_check_digit
+from ..domain import CarrierProtocol, Integration, luhn_check_digit
 from . import reference as ref
 from .db import run_transaction, utcnow
 from .schema import (
@@ -103,6 +107,7 @@ class DemoSeed:
     sample_iccids: dict[str, list[str]] = field(default_factory=dict)  # integration -> first ICCIDs
     other_iccids: list[str] = field(default_factory=list)
     created: bool = True
+    soap_service_provider_id: int | None = None  # the Jasper account over SOAP (``seed_demo_soap``)
 
     def example_customer_rate_plan_request(self) -> dict[str, Any]:
         """The seed's changeType 4 request (data-flow.md) with ids valid for this seed: three
@@ -174,6 +179,7 @@ def point_demo_at(engine: sa.Engine, base_urls: Mapping[str, str], *, unlimited:
                 .where(
                     service_provider.c.tenant_id == tenant_id,
                     service_provider.c.integration == Integration.parse(integration).value,
+                    service_provider.c.protocol == CarrierProtocol.REST.value,  # a SOAP one: seed_demo_soap
                 )
                 .values(**values)
             ).rowcount
@@ -279,7 +285,9 @@ def load_demo(engine: sa.Engine, *, created: bool = False, samples: int = 10) ->
     other_id = ref.tenant_id_by_name(engine, OTHER_TENANT)
     if demo_id is None or other_id is None:
         raise LookupError("the demo seed is not in this database; run `bulkchange seed-demo`")
-    sps = ref.list_service_providers(engine, demo_id)
+    every = ref.list_service_providers(engine, demo_id)
+    sps = [sp for sp in every if sp.protocol is CarrierProtocol.REST]  # one per integration
+    soap = [sp.id for sp in every if sp.protocol is CarrierProtocol.SOAP]
     other_sps = ref.list_service_providers(engine, other_id)
     with engine.connect() as conn:
 
@@ -313,6 +321,7 @@ def load_demo(engine: sa.Engine, *, created: bool = False, samples: int = 10) ->
             sample_iccids={sp.integration.value: iccids(sp.id) for sp in sps},
             other_iccids=iccids(other_sps[0].id),
             created=created,
+            soap_service_provider_id=soap[0] if soap else None,
         )
     return seed
 

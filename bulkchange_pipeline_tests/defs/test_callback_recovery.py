@@ -230,7 +230,7 @@ def test_rows_sent_while_the_receiver_was_down_are_polled_once_right_after_its_r
         assert [r.run_key for r in first] == [key]  # only the bulk change sent before the restart
         assert [r.run_key for r in again] == [key]  # the same key every tick: the daemon runs it once
         assert first[0].tags[POLL_SENT_BEFORE_TAG] == start.started_at.isoformat()
-        assert first[0].tags["bulkchange/carrier_account"] == f"sp-{ids['service_provider_id']}"
+        assert first[0].tags["bulkchange/carrier_account"] == "cred-TEST_TEAL"
         assert first[0].tags["bulkchange/carrier_account_name"] == "TEST_TEAL account"
         assert first[0].tags["bulkchange/tenant_name"] == "acme"
         _run(dagster_instance, defs, first)

@@ -1,6 +1,9 @@
 """The capability matrix (DESIGN section 4), cell by cell, end to end.
 
-For every change type x integration: the demo seed (60 devices per carrier) is written, the six
+Columns are the six integrations over REST plus ``jasper/soap``: the Jasper family reached through
+Control Center's SOAP Terminal service (a second demo service provider, ``seed_demo_soap``, of the
+same Jasper account and simulator). For every change type x column: the demo seed (60 devices per
+carrier) is written, the six
 simulators of one shared park are synced from it, and a 6-device bulk change is submitted through
 ``intake.submit.submit`` (validation runs). Then the real ``bulk_change_sensor`` and
 ``process_bulk_change_job`` run it; for asynchronous carriers (ThingSpace, Teal: callbacks to the
@@ -8,7 +11,9 @@ real callback app; Telegence activation: status polls) ``async_results_sensor`` 
 ``reconcile_async_job`` run until the bulk change is final. A supported cell must end with every
 row PROCESSED, the device column the change targets changed in our database, and the carrier's
 state changed in the simulator where the carrier holds it. A ``-`` cell must be refused at
-validation (every row ERROR with the capability reason) with no call to any simulator.
+validation (every row ERROR with the capability reason) with no call to any simulator. A SOAP cell
+must also have gone over SOAP (EditTerminal calls at the simulator, none over REST), left each
+device a history row, and stored its exchanges with neither the password nor the license key.
 
 Backends: every cell runs on SQLite and on PostgreSQL (business database and Dagster storage
 alike); both matrices together take about 100 s on this machine.
@@ -27,9 +32,11 @@ import sqlalchemy as sa
 
 from bulkchange_pipeline.defs import CarrierGatewayResource, build_definitions
 from bulkchange_pipeline.defs.local_runner import ASYNC_SENSOR_NAME, QUIET, tick_and_run
+from bulkchange_pipeline.demo import soap_credentials_env
 from bulkchange_pipeline.domain import (
     PAYLOAD_KEYS,
     BulkChangeRequest,
+    CarrierProtocol,
     ChangeType,
     Integration,
     capability,
@@ -48,20 +55,24 @@ from bulkchange_pipeline.store.bulk_changes import (
     iter_device_results,
 )
 from bulkchange_pipeline.store.db import utcnow
-from bulkchange_pipeline.store.schema import device
+from bulkchange_pipeline.store.schema import bulk_change_log, device, device_history
 from bulkchange_pipeline.store.seed import (
     DemoSeed,
     demo_credentials_names,
     demo_iccid,
     demo_imei,
+    load_demo,
     point_demo_at,
     seed_demo,
 )
+from bulkchange_pipeline.store.seed_soap import seed_demo_soap
 
 DEVICES_PER_CARRIER = 60  # 6 Telegence INVENTORY SIMs (every 10th) for the activation cell
 N = 6
 CT = ChangeType
 INTEGRATIONS = [i.value for i in Integration]
+SOAP = "jasper/soap"
+COLUMNS = [*INTEGRATIONS, SOAP]  # (integration, protocol) columns; a bare name is its REST column
 TEAL_5GB, POND_5GB = "5f0c2a8e-1d3b-4c6a-9e7f-000000000005", "2003"
 FINAL = {"PROCESSED", "ERROR", "CANCELLED"}
 
@@ -241,8 +252,16 @@ CELLS: dict[tuple[ChangeType, str], Cell] = {
     ),
     **{(CT.EDIT_USERNAME_COST_CENTER, i): EDIT for i in ("thingspace", "teal", "pond")},
 }
+# Jasper over SOAP: every cell of its REST column, checked the same way on the same simulator.
+CELLS.update({(ct, SOAP): cell for (ct, column), cell in list(CELLS.items()) if column == "jasper"})
 
-ALL = [(ct, i) for ct in ChangeType for i in INTEGRATIONS]
+
+def _column(column: str) -> tuple[Integration, CarrierProtocol]:
+    integration, _, protocol = column.partition("/")
+    return Integration(integration), CarrierProtocol.parse(protocol or None)
+
+
+ALL = [(ct, i) for ct in ChangeType for i in COLUMNS]
 SUPPORTED = [
     pytest.param(ct, i, id=f"{ct.name.lower()}-{i}", marks=CELLS[(ct, i)].marks) for ct, i in ALL if (ct, i) in CELLS
 ]
@@ -251,8 +270,8 @@ REFUSED = [pytest.param(ct, i, id=f"{ct.name.lower()}-{i}") for ct, i in ALL if 
 
 def test_table_covers_the_design_matrix() -> None:
     """The table above is DESIGN section 4: a cell is listed exactly when the domain supports it."""
-    assert {(ct, i) for ct, i in ALL if capability(ct, Integration(i)) is not None} == set(CELLS)
-    assert len(ALL) == 54 and len(CELLS) == 35
+    assert {(ct, i) for ct, i in ALL if capability(ct, *_column(i)) is not None} == set(CELLS)
+    assert len(ALL) == 63 and len(CELLS) == 41
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +287,12 @@ class World:
     park: Park
     seed: DemoSeed
 
+    def provider(self, column: str) -> int:
+        """The service provider of a column: the demo's own, or its Jasper account over SOAP."""
+        sp = self.seed.soap_service_provider_id if column == SOAP else self.seed.service_providers[column]
+        assert sp is not None
+        return sp
+
 
 @pytest.fixture
 def world(engine, db_url, dagster_instance, park, monkeypatch) -> World:
@@ -275,8 +300,12 @@ def world(engine, db_url, dagster_instance, park, monkeypatch) -> World:
     with run_app_in_thread(create_app(db_url)) as callbacks:
         seed = seed_demo(engine, devices_per_carrier=DEVICES_PER_CARRIER)
         point_demo_at(engine, park.base_urls, unlimited=True)
+        seed_demo_soap(engine, park.handles["jasper"].root_url, DEVICES_PER_CARRIER, unlimited=True)
+        seed = load_demo(engine)
         sync_from_database(engine, park, seed.tenant_id)
-        for key, value in park.credentials_env(demo_credentials_names(), credential_env_key).items():
+        env = park.credentials_env(demo_credentials_names(), credential_env_key)
+        env.update(soap_credentials_env(demo_credentials_names()["jasper"]))
+        for key, value in env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("BULKCHANGE_CALLBACK_BASE_URL", callbacks.root_url)
         yield World(engine, dagster_instance, park, seed)
@@ -285,9 +314,7 @@ def world(engine, db_url, dagster_instance, park, monkeypatch) -> World:
 def _devices(w: World, integration: str, pick: Callable[[Row], bool]) -> list[Row]:
     with w.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(device)
-            .where(device.c.service_provider_id == w.seed.service_providers[integration])
-            .order_by(device.c.id)
+            sa.select(device).where(device.c.service_provider_id == w.provider(integration)).order_by(device.c.id)
         ).all()
     chosen = [dict(r._mapping) for r in rows if pick(dict(r._mapping))][:N]
     assert len(chosen) == N, f"the seed has only {len(chosen)} {integration} devices for this cell"
@@ -298,7 +325,7 @@ def _submit(w: World, ct: ChangeType, integration: str, cell: Cell, devices: lis
     entries = [
         {"iccid": d["iccid"], **(cell.per_device(k, d) if cell.per_device else {})} for k, d in enumerate(devices)
     ]
-    body = {"serviceProviderId": w.seed.service_providers[integration], "changeType": int(ct), "devices": entries}
+    body = {"serviceProviderId": w.provider(integration), "changeType": int(ct), "devices": entries}
     payload = cell.payload(w.seed)
     if payload:
         body[PAYLOAD_KEYS[ct]] = payload
@@ -337,8 +364,9 @@ def test_supported_cell_runs_end_to_end(world: World, change_type: ChangeType, i
     bc_id = _submit(world, change_type, integration, cell, before)
     assert count_rows_by_status(world.engine, bc_id) == {"NEW": N}, _details(world, bc_id)
 
-    handling = capability(change_type, Integration(integration)).handling
+    handling = capability(change_type, *_column(integration)).handling
     calls = world.park.calls()
+    soap_before = _soap_calls(world)
     _run_to_the_end(world, bc_id, poll_now=integration == "telegence")
 
     assert count_rows_by_status(world.engine, bc_id) == {"PROCESSED": N}, _details(world, bc_id)
@@ -353,6 +381,51 @@ def test_supported_cell_runs_end_to_end(world: World, change_type: ChangeType, i
         assert cell.sim is None or cell.sim(world.park, b, after[b["id"]]), b
     if handling is Handling.DB:  # database only: the carrier is never called
         assert world.park.calls() == calls
+    if integration == SOAP:
+        _assert_went_over_soap(world, bc_id, before, after, handling, calls, soap_before)
+
+
+def _columns(row: Row) -> Row:
+    return {k: v for k, v in row.items() if k != "updated_at"}
+
+
+def _soap_calls(w: World) -> dict[str, int]:
+    return dict(w.park.simulators["jasper"].stats().get("soap_calls", {}))
+
+
+def _assert_went_over_soap(
+    w: World,
+    bc_id: int,
+    before: list[Row],
+    after: dict[int, Row],
+    handling: Handling,
+    calls: dict[str, int],
+    soap_before: dict[str, int],
+) -> None:
+    """The carrier cells went over SOAP only (every Jasper call was an EditTerminal), every device
+    the change changed has its history, and no stored exchange holds the SOAP password or the
+    license key."""
+    with w.engine.connect() as conn:
+        logs = conn.execute(
+            sa.select(bulk_change_log.c.request_text, bulk_change_log.c.response_text).where(
+                bulk_change_log.c.bulk_change_id == bc_id
+            )
+        ).all()
+        history = set(
+            conn.execute(
+                sa.select(device_history.c.device_id).where(device_history.c.bulk_change_id == bc_id)
+            ).scalars()
+        )
+    changed = {b["id"] for b in before if _columns(b) != _columns(after[b["id"]])}
+    assert changed and history == changed
+    secrets = list(soap_credentials_env("DEMO_JASPER").values())
+    assert not [t for row in logs for t in row if t and any(s in t for s in secrets)]
+    if handling is Handling.CARRIER:
+        edits = _soap_calls(w).get("EditTerminal", 0) - soap_before.get("EditTerminal", 0)
+        jasper_calls = w.park.calls()["jasper"] - calls["jasper"]
+        assert edits >= N and jasper_calls == edits, (edits, jasper_calls)
+        sent = [r.request_text for r in logs if r.request_text and "EditTerminalRequest" in r.request_text]
+        assert len(sent) == edits and all("<ns0:licenseKey>***</ns0:licenseKey>" in t for t in sent)
 
 
 @pytest.mark.parametrize("change_type,integration", REFUSED)
@@ -363,7 +436,7 @@ def test_unsupported_cell_is_refused_at_validation(world: World, change_type: Ch
     bc_id = _submit(world, change_type, integration, cell, devices)
     _run_to_the_end(world, bc_id, poll_now=False)
 
-    reason = unsupported_reason(change_type, Integration(integration))
+    reason = unsupported_reason(change_type, *_column(integration))
     rows = list(iter_device_results(world.engine, world.seed.tenant_id, bc_id))
     assert [(r["status"], r["status_details"]) for r in rows] == [("ERROR", reason)] * N
     assert world.park.calls() == calls  # nothing was sent to any carrier

@@ -41,7 +41,7 @@ def test_sensor_to_processed_status_update(engine, dagster_instance, jasper):
     assert [rr.partition_key for rr in result.run_requests] == [str(bc_id)]
     # The account tag comes from the partition (the stored bulk change), as for a launchpad run.
     run = dagster_instance.get_run_by_id(runs[0].run_id)
-    assert run.tags["bulkchange/carrier_account"] == f"sp-{ids['service_provider_id']}"
+    assert run.tags["bulkchange/carrier_account"] == "cred-TEST_JASPER"  # the credentials entry
     assert run.tags["bulkchange/bulk_change_id"] == str(bc_id)
     # ... and says in words whose runs they are, for an operator filtering the runs page.
     assert run.tags["bulkchange/tenant_name"] == "acme"

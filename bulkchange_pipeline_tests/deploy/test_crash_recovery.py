@@ -534,7 +534,7 @@ def test_run_worker_killed_then_the_run_retry_finishes_without_an_operator(point
     first, retry = process_runs[0].dagster_run, process_runs[1].dagster_run
     assert first.run_id == killed.run_id and first.tags.get("dagster/will_retry") == "true"
     assert retry.parent_run_id == killed.run_id and retry.tags.get("dagster/retry_number") == "1"
-    assert retry.tags.get(ACCOUNT_TAG) == account_tag_value(shape.sp[integration])
+    assert retry.tags.get(ACCOUNT_TAG) == account_tag_value(demo_credentials_names()[integration])
     crash = [m for m in run_messages(shape, killed.run_id) if "signal 9" in m or "SIGKILL" in m or "exit code" in m]
     assert crash, run_messages(shape, killed.run_id)[-5:]
     # No operator: the header never went ERROR (the failure sensor left it to the retry), every row
@@ -738,7 +738,7 @@ def test_launchpad_run_gets_the_account_tag_and_queues_behind_the_earlier_run(fr
         later_run_id = launch_like_the_launchpad(shape, str(later))
         later_run = shape.instance.get_run_by_id(later_run_id)
         assert later_run is not None
-        assert later_run.tags.get(ACCOUNT_TAG) == account_tag_value(shape.sp["jasper"]), later_run.tags
+        assert later_run.tags.get(ACCOUNT_TAG) == account_tag_value(demo_credentials_names()["jasper"]), later_run.tags
         assert later_run.tags.get("bulkchange/bulk_change_id") == str(later) and later_run.tags.get(
             PARTITION_TAG
         ) == str(later)
@@ -788,7 +788,7 @@ def test_graphql_launch_naming_only_the_partition_gets_the_account_tag(fresh: Sh
     run_id = _launch(shape, RELEASE_HELD, [{"key": PARTITION_TAG, "value": str(bc_id)}])
     tags = shape.instance.get_run_by_id(run_id).tags  # type: ignore[union-attr]
     wait_settled(shape, bc_id, lambda s: s == "PROCESSED", timeout=90)
-    assert tags.get(ACCOUNT_TAG) == account_tag_value(shape.sp["jasper"]), tags
+    assert tags.get(ACCOUNT_TAG) == account_tag_value(demo_credentials_names()["jasper"]), tags
 
 
 # --- 4. the daemon crashes while a run works and a submission waits -----------------------------------

@@ -234,7 +234,9 @@ def test_three_bulk_changes_through_the_deployment(
         by_account = {r.dagster_run.run_id: r.dagster_run.tags[ACCOUNT_TAG] for r in records}
         jasper_runs = [spans[i] for i, sp in ids.items() if sp == jasper_sp]
         pond_run = next(spans[i] for i, sp in ids.items() if sp == pond_sp)
-        assert sorted(by_account.values()) == sorted([account_tag_value(jasper_sp)] * 2 + [account_tag_value(pond_sp)])
+        assert sorted(by_account.values()) == sorted(
+            [account_tag_value(names["jasper"])] * 2 + [account_tag_value(names["pond"])]
+        )
 
         jstats, pstats = carriers.jasper.stats(), carriers.pond.stats()
         marks = {

@@ -26,7 +26,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bulkchange_pipeline.simulators import jasper_rules
+from bulkchange_pipeline.simulators import jasper_soap_wire as soap_wire
 from bulkchange_pipeline.simulators.jasper import JasperSimulator, _error
+from bulkchange_pipeline.simulators.jasper_soap import TerminalService
 from bulkchange_pipeline.simulators.thingspace import ThingSpaceSimulator, _json
 from bulkchange_pipeline.store.db import utcnow
 from bulkchange_pipeline.store.schema import (
@@ -52,11 +54,29 @@ class Hold:
             await asyncio.sleep(0.005)
 
 
+class HoldingTerminalService(TerminalService):
+    """The simulator's SOAP Terminal service, held and counted like REST PUTs: an EditTerminal that
+    ``hold_when`` picks waits for the test, then is answered a server fault and never applied."""
+
+    sim: HoldingJasper
+
+    async def _call(self, operation: str, payload: Any, username: str) -> Any:
+        if operation == "EditTerminal":
+            fields = soap_wire.validate_payload(payload)
+            iccid = fields.get("iccid", "")
+            if self.sim.hold_when is not None and self.sim.hold_when(iccid, fields):
+                await self.sim.holder.wait()
+                raise soap_wire.SoapFault(soap_wire.FAULT_SYSTEM, "held by the test: not applied", faultcode="Server")
+            self.sim.puts[iccid] += 1
+        return await super()._call(operation, payload, username)
+
+
 class HoldingJasper(JasperSimulator):
-    """The Jasper simulator, plus: ``hold_when(iccid, edit body) -> bool`` decides whether a PUT is
-    held (never applied); ``puts[iccid]`` counts the PUTs that reached the device (a repeated PUT
-    changes nothing, so only this count shows a re-send); ``edits[iccid]`` lists every applied edit
-    as (monotonic time, edits) in the order the carrier applied them."""
+    """The Jasper simulator, plus: ``hold_when(iccid, edit body) -> bool`` decides whether a PUT
+    (or a SOAP EditTerminal: the body is then the request's fields) is held (never applied);
+    ``puts[iccid]`` counts the PUTs and EditTerminals that reached the device (a repeat changes
+    nothing, so only this count shows a re-send); ``edits[iccid]`` lists every applied edit as
+    (monotonic time, edits) in the order the carrier applied them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -65,6 +85,8 @@ class HoldingJasper(JasperSimulator):
         self.edits: dict[str, list[tuple[float, dict[str, str]]]] = defaultdict(list)
         self.intervals: list[tuple[float, float]] = []
         self.puts: Counter[str] = Counter()  # PUTs that reached the device (held ones excluded)
+        self.soap = HoldingTerminalService(self)
+        self.app = self._build_app()  # its routes serve the holding Terminal service
 
     async def _guarded(self, request: Request, handler: Any) -> Response:
         start = time.monotonic()

@@ -12,7 +12,8 @@ test holds the lock finalize's write needs (PostgreSQL: the header row; SQLite: 
 - between_batches: batch 2's results are committed, nothing of batch 3 reached the carrier.
 - during_finalize: every batch is recorded, the bulk change header is not yet written.
 
-Jasper (synchronous, one PUT per device) and ThingSpace (asynchronous activations: one accepted
+Jasper (synchronous, one PUT per device; and the same account over SOAP, one EditTerminal per
+device, read back with GetTerminalDetails) and ThingSpace (asynchronous activations: one accepted
 request per batch, results by callback; an accepted request must never be sent again, reconcile
 finishes it).
 """
@@ -29,11 +30,12 @@ import pytest
 import sqlalchemy as sa
 
 from bulkchange_pipeline.domain import ChangeType
+from bulkchange_pipeline.simulators.jasper import API_PREFIX as JASPER_API_PREFIX
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
 from bulkchange_pipeline.store.schema import bulk_change, device
 
 from ..defs.harness import execute, fast_definitions, sensor_then_runs
-from ..factories import make_account, make_bulk_change, make_devices
+from ..factories import JASPER_USER, make_account, make_bulk_change, make_devices
 from ..waiting import wait_until
 from .common import (
     WarmWorkers,
@@ -122,14 +124,27 @@ def _run_until_killed(engine: sa.Engine, bc_id: int, point: str, reached, worker
     return worker
 
 
-# --- Jasper: synchronous, one PUT per device --------------------------------------------------------
+# --- Jasper: synchronous, one PUT (REST) or one EditTerminal (SOAP) per device --------------------
+
+SOAP_PASSWORD, LICENSE_KEY = "r1-soap-PASSWORD-5c", "r1-license-KEY-9d"
 
 
+@pytest.mark.parametrize("protocol", ["rest", "soap"])
 @pytest.mark.parametrize("point", KILL_POINTS)
-def test_jasper_worker_killed_then_rerun_applies_each_device_once(point, engine, workers, jasper):
+def test_jasper_worker_killed_then_rerun_applies_each_device_once(
+    point, protocol, engine, workers, jasper, monkeypatch
+):
+    """Over SOAP the account is the same Control Center user, with its SOAP password and license
+    key in the credentials entry: the run goes through EditTerminal, the re-run's check through
+    GetTerminalDetails, and the simulator holds and counts EditTerminal calls as it does PUTs."""
     sim, base_url = jasper
     sim.configure(latency_ms=2)
-    ids = make_account(engine, base_url, max_concurrency=2, batch_size=BATCH)
+    if protocol == "soap":
+        sim.configure(soap_accounts={JASPER_USER: SOAP_PASSWORD}, license_keys=[LICENSE_KEY])
+        monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_SOAP_PASSWORD", SOAP_PASSWORD)
+        monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_LICENSE_KEY", LICENSE_KEY)
+        base_url = base_url.removesuffix(JASPER_API_PREFIX)  # the Control Center host: /ws/service/terminal
+    ids = make_account(engine, base_url, max_concurrency=2, batch_size=BATCH, protocol=protocol)
     devices = make_devices(engine, ids, N)
     sim.seed_devices({"iccid": d["iccid"], "status": "ACTIVATED"} for d in devices)
     bc_id = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
@@ -178,6 +193,8 @@ def test_jasper_worker_killed_then_rerun_applies_each_device_once(point, engine,
         assert execute(instance, fast_definitions(), str(bc_id)).success
     stats = sim.stats()
     assert stats["applied_devices"] == N and stats["applied_more_than_once"] == 0
+    if protocol == "soap":  # it went over SOAP: every change an EditTerminal, no REST call
+        assert stats["calls_by_method"].get("PUT", 0) == 0 and stats["soap_calls"]["EditTerminal"] >= N
     assert all(len(sim.edits[d["iccid"]]) == 1 for d in devices)
     # Not even a harmless repeat: a device the carrier already had was read back (GET), not re-sent.
     assert all(sim.puts[d["iccid"]] == 1 for d in devices), [i for i, n in sim.puts.items() if n != 1][:5]

@@ -30,7 +30,7 @@ from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bul
 from bulkchange_pipeline.store.schema import device, device_history
 
 from ..defs.harness import evaluate_sensor, execute, fast_definitions
-from ..factories import iccid, make_account, make_devices
+from ..factories import iccid, make_account, make_bulk_change, make_devices
 from ..waiting import wait_until
 from .common import (
     HoldingJasper,
@@ -133,12 +133,18 @@ def test_instance_configs_limit_one_run_per_carrier_account():
         assert limits == [{"key": ACCOUNT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
 
 
-def test_same_500_devices_apply_in_submission_order_through_the_run_queue(engine, queued_instance, jasper, carrier_env):
+def test_same_500_devices_apply_in_submission_order_through_the_run_queue(
+    engine, queued_instance, jasper, carrier_env, monkeypatch
+):
     sim, base_url = jasper
     ids = make_account(engine, base_url, max_concurrency=8, batch_size=100)
     devices = make_devices(engine, ids, N)
     sim.seed_devices({"iccid": d["iccid"], "status": "ACTIVATED"} for d in devices)
-    other = make_account(engine, base_url, tenant_name="beta")  # another tenant's account (same test credentials)
+    # Another tenant's carrier account: its own credentials entry (and login at the carrier).
+    sim.configure(accounts={**sim.accounts, "beta-ops": "beta-jasper-key-77"})
+    monkeypatch.setenv("BULKCHANGE_CRED_BETA_JASPER_USERNAME", "beta-ops")
+    monkeypatch.setenv("BULKCHANGE_CRED_BETA_JASPER_SECRET", "beta-jasper-key-77")
+    other = make_account(engine, base_url, name="BETA_JASPER", tenant_name="beta")
     other_devices = add_devices(engine, other, [iccid(N + i) for i in range(20)])
     sim.seed_devices({"iccid": d["iccid"], "status": "ACTIVATED"} for d in other_devices)
     first = _submit_edit(engine, ids, devices, "first")
@@ -190,6 +196,36 @@ def test_same_500_devices_apply_in_submission_order_through_the_run_queue(engine
         per_device.setdefault(h.device_id, []).append(h.bulk_change_id)
     assert all(per_device[d["id"]] == [first, second] for d in devices)
     assert_results_consistent(engine, [first, second], field="username")
+
+
+def test_rest_and_soap_providers_of_one_account_share_its_run_slot(engine, queued_instance, carrier_env):
+    """Jasper counts an account's REST and SOAP calls against one limit, so two service providers
+    naming one credentials entry (the account over REST and over SOAP; here also spelled two ways)
+    are one account to the run queue: their runs wait for each other, while a provider with other
+    credentials runs beside them. Nothing is sent (the runs are only queued and released)."""
+    rest = make_account(engine, "http://127.0.0.1:9/rws/api/v1", name="TEST_JASPER", account_name="Jasper REST")
+    soap = make_account(engine, "http://127.0.0.1:9", name="test-jasper", account_name="Jasper SOAP", protocol="soap")
+    other = make_account(engine, "http://127.0.0.1:9/rws/api/v1", name="OTHER_JASPER", account_name="Other")
+    bcs = {}
+    for label, ids in (("rest", rest), ("soap", soap), ("other", other)):
+        devices = make_devices(engine, ids, 2)
+        bcs[label] = make_bulk_change(engine, ids, devices, ChangeType.STATUS_UPDATE, {"status": "DEACTIVATED"})
+    defs = fast_definitions()
+    tick = evaluate_sensor(queued_instance, defs)
+    assert sorted(int(r.partition_key) for r in tick.run_requests) == sorted(bcs.values())
+    queue = Queue(queued_instance, defs)
+    queued = {int(r.partition_key): queue.enqueue(r) for r in tick.run_requests}
+    tag = {label: queued[bc].tags[ACCOUNT_TAG] for label, bc in bcs.items()}
+    assert tag == {"rest": "cred-TEST_JASPER", "soap": "cred-TEST_JASPER", "other": "cred-OTHER_JASPER"}
+
+    released = queue.releasable()
+    assert sorted(int(r.tags["dagster/partition"]) for r in released) == sorted([bcs["rest"], bcs["other"]])
+    for run in released:
+        queue.mark(run, dg.DagsterEventType.RUN_START)
+    assert queue.releasable() == []  # the SOAP provider's run waits while the REST one is in progress
+    for run in released:
+        queue.mark(run, dg.DagsterEventType.RUN_SUCCESS)
+    assert [int(r.tags["dagster/partition"]) for r in queue.releasable()] == [bcs["soap"]]
 
 
 def test_without_the_run_queue_the_engine_does_not_order_changes_to_the_same_device(engine, workers, jasper):

@@ -2,7 +2,8 @@
 that require TLS; write_enabled = false stops an asynchronous carrier's calls.
 
 The secret scan covers what the pipeline tests do not (they scan Jasper's exchanges, or ThingSpace's
-callbacks and logs): all three kinds of carrier in one run with faults, token and session renewals
+callbacks and logs): all three kinds of carrier in one run with faults (and the Jasper account
+over SOAP too: its password and license key, raw and XML-escaped), token and session renewals
 and duplicated callbacks, an intake API key, and then every table of the business database (read
 by reflection, so a table added later is scanned too), every run's config and tags and its whole
 event log (process and reconcile runs).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+from xml.sax.saxutils import escape as xml_escape
 
 import dagster as dg
 import pytest
@@ -23,6 +25,7 @@ from bulkchange_pipeline.cli import main as cli
 from bulkchange_pipeline.defs import DatabaseResource, build_definitions
 from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.intake.app import create_app
+from bulkchange_pipeline.simulators.jasper import API_PREFIX as JASPER_API_PREFIX
 from bulkchange_pipeline.simulators.teal import make_eids
 from bulkchange_pipeline.store.api_keys import create_api_key
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
@@ -88,10 +91,17 @@ def _settle(instance: dg.DagsterInstance, sims, rounds: int = 8) -> list[dg.Exec
     return runs
 
 
+SOAP_PASSWORD, LICENSE_KEY = "soap&PW<r3l1ab>-41", "lk&<r3l1ab>-KEY-8"
+
+
 def test_no_configured_secret_in_database_logs_callbacks_event_log_or_run_config(
-    engine, db_url, dagster_instance, jasper, thingspace, teal, carrier_env
+    engine, db_url, dagster_instance, jasper, thingspace, teal, carrier_env, monkeypatch
 ):
     jsim, jurl = jasper
+    # The same Jasper account reached over SOAP too: one credentials entry, SOAP extras.
+    jsim.configure(soap_accounts={JASPER_USER: SOAP_PASSWORD}, license_keys=[LICENSE_KEY])
+    monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_SOAP_PASSWORD", SOAP_PASSWORD)
+    monkeypatch.setenv("BULKCHANGE_CRED_TEST_JASPER_LICENSE_KEY", LICENSE_KEY)
     tsim, turl = thingspace
     teal_sim, teal_url = teal
     # Faults everywhere: failed exchanges are logged with their request and response text.
@@ -113,6 +123,15 @@ def test_no_configured_secret_in_database_logs_callbacks_event_log_or_run_config
     tsim.seed_devices({"iccid": d["iccid"], "state": "active", "servicePlan": "M2M-4G-1GB"} for d in t_devices)
     teal_ids = make_account(engine, teal_url, integration="teal", name="TEST_TEAL", batch_size=15)
     teal_devices = _teal_devices(engine, teal_ids, teal_sim, 30, start=3000)
+    s_ids = make_account(
+        engine,
+        jurl.removesuffix(JASPER_API_PREFIX),
+        protocol="soap",
+        account_name="TEST_JASPER over SOAP",
+        batch_size=15,
+    )
+    s_devices = add_devices(engine, s_ids, [iccid(4000 + i) for i in range(30)])
+    jsim.seed_devices({"iccid": d["iccid"], "status": "ACTIVATED"} for d in s_devices)
 
     api_key = create_api_key(engine, j_ids["tenant_id"], "ops")
     with TestClient(create_app(db_url)) as client:  # one bulk change arrives through the API
@@ -130,12 +149,15 @@ def test_no_configured_secret_in_database_logs_callbacks_event_log_or_run_config
     j_bc = r.json()["id"]
     t_bc = make_bulk_change(engine, t_ids, t_devices, ChangeType.STATUS_UPDATE, {"status": "suspend"})
     teal_bc = _teal_bulk_change(engine, teal_ids, teal_devices)
+    s_bc = make_bulk_change(
+        engine, s_ids, s_devices, ChangeType.EDIT_USERNAME_COST_CENTER, {"username": "u-1", "cost_center": "cc-1"}
+    )
 
     _, runs = sensor_then_runs(dagster_instance, fast_definitions())
-    assert len(runs) == 3 and all(r.success for r in runs)
+    assert len(runs) == 4 and all(r.success for r in runs)
     reconcile = _settle(dagster_instance, [tsim, teal_sim])
     assert reconcile and all(r.success for r in reconcile)
-    for bc in (j_bc, t_bc, teal_bc):
+    for bc in (j_bc, t_bc, teal_bc, s_bc):
         counts = count_rows_by_status(engine, bc)
         assert "PROCESSING" not in counts and "NEW" not in counts, (bc, counts)
     assert (
@@ -144,6 +166,7 @@ def test_no_configured_secret_in_database_logs_callbacks_event_log_or_run_config
         and sum(teal_sim.stats()["injected"].values())
     )
     assert tsim.stats()["logins"] > 1  # the session was renewed: the password went over the wire again
+    assert jsim.stats()["soap_calls"]["EditTerminal"] >= 60  # two fields a device, over SOAP
 
     needles = {
         **SECRETS,
@@ -151,6 +174,10 @@ def test_no_configured_secret_in_database_logs_callbacks_event_log_or_run_config
         "thingspace oauth basic token": _b64(TS_CLIENT_ID, TS_CLIENT_SECRET),
         "thingspace callback basic token": _b64(TS_CB_USER, TS_CB_PASSWORD),
         "intake API key": api_key,
+        "soap password": SOAP_PASSWORD,
+        "soap password (XML)": xml_escape(SOAP_PASSWORD),
+        "license key": LICENSE_KEY,
+        "license key (XML)": xml_escape(LICENSE_KEY),
     }
 
     # 1. Every table of the business database, found by reflection.

@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from bulkchange_pipeline.defs import CarrierGatewayResource, build_definitions
+from bulkchange_pipeline.defs.tags import account_tag_value
 from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.jasper import JasperSimulator
 from bulkchange_pipeline.simulators.server import ServerHandle
@@ -80,10 +81,10 @@ POLL_NOW = build_definitions(
 )
 
 
-def _crafted_tags(a: dict[str, int], a_bc: int | None = None) -> dict[str, str]:
+def _crafted_tags(a: dict[str, int], a_credentials: str, a_bc: int | None = None) -> dict[str, str]:
     """Tags that claim the run belongs to tenant A and A's carrier account (the launchpad lets
     anyone set them)."""
-    tags = {"bulkchange/tenant": str(a["tenant_id"]), "bulkchange/carrier_account": f"sp-{a['service_provider_id']}"}
+    tags = {"bulkchange/tenant": str(a["tenant_id"]), "bulkchange/carrier_account": account_tag_value(a_credentials)}
     return {**tags, "bulkchange/bulk_change_id": str(a_bc)} if a_bc else tags
 
 
@@ -141,7 +142,9 @@ def test_crafted_launch_of_another_tenants_partition_touches_only_that_tenant(
     assert sim.stats()["total_calls"] == 0
 
     launchpad = {"ops": {"plan_batches_op": {"config": {"retry_failed_only": True, "batch_size": 2}}}}
-    result = execute(dagster_instance, defs, str(b_bc), tags=_crafted_tags(a, a_bc), run_config=launchpad)
+    result = execute(
+        dagster_instance, defs, str(b_bc), tags=_crafted_tags(a, "TEST_JASPER", a_bc), run_config=launchpad
+    )
     assert result.success
 
     # B's devices changed, through B's account only; A's devices, bulk change and account untouched.
@@ -286,13 +289,17 @@ def test_thingspace_callback_with_another_accounts_credentials_settles_nothing(
     # The sensor asks for a reconcile of B (a callback arrived); launched with tags naming tenant A.
     requested = evaluate_sensor(dagster_instance, NO_POLL, sensor_name="async_results_sensor").run_requests
     assert [r.partition_key for r in requested] == [str(b_bc)]
-    assert execute(dagster_instance, NO_POLL, str(b_bc), tags=_crafted_tags(a), job_name="reconcile_async_job").success
+    assert execute(
+        dagster_instance, NO_POLL, str(b_bc), tags=_crafted_tags(a, "TEST_TS"), job_name="reconcile_async_job"
+    ).success
     assert {r.status for r in row_statuses(engine, b_bc)} == {"PROCESSING"}, (
         "a callback with A's credentials settled a row of B"
     )
 
     # B's own poll settles them, with B's account; A's account is never used.
-    assert execute(dagster_instance, POLL_NOW, str(b_bc), tags=_crafted_tags(a), job_name="reconcile_async_job").success
+    assert execute(
+        dagster_instance, POLL_NOW, str(b_bc), tags=_crafted_tags(a, "TEST_TS"), job_name="reconcile_async_job"
+    ).success
     rows = row_statuses(engine, b_bc)
     assert {r.status for r in rows} == {"PROCESSED"}, [(r.status, r.iccid) for r in rows]
     assert get_bulk_change(engine, b_bc)["status"] == "PROCESSED"
@@ -358,7 +365,9 @@ def test_teal_callback_only_makes_the_owners_reconcile_poll_with_its_own_account
     assert answer.status_code == 200, answer.text
     wait_until(lambda: sim.stats()["operations_pending"] == 0, timeout=10, what="Teal to finish the operation")
 
-    assert execute(dagster_instance, NO_POLL, str(b_bc), tags=_crafted_tags(a), job_name="reconcile_async_job").success
+    assert execute(
+        dagster_instance, NO_POLL, str(b_bc), tags=_crafted_tags(a, "TEST_TEAL"), job_name="reconcile_async_job"
+    ).success
     assert count_rows_by_status(engine, b_bc) == {"PROCESSED": len(b_devices)}
     assert [sim.device(d["eid"])["deviceStatus"] for d in b_devices] == ["STOPPED"] * len(b_devices)
     with engine.connect() as conn:

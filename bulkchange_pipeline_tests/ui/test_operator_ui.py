@@ -42,6 +42,7 @@ from bulkchange_pipeline.defs.pools import ACCOUNT_TAG, account_tag_value
 from bulkchange_pipeline.deploy import LOCATION
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status
 from bulkchange_pipeline.store.schema import bulk_change_log
+from bulkchange_pipeline.store.seed import demo_credentials_names
 
 from ..deploy.test_crash_recovery import (
     PROCESS_JOB,
@@ -288,9 +289,9 @@ def test_operator_terminates_a_run_then_launches_the_partition_from_the_launchpa
         )
     launched_id = RUN_URL.search(browser.current_url).group(1)  # type: ignore[union-attr]
     launched = shape.instance.get_run_by_id(launched_id)
-    assert launched is not None and launched.tags.get(ACCOUNT_TAG) == account_tag_value(shape.sp["jasper"]), (
-        launched and launched.tags
-    )
+    assert launched is not None and launched.tags.get(ACCOUNT_TAG) == account_tag_value(
+        demo_credentials_names()["jasper"]
+    ), launched and launched.tags
     assert launched.tags.get("dagster/partition") == str(bc_id) and launched.job_name == PROCESS_JOB
     wait_settled(shape, bc_id, lambda s: s not in ("NEW", "PROCESSING"), timeout=90)
     with ui.step("5-launched-run"):
