@@ -14,6 +14,10 @@ code server, the demo (which exports the simulators' credentials after starting 
 ``BULKCHANGE_CONSOLE_SECRET``            key that signs console sessions (default: random per process)
 ``BULKCHANGE_DAGSTER_URL``               the Dagster UI the console links to (``http://127.0.0.1:3000``)
 ``DAGSTER_HOME``                         the Dagster instance folder (Dagster reads it too)
+``BULKCHANGE_WEBHOOK_SIGNING_KEY``       key the webhook secrets are derived from (default: a key file
+                                         made once under the data folder; see ``webhook_signing_key``)
+``BULKCHANGE_WEBHOOK_ALLOW_PRIVATE``     ``1``: webhooks may target loopback and private addresses
+                                         (tests, ``make demo``); never link-local or multicast
 ``BULKCHANGE_CRED_<NAME>_USERNAME``,     a carrier account's credentials; ``<NAME>`` is the service
 ``_SECRET``, ``_<KEY>``                  provider's credentials name (the database holds only that)
 =======================================  =========================================================
@@ -53,6 +57,9 @@ DEMO_BASE_URL_ENV = "BULKCHANGE_DEMO_{integration}_BASE_URL"
 CONSOLE_SECRET_ENV = "BULKCHANGE_CONSOLE_SECRET"
 DAGSTER_URL_ENV = "BULKCHANGE_DAGSTER_URL"
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
+WEBHOOK_SIGNING_KEY_ENV = "BULKCHANGE_WEBHOOK_SIGNING_KEY"
+WEBHOOK_ALLOW_PRIVATE_ENV = "BULKCHANGE_WEBHOOK_ALLOW_PRIVATE"
+WEBHOOK_KEY_FILE = "webhook-signing.key"
 # Unset BULKCHANGE_CONSOLE_SECRET: sessions are signed with this, so they end when the process does
 # and are not accepted by another worker process; set the variable when serving with several.
 _PROCESS_CONSOLE_SECRET = secrets.token_bytes(32)
@@ -111,6 +118,34 @@ def demo_base_urls() -> dict[str, str]:
     the demo service provider when the demo tenant is seeded (unset: the seed's default)."""
     names = {i.value: DEMO_BASE_URL_ENV.format(integration=i.value.upper()) for i in Integration}
     return {key: url for key, name in names.items() if (url := os.environ.get(name))}
+
+
+# --- completion notifications -------------------------------------------------------------------
+
+
+def webhook_signing_key() -> SecretStr:
+    """The key every webhook subscription's secret is derived from (``engine.notify.signing``).
+
+    ``BULKCHANGE_WEBHOOK_SIGNING_KEY`` when set (production: the same value in the intake app and
+    in the Dagster code server and runs). Unset, the embedded default keeps one random key in
+    ``<data folder>/webhook-signing.key`` (mode 0600, made on first use), so the CLI, the app and
+    the runs on one machine agree without configuration. Changing the key changes every secret."""
+    if value := os.environ.get(WEBHOOK_SIGNING_KEY_ENV):
+        return SecretStr(value)
+    path = data_dir() / WEBHOOK_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return SecretStr(path.read_text(encoding="ascii").strip())
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(secrets.token_urlsafe(32))
+    return SecretStr(path.read_text(encoding="ascii").strip())
+
+
+def webhook_allow_private() -> bool:
+    """``BULKCHANGE_WEBHOOK_ALLOW_PRIVATE=1``: webhook URLs may resolve to loopback and private
+    addresses (tests and the demo's receiver on 127.0.0.1)."""
+    return os.environ.get(WEBHOOK_ALLOW_PRIVATE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 # --- carrier credentials ----------------------------------------------------------------------
@@ -189,6 +224,8 @@ __all__ = [
     "DEFAULT_DAGSTER_URL",
     "DATABASE_URL_ENV",
     "DEMO_BASE_URL_ENV",
+    "WEBHOOK_ALLOW_PRIVATE_ENV",
+    "WEBHOOK_SIGNING_KEY_ENV",
     "CarrierCredentials",
     "MissingCredentials",
     "Settings",
@@ -201,4 +238,6 @@ __all__ = [
     "database_url",
     "demo_base_urls",
     "same_account",
+    "webhook_allow_private",
+    "webhook_signing_key",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import click
 
-from . import admin, deploy_local, operations, serve, status, submit
+from . import admin, deploy_local, drops, notifications, operations, serve, status, submit
 
 
 @click.group()
@@ -21,7 +21,7 @@ def main() -> None:
     """Bulk changes to cellular IoT devices across carrier APIs."""
 
 
-for _module in (admin, submit, status, operations, serve, deploy_local):
+for _module in (admin, submit, status, operations, serve, deploy_local, notifications, drops):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -4,6 +4,8 @@ import dagster as dg
 
 from .assets import ArchiveResource, bulk_change_archive, bulk_change_metrics, retention_purge
 from .checks import lifecycle_checks
+from .file_drops import file_drop_sensor
+from .notifications import NotificationsResource, deliver_notifications_job, notification_sensor
 from .outcome import bulk_change_asset, outcome_checks
 from .partitions import bulk_change_partitions, use_database
 from .pipeline import ProcessConfig, process_bulk_change_job
@@ -17,6 +19,7 @@ def build_definitions(
     database: DatabaseResource | None = None,
     carriers: CarrierGatewayResource | None = None,
     archive: ArchiveResource | None = None,
+    notifications: NotificationsResource | None = None,
 ) -> dg.Definitions:
     """The code location's definitions; tests pass resources with small retry waits."""
     database = database or DatabaseResource()
@@ -25,12 +28,26 @@ def build_definitions(
         assets=[bulk_change_archive, retention_purge, bulk_change_metrics, bulk_change_asset],
         asset_checks=[*lifecycle_checks, *outcome_checks],
         schedules=[retention_schedule, metrics_today_schedule],
-        jobs=[process_bulk_change_job, reconcile_async_job, retention_job, metrics_today_job],
-        sensors=[bulk_change_sensor, bulk_change_failure_sensor, bulk_change_stopped_sensor, async_results_sensor],
+        jobs=[
+            process_bulk_change_job,
+            reconcile_async_job,
+            retention_job,
+            metrics_today_job,
+            deliver_notifications_job,
+        ],
+        sensors=[
+            bulk_change_sensor,
+            bulk_change_failure_sensor,
+            bulk_change_stopped_sensor,
+            async_results_sensor,
+            file_drop_sensor,
+            notification_sensor,
+        ],
         resources={
             "database": database,
             "carriers": carriers or CarrierGatewayResource(),
             "archive": archive or ArchiveResource(),
+            "notifications": notifications or NotificationsResource(),
         },
     )
 
@@ -47,10 +64,14 @@ __all__ = [
     "bulk_change_failure_sensor",
     "bulk_change_stopped_sensor",
     "async_results_sensor",
+    "file_drop_sensor",
     "reconcile_async_job",
     "DatabaseResource",
     "CarrierGatewayResource",
     "ArchiveResource",
+    "NotificationsResource",
+    "deliver_notifications_job",
+    "notification_sensor",
     "bulk_change_archive",
     "retention_purge",
     "bulk_change_metrics",

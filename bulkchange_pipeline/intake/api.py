@@ -46,6 +46,7 @@ from .api_models import (
     ValidationSummary,
     install_problem_handlers,
 )
+from .api_notifications import notifications
 from .api_query import known_query_only
 from .api_schemas import schemas
 from .auth import Caller, authenticated_caller
@@ -421,7 +422,7 @@ def release(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkCha
     )
 
 
-ROUTERS = (submissions, bulk_changes, operations, schemas)
+ROUTERS = (submissions, bulk_changes, operations, schemas, notifications)
 
 __all__ = [
     "ROUTERS",

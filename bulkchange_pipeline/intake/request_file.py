@@ -37,8 +37,30 @@ def read_request_file(
             data = f.read(limits.max_bytes + 1)
     except OSError as exc:
         raise IntakeError(f"cannot read {p}: {exc.strerror}") from None
+    return parse_request_data(
+        data,
+        p.suffix,
+        change_type=change_type,
+        service_provider_id=service_provider_id,
+        idempotency_key=idempotency_key,
+        limits=limits,
+    )
+
+
+def parse_request_data(
+    data: bytes,
+    suffix: str = "",
+    *,
+    change_type: ChangeType | int | str | None = None,
+    service_provider_id: int | None = None,
+    idempotency_key: str | None = None,
+    limits: IntakeLimits = IntakeLimits(),
+) -> ParsedFile:
+    """A request file's bytes, read by ``suffix`` (``.json``, ``.xml``, ``.csv``) or else by its
+    first character, with the options of ``read_request_file``. The one dispatch for files from the
+    command line and from drop inboxes (``intake.drops``), which hold bytes, not local paths."""
     check_size(len(data), limits)
-    suffix = p.suffix.lower()
+    suffix = suffix.lower()
     known = suffix in (".json", ".xml", ".csv")
     is_json = suffix == ".json" or (not known and data.lstrip()[:1] in (b"{", b"["))
     is_xml = suffix == ".xml" or (not known and not is_json and looks_like_xml(data))
@@ -72,4 +94,4 @@ def read_request_file(
     return parsed
 
 
-__all__ = ["read_request_file"]
+__all__ = ["parse_request_data", "read_request_file"]

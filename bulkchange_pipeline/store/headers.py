@@ -24,6 +24,7 @@ from ..domain import (
 )
 from .bulk_changes import attempted_if_only_errors, counts_by_status
 from .db import run_transaction, utcnow
+from .notifications import enqueue_settled
 from .schema import bulk_change, device_change
 
 __all__ = ["derive_header", "finalize_header", "is_async", "status_from_counts", "write_header"]
@@ -62,7 +63,9 @@ def derive_header(
 
 def write_header(conn: sa.Connection, bulk_change_id: int, status: BulkChangeStatus, counts: dict[str, int]) -> None:
     """Store a derived header: a SCHEDULED one gets its earliest waiting row's date (when the
-    sensor starts it again), a PROCESSED or CANCELLED one its finish time."""
+    sensor starts it again), a PROCESSED or CANCELLED one its finish time. A header that settles
+    the bulk change enqueues its completion notifications in the same transaction
+    (``notifications.enqueue_settled``)."""
     values: dict[str, Any] = {"status": status.value, "counts": counts, "effective_at": None}
     if status is BulkChangeStatus.SCHEDULED:
         values["effective_at"] = conn.execute(
@@ -74,6 +77,7 @@ def write_header(conn: sa.Connection, bulk_change_id: int, status: BulkChangeSta
     if status in (BulkChangeStatus.CANCELLED, BulkChangeStatus.PROCESSED):
         values["processed_at"] = utcnow()
     conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bulk_change_id).values(**values))
+    enqueue_settled(conn, bulk_change_id, status, counts)  # a settled header's notifications, same transaction
 
 
 def finalize_header(

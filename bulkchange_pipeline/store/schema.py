@@ -269,3 +269,139 @@ DEVICE_CHANGE_FIELDS = (
     "has_active_rev_service",
     "archived_at",
 )
+
+# --- completion notifications (issue 20; store.notifications, store.notification_deliveries) ----
+
+# A tenant's webhook endpoint. The signing secret is not stored in any form: it is derived when a
+# message is signed from BULKCHANGE_WEBHOOK_SIGNING_KEY (environment) and this row's random,
+# public nonce (engine.notify.signing says why).
+webhook_subscription = sa.Table(
+    "webhook_subscription",
+    metadata,
+    _id(),
+    _tenant(),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),  # ["completed", "failed", "needs_attention"]
+    sa.Column("device_results", sa.Boolean, nullable=False, server_default=sa.false()),  # also send result pages
+    sa.Column("page_size", sa.Integer, nullable=False, server_default="500"),
+    sa.Column("description", sa.String(200), nullable=False, server_default=""),
+    sa.Column("secret_nonce", sa.String(64), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("deleted_at", sa.DateTime),  # deleted: kept for its deliveries' history
+)
+
+# A tenant's e-mail recipients and SMTP server (set by an operator). The SMTP password is never
+# stored: ``smtp_credentials_name`` names a BULKCHANGE_CRED_<NAME>_USERNAME/_SECRET entry.
+notification_email = sa.Table(
+    "notification_email",
+    metadata,
+    sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenant.id"), primary_key=True),
+    sa.Column("recipients", sa.JSON, nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),
+    sa.Column("sender", sa.String(320), nullable=False),
+    sa.Column("smtp_host", sa.String(255), nullable=False),
+    sa.Column("smtp_port", sa.Integer, nullable=False),
+    sa.Column("smtp_security", sa.String(8), nullable=False, server_default="starttls"),
+    sa.Column("smtp_credentials_name", sa.String(100)),  # null: the server takes mail without AUTH
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.CheckConstraint("smtp_security IN ('none', 'starttls', 'tls')", name="smtp_security"),
+)
+
+# One row per settled bulk change attempt and event, written in the transaction that wrote the
+# header it follows from (store.headers.write_header); the unique key makes a second settle of
+# the same attempt (a sensor after finalize) add nothing.
+notification_event = sa.Table(
+    "notification_event",
+    metadata,
+    _id(),
+    _tenant(),
+    sa.Column("bulk_change_id", BigId, sa.ForeignKey("bulk_change.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),  # the message's data as of the settlement: no secret
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("bulk_change_id", "attempt", "event", name="uq_notification_event_once"),
+)
+
+# One message to one target: a subscription (the event, or one page of device results) or the
+# tenant's e-mail recipients. ``message_id`` is the webhook-id, the same on every attempt.
+notification_delivery = sa.Table(
+    "notification_delivery",
+    metadata,
+    _id(),
+    _tenant(),
+    sa.Column(
+        "event_id", BigId, sa.ForeignKey("notification_event.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    sa.Column("channel", sa.String(8), nullable=False),  # webhook | email
+    sa.Column("subscription_id", BigId, sa.ForeignKey("webhook_subscription.id"), index=True),
+    sa.Column("page", sa.Integer),  # device results page (1-based); null: the event itself
+    sa.Column("message_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | delivered | dead
+    sa.Column("attempt_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("schedule_base", sa.Integer, nullable=False, server_default="0"),  # attempts before the last resend
+    sa.Column("claims", sa.Integer, nullable=False, server_default="0"),  # times a delivery run took it
+    sa.Column("next_attempt_at", sa.DateTime),
+    sa.Column("claimed_until", sa.DateTime),  # a delivery run's lease; past it another run may take it
+    sa.Column("last_error", sa.String(500)),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime),  # delivered or dead
+    sa.Index("ix_notification_delivery_due", "status", "next_attempt_at"),
+    sa.CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status"),
+    sa.CheckConstraint("channel IN ('webhook', 'email')", name="channel"),
+)
+
+# Every attempt of a delivery: when, how long, the answer's status code (HTTP or SMTP) or the
+# error. Never a header, a body or a URL.
+notification_attempt = sa.Table(
+    "notification_attempt",
+    metadata,
+    _id(),
+    _tenant(),
+    sa.Column("delivery_id", BigId, sa.ForeignKey("notification_delivery.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),  # 1-based, over the delivery's whole life
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("response_code", sa.Integer),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("error", sa.String(500)),
+    sa.UniqueConstraint("delivery_id", "attempt", name="uq_notification_attempt_delivery_attempt"),
+)
+
+# --- file drops (issue 20; store.file_drops, intake.drops) ---------------------------------------
+
+# A tenant's drop folders. Null URLs: the embedded default, local folders under the data folder.
+# An SFTP password is never stored: ``credentials_name`` names a BULKCHANGE_CRED_<NAME>_* entry.
+# ``service_provider_id``/``change_type``: what a dropped CSV asks for (a CSV has no header for them).
+file_drop_setting = sa.Table(
+    "file_drop_setting",
+    metadata,
+    sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenant.id"), primary_key=True),
+    sa.Column("inbox_url", sa.String(1000)),
+    sa.Column("outbox_url", sa.String(1000)),
+    sa.Column("credentials_name", sa.String(100)),
+    sa.Column("service_provider_id", sa.Integer, sa.ForeignKey("service_provider.id")),
+    sa.Column("change_type", sa.Integer),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+# One row per file content taken from an inbox (the content hash is the idempotency key): the
+# bulk change it became, when the file left the inbox, and when its results reached the outbox.
+file_drop = sa.Table(
+    "file_drop",
+    metadata,
+    _id(),
+    _tenant(),
+    sa.Column("content_sha256", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(300), nullable=False),  # as found, made safe (intake.drops.names)
+    sa.Column("format", sa.String(8), nullable=False),  # csv | json | xml | (x12 when registered)
+    sa.Column("bulk_change_id", BigId, sa.ForeignKey("bulk_change.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Column("moved_at", sa.DateTime),  # moved to processed/; null: a crash came between
+    sa.Column("results_name", sa.String(300)),
+    sa.Column("results_written_at", sa.DateTime),
+    sa.UniqueConstraint("tenant_id", "content_sha256", name="uq_file_drop_tenant_content"),
+    sa.Index("ix_file_drop_results_due", "results_written_at"),
+)

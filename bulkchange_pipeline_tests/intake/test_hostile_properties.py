@@ -55,6 +55,7 @@ from bulkchange_pipeline.store.db import shared_engine
 from bulkchange_pipeline.store.schema import carrier_callback, device_change
 from bulkchange_pipeline.store.seed import DemoSeed, demo_eid, seed_demo
 
+from ..notifications.test_api_properties import NOTIFICATION_GET_ROUTES
 from . import hostile_inputs as h
 from .conftest import table_counts
 from .xml_inputs import results_items
@@ -627,6 +628,7 @@ def test_every_get_route_is_covered() -> None:
     property exercises (the teal callback's GET is covered by the callback property)."""
     routes = _get_routes_from_openapi()
     covered = {r.replace("{id}", "{bulk_change_id}") for r in GET_ROUTES} | {"/callbacks/teal"}
+    covered |= NOTIFICATION_GET_ROUTES  # their own property: notifications/test_api_properties.py
     assert set(routes) <= covered
     assert routes["/bulk-changes/{bulk_change_id}/devices"] == set(DEVICE_PARAMS)
     assert routes["/bulk-changes/{bulk_change_id}"] == set()

@@ -1,0 +1,208 @@
+"""Take files from the tenants' inboxes: each stable new file goes through ``submit`` (the API's
+intake) under its content hash as idempotency key, then moves to ``processed/``; a refused one
+moves to ``rejected/`` with ``<name>.reason.txt`` beside it.
+
+A file is taken only when a tick sees the size and modification time an earlier tick saw (the
+sensor keeps them in its cursor): an SFTP upload writes the file in place, and nothing on the
+server says when it is complete, so one tick interval of silence is the sign. Names that say "still
+being written" (dotfiles, ``*.part`` and the like, ``names.is_in_progress``) are never taken.
+
+Crash-safety, step by step: the bulk change is stored (key: ``file-sha256:<hash>``), then the drop
+record, then the file is moved, then the record says so. A crash between any two steps leaves the
+file in the inbox; the next tick finds the hash already stored (``submit`` answers the existing bulk
+change, or the record is there with ``moved_at`` empty) and finishes the move, creating nothing.
+A second copy of a content already taken (any name) moves to ``processed/`` with ``<name>.note.txt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from ...store.bulk_changes import IdempotencyConflict
+from ...store.file_drops import DropSettings, find_drop, list_drop_settings, mark_moved, record_drop
+from ..parsing import IntakeError, IntakeLimits
+from ..submit import submit
+from ..validation import RequestRejected
+from .formats import DropDefaults, DropFormat, known_suffixes, pick_format
+from .locations import DropConfigError, DropFolders, open_folders
+from .names import is_in_progress, is_plain_name, numbered_name, safe_name, split_suffix
+from .outbox import write_acknowledgement
+
+__all__ = ["MAX_LISTED", "MAX_TAKEN_PER_TICK", "TickReport", "idempotency_key", "take_inbox_files"]
+
+MAX_TAKEN_PER_TICK = 20  # files taken per tick, every tenant together: a tick stays far inside 60 s
+MAX_LISTED = 1_000  # inbox entries looked at per tenant and tick (by name): the cursor stays small
+KEY_PREFIX = "file-sha256:"
+
+
+def idempotency_key(content_sha256: str) -> str:
+    return KEY_PREFIX + content_sha256
+
+
+@dataclass
+class TickReport:
+    """What one tick did, as lines for the sensor's log, and the sizes seen (the next cursor)."""
+
+    seen: dict[str, str] = field(default_factory=dict)  # "<tenant>:<name digest>" -> "size:mtime"
+    lines: list[str] = field(default_factory=list)
+    taken: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    errors: int = 0
+
+    def note(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def _seen_key(tenant_id: int, name: str) -> str:
+    digest = hashlib.sha256(name.encode("utf-8", errors="surrogateescape")).hexdigest()[:16]
+    return f"{tenant_id}:{digest}"
+
+
+def _free_name(folders: DropFolders, folder: str, name: str, tag: str, *beside: str) -> str:
+    """``name``, or a numbered variant, such that neither it nor its ``beside`` files exist in ``folder``."""
+    candidates = [name, numbered_name(name, tag)] + [numbered_name(name, f"{tag}-{n}") for n in range(2, 50)]
+    for candidate in candidates:
+        if not any(folders.fs.exists(f"{folder}/{candidate}{extra}") for extra in ("", *beside)):
+            return candidate
+    raise OSError(f"no free name for {name!r} in {folder}")
+
+
+def _write_text(folders: DropFolders, path: str, text: str) -> None:
+    with folders.fs.open(path, "wb") as f:
+        f.write(text.encode("utf-8"))
+
+
+def _move(folders: DropFolders, source: str, folder: str, name: str, tag: str, beside: str, text: str | None) -> str:
+    target = _free_name(folders, folder, name, tag, beside)
+    folders.fs.mv(source, f"{folder}/{target}")
+    if text is not None:
+        _write_text(folders, f"{folder}/{target}{beside}", text + "\n")
+    return target
+
+
+def _read(folders: DropFolders, path: str, limits: IntakeLimits) -> bytes:
+    with folders.fs.open(path, "rb") as f:
+        data: bytes = f.read(limits.max_bytes + 1)
+    return data
+
+
+def _take(
+    engine: sa.Engine, drop: DropSettings, folders: DropFolders, name: str, report: TickReport, limits: IntakeLimits
+) -> None:
+    source = f"{folders.inbox}/{name}"
+    shown = safe_name(name)
+    data = _read(folders, source, limits)
+    sha = hashlib.sha256(data).hexdigest()
+    tag = sha[:12]
+    tenant = drop.tenant_id
+
+    def reject(reason: str, fmt: DropFormat | None) -> None:
+        where = _move(folders, source, folders.rejected, shown, tag, ".reason.txt", reason)
+        write_acknowledgement(folders, fmt, shown, data, reason)
+        report.rejected += 1
+        report.note(f"tenant {tenant}: rejected {shown!r} as rejected/{where}: {reason[:300]}")
+
+    record = find_drop(engine, tenant, sha)
+    if record is not None:
+        if record.moved_at is None and record.name == shown:  # a crash came after storing: finish
+            where = _move(folders, source, folders.processed, shown, tag, ".note.txt", None)
+            mark_moved(engine, record.id)
+            report.note(f"tenant {tenant}: moved {shown!r} to processed/{where} (bulk change {record.bulk_change_id})")
+            return
+        note = (
+            f"Same content (sha256 {sha}) as {record.name!r}, already taken as bulk change "
+            f"{record.bulk_change_id}: nothing new was created."
+        )
+        where = _move(folders, source, folders.processed, shown, tag, ".note.txt", note)
+        report.duplicates += 1
+        report.note(f"tenant {tenant}: {shown!r} is a copy of {record.name!r}: moved to processed/{where}")
+        return
+    if len(data) > limits.max_bytes:
+        reject(f"the file has more than {limits.max_bytes} bytes, the limit", None)
+        return
+    fmt = pick_format(split_suffix(shown)[1], data)
+    if fmt is None:
+        reject(f"not a file type the inbox takes: name it with one of {', '.join(known_suffixes())}", None)
+        return
+    defaults = DropDefaults(tenant, idempotency_key(sha), drop.service_provider_id, drop.change_type, limits)
+    try:
+        parsed = fmt.read(data, defaults)
+        outcome = submit(
+            engine,
+            tenant,
+            parsed.request,
+            f"file-drop:{shown[:150]}",
+            row_errors=parsed.row_errors,
+            row_numbers=parsed.row_numbers,
+        )
+    except (IntakeError, RequestRejected, IdempotencyConflict) as exc:
+        reject(str(exc), fmt)
+        return
+    assert outcome.bulk_change_id is not None
+    record = record_drop(engine, tenant, sha, shown, fmt.name, outcome.bulk_change_id)
+    where = _move(folders, source, folders.processed, shown, tag, ".note.txt", None)
+    mark_moved(engine, record.id)
+    write_acknowledgement(folders, fmt, shown, data, None)
+    report.taken += 1
+    report.note(f"tenant {tenant}: took {shown!r} as bulk change {outcome.bulk_change_id}: {outcome.message}")
+
+
+def _candidates(folders: DropFolders) -> list[tuple[str, str]]:
+    """(name, "size:mtime") of the plain files in the inbox, oldest first, at most ``MAX_LISTED``."""
+    found: list[tuple[Any, str, str]] = []
+    for entry in folders.fs.ls(folders.inbox, detail=True):
+        entry_info: dict[str, Any] = entry
+        name = str(entry_info["name"]).rstrip("/").rsplit("/", 1)[-1]
+        if entry_info.get("type") != "file" or entry_info.get("islink") or not is_plain_name(name):
+            continue  # folders (processed/, rejected/) and links (they could point out of the inbox)
+        if is_in_progress(name):
+            continue
+        found.append((entry_info.get("mtime") or 0, name, f"{entry_info.get('size')}:{entry_info.get('mtime')}"))
+    found.sort(key=lambda f: (f[0], f[1]))  # oldest first: of two copies, the first dropped is the original
+    return [(name, signature) for _, name, signature in found[:MAX_LISTED]]
+
+
+def take_inbox_files(
+    engine: sa.Engine,
+    previous: Mapping[str, str],
+    *,
+    limit: int = MAX_TAKEN_PER_TICK,
+    limits: IntakeLimits = IntakeLimits(),
+    environ: Mapping[str, str] | None = None,
+) -> TickReport:
+    """One pass over every enabled tenant's inbox: take the files whose size and mtime are as
+    ``previous`` (the last tick's ``TickReport.seen``) recorded them, at most ``limit`` in all.
+    A problem with one tenant's folders or one file is reported and the rest go on."""
+    report = TickReport()
+    budget = limit
+    for drop in list_drop_settings(engine):
+        try:
+            folders = open_folders(drop, environ)
+        except DropConfigError as exc:
+            report.errors += 1
+            report.note(f"tenant {drop.tenant_id}: inbox not usable: {exc}")
+            continue
+        try:
+            for name, signature in _candidates(folders):
+                key = _seen_key(drop.tenant_id, name)
+                report.seen[key] = signature
+                if previous.get(key) != signature or budget <= 0:
+                    continue  # new or still growing: looked at again next tick
+                budget -= 1
+                try:
+                    _take(engine, drop, folders, name, report, limits)
+                except (OSError, ValueError) as exc:  # the file vanished, a move failed: next tick retries
+                    report.errors += 1
+                    report.note(f"tenant {drop.tenant_id}: {safe_name(name)!r} not taken: {type(exc).__name__}: {exc}")
+        except OSError as exc:
+            report.errors += 1
+            report.note(f"tenant {drop.tenant_id}: cannot list the inbox: {exc}")
+        finally:
+            folders.close()
+    return report
