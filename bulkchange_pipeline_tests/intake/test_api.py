@@ -174,6 +174,10 @@ def test_status_pages_and_csv_download_match_the_database(api: Api) -> None:
         assert r.text == expected.getvalue()
 
 
+# PostgreSQL only: the production backend, and a minute of CI per backend. On SQLite the CSV upload
+# path runs in the smaller upload tests of intake/, and 10,000 devices through the job in
+# defs/test_pipeline_scale_and_crash.py.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_csv_upload_of_10000_rows_is_processed_end_to_end_and_downloads_identically(
     engine: sa.Engine, db_url: str, dagster_instance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
