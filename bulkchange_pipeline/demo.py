@@ -10,6 +10,11 @@ account reached over SOAP (the simulator's Terminal service: a second service pr
 same credentials entry, with the SOAP password and license key as its extras). The real ``bulk_change_sensor``,
 ``process_bulk_change_job``, ``async_results_sensor`` and ``reconcile_async_job`` process them on a
 persistent Dagster instance (``DAGSTER_HOME``), so ``make dev`` shows the runs after.
+
+It also shows issue 20's B2B exchange: a webhook receiver verifying each completion notification
+(``demo_notify``: ``notification_sensor`` -> ``deliver_notifications_job``) and an X12 856 dropped
+into the tenant's local inbox (``demo_drop``: ``file_drop_sensor`` takes it, writes the 997 at
+once and the 824 once its bulk change has finished).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from rich.table import Table
 from . import settings
 from .defs import build_definitions
 from .defs.local_runner import ASYNC_SENSOR_NAME, QUIET, tick_and_run
+from .demo_drop import DemoDrop
+from .demo_notify import deliver, demo_webhook
 from .domain import BulkChangeRequest, BulkChangeStatus
 from .intake.app import create_app
 from .intake.submit import submit
@@ -102,27 +109,25 @@ def _requests(engine: sa.Engine, seed: DemoSeed, devices: int, soap_sp: int) -> 
     return out
 
 
-def _process(console: Console, park: Park, ids: list[int], engine: sa.Engine) -> None:
+def _process(
+    console: Console, park: Park, ids: list[int], engine: sa.Engine, instance: dg.DagsterInstance, defs: dg.Definitions
+) -> None:
     """Sensor ticks and runs until every bulk change is final (async ones after their callbacks)."""
-    defs = build_definitions()
-    with dg.DagsterInstance.get() as instance:
-        for sensor in (None, ASYNC_SENSOR_NAME, ASYNC_SENSOR_NAME, ASYNC_SENSOR_NAME):
-            if sensor and all(get_bulk_change(engine, i)["status"] in BulkChangeStatus.final_values() for i in ids):
-                break
-            if sensor:
-                park.wait_idle(30)
-                time.sleep(0.2)  # the last callbacks reach the app
-            while True:
-                result, runs = tick_and_run(
-                    instance, defs, run_config=QUIET, **({"sensor_name": sensor} if sensor else {})
+    for sensor in (None, ASYNC_SENSOR_NAME, ASYNC_SENSOR_NAME, ASYNC_SENSOR_NAME):
+        if sensor and all(get_bulk_change(engine, i)["status"] in BulkChangeStatus.final_values() for i in ids):
+            break
+        if sensor:
+            park.wait_idle(30)
+            time.sleep(0.2)  # the last callbacks reach the app
+        while True:
+            result, runs = tick_and_run(instance, defs, run_config=QUIET, **({"sensor_name": sensor} if sensor else {}))
+            for run in runs:
+                console.print(
+                    f"    {run.dagster_run.job_name} run {run.run_id[:8]} for bulk change "
+                    f"{run.dagster_run.tags.get('dagster/partition')}: {'success' if run.success else 'FAILED'}"
                 )
-                for run in runs:
-                    console.print(
-                        f"    {run.dagster_run.job_name} run {run.run_id[:8]} for bulk change "
-                        f"{run.dagster_run.tags.get('dagster/partition')}: {'success' if run.success else 'FAILED'}"
-                    )
-                if not result.run_requests or sensor:
-                    break
+            if not result.run_requests or sensor:
+                break
 
 
 def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
@@ -159,20 +164,30 @@ def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
             f"[bold]3/5[/] demo tenant seeded; simulators synced: {', '.join(f'{k} {v}' for k, v in counts.items())}"
         )
 
-        ids = []
-        for label, request in _requests(engine, seed, devices, soap_sp):
-            outcome = submit(engine, seed.tenant_id, request, created_by="demo")
-            ids.append(outcome.bulk_change_id)
-            console.print(f"[bold]4/5[/] submitted {label}: {outcome.message.splitlines()[0]}")
+        # A verifying webhook receiver subscribed for the tenant, and an 856 in its file drop inbox.
+        with demo_webhook(engine, seed.tenant_id) as hook, dg.DagsterInstance.get() as instance:
+            defs = build_definitions()
+            ids = []
+            for label, request in _requests(engine, seed, devices, soap_sp):
+                outcome = submit(engine, seed.tenant_id, request, created_by="demo")
+                ids.append(outcome.bulk_change_id)
+                console.print(f"[bold]4/5[/] submitted {label}: {outcome.message.splitlines()[0]}")
+            drop = DemoDrop.start(engine, seed, instance, defs)
+            ids += drop.bulk_change_ids
+            console.print(
+                f"[bold]4/5[/] file_drop_sensor took X12 856 {drop.name}: bulk change(s) {drop.bulk_change_ids}"
+            )
 
-        console.print(
-            "[bold]5/5[/] bulk_change_sensor -> process_bulk_change_job, then async_results_sensor -> "
-            "reconcile_async_job (Dagster, in this process)..."
-        )
-        park.simulators["jasper"].reset_counters()
-        started = time.perf_counter()
-        _process(console, park, ids, engine)
-        seconds = time.perf_counter() - started
+            console.print(
+                "[bold]5/5[/] bulk_change_sensor -> process_bulk_change_job, then async_results_sensor -> "
+                "reconcile_async_job, then notification_sensor -> deliver_notifications_job (Dagster, in this process)..."
+            )
+            park.simulators["jasper"].reset_counters()
+            started = time.perf_counter()
+            _process(console, park, ids, engine, instance, defs)
+            seconds = time.perf_counter() - started
+            deliver(instance, defs)
+            drop_lines = drop.finish()
         stats = park.simulators["jasper"].stats()
 
     table = Table(title=f"Bulk changes after {seconds:.1f} s")
@@ -193,6 +208,8 @@ def run_demo(devices: int = 1000, console: Console | None = None) -> DemoResult:
         f"{', '.join(f'{k} {v}' for k, v in sorted(soap_calls.items())) or 'none'}), "
         f"{stats['applied_devices']} devices changed, {stats['applied_more_than_once']} changed twice."
     )
+    for line in [*hook.lines(), *drop_lines]:
+        console.print(line)
     console.print(
         "Open the UI: [bold]make dev[/], then http://127.0.0.1:3000 (job process_bulk_change_job, "
         "one partition per bulk change). Per-device results: [bold]bulkchange results ID --csv -[/]"

@@ -7,11 +7,16 @@ The SFTP password is never given here or stored: ``--credentials NAME`` names th
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import click
 
 from ..domain import ChangeType
 from ..intake.drops import DropConfigError, check_drop_url, default_root
 from ..intake.parsing import IntakeError, change_type_option
+from ..intake.x12 import load_partner_settings
 from ..store import reference as ref
 from ..store.file_drops import DropSettings, drop_settings, set_drop_settings
 from ._common import (
@@ -41,8 +46,29 @@ def _describe(drop: DropSettings) -> list[str]:
         f"outbox:     {drop.outbox_url or root / 'outbox'}",
         f"credentials: {drop.credentials_name or '-'}",
         f"CSV files:  service provider {drop.service_provider_id or 'from the file'}, change type {change}",
+        f"X12 partners: {', '.join(sorted(drop.partner_settings or {})) or '-'}",
         f"enabled:    {'yes' if drop.enabled else 'no'}",
     ]
+
+
+def _partners(path: Path | None) -> dict[str, Any] | None:
+    """The ``--x12-partners`` file: {"<ISA05>:<ISA06>" or "*": settings}, each checked now."""
+    if path is None:
+        return None
+    try:
+        partners = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--x12-partners: cannot read {str(path)[:200]!r} as JSON: {exc}") from None
+    if not isinstance(partners, dict) or not partners:
+        raise UserError('--x12-partners: the file must be a JSON object {"<ISA05>:<ISA06>" or "*": settings}')
+    for sender, settings in partners.items():
+        if not isinstance(sender, str) or not 1 <= len(sender) <= 40:
+            raise UserError(f"--x12-partners: {str(sender)[:60]!r} is not a sender (ISA05:ISA06, or *)")
+        try:
+            load_partner_settings(settings)
+        except IntakeError as exc:
+            raise UserError(f"--x12-partners: {sender}: {exc}") from None
+    return partners
 
 
 @drops_group.command("set")
@@ -53,6 +79,12 @@ def _describe(drop: DropSettings) -> list[str]:
 @click.option("--credentials", type=TEXT, default=None, help="SFTP: the BULKCHANGE_CRED_<NAME>_* entry.")
 @click.option("--service-provider", type=TEXT, default=None, help="For CSV files without the column: id or name.")
 @click.option("--change-type", type=TEXT, default=None, help="For CSV files without the column: name or number.")
+@click.option(
+    "--x12-partners",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help='X12: a JSON file {"<ISA05>:<ISA06>" or "*": trading-partner settings} (docs/x12-guide.md).',
+)
 @click.option("--disable", is_flag=True, help="Stop watching the inbox.")
 @tenant_option
 @database_option
@@ -63,6 +95,7 @@ def set_command(
     credentials: str | None,
     service_provider: str | None,
     change_type: str | None,
+    x12_partners: Path | None,
     disable: bool,
     tenant: str,
     database_url: str | None,
@@ -73,6 +106,7 @@ def set_command(
             if url is not None:
                 check_drop_url(url)
         change = change_type_option(change_type)
+        partners = _partners(x12_partners)
     except (DropConfigError, IntakeError) as exc:
         raise UserError(str(exc)) from None
     if any(u and u.startswith("sftp:") for u in (inbox_url, outbox_url)) and not credentials:
@@ -80,8 +114,12 @@ def set_command(
     with open_engine(database_url) as engine:
         tenant_id = resolve_tenant(engine, tenant)
         sp_id = resolve_service_provider(engine, tenant_id, service_provider)
-        if sp_id is not None and sp_id not in {sp.id for sp in ref.list_service_providers(engine, tenant_id)}:
+        known = {sp.id for sp in ref.list_service_providers(engine, tenant_id)}
+        if sp_id is not None and sp_id not in known:
             raise UserError(f"no service provider {sp_id} in tenant {tenant!r}")
+        for sender, settings in (partners or {}).items():
+            if load_partner_settings(settings).service_provider_id not in known:
+                raise UserError(f"--x12-partners: {sender}: no such service provider in tenant {tenant!r}")
         drop = set_drop_settings(
             engine,
             tenant_id,
@@ -91,6 +129,7 @@ def set_command(
             service_provider_id=sp_id,
             change_type=int(change) if change is not None else None,
             enabled=not disable,
+            partner_settings=partners,
         )
     for line in _describe(drop):
         click.echo(line)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -47,6 +48,8 @@ class DropSettings:
     service_provider_id: int | None
     change_type: int | None
     enabled: bool
+    # X12 trading partners: {"<ISA05>:<ISA06>" or "*": settings}, checked by intake.x12.
+    partner_settings: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ def _settings(row: sa.Row[tuple[object, ...]]) -> DropSettings:
         service_provider_id=m["service_provider_id"],
         change_type=m["change_type"],
         enabled=bool(m["enabled"]),
+        partner_settings=m["partner_settings"],
     )
 
 
@@ -96,6 +100,7 @@ def set_drop_settings(
     service_provider_id: int | None = None,
     change_type: int | None = None,
     enabled: bool = True,
+    partner_settings: dict[str, Any] | None = None,
 ) -> DropSettings:
     """Create or replace a tenant's drop settings (every field as given)."""
     values = {
@@ -105,6 +110,7 @@ def set_drop_settings(
         "service_provider_id": service_provider_id,
         "change_type": change_type,
         "enabled": enabled,
+        "partner_settings": partner_settings,
         "updated_at": utcnow(),
     }
 

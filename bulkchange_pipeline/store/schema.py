@@ -385,6 +385,8 @@ file_drop_setting = sa.Table(
     sa.Column("change_type", sa.Integer),
     sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    # X12 trading partners: {"<ISA05>:<ISA06>" or "*": PartnerSettings as JSON} (intake.x12).
+    sa.Column("partner_settings", sa.JSON),
 )
 
 # One row per file content taken from an inbox (the content hash is the idempotency key): the
@@ -404,4 +406,36 @@ file_drop = sa.Table(
     sa.Column("results_written_at", sa.DateTime),
     sa.UniqueConstraint("tenant_id", "content_sha256", name="uq_file_drop_tenant_content"),
     sa.Index("ix_file_drop_results_due", "results_written_at"),
+)
+
+# --- X12 through the drops (issue 20; store.x12_interchanges, intake.drops.x12_files) ------------
+
+# One row per interchange taken (sender, ISA13): a resend is acknowledged and not processed again.
+# ``requests`` are the bulk change requests the 856 makes (one per configured change), submitted
+# one after the other; ``bulk_change_ids`` those submitted so far. The content is kept for the 824.
+x12_interchange = sa.Table(
+    "x12_interchange",
+    metadata,
+    _id(),
+    _tenant(),
+    sa.Column("sender", sa.String(40), nullable=False),  # ISA05:ISA06
+    sa.Column("control", sa.String(20), nullable=False),  # ISA13
+    sa.Column("name", sa.String(300), nullable=False),  # the file as found, made safe
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("requests", sa.JSON, nullable=False),
+    sa.Column("serial_qualifiers", sa.JSON, nullable=False),
+    sa.Column("bulk_change_ids", sa.JSON, nullable=False),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Column("advice_name", sa.String(300)),
+    sa.Column("advice_written_at", sa.DateTime),
+    sa.UniqueConstraint("tenant_id", "sender", "control", name="uq_x12_interchange_tenant_sender_control"),
+    sa.Index("ix_x12_interchange_advice_due", "advice_written_at"),
+)
+
+# The control numbers (ISA13/GS06) of the interchanges we send, per tenant: the last one given.
+x12_control_number = sa.Table(
+    "x12_control_number",
+    metadata,
+    sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenant.id"), primary_key=True),
+    sa.Column("last_value", sa.Integer, nullable=False),
 )

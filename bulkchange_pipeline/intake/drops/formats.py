@@ -4,10 +4,10 @@ format it came in.
 
 CSV, JSON and XML are read by ``request_file.parse_request_data`` (the same parsing as the CLI
 and the API) and answered by the results writers of the API's downloads (``results_csv``,
-``results_xml``; JSON as the API's result items). X12 plugs in here: its module registers a
-``DropFormat`` named ``x12`` with suffixes such as ``.x12``/``.edi``, a ``sniff`` for ``ISA``, a
-reader turning an 856 into a ``ParsedFile``, an 824 writer as ``write_results`` and a 997 writer
-as ``acknowledge`` (written to the outbox at once, for a taken and for a refused file).
+``results_xml``; JSON as the API's result items). A format whose file is not one request (X12:
+an 856 makes one bulk change per configured change, is answered at once with a 997 numbered from
+the database, and its 824 waits for all of them) brings its own ``take`` instead of ``read`` and
+``write_results``: the inbox still finds, moves and reports the file (``x12_files`` registers it).
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+import sqlalchemy as sa
+
+from ...store.file_drops import DropSettings
 from ..parsing import IntakeLimits, ParsedFile
 from ..request_file import parse_request_data
 from ..results_csv import write_results_csv
@@ -28,6 +31,8 @@ __all__ = [
     "DropDefaults",
     "DropFormat",
     "FORMATS",
+    "OwnIntake",
+    "TakeFile",
     "format_named",
     "known_suffixes",
     "pick_format",
@@ -49,17 +54,32 @@ class DropDefaults:
 
 
 @dataclass(frozen=True)
+class OwnIntake:
+    """What a format's own ``take`` made of a file; the inbox then moves the file accordingly."""
+
+    outcome: Literal["taken", "resend", "rejected"]
+    text: str  # the reason (rejected/<name>.reason.txt), the note (a resend) or the report line
+    outbox: tuple[tuple[str, str], ...] = ()  # (name, content) written to the outbox before the move
+
+
+# (engine, the tenant's drop settings, the file's safe name, its bytes, limits): raises nothing
+# for bad input, it answers ``OwnIntake("rejected", reason)``.
+TakeFile = Callable[[sa.Engine, DropSettings, str, bytes, IntakeLimits], OwnIntake]
+
+
+@dataclass(frozen=True)
 class DropFormat:
     """One format: ``name`` is stored with the drop and picks the writer of its results."""
 
     name: str
     suffixes: tuple[str, ...]  # lower case, with the dot
-    read: Callable[[bytes, DropDefaults], ParsedFile]  # raises IntakeError: the file is refused
-    write_results: Callable[[int, Iterator[dict[str, Any]]], Iterator[str]]  # (bulk change id, rows)
+    read: Callable[[bytes, DropDefaults], ParsedFile] | None  # raises IntakeError: the file is refused
+    write_results: Callable[[int, Iterator[dict[str, Any]]], Iterator[str]] | None  # (bulk change id, rows)
     results_suffix: str
     sniff: Callable[[bytes], bool] | None = None  # a file whose suffix names no format
     # Written to the outbox at once as ``<stem>.ack<results_suffix>``: (file bytes, refusal or None).
     acknowledge: Callable[[bytes, str | None], bytes | None] | None = None
+    take: TakeFile | None = None  # the format's own intake, instead of ``read`` and ``write_results``
 
 
 def _reader(suffix: str) -> Callable[[bytes, DropDefaults], ParsedFile]:

@@ -31,7 +31,7 @@ from ..validation import RequestRejected
 from .formats import DropDefaults, DropFormat, known_suffixes, pick_format
 from .locations import DropConfigError, DropFolders, open_folders
 from .names import is_in_progress, is_plain_name, numbered_name, safe_name, split_suffix
-from .outbox import write_acknowledgement
+from .outbox import write_acknowledgement, write_outbox_file
 
 __all__ = ["MAX_LISTED", "MAX_TAKEN_PER_TICK", "TickReport", "idempotency_key", "take_inbox_files"]
 
@@ -108,6 +108,22 @@ def _take(
         report.rejected += 1
         report.note(f"tenant {tenant}: rejected {shown!r} as rejected/{where}: {reason[:300]}")
 
+    fmt = pick_format(split_suffix(shown)[1], data) if len(data) <= limits.max_bytes else None
+    if fmt is not None and fmt.take is not None:  # X12: the format takes the file itself
+        done = fmt.take(engine, drop, shown, data, limits)
+        for out_name, content in done.outbox:  # at once, before the file leaves the inbox
+            write_outbox_file(folders, out_name, [content])
+        if done.outcome == "rejected":
+            where = _move(folders, source, folders.rejected, shown, tag, ".reason.txt", done.text)
+            report.rejected += 1
+            report.note(f"tenant {tenant}: rejected {shown!r} as rejected/{where}: {done.text[:300]}")
+        else:
+            resend = done.outcome == "resend"
+            where = _move(folders, source, folders.processed, shown, tag, ".note.txt", done.text if resend else None)
+            report.duplicates += resend
+            report.taken += not resend
+            report.note(f"tenant {tenant}: {shown!r} to processed/{where}: {done.text[:300]}")
+        return
     record = find_drop(engine, tenant, sha)
     if record is not None:
         if record.moved_at is None and record.name == shown:  # a crash came after storing: finish
@@ -126,11 +142,11 @@ def _take(
     if len(data) > limits.max_bytes:
         reject(f"the file has more than {limits.max_bytes} bytes, the limit", None)
         return
-    fmt = pick_format(split_suffix(shown)[1], data)
     if fmt is None:
         reject(f"not a file type the inbox takes: name it with one of {', '.join(known_suffixes())}", None)
         return
     defaults = DropDefaults(tenant, idempotency_key(sha), drop.service_provider_id, drop.change_type, limits)
+    assert fmt.read is not None  # a format without its own ``take`` has a reader
     try:
         parsed = fmt.read(data, defaults)
         outcome = submit(

@@ -20,7 +20,14 @@ from .formats import DropFormat, format_named
 from .locations import DropConfigError, DropFolders, open_folders
 from .names import split_suffix
 
-__all__ = ["MAX_RESULTS_PER_TICK", "OutboxReport", "results_name", "write_acknowledgement", "write_due_results"]
+__all__ = [
+    "MAX_RESULTS_PER_TICK",
+    "OutboxReport",
+    "results_name",
+    "write_acknowledgement",
+    "write_due_results",
+    "write_outbox_file",
+]
 
 MAX_RESULTS_PER_TICK = 20
 
@@ -37,7 +44,8 @@ def results_name(name: str, fmt: DropFormat) -> str:
     return f"{split_suffix(name)[0]}.results{fmt.results_suffix}"
 
 
-def _write(folders: DropFolders, name: str, chunks: Iterable[str | bytes]) -> None:
+def write_outbox_file(folders: DropFolders, name: str, chunks: Iterable[str | bytes]) -> None:
+    """Write ``name`` in the outbox as ``<name>.part``, then rename it: complete or absent."""
     final = f"{folders.outbox}/{name}"
     part = f"{final}.part"
     with folders.fs.open(part, "wb") as f:
@@ -56,7 +64,7 @@ def write_acknowledgement(
         return
     ack = fmt.acknowledge(data, refusal)
     if ack is not None:
-        _write(folders, f"{split_suffix(name)[0]}.ack{fmt.results_suffix}", [ack])
+        write_outbox_file(folders, f"{split_suffix(name)[0]}.ack{fmt.results_suffix}", [ack])
 
 
 def write_due_results(
@@ -77,11 +85,11 @@ def write_due_results(
                     report.lines.append(f"tenant {due.tenant_id}: outbox not usable: {exc}")
             folders = opened[due.tenant_id]
             fmt = format_named(due.format)
-            if folders is None or fmt is None:
+            if folders is None or fmt is None or fmt.write_results is None:
                 continue
             name = results_name(due.name, fmt)
             try:
-                _write(
+                write_outbox_file(
                     folders,
                     name,
                     fmt.write_results(due.bulk_change_id, result_rows(engine, due.tenant_id, due.bulk_change_id)),
