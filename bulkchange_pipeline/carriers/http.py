@@ -51,7 +51,8 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 MALFORMED = object()
-"""Sentinel body: the response had content that is not valid JSON."""
+"""Sentinel body: the response had content its parser could not read (not valid JSON for the
+default parser; not well-formed XML for an XML protocol's parser, e.g. Jasper SOAP's)."""
 
 Classifier = Callable[[httpx.Response, Any], CarrierError | None]
 """Turns a response and its parsed body into None (success) or the error to raise."""

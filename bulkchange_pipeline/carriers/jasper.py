@@ -233,6 +233,8 @@ class JasperClient(CarrierAdapter):
         self.field_map = dict(field_map)
         auth = {"Authorization": "Basic " + basic_token(account.username, account.secret)}
         self.http = CarrierHttp(account, auth, classify=classify_jasper_response, label="Jasper")
+        # A row's reason is built from Jasper's answer, which may echo the request: masked with these.
+        self._secrets = [account.secret, basic_token(account.username, account.secret)]
 
     def supports(self, change_type: ChangeType) -> bool:
         """Jasper's API applies status, customer, carrier rate plan and custom-field edits."""
@@ -282,7 +284,7 @@ class JasperClient(CarrierAdapter):
                 description=f"Jasper PUT device {change.iccid}",
             )
         except CarrierError as exc:
-            return _failed(change, failure_detail(exc), exc.log)
+            return _failed(change, failure_detail(exc, self._secrets), exc.log)
         return applied_result(change, body, result.log, self.field_map)
 
     async def _check_one(self, change: DeviceChange) -> DeviceResult | None:

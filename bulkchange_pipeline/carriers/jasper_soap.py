@@ -21,23 +21,31 @@ How it is built, and why:
   that day (the capability matrix says so: `capabilities.JASPER_SOAP_DATES`, whole days); today or
   earlier is sent without one (now).
 - Crash safety (DESIGN R1): `already_applied` reads the devices back with GetTerminalDetails (50
-  per call); and within a call, after an answer whose outcome is unknown (timeout, reset, truncated
-  body, server fault; not an over-limit answer, which Jasper refuses before applying) the field is
-  read back before the edit is sent again.
+  per call). An edit of two fields is two EditTerminal calls, so a crash can fall between them:
+  a device holding some fields of its edit is remembered (per device change, on this client, which
+  the engine uses for the re-send that follows) and `apply` sends only the fields it lacks. Within
+  a call, after an answer whose outcome is unknown (timeout, reset, truncated body, server fault;
+  not an over-limit answer, which Jasper refuses before applying) the field is read back before
+  the edit is sent again.
 - Credentials: the entry's USERNAME (the Control Center user), its SECRET as the UsernameToken
   password, and its LICENSE_KEY. One Jasper account reached over both protocols is one credentials
   entry (so both providers share its run-queue slot): its SECRET is then the REST API key and the
   SOAP password comes from SOAP_PASSWORD, which wins over SECRET here.
 - SOAP faults become Jasper's REST error classes (`jasper_soap_wire.classify_soap_response`), the
-  fault code kept in the row's reason.
+  fault code kept in the row's reason. Every text taken from an answer (fault, body, zeep's reading
+  of it) is masked with the account's secrets before it is cut or stored (`self.secrets`,
+  `redaction.redact_detail`): a service that echoes the request must not leak the credentials into
+  a row, as `CarrierHttp` already keeps them out of the audit log.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
+from xml.sax.saxutils import escape
 
 from ..domain import CarrierProtocol, ChangeType, DeviceChangeStatus, Integration
 from .base import (
@@ -67,6 +75,7 @@ from .jasper_soap_wire import (
     classify_soap_response,
     parse_soap_body,
 )
+from .redaction import basic_token, redact_detail
 from .results import device_result, failure_detail, shared_logs
 
 __all__ = ["JasperSoapClient", "JasperSoapConfigError", "soap_effective_date"]
@@ -102,18 +111,30 @@ class JasperSoapClient(CarrierAdapter):
             )
         self.account = account
         self.field_map = dict(field_map)
+        # device change id -> (fields already held, the read-back log) from `already_applied`, for
+        # the `apply` that re-sends the rest.
+        self._held: dict[int, tuple[dict[str, str], list[LogEntry]]] = {}
         # The UsernameToken password: the entry's SECRET, unless the entry also serves the account's
         # REST provider (SECRET then is the REST API key) and gives the password as SOAP_PASSWORD.
         password = str(account.extra.get("soap_password") or account.secret)
         self.wire = TerminalWire(account.username, password, license_key)
+        # Everything this client writes outside the audit log (a row's reason, an error's message)
+        # is masked with these: the SOAP password, the license key and the entry's SECRET (the REST
+        # API key when SOAP_PASSWORD is set), raw and XML-escaped as an echoing service returns them.
+        self.secrets = [
+            *self.wire.secrets,
+            account.secret,
+            escape(account.secret),
+            basic_token(account.username, account.secret),
+        ]
         # base_url is the Control Center instance (https://host); a URL already ending in the
         # service path is accepted too.
         root = account.base_url.rstrip("/")
         root = root[: -len(SERVICE_PATH) - 1] if root.endswith("/" + SERVICE_PATH) else root
         self.http = CarrierHttp(
             dataclasses.replace(account, base_url=root),
-            classify=classify_soap_response,
-            redact=self.wire.secrets,
+            classify=functools.partial(classify_soap_response, secrets=self.secrets),
+            redact=self.secrets,
             label="Jasper SOAP",
             parse=parse_soap_body,
             accept="text/xml",
@@ -144,7 +165,7 @@ class JasperSoapClient(CarrierAdapter):
         try:
             return self.wire.details_reply(result.body), result.log
         except ValueError as exc:
-            raise TransientCarrierError(str(exc), log=result.log) from exc
+            raise TransientCarrierError(redact_detail(str(exc), self.secrets), log=result.log) from exc
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -159,7 +180,8 @@ class JasperSoapClient(CarrierAdapter):
 
     async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:
         """Read the devices back (GetTerminalDetails, 50 per call); PROCESSED where a device already
-        holds every field of its edit. A future-dated edit cannot be seen yet: None (re-sent)."""
+        holds every field of its edit. A future-dated edit cannot be seen yet: None (re-sent).
+        A device holding only some fields: None, and `apply` then sends only the others."""
         bodies: dict[int, dict[str, str]] = {}
         for index, change in enumerate(changes):
             body = self._body(change)
@@ -175,9 +197,13 @@ class JasperSoapClient(CarrierAdapter):
                 terminals, log = await self.get_terminals(iccids, " (already applied?)")
             except CarrierError:
                 return  # cannot tell; the caller re-sends and records that outcome
-            held = [i for i in chunk if holds_edits(terminals.get(str(changes[i].iccid), {}), bodies[i])]
-            logs = shared_logs(log, [changes[i] for i in held], "Jasper SOAP GetTerminalDetails")
-            for i, entries in zip(held, logs, strict=True):
+            parts = {i: _held_fields(terminals.get(str(changes[i].iccid), {}), bodies[i]) for i in chunk}
+            seen = [i for i in chunk if parts[i]]
+            logs = shared_logs(log, [changes[i] for i in seen], "Jasper SOAP GetTerminalDetails")
+            for i, entries in zip(seen, logs, strict=True):
+                if len(parts[i]) < len(bodies[i]):
+                    self._held[changes[i].device_change_id] = (parts[i], entries)
+                    continue
                 out[i] = device_result(
                     changes[i],
                     DeviceChangeStatus.PROCESSED,
@@ -204,21 +230,31 @@ class JasperSoapClient(CarrierAdapter):
         except ValueError as exc:
             return device_result(change, DeviceChangeStatus.API_FAILED, str(exc))
         edits = {k: v for k, v in body.items() if k != "effectiveDate"}
-        log: list[LogEntry] = []
-        done: list[str] = []
+        held, read_back = self._held.pop(change.device_change_id, ({}, []))
+        held = {k: v for k, v in held.items() if day is None and edits.get(k) == v}
+        log: list[LogEntry] = list(read_back) if held else []
+        done: list[str] = list(held)
         for field, value in edits.items():
+            if field in held:
+                continue  # read back by `already_applied`: in effect since an earlier run
             try:
                 await self._edit(change, change.iccid, field, value, day, log)
             except (CarrierError, ValueError) as exc:
                 # ValueError: zeep/lxml cannot write the value into an envelope (a character XML
                 # does not allow); nothing was sent for this field.
-                detail = failure_detail(exc) if isinstance(exc, CarrierError) else f"cannot be sent over SOAP: {exc}"
+                if isinstance(exc, CarrierError):
+                    detail = failure_detail(exc, self.secrets)
+                else:
+                    detail = redact_detail(f"cannot be sent over SOAP: {exc}", self.secrets)
                 if done:
                     detail = f"{edit_summary({k: edits[k] for k in done})} applied; {field} not: {detail}"
                 return device_result(change, DeviceChangeStatus.API_FAILED, detail, log=log)
             done.append(field)
         sent = {**edits, "effectiveDate": day.isoformat()} if day else edits
-        return applied_result(change, sent, log, self.field_map)
+        result = applied_result(change, sent, log, self.field_map)
+        if held:
+            result.detail += f" ({edit_summary(held)} was already in effect)"
+        return result
 
     async def _edit(
         self, change: DeviceChange, iccid: str, field: str, value: str, day: dt.date | None, log: list[LogEntry]
@@ -252,7 +288,9 @@ class JasperSoapClient(CarrierAdapter):
                     self.wire.edit_reply(result.body)
                 except ValueError as exc:
                     unsure = True
-                    raise TransientCarrierError(str(exc), status=result.response.status_code) from exc
+                    raise TransientCarrierError(
+                        redact_detail(str(exc), self.secrets), status=result.response.status_code
+                    ) from exc
                 return
 
     async def _holds(self, iccid: str, edits: Mapping[str, str], log: list[LogEntry]) -> bool:
@@ -264,6 +302,11 @@ class JasperSoapClient(CarrierAdapter):
             return False
         log.extend(entries)
         return holds_edits(terminals.get(iccid, {}), edits)
+
+
+def _held_fields(terminal: Mapping[str, str], edits: Mapping[str, str]) -> dict[str, str]:
+    """The fields of `edits` a terminal read back already holds (`holds_edits` field by field)."""
+    return {k: v for k, v in edits.items() if holds_edits(terminal, {k: v})}
 
 
 def _message_id(prefix: str) -> str:

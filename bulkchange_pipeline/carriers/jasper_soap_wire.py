@@ -24,8 +24,10 @@ or broken answer is a malformed body (retried), never an expansion or a fetch.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -44,6 +46,7 @@ from zeep.wsse.username import UsernameToken
 from ..schemas import schema_path
 from .base import BusinessCarrierError, CarrierError, TransientCarrierError
 from .http import MALFORMED, stated_wait_seconds
+from .redaction import redact_detail
 
 __all__ = [
     "API_VERSION",
@@ -128,7 +131,9 @@ class EditReply:
 
 class TerminalWire:
     """One account's envelopes: zeep writes each body from the XSD (element order, types) and the
-    UsernameToken header; the secrets never leave this object except inside an envelope."""
+    UsernameToken header. The password and license key go into every envelope, and `secrets`
+    hands them (raw and XML-escaped) to the client, only so it can mask them in what it logs and
+    stores."""
 
     def __init__(self, username: str, password: str, license_key: str) -> None:
         token = UsernameToken(username, password)  # type: ignore[no-untyped-call]
@@ -191,13 +196,43 @@ class TerminalWire:
         return out
 
 
+# zeep reads a typed value it cannot convert (an xs:dateTime, xs:decimal, xs:int ... that is not
+# one) as None and logs the error, raw value included, at ERROR with a traceback
+# (`zeep.xsd.types.simple`). A value from the answer may be anything the service echoed,
+# credentials included, and None would read as "field absent": the filter below keeps those records
+# out of every log and tells `_reply` that one happened, which makes the answer unreadable.
+_BAD_VALUES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("_BAD_VALUES", default=None)
+
+
+class _BadValueFilter(logging.Filter):
+    """Drops zeep's "Error during xml -> python translation" records, counting them for `_reply`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        seen = _BAD_VALUES.get()
+        if seen is not None:
+            seen.append(type(record.exc_info[1]).__name__ if record.exc_info else "error")
+        return False
+
+
+_ZEEP_VALUE_LOGGER = logging.getLogger("zeep.xsd.types.simple")
+if not any(isinstance(f, _BadValueFilter) for f in _ZEEP_VALUE_LOGGER.filters):
+    _ZEEP_VALUE_LOGGER.addFilter(_BadValueFilter())
+
+
 def _reply(operation: str, root: Any) -> Any:
     if root is None or root is MALFORMED:
         raise ValueError(f"no {operation} answer in the body")
+    seen: list[str] = []
+    token = _BAD_VALUES.set(seen)
     try:
         reply = _binding().get(operation).process_reply(root)
-    except (ZeepError, ValueError, TypeError, AttributeError) as exc:
+    except (ZeepError, ValueError, TypeError, AttributeError, ArithmeticError) as exc:
+        # ArithmeticError: decimal.InvalidOperation, which zeep lets through for a bad xs:decimal.
         raise ValueError(f"unreadable {operation} answer: {exc}") from exc
+    finally:
+        _BAD_VALUES.reset(token)
+    if seen:
+        raise ValueError(f"unreadable {operation} answer: {len(seen)} value(s) not of their XSD type")
     if reply is None:
         raise ValueError(f"empty {operation} answer")
     return reply
@@ -248,41 +283,50 @@ def soap_fault(root: Any) -> SoapFault | None:
 _SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 
 
-def classify_soap_response(response: httpx.Response, root: Any) -> CarrierError | None:
+def classify_soap_response(
+    response: httpx.Response, root: Any, secrets: Iterable[str | None] = ()
+) -> CarrierError | None:
     """The Terminal service's answers in Jasper's error classes: fault 400101 over the limit
     (transient, whatever the HTTP status); 400300 and Server faults transient; 400200/400100 a
     configuration error naming the credential to fix; 100100 device not found; other Client faults
     a refusal (kept with their code, e.g. 100300 SIMSTATUS_INVALID_TRANSITION); no fault: 2xx with a
-    readable envelope is success, a malformed body, 429 and 5xx transient, other 4xx refusals."""
+    readable envelope is success, a malformed body, 429 and 5xx transient, other 4xx refusals.
+
+    Every text taken from the answer (fault code, token and message, the start of a body) is masked
+    with the account's `secrets` before it is cut or used: a service or proxy that echoes the
+    request (licenseKey, the UsernameToken) must not put a credential into a row's reason."""
     status = response.status_code
     fault = soap_fault(root)
     if fault is not None:
-        what = f"{fault.token}: {fault.message}" if fault.token and fault.token not in fault.message else fault.message
-        if fault.code == RATE_LIMIT_CODE:
+        code = redact_detail(fault.code, secrets, 40)
+        message = redact_detail(fault.message, secrets, 300)
+        token = redact_detail(fault.token, secrets, 100) if fault.token else None
+        what = f"{token}: {message}" if token and token not in message else message
+        if code == RATE_LIMIT_CODE:
             return TransientCarrierError(
-                f"[{fault.code}] {what}",
+                f"[{code}] {what}",
                 status=status,
-                code=fault.code,
+                code=code,
                 retry_after=stated_wait_seconds(response, None),
                 over_limit=True,
             )
-        if fault.code in TRANSIENT_CODES or (fault.kind == "Server" and fault.code not in _CLIENT_CODES):
-            return TransientCarrierError(f"[{fault.code}] {what}", status=status, code=fault.code)
-        if fault.code in AUTH_CODES or fault.code in LICENSE_KEY_CODES:
-            fix = AUTH_CODES.get(fault.code) or LICENSE_KEY_CODES[fault.code]
+        if code in TRANSIENT_CODES or (fault.kind == "Server" and code not in _CLIENT_CODES):
+            return TransientCarrierError(f"[{code}] {what}", status=status, code=code)
+        if code in AUTH_CODES or code in LICENSE_KEY_CODES:
+            fix = AUTH_CODES.get(code) or LICENSE_KEY_CODES[code]
             return BusinessCarrierError(
                 f"Jasper SOAP rejected the account's credentials ({what}); check the credentials entry's {fix}",
-                code=fault.code,
+                code=code,
                 status=status,
             )
-        if fault.code in NOT_FOUND_CODES:
-            return BusinessCarrierError(f"device not found at the carrier ({what})", code=fault.code, status=status)
-        return BusinessCarrierError(what, code=fault.code, status=status)
+        if code in NOT_FOUND_CODES:
+            return BusinessCarrierError(f"device not found at the carrier ({what})", code=code, status=status)
+        return BusinessCarrierError(what, code=code, status=status)
     if 200 <= status < 300:
         if root is MALFORMED or root is None:
             return TransientCarrierError("malformed response body from Jasper SOAP", status=status)
         return None
-    message = response.text.strip()[:300] or response.reason_phrase
+    message = redact_detail(response.text.strip(), secrets, 300) or response.reason_phrase
     if status == 429:
         return TransientCarrierError(
             message, status=status, retry_after=stated_wait_seconds(response, None), over_limit=True

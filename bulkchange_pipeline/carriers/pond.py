@@ -46,7 +46,7 @@ from .pond_wire import (
     classify_pond_response,
     package_type_id,
 )
-from .redaction import basic_token, redact_text
+from .redaction import basic_token, redact_detail
 from .results import failure_detail
 
 __all__ = ["PondClient"]
@@ -176,7 +176,7 @@ class PondClient(CarrierAdapter):
                 description=f"Pond {'enable' if enabled else 'disable'} all services of {change.iccid}",
             )
         except CarrierError as exc:
-            return self._failed(change, failure_detail(exc), exc.log)
+            return self._failed(change, failure_detail(exc, self._secrets), exc.log)
         return DeviceResult(
             change.device_change_id,
             DeviceChangeStatus.PROCESSED,
@@ -234,7 +234,7 @@ class PondClient(CarrierAdapter):
         return DeviceResult(
             change.device_change_id,
             DeviceChangeStatus.API_FAILED,
-            redact_text(detail, self._secrets),
+            redact_detail(detail, self._secrets),
             {},
             None,
             list(log or []),
@@ -289,7 +289,7 @@ class _PackageChange:
             before = await self._packages()
         except CarrierError as exc:
             return self._fail(
-                f"could not read the packages of {self.iccid}; nothing was changed: {failure_detail(exc)}"
+                f"could not read the packages of {self.iccid}; nothing was changed: {failure_detail(exc, self.client._secrets)}"
             )
         active = [p for p in before if p.get("status") == ACTIVE]
         old = [p.get("packageId") for p in active if not self._is_target(p)]
@@ -315,7 +315,7 @@ class _PackageChange:
                 except CarrierError as exc:
                     return self._fail(
                         f"package change to type {self.plan} failed at step 1 (add "
-                        f"package): {failure_detail(exc)}. Nothing was activated; the "
+                        f"package): {failure_detail(exc, self.client._secrets)}. Nothing was activated; the "
                         f"device was left on its old package(s) {_ids(old)}."
                     )
             try:
@@ -336,7 +336,7 @@ class _PackageChange:
                     return await self._undo(new_id, step, exc, old, terminated)
                 return self._fail(
                     f"package change to type {self.plan} failed at {step}: "
-                    f"{failure_detail(exc)}. Package {new_id} of the target type was "
+                    f"{failure_detail(exc, self.client._secrets)}. Package {new_id} of the target type was "
                     "already ACTIVE before this attempt, so it was not undone; "
                     f"ACTIVE old package(s) left: "
                     f"{_ids([p for p in old if p not in terminated])}."
@@ -388,7 +388,7 @@ class _PackageChange:
         except CarrierError as exc:
             self.notes.append(
                 f"(could not re-read packages to look for duplicate PENDING "
-                f"packages of type {self.plan}: {failure_detail(exc)})"
+                f"packages of type {self.plan}: {failure_detail(exc, self.client._secrets)})"
             )
             return
         for p in now:
@@ -407,7 +407,7 @@ class _PackageChange:
                     )
                 except CarrierError as exc:
                     self.notes.append(
-                        f"(duplicate PENDING package {pid} could not be terminated: {failure_detail(exc)})"
+                        f"(duplicate PENDING package {pid} could not be terminated: {failure_detail(exc, self.client._secrets)})"
                     )
 
     async def _undo(
@@ -415,13 +415,13 @@ class _PackageChange:
     ) -> DeviceResult:
         """Step 4: terminate the new package so the device stays on its old one."""
         left = [p for p in old if p not in terminated]
-        what = f"package change to type {self.plan} failed at {step}: {failure_detail(exc)}."
+        what = f"package change to type {self.plan} failed at {step}: {failure_detail(exc, self.client._secrets)}."
         try:
             await self._set(new_id, TERMINATED, f"Pond undo: terminate new package {new_id} on {self.iccid}")
         except CarrierError as undo_exc:
             result = self._fail(
                 f"UNDO FAILED - OPERATOR ACTION NEEDED: {what} Terminating the new package "
-                f"{new_id} also failed ({failure_detail(undo_exc)}), so device {self.iccid} may hold "
+                f"{new_id} also failed ({failure_detail(undo_exc, self.client._secrets)}), so device {self.iccid} may hold "
                 f"the new package {new_id} as well as its old package(s) {_ids(left)}; terminate "
                 f"package {new_id} at Pond by hand."
             )

@@ -22,6 +22,7 @@ __all__ = [
     "is_sensitive_name",
     "redact_headers",
     "redact_json",
+    "redact_detail",
     "redact_text",
     "redact_xml",
     "secret_variants",
@@ -158,4 +159,25 @@ def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
     text = _FORM_PAIR.sub(lambda m: m.group(1) + MASK, text)
     text = _HEADER_LINE.sub(lambda m: m.group(1) + MASK, text)
     text = _SCHEME_TOKEN.sub(lambda m: m.group(1) + " " + MASK, text)
+    return text
+
+
+# A cut-off secret shorter than this is not masked at the end of a text (too likely to be words).
+_MIN_PARTIAL = 4
+
+
+def redact_detail(text: str, secrets: Iterable[str | None] = (), limit: int | None = None) -> str:
+    """Text a person reads outside the audit log (a row's reason, an error message built from a
+    carrier's answer), masked as `redact_text` does and then cut to `limit` characters: redacting
+    first, so a cut never leaves the start of a secret behind. A text that was already cut before
+    it got here (a classifier keeping the first 300 characters of an echoed request) may end in a
+    secret's first characters: such a tail (4 characters or more) is masked too."""
+    text = redact_text(text, secrets)
+    if limit is not None and len(text) > limit:
+        text = text[:limit]
+    for secret in secret_variants(secrets):
+        for size in range(min(len(secret) - 1, len(text)), _MIN_PARTIAL - 1, -1):
+            if text.endswith(secret[:size]):
+                text = text[:-size] + MASK
+                break
     return text

@@ -6,20 +6,31 @@ live once here instead of in each client.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ..domain import DeviceChangeStatus
 from .base import BusinessCarrierError, CarrierError, DeviceChange, DeviceResult, LogEntry, TransientCarrierError
+from .redaction import redact_detail
 
 __all__ = ["batch_result", "device_result", "failure_detail", "shared_logs"]
 
 
-def failure_detail(exc: CarrierError) -> str:
+def failure_detail(exc: CarrierError, secrets: Iterable[str | None] = ()) -> str:
     """What a device row says when a call failed: the carrier's refusal with its code and HTTP
-    status, or that the retries ran out on a transient fault (which then is all a person can act on)."""
+    status, or that the retries ran out on a transient fault (which then is all a person can act on).
+
+    The message comes from the carrier's answer (a fault text, the first characters of a body), and
+    a carrier may echo the request, credentials included: it is masked with the account's
+    `secrets` (`redaction.redact_detail`), because a row's reason is stored and shown unredacted."""
+    secrets = list(secrets)
+    message = redact_detail(exc.message, secrets)  # alone: a cut-off secret is at its end
     if isinstance(exc, TransientCarrierError):
-        return f"retries exhausted: {exc.message}"
-    return str(exc) if isinstance(exc, BusinessCarrierError) else exc.message
+        return f"retries exhausted: {message}"
+    if isinstance(exc, BusinessCarrierError):
+        code = f"[{redact_detail(exc.code, secrets)}] " if exc.code else ""
+        return f"{code}{message} (HTTP {exc.status})"
+    return message
 
 
 def device_result(

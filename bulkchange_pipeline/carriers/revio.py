@@ -105,6 +105,8 @@ class RevioClient(CarrierAdapter):
         )
         auth = RevioAuth(account.username, account.secret, key)
         self.http = CarrierHttp(tuned, auth, classify=classify_revio_response, redact=[key], label="Rev.io")
+        # A row's reason is built from the carrier's answer, which may echo the request: masked with these.
+        self._secrets = [account.secret, key]
         # Creates go through a single-attempt twin sharing the limiter and counters; `_create`
         # retries them itself, under `self.http`'s retry policy, with a look-up before each re-send.
         self._once = CarrierHttp(
@@ -224,7 +226,7 @@ class RevioClient(CarrierAdapter):
         retries ran out); a spent daily quota is remembered so later calls are not even tried."""
         if isinstance(exc, BusinessCarrierError) and exc.code == QUOTA_CODE:
             self._quota_message = exc.message
-        return failure_detail(exc)
+        return failure_detail(exc, self._secrets)
 
     # -- writes -----------------------------------------------------------------------------------
 

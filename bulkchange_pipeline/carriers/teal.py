@@ -81,6 +81,8 @@ class TealClient(CarrierAdapter):
         self.read_budget_seconds = read_budget_seconds
         headers = {"ApiKey": account.username, "ApiSecret": account.secret}
         self.http = CarrierHttp(account, headers, classify=classify_teal_response, label="Teal")
+        # A row's reason is built from the carrier's answer, which may echo the request: masked with these.
+        self._secrets = [account.secret]
 
     @property
     def callback_url(self) -> str | None:
@@ -145,7 +147,9 @@ class TealClient(CarrierAdapter):
                 return batch_result(
                     members, exc.log, desc, DeviceChangeStatus.PROCESSING, detail, request_id=request_id
                 )
-            return batch_result(members, exc.log, desc, DeviceChangeStatus.API_FAILED, failure_detail(exc))
+            return batch_result(
+                members, exc.log, desc, DeviceChangeStatus.API_FAILED, failure_detail(exc, self._secrets)
+            )
         body = call.body if isinstance(call.body, dict) else {}
         detail = f"accepted by Teal ({path.rsplit('/', 1)[-1]}), requestId {request_id}"
         if body.get("message"):

@@ -120,6 +120,8 @@ class TelegenceClient(CarrierAdapter):
             label="Telegence",
             unlimited_workers=MAX_PARALLEL_REQUESTS,
         )
+        # A row's reason is built from the carrier's answer, which may echo the request: masked with these.
+        self._secrets = [account.secret]
 
     def supports(self, change_type: ChangeType) -> bool:
         """Line status, plan, SIM/IMEI and username/cost-center edits; new-line activation."""
@@ -173,14 +175,16 @@ class TelegenceClient(CarrierAdapter):
         except ValueError as exc:
             return device_result(change, DeviceChangeStatus.API_FAILED, str(exc), log=log)
         except CarrierError as exc:
-            return device_result(change, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=exc.log)
+            return device_result(change, DeviceChangeStatus.API_FAILED, failure_detail(exc, self._secrets), log=exc.log)
         desc = f"Telegence PATCH line {change.msisdn}"
         try:
             call = await self.http.request(
                 "PATCH", LINE_PATH.format(quote(change.msisdn, safe="")), json_body=body, description=desc
             )
         except CarrierError as exc:
-            return device_result(change, DeviceChangeStatus.API_FAILED, failure_detail(exc), log=[*log, *exc.log])
+            return device_result(
+                change, DeviceChangeStatus.API_FAILED, failure_detail(exc, self._secrets), log=[*log, *exc.log]
+            )
         call.log = [*log, *call.log]
         summary = _summary(values)
         effective = body.get("effectiveDate")
@@ -252,7 +256,9 @@ class TelegenceClient(CarrierAdapter):
                 "POST", ACTIVATION_PATH, json_body=[line for _, line in job], description=desc
             )
         except CarrierError as exc:
-            return batch_result(members, exc.log, desc, DeviceChangeStatus.API_FAILED, failure_detail(exc))
+            return batch_result(
+                members, exc.log, desc, DeviceChangeStatus.API_FAILED, failure_detail(exc, self._secrets)
+            )
         items = call.body if isinstance(call.body, list) else [call.body]
         ids = activation_ids(items, members)
         logs = shared_logs(call.log, members, desc)

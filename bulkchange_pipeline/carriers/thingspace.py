@@ -149,6 +149,8 @@ class ThingSpaceClient(CarrierAdapter):
             label="ThingSpace",
             unlimited_workers=UNLIMITED_WORKERS,
         )
+        # A row's reason is built from the carrier's answer, which may echo the request: masked with these.
+        self._secrets = [account.secret, *secrets]
 
     def supports(self, change_type: ChangeType) -> bool:
         """Status changes, carrier plan changes and ICCID/IMEI changes go through the API."""
@@ -305,7 +307,10 @@ class ThingSpaceClient(CarrierAdapter):
         try:
             result = await self.auth.call(self.http, method, path, body, desc)
         except CarrierError as exc:
-            return [_failed(c, failure_detail(exc), _shared_log(exc.log, k, changes)) for k, c in enumerate(changes)]
+            return [
+                _failed(c, failure_detail(exc, self._secrets), _shared_log(exc.log, k, changes))
+                for k, c in enumerate(changes)
+            ]
         rid = result.body.get("requestId") if isinstance(result.body, dict) else None
         if not rid:
             return [

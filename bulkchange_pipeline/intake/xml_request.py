@@ -268,15 +268,32 @@ def _validate(root: Any) -> None:
     if valid:
         return
     errors = list(schema.error_log)
-    reasons = [
-        f"line {e.line}: {shown(e.message.replace(_NS, '').rstrip('.'), 300)}" for e in errors[:MAX_SCHEMA_ERRORS]
-    ]
+    reasons = [f"line {e.line}: {shown(_schema_message(e.message), 300)}" for e in errors[:MAX_SCHEMA_ERRORS]]
     more = len(errors) - MAX_SCHEMA_ERRORS
     raise IntakeError(
         "the XML does not match the request schema (GET /schemas/bulk-change-request.xsd): "
         + "; ".join(reasons)
         + (f"; and {more} more" if more > 0 else "")
     )
+
+
+_FOUND = re.compile(r"^Element '([^'{}]+)'")
+
+
+def _schema_message(message: str) -> str:
+    """libxml2's message without our namespace (``{urn:...}serviceProviderId`` reads
+    ``serviceProviderId``), except where that would hide the error: an element in no namespace
+    (children unprefixed under a prefixed root) is then said to be in none, since "Element
+    'serviceProviderId' ... Expected is one of (serviceProviderId" reads as nonsense otherwise."""
+    found = _FOUND.match(message)
+    text = message.replace(_NS, "").rstrip(".")
+    if found is not None and _NS + found[1] in message:
+        text = text.replace(
+            f"Element '{found[1]}'",
+            f"Element '{found[1]}' (in no namespace; a request's elements are in {REQUEST_NAMESPACE})",
+            1,
+        )
+    return text
 
 
 # --- to the JSON shape -------------------------------------------------------------------------------

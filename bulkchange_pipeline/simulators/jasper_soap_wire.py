@@ -6,14 +6,23 @@ TerminalType record of a device.
 Pure functions and tables, no HTTP, like `jasper_rules`. Codes and their sources:
 `schemas/jasper_soap/SOURCES.md` (D documented, C seen in client code, I inferred).
 
-Parsing is hardened because the endpoint takes XML from anyone on the loopback: no DTD (a
-DOCTYPE is refused before parsing, so no entity, internal or external, is ever defined), no
-network, no huge-tree mode (libxml2's depth and size limits stay on), a size cap, and the
-parser never resolves entities. A hostile envelope gets a SOAP Fault, never a traceback.
+Parsing is hardened because the endpoint takes XML from anyone on the loopback: UTF-8 only
+(anything else is refused before parsing, so the DOCTYPE check below reads the text the parser
+will read), no DTD (a DOCTYPE is refused before parsing, so no entity, internal or external, is
+ever defined), no network, no huge-tree mode (libxml2's depth and size limits stay on), a size
+cap, and the parser never resolves entities. A hostile envelope gets a SOAP Fault, never a
+traceback.
+
+It is strict where a lenient reader would hide a client's bug: the media type must be exactly
+text/xml, the Envelope holds an optional Header then one Body and nothing else (no text, no
+processing instruction, SOAP 1.1 section 3), a header marked mustUnderstand="1" that is not the
+WS-Security one gets SOAP 1.1's MustUnderstand fault, one UsernameToken only, and a value is
+read as the XSD reads it (the element's whole text, comments left out).
 """
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import re
 from collections.abc import Mapping
@@ -30,6 +39,7 @@ __all__ = [
     "SoapFault",
     "body_payload",
     "check_action",
+    "check_content_type",
     "envelope_bytes",
     "fault_bytes",
     "parse_envelope",
@@ -120,6 +130,10 @@ _DATE_FIELDS = frozenset({"dateActivated", "dateAdded", "dateModified", "dateShi
 _JASPER_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?)(?:Z|[+-]00:?00)?$")
 _XS_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:Z|[+-]\d{2}:\d{2})?$")
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_XML_DECLARATION = re.compile(r"<\?xml\b[^>]*?\bencoding\s*=\s*[\"']([^\"']*)[\"']")
+_NOT_UTF8_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_MUST_UNDERSTAND = f"{{{SOAP_ENV}}}mustUnderstand"
+_UNDERSTOOD_HEADERS = frozenset({f"{{{WSSE}}}Security"})
 
 
 class SoapFault(Exception):
@@ -131,10 +145,44 @@ class SoapFault(Exception):
         self.code, self.message, self.token, self.faultcode = code, message, token, faultcode
 
 
-def _parser() -> etree.XMLParser:
+def _parser(encoding: str | None = None) -> etree.XMLParser:
     return etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        encoding=encoding,
     )
+
+
+def check_content_type(header: str | None) -> None:
+    """SOAP 1.1 over HTTP is `text/xml`: that media type exactly (`text/xmlfoo` is another one),
+    and a charset, when given, UTF-8 (the only encoding this service reads)."""
+    media, _, params = (header or "").partition(";")
+    if media.strip().lower() != "text/xml":
+        raise SoapFault(FAULT_API, "Content-Type must be text/xml (SOAP 1.1)")
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+            raise SoapFault(FAULT_API, "Only UTF-8 envelopes are accepted (Content-Type charset)")
+
+
+def _utf8_text(raw: bytes) -> str:
+    """`raw` as text, refusing anything but UTF-8 (a UTF-16/32 byte order mark, bytes that are not
+    UTF-8, a NUL, which is how UTF-16 without a mark reads, or another declared encoding)."""
+    if raw.startswith(_NOT_UTF8_BOMS):
+        raise SoapFault(FAULT_API, "Only UTF-8 envelopes are accepted (byte order mark of another encoding)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SoapFault(FAULT_API, "Only UTF-8 envelopes are accepted (the bytes are not UTF-8)") from None
+    if "\x00" in text:
+        raise SoapFault(FAULT_API, "Only UTF-8 envelopes are accepted (NUL bytes: UTF-16 or UTF-32?)")
+    declared = _XML_DECLARATION.match(text.lstrip("\ufeff"))
+    if declared is not None and declared[1].strip().lower() != "utf-8":
+        raise SoapFault(FAULT_API, f"Only UTF-8 envelopes are accepted, not {declared[1][:40]!r}")
+    return text
 
 
 _SCHEMA = etree.XMLSchema(etree.parse(str(schema_path("jasper_soap/JasperAPI.xsd")), _parser()))
@@ -145,10 +193,11 @@ def parse_envelope(raw: bytes) -> Any:
     well-formed XML or is not a SOAP 1.1 envelope."""
     if len(raw) > MAX_ENVELOPE_BYTES:
         raise SoapFault(FAULT_API, f"Envelope larger than {MAX_ENVELOPE_BYTES} bytes")
-    if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
+    text = _utf8_text(raw)
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
         raise SoapFault(FAULT_API, "DTDs and entity declarations are not allowed")
     try:
-        root = etree.fromstring(raw, _parser())
+        root = etree.fromstring(raw, _parser("utf-8"))
     except etree.XMLSyntaxError as exc:
         raise SoapFault(FAULT_API, f"Envelope is not well-formed XML: {exc}") from None
     if root.getroottree().docinfo.internalDTD is not None:  # belt and braces: pre-check above
@@ -157,7 +206,35 @@ def parse_envelope(raw: bytes) -> Any:
         raise SoapFault(FAULT_API, "SOAP 1.2 is not supported; send a SOAP 1.1 envelope", faultcode="VersionMismatch")
     if root.tag != f"{{{SOAP_ENV}}}Envelope":
         raise SoapFault(FAULT_API, "Root element is not a SOAP 1.1 Envelope")
+    _check_structure(root)
     return root
+
+
+def _check_structure(root: Any) -> None:
+    """SOAP 1.1 section 4: an optional Header, then the Body, nothing else (no element after the
+    Body, no second Header, no text), no processing instruction anywhere; a header entry with
+    mustUnderstand="1" this service does not process is a MustUnderstand fault (section 4.4)."""
+    if any(True for _ in root.itersiblings(etree.PI, preceding=True)) or any(True for _ in root.iter(etree.PI)):
+        raise SoapFault(FAULT_API, "Processing instructions are not allowed in a SOAP message")
+    children = [c for c in root if isinstance(c.tag, str)]
+    header, body = f"{{{SOAP_ENV}}}Header", f"{{{SOAP_ENV}}}Body"
+    if [c.tag for c in children] not in ([body], [header, body]):
+        names = ", ".join(etree.QName(c).localname for c in children) or "nothing"
+        raise SoapFault(FAULT_API, f"Envelope must hold an optional Header then one Body, not: {names}")
+    if _has_text(root) or _has_text(children[-1]):
+        raise SoapFault(FAULT_API, "Text directly inside the Envelope or the Body is not allowed")
+    for entry in children[0] if len(children) == 2 else ():
+        if not isinstance(entry.tag, str) or entry.tag in _UNDERSTOOD_HEADERS:
+            continue
+        if (entry.get(_MUST_UNDERSTAND) or "0").strip() in ("1", "true"):
+            raise SoapFault(
+                FAULT_API, f"Header {etree.QName(entry).localname} was not understood", faultcode="MustUnderstand"
+            )
+
+
+def _has_text(element: Any) -> bool:
+    """Non-whitespace character data directly in `element` (its text or a child's tail)."""
+    return bool((element.text or "").strip()) or any((c.tail or "").strip() for c in element)
 
 
 def body_payload(envelope: Any) -> tuple[Any, str]:
@@ -185,14 +262,22 @@ def check_action(header: str | None, operation: str) -> None:
 def username_token(envelope: Any) -> tuple[str, str]:
     """(Username, Password) of the WS-Security UsernameToken; SoapFault 400200 if absent or not
     PasswordText (the service documents no digest)."""
-    token = envelope.find(f"{{{SOAP_ENV}}}Header/{{{WSSE}}}Security/{{{WSSE}}}UsernameToken")
-    user = None if token is None else token.find(f"{{{WSSE}}}Username")
-    password = None if token is None else token.find(f"{{{WSSE}}}Password")
-    if user is None or password is None:
+    tokens = envelope.findall(f"{{{SOAP_ENV}}}Header/{{{WSSE}}}Security/{{{WSSE}}}UsernameToken")
+    if len(tokens) > 1:
+        raise SoapFault(FAULT_SECURITY, "Security validation error: more than one UsernameToken")
+    users = tokens[0].findall(f"{{{WSSE}}}Username") if tokens else []
+    passwords = tokens[0].findall(f"{{{WSSE}}}Password") if tokens else []
+    if len(users) != 1 or len(passwords) != 1:
         raise SoapFault(FAULT_SECURITY, "Security validation error: no WS-Security UsernameToken")
-    if password.get("Type", PASSWORD_TEXT) != PASSWORD_TEXT:
+    if passwords[0].get("Type", PASSWORD_TEXT) != PASSWORD_TEXT:
         raise SoapFault(FAULT_SECURITY, "Security validation error: only PasswordText is supported")
-    return (user.text or "").strip(), password.text or ""
+    return _string(users[0]).strip(), _string(passwords[0])
+
+
+def _string(element: Any) -> str:
+    """An element's value as XSD and XPath read it: all its text, comments and PIs left out
+    (`<changeType>1<!-- -->7</changeType>` is 17, not 1)."""
+    return str(element.xpath("string()"))
 
 
 def validate_payload(payload: Any) -> dict[str, Any]:
@@ -206,7 +291,7 @@ def validate_payload(payload: Any) -> dict[str, Any]:
         if not isinstance(child.tag, str):
             continue
         name = etree.QName(child).localname
-        fields[name] = [i.text or "" for i in child] if name == "iccids" else (child.text or "")
+        fields[name] = [_string(i) for i in child if isinstance(i.tag, str)] if name == "iccids" else _string(child)
     return fields
 
 
