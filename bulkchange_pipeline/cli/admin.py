@@ -9,9 +9,10 @@ from rich.table import Table
 from rich.text import Text as RichText
 
 from .. import settings
+from ..domain.approval import Role, parse_roles
 from ..store import migrate
 from ..store import reference as ref
-from ..store.api_keys import create_api_key, list_api_keys, revoke_api_key
+from ..store.api_keys import create_api_key, list_api_keys, revoke_api_key, roles_text
 from ..store.maintenance import get_retention, plan_rebuild, rebuild_status, set_retention
 from ..store.seed import seed_demo
 from ._common import (
@@ -93,18 +94,27 @@ def api_key_group() -> None:
 
 @api_key_group.command("create")
 @click.option("--name", required=True, type=TEXT, help="Who or what uses the key, e.g. ops or portal.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice([r.value for r in Role]),
+    help="viewer (read only), submitter (submit and operate; the default) or approver (approve or reject "
+    "others' bulk changes awaiting approval). Repeat for several.",
+)
 @tenant_option
 @database_option
 @friendly_errors
-def api_key_create(name: str, tenant: str, database_url: str | None) -> None:
+def api_key_create(name: str, roles: tuple[str, ...], tenant: str, database_url: str | None) -> None:
     """Create a key for the tenant and print it once: only its hash is stored."""
     if not name.strip():
         raise UserError("--name must not be blank: say who or what uses the key")
+    chosen = parse_roles(roles or [Role.SUBMITTER.value])
     with open_engine(database_url) as engine:
-        key = create_api_key(engine, resolve_tenant(engine, tenant), name)
+        key = create_api_key(engine, resolve_tenant(engine, tenant), name, chosen)
     click.echo(key)
     click.echo(
-        f"API key {name!r} for tenant {tenant!r}: store it now, it cannot be shown again. "
+        f"API key {name!r} ({roles_text(chosen)}) for tenant {tenant!r}: store it now, it cannot be shown again. "
         "Send it as 'Authorization: Bearer <key>'.",
         err=True,
     )
@@ -119,12 +129,13 @@ def api_key_list(tenant: str, database_url: str | None) -> None:
     with open_engine(database_url) as engine:
         keys = list_api_keys(engine, resolve_tenant(engine, tenant))
     table = Table()
-    for col in ("id", "name", "created", "revoked"):
+    for col in ("id", "name", "roles", "created", "revoked"):
         table.add_column(col)
     for k in keys:
         table.add_row(
             str(k.id),
             RichText(k.name),
+            k.roles,
             f"{k.created_at:%Y-%m-%d %H:%M}",
             f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-",
         )

@@ -31,10 +31,11 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 
 from ..domain import ChangeType
+from ..domain.approval import Role
 from ..domain.requests import MAX_ID
 from ..intake.api_bodies import FORM_OVERHEAD
 from ..intake.api_models import ApiProblem, capped_stream
-from ..intake.auth import Caller
+from ..intake.auth import Caller, role_refusal
 from ..intake.csv_file import parse_csv
 from ..intake.deps import request_engine, request_limits
 from ..intake.parsing import IntakeError, IntakeLimits, plain_int
@@ -148,6 +149,10 @@ async def act(request: Request, user: User, engine: Engine, name: str, bulk_chan
     action = _action(name)
     form = await request.form(max_files=0, max_fields=5)
     check_csrf(user, str(form.get("csrf") or ""))
+    if refused := role_refusal(user.caller, Role.SUBMITTER):  # the API's role rule (403)
+        return await run_in_threadpool(
+            _confirm_page, request, user, engine, bulk_change_id, name, refused=refused, status_code=403
+        )
     try:
         result = await run_in_threadpool(
             action.run, engine, user.caller.tenant_id, bulk_change_id, by=user.caller.label
@@ -191,6 +196,7 @@ def _check(
         dry_run=dry,
         row_errors=parsed.row_errors,
         row_numbers=parsed.row_numbers,
+        actor=caller.actor,
     )
 
 
@@ -305,6 +311,8 @@ async def upload_confirm(request: Request, user: User, engine: Engine, limits: L
     except _Refused as exc:
         return _upload_page(request, user, engine, exc.status, error=str(exc))
     check_csrf(user, str(form.get("csrf") or ""))
+    if refused := role_refusal(user.caller, Role.SUBMITTER):  # the API's role rule (403)
+        return _upload_page(request, user, engine, 403, error=refused)
     sp, change_type = str(form.get("service_provider") or ""), str(form.get("change_type") or "")
     key = str(form.get("idempotency_key") or "")
     try:

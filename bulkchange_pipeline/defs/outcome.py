@@ -55,7 +55,7 @@ bulk_change_asset = dg.AssetSpec(
     partitions_def=bulk_change_partitions,
     group_name="bulk_changes",
     description="One partition per bulk change: its outcome (done, done_with_failures, waiting_on_carrier, "
-    "scheduled, held, cancelled, unfinished) recorded by the runs that settle it; see the checks.",
+    "scheduled, held, awaiting_approval, cancelled, unfinished) recorded by the runs that settle it; see the checks.",
 )
 
 _WHAT_NEXT = {
@@ -64,7 +64,8 @@ _WHAT_NEXT = {
     Outcome.WAITING_ON_CARRIER: "waiting on the carrier's asynchronous answers; reconcile_async_job settles them",
     Outcome.SCHEDULED: "rows wait for their effective date; the sensor starts them then",
     Outcome.HELD: "held (processChanges=false): release it with `bulkchange release ID` or launch this partition",
-    Outcome.AWAITING_APPROVAL: "waiting for approval",
+    Outcome.AWAITING_APPROVAL: "awaiting approval: someone other than its submitter runs `bulkchange approve ID` "
+    "(or `bulkchange reject ID --reason ...`); it ends CANCELLED when the approval expires",
     Outcome.CANCELLED: "cancelled: rows not sent were cancelled",
     Outcome.IN_PROGRESS: "queued or running",
     Outcome.UNFINISHED: "a run stopped with rows left: `bulkchange resume ID` finishes them",

@@ -11,7 +11,7 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
-from ..domain import Handling
+from ..domain import BulkChangeStatus, Handling
 from ..engine import BatchSummary, BulkChangeInfo, StepSummary, finalize, load_bulk_change, plan_batches, process_batch
 from ..engine.bulk_change import mark_processing
 from ..store.bulk_changes import count_rows_by_status, get_bulk_change
@@ -103,6 +103,13 @@ def plan_batches_op(
     context: dg.OpExecutionContext, config: ProcessConfig, database: DatabaseResource, info: BulkChangeInfo
 ):
     engine = database.engine()
+    if info.status == BulkChangeStatus.AWAITING_APPROVAL.value:
+        # Launched by hand (launchpad, backfill): the approval policy holds it; nothing is sent.
+        context.log.warning(
+            f"bulk change {info.id} is awaiting approval: nothing sent. Someone other than its submitter "
+            f"approves it with `bulkchange approve {info.id}` (or POST /bulk-changes/{info.id}/approve)"
+        )
+        return
     if not config.dry_run and _held(engine, info.id):
         if not config.release_held:
             context.log.warning(

@@ -8,6 +8,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from ..domain import Outcome, outcome_of
+from ..store.approvals import expire_overdue
 from ..store.bulk_changes import (
     QueuedBulkChange,
     get_bulk_change,
@@ -69,8 +70,15 @@ def bulk_change_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
     There is no cursor: "has no run yet" is asked of Dagster's own run storage, so a bulk change
     that commits after a later one (PostgreSQL takes ids at insert, not at commit) is still found,
     whatever the number of intake processes. Pages of waiting bulk changes are read until
-    ``SENSOR_PAGE`` requests are found, so a long queue of ones already requested hides nothing."""
+    ``SENSOR_PAGE`` requests are found, so a long queue of ones already requested hides nothing.
+
+    AWAITING_APPROVAL bulk changes get no run (only NEW ones do): they are shown by an observation
+    (``awaiting_approval``) like held ones, and each tick ends those whose approval expired
+    (``store.approvals.expire_overdue``: rows CANCELLED, the log says so)."""
     engine = database.engine()
+    expired = expire_overdue(engine, clock.now())
+    for ended in expired:
+        context.log.info(f"bulk change {ended.bulk_change_id}: approval expired; it is {ended.status}")
     new: list[tuple[str, QueuedBulkChange]] = []
     after = 0
     while len(new) < SENSOR_PAGE:
@@ -86,7 +94,7 @@ def bulk_change_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
     chosen = (new + due)[:SENSOR_PAGE] if len(new) < SENSOR_PAGE else new[:SENSOR_PAGE]
     shown, events = _not_started_partitions(context.instance, engine, {str(bc.id) for _, bc in chosen})
     changed = _refresh_not_started(context.instance, engine)
-    if not chosen and not shown and not changed:
+    if not chosen and not shown and not changed and not expired:
         return dg.SensorResult(skip_reason=dg.SkipReason("no bulk change waiting"))
     # Tags come from the partition (``partitions.partition_tags``), as for every other way a run starts.
     requests = [dg.RunRequest(partition_key=str(bc.id), run_key=key) for key, bc in chosen]
@@ -139,7 +147,7 @@ def _refresh_not_started(instance: dg.DagsterInstance, engine: sa.Engine) -> int
 def _not_started_partitions(
     instance: dg.DagsterInstance, engine: sa.Engine, requested: set[str]
 ) -> tuple[list[str], list[Any]]:
-    """Held and scheduled bulk changes with no partition yet: their partitions, and an observation
+    """Held, scheduled and awaiting-approval bulk changes with no partition yet: their partitions, and an observation
     with the ``settled`` check saying why they wait (``defs/outcome.py``), so the UI shows them
     before they run. Each is shown once; the run that settles it records what happened."""
     keys: list[str] = []

@@ -88,6 +88,10 @@ class BulkChangeStatus(str, enum.Enum):
     """Status of a bulk change header; always derived from its device rows (see derive_bulk_status)."""
 
     NEW = "NEW"
+    # The tenant's approval policy holds it until a second person approves it (``domain.approval``);
+    # set at intake and left only by approve (to NEW/SCHEDULED) or by reject/expiry/cancel (CANCELLED):
+    # never derived from rows.
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
     SCHEDULED = "SCHEDULED"
     PROCESSING = "PROCESSING"
     PENDING = "PENDING"  # only asynchronous answers outstanding

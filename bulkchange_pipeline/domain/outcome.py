@@ -26,7 +26,7 @@ class Outcome(str, enum.Enum):
     WAITING_ON_CARRIER = "waiting_on_carrier"  # only asynchronous answers outstanding
     SCHEDULED = "scheduled"  # rows wait for their effective date
     HELD = "held"  # submitted with processChanges=false: waits for an operator to release it
-    AWAITING_APPROVAL = "awaiting_approval"  # reserved for approvals (not produced yet)
+    AWAITING_APPROVAL = "awaiting_approval"  # the approval policy holds it for a second person (approve/reject)
     CANCELLED = "cancelled"
     IN_PROGRESS = "in_progress"  # queued or a run is at work
     UNFINISHED = "unfinished"  # a run stopped with rows left: resume finishes them
@@ -44,6 +44,8 @@ def failed_rows(counts: Mapping[str, int]) -> int:
 def outcome_of(status: str, counts: Mapping[str, int], *, held: bool = False) -> Outcome:
     """The operator's state of a bulk change from its header status, row counts and held flag."""
     s = BulkChangeStatus(status)
+    if s is BulkChangeStatus.AWAITING_APPROVAL:
+        return Outcome.AWAITING_APPROVAL
     if held and s in (BulkChangeStatus.NEW, BulkChangeStatus.SCHEDULED):
         return Outcome.HELD
     if s is BulkChangeStatus.CANCELLED:

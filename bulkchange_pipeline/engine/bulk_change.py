@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import sqlalchemy as sa
 
 from ..domain import BulkChangeStatus, ChangeType, DeviceChangeStatus, Handling, capability
+from ..store.approvals import get_approval
 from ..store.bulk_changes import count_rows_by_status, first_failures, queued_bulk_change, set_bulk_status
 from ..store.device_changes import ACTIONABLE, IdRange, plan_id_ranges
 from ..store.headers import finalize_header
@@ -122,7 +123,8 @@ def finalize(engine: sa.Engine, info: BulkChangeInfo, steps: Sequence[StepSummar
     row ERROR and none ever claimed (nothing was sent) leaves it ERROR.
     """
     status, counts = finalize_header(engine, info.id, async_carrier=info.handling is Handling.CARRIER_ASYNC)
-    markdown = summary_markdown(info, status, counts, steps, first_failures(engine, info.id))
+    approval = get_approval(engine, info.id, status.value)
+    markdown = summary_markdown(info, status, counts, steps, first_failures(engine, info.id), approval)
     return FinalizeResult(status, counts, markdown)
 
 
@@ -132,14 +134,17 @@ def summary_markdown(
     counts: dict[str, int],
     steps: Sequence[StepSummary],
     failures: Sequence[dict[str, str]] = (),
+    approval: dict[str, Any] | None = None,
 ) -> str:
-    """The run's summary people read in the Dagster UI: counts per status, the run's steps, the first failures."""
+    """The run's summary people read in the Dagster UI: who submitted and approved it (when it
+    needed approval), counts per status, the run's steps, the first failures."""
     total = sum(counts.values())
     lines = [
         f"### Bulk change {info.id}: {info.change_type.label} on {info.service_provider.name}",
         "",
         f"**Status:** {status.value} ({total} devices)",
         "",
+        *_approval_lines(approval),
         "| device status | rows |",
         "|---|---|",
         *[f"| {s} | {n} |" for s, n in sorted(counts.items())],
@@ -165,6 +170,23 @@ def summary_markdown(
             f"(and `?status=ERROR`).",
         ]
     return "\n".join(lines)
+
+
+def _approval_lines(approval: dict[str, Any] | None) -> list[str]:
+    """Four-eyes approval in the summary: who submitted, who decided, when (``store.approvals``)."""
+    if approval is None:
+        return []
+
+    def at(when: Any) -> str:
+        return f"{when.isoformat(timespec='seconds')}Z" if when is not None else "-"
+
+    lines = [f"**Approval:** {approval['state']} ({approval['needed_because']})", ""]
+    lines.append(f"- submitted by {approval['submitted_by']} at {at(approval['requested_at'])}")
+    if approval["decided_by"]:
+        lines.append(f"- {approval['state']} by {approval['decided_by']} at {at(approval['decided_at'])}")
+    if approval["reason"]:
+        lines.append(f"- reason: {approval['reason']}")
+    return [*lines, ""]
 
 
 _FAILED = frozenset({DeviceChangeStatus.API_FAILED.value, DeviceChangeStatus.ERROR.value})

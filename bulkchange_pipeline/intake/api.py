@@ -27,14 +27,16 @@ from fastapi.concurrency import run_in_threadpool
 from ..domain import BulkChangeRequest, DeviceChangeStatus
 from ..domain.requests import MAX_ID, MAX_IDEMPOTENCY_KEY
 from ..store import operations as ops
+from ..store.approvals import get_approval
 from ..store.bulk_changes import IdempotencyConflict, get_bulk_change
 from ..store.reference import get_service_provider
+from .api_approval_models import BulkChangeStatusOut
+from .api_approvals import approvals
 from .api_bodies import read_bulk_change_request, read_csv_form
 from .api_docs import CSV_BODY, DEVICE_DOWNLOADS, REQUEST_BODY
 from .api_models import (
     PROBLEMS,
     ApiProblem,
-    BulkChangeOut,
     CancelOut,
     DevicePageOut,
     DeviceResultOut,
@@ -49,7 +51,7 @@ from .api_models import (
 from .api_notifications import notifications
 from .api_query import known_query_only
 from .api_schemas import schemas
-from .auth import Caller, authenticated_caller
+from .auth import Caller, authenticated_caller, submitter_caller
 from .csv_file import parse_csv
 from .deps import EngineFactory, bind, request_engine, request_limits
 from .parsing import IntakeError, IntakeLimits, plain_int, shown
@@ -60,6 +62,7 @@ from .validation import RequestRejected
 R = TypeVar("R")
 
 CurrentCaller = Annotated[Caller, Depends(authenticated_caller)]
+Submitter = Annotated[Caller, Depends(submitter_caller)]  # 403 without the submitter role (``auth``)
 Engine = Annotated[sa.Engine, Depends(request_engine)]
 Limits = Annotated[IntakeLimits, Depends(request_limits)]
 
@@ -98,7 +101,7 @@ submissions = _router()
 IDEMPOTENCY_KEY = Header(
     None, alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY, description="Same as the body's idempotencyKey"
 )
-SUBMIT_PROBLEMS = {k: PROBLEMS[k] for k in (400, 404, 409, 413, 415)}
+SUBMIT_PROBLEMS = {k: PROBLEMS[k] for k in (400, 403, 404, 409, 413, 415)}
 
 
 def _check_provider(engine: sa.Engine, caller: Caller, sp_id: int) -> None:
@@ -114,7 +117,7 @@ def _run_submit(engine: sa.Engine, caller: Caller, req: BulkChangeRequest, dry_r
     """``submit`` for the caller's tenant (run in a worker thread), its refusals as problems."""
     _check_provider(engine, caller, req.service_provider_id)
     try:
-        return submit(engine, caller.tenant_id, req, caller.label, dry_run=dry_run, **kw)
+        return submit(engine, caller.tenant_id, req, caller.label, dry_run=dry_run, actor=caller.actor, **kw)
     except RequestRejected as exc:
         raise ApiProblem(422, str(exc), title="Bulk change refused") from None
     except IdempotencyConflict as exc:
@@ -149,7 +152,7 @@ def _answer(outcome: SubmitOutcome, response: Response) -> SubmitResponse | DryR
 async def submit_json(
     request: Request,
     response: Response,
-    caller: CurrentCaller,
+    caller: Submitter,
     engine: Engine,
     limits: Limits,
     idempotency_key: str | None = IDEMPOTENCY_KEY,
@@ -190,7 +193,7 @@ async def dry_run(
 async def submit_csv(
     request: Request,
     response: Response,
-    caller: CurrentCaller,
+    caller: Submitter,
     engine: Engine,
     limits: Limits,
     dry_run: bool = Query(False, alias="dryRun", description="Only validate; store nothing"),
@@ -249,16 +252,18 @@ bulk_changes = _router()
 
 @bulk_changes.get(
     "/bulk-changes/{bulk_change_id}",
-    response_model=BulkChangeOut,
+    response_model=BulkChangeStatusOut,
     summary="Status, counts and timings",
     responses={404: PROBLEMS[404]},
 )
-def get_status(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChangeId) -> BulkChangeOut:
-    """The header status (derived from the device rows), counts per device status, and timings."""
+def get_status(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChangeId) -> BulkChangeStatusOut:
+    """The header status (derived from the device rows), counts per device status, timings, and
+    who submitted, approved or rejected it when it needed approval (``approval``)."""
     bc = get_bulk_change(engine, bulk_change_id, caller.tenant_id)
     if bc is None:
         raise _not_found(bulk_change_id)
-    return BulkChangeOut.from_row(bc, ops.last_updated(engine, bc["id"]))
+    approval = get_approval(engine, bc["id"], bc["status"])
+    return BulkChangeStatusOut.with_approval(bc, ops.last_updated(engine, bc["id"]), approval)
 
 
 @bulk_changes.get(
@@ -330,7 +335,7 @@ def list_devices(
 # --- operations on a bulk change: cancel, retry-failed, resume, release ------------------------------------
 
 operations = _router()
-OPERATION_PROBLEMS = {k: PROBLEMS[k] for k in (404, 409)}
+OPERATION_PROBLEMS = {k: PROBLEMS[k] for k in (403, 404, 409)}
 
 
 def _operate(operation: Callable[..., R], engine: sa.Engine, caller: Caller, bulk_change_id: int, refused: str) -> R:
@@ -349,7 +354,7 @@ def _operate(operation: Callable[..., R], engine: sa.Engine, caller: Caller, bul
     summary="Cancel the rows not yet sent",
     responses=OPERATION_PROBLEMS,
 )
-def cancel(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChangeId) -> CancelOut:
+def cancel(caller: Submitter, engine: Engine, bulk_change_id: int = BulkChangeId) -> CancelOut:
     """NEW and SCHEDULED rows become CANCELLED; rows already sent to the carrier finish normally."""
     r = _operate(ops.cancel_bulk_change, engine, caller, bulk_change_id, "Nothing to cancel")
     message = f"cancelled {r.cancelled} device rows" + (
@@ -371,7 +376,7 @@ def cancel(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChan
     summary="Retry the failed rows as a new run",
     responses=OPERATION_PROBLEMS,
 )
-def retry(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChangeId) -> RetryOut:
+def retry(caller: Submitter, engine: Engine, bulk_change_id: int = BulkChangeId) -> RetryOut:
     """API_FAILED rows, and ERROR rows that failed while being processed (not validation refusals),
     go back to NEW; the bulk change gets a new attempt and the sensor starts a new run of it."""
     r = _operate(ops.retry_failed, engine, caller, bulk_change_id, "Nothing to retry")
@@ -391,7 +396,7 @@ def retry(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChang
     summary="Finish a bulk change a crashed run left half-done",
     responses=OPERATION_PROBLEMS,
 )
-def resume(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChangeId) -> ResumeOut:
+def resume(caller: Submitter, engine: Engine, bulk_change_id: int = BulkChangeId) -> ResumeOut:
     """Rows a run did not finish (left NEW, or PROCESSING and never confirmed) are finished by a new
     attempt: the sensor starts one more run, which checks each row left PROCESSING at the carrier
     before sending it again. Finished rows are untouched (use retry-failed for failed ones)."""
@@ -412,7 +417,7 @@ def resume(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChan
     summary="Start a held bulk change (submitted with processChanges=false)",
     responses=OPERATION_PROBLEMS,
 )
-def release(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkChangeId) -> ReleaseOut:
+def release(caller: Submitter, engine: Engine, bulk_change_id: int = BulkChangeId) -> ReleaseOut:
     """A held bulk change was stored and validated but not started; released, the sensor starts it
     (a SCHEDULED one when its effective date comes). 409 when it is not held or no longer waiting."""
     r = _operate(ops.release_bulk_change, engine, caller, bulk_change_id, "Nothing to release")
@@ -422,7 +427,7 @@ def release(caller: CurrentCaller, engine: Engine, bulk_change_id: int = BulkCha
     )
 
 
-ROUTERS = (submissions, bulk_changes, operations, schemas, notifications)
+ROUTERS = (submissions, bulk_changes, operations, approvals, schemas, notifications)
 
 __all__ = [
     "ROUTERS",

@@ -401,7 +401,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 # Documented error answers (application/problem+json), by status, for route `responses=`.
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": HTTPStatus(status).phrase}
-    for status in (400, 401, 404, 409, 413, 415, 422, 503)
+    for status in (400, 401, 403, 404, 409, 413, 415, 422, 503)
 }
 
 

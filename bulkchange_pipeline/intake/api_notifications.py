@@ -27,13 +27,14 @@ from ..store import notifications as store
 from ..store.db import utcnow
 from .api_models import PROBLEMS, ApiModel, ApiProblem, UtcDatetime, capped_stream
 from .api_query import known_query_only
-from .auth import Caller, authenticated_caller
+from .auth import Caller, authenticated_caller, submitter_caller
 from .deps import request_engine
 from .parsing import text_reason
 
 __all__ = ["notifications"]
 
 CurrentCaller = Annotated[Caller, Depends(authenticated_caller)]
+Submitter = Annotated[Caller, Depends(submitter_caller)]  # changing subscriptions needs the submitter role
 Engine = Annotated[sa.Engine, Depends(request_engine)]
 MAX_BODY = 16 * 1024
 ALL_EVENTS = ["completed", "failed", "needs_attention"]
@@ -204,7 +205,7 @@ def _create(engine: sa.Engine, caller: Caller, body: SubscriptionIn) -> Subscrip
     responses={k: PROBLEMS[k] for k in (400, 413, 415)},
 )
 async def create_subscription(
-    request: Request, response: Response, caller: CurrentCaller, engine: Engine
+    request: Request, response: Response, caller: Submitter, engine: Engine
 ) -> SubscriptionCreated:
     """The URL is refused (422, with the reason) unless it is http or https, carries no user info
     and every address it resolves to is public. The answer holds the signing secret: it is not
@@ -264,7 +265,7 @@ def get_subscription(caller: CurrentCaller, engine: Engine, subscription_id: int
     summary="Delete a webhook subscription",
     responses={404: PROBLEMS[404]},
 )
-def delete_subscription(caller: CurrentCaller, engine: Engine, subscription_id: int = SubscriptionId) -> Response:
+def delete_subscription(caller: Submitter, engine: Engine, subscription_id: int = SubscriptionId) -> Response:
     """No more events are sent to it; its pending deliveries end dead ("subscription deleted")."""
     if not store.delete_subscription(engine, caller.tenant_id, subscription_id):
         raise _no_subscription(subscription_id)
@@ -320,7 +321,7 @@ def get_delivery(caller: CurrentCaller, engine: Engine, delivery_id: int = Deliv
     summary="Send a delivered or dead delivery again",
     responses={k: PROBLEMS[k] for k in (404, 409)},
 )
-def resend(caller: CurrentCaller, engine: Engine, delivery_id: int = DeliveryId) -> Any:
+def resend(caller: Submitter, engine: Engine, delivery_id: int = DeliveryId) -> Any:
     """The same message (same webhook-id) goes out again on the next delivery pass, with a fresh
     retry schedule; its earlier attempts stay listed. 409 while it is still pending, or when its
     subscription was deleted."""

@@ -14,7 +14,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..domain import BulkChangeRequest, DeviceEntry, refused_detail
+from ..domain import BulkChangeRequest, DeviceChangeStatus, DeviceEntry, refused_detail
+from ..domain.approval import approval_needed
+from ..store.approvals import Actor, cli_actor, get_policy, insert_pending
 from ..store.bulk_changes import NewBulkChange, count_rows_by_status, create_bulk_change, find_by_idempotency_key
 from .validation import ValidationReport, validate_request
 
@@ -91,11 +93,14 @@ def submit(
     *,
     row_errors: Mapping[int, str] | None = None,
     row_numbers: Sequence[int] | None = None,
+    actor: Actor | None = None,
 ) -> SubmitOutcome:
     """Validate and (unless ``dry_run``) store; the same idempotency key twice creates nothing new.
 
     A key this tenant used for a different request raises ``IdempotencyConflict``, for a dry run
-    too (it tells the caller before the real submission would be refused).
+    too (it tells the caller before the real submission would be refused). When the tenant's
+    approval policy says so (``needs_approval``) the bulk change is stored AWAITING_APPROVAL with
+    its approval request, submitted by ``actor`` (default: the CLI operator ``created_by``).
     """
     key = request.idempotency_key
     fingerprint = request_fingerprint(request) if key else None
@@ -104,8 +109,12 @@ def submit(
         if existing and not dry_run:
             return _already(existing.bulk_change_id, existing.status, engine)
     report = validate_request(engine, tenant_id, request, row_errors=row_errors, row_numbers=row_numbers)
+    needed = needs_approval(engine, tenant_id, report)
     if dry_run:
-        return SubmitOutcome(report, None, False, None, _summary(report, "dry run: nothing stored"), report.counts())
+        head = "dry run: nothing stored" + (f"; it would await approval because {needed}" if needed else "")
+        return SubmitOutcome(report, None, False, None, _summary(report, head), report.counts())
+    submitted = actor or cli_actor(created_by)
+    hours = get_policy(engine, tenant_id).expires_after_hours
     result = create_bulk_change(
         engine,
         NewBulkChange(
@@ -119,6 +128,17 @@ def submit(
             rows=report.rows,
             idempotency_key=key,
             request_fingerprint=fingerprint,
+            awaiting_approval=needed is not None,
+            on_stored=None
+            if needed is None
+            else lambda conn, bc_id: insert_pending(
+                conn,
+                bulk_change_id=bc_id,
+                tenant_id=tenant_id,
+                needed_because=needed,
+                submitted=submitted,
+                expires_after_hours=hours,
+            ),
         ),
     )
     if not result.created:  # lost a race with a concurrent submission of the same key
@@ -131,6 +151,15 @@ def submit(
         _summary(report, f"created bulk change {result.bulk_change_id} ({result.status})"),
         result.counts,
     )
+
+
+def needs_approval(engine: sa.Engine, tenant_id: int, report: ValidationReport) -> str | None:
+    """Why the tenant's approval policy holds this validated bulk change for a second person, or None."""
+    policy = get_policy(engine, tenant_id)
+    if policy.max_devices is None and not policy.irreversible:
+        return None
+    accepted = [r.change_request for r in report.rows if r.status is not DeviceChangeStatus.ERROR]
+    return approval_needed(policy, len(accepted), report.change_type, report.service_provider.integration, accepted)
 
 
 def _already(bc_id: int, status: str, engine: sa.Engine, report: ValidationReport | None = None) -> SubmitOutcome:

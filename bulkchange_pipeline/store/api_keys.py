@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
 
+from ..domain.approval import Role, parse_roles
 from .db import run_transaction, utcnow
 from .schema import api_key, tenant
 
@@ -26,11 +28,12 @@ MAX_KEY_LENGTH = 128  # anything longer is not one of ours; refused before hashi
 
 @dataclass(frozen=True)
 class ApiKeyIdentity:
-    """Who a presented key is: its tenant, and the key's id and name (for audit fields)."""
+    """Who a presented key is: its tenant, the key's id and name (for audit fields) and its roles."""
 
     key_id: int
     tenant_id: int
     name: str
+    roles: frozenset[Role] = field(default_factory=frozenset)  # none unless read with the key
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class ApiKeyInfo:
     name: str
     created_at: datetime
     revoked_at: datetime | None
+    roles: str = ""  # comma-separated, as stored
 
 
 def hash_key(key: str) -> str:
@@ -47,8 +51,18 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def create_api_key(engine: sa.Engine, tenant_id: int, name: str) -> str:
-    """Create a key for ``tenant_id`` and return its plaintext: the only time it is available."""
+def roles_text(roles: Iterable[Role]) -> str:
+    """Roles as stored: comma-separated, in a fixed order."""
+    chosen = set(roles)
+    return ",".join(r.value for r in Role if r in chosen)
+
+
+def create_api_key(
+    engine: sa.Engine, tenant_id: int, name: str, roles: Iterable[Role | str] = (Role.SUBMITTER,)
+) -> str:
+    """Create a key for ``tenant_id`` with ``roles`` (default: submitter) and return its plaintext:
+    the only time it is available."""
+    stored = roles_text(parse_roles(r.value if isinstance(r, Role) else r for r in roles))
     name = name.strip()
     if not name:
         raise ValueError("an API key needs a name (who or what uses it, e.g. 'ops' or 'portal')")
@@ -58,7 +72,9 @@ def create_api_key(engine: sa.Engine, tenant_id: int, name: str) -> str:
         if conn.execute(sa.select(tenant.c.id).where(tenant.c.id == tenant_id)).first() is None:
             raise LookupError(f"no tenant with id {tenant_id}")
         conn.execute(
-            sa.insert(api_key).values(tenant_id=tenant_id, name=name[:200], key_hash=hash_key(key), created_at=utcnow())
+            sa.insert(api_key).values(
+                tenant_id=tenant_id, name=name[:200], key_hash=hash_key(key), created_at=utcnow(), roles=stored
+            )
         )
 
     run_transaction(engine, work)
@@ -72,13 +88,21 @@ def identify_key(engine: sa.Engine, key: str | None) -> ApiKeyIdentity | None:
     digest = hash_key(key)
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(api_key.c.id, api_key.c.tenant_id, api_key.c.name, api_key.c.key_hash).where(
+            sa.select(api_key.c.id, api_key.c.tenant_id, api_key.c.name, api_key.c.key_hash, api_key.c.roles).where(
                 api_key.c.key_hash == digest, api_key.c.revoked_at.is_(None)
             )
         ).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
-    return ApiKeyIdentity(row.id, row.tenant_id, row.name)
+    return ApiKeyIdentity(row.id, row.tenant_id, row.name, stored_roles(row.roles))
+
+
+def stored_roles(text: str | None) -> frozenset[Role]:
+    """The roles of a stored key; an unreadable value grants nothing (read only is the safe side)."""
+    try:
+        return parse_roles([text or ""])
+    except ValueError:
+        return frozenset({Role.VIEWER})
 
 
 def tenant_for_key(engine: sa.Engine, key: str | None) -> int | None:
@@ -101,7 +125,14 @@ def list_api_keys(engine: sa.Engine, tenant_id: int) -> list[ApiKeyInfo]:
     """This tenant's keys (never their hashes), oldest first."""
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(api_key.c.id, api_key.c.tenant_id, api_key.c.name, api_key.c.created_at, api_key.c.revoked_at)
+            sa.select(
+                api_key.c.id,
+                api_key.c.tenant_id,
+                api_key.c.name,
+                api_key.c.created_at,
+                api_key.c.revoked_at,
+                api_key.c.roles,
+            )
             .where(api_key.c.tenant_id == tenant_id)
             .order_by(api_key.c.id)
         )

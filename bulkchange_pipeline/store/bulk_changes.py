@@ -6,7 +6,7 @@ the sensor (the bulk change row carries its tenant).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -70,6 +70,10 @@ class NewBulkChange:
     rows: Sequence[NewDeviceChange]
     idempotency_key: str | None = None
     request_fingerprint: str | None = None  # of the normalised request, stored with the key
+    # The approval policy holds it: stored AWAITING_APPROVAL, and ``on_stored`` (conn, id) records the
+    # approval request in the same transaction (``store.approvals.insert_pending``).
+    awaiting_approval: bool = False
+    on_stored: Callable[[sa.Connection, int], None] | None = None
 
 
 class IdempotencyConflict(Exception):
@@ -123,7 +127,7 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
             return existing
 
     now = utcnow()
-    status = initial_status(new.rows)
+    status = BulkChangeStatus.AWAITING_APPROVAL if new.awaiting_approval else initial_status(new.rows)
     scheduled = [r.effective_at for r in new.rows if r.status is DeviceChangeStatus.SCHEDULED and r.effective_at]
 
     def work(conn: sa.Connection) -> int:
@@ -170,6 +174,8 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
             )
         counts = counts_by_status(conn, bc_id)
         conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bc_id).values(counts=counts))
+        if new.on_stored is not None:
+            new.on_stored(conn, int(bc_id))
         return int(bc_id)
 
     try:
@@ -304,8 +310,8 @@ def queued_bulk_change(engine: sa.Engine, bulk_change_id: int) -> QueuedBulkChan
 
 
 def list_not_started(engine: sa.Engine, limit: int) -> list[QueuedBulkChange]:
-    """Held (NEW with processChanges=false) and SCHEDULED bulk changes, newest first: what the UI
-    should show before any run of theirs exists."""
+    """Held (NEW with processChanges=false), SCHEDULED and AWAITING_APPROVAL bulk changes, newest
+    first: what the UI should show before any run of theirs exists."""
     with engine.connect() as conn:
         rows = conn.execute(
             _queued_select()
@@ -314,7 +320,9 @@ def list_not_started(engine: sa.Engine, limit: int) -> list[QueuedBulkChange]:
                     sa.and_(
                         bulk_change.c.status == BulkChangeStatus.NEW.value, bulk_change.c.process_changes.is_(False)
                     ),
-                    bulk_change.c.status == BulkChangeStatus.SCHEDULED.value,
+                    bulk_change.c.status.in_(
+                        (BulkChangeStatus.SCHEDULED.value, BulkChangeStatus.AWAITING_APPROVAL.value)
+                    ),
                 ),
                 bulk_change.c.deleted_at.is_(None),
             )

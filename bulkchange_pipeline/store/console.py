@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..domain import DeviceChangeStatus
-from .api_keys import ApiKeyIdentity
+from .api_keys import ApiKeyIdentity, stored_roles
 from .db import utcnow
 from .operations import retryable_condition
 from .schema import (
@@ -65,14 +65,14 @@ def live_session(engine: sa.Engine, tenant_id: int, key_id: int, session_id: str
     revoked = sa.exists().where(console_session_revoked.c.session_id == session_id)
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(api_key.c.id, api_key.c.tenant_id, api_key.c.name).where(
+            sa.select(api_key.c.id, api_key.c.tenant_id, api_key.c.name, api_key.c.roles).where(
                 api_key.c.id == key_id,
                 api_key.c.tenant_id == tenant_id,
                 api_key.c.revoked_at.is_(None),
                 ~revoked,
             )
         ).first()
-    return ApiKeyIdentity(row.id, row.tenant_id, row.name) if row else None
+    return ApiKeyIdentity(row.id, row.tenant_id, row.name, stored_roles(row.roles)) if row else None
 
 
 def revoke_session(engine: sa.Engine, session_id: str, expires_at: datetime) -> None:

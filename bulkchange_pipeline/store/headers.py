@@ -63,7 +63,8 @@ def derive_header(
 
 def write_header(conn: sa.Connection, bulk_change_id: int, status: BulkChangeStatus, counts: dict[str, int]) -> None:
     """Store a derived header: a SCHEDULED one gets its earliest waiting row's date (when the
-    sensor starts it again), a PROCESSED or CANCELLED one its finish time. A header that settles
+    sensor starts it again), a PROCESSED or CANCELLED one its finish time. A header AWAITING_APPROVAL
+    is left alone unless the rows say CANCELLED (cancel, reject, expiry). A header that settles
     the bulk change enqueues its completion notifications in the same transaction
     (``notifications.enqueue_settled``)."""
     values: dict[str, Any] = {"status": status.value, "counts": counts, "effective_at": None}
@@ -76,7 +77,13 @@ def write_header(conn: sa.Connection, bulk_change_id: int, status: BulkChangeSta
         ).scalar()
     if status in (BulkChangeStatus.CANCELLED, BulkChangeStatus.PROCESSED):
         values["processed_at"] = utcnow()
-    conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bulk_change_id).values(**values))
+    stmt = sa.update(bulk_change).where(bulk_change.c.id == bulk_change_id)
+    if status is not BulkChangeStatus.CANCELLED:
+        # Only approval moves a header out of AWAITING_APPROVAL (``store.approvals``); rows derive
+        # NEW there, and a finalize or settle (a run launched by hand) must not release it that way.
+        stmt = stmt.where(bulk_change.c.status != BulkChangeStatus.AWAITING_APPROVAL.value)
+    if not conn.execute(stmt.values(**values)).rowcount:
+        return
     enqueue_settled(conn, bulk_change_id, status, counts)  # a settled header's notifications, same transaction
 
 

@@ -263,7 +263,8 @@ def _heads(conn: sa.Connection, tenant_id: int | None, ids: Sequence[int] | None
             service_provider.c.integration,
         )
         .join(service_provider, service_provider.c.id == bulk_change.c.service_provider_id)
-        .where(bulk_change.c.deleted_at.is_(None))
+        # AWAITING_APPROVAL is not derived from rows (they say NEW): rebuilding it would release it unapproved
+        .where(bulk_change.c.deleted_at.is_(None), bulk_change.c.status != BulkChangeStatus.AWAITING_APPROVAL.value)
         .order_by(bulk_change.c.id)
     )
     if tenant_id is not None:

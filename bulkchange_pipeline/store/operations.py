@@ -180,6 +180,15 @@ def _nothing_sent(conn: sa.Connection, bulk_change_id: int, counts: dict[str, in
     return refused_detail(counts) if attempted_if_only_errors(conn, bulk_change_id, counts) == 0 else None
 
 
+def _refuse_awaiting_approval(status: str, bulk_change_id: int) -> None:
+    """Resume and retry queue a run: never for a bulk change that waits for its approval."""
+    if status == BulkChangeStatus.AWAITING_APPROVAL.value:
+        raise OperationRefused(
+            f"bulk change {bulk_change_id} is AWAITING_APPROVAL: nothing runs until someone other than its "
+            f"submitter approves it (`bulkchange approve {bulk_change_id}` or POST /bulk-changes/{bulk_change_id}/approve)"
+        )
+
+
 def _resubmit_hint(bulk_change_id: int) -> str:
     return (
         f"the reasons are on its device rows (`bulkchange results {bulk_change_id} --csv -`, or GET "
@@ -304,6 +313,7 @@ def resume_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
 
     def work(conn: sa.Connection) -> ResumeResult:
         head = _header(conn, tenant_id, bulk_change_id, lock=True)
+        _refuse_awaiting_approval(head.status, bulk_change_id)
         unfinished = count_unfinished(conn, bulk_change_id)
         counts = counts_by_status(conn, bulk_change_id)
         if not unfinished and (detail := _nothing_sent(conn, bulk_change_id, counts)):
@@ -381,6 +391,7 @@ def retry_failed(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: 
 
     def work(conn: sa.Connection) -> RetryResult:
         head = _header(conn, tenant_id, bulk_change_id, lock=True)
+        _refuse_awaiting_approval(head.status, bulk_change_id)
         if head.status in RUNNING or head.status == BulkChangeStatus.NEW.value:
             what = "queued for a run" if head.status == BulkChangeStatus.NEW.value else "still running"
             raise OperationRefused(

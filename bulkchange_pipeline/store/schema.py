@@ -49,6 +49,8 @@ api_key = sa.Table(
     sa.Column("key_hash", sa.String(128), nullable=False, unique=True),  # sha256 hex; the key is never stored
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("revoked_at", sa.DateTime),
+    # comma-separated domain.approval.Role values; keys made before revision 0013 keep every right they had
+    sa.Column("roles", sa.String(64), nullable=False, server_default="submitter,approver"),
 )
 
 service_provider = sa.Table(
@@ -145,7 +147,10 @@ bulk_change = sa.Table(
     sa.Column("change_type", sa.Integer, nullable=False),
     sa.Column("portal_type", sa.Integer, nullable=False, server_default="0"),
     sa.Column("process_changes", sa.Boolean, nullable=False, server_default=sa.true()),
-    sa.Column("status", sa.String(16), nullable=False, index=True),
+    # 32 for AWAITING_APPROVAL (revision 0013). SQLite does not enforce lengths, so its tables keep
+    # the 16 they were made with: changing it there means rebuilding bulk_change, whose DROP would
+    # cascade its device rows away under foreign_keys=ON.
+    sa.Column("status", sa.String(32).with_variant(sa.String(16), "sqlite"), nullable=False, index=True),
     sa.Column("request", sa.JSON, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
@@ -438,4 +443,33 @@ x12_control_number = sa.Table(
     metadata,
     sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenant.id"), primary_key=True),
     sa.Column("last_value", sa.Integer, nullable=False),
+)
+
+# Four-eyes approval (revision 0013): a tenant's policy, and one approval request per bulk change
+# that needed one (``domain.approval``, ``store.approvals``).
+approval_policy = sa.Table(
+    "approval_policy",
+    metadata,
+    sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenant.id"), primary_key=True),
+    sa.Column("max_devices", sa.Integer),  # more accepted devices than this need approval; null: no size rule
+    sa.Column("irreversible", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("expires_after_hours", sa.Integer, nullable=False, server_default="72"),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+bulk_change_approval = sa.Table(
+    "bulk_change_approval",
+    metadata,
+    sa.Column("bulk_change_id", BigId, sa.ForeignKey("bulk_change.id", ondelete="CASCADE"), primary_key=True),
+    _tenant(),
+    sa.Column("state", sa.String(16), nullable=False),  # domain.approval.ApprovalState
+    sa.Column("needed_because", sa.Text, nullable=False),
+    sa.Column("submitted_by", sa.String(200), nullable=False),  # the label shown (created_by)
+    sa.Column("submitted_principal", sa.String(200), nullable=False),  # who, for the four-eyes rule
+    sa.Column("requested_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Column("decided_by", sa.String(200)),
+    sa.Column("decided_at", sa.DateTime),
+    sa.Column("reason", sa.Text),  # a rejection's reason, as given
+    sa.Index("ix_bulk_change_approval_due", "state", "expires_at"),
 )
