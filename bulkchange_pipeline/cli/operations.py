@@ -1,4 +1,5 @@
-"""Acting on a stored bulk change: ``bulkchange cancel``, ``retry-failed`` and ``resume``.
+"""Acting on a stored bulk change: ``bulkchange cancel``, ``retry-failed``, ``resume``, ``release``
+and ``undo``.
 
 The rules live in ``store.operations`` (the API calls the same functions); a refusal (unknown bulk
 change, nothing to do) becomes a one-line message.
@@ -12,6 +13,8 @@ from typing import Any, TypeVar
 
 import click
 
+from ..intake.parsing import shown
+from ..intake.undo import undo
 from ..store.operations import (
     BulkChangeNotFound,
     OperationRefused,
@@ -20,7 +23,7 @@ from ..store.operations import (
     resume_bulk_change,
     retry_failed,
 )
-from ._common import ID, UserError, database_option, friendly_errors, open_engine, resolve_tenant, tenant_option
+from ._common import ID, TEXT, UserError, database_option, friendly_errors, open_engine, resolve_tenant, tenant_option
 
 R = TypeVar("R")
 
@@ -94,6 +97,40 @@ def release_command(bulk_change_id: int, tenant: str, database_url: str | None) 
     )
 
 
-COMMANDS = [cancel_command, retry_failed_command, resume_command, release_command]
+@click.command("undo")
+@click.argument("bulk_change_id", type=ID)
+@click.option("--dry-run", is_flag=True, help="Only show what would be restored and what is left out; store nothing.")
+@click.option("--created-by", default=None, type=TEXT, help="Who submits the undo (default: the OS user).")
+@tenant_option
+@database_option
+@friendly_errors
+def undo_command(
+    bulk_change_id: int, dry_run: bool, created_by: str | None, tenant: str, database_url: str | None
+) -> None:
+    """Submit a bulk change restoring the before-values of BULK_CHANGE_ID's processed rows.
 
-__all__ = ["COMMANDS", "cancel_command", "release_command", "resume_command", "retry_failed_command"]
+    Rows it cannot restore (not processed, irreversible at the carrier, changed again since, no
+    before-value recorded) are listed with their reason. It goes through validation and the
+    approval policy like any submission; running it twice makes one undo.
+    """
+    by = created_by or f"cli:{getpass.getuser()}"
+    with open_engine(database_url) as engine:
+        try:
+            outcome = undo(engine, resolve_tenant(engine, tenant), bulk_change_id, by, dry_run=dry_run)
+        except (BulkChangeNotFound, OperationRefused) as exc:
+            raise UserError(str(exc)) from None
+    # Identifiers and values come from stored rows, some as a client sent them: escaped (``shown``).
+    for entry in outcome.plan.restored:
+        values = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "device")
+        click.echo(f"restore {shown(str(entry['device']))}: {shown(values, 500)}")
+    for left in outcome.plan.left_out:
+        click.echo(f"left out {shown(left.device)}: {shown(left.reason, 500)}")
+    report = outcome.submitted.report if outcome.submitted else None
+    for err in report.errors[:50] if report else []:
+        click.echo(f"refused {shown(err.identifier)}: {shown(err.reason, 500)}")
+    click.echo(shown(outcome.message, 2000))
+
+
+COMMANDS = [cancel_command, retry_failed_command, resume_command, release_command, undo_command]
+
+__all__ = ["COMMANDS", "cancel_command", "release_command", "resume_command", "retry_failed_command", "undo_command"]

@@ -51,6 +51,7 @@ from .api_models import (
 from .api_notifications import notifications
 from .api_query import known_query_only
 from .api_schemas import schemas
+from .api_undo import undo_router
 from .auth import Caller, authenticated_caller, submitter_caller
 from .csv_file import parse_csv
 from .deps import EngineFactory, bind, request_engine, request_limits
@@ -427,7 +428,7 @@ def release(caller: Submitter, engine: Engine, bulk_change_id: int = BulkChangeI
     )
 
 
-ROUTERS = (submissions, bulk_changes, operations, approvals, schemas, notifications)
+ROUTERS = (submissions, bulk_changes, operations, approvals, undo_router, schemas, notifications)
 
 __all__ = [
     "ROUTERS",

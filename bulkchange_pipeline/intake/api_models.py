@@ -156,6 +156,7 @@ class BulkChangeOut(ApiModel):
     processed_at: UtcDatetime | None
     last_activity_at: UtcDatetime | None = Field(None, description="When a device row last changed (UTC)")
     idempotency_key: str | None
+    undo_of: int | None = Field(None, description="The bulk change this one undoes (POST /bulk-changes/{id}/undo)")
 
     @classmethod
     def from_row(cls, bc: dict[str, Any], last_activity_at: datetime | None) -> BulkChangeOut:
@@ -182,6 +183,7 @@ class BulkChangeOut(ApiModel):
             processed_at=bc["processed_at"],
             last_activity_at=last_activity_at,
             idempotency_key=bc["idempotency_key"],
+            undo_of=bc.get("undo_of"),
         )
 
 

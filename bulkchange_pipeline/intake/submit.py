@@ -94,6 +94,7 @@ def submit(
     row_errors: Mapping[int, str] | None = None,
     row_numbers: Sequence[int] | None = None,
     actor: Actor | None = None,
+    undo_of: int | None = None,
 ) -> SubmitOutcome:
     """Validate and (unless ``dry_run``) store; the same idempotency key twice creates nothing new.
 
@@ -101,6 +102,7 @@ def submit(
     too (it tells the caller before the real submission would be refused). When the tenant's
     approval policy says so (``needs_approval``) the bulk change is stored AWAITING_APPROVAL with
     its approval request, submitted by ``actor`` (default: the CLI operator ``created_by``).
+    ``undo_of`` links an undo (``intake.undo``) to the bulk change it undoes.
     """
     key = request.idempotency_key
     fingerprint = request_fingerprint(request) if key else None
@@ -129,6 +131,7 @@ def submit(
             idempotency_key=key,
             request_fingerprint=fingerprint,
             awaiting_approval=needed is not None,
+            undo_of=undo_of,
             on_stored=None
             if needed is None
             else lambda conn, bc_id: insert_pending(

@@ -74,6 +74,7 @@ class NewBulkChange:
     # approval request in the same transaction (``store.approvals.insert_pending``).
     awaiting_approval: bool = False
     on_stored: Callable[[sa.Connection, int], None] | None = None
+    undo_of: int | None = None  # the bulk change this one undoes (intake.undo)
 
 
 class IdempotencyConflict(Exception):
@@ -147,6 +148,7 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
                 idempotency_key=new.idempotency_key,
                 request_fingerprint=new.request_fingerprint if new.idempotency_key else None,
                 processed_at=now if status is BulkChangeStatus.PROCESSED else None,
+                undo_of=new.undo_of,
             )
             .returning(bulk_change.c.id)
         ).scalar_one()

@@ -163,6 +163,9 @@ bulk_change = sa.Table(
     sa.Column("counts", sa.JSON),  # device rows by status, as of the last finalize
     sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),  # bumped by retry; part of run_key
     sa.Column("deleted_at", sa.DateTime),  # soft delete (archived)
+    # the bulk change this one undoes (intake.undo; revision 0014); None for every other. No foreign
+    # key: SQLite could add one only by rebuilding bulk_change, which would cascade its rows away.
+    sa.Column("undo_of", BigId, index=True),
     sa.UniqueConstraint("tenant_id", "idempotency_key", name="uq_bulk_change_tenant_idempotency"),
 )
 
