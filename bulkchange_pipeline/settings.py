@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,17 +130,41 @@ def webhook_signing_key() -> SecretStr:
     ``BULKCHANGE_WEBHOOK_SIGNING_KEY`` when set (production: the same value in the intake app and
     in the Dagster code server and runs). Unset, the embedded default keeps one random key in
     ``<data folder>/webhook-signing.key`` (mode 0600, made on first use), so the CLI, the app and
-    the runs on one machine agree without configuration. Changing the key changes every secret."""
+    the runs on one machine agree without configuration. Changing the key changes every secret.
+
+    With a PostgreSQL business database the processes may run on several hosts, each of which
+    would make its own key file and derive different secrets: the variable is then required."""
     if value := os.environ.get(WEBHOOK_SIGNING_KEY_ENV):
         return SecretStr(value)
+    if database_url().startswith("postgres"):
+        raise RuntimeError(
+            f"set {WEBHOOK_SIGNING_KEY_ENV} (the same random value, e.g. `openssl rand -base64 32`, for the "
+            "intake app, the CLI and the Dagster runs): with a PostgreSQL database they may run on several "
+            "hosts, and a key file per host would sign webhooks with different secrets"
+        )
     path = data_dir() / WEBHOOK_KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return SecretStr(path.read_text(encoding="ascii").strip())
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(secrets.token_urlsafe(32))
+    if not path.exists():
+        _write_key_once(path, secrets.token_urlsafe(32))
     return SecretStr(path.read_text(encoding="ascii").strip())
+
+
+def _write_key_once(path: Path, key: str) -> None:
+    """Write ``key`` to ``path`` unless it exists, atomically: the key goes to a private temporary
+    file first, which is then hard-linked to ``path`` (fails when ``path`` exists, like O_EXCL), so
+    a concurrent reader sees no file or the whole key, never an empty one; the first writer wins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=".webhook-signing-", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+    finally:
+        os.unlink(temp)
 
 
 def webhook_allow_private() -> bool:

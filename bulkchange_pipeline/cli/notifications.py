@@ -16,7 +16,14 @@ import click
 
 from .. import settings
 from ..domain.notifications import DELIVERY_STATUSES, MAX_PAGE_SIZE, MIN_PAGE_SIZE, DeliveryStatus, parse_events
-from ..engine.notify import AddressRefused, check_webhook_url, derive_secret, new_nonce
+from ..engine.notify import (
+    AddressRefused,
+    check_webhook_url,
+    derive_secret,
+    masked_url,
+    new_nonce,
+    plain_auth_refusal,
+)
 from ..store import notification_deliveries as deliveries
 from ..store import notifications as store
 from ..store.db import utcnow
@@ -72,7 +79,7 @@ def subscribe_command(
             description=description,
         )
     secret = derive_secret(settings.webhook_signing_key(), nonce).get_secret_value()
-    click.echo(f"subscription {sub.id}: {sub.url} ({', '.join(sub.events)})")
+    click.echo(f"subscription {sub.id}: {masked_url(sub.url)} ({', '.join(sub.events)})")
     click.echo(f"signing secret (shown once): {secret}")
 
 
@@ -88,7 +95,7 @@ def subscriptions_command(tenant: str, database_url: str | None) -> None:
         click.echo("no subscriptions")
     for s in subs:
         pages = f", device results in pages of {s.page_size}" if s.device_results else ""
-        click.echo(f"{s.id}  {s.url}  events: {', '.join(s.events)}{pages}  {s.description}".rstrip())
+        click.echo(f"{s.id}  {masked_url(s.url)}  events: {', '.join(s.events)}{pages}  {s.description}".rstrip())
 
 
 @notifications_group.command("unsubscribe")
@@ -193,6 +200,8 @@ def email_set_command(
             raise UserError(f"{address[:80]!r} is not an e-mail address")
     if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", smtp_host):
         raise UserError(f"--smtp-host {smtp_host[:80]!r} is not a host name or address")
+    if refusal := plain_auth_refusal(smtp_host, smtp_security, smtp_credentials is not None):
+        raise UserError(refusal)
     with open_engine(database_url) as engine:
         tenant_id = resolve_tenant(engine, tenant)
         store.set_email_settings(

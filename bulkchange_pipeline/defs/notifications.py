@@ -18,7 +18,7 @@ from pydantic import Field
 
 from ..domain.notifications import DEFAULT_RETRY_SCHEDULE
 from ..engine.notify import DeliveryPolicy, deliver_due
-from ..store.notification_deliveries import next_due
+from ..store.notification_sending import next_due
 from . import clock
 from .resources import DatabaseResource
 from .tags import JOB_TAG

@@ -21,7 +21,7 @@ from pydantic.alias_generators import to_camel
 from .. import settings
 from ..domain.notifications import MAX_PAGE_SIZE, MIN_PAGE_SIZE, DeliveryStatus, message_type, parse_events
 from ..domain.requests import MAX_ID
-from ..engine.notify import AddressRefused, check_webhook_url, derive_secret, new_nonce
+from ..engine.notify import AddressRefused, check_webhook_url, derive_secret, masked_url, new_nonce
 from ..store import notification_deliveries as deliveries
 from ..store import notifications as store
 from ..store.db import utcnow
@@ -63,7 +63,7 @@ class SubscriptionIn(ApiModel):
 
 class SubscriptionOut(ApiModel):
     id: int
-    url: str
+    url: str = Field(description="The URL with every query value shown as ***")
     events: list[str]
     device_results: bool
     page_size: int
@@ -75,7 +75,7 @@ class SubscriptionOut(ApiModel):
     def of(cls, s: store.Subscription) -> SubscriptionOut:
         return cls(
             id=s.id,
-            url=s.url,
+            url=masked_url(s.url),  # query values are often tokens: shown as ***, sent as given
             events=s.events,
             device_results=s.device_results,
             page_size=s.page_size,

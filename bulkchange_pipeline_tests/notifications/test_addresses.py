@@ -171,3 +171,29 @@ def test_host_header_and_pinning_keep_the_name():
         "hooks.example.com:8443",
     )
     assert target.pinned_url(ipaddress.ip_address("2001:4860::8888")) == "https://[2001:4860::8888]:8443/in?x=1"
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        (
+            "http://[::ffff:127.0.0.1]/",
+            "::ffff:7f00:1 is an IPv6 address carrying the IPv4 address 127.0.0.1, which is a loopback address "
+            "(set BULKCHANGE_WEBHOOK_ALLOW_PRIVATE=1 to allow it)",
+        ),
+        (
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "64:ff9b::a9fe:a9fe is an IPv6 address carrying the IPv4 address 169.254.169.254, which is "
+            "a link-local address (where cloud metadata services answer)",
+        ),
+        (
+            "http://[fe80::1%eth0]/",
+            "fe80::1%eth0 is an IPv6 address with a zone (%eth0), which only link-local addresses have",
+        ),
+    ],
+)
+def test_refusals_read_as_sentences(url, message):
+    """Review of issue 20: "is it carries" and "with a zone is link-local" were garbled."""
+    with pytest.raises(AddressRefused) as refused:
+        check_webhook_url(url, allow_private=False)
+    assert str(refused.value) == message

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkchange_pipeline.cli import main
-from bulkchange_pipeline.engine.notify import DeliveryPolicy, deliver_due
+from bulkchange_pipeline.engine.notify import DeliveryPolicy, deliver_due, masked_url
 from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.store.api_keys import create_api_key
 from bulkchange_pipeline.store.schema import webhook_subscription
@@ -182,7 +182,12 @@ def test_subscription_body_property(engine, db_url, notify_env, monkeypatch):
                 made = r.json()
                 got = client.get(f"/notifications/subscriptions/{made['id']}", headers=key).json()
                 assert got == {k: v for k, v in made.items() if k != "secret"}
-                assert got["url"] == body["url"] and got["description"] == body.get("description", "")
+                assert got["url"] == masked_url(body["url"]) and got["description"] == body.get("description", "")
+                with engine.connect() as conn:  # the real URL is kept for sending
+                    stored = conn.execute(
+                        sa.select(webhook_subscription.c.url).where(webhook_subscription.c.id == made["id"])
+                    ).scalar_one()
+                assert stored == body["url"]
                 assert _count(engine) == before + 1
             else:
                 assert 400 <= r.status_code < 500 and r.json()["detail"]
@@ -191,3 +196,41 @@ def test_subscription_body_property(engine, db_url, notify_env, monkeypatch):
 
         check()
     assert {201, 422} <= seen, seen  # both ways were taken
+
+
+def test_query_string_tokens_are_masked_in_every_output_and_sent_as_given(engine, db_url, notify_env, clock):
+    """Review of issue 20: a receiver's ``?token=`` was stored and printed; now it is only sent."""
+    a, _ = settle(engine, "acme", 0)
+    key = {"Authorization": f"Bearer {create_api_key(engine, a['tenant_id'], 'ops')}"}
+    token = "tok-5f1c9e2a7b"
+    runner = CliRunner()
+    with run_receiver([200]) as receiver, TestClient(create_app(db_url)) as client:
+        url = f"{receiver.url}?token={token}&v=2"
+        made = client.post("/notifications/subscriptions", headers=key, json={"url": url, "events": ["failed"]})
+        assert made.status_code == 201 and made.json()["url"] == f"{receiver.url}?token=***&v=***"
+        listed = client.get("/notifications/subscriptions", headers=key).text
+        cli_add = runner.invoke(
+            main,
+            ["notifications", "subscribe", url, "--database-url", db_url, "--tenant", "acme"],
+            catch_exceptions=False,
+        )
+        cli_list = runner.invoke(
+            main,
+            ["notifications", "subscriptions", "--database-url", db_url, "--tenant", "acme"],
+            catch_exceptions=False,
+        )
+        settle(engine, "acme", 3, failed=1)
+        deliver_due(engine, DeliveryPolicy(schedule=(5,), timeout_seconds=5), clock=clock)
+        deliveries = client.get("/notifications/deliveries", headers=key).text
+        cli_deliveries = runner.invoke(
+            main, ["notifications", "deliveries", "--database-url", db_url, "--tenant", "acme"], catch_exceptions=False
+        )
+        assert receiver.received and all(r.path.endswith(f"?token={token}&v=2") for r in receiver.received)
+    for shown in (made.text, listed, cli_add.output, cli_list.output, deliveries, cli_deliveries.output):
+        assert token not in shown
+    assert "token=***" in cli_list.output and "token=***" in cli_add.output
+
+
+def test_masked_url_keeps_names_and_hides_values():
+    assert masked_url("https://h.example/p?a=1&b&c=x=y#frag") == "https://h.example/p?a=***&***&c=***#***"
+    assert masked_url("https://h.example/p") == "https://h.example/p"

@@ -4,12 +4,17 @@ password taken from the environment; a refused login is a recorded, retried atte
 from __future__ import annotations
 
 import email
+from email.message import EmailMessage
 
 import sqlalchemy as sa
+from click.testing import CliRunner
+from pydantic import SecretStr
 
+from bulkchange_pipeline.cli import main
 from bulkchange_pipeline.engine.notify import DeliveryPolicy, deliver_due
+from bulkchange_pipeline.engine.notify.send import send_email
 from bulkchange_pipeline.store.notification_deliveries import list_deliveries
-from bulkchange_pipeline.store.notifications import EmailSettings, set_email_settings
+from bulkchange_pipeline.store.notifications import EmailSettings, get_email_settings, set_email_settings
 
 from .conftest import SMTP_PASSWORD, SMTP_USER, settle
 
@@ -74,3 +79,29 @@ def test_refused_login_and_missing_credentials_are_recorded_and_retried(
     with engine.connect() as conn:  # the wrong password is no more stored than the right one
         dump = repr(conn.execute(sa.text("SELECT * FROM notification_attempt")).all())
     assert "not-the-password" not in dump and SMTP_PASSWORD not in dump
+
+
+PLAIN_AUTH = (
+    "SMTP login to smtp.example.com without TLS would send the password in clear text: "
+    "use --smtp-security starttls or tls (or no --smtp-credentials)"
+)
+
+
+def test_cli_refuses_a_login_without_tls_to_a_remote_server(engine, db_url, notify_env):
+    """Review of issue 20: --smtp-security none with --smtp-credentials sent the password in clear."""
+    ids, _ = settle(engine, "acme", 0)
+    base = ["notifications", "email", "set", "--to", "ops@example.com", "--from", "bc@example.com"]
+    tail = ["--smtp-security", "none", "--database-url", db_url, "--tenant", "acme"]
+    refused = CliRunner().invoke(main, [*base, "--smtp-host", "smtp.example.com", "--smtp-credentials", "X", *tail])
+    assert refused.exit_code != 0 and PLAIN_AUTH in refused.output
+    assert get_email_settings(engine, ids["tenant_id"]) is None
+    no_login = CliRunner().invoke(main, [*base, "--smtp-host", "smtp.example.com", *tail])
+    assert no_login.exit_code == 0, no_login.output  # no password to leak
+    loopback = CliRunner().invoke(main, [*base, "--smtp-host", "127.0.0.1", "--smtp-credentials", "X", *tail])
+    assert loopback.exit_code == 0, loopback.output  # never leaves the machine
+
+
+def test_send_email_never_logs_in_over_plain_text_to_a_remote_server():
+    smtp = {"smtp_host": "smtp.example.com", "smtp_port": 25, "smtp_security": "none"}
+    record = send_email(EmailMessage(), smtp, ("user", SecretStr("pw")), timeout=1)
+    assert not record.ok and record.response_code is None and record.error == PLAIN_AUTH

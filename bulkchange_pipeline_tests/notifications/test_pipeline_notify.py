@@ -23,7 +23,8 @@ from bulkchange_pipeline.engine.notify import DeliveryPolicy
 from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.simulators.jasper import JasperSimulator
 from bulkchange_pipeline.store.api_keys import create_api_key
-from bulkchange_pipeline.store.notification_deliveries import claim_due, list_deliveries
+from bulkchange_pipeline.store.notification_deliveries import list_deliveries
+from bulkchange_pipeline.store.notification_sending import claim_due
 from bulkchange_pipeline.store.notifications import EmailSettings, create_subscription, set_email_settings
 
 from ..defs.harness import FAST_CARRIERS

@@ -9,8 +9,9 @@ address guard, retries and a record of every attempt. Plain modules, no Dagster:
 - ``deliver``: a pass over the due deliveries
 """
 
-from .addresses import AddressRefused, check_webhook_url, parse_webhook_url
+from .addresses import AddressRefused, check_webhook_url, masked_url, parse_webhook_url
 from .deliver import DeliveryPolicy, DeliverySummary, deliver_due, deliver_due_async
+from .send import plain_auth_refusal
 from .signing import derive_secret, new_nonce, signed_headers
 
 __all__ = [
@@ -21,7 +22,9 @@ __all__ = [
     "deliver_due",
     "deliver_due_async",
     "derive_secret",
+    "masked_url",
     "new_nonce",
     "parse_webhook_url",
+    "plain_auth_refusal",
     "signed_headers",
 ]

@@ -24,7 +24,7 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "MAX_URL_LENGTH",
@@ -34,6 +34,7 @@ __all__ = [
     "address_refusal",
     "check_webhook_url",
     "literal_address",
+    "masked_url",
     "parse_webhook_url",
     "resolve_allowed",
 ]
@@ -162,11 +163,11 @@ def address_refusal(address: IPAddress, *, allow_private: bool) -> str | None:
     """Why a webhook may not be sent to ``address``, or None when it may."""
     if isinstance(address, ipaddress.IPv6Address):
         if address.scope_id:
-            return "an IPv6 address with a zone is link-local"
+            return f"an IPv6 address with a zone (%{address.scope_id[:20]}), which only link-local addresses have"
         inner = _embedded_v4(address)
         if inner is not None:
             reason = address_refusal(inner, allow_private=allow_private)
-            return f"it carries {inner}, which is {reason}" if reason else None
+            return f"an IPv6 address carrying the IPv4 address {inner}, which is {reason}" if reason else None
     if address.is_unspecified:
         return "the unspecified address"
     if address.is_multicast:
@@ -214,3 +215,23 @@ def check_webhook_url(url: str, *, allow_private: bool) -> WebhookTarget:
     target = parse_webhook_url(url)
     resolve_allowed(target, allow_private=allow_private)
     return target
+
+
+MASK = "***"
+
+
+def masked_url(url: str) -> str:
+    """``url`` as shown to people and logs: every query value (and any user info or fragment)
+    replaced by ``***``, names kept. Receivers often put a token in the query string
+    (``?token=...``); the real URL is kept for sending only."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    query = "&".join(
+        f"{pair.split('=', 1)[0]}={MASK}" if "=" in pair else (MASK if pair else pair)
+        for pair in parts.query.split("&")
+    )
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{MASK}@{netloc}" if "@" in parts.netloc else netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, query, MASK if parts.fragment else ""))

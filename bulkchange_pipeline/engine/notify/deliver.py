@@ -31,7 +31,7 @@ from ... import settings
 from ...domain.clock import SYSTEM_CLOCK, Clock
 from ...domain.notifications import DEFAULT_RETRY_SCHEDULE, Channel, DeliveryStatus
 from ...store.db import utcnow
-from ...store.notification_deliveries import AttemptRecord, DueDelivery, claim_due, record_attempt
+from ...store.notification_sending import AttemptRecord, DueDelivery, claim_due, record_attempt
 from ...store.operations import BulkChangeNotFound
 from .messages import email_message, encode, message_body
 from .send import send_email, send_webhook

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ...domain.notifications import DEVICE_RESULTS_TYPE, device_pages, message_type, wire_time
-from ...store.notification_deliveries import DueDelivery
+from ...store.notification_sending import DueDelivery
 from ...store.operations import page_device_results
 
 __all__ = ["device_results_body", "email_message", "encode", "event_body", "message_body"]

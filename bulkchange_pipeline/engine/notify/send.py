@@ -10,21 +10,23 @@ lead to an address the guard refuses.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import smtplib
 import ssl
 import time
 from concurrent.futures import Executor
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
 
 from ...store.db import utcnow
-from ...store.notification_deliveries import AttemptRecord
-from .addresses import AddressRefused, parse_webhook_url, resolve_allowed
+from ...store.notification_sending import AttemptRecord
+from .addresses import AddressRefused, masked_url, parse_webhook_url, resolve_allowed
 
-__all__ = ["USER_AGENT", "send_email", "send_webhook"]
+__all__ = ["USER_AGENT", "plain_auth_refusal", "send_email", "send_webhook"]
 
 USER_AGENT = "bulkchange-pipeline-webhooks/1"
 
@@ -77,10 +79,35 @@ async def send_webhook(
         error = f"no answer within {timeout:g} s"
     except httpx.HTTPError as exc:
         error = _short(exc)
+        query = urlsplit(url).query
+        if query:  # an exception may quote the URL: its query values are secrets of the receiver's
+            error = error.replace(query, urlsplit(masked_url(url)).query)
     ok = code is not None and 200 <= code < 300
     if code is not None and not ok:
         error = f"answered {code}" + (" (redirects are not followed)" if 300 <= code < 400 else "")
     return AttemptRecord(started, (time.perf_counter() - t0) * 1000, ok, code, error)
+
+
+def plain_auth_refusal(host: str, security: str, has_credentials: bool) -> str | None:
+    """Why logging in to ``host`` with ``security`` would send the password in clear text, or None.
+
+    SMTP AUTH PLAIN/LOGIN carry the password merely base64-encoded: without TLS anyone on the path
+    reads it. Only a server on this machine (loopback: the tests, ``make demo``) may be used so."""
+    if not has_credentials or security != "none" or _is_loopback(host):
+        return None
+    return (
+        f"SMTP login to {host[:80]} without TLS would send the password in clear text: "
+        "use --smtp-security starttls or tls (or no --smtp-credentials)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def send_email(
@@ -98,6 +125,9 @@ def send_email(
     error: str | None = None
     context = ssl.create_default_context()
     host, port, security = smtp["smtp_host"], int(smtp["smtp_port"]), smtp["smtp_security"]
+    refusal = plain_auth_refusal(host, security, credentials is not None)
+    if refusal:  # settings stored before the CLI refused this: never send the password in clear
+        return AttemptRecord(started, 0.0, False, None, refusal)
     try:
         client = (
             smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)

@@ -17,6 +17,7 @@ A second copy of a content already taken (any name) moves to ``processed/`` with
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,11 +34,20 @@ from .locations import DropConfigError, DropFolders, open_folders
 from .names import is_in_progress, is_plain_name, numbered_name, safe_name, split_suffix
 from .outbox import write_acknowledgement, write_outbox_file
 
-__all__ = ["MAX_LISTED", "MAX_TAKEN_PER_TICK", "TickReport", "idempotency_key", "take_inbox_files"]
+__all__ = ["MAX_LISTED", "MAX_TAKEN_PER_TICK", "STALE_SECONDS", "TickReport", "idempotency_key", "take_inbox_files"]
 
 MAX_TAKEN_PER_TICK = 20  # files taken per tick, every tenant together: a tick stays far inside 60 s
 MAX_LISTED = 1_000  # inbox entries looked at per tenant and tick (by name): the cursor stays small
 KEY_PREFIX = "file-sha256:"
+STALE_SECONDS = 24 * 3600  # an upload name ("x.part", a dotfile) unchanged this long never completes
+NOT_FOLLOWED = (
+    "a symbolic link, not a file: links are never followed (one could point outside the inbox); drop the file itself"
+)
+NOT_A_FILE = "not a regular file; drop a plain file"
+NEVER_COMPLETED = (
+    "never completed: its name says it is still being written (a dotfile or a temporary suffix such as .part), "
+    "but it has not changed for 24 hours; upload under a temporary name, then rename it to its final name"
+)
 
 
 def idempotency_key(content_sha256: str) -> str:
@@ -169,19 +179,40 @@ def _take(
     report.note(f"tenant {tenant}: took {shown!r} as bulk change {outcome.bulk_change_id}: {outcome.message}")
 
 
-def _candidates(folders: DropFolders) -> list[tuple[str, str]]:
-    """(name, "size:mtime") of the plain files in the inbox, oldest first, at most ``MAX_LISTED``."""
+def _candidates(folders: DropFolders, now: float) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(name, "size:mtime") of the plain files in the inbox, oldest first, at most ``MAX_LISTED``;
+    and (name, reason) of the entries to refuse without reading them: links and other entries that
+    are not plain files (never followed: a link could point out of the inbox), and names that say
+    "still being written" but have not changed for ``STALE_SECONDS``."""
     found: list[tuple[Any, str, str]] = []
+    refused: list[tuple[str, str]] = []
     for entry in folders.fs.ls(folders.inbox, detail=True):
         entry_info: dict[str, Any] = entry
         name = str(entry_info["name"]).rstrip("/").rsplit("/", 1)[-1]
-        if entry_info.get("type") != "file" or entry_info.get("islink") or not is_plain_name(name):
-            continue  # folders (processed/, rejected/) and links (they could point out of the inbox)
-        if is_in_progress(name):
-            continue
-        found.append((entry_info.get("mtime") or 0, name, f"{entry_info.get('size')}:{entry_info.get('mtime')}"))
+        kind, mtime = entry_info.get("type"), entry_info.get("mtime") or 0
+        if not is_plain_name(name) or (kind == "directory" and not entry_info.get("islink")):
+            continue  # folders (processed/, rejected/, the partner's own)
+        if entry_info.get("islink"):
+            refused.append((name, NOT_FOLLOWED))
+        elif kind != "file":
+            refused.append((name, f"{NOT_A_FILE} (it is a {str(kind)[:20]!r} entry)"))
+        elif is_in_progress(name):
+            if isinstance(mtime, int | float) and now - float(mtime) > STALE_SECONDS:
+                refused.append((name, NEVER_COMPLETED))
+        else:
+            found.append((mtime, name, f"{entry_info.get('size')}:{entry_info.get('mtime')}"))
     found.sort(key=lambda f: (f[0], f[1]))  # oldest first: of two copies, the first dropped is the original
-    return [(name, signature) for _, name, signature in found[:MAX_LISTED]]
+    return [(name, signature) for _, name, signature in found[:MAX_LISTED]], refused[:MAX_LISTED]
+
+
+def _refuse_entry(folders: DropFolders, tenant: int, name: str, reason: str, report: TickReport) -> None:
+    """Move an entry that is not taken (a link, a never-completed upload) to ``rejected/`` with its
+    reason beside it, unread: a rename moves a link itself, never what it points to."""
+    shown = safe_name(name)
+    tag = hashlib.sha256(name.encode("utf-8", errors="surrogateescape")).hexdigest()[:12]
+    where = _move(folders, f"{folders.inbox}/{name}", folders.rejected, shown, tag, ".reason.txt", reason)
+    report.rejected += 1
+    report.note(f"tenant {tenant}: rejected {shown!r} as rejected/{where}: {reason}")
 
 
 def take_inbox_files(
@@ -205,7 +236,14 @@ def take_inbox_files(
             report.note(f"tenant {drop.tenant_id}: inbox not usable: {exc}")
             continue
         try:
-            for name, signature in _candidates(folders):
+            candidates, refused = _candidates(folders, time.time())
+            for name, reason in refused:
+                try:
+                    _refuse_entry(folders, drop.tenant_id, name, reason, report)
+                except (OSError, ValueError) as exc:
+                    report.errors += 1
+                    report.note(f"tenant {drop.tenant_id}: {safe_name(name)!r} not moved: {type(exc).__name__}: {exc}")
+            for name, signature in candidates:
                 key = _seen_key(drop.tenant_id, name)
                 report.seen[key] = signature
                 if previous.get(key) != signature or budget <= 0:

@@ -58,7 +58,11 @@ def ack_997(
                 rejected[0].code if rejected else "000",
             )
         )
-    bodies = [_ack_group(interchange, group, issues, bool(rejected)) for group in interchange.groups]
+    reported = _Reported(issues)
+    # One AK1 loop per GS06: a repeated GS06 is an interchange issue (TA1), and its groups' answers
+    # could not be told apart anyway.
+    groups = {group.control: group for group in reversed(interchange.groups)}.values()
+    bodies = [_ack_group(interchange, group, reported, bool(rejected)) for group in reversed(groups)]
     return envelope(interchange, "FA", bodies, control, when, pre_group)
 
 
@@ -68,19 +72,43 @@ def control_number(value: str) -> str:
     return text.zfill(9) if text.isascii() and text.isdigit() and len(text) <= 9 else "0" * 9
 
 
-def _ack_group(interchange: Interchange, group: Group, issues: list[X12Issue], interchange_rejected: bool) -> list[str]:
+MAX_SEGMENT_ERRORS = 100  # AK3 (with their AK4) in one 997; AK5 R and AK9 count the rest
+
+
+class _Reported:
+    """The issues indexed once by group and transaction set (so the 997 is built in time linear in
+    the input, however the control numbers repeat), and a budget of AK3 loops: a file with
+    thousands of bad segments is answered with the first ``MAX_SEGMENT_ERRORS``; every transaction
+    set with an issue is still rejected (AK5 R) and counted in AK9."""
+
+    def __init__(self, issues: list[X12Issue]) -> None:
+        self.by_group: dict[str | None, list[X12Issue]] = {}
+        self.by_tx: dict[tuple[str | None, str | None], list[X12Issue]] = {}
+        for issue in issues:
+            if issue.level == "group":
+                self.by_group.setdefault(issue.group_control, []).append(issue)
+            elif issue.level in ("transaction", "segment"):
+                self.by_tx.setdefault((issue.group_control, issue.transaction_control), []).append(issue)
+        # Groups or sets sharing a control number share their issues: each is answered once.
+        self.by_tx = {key: list(dict.fromkeys(found)) for key, found in self.by_tx.items()}
+        self.segment_budget = MAX_SEGMENT_ERRORS
+
+
+def _ack_group(interchange: Interchange, group: Group, reported: _Reported, interchange_rejected: bool) -> list[str]:
     seps = interchange.separators
-    mine = [i for i in issues if i.group_control == group.control and i.level != "interchange"]
     ak1 = [clean(group.functional_id, seps, 2), clean(group.control, seps, 9)]
     if group.version.startswith("005") or interchange.version >= "00501":
         ak1.append(clean(group.version, seps, 12))
     body = [segment(seps, "AK1", *ak1)]
     accepted = 0
+    answered: set[str] = set()
     for tx in group.transactions:
-        tx_issues = [i for i in mine if i.transaction_control == tx.control and i.level in ("transaction", "segment")]
-        body.extend(_ack_transaction(seps, tx, tx_issues))
+        tx_issues = reported.by_tx.get((group.control, tx.control), [])
         accepted += not tx_issues
-    group_codes = [i.code for i in mine if i.level == "group"][:5]
+        if tx.control not in answered:  # one AK2 loop per ST02: repeats (AK502 23) share its answer
+            answered.add(tx.control)
+            body.extend(_ack_transaction(seps, tx, tx_issues, reported))
+    group_codes = [i.code for i in reported.by_group.get(group.control, [])][:5]
     received = len(group.transactions)
     status = "A" if accepted == received and not group_codes else "P" if accepted else "R"
     if interchange_rejected or group_codes:
@@ -90,11 +118,14 @@ def _ack_group(interchange: Interchange, group: Group, issues: list[X12Issue], i
     return body
 
 
-def _ack_transaction(seps: Separators, tx: Transaction, issues: list[X12Issue]) -> list[str]:
+def _ack_transaction(seps: Separators, tx: Transaction, issues: list[X12Issue], reported: _Reported) -> list[str]:
     out = [segment(seps, "AK2", clean(tx.code, seps, 3), clean(tx.control, seps, 9))]
     for issue in issues:
         if issue.level != "segment":
             continue
+        if reported.segment_budget <= 0:
+            break
+        reported.segment_budget -= 1
         out.append(
             segment(
                 seps, "AK3", clean(issue.segment_id or "", seps, 3), str(issue.segment_position or ""), "", issue.code
@@ -111,7 +142,7 @@ def _ack_transaction(seps: Separators, tx: Transaction, issues: list[X12Issue]) 
                     clean(issue.bad_value or "", seps, 99),
                 )
             )
-    codes = [i.code for i in issues if i.level == "transaction"]
+    codes = list(dict.fromkeys(i.code for i in issues if i.level == "transaction"))
     if issues and not codes:
         codes = ["5"]  # one or more segments in error
     out.append(segment(seps, "AK5", "R" if issues else "A", *codes[:5]))
@@ -208,4 +239,4 @@ def _result(device: ShippedDevice, outcome: dict[str, tuple[bool, tuple[str, str
     return False, (TED_MISSING, "no result was recorded for this device")
 
 
-__all__ = ["ACCEPTED_STATUS", "ack_997", "advice_824", "control_number"]
+__all__ = ["ACCEPTED_STATUS", "MAX_SEGMENT_ERRORS", "ack_997", "advice_824", "control_number"]

@@ -23,6 +23,11 @@ from typing import Literal
 from .tokens import Group, Interchange, Segment, Transaction
 
 Level = Literal["interchange", "group", "transaction", "segment"]
+# Segments outside an envelope each named in an issue; the rest are counted in one more. They all
+# reject the interchange (one TA1), so naming thousands would only slow the answer down.
+MAX_STRAY = 10
+# Unrecognized segment ids named per transaction set (AK3); one is enough to reject it (AK5 R).
+MAX_BAD_IDS = 10
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ def check_envelope(interchange: Interchange) -> list[X12Issue]:
     def at_interchange(code: str, message: str) -> None:
         issues.append(X12Issue("interchange", code, message))
 
+    if interchange.too_large:  # nothing else was read: one issue, not one per segment
+        return [X12Issue("interchange", "024", interchange.too_large)]
+
     if not (isa13.isascii() and isa13.isdigit()):
         at_interchange("018", f"ISA13 {isa13!r} is not a 9-digit interchange control number")
     if trailer is None:
@@ -69,24 +77,44 @@ def check_envelope(interchange: Interchange) -> list[X12Issue]:
             at_interchange(
                 "021", f"IEA01 says {trailer.get(1)!r} functional groups; the interchange has {len(interchange.groups)}"
             )
-    for seg in interchange.stray:
+    for seg in interchange.stray[:MAX_STRAY]:
         where = (
             "after the IEA segment" if trailer is not None and seg.index > trailer.index else "outside any GS/GE group"
         )
         at_interchange("024", f"segment {seg.id[:10]!r} (segment {seg.index + 1} of the file) is {where}")
+    if len(interchange.stray) > MAX_STRAY:
+        at_interchange("024", f"and {len(interchange.stray) - MAX_STRAY:,} more segments outside any GS/GE group")
     if not interchange.groups and not interchange.ta1:
         at_interchange("024", "the interchange holds no functional group (GS ... GE)")
+    repeated = _repeated_gs06(interchange)
+    if repeated:
+        at_interchange(
+            "024",
+            f"GS06 {repeated!r} numbers more than one functional group; each group needs its own control number",
+        )
     for group in interchange.groups:
         issues.extend(_check_group(group))
     bad_ids = {seg.index for seg in interchange.bad_ids}
     for group in interchange.groups:
         for tx in group.transactions:
+            found = 0
             for pos, seg in enumerate(tx.segments, start=1):
-                if seg.index in bad_ids:
+                if seg.index in bad_ids and found < MAX_BAD_IDS:
+                    found += 1
                     issues.append(
                         segment_issue(group, tx, seg, pos, "1", f"{seg.id[:10]!r} is not a segment id (unrecognized)")
                     )
     return issues
+
+
+def _repeated_gs06(interchange: Interchange) -> str | None:
+    """The first GS06 used by two groups: the 997 answers groups by GS06, so it must be unique."""
+    seen: set[str] = set()
+    for group in interchange.groups:
+        if group.control in seen:
+            return group.control
+        seen.add(group.control)
+    return None
 
 
 def _check_group(group: Group) -> list[X12Issue]:
@@ -98,6 +126,8 @@ def _check_group(group: Group) -> list[X12Issue]:
 
     if not (gs06.isascii() and gs06.isdigit() and len(gs06) <= 9):
         at_group("6", f"GS06 {gs06!r} is not a group control number (1 to 9 digits)")
+    if not group.version.strip():
+        at_group("2", "GS08 (version / release / industry identifier code) is missing; it is mandatory")
     if group.trailer is None:
         at_group("3", f"the GE segment (trailer of group GS06 {gs06!r}) is missing")
     else:
@@ -108,7 +138,7 @@ def _check_group(group: Group) -> list[X12Issue]:
                 "5",
                 f"GE01 says {group.trailer.get(1)!r} transaction sets; group GS06 {gs06!r} has {len(group.transactions)}",
             )
-    for seg in group.stray:
+    for seg in group.stray[:MAX_STRAY]:
         issues.append(
             X12Issue(
                 "interchange",
@@ -116,6 +146,9 @@ def _check_group(group: Group) -> list[X12Issue]:
                 f"segment {seg.id[:10]!r} (segment {seg.index + 1} of the file) is outside any ST/SE",
             )
         )
+    if len(group.stray) > MAX_STRAY:
+        more = len(group.stray) - MAX_STRAY
+        issues.append(X12Issue("interchange", "024", f"and {more:,} more segments outside any ST/SE"))
     seen: set[str] = set()
     for tx in group.transactions:
         issues.extend(_check_transaction(group, tx, tx.control in seen))

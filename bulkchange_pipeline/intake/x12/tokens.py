@@ -31,6 +31,13 @@ ISA_LENGTH = 106
 ISA_WIDTHS = (2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1, 1)
 SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}")
 ENVELOPE_IDS = frozenset({"ISA", "IEA", "GS", "GE", "ST", "SE"})
+# Bounds on one interchange. A 132 KB file can hold 3,000 groups and 5 MB of bare terminators five
+# million empty segments; answering each one makes the 997 (and the time to build it) explode. An
+# interchange beyond these is refused as a whole with one issue, before any acknowledgement body is
+# built. 200,000 segments hold an 856 of about 40,000 devices; a partner with more sends several files.
+MAX_SEGMENTS = 200_000
+MAX_GROUPS = 100
+MAX_TRANSACTIONS = 1_000
 
 
 class X12Error(IntakeError):
@@ -121,6 +128,9 @@ class Interchange:
     stray: list[Segment] = field(default_factory=list)  # segments outside any group, or after IEA
     bad_ids: list[Segment] = field(default_factory=list)  # segments whose id is not an X12 segment id
     ta1: list[Segment] = field(default_factory=list)  # interchange acknowledgements, between ISA and the first GS
+    # Why the interchange is refused unread (more segments, groups or transaction sets than we take):
+    # then ``groups`` and ``stray`` are left empty and the 997 carries only a TA1 rejection.
+    too_large: str | None = None
 
     @property
     def control(self) -> str:
@@ -187,10 +197,13 @@ def isa_elements(text: str) -> tuple[str, ...]:
     return tuple(values)
 
 
-def tokenize(text: str, separators: Separators, first_index: int = 0) -> list[Segment]:
-    """Split ``text`` into segments by the given separators (indexes counted from ``first_index``)."""
+def tokenize(text: str, separators: Separators, first_index: int = 0, *, limit: int | None = None) -> list[Segment]:
+    """Split ``text`` into segments by the given separators (indexes counted from ``first_index``).
+
+    With ``limit``, at most ``limit + 1`` segments are made (the last holds the rest of the text
+    unsplit): enough for the caller to see that there are too many, without building millions."""
     line_breaks = "\r\n".replace(separators.segment, "")
-    pieces = text.split(separators.segment)
+    pieces = text.split(separators.segment, -1 if limit is None else limit)
     if pieces and not pieces[-1].strip(line_breaks + " \t"):
         pieces.pop()  # what follows the last terminator is at most a line break
     segments: list[Segment] = []
@@ -220,9 +233,43 @@ def parse_interchange(data: bytes | str, *, limits: IntakeLimits = IntakeLimits(
     separators = read_separators(text)
     # The ISA is cut by position, not by its terminator: its fixed-width values may hold any character.
     interchange = Interchange(isa=Segment("ISA", isa_elements(text), 0), separators=separators)
+    # Counting terminators first is cheap and spares building a flood's segments at all (the
+    # limit on ``tokenize`` covers the one segment a file may hold after its last terminator).
+    terminators = text.count(separators.segment, ISA_LENGTH)
+    segments = (
+        tokenize(text[ISA_LENGTH:], separators, first_index=1, limit=MAX_SEGMENTS)
+        if terminators <= MAX_SEGMENTS
+        else []
+    )
+    if terminators > MAX_SEGMENTS or len(segments) > MAX_SEGMENTS:
+        return _refused(
+            interchange, f"the interchange holds more than {MAX_SEGMENTS:,} segments; send it in several files"
+        )
+    groups = sum(1 for seg in segments if seg.id == "GS")
+    if groups > MAX_GROUPS:
+        return _refused(
+            interchange, f"the interchange holds {groups:,} functional groups (GS); we take at most {MAX_GROUPS}"
+        )
+    transactions = sum(1 for seg in segments if seg.id == "ST")
+    if transactions > MAX_TRANSACTIONS:
+        return _refused(
+            interchange,
+            f"the interchange holds {transactions:,} transaction sets (ST); we take at most {MAX_TRANSACTIONS:,}",
+        )
+    _nest(interchange, segments)
+    return interchange
+
+
+def _refused(interchange: Interchange, reason: str) -> Interchange:
+    interchange.too_large = reason
+    return interchange
+
+
+def _nest(interchange: Interchange, segments: list[Segment]) -> None:
+    """Sort ``segments`` (after the ISA) into the interchange's groups and transaction sets."""
     group: Group | None = None
     transaction: Transaction | None = None
-    for seg in tokenize(text[ISA_LENGTH:], separators, first_index=1):
+    for seg in segments:
         if not SEGMENT_ID.fullmatch(seg.id):
             interchange.bad_ids.append(seg)
         if interchange.trailer is not None:
@@ -247,12 +294,14 @@ def parse_interchange(data: bytes | str, *, limits: IntakeLimits = IntakeLimits(
             transaction.segments.append(seg)
             if seg.id == "SE":
                 transaction.trailer, transaction = seg, None
-    return interchange
 
 
 __all__ = [
     "ENVELOPE_IDS",
     "ISA_LENGTH",
+    "MAX_GROUPS",
+    "MAX_SEGMENTS",
+    "MAX_TRANSACTIONS",
     "Group",
     "Interchange",
     "Segment",
