@@ -180,8 +180,12 @@ def _create(engine: sa.Engine, caller: Caller, body: SubscriptionIn) -> Subscrip
         target = check_webhook_url(body.url, allow_private=settings.webhook_allow_private())
     except (ValueError, AddressRefused) as exc:  # AddressRefused is a ValueError; both say why
         raise _invalid(str(exc)) from None
+    try:
+        signing_key = settings.webhook_signing_key()
+    except RuntimeError as exc:  # a deployment without its signing key: say what to set, store nothing
+        raise ApiProblem(503, str(exc), title="Webhook signing is not configured") from None
     nonce = new_nonce()
-    secret = derive_secret(settings.webhook_signing_key(), nonce)
+    secret = derive_secret(signing_key, nonce)
     sub = store.create_subscription(
         engine,
         caller.tenant_id,

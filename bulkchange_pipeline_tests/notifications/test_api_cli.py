@@ -234,3 +234,18 @@ def test_query_string_tokens_are_masked_in_every_output_and_sent_as_given(engine
 def test_masked_url_keeps_names_and_hides_values():
     assert masked_url("https://h.example/p?a=1&b&c=x=y#frag") == "https://h.example/p?a=***&***&c=***#***"
     assert masked_url("https://h.example/p") == "https://h.example/p"
+
+
+def test_a_postgresql_deployment_without_a_signing_key_answers_503_and_stores_nothing(
+    engine, db_url, notify_env, monkeypatch
+):
+    """With a PostgreSQL database the key must come from the environment (several hosts would each
+    make their own key file): creating a subscription then says what to set, never a 500."""
+    a, _ = settle(engine, "acme", 0)
+    key = {"Authorization": f"Bearer {create_api_key(engine, a['tenant_id'], 'ops')}"}
+    monkeypatch.delenv("BULKCHANGE_WEBHOOK_SIGNING_KEY")
+    monkeypatch.setenv("BULKCHANGE_DATABASE_URL", "postgresql+psycopg2://nobody@127.0.0.1:1/none")
+    with TestClient(create_app(db_url)) as client:
+        r = client.post("/notifications/subscriptions", headers=key, json={"url": "https://8.8.8.8/h"})
+        assert r.status_code == 503 and "BULKCHANGE_WEBHOOK_SIGNING_KEY" in r.json()["detail"], r.text
+        assert client.get("/notifications/subscriptions", headers=key).json()["items"] == []
