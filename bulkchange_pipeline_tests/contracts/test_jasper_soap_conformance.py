@@ -195,7 +195,7 @@ _XML_CHAR = re.compile("^[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*$
 _CODES = st.sampled_from(sorted(CHANGE_TYPES))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     known=st.sampled_from([True, True, False]),
     iccid=_TEXT,
