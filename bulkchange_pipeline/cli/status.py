@@ -7,10 +7,13 @@ from typing import Any
 
 import click
 import sqlalchemy as sa
+from rich.console import Console
+from rich.markup import escape
 
 from ..domain import IdentifierKind, classify, normalize
 from ..intake.results_csv import write_results_csv
 from ..store import reference as ref
+from ..store.approvals import get_approval
 from ..store.bulk_changes import get_bulk_change, iter_device_results
 from ..store.device_changes import device_history_for
 from ._common import (
@@ -32,6 +35,23 @@ def _get(engine: sa.Engine, tenant_id: int, bulk_change_id: int) -> dict[str, An
     if bc is None:
         raise UserError(f"no bulk change {bulk_change_id} in this tenant")
     return bc
+
+
+def _at(t: Any) -> str:
+    return f"{t:%Y-%m-%d %H:%M:%S} UTC" if t else "?"
+
+
+def _print_approval(out: Console, a: dict[str, Any]) -> None:
+    """The approval as the API's status shows it (``store.approvals.approval_of``): an operator
+    deciding from the terminal sees why it waits and who decided, not only AWAITING_APPROVAL."""
+    out.print(f"approval [bold]{a['state']}[/]: needed because {escape(str(a['needed_because']))}")
+    out.print(f"  submitted by {escape(str(a['submitted_by']))} at {_at(a['requested_at'])}")
+    if a["state"] == "pending":
+        out.print(f"  expires at {_at(a['expires_at'])} unless approved or rejected")
+    if a["decided_by"]:
+        out.print(f"  {a['state']} by {escape(str(a['decided_by']))} at {_at(a['decided_at'])}")
+    if a["reason"]:
+        out.print(f"  reason: {escape(str(a['reason']))}", markup=True, highlight=False)
 
 
 @click.command("status")
@@ -72,7 +92,10 @@ def status_command(
                 out, lambda: _get(engine, tenant_id, bulk_change_id), bc, interval=interval, timeout=timeout
             )
             bc = followed.bc
+        approval = get_approval(engine, bulk_change_id, bc["status"])
     render_status(out, bc, names.get(bc["service_provider_id"]))
+    if approval is not None:
+        _print_approval(out, approval)
     if followed is not None and followed.held:
         raise UserError(
             f"bulk change {bulk_change_id} is held (processChanges=false): nothing moves until "

@@ -1,9 +1,12 @@
-"""The console's actions: cancel, retry failed, release a held bulk change, and a CSV upload.
+"""The console's actions: cancel, retry failed, release a held bulk change, approve or reject one
+awaiting approval, and a CSV upload.
 
 Each action is two steps, because each one reaches devices at a carrier: a GET page says what will
 happen (how many rows), and only its form's POST, carrying the session's CSRF token, does it. The
 POST calls the same ``store.operations`` function as the API, with the same caller label, and a
-refusal (``OperationRefused``) is shown with its message. The upload is dry-run first: the report
+refusal (``OperationRefused``) is shown with its message. Approve and reject need the approver role
+and call ``store.approvals`` as the API does, with the key as the four-eyes actor, so the submitter's
+own key is refused with the rule's message; a rejection's reason gets the API's checks. The upload is dry-run first: the report
 the API's dry run gives (``intake.csv_file.parse_csv`` and ``intake.submit.submit``), then the same
 bytes, carried in the confirmation form, are parsed and validated again and submitted. The
 confirmation carries a MAC of what the dry run showed (``session.upload_mac``: tenant, file digest,
@@ -31,16 +34,17 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 
 from ..domain import ChangeType
-from ..domain.approval import Role
+from ..domain.approval import MAX_REASON_LENGTH, Role
 from ..domain.requests import MAX_ID
 from ..intake.api_bodies import FORM_OVERHEAD
 from ..intake.api_models import ApiProblem, capped_stream
 from ..intake.auth import Caller, role_refusal
 from ..intake.csv_file import parse_csv
 from ..intake.deps import request_engine, request_limits
-from ..intake.parsing import IntakeError, IntakeLimits, plain_int
+from ..intake.parsing import IntakeError, IntakeLimits, plain_int, text_reason
 from ..intake.submit import SubmitOutcome, submit
 from ..intake.validation import RequestRejected
+from ..store import approvals
 from ..store import console as q
 from ..store import operations as ops
 from ..store.bulk_changes import IdempotencyConflict
@@ -63,6 +67,16 @@ class Action:
     button: str
     run: Callable[..., Any]
     done: Callable[[Any], str]
+    role: Role = Role.SUBMITTER  # the API's role for the same action
+    reason: bool = False  # the form asks for a reason (reject)
+
+
+def _approve(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: approvals.Actor, reason: str) -> Any:
+    return approvals.approve_bulk_change(engine, tenant_id, bulk_change_id, by=by)
+
+
+def _reject(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: approvals.Actor, reason: str) -> Any:
+    return approvals.reject_bulk_change(engine, tenant_id, bulk_change_id, by=by, reason=reason)
 
 
 ACTIONS = {
@@ -90,6 +104,22 @@ ACTIONS = {
             + ("when its effective date comes." if r.status == "SCHEDULED" else "on its next tick.")
         ),
     ),
+    # Four-eyes approval: the store's rules (``store.approvals``), as the API and the CLI apply them.
+    "approve": Action(
+        "Approve",
+        "Approve it",
+        _approve,
+        lambda r: f"Approved by {r.decided_by}: bulk change {r.bulk_change_id} is {r.status}; the sensor starts it.",
+        role=Role.APPROVER,
+    ),
+    "reject": Action(
+        "Reject",
+        "Reject it",
+        _reject,
+        lambda r: f"Rejected by {r.decided_by}: bulk change {r.bulk_change_id} is {r.status}; nothing was sent.",
+        role=Role.APPROVER,
+        reason=True,
+    ),
 }
 
 
@@ -106,7 +136,15 @@ def _what_happens(action: str, bc: q.BulkChangeSummary, retryable: int) -> str:
             f"{retryable} failed device rows (carrier refusals, and rows that failed while processing) go back "
             "to NEW as a new attempt, and the pipeline sends them again. Rows refused at validation are not retried."
         )
-    return f"The held bulk change starts: its {bc.total - c.get('ERROR', 0)} accepted device rows go to the carrier."
+    accepted = bc.total - c.get("ERROR", 0)
+    if action == "approve":
+        return (
+            f"The bulk change starts: its {accepted} accepted device rows go to the carrier. "
+            "Four eyes: you cannot approve a bulk change you submitted."
+        )
+    if action == "reject":
+        return f"Its {accepted} accepted device rows become CANCELLED with your reason; nothing is sent."
+    return f"The held bulk change starts: its {accepted} accepted device rows go to the carrier."
 
 
 def _action(name: str) -> Action:
@@ -132,7 +170,8 @@ def _confirm_page(
         name=name,
         action=_action(name),
         what=_what_happens(name, bc, retryable),
-        **{"refused": None, "done": None, **extra},
+        approval=approvals.get_approval(engine, bulk_change_id, bc.status),
+        **{"refused": None, "done": None, "reason": "", **extra},
     )
 
 
@@ -149,21 +188,39 @@ async def act(request: Request, user: User, engine: Engine, name: str, bulk_chan
     action = _action(name)
     form = await request.form(max_files=0, max_fields=5)
     check_csrf(user, str(form.get("csrf") or ""))
-    if refused := role_refusal(user.caller, Role.SUBMITTER):  # the API's role rule (403)
+
+    async def again(status_code: int, **extra: Any) -> Response:
         return await run_in_threadpool(
-            _confirm_page, request, user, engine, bulk_change_id, name, refused=refused, status_code=403
+            _confirm_page, request, user, engine, bulk_change_id, name, status_code=status_code, **extra
         )
+
+    if refused := role_refusal(user.caller, action.role):  # the API's role rule (403)
+        return await again(403, refused=refused)
+    sent = form.get("reason")
+    reason = sent if isinstance(sent, str) else ""
+    kwargs: dict[str, Any] = {"by": user.caller.label}
+    if action.role is Role.APPROVER:
+        if action.reason and (why := _reason_refusal(reason)):
+            return await again(422, refused=why, reason=reason)
+        kwargs = {"by": user.caller.actor, "reason": reason}
     try:
-        result = await run_in_threadpool(
-            action.run, engine, user.caller.tenant_id, bulk_change_id, by=user.caller.label
-        )
+        result = await run_in_threadpool(action.run, engine, user.caller.tenant_id, bulk_change_id, **kwargs)
     except ops.BulkChangeNotFound:
         raise NotFound(f"no bulk change {bulk_change_id} for this tenant") from None
+    except approvals.SelfApprovalRefused as exc:  # the four-eyes rule (the API's 403)
+        return await again(403, refused=str(exc))
     except ops.OperationRefused as exc:
-        return await run_in_threadpool(
-            _confirm_page, request, user, engine, bulk_change_id, name, refused=str(exc), status_code=409
-        )
-    return await run_in_threadpool(_confirm_page, request, user, engine, bulk_change_id, name, done=action.done(result))
+        return await again(409, refused=str(exc))
+    return await again(200, done=action.done(result))
+
+
+def _reason_refusal(reason: str) -> str | None:
+    """Why a rejection's reason cannot be stored as typed (the API's checks), or None."""
+    if not reason.strip():
+        return "a rejection needs a reason (not only blanks)"
+    if len(reason) > MAX_REASON_LENGTH:
+        return f"the reason is {len(reason)} characters long; at most {MAX_REASON_LENGTH}"
+    return text_reason("the reason", reason)
 
 
 # --- CSV upload: dry run, then confirm ----------------------------------------------------------

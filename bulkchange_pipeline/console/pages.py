@@ -19,11 +19,13 @@ from fastapi.responses import RedirectResponse, Response
 
 from .. import settings
 from ..domain import BulkChangeStatus, ChangeType, DeviceChangeStatus, outcome_of
+from ..domain.approval import Role
 from ..domain.requests import MAX_ID
-from ..intake.auth import identify_caller
+from ..intake.auth import identify_caller, role_refusal
 from ..intake.deps import request_engine
 from ..intake.parsing import plain_int
 from ..intake.results_download import download_response
+from ..store import approvals
 from ..store import console as q
 from ..store import operations as ops
 from ..store.reference import list_service_providers
@@ -204,7 +206,8 @@ def _row_status(text: str | None) -> DeviceChangeStatus | None:
 
 @router.get("/bulk-changes/{bulk_change_id}")
 def bulk_change_page(request: Request, user: User, engine: Engine, bulk_change_id: int = BulkChangeId) -> Response:
-    """Header, progress (refreshing while it moves), outcome, the device rows paged and filtered."""
+    """Header, progress (refreshing while it moves), outcome, the approval (and, for an approver, its
+    Approve / Reject buttons while it waits), the device rows paged and filtered."""
     bc = _summary(engine, user, bulk_change_id)
     status = _row_status(request.query_params.get("status"))
     rows = ops.page_device_results(
@@ -235,6 +238,8 @@ def bulk_change_page(request: Request, user: User, engine: Engine, bulk_change_i
         statuses=[s.value for s in DeviceChangeStatus],
         dagster_url=dagster_runs_url(bulk_change_id),
         retryable=q.retryable_count(engine, user.caller.tenant_id, bulk_change_id),
+        approval=approvals.get_approval(engine, bulk_change_id, bc.status),
+        can_approve=role_refusal(user.caller, Role.APPROVER) is None,  # the API's role rule
     )
 
 
