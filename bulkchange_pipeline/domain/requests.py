@@ -236,6 +236,10 @@ class BulkChangeRequest(BaseModel):
     process_changes: bool = Field(True, alias="processChanges")
     portal_type_id: Int64 | None = Field(None, alias="portalTypeId")
     idempotency_key: str | None = Field(None, alias="idempotencyKey", max_length=MAX_IDEMPOTENCY_KEY)
+    # A row that would break a carrier rule (domain.carrier_rules) waits in SCHEDULED until the
+    # rule allows it instead of being refused. None (not False) by default: an old request's
+    # fingerprint (exclude_none) stays the same.
+    defer_if_limited: bool | None = Field(None, alias="deferIfLimited")
     devices: list[str | DeviceEntry] = Field(min_length=1, max_length=MAX_DEVICES_PER_REQUEST)
 
     status_update: dict[str, Any] | None = Field(None, alias="statusUpdate")

@@ -13,6 +13,11 @@ says "effective date passed to <carrier>: the carrier applies it on <date>". A d
 cannot take (Jasper beyond 180 days, Telegence later today) is not refused: the row waits in
 SCHEDULED like any other and is sent, without a date, when it is due.
 
+Carrier rules (``domain.carrier_rules``, via ``intake.carrier_limits``): a row sent now that would
+break a carrier's published provisioning rule, counting the line's history and rows waiting in
+other bulk changes, is refused with the rule, its source and the count; with ``deferIfLimited`` it
+waits in SCHEDULED until the first moment the rule allows.
+
 Speed matters (100,000 devices in a few seconds): the work is two passes over the rows with the
 database touched only in between, by set-based lookups (see ``store.reference``); targets are
 built once per distinct set of per-device values.
@@ -48,14 +53,15 @@ from ..domain import (
     unsupported_reason,
 )
 from ..domain.capabilities import CarrierDates
+from ..domain.carrier_rules import LineHistory, Refusal
 from ..domain.identifiers import CHECKS, rev_io_id
 from ..store import reference as ref
 from ..store.bulk_changes import NewDeviceChange
 from ..store.db import to_naive_utc, utcnow
+from . import carrier_limits
 from .parsing import formula_reason
 
 ARCHIVE_USAGE_DAYS = 30
-THINGSPACE_PLAN_CHANGES_PER_MONTH = 4
 CT = ChangeType
 _KIND_FIELDS = (
     ("iccid", IdentifierKind.ICCID),
@@ -120,7 +126,7 @@ class ValidationReport:
 
 
 class _Row:
-    __slots__ = ("entry", "raw", "kind", "value", "reason", "target", "target_error", "device")
+    __slots__ = ("entry", "raw", "kind", "value", "reason", "target", "target_error", "device", "deferred")
 
     def __init__(self, entry: DeviceEntry) -> None:
         self.entry = entry
@@ -131,6 +137,7 @@ class _Row:
         self.target: dict[str, Any] | None = None
         self.target_error: str | None = None
         self.device: ref.DeviceRecord | None = None
+        self.deferred: Refusal | None = None  # a carrier rule's refusal turned into a wait (deferIfLimited)
 
 
 def validate_request(
@@ -165,6 +172,7 @@ def validate_request(
     _first_pass(rows, ct, request.payload, row_errors or {}, blanket, numbers)
     ctx = _Lookups.load(engine, tenant_id, sp, ct, rows, now)
     _second_pass(rows, ct, sp, ctx, now, numbers)
+    _carrier_rules(rows, ct, sp, ctx, now, bool(request.defer_if_limited))
 
     report = ValidationReport(tenant_id, sp, ct, sp.portal_type, [], [], [r.raw for r in rows], numbers)
     if not sp.write_enabled and cap is not None and cap.handling.value != "db":
@@ -251,7 +259,7 @@ class _Lookups:
     customers: dict[int, ref.CustomerInfo]
     customer_plans: dict[int, int | None]
     pools: set[int]
-    plan_changes: dict[int, int]
+    histories: dict[int, LineHistory]  # device id -> what the carrier rules count (carrier_limits)
     taken: dict[tuple[str, str], list[ref.DeviceRecord]]
 
     @classmethod
@@ -283,10 +291,8 @@ class _Lookups:
         for i, r in enumerate(rows):
             if r.reason is None and r.kind is not None:
                 devices[i] = _pick(found[r.kind].get(r.value, []), sp.id)
-        plan_changes: dict[int, int] = {}
-        if ct is CT.CARRIER_RATE_PLAN_CHANGE and sp.integration is Integration.THINGSPACE:
-            month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-            plan_changes = ref.plan_change_counts(engine, tenant_id, [d.id for d in devices.values() if d], month_start)
+        live = [d for d in devices.values() if d is not None and d.service_provider_id == sp.id]
+        histories = carrier_limits.load_histories(engine, tenant_id, sp.integration, ct, live, to_naive_utc(now))
         taken = {}
         for key, kind in (("new_iccid", IdentifierKind.ICCID), ("new_imei", IdentifierKind.IMEI)):
             if new_ids[key]:
@@ -304,7 +310,7 @@ class _Lookups:
             pools=ref.customer_pool_ids(engine, tenant_id, ids["customer_rate_pool_id"])
             if ids["customer_rate_pool_id"]
             else set(),
-            plan_changes=plan_changes,
+            histories=histories,
             taken=taken,
         )
 
@@ -381,13 +387,6 @@ def _check_target(
             t["communication_plan"] = plan.communication_plan
         if ct is CT.CARRIER_RATE_PLAN_CHANGE and integ is Integration.TEAL and not d.eid:
             return f"device {label} has no EID; Teal plan changes need one"
-        used = ctx.plan_changes.get(d.id, 0)
-        if (
-            integ is Integration.THINGSPACE
-            and ct is CT.CARRIER_RATE_PLAN_CHANGE
-            and used >= THINGSPACE_PLAN_CHANGES_PER_MONTH
-        ):
-            return f"device {label} already had {used} plan changes this month; ThingSpace allows {THINGSPACE_PLAN_CHANGES_PER_MONTH}"
     elif ct is CT.CUSTOMER_RATE_PLAN_CHANGE:
         plan_id, pool_id = t.get("customer_rate_plan_id"), t.get("customer_rate_pool_id")
         if plan_id is not None and plan_id not in ctx.customer_plans:
@@ -435,6 +434,29 @@ def _check_target(
     return None
 
 
+def _carrier_rules(
+    rows: list[_Row], ct: ChangeType, sp: ref.ServiceProviderInfo, ctx: _Lookups, now: datetime, defer: bool
+) -> None:
+    """The carriers' published rules (``domain.carrier_rules``) for each accepted row sent now:
+    refused with the rule, or with ``defer`` (deferIfLimited) kept to wait until the rule allows."""
+    if not ctx.histories:
+        return
+    naive_now = to_naive_utc(now)
+    for r in rows:
+        if r.reason is not None or r.device is None:
+            continue
+        effective = _effective_at(r.target)
+        if effective is not None and effective > naive_now:
+            continue
+        refusal = carrier_limits.check(ctx.histories, sp.integration, ct, r.device.id, naive_now)
+        if refusal is None:
+            continue
+        if defer and refusal.allowed_at is not None:
+            r.deferred = refusal
+        else:
+            r.reason = refusal.reason
+
+
 def _effective_at(target: dict[str, Any] | None) -> datetime | None:
     value = (target or {}).get("effective_date")
     if not value:
@@ -477,6 +499,15 @@ def _to_change(r: _Row, now: datetime, dates: CarrierDates | None = None, carrie
             status=DeviceChangeStatus.ERROR,
             device_id=d.id if d else None,
             status_details=r.reason,
+            **ids,
+        )
+    if r.deferred is not None and r.deferred.allowed_at is not None:
+        return NewDeviceChange(
+            change_request=r.target or {},
+            status=DeviceChangeStatus.SCHEDULED,
+            device_id=d.id if d else None,
+            effective_at=r.deferred.allowed_at,
+            status_details=carrier_limits.deferred_detail(r.deferred),
             **ids,
         )
     effective = _effective_at(r.target)
