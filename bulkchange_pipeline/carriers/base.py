@@ -30,6 +30,7 @@ __all__ = [
     "LogEntry",
     "TransientCarrierError",
     "WritesDisabledError",
+    "require_writes",
 ]
 
 
@@ -95,6 +96,15 @@ class BusinessCarrierError(CarrierError):
 class WritesDisabledError(CarrierError):
     """The service provider has `write_enabled = false`: operations switched writes off for this
     account, so nothing may be sent to the carrier (not even a first attempt)."""
+
+
+def require_writes(account: CarrierAccount, carrier: str) -> None:
+    """Raise WritesDisabledError unless `account` may write: every client calls this first in
+    `apply`, so the refusal (and its message) is the same for every carrier."""
+    if not account.write_enabled:
+        raise WritesDisabledError(
+            f"writes are disabled for service provider {account.service_provider_id}; nothing was sent to {carrier}"
+        )
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from .base import (
     DeviceResult,
     LogEntry,
     TransientCarrierError,
-    WritesDisabledError,
+    require_writes,
 )
 from .http import MALFORMED, CallResult, CarrierHttp, stated_wait_seconds
 from .redaction import basic_token
@@ -255,11 +255,7 @@ class JasperClient(CarrierAdapter):
 
     async def apply(self, changes: Sequence[DeviceChange]) -> list[DeviceResult]:
         """PUT each change; per-device failures become API_FAILED results (never raised)."""
-        if not self.account.write_enabled:
-            raise WritesDisabledError(
-                f"writes are disabled for service provider {self.account.service_provider_id}; "
-                "nothing was sent to Jasper"
-            )
+        require_writes(self.account, "Jasper")
         return await self.http.map_bounded(changes, self._apply_one)
 
     async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:

@@ -56,7 +56,7 @@ from .base import (
     DeviceResult,
     LogEntry,
     TransientCarrierError,
-    WritesDisabledError,
+    require_writes,
 )
 from .http import CarrierHttp
 from .jasper import (
@@ -171,11 +171,7 @@ class JasperSoapClient(CarrierAdapter):
 
     async def apply(self, changes: Sequence[DeviceChange]) -> list[DeviceResult]:
         """EditTerminal per field of each change; per-device failures become API_FAILED results."""
-        if not self.account.write_enabled:
-            raise WritesDisabledError(
-                f"writes are disabled for service provider {self.account.service_provider_id}; "
-                "nothing was sent to Jasper"
-            )
+        require_writes(self.account, "Jasper")
         return await self.http.map_bounded(changes, self._apply_one)
 
     async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:

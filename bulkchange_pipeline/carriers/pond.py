@@ -32,7 +32,7 @@ from .base import (
     DeviceResult,
     LogEntry,
     TransientCarrierError,
-    WritesDisabledError,
+    require_writes,
 )
 from .http import CarrierHttp
 from .pond_wire import (
@@ -130,10 +130,7 @@ class PondClient(CarrierAdapter):
 
     async def apply(self, changes: Sequence[DeviceChange]) -> list[DeviceResult]:
         """Apply each change; per-device failures become API_FAILED results (never raised)."""
-        if not self.account.write_enabled:
-            raise WritesDisabledError(
-                f"writes are disabled for service provider {self.account.service_provider_id}; nothing was sent to Pond"
-            )
+        require_writes(self.account, "Pond")
         return await self.http.map_bounded(changes, self._apply_one)
 
     async def already_applied(self, changes: Sequence[DeviceChange]) -> list[DeviceResult | None]:

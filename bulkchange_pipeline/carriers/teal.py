@@ -38,7 +38,7 @@ from .base import (
     DeviceResult,
     LogEntry,
     TransientCarrierError,
-    WritesDisabledError,
+    require_writes,
 )
 from .http import CarrierHttp
 from .results import batch_result, device_result, failure_detail, shared_logs
@@ -103,10 +103,7 @@ class TealClient(CarrierAdapter):
         """Send the changes in batches (one request per operation and `batch_size` devices).
         Accepted rows come back PROCESSING with `carrier_request_id` = the request's requestId;
         rows that cannot be sent, or that Teal refuses outright, come back API_FAILED."""
-        if not self.account.write_enabled:
-            raise WritesDisabledError(
-                f"writes are disabled for service provider {self.account.service_provider_id}; nothing was sent to Teal"
-            )
+        require_writes(self.account, "Teal")
         results: list[DeviceResult | None] = [None] * len(changes)
         groups: dict[str, list[tuple[int, Any]]] = {}
         for index, change in enumerate(changes):

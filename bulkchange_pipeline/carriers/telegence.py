@@ -48,7 +48,7 @@ from .base import (
     DeviceChange,
     DeviceResult,
     LogEntry,
-    WritesDisabledError,
+    require_writes,
 )
 from .http import CarrierHttp
 from .results import batch_result, device_result, failure_detail, shared_logs
@@ -137,11 +137,7 @@ class TelegenceClient(CarrierAdapter):
     async def apply(self, changes: Sequence[DeviceChange]) -> list[DeviceResult]:
         """Line changes: one PATCH each, concurrently. Activations: arrays of up to 200 lines,
         answered PROCESSING with the activation id. Per-device failures are API_FAILED."""
-        if not self.account.write_enabled:
-            raise WritesDisabledError(
-                f"writes are disabled for service provider {self.account.service_provider_id}; "
-                "nothing was sent to Telegence"
-            )
+        require_writes(self.account, "Telegence")
         results: list[DeviceResult | None] = [None] * len(changes)
         lines = [i for i, c in enumerate(changes) if c.change_type != ChangeType.ACTIVATE_NEW_SERVICE]
         activations = [i for i, c in enumerate(changes) if c.change_type == ChangeType.ACTIVATE_NEW_SERVICE]

@@ -72,7 +72,7 @@ from .base import (
     DeviceResult,
     LogEntry,
     TransientCarrierError,
-    WritesDisabledError,
+    require_writes,
 )
 from .http import CallResult, CarrierHttp
 from .pacing import RateLimiter
@@ -223,11 +223,7 @@ class ThingSpaceClient(CarrierAdapter):
     async def apply(self, changes: Sequence[DeviceChange]) -> list[DeviceResult]:
         """Send the changes grouped into as few requests as ThingSpace allows; one PROCESSING
         result per accepted change (with the requestId), API_FAILED for refusals."""
-        if not self.account.write_enabled:
-            raise WritesDisabledError(
-                f"writes are disabled for service provider "
-                f"{self.account.service_provider_id}; nothing was sent to ThingSpace"
-            )
+        require_writes(self.account, "ThingSpace")
         results: list[DeviceResult | None] = [None] * len(changes)
         plans: dict[int, Plan] = {}
         for i, change in enumerate(changes):

@@ -28,7 +28,7 @@ from ..domain.approval import DEFAULT_EXPIRES_AFTER_HOURS, ApprovalPolicy, Appro
 from .bulk_changes import counts_by_status
 from .db import run_transaction, utcnow
 from .headers import derive_header, write_header
-from .operations import BulkChangeNotFound, OperationRefused, _log, cancel_unsent_rows
+from .operations import BulkChangeNotFound, OperationRefused, cancel_unsent_rows, log_event
 from .schema import approval_policy, bulk_change, bulk_change_approval
 
 __all__ = [
@@ -149,7 +149,7 @@ def insert_pending(
             expires_at=expires,
         )
     )
-    _log(
+    log_event(
         conn,
         tenant_id,
         bulk_change_id,
@@ -252,7 +252,7 @@ def approve_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, 
         if row.state is None or not _won(conn, bulk_change_id, status.value):
             raise _refusal(row, _current_status(conn, bulk_change_id))
         at = _record(conn, bulk_change_id, ApprovalState.APPROVED, by.label, None)
-        _log(
+        log_event(
             conn,
             row.tenant_id,
             bulk_change_id,
@@ -275,7 +275,7 @@ def _end(
     status, counts = derive_header(conn, bc_id, async_carrier=False)  # nothing was sent: no carrier answer pending
     write_header(conn, bc_id, status, counts)
     at = _record(conn, bc_id, state, by, reason)
-    _log(conn, row.tenant_id, bc_id, f"{what} (submitted by {row.submitted_by}): {reason}", by)
+    log_event(conn, row.tenant_id, bc_id, f"{what} (submitted by {row.submitted_by}): {reason}", by)
     return DecisionResult(bc_id, state.value, status.value, by, at, counts)
 
 

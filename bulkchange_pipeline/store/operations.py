@@ -30,6 +30,7 @@ from .headers import derive_header, is_async, write_header
 from .schema import bulk_change, bulk_change_log, device_change, service_provider
 
 __all__ = [
+    "log_event",
     "CANCELLABLE",
     "MAX_PAGE_SIZE",
     "RESULT_COLUMNS",
@@ -145,9 +146,11 @@ def _header(
     return row
 
 
-def _log(
+def log_event(
     conn: sa.Connection, tenant_id: int, bulk_change_id: int, description: str, by: str, *, has_errors: bool = False
 ) -> None:
+    """One line in the bulk change's log, in the caller's transaction: who did what to it (cancel,
+    retry, release, approve, reject...). The one way operations and approvals write that log."""
     conn.execute(
         sa.insert(bulk_change_log).values(
             tenant_id=tenant_id,
@@ -220,7 +223,7 @@ def cancel_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
         status, counts = derive_header(conn, bulk_change_id, async_carrier=is_async(head.change_type, head.integration))
         write_header(conn, bulk_change_id, status, counts)
         processing = counts.get(S.PROCESSING.value, 0)
-        _log(
+        log_event(
             conn,
             tenant_id,
             bulk_change_id,
@@ -261,7 +264,7 @@ def settle_after_run(
     def work(conn: sa.Connection) -> SettleResult:
         head = _header(conn, None, bulk_change_id, lock=True)
         if attempt is not None and head.attempt != attempt:
-            _log(
+            log_event(
                 conn,
                 head.tenant_id,
                 bulk_change_id,
@@ -280,7 +283,7 @@ def settle_after_run(
             if unfinished
             else f"every device row is settled; bulk change is {status.value}"
         )
-        _log(
+        log_event(
             conn,
             head.tenant_id,
             bulk_change_id,
@@ -331,7 +334,7 @@ def resume_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
             )
         attempt = head.attempt + 1
         _queue_attempt(conn, bulk_change_id, attempt, counts)
-        _log(
+        log_event(
             conn,
             tenant_id,
             bulk_change_id,
@@ -374,7 +377,7 @@ def release_bulk_change(
         if processing:
             values["status"] = BulkChangeStatus.PROCESSING.value
         conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bulk_change_id).values(**values))
-        _log(conn, tenant_id, bulk_change_id, f"Released by {by}: the sensor starts it", by)
+        log_event(conn, tenant_id, bulk_change_id, f"Released by {by}: the sensor starts it", by)
         return ReleaseResult(bulk_change_id, head.status, counts_by_status(conn, bulk_change_id))
 
     return run_transaction(engine, work)
@@ -412,7 +415,7 @@ def retry_failed(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: 
             )
         counts = counts_by_status(conn, bulk_change_id)
         _queue_attempt(conn, bulk_change_id, attempt, counts)
-        _log(
+        log_event(
             conn,
             tenant_id,
             bulk_change_id,
