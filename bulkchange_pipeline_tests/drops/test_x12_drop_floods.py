@@ -29,9 +29,11 @@ def test_a_flood_dropped_in_the_inbox_is_rejected_fast_with_a_small_997(engine, 
     (inbox / "flood.x12").write_bytes(FLOODS[name]())
     ticks = Ticks(dagster_instance)
     ticks.drop()  # first sight: the file must stay unchanged for one tick
-    started = time.monotonic()
+    # CPU seconds of this process (the tick runs in it), not wall time: a loaded CI machine must
+    # not fail it, while the flood this guards against cost 47 s of CPU.
+    started = time.process_time()
     ticks.drop()
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 3
     assert bulk_change_ids(engine) == []
     (ack_file,) = sorted(outbox.iterdir())
     assert ack_file.stat().st_size < MAX_ACK
