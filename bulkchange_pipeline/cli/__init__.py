@@ -2,7 +2,8 @@
 the simulators and the local deployment together (so it lives outside all of them).
 
 One module per group of commands: ``submit`` (submit, dry-run), ``status`` (status, results,
-history), ``operations`` (cancel, retry-failed, resume), ``approvals`` (approve, reject, approval-policy), ``admin`` (init-db, seed-demo, api-key,
+history), ``operations`` (cancel, retry-failed, resume), ``approvals`` (approve, reject, approval-policy),
+``submissions`` (the ``submission`` group: a request split by carrier), ``admin`` (init-db, seed-demo, api-key,
 tenant, rebuild-status), ``serve`` (serve, simulate, demo) and ``deploy_local`` (sync-pools,
 deploy-local). What they share (click types, options, errors) is in ``_common``, the Rich
 rendering in ``render``. A new command goes in the module of its group and in its ``COMMANDS``.
@@ -12,7 +13,18 @@ from __future__ import annotations
 
 import click
 
-from . import admin, approvals, deploy_local, drops, notifications, operations, serve, status, submit
+from . import (
+    admin,
+    approvals,
+    deploy_local,
+    drops,
+    notifications,
+    operations,
+    serve,
+    status,
+    submissions,
+    submit,
+)
 
 
 @click.group()
@@ -21,7 +33,7 @@ def main() -> None:
     """Bulk changes to cellular IoT devices across carrier APIs."""
 
 
-for _module in (admin, submit, status, operations, approvals, serve, deploy_local, notifications, drops):
+for _module in (admin, submit, status, operations, approvals, submissions, serve, deploy_local, notifications, drops):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -105,6 +105,9 @@ def render_status(console: Console, bc: dict[str, Any], provider_name: str | Non
         f"by {escape(bc['created_by'])}"
         + (f", effective {bc['effective_at']:%Y-%m-%d %H:%M}" if bc.get("effective_at") else "")
     )
+    if bc.get("submission_id"):  # one child of a request split by carrier
+        sid = bc["submission_id"]
+        console.print(f"one of the bulk changes of submission {sid}: `bulkchange submission show {sid}`")
     outcome = outcome_of(bc["status"], bc["counts"], held=not bc.get("process_changes", True))
     console.print(f"outcome [bold]{outcome.value}[/]")
     if outcome is Outcome.HELD:
@@ -156,8 +159,12 @@ def follow_bulk_change(
     timeout: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    what: str = "bulk change",
 ) -> FollowResult:
     """Poll ``fetch`` (the bulk change with live counts) every ``interval`` s until it is final.
+
+    ``what`` names it in the progress line: a submission (``bulkchange submission show --watch``)
+    is followed the same way, as a dict of the same keys with its summed counts and derived status.
 
     Final: the header is PROCESSED, CANCELLED or ERROR (or every row has been final for
     ``SETTLE_SECONDS``). Shows a live progress bar on a terminal (rows done / total, rate since
@@ -175,7 +182,7 @@ def follow_bulk_change(
         rate = (done - done0) / elapsed if elapsed > 0 else 0.0
         failed = failure_count(bc["counts"])
         return {
-            "description": f"bulk change {bc['id']} {bc['status']}",
+            "description": f"{what} {bc['id']} {bc['status']}",
             "done": done,
             "total": bc["total"],
             "rate": f"{rate:.1f} rows/s",

@@ -1,4 +1,5 @@
-"""The console's reading pages: sign-in, the list, search, a bulk change, a device row, a device.
+"""The console's reading pages: sign-in, the list, search, a bulk change, a device row, a device,
+a submission (a request split by carrier: its children linked, issue 21).
 
 Operators think in bulk changes and devices, the Dagster UI in runs: these pages answer "what
 happened to this bulk change / this SIM" for the signed-in tenant only (another tenant's id is
@@ -9,26 +10,30 @@ the API uses (results paging, the CSV writer), so the console and the API cannot
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from .. import settings
 from ..domain import BulkChangeStatus, ChangeType, DeviceChangeStatus, outcome_of
 from ..domain.approval import Role
+from ..domain.enums import FINAL_DEVICE_STATUSES
 from ..domain.requests import MAX_ID
 from ..intake.auth import identify_caller, role_refusal
 from ..intake.deps import request_engine
 from ..intake.parsing import plain_int
-from ..intake.results_download import download_response
+from ..intake.results_download import MEDIA_TYPES, download_response
+from ..intake.submission_results import submission_csv_chunks
 from ..store import approvals
 from ..store import console as q
 from ..store import operations as ops
 from ..store.reference import list_service_providers
+from ..store.submissions import ChildView, get_submission, iter_submission_results
 from .render import BadRequest, NotFound, page
 from .session import (
     ConsoleUser,
@@ -47,11 +52,13 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 User = Annotated[ConsoleUser, Depends(console_user)]
 Engine = Annotated[sa.Engine, Depends(request_engine)]
 BulkChangeId = Path(ge=1, le=MAX_ID)
+SubmissionId = Path(ge=1, le=MAX_ID)  # its own: FastAPI binds a Path to the first parameter it names
 REFRESH_SECONDS = 3
 LIST_PAGE_SIZE = 25
 ROWS_PAGE_SIZE = 50
 MAX_PAGE = 1_000_000
 BULK_CHANGE_ID = re.compile(r"^#?\s*([0-9]{1,9})$")  # longer digit strings are identifiers (IMEI: 15)
+SUBMISSION_ID = re.compile(r"^s(?:ubmission)?\s*#?\s*([0-9]{1,9})$", re.IGNORECASE)  # "S7", "submission 7"
 
 
 def dagster_runs_url(bulk_change_id: int) -> str:
@@ -177,9 +184,11 @@ def bulk_change_list(request: Request, user: User, engine: Engine) -> Response:
 
 @router.get("/search")
 def search(request: Request, user: User, engine: Engine) -> Response:
-    """A bulk change id goes to its page; an ICCID / IMEI / MSISDN / EID to its device's page
-    (several devices: a list to choose from)."""
+    """A bulk change id goes to its page, a submission's ("S7") to the submission's; an ICCID /
+    IMEI / MSISDN / EID to its device's page (several devices: a list to choose from)."""
     text = (request.query_params.get("q") or "").strip()[:64]
+    if (found := SUBMISSION_ID.match(text)) and get_submission(engine, int(found.group(1)), user.caller.tenant_id):
+        return RedirectResponse(f"/console/submissions/{int(found.group(1))}", status_code=303)
     matched = BULK_CHANGE_ID.match(text)
     if matched and q.bulk_change_summary(engine, user.caller.tenant_id, int(matched.group(1))):
         return RedirectResponse(f"/console/bulk-changes/{int(matched.group(1))}", status_code=303)
@@ -279,3 +288,63 @@ def device_page(request: Request, user: User, engine: Engine, device_id: int = P
     if found is None:
         raise NotFound(f"no device {device_id} for this tenant")
     return page(request, "device.html", user=user, view=found)
+
+
+# --- one submission (a request split by service provider) ---------------------------------------
+
+REFUSED_SHOWN = 100  # devices not placed listed on the page; the CSV has every one
+
+
+@dataclass(frozen=True)
+class _Child:
+    view: ChildView
+    total: int
+    done: int
+
+
+FINAL_STATUS_VALUES = frozenset(s.value for s in FINAL_DEVICE_STATUSES)
+
+
+def _done(counts: dict[str, int]) -> int:
+    """Rows that reached a final status (the progress bar's numerator)."""
+    return sum(n for s, n in counts.items() if s in FINAL_STATUS_VALUES)
+
+
+@router.get("/submissions/{submission_id}")
+def submission_page(request: Request, user: User, engine: Engine, submission_id: int = SubmissionId) -> Response:
+    """A submission: its status (derived from its children), progress, each child bulk change linked
+    to its own page (where it is cancelled, retried or approved), the devices no carrier took."""
+    view = get_submission(engine, submission_id, user.caller.tenant_id)
+    if view is None:
+        raise NotFound(f"no submission {submission_id} for this tenant")
+    outcome = outcome_of(view.status, view.counts)
+    moving = outcome.value in ("in_progress", "waiting_on_carrier")
+    children = [_Child(c, sum(c.counts.values()), _done(c.counts)) for c in view.children]
+    return page(
+        request,
+        "submission.html",
+        user=user,
+        view=view,
+        outcome=outcome,
+        done=_done(view.counts),
+        children=children,
+        refused=view.refused[:REFUSED_SHOWN],
+        refresh=REFRESH_SECONDS if moving else None,
+    )
+
+
+@router.get("/submissions/{submission_id}/devices.csv")
+def submission_csv(request: Request, user: User, engine: Engine, submission_id: int = SubmissionId) -> Response:
+    """Every device of the submission as one CSV (the API's submission download): each child's rows
+    with its bulk change and service provider, then the devices no service provider took."""
+    if get_submission(engine, submission_id, user.caller.tenant_id) is None:
+        raise NotFound(f"no submission {submission_id} for this tenant")
+    rows = iter_submission_results(engine, submission_id, user.caller.tenant_id)
+    return StreamingResponse(
+        submission_csv_chunks(rows),
+        media_type=MEDIA_TYPES["csv"],
+        headers={
+            "Content-Disposition": f'attachment; filename="submission-{submission_id}-devices.csv"',
+            "Cache-Control": "no-store",  # tenant data, as the pages
+        },
+    )

@@ -231,7 +231,9 @@ class BulkChangeRequest(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    service_provider_id: Int64 = Field(alias="serviceProviderId")
+    # None: the devices are looked up in the tenant's inventory and split into one bulk change per
+    # service provider under one submission (``intake.split``).
+    service_provider_id: Int64 | None = Field(None, alias="serviceProviderId")
     change_type: ChangeType = Field(alias="changeType")
     process_changes: bool = Field(True, alias="processChanges")
     portal_type_id: Int64 | None = Field(None, alias="portalTypeId")

@@ -5,7 +5,9 @@ but the published XSDs takes an API key, resolves it to a tenant and works insid
 only: another tenant's bulk change or service provider is answered 404, exactly like one that does
 not exist.
 
-One module-level router per resource (``submissions``: the JSON, XML and CSV ways in;
+One module-level router per resource (``submissions``: the JSON, XML and CSV ways in, whose
+answer for a request without a service provider is a split into a submission, served by
+``api_submissions.submission_routes``;
 ``bulk_changes``: status and device results; ``operations``: cancel, retry-failed, resume;
 ``api_schemas.schemas``: the XSDs, open to anyone). What differs per app, the database engine and
 the limits, reaches the routes as dependencies (``deps``). The rules live elsewhere and are shared
@@ -24,12 +26,11 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from ..domain import BulkChangeRequest, DeviceChangeStatus
+from ..domain import DeviceChangeStatus
 from ..domain.requests import MAX_ID, MAX_IDEMPOTENCY_KEY
 from ..store import operations as ops
 from ..store.approvals import get_approval
-from ..store.bulk_changes import IdempotencyConflict, get_bulk_change
-from ..store.reference import get_service_provider
+from ..store.bulk_changes import get_bulk_change
 from .api_approval_models import BulkChangeStatusOut
 from .api_approvals import approvals
 from .api_bodies import read_bulk_change_request, read_csv_form
@@ -45,20 +46,19 @@ from .api_models import (
     ResumeOut,
     RetryOut,
     SubmitResponse,
-    ValidationSummary,
     install_problem_handlers,
 )
 from .api_notifications import notifications
 from .api_query import known_query_only
 from .api_schemas import schemas
+from .api_submission_models import SubmissionDryRunOut, SubmissionOut
+from .api_submissions import SPLIT_ANSWER, SUBMIT_ANSWERS, answer, run_submit, submission_routes
 from .api_undo import undo_router
 from .auth import Caller, authenticated_caller, submitter_caller
 from .csv_file import parse_csv
 from .deps import EngineFactory, bind, request_engine, request_limits
 from .parsing import IntakeError, IntakeLimits, plain_int, shown
 from .results_download import download_format, download_response
-from .submit import SubmitOutcome, submit
-from .validation import RequestRejected
 
 R = TypeVar("R")
 
@@ -105,48 +105,18 @@ IDEMPOTENCY_KEY = Header(
 SUBMIT_PROBLEMS = {k: PROBLEMS[k] for k in (400, 403, 404, 409, 413, 415)}
 
 
-def _check_provider(engine: sa.Engine, caller: Caller, sp_id: int) -> None:
-    if get_service_provider(engine, caller.tenant_id, sp_id) is None:
-        raise ApiProblem(
-            404,
-            f"no service provider {sp_id} for this API key's tenant; use the id of one of your own service providers",
-            title="Service provider not found",
-        )
-
-
-def _run_submit(engine: sa.Engine, caller: Caller, req: BulkChangeRequest, dry_run: bool, **kw: Any) -> SubmitOutcome:
-    """``submit`` for the caller's tenant (run in a worker thread), its refusals as problems."""
-    _check_provider(engine, caller, req.service_provider_id)
-    try:
-        return submit(engine, caller.tenant_id, req, caller.label, dry_run=dry_run, actor=caller.actor, **kw)
-    except RequestRejected as exc:
-        raise ApiProblem(422, str(exc), title="Bulk change refused") from None
-    except IdempotencyConflict as exc:
-        raise ApiProblem(
-            409, str(exc), title="Idempotency key reused for a different request", bulk_change_id=exc.bulk_change_id
-        ) from None
-
-
-def _answer(outcome: SubmitOutcome, response: Response) -> SubmitResponse | DryRunResponse:
-    if outcome.bulk_change_id is None:
-        assert outcome.report is not None
-        return DryRunResponse(message=outcome.message, validation=ValidationSummary.from_report(outcome.report))
-    response.status_code = 201 if outcome.created else 200
-    response.headers["Location"] = f"/bulk-changes/{outcome.bulk_change_id}"
-    return SubmitResponse.from_outcome(outcome)
-
-
 @submissions.post(
     "/bulk-changes",
     status_code=201,
-    response_model=SubmitResponse,
+    response_model=SubmitResponse | SubmissionOut,
     openapi_extra=REQUEST_BODY,
     summary="Submit a bulk change (JSON or XML)",
     responses={
         200: {
-            "model": SubmitResponse,
-            "description": "Idempotency key seen before: the existing bulk change, nothing new created",
+            "model": SubmitResponse | SubmissionOut,
+            "description": "Idempotency key seen before: the existing bulk change or submission, nothing new created",
         },
+        **SPLIT_ANSWER,
         **SUBMIT_PROBLEMS,
     },
 )
@@ -157,37 +127,39 @@ async def submit_json(
     engine: Engine,
     limits: Limits,
     idempotency_key: str | None = IDEMPOTENCY_KEY,
-) -> SubmitResponse | DryRunResponse:
+) -> Any:
     """Validate every device and store the bulk change with one row per device (refused devices as
     ERROR rows with their reason). The pipeline's sensor starts processing it. The body is JSON, or
-    XML (``Content-Type: application/xml``) valid against ``GET /schemas/bulk-change-request.xsd``."""
+    XML (``Content-Type: application/xml``) valid against ``GET /schemas/bulk-change-request.xsd``.
+    Without ``serviceProviderId`` the devices are split by their service provider into one
+    submission (202, ``api_submissions``)."""
     req = await read_bulk_change_request(request, limits, idempotency_key)
-    return _answer(await run_in_threadpool(_run_submit, engine, caller, req, False), response)
+    return answer(await run_in_threadpool(run_submit, engine, caller, req, False), response)
 
 
 @submissions.post(
     "/bulk-changes:dry-run",
-    response_model=DryRunResponse,
+    response_model=DryRunResponse | SubmissionDryRunOut,
     openapi_extra=REQUEST_BODY,
     summary="Validate a bulk change; store nothing",
     responses=SUBMIT_PROBLEMS,
 )
-async def dry_run(
-    request: Request, response: Response, caller: CurrentCaller, engine: Engine, limits: Limits
-) -> SubmitResponse | DryRunResponse:
-    """The per-device validation report of a request (JSON or XML), exactly as a submit would store it."""
+async def dry_run(request: Request, response: Response, caller: CurrentCaller, engine: Engine, limits: Limits) -> Any:
+    """The per-device validation report of a request (JSON or XML), exactly as a submit would store
+    it; without ``serviceProviderId`` the split, with each child's report."""
     req = await read_bulk_change_request(request, limits, None)
-    return _answer(await run_in_threadpool(_run_submit, engine, caller, req, True), response)
+    return answer(await run_in_threadpool(run_submit, engine, caller, req, True), response)
 
 
 @submissions.post(
     "/bulk-changes/csv",
     status_code=201,
-    response_model=SubmitResponse | DryRunResponse,
+    response_model=SUBMIT_ANSWERS,
     openapi_extra=CSV_BODY,
     summary="Submit (or dry-run) a bulk change as a CSV upload",
     responses={
-        200: {"model": SubmitResponse | DryRunResponse, "description": "Dry run, or idempotency key seen before"},
+        200: {"model": SUBMIT_ANSWERS, "description": "Dry run, or idempotency key seen before"},
+        **SPLIT_ANSWER,
         **SUBMIT_PROBLEMS,
     },
 )
@@ -199,8 +171,9 @@ async def submit_csv(
     limits: Limits,
     dry_run: bool = Query(False, alias="dryRun", description="Only validate; store nothing"),
     idempotency_key: str | None = IDEMPOTENCY_KEY,
-) -> SubmitResponse | DryRunResponse:
-    """One row per device, with the file limits of the CLI (size, rows, UTF-8, known columns)."""
+) -> Any:
+    """One row per device, with the file limits of the CLI (size, rows, UTF-8, known columns);
+    without ``serviceProviderId`` (field or column) the split, as for JSON."""
     data, fields = await read_csv_form(request, limits)
     sp_text = fields.get("serviceProviderId", "").strip()
     sp_id = plain_int(sp_text) if sp_text else None
@@ -233,7 +206,7 @@ async def submit_csv(
     except IntakeError as exc:
         raise ApiProblem(422, str(exc), title="Invalid CSV file") from None
     outcome = await run_in_threadpool(
-        _run_submit,
+        run_submit,
         engine,
         caller,
         parsed.request,
@@ -241,9 +214,10 @@ async def submit_csv(
         row_errors=parsed.row_errors,
         row_numbers=parsed.row_numbers,
     )
+    out = answer(outcome, response)
     if dry_run:
         response.status_code = 200
-    return _answer(outcome, response)
+    return out
 
 
 # --- a bulk change: status and per-device results -------------------------------------------------
@@ -428,7 +402,7 @@ def release(caller: Submitter, engine: Engine, bulk_change_id: int = BulkChangeI
     )
 
 
-ROUTERS = (submissions, bulk_changes, operations, approvals, undo_router, schemas, notifications)
+ROUTERS = (submissions, submission_routes, bulk_changes, operations, approvals, undo_router, schemas, notifications)
 
 __all__ = [
     "ROUTERS",

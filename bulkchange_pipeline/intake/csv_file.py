@@ -78,7 +78,8 @@ def parse_csv(
     """One row per device: an identifier column plus per-row values (wire or snake_case names).
 
     The change type and service provider come from the arguments or from ``changeType`` /
-    ``serviceProviderId`` columns, which must then hold the same value on every row. The steps:
+    ``serviceProviderId`` columns, which must then hold the same value on every row (no service
+    provider at all: ``submit`` splits the devices by their service provider). The steps:
     the text (``_csv_text``), the header (``_csv_header``) and its columns (``_column_keys``), the
     device rows (``_csv_rows``), then the request they make (``_csv_request``).
     """
@@ -209,8 +210,6 @@ def _csv_request(keys: list[str], rows: _CsvRows, resolved: dict[str, Any], proc
     ct = resolved["changeType"]
     if ct is None:
         raise IntakeError("no change type: pass --change-type (e.g. StatusUpdate or 1) or add a changeType column")
-    if resolved["serviceProviderId"] is None:
-        raise IntakeError("no service provider: pass --service-provider or add a serviceProviderId column")
     foreign = sorted({k for k in keys if k and k not in ID_COLUMNS and k not in HEADER_COLUMNS} - _field_names(ct))
     if foreign:
         raise IntakeError(

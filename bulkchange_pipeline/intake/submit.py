@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,18 +17,50 @@ import sqlalchemy as sa
 from ..domain import BulkChangeRequest, DeviceChangeStatus, DeviceEntry, refused_detail
 from ..domain.approval import approval_needed
 from ..store.approvals import Actor, cli_actor, get_policy, insert_pending
-from ..store.bulk_changes import NewBulkChange, count_rows_by_status, create_bulk_change, find_by_idempotency_key
-from .validation import ValidationReport, validate_request
+from ..store.bulk_changes import (
+    IdempotencyConflict,
+    NewBulkChange,
+    count_rows_by_status,
+    create_bulk_change,
+    find_by_idempotency_key,
+)
+from ..store.submissions import key_holder
+from .validation import RowError, ValidationReport, validate_request
+
+
+@dataclass
+class ChildOutcome:
+    """One service provider's share of a split request (``intake.split``): its bulk change, or on a
+    dry run what it would be (``bulk_change_id`` None)."""
+
+    service_provider_id: int
+    service_provider_name: str
+    integration: str
+    bulk_change_id: int | None  # None on a dry run
+    status: str | None
+    counts: dict[str, int]
+    accepted: int
+    refused: int
+    report: ValidationReport | None = None  # the child's validation (None for a repeated key)
 
 
 @dataclass
 class SubmitOutcome:
+    """What a submission did. A request without a service provider is split (``intake.split``):
+    then ``submission_id`` is the parent (None on a dry run), ``children`` one per service provider
+    and ``refused`` the devices no service provider could take; ``bulk_change_id`` and ``report``
+    are None."""
+
     report: ValidationReport | None  # None when an idempotency key short-circuited validation
     bulk_change_id: int | None  # None for a dry run
     created: bool
     status: str | None
     message: str
     counts: dict[str, int] | None = None
+    submission_id: int | None = None
+    children: list[ChildOutcome] = field(default_factory=list)
+    refused: list[RowError] = field(default_factory=list)
+    split: bool = False  # True: a request split by service provider (even a dry run placing no device)
 
 
 def stored_request(request: BulkChangeRequest) -> dict[str, Any]:
@@ -103,10 +135,31 @@ def submit(
     approval policy says so (``needs_approval``) the bulk change is stored AWAITING_APPROVAL with
     its approval request, submitted by ``actor`` (default: the CLI operator ``created_by``).
     ``undo_of`` links an undo (``intake.undo``) to the bulk change it undoes.
+
+    Without a service provider the request is split by the devices' service providers into one
+    submission (``intake.split.submit_split``, same arguments, same outcome with ``submission_id``
+    and ``children``).
     """
+    if request.service_provider_id is None:
+        from .split import submit_split  # split builds on this module's helpers
+
+        return submit_split(
+            engine,
+            tenant_id,
+            request,
+            created_by,
+            dry_run,
+            row_errors=row_errors,
+            row_numbers=row_numbers,
+            actor=actor,
+            undo_of=undo_of,
+        )
     key = request.idempotency_key
     fingerprint = request_fingerprint(request) if key else None
     if key:
+        held = submission_holding(engine, tenant_id, key)
+        if held is not None:
+            raise IdempotencyConflict(key, None, submission_id=held)
         existing = find_by_idempotency_key(engine, tenant_id, key, fingerprint)
         if existing and not dry_run:
             return _already(existing.bulk_change_id, existing.status, engine)
@@ -154,6 +207,14 @@ def submit(
         _summary(report, f"created bulk change {result.bulk_change_id} ({result.status})"),
         result.counts,
     )
+
+
+def submission_holding(engine: sa.Engine, tenant_id: int, key: str) -> int | None:
+    """The submission that holds this tenant's idempotency key, or None: a key is one submission
+    or one bulk change, never both (``store.submissions``)."""
+    with engine.connect() as conn:
+        holder = key_holder(conn, tenant_id, key)
+    return holder[1] if holder is not None and holder[0] == "submission" else None
 
 
 def needs_approval(engine: sa.Engine, tenant_id: int, report: ValidationReport) -> str | None:

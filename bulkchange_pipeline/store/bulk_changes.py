@@ -32,6 +32,8 @@ __all__ = [
     "first_failures",
     "get_bulk_change",
     "initial_status",
+    "insert_bulk_change",
+    "new_status",
     "RESULT_COLUMNS",
     "iter_device_results",
     "list_due_scheduled",
@@ -75,6 +77,7 @@ class NewBulkChange:
     awaiting_approval: bool = False
     on_stored: Callable[[sa.Connection, int], None] | None = None
     undo_of: int | None = None  # the bulk change this one undoes (intake.undo)
+    submission_id: int | None = None  # the submission this one is a child of (intake.split)
 
 
 class IdempotencyConflict(Exception):
@@ -82,14 +85,18 @@ class IdempotencyConflict(Exception):
 
     Answering the old bulk change would tell the caller that a request it never sent was accepted;
     so the submission is refused and the message names the bulk change that holds the key.
+
+    A key is one bulk change or one submission (``store.submissions``) per tenant, never both:
+    ``submission_id`` names the submission that holds it (``bulk_change_id`` is then None).
     """
 
-    def __init__(self, key: str, bulk_change_id: int) -> None:
-        self.key, self.bulk_change_id = key, bulk_change_id
+    def __init__(self, key: str, bulk_change_id: int | None, *, submission_id: int | None = None) -> None:
+        self.key, self.bulk_change_id, self.submission_id = key, bulk_change_id, submission_id
+        what = f"submission {submission_id}" if submission_id is not None else f"bulk change {bulk_change_id}"
         super().__init__(
-            f"idempotency key {key[:80]!r} was already used for bulk change {bulk_change_id} with a different request "
+            f"idempotency key {key[:80]!r} was already used for {what} with a different request "
             "(devices, values, change type, service provider or processChanges differ): send this request with a new "
-            f"key, or resend bulk change {bulk_change_id}'s request unchanged to get it back"
+            f"key, or resend {what}'s request unchanged to get it back"
         )
 
 
@@ -128,60 +135,8 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
             return existing
 
     now = utcnow()
-    status = BulkChangeStatus.AWAITING_APPROVAL if new.awaiting_approval else initial_status(new.rows)
-    scheduled = [r.effective_at for r in new.rows if r.status is DeviceChangeStatus.SCHEDULED and r.effective_at]
-
-    def work(conn: sa.Connection) -> int:
-        bc_id = conn.execute(
-            sa.insert(bulk_change)
-            .values(
-                tenant_id=new.tenant_id,
-                service_provider_id=new.service_provider_id,
-                change_type=int(new.change_type),
-                portal_type=new.portal_type,
-                process_changes=new.process_changes,
-                status=status.value,
-                request=new.request,
-                created_by=new.created_by,
-                created_at=now,
-                effective_at=min(scheduled) if scheduled else None,
-                idempotency_key=new.idempotency_key,
-                request_fingerprint=new.request_fingerprint if new.idempotency_key else None,
-                processed_at=now if status is BulkChangeStatus.PROCESSED else None,
-                undo_of=new.undo_of,
-            )
-            .returning(bulk_change.c.id)
-        ).scalar_one()
-        for start in range(0, len(new.rows), INSERT_CHUNK):
-            conn.execute(
-                sa.insert(device_change),
-                [
-                    {
-                        "tenant_id": new.tenant_id,
-                        "bulk_change_id": bc_id,
-                        "device_id": r.device_id,
-                        "iccid": r.iccid,
-                        "msisdn": r.msisdn,
-                        "imei": r.imei,
-                        "eid": r.eid,
-                        "change_request": r.change_request,
-                        "status": r.status.value,
-                        "status_details": r.status_details,
-                        "effective_at": r.effective_at,
-                        "processed_at": now if r.status.is_final else None,
-                        "updated_at": now,
-                    }
-                    for r in new.rows[start : start + INSERT_CHUNK]
-                ],
-            )
-        counts = counts_by_status(conn, bc_id)
-        conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bc_id).values(counts=counts))
-        if new.on_stored is not None:
-            new.on_stored(conn, int(bc_id))
-        return int(bc_id)
-
     try:
-        bc_id = run_transaction(engine, work)
+        bc_id = run_transaction(engine, lambda conn: insert_bulk_change(conn, new, now))
     except sa.exc.IntegrityError:
         if new.idempotency_key:
             existing = find_by_idempotency_key(engine, new.tenant_id, new.idempotency_key, new.request_fingerprint)
@@ -190,7 +145,73 @@ def create_bulk_change(engine: sa.Engine, new: NewBulkChange) -> CreateResult:
         raise
     with engine.connect() as conn:
         counts = counts_by_status(conn, bc_id)
-    return CreateResult(bc_id, True, status.value, counts)
+    return CreateResult(bc_id, True, new_status(new).value, counts)
+
+
+def new_status(new: NewBulkChange) -> BulkChangeStatus:
+    """The status a bulk change is stored with: AWAITING_APPROVAL when the policy holds it, else
+    what its rows say (``initial_status``)."""
+    return BulkChangeStatus.AWAITING_APPROVAL if new.awaiting_approval else initial_status(new.rows)
+
+
+def insert_bulk_change(conn: sa.Connection, new: NewBulkChange, now: datetime) -> int:
+    """Insert a bulk change and its device rows in the caller's transaction; returns its id.
+
+    The one writer of a new bulk change: ``create_bulk_change`` runs it in a transaction of its own,
+    a split (``store.submissions.create_submission``) runs it once per child inside the parent's
+    one transaction. Its status is ``new_status``; ``new.on_stored`` runs last, in the same
+    transaction.
+    """
+    status = new_status(new)
+    scheduled = [r.effective_at for r in new.rows if r.status is DeviceChangeStatus.SCHEDULED and r.effective_at]
+    bc_id = conn.execute(
+        sa.insert(bulk_change)
+        .values(
+            tenant_id=new.tenant_id,
+            service_provider_id=new.service_provider_id,
+            change_type=int(new.change_type),
+            portal_type=new.portal_type,
+            process_changes=new.process_changes,
+            status=status.value,
+            request=new.request,
+            created_by=new.created_by,
+            created_at=now,
+            effective_at=min(scheduled) if scheduled else None,
+            idempotency_key=new.idempotency_key,
+            request_fingerprint=new.request_fingerprint if new.idempotency_key else None,
+            processed_at=now if status is BulkChangeStatus.PROCESSED else None,
+            undo_of=new.undo_of,
+            submission_id=new.submission_id,
+        )
+        .returning(bulk_change.c.id)
+    ).scalar_one()
+    for start in range(0, len(new.rows), INSERT_CHUNK):
+        conn.execute(
+            sa.insert(device_change),
+            [
+                {
+                    "tenant_id": new.tenant_id,
+                    "bulk_change_id": bc_id,
+                    "device_id": r.device_id,
+                    "iccid": r.iccid,
+                    "msisdn": r.msisdn,
+                    "imei": r.imei,
+                    "eid": r.eid,
+                    "change_request": r.change_request,
+                    "status": r.status.value,
+                    "status_details": r.status_details,
+                    "effective_at": r.effective_at,
+                    "processed_at": now if r.status.is_final else None,
+                    "updated_at": now,
+                }
+                for r in new.rows[start : start + INSERT_CHUNK]
+            ],
+        )
+    counts = counts_by_status(conn, bc_id)
+    conn.execute(sa.update(bulk_change).where(bulk_change.c.id == bc_id).values(counts=counts))
+    if new.on_stored is not None:
+        new.on_stored(conn, int(bc_id))
+    return int(bc_id)
 
 
 def find_by_idempotency_key(

@@ -106,6 +106,7 @@ class BulkChangeSummary:
     process_changes: bool
     attempt: int
     counts: dict[str, int] = field(default_factory=dict)
+    submission_id: int | None = None  # the submission it is one child of (a request split by carrier)
 
     @property
     def total(self) -> int:
@@ -160,6 +161,7 @@ def _summary_select() -> sa.Select[Any]:
         bc.c.effective_at,
         bc.c.process_changes,
         bc.c.attempt,
+        bc.c.submission_id,
     ).join(sp, sp.c.id == bc.c.service_provider_id)
 
 

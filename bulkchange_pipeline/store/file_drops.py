@@ -7,6 +7,10 @@ file is moved and ``moved_at`` set. A tick that finds a file whose hash has a re
 ``moved_at`` null and the same name finishes the move; any other file with a recorded hash is a
 second copy. ``results_written_at`` makes the outbox write happen once.
 
+A file without a service provider is split by carrier into a submission (``intake.split``): its
+record names the submission instead of one bulk change, and its results are due when every child
+bulk change is final (one results file for the whole submission).
+
 Every function is scoped by tenant.
 """
 
@@ -59,21 +63,29 @@ class DropRecord:
     content_sha256: str
     name: str
     format: str
-    bulk_change_id: int
+    bulk_change_id: int | None  # exactly one of the two is set
     moved_at: datetime | None
     results_written_at: datetime | None
+    submission_id: int | None = None
+
+    @property
+    def taken_as(self) -> str:
+        """What the file became, for notes and log lines: "bulk change 7" or "submission 3"."""
+        return f"submission {self.submission_id}" if self.submission_id else f"bulk change {self.bulk_change_id}"
 
 
 @dataclass(frozen=True)
 class DueResults:
-    """A drop whose bulk change is final and whose results are not in the outbox yet."""
+    """A drop whose bulk change is final (or whose submission's children all are) and whose
+    results are not in the outbox yet."""
 
     id: int
     tenant_id: int
     name: str
     format: str
-    bulk_change_id: int
-    status: str
+    bulk_change_id: int | None
+    status: str | None  # the bulk change's; None for a submission (its status is derived)
+    submission_id: int | None = None
 
 
 def _settings(row: sa.Row[tuple[object, ...]]) -> DropSettings:
@@ -154,10 +166,15 @@ def _record(row: sa.Row[tuple[object, ...]]) -> DropRecord:
         content_sha256=m["content_sha256"],
         name=m["name"],
         format=m["format"],
-        bulk_change_id=int(m["bulk_change_id"]),
+        bulk_change_id=_maybe_int(m["bulk_change_id"]),
         moved_at=m["moved_at"],
         results_written_at=m["results_written_at"],
+        submission_id=_maybe_int(m["submission_id"]),
     )
+
+
+def _maybe_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def find_drop(engine: sa.Engine, tenant_id: int, content_sha256: str) -> DropRecord | None:
@@ -169,10 +186,19 @@ def find_drop(engine: sa.Engine, tenant_id: int, content_sha256: str) -> DropRec
 
 
 def record_drop(
-    engine: sa.Engine, tenant_id: int, content_sha256: str, name: str, format: str, bulk_change_id: int
+    engine: sa.Engine,
+    tenant_id: int,
+    content_sha256: str,
+    name: str,
+    format: str,
+    bulk_change_id: int | None,
+    *,
+    submission_id: int | None = None,
 ) -> DropRecord:
-    """Record a taken file (after its bulk change was stored); a record already there for this
-    content (a concurrent tick) wins and is returned."""
+    """Record a taken file (after its bulk change or submission was stored: exactly one of the two
+    ids); a record already there for this content (a concurrent tick) wins and is returned."""
+    if (bulk_change_id is None) == (submission_id is None):
+        raise ValueError("a drop is taken as one bulk change or one submission")
 
     def work(conn: sa.Connection) -> None:
         exists = conn.execute(
@@ -188,6 +214,7 @@ def record_drop(
                     name=name[:300],
                     format=format,
                     bulk_change_id=bulk_change_id,
+                    submission_id=submission_id,
                     received_at=utcnow(),
                 )
             )
@@ -213,8 +240,22 @@ def mark_moved(engine: sa.Engine, drop_id: int) -> None:
 
 
 def list_due_results(engine: sa.Engine, limit: int) -> list[DueResults]:
-    """Drops whose bulk change is final and whose results are not written yet, oldest first."""
+    """Drops whose results are not written yet and are complete, oldest first: the bulk change is
+    final, or (a submission) no child bulk change is still to finish - one results file for the
+    whole submission, never one per child, so it waits for the last."""
     final = sorted(BulkChangeStatus.final_values())
+    taken = bulk_change.alias("taken")
+    status = sa.select(taken.c.status).where(taken.c.id == file_drop.c.bulk_change_id).scalar_subquery().label("status")
+    bulk_change_done = sa.exists().where(
+        bulk_change.c.id == file_drop.c.bulk_change_id,
+        bulk_change.c.status.in_(final),
+        bulk_change.c.deleted_at.is_(None),
+    )
+    child_unfinished = sa.exists().where(
+        bulk_change.c.submission_id == file_drop.c.submission_id,
+        bulk_change.c.status.not_in(final),
+        bulk_change.c.deleted_at.is_(None),
+    )
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(
@@ -223,13 +264,15 @@ def list_due_results(engine: sa.Engine, limit: int) -> list[DueResults]:
                 file_drop.c.name,
                 file_drop.c.format,
                 file_drop.c.bulk_change_id,
-                bulk_change.c.status,
+                file_drop.c.submission_id,
+                status,
             )
-            .join(bulk_change, bulk_change.c.id == file_drop.c.bulk_change_id)
             .where(
                 file_drop.c.results_written_at.is_(None),
-                bulk_change.c.status.in_(final),
-                bulk_change.c.deleted_at.is_(None),
+                sa.or_(
+                    sa.and_(file_drop.c.bulk_change_id.is_not(None), bulk_change_done),
+                    sa.and_(file_drop.c.submission_id.is_not(None), ~child_unfinished),
+                ),
             )
             .order_by(file_drop.c.id)
             .limit(limit)
@@ -240,8 +283,9 @@ def list_due_results(engine: sa.Engine, limit: int) -> list[DueResults]:
             tenant_id=int(r.tenant_id),
             name=str(r.name),
             format=str(r.format),
-            bulk_change_id=int(r.bulk_change_id),
-            status=str(r.status),
+            bulk_change_id=_maybe_int(r.bulk_change_id),
+            status=None if r.submission_id is not None else str(r.status),
+            submission_id=_maybe_int(r.submission_id),
         )
         for r in rows
     ]

@@ -138,6 +138,34 @@ device = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
 )
 
+# One request without a service provider, split into one bulk change per service provider
+# (revision 0015; ``intake.split``, ``store.submissions``). Its status is derived from its children
+# and its refused devices, never stored. ``request`` is the header as stored (no devices).
+submission = sa.Table(
+    "submission",
+    metadata,
+    _id(),
+    _tenant(),
+    sa.Column("change_type", sa.Integer, nullable=False),
+    sa.Column("request", sa.JSON, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("idempotency_key", sa.String(200)),
+    sa.Column("request_fingerprint", sa.String(64)),
+    sa.UniqueConstraint("tenant_id", "idempotency_key", name="uq_submission_tenant_idempotency"),
+)
+
+# The devices a split could not place (not in the tenant's inventory, in more than one service
+# provider's, or refused before placement such as a CSV row that did not parse): the parent's ERROR rows.
+submission_refused = sa.Table(
+    "submission_refused",
+    metadata,
+    sa.Column("submission_id", BigId, sa.ForeignKey("submission.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("row_number", sa.Integer, primary_key=True),
+    sa.Column("identifier", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
 bulk_change = sa.Table(
     "bulk_change",
     metadata,
@@ -166,6 +194,9 @@ bulk_change = sa.Table(
     # the bulk change this one undoes (intake.undo; revision 0014); None for every other. No foreign
     # key: SQLite could add one only by rebuilding bulk_change, which would cascade its rows away.
     sa.Column("undo_of", BigId, index=True),
+    # the submission this bulk change is one child of (a request split by service provider,
+    # ``intake.split``; revision 0015), or None. Children keep idempotency_key None: the parent holds it.
+    sa.Column("submission_id", BigId, sa.ForeignKey("submission.id"), index=True),
     sa.UniqueConstraint("tenant_id", "idempotency_key", name="uq_bulk_change_tenant_idempotency"),
 )
 
@@ -407,7 +438,9 @@ file_drop = sa.Table(
     sa.Column("content_sha256", sa.String(64), nullable=False),
     sa.Column("name", sa.String(300), nullable=False),  # as found, made safe (intake.drops.names)
     sa.Column("format", sa.String(8), nullable=False),  # csv | json | xml | (x12 when registered)
-    sa.Column("bulk_change_id", BigId, sa.ForeignKey("bulk_change.id", ondelete="CASCADE"), nullable=False),
+    # null when the file became a submission split by service provider (``submission_id``; revision 0015)
+    sa.Column("bulk_change_id", BigId, sa.ForeignKey("bulk_change.id", ondelete="CASCADE")),
+    sa.Column("submission_id", BigId, sa.ForeignKey("submission.id"), index=True),
     sa.Column("received_at", sa.DateTime, nullable=False),
     sa.Column("moved_at", sa.DateTime),  # moved to processed/; null: a crash came between
     sa.Column("results_name", sa.String(300)),

@@ -117,13 +117,20 @@ def test_unknown_top_level_field_refused():
     assert errors[0]["type"] == "extra_forbidden"
 
 
-@pytest.mark.parametrize("missing", ["serviceProviderId", "changeType", "devices"])
+@pytest.mark.parametrize("missing", ["changeType", "devices"])
 def test_required_top_level_fields(missing):
     body = json.loads(SEED_REQUEST)
     del body[missing]
     with pytest.raises(ValidationError) as exc:
         BulkChangeRequest.model_validate(body)
     assert missing in str(exc.value)
+
+
+def test_service_provider_may_be_left_out():
+    """Issue 21: without serviceProviderId the devices are split by their service provider."""
+    body = json.loads(SEED_REQUEST)
+    del body["serviceProviderId"]
+    assert BulkChangeRequest.model_validate(body).service_provider_id is None
 
 
 def test_empty_device_list_refused():

@@ -56,6 +56,7 @@ from bulkchange_pipeline.store.schema import carrier_callback, device_change
 from bulkchange_pipeline.store.seed import DemoSeed, demo_eid, seed_demo
 
 from ..notifications.test_api_properties import NOTIFICATION_GET_ROUTES
+from ..split.test_split_properties import SUBMISSION_GET_ROUTES
 from . import hostile_inputs as h
 from .conftest import table_counts
 from .xml_inputs import results_items
@@ -351,6 +352,22 @@ def _check_csv_round_trip(rows: list[dict[str, Any]], upload: h.CsvUpload) -> No
     assert not problems, "accepted, but what was stored is not what was sent:\n" + "\n".join(problems)
 
 
+def _check_split_answer(
+    hz: Harness, answer: dict[str, Any], before: dict[str, int], after: dict[str, int], dry_run: bool
+) -> None:
+    """A file without a service provider is split by the devices' service providers (its own
+    tests are in ``split/``): a dry run stores nothing; a submission holds every row, each refusal
+    with its reason."""
+    if dry_run:
+        assert after == before, f"dry run but stored {_stored_delta(before, after)}"
+        return
+    items = hz.client.get(f"/submissions/{answer['submissionId']}/devices", headers=hz.headers).json()["items"]
+    assert len(items) == sum(answer["counts"].values())
+    assert all((i["statusDetails"] or "").strip() for i in items if i["status"] == "ERROR"), (
+        "an ERROR row without a reason"
+    )
+
+
 def test_csv_upload_refuses_clearly_or_round_trips(harness: Harness) -> None:
     hz = harness
     keys_seen: set[str] = set()
@@ -392,6 +409,10 @@ def test_csv_upload_refuses_clearly_or_round_trips(harness: Harness) -> None:
         )
         hz.check_answer(r, "POST /bulk-changes/csv")
         after = hz.counts()
+        if r.status_code < 400 and "children" in r.json():  # no service provider: split (issue 21, split/)
+            hz.accepted += 1
+            _check_split_answer(hz, r.json(), before, after, upload.dry_run)
+            return
         if r.status_code >= 400 or upload.dry_run:
             hz.refused += r.status_code >= 400
             hz.accepted += r.status_code < 400
@@ -629,6 +650,7 @@ def test_every_get_route_is_covered() -> None:
     routes = _get_routes_from_openapi()
     covered = {r.replace("{id}", "{bulk_change_id}") for r in GET_ROUTES} | {"/callbacks/teal"}
     covered |= NOTIFICATION_GET_ROUTES  # their own property: notifications/test_api_properties.py
+    covered |= SUBMISSION_GET_ROUTES  # their own property: split/test_split_properties.py
     assert set(routes) <= covered
     assert routes["/bulk-changes/{bulk_change_id}/devices"] == set(DEVICE_PARAMS)
     assert routes["/bulk-changes/{bulk_change_id}"] == set()

@@ -68,8 +68,8 @@ def test_csv_file_errors(data: bytes, message: str) -> None:
 def test_csv_needs_change_type_and_provider() -> None:
     with pytest.raises(IntakeError, match="no change type"):
         parse_csv(f"iccid,status\n{ICCID},A\n".encode(), service_provider_id=1)
-    with pytest.raises(IntakeError, match="no service provider"):
-        parse_csv(f"iccid,status\n{ICCID},A\n".encode(), change_type=1)
+    # no service provider: the request is split by the devices' service providers (issue 21)
+    assert parse_csv(f"iccid,status\n{ICCID},A\n".encode(), change_type=1).request.service_provider_id is None
     with pytest.raises(IntakeError, match="unknown change type 6"):
         parse_csv(f"iccid,status\n{ICCID},A\n".encode(), change_type=6, service_provider_id=1)
 
@@ -101,8 +101,8 @@ def test_json_errors_are_readable() -> None:
         parse_json(b"{nope")
     with pytest.raises(IntakeError, match="unknown change type 11"):
         parse_json(json.dumps({"serviceProviderId": 1, "changeType": 11, "devices": [ICCID]}))
-    with pytest.raises(IntakeError, match="serviceProviderId: Field required"):
-        parse_json(json.dumps({"changeType": 1, "devices": [ICCID]}))
+    with pytest.raises(IntakeError, match="changeType: Field required"):
+        parse_json(json.dumps({"serviceProviderId": 1, "devices": [ICCID]}))
     with pytest.raises(IntakeError, match="carrierRatePlanUpdate does not belong to changeType 1"):
         parse_json(
             json.dumps({"serviceProviderId": 1, "changeType": 1, "devices": [ICCID], "carrierRatePlanUpdate": {}})

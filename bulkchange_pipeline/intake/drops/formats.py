@@ -4,7 +4,9 @@ format it came in.
 
 CSV, JSON and XML are read by ``request_file.parse_request_data`` (the same parsing as the CLI
 and the API) and answered by the results writers of the API's downloads (``results_csv``,
-``results_xml``; JSON as the API's result items). A format whose file is not one request (X12:
+``results_xml``; JSON as the API's result items). A file without a service provider becomes a
+submission split by carrier; its one results file is written by ``write_submission`` (the API's
+submission download, ``submission_results``; XML by ``submission_xml``). A format whose file is not one request (X12:
 an 856 makes one bulk change per configured change, is answered at once with a 997 numbered from
 the database, and its 824 waits for all of them) brings its own ``take`` instead of ``read`` and
 ``write_results``: the inbox still finds, moves and reports the file (``x12_files`` registers it).
@@ -25,7 +27,9 @@ from ..parsing import IntakeLimits, ParsedFile
 from ..request_file import parse_request_data
 from ..results_csv import write_results_csv
 from ..results_xml import result_item, results_xml_chunks
+from ..submission_results import submission_csv_chunks, submission_json_chunks
 from ..xml_request import looks_like_xml
+from .submission_xml import submission_xml_chunks
 
 __all__ = [
     "DropDefaults",
@@ -80,6 +84,8 @@ class DropFormat:
     # Written to the outbox at once as ``<stem>.ack<results_suffix>``: (file bytes, refusal or None).
     acknowledge: Callable[[bytes, str | None], bytes | None] | None = None
     take: TakeFile | None = None  # the format's own intake, instead of ``read`` and ``write_results``
+    # A submission's one results file: (submission id, ``iter_submission_results`` rows).
+    write_submission: Callable[[int, Iterator[dict[str, Any]]], Iterator[str]] | None = None
 
 
 def _reader(suffix: str) -> Callable[[bytes, DropDefaults], ParsedFile]:
@@ -119,11 +125,31 @@ def _is_json(data: bytes) -> bool:
     return data.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] in (b"{", b"[")
 
 
+def _submission_csv_chunks(submission_id: int, rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    return submission_csv_chunks(rows)
+
+
 FORMATS: list[DropFormat] = [
-    DropFormat("json", (".json",), _reader(".json"), results_json_chunks, ".json", _is_json),
-    DropFormat("xml", (".xml",), _reader(".xml"), results_xml_chunks, ".xml", looks_like_xml),
+    DropFormat(
+        "json",
+        (".json",),
+        _reader(".json"),
+        results_json_chunks,
+        ".json",
+        _is_json,
+        write_submission=submission_json_chunks,
+    ),
+    DropFormat(
+        "xml",
+        (".xml",),
+        _reader(".xml"),
+        results_xml_chunks,
+        ".xml",
+        looks_like_xml,
+        write_submission=submission_xml_chunks,
+    ),
     # A CSV is what is left: a file without a suffix (or ``.txt``) that is not JSON, XML or X12.
-    DropFormat("csv", (".csv",), _reader(".csv"), _csv_chunks, ".csv", None),
+    DropFormat("csv", (".csv",), _reader(".csv"), _csv_chunks, ".csv", None, write_submission=_submission_csv_chunks),
 ]
 _PLAIN_SUFFIXES = ("", ".txt")
 

@@ -7,10 +7,15 @@ sensor keeps them in its cursor): an SFTP upload writes the file in place, and n
 server says when it is complete, so one tick interval of silence is the sign. Names that say "still
 being written" (dotfiles, ``*.part`` and the like, ``names.is_in_progress``) are never taken.
 
-Crash-safety, step by step: the bulk change is stored (key: ``file-sha256:<hash>``), then the drop
-record, then the file is moved, then the record says so. A crash between any two steps leaves the
-file in the inbox; the next tick finds the hash already stored (``submit`` answers the existing bulk
-change, or the record is there with ``moved_at`` empty) and finishes the move, creating nothing.
+A file that names no service provider (a CSV, too, when the drop settings name none) is split by
+carrier into a submission with one bulk change per service provider (``intake.split``, through the
+same ``submit``); the drop record keeps the submission and the outbox gets one results file for it.
+
+Crash-safety, step by step: the bulk change (or submission) is stored (key:
+``file-sha256:<hash>``), then the drop record, then the file is moved, then the record says so. A
+crash between any two steps leaves the file in the inbox; the next tick finds the hash already
+stored (``submit`` answers the existing bulk change or submission, or the record is there with
+``moved_at`` empty) and finishes the move, creating nothing.
 A second copy of a content already taken (any name) moves to ``processed/`` with ``<name>.note.txt``.
 """
 
@@ -139,11 +144,11 @@ def _take(
         if record.moved_at is None and record.name == shown:  # a crash came after storing: finish
             where = _move(folders, source, folders.processed, shown, tag, ".note.txt", None)
             mark_moved(engine, record.id)
-            report.note(f"tenant {tenant}: moved {shown!r} to processed/{where} (bulk change {record.bulk_change_id})")
+            report.note(f"tenant {tenant}: moved {shown!r} to processed/{where} ({record.taken_as})")
             return
         note = (
-            f"Same content (sha256 {sha}) as {record.name!r}, already taken as bulk change "
-            f"{record.bulk_change_id}: nothing new was created."
+            f"Same content (sha256 {sha}) as {record.name!r}, already taken as {record.taken_as}: "
+            "nothing new was created."
         )
         where = _move(folders, source, folders.processed, shown, tag, ".note.txt", note)
         report.duplicates += 1
@@ -170,13 +175,16 @@ def _take(
     except (IntakeError, RequestRejected, IdempotencyConflict) as exc:
         reject(str(exc), fmt)
         return
-    assert outcome.bulk_change_id is not None
-    record = record_drop(engine, tenant, sha, shown, fmt.name, outcome.bulk_change_id)
+    if outcome.submission_id is not None:  # no service provider: split by carrier (``intake.split``)
+        record = record_drop(engine, tenant, sha, shown, fmt.name, None, submission_id=outcome.submission_id)
+    else:
+        assert outcome.bulk_change_id is not None
+        record = record_drop(engine, tenant, sha, shown, fmt.name, outcome.bulk_change_id)
     where = _move(folders, source, folders.processed, shown, tag, ".note.txt", None)
     mark_moved(engine, record.id)
     write_acknowledgement(folders, fmt, shown, data, None)
     report.taken += 1
-    report.note(f"tenant {tenant}: took {shown!r} as bulk change {outcome.bulk_change_id}: {outcome.message}")
+    report.note(f"tenant {tenant}: took {shown!r} as {record.taken_as}: {outcome.message}")
 
 
 def _candidates(folders: DropFolders, now: float) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
