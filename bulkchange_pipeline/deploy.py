@@ -1,10 +1,12 @@
 """``bulkchange deploy-local``: the production shape of the deployment on one machine.
 
 Four separate processes, as a cluster runs them, against PostgreSQL for both Dagster's storage and
-the business database: ``dagster code-server start`` (loads ``bulkchange_pipeline.defs``, evaluates
-sensors, launches run workers), ``dagster-webserver`` and ``dagster-daemon run`` (sensors, the run
-queue, run monitoring and retries), both pointed at the code server through a ``grpc_server``
-workspace, and ``bulkchange serve`` (intake API and carrier callbacks). Why not ``dagster dev``: it
+the business database: ``dagster api grpc`` (loads ``bulkchange_pipeline.defs``, evaluates
+sensors, launches run workers; run through ``deploy_code_server`` so workers are forked from a
+preloaded process), ``dagster-webserver`` and ``dagster-daemon run`` (sensors, the run queue, run
+monitoring and retries; run through ``deploy_daemon`` for a 1 s sensor loop), both pointed at the
+code server through a ``grpc_server`` workspace, and ``bulkchange serve`` (intake API and carrier
+callbacks). Why not ``dagster dev``: it
 runs everything in one process tree with its own code server, so the run queue, the gRPC boundary
 and process crashes are never exercised the way they are in production. ``restart`` brings back
 one crashed service (or every one that is down) with the environment the others run with.
@@ -44,6 +46,8 @@ import yaml
 from .settings import CALLBACK_BASE_URL_ENV, DAGSTER_HOME_ENV, DATABASE_URL_ENV
 
 MODULE = "bulkchange_pipeline.defs"
+DAEMON_MODULE = "bulkchange_pipeline.deploy_daemon"
+CODE_SERVER_MODULE = "bulkchange_pipeline.deploy_code_server"
 LOCATION = "bulkchange_pipeline"
 DEFAULT_INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "dagster.postgres.yaml"
 SERVICES = ("code-server", "daemon", "webserver", "intake")  # start order; stop goes in reverse
@@ -117,10 +121,14 @@ class LocalDeployment:
         """Each service's argv: the venv's own entry points, so the same Python runs everything."""
         exe, h = _entry_point, self.host
         return {
+            # `dagster api grpc` with run workers forked from a preloaded process (deploy_code_server
+            # says why), same arguments.
             "code-server": [
-                exe("dagster"),
-                "code-server",
-                "start",
+                sys.executable,
+                "-m",
+                CODE_SERVER_MODULE,
+                "api",
+                "grpc",
                 "-m",
                 MODULE,
                 "-h",
@@ -130,7 +138,8 @@ class LocalDeployment:
                 "--location-name",
                 LOCATION,
             ],
-            "daemon": [exe("dagster-daemon"), "run", "-w", str(self.workspace)],
+            # dagster-daemon with a 1 s sensor loop (deploy_daemon says why), same arguments.
+            "daemon": [sys.executable, "-m", DAEMON_MODULE, "run", "-w", str(self.workspace)],
             "webserver": [exe("dagster-webserver"), "-w", str(self.workspace), "-h", h, "-p", str(self.webserver_port)],
             "intake": [exe("bulkchange"), "serve", "--host", h, "--port", str(self.intake_port)],
         }
@@ -391,7 +400,11 @@ def _is_daemon(pid: int) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return False
-    return any(Path(a).name == "dagster-daemon" and argv[i + 1 : i + 2] == ["run"] for i, a in enumerate(argv))
+    return any(
+        (Path(a).name == "dagster-daemon" or (a == DAEMON_MODULE and argv[i - 1 : i] == ["-m"]))
+        and argv[i + 1 : i + 2] == ["run"]
+        for i, a in enumerate(argv)
+    )
 
 
 def find_service(dep: LocalDeployment, service: str) -> tuple[list[int], list[int]]:
@@ -540,12 +553,14 @@ def start(
     env: Mapping[str, str],
     *,
     migrate_db: bool = True,
-    carrier_api_slots: int | None = 8,
+    sync_pools: bool = True,
+    carrier_api_slots: int | None = None,
     startup_timeout: float = 120.0,
 ) -> tuple[list[ServiceState], dict[str, int]]:
-    """Migrate, sync pools, then start the services in order, each only once the previous one is
-    ready; returns the services and the pool limits set. On any failure the services already
-    started are stopped again."""
+    """Migrate, sync pools (``carrier_api_slots`` None: sized to the service providers, see
+    ``defs.pools.sized_carrier_api_slots``), then start the services in order, each only once the
+    previous one is ready; returns the services and the pool limits set. On any failure the
+    services already started are stopped again."""
     running = [s for s in SERVICES if (pid := read_pid(dep, s)) is not None and group_alive(pid)]
     if running:
         raise DeployError(
@@ -565,7 +580,7 @@ def start(
                 "a dagster-daemon is already heartbeating on this Dagster storage: run exactly one daemon "
                 "per deployment (stop the other one, or wait a minute after it died)"
             )
-        if carrier_api_slots is not None:
+        if sync_pools:
             from .defs.pools import sync_from_database
             from .store.db import make_engine
 
@@ -751,6 +766,8 @@ def restart(
 
 
 __all__ = [
+    "CODE_SERVER_MODULE",
+    "DAEMON_MODULE",
     "DEFAULT_INSTANCE_CONFIG",
     "LOCATION",
     "MODULE",

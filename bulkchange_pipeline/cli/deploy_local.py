@@ -18,15 +18,15 @@ from ._common import F, UserError, console, database_option, friendly_errors, op
 @database_option
 @click.option(
     "--carrier-api-slots",
-    default=8,
-    show_default=True,
+    default=None,
     type=click.IntRange(1),
-    help="Slots of pool carrier_api: carrier-calling steps executing at once across all runs.",
+    help="Slots of pool carrier_api: carrier-calling runs in progress at once across all accounts "
+    "[default: one per service provider, at least 8].",
 )
 @click.option("--no-prune", is_flag=True, help="Keep carrier-sp-* pools whose service provider is gone.")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @friendly_errors
-def sync_pools_command(database_url: str | None, carrier_api_slots: int, no_prune: bool, dry_run: bool) -> None:
+def sync_pools_command(database_url: str | None, carrier_api_slots: int | None, no_prune: bool, dry_run: bool) -> None:
     """Set the Dagster pools from the service provider table: carrier_api, and carrier-sp-<id> = the
     account's max_concurrency. Uses the instance in DAGSTER_HOME (PostgreSQL storage)."""
     import dagster as dg
@@ -92,7 +92,7 @@ def _run_dir(value: str | None) -> Path:
 @click.option("--code-server-port", default=4266, show_default=True, type=int)
 @click.option("--webserver-port", default=3000, show_default=True, type=int)
 @click.option("--intake-port", default=8080, show_default=True, type=int)
-@click.option("--carrier-api-slots", default=8, show_default=True, type=click.IntRange(1), help="See `sync-pools`.")
+@click.option("--carrier-api-slots", default=None, type=click.IntRange(1), help="See `sync-pools`.")
 @click.option(
     "--startup-timeout", default=120.0, show_default=True, type=float, help="Seconds each service may take to be ready."
 )
@@ -111,7 +111,7 @@ def deploy_local_start(
     code_server_port: int,
     webserver_port: int,
     intake_port: int,
-    carrier_api_slots: int,
+    carrier_api_slots: int | None,
     startup_timeout: float,
     instance_config: str | None,
 ) -> None:

@@ -9,14 +9,17 @@ import dagster as dg
 from pydantic import Field
 
 from .. import settings
-from ..store.archive import archive_bulk_changes, archive_mismatches
 from ..store.db import to_naive_utc
-from ..store.maintenance import purge_bulk_changes, purgeable
 from ..store.metrics import compute_daily_metrics, metric_values, metrics_markdown
 from . import clock
 from .partitions import bulk_change_partitions
 from .resources import DatabaseResource
 from .tags import BULK_CHANGE_JOBS, PARTITION_TAG
+
+# ``store.archive`` (and ``store.maintenance``, which uses it) import pandas and pyarrow, about
+# 100 MB and 1 s per process. Every run worker loads this module with the code location, and only
+# the nightly archive/purge runs need them: imported where they are used (issue 22, P6: 24 run
+# workers at once).
 
 METRICS_START_DATE = "2026-01-01"
 metrics_partitions = dg.DailyPartitionsDefinition(start_date=METRICS_START_DATE, timezone="UTC", end_offset=1)
@@ -67,6 +70,8 @@ def parse_now(value: str | None) -> datetime:
 def bulk_change_archive(
     context: dg.AssetExecutionContext, config: LifecycleConfig, database: DatabaseResource, archive: ArchiveResource
 ) -> dg.MaterializeResult:
+    from ..store.archive import archive_bulk_changes
+
     result = archive_bulk_changes(database.engine(), archive.root(), parse_now(config.now), limit=config.limit)
     if result.skipped:
         context.log.warning(f"{len(result.skipped)} bulk changes changed while being archived; next pass retries them")
@@ -114,6 +119,9 @@ def delete_bulk_change_runs(instance: dg.DagsterInstance, keys: list[str]) -> tu
 def retention_purge(
     context: dg.AssetExecutionContext, config: LifecycleConfig, database: DatabaseResource, archive: ArchiveResource
 ) -> dg.MaterializeResult:
+    from ..store.archive import archive_mismatches
+    from ..store.maintenance import purge_bulk_changes, purgeable
+
     engine = database.engine()
     candidates = purgeable(engine, parse_now(config.now), limit=config.limit)
     unsafe = sorted({m.bulk_change_id for m in archive_mismatches(engine, archive.root(), candidates)})

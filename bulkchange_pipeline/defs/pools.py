@@ -12,9 +12,14 @@ What bounds what (so the numbers in the UI can be read correctly):
   the in-process executor) and the carrier client keeps at most ``max_concurrency`` calls in flight
   (``carriers.http``). Tag limit x executor x client limit = the account's ``max_concurrency``.
 - **Pool ``carrier_api``**: the ops that call carriers (``apply_batch``, ``reconcile_async_results``)
-  declare ``pool="carrier_api"``, so this pool bounds how many such steps execute at once across
-  *all* runs and accounts: the deployment's total outbound carrier work (and its database writers).
-  It does not protect a single account; the tag limit does.
+  declare ``pool="carrier_api"``. The production instance config sets ``granularity: run``, so a
+  run that contains such ops takes one slot for its whole life and waits for it in the run queue
+  (no process, no CPU): the pool bounds how many carrier-calling runs are in progress at once
+  across *all* accounts, the deployment's total outbound carrier work (and its database writers).
+  It does not protect a single account; the tag limit does. By default it is sized to the service
+  providers (``sized_carrier_api_slots``), so every account can run at its limit at once (issue
+  22: a fixed 8 held 24 accounts to a third of their summed limits); an operator lowers it with
+  ``--carrier-api-slots`` when the machine cannot hold that many run workers.
 - **Pools ``carrier-sp-<id>``**: one per service provider, with its ``max_concurrency`` as its
   limit. No op claims them (a Dagster op's pool is fixed when the job is defined, while accounts
   are rows in a table), so they enforce nothing: they publish each account's call limit in the
@@ -61,8 +66,18 @@ class PoolsUnsupported(RuntimeError):
     """The instance's event log storage cannot hold concurrency limits (e.g. plain SQLite)."""
 
 
-def desired_pools(accounts: list[AccountLimit], carrier_api_slots: int = DEFAULT_CARRIER_API_SLOTS) -> dict[str, int]:
-    """Pool key -> slots: ``carrier_api`` plus one pool per limited account."""
+def sized_carrier_api_slots(accounts: list[AccountLimit]) -> int:
+    """``carrier_api`` slots when the operator names none: one per service provider (each can
+    have one carrier-calling run in progress, by the tag limit), at least
+    ``DEFAULT_CARRIER_API_SLOTS`` so accounts added before the next sync are not starved."""
+    return max(DEFAULT_CARRIER_API_SLOTS, len(accounts))
+
+
+def desired_pools(accounts: list[AccountLimit], carrier_api_slots: int | None = None) -> dict[str, int]:
+    """Pool key -> slots: ``carrier_api`` (None: ``sized_carrier_api_slots``) plus one pool per
+    limited account."""
+    if carrier_api_slots is None:
+        carrier_api_slots = sized_carrier_api_slots(accounts)
     if carrier_api_slots < 1:
         raise ValueError("carrier_api needs at least 1 slot, or no carrier call can ever run")
     pools = {CARRIER_API_POOL: carrier_api_slots}
@@ -108,7 +123,7 @@ def sync_pools(
 def sync_from_database(
     instance: dg.DagsterInstance,
     engine: sa.Engine,
-    carrier_api_slots: int = DEFAULT_CARRIER_API_SLOTS,
+    carrier_api_slots: int | None = None,
     *,
     prune: bool = True,
     dry_run: bool = False,
@@ -131,6 +146,7 @@ __all__ = [
     "account_tag_value",
     "current_pools",
     "desired_pools",
+    "sized_carrier_api_slots",
     "sync_from_database",
     "sync_pools",
 ]

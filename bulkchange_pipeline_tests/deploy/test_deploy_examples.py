@@ -17,7 +17,14 @@ import pytest
 import yaml
 
 from bulkchange_pipeline.defs.pools import ACCOUNT_TAG
-from bulkchange_pipeline.deploy import MODULE, LocalDeployment, dagster_pg_env, prepare, service_environment
+from bulkchange_pipeline.deploy import (
+    CODE_SERVER_MODULE,
+    MODULE,
+    LocalDeployment,
+    dagster_pg_env,
+    prepare,
+    service_environment,
+)
 from bulkchange_pipeline.settings import credential_env_key
 from bulkchange_pipeline.store.seed import demo_credentials_names
 
@@ -74,11 +81,16 @@ def test_production_instance_config(local: dict[str, Any], tmp_path: Path, monke
     assert cfg["run_coordinator"] == {
         "module": "bulkchange_pipeline.defs.run_coordinator",
         "class": "BulkChangeRunCoordinator",
+        # read every second, launches in parallel (issue 22: P5 start latency, P6 24 accounts at once)
+        "config": {"dequeue_interval_seconds": 1, "dequeue_use_threads": True, "dequeue_num_workers": 8},
     }
     assert cfg["concurrency"]["runs"]["tag_concurrency_limits"] == [
         {"key": ACCOUNT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
     ]
-    assert cfg["concurrency"]["pools"] == {"default_limit": 8, "granularity": "op"}
+    assert cfg["concurrency"]["pools"] == {
+        "default_limit": 8,
+        "granularity": "run",
+    }  # runs wait in the queue (issue 22)
     assert cfg["run_retries"] == {"enabled": True, "max_retries": 1, "retry_on_asset_or_op_failure": False}
     assert cfg["run_monitoring"]["enabled"] is True
     assert (
@@ -106,7 +118,7 @@ def test_local_deployment_files(local: dict[str, Any], tmp_path: Path) -> None:
     }
     assert stat.S_IMODE(dep.env_file.stat().st_mode) == 0o600
     argv = dep.commands()["code-server"]
-    assert argv[1:3] == ["code-server", "start"] and argv[argv.index("-m") + 1] == MODULE
+    assert argv[1:5] == ["-m", CODE_SERVER_MODULE, "api", "grpc"] and argv[argv.index("-m", 2) + 1] == MODULE
     assert argv[argv.index("--location-name") + 1] == LOCATION
     assert LocalDeployment.load(dep.run_dir) == dep
 
@@ -168,6 +180,12 @@ def test_helm_values(local: dict[str, Any]) -> None:
     q = queue["config"]["queuedRunCoordinator"]
     assert q["tagConcurrencyLimits"] == local["concurrency"]["runs"]["tag_concurrency_limits"]
     assert q["maxConcurrentRuns"] == local["concurrency"]["runs"]["max_concurrent_runs"]
+    dequeue = local["run_coordinator"]["config"]
+    assert (q["dequeueIntervalSeconds"], q["dequeueUseThreads"], q["dequeueNumWorkers"]) == (
+        dequeue["dequeue_interval_seconds"],
+        dequeue["dequeue_use_threads"],
+        dequeue["dequeue_num_workers"],
+    )
     assert "concurrency" not in (
         v.get("additionalInstanceConfig") or {}
     )  # Dagster refuses it next to run_coordinator config
@@ -197,7 +215,11 @@ def test_helm_values(local: dict[str, Any]) -> None:
         "pollIntervalSeconds": mon["poll_interval_seconds"],
         "maxResumeRunAttempts": mon["max_resume_run_attempts"],
     }
-    assert d["sensors"] == {"useThreads": True, "numWorkers": local["sensors"]["num_workers"]}
+    assert d["sensors"] == {
+        "useThreads": True,
+        "numWorkers": local["sensors"]["num_workers"],
+        "numSubmitWorkers": local["sensors"]["num_submit_workers"],
+    }
     assert v["retention"]["enabled"] is True
     assert v["retention"]["sensor"]["purgeAfterDays"] == local["retention"]["sensor"]["purge_after_days"]
     assert v["retention"]["schedule"]["purgeAfterDays"] == local["retention"]["schedule"]["purge_after_days"]
