@@ -12,7 +12,7 @@ has not elapsed are skipped without a call to the code server), so this entry po
 ``python -m bulkchange_pipeline.deploy_daemon run -w workspace.yaml`` takes exactly the arguments
 of ``dagster-daemon``. If a Dagster upgrade drops the constant, the daemon refuses to start rather
 than run with a loop nobody measured (``shorten_sensor_loop`` raises), and
-``test_deploy_daemon`` fails first.
+``deploy/test_fleet_settings.py`` fails first.
 """
 
 from __future__ import annotations
