@@ -1,13 +1,24 @@
-"""P1 throughput: an N-device Jasper StatusUpdate through the real job (simulator with no latency and
-no rate limit), on SQLite and PostgreSQL, against the HTTP ceiling and the naive baseline measured
-in the same run.
+"""P1 throughput: an N-device Jasper StatusUpdate through the real job, on SQLite and PostgreSQL,
+side by side with the bare-httpx ceiling and the naive one-call-one-commit loop, in two cases:
 
-    python bench/p1_throughput.py [N] [NAIVE_N]
+- zero latency (the simulator answers at once, no rate limit): the ceiling at its best number of
+  calls in flight on this machine (a sweep), and the pipeline's account given that concurrency;
+- a carrier answering in ``--latency-ms`` (150 by default) with ``--latency-concurrency`` calls in
+  flight (64): ceiling and pipeline at that same latency and concurrency, the naive loop at that
+  latency (one call at a time, so a few hundred devices give its rate).
+
+Each backend's ceiling is measured just before its pipeline run, so both see the same machine
+load (other work on this 2-core machine moves the figures; the load average is printed with each).
+
+    python bench/p1_throughput.py [--devices N] [--naive-devices N] [--latency-ms MS]
+        [--latency-concurrency C] [--latency-naive-devices N] [--backends sqlite,postgresql]
+        [--cases zero,latency] [--no-record]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import os
 
 import ceiling
 import naive
@@ -33,37 +44,84 @@ def pipeline_rate(n: int, backend: str, latency_ms: float = 0, concurrency: int 
     return n / run.seconds, run.steps, stats
 
 
-if __name__ == "__main__":
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    naive_n = int(sys.argv[2]) if len(sys.argv) > 2 else 5_000
-    # The ceiling is the bare loop at its best number of calls in flight on this machine (httpx's
-    # pool scans every connection per request, so fewer connections can be faster); the pipeline's
-    # account gets that same concurrency.
-    sweep = {c: ceiling.measure(min(n, 20_000), c) for c in (4, 8, 16)}
-    conc = max(sweep, key=sweep.__getitem__)
-    top = ceiling.measure(n, conc)
-    lines = [
-        f"- HTTP ceiling (bare httpx): {top:,.0f} calls/s with {conc} calls in flight (sweep over 20,000 calls: "
-        + ", ".join(f"{c} in flight {r:,.0f}/s" for c, r in sweep.items())
-        + ")"
-    ]
-    for backend in ("sqlite", "postgresql"):
-        base = naive.measure(naive_n, backend)
-        rate, steps, _ = pipeline_rate(n, backend, concurrency=conc)
-        lines.append(
-            f"- {backend}: pipeline **{rate:,.0f} devices/s** for {n:,} devices ({steps[0]} steps); naive baseline "
-            f"{base:,.0f} devices/s ({naive_n:,} devices); **{rate / top:.0%} of the ceiling**, **{rate / base:.1f}x the naive baseline**"
-        )
-    # With a carrier that takes time to answer, concurrency is what separates the two designs. 32
-    # calls in flight: httpx's connection pool scans every connection on each request, so beyond
-    # ~32 connections the client's CPU, not the carrier, sets the pace (64 gave 114 calls/s, 32 576).
-    latency, lat_n, lat_conc = 50.0, 20_000, 32
-    base = naive.measure(500, "sqlite", latency_ms=latency)
-    top = ceiling.measure(lat_n, lat_conc, latency_ms=latency)
-    rate, _, _ = pipeline_rate(lat_n, "sqlite", latency_ms=latency, concurrency=lat_conc)
-    lines.append(
-        f"- sqlite, simulator answering in {latency:.0f} ms, {lat_conc} calls in flight: pipeline **{rate:,.0f} devices/s** for "
-        f"{lat_n:,} devices; HTTP ceiling at that latency {top:,.0f} calls/s; naive baseline {base:,.0f} devices/s; "
-        f"**{rate / top:.0%} of the ceiling**, **{rate / base:.1f}x the naive baseline**"
+def load() -> str:
+    """The 1-minute load average: how busy the machine was (other helpers' tests and benchmarks)."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def row(case: str, backend: str, n: int, conc: int, rate: float, top: float, base: float, steps: int, ld: str) -> str:
+    return (
+        f"| {case} | {backend} | {conc} | {n:,} | **{rate:,.0f}** | {top:,.0f} | {base:,.1f} | "
+        f"**{rate / top:.0%}** | **{rate / base:.1f}x** | {steps} | {ld} |"
     )
-    record(f"P1 throughput: {n:,}-device Jasper StatusUpdate (bench/p1_throughput.py)", lines)
+
+
+HEADER = [
+    "| case | backend | calls in flight | devices | pipeline devices/s | ceiling calls/s | naive devices/s "
+    "| pipeline / ceiling | pipeline / naive | steps | load (1 min) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--devices", type=int, default=100_000)
+    p.add_argument("--naive-devices", type=int, default=5_000, help="naive loop sample at zero latency")
+    p.add_argument(
+        "--ceiling-devices", type=int, default=20_000, help="calls per ceiling measurement (at most --devices)"
+    )
+    p.add_argument("--latency-ms", type=float, default=150.0)
+    p.add_argument("--latency-concurrency", type=int, default=64)
+    p.add_argument("--latency-naive-devices", type=int, default=200, help="naive loop sample at latency")
+    p.add_argument("--backends", default="sqlite,postgresql")
+    p.add_argument("--cases", default="zero,latency")
+    p.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    args = p.parse_args()
+    n, backends, cases = args.devices, args.backends.split(","), args.cases.split(",")
+    ceil_n = min(n, args.ceiling_devices)
+    lines = [*HEADER]
+    notes = []
+    if "zero" in cases:
+        # The ceiling at its best number of calls in flight on this machine; the pipeline's
+        # account gets that same concurrency.
+        sweep = {c: ceiling.measure(min(ceil_n, 10_000), c) for c in (4, 8, 16)}
+        conc = max(sweep, key=sweep.__getitem__)
+        notes.append(
+            f"- zero latency: calls in flight chosen by a ceiling sweep over {min(ceil_n, 10_000):,} calls: "
+            + ", ".join(f"{c} in flight {r:,.0f}/s" for c, r in sweep.items())
+        )
+        for backend in backends:
+            base = naive.measure(min(n, args.naive_devices), backend)
+            top = ceiling.measure(ceil_n, conc)
+            ld = load()
+            rate, steps, _ = pipeline_rate(n, backend, concurrency=conc)
+            lines.append(row("0 ms", backend, n, conc, rate, top, base, steps[0], ld))
+            print(lines[-1], flush=True)
+    if "latency" in cases:
+        lat, conc = args.latency_ms, args.latency_concurrency
+        for backend in backends:
+            base = naive.measure(min(n, args.latency_naive_devices), backend, latency_ms=lat)
+            top = ceiling.measure(ceil_n, conc, latency_ms=lat)
+            ld = load()
+            rate, steps, _ = pipeline_rate(n, backend, latency_ms=lat, concurrency=conc)
+            lines.append(row(f"{lat:g} ms", backend, n, conc, rate, top, base, steps[0], ld))
+            print(lines[-1], flush=True)
+        notes.append(
+            f"- {lat:g} ms: ideal at {conc} in flight {conc / (lat / 1000):,.0f} calls/s; naive loop over "
+            f"{min(n, args.latency_naive_devices):,} devices (one call at a time)"
+        )
+    notes.append(
+        f"- ceiling: {ceil_n:,} calls per measurement, measured just before each pipeline run; "
+        f"naive at zero latency over {min(n, args.naive_devices):,} devices"
+    )
+    if args.no_record:
+        print("\n".join(lines + [""] + notes))
+    else:
+        record(
+            f"P1 throughput and latency: {n:,}-device Jasper StatusUpdate (bench/p1_throughput.py)",
+            lines + [""] + notes,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""The HTTP layer every carrier client shares: one connection pool per account, the account's
+"""The HTTP layer every carrier client shares: the account's connections (a few small pools), its
 rate and concurrency limits (pacing by `pacing.RateLimiter`, and `CarrierHttp.map_bounded` for the
 per-device work), tenacity retries at a fixed interval that honour a wait the carrier states
 (`CarrierHttp.retrying`), error classification through a per-carrier callback, and redacted capture
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import re
 import ssl
 import time
@@ -37,6 +38,7 @@ from .redaction import basic_token, redact_headers, redact_text
 
 __all__ = [
     "MALFORMED",
+    "POOL_CONNECTIONS",
     "BodyParser",
     "CallResult",
     "CarrierHttp",
@@ -65,6 +67,7 @@ Content = str | bytes | Callable[[int], str | bytes]
 for a protocol whose message must differ per try (a fresh nonce or timestamp)."""
 
 MAX_STATED_WAIT_SECONDS = 60.0
+POOL_CONNECTIONS = 4  # connections per httpx client at most (`CarrierHttp._ensure_clients` says why)
 _TRY_AGAIN = re.compile(r"try again in\s+(\d+(?:\.\d+)?)\s*(?:s\b|sec|second)", re.IGNORECASE)
 
 
@@ -157,9 +160,10 @@ class CallResult:
 
 
 class CarrierHttp:
-    """One account's HTTP access: one AsyncClient, its limiter and semaphore, retries, capture.
+    """One account's HTTP access: its AsyncClients (`_ensure_clients`), limiter and semaphore,
+    retries, capture.
 
-    The client, limiter and semaphore are bound to the event loop they were created in; if the
+    The clients, limiter and semaphore are bound to the event loop they were created in; if the
     adapter is reused from a new loop (the engine may run one `asyncio.run` per batch), they are
     rebuilt lazily instead of failing with "attached to a different loop".
 
@@ -202,36 +206,49 @@ class CarrierHttp:
             reraise=True,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._in_flight: list[int] = []  # requests in flight per client, to pick the least busy
         self._semaphore: asyncio.Semaphore | None = None
         self.limiter = RateLimiter(account.rate_per_second)
 
     # -- loop-bound state -------------------------------------------------------------------------
 
-    def _ensure_client(self) -> httpx.AsyncClient:
+    def _ensure_clients(self) -> list[httpx.AsyncClient]:
+        """This loop's connection pools: ``ceil(limit / POOL_CONNECTIONS)`` clients sharing the
+        account's connections (``limit``: its concurrency, or 100 when it sets none).
+
+        Several small pools, not one large one: httpcore's pool re-checks every one of its
+        connections (and polls each idle socket) whenever a request starts or ends, with a scan
+        inside the scan, so its CPU per call grows with the square of its size. One pool of 64
+        connections cost 12 ms of CPU per call and capped a 150 ms carrier at about 90 calls/s
+        (bench/RESULTS.md, P1 at latency); pools of at most four keep it small."""
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
+        if not self._clients or self._loop is not loop:
             conc = self.account.max_concurrency
-            limits = httpx.Limits(
-                max_connections=conc if conc > 0 else 100,
-                max_keepalive_connections=conc if conc > 0 else 100,
-            )
-            self._client = httpx.AsyncClient(
-                base_url=self.account.base_url.rstrip("/") + "/",
-                auth=self._auth,
-                headers=self._headers,
-                timeout=httpx.Timeout(self.account.timeout_seconds),
-                limits=limits,
-                verify=_tls_context(),
-            )
+            limit = conc if conc > 0 else 100
+            count = math.ceil(limit / POOL_CONNECTIONS)
+            per_pool = math.ceil(limit / count)
+            limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+            self._clients = [
+                httpx.AsyncClient(
+                    base_url=self.account.base_url.rstrip("/") + "/",
+                    auth=self._auth,
+                    headers=self._headers,
+                    timeout=httpx.Timeout(self.account.timeout_seconds),
+                    limits=limits,
+                    verify=_tls_context(),
+                )
+                for _ in range(count)
+            ]
+            self._in_flight = [0] * count
             self._semaphore = asyncio.Semaphore(conc) if conc > 0 else None
             self._loop = loop
-        return self._client
+        return self._clients
 
     async def aclose(self) -> None:
-        """Close the connection pool (only possible from the loop that owns it)."""
-        client, self._client = self._client, None
-        if client is not None:
+        """Close the connection pools (only possible from the loop that owns them)."""
+        clients, self._clients = self._clients, []
+        for client in clients:
             try:
                 await client.aclose()
             except RuntimeError:
@@ -320,13 +337,17 @@ class CarrierHttp:
         log: list[LogEntry],
         attempt: int,
     ) -> CallResult:
-        client = self._ensure_client()
+        clients = self._ensure_clients()
+        # The least busy pool: under the account's semaphore one always has a free connection.
+        pool = min(range(len(clients)), key=self._in_flight.__getitem__) if len(clients) > 1 else 0
+        client = clients[pool]
         semaphore = self._semaphore
         desc = description or f"{self.label} {method} {path}"
         if attempt > 1:
             desc = f"{desc} (attempt {attempt})"
         if semaphore is not None:
             await semaphore.acquire()
+        self._in_flight[pool] += 1
         try:
             await self.limiter.acquire()
             self.stats.calls += 1
@@ -363,6 +384,7 @@ class CarrierHttp:
                 )
                 raise TransientCarrierError(f"connection error: {type(exc).__name__}: {exc}") from exc
         finally:
+            self._in_flight[pool] -= 1
             if semaphore is not None:
                 semaphore.release()
         body = self._parse(response)

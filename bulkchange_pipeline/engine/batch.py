@@ -8,7 +8,11 @@ recorded as PROCESSED without a second call. A change is never applied twice.
 A batch is claimed, sent and recorded in small chunks (``claim_chunk_size``: about two seconds of
 the account's rate), not whole: a cancel reaches every row outside the chunk in flight, a
 Terminate (``should_stop``) lets the chunk in flight finish and be recorded and starts no other,
-and a crash leaves at most one chunk PROCESSING for the next attempt to check at the carrier.
+and a crash leaves at most two chunks PROCESSING for the next attempt to check at the carrier.
+
+Two, because a chunk's results are written (in a worker thread) while the next chunk is at the
+carrier: claim k+1, then write k while sending k+1. The carrier's calls in flight never wait for
+our database; each chunk is still claimed before it is sent and written after its answers.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -279,31 +283,63 @@ async def _carrier_results(
                 record(confirmed)
         to_send.sort(key=lambda r: r.id)
         size = claim_chunk_size(info, account, len(to_send))
+        chunks = (to_send[start : start + size] for start in range(0, len(to_send), size))
         registered = False
-        for start in range(0, len(to_send), size):
-            if stop():
-                summary.stopped = True
-                return
-            claimed = claim(engine, [r.id for r in to_send[start : start + size]])
-            chunk = [r for r in to_send[start : start + size] if r.id in claimed]  # cancelled meanwhile: not sent
-            if not chunk:
-                continue
-            if not registered and account.callback_base_url and account.write_enabled:
-                await adapter.register_callback()  # idempotent: (re)register where this account's callbacks go
-                registered = True
-            try:
-                answers = await adapter.apply([device_change_for(info, r) for r in chunk])
-                summary.carrier_calls += len(chunk)
-            except WritesDisabledError as exc:
-                reason = f"Writes disabled for service provider {info.service_provider.name}: {exc}"
-                failed = DeviceChangeStatus.API_FAILED
-                answers = [
-                    DeviceResult(r.id, failed, reason, {}, log=[LogEntry(reason, "", "", None, True)]) for r in chunk
-                ]
-            now = utcnow()
-            record([result_from_carrier(info, by_id[a.device_change_id], a, now) for a in answers])
+        recording: asyncio.Future[None] | None = None  # the chunk before, being written meanwhile
+        try:
+            chunk = _claim_next(engine, chunks, stop, summary)
+            while chunk:
+                if not registered and account.callback_base_url and account.write_enabled:
+                    await adapter.register_callback()  # idempotent: (re)register where this account's callbacks go
+                    registered = True
+                results = await _send(info, adapter, chunk, by_id, summary)
+                if recording is not None:
+                    await recording
+                    recording = None
+                # The next chunk is claimed before this one is written (one writer at a time, which
+                # SQLite needs) and sent while it is: the carrier never waits for our database.
+                chunk = _claim_next(engine, chunks, stop, summary)
+                recording = asyncio.ensure_future(asyncio.to_thread(record, results))
+        finally:
+            if recording is not None:
+                await recording
     finally:
         await adapter.aclose()
+
+
+def _claim_next(
+    engine: sa.Engine, chunks: Iterator[list[WorkRow]], stop: StopCheck, summary: BatchSummary
+) -> list[WorkRow]:
+    """Claim the next chunk that still has rows to send (a row cancelled meanwhile is not claimed,
+    so not sent); empty when none is left or ``stop`` says stop (the unsent rows stay unclaimed)."""
+    for rows in chunks:
+        if stop():
+            summary.stopped = True
+            return []
+        claimed = claim(engine, [r.id for r in rows])
+        chunk = [r for r in rows if r.id in claimed]
+        if chunk:
+            return chunk
+    return []
+
+
+async def _send(
+    info: BulkChangeInfo,
+    adapter: CarrierAdapter,
+    chunk: list[WorkRow],
+    by_id: dict[int, WorkRow],
+    summary: BatchSummary,
+) -> list[RowResult]:
+    """One claimed chunk to the carrier; its rows' results (writes disabled: every row API_FAILED)."""
+    try:
+        answers = await adapter.apply([device_change_for(info, r) for r in chunk])
+        summary.carrier_calls += len(chunk)
+    except WritesDisabledError as exc:
+        reason = f"Writes disabled for service provider {info.service_provider.name}: {exc}"
+        failed = DeviceChangeStatus.API_FAILED
+        answers = [DeviceResult(r.id, failed, reason, {}, log=[LogEntry(reason, "", "", None, True)]) for r in chunk]
+    now = utcnow()
+    return [result_from_carrier(info, by_id[a.device_change_id], a, now) for a in answers]
 
 
 def result_from_carrier(info: BulkChangeInfo, row: WorkRow, answer: DeviceResult, now: datetime) -> RowResult:

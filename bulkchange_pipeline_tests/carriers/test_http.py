@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from bulkchange_pipeline.carriers.base import (
 )
 from bulkchange_pipeline.carriers.http import (
     MALFORMED,
+    POOL_CONNECTIONS,
     CarrierHttp,
     default_classify,
     stated_wait_seconds,
@@ -127,3 +129,36 @@ def test_transient_errors_stop_after_max_attempts() -> None:
         with pytest.raises(TransientCarrierError) as info:
             asyncio.run(http.request("GET", "thing"))
     assert len(info.value.log) == 4 and http.stats.calls == 4 and http.stats.retries == 3
+
+
+def test_calls_in_flight_reach_the_accounts_concurrency_over_several_small_pools() -> None:
+    """20 calls in flight for an account allowing 20: every one used, none more, over at most 20
+    connections, though they are spread over several small pools (one httpx pool's CPU per call
+    grows with the square of its connections: 64 of them capped a 150 ms carrier at about 90
+    calls/s, so an account's connections are split into pools of at most POOL_CONNECTIONS)."""
+    in_flight, peak, peers = 0, 0, set()
+
+    async def endpoint(request: Request) -> JSONResponse:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        peers.add(request.client)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/v1/thing", endpoint)])
+    with run_app_in_thread(app) as handle:
+        account = CarrierAccount(1, "test", handle.root_url + "/v1", "u", "pw", rate_per_second=0, max_concurrency=20)
+        http = CarrierHttp(account)
+
+        async def run() -> list[Any]:
+            try:
+                return await http.map_bounded(range(200), lambda i: http.request("GET", "thing", params={"i": i}))
+            finally:
+                await http.aclose()
+
+        results = asyncio.run(run())
+    assert [r.body for r in results] == [{"ok": True}] * 200
+    assert peak == 20 and len(peers) <= 20
+    assert POOL_CONNECTIONS < 20  # so the account's calls did go over more than one pool
