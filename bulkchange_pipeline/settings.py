@@ -18,6 +18,8 @@ code server, the demo (which exports the simulators' credentials after starting 
                                          made once under the data folder; see ``webhook_signing_key``)
 ``BULKCHANGE_WEBHOOK_ALLOW_PRIVATE``     ``1``: webhooks may target loopback and private addresses
                                          (tests, ``make demo``); never link-local or multicast
+``BULKCHANGE_MAX_CONCURRENT_UPLOADS``   big uploads (over 1 MB) ``bulkchange serve`` validates at once (default 2);
+                                         one more is answered 429 with Retry-After
 ``BULKCHANGE_CRED_<NAME>_USERNAME``,     a carrier account's credentials; ``<NAME>`` is the service
 ``_SECRET``, ``_<KEY>``                  provider's credentials name (the database holds only that)
 =======================================  =========================================================
@@ -61,6 +63,8 @@ DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
 WEBHOOK_SIGNING_KEY_ENV = "BULKCHANGE_WEBHOOK_SIGNING_KEY"
 WEBHOOK_ALLOW_PRIVATE_ENV = "BULKCHANGE_WEBHOOK_ALLOW_PRIVATE"
 WEBHOOK_KEY_FILE = "webhook-signing.key"
+MAX_CONCURRENT_UPLOADS_ENV = "BULKCHANGE_MAX_CONCURRENT_UPLOADS"
+DEFAULT_MAX_CONCURRENT_UPLOADS = 2  # a 1,000,000-row file takes about 250 MB while it is validated
 # Unset BULKCHANGE_CONSOLE_SECRET: sessions are signed with this, so they end when the process does
 # and are not accepted by another worker process; set the variable when serving with several.
 _PROCESS_CONSOLE_SECRET = secrets.token_bytes(32)
@@ -77,6 +81,13 @@ class Settings(BaseSettings):
     dagster_home: Path | None = Field(default=None, validation_alias=DAGSTER_HOME_ENV)
     console_secret: SecretStr | None = Field(default=None, validation_alias=CONSOLE_SECRET_ENV)
     dagster_url: str | None = Field(default=None, validation_alias=DAGSTER_URL_ENV)
+    max_concurrent_uploads: int | None = Field(default=None, ge=1, le=1000, validation_alias=MAX_CONCURRENT_UPLOADS_ENV)
+
+    @property
+    def upload_slots(self) -> int:
+        """Big uploads the HTTP app validates at once (``BULKCHANGE_MAX_CONCURRENT_UPLOADS``): each
+        holds its file and a chunk of validated rows, so the count, not the traffic, bounds memory."""
+        return self.max_concurrent_uploads or DEFAULT_MAX_CONCURRENT_UPLOADS
 
     @property
     def archive_root(self) -> Path:
@@ -239,6 +250,8 @@ def same_account(senders: Sequence[object], credentials_name: str) -> bool:
 
 
 __all__ = [
+    "DEFAULT_MAX_CONCURRENT_UPLOADS",
+    "MAX_CONCURRENT_UPLOADS_ENV",
     "ARCHIVE_DIR_ENV",
     "CALLBACK_BASE_URL_ENV",
     "CONSOLE_SECRET_ENV",

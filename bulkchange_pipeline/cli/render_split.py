@@ -19,8 +19,9 @@ from rich.text import Text
 from ..domain import ChangeType, DeviceChangeStatus
 from ..intake.parsing import shown
 from ..intake.submit import SubmitOutcome
-from ..store.submissions import SubmissionOperation, SubmissionView
-from .render import STATUS_STYLE, final_count, render_report
+from ..store.submission_ops import SubmissionOperation
+from ..store.submissions import SubmissionView
+from .render import STATUS_STYLE, render_report
 
 __all__ = ["followed_view", "render_operation", "render_split", "render_submission"]
 
@@ -91,7 +92,6 @@ def render_submission(console: Console, view: SubmissionView, *, limit: int = 50
         label = ChangeType(view.change_type).label
     except ValueError:
         label = str(view.change_type)
-    done = final_count(view.counts)
     console.print(
         f"submission [bold]{view.id}[/]: {label} across {len(view.children)} service provider"
         f"{'s' if len(view.children) != 1 else ''}, status [bold]{view.status}[/], {view.total} devices, "
@@ -99,7 +99,13 @@ def render_submission(console: Console, view: SubmissionView, *, limit: int = 50
         Text(shown(view.created_by, 200)),
         sep="",
     )
-    console.print(f"progress: {done} of {view.total} device rows final")
+    console.print(f"progress: {view.done} of {view.total} device rows final; outcome {view.outcome.value}")
+    hint = {
+        "unfinished": "a child's run stopped with rows left: bulkchange resume BULK_CHANGE_ID (the child in ERROR)",
+        "held": f"held (processChanges=false): bulkchange submission release {view.id}",
+    }.get(view.outcome.value)
+    if hint:
+        console.print(hint)
     console.print(Text("devices: ").append_text(_counts_text(view.counts)))
     if view.children:
         table = Table(title="Children", title_justify="left")

@@ -25,17 +25,16 @@ import sqlalchemy as sa
 from ..intake.drops.formats import format_named
 from ..store.approvals import SelfApprovalRefused, cli_actor
 from ..store.operations import BulkChangeNotFound, OperationRefused
-from ..store.submissions import (
+from ..store.submission_ops import (
     SubmissionNotFound,
     SubmissionOperation,
-    SubmissionView,
     approve_submission,
     cancel_submission,
-    get_submission,
-    iter_submission_results,
     reject_submission,
+    release_submission,
     retry_failed_submission,
 )
+from ..store.submissions import SubmissionView, get_submission, iter_submission_results
 from ._common import (
     ID,
     TEXT,
@@ -210,6 +209,14 @@ def retry_failed_command(submission_id: int, tenant: str, database_url: str | No
     render_operation(
         console(), "retry-failed", op, lambda r: f"{r.requeued} failed device rows queued again as attempt {r.attempt}"
     )
+    click.echo(f"the sensor starts the runs. Follow it with: bulkchange submission show {submission_id} --watch")
+
+
+@_operation_command("release")
+def release_command(submission_id: int, tenant: str, database_url: str | None) -> None:
+    """Release every held child (submitted with processChanges=false): the sensor starts each."""
+    op = _operate(release_submission, submission_id, tenant, database_url, by=f"cli:{getpass.getuser()}")
+    render_operation(console(), "release", op, lambda r: f"released; it was {r.status}")
     click.echo(f"the sensor starts the runs. Follow it with: bulkchange submission show {submission_id} --watch")
 
 

@@ -317,16 +317,15 @@ def submission_page(request: Request, user: User, engine: Engine, submission_id:
     view = get_submission(engine, submission_id, user.caller.tenant_id)
     if view is None:
         raise NotFound(f"no submission {submission_id} for this tenant")
-    outcome = outcome_of(view.status, view.counts)
-    moving = outcome.value in ("in_progress", "waiting_on_carrier")
+    moving = not view.final and view.outcome.value in ("in_progress", "waiting_on_carrier")
     children = [_Child(c, sum(c.counts.values()), _done(c.counts)) for c in view.children]
     return page(
         request,
         "submission.html",
         user=user,
         view=view,
-        outcome=outcome,
-        done=_done(view.counts),
+        outcome=view.outcome,
+        done=view.done,
         children=children,
         refused=view.refused[:REFUSED_SHOWN],
         refresh=REFRESH_SECONDS if moving else None,

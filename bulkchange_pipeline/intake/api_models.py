@@ -57,6 +57,10 @@ class Problem(ApiModel):
         description="The bulk change the problem is about, e.g. the one that "
         "already holds a reused idempotency key (409)",
     )
+    submission_id: int | None = Field(
+        None,
+        description="The submission the problem is about, e.g. the one that already holds a reused idempotency key (409)",
+    )
 
 
 class RowErrorOut(ApiModel):
@@ -157,6 +161,9 @@ class BulkChangeOut(ApiModel):
     last_activity_at: UtcDatetime | None = Field(None, description="When a device row last changed (UTC)")
     idempotency_key: str | None
     undo_of: int | None = Field(None, description="The bulk change this one undoes (POST /bulk-changes/{id}/undo)")
+    submission_id: int | None = Field(
+        None, description="The submission this bulk change is one child of (GET /submissions/{id}), or null"
+    )
 
     @classmethod
     def from_row(cls, bc: dict[str, Any], last_activity_at: datetime | None) -> BulkChangeOut:
@@ -184,6 +191,7 @@ class BulkChangeOut(ApiModel):
             last_activity_at=last_activity_at,
             idempotency_key=bc["idempotency_key"],
             undo_of=bc.get("undo_of"),
+            submission_id=bc.get("submission_id"),
         )
 
 
@@ -305,10 +313,11 @@ class ApiProblem(Exception):
         title: str | None = None,
         errors: list[dict[str, Any]] | None = None,
         bulk_change_id: int | None = None,
+        submission_id: int | None = None,
     ) -> None:
         super().__init__(detail)
         self.status, self.detail, self.title, self.errors = status, detail, title, errors
-        self.bulk_change_id = bulk_change_id
+        self.bulk_change_id, self.submission_id = bulk_change_id, submission_id
 
 
 async def capped_stream(request: Request, limit: int, too_large: Callable[[int], ApiProblem]) -> AsyncIterator[bytes]:
@@ -345,6 +354,7 @@ def problem_response(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
     bulk_change_id: int | None = None,
+    submission_id: int | None = None,
 ) -> JSONResponse:
     try:
         phrase = HTTPStatus(status).phrase
@@ -358,6 +368,7 @@ def problem_response(
         instance=request.url.path,
         errors=errors,
         bulk_change_id=bulk_change_id,
+        submission_id=submission_id,
     )
     return JSONResponse(
         body.model_dump(exclude_none=True, by_alias=True), status_code=status, media_type=PROBLEM_JSON, headers=headers
@@ -370,7 +381,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiProblem)
         return problem_response(
-            request, exc.status, exc.detail, title=exc.title, errors=exc.errors, bulk_change_id=exc.bulk_change_id
+            request,
+            exc.status,
+            exc.detail,
+            title=exc.title,
+            errors=exc.errors,
+            bulk_change_id=exc.bulk_change_id,
+            submission_id=exc.submission_id,
         )
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:

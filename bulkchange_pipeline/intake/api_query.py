@@ -29,7 +29,10 @@ def known_query_only(request: Request, _caller: Annotated[Caller, Depends(authen
     ignored. It depends on the caller's authentication, so a request without a valid key is still
     answered 401 first."""
     route = request.scope.get("route")
-    if not isinstance(route, APIRoute) or not request.query_params:
+    if not isinstance(route, APIRoute):
+        return
+    whole_number_ids(request, route)
+    if not request.query_params:
         return
     accepted = _query_names(route.dependant)
     unknown = [name for name in dict.fromkeys(request.query_params.keys()) if name not in accepted]
@@ -56,4 +59,19 @@ def known_query_only(request: Request, _caller: Annotated[Caller, Depends(authen
     )
 
 
-__all__ = ["known_query_only"]
+def whole_number_ids(request: Request, route: APIRoute) -> None:
+    """Refuse an integer path parameter written as anything but ASCII digits (422): the number
+    parser alone takes ``1.0``, `` 1`` and ``1 `` as 1, so ``/submissions/1.0:cancel`` would
+    cancel submission 1. Every API router has this check through ``known_query_only``."""
+    for field in route.dependant.path_params:
+        raw = str(request.path_params.get(field.alias, ""))
+        if field.field_info.annotation is int and not (raw.isascii() and raw.isdigit()):
+            raise ApiProblem(
+                422,
+                f"{field.alias}: {shown(raw, 40)!r} is not a whole number; write the id in digits only",
+                title="Invalid request",
+                errors=[{"loc": ["path", field.alias], "msg": "digits only"}],
+            )
+
+
+__all__ = ["known_query_only", "whole_number_ids"]

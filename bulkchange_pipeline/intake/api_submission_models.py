@@ -7,7 +7,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from ..domain import ChangeType
-from ..store.submissions import SubmissionOperation, SubmissionView
+from ..store.submission_ops import SubmissionOperation
+from ..store.submissions import SubmissionView
 from .api_models import ApiModel, UtcDatetime, ValidationSummary
 from .submit import ChildOutcome, SubmitOutcome
 from .validation import RowError
@@ -113,12 +114,20 @@ class SubmissionDryRunOut(ApiModel):
 class SubmissionStatusOut(ApiModel):
     id: int
     status: str = Field(
-        description="Derived from the children, never stored: AWAITING_APPROVAL while any child awaits, "
-        "CANCELLED when every child is, else what the rows of every child plus the refused devices say"
+        description="Derived from the children, never stored: AWAITING_APPROVAL while any child awaits; "
+        "PROCESSED, ERROR or CANCELLED (final) once every child is final; else what the open children's rows say"
     )
+    outcome: str = Field(
+        description="What an operator needs to know at a glance, as for one bulk change: done, "
+        "done_with_failures, waiting_on_carrier, scheduled, held (every open child submitted with "
+        "processChanges=false: POST /submissions/{id}:release), awaiting_approval, cancelled, "
+        "unfinished (a child's run stopped with rows left: resume that bulk change) or in_progress"
+    )
+    final: bool = Field(description="Every child is final: nothing more will change unless an operator acts")
     change_type: int
     change_type_name: str
     total: int
+    done: int = Field(description="Device rows in a final status: the progress is done of total")
     counts: dict[str, int]
     children: list[SplitChildOut]
     refused: list[RefusedOut]
@@ -136,9 +145,12 @@ class SubmissionStatusOut(ApiModel):
         return cls(
             id=v.id,
             status=v.status,
+            outcome=v.outcome.value,
+            final=v.final,
             change_type=v.change_type,
             change_type_name=label,
             total=v.total,
+            done=v.done,
             counts=v.counts,
             children=[
                 SplitChildOut(

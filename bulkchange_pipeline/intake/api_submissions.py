@@ -7,7 +7,7 @@
   ``api``; the submit plumbing they share (``run_submit``, ``answer``) lives here.
 - ``GET /submissions/{id}``: one status, counts, children, refused devices;
   ``GET /submissions/{id}/devices``: one results file (CSV or JSON) of every child and the refusals;
-  ``POST /submissions/{id}:cancel`` / ``:retry-failed`` (submitter), ``:approve`` / ``:reject``
+  ``POST /submissions/{id}:cancel`` / ``:retry-failed`` / ``:release`` (submitter), ``:approve`` / ``:reject``
   (approver): the store's rules, child by child (``store.submissions``).
 
 Another tenant's submission is 404 exactly like one that does not exist.
@@ -25,6 +25,7 @@ from fastapi.responses import StreamingResponse
 
 from ..domain import BulkChangeRequest
 from ..domain.requests import MAX_ID
+from ..store import submission_ops as ops
 from ..store import submissions as store
 from ..store.approvals import SelfApprovalRefused
 from ..store.bulk_changes import IdempotencyConflict
@@ -85,7 +86,11 @@ def run_submit(engine: sa.Engine, caller: Caller, req: BulkChangeRequest, dry_ru
         raise ApiProblem(422, str(exc), title="Bulk change refused") from None
     except IdempotencyConflict as exc:
         raise ApiProblem(
-            409, str(exc), title="Idempotency key reused for a different request", bulk_change_id=exc.bulk_change_id
+            409,
+            str(exc),
+            title="Idempotency key reused for a different request",
+            bulk_change_id=exc.bulk_change_id,
+            submission_id=exc.submission_id,
         ) from None
 
 
@@ -171,11 +176,11 @@ def submission_devices(
 
 
 def _operate(
-    operation: Callable[[], store.SubmissionOperation], submission_id: int, verb: str, refused: str
+    operation: Callable[[], ops.SubmissionOperation], submission_id: int, verb: str, refused: str
 ) -> SubmissionOperationOut:
     try:
         return SubmissionOperationOut.from_result(operation(), verb)
-    except store.SubmissionNotFound:
+    except ops.SubmissionNotFound:
         raise _not_found(submission_id) from None
     except SelfApprovalRefused as exc:
         raise ApiProblem(403, str(exc), title="Four-eyes rule") from None
@@ -196,7 +201,7 @@ def cancel(caller: Submitter, engine: Engine, submission_id: int = SubmissionId)
     """Each child's NEW and SCHEDULED rows become CANCELLED; rows already sent finish normally.
     A child with nothing left to cancel is reported, not an error; 409 when no child had any."""
     return _operate(
-        lambda: store.cancel_submission(engine, caller.tenant_id, submission_id, by=caller.label),
+        lambda: ops.cancel_submission(engine, caller.tenant_id, submission_id, by=caller.label),
         submission_id,
         "cancelled",
         "Nothing to cancel",
@@ -213,10 +218,27 @@ def retry(caller: Submitter, engine: Engine, submission_id: int = SubmissionId) 
     """Each child with failed rows gets a new attempt (``POST /bulk-changes/{id}/retry-failed``'s
     rule); the devices no service provider took are never retried. 409 when no child had any."""
     return _operate(
-        lambda: store.retry_failed_submission(engine, caller.tenant_id, submission_id, by=caller.label),
+        lambda: ops.retry_failed_submission(engine, caller.tenant_id, submission_id, by=caller.label),
         submission_id,
         "retried",
         "Nothing to retry",
+    )
+
+
+@submission_routes.post(
+    "/submissions/{submission_id}:release",
+    response_model=SubmissionOperationOut,
+    summary="Release every held child (submitted with processChanges=false)",
+    responses=OPERATION_PROBLEMS,
+)
+def release(caller: Submitter, engine: Engine, submission_id: int = SubmissionId) -> SubmissionOperationOut:
+    """Each held child is released as ``POST /bulk-changes/{id}/release`` would: the sensor starts
+    it. A child not held is reported, not an error; 409 when no child was held."""
+    return _operate(
+        lambda: ops.release_submission(engine, caller.tenant_id, submission_id, by=caller.label),
+        submission_id,
+        "released",
+        "Nothing to release",
     )
 
 
@@ -230,7 +252,7 @@ async def approve(caller: Approver, engine: Engine, submission_id: int = Submiss
     """The policy held the whole submission; approving it releases every child."""
     return await run_in_threadpool(
         _operate,
-        lambda: store.approve_submission(engine, caller.tenant_id, submission_id, by=caller.actor),
+        lambda: ops.approve_submission(engine, caller.tenant_id, submission_id, by=caller.actor),
         submission_id,
         "approved",
         "Cannot approve",
@@ -253,7 +275,7 @@ async def reject(
         raise ApiProblem(422, why, title="Invalid request")
     return await run_in_threadpool(
         _operate,
-        lambda: store.reject_submission(engine, caller.tenant_id, submission_id, by=caller.actor, reason=body.reason),
+        lambda: ops.reject_submission(engine, caller.tenant_id, submission_id, by=caller.actor, reason=body.reason),
         submission_id,
         "rejected",
         "Cannot reject",

@@ -13,13 +13,15 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import islice
+from typing import Any, overload
 
 from pydantic import ValidationError
 
 from ..domain import BulkChangeRequest, ChangeType, DeviceEntry, canonical_key
-from ..domain.requests import FIELD_ALIASES, TARGET_MODELS
+from ..domain.requests import FIELD_ALIASES, MAX_DEVICES_PER_REQUEST, TARGET_MODELS
 from .parsing import (
     IntakeError,
     IntakeLimits,
@@ -83,7 +85,8 @@ def parse_csv(
     the text (``_csv_text``), the header (``_csv_header``) and its columns (``_column_keys``), the
     device rows (``_csv_rows``), then the request they make (``_csv_request``).
     """
-    reader = csv.reader(io.StringIO(_csv_text(data, limits), newline=""), strict=True)
+    text = _csv_text(data, limits)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header = _csv_header(reader)
     fixed = {
         "changeType": change_type_option(change_type),
@@ -92,7 +95,7 @@ def parse_csv(
     }
     keys = _column_keys(header)
     rows = _csv_rows(reader, keys, limits)
-    request = _csv_request(keys, rows, _resolve_header_values(fixed, rows.header_values), process_changes)
+    request = _csv_request(keys, rows, _resolve_header_values(fixed, rows.header_values), process_changes, text)
     return ParsedFile(request, "csv", rows.errors, rows.lines)
 
 
@@ -160,53 +163,127 @@ def _column_keys(header: list[str]) -> list[str]:
     return keys
 
 
+class CsvDevices(Sequence[DeviceEntry]):
+    """The device rows of a parsed CSV file, read again from its text each time they are iterated.
+
+    Why not a list: a million ``DeviceEntry`` objects held at once cost about a gigabyte, and
+    validating them in one pydantic call held the GIL for seconds (the HTTP app stopped answering).
+    ``chunks`` gives them ``size`` at a time with their file lines, which is how ``submit``
+    validates and stores a file; iterating gives them one by one (what ``BulkChangeRequest.entries``
+    and the fingerprint do). The file was read once already (``parse_csv``), so every row is known
+    to parse.
+    """
+
+    def __init__(self, text: str, keys: list[str], count: int) -> None:
+        self._text, self._keys, self._count = text, keys, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> DeviceEntry: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[DeviceEntry]: ...
+    def __getitem__(self, index: int | slice) -> DeviceEntry | list[DeviceEntry]:
+        """By position (reads the file up to it: a list of ``list(devices)`` is the way to index
+        many)."""
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError(index)
+        return next(islice(iter(self), index, None))
+
+    def __iter__(self) -> Iterator[DeviceEntry]:
+        for _, record, _ in self._records():
+            yield DeviceEntry.model_validate(record)
+
+    def chunks(self, size: int) -> Iterator[tuple[list[DeviceEntry], list[int]]]:
+        """The devices ``size`` at a time, each chunk with the file line of every device."""
+        entries: list[DeviceEntry] = []
+        lines: list[int] = []
+        for line, record, _ in self._records():
+            entries.append(DeviceEntry.model_validate(record))
+            lines.append(line)
+            if len(entries) >= size:
+                yield entries, lines
+                entries, lines = [], []
+        if entries:
+            yield entries, lines
+
+    def _records(self) -> Iterator[tuple[int, dict[str, Any], list[str]]]:
+        reader = csv.reader(io.StringIO(self._text, newline=""), strict=True)
+        _csv_header(reader)
+        return _csv_records(reader, self._keys)
+
+
+def _csv_records(reader: Any, keys: list[str]) -> Iterator[tuple[int, dict[str, Any], list[str]]]:
+    """Every non-blank row: its file line, its device values and its cells (a header-column value,
+    ``changeType`` and the like, is left out of the values)."""
+    for cells in reader:
+        if not any(c.strip() for c in cells):
+            continue
+        record: dict[str, Any] = {}
+        for key, value in zip(keys, cells, strict=False):  # a ragged row: ``_csv_rows`` records its reason
+            value = value.strip()
+            if value and key not in HEADER_COLUMNS:
+                record[key] = value
+        yield reader.line_num, record, cells
+
+
 @dataclass
 class _CsvRows:
-    """The device rows of a CSV file, with the file line of each and the reasons of ragged ones."""
+    """What reading every device row once found: how many, the file line of each, the reasons of
+    ragged ones, the header-column values and the first row's values (the rows themselves are read
+    again, chunk by chunk, from ``CsvDevices``)."""
 
-    entries: list[DeviceEntry] = field(default_factory=list)
+    count: int = 0
     lines: list[int] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)  # 0-based device index -> reason
     header_values: dict[str, set[str]] = field(default_factory=lambda: {h: set() for h in HEADER_COLUMNS})
+    first: dict[str, Any] = field(default_factory=dict)
 
 
 def _csv_rows(reader: Any, keys: list[str], limits: IntakeLimits) -> _CsvRows:
-    """Every non-blank row as a device entry (header-column values collected apart); a ragged row
-    is kept, with its reason, so the other rows still go through validation."""
+    """Every non-blank row checked once (header-column values collected apart, every value held to
+    ``check_values``); a ragged row is kept, with its reason, so the other rows still go through
+    validation."""
     rows = _CsvRows()
     width = len(keys)
+    header_keys = [(i, key) for i, key in enumerate(keys) if key in HEADER_COLUMNS]
     try:
-        for cells in reader:
-            if not any(c.strip() for c in cells):
-                continue
-            if len(rows.entries) >= limits.max_rows:
+        for line, record, cells in _csv_records(reader, keys):
+            if rows.count >= limits.max_rows:
                 raise IntakeError(
                     f"the file has more than {limits.max_rows:,} device rows; the limit is {limits.max_rows:,}: split it"
                 )
             if len(cells) != width:
-                rows.errors[len(rows.entries)] = (
-                    f"line {reader.line_num} has {len(cells)} cells, the header has {width}; check for an unquoted comma"
+                rows.errors[rows.count] = (
+                    f"line {line} has {len(cells)} cells, the header has {width}; check for an unquoted comma"
                 )
-            record: dict[str, Any] = {}
-            for key, value in zip(keys, cells, strict=False):  # a ragged row: its reason is recorded above
-                value = value.strip()
-                if key in HEADER_COLUMNS:
-                    if value:
-                        rows.header_values[key].add(value)
-                elif value:
-                    record[key] = value
-            rows.entries.append(DeviceEntry.model_validate(record))
-            rows.lines.append(reader.line_num)
+            for i, key in header_keys:
+                value = cells[i].strip() if i < len(cells) else None
+                if value or (value == "" and key == "serviceProviderId"):  # blank: split, never mixed with an id
+                    rows.header_values[key].add(value)
+            check_values(record)  # values no column can hold refuse the file (as for JSON)
+            if not rows.count:
+                rows.first = record
+            rows.count += 1
+            rows.lines.append(line)
     except csv.Error as exc:
         raise IntakeError(f"CSV error on line {reader.line_num}: {exc}") from None
-    if not rows.entries:
+    if not rows.count:
         raise IntakeError("the file has a header but no device rows")
     return rows
 
 
-def _csv_request(keys: list[str], rows: _CsvRows, resolved: dict[str, Any], process_changes: bool) -> BulkChangeRequest:
+def _csv_request(
+    keys: list[str], rows: _CsvRows, resolved: dict[str, Any], process_changes: bool, text: str
+) -> BulkChangeRequest:
     """The request the rows make, once the change type and service provider are known and every
-    value column is a field of that change type."""
+    value column is a field of that change type. The header is validated once, with the first
+    device; the devices are the file's (``CsvDevices``), validated chunk by chunk."""
     ct = resolved["changeType"]
     if ct is None:
         raise IntakeError("no change type: pass --change-type (e.g. StatusUpdate or 1) or add a changeType column")
@@ -215,18 +292,23 @@ def _csv_request(keys: list[str], rows: _CsvRows, resolved: dict[str, Any], proc
         raise IntakeError(
             f"column(s) {', '.join(foreign)} are not fields of {ct.label}; its fields are: {', '.join(sorted(_field_names(ct)))}"
         )
+    if rows.count > MAX_DEVICES_PER_REQUEST:
+        raise IntakeError(
+            f"invalid request: devices: List should have at most {MAX_DEVICES_PER_REQUEST} items after validation, "
+            f"not {rows.count}"
+        )
     try:
-        request = BulkChangeRequest(
+        head = BulkChangeRequest(
             serviceProviderId=resolved["serviceProviderId"],
             changeType=ct,
             idempotencyKey=resolved["idempotencyKey"],
             processChanges=process_changes,
-            devices=rows.entries,
+            devices=[DeviceEntry.model_validate(rows.first)],
         )
     except ValidationError as exc:
         raise IntakeError("invalid request: " + explain_validation(exc)) from None
-    check_values(request.to_json())  # the request as it will be stored: options, header columns and cells
-    return request
+    check_values(head.to_json())  # the request as it will be stored: options and header columns
+    return head.model_copy(update={"devices": CsvDevices(text, keys, rows.count)})
 
 
 def _refuse_nul(text: str) -> None:
@@ -248,6 +330,16 @@ def _refuse_nul(text: str) -> None:
 def _resolve_header_values(fixed: dict[str, Any], found: dict[str, set[str]]) -> dict[str, Any]:
     out = dict(fixed)
     for name, values in found.items():
+        if out[name] is not None:  # given apart (option, drop settings): it fills the blank cells
+            values = values - {""}
+        if "" in values:  # blank on some rows (split them) and set on others (one provider): never guessed
+            if len(values) > 1:
+                given = ", ".join(shown(v, 40) for v in sorted(values - {""})[:10])
+                raise IntakeError(
+                    f"column {name} is blank on some rows and {given} on others: give it on every row, or leave "
+                    "it blank on every row (or drop the column) to split the devices by their service provider"
+                )
+            continue
         if len(values) > 1:
             shown_values = ", ".join(shown(v, 40) for v in sorted(values)[:10])
             raise IntakeError(f"column {name} must hold the same value on every row; found {shown_values}")
@@ -269,4 +361,4 @@ def _resolve_header_values(fixed: dict[str, Any], found: dict[str, set[str]]) ->
     return out
 
 
-__all__ = ["HEADER_COLUMNS", "ID_COLUMNS", "parse_csv"]
+__all__ = ["HEADER_COLUMNS", "ID_COLUMNS", "CsvDevices", "parse_csv"]

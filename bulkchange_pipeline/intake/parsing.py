@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -51,7 +52,7 @@ class ParsedFile:
     kind: str  # "json", "xml" or "csv"
     row_errors: dict[int, str] = field(default_factory=dict)  # 0-based device index -> reason
     # Number to report per device: CSV file lines (= spreadsheet rows), else None (positions 1..n).
-    row_numbers: list[int] | None = None
+    row_numbers: Sequence[int] | None = None
 
 
 def formula_reason(name: str, value: Any) -> str | None:

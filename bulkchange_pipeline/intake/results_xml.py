@@ -58,9 +58,12 @@ def result_item(row: dict[str, Any]) -> dict[str, Any]:
     return DeviceResultOut.from_row(row).model_dump(mode="json", by_alias=True)
 
 
-def _row_xml(item: dict[str, Any]) -> str:
+def row_xml(item: dict[str, Any], elements: tuple[str, ...] = RESULT_ELEMENTS) -> str:
+    """One ``deviceResult`` element of a JSON answer's ``item``: its ``elements`` in that order (a
+    submission's file puts ``bulkChangeId`` and ``serviceProvider`` first), the one row writer of
+    every results XML."""
     parts = ["  <deviceResult>"]
-    for name in RESULT_ELEMENTS:
+    for name in elements:
         value = item.get(name)
         if value is None:
             continue
@@ -83,8 +86,16 @@ def results_xml_chunks(bulk_change_id: int, rows: Iterator[dict[str, Any]]) -> I
         f"  <bulkChangeId>{int(bulk_change_id)}</bulkChangeId>\n"
     )
     while chunk := [row for _, row in zip(range(XML_CHUNK), rows, strict=False)]:
-        yield "".join(_row_xml(result_item(row)) for row in chunk)
+        yield "".join(row_xml(result_item(row)) for row in chunk)
     yield "</bulkChangeResults>\n"
 
 
-__all__ = ["RESULTS_NAMESPACE", "RESULTS_SCHEMA", "RESULT_ELEMENTS", "result_item", "results_xml_chunks", "xml_text"]
+__all__ = [
+    "RESULTS_NAMESPACE",
+    "RESULTS_SCHEMA",
+    "RESULT_ELEMENTS",
+    "result_item",
+    "results_xml_chunks",
+    "row_xml",
+    "xml_text",
+]

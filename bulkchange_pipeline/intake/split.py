@@ -34,13 +34,14 @@ from ..store import reference as ref
 from ..store.approvals import Actor, cli_actor, get_policy, insert_pending
 from ..store.bulk_changes import NewBulkChange, new_status
 from ..store.submissions import (
+    HELD_STATUSES,
     ChildView,
     NewSubmission,
     RefusedRow,
     create_submission,
     find_submission_by_key,
     get_submission,
-    submission_status,
+    submission_state,
 )
 from .submit import ChildOutcome, SubmitOutcome, request_fingerprint, stored_request
 from .validation import RowError, ValidationReport, carrier_label, validate_request
@@ -193,7 +194,7 @@ def submit_split(
     if dry_run:
         children = [_child(r, None, None, needed) for r in reports]
         head = "dry run: nothing stored" + (f"; it would await approval because {needed}" if needed else "")
-        status, counts = submission_status([_view(c) for c in children], len(placement.refused), 0)
+        counts = submission_state([_view(c) for c in children], len(placement.refused), 0).counts
         return SubmitOutcome(
             None,
             None,
@@ -228,7 +229,8 @@ def submit_split(
         _child(r, bc_id, new_status(n).value, needed)
         for r, n, bc_id in zip(reports, news, stored.bulk_change_ids, strict=True)
     ]
-    status, counts = submission_status([_view(c) for c in children], len(placement.refused), 0)
+    state = submission_state([_view(c, held=not request.process_changes) for c in children], len(placement.refused), 0)
+    status, counts = state.status, state.counts
     head = f"created submission {stored.submission_id} ({status})" + (
         f"; it awaits approval because {needed}" if needed else ""
     )
@@ -298,14 +300,16 @@ def _child(report: ValidationReport, bc_id: int | None, status: str | None, need
     )
 
 
-def _view(c: ChildOutcome) -> ChildView:
+def _view(c: ChildOutcome, *, held: bool = False) -> ChildView:
+    status = c.status or "NEW"
     return ChildView(
         c.bulk_change_id or 0,
         c.service_provider_id,
         c.service_provider_name,
         c.integration,
-        c.status or "NEW",
+        status,
         c.counts,
+        held=held and status in HELD_STATUSES,
     )
 
 

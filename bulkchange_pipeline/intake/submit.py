@@ -8,24 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..domain import BulkChangeRequest, DeviceChangeStatus, DeviceEntry, refused_detail
+from ..domain import BulkChangeRequest, DeviceEntry, refused_detail
 from ..domain.approval import approval_needed
 from ..store.approvals import Actor, cli_actor, get_policy, insert_pending
 from ..store.bulk_changes import (
-    IdempotencyConflict,
     NewBulkChange,
+    NewDeviceChange,
     count_rows_by_status,
     create_bulk_change,
     find_by_idempotency_key,
 )
-from ..store.submissions import key_holder
-from .validation import RowError, ValidationReport, validate_request
+from .csv_file import CsvDevices
+from .validation import CHUNK_ROWS, RowError, ValidationReport, validate_chunks, validate_request
 
 
 @dataclass
@@ -84,15 +85,32 @@ def request_fingerprint(request: BulkChangeRequest) -> str:
     values, the change type, service provider, payload and processChanges do. Hashed device by
     device, so a million-device request is never serialised into one string.
     """
+    digest = fingerprint_header(request)
+    devices = iter(request.devices)
+    while piece := list(islice(devices, FINGERPRINT_SLICE)):
+        add_to_fingerprint(digest, piece)
+    return digest.hexdigest()
+
+
+FINGERPRINT_SLICE = 10_000  # devices per json.dumps: C speed over slices, never one huge string
+assert CHUNK_ROWS % FINGERPRINT_SLICE == 0, "a file hashed chunk by chunk must hash like the whole request"
+
+
+def fingerprint_header(request: BulkChangeRequest) -> Any:
+    """The sha256 of ``request_fingerprint`` with the request header in it; the devices follow in
+    slices of ``FINGERPRINT_SLICE`` (``add_to_fingerprint``), so a file read chunk by chunk
+    (chunks a multiple of the slice) hashes to the same value as the whole request."""
     digest = hashlib.sha256()
     header = request.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"devices", "idempotency_key"})
     digest.update(json.dumps(_stripped(header), sort_keys=True).encode())
-    devices = request.devices
-    for start in range(0, len(devices), 10_000):  # C-speed json.dumps over slices, not one huge string
-        digest.update(
-            json.dumps([_canonical(d) for d in devices[start : start + 10_000]], sort_keys=True, default=str).encode()
-        )
-    return digest.hexdigest()
+    return digest
+
+
+def add_to_fingerprint(digest: Any, devices: Sequence[str | DeviceEntry]) -> None:
+    """Hash the next devices, at most ``FINGERPRINT_SLICE`` of them at a time."""
+    for start in range(0, len(devices), FINGERPRINT_SLICE):
+        piece = devices[start : start + FINGERPRINT_SLICE]
+        digest.update(json.dumps([_canonical(d) for d in piece], sort_keys=True, default=str).encode())
 
 
 def _canonical(device: str | DeviceEntry) -> Any:
@@ -143,6 +161,9 @@ def submit(
     if request.service_provider_id is None:
         from .split import submit_split  # split builds on this module's helpers
 
+        if isinstance(request.devices, CsvDevices):  # the split indexes its devices: a list of them
+            request = request.model_copy(update={"devices": list(request.devices)})
+
         return submit_split(
             engine,
             tenant_id,
@@ -154,12 +175,13 @@ def submit(
             actor=actor,
             undo_of=undo_of,
         )
+    if isinstance(request.devices, CsvDevices):
+        return submit_file(
+            engine, tenant_id, request, created_by, dry_run, row_errors=row_errors, actor=actor, undo_of=undo_of
+        )
     key = request.idempotency_key
     fingerprint = request_fingerprint(request) if key else None
     if key:
-        held = submission_holding(engine, tenant_id, key)
-        if held is not None:
-            raise IdempotencyConflict(key, None, submission_id=held)
         existing = find_by_idempotency_key(engine, tenant_id, key, fingerprint)
         if existing and not dry_run:
             return _already(existing.bulk_change_id, existing.status, engine)
@@ -209,12 +231,89 @@ def submit(
     )
 
 
-def submission_holding(engine: sa.Engine, tenant_id: int, key: str) -> int | None:
-    """The submission that holds this tenant's idempotency key, or None: a key is one submission
-    or one bulk change, never both (``store.submissions``)."""
-    with engine.connect() as conn:
-        holder = key_holder(conn, tenant_id, key)
-    return holder[1] if holder is not None and holder[0] == "submission" else None
+def submit_file(
+    engine: sa.Engine,
+    tenant_id: int,
+    request: BulkChangeRequest,
+    created_by: str,
+    dry_run: bool = False,
+    *,
+    row_errors: Mapping[int, str] | None = None,
+    actor: Actor | None = None,
+    undo_of: int | None = None,
+) -> SubmitOutcome:
+    """``submit`` for a request whose devices are a CSV file's (``csv_file.CsvDevices``): read,
+    validated and stored ``CHUNK_ROWS`` at a time, in one transaction (a failure stores nothing).
+
+    The same outcome as ``submit``, with a streamed report (``validation.validate_chunks``). The
+    fingerprint is hashed as the chunks pass; only a key this tenant used before costs a pass of its
+    own first, to tell a repeat from a conflict before anything is validated.
+    """
+    devices = request.devices
+    assert isinstance(devices, CsvDevices)
+    key = request.idempotency_key
+    if key and find_by_idempotency_key(engine, tenant_id, key, None) is not None:
+        existing = find_by_idempotency_key(engine, tenant_id, key, request_fingerprint(request))
+        if existing and not dry_run:
+            return _already(existing.bulk_change_id, existing.status, engine)
+    digest = fingerprint_header(request)
+
+    def hashed() -> Iterator[tuple[list[DeviceEntry], list[int]]]:
+        for entries, lines in devices.chunks(CHUNK_ROWS):
+            if key:
+                add_to_fingerprint(digest, entries)
+            yield entries, lines
+
+    report, chunks = validate_chunks(engine, tenant_id, request, hashed(), row_errors=row_errors)
+    if dry_run:
+        for _ in chunks:
+            pass
+        needed = needs_approval(engine, tenant_id, report)
+        head = "dry run: nothing stored" + (f"; it would await approval because {needed}" if needed else "")
+        return SubmitOutcome(report, None, False, None, _summary(report, head), report.counts())
+    submitted = actor or cli_actor(created_by)
+    hours = get_policy(engine, tenant_id).expires_after_hours
+    new = NewBulkChange(
+        tenant_id=tenant_id,
+        service_provider_id=report.service_provider.id,
+        change_type=int(request.change_type),
+        portal_type=report.portal_type,
+        process_changes=request.process_changes,
+        request=stored_request(request),
+        created_by=created_by,
+        rows=[],
+        idempotency_key=key,
+        undo_of=undo_of,
+    )
+
+    def rows() -> Iterator[list[NewDeviceChange]]:
+        yield from chunks
+        # every row is validated: what the header needs from all of them (read after the last chunk)
+        new.request_fingerprint = digest.hexdigest() if key else None
+        needed = needs_approval(engine, tenant_id, report)
+        new.awaiting_approval = needed is not None
+        if needed is not None:
+            new.on_stored = lambda conn, bc_id: insert_pending(
+                conn,
+                bulk_change_id=bc_id,
+                tenant_id=tenant_id,
+                needed_because=needed,
+                submitted=submitted,
+                expires_after_hours=hours,
+            )
+
+    new.rows = rows()
+    result = create_bulk_change(engine, new)
+    if not result.created:  # lost a race with a concurrent submission of the same key
+        return _already(result.bulk_change_id, result.status, engine, report)
+    return SubmitOutcome(
+        report,
+        result.bulk_change_id,
+        True,
+        result.status,
+        _summary(report, f"created bulk change {result.bulk_change_id} ({result.status})"),
+        result.counts,
+    )
 
 
 def needs_approval(engine: sa.Engine, tenant_id: int, report: ValidationReport) -> str | None:
@@ -222,8 +321,9 @@ def needs_approval(engine: sa.Engine, tenant_id: int, report: ValidationReport) 
     policy = get_policy(engine, tenant_id)
     if policy.max_devices is None and not policy.irreversible:
         return None
-    accepted = [r.change_request for r in report.rows if r.status is not DeviceChangeStatus.ERROR]
-    return approval_needed(policy, len(accepted), report.change_type, report.service_provider.integration, accepted)
+    return approval_needed(
+        policy, report.accepted, report.change_type, report.service_provider.integration, report.accepted_targets()
+    )
 
 
 def _already(bc_id: int, status: str, engine: sa.Engine, report: ValidationReport | None = None) -> SubmitOutcome:

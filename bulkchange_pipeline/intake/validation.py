@@ -18,58 +18,51 @@ break a carrier's published provisioning rule, counting the line's history and r
 other bulk changes, is refused with the rule, its source and the count; with ``deferIfLimited`` it
 waits in SCHEDULED until the first moment the rule allows.
 
-Speed matters (100,000 devices in a few seconds): the work is two passes over the rows with the
-database touched only in between, by set-based lookups (see ``store.reference``); targets are
-built once per distinct set of per-device values.
+Two ways to run the same rules (``validation_rules``): ``validate_request`` takes a whole request
+in one piece and returns every row; ``validate_chunks`` takes a file's devices chunk by chunk
+(a CSV of up to a million rows, ``csv_file.CsvDevices``) and yields each chunk's rows for the
+writer while the report keeps only totals, the refusals and the first rows: memory stays that of
+one chunk, and a thread validating a big file lets the others run between chunks.
 
-Tenant isolation: devices are looked up in this tenant's inventory only, and an unknown
-identifier gets the same message whether or not another tenant owns it.
+Speed matters (100,000 devices in a few seconds): the work per chunk is two passes over the rows
+with the database touched only in between, by set-based lookups (see ``store.reference``);
+targets are built once per distinct set of per-device values.
 """
 
 from __future__ import annotations
 
-import json
+from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..domain import (
-    BulkChangeRequest,
-    ChangeType,
-    DeviceChangeStatus,
-    DeviceEntry,
-    IdentifierKind,
-    Integration,
-    build_target,
-    canonical_status,
-    capability,
-    classify,
-    normalize,
-    transition_error,
-    unsupported_reason,
-)
-from ..domain.capabilities import CarrierDates
-from ..domain.carrier_rules import LineHistory, Refusal
-from ..domain.identifiers import CHECKS, rev_io_id
+from ..domain import BulkChangeRequest, ChangeType, DeviceChangeStatus, DeviceEntry, capability, unsupported_reason
+from ..domain.capabilities import Capability
 from ..store import reference as ref
 from ..store.bulk_changes import NewDeviceChange
-from ..store.db import to_naive_utc, utcnow
-from . import carrier_limits
-from .parsing import formula_reason
-
-ARCHIVE_USAGE_DAYS = 30
-CT = ChangeType
-_KIND_FIELDS = (
-    ("iccid", IdentifierKind.ICCID),
-    ("device", None),
-    ("imei", IdentifierKind.IMEI),
-    ("msisdn", IdentifierKind.MSISDN),
-    ("eid", IdentifierKind.EID),
+from ..store.db import utcnow
+from .validation_rules import (
+    ARCHIVE_USAGE_DAYS,
+    CARRIER_DATED_PREFIX,
+    CHUNK_ROWS,
+    FileState,
+    Lookups,
+    Row,
+    carrier_dated_detail,
+    carrier_label,
+    carrier_rules,
+    first_pass,
+    is_carrier_dated,
+    payload_reason,
+    second_pass,
+    to_change,
 )
+
+SAMPLE_ROWS = 1_000  # rows a streamed report keeps for a dry run's listing (the rest are counted)
 
 
 class RequestRejected(ValueError):
@@ -84,8 +77,36 @@ class RowError:
 
 
 @dataclass
+class Tally:
+    """A streamed report's totals, counted chunk by chunk instead of held as rows."""
+
+    total: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    scheduled: int = 0
+    carrier_dated: int = 0
+    # accepted change requests, one per distinct target status: all the approval policy weighs
+    # (``domain.approval``: the count, the change type and a StatusUpdate's target statuses)
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, rows: Sequence[NewDeviceChange]) -> None:
+        for r in rows:
+            self.counts[r.status.value] = self.counts.get(r.status.value, 0) + 1
+            if r.status is DeviceChangeStatus.SCHEDULED:
+                self.scheduled += 1
+            elif is_carrier_dated(r):
+                self.carrier_dated += 1
+            if r.status is not DeviceChangeStatus.ERROR:
+                self.targets.setdefault(str(r.change_request.get("status", "")).lower(), r.change_request)
+        self.total += len(rows)
+
+
+@dataclass
 class ValidationReport:
-    """What a dry run shows and what a submit stores."""
+    """What a dry run shows and what a submit stores.
+
+    A streamed report (``validate_chunks``, ``tally`` set) holds the refusals and the first
+    ``SAMPLE_ROWS`` rows (with their identifiers and row numbers) only; its totals come from the
+    tally."""
 
     tenant_id: int
     service_provider: ref.ServiceProviderInfo
@@ -96,10 +117,11 @@ class ValidationReport:
     identifiers: list[str]  # as given, one per row (for reports)
     row_numbers: list[int]  # as reported, one per row
     warnings: list[str] = field(default_factory=list)
+    tally: Tally | None = None
 
     @property
     def total(self) -> int:
-        return len(self.rows)
+        return self.tally.total if self.tally is not None else len(self.rows)
 
     @property
     def accepted(self) -> int:
@@ -107,11 +129,15 @@ class ValidationReport:
 
     @property
     def scheduled(self) -> int:
+        if self.tally is not None:
+            return self.tally.scheduled
         return sum(1 for r in self.rows if r.status is DeviceChangeStatus.SCHEDULED)
 
     @property
     def carrier_dated(self) -> int:
         """Rows sent at once with their future effective date, which the carrier applies then."""
+        if self.tally is not None:
+            return self.tally.carrier_dated
         return sum(1 for r in self.rows if is_carrier_dated(r))
 
     @property
@@ -119,25 +145,73 @@ class ValidationReport:
         return not self.errors
 
     def counts(self) -> dict[str, int]:
+        if self.tally is not None:
+            return dict(self.tally.counts)
         out: dict[str, int] = defaultdict(int)
         for r in self.rows:
             out[r.status.value] += 1
         return dict(out)
 
+    def accepted_targets(self) -> list[dict[str, Any]]:
+        """The accepted rows' change requests as the approval policy weighs them (a streamed
+        report: one per distinct target status)."""
+        if self.tally is not None:
+            return list(self.tally.targets.values())
+        return [r.change_request for r in self.rows if r.status is not DeviceChangeStatus.ERROR]
 
-class _Row:
-    __slots__ = ("entry", "raw", "kind", "value", "reason", "target", "target_error", "device", "deferred")
 
-    def __init__(self, entry: DeviceEntry) -> None:
-        self.entry = entry
-        self.raw = ""
-        self.kind: IdentifierKind | None = None
-        self.value = ""
-        self.reason: str | None = None
-        self.target: dict[str, Any] | None = None
-        self.target_error: str | None = None
-        self.device: ref.DeviceRecord | None = None
-        self.deferred: Refusal | None = None  # a carrier rule's refusal turned into a wait (deferIfLimited)
+@dataclass
+class _Header:
+    """The request-level facts every chunk is validated against."""
+
+    sp: ref.ServiceProviderInfo
+    cap: Capability | None
+    blanket: str | None  # a reason that refuses every row (a change the carrier cannot do)
+
+
+def _header(engine: sa.Engine, tenant_id: int, request: BulkChangeRequest) -> _Header:
+    sp = ref.get_service_provider(engine, tenant_id, request.service_provider_id)
+    if sp is None:
+        raise RequestRejected(f"no service provider with id {request.service_provider_id} in this tenant")
+    if request.portal_type_id is not None and request.portal_type_id != sp.portal_type:
+        raise RequestRejected(
+            f"portalTypeId {request.portal_type_id} does not match service provider {sp.name!r} (portal type {sp.portal_type})"
+        )
+    ct = request.change_type
+    cap = capability(ct, sp.integration, sp.protocol)
+    blanket = unsupported_reason(ct, sp.integration, sp.protocol) if cap is None else payload_reason(request.payload)
+    return _Header(sp, cap, blanket)
+
+
+def _empty_report(tenant_id: int, request: BulkChangeRequest, head: _Header) -> ValidationReport:
+    sp, cap = head.sp, head.cap
+    report = ValidationReport(tenant_id, sp, request.change_type, sp.portal_type, [], [], [], [])
+    if not sp.write_enabled and cap is not None and cap.handling.value != "db":
+        report.warnings.append(f"writes are disabled for {sp.name!r}: the carrier calls of this change will be refused")
+    return report
+
+
+def _validate_chunk(
+    engine: sa.Engine,
+    tenant_id: int,
+    request: BulkChangeRequest,
+    head: _Header,
+    entries: Sequence[DeviceEntry],
+    numbers: Sequence[int],
+    row_errors: Mapping[int, str],
+    state: FileState,
+    now: datetime,
+) -> tuple[list[Row], list[NewDeviceChange]]:
+    """One chunk through both passes and the carrier rules; ``row_errors`` by the chunk's index."""
+    ct, sp = request.change_type, head.sp
+    rows = [Row(e) for e in entries]
+    first_pass(rows, ct, request.payload, row_errors, head.blanket, numbers, state)
+    ctx = Lookups.load(engine, tenant_id, sp, ct, rows, now)
+    second_pass(rows, ct, sp, ctx, now, numbers, state)
+    carrier_rules(rows, ct, sp, ctx, now, bool(request.defer_if_limited))
+    dates = head.cap.dates if head.cap is not None else None
+    carrier = carrier_label(sp.integration)
+    return rows, [to_change(r, now, dates, carrier) for r in rows]
 
 
 def validate_request(
@@ -155,377 +229,77 @@ def validate_request(
     reports use for the devices (CSV: file lines), default their positions 1..n.
     """
     now = now or utcnow()
-    sp = ref.get_service_provider(engine, tenant_id, request.service_provider_id)
-    if sp is None:
-        raise RequestRejected(f"no service provider with id {request.service_provider_id} in this tenant")
-    if request.portal_type_id is not None and request.portal_type_id != sp.portal_type:
-        raise RequestRejected(
-            f"portalTypeId {request.portal_type_id} does not match service provider {sp.name!r} (portal type {sp.portal_type})"
-        )
-    ct = request.change_type
-    cap = capability(ct, sp.integration, sp.protocol)
-    blanket = unsupported_reason(ct, sp.integration, sp.protocol) if cap is None else _payload_reason(request.payload)
-    rows = [_Row(e) for e in request.entries()]
-    numbers = list(row_numbers) if row_numbers is not None else list(range(1, len(rows) + 1))
-    if len(numbers) != len(rows):
+    head = _header(engine, tenant_id, request)
+    entries = request.entries()
+    numbers = list(row_numbers) if row_numbers is not None else list(range(1, len(entries) + 1))
+    if len(numbers) != len(entries):
         raise ValueError("row_numbers must have one number per device")
-    _first_pass(rows, ct, request.payload, row_errors or {}, blanket, numbers)
-    ctx = _Lookups.load(engine, tenant_id, sp, ct, rows, now)
-    _second_pass(rows, ct, sp, ctx, now, numbers)
-    _carrier_rules(rows, ct, sp, ctx, now, bool(request.defer_if_limited))
-
-    report = ValidationReport(tenant_id, sp, ct, sp.portal_type, [], [], [r.raw for r in rows], numbers)
-    if not sp.write_enabled and cap is not None and cap.handling.value != "db":
-        report.warnings.append(f"writes are disabled for {sp.name!r}: the carrier calls of this change will be refused")
-    dates = cap.dates if cap is not None else None
-    carrier = carrier_label(sp.integration)
-    for i, r in enumerate(rows):
-        report.rows.append(_to_change(r, now, dates, carrier))
-        if r.reason is not None:
-            report.errors.append(RowError(numbers[i], r.raw, r.reason))
+    rows, changes = _validate_chunk(
+        engine, tenant_id, request, head, entries, numbers, row_errors or {}, FileState(), now
+    )
+    report = _empty_report(tenant_id, request, head)
+    report.rows, report.identifiers, report.row_numbers = changes, [r.raw for r in rows], numbers
+    report.errors = [RowError(numbers[i], r.raw, r.reason) for i, r in enumerate(rows) if r.reason is not None]
     return report
 
 
-def _payload_reason(payload: Mapping[str, Any]) -> str | None:
-    for key, value in payload.items():
-        if reason := formula_reason(key, value):
-            return reason
-    return None
+def validate_chunks(
+    engine: sa.Engine,
+    tenant_id: int,
+    request: BulkChangeRequest,
+    chunks: Iterable[tuple[Sequence[DeviceEntry], Sequence[int]]],
+    *,
+    row_errors: Mapping[int, str] | None = None,
+    now: datetime | None = None,
+) -> tuple[ValidationReport, Iterator[list[NewDeviceChange]]]:
+    """The rules of ``validate_request`` over ``chunks`` of (devices, their row numbers), for a
+    file too big to hold validated at once.
+
+    Request-level faults raise RequestRejected at once, before any chunk is read. The returned
+    iterator yields each chunk's rows in order; the report is complete once it is exhausted (its
+    totals in ``report.tally``, every refusal in ``report.errors``, the first ``SAMPLE_ROWS`` rows
+    in ``report.rows``). ``row_errors`` are parse errors by 0-based device index in the file.
+    """
+    now = now or utcnow()
+    head = _header(engine, tenant_id, request)
+    report = _empty_report(tenant_id, request, head)
+    report.tally = Tally()
+    errors = row_errors or {}
+
+    def run() -> Iterator[list[NewDeviceChange]]:
+        state, offset, keys = FileState(), 0, sorted(errors)
+        for entries, numbers in chunks:
+            end = offset + len(entries)
+            local = {i - offset: errors[i] for i in keys[bisect_left(keys, offset) : bisect_left(keys, end)]}
+            rows, changes = _validate_chunk(engine, tenant_id, request, head, entries, numbers, local, state, now)
+            assert report.tally is not None
+            report.tally.add(changes)
+            for i, r in enumerate(rows):
+                if r.reason is not None:
+                    report.errors.append(RowError(numbers[i], r.raw, r.reason))
+            room = SAMPLE_ROWS - len(report.rows)
+            if room > 0:
+                report.rows.extend(changes[:room])
+                report.identifiers.extend(r.raw for r in rows[:room])
+                report.row_numbers.extend(numbers[:room])
+            offset = end
+            yield changes
+
+    return report, run()
 
 
-def _first_pass(
-    rows: list[_Row],
-    ct: ChangeType,
-    payload: dict[str, Any],
-    row_errors: Mapping[int, str],
-    blanket: str | None,
-    numbers: list[int],
-) -> None:
-    """Identifiers, duplicates, formula strings and targets: everything that needs no database."""
-    seen: dict[tuple[IdentifierKind, str], int] = {}
-    targets: dict[Any, tuple[dict[str, Any] | None, str | None]] = {}
-    for i, r in enumerate(rows):
-        e = r.entry
-        for name, kind in _KIND_FIELDS:
-            raw = getattr(e, name)
-            if raw:
-                r.raw = str(raw)
-                r.kind = kind
-                break
-        values = e.values
-        if i in row_errors:
-            r.reason = row_errors[i]
-        elif blanket:
-            r.reason = blanket
-        elif not r.raw:
-            r.reason = "no device identifier on this row"
-        else:
-            r.reason = formula_reason("device", r.raw) or next(
-                (reason for k, v in values.items() if (reason := formula_reason(k, v))), None
-            )
-        if r.raw:
-            r.value = normalize(r.raw)
-            if r.kind is None:
-                r.kind, reason = classify(r.raw)
-            else:
-                reason = CHECKS[r.kind](r.raw)
-            if r.reason is None and reason:
-                r.reason = reason
-        if r.reason is None and r.kind is not None:
-            key = (r.kind, r.value)
-            if key in seen:
-                r.reason = f"duplicate: {r.kind.name} {r.value} is already listed in row {numbers[seen[key]]}"
-            else:
-                seen[key] = i
-        try:
-            cache_key: Any = tuple(sorted(values.items()))
-            hash(cache_key)
-        except TypeError:
-            cache_key = None
-        built = targets.get(cache_key) if cache_key is not None else None
-        if built is None:
-            built = build_target(ct, {**payload, **values})
-            if cache_key is not None:
-                targets[cache_key] = built
-        r.target = dict(built[0]) if built[0] is not None else None
-        r.target_error = built[1]
-
-
-@dataclass
-class _Lookups:
-    devices: dict[int, ref.DeviceRecord | None]  # row index -> device (rows still valid only)
-    providers: dict[int, ref.ServiceProviderInfo]
-    plans: dict[str, ref.CarrierRatePlan]
-    customers: dict[int, ref.CustomerInfo]
-    customer_plans: dict[int, int | None]
-    pools: set[int]
-    histories: dict[int, LineHistory]  # device id -> what the carrier rules count (carrier_limits)
-    taken: dict[tuple[str, str], list[ref.DeviceRecord]]
-
-    @classmethod
-    def load(
-        cls,
-        engine: sa.Engine,
-        tenant_id: int,
-        sp: ref.ServiceProviderInfo,
-        ct: ChangeType,
-        rows: list[_Row],
-        now: datetime,
-    ) -> _Lookups:
-        wanted: dict[IdentifierKind, set[str]] = defaultdict(set)
-        ids: dict[str, set[int]] = defaultdict(set)
-        new_ids: dict[str, set[str]] = defaultdict(set)
-        for r in rows:
-            if r.reason is not None or r.kind is None:
-                continue
-            wanted[r.kind].add(r.value)
-            t = r.target or {}
-            for key in ("customer_id", "customer_rate_plan_id", "customer_rate_pool_id"):
-                if t.get(key) is not None:
-                    ids[key].add(t[key])
-            for key in ("new_iccid", "new_imei"):
-                if t.get(key):
-                    new_ids[key].add(normalize(t[key]))
-        found = {kind: ref.find_devices(engine, tenant_id, kind, values) for kind, values in wanted.items()}
-        devices: dict[int, ref.DeviceRecord | None] = {}
-        for i, r in enumerate(rows):
-            if r.reason is None and r.kind is not None:
-                devices[i] = _pick(found[r.kind].get(r.value, []), sp.id)
-        live = [d for d in devices.values() if d is not None and d.service_provider_id == sp.id]
-        histories = carrier_limits.load_histories(engine, tenant_id, sp.integration, ct, live, to_naive_utc(now))
-        taken = {}
-        for key, kind in (("new_iccid", IdentifierKind.ICCID), ("new_imei", IdentifierKind.IMEI)):
-            if new_ids[key]:
-                for value, recs in ref.find_devices(engine, tenant_id, kind, new_ids[key]).items():
-                    taken[(key, value)] = recs
-        needs_plans = ct in (CT.CARRIER_RATE_PLAN_CHANGE, CT.ACTIVATE_NEW_SERVICE)
-        return cls(
-            devices=devices,
-            providers={p.id: p for p in ref.list_service_providers(engine, tenant_id)},
-            plans=ref.carrier_rate_plans(engine, tenant_id, sp.id) if needs_plans else {},
-            customers=ref.customers(engine, tenant_id, ids["customer_id"]) if ids["customer_id"] else {},
-            customer_plans=ref.customer_rate_plans(engine, tenant_id, ids["customer_rate_plan_id"])
-            if ids["customer_rate_plan_id"]
-            else {},
-            pools=ref.customer_pool_ids(engine, tenant_id, ids["customer_rate_pool_id"])
-            if ids["customer_rate_pool_id"]
-            else set(),
-            histories=histories,
-            taken=taken,
-        )
-
-
-def _pick(candidates: list[ref.DeviceRecord], sp_id: int) -> ref.DeviceRecord | None:
-    """Of several devices with the identifier, prefer a live one of this service provider."""
-    if not candidates:
-        return None
-    for test in (lambda d: d.service_provider_id == sp_id and d.archived_at is None, lambda d: d.archived_at is None):
-        for d in candidates:
-            if test(d):
-                return d
-    return candidates[0]
-
-
-def _second_pass(
-    rows: list[_Row], ct: ChangeType, sp: ref.ServiceProviderInfo, ctx: _Lookups, now: datetime, numbers: list[int]
-) -> None:
-    seen_devices: dict[int, int] = {}
-    new_seen: dict[tuple[str, str], int] = {}
-    for i, r in enumerate(rows):
-        if r.reason is not None:
-            continue
-        assert r.kind is not None
-        d = ctx.devices.get(i)
-        label = f"{r.kind.name} {r.value}"
-        if d is None:
-            r.reason = f"no device with {label} in this tenant's inventory"
-            continue
-        r.device = d
-        if d.id in seen_devices:
-            r.reason = f"duplicate: this device is already listed in row {numbers[seen_devices[d.id]]}"
-            continue
-        seen_devices[d.id] = i
-        if d.archived_at is not None:
-            r.reason = f"device {label} was archived on {d.archived_at:%Y-%m-%d}; archived devices cannot be changed"
-        elif d.service_provider_id != sp.id:
-            other = ctx.providers.get(d.service_provider_id)
-            r.reason = (
-                f"device {label} belongs to service provider {other.name if other else d.service_provider_id!r}, "
-                f"not {sp.name!r}; submit it with its own service provider"
-            )
-        elif r.target_error is not None or r.target is None:
-            r.reason = f"invalid values for {ct.label}: {r.target_error}"
-        else:
-            r.reason = _check_target(ct, sp, d, r.target, ctx, now, label, new_seen, numbers[i])
-
-
-def _check_target(
-    ct: ChangeType,
-    sp: ref.ServiceProviderInfo,
-    d: ref.DeviceRecord,
-    t: dict[str, Any],
-    ctx: _Lookups,
-    now: datetime,
-    label: str,
-    new_seen: dict[tuple[str, str], int],
-    row: int,
-) -> str | None:
-    """The change-type specific rules; may complete ``t`` (carrier spelling, names, defaults)."""
-    integ = sp.integration
-    if ct is CT.STATUS_UPDATE:
-        if err := transition_error(integ, d.status, t["status"]):
-            return err
-        t["status"] = canonical_status(integ, t["status"])
-    elif ct in (CT.CARRIER_RATE_PLAN_CHANGE, CT.ACTIVATE_NEW_SERVICE):
-        code = t["carrier_rate_plan"]
-        plan = ctx.plans.get(code) or next((p for c, p in ctx.plans.items() if c.lower() == code.lower()), None)
-        if plan is None:
-            known = ", ".join(sorted(ctx.plans)[:10]) or "none configured"
-            return f"unknown carrier rate plan {code!r} for {sp.name!r}; known plans: {known}"
-        t["carrier_rate_plan"] = plan.code
-        if plan.communication_plan and not t.get("communication_plan"):
-            t["communication_plan"] = plan.communication_plan
-        if ct is CT.CARRIER_RATE_PLAN_CHANGE and integ is Integration.TEAL and not d.eid:
-            return f"device {label} has no EID; Teal plan changes need one"
-    elif ct is CT.CUSTOMER_RATE_PLAN_CHANGE:
-        plan_id, pool_id = t.get("customer_rate_plan_id"), t.get("customer_rate_pool_id")
-        if plan_id is not None and plan_id not in ctx.customer_plans:
-            return f"no customer rate plan with id {plan_id} in this tenant"
-        if pool_id is not None and pool_id not in ctx.pools:
-            return f"no customer rate pool with id {pool_id} in this tenant"
-        if plan_id is not None and t.get("data_allocation_mb") is None and ctx.customer_plans[plan_id] is not None:
-            t["data_allocation_mb"] = ctx.customer_plans[plan_id]
-    elif ct in (CT.CUSTOMER_ASSIGNMENT, CT.CREATE_REV_SERVICE):
-        cust = ctx.customers.get(t["customer_id"])
-        if cust is None:
-            return f"no customer with id {t['customer_id']} in this tenant"
-        t["customer_name"] = cust.name
-        stored = cust.rev_customer_id
-        if stored and not t.get("rev_customer_id"):
-            # A free-text column: held to the rule a given revCustomerId meets (int32, canonical).
-            try:
-                rev_io_id(stored)
-            except ValueError:
-                return (
-                    f"customer {cust.name!r} has Rev.io customer id {stored!r} stored, which is not a Rev.io "
-                    "customer id (a whole number from 1 to 2147483647); correct it on the customer first"
-                )
-            t["rev_customer_id"] = stored
-        if ct is CT.CREATE_REV_SERVICE and not t.get("rev_customer_id"):
-            return f"customer {cust.name!r} has no Rev.io customer id; link it in Rev.io first"
-    elif ct is CT.ARCHIVAL and not t.get("override_usage_check"):
-        if d.last_usage_at is not None and d.last_usage_at >= now - timedelta(days=ARCHIVE_USAGE_DAYS):
-            return (
-                f"device {label} had usage on {d.last_usage_at:%Y-%m-%d}, within the last {ARCHIVE_USAGE_DAYS} days; "
-                "archive it later or set overrideUsageCheck"
-            )
-        if d.has_active_rev_service:
-            return f"device {label} has an active Rev.io service; end it first or set overrideUsageCheck"
-    elif ct is CT.CHANGE_ICCID_AND_IMEI:
-        for key, name in (("new_iccid", "ICCID"), ("new_imei", "IMEI")):
-            if not t.get(key):
-                continue
-            value = t[key] = normalize(t[key])
-            if any(other.id != d.id for other in ctx.taken.get((key, value), [])):
-                return f"new {name} {value} is already used by another device in this inventory"
-            if (key, value) in new_seen:
-                return f"new {name} {value} is also requested in row {new_seen[(key, value)]}"
-            new_seen[(key, value)] = row
-    return None
-
-
-def _carrier_rules(
-    rows: list[_Row], ct: ChangeType, sp: ref.ServiceProviderInfo, ctx: _Lookups, now: datetime, defer: bool
-) -> None:
-    """The carriers' published rules (``domain.carrier_rules``) for each accepted row sent now:
-    refused with the rule, or with ``defer`` (deferIfLimited) kept to wait until the rule allows."""
-    if not ctx.histories:
-        return
-    naive_now = to_naive_utc(now)
-    for r in rows:
-        if r.reason is not None or r.device is None:
-            continue
-        effective = _effective_at(r.target)
-        if effective is not None and effective > naive_now:
-            continue
-        refusal = carrier_limits.check(ctx.histories, sp.integration, ct, r.device.id, naive_now)
-        if refusal is None:
-            continue
-        if defer and refusal.allowed_at is not None:
-            r.deferred = refusal
-        else:
-            r.reason = refusal.reason
-
-
-def _effective_at(target: dict[str, Any] | None) -> datetime | None:
-    value = (target or {}).get("effective_date")
-    if not value:
-        return None
-    dt = datetime.fromisoformat(value)
-    return to_naive_utc(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
-
-
-CARRIER_DATED_PREFIX = "effective date passed to "
-
-
-def carrier_label(integration: Integration) -> str:
-    """The carrier's name in messages: ``Jasper``, ``Telegence``..."""
-    return {Integration.THINGSPACE: "ThingSpace", Integration.REVIO: "Rev.io"}.get(
-        integration, integration.value.title()
-    )
-
-
-def carrier_dated_detail(carrier: str, applies_on: str) -> str:
-    return f"{CARRIER_DATED_PREFIX}{carrier}: the carrier applies it on {applies_on}"
-
-
-def is_carrier_dated(row: NewDeviceChange) -> bool:
-    return row.status is DeviceChangeStatus.NEW and (row.status_details or "").startswith(CARRIER_DATED_PREFIX)
-
-
-def _to_change(r: _Row, now: datetime, dates: CarrierDates | None = None, carrier: str = "") -> NewDeviceChange:
-    d = r.device
-    ids = {"iccid": None, "imei": None, "msisdn": None, "eid": None}
-    if d is not None:
-        ids = {"iccid": d.iccid, "imei": d.imei, "msisdn": d.msisdn, "eid": d.eid}
-    elif r.kind is not None and len(sent := r.raw.strip()) <= 40:
-        # a refused identifier as it was sent (not normalised, never cut short): an audit trail
-        # holds what was asked; one too long for the column is kept in change_request["device"] only
-        ids[r.kind.value] = sent
-    if r.reason is not None:
-        body = r.target if r.target is not None else _jsonable(r.entry.values)
-        return NewDeviceChange(
-            change_request={"device": r.raw[:200], **body},
-            status=DeviceChangeStatus.ERROR,
-            device_id=d.id if d else None,
-            status_details=r.reason,
-            **ids,
-        )
-    if r.deferred is not None and r.deferred.allowed_at is not None:
-        return NewDeviceChange(
-            change_request=r.target or {},
-            status=DeviceChangeStatus.SCHEDULED,
-            device_id=d.id if d else None,
-            effective_at=r.deferred.allowed_at,
-            status_details=carrier_limits.deferred_detail(r.deferred),
-            **ids,
-        )
-    effective = _effective_at(r.target)
-    future = effective is not None and effective > to_naive_utc(now)
-    details = None
-    if future and dates is not None and dates.takes(effective, to_naive_utc(now)):
-        future, details = False, carrier_dated_detail(carrier, dates.applies_on(effective))
-    return NewDeviceChange(
-        change_request=r.target or {},
-        status=DeviceChangeStatus.SCHEDULED if future else DeviceChangeStatus.NEW,
-        device_id=d.id if d else None,
-        effective_at=effective if future else None,
-        status_details=details,
-        **ids,
-    )
-
-
-def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    """Per-device input as stored on an ERROR row: JSON-safe, long strings cut."""
-    out = json.loads(json.dumps(values, default=str))
-    return {k: (v[:500] if isinstance(v, str) else v) for k, v in out.items()}
+__all__ = [
+    "ARCHIVE_USAGE_DAYS",
+    "CARRIER_DATED_PREFIX",
+    "CHUNK_ROWS",
+    "SAMPLE_ROWS",
+    "RequestRejected",
+    "RowError",
+    "Tally",
+    "ValidationReport",
+    "carrier_dated_detail",
+    "carrier_label",
+    "is_carrier_dated",
+    "validate_chunks",
+    "validate_request",
+]

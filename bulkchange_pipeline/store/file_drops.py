@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from ..domain import BulkChangeStatus
 from .db import run_transaction, utcnow
 from .schema import bulk_change, file_drop, file_drop_setting, tenant
+from .submissions import get_submission
 
 __all__ = [
     "DropRecord",
@@ -241,8 +242,10 @@ def mark_moved(engine: sa.Engine, drop_id: int) -> None:
 
 def list_due_results(engine: sa.Engine, limit: int) -> list[DueResults]:
     """Drops whose results are not written yet and are complete, oldest first: the bulk change is
-    final, or (a submission) no child bulk change is still to finish - one results file for the
-    whole submission, never one per child, so it waits for the last."""
+    final, or (a submission) the submission is final - one results file for the whole submission,
+    never one per child, so it waits for the last. "Final" for a submission is
+    ``store.submissions.submission_state``'s, the one the API, CLI and console show; the query
+    only narrows the candidates to those with no child header still open."""
     final = sorted(BulkChangeStatus.final_values())
     taken = bulk_change.alias("taken")
     status = sa.select(taken.c.status).where(taken.c.id == file_drop.c.bulk_change_id).scalar_subquery().label("status")
@@ -288,7 +291,13 @@ def list_due_results(engine: sa.Engine, limit: int) -> list[DueResults]:
             submission_id=_maybe_int(r.submission_id),
         )
         for r in rows
+        if r.submission_id is None or _submission_final(engine, int(r.submission_id), int(r.tenant_id))
     ]
+
+
+def _submission_final(engine: sa.Engine, submission_id: int, tenant_id: int) -> bool:
+    view = get_submission(engine, submission_id, tenant_id)
+    return view is None or view.final  # gone: nothing to wait for (the outbox notes it)
 
 
 def mark_results_written(engine: sa.Engine, drop_id: int, results_name: str) -> bool:

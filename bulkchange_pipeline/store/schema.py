@@ -200,6 +200,20 @@ bulk_change = sa.Table(
     sa.UniqueConstraint("tenant_id", "idempotency_key", name="uq_bulk_change_tenant_idempotency"),
 )
 
+# Who holds a tenant's idempotency key: ONE bulk change or ONE submission (revision 0016;
+# ``store.idempotency``). Both create paths insert here in their own transaction, so the unique
+# constraint decides a race between a bulk change and a submission sent with one key. Purging a
+# bulk change frees its key, as the row that held it on bulk_change goes too.
+idempotency_key = sa.Table(
+    "idempotency_key",
+    metadata,
+    sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenant.id"), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("bulk_change_id", BigId, sa.ForeignKey("bulk_change.id", ondelete="CASCADE"), index=True),
+    sa.Column("submission_id", BigId, sa.ForeignKey("submission.id", ondelete="CASCADE"), index=True),
+    sa.CheckConstraint("(bulk_change_id IS NULL) <> (submission_id IS NULL)", name="one_holder"),
+)
+
 device_change = sa.Table(
     "device_change",
     metadata,

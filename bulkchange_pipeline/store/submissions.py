@@ -5,56 +5,52 @@ bulk change per service provider (``bulk_change.submission_id``) and the devices
 (``submission_refused``), all in ONE transaction: a failure stores nothing. Each child is an
 ordinary bulk change (its own partition, run, approval, cancel); the parent only groups them.
 
-The parent's status is derived whenever it is read, never stored (``submission_status``), so it
-cannot drift from its children. The idempotency key lives on the parent: a key is one submission
-or one bulk change per tenant, never both (``key_holder``), the other kind is an
-``IdempotencyConflict``. Cancel, retry-failed, approve and reject reach every child through the
-store's own per-bulk-change functions (``store.operations``, ``store.approvals``), one child at a
-time, each in its own transaction, and report per child.
+The parent's status and outcome are derived whenever they are read, never stored
+(``submission_state``: the one answer to "is this submission final, and how did it end" that the
+API, the CLI's watch, the console and the drop outbox all use), so they cannot drift from the
+children. The idempotency key lives on the parent and is claimed in ``store.idempotency``'s table
+in the same transaction: a key is one submission or one bulk change per tenant, never both.
+Operations over every child (cancel, retry-failed, release, approve, reject) are in
+``store.submission_ops``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..domain import BulkChangeStatus, DeviceChangeStatus, classify, derive_bulk_status
-from . import approvals
-from . import operations as ops
-from .approvals import Actor
-from .bulk_changes import IdempotencyConflict, NewBulkChange, insert_bulk_change, iter_device_results
+from ..domain import FINAL_DEVICE_STATUSES, BulkChangeStatus, DeviceChangeStatus, Outcome, classify, outcome_of
+from .bulk_changes import NewBulkChange, insert_bulk_change, iter_device_results
 from .db import run_transaction, utcnow
 from .headers import status_from_counts
-from .operations import OperationRefused
+from .idempotency import claim_key, holder_for
 from .schema import bulk_change, device_change, service_provider, submission, submission_refused
 
 __all__ = [
-    "ChildOperation",
+    "HELD_STATUSES",
     "ChildView",
     "NewSubmission",
     "RefusedRow",
     "StoredSubmission",
-    "SubmissionNotFound",
-    "SubmissionOperation",
+    "SubmissionState",
     "SubmissionView",
-    "approve_submission",
-    "cancel_submission",
     "child_ids",
     "create_submission",
     "find_submission_by_key",
     "get_submission",
     "iter_submission_results",
-    "key_holder",
-    "reject_submission",
-    "retry_failed_submission",
-    "submission_status",
+    "submission_state",
 ]
 
 ERROR = DeviceChangeStatus.ERROR.value
+FINAL = BulkChangeStatus.final_values()
+FINAL_ROWS = frozenset(s.value for s in FINAL_DEVICE_STATUSES)
+HELD_STATUSES = (BulkChangeStatus.NEW.value, BulkChangeStatus.SCHEDULED.value)
+UNFINISHED_ROWS = (DeviceChangeStatus.NEW.value, DeviceChangeStatus.PROCESSING.value)
 
 
 @dataclass(frozen=True)
@@ -93,13 +89,41 @@ class ChildView:
     integration: str
     status: str
     counts: dict[str, int]
+    held: bool = False  # submitted with processChanges=false and not released yet (NEW or SCHEDULED)
+
+    @property
+    def unfinished(self) -> bool:
+        """Its run stopped (header ERROR) with rows left to send: ``resume`` finishes them."""
+        return self.status == ERROR and any(self.counts.get(s, 0) for s in UNFINISHED_ROWS)
+
+
+@dataclass(frozen=True)
+class SubmissionState:
+    """The parent's derived status, operator outcome and summed counts. ``final`` exactly when
+    every child's header is final (PROCESSED, ERROR or CANCELLED), as for a single bulk change."""
+
+    status: str
+    outcome: Outcome
+    counts: dict[str, int]  # the children's device rows by status plus the refused rows as ERROR
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        """Rows that reached a final status (progress: ``done`` of ``total``)."""
+        return sum(n for s, n in self.counts.items() if s in FINAL_ROWS)
 
 
 @dataclass
 class SubmissionView:
     id: int
-    status: str
-    counts: dict[str, int]  # the children's device rows by status plus the refused rows as ERROR
+    state: SubmissionState
     children: list[ChildView]
     refused: list[RefusedRow]
     created_by: str
@@ -108,21 +132,28 @@ class SubmissionView:
     idempotency_key: str | None = None
 
     @property
+    def status(self) -> str:
+        return self.state.status
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.state.outcome
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.state.counts
+
+    @property
     def total(self) -> int:
-        return sum(self.counts.values())
+        return self.state.total
 
+    @property
+    def done(self) -> int:
+        return self.state.done
 
-def key_holder(conn: sa.Connection, tenant_id: int, key: str) -> tuple[str, int] | None:
-    """Who holds this tenant's idempotency ``key``: ("submission", id), ("bulk_change", id) or None."""
-    sid = conn.execute(
-        sa.select(submission.c.id).where(submission.c.tenant_id == tenant_id, submission.c.idempotency_key == key)
-    ).scalar()
-    if sid is not None:
-        return "submission", int(sid)
-    bc_id = conn.execute(
-        sa.select(bulk_change.c.id).where(bulk_change.c.tenant_id == tenant_id, bulk_change.c.idempotency_key == key)
-    ).scalar()
-    return ("bulk_change", int(bc_id)) if bc_id is not None else None
+    @property
+    def final(self) -> bool:
+        return self.state.final
 
 
 def find_submission_by_key(
@@ -130,41 +161,22 @@ def find_submission_by_key(
 ) -> int | None:
     """This tenant's submission stored with ``key`` for the same request, or None when the key is
     unused. ``IdempotencyConflict`` when a submission holds it for another request (fingerprint),
-    or when a bulk change holds it."""
-
-    def look(conn: sa.Connection) -> int | None:
-        holder = key_holder(conn, tenant_id, key)
-        if holder is None:
-            return None
-        kind, held_by = holder
-        if kind == "bulk_change":
-            raise IdempotencyConflict(key, held_by)
-        stored = conn.execute(sa.select(submission.c.request_fingerprint).where(submission.c.id == held_by)).scalar()
-        if fingerprint and stored and stored != fingerprint:
-            raise IdempotencyConflict(key, None, submission_id=held_by)
-        return held_by
-
-    if isinstance(engine, sa.Connection):
-        return look(engine)
-    with engine.connect() as conn:
-        return look(conn)
+    or when a bulk change holds it (``store.idempotency``)."""
+    return holder_for(engine, tenant_id, key, fingerprint, "submission")
 
 
 def create_submission(engine: sa.Engine, new: NewSubmission) -> StoredSubmission:
     """Store the parent, every child with its device rows, and the refused rows in ONE transaction.
 
-    The same key and request again returns the stored submission and writes nothing; a concurrent
-    duplicate loses on the unique constraint and is answered the same way; a key held by a bulk
-    change, or by a submission of another request, raises ``IdempotencyConflict``.
+    The key is claimed (``store.idempotency.claim_key``) right after the parent row, in the same
+    transaction, so a concurrent bulk change or submission with the key cannot also commit. The
+    loser (or a repeat) with the same request gets the stored submission (``created`` False);
+    with another request, or against a bulk change, ``IdempotencyConflict`` naming the holder.
     """
     key = (new.idempotency_key or "").strip() or None
-    if key and (existing := find_submission_by_key(engine, new.tenant_id, key, new.request_fingerprint)):
-        return StoredSubmission(existing, False, child_ids(engine, existing))
     now = utcnow()
 
     def work(conn: sa.Connection) -> StoredSubmission:
-        if key and (holder := key_holder(conn, new.tenant_id, key)) and holder[0] == "bulk_change":
-            raise IdempotencyConflict(key, holder[1])
         sid = int(
             conn.execute(
                 sa.insert(submission)
@@ -180,6 +192,8 @@ def create_submission(engine: sa.Engine, new: NewSubmission) -> StoredSubmission
                 .returning(submission.c.id)
             ).scalar_one()
         )
+        if key:
+            claim_key(conn, new.tenant_id, key, submission_id=sid)
         if new.refused:
             conn.execute(
                 sa.insert(submission_refused),
@@ -216,32 +230,73 @@ def child_ids(engine: sa.Engine | sa.Connection, submission_id: int) -> list[int
         return list(conn.execute(query).scalars())
 
 
-def submission_status(children: Sequence[ChildView], refused: int, attempted: int) -> tuple[str, dict[str, int]]:
-    """The parent's status and counts, derived from its children (never stored).
+def submission_state(children: Sequence[ChildView], refused: int, attempted: int) -> SubmissionState:
+    """The parent's status, outcome and counts, derived from its children (never stored): the ONE
+    answer to "is this submission final and how did it end" (API, CLI watch, console, drop outbox).
 
-    AWAITING_APPROVAL while any child awaits; CANCELLED when every child is; otherwise the status
-    the summed rows say, the refused devices counted as ERROR. Before any row was claimed by a run
-    (``attempted`` 0) the refusals are left out, as a fresh bulk change's are (``initial_status``):
-    NEW children with refusals are NEW, not PROCESSING; every device refused is ERROR.
+    - any child AWAITING_APPROVAL: AWAITING_APPROVAL (the policy holds the whole submission);
+    - a child still open (header not final): the summed rows' status of the children not cancelled,
+      never a final one while a child is open; outcome ``held`` when every open child is held
+      (processChanges=false, not released), else what the status says (in progress, scheduled,
+      waiting on the carrier);
+    - every child final: ERROR / ``unfinished`` when a child's run stopped with rows left (resume
+      it); CANCELLED when every child with devices to send was cancelled; otherwise the summed
+      rows' status with the refused devices as ERROR (ERROR when nothing was ever sent).
+
+    Before any row was claimed (``attempted`` 0) the refusals are left out of an open submission's
+    status, as a fresh bulk change's are (``initial_status``): NEW children with refusals are NEW.
     """
+    counts = _summed(children)
+    if refused:
+        counts[ERROR] = counts.get(ERROR, 0) + refused
+    if any(c.status == BulkChangeStatus.AWAITING_APPROVAL.value for c in children):
+        return SubmissionState(BulkChangeStatus.AWAITING_APPROVAL.value, Outcome.AWAITING_APPROVAL, counts)
+    open_ = [c for c in children if c.status not in FINAL]
+    if open_:
+        if all(c.held for c in open_):
+            status = _derived(_summed(open_), open_, 0)
+            return SubmissionState(status, Outcome.HELD, counts)
+        live = _summed(c for c in children if c.status != BulkChangeStatus.CANCELLED.value)
+        if refused and attempted:
+            live[ERROR] = live.get(ERROR, 0) + refused
+        status = _derived(live, open_, attempted)
+        if status in FINAL:  # a child's header has not caught up with its rows yet: not final before it
+            status = BulkChangeStatus.PROCESSING.value
+        return SubmissionState(status, outcome_of(status, counts), counts)
+    if any(c.unfinished for c in children):
+        return SubmissionState(ERROR, Outcome.UNFINISHED, counts)
+    sent = [c for c in children if not _nothing_to_send(c)]
+    if sent and all(c.status == BulkChangeStatus.CANCELLED.value for c in sent):
+        return SubmissionState(BulkChangeStatus.CANCELLED.value, Outcome.CANCELLED, counts)
+    live = _summed(c for c in children if c.status != BulkChangeStatus.CANCELLED.value)
+    if refused:
+        live[ERROR] = live.get(ERROR, 0) + refused
+    status = status_from_counts(live, async_carrier=False, attempted=attempted).value
+    if status not in FINAL:  # every header final: so is the parent
+        status = BulkChangeStatus.PROCESSED.value
+    return SubmissionState(status, outcome_of(status, counts), counts)
+
+
+def _summed(children: Iterable[ChildView]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for child in children:
         for status, n in child.counts.items():
             counts[status] = counts.get(status, 0) + n
-    if refused:
-        counts[ERROR] = counts.get(ERROR, 0) + refused
-    statuses = {c.status for c in children}
-    if BulkChangeStatus.AWAITING_APPROVAL.value in statuses:
-        return BulkChangeStatus.AWAITING_APPROVAL.value, counts
-    if statuses == {BulkChangeStatus.CANCELLED.value}:
-        return BulkChangeStatus.CANCELLED.value, counts
-    pending = BulkChangeStatus.PENDING.value in statuses
+    return counts
+
+
+def _nothing_to_send(child: ChildView) -> bool:
+    """Every device of the child was refused at validation (e.g. a change type its carrier cannot do)."""
+    return child.status == ERROR and set(k for k, v in child.counts.items() if v) <= {ERROR}
+
+
+def _derived(counts: dict[str, int], open_: Sequence[ChildView], attempted: int) -> str:
+    pending = any(c.status == BulkChangeStatus.PENDING.value for c in open_)
     if attempted == 0:
         live = {k: v for k, v in counts.items() if k != ERROR and v}
         if live:
-            return status_from_counts(live, async_carrier=pending, attempted=None).value, counts
-        return derive_bulk_status(counts, attempted=0).value, counts
-    return status_from_counts(counts, async_carrier=pending, attempted=attempted).value, counts
+            return status_from_counts(live, async_carrier=pending, attempted=None).value
+    return status_from_counts(counts, async_carrier=pending, attempted=attempted).value
 
 
 def get_submission(engine: sa.Engine, submission_id: int, tenant_id: int) -> SubmissionView | None:
@@ -257,6 +312,7 @@ def get_submission(engine: sa.Engine, submission_id: int, tenant_id: int) -> Sub
                 bulk_change.c.id,
                 bulk_change.c.service_provider_id,
                 bulk_change.c.status,
+                bulk_change.c.process_changes,
                 service_provider.c.name,
                 service_provider.c.integration,
             )
@@ -288,13 +344,20 @@ def get_submission(engine: sa.Engine, submission_id: int, tenant_id: int) -> Sub
             )
         ]
     children = [
-        ChildView(k.id, k.service_provider_id, k.name, str(k.integration), k.status, per_child[k.id]) for k in kids
+        ChildView(
+            k.id,
+            k.service_provider_id,
+            k.name,
+            str(k.integration),
+            k.status,
+            per_child[k.id],
+            held=not k.process_changes and k.status in HELD_STATUSES,
+        )
+        for k in kids
     ]
-    status, counts = submission_status(children, len(refused), attempted)
     return SubmissionView(
         id=head.id,
-        status=status,
-        counts=counts,
+        state=submission_state(children, len(refused), attempted),
         children=children,
         refused=refused,
         created_by=head.created_by,
@@ -333,98 +396,3 @@ def iter_submission_results(engine: sa.Engine, submission_id: int, tenant_id: in
             "bulkChangeId": None,
             "serviceProvider": None,
         }
-
-
-# --- operations over every child ------------------------------------------------------------------
-
-
-class SubmissionNotFound(LookupError):
-    """No such submission in this tenant (another tenant's is "not found" too, so ids do not leak)."""
-
-
-@dataclass
-class ChildOperation:
-    """What an operation did to one child: its result (``store.operations`` / ``store.approvals``),
-    or why that child was refused (nothing to do in its state)."""
-
-    bulk_change_id: int
-    done: bool
-    message: str
-    result: Any = None
-
-
-@dataclass
-class SubmissionOperation:
-    submission_id: int
-    children: list[ChildOperation]
-    status: str  # the parent's derived status after the operation
-    counts: dict[str, int]
-
-    @property
-    def done(self) -> int:
-        return sum(1 for c in self.children if c.done)
-
-
-def _each_child(
-    engine: sa.Engine, tenant_id: int, submission_id: int, what: str, action: Callable[[int], Any]
-) -> SubmissionOperation:
-    """``action`` on every child, each in its own transaction (the store's rules per bulk change);
-    a child refused (``OperationRefused``) is reported and the others go on. Every child refused:
-    ``OperationRefused`` for the submission, naming each child's reason."""
-    if get_submission(engine, submission_id, tenant_id) is None:
-        raise SubmissionNotFound(f"no submission {submission_id} in this tenant")
-    done = []
-    for bc_id in child_ids(engine, submission_id):
-        try:
-            done.append(ChildOperation(bc_id, True, "", action(bc_id)))
-        except OperationRefused as exc:
-            done.append(ChildOperation(bc_id, False, str(exc)))
-    if not any(c.done for c in done):
-        reasons = "; ".join(c.message for c in done) or "it has no bulk changes"
-        raise OperationRefused(f"nothing to {what} in submission {submission_id}: {reasons}")
-    view = get_submission(engine, submission_id, tenant_id)
-    assert view is not None
-    return SubmissionOperation(submission_id, done, view.status, view.counts)
-
-
-def cancel_submission(engine: sa.Engine, tenant_id: int, submission_id: int, *, by: str) -> SubmissionOperation:
-    """``operations.cancel_bulk_change`` on every child: rows not yet sent end CANCELLED, sent rows
-    finish normally (a child's run claims its rows under the same row rules)."""
-    return _each_child(
-        engine, tenant_id, submission_id, "cancel", lambda bc: ops.cancel_bulk_change(engine, tenant_id, bc, by=by)
-    )
-
-
-def retry_failed_submission(engine: sa.Engine, tenant_id: int, submission_id: int, *, by: str) -> SubmissionOperation:
-    """``operations.retry_failed`` on every child that has failed rows: each such child is a new
-    attempt of its own partition. The refused rows of the parent are never retried."""
-    return _each_child(
-        engine, tenant_id, submission_id, "retry", lambda bc: ops.retry_failed(engine, tenant_id, bc, by=by)
-    )
-
-
-def approve_submission(engine: sa.Engine, tenant_id: int, submission_id: int, *, by: Actor) -> SubmissionOperation:
-    """``approvals.approve_bulk_change`` on every child awaiting approval (the policy held them
-    together). The submitter approving its own is refused (``SelfApprovalRefused``) before any child."""
-    return _each_child(
-        engine,
-        tenant_id,
-        submission_id,
-        "approve",
-        lambda bc: approvals.approve_bulk_change(engine, tenant_id, bc, by=by),
-    )
-
-
-def reject_submission(
-    engine: sa.Engine, tenant_id: int, submission_id: int, *, by: Actor, reason: str
-) -> SubmissionOperation:
-    """``approvals.reject_bulk_change`` on every child awaiting approval: nothing is sent."""
-    if not reason.strip():
-        raise ValueError("a rejection needs a reason")
-    return _each_child(
-        engine,
-        tenant_id,
-        submission_id,
-        "reject",
-        lambda bc: approvals.reject_bulk_change(engine, tenant_id, bc, by=by, reason=reason),
-    )

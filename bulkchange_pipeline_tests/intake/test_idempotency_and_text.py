@@ -27,6 +27,7 @@ from bulkchange_pipeline.domain import BulkChangeRequest
 from bulkchange_pipeline.intake.submit import request_fingerprint, submit
 from bulkchange_pipeline.store.bulk_changes import IdempotencyConflict, NewBulkChange, create_bulk_change
 from bulkchange_pipeline.store.db import utcnow
+from bulkchange_pipeline.store.idempotency import claim_key
 from bulkchange_pipeline.store.schema import bulk_change
 
 from .conftest import table_counts
@@ -177,8 +178,9 @@ def test_concurrent_submissions_of_one_key_with_different_requests(engine: sa.En
     outcome: dict[str, object] = {}
     holder = engine.connect()
     tx = holder.begin()
-    holder.execute(
-        sa.insert(bulk_change).values(
+    first_id = holder.execute(
+        sa.insert(bulk_change)
+        .values(
             tenant_id=seed.tenant_id,
             service_provider_id=sp,
             change_type=1,
@@ -191,7 +193,9 @@ def test_concurrent_submissions_of_one_key_with_different_requests(engine: sa.En
             idempotency_key="race",
             request_fingerprint=request_fingerprint(a),
         )
-    )
+        .returning(bulk_change.c.id)
+    ).scalar_one()
+    claim_key(holder, seed.tenant_id, "race", bulk_change_id=first_id)  # as insert_bulk_change does
 
     def second() -> None:
         try:

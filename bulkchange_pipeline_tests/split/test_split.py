@@ -17,15 +17,15 @@ from bulkchange_pipeline.store.approvals import Actor, SelfApprovalRefused, set_
 from bulkchange_pipeline.store.bulk_changes import IdempotencyConflict, NewBulkChange, NewDeviceChange
 from bulkchange_pipeline.store.schema import bulk_change, bulk_change_approval, device_change, submission_refused
 from bulkchange_pipeline.store.seed import DemoSeed
+from bulkchange_pipeline.store.submission_ops import approve_submission
 from bulkchange_pipeline.store.submissions import (
     ChildView,
     NewSubmission,
     RefusedRow,
-    approve_submission,
     create_submission,
     get_submission,
     iter_submission_results,
-    submission_status,
+    submission_state,
 )
 
 from .conftest import UNKNOWN_ICCID, edit_body, stored_counts
@@ -222,32 +222,115 @@ def test_approval_is_judged_over_the_whole_submission(engine: sa.Engine, seed: D
     assert "await approval" not in single.message
 
 
-def _kid(status: str, counts: dict[str, int]) -> ChildView:
-    return ChildView(1, 1, "sp", "jasper", status, counts)
+def _kid(status: str, counts: dict[str, int], *, held: bool = False) -> ChildView:
+    return ChildView(1, 1, "sp", "jasper", status, counts, held=held)
 
 
 @pytest.mark.parametrize(
-    "children,refused,attempted,expected",
+    "children,refused,attempted,expected,outcome",
     [
-        ([_kid("NEW", {"NEW": 2}), _kid("ERROR", {"ERROR": 1})], 1, 0, "NEW"),  # fresh: refusals do not make it run
-        ([_kid("PROCESSED", {"PROCESSED": 2}), _kid("NEW", {"NEW": 1})], 1, 2, "PROCESSING"),
+        # fresh: refusals do not make it run
+        ([_kid("NEW", {"NEW": 2}), _kid("ERROR", {"ERROR": 1})], 1, 0, "NEW", "in_progress"),
+        ([_kid("PROCESSED", {"PROCESSED": 2}), _kid("NEW", {"NEW": 1})], 1, 2, "PROCESSING", "in_progress"),
         (
             [_kid("PROCESSED", {"PROCESSED": 2}), _kid("PROCESSED", {"PROCESSED": 1, "API_FAILED": 1})],
             3,
             4,
             "PROCESSED",
+            "done_with_failures",
         ),
-        ([_kid("CANCELLED", {"CANCELLED": 2}), _kid("CANCELLED", {"CANCELLED": 1, "ERROR": 1})], 1, 0, "CANCELLED"),
-        ([_kid("AWAITING_APPROVAL", {"NEW": 2}), _kid("NEW", {"NEW": 1})], 0, 0, "AWAITING_APPROVAL"),
-        ([_kid("ERROR", {"ERROR": 2})], 1, 0, "ERROR"),  # every device refused: nothing was sent
-        ([], 3, 0, "ERROR"),
-        ([_kid("PENDING", {"PROCESSING": 1}), _kid("PROCESSED", {"PROCESSED": 1})], 0, 2, "PENDING"),
+        ([_kid("PROCESSED", {"PROCESSED": 2})], 0, 2, "PROCESSED", "done"),
+        (
+            [_kid("CANCELLED", {"CANCELLED": 2}), _kid("CANCELLED", {"CANCELLED": 1, "ERROR": 1})],
+            1,
+            0,
+            "CANCELLED",
+            "cancelled",
+        ),
+        (
+            [_kid("AWAITING_APPROVAL", {"NEW": 2}), _kid("NEW", {"NEW": 1})],
+            0,
+            0,
+            "AWAITING_APPROVAL",
+            "awaiting_approval",
+        ),
+        ([_kid("ERROR", {"ERROR": 2})], 1, 0, "ERROR", "done_with_failures"),  # every device refused: nothing sent
+        ([], 3, 0, "ERROR", "done_with_failures"),
+        (
+            [_kid("PENDING", {"PROCESSING": 1}), _kid("PROCESSED", {"PROCESSED": 1})],
+            0,
+            2,
+            "PENDING",
+            "waiting_on_carrier",
+        ),
+        # a child's run crashed (header ERROR, rows left), the other child done: final, resume it
+        (
+            [_kid("ERROR", {"PROCESSING": 2}), _kid("PROCESSED", {"PROCESSED": 2})],
+            0,
+            4,
+            "ERROR",
+            "unfinished",
+        ),
+        (
+            [_kid("ERROR", {"NEW": 1, "PROCESSED": 1}), _kid("CANCELLED", {"CANCELLED": 2})],
+            1,
+            1,
+            "ERROR",
+            "unfinished",
+        ),
+        # a crashed child while another still runs: still in progress (not final yet)
+        (
+            [_kid("ERROR", {"PROCESSING": 2}), _kid("PROCESSING", {"PROCESSING": 1, "NEW": 1})],
+            0,
+            3,
+            "PROCESSING",
+            "in_progress",
+        ),
+        # one child cancelled alone, the other queued: the queued one still runs
+        ([_kid("CANCELLED", {"CANCELLED": 2}), _kid("NEW", {"NEW": 2})], 0, 0, "NEW", "in_progress"),
+        # one child cancelled, the other held (processChanges=false): nothing runs until released
+        (
+            [_kid("CANCELLED", {"CANCELLED": 2}), _kid("NEW", {"NEW": 2}, held=True)],
+            0,
+            0,
+            "NEW",
+            "held",
+        ),
+        # a held split
+        ([_kid("NEW", {"NEW": 2}, held=True), _kid("NEW", {"NEW": 1}, held=True)], 1, 0, "NEW", "held"),
+        (
+            [_kid("SCHEDULED", {"SCHEDULED": 2}, held=True), _kid("NEW", {"NEW": 1}, held=True)],
+            0,
+            0,
+            "NEW",
+            "held",
+        ),
+        # held and a released one running: in progress
+        (
+            [_kid("NEW", {"NEW": 2}, held=True), _kid("PROCESSING", {"PROCESSING": 1})],
+            0,
+            1,
+            "PROCESSING",
+            "in_progress",
+        ),
+        # rejected (every row CANCELLED) next to a child with nothing to send: cancelled
+        ([_kid("CANCELLED", {"CANCELLED": 2}), _kid("ERROR", {"ERROR": 2})], 0, 0, "CANCELLED", "cancelled"),
+        # a child's rows are final but its header has not caught up: not final yet
+        (
+            [_kid("PROCESSING", {"PROCESSED": 2}), _kid("PROCESSED", {"PROCESSED": 1})],
+            0,
+            3,
+            "PROCESSING",
+            "in_progress",
+        ),
     ],
 )
-def test_the_parent_status_is_derived_from_its_children(children, refused, attempted, expected) -> None:
-    status, counts = submission_status(children, refused, attempted)
-    assert status == expected
-    assert sum(counts.values()) == sum(sum(c.counts.values()) for c in children) + refused
+def test_the_parent_status_is_derived_from_its_children(children, refused, attempted, expected, outcome) -> None:
+    state = submission_state(children, refused, attempted)
+    assert (state.status, state.outcome.value) == (expected, outcome)
+    assert sum(state.counts.values()) == sum(sum(c.counts.values()) for c in children) + refused
+    # final exactly when every child's header is (what the drop outbox waits for)
+    assert state.final == all(c.status in ("PROCESSED", "ERROR", "CANCELLED") for c in children)
 
 
 def test_every_device_refused_is_still_stored_as_the_audit_trail(engine: sa.Engine, seed: DemoSeed) -> None:

@@ -65,7 +65,7 @@ def bodies(draw: st.DrawFn, seed: Any) -> Any:
     hostile now and then; sometimes no request at all."""
     if draw(st.integers(0, 9)) == 0:
         return draw(h.HOSTILE_VALUE)
-    known = [i for ids in seed.sample_iccids.values() for i in ids] + [UNKNOWN_ICCID, *seed.other_iccids[:2]]
+    known = _known(seed)
     body: dict[str, Any] = {"changeType": 10, "devices": draw(st.lists(device(known), min_size=0, max_size=8))}
     body["usernameCostCenterUpdate"] = {"costCenter": "CC-1"}
     mutation = draw(st.sampled_from(["none", "none", "none", "none", "changeType", "payload", "status", "header"]))
@@ -83,6 +83,27 @@ def bodies(draw: st.DrawFn, seed: Any) -> Any:
 
 def _sent_identifiers(body: Any) -> int:
     return len(body["devices"])
+
+
+def _names(item: dict[str, Any], ident: str) -> bool:
+    """The results row is the device ``ident`` (its ICCID column, or as the request named it)."""
+    asked = item.get("changeRequest") or {}
+    return ident in (item.get("iccid"), asked.get("device"), asked.get("iccid"))
+
+
+def _known(seed: Any) -> list[str]:
+    """The identifiers ``bodies`` draws from: this tenant's devices, one in no inventory, another tenant's."""
+    return [i for ids in seed.sample_iccids.values() for i in ids] + [UNKNOWN_ICCID, *seed.other_iccids[:2]]
+
+
+def _known_identifier(device: Any, known: list[str]) -> str | None:
+    """The ICCID a row names when it is one of the drawn identifiers (a bare string, or
+    ``{"iccid": ..., "costCenter": ...}``), else None."""
+    if isinstance(device, str) and device in known:
+        return device
+    if isinstance(device, dict) and set(device) == {"iccid", "costCenter"} and device["iccid"] in known:
+        return str(device["iccid"])
+    return None
 
 
 @PROPERTY
@@ -108,6 +129,11 @@ def test_submit_without_service_provider_is_refused_clearly_or_round_trips(api: 
     assert r.status_code in (200, 202) and r.headers["location"] == f"/submissions/{sid}"
     items = api.client.get(f"/submissions/{sid}/devices", headers=api.demo).json()["items"]
     assert len(items) == _sent_identifiers(body) == sum(answer["counts"].values())
+    # every inventory identifier sent is in the file exactly as many times as it was sent (once per row)
+    known = _known(api.seed)
+    for ident in {d for d in (_known_identifier(d, known) for d in body["devices"]) if d}:
+        sent = sum(1 for d in body["devices"] if _known_identifier(d, known) == ident)
+        assert sum(1 for i in items if _names(i, ident)) == sent, (ident, items)
     assert all(i["statusDetails"] for i in items if i["status"] == "ERROR")  # every refusal has its reason
     status = api.client.get(f"/submissions/{sid}", headers=api.demo).json()
     assert status["counts"] == answer["counts"] and status["status"] == answer["status"]
@@ -116,7 +142,22 @@ def test_submit_without_service_provider_is_refused_clearly_or_round_trips(api: 
 ODD_IDS = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     h.HOSTILE_TEXT,
-    st.sampled_from(["0", "1", "01", "1e3", "9223372036854775807", "9223372036854775808", "1:cancel", "%00", ".."]),
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "01",
+            "1e3",
+            "9223372036854775807",
+            "9223372036854775808",
+            "1:cancel",
+            "%00",
+            "..",
+            "1.0",
+            " 1",
+            "1 ",
+        ]
+    ),
 )
 # The GET routes this property covers, as the OpenAPI document names them (for
 # ``intake/test_hostile_properties.test_every_get_route_is_covered``).
@@ -128,6 +169,7 @@ ROUTES = [
     ("post", "/submissions/{id}:retry-failed"),
     ("post", "/submissions/{id}:approve"),
     ("post", "/submissions/{id}:reject"),
+    ("post", "/submissions/{id}:release"),
 ]
 
 
@@ -170,3 +212,26 @@ def test_submission_routes_answer_4xx_with_a_reason_and_change_nothing(
     assert not [rec for rec in caplog.records if rec.exc_info], "a traceback was logged"
     if r.status_code >= 400:
         assert stored_counts(api.engine) == before
+        return
+    # a 2xx is only ever this tenant's own submission, named by its id in digits, with a key that may
+    sid = api.sid  # type: ignore[attr-defined]
+    assert str(ident).isascii() and str(ident).isdigit() and int(ident) == sid, path
+    assert headers is not api.other and headers, (path, headers)
+    if method == "get" and template.endswith("/devices"):
+        fmt = params.get("format", "json")
+        kinds = {"json": "application/json", "csv": "text/csv", "xml": "application/xml"}
+        assert r.headers["content-type"].startswith(kinds[fmt])
+        if fmt == "json":
+            assert r.json()["submissionId"] == sid and len(r.json()["items"]) == 2
+        elif fmt == "csv":
+            assert len(r.text.strip().splitlines()) == 3  # the header and the two devices
+        else:
+            assert f"<submissionId>{sid}</submissionId>" in r.text and r.text.count("<deviceResult>") == 2
+        return
+    answer = r.json()
+    if method == "get":
+        assert answer["id"] == sid and answer["total"] == 2 and answer["done"] <= answer["total"]
+        return
+    assert answer["submissionId"] == sid and any(c["done"] for c in answer["children"]), answer
+    now = api.client.get(f"/submissions/{sid}", headers=api.demo).json()
+    assert (now["status"], now["counts"]) == (answer["status"], answer["counts"])  # it says what it did

@@ -20,7 +20,8 @@ from bulkchange_pipeline.intake.submit import submit
 from bulkchange_pipeline.store.device_changes import claim
 from bulkchange_pipeline.store.schema import device_change
 from bulkchange_pipeline.store.seed import DemoSeed
-from bulkchange_pipeline.store.submissions import cancel_submission, get_submission
+from bulkchange_pipeline.store.submission_ops import cancel_submission
+from bulkchange_pipeline.store.submissions import get_submission
 
 from ..waiting import wait_until
 from .conftest import edit_body

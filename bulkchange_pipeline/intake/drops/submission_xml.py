@@ -2,7 +2,7 @@
 its results go back in the format it came in, as one file for the whole submission.
 
 The document is the bulk change results' (``results_xml``: the same namespace, the same
-``deviceResult`` elements written the same way, the same escaping), with ``submissionResults`` /
+``deviceResult`` elements written by the same writer, ``results_xml.row_xml``), with ``submissionResults`` /
 ``submissionId`` at the top and each row's ``bulkChangeId`` and ``serviceProvider`` in front of its
 fields; a device no service provider took has neither, and no ``id`` (it has no device row). The
 rows are ``intake.submission_results.submission_result_item``, so the XML, the JSON and the CSV of
@@ -11,28 +11,15 @@ a submission say the same thing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
-from ..results_xml import RESULT_ELEMENTS, RESULTS_NAMESPACE, XML_CHUNK, xml_text
+from ..results_xml import RESULT_ELEMENTS, RESULTS_NAMESPACE, XML_CHUNK, row_xml
 from ..submission_results import submission_result_item
 
 __all__ = ["SUBMISSION_ELEMENTS", "submission_xml_chunks"]
 
 SUBMISSION_ELEMENTS = ("bulkChangeId", "serviceProvider", *RESULT_ELEMENTS)
-
-
-def _row_xml(item: dict[str, Any]) -> str:
-    parts = ["  <deviceResult>"]
-    for name in SUBMISSION_ELEMENTS:
-        value = item.get(name)
-        if value is None:
-            continue
-        text = json.dumps(value, ensure_ascii=True) if name == "changeRequest" else str(value)
-        parts.append(f"<{name}>{xml_text(text)}</{name}>")
-    parts.append("</deviceResult>\n")
-    return "".join(parts)
 
 
 def submission_xml_chunks(submission_id: int, rows: Iterator[dict[str, Any]]) -> Iterator[str]:
@@ -43,5 +30,5 @@ def submission_xml_chunks(submission_id: int, rows: Iterator[dict[str, Any]]) ->
         f"  <submissionId>{int(submission_id)}</submissionId>\n"
     )
     while chunk := [row for _, row in zip(range(XML_CHUNK), rows, strict=False)]:
-        yield "".join(_row_xml(submission_result_item(row)) for row in chunk)
+        yield "".join(row_xml(submission_result_item(row), SUBMISSION_ELEMENTS) for row in chunk)
     yield "</submissionResults>\n"

@@ -1,0 +1,480 @@
+"""The per-device rules of validation (``validation``), applied to one chunk of rows at a time.
+
+Why chunks: a 1,000,000-row file validated in one piece held every row, its lookups and its
+result at once (1.9 GB). Here a chunk (``CHUNK_ROWS`` rows) goes through the two passes with the
+database touched only in between, by set-based lookups (``store.reference``); what must span the
+whole file is kept in ``FileState``: the identifiers and devices already listed (for the
+duplicate check, as compact keys and row numbers) and the new identifiers of an ICCID/IMEI change.
+A whole request is one chunk.
+
+Tenant isolation: devices are looked up in this tenant's inventory only, and an unknown
+identifier gets the same message whether or not another tenant owns it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..domain import (
+    ChangeType,
+    DeviceChangeStatus,
+    DeviceEntry,
+    IdentifierKind,
+    Integration,
+    build_target,
+    canonical_status,
+    classify,
+    normalize,
+    transition_error,
+)
+from ..domain.capabilities import CarrierDates
+from ..domain.carrier_rules import LineHistory, Refusal
+from ..domain.identifiers import CHECKS, rev_io_id
+from ..store import reference as ref
+from ..store.bulk_changes import NewDeviceChange
+from ..store.db import to_naive_utc
+from . import carrier_limits
+from .parsing import formula_reason
+
+ARCHIVE_USAGE_DAYS = 30
+CHUNK_ROWS = 10_000
+CT = ChangeType
+_KIND_FIELDS = (
+    ("iccid", IdentifierKind.ICCID),
+    ("device", None),
+    ("imei", IdentifierKind.IMEI),
+    ("msisdn", IdentifierKind.MSISDN),
+    ("eid", IdentifierKind.EID),
+)
+_KIND_INDEX = {kind: i for i, kind in enumerate(IdentifierKind)}
+
+
+@dataclass
+class FileState:
+    """What the duplicate checks need across the chunks of one file: the row number that first
+    listed each identifier (a compact key, ``_seen_key``), and each new ICCID/IMEI. A device listed
+    twice under two kinds of identifier is found through the first (``_listed_before``), so no
+    second table by device id is kept (for a million rows, about 90 MB less)."""
+
+    seen: dict[Any, int] = field(default_factory=dict)
+    new_seen: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def _seen_key(kind: IdentifierKind, value: str) -> Any:
+    """(kind, value) as one exact int when the value is ASCII digits (every well-formed ICCID, IMEI,
+    MSISDN and EID): about a third of the memory of the tuple, for a million rows 100 MB less."""
+    if value.isascii() and value.isdigit() and len(value) < 64:
+        return (int(value) * 64 + len(value)) * 8 + _KIND_INDEX[kind]
+    return (kind, value)
+
+
+class Row:
+    """One device of a chunk as validation works on it."""
+
+    __slots__ = ("entry", "raw", "kind", "value", "reason", "target", "target_error", "device", "deferred")
+
+    def __init__(self, entry: DeviceEntry) -> None:
+        self.entry = entry
+        self.raw = ""
+        self.kind: IdentifierKind | None = None
+        self.value = ""
+        self.reason: str | None = None
+        self.target: dict[str, Any] | None = None
+        self.target_error: str | None = None
+        self.device: ref.DeviceRecord | None = None
+        self.deferred: Refusal | None = None  # a carrier rule's refusal turned into a wait (deferIfLimited)
+
+
+def payload_reason(payload: Mapping[str, Any]) -> str | None:
+    for key, value in payload.items():
+        if reason := formula_reason(key, value):
+            return reason
+    return None
+
+
+def first_pass(
+    rows: list[Row],
+    ct: ChangeType,
+    payload: dict[str, Any],
+    row_errors: Mapping[int, str],
+    blanket: str | None,
+    numbers: Sequence[int],
+    state: FileState,
+) -> None:
+    """Identifiers, duplicates, formula strings and targets: everything that needs no database.
+    ``row_errors`` and ``numbers`` are this chunk's, by its 0-based row index."""
+    seen = state.seen
+    targets: dict[Any, tuple[dict[str, Any] | None, str | None]] = {}
+    for i, r in enumerate(rows):
+        e = r.entry
+        for name, kind in _KIND_FIELDS:
+            raw = getattr(e, name)
+            if raw:
+                r.raw = str(raw)
+                r.kind = kind
+                break
+        values = e.values
+        if i in row_errors:
+            r.reason = row_errors[i]
+        elif blanket:
+            r.reason = blanket
+        elif not r.raw:
+            r.reason = "no device identifier on this row"
+        else:
+            r.reason = formula_reason("device", r.raw) or next(
+                (reason for k, v in values.items() if (reason := formula_reason(k, v))), None
+            )
+        if r.raw:
+            r.value = normalize(r.raw)
+            if r.kind is None:
+                r.kind, reason = classify(r.raw)
+            else:
+                reason = CHECKS[r.kind](r.raw)
+            if r.reason is None and reason:
+                r.reason = reason
+        if r.reason is None and r.kind is not None:
+            key = _seen_key(r.kind, r.value)
+            if key in seen:
+                r.reason = f"duplicate: {r.kind.name} {r.value} is already listed in row {seen[key]}"
+            else:
+                seen[key] = numbers[i]
+        try:
+            cache_key: Any = tuple(sorted(values.items()))
+            hash(cache_key)
+        except TypeError:
+            cache_key = None
+        built = targets.get(cache_key) if cache_key is not None else None
+        if built is None:
+            built = build_target(ct, {**payload, **values})
+            if cache_key is not None:
+                targets[cache_key] = built
+        r.target = dict(built[0]) if built[0] is not None else None
+        r.target_error = built[1]
+
+
+@dataclass
+class Lookups:
+    devices: dict[int, ref.DeviceRecord | None]  # row index -> device (rows still valid only)
+    providers: dict[int, ref.ServiceProviderInfo]
+    plans: dict[str, ref.CarrierRatePlan]
+    customers: dict[int, ref.CustomerInfo]
+    customer_plans: dict[int, int | None]
+    pools: set[int]
+    histories: dict[int, LineHistory]  # device id -> what the carrier rules count (carrier_limits)
+    taken: dict[tuple[str, str], list[ref.DeviceRecord]]
+
+    @classmethod
+    def load(
+        cls,
+        engine: sa.Engine,
+        tenant_id: int,
+        sp: ref.ServiceProviderInfo,
+        ct: ChangeType,
+        rows: list[Row],
+        now: datetime,
+    ) -> Lookups:
+        wanted: dict[IdentifierKind, set[str]] = defaultdict(set)
+        ids: dict[str, set[int]] = defaultdict(set)
+        new_ids: dict[str, set[str]] = defaultdict(set)
+        for r in rows:
+            if r.reason is not None or r.kind is None:
+                continue
+            wanted[r.kind].add(r.value)
+            t = r.target or {}
+            for key in ("customer_id", "customer_rate_plan_id", "customer_rate_pool_id"):
+                if t.get(key) is not None:
+                    ids[key].add(t[key])
+            for key in ("new_iccid", "new_imei"):
+                if t.get(key):
+                    new_ids[key].add(normalize(t[key]))
+        found = {kind: ref.find_devices(engine, tenant_id, kind, values) for kind, values in wanted.items()}
+        devices: dict[int, ref.DeviceRecord | None] = {}
+        for i, r in enumerate(rows):
+            if r.reason is None and r.kind is not None:
+                devices[i] = _pick(found[r.kind].get(r.value, []), sp.id)
+        live = [d for d in devices.values() if d is not None and d.service_provider_id == sp.id]
+        histories = carrier_limits.load_histories(engine, tenant_id, sp.integration, ct, live, to_naive_utc(now))
+        taken = {}
+        for key, kind in (("new_iccid", IdentifierKind.ICCID), ("new_imei", IdentifierKind.IMEI)):
+            if new_ids[key]:
+                for value, recs in ref.find_devices(engine, tenant_id, kind, new_ids[key]).items():
+                    taken[(key, value)] = recs
+        needs_plans = ct in (CT.CARRIER_RATE_PLAN_CHANGE, CT.ACTIVATE_NEW_SERVICE)
+        return cls(
+            devices=devices,
+            providers={p.id: p for p in ref.list_service_providers(engine, tenant_id)},
+            plans=ref.carrier_rate_plans(engine, tenant_id, sp.id) if needs_plans else {},
+            customers=ref.customers(engine, tenant_id, ids["customer_id"]) if ids["customer_id"] else {},
+            customer_plans=ref.customer_rate_plans(engine, tenant_id, ids["customer_rate_plan_id"])
+            if ids["customer_rate_plan_id"]
+            else {},
+            pools=ref.customer_pool_ids(engine, tenant_id, ids["customer_rate_pool_id"])
+            if ids["customer_rate_pool_id"]
+            else set(),
+            histories=histories,
+            taken=taken,
+        )
+
+
+def _listed_before(seen: Mapping[Any, int], kind: IdentifierKind, d: ref.DeviceRecord, row: int) -> int | None:
+    """The first row before ``row`` that listed device ``d`` by another kind of identifier (the
+    same kind and value is the first pass's duplicate), or None."""
+    found = None
+    for other, value in (
+        (IdentifierKind.ICCID, d.iccid),
+        (IdentifierKind.IMEI, d.imei),
+        (IdentifierKind.MSISDN, d.msisdn),
+        (IdentifierKind.EID, d.eid),
+    ):
+        if other is kind or not value:
+            continue
+        listed = seen.get(_seen_key(other, normalize(value)))
+        if listed is not None and listed < row and (found is None or listed < found):
+            found = listed
+    return found
+
+
+def _pick(candidates: list[ref.DeviceRecord], sp_id: int) -> ref.DeviceRecord | None:
+    """Of several devices with the identifier, prefer a live one of this service provider."""
+    if not candidates:
+        return None
+    for test in (lambda d: d.service_provider_id == sp_id and d.archived_at is None, lambda d: d.archived_at is None):
+        for d in candidates:
+            if test(d):
+                return d
+    return candidates[0]
+
+
+def second_pass(
+    rows: list[Row],
+    ct: ChangeType,
+    sp: ref.ServiceProviderInfo,
+    ctx: Lookups,
+    now: datetime,
+    numbers: Sequence[int],
+    state: FileState,
+) -> None:
+    """What needs the lookups: the device itself, its service provider and the change type's rules."""
+    new_seen = state.new_seen
+    for i, r in enumerate(rows):
+        if r.reason is not None:
+            continue
+        assert r.kind is not None
+        d = ctx.devices.get(i)
+        label = f"{r.kind.name} {r.value}"
+        if d is None:
+            r.reason = f"no device with {label} in this tenant's inventory"
+            continue
+        r.device = d
+        if (first := _listed_before(state.seen, r.kind, d, numbers[i])) is not None:
+            r.reason = f"duplicate: this device is already listed in row {first}"
+            continue
+        if d.archived_at is not None:
+            r.reason = f"device {label} was archived on {d.archived_at:%Y-%m-%d}; archived devices cannot be changed"
+        elif d.service_provider_id != sp.id:
+            other = ctx.providers.get(d.service_provider_id)
+            r.reason = (
+                f"device {label} belongs to service provider {other.name if other else d.service_provider_id!r}, "
+                f"not {sp.name!r}; submit it with its own service provider"
+            )
+        elif r.target_error is not None or r.target is None:
+            r.reason = f"invalid values for {ct.label}: {r.target_error}"
+        else:
+            r.reason = _check_target(ct, sp, d, r.target, ctx, now, label, new_seen, numbers[i])
+
+
+def _check_target(
+    ct: ChangeType,
+    sp: ref.ServiceProviderInfo,
+    d: ref.DeviceRecord,
+    t: dict[str, Any],
+    ctx: Lookups,
+    now: datetime,
+    label: str,
+    new_seen: dict[tuple[str, str], int],
+    row: int,
+) -> str | None:
+    """The change-type specific rules; may complete ``t`` (carrier spelling, names, defaults)."""
+    integ = sp.integration
+    if ct is CT.STATUS_UPDATE:
+        if err := transition_error(integ, d.status, t["status"]):
+            return err
+        t["status"] = canonical_status(integ, t["status"])
+    elif ct in (CT.CARRIER_RATE_PLAN_CHANGE, CT.ACTIVATE_NEW_SERVICE):
+        code = t["carrier_rate_plan"]
+        plan = ctx.plans.get(code) or next((p for c, p in ctx.plans.items() if c.lower() == code.lower()), None)
+        if plan is None:
+            known = ", ".join(sorted(ctx.plans)[:10]) or "none configured"
+            return f"unknown carrier rate plan {code!r} for {sp.name!r}; known plans: {known}"
+        t["carrier_rate_plan"] = plan.code
+        if plan.communication_plan and not t.get("communication_plan"):
+            t["communication_plan"] = plan.communication_plan
+        if ct is CT.CARRIER_RATE_PLAN_CHANGE and integ is Integration.TEAL and not d.eid:
+            return f"device {label} has no EID; Teal plan changes need one"
+    elif ct is CT.CUSTOMER_RATE_PLAN_CHANGE:
+        plan_id, pool_id = t.get("customer_rate_plan_id"), t.get("customer_rate_pool_id")
+        if plan_id is not None and plan_id not in ctx.customer_plans:
+            return f"no customer rate plan with id {plan_id} in this tenant"
+        if pool_id is not None and pool_id not in ctx.pools:
+            return f"no customer rate pool with id {pool_id} in this tenant"
+        if plan_id is not None and t.get("data_allocation_mb") is None and ctx.customer_plans[plan_id] is not None:
+            t["data_allocation_mb"] = ctx.customer_plans[plan_id]
+    elif ct in (CT.CUSTOMER_ASSIGNMENT, CT.CREATE_REV_SERVICE):
+        cust = ctx.customers.get(t["customer_id"])
+        if cust is None:
+            return f"no customer with id {t['customer_id']} in this tenant"
+        t["customer_name"] = cust.name
+        stored = cust.rev_customer_id
+        if stored and not t.get("rev_customer_id"):
+            # A free-text column: held to the rule a given revCustomerId meets (int32, canonical).
+            try:
+                rev_io_id(stored)
+            except ValueError:
+                return (
+                    f"customer {cust.name!r} has Rev.io customer id {stored!r} stored, which is not a Rev.io "
+                    "customer id (a whole number from 1 to 2147483647); correct it on the customer first"
+                )
+            t["rev_customer_id"] = stored
+        if ct is CT.CREATE_REV_SERVICE and not t.get("rev_customer_id"):
+            return f"customer {cust.name!r} has no Rev.io customer id; link it in Rev.io first"
+    elif ct is CT.ARCHIVAL and not t.get("override_usage_check"):
+        if d.last_usage_at is not None and d.last_usage_at >= now - timedelta(days=ARCHIVE_USAGE_DAYS):
+            return (
+                f"device {label} had usage on {d.last_usage_at:%Y-%m-%d}, within the last {ARCHIVE_USAGE_DAYS} days; "
+                "archive it later or set overrideUsageCheck"
+            )
+        if d.has_active_rev_service:
+            return f"device {label} has an active Rev.io service; end it first or set overrideUsageCheck"
+    elif ct is CT.CHANGE_ICCID_AND_IMEI:
+        for key, name in (("new_iccid", "ICCID"), ("new_imei", "IMEI")):
+            if not t.get(key):
+                continue
+            value = t[key] = normalize(t[key])
+            if any(other.id != d.id for other in ctx.taken.get((key, value), [])):
+                return f"new {name} {value} is already used by another device in this inventory"
+            if (key, value) in new_seen:
+                return f"new {name} {value} is also requested in row {new_seen[(key, value)]}"
+            new_seen[(key, value)] = row
+    return None
+
+
+def carrier_rules(
+    rows: list[Row], ct: ChangeType, sp: ref.ServiceProviderInfo, ctx: Lookups, now: datetime, defer: bool
+) -> None:
+    """The carriers' published rules (``domain.carrier_rules``) for each accepted row sent now:
+    refused with the rule, or with ``defer`` (deferIfLimited) kept to wait until the rule allows."""
+    if not ctx.histories:
+        return
+    naive_now = to_naive_utc(now)
+    for r in rows:
+        if r.reason is not None or r.device is None:
+            continue
+        effective = _effective_at(r.target)
+        if effective is not None and effective > naive_now:
+            continue
+        refusal = carrier_limits.check(ctx.histories, sp.integration, ct, r.device.id, naive_now)
+        if refusal is None:
+            continue
+        if defer and refusal.allowed_at is not None:
+            r.deferred = refusal
+        else:
+            r.reason = refusal.reason
+
+
+def _effective_at(target: dict[str, Any] | None) -> datetime | None:
+    value = (target or {}).get("effective_date")
+    if not value:
+        return None
+    dt = datetime.fromisoformat(value)
+    return to_naive_utc(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
+
+
+CARRIER_DATED_PREFIX = "effective date passed to "
+
+
+def carrier_label(integration: Integration) -> str:
+    """The carrier's name in messages: ``Jasper``, ``Telegence``..."""
+    return {Integration.THINGSPACE: "ThingSpace", Integration.REVIO: "Rev.io"}.get(
+        integration, integration.value.title()
+    )
+
+
+def carrier_dated_detail(carrier: str, applies_on: str) -> str:
+    return f"{CARRIER_DATED_PREFIX}{carrier}: the carrier applies it on {applies_on}"
+
+
+def is_carrier_dated(row: NewDeviceChange) -> bool:
+    return row.status is DeviceChangeStatus.NEW and (row.status_details or "").startswith(CARRIER_DATED_PREFIX)
+
+
+def to_change(r: Row, now: datetime, dates: CarrierDates | None = None, carrier: str = "") -> NewDeviceChange:
+    d = r.device
+    ids = {"iccid": None, "imei": None, "msisdn": None, "eid": None}
+    if d is not None:
+        ids = {"iccid": d.iccid, "imei": d.imei, "msisdn": d.msisdn, "eid": d.eid}
+    elif r.kind is not None and len(sent := r.raw.strip()) <= 40:
+        # a refused identifier as it was sent (not normalised, never cut short): an audit trail
+        # holds what was asked; one too long for the column is kept in change_request["device"] only
+        ids[r.kind.value] = sent
+    if r.reason is not None:
+        body = r.target if r.target is not None else _jsonable(r.entry.values)
+        return NewDeviceChange(
+            change_request={"device": r.raw[:200], **body},
+            status=DeviceChangeStatus.ERROR,
+            device_id=d.id if d else None,
+            status_details=r.reason,
+            **ids,
+        )
+    if r.deferred is not None and r.deferred.allowed_at is not None:
+        return NewDeviceChange(
+            change_request=r.target or {},
+            status=DeviceChangeStatus.SCHEDULED,
+            device_id=d.id if d else None,
+            effective_at=r.deferred.allowed_at,
+            status_details=carrier_limits.deferred_detail(r.deferred),
+            **ids,
+        )
+    effective = _effective_at(r.target)
+    future = effective is not None and effective > to_naive_utc(now)
+    details = None
+    if future and dates is not None and dates.takes(effective, to_naive_utc(now)):
+        future, details = False, carrier_dated_detail(carrier, dates.applies_on(effective))
+    return NewDeviceChange(
+        change_request=r.target or {},
+        status=DeviceChangeStatus.SCHEDULED if future else DeviceChangeStatus.NEW,
+        device_id=d.id if d else None,
+        effective_at=effective if future else None,
+        status_details=details,
+        **ids,
+    )
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    """Per-device input as stored on an ERROR row: JSON-safe, long strings cut."""
+    out = json.loads(json.dumps(values, default=str))
+    return {k: (v[:500] if isinstance(v, str) else v) for k, v in out.items()}
+
+
+__all__ = [
+    "ARCHIVE_USAGE_DAYS",
+    "CARRIER_DATED_PREFIX",
+    "CHUNK_ROWS",
+    "FileState",
+    "Lookups",
+    "Row",
+    "carrier_dated_detail",
+    "carrier_label",
+    "carrier_rules",
+    "first_pass",
+    "is_carrier_dated",
+    "payload_reason",
+    "second_pass",
+    "to_change",
+]
