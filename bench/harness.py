@@ -48,9 +48,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def jasper_simulator(rate: float = 0, concurrency: int = 0, latency_ms: float = 0) -> Iterator[str]:
-    """Start `python -m bulkchange_pipeline.simulators jasper` and yield its API base URL."""
+def jasper_simulator(
+    rate: float = 0, concurrency: int = 0, latency_ms: float = 0, accounts: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Start `python -m bulkchange_pipeline.simulators jasper` and yield its API base URL.
+
+    ``accounts`` ({username: apiKey}, default the one bench account): the simulator limits each
+    account on its own (``rate`` calls/s and ``concurrency`` in flight per account)."""
     port = free_port()
+    logins = [f"{user}:{key}" for user, key in (accounts or {USER: KEY}).items()]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -65,8 +71,7 @@ def jasper_simulator(rate: float = 0, concurrency: int = 0, latency_ms: float = 
             str(concurrency),
             "--latency-ms",
             str(latency_ms),
-            "--account",
-            f"{USER}:{KEY}",
+            *(arg for login in logins for arg in ("--account", login)),
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -127,6 +132,36 @@ def database(backend: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def pg_databases(prefix: str = "bc_bench") -> Iterator[tuple[str, str]]:
+    """Fresh PostgreSQL business and Dagster databases (psycopg2 URLs), dropped afterwards: what
+    the ``deploy-local`` benchmarks start the production shape on."""
+    stem = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    names = (stem, f"{stem}_dagster")
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    base = sa.engine.make_url(PG_ADMIN)
+    try:
+        business, dagster = (
+            base.set(drivername="postgresql+psycopg2", database=n).render_as_string(hide_password=False) for n in names
+        )
+        yield business, dagster
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def load_average() -> str:
+    """The machine's 1/5/15-minute load (``uptime``), recorded next to a figure measured while
+    other work may share the machine."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 def seed_account(
