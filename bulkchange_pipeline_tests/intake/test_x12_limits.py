@@ -22,11 +22,11 @@ MAX_ACK = 64 * 1024
 @pytest.mark.parametrize("name", list(FLOODS))
 def test_a_flood_is_answered_fast_with_a_small_readable_997(name):
     data = FLOODS[name]()
-    started = time.monotonic()
+    started = time.process_time()  # CPU seconds, not wall time: a loaded CI machine must not fail it
     parsed = parse_interchange(data)
     issues = check_856(parsed)
     ack = ack_997(parsed, issues, count(1).__next__)
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 2  # the flood this guards against cost 47 s
     assert issues and len(ack) < MAX_ACK
     answer = parse_interchange(ack)
     assert check_envelope(answer) == []
