@@ -94,6 +94,34 @@ def database_option(f: F) -> F:
     )(f)
 
 
+def follow_options(follow_help: str) -> Callable[[F], F]:
+    """``--follow`` (alias ``--watch``, helped by ``follow_help``), ``--interval`` and ``--timeout``:
+    how every command that can follow something until it is final is asked to."""
+    options = (
+        click.option("--follow", "--watch", "follow", is_flag=True, help=follow_help),
+        click.option(
+            "--interval",
+            default=1.0,
+            show_default=True,
+            type=click.FloatRange(min=0.01),
+            help="Seconds between polls with --follow.",
+        ),
+        click.option(
+            "--timeout",
+            default=None,
+            type=click.FloatRange(min=0),
+            help="Give up following after this many seconds (exit 1).",
+        ),
+    )
+
+    def apply(f: F) -> F:
+        for option in reversed(options):  # the order they are listed in, as stacked decorators would
+            f = option(f)
+        return f
+
+    return apply
+
+
 def tenant_option(f: F) -> F:
     return click.option("--tenant", default="demo", show_default=True, type=TEXT, help="Tenant name.")(f)
 
@@ -171,6 +199,7 @@ __all__ = [
     "UserError",
     "console",
     "database_option",
+    "follow_options",
     "friendly_errors",
     "open_engine",
     "resolve_service_provider",

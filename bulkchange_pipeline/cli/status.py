@@ -14,14 +14,16 @@ from ..domain import IdentifierKind, classify, normalize
 from ..intake.results_csv import write_results_csv
 from ..store import reference as ref
 from ..store.approvals import get_approval
-from ..store.bulk_changes import get_bulk_change, iter_device_results
+from ..store.bulk_changes import get_bulk_change
 from ..store.device_changes import device_history_for
+from ..store.device_rows import iter_device_results
 from ._common import (
     ID,
     TEXT,
     UserError,
     console,
     database_option,
+    follow_options,
     friendly_errors,
     open_engine,
     resolve_tenant,
@@ -56,23 +58,7 @@ def _print_approval(out: Console, a: dict[str, Any]) -> None:
 
 @click.command("status")
 @click.argument("bulk_change_id", type=ID)
-@click.option(
-    "--follow",
-    "--watch",
-    "follow",
-    is_flag=True,
-    help="Show a live progress bar (rows done / total, rate, failures) until the bulk change is final.",
-)
-@click.option(
-    "--interval",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(min=0.01),
-    help="Seconds between polls with --follow.",
-)
-@click.option(
-    "--timeout", default=None, type=click.FloatRange(min=0), help="Give up following after this many seconds (exit 1)."
-)
+@follow_options("Show a live progress bar (rows done / total, rate, failures) until the bulk change is final.")
 @tenant_option
 @database_option
 @friendly_errors

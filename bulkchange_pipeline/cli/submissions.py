@@ -41,6 +41,7 @@ from ._common import (
     UserError,
     console,
     database_option,
+    follow_options,
     friendly_errors,
     open_engine,
     resolve_tenant,
@@ -87,17 +88,7 @@ def _view(engine: sa.Engine, tenant_id: int, submission_id: int) -> SubmissionVi
 
 @submission_group.command("show")
 @click.argument("submission_id", type=ID)
-@click.option("--follow", "--watch", "follow", is_flag=True, help="Follow its progress until every child is final.")
-@click.option(
-    "--interval",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(min=0.01),
-    help="Seconds between polls with --follow.",
-)
-@click.option(
-    "--timeout", default=None, type=click.FloatRange(min=0), help="Give up following after this many seconds (exit 1)."
-)
+@follow_options("Follow its progress until every child is final.")
 @tenant_option
 @database_option
 @friendly_errors

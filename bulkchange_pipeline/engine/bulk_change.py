@@ -14,8 +14,9 @@ import sqlalchemy as sa
 
 from ..domain import BulkChangeStatus, ChangeType, DeviceChangeStatus, Handling, capability
 from ..store.approvals import get_approval
-from ..store.bulk_changes import count_rows_by_status, first_failures, queued_bulk_change, set_bulk_status
+from ..store.bulk_changes import count_rows_by_status, queued_bulk_change, set_bulk_status
 from ..store.device_changes import ACTIONABLE, IdRange, plan_id_ranges
+from ..store.device_rows import first_failures
 from ..store.headers import finalize_header
 from ..store.operations import BulkChangeNotFound  # the store's "not found": callers catch one class
 from ..store.reference import ServiceProviderInfo, get_service_provider

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from fastapi.responses import StreamingResponse
 
 from ..domain import DeviceChangeStatus
-from ..store.bulk_changes import iter_device_results
+from ..store.device_rows import iter_device_results
 from .results_csv import results_csv_chunks
 from .results_xml import results_xml_chunks
 

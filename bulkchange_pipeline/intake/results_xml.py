@@ -54,7 +54,7 @@ def xml_text(value: str) -> str:
 
 
 def result_item(row: dict[str, Any]) -> dict[str, Any]:
-    """A device row (``store.bulk_changes.iter_device_results``) as the JSON answer's item."""
+    """A device row (``store.device_rows.iter_device_results``) as the JSON answer's item."""
     return DeviceResultOut.from_row(row).model_dump(mode="json", by_alias=True)
 
 

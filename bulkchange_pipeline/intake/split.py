@@ -43,7 +43,7 @@ from ..store.submissions import (
     get_submission,
     submission_state,
 )
-from .submit import ChildOutcome, SubmitOutcome, request_fingerprint, stored_request
+from .submit import ChildOutcome, SubmitOutcome, dry_run_head, request_fingerprint, stored_request
 from .validation import RowError, ValidationReport, carrier_label, validate_request
 
 __all__ = ["Placement", "place_devices", "split_approval", "submit_split"]
@@ -193,14 +193,13 @@ def submit_split(
     needed = split_approval(engine, tenant_id, reports)
     if dry_run:
         children = [_child(r, None, None, needed) for r in reports]
-        head = "dry run: nothing stored" + (f"; it would await approval because {needed}" if needed else "")
         counts = submission_state([_view(c) for c in children], len(placement.refused), 0).counts
         return SubmitOutcome(
             None,
             None,
             False,
             None,
-            _summary(head, children, placement.refused),
+            _summary(dry_run_head(needed), children, placement.refused),
             counts,
             None,
             children,

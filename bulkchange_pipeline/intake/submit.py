@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -19,12 +19,13 @@ from ..domain import BulkChangeRequest, DeviceEntry, refused_detail
 from ..domain.approval import approval_needed
 from ..store.approvals import Actor, cli_actor, get_policy, insert_pending
 from ..store.bulk_changes import (
+    CreateResult,
     NewBulkChange,
-    NewDeviceChange,
     count_rows_by_status,
     create_bulk_change,
     find_by_idempotency_key,
 )
+from ..store.device_rows import NewDeviceChange
 from .csv_file import CsvDevices
 from .validation import CHUNK_ROWS, RowError, ValidationReport, validate_chunks, validate_request
 
@@ -188,8 +189,7 @@ def submit(
     report = validate_request(engine, tenant_id, request, row_errors=row_errors, row_numbers=row_numbers)
     needed = needs_approval(engine, tenant_id, report)
     if dry_run:
-        head = "dry run: nothing stored" + (f"; it would await approval because {needed}" if needed else "")
-        return SubmitOutcome(report, None, False, None, _summary(report, head), report.counts())
+        return SubmitOutcome(report, None, False, None, _summary(report, dry_run_head(needed)), report.counts())
     submitted = actor or cli_actor(created_by)
     hours = get_policy(engine, tenant_id).expires_after_hours
     result = create_bulk_change(
@@ -207,28 +207,10 @@ def submit(
             request_fingerprint=fingerprint,
             awaiting_approval=needed is not None,
             undo_of=undo_of,
-            on_stored=None
-            if needed is None
-            else lambda conn, bc_id: insert_pending(
-                conn,
-                bulk_change_id=bc_id,
-                tenant_id=tenant_id,
-                needed_because=needed,
-                submitted=submitted,
-                expires_after_hours=hours,
-            ),
+            on_stored=_approval_request(tenant_id, needed, submitted, hours),
         ),
     )
-    if not result.created:  # lost a race with a concurrent submission of the same key
-        return _already(result.bulk_change_id, result.status, engine, report)
-    return SubmitOutcome(
-        report,
-        result.bulk_change_id,
-        True,
-        result.status,
-        _summary(report, f"created bulk change {result.bulk_change_id} ({result.status})"),
-        result.counts,
-    )
+    return _answer(engine, report, result)
 
 
 def submit_file(
@@ -269,8 +251,7 @@ def submit_file(
         for _ in chunks:
             pass
         needed = needs_approval(engine, tenant_id, report)
-        head = "dry run: nothing stored" + (f"; it would await approval because {needed}" if needed else "")
-        return SubmitOutcome(report, None, False, None, _summary(report, head), report.counts())
+        return SubmitOutcome(report, None, False, None, _summary(report, dry_run_head(needed)), report.counts())
     submitted = actor or cli_actor(created_by)
     hours = get_policy(engine, tenant_id).expires_after_hours
     new = NewBulkChange(
@@ -292,28 +273,10 @@ def submit_file(
         new.request_fingerprint = digest.hexdigest() if key else None
         needed = needs_approval(engine, tenant_id, report)
         new.awaiting_approval = needed is not None
-        if needed is not None:
-            new.on_stored = lambda conn, bc_id: insert_pending(
-                conn,
-                bulk_change_id=bc_id,
-                tenant_id=tenant_id,
-                needed_because=needed,
-                submitted=submitted,
-                expires_after_hours=hours,
-            )
+        new.on_stored = _approval_request(tenant_id, needed, submitted, hours)
 
     new.rows = rows()
-    result = create_bulk_change(engine, new)
-    if not result.created:  # lost a race with a concurrent submission of the same key
-        return _already(result.bulk_change_id, result.status, engine, report)
-    return SubmitOutcome(
-        report,
-        result.bulk_change_id,
-        True,
-        result.status,
-        _summary(report, f"created bulk change {result.bulk_change_id} ({result.status})"),
-        result.counts,
-    )
+    return _answer(engine, report, create_bulk_change(engine, new))
 
 
 def needs_approval(engine: sa.Engine, tenant_id: int, report: ValidationReport) -> str | None:
@@ -323,6 +286,44 @@ def needs_approval(engine: sa.Engine, tenant_id: int, report: ValidationReport) 
         return None
     return approval_needed(
         policy, report.accepted, report.change_type, report.service_provider.integration, report.accepted_targets()
+    )
+
+
+def dry_run_head(needed: str | None) -> str:
+    """The first words of a dry run's message (a single bulk change's or a split's), and why the
+    approval policy would hold it."""
+    return "dry run: nothing stored" + (f"; it would await approval because {needed}" if needed else "")
+
+
+def _approval_request(
+    tenant_id: int, needed: str | None, submitted: Actor, hours: int
+) -> Callable[[sa.Connection, int], None] | None:
+    """``NewBulkChange.on_stored`` for a bulk change the policy holds (``needed`` says why): its
+    approval request, written in the bulk change's own transaction; None when nothing holds it."""
+    if needed is None:
+        return None
+    return lambda conn, bc_id: insert_pending(
+        conn,
+        bulk_change_id=bc_id,
+        tenant_id=tenant_id,
+        needed_because=needed,
+        submitted=submitted,
+        expires_after_hours=hours,
+    )
+
+
+def _answer(engine: sa.Engine, report: ValidationReport, result: CreateResult) -> SubmitOutcome:
+    """What ``submit`` and ``submit_file`` answer once ``create_bulk_change`` returned: the bulk
+    change created, or the one a concurrent submission of the same key stored first."""
+    if not result.created:  # lost a race with a concurrent submission of the same key
+        return _already(result.bulk_change_id, result.status, engine, report)
+    return SubmitOutcome(
+        report,
+        result.bulk_change_id,
+        True,
+        result.status,
+        _summary(report, f"created bulk change {result.bulk_change_id} ({result.status})"),
+        result.counts,
     )
 
 

@@ -43,8 +43,8 @@ import sqlalchemy as sa
 from ..domain import BulkChangeRequest, ChangeType, DeviceChangeStatus, DeviceEntry, capability, unsupported_reason
 from ..domain.capabilities import Capability
 from ..store import reference as ref
-from ..store.bulk_changes import NewDeviceChange
 from ..store.db import utcnow
+from ..store.device_rows import NewDeviceChange
 from .validation_rules import (
     ARCHIVE_USAGE_DAYS,
     CARRIER_DATED_PREFIX,

@@ -38,8 +38,8 @@ from ..domain.capabilities import CarrierDates
 from ..domain.carrier_rules import LineHistory, Refusal
 from ..domain.identifiers import CHECKS, rev_io_id
 from ..store import reference as ref
-from ..store.bulk_changes import NewDeviceChange
 from ..store.db import to_naive_utc
+from ..store.device_rows import NewDeviceChange
 from . import carrier_limits
 from .parsing import formula_reason
 

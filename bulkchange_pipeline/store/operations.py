@@ -23,9 +23,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..domain import BulkChangeStatus, DeviceChangeStatus, refused_detail
-from .bulk_changes import RESULT_COLUMNS, attempted_if_only_errors, counts_by_status
+from .bulk_changes import attempted_if_only_errors, counts_by_status
 from .db import run_transaction, utcnow
 from .device_changes import count_unfinished
+from .device_rows import RESULT_COLUMNS
 from .headers import derive_header, is_async, write_header
 from .schema import bulk_change, bulk_change_log, device_change, service_provider
 

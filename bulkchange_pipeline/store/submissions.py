@@ -24,8 +24,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..domain import FINAL_DEVICE_STATUSES, BulkChangeStatus, DeviceChangeStatus, Outcome, classify, outcome_of
-from .bulk_changes import NewBulkChange, insert_bulk_change, iter_device_results
+from .bulk_changes import NewBulkChange, insert_bulk_change
 from .db import run_transaction, utcnow
+from .device_rows import iter_device_results
 from .headers import status_from_counts
 from .idempotency import claim_key, holder_for
 from .schema import bulk_change, device_change, service_provider, submission, submission_refused

@@ -159,7 +159,7 @@ def advice_824(
 ) -> str:
     """The 824 interchange with each shipped device's result.
 
-    ``results`` are device rows as ``store.bulk_changes.iter_device_results`` yields them (keys
+    ``results`` are device rows as ``store.device_rows.iter_device_results`` yields them (keys
     ``iccid``, ``imei``, ``status``, ``status_details``), of every bulk change the 856 made: a
     device is accepted when all its rows are PROCESSED, else rejected with the first other row's
     reason; a device with no row is rejected as "no result"."""
