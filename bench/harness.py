@@ -27,8 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from bulkchange_pipeline.domain import ChangeType, DeviceChangeStatus, luhn_check_digit  # noqa: E402
 from bulkchange_pipeline.store import migrate  # noqa: E402
-from bulkchange_pipeline.store.bulk_changes import NewBulkChange, NewDeviceChange, create_bulk_change  # noqa: E402
+from bulkchange_pipeline.store.bulk_changes import NewBulkChange, create_bulk_change  # noqa: E402
 from bulkchange_pipeline.store.db import make_engine, utcnow  # noqa: E402
+from bulkchange_pipeline.store.device_rows import NewDeviceChange  # noqa: E402
 from bulkchange_pipeline.store.schema import device, service_provider, tenant  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"

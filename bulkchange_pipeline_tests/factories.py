@@ -10,8 +10,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from bulkchange_pipeline.domain import ChangeType, DeviceChangeStatus, luhn_check_digit
-from bulkchange_pipeline.store.bulk_changes import NewBulkChange, NewDeviceChange, create_bulk_change
+from bulkchange_pipeline.store.bulk_changes import NewBulkChange, create_bulk_change
 from bulkchange_pipeline.store.db import utcnow
+from bulkchange_pipeline.store.device_rows import NewDeviceChange
 from bulkchange_pipeline.store.schema import customer, device, service_provider, tenant
 
 JASPER_USER, JASPER_KEY = "acme-ops", "s3cr3t-jasper-api-key-9f2"

@@ -23,8 +23,8 @@ from ..domain.requests import MAX_ID
 from ..intake.parsing import IntakeError, plain_int, shown, text_reason
 from ..intake.validation import RequestRejected
 from ..store import reference as ref
-from ..store.bulk_changes import IdempotencyConflict
 from ..store.db import make_engine
+from ..store.idempotency import IdempotencyConflict
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -47,7 +47,7 @@ from ..intake.validation import RequestRejected
 from ..store import approvals
 from ..store import console as q
 from ..store import operations as ops
-from ..store.bulk_changes import IdempotencyConflict
+from ..store.idempotency import IdempotencyConflict
 from ..store.reference import get_service_provider, list_service_providers
 from .render import NotFound, page
 from .session import ConsoleUser, check_csrf, console_user, upload_mac, upload_mac_matches

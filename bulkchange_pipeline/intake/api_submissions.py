@@ -28,7 +28,7 @@ from ..domain.requests import MAX_ID
 from ..store import submission_ops as ops
 from ..store import submissions as store
 from ..store.approvals import SelfApprovalRefused
-from ..store.bulk_changes import IdempotencyConflict
+from ..store.idempotency import IdempotencyConflict
 from ..store.operations import OperationRefused
 from ..store.reference import get_service_provider
 from .api_approval_models import RejectIn

@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import Field
 
 from ..domain.requests import MAX_ID
-from ..store.bulk_changes import IdempotencyConflict
+from ..store.idempotency import IdempotencyConflict
 from ..store.operations import BulkChangeNotFound, OperationRefused
 from .api_models import PROBLEMS, ApiModel, ApiProblem, SubmitResponse, ValidationSummary
 from .api_query import known_query_only

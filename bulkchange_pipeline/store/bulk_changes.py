@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from ..domain import BulkChangeStatus, DeviceChangeStatus, bulk_status_detail, derive_bulk_status
 from .db import DB_RETRY_ATTEMPTS, run_transaction, utcnow
-from .device_rows import INSERT_CHUNK, RESULT_COLUMNS, NewDeviceChange, first_failures, iter_device_results, write_rows
-from .idempotency import IdempotencyConflict, claim_key, holder_for
+from .device_rows import NewDeviceChange, write_rows
+from .idempotency import claim_key, holder_for
 from .schema import bulk_change, device_change, service_provider, tenant
 
 __all__ = [
@@ -40,15 +40,6 @@ __all__ = [
     "queued_bulk_change",
     "set_bulk_status",
     "status_from_counts",
-    # re-exported, so a caller of this module has one import: the key conflict
-    # (``store.idempotency``) and the device rows (``store.device_rows``)
-    "IdempotencyConflict",
-    "INSERT_CHUNK",
-    "NewDeviceChange",
-    "RESULT_COLUMNS",
-    "first_failures",
-    "iter_device_results",
-    "write_rows",
 ]
 
 

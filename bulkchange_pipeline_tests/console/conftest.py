@@ -12,8 +12,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from bulkchange_pipeline.domain import BulkChangeStatus, DeviceChangeStatus
-from bulkchange_pipeline.store.bulk_changes import iter_device_results, set_bulk_status
+from bulkchange_pipeline.store.bulk_changes import set_bulk_status
 from bulkchange_pipeline.store.device_changes import LogRow, RowResult, claim, record_results
+from bulkchange_pipeline.store.device_rows import iter_device_results
 
 from ..intake.test_api import Api, make_api
 

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from bulkchange_pipeline.domain import BulkChangeRequest, BulkChangeStatus
 from bulkchange_pipeline.intake.submit import submit
-from bulkchange_pipeline.store.bulk_changes import iter_device_results, set_bulk_status
+from bulkchange_pipeline.store.bulk_changes import set_bulk_status
 from bulkchange_pipeline.store.device_changes import claim
+from bulkchange_pipeline.store.device_rows import iter_device_results
 from bulkchange_pipeline.store.seed import demo_iccid
 
 from .conftest import Console, sign_in

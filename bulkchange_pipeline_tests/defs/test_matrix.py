@@ -49,12 +49,9 @@ from bulkchange_pipeline.settings import credential_env_key
 from bulkchange_pipeline.simulators.park import Park, start_park
 from bulkchange_pipeline.simulators.server import run_app_in_thread
 from bulkchange_pipeline.simulators.sync import sync_from_database
-from bulkchange_pipeline.store.bulk_changes import (
-    count_rows_by_status,
-    get_bulk_change,
-    iter_device_results,
-)
+from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
 from bulkchange_pipeline.store.db import utcnow
+from bulkchange_pipeline.store.device_rows import iter_device_results
 from bulkchange_pipeline.store.schema import bulk_change_log, device, device_history
 from bulkchange_pipeline.store.seed import (
     DemoSeed,

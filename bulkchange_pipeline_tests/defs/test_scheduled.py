@@ -24,12 +24,9 @@ from bulkchange_pipeline.domain import PAYLOAD_KEYS, BulkChangeRequest, ChangeTy
 from bulkchange_pipeline.intake.submit import submit
 from bulkchange_pipeline.simulators.jasper import JasperSimulator
 from bulkchange_pipeline.simulators.telegence import TelegenceSimulator
-from bulkchange_pipeline.store.bulk_changes import (
-    count_rows_by_status,
-    get_bulk_change,
-    iter_device_results,
-)
+from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
 from bulkchange_pipeline.store.db import utcnow
+from bulkchange_pipeline.store.device_rows import iter_device_results
 from bulkchange_pipeline.store.operations import cancel_bulk_change
 from bulkchange_pipeline.store.schema import (
     bulk_change,

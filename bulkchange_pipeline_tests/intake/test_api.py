@@ -21,12 +21,9 @@ from bulkchange_pipeline.settings import credential_env_key
 from bulkchange_pipeline.simulators.park import start_park
 from bulkchange_pipeline.store import reference as ref
 from bulkchange_pipeline.store.api_keys import create_api_key
-from bulkchange_pipeline.store.bulk_changes import (
-    iter_device_results,
-    list_waiting,
-    set_bulk_status,
-)
+from bulkchange_pipeline.store.bulk_changes import list_waiting, set_bulk_status
 from bulkchange_pipeline.store.device_changes import RowResult, claim, record_results
+from bulkchange_pipeline.store.device_rows import iter_device_results
 from bulkchange_pipeline.store.schema import device_change
 from bulkchange_pipeline.store.seed import (
     DemoSeed,

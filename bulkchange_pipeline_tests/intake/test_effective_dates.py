@@ -27,7 +27,8 @@ from bulkchange_pipeline.domain import (
 from bulkchange_pipeline.domain.capabilities import CarrierDates
 from bulkchange_pipeline.intake.submit import submit
 from bulkchange_pipeline.intake.validation import validate_request
-from bulkchange_pipeline.store.bulk_changes import get_bulk_change, iter_device_results
+from bulkchange_pipeline.store.bulk_changes import get_bulk_change
+from bulkchange_pipeline.store.device_rows import iter_device_results
 from bulkchange_pipeline.store.seed import DemoSeed
 
 CT = ChangeType

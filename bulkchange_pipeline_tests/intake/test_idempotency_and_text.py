@@ -25,9 +25,9 @@ from click.testing import CliRunner
 from bulkchange_pipeline.cli import main
 from bulkchange_pipeline.domain import BulkChangeRequest
 from bulkchange_pipeline.intake.submit import request_fingerprint, submit
-from bulkchange_pipeline.store.bulk_changes import IdempotencyConflict, NewBulkChange, create_bulk_change
+from bulkchange_pipeline.store.bulk_changes import NewBulkChange, create_bulk_change
 from bulkchange_pipeline.store.db import utcnow
-from bulkchange_pipeline.store.idempotency import claim_key
+from bulkchange_pipeline.store.idempotency import IdempotencyConflict, claim_key
 from bulkchange_pipeline.store.schema import bulk_change
 
 from .conftest import table_counts

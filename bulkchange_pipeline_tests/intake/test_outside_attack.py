@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from bulkchange_pipeline.cli import main
 from bulkchange_pipeline.intake.parsing import IntakeError, IntakeLimits
 from bulkchange_pipeline.intake.request_file import read_request_file
-from bulkchange_pipeline.store.bulk_changes import get_bulk_change, iter_device_results
+from bulkchange_pipeline.store.bulk_changes import get_bulk_change
+from bulkchange_pipeline.store.device_rows import iter_device_results
 
 from .conftest import table_counts
 from .test_api import Api, make_api

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from bulkchange_pipeline.domain import BulkChangeRequest
 from bulkchange_pipeline.intake.request_file import read_request_file
 from bulkchange_pipeline.intake.submit import submit
-from bulkchange_pipeline.store.bulk_changes import get_bulk_change, iter_device_results
+from bulkchange_pipeline.store.bulk_changes import get_bulk_change
+from bulkchange_pipeline.store.device_rows import iter_device_results
 from bulkchange_pipeline.store.seed import DemoSeed
 
 from .conftest import table_counts

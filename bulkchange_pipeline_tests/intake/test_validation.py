@@ -17,7 +17,7 @@ from bulkchange_pipeline.domain import (
 from bulkchange_pipeline.intake.csv_file import parse_csv
 from bulkchange_pipeline.intake.submit import submit
 from bulkchange_pipeline.intake.validation import RequestRejected, validate_request
-from bulkchange_pipeline.store.bulk_changes import iter_device_results
+from bulkchange_pipeline.store.device_rows import iter_device_results
 from bulkchange_pipeline.store.seed import DemoSeed, demo_iccid, demo_imei
 
 from .conftest import table_counts

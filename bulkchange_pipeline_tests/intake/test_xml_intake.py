@@ -22,8 +22,9 @@ from bulkchange_pipeline.intake.api_models import DeviceResultOut
 from bulkchange_pipeline.intake.results_xml import RESULT_ELEMENTS
 from bulkchange_pipeline.intake.xml_request import element_shapes, xml_request_body
 from bulkchange_pipeline.schemas import schema_path
-from bulkchange_pipeline.store.bulk_changes import get_bulk_change, iter_device_results
+from bulkchange_pipeline.store.bulk_changes import get_bulk_change
 from bulkchange_pipeline.store.device_changes import RowResult, claim, record_results
+from bulkchange_pipeline.store.device_rows import iter_device_results
 from bulkchange_pipeline.store.seed import DemoSeed
 
 from . import hostile_inputs as h

@@ -36,8 +36,9 @@ from bulkchange_pipeline.cli import main
 from bulkchange_pipeline.domain import PAYLOAD_KEYS, ChangeType, Integration
 from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.store.api_keys import create_api_key
-from bulkchange_pipeline.store.bulk_changes import get_bulk_change, iter_device_results
+from bulkchange_pipeline.store.bulk_changes import get_bulk_change
 from bulkchange_pipeline.store.db import shared_engine
+from bulkchange_pipeline.store.device_rows import iter_device_results
 from bulkchange_pipeline.store.seed import seed_demo
 
 from . import hostile_inputs as h

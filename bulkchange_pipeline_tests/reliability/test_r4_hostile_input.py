@@ -37,11 +37,9 @@ from bulkchange_pipeline.domain import DeviceChangeStatus
 from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.simulators.jasper import _json
 from bulkchange_pipeline.store.api_keys import create_api_key
-from bulkchange_pipeline.store.bulk_changes import (
-    count_rows_by_status,
-    iter_device_results,
-)
+from bulkchange_pipeline.store.bulk_changes import count_rows_by_status
 from bulkchange_pipeline.store.device_changes import RowResult, record_results
+from bulkchange_pipeline.store.device_rows import iter_device_results
 from bulkchange_pipeline.store.schema import device
 
 from ..defs.harness import fast_definitions, sensor_then_runs

@@ -14,7 +14,9 @@ from bulkchange_pipeline.intake.csv_file import parse_csv
 from bulkchange_pipeline.intake.submit import submit
 from bulkchange_pipeline.store import reference as ref
 from bulkchange_pipeline.store.approvals import Actor, SelfApprovalRefused, set_policy
-from bulkchange_pipeline.store.bulk_changes import IdempotencyConflict, NewBulkChange, NewDeviceChange
+from bulkchange_pipeline.store.bulk_changes import NewBulkChange
+from bulkchange_pipeline.store.device_rows import NewDeviceChange
+from bulkchange_pipeline.store.idempotency import IdempotencyConflict
 from bulkchange_pipeline.store.schema import bulk_change, bulk_change_approval, device_change, submission_refused
 from bulkchange_pipeline.store.seed import DemoSeed
 from bulkchange_pipeline.store.submission_ops import approve_submission

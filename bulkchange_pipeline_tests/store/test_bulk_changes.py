@@ -9,11 +9,11 @@ from bulkchange_pipeline.intake.submit import submit
 from bulkchange_pipeline.store.bulk_changes import (
     count_rows_by_status,
     get_bulk_change,
-    iter_device_results,
     list_due_scheduled,
     list_waiting,
 )
 from bulkchange_pipeline.store.db import utcnow
+from bulkchange_pipeline.store.device_rows import iter_device_results
 from bulkchange_pipeline.store.seed import seed_demo
 
 

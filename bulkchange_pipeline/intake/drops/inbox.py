@@ -29,8 +29,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ...store.bulk_changes import IdempotencyConflict
 from ...store.file_drops import DropSettings, find_drop, list_drop_settings, mark_moved, record_drop
+from ...store.idempotency import IdempotencyConflict
 from ..parsing import IntakeError, IntakeLimits
 from ..submit import submit
 from ..validation import RequestRejected

@@ -19,8 +19,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from ...domain import BulkChangeStatus
-from ...store.bulk_changes import IdempotencyConflict, get_bulk_change
+from ...store.bulk_changes import get_bulk_change
 from ...store.file_drops import drop_settings
+from ...store.idempotency import IdempotencyConflict
 from ...store.x12_interchanges import (
     InterchangeRecord,
     add_bulk_change,

@@ -27,8 +27,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ...store.bulk_changes import IdempotencyConflict
 from ...store.file_drops import DropSettings
+from ...store.idempotency import IdempotencyConflict
 from ...store.x12_interchanges import find_interchange, next_control_number, record_interchange
 from ..parsing import IntakeError, IntakeLimits, request_from_dict
 from ..submit import SubmitOutcome, submit
