@@ -13,7 +13,8 @@ from ..domain.approval import Role, parse_roles
 from ..store import migrate
 from ..store import reference as ref
 from ..store.api_keys import create_api_key, list_api_keys, revoke_api_key, roles_text
-from ..store.maintenance import get_retention, plan_rebuild, rebuild_status, set_retention
+from ..store.maintenance import get_retention, set_retention
+from ..store.rebuild import plan_rebuild, rebuild_status
 from ..store.seed import seed_demo
 from ._common import (
     ID,

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ..domain import BulkChangeStatus, ChangeType, DeviceChangeStatus, Outcome, bulk_status_detail, outcome_of
+from ..domain import BulkChangeStatus, DeviceChangeStatus, Outcome, bulk_status_detail, change_type_name, outcome_of
 from ..intake.parsing import shown
 from ..intake.validation import ValidationReport, is_carrier_dated
 
@@ -95,10 +95,7 @@ def _when_text(row: Any) -> str:
 
 
 def render_status(console: Console, bc: dict[str, Any], provider_name: str | None) -> None:
-    try:
-        label = ChangeType(bc["change_type"]).label
-    except ValueError:
-        label = str(bc["change_type"])
+    label = change_type_name(bc["change_type"])
     console.print(
         f"bulk change [bold]{bc['id']}[/]: {label} on {escape(str(provider_name or bc['service_provider_id']))}, "
         f"status [bold]{bc['status']}[/], {bc['total']} devices, created {bc['created_at']:%Y-%m-%d %H:%M:%S} "

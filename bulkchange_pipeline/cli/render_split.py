@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..domain import ChangeType, DeviceChangeStatus
+from ..domain import DeviceChangeStatus, change_type_name
 from ..intake.parsing import shown
 from ..intake.submit import SubmitOutcome
 from ..store.submission_ops import SubmissionOperation
@@ -88,10 +88,7 @@ def render_split(console: Console, outcome: SubmitOutcome, *, limit: int = 200, 
 def render_submission(console: Console, view: SubmissionView, *, limit: int = 50) -> None:
     """``bulkchange submission show``: the parent's derived status and progress, its children with
     their bulk change ids (each followed further with ``bulkchange status``), the devices not placed."""
-    try:
-        label = ChangeType(view.change_type).label
-    except ValueError:
-        label = str(view.change_type)
+    label = change_type_name(view.change_type)
     console.print(
         f"submission [bold]{view.id}[/]: {label} across {len(view.children)} service provider"
         f"{'s' if len(view.children) != 1 else ''}, status [bold]{view.status}[/], {view.total} devices, "

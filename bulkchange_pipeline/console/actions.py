@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import UploadFile
@@ -35,13 +35,13 @@ from starlette.formparsers import FormParser, MultiPartException, MultiPartParse
 
 from ..domain import ChangeType
 from ..domain.approval import MAX_REASON_LENGTH, Role
-from ..domain.requests import MAX_ID
 from ..intake.api_bodies import FORM_OVERHEAD
 from ..intake.api_models import ApiProblem, capped_stream
+from ..intake.api_query import whole_number
 from ..intake.auth import Caller, role_refusal
 from ..intake.csv_file import parse_csv
 from ..intake.deps import request_engine, request_limits
-from ..intake.parsing import IntakeError, IntakeLimits, plain_int, text_reason
+from ..intake.parsing import IntakeError, IntakeLimits, text_reason
 from ..intake.submit import SubmitOutcome, submit
 from ..intake.validation import RequestRejected
 from ..store import approvals
@@ -49,6 +49,7 @@ from ..store import console as q
 from ..store import operations as ops
 from ..store.idempotency import IdempotencyConflict
 from ..store.reference import get_service_provider, list_service_providers
+from .ids import BulkChangeId
 from .render import NotFound, page
 from .session import ConsoleUser, check_csrf, console_user, upload_mac, upload_mac_matches
 
@@ -58,7 +59,6 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 User = Annotated[ConsoleUser, Depends(console_user)]
 Engine = Annotated[sa.Engine, Depends(request_engine)]
 Limits = Annotated[IntakeLimits, Depends(request_limits)]
-BulkChangeId = Path(ge=1, le=MAX_ID)
 
 
 @dataclass(frozen=True)
@@ -176,14 +176,14 @@ def _confirm_page(
 
 
 @router.get("/bulk-changes/{bulk_change_id}/{name}")
-def confirm(request: Request, user: User, engine: Engine, name: str, bulk_change_id: int = BulkChangeId) -> Response:
+def confirm(request: Request, user: User, engine: Engine, name: str, bulk_change_id: BulkChangeId) -> Response:
     """What the action will do, and the button that does it."""
     _action(name)
     return _confirm_page(request, user, engine, bulk_change_id, name)
 
 
 @router.post("/bulk-changes/{bulk_change_id}/{name}")
-async def act(request: Request, user: User, engine: Engine, name: str, bulk_change_id: int = BulkChangeId) -> Response:
+async def act(request: Request, user: User, engine: Engine, name: str, bulk_change_id: BulkChangeId) -> Response:
     """Do it, as the API does (same store function, same caller label); a refusal is shown (409)."""
     action = _action(name)
     form = await request.form(max_files=0, max_fields=5)
@@ -237,7 +237,7 @@ def _check(
     dry: bool,
 ) -> SubmitOutcome:
     """Parse and validate (and unless ``dry`` store) an upload, exactly as ``POST /bulk-changes/csv``."""
-    sp_id = plain_int(sp_text)
+    sp_id = whole_number(sp_text)  # the API's rule of an id: digits only
     if sp_id is None or get_service_provider(engine, caller.tenant_id, sp_id) is None:
         raise RequestRejected("choose one of your service providers")
     try:

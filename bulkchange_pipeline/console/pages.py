@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
@@ -23,17 +23,17 @@ from .. import settings
 from ..domain import BulkChangeStatus, ChangeType, DeviceChangeStatus, outcome_of
 from ..domain.approval import Role
 from ..domain.enums import FINAL_DEVICE_STATUSES
-from ..domain.requests import MAX_ID
+from ..intake.api_query import whole_number
 from ..intake.auth import identify_caller, role_refusal
 from ..intake.deps import request_engine
 from ..intake.parsing import plain_int
 from ..intake.results_download import MEDIA_TYPES, download_response
 from ..intake.submission_results import submission_csv_chunks
-from ..store import approvals
+from ..store import approvals, results_paging
 from ..store import console as q
-from ..store import operations as ops
 from ..store.reference import list_service_providers
 from ..store.submissions import ChildView, get_submission, iter_submission_results
+from .ids import BulkChangeId, DeviceId, RowId, SubmissionId
 from .render import BadRequest, NotFound, page
 from .session import (
     ConsoleUser,
@@ -51,8 +51,6 @@ __all__ = ["REFRESH_SECONDS", "dagster_runs_url", "router"]
 router = APIRouter(prefix="/console", include_in_schema=False)
 User = Annotated[ConsoleUser, Depends(console_user)]
 Engine = Annotated[sa.Engine, Depends(request_engine)]
-BulkChangeId = Path(ge=1, le=MAX_ID)
-SubmissionId = Path(ge=1, le=MAX_ID)  # its own: FastAPI binds a Path to the first parameter it names
 REFRESH_SECONDS = 3
 LIST_PAGE_SIZE = 25
 ROWS_PAGE_SIZE = 50
@@ -136,7 +134,7 @@ def _filters(params: dict[str, str], sp_ids: set[int]) -> tuple[q.BulkChangeFilt
     if status is not None and status not in {s.value for s in BulkChangeStatus}:
         errors.append("status: not a bulk change status")
         status = None
-    sp = plain_int(params.get("carrier") or "") if params.get("carrier") else None
+    sp = whole_number(params.get("carrier") or "") if params.get("carrier") else None
     if params.get("carrier") and sp not in sp_ids:
         errors.append("carrier: not one of your service providers")
         sp = None
@@ -214,12 +212,12 @@ def _row_status(text: str | None) -> DeviceChangeStatus | None:
 
 
 @router.get("/bulk-changes/{bulk_change_id}")
-def bulk_change_page(request: Request, user: User, engine: Engine, bulk_change_id: int = BulkChangeId) -> Response:
+def bulk_change_page(request: Request, user: User, engine: Engine, bulk_change_id: BulkChangeId) -> Response:
     """Header, progress (refreshing while it moves), outcome, the approval (and, for an approver, its
     Approve / Reject buttons while it waits), the device rows paged and filtered."""
     bc = _summary(engine, user, bulk_change_id)
     status = _row_status(request.query_params.get("status"))
-    rows = ops.page_device_results(
+    rows = results_paging.page_device_results(
         engine,
         user.caller.tenant_id,
         bulk_change_id,
@@ -229,7 +227,7 @@ def bulk_change_page(request: Request, user: User, engine: Engine, bulk_change_i
     )
     last = max(1, -(-rows.total // rows.page_size))
     if rows.page > last:  # past the end (a stale link, fewer rows of that status now): the last page
-        rows = ops.page_device_results(
+        rows = results_paging.page_device_results(
             engine, user.caller.tenant_id, bulk_change_id, status=status, page=last, page_size=ROWS_PAGE_SIZE
         )
     outcome = outcome_of(bc.status, bc.counts, held=bc.held)
@@ -253,7 +251,7 @@ def bulk_change_page(request: Request, user: User, engine: Engine, bulk_change_i
 
 
 @router.get("/bulk-changes/{bulk_change_id}/devices.csv")
-def results_csv(request: Request, user: User, engine: Engine, bulk_change_id: int = BulkChangeId) -> Response:
+def results_csv(request: Request, user: User, engine: Engine, bulk_change_id: BulkChangeId) -> Response:
     """Every (matching) device row as CSV, written by the API's writer (spreadsheet-safe cells)."""
     _summary(engine, user, bulk_change_id)
     status = _row_status(request.query_params.get("status"))
@@ -267,8 +265,8 @@ def row_page(
     request: Request,
     user: User,
     engine: Engine,
-    bulk_change_id: int = BulkChangeId,
-    row_id: int = Path(ge=1, le=MAX_ID),
+    bulk_change_id: BulkChangeId,
+    row_id: RowId,
 ) -> Response:
     """One device row and its carrier exchanges: requests and answers as stored (redacted)."""
     bc = _summary(engine, user, bulk_change_id)
@@ -282,7 +280,7 @@ def row_page(
 
 
 @router.get("/devices/{device_id}")
-def device_page(request: Request, user: User, engine: Engine, device_id: int = Path(ge=1, le=MAX_ID)) -> Response:
+def device_page(request: Request, user: User, engine: Engine, device_id: DeviceId) -> Response:
     """Every bulk change that touched the device, and its before -> after history."""
     found = q.device_view(engine, user.caller.tenant_id, device_id)
     if found is None:
@@ -311,7 +309,7 @@ def _done(counts: dict[str, int]) -> int:
 
 
 @router.get("/submissions/{submission_id}")
-def submission_page(request: Request, user: User, engine: Engine, submission_id: int = SubmissionId) -> Response:
+def submission_page(request: Request, user: User, engine: Engine, submission_id: SubmissionId) -> Response:
     """A submission: its status (derived from its children), progress, each child bulk change linked
     to its own page (where it is cancelled, retried or approved), the devices no carrier took."""
     view = get_submission(engine, submission_id, user.caller.tenant_id)
@@ -333,7 +331,7 @@ def submission_page(request: Request, user: User, engine: Engine, submission_id:
 
 
 @router.get("/submissions/{submission_id}/devices.csv")
-def submission_csv(request: Request, user: User, engine: Engine, submission_id: int = SubmissionId) -> Response:
+def submission_csv(request: Request, user: User, engine: Engine, submission_id: SubmissionId) -> Response:
     """Every device of the submission as one CSV (the API's submission download): each child's rows
     with its bulk change and service provider, then the devices no service provider took."""
     if get_submission(engine, submission_id, user.caller.tenant_id) is None:

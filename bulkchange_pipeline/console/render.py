@@ -25,7 +25,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..domain import ChangeType, outcome_of
+from ..domain import change_type_name, outcome_of
 from .session import CsrfRefused, LoginRequired
 
 __all__ = ["BadRequest", "NotFound", "install_handlers", "is_console", "page", "visible"]
@@ -76,13 +76,6 @@ def visible(value: Any) -> Any:
             f"\\u{ord(c):04x}" if c not in KEPT and unicodedata.category(c) in HIDDEN_CATEGORIES else c for c in value
         )
     return value
-
-
-def change_type_name(value: int) -> str:
-    try:
-        return ChangeType(value).label
-    except ValueError:
-        return f"change type {value}"
 
 
 def query(base: dict[str, Any], **changes: Any) -> str:

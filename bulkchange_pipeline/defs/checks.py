@@ -23,13 +23,13 @@ __all__ = [
 
 SAMPLE = 20  # findings listed in the check's metadata
 
-# ``store.archive`` and ``store.maintenance`` import pandas and pyarrow: imported in the checks
+# ``store.archive`` (and ``store.health``, which uses it) import pandas and pyarrow: imported in the checks
 # that use them, not by every run worker that loads the code location (see ``assets``).
 
 
 @dg.asset_check(asset=bulk_change_metrics, description="No device row in PROCESSING past its carrier's timeout.")
 def no_device_stuck_in_processing(database: DatabaseResource, carriers: CarrierGatewayResource) -> dg.AssetCheckResult:
-    from ..store.maintenance import ids_of, stuck_processing
+    from ..store.health import ids_of, stuck_processing
 
     limit = timedelta(seconds=carriers.async_timeout_seconds + carriers.poll_after_seconds)
     stuck = stuck_processing(database.engine(), clock.now() - limit)
@@ -54,7 +54,7 @@ def no_device_stuck_in_processing(database: DatabaseResource, carriers: CarrierG
     asset=bulk_change_metrics, description="No bulk change whose status or counts disagree with its device rows."
 )
 def bulk_status_matches_rows(database: DatabaseResource) -> dg.AssetCheckResult:
-    from ..store.maintenance import status_disagreements
+    from ..store.health import status_disagreements
 
     bad = status_disagreements(database.engine(), now=clock.now())
     return dg.AssetCheckResult(
@@ -75,7 +75,7 @@ def bulk_status_matches_rows(database: DatabaseResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset=bulk_change_archive, description="Archive row counts equal what was soft-deleted.")
 def archive_matches_soft_deleted(database: DatabaseResource, archive: ArchiveResource) -> dg.AssetCheckResult:
     from ..store.archive import archive_mismatches
-    from ..store.maintenance import ids_of
+    from ..store.health import ids_of
 
     bad = archive_mismatches(database.engine(), archive.root())
     return dg.AssetCheckResult(

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from ..domain.enums import change_type_name
 from ..store.bulk_changes import queued_bulk_change
-from .tags import bulk_change_tags, change_type_name
+from .tags import bulk_change_tags
 
 __all__ = ["bulk_change_config", "bulk_change_partitions", "partition_tags", "use_database"]
 

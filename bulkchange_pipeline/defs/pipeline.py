@@ -17,7 +17,8 @@ from ..engine.bulk_change import mark_processing
 from ..store.bulk_changes import count_rows_by_status, get_bulk_change
 from ..store.db import run_transaction
 from ..store.device_changes import IdRange, add_log
-from ..store.operations import release_bulk_change, requeue_failed_rows, settle_after_run
+from ..store.operations import release_bulk_change, requeue_failed_rows
+from ..store.run_settle import settle_after_run
 from .outcome import record_outcome
 from .partitions import bulk_change_config
 from .progress import BatchProgress

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from ..carriers import sends_callbacks
+from ..domain.enums import change_type_name
 from ..engine import BulkChangeInfo
 from ..engine.reconcile import ReconcileSummary, reconcile
 from ..store.callbacks import async_work, latest_receiver_start
@@ -15,7 +16,7 @@ from .partitions import bulk_change_config
 from .pipeline import finalize_bulk_change, load_bulk_change_op
 from .resources import CarrierGatewayResource, DatabaseResource
 from .stopping import run_stoppably
-from .tags import POLL_SENT_BEFORE_TAG, RECONCILE_JOB, bulk_change_tags, change_type_name, job_tags, reconcile_run_key
+from .tags import POLL_SENT_BEFORE_TAG, RECONCILE_JOB, bulk_change_tags, job_tags, reconcile_run_key
 
 __all__ = [
     "ASYNC_SENSOR_INTERVAL_SECONDS",

@@ -18,7 +18,8 @@ from ..store.bulk_changes import (
     list_not_started,
     list_waiting,
 )
-from ..store.operations import BulkChangeNotFound, settle_after_run
+from ..store.results_paging import BulkChangeNotFound
+from ..store.run_settle import settle_after_run
 from . import clock
 from .outcome import BULK_CHANGE_ASSET, OUTCOME_TAG, observation_events, report_outcome
 from .partitions import bulk_change_partitions

@@ -32,7 +32,6 @@ __all__ = [
     "attempt_of_run_key",
     "attempt_run_key",
     "bulk_change_tags",
-    "change_type_name",
     "due_run_key",
     "job_tags",
     "reconcile_run_key",
@@ -112,16 +111,6 @@ def bulk_change_tags(
     names = {TENANT_NAME_TAG: tenant_name, ACCOUNT_NAME_TAG: account_name, CHANGE_TYPE_NAME_TAG: change_type_name}
     tags.update({key: value for key, value in names.items() if value})
     return tags
-
-
-def change_type_name(change_type: int) -> str:
-    """A change type's label for the name tag ("" for a number no ChangeType has)."""
-    from ..domain.enums import ChangeType  # pure Python, but only needed here
-
-    try:
-        return ChangeType(change_type).label
-    except ValueError:
-        return ""
 
 
 # --- run keys: the sensors request each key once ------------------------------------------------

@@ -21,6 +21,7 @@ from .enums import (
     Integration,
     PortalType,
     bulk_status_detail,
+    change_type_name,
     derive_bulk_status,
     refused_detail,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "FINAL_DEVICE_STATUSES",
     "BulkChangeStatus",
     "ChangeType",
+    "change_type_name",
     "DeviceChangeStatus",
     "Integration",
     "PortalType",

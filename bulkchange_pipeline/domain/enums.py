@@ -58,6 +58,20 @@ _LABELS = {
 }
 
 
+def change_type_name(change_type: int) -> str:
+    """A change type's label for people (``CustomerRatePlanChange``), or ``unknown change type 11``.
+
+    The one wording everywhere a change type is shown by name: the API's ``changeTypeName``, the
+    console, the Dagster run tag and the event messages. A number no ChangeType has (a row stored
+    before a type was retired) is still named, so a reader sees which number it was rather than an
+    empty field that reads like a missing value.
+    """
+    try:
+        return ChangeType(change_type).label
+    except ValueError:
+        return f"unknown change type {change_type}"
+
+
 class DeviceChangeStatus(str, enum.Enum):
     """Status of one device row of a bulk change."""
 

@@ -34,8 +34,18 @@ class IdentifierKind(str, enum.Enum):
     MSISDN = "msisdn"
 
 
+_DIGIT = bytes.maketrans(b"0123456789", bytes(range(10)))  # an ASCII digit's byte -> its value
+_DOUBLED = bytes.maketrans(b"0123456789", bytes((0, 2, 4, 6, 8, 1, 3, 5, 7, 9)))  # doubled, less 9 over 9
+
+
 def luhn_valid(digits: str) -> bool:
-    """True when the last digit is the Luhn check digit of the others."""
+    """True when the last digit is the Luhn check digit of the others.
+
+    ASCII digits (every caller's case) are summed as bytes translated by a table, in C: a fraction
+    of the time of the loop below, which for a million ICCIDs was seconds."""
+    if digits.isascii() and digits.isdigit():
+        raw = digits.encode("ascii")
+        return (sum(raw[-1::-2].translate(_DIGIT)) + sum(raw[-2::-2].translate(_DOUBLED))) % 10 == 0
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = ord(ch) - 48

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .enums import ChangeType
+from .enums import change_type_name
 from .outcome import Outcome, failed_rows
 
 __all__ = [
@@ -122,17 +122,13 @@ def event_data(head: Mapping[str, Any], counts: Mapping[str, int], outcome: Outc
     ``created_at``, ``processed_at``) and its row counts. Only facts a tenant already sees through
     the API; links are paths of that API (the sender prefixes its public base URL)."""
     bc_id = int(head["id"])
-    try:
-        change_type_name = ChangeType(int(head["change_type"])).label
-    except ValueError:
-        change_type_name = ""
     return {
         "id": bc_id,
         "tenantId": int(head["tenant_id"]),
         "tenant": str(head.get("tenant_name") or ""),
         "serviceProviderId": int(head["service_provider_id"]),
         "changeType": int(head["change_type"]),
-        "changeTypeName": change_type_name,
+        "changeTypeName": change_type_name(int(head["change_type"])),
         "status": str(head["status"]),
         "outcome": outcome.value,
         "attempt": int(head["attempt"]),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api_models import request_body_schema
+from .request_schema import request_body_schema
 from .xml_request import MEDIA_TYPES, REQUEST_NAMESPACE
 
 REQUEST_XSD_ROUTE = "/schemas/bulk-change-request.xsd"

@@ -1,4 +1,5 @@
-"""Wire shapes of the intake HTTP API: response models, the request schema, problem documents.
+"""Wire shapes of the intake HTTP API: response models and problem documents (the request body's
+schema for the API document is ``intake.request_schema``).
 
 Responses are camelCase, like the seed's request shape. The models exist so ``/openapi.json``
 documents every answer, and so a schema-driven test run can check that every response matches
@@ -8,7 +9,6 @@ for the whole app: routing, auth, request validation, refusals and unexpected fa
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from ..domain import BulkChangeRequest, ChangeType, DeviceChangeStatus, bulk_status_detail, outcome_of
+from ..domain import DeviceChangeStatus, bulk_status_detail, change_type_name, outcome_of
 from .submit import SubmitOutcome
 from .validation import ValidationReport
 
@@ -90,7 +90,7 @@ class ValidationSummary(ApiModel):
             service_provider_id=report.service_provider.id,
             service_provider_name=report.service_provider.name,
             change_type=int(report.change_type),
-            change_type_name=report.change_type.label,
+            change_type_name=change_type_name(report.change_type),
             total=report.total,
             accepted=report.accepted,
             scheduled=report.scheduled,
@@ -168,15 +168,11 @@ class BulkChangeOut(ApiModel):
     @classmethod
     def from_row(cls, bc: dict[str, Any], last_activity_at: datetime | None) -> BulkChangeOut:
         """From ``store.bulk_changes.get_bulk_change`` (header plus live counts)."""
-        try:
-            label = ChangeType(bc["change_type"]).label
-        except ValueError:
-            label = str(bc["change_type"])
         return cls(
             id=bc["id"],
             service_provider_id=bc["service_provider_id"],
             change_type=bc["change_type"],
-            change_type_name=label,
+            change_type_name=change_type_name(bc["change_type"]),
             status=bc["status"],
             status_detail=bulk_status_detail(bc["status"], bc["counts"]),
             outcome=outcome_of(bc["status"], bc["counts"], held=not bc["process_changes"]).value,
@@ -257,46 +253,6 @@ class ReleaseOut(ApiModel):
     status: str = Field(description="NEW: the sensor starts it; SCHEDULED: it starts when its effective date comes")
     counts: dict[str, int]
     message: str
-
-
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """Resolve ``#/$defs/...`` references in place (the request schema is not recursive), so the
-    schema can live in an operation's ``requestBody`` without registering components."""
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return walk(copy.deepcopy(defs[ref.removeprefix("#/$defs/")]))
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    return walk(schema)
-
-
-def request_body_schema() -> dict[str, Any]:
-    """JSON schema of a submitted bulk change (the seed's shape), plus the API's ``effectiveDate``."""
-    schema = _inline_refs(BulkChangeRequest.model_json_schema(by_alias=True))
-    schema["properties"]["changeType"] = {
-        "description": "Change type: its number (1 StatusUpdate, 2 ActivateNewService, 3 Archival, "
-        "4 CustomerRatePlanChange, 5 CustomerAssignment, 7 CarrierRatePlanChange, 8 CreateRevService, "
-        "9 ChangeICCIDAndIMEI, 10 EditUsernameCostCenter) or its name",
-        "anyOf": [{"type": "integer"}, {"type": "string"}],
-    }
-    schema["properties"]["effectiveDate"] = {
-        "type": "string",
-        "format": "date-time",
-        "description": "When the change should take effect (UTC unless an offset is given); a device may override it. "
-        "Later than now: rows wait in SCHEDULED.",
-    }
-    schema["description"] = (
-        "A bulk change in the seed's request shape. Devices are identifiers (ICCID, IMEI, MSISDN, EID) or objects "
-        "with an identifier plus per-device values that override the change type's payload object."
-    )
-    return schema
 
 
 # --- problem documents (RFC 9457) ---------------------------------------------------------------

@@ -59,13 +59,29 @@ def known_query_only(request: Request, _caller: Annotated[Caller, Depends(authen
     )
 
 
+def whole_number(raw: str) -> int | None:
+    """The id ``raw`` spells in ASCII digits and nothing else, or None.
+
+    The one rule of an id in a path (the API's and the console's) and in a console form: the number
+    parser alone takes ``1.0``, `` 1``, ``+1``, ``1_0`` and fullwidth ``１`` as numbers, so
+    ``/submissions/1.0:cancel`` would cancel submission 1. No whitespace is stripped: a form field
+    or path an operator's tool sent with a blank is not the id it seems to be. The range (1 up to
+    ``MAX_ID``) is the caller's to check, so each can say which is wrong.
+    """
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    try:
+        return int(raw)
+    except ValueError:  # more digits than int() reads (4300): no id of ours
+        return None
+
+
 def whole_number_ids(request: Request, route: APIRoute) -> None:
-    """Refuse an integer path parameter written as anything but ASCII digits (422): the number
-    parser alone takes ``1.0``, `` 1`` and ``1 `` as 1, so ``/submissions/1.0:cancel`` would
-    cancel submission 1. Every API router has this check through ``known_query_only``."""
+    """Refuse an integer path parameter written as anything but ASCII digits (422, ``whole_number``).
+    Every API router has this check through ``known_query_only``."""
     for field in route.dependant.path_params:
         raw = str(request.path_params.get(field.alias, ""))
-        if field.field_info.annotation is int and not (raw.isascii() and raw.isdigit()):
+        if field.field_info.annotation is int and whole_number(raw) is None:
             raise ApiProblem(
                 422,
                 f"{field.alias}: {shown(raw, 40)!r} is not a whole number; write the id in digits only",
@@ -74,4 +90,4 @@ def whole_number_ids(request: Request, route: APIRoute) -> None:
             )
 
 
-__all__ = ["known_query_only", "whole_number_ids"]
+__all__ = ["known_query_only", "whole_number", "whole_number_ids"]

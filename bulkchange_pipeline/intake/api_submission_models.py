@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ..domain import ChangeType
+from ..domain import change_type_name
 from ..store.submission_ops import SubmissionOperation
 from ..store.submissions import SubmissionView
 from .api_models import ApiModel, UtcDatetime, ValidationSummary
@@ -138,17 +138,13 @@ class SubmissionStatusOut(ApiModel):
 
     @classmethod
     def from_view(cls, v: SubmissionView) -> SubmissionStatusOut:
-        try:
-            label = ChangeType(v.change_type).label
-        except ValueError:
-            label = str(v.change_type)
         return cls(
             id=v.id,
             status=v.status,
             outcome=v.outcome.value,
             final=v.final,
             change_type=v.change_type,
-            change_type_name=label,
+            change_type_name=change_type_name(v.change_type),
             total=v.total,
             done=v.done,
             counts=v.counts,

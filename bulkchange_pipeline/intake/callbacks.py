@@ -21,7 +21,8 @@ Hostile input: the routes are open to anyone, so whatever they read (the body, T
 through the intake's own JSON loading and value check (``parsing.load_json``, ``check_values``:
 nesting, NUL, lone surrogates, numbers no column holds) before anything uses it, and request ids
 and device ids longer than the columns are refused. Malformed input is answered 4xx with a problem
-document and logged as one line (``_refusals_logged``), never a 500 with a traceback.
+document and logged as one line (``_refusals_logged``), never a 500 with a traceback. Reading
+the body and query is ``callback_body``; matching ThingSpace's credentials is ``callback_auth``.
 
 Receiver starts: the router's lifespan records each start of the app serving these routes
 (``store.callbacks.record_receiver_start``) before it serves, and its clean stop. Callbacks sent
@@ -35,11 +36,9 @@ as soon as the database accepts it.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -50,26 +49,24 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import settings
-from ..carriers import AsyncOutcome, parse_callback
+from ..carriers import AsyncOutcome
 from ..carriers.redaction import redact_json
 from ..store.callbacks import (
     AUTHENTICATED_AS,
     MAX_DEVICE_KEY,
     MAX_REQUEST_ID,
-    credentials_names,
     record_receiver_start,
     record_receiver_stop,
     request_owner,
     store_callback,
 )
 from ..store.db import utcnow
-from .api_models import PROBLEM_JSON, PROBLEMS, ApiProblem, CallbackStored, Problem, capped_stream
-from .parsing import IntakeError, check_values, decode_utf8, load_json, shown
+from .api_models import PROBLEM_JSON, PROBLEMS, ApiProblem, CallbackStored, Problem
+from .callback_auth import thingspace_senders
+from .callback_body import MALFORMED, NO_BODY, callback_outcomes, check_thingspace_ids, check_value, json_body
+from .parsing import shown
 
-MAX_CALLBACK_BYTES = 1_000_000
 START_RECORD_RETRY_SECONDS = 5.0
-MALFORMED = "Malformed callback"
-NO_BODY: Any = object()  # what ``_json_body`` answers for an empty body
 log = logging.getLogger(__name__)
 
 
@@ -231,17 +228,17 @@ async def _refusals_logged(integration: str, answer: Awaitable[JSONResponse]) ->
 async def _thingspace(request: Request, engine_for_request: Callable[[], sa.Engine]) -> JSONResponse:
     if request.query_params:  # ThingSpace posts a body and nothing else; a query would be ignored unseen
         raise ApiProblem(400, "the ThingSpace callback takes no query parameters", title=MALFORMED)
-    payload = await _json_body(request)
+    payload = await json_body(request)
     if payload is NO_BODY:
         raise ApiProblem(400, "the callback body is empty: ThingSpace sends a JSON object", title=MALFORMED)
     if not isinstance(payload, dict):
         raise ApiProblem(400, "the callback body must be a JSON object", title=MALFORMED)
-    _check_thingspace_ids(payload)
+    check_thingspace_ids(payload)
     engine: sa.Engine = engine_for_request()
-    senders = await run_in_threadpool(_thingspace_senders, engine, payload)
+    senders = await run_in_threadpool(thingspace_senders, engine, payload)
     if not senders:
         raise ApiProblem(401, "callback username/password do not match a ThingSpace account")
-    outcomes = _outcomes("thingspace", payload)
+    outcomes = callback_outcomes("thingspace", payload)
     for request_id in sorted({o.request_id for o in outcomes}):
         owner = await run_in_threadpool(request_owner, engine, request_id)
         if owner is not None and not settings.same_account(senders, owner.credentials_name):
@@ -254,7 +251,7 @@ async def _thingspace(request: Request, engine_for_request: Callable[[], sa.Engi
 async def _teal(request: Request, engine_for_request: Callable[[], sa.Engine]) -> JSONResponse:
     payload: dict[str, Any] = {}
     if request.method == "POST":
-        body = await _json_body(request)
+        body = await json_body(request)
         if body is not NO_BODY:
             payload = body if isinstance(body, dict) else {"body": body}
     query = dict(request.query_params)
@@ -262,9 +259,9 @@ async def _teal(request: Request, engine_for_request: Callable[[], sa.Engine]) -
         raise ApiProblem(
             400, f"the query parameter {shown(repeated[0], 40)!r} is given more than once", title=MALFORMED
         )
-    _check(query, "the query")
+    check_value(query, "the query")
     payload = {**payload, "query": query}
-    outcomes = _outcomes("teal", payload)
+    outcomes = callback_outcomes("teal", payload)
     engine: sa.Engine = engine_for_request()
     owner = await run_in_threadpool(request_owner, engine, outcomes[0].request_id)
     if owner is None or owner.integration != "teal":
@@ -274,155 +271,6 @@ async def _teal(request: Request, engine_for_request: Callable[[], sa.Engine]) -
             headers={"Retry-After": "5"},
         )
     return await run_in_threadpool(_store, engine, "teal", payload, outcomes)
-
-
-def _check_thingspace_ids(payload: dict[str, Any]) -> None:
-    """The ids a CarrierService message is keyed by have the types ThingSpace sends: ``requestId`` a
-    string (or an integer), ``deviceIds`` a list of ``{kind, id}`` objects. Anything else (``1.0``,
-    ``true``, an object) would be stored under its Python spelling, an id nobody sent."""
-
-    def is_id(value: Any) -> bool:
-        return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-
-    rid = payload.get("requestId")
-    if rid is not None and not is_id(rid):
-        raise ApiProblem(400, f"requestId must be a string, not {_json_type(rid)}", title=MALFORMED)
-    ids = payload.get("deviceIds")
-    if ids is not None and not (
-        isinstance(ids, list)
-        and all(
-            isinstance(i, dict) and (i.get("id") is None or is_id(i["id"])) and is_id(i.get("kind", "")) for i in ids
-        )
-    ):
-        raise ApiProblem(400, "deviceIds must be a list of objects with a string kind and id", title=MALFORMED)
-
-
-def _json_type(value: Any) -> str:
-    return (
-        "a boolean"
-        if isinstance(value, bool)
-        else "a number"
-        if isinstance(value, int | float)
-        else "an array"
-        if isinstance(value, list)
-        else "an object"
-        if isinstance(value, dict)
-        else "null"
-        if value is None
-        else "a string"
-    )
-
-
-def _check(value: Any, where: str) -> None:
-    """``parsing.check_values``, the intake's one value check (NUL, lone surrogates, nesting, numbers
-    no column holds), on what a callback sent: refused with a 400 before anything reads it."""
-    try:
-        check_values(value)
-    except IntakeError as exc:
-        raise ApiProblem(400, f"{where}: {exc}", title=MALFORMED) from None
-
-
-async def _json_body(request: Request) -> Any:
-    """The body as checked JSON (``parsing.load_json`` + ``check_values``), read under the byte cap;
-    ``NO_BODY`` when there is none (JSON ``null`` is None)."""
-    too_large = ApiProblem(
-        413, f"the callback body is over {MAX_CALLBACK_BYTES:,} bytes", title="Callback body too large"
-    )
-    raw = b"".join([chunk async for chunk in capped_stream(request, MAX_CALLBACK_BYTES, lambda _size: too_large)])
-    if not raw.strip():
-        return NO_BODY
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media and media != "application/json" and not media.endswith("+json"):
-        raise ApiProblem(415, f"send the callback body as application/json (got {media[:60]!r})")
-    try:
-        body = load_json(decode_utf8(raw))
-    except IntakeError as exc:
-        raise ApiProblem(400, str(exc).replace("the file", "the callback body"), title=MALFORMED) from None
-    _check(body, "the callback body")
-    return body
-
-
-def _outcomes(integration: str, payload: dict[str, Any]) -> list[AsyncOutcome]:
-    """What the callback reports; 400 when nothing, or when it names a request id or device no stored
-    callback can be keyed by (longer than the columns: never one we sent)."""
-    try:
-        outcomes = parse_callback(integration, payload)
-    except (TypeError, ValueError, AttributeError, KeyError, IndexError):  # a field of an unexpected type
-        outcomes = []
-    if not outcomes:
-        what = (
-            "no requestId in the callback"
-            if integration == "teal"
-            else f"not a {integration} callback this system understands"
-        )
-        raise ApiProblem(400, what, title=MALFORMED)
-    for o in outcomes:
-        if len(o.request_id) > MAX_REQUEST_ID:
-            raise ApiProblem(
-                400,
-                f"the requestId is {len(o.request_id)} characters long; no request id this system "
-                f"sent is longer than {MAX_REQUEST_ID}",
-                title=MALFORMED,
-            )
-        if len(o.device_key) > MAX_DEVICE_KEY:
-            raise ApiProblem(
-                400,
-                f"the device id is {len(o.device_key)} characters long; no device id is longer than {MAX_DEVICE_KEY}",
-                title=MALFORMED,
-            )
-    return outcomes
-
-
-def _thingspace_senders(engine: sa.Engine, payload: Any) -> list[str]:
-    """Credentials names of the ThingSpace accounts whose callback username/password the payload
-    carries (several if accounts share them; empty: not authenticated)."""
-    if not isinstance(payload, dict):
-        return []
-    user, password = str(payload.get("username") or ""), str(payload.get("password") or "")
-    if not user or not password:
-        return []
-    # The cached account list speeds up the common case; a miss re-reads it before refusing, so an
-    # account added in the last 30 s is not answered 401 (ThingSpace gives up after a few tries).
-    return _matching_accounts(_thingspace_accounts(engine), user, password) or _matching_accounts(
-        _thingspace_accounts(engine, fresh=True), user, password
-    )
-
-
-def _matching_accounts(names: list[str], user: str, password: str) -> list[str]:
-    senders = []
-    for name in names:
-        want_user = settings.credential_value(name, "CALLBACK_USERNAME")
-        want_pw = settings.credential_value(name, "CALLBACK_PASSWORD")
-        if (
-            want_user
-            and want_pw
-            and _same(user, want_user.get_secret_value())
-            and _same(password, want_pw.get_secret_value())
-        ):
-            senders.append(name)
-    return sorted(senders)
-
-
-def _same(sent: str, want: str) -> bool:
-    """Constant-time comparison of text; as UTF-8 bytes, because ``hmac.compare_digest`` raises
-    TypeError for a str with a non-ASCII character (anyone could send one)."""
-    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), want.encode("utf-8", "surrogatepass"))
-
-
-_ACCOUNTS_TTL_SECONDS = 30.0
-_accounts_cache: dict[str, tuple[float, list[str]]] = {}
-
-
-def _thingspace_accounts(engine: sa.Engine, *, fresh: bool = False) -> list[str]:
-    """Credentials names of the ThingSpace accounts, re-read at most every 30 s (or now, ``fresh``):
-    a bulk change brings one callback per device, and the list changes only when an account is added."""
-    key = str(engine.url)
-    now = time.monotonic()
-    hit = _accounts_cache.get(key)
-    if fresh or hit is None or now - hit[0] > _ACCOUNTS_TTL_SECONDS:
-        hit = (now, credentials_names(engine, "thingspace"))
-        _accounts_cache[key] = hit
-    return hit[1]
 
 
 def _store(

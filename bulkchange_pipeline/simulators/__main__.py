@@ -170,7 +170,8 @@ def teal(
     **fault_kw: object,
 ) -> None:
     """Teal eSIM simulator at http://HOST:PORT/api/v1."""
-    from .teal import TealSimulator, make_eids
+    from .teal import TealSimulator
+    from .teal_rules import make_eids
 
     parsed = {}
     for item in teal_accounts:

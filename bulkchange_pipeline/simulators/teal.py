@@ -13,7 +13,7 @@ callback URL, if one was given, is POSTed with `requestId=<id>` appended (retrie
 drops and duplicates switchable). `deviceStatus` is upper case on the wire and in the state
 (`ONLINE`, `WAITING`, `STOPPED`); seeds may use any case.
 
-Each operation takes only the query parameters `teal.yaml` gives it (`_QUERY`), each at most once;
+Each operation takes only the query parameters `teal.yaml` gives it (`teal_rules.QUERY`), each at most once;
 any other is 400 VALIDATION_ERROR, so a read the description does not give (the old
 `esims?eid=`, or `offset` on `esims/info`) is refused instead of being answered with something
 else. A path Teal does not serve (any method), or a method a served path does not take, answers in
@@ -43,17 +43,16 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from starlette.applications import Starlette
-from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import teal_rules as rules
 from .admin import admin_routes
 from .base import SimulatorBase
 from .base import json_response as _json
@@ -61,61 +60,13 @@ from .clock import Clock, pause_until
 from .faults import Fault, FaultConfig, answer_fault
 from .server import ServerHandle
 
-__all__ = ["DEFAULT_PLANS", "STATUSES", "TealSimulator", "make_eids", "run_in_thread"]
+__all__ = ["TealSimulator", "run_in_thread"]
 
 API_PREFIX = ""  # paths are api/v1/... under the host, as on integrationapi.teal.global
-STATUSES = ("ONLINE", "WAITING", "STOPPED")  # as on the wire
-ENABLED = ("ONLINE", "WAITING")
-DEFAULT_PLANS: tuple[dict[str, Any], ...] = (
-    {"uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000001", "name": "IoT 1GB", "volume": 1, "volumeUnit": "GB", "price": 4.0},
-    {"uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000005", "name": "IoT 5GB", "volume": 5, "volumeUnit": "GB", "price": 12.0},
-    {
-        "uuid": "5f0c2a8e-1d3b-4c6a-9e7f-000000000100",
-        "name": "Pool 100MB",
-        "volume": 100,
-        "volumeUnit": "MB",
-        "price": 1.5,
-    },
-)
-_OPERATIONS = {"enable", "disable", "assign-plan", "activate"}
-_READS = ("esims", "esims/info", "plans")  # queued like the writes; the records come from operation-result
-# The query parameters of each operation, as teal.yaml describes them; nothing else is accepted.
-_QUERY: dict[str, frozenset[str]] = {
-    "esims": frozenset({"requestId", "callbackUrl", "offset", "limit"}),
-    "esims/info": frozenset({"requestId", "callbackUrl", "eid", "limit"}),
-    "plans": frozenset({"requestId", "callbackUrl", "offset", "limit"}),
-    "operation-result": frozenset({"requestId"}),
-    **{op: frozenset({"requestId", "callbackUrl"}) for op in _OPERATIONS},
-}
-_HIDDEN = ("flowRestricted",)  # simulator switches, never on the wire
 
 
 def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
     return _json(status, {"success": False, "errorCode": code, "message": message}, headers)
-
-
-def make_eids(count: int, start: int = 0, prefix: str = "89049032") -> list[str]:
-    """`count` distinct 32-digit EIDs with GSMA mod-97 check digits, for tests and benchmarks."""
-    out = []
-    for n in range(start, start + count):
-        body = prefix + str(n).zfill(30 - len(prefix))
-        out.append(body + f"{98 - int(body + '00') % 97:02d}")
-    return out
-
-
-@dataclass
-class Operation:
-    """One enqueued request, kept for the operation-result API and for replays of its id."""
-
-    request_id: str
-    account: str
-    kind: str
-    entries: list[Any]
-    callback_url: str | None
-    reply: dict[str, Any]
-    due: float
-    results: list[dict[str, Any]] | None = None
-    query: dict[str, Any] = field(default_factory=dict)  # a read's filter and page
 
 
 class TealSimulator(SimulatorBase):
@@ -135,7 +86,7 @@ class TealSimulator(SimulatorBase):
         faults: FaultConfig | None = None,
         operation_delay_seconds: float = 0.5,
         read_delay_seconds: float = 0.1,
-        plans: Iterable[Mapping[str, Any]] = DEFAULT_PLANS,
+        plans: Iterable[Mapping[str, Any]] = rules.DEFAULT_PLANS,
         max_entries: int = 100,
         clock: Clock | None = None,
     ) -> None:
@@ -146,7 +97,7 @@ class TealSimulator(SimulatorBase):
         self.max_entries = max_entries
         self.plans: dict[str, dict[str, Any]] = {p["uuid"]: dict(p) for p in plans}
         self.esims: dict[str, dict[str, Any]] = {}
-        self.operations: dict[str, Operation] = {}
+        self.operations: dict[str, rules.Operation] = {}
         self.pending_http_status = 202
         self.retry_after_seconds: float | None = None  # None: until the rate window ends
         self.drop_callback_rate = 0.0
@@ -184,24 +135,8 @@ class TealSimulator(SimulatorBase):
         n = 0
         with self.lock:
             for seed in devices:
-                eid = str(seed["eid"])
-                status = str(seed.get("deviceStatus", "ONLINE")).upper()
-                if status not in STATUSES:
-                    raise ValueError(f"deviceStatus must be one of {STATUSES}, got {status!r}")
-                plan = self.plans.get(str(seed.get("planUuid") or next(iter(self.plans), "")), {})
-                self.esims[eid] = {
-                    "eid": eid,
-                    "iccid": seed.get("iccid"),
-                    "imei": seed.get("imei"),
-                    "imsi": seed.get("imsi"),
-                    "msisdn": seed.get("msisdn"),
-                    "deviceStatus": status,
-                    "planUuid": plan.get("uuid"),
-                    "planName": plan.get("name"),
-                    "deviceName": seed.get("deviceName"),
-                    "active": bool(seed.get("active", True)),
-                    "flowRestricted": bool(seed.get("flowRestricted", False)),
-                }
+                record = rules.esim_record(seed, self.plans)
+                self.esims[record["eid"]] = record
                 n += 1
         return n
 
@@ -321,8 +256,8 @@ class TealSimulator(SimulatorBase):
                     continue
                 _, _, request_id = heapq.heappop(self._queue)
                 op = self.operations[request_id]
-                if op.kind in _READS:
-                    op.results = self._read(op.kind, op.query)
+                if op.kind in rules.READS:
+                    op.results = rules.read_records(self.esims, self.plans, op.kind, op.query)
                     self.counts["reads_completed"] += 1
                 else:
                     op.results = [self._apply_entry(op.kind, entry) for entry in op.entries]
@@ -332,40 +267,13 @@ class TealSimulator(SimulatorBase):
                 self._wake.notify_all()  # wait_idle
 
     def _apply_entry(self, kind: str, entry: Any) -> dict[str, Any]:
-        """One entry's result; changes state (and counts it) only when something changes."""
-        eid = str(entry["eid"] if isinstance(entry, dict) else entry)
-        esim = self.esims.get(eid)
-        if esim is None:
-            return _entry_error(eid, "ESIM_NOT_FOUND", f"eSIM with EID {eid} not found")
-        if esim["flowRestricted"]:
-            return _entry_error(eid, "FLOW_RESTRICTED_ERROR", f"Operation {kind} is not allowed in this eSIM's flow")
-        if kind == "assign-plan":
-            plan = self.plans.get(str(entry.get("planUuid")))
-            if plan is None:
-                return _entry_error(eid, "VALIDATION_ERROR", f"Invalid planUuid {entry.get('planUuid')}")
-            edits = {"planUuid": plan["uuid"], "planName": plan["name"]}
-        elif kind == "enable":
-            edits = {} if esim["deviceStatus"] in ENABLED else {"deviceStatus": "ONLINE"}
-        elif kind == "activate":
-            edits = {"active": True}
-        else:
-            edits = {"deviceStatus": "STOPPED"}
-        if any(esim.get(k) != v for k, v in edits.items()):
-            esim.update(edits)
-            self.applied_counts[eid] += 1
-        return {"eid": eid, "success": True, "errorCode": None, "errorMessage": None}
+        """One entry's result (``rules.apply_entry``); counted when it changed the eSIM."""
+        result, changed = rules.apply_entry(self.esims, self.plans, kind, entry)
+        if changed:
+            self.applied_counts[result["eid"]] += 1
+        return result
 
-    def _read(self, kind: str, query: dict[str, Any]) -> list[dict[str, Any]]:
-        """A read's records as they are when it completes (an unknown EID: no entry [I])."""
-        if kind == "plans":
-            return [dict(p) for p in self.plans.values()]
-        if kind == "esims/info":
-            rows = [self.esims[query["eid"]]] if query["eid"] in self.esims else []
-        else:
-            rows = list(self.esims.values())[query["offset"] : query["offset"] + query["limit"]]
-        return [{k: v for k, v in e.items() if k not in _HIDDEN} for e in rows]
-
-    def _schedule_callback(self, op: Operation) -> None:
+    def _schedule_callback(self, op: rules.Operation) -> None:
         if self._cb_random.random() < self.drop_callback_rate:
             self.counts["callbacks_dropped"] += 1
             return
@@ -443,10 +351,12 @@ class TealSimulator(SimulatorBase):
     # -- API handlers -----------------------------------------------------------------------------
 
     async def _operate(self, request: Request, account: str) -> Response:
-        kind = request.url.path.rsplit("/", 1)[1]  # one route per operation: always one of _OPERATIONS
+        kind = request.url.path.rsplit("/", 1)[1]  # one route per operation: always one of rules.OPERATIONS
         body = await self._body(request)
         entries = body.get("entries") if isinstance(body, dict) else None
-        problem = _query_problem(request.query_params, kind) or _entries_problem(kind, entries, self.max_entries)
+        problem = rules.query_problem(request.query_params, kind) or rules.entries_problem(
+            kind, entries, self.max_entries
+        )
         return self._enqueue(request, account, kind, entries, {}, problem, self.operation_delay_seconds)
 
     async def _read_request(self, request: Request, account: str) -> Response:
@@ -454,7 +364,7 @@ class TealSimulator(SimulatorBase):
         kind = request.url.path.split("/api/v1/", 1)[1]
         q = request.query_params
         query: dict[str, Any] = {}
-        problem = _query_problem(q, kind)
+        problem = rules.query_problem(q, kind)
         try:
             offset, limit = int(q.get("offset") or 0), int(q.get("limit") or 100)
         except ValueError:
@@ -503,7 +413,7 @@ class TealSimulator(SimulatorBase):
                 "link": {"operationResult": {"href": href}},
             }
             due = self.clock.monotonic() + delay
-            self.operations[request_id] = Operation(
+            self.operations[request_id] = rules.Operation(
                 request_id,
                 account,
                 kind,
@@ -515,12 +425,12 @@ class TealSimulator(SimulatorBase):
                 query,
             )
             heapq.heappush(self._queue, (due, next(self._seq), request_id))
-            self.counts["reads_enqueued" if kind in _READS else "operations_enqueued"] += 1
+            self.counts["reads_enqueued" if kind in rules.READS else "operations_enqueued"] += 1
             self._wake.notify_all()  # all: callback senders pause on the same condition
         return _json(200, reply)
 
     async def _operation_result(self, request: Request, account: str) -> Response:
-        problem = _query_problem(request.query_params, "operation-result")
+        problem = rules.query_problem(request.query_params, "operation-result")
         if problem:
             self.business_refusals += 1
             return _error(400, "VALIDATION_ERROR", problem)
@@ -562,7 +472,7 @@ class TealSimulator(SimulatorBase):
 
         v1 = API_PREFIX + "/api/v1"
         routes = [
-            *(Route(f"{v1}/esims/{kind}", api(self._operate), methods=["POST"]) for kind in sorted(_OPERATIONS)),
+            *(Route(f"{v1}/esims/{kind}", api(self._operate), methods=["POST"]) for kind in sorted(rules.OPERATIONS)),
             Route(v1 + "/esims", api(self._read_request), methods=["GET"]),
             Route(v1 + "/esims/info", api(self._read_request), methods=["GET"]),
             Route(v1 + "/plans", api(self._read_request), methods=["GET"]),
@@ -570,37 +480,6 @@ class TealSimulator(SimulatorBase):
             *admin_routes(self),
         ]
         return Starlette(routes=routes, exception_handlers={404: self._no_route, 405: self._no_route})
-
-
-def _query_problem(query: QueryParams, operation: str) -> str | None:
-    """Why a query is refused (VALIDATION_ERROR): a parameter teal.yaml does not give the
-    operation, or one given twice; None if neither."""
-    unknown = sorted(set(query.keys()) - _QUERY[operation])
-    if unknown:
-        return f"unknown query parameter(s) for {operation}: {', '.join(unknown)}"
-    repeated = sorted(k for k in set(query.keys()) if len(query.getlist(k)) > 1)
-    return f"query parameter(s) given more than once: {', '.join(repeated)}" if repeated else None
-
-
-def _entry_error(eid: str, code: str, message: str) -> dict[str, Any]:
-    return {"eid": eid, "success": False, "errorCode": code, "errorMessage": message}
-
-
-def _entries_problem(kind: str, entries: Any, max_entries: int) -> str | None:
-    """Why a request body is refused outright (VALIDATION_ERROR), or None."""
-    if not isinstance(entries, list) or not entries:
-        return 'body must be {"entries": [...]} with at least one entry'
-    if len(entries) > max_entries:
-        return f"at most {max_entries} entries per request"
-    if kind == "assign-plan":
-        if not all(
-            isinstance(e, dict) and isinstance(e.get("eid"), str) and isinstance(e.get("planUuid"), str)
-            for e in entries
-        ):
-            return 'assign-plan entries must be {"eid": "...", "planUuid": "..."}'
-    elif not all(isinstance(e, str) and e for e in entries):
-        return f"{kind} entries must be EID strings"
-    return None
 
 
 def run_in_thread(

@@ -27,7 +27,7 @@ from datetime import date, datetime, time, timedelta
 import numpy as np
 import sqlalchemy as sa
 
-from ..domain import BulkChangeStatus, ChangeType, DeviceChangeStatus
+from ..domain import BulkChangeStatus, DeviceChangeStatus, change_type_name
 from .schema import bulk_change, bulk_change_log, device_change, service_provider
 
 S = DeviceChangeStatus
@@ -69,13 +69,6 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if values else 0.0
 
 
-def _label(change_type: int) -> str:
-    try:
-        return ChangeType(change_type).label
-    except ValueError:  # pragma: no cover - the intake refuses unknown change types
-        return str(change_type)
-
-
 def call_class(response_status: str | None) -> str:
     """The error class of a failed carrier exchange from its HTTP status (None: no answer)."""
     if response_status is None or not str(response_status).isdigit():
@@ -109,7 +102,9 @@ def compute_daily_metrics(engine: sa.Engine, day: date, now: datetime) -> DailyM
                 errors[(carrier, ERROR_CLASSES[status])] += 1
             if status in (S.PROCESSED.value, S.API_FAILED.value):
                 began = max(created_at, effective_at) if effective_at else created_at
-                durations[(_label(change_type), carrier)].append(max((processed_at - began).total_seconds(), 0.0))
+                durations[(change_type_name(change_type), carrier)].append(
+                    max((processed_at - began).total_seconds(), 0.0)
+                )
         m.finished_rows, m.device_errors = dict(finished), dict(errors)
         m.processing = {
             key: Timing(len(v), percentile(v, 50), percentile(v, 95)) for key, v in sorted(durations.items())

@@ -1,6 +1,7 @@
-"""Operator actions on a stored bulk change: cancel, retry failed rows, page through results.
+"""Operator actions on a stored bulk change: cancel, retry failed rows, resume, release.
 
-Shared by the HTTP API and the CLI, so both follow one rule set. Every function is scoped by
+Shared by the HTTP API, the console and the CLI, so all follow one rule set (reading results is
+``store.results_paging``; settling after a run that did not finish is ``store.run_settle``). Every function is scoped by
 tenant: another tenant's bulk change is "not found", never "forbidden", so ids do not leak.
 Each action is one transaction with set-based UPDATEs (never one round trip per device), and
 leaves a bulk_change_log row saying who did what to how many rows.
@@ -17,7 +18,6 @@ it is not retried either.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,45 +26,39 @@ from ..domain import BulkChangeStatus, DeviceChangeStatus, refused_detail
 from .bulk_changes import attempted_if_only_errors, counts_by_status
 from .db import run_transaction, utcnow
 from .device_changes import count_unfinished
-from .device_rows import RESULT_COLUMNS
 from .headers import derive_header, is_async, write_header
+from .results_paging import MAX_PAGE_SIZE, BulkChangeNotFound, bulk_change_exists, last_updated, page_device_results
 from .schema import bulk_change, bulk_change_log, device_change, service_provider
 
 __all__ = [
     "log_event",
     "CANCELLABLE",
-    "MAX_PAGE_SIZE",
-    "RESULT_COLUMNS",
     "RUNNING",
     "BulkChangeNotFound",
     "CancelResult",
-    "DevicePage",
     "OperationRefused",
     "ReleaseResult",
     "ResumeResult",
     "RetryResult",
-    "SettleResult",
-    "bulk_change_exists",
     "cancel_bulk_change",
     "cancel_unsent_rows",
-    "last_updated",
-    "page_device_results",
+    "read_header",
     "release_bulk_change",
     "requeue_failed_rows",
     "resume_bulk_change",
     "retry_failed",
     "retryable_condition",
-    "settle_after_run",
+    # Read through ``results_paging``; named here too for ``intake.api`` and ``engine.notify``,
+    # which read them as ``operations.*`` (neither is this split's to edit).
+    "MAX_PAGE_SIZE",
+    "bulk_change_exists",
+    "last_updated",
+    "page_device_results",
 ]
 
 S = DeviceChangeStatus
 CANCELLABLE = (S.NEW.value, S.SCHEDULED.value)
 RUNNING = (BulkChangeStatus.PROCESSING.value, BulkChangeStatus.PENDING.value)
-MAX_PAGE_SIZE = 1000
-
-
-class BulkChangeNotFound(LookupError):
-    """No such bulk change (in this tenant), or it was archived: the one "not found" of store and engine."""
 
 
 class OperationRefused(ValueError):
@@ -121,10 +115,11 @@ def requeue_failed_rows(conn: sa.Connection, bulk_change_id: int, label: str) ->
     ).rowcount
 
 
-def _header(
+def read_header(
     conn: sa.Connection, tenant_id: int | None, bulk_change_id: int, *, lock: bool = False
 ) -> sa.Row[*tuple[Any, ...]]:
-    """The header (locked on PostgreSQL when asked); ``tenant_id`` None: the pipeline's own call."""
+    """The header an action works on (locked on PostgreSQL when asked); ``tenant_id`` None: the
+    pipeline's own call (``run_settle``). Raises BulkChangeNotFound for a missing or archived one."""
     query = (
         sa.select(
             bulk_change.c.id,
@@ -211,7 +206,7 @@ def cancel_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
     """
 
     def work(conn: sa.Connection) -> CancelResult:
-        head = _header(conn, tenant_id, bulk_change_id, lock=True)
+        head = read_header(conn, tenant_id, bulk_change_id, lock=True)
         cancelled = cancel_unsent_rows(conn, bulk_change_id, f"cancelled by {by[:150]}")
         if not cancelled:
             counts = counts_by_status(conn, bulk_change_id)
@@ -239,65 +234,6 @@ def cancel_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
 
 
 @dataclass
-class SettleResult:
-    bulk_change_id: int
-    status: str  # the header after settling
-    unfinished: int  # rows no run has finished (NEW, left PROCESSING unsent/unconfirmed, SCHEDULED and due)
-    cancelled: int  # rows cancelled because the run was stopped
-    changed: bool  # False: the header was left alone (a newer attempt owns it)
-
-
-def settle_after_run(
-    engine: sa.Engine, bulk_change_id: int, *, attempt: int | None, note: str, by: str, stop: bool = False
-) -> SettleResult:
-    """After a run ended without finishing (failed, or stopped by Terminate): make the header say
-    what the rows say, and log why.
-
-    - ``stop``: the run was terminated, which means cancel: rows not yet sent end CANCELLED.
-    - Rows no run finished (``count_unfinished``) make the header ERROR, with a log line naming
-      ``resume``; otherwise the header is derived from the rows like any finalize (a PROCESSED or
-      PENDING bulk change stays so: a failure after the work was done does not hide it).
-    - ``attempt``: the attempt the ended run belonged to; when ``resume``/``retry-failed`` has
-      started a newer attempt meanwhile, that attempt owns the header and only the log is written.
-    One transaction, the header row locked (PostgreSQL), so it never interleaves with a resume.
-    """
-
-    def work(conn: sa.Connection) -> SettleResult:
-        head = _header(conn, None, bulk_change_id, lock=True)
-        if attempt is not None and head.attempt != attempt:
-            log_event(
-                conn,
-                head.tenant_id,
-                bulk_change_id,
-                f"{note}; attempt {head.attempt} has started since, header left to it",
-                by,
-            )
-            return SettleResult(bulk_change_id, head.status, 0, 0, False)
-        cancelled = cancel_unsent_rows(conn, bulk_change_id, f"cancelled: {note}"[:4000]) if stop else 0
-        unfinished = count_unfinished(conn, bulk_change_id)
-        status, counts = derive_header(conn, bulk_change_id, async_carrier=is_async(head.change_type, head.integration))
-        if unfinished:
-            status = BulkChangeStatus.ERROR
-        write_header(conn, bulk_change_id, status, counts)
-        tail = (
-            f"{unfinished} device rows unfinished: `bulkchange resume {bulk_change_id}` (or POST /bulk-changes/{bulk_change_id}/resume) finishes them"
-            if unfinished
-            else f"every device row is settled; bulk change is {status.value}"
-        )
-        log_event(
-            conn,
-            head.tenant_id,
-            bulk_change_id,
-            f"{note}" + (f"; {cancelled} device rows not yet sent are CANCELLED" if cancelled else "") + f"; {tail}",
-            by,
-            has_errors=bool(unfinished),
-        )
-        return SettleResult(bulk_change_id, status.value, unfinished, cancelled, True)
-
-    return run_transaction(engine, work)
-
-
-@dataclass
 class ResumeResult:
     bulk_change_id: int
     unfinished: int  # rows the new attempt will finish
@@ -316,7 +252,7 @@ def resume_bulk_change(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *
     time, and the newer run finds only what the older left."""
 
     def work(conn: sa.Connection) -> ResumeResult:
-        head = _header(conn, tenant_id, bulk_change_id, lock=True)
+        head = read_header(conn, tenant_id, bulk_change_id, lock=True)
         _refuse_awaiting_approval(head.status, bulk_change_id)
         unfinished = count_unfinished(conn, bulk_change_id)
         counts = counts_by_status(conn, bulk_change_id)
@@ -362,7 +298,7 @@ def release_bulk_change(
     if it is SCHEDULED. Refused when it is not held, or no longer NEW/SCHEDULED (cancelled)."""
 
     def work(conn: sa.Connection) -> ReleaseResult:
-        head = _header(conn, tenant_id, bulk_change_id, lock=True)
+        head = read_header(conn, tenant_id, bulk_change_id, lock=True)
         held = conn.execute(
             sa.select(bulk_change.c.process_changes).where(bulk_change.c.id == bulk_change_id)
         ).scalar_one()
@@ -394,7 +330,7 @@ def retry_failed(engine: sa.Engine, tenant_id: int, bulk_change_id: int, *, by: 
     """
 
     def work(conn: sa.Connection) -> RetryResult:
-        head = _header(conn, tenant_id, bulk_change_id, lock=True)
+        head = read_header(conn, tenant_id, bulk_change_id, lock=True)
         _refuse_awaiting_approval(head.status, bulk_change_id)
         if head.status in RUNNING or head.status == BulkChangeStatus.NEW.value:
             what = "queued for a run" if head.status == BulkChangeStatus.NEW.value else "still running"
@@ -439,67 +375,3 @@ def _queue_attempt(conn: sa.Connection, bulk_change_id: int, attempt: int, count
 
 def _describe(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no device rows"
-
-
-@dataclass
-class DevicePage:
-    items: list[dict[str, Any]]
-    total: int  # rows matching the filter
-    page: int
-    page_size: int
-
-
-def page_device_results(
-    engine: sa.Engine,
-    tenant_id: int,
-    bulk_change_id: int,
-    *,
-    status: DeviceChangeStatus | None = None,
-    page: int = 1,
-    page_size: int = 100,
-) -> DevicePage:
-    """One page (1-based) of a bulk change's device rows in id order, optionally of one status."""
-    if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise ValueError(f"page must be >= 1 and page_size between 1 and {MAX_PAGE_SIZE}")
-    where = [device_change.c.bulk_change_id == bulk_change_id, device_change.c.tenant_id == tenant_id]
-    if status is not None:
-        where.append(device_change.c.status == status.value)
-    with engine.connect() as conn:
-        if not _exists(conn, tenant_id, bulk_change_id):
-            raise BulkChangeNotFound(f"no bulk change {bulk_change_id} in this tenant")
-        total = conn.execute(sa.select(sa.func.count()).select_from(device_change).where(*where)).scalar_one()
-        rows = conn.execute(
-            sa.select(*RESULT_COLUMNS)
-            .where(*where)
-            .order_by(device_change.c.id)
-            .offset((page - 1) * page_size)
-            .limit(page_size)
-        ).all()
-    return DevicePage([dict(r._mapping) for r in rows], total, page, page_size)
-
-
-def bulk_change_exists(engine: sa.Engine, tenant_id: int, bulk_change_id: int) -> bool:
-    """True when this tenant has a live (not archived) bulk change with this id."""
-    with engine.connect() as conn:
-        return _exists(conn, tenant_id, bulk_change_id)
-
-
-def _exists(conn: sa.Connection, tenant_id: int, bulk_change_id: int) -> bool:
-    return (
-        conn.execute(
-            sa.select(bulk_change.c.id).where(
-                bulk_change.c.id == bulk_change_id,
-                bulk_change.c.tenant_id == tenant_id,
-                bulk_change.c.deleted_at.is_(None),
-            )
-        ).first()
-        is not None
-    )
-
-
-def last_updated(engine: sa.Engine, bulk_change_id: int) -> datetime | None:
-    """When any device row of the bulk change last changed (for status timings)."""
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(sa.func.max(device_change.c.updated_at)).where(device_change.c.bulk_change_id == bulk_change_id)
-        ).scalar()

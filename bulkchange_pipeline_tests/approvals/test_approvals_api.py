@@ -31,8 +31,8 @@ from bulkchange_pipeline.store import approvals
 from bulkchange_pipeline.store.api_keys import create_api_key, identify_key
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change, list_waiting
 from bulkchange_pipeline.store.db import utcnow
-from bulkchange_pipeline.store.maintenance import rebuild_status
 from bulkchange_pipeline.store.operations import OperationRefused, resume_bulk_change
+from bulkchange_pipeline.store.rebuild import rebuild_status
 
 from ..intake.test_api import Api, make_api
 

@@ -23,7 +23,7 @@ from bulkchange_pipeline.carriers.base import (
 from bulkchange_pipeline.carriers.teal import TealClient
 from bulkchange_pipeline.carriers.teal_wire import NO_EID, parse_teal_callback
 from bulkchange_pipeline.domain import ChangeType
-from bulkchange_pipeline.simulators.teal import DEFAULT_PLANS
+from bulkchange_pipeline.simulators.teal_rules import DEFAULT_PLANS
 from bulkchange_pipeline_tests.simulators.teal_fixtures import TEAL_API_SECRET, seed_teal, teal_account
 
 pytestmark = pytest.mark.timeout(60)  # a hung server must not hang CI

@@ -24,7 +24,8 @@ from bulkchange_pipeline.carriers.teal import TealClient
 from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.clock import ManualClock
 from bulkchange_pipeline.simulators.server import run_app_in_thread
-from bulkchange_pipeline.simulators.teal import DEFAULT_PLANS, TealSimulator, make_eids
+from bulkchange_pipeline.simulators.teal import TealSimulator
+from bulkchange_pipeline.simulators.teal_rules import DEFAULT_PLANS, make_eids
 from bulkchange_pipeline_tests.contracts.contract import Contract, Operation, load_contract
 from bulkchange_pipeline_tests.contracts.recording import serve_recorded
 from bulkchange_pipeline_tests.simulators.teal_fixtures import (

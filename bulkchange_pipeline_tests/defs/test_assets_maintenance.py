@@ -14,7 +14,7 @@ from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.store.bulk_changes import get_bulk_change
 from bulkchange_pipeline.store.db import utcnow
 from bulkchange_pipeline.store.device_changes import add_log
-from bulkchange_pipeline.store.maintenance import plan_rebuild
+from bulkchange_pipeline.store.rebuild import plan_rebuild
 from bulkchange_pipeline.store.schema import bulk_change, device_change
 
 from ..factories import make_account, make_bulk_change, make_devices

@@ -33,7 +33,8 @@ from bulkchange_pipeline.defs.reconcile import POLL_SENT_BEFORE_TAG
 from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.simulators.server import run_app_in_thread
-from bulkchange_pipeline.simulators.teal import TealSimulator, make_eids
+from bulkchange_pipeline.simulators.teal import TealSimulator
+from bulkchange_pipeline.simulators.teal_rules import make_eids
 from bulkchange_pipeline.simulators.thingspace import ThingSpaceSimulator
 from bulkchange_pipeline.store import migrate
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change

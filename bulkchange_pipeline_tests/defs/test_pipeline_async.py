@@ -16,7 +16,8 @@ from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.domain.clock import ManualClock
 from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.simulators.server import run_app_in_thread
-from bulkchange_pipeline.simulators.teal import TealSimulator, make_eids
+from bulkchange_pipeline.simulators.teal import TealSimulator
+from bulkchange_pipeline.simulators.teal_rules import make_eids
 from bulkchange_pipeline.simulators.thingspace import ThingSpaceSimulator
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
 from bulkchange_pipeline.store.schema import bulk_change_log, carrier_callback, device, device_change

@@ -55,7 +55,7 @@ from schemathesis.specs.openapi.checks import (
 
 from bulkchange_pipeline.domain import PAYLOAD_KEYS, BulkChangeStatus, ChangeType, DeviceChangeStatus
 from bulkchange_pipeline.domain.requests import FIELD_ALIASES, TARGET_MODELS
-from bulkchange_pipeline.intake import callbacks
+from bulkchange_pipeline.intake import callback_auth
 from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.store import migrate
 from bulkchange_pipeline.store.api_keys import create_api_key
@@ -185,7 +185,7 @@ def schema_run(seeded: Seeded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def _callback_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BULKCHANGE_CRED_DEMO_THINGSPACE_CALLBACK_USERNAME", CB_USER)
     monkeypatch.setenv("BULKCHANGE_CRED_DEMO_THINGSPACE_CALLBACK_PASSWORD", CB_PASSWORD)
-    monkeypatch.setattr(callbacks, "_accounts_cache", {})  # re-read the accounts of this database
+    monkeypatch.setattr(callback_auth, "_accounts_cache", {})  # re-read the accounts of this database
 
 
 # --- data aimed at the tenant's own records ---------------------------------------------------------

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from bulkchange_pipeline.domain import ChangeType
-from bulkchange_pipeline.intake import callbacks
+from bulkchange_pipeline.intake import callback_auth
 from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.store.db import shared_engine
 from bulkchange_pipeline.store.reference import create_service_provider
@@ -87,7 +87,7 @@ def receiver(engine: sa.Engine, db_url: str, seed: DemoSeed, monkeypatch: pytest
     demo ThingSpace account's callback credentials configured."""
     monkeypatch.setenv("BULKCHANGE_CRED_DEMO_THINGSPACE_CALLBACK_USERNAME", CB_USER)
     monkeypatch.setenv("BULKCHANGE_CRED_DEMO_THINGSPACE_CALLBACK_PASSWORD", CB_PASSWORD)
-    monkeypatch.setattr(callbacks, "_accounts_cache", {})  # PostgreSQL tests share one URL
+    monkeypatch.setattr(callback_auth, "_accounts_cache", {})  # PostgreSQL tests share one URL
     sent_request(engine, seed, "teal", TEAL_REQUEST)
     ts_iccid = sent_request(engine, seed, "thingspace", TS_REQUEST)
     with TestClient(create_app(db_url), raise_server_exceptions=False) as client:

@@ -30,8 +30,9 @@ from bulkchange_pipeline.intake.submit import submit
 from bulkchange_pipeline.store.archive import archivable
 from bulkchange_pipeline.store.bulk_changes import get_bulk_change, list_due_scheduled, list_waiting, set_bulk_status
 from bulkchange_pipeline.store.db import utcnow
-from bulkchange_pipeline.store.maintenance import plan_rebuild, rebuild_status, status_disagreements
+from bulkchange_pipeline.store.health import status_disagreements
 from bulkchange_pipeline.store.operations import OperationRefused, cancel_bulk_change, resume_bulk_change, retry_failed
+from bulkchange_pipeline.store.rebuild import plan_rebuild, rebuild_status
 from bulkchange_pipeline.store.seed import DemoSeed
 
 from ..defs.harness import fast_definitions

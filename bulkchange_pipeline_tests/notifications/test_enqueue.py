@@ -18,7 +18,8 @@ from bulkchange_pipeline.store.notifications import (
     delete_subscription,
     set_email_settings,
 )
-from bulkchange_pipeline.store.operations import cancel_bulk_change, retry_failed, settle_after_run
+from bulkchange_pipeline.store.operations import cancel_bulk_change, retry_failed
+from bulkchange_pipeline.store.run_settle import settle_after_run
 from bulkchange_pipeline.store.schema import bulk_change, notification_delivery, notification_event
 
 from ..factories import make_account, make_bulk_change, make_devices

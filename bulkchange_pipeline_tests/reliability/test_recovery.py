@@ -29,12 +29,8 @@ from bulkchange_pipeline.engine import load_bulk_change
 from bulkchange_pipeline.engine.batch import process_batch
 from bulkchange_pipeline.store.bulk_changes import get_bulk_change, set_bulk_status
 from bulkchange_pipeline.store.device_changes import IdRange, RowResult, claim, record_results
-from bulkchange_pipeline.store.operations import (
-    OperationRefused,
-    cancel_bulk_change,
-    resume_bulk_change,
-    settle_after_run,
-)
+from bulkchange_pipeline.store.operations import OperationRefused, cancel_bulk_change, resume_bulk_change
+from bulkchange_pipeline.store.run_settle import settle_after_run
 from bulkchange_pipeline.store.schema import bulk_change_log, device_change
 
 from ..defs.harness import FAST_CARRIERS, fast_definitions, sensor_then_runs

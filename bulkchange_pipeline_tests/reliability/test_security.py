@@ -26,7 +26,7 @@ from bulkchange_pipeline.defs import DatabaseResource, build_definitions
 from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.intake.app import create_app
 from bulkchange_pipeline.simulators.jasper import API_PREFIX as JASPER_API_PREFIX
-from bulkchange_pipeline.simulators.teal import make_eids
+from bulkchange_pipeline.simulators.teal_rules import make_eids
 from bulkchange_pipeline.store.api_keys import create_api_key
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
 from bulkchange_pipeline.store.db import make_engine

@@ -26,7 +26,8 @@ from bulkchange_pipeline.defs.tags import account_tag_value
 from bulkchange_pipeline.domain import ChangeType
 from bulkchange_pipeline.simulators.jasper import JasperSimulator
 from bulkchange_pipeline.simulators.server import ServerHandle
-from bulkchange_pipeline.simulators.teal import TealSimulator, make_eids
+from bulkchange_pipeline.simulators.teal import TealSimulator
+from bulkchange_pipeline.simulators.teal_rules import make_eids
 from bulkchange_pipeline.store.bulk_changes import count_rows_by_status, get_bulk_change
 from bulkchange_pipeline.store.schema import (
     bulk_change_log,

@@ -19,7 +19,8 @@ from starlette.routing import Route
 
 from bulkchange_pipeline.carriers.base import CarrierAccount
 from bulkchange_pipeline.simulators.server import ServerHandle, run_app_in_thread
-from bulkchange_pipeline.simulators.teal import TealSimulator, make_eids
+from bulkchange_pipeline.simulators.teal import TealSimulator
+from bulkchange_pipeline.simulators.teal_rules import make_eids
 from bulkchange_pipeline_tests.simulators.fixtures import requested_clock
 
 TEAL_API_KEY = "teal-key-3b9e"

@@ -16,7 +16,7 @@ import pytest
 from bulkchange_pipeline.carriers.base import DeviceChange
 from bulkchange_pipeline.carriers.teal import TealClient
 from bulkchange_pipeline.domain import ChangeType
-from bulkchange_pipeline.simulators.teal import DEFAULT_PLANS, make_eids
+from bulkchange_pipeline.simulators.teal_rules import DEFAULT_PLANS, make_eids
 from bulkchange_pipeline_tests.ports import free_port
 from bulkchange_pipeline_tests.simulators.teal_fixtures import (
     OPERATION_DELAY,

@@ -6,11 +6,13 @@ On SQLite, dropping a column of bulk_change by rebuilding the table (a batch ``D
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import sqlalchemy as sa
 
 from bulkchange_pipeline.domain import BulkChangeRequest
 from bulkchange_pipeline.intake.submit import submit
-from bulkchange_pipeline.store import migrate
+from bulkchange_pipeline.store import migrate, migration_ops
 from bulkchange_pipeline.store.db import make_engine
 from bulkchange_pipeline.store.seed import seed_demo
 
@@ -77,3 +79,29 @@ def test_downgrading_the_bulk_change_columns_keeps_every_row(db_url: str) -> Non
     migrate.downgrade(db_url, "0013")
     assert _counts(db_url) == before
     migrate.upgrade(db_url)
+
+
+def test_the_fallback_for_sqlite_before_3_35_keeps_every_row_too(db_url: str, monkeypatch) -> None:
+    """``migration_ops.drop_column_in_place`` on an SQLite without DROP COLUMN (before 3.35, faked
+    here): a rebuild with foreign keys off, one revision at a time, keeps every device row. On
+    PostgreSQL the fake changes nothing (a plain DROP COLUMN)."""
+    engine = make_engine(db_url)
+    seed = seed_demo(engine, devices_per_carrier=5)
+    request = {
+        "changeType": 10,
+        "usernameCostCenterUpdate": {"costCenter": "x"},
+        "devices": seed.sample_iccids["jasper"][:3],
+        "serviceProviderId": seed.service_providers["jasper"],
+    }
+    submit(engine, seed.tenant_id, BulkChangeRequest.model_validate(request), "t")
+    engine.dispose()
+    before = _counts(db_url)
+    monkeypatch.setattr(
+        migration_ops, "sqlite3", SimpleNamespace(sqlite_version_info=(3, 34, 1), sqlite_version="3.34.1")
+    )
+    for revision in ("0015", "0014", "0013"):
+        migrate.downgrade(db_url, revision)
+        assert _counts(db_url) == before, revision
+    monkeypatch.undo()
+    migrate.upgrade(db_url)
+    assert _counts(db_url) == before

@@ -18,13 +18,8 @@ from bulkchange_pipeline.store.bulk_changes import (
     set_bulk_status,
 )
 from bulkchange_pipeline.store.device_changes import RowResult, claim, record_results
-from bulkchange_pipeline.store.operations import (
-    BulkChangeNotFound,
-    OperationRefused,
-    cancel_bulk_change,
-    page_device_results,
-    retry_failed,
-)
+from bulkchange_pipeline.store.operations import OperationRefused, cancel_bulk_change, retry_failed
+from bulkchange_pipeline.store.results_paging import BulkChangeNotFound, page_device_results
 from bulkchange_pipeline.store.schema import bulk_change_log, device_change
 from bulkchange_pipeline.store.seed import DemoSeed, seed_demo
 

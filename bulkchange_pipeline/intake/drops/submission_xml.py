@@ -6,7 +6,8 @@ The document is the bulk change results' (``results_xml``: the same namespace, t
 ``submissionId`` at the top and each row's ``bulkChangeId`` and ``serviceProvider`` in front of its
 fields; a device no service provider took has neither, and no ``id`` (it has no device row). The
 rows are ``intake.submission_results.submission_result_item``, so the XML, the JSON and the CSV of
-a submission say the same thing.
+a submission say the same thing. ``schemas/submission_results.xsd`` describes the document (a
+test validates what this writes against it).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any
 from ..results_xml import RESULT_ELEMENTS, RESULTS_NAMESPACE, XML_CHUNK, row_xml
 from ..submission_results import submission_result_item
 
-__all__ = ["SUBMISSION_ELEMENTS", "submission_xml_chunks"]
+__all__ = ["SUBMISSION_ELEMENTS", "SUBMISSION_RESULTS_SCHEMA", "submission_xml_chunks"]
 
+SUBMISSION_RESULTS_SCHEMA = "submission_results.xsd"  # in ``schemas/``: the document's XSD
 SUBMISSION_ELEMENTS = ("bulkChangeId", "serviceProvider", *RESULT_ELEMENTS)
 
 

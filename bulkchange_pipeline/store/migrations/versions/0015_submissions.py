@@ -11,10 +11,10 @@ became; such a drop has no single bulk change, so ``file_drop.bulk_change_id`` m
 Nullable columns, no backfill: nothing before this revision was split.
 """
 
-import sqlite3
-
 import sqlalchemy as sa
 from alembic import op
+
+from bulkchange_pipeline.store.migration_ops import drop_column_in_place
 
 revision = "0015"
 down_revision = "0014"
@@ -84,34 +84,11 @@ def downgrade() -> None:
         op.drop_constraint(op.f("fk_file_drop_submission_id_submission"), "file_drop", type_="foreignkey")
         op.drop_column("file_drop", "submission_id")
     op.drop_index(op.f("ix_bulk_change_submission_id"), table_name="bulk_change")
-    if op.get_bind().dialect.name == "sqlite":  # never a rebuild of bulk_change: it would cascade its rows away
-        _drop_bulk_change_column("submission_id")
-    else:
+    if op.get_bind().dialect.name != "sqlite":  # SQLite's column drops with its REFERENCES clause
         op.drop_constraint(op.f("fk_bulk_change_submission_id_submission"), "bulk_change", type_="foreignkey")
-        op.drop_column("bulk_change", "submission_id")
+    drop_column_in_place(
+        "bulk_change", "submission_id"
+    )  # never a rebuild of bulk_change: it would cascade its rows away
     op.drop_table("submission_refused")
     op.drop_index(op.f("ix_submission_tenant_id"), table_name="submission")
     op.drop_table("submission")
-
-
-def _drop_bulk_change_column(column: str) -> None:
-    """SQLite: drop a column of bulk_change WITHOUT rebuilding the table. A batch rebuild drops
-    bulk_change, and under foreign_keys=ON (``store.db``) that DROP deletes every device row by
-    cascade. SQLite 3.35+ drops the column in place; an older one rebuilds with foreign keys off
-    (restored after), and refuses rather than lose rows when they cannot be turned off (inside a
-    transaction: downgrade one revision at a time)."""
-    if sqlite3.sqlite_version_info >= (3, 35, 0):
-        op.execute(f"ALTER TABLE bulk_change DROP COLUMN {column}")
-        return
-    bind = op.get_bind()
-    bind.exec_driver_sql("PRAGMA foreign_keys=OFF")
-    try:
-        if bind.exec_driver_sql("PRAGMA foreign_keys").scalar():
-            raise RuntimeError(
-                f"cannot drop bulk_change.{column} on SQLite {sqlite3.sqlite_version} without deleting every "
-                "device row: downgrade one revision at a time, or upgrade SQLite to 3.35 or later"
-            )
-        with op.batch_alter_table("bulk_change") as batch:
-            batch.drop_column(column)
-    finally:
-        bind.exec_driver_sql("PRAGMA foreign_keys=ON")
