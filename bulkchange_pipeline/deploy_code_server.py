@@ -31,8 +31,15 @@ from typing import Any
 
 __all__ = ["PRELOAD", "fork_run_workers", "main"]
 
-# What every run worker imports anyway, loaded once in the fork server.
-PRELOAD = ["dagster", "dagster_postgres", "dagster._grpc.impl", "bulkchange_pipeline.defs"]
+# What every run worker imports anyway, loaded once in the fork server; deploy_preload adds what a
+# worker only loads once it calls a carrier or opens a database (httpcore, psycopg2, the TLS context).
+PRELOAD = [
+    "dagster",
+    "dagster_postgres",
+    "dagster._grpc.impl",
+    "bulkchange_pipeline.defs",
+    "bulkchange_pipeline.deploy_preload",
+]
 
 
 def fork_run_workers(preload: list[str] | None = None) -> None:

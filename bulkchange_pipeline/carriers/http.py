@@ -33,7 +33,7 @@ from .base import (
     LogEntry,
     TransientCarrierError,
 )
-from .pacing import RateLimiter
+from .pacing import account_limiter
 from .redaction import basic_token, redact_headers, redact_text
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "Content",
     "HttpStats",
     "default_classify",
+    "shared_tls_context",
     "stated_wait_seconds",
 ]
 
@@ -209,7 +210,7 @@ class CarrierHttp:
         self._clients: list[httpx.AsyncClient] = []
         self._in_flight: list[int] = []  # requests in flight per client, to pick the least busy
         self._semaphore: asyncio.Semaphore | None = None
-        self.limiter = RateLimiter(account.rate_per_second)
+        self.limiter = account_limiter(account)
 
     # -- loop-bound state -------------------------------------------------------------------------
 
@@ -236,7 +237,7 @@ class CarrierHttp:
                     headers=self._headers,
                     timeout=httpx.Timeout(self.account.timeout_seconds),
                     limits=limits,
-                    verify=_tls_context(),
+                    verify=shared_tls_context(),
                 )
                 for _ in range(count)
             ]
@@ -450,10 +451,11 @@ class CarrierHttp:
 
 
 @cache
-def _tls_context() -> ssl.SSLContext:
+def shared_tls_context() -> ssl.SSLContext:
     """One certificate-verifying TLS context for the process. Building one (loading the CA bundle)
     costs tens of milliseconds, and a client is built per batch (one event loop per batch), so
-    sharing it saves that on every batch; an SSLContext is safe to share across loops and threads."""
+    sharing it saves that on every batch; an SSLContext is safe to share across loops and threads.
+    The run workers' fork server builds it before forking (``deploy_preload``)."""
     return httpx.create_ssl_context()
 
 

@@ -23,7 +23,7 @@ import dagster as dg
 
 T = TypeVar("T")
 STOPPING = frozenset({dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED})
-WATCH_SECONDS = 0.5  # how often the waiting thread reads the run's status
+WATCH_SECONDS = 2.0  # how often the waiting thread reads the run's status (see run_stoppably)
 
 
 def run_is_stopping(context: dg.OpExecutionContext) -> bool:

@@ -19,6 +19,7 @@ import yaml
 from bulkchange_pipeline.defs.pools import ACCOUNT_TAG
 from bulkchange_pipeline.deploy import (
     CODE_SERVER_MODULE,
+    DAEMON_MODULE,
     MODULE,
     LocalDeployment,
     dagster_pg_env,
@@ -135,14 +136,33 @@ def test_docker_instance_config_differs_only_in_the_launcher(
     validated(DEPLOY / "docker" / "dagster.yaml", tmp_path, monkeypatch)
 
 
-def test_docker_compose(local: dict[str, Any]) -> None:
+def local_commands(tmp_path: Path) -> dict[str, list[str]]:
+    """What ``bulkchange deploy-local`` runs, host, port and workspace path left as placeholders."""
+    dep = LocalDeployment(tmp_path / "run", host="HOST", code_server_port=4999)
+    commands = dep.commands()
+    return {
+        name: ["PORT" if a == "4999" else "WORKSPACE" if a == str(dep.workspace) else a for a in argv]
+        for name, argv in commands.items()
+    }
+
+
+def as_local(argv: list[str], host: str, port: str, workspace: str) -> list[str]:
+    return ["HOST" if a == host else "PORT" if a == port else "WORKSPACE" if a == workspace else a for a in argv]
+
+
+def test_docker_compose(local: dict[str, Any], tmp_path: Path) -> None:
     compose = load("docker/docker-compose.yml")
     services = compose["services"]
     launcher = load("docker/dagster.yaml")["run_launcher"]["config"]
     commands = {name: s.get("command", []) for name, s in services.items()}
-    assert [n for n, c in commands.items() if c[:1] == ["dagster-daemon"]] == ["daemon"]  # exactly one daemon
+    assert [n for n, c in commands.items() if DAEMON_MODULE in c] == ["daemon"]  # exactly one daemon
+    # The daemon and the code server are the ones `deploy-local` runs (issue 22: the 1 s sensor
+    # loop, run workers forked from a preloaded process), with the same arguments.
+    expected = local_commands(tmp_path)
     code = commands["user_code"]
-    assert code[:3] == ["dagster", "code-server", "start"] and code[code.index("-m") + 1] == MODULE
+    assert as_local(code, "0.0.0.0", "4000", "") == ["python", *expected["code-server"][1:]]
+    assert as_local(commands["daemon"], "", "", "workspace.yaml") == ["python", *expected["daemon"][1:]]
+    assert code[code.index(CODE_SERVER_MODULE) + 3 :][:2] == ["-m", MODULE]
     assert code[code.index("--location-name") + 1] == LOCATION
     [entry] = load("docker/workspace.yaml")["load_from"]
     assert entry["grpc_server"] == {
@@ -167,28 +187,44 @@ def test_docker_compose(local: dict[str, Any]) -> None:
     dockerfile = (DEPLOY / "docker" / "Dockerfile").read_text()
     pins = (ROOT / "pyproject.toml").read_text()
     assert '"dagster-docker==0.29.27"' in dockerfile and '"dagster-postgres==0.29.27"' in pins
+    # Whatever starts them (the Helm chart's fixed commands), `dagster-daemon` and `dagster` in the
+    # image are the wrappers, taking Dagster's arguments unchanged.
+    assert f'exec python -m {DAEMON_MODULE} "$@"' in dockerfile and "/usr/local/bin/dagster-daemon" in dockerfile
+    assert f'exec python -m {CODE_SERVER_MODULE} "$@"' in dockerfile and "> /usr/local/bin/dagster " in dockerfile
     assert "deploy/docker/dagster.yaml deploy/docker/workspace.yaml /opt/dagster/dagster_home/" in dockerfile
 
 
+def dagster_libs_version() -> str:
+    """The dagster-* libraries' version that goes with the pinned Dagster (0.29.27 for 1.13.27)."""
+    from importlib.metadata import version
+
+    return version("dagster-postgres")
+
+
 def test_helm_values(local: dict[str, Any]) -> None:
-    import dagster
     from dagster._cli.api import grpc_command
 
     v = load("helm/values.yaml")
     queue = v["dagsterDaemon"]["runCoordinator"]
-    assert queue["type"] == "QueuedRunCoordinator" and queue["enabled"] is True
-    q = queue["config"]["queuedRunCoordinator"]
-    assert q["tagConcurrencyLimits"] == local["concurrency"]["runs"]["tag_concurrency_limits"]
-    assert q["maxConcurrentRuns"] == local["concurrency"]["runs"]["max_concurrent_runs"]
-    dequeue = local["run_coordinator"]["config"]
-    assert (q["dequeueIntervalSeconds"], q["dequeueUseThreads"], q["dequeueNumWorkers"]) == (
-        dequeue["dequeue_interval_seconds"],
-        dequeue["dequeue_use_threads"],
-        dequeue["dequeue_num_workers"],
-    )
-    assert "concurrency" not in (
-        v.get("additionalInstanceConfig") or {}
-    )  # Dagster refuses it next to run_coordinator config
+    # The same coordinator and queue settings as the local deployment (the chart renders
+    # customRunCoordinator's module, class and config as they are).
+    assert queue["type"] == "CustomRunCoordinator" and queue["enabled"] is True
+    custom = queue["config"]["customRunCoordinator"]
+    assert {"module": custom["module"], "class": custom["class"], "config": custom["config"]} == local[
+        "run_coordinator"
+    ]
+    # The fleet settings (issue 22): pools granularity run, the run limit, one run per account.
+    c = v["concurrency"]
+    assert c["enabled"] is True
+    assert c["pools"] == {
+        "defaultLimit": local["concurrency"]["pools"]["default_limit"],
+        "granularity": local["concurrency"]["pools"]["granularity"],
+    }
+    assert c["runs"] == {
+        "maxConcurrentRuns": local["concurrency"]["runs"]["max_concurrent_runs"],
+        "tagConcurrencyLimits": local["concurrency"]["runs"]["tag_concurrency_limits"],
+    }
+    assert "concurrency" not in (v.get("additionalInstanceConfig") or {})  # once, where the chart renders it
     assert v["runLauncher"]["type"] == "K8sRunLauncher"
     assert {"name": SECRET} in v["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]
     pg = v["postgresql"]
@@ -200,7 +236,11 @@ def test_helm_values(local: dict[str, Any]) -> None:
     assert {a for a in args if a.startswith("-")} <= known
     assert {"name": SECRET} in code["envSecrets"] and code["includeConfigInLaunchedRuns"]["enabled"] is True
     d = v["dagsterDaemon"]
-    assert d["enabled"] is True and d["image"]["tag"] == v["dagsterWebserver"]["image"]["tag"] == dagster.__version__
+    # The daemon and the webserver run our image: its `dagster-daemon` is the 1 s sensor loop
+    # wrapper (the chart's daemon command is fixed), and both load BulkChangeRunCoordinator.
+    assert d["enabled"] is True and d["image"] == v["dagsterWebserver"]["image"] == code["image"]
+    assert {"name": SECRET} in d["envSecrets"] and {"name": SECRET} in v["dagsterWebserver"]["envSecrets"]
+    assert f"dagster-k8s=={dagster_libs_version()}" in (DEPLOY / "helm" / "values.yaml").read_text()
     retries = local["run_retries"]
     assert d["runRetries"] == {
         "enabled": retries["enabled"],
