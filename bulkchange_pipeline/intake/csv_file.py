@@ -1,6 +1,6 @@
 """A CSV request file: one row per device, an identifier column plus per-row values.
 
-``parse_csv`` reads it in named steps: the text (``_csv_text``: size, UTF-8, no NUL), the header
+``parse_csv`` reads it in named steps: the bytes (``_csv_check``: size, UTF-8, no NUL), the header
 (``_csv_header``) and its columns (``_column_keys``: every one known, none twice, an identifier
 among them, commas as separators), the device rows (``_csv_rows``: ragged rows kept with their
 reason), then the request they make (``_csv_request``). File-level problems raise ``IntakeError``
@@ -10,19 +10,22 @@ through validation (DESIGN R4).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, overload
+from typing import Any, Self, cast, overload
 
 from pydantic import ValidationError
 
 from ..domain import BulkChangeRequest, ChangeType, DeviceEntry, canonical_key
 from ..domain.requests import FIELD_ALIASES, MAX_DEVICES_PER_REQUEST, TARGET_MODELS
 from .parsing import (
+    DATE_KEYS,
     IntakeError,
     IntakeLimits,
     ParsedFile,
@@ -31,6 +34,7 @@ from .parsing import (
     check_values,
     decode_utf8,
     explain_validation,
+    plain_text,
     shown,
 )
 
@@ -82,11 +86,11 @@ def parse_csv(
     The change type and service provider come from the arguments or from ``changeType`` /
     ``serviceProviderId`` columns, which must then hold the same value on every row (no service
     provider at all: ``submit`` splits the devices by their service provider). The steps:
-    the text (``_csv_text``), the header (``_csv_header``) and its columns (``_column_keys``), the
+    the bytes (``_csv_check``), the header (``_csv_header``) and its columns (``_column_keys``), the
     device rows (``_csv_rows``), then the request they make (``_csv_request``).
     """
-    text = _csv_text(data, limits)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    check_each = _csv_check(data, limits)
+    reader = csv.reader(_lines(data), strict=True)
     header = _csv_header(reader)
     fixed = {
         "changeType": change_type_option(change_type),
@@ -94,19 +98,45 @@ def parse_csv(
         "idempotencyKey": idempotency_key,
     }
     keys = _column_keys(header)
-    rows = _csv_rows(reader, keys, limits)
-    request = _csv_request(keys, rows, _resolve_header_values(fixed, rows.header_values), process_changes, text)
+    rows = _csv_rows(reader, keys, limits, check_each or any(k in DATE_KEYS for k in keys))
+    request = _csv_request(keys, rows, _resolve_header_values(fixed, rows.header_values), process_changes, data)
     return ParsedFile(request, "csv", rows.errors, rows.lines)
 
 
-def _csv_text(data: bytes, limits: IntakeLimits) -> str:
-    """The file as text: within the size limit, UTF-8, not empty, no NUL character."""
+SCAN_BYTES = 1 << 20  # the file is decoded and scanned a megabyte at a time (see ``_csv_check``)
+
+
+def _csv_check(data: bytes, limits: IntakeLimits) -> bool:
+    """The file's bytes: within the size limit, UTF-8, not empty, no NUL character. Returns whether
+    its values need ``check_values`` one by one: only when the text holds what ``text_reason``
+    refuses (``plain_text``) or a date column (``_csv_rows``), so a plain file is not held to the
+    check row by row (seconds for a million rows) to find nothing.
+
+    Decoded and scanned a megabyte at a time and never held as one text: each step is a short C
+    call, so the HTTP app's event loop gets the GIL between them (decoding 31 MB at once held it
+    for tens of milliseconds), and the text is not a second copy of the file in memory."""
     check_size(len(data), limits)
-    text = decode_utf8(data)
-    if not text.strip():
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    blank, plain = True, True
+    for start in range(0, len(data), SCAN_BYTES):
+        end = start + SCAN_BYTES
+        try:
+            piece = decoder.decode(data[start:end], final=end >= len(data))
+        except UnicodeDecodeError:
+            decode_utf8(data)  # the whole file's error: the offset and line of the byte
+            raise
+        blank = blank and (not piece or piece.isspace())
+        plain = plain and plain_text(piece)
+    if blank:
         raise IntakeError("the file is empty")
-    _refuse_nul(text)
-    return text
+    _refuse_nul(data)
+    return not plain
+
+
+def _lines(data: bytes) -> io.TextIOWrapper:
+    """The file's lines as ``csv`` reads them (any line break, kept), decoded a block at a time
+    from the bytes: ``io.StringIO`` over the whole text would hold it again as 4 bytes a character."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
 
 
 def _csv_header(reader: Any) -> list[str]:
@@ -164,7 +194,7 @@ def _column_keys(header: list[str]) -> list[str]:
 
 
 class CsvDevices(Sequence[DeviceEntry]):
-    """The device rows of a parsed CSV file, read again from its text each time they are iterated.
+    """The device rows of a parsed CSV file, read again from its bytes each time they are iterated.
 
     Why not a list: a million ``DeviceEntry`` objects held at once cost about a gigabyte, and
     validating them in one pydantic call held the GIL for seconds (the HTTP app stopped answering).
@@ -174,8 +204,8 @@ class CsvDevices(Sequence[DeviceEntry]):
     to parse.
     """
 
-    def __init__(self, text: str, keys: list[str], count: int) -> None:
-        self._text, self._keys, self._count = text, keys, count
+    def __init__(self, data: bytes, keys: list[str], count: int) -> None:
+        self._data, self._keys, self._count = data, keys, count
 
     def __len__(self) -> int:
         return self._count
@@ -213,7 +243,7 @@ class CsvDevices(Sequence[DeviceEntry]):
             yield entries, lines
 
     def _records(self) -> Iterator[tuple[int, dict[str, Any], list[str]]]:
-        reader = csv.reader(io.StringIO(self._text, newline=""), strict=True)
+        reader = csv.reader(_lines(self._data), strict=True)
         _csv_header(reader)
         return _csv_records(reader, self._keys)
 
@@ -221,15 +251,41 @@ class CsvDevices(Sequence[DeviceEntry]):
 def _csv_records(reader: Any, keys: list[str]) -> Iterator[tuple[int, dict[str, Any], list[str]]]:
     """Every non-blank row: its file line, its device values and its cells (a header-column value,
     ``changeType`` and the like, is left out of the values)."""
+    for cells in _non_blank(reader):
+        yield reader.line_num, _record(keys, cells), cells
+
+
+def _non_blank(reader: Any) -> Iterator[list[str]]:
     for cells in reader:
-        if not any(c.strip() for c in cells):
-            continue
-        record: dict[str, Any] = {}
-        for key, value in zip(keys, cells, strict=False):  # a ragged row: ``_csv_rows`` records its reason
-            value = value.strip()
-            if value and key not in HEADER_COLUMNS:
-                record[key] = value
-        yield reader.line_num, record, cells
+        if any(map(str.strip, cells)):
+            yield cells
+
+
+def _record(keys: list[str], cells: list[str]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for key, value in zip(keys, cells, strict=False):  # a ragged row: ``_csv_rows`` records its reason
+        value = value.strip()
+        if value and key not in HEADER_COLUMNS:
+            record[key] = value
+    return record
+
+
+class FileLines(array):  # type: ignore[type-arg]  # array is not subscriptable at run time
+    """The file line of every device row, 8 bytes each (a list of ints costs 36 a row: 28 MB more
+    for a million rows). Equal to the list of the same numbers, as the list it replaces was."""
+
+    def __new__(cls) -> Self:
+        return cast(Self, super().__new__(cls, "q"))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, list):
+            return self.tolist() == other
+        return super().__eq__(other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None
 
 
 @dataclass
@@ -239,21 +295,22 @@ class _CsvRows:
     again, chunk by chunk, from ``CsvDevices``)."""
 
     count: int = 0
-    lines: list[int] = field(default_factory=list)
+    lines: FileLines = field(default_factory=FileLines)
     errors: dict[int, str] = field(default_factory=dict)  # 0-based device index -> reason
     header_values: dict[str, set[str]] = field(default_factory=lambda: {h: set() for h in HEADER_COLUMNS})
     first: dict[str, Any] = field(default_factory=dict)
 
 
-def _csv_rows(reader: Any, keys: list[str], limits: IntakeLimits) -> _CsvRows:
+def _csv_rows(reader: Any, keys: list[str], limits: IntakeLimits, check_each: bool = True) -> _CsvRows:
     """Every non-blank row checked once (header-column values collected apart, every value held to
-    ``check_values``); a ragged row is kept, with its reason, so the other rows still go through
-    validation."""
+    ``check_values`` when ``check_each``: ``_csv_check`` tells when no value can fail it); a ragged
+    row is kept, with its reason, so the other rows still go through validation."""
     rows = _CsvRows()
     width = len(keys)
     header_keys = [(i, key) for i, key in enumerate(keys) if key in HEADER_COLUMNS]
     try:
-        for line, record, cells in _csv_records(reader, keys):
+        for cells in _non_blank(reader):
+            line = reader.line_num
             if rows.count >= limits.max_rows:
                 raise IntakeError(
                     f"the file has more than {limits.max_rows:,} device rows; the limit is {limits.max_rows:,}: split it"
@@ -266,9 +323,12 @@ def _csv_rows(reader: Any, keys: list[str], limits: IntakeLimits) -> _CsvRows:
                 value = cells[i].strip() if i < len(cells) else None
                 if value or (value == "" and key == "serviceProviderId"):  # blank: split, never mixed with an id
                     rows.header_values[key].add(value)
-            check_values(record)  # values no column can hold refuse the file (as for JSON)
-            if not rows.count:
-                rows.first = record
+            if check_each or not rows.count:  # the values are built only where they are looked at
+                record = _record(keys, cells)
+                if check_each:
+                    check_values(record)  # values no column can hold refuse the file (as for JSON)
+                if not rows.count:
+                    rows.first = record
             rows.count += 1
             rows.lines.append(line)
     except csv.Error as exc:
@@ -279,7 +339,7 @@ def _csv_rows(reader: Any, keys: list[str], limits: IntakeLimits) -> _CsvRows:
 
 
 def _csv_request(
-    keys: list[str], rows: _CsvRows, resolved: dict[str, Any], process_changes: bool, text: str
+    keys: list[str], rows: _CsvRows, resolved: dict[str, Any], process_changes: bool, data: bytes
 ) -> BulkChangeRequest:
     """The request the rows make, once the change type and service provider are known and every
     value column is a field of that change type. The header is validated once, with the first
@@ -308,19 +368,19 @@ def _csv_request(
     except ValidationError as exc:
         raise IntakeError("invalid request: " + explain_validation(exc)) from None
     check_values(head.to_json())  # the request as it will be stored: options and header columns
-    return head.model_copy(update={"devices": CsvDevices(text, keys, rows.count)})
+    return head.model_copy(update={"devices": CsvDevices(data, keys, rows.count)})
 
 
-def _refuse_nul(text: str) -> None:
+def _refuse_nul(data: bytes) -> None:
     """A NUL character anywhere refuses the whole file, with its line, like a byte that is not UTF-8.
 
     No text CSV holds one: a NUL means a UTF-16 file (whose ASCII text is valid UTF-8 with a NUL
     after every character) or a binary file (an .xlsx) saved as .csv, so no row of it can be
     trusted. A ragged row, by contrast, leaves the other rows readable, so it is refused per row.
     """
-    at = text.find("\x00")
+    at = data.find(b"\x00")  # in UTF-8 the byte 0 is the character NUL and nothing else
     if at >= 0:
-        line = text.count("\n", 0, at) + 1
+        line = data.count(b"\n", 0, at) + 1
         raise IntakeError(
             f"the file contains a NUL character (line {line}), so it is not a text CSV (a UTF-16 or .xlsx file?): "
             "save it as 'CSV UTF-8'"

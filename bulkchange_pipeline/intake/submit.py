@@ -27,6 +27,7 @@ from ..store.bulk_changes import (
 )
 from ..store.device_rows import NewDeviceChange
 from .csv_file import CsvDevices
+from .gc_pause import paused_collector
 from .validation import CHUNK_ROWS, RowError, ValidationReport, validate_chunks, validate_request
 
 
@@ -246,7 +247,28 @@ def submit_file(
                 add_to_fingerprint(digest, entries)
             yield entries, lines
 
-    report, chunks = validate_chunks(engine, tenant_id, request, hashed(), row_errors=row_errors)
+    with paused_collector():  # see ``gc_pause``: no full collection while the chunks go through
+        return _submit_chunks(
+            engine, tenant_id, request, created_by, dry_run, hashed(), digest, row_errors, actor, undo_of
+        )
+
+
+def _submit_chunks(
+    engine: sa.Engine,
+    tenant_id: int,
+    request: BulkChangeRequest,
+    created_by: str,
+    dry_run: bool,
+    hashed: Iterator[tuple[list[DeviceEntry], list[int]]],
+    digest: Any,
+    row_errors: Mapping[int, str] | None,
+    actor: Actor | None,
+    undo_of: int | None,
+) -> SubmitOutcome:
+    """``submit_file`` from validation on: a dry run's report, or the bulk change stored with the
+    rows written as they are validated, its header completed after the last chunk."""
+    key = request.idempotency_key
+    report, chunks = validate_chunks(engine, tenant_id, request, hashed, row_errors=row_errors)
     if dry_run:
         for _ in chunks:
             pass

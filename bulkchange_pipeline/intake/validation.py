@@ -32,7 +32,7 @@ targets are built once per distinct set of per-device values.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,22 +45,17 @@ from ..domain.capabilities import Capability
 from ..store import reference as ref
 from ..store.db import utcnow
 from ..store.device_rows import NewDeviceChange
-from .validation_rules import (
-    ARCHIVE_USAGE_DAYS,
+from .file_state import FileState
+from .gc_pause import collect_young
+from .row_outcome import (
     CARRIER_DATED_PREFIX,
-    CHUNK_ROWS,
-    FileState,
-    Lookups,
-    Row,
     carrier_dated_detail,
     carrier_label,
     carrier_rules,
-    first_pass,
     is_carrier_dated,
-    payload_reason,
-    second_pass,
     to_change,
 )
+from .validation_rules import ARCHIVE_USAGE_DAYS, CHUNK_ROWS, Lookups, Row, first_pass, payload_reason, second_pass
 
 SAMPLE_ROWS = 1_000  # rows a streamed report keeps for a dry run's listing (the rest are counted)
 
@@ -89,12 +84,11 @@ class Tally:
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, rows: Sequence[NewDeviceChange]) -> None:
+        for status, n in Counter(r.status for r in rows).items():  # an Enum's .value, once per status
+            self.counts[status.value] = self.counts.get(status.value, 0) + n
+        self.scheduled += sum(1 for r in rows if r.status is DeviceChangeStatus.SCHEDULED)
+        self.carrier_dated += sum(1 for r in rows if r.status_details and is_carrier_dated(r))
         for r in rows:
-            self.counts[r.status.value] = self.counts.get(r.status.value, 0) + 1
-            if r.status is DeviceChangeStatus.SCHEDULED:
-                self.scheduled += 1
-            elif is_carrier_dated(r):
-                self.carrier_dated += 1
             if r.status is not DeviceChangeStatus.ERROR:
                 self.targets.setdefault(str(r.change_request.get("status", "")).lower(), r.change_request)
         self.total += len(rows)
@@ -284,6 +278,8 @@ def validate_chunks(
                 report.row_numbers.extend(numbers[:room])
             offset = end
             yield changes
+            del rows, changes, entries, numbers  # what the next chunk does not need is freed first
+            collect_young()  # the chunk's cycles, if any: submit_file pauses automatic collection
 
     return report, run()
 

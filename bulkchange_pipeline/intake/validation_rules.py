@@ -3,9 +3,10 @@
 Why chunks: a 1,000,000-row file validated in one piece held every row, its lookups and its
 result at once (1.9 GB). Here a chunk (``CHUNK_ROWS`` rows) goes through the two passes with the
 database touched only in between, by set-based lookups (``store.reference``); what must span the
-whole file is kept in ``FileState``: the identifiers and devices already listed (for the
-duplicate check, as compact keys and row numbers) and the new identifiers of an ICCID/IMEI change.
-A whole request is one chunk.
+whole file is kept in ``file_state.FileState``: the identifiers and devices already listed (for
+the duplicate check, as compact keys and row numbers) and the new identifiers of an ICCID/IMEI
+change. A whole request is one chunk. What an accepted or refused row becomes, and the carriers'
+published rules, are ``row_outcome``'s.
 
 Tenant isolation: devices are looked up in this tenant's inventory only, and an unknown
 identifier gets the same message whether or not another tenant owns it.
@@ -13,18 +14,17 @@ identifier gets the same message whether or not another tenant owns it.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 
 from ..domain import (
     ChangeType,
-    DeviceChangeStatus,
     DeviceEntry,
     IdentifierKind,
     Integration,
@@ -34,13 +34,12 @@ from ..domain import (
     normalize,
     transition_error,
 )
-from ..domain.capabilities import CarrierDates
 from ..domain.carrier_rules import LineHistory, Refusal
 from ..domain.identifiers import CHECKS, rev_io_id
 from ..store import reference as ref
 from ..store.db import to_naive_utc
-from ..store.device_rows import NewDeviceChange
 from . import carrier_limits
+from .file_state import FileState, listed_before, seen_key
 from .parsing import formula_reason
 
 ARCHIVE_USAGE_DAYS = 30
@@ -53,26 +52,14 @@ _KIND_FIELDS = (
     ("msisdn", IdentifierKind.MSISDN),
     ("eid", IdentifierKind.EID),
 )
-_KIND_INDEX = {kind: i for i, kind in enumerate(IdentifierKind)}
+_KIND_NAME = {kind: kind.name for kind in IdentifierKind}  # an Enum's .name is a slow property, read per row
 
 
-@dataclass
-class FileState:
-    """What the duplicate checks need across the chunks of one file: the row number that first
-    listed each identifier (a compact key, ``_seen_key``), and each new ICCID/IMEI. A device listed
-    twice under two kinds of identifier is found through the first (``_listed_before``), so no
-    second table by device id is kept (for a million rows, about 90 MB less)."""
-
-    seen: dict[Any, int] = field(default_factory=dict)
-    new_seen: dict[tuple[str, str], int] = field(default_factory=dict)
-
-
-def _seen_key(kind: IdentifierKind, value: str) -> Any:
-    """(kind, value) as one exact int when the value is ASCII digits (every well-formed ICCID, IMEI,
-    MSISDN and EID): about a third of the memory of the tuple, for a million rows 100 MB less."""
-    if value.isascii() and value.isdigit() and len(value) < 64:
-        return (int(value) * 64 + len(value)) * 8 + _KIND_INDEX[kind]
-    return (kind, value)
+@lru_cache(maxsize=4096)
+def _status_change(integ: Integration, current: str | None, target: str) -> tuple[str | None, str | None]:
+    """``transition_error`` and ``canonical_status`` of a status update, worked out once per
+    (carrier, current, target): a million rows hold a handful of distinct ones."""
+    return transition_error(integ, current, target), canonical_status(integ, target)
 
 
 class Row:
@@ -112,6 +99,7 @@ def first_pass(
     ``row_errors`` and ``numbers`` are this chunk's, by its 0-based row index."""
     seen = state.seen
     targets: dict[Any, tuple[dict[str, Any] | None, str | None]] = {}
+    formulas: dict[tuple[str, str], str | None] = {}  # a chunk's values repeat: each checked once
     for i, r in enumerate(rows):
         e = r.entry
         for name, kind in _KIND_FIELDS:
@@ -120,7 +108,7 @@ def first_pass(
                 r.raw = str(raw)
                 r.kind = kind
                 break
-        values = e.values
+        values: dict[str, Any] = e.__pydantic_extra__ or {}  # ``e.values`` without its copy: only read
         if i in row_errors:
             r.reason = row_errors[i]
         elif blanket:
@@ -128,9 +116,7 @@ def first_pass(
         elif not r.raw:
             r.reason = "no device identifier on this row"
         else:
-            r.reason = formula_reason("device", r.raw) or next(
-                (reason for k, v in values.items() if (reason := formula_reason(k, v))), None
-            )
+            r.reason = formula_reason("device", r.raw) or _values_formula(values, formulas)
         if r.raw:
             r.value = normalize(r.raw)
             if r.kind is None:
@@ -140,9 +126,9 @@ def first_pass(
             if r.reason is None and reason:
                 r.reason = reason
         if r.reason is None and r.kind is not None:
-            key = _seen_key(r.kind, r.value)
+            key = seen_key(r.kind, r.value)
             if key in seen:
-                r.reason = f"duplicate: {r.kind.name} {r.value} is already listed in row {seen[key]}"
+                r.reason = f"duplicate: {_KIND_NAME[r.kind]} {r.value} is already listed in row {seen[key]}"
             else:
                 seen[key] = numbers[i]
         try:
@@ -157,6 +143,23 @@ def first_pass(
                 targets[cache_key] = built
         r.target = dict(built[0]) if built[0] is not None else None
         r.target_error = built[1]
+
+
+def _values_formula(values: dict[str, Any], seen: dict[tuple[str, str], str | None]) -> str | None:
+    """The first per-device value that would run as a spreadsheet formula (``formula_reason``),
+    each distinct text value judged once per chunk."""
+    for k, v in values.items():
+        if not isinstance(v, str):
+            continue  # formula_reason judges text only
+        found = seen.get((k, v), _UNSEEN)
+        if found is _UNSEEN:
+            found = seen[(k, v)] = formula_reason(k, v)
+        if found:
+            return str(found)
+    return None
+
+
+_UNSEEN: Any = object()
 
 
 @dataclass
@@ -223,24 +226,6 @@ class Lookups:
         )
 
 
-def _listed_before(seen: Mapping[Any, int], kind: IdentifierKind, d: ref.DeviceRecord, row: int) -> int | None:
-    """The first row before ``row`` that listed device ``d`` by another kind of identifier (the
-    same kind and value is the first pass's duplicate), or None."""
-    found = None
-    for other, value in (
-        (IdentifierKind.ICCID, d.iccid),
-        (IdentifierKind.IMEI, d.imei),
-        (IdentifierKind.MSISDN, d.msisdn),
-        (IdentifierKind.EID, d.eid),
-    ):
-        if other is kind or not value:
-            continue
-        listed = seen.get(_seen_key(other, normalize(value)))
-        if listed is not None and listed < row and (found is None or listed < found):
-            found = listed
-    return found
-
-
 def _pick(candidates: list[ref.DeviceRecord], sp_id: int) -> ref.DeviceRecord | None:
     """Of several devices with the identifier, prefer a live one of this service provider."""
     if not candidates:
@@ -268,12 +253,12 @@ def second_pass(
             continue
         assert r.kind is not None
         d = ctx.devices.get(i)
-        label = f"{r.kind.name} {r.value}"
+        label = f"{_KIND_NAME[r.kind]} {r.value}"
         if d is None:
             r.reason = f"no device with {label} in this tenant's inventory"
             continue
         r.device = d
-        if (first := _listed_before(state.seen, r.kind, d, numbers[i])) is not None:
+        if (first := listed_before(state.seen, r.kind, d, numbers[i])) is not None:
             r.reason = f"duplicate: this device is already listed in row {first}"
             continue
         if d.archived_at is not None:
@@ -304,9 +289,10 @@ def _check_target(
     """The change-type specific rules; may complete ``t`` (carrier spelling, names, defaults)."""
     integ = sp.integration
     if ct is CT.STATUS_UPDATE:
-        if err := transition_error(integ, d.status, t["status"]):
+        err, canonical = _status_change(integ, d.status, t["status"])
+        if err:
             return err
-        t["status"] = canonical_status(integ, t["status"])
+        t["status"] = canonical
     elif ct in (CT.CARRIER_RATE_PLAN_CHANGE, CT.ACTIVATE_NEW_SERVICE):
         code = t["carrier_rate_plan"]
         plan = ctx.plans.get(code) or next((p for c, p in ctx.plans.items() if c.lower() == code.lower()), None)
@@ -365,116 +351,12 @@ def _check_target(
     return None
 
 
-def carrier_rules(
-    rows: list[Row], ct: ChangeType, sp: ref.ServiceProviderInfo, ctx: Lookups, now: datetime, defer: bool
-) -> None:
-    """The carriers' published rules (``domain.carrier_rules``) for each accepted row sent now:
-    refused with the rule, or with ``defer`` (deferIfLimited) kept to wait until the rule allows."""
-    if not ctx.histories:
-        return
-    naive_now = to_naive_utc(now)
-    for r in rows:
-        if r.reason is not None or r.device is None:
-            continue
-        effective = _effective_at(r.target)
-        if effective is not None and effective > naive_now:
-            continue
-        refusal = carrier_limits.check(ctx.histories, sp.integration, ct, r.device.id, naive_now)
-        if refusal is None:
-            continue
-        if defer and refusal.allowed_at is not None:
-            r.deferred = refusal
-        else:
-            r.reason = refusal.reason
-
-
-def _effective_at(target: dict[str, Any] | None) -> datetime | None:
-    value = (target or {}).get("effective_date")
-    if not value:
-        return None
-    dt = datetime.fromisoformat(value)
-    return to_naive_utc(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
-
-
-CARRIER_DATED_PREFIX = "effective date passed to "
-
-
-def carrier_label(integration: Integration) -> str:
-    """The carrier's name in messages: ``Jasper``, ``Telegence``..."""
-    return {Integration.THINGSPACE: "ThingSpace", Integration.REVIO: "Rev.io"}.get(
-        integration, integration.value.title()
-    )
-
-
-def carrier_dated_detail(carrier: str, applies_on: str) -> str:
-    return f"{CARRIER_DATED_PREFIX}{carrier}: the carrier applies it on {applies_on}"
-
-
-def is_carrier_dated(row: NewDeviceChange) -> bool:
-    return row.status is DeviceChangeStatus.NEW and (row.status_details or "").startswith(CARRIER_DATED_PREFIX)
-
-
-def to_change(r: Row, now: datetime, dates: CarrierDates | None = None, carrier: str = "") -> NewDeviceChange:
-    d = r.device
-    ids = {"iccid": None, "imei": None, "msisdn": None, "eid": None}
-    if d is not None:
-        ids = {"iccid": d.iccid, "imei": d.imei, "msisdn": d.msisdn, "eid": d.eid}
-    elif r.kind is not None and len(sent := r.raw.strip()) <= 40:
-        # a refused identifier as it was sent (not normalised, never cut short): an audit trail
-        # holds what was asked; one too long for the column is kept in change_request["device"] only
-        ids[r.kind.value] = sent
-    if r.reason is not None:
-        body = r.target if r.target is not None else _jsonable(r.entry.values)
-        return NewDeviceChange(
-            change_request={"device": r.raw[:200], **body},
-            status=DeviceChangeStatus.ERROR,
-            device_id=d.id if d else None,
-            status_details=r.reason,
-            **ids,
-        )
-    if r.deferred is not None and r.deferred.allowed_at is not None:
-        return NewDeviceChange(
-            change_request=r.target or {},
-            status=DeviceChangeStatus.SCHEDULED,
-            device_id=d.id if d else None,
-            effective_at=r.deferred.allowed_at,
-            status_details=carrier_limits.deferred_detail(r.deferred),
-            **ids,
-        )
-    effective = _effective_at(r.target)
-    future = effective is not None and effective > to_naive_utc(now)
-    details = None
-    if future and dates is not None and dates.takes(effective, to_naive_utc(now)):
-        future, details = False, carrier_dated_detail(carrier, dates.applies_on(effective))
-    return NewDeviceChange(
-        change_request=r.target or {},
-        status=DeviceChangeStatus.SCHEDULED if future else DeviceChangeStatus.NEW,
-        device_id=d.id if d else None,
-        effective_at=effective if future else None,
-        status_details=details,
-        **ids,
-    )
-
-
-def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    """Per-device input as stored on an ERROR row: JSON-safe, long strings cut."""
-    out = json.loads(json.dumps(values, default=str))
-    return {k: (v[:500] if isinstance(v, str) else v) for k, v in out.items()}
-
-
 __all__ = [
     "ARCHIVE_USAGE_DAYS",
-    "CARRIER_DATED_PREFIX",
     "CHUNK_ROWS",
-    "FileState",
     "Lookups",
     "Row",
-    "carrier_dated_detail",
-    "carrier_label",
-    "carrier_rules",
     "first_pass",
-    "is_carrier_dated",
     "payload_reason",
     "second_pass",
-    "to_change",
 ]

@@ -24,17 +24,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from ..domain import BulkChangeStatus, DeviceChangeStatus
 from .db import run_transaction, utcnow
 from .device_changes import ACTIONABLE
 from .schema import bulk_change, bulk_change_log, device_change, device_history, tenant
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+# pandas and pyarrow (about 180 MB of RSS and 300 modules) are imported by the functions that
+# write or read Parquet, not here: the CLI and the intake paths import this module (through
+# ``store.maintenance`` and the commands that show archive settings) without ever archiving.
 
 ARCHIVED_TABLES: dict[str, sa.Table] = {
     "bulk_change": bulk_change,
@@ -71,6 +76,8 @@ def completed_at() -> sa.ColumnElement[Any]:
 
 
 def _arrow_type(column: sa.Column[Any]) -> pa.DataType:
+    import pyarrow as pa
+
     t = column.type
     if isinstance(t, sa.JSON):
         return pa.string()
@@ -89,6 +96,8 @@ def _arrow_type(column: sa.Column[Any]) -> pa.DataType:
 
 def arrow_schema(table: sa.Table) -> pa.Schema:
     """The Parquet schema of an archived table: every column, typed as in the database."""
+    import pyarrow as pa
+
     return pa.schema([pa.field(c.name, _arrow_type(c), nullable=True) for c in table.columns])
 
 
@@ -171,6 +180,9 @@ def _tmp(path: Path) -> Path:
 
 def _write_table(conn: sa.Connection, table: sa.Table, ids: Sequence[int], path: Path) -> int:
     """Stream the rows of ``ids`` into one Parquet file, a row group per page; returns the row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     schema = arrow_schema(table)
     result = conn.execution_options(yield_per=READ_PAGE).execute(
         sa.select(table).where(_owner_column(table).in_(list(ids))).order_by(table.c.id)
@@ -259,6 +271,8 @@ def settle_leftovers(engine: sa.Engine, root: Path, older_than: timedelta = STAL
             groups[(tmp.parent, tmp.name.split("-", 1)[1].removesuffix(".parquet.tmp"))].append(tmp)
     settled = 0
     for (directory, stamp), files in groups.items():
+        import pyarrow.parquet as pq
+
         bc_file = _tmp(_group_paths(directory, stamp)["bulk_change"])
         committed = False
         if bc_file.exists():
@@ -292,6 +306,9 @@ def read_archive_table(
     root: Path, table: str, tenant_id: int | None = None, month: str | None = None, columns: Sequence[str] | None = None
 ) -> pa.Table:
     """An archived table as one Arrow table (empty, with the full schema, when nothing is archived)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     schema = arrow_schema(ARCHIVED_TABLES[table]) if table in ARCHIVED_TABLES else None
     files = archive_files(root, table, tenant_id, month)
     if columns is not None and schema is not None:
@@ -305,15 +322,16 @@ def read_archive_table(
 
 def read_archive(root: Path, table: str, tenant_id: int | None = None, month: str | None = None) -> pd.DataFrame:
     """An archived table as a pandas DataFrame with nullable dtypes (integers stay integers)."""
-    return read_archive_table(root, table, tenant_id, month).to_pandas(types_mapper=_nullable_types.get)
+    import pandas as pd
+    import pyarrow as pa
 
-
-_nullable_types = {
-    pa.int64(): pd.Int64Dtype(),
-    pa.bool_(): pd.BooleanDtype(),
-    pa.string(): pd.StringDtype(),
-    pa.float64(): pd.Float64Dtype(),
-}
+    nullable_types = {
+        pa.int64(): pd.Int64Dtype(),
+        pa.bool_(): pd.BooleanDtype(),
+        pa.string(): pd.StringDtype(),
+        pa.float64(): pd.Float64Dtype(),
+    }
+    return read_archive_table(root, table, tenant_id, month).to_pandas(types_mapper=nullable_types.get)
 
 
 def archive_records(
@@ -345,6 +363,8 @@ def archive_mismatches(engine: sa.Engine, root: Path, ids: Iterable[int] | None 
         bulk_change.c.deleted_at.is_not(None)
     )
     wanted = None if ids is None else sorted(set(ids))
+    import pandas as pd
+
     with engine.connect() as conn:
         if wanted is None:
             heads = conn.execute(query).all()

@@ -74,8 +74,46 @@ def write_rows(conn: sa.Connection, tenant_id: int, bc_id: int, rows: Sequence[N
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
         _copy_rows(conn, tenant_id, bc_id, rows, now)
         return
+    insert = _tuple_rows if conn.dialect.name == "sqlite" else _insert_rows
     for start in range(0, len(rows), INSERT_CHUNK):  # executemany's parameters: one slice at a time
-        _insert_rows(conn, tenant_id, bc_id, rows[start : start + INSERT_CHUNK], now)
+        insert(conn, tenant_id, bc_id, rows[start : start + INSERT_CHUNK], now)
+
+
+_INSERT_SQL = f"INSERT INTO device_change ({', '.join(_COPY_COLUMNS)}) VALUES ({', '.join('?' for _ in _COPY_COLUMNS)})"
+
+
+def _tuple_rows(
+    conn: sa.Connection, tenant_id: int, bc_id: int, rows: Sequence[NewDeviceChange], now: datetime
+) -> None:
+    """SQLite's executemany with one tuple per row, its values bound by the columns' own processors
+    (JSON text, SQLite's datetime strings) as ``_insert_rows`` would bind them: building SQLAlchemy
+    parameters row by row was a quarter of a million-row file's time."""
+    dialect = conn.dialect
+    as_json = device_change.c.change_request.type.dialect_impl(dialect).bind_processor(dialect)
+    as_date = device_change.c.effective_at.type.dialect_impl(dialect).bind_processor(dialect)
+    assert as_json is not None and as_date is not None
+    stamp = as_date(now)
+    conn.exec_driver_sql(
+        _INSERT_SQL,
+        [
+            (
+                tenant_id,
+                bc_id,
+                r.device_id,
+                r.iccid,
+                r.msisdn,
+                r.imei,
+                r.eid,
+                as_json(r.change_request),
+                r.status.value,
+                r.status_details,
+                None if r.effective_at is None else as_date(r.effective_at),
+                stamp if r.status.is_final else None,
+                stamp,
+            )
+            for r in rows
+        ],
+    )
 
 
 def _insert_rows(
