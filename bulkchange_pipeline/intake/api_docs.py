@@ -16,6 +16,7 @@ from .xml_request import MEDIA_TYPES, REQUEST_NAMESPACE
 
 REQUEST_XSD_ROUTE = "/schemas/bulk-change-request.xsd"
 RESULTS_XSD_ROUTE = "/schemas/bulk-change-results.xsd"
+SUBMISSION_RESULTS_XSD_ROUTE = "/schemas/submission-results.xsd"
 
 _XML_REQUEST = {
     "schema": {
@@ -87,4 +88,11 @@ DEVICE_DOWNLOADS: dict[str, Any] = {
     "format=xml every row as XML",
 }
 
-__all__ = ["CSV_BODY", "DEVICE_DOWNLOADS", "REQUEST_BODY", "REQUEST_XSD_ROUTE", "RESULTS_XSD_ROUTE"]
+__all__ = [
+    "CSV_BODY",
+    "DEVICE_DOWNLOADS",
+    "REQUEST_BODY",
+    "REQUEST_XSD_ROUTE",
+    "RESULTS_XSD_ROUTE",
+    "SUBMISSION_RESULTS_XSD_ROUTE",
+]

@@ -1,6 +1,7 @@
 """The XML contracts of the intake API, published: ``GET /schemas/bulk-change-request.xsd`` (what
 an XML submission is validated against) and ``GET /schemas/bulk-change-results.xsd`` (what
-``?format=xml`` downloads are valid against).
+``?format=xml`` downloads of a bulk change are valid against) and ``GET
+/schemas/submission-results.xsd`` (the same for a submission across carriers).
 
 Without an API key, like ``/openapi.json``: a schema holds no tenant data, it is the same file for
 everyone (the one in the repo, ``schemas/``), and the tools that read one (an XML editor, xmllint
@@ -12,12 +13,22 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from ..schemas import schema_path
-from .api_docs import REQUEST_XSD_ROUTE, RESULTS_XSD_ROUTE
+from .api_docs import REQUEST_XSD_ROUTE, RESULTS_XSD_ROUTE, SUBMISSION_RESULTS_XSD_ROUTE
+from .drops.submission_xml import SUBMISSION_RESULTS_SCHEMA
 from .results_xml import RESULTS_SCHEMA
 from .xml_request import REQUEST_SCHEMA
 
 XSD_MEDIA_TYPE = "application/xml"
-PUBLISHED = {REQUEST_XSD_ROUTE: REQUEST_SCHEMA, RESULTS_XSD_ROUTE: RESULTS_SCHEMA}
+PUBLISHED = {
+    REQUEST_XSD_ROUTE: REQUEST_SCHEMA,
+    RESULTS_XSD_ROUTE: RESULTS_SCHEMA,
+    SUBMISSION_RESULTS_XSD_ROUTE: SUBMISSION_RESULTS_SCHEMA,
+}
+WHAT = {
+    REQUEST_SCHEMA: "an XML bulk change request",
+    RESULTS_SCHEMA: "a bulk change's XML results download",
+    SUBMISSION_RESULTS_SCHEMA: "a submission's XML results download (every child bulk change)",
+}
 
 schemas = APIRouter(tags=["schemas"])
 
@@ -28,7 +39,7 @@ def _publish(route: str, file_name: str) -> None:
     def serve() -> Response:
         return Response(content, media_type=XSD_MEDIA_TYPE, headers={"Cache-Control": "public, max-age=3600"})
 
-    what = "an XML bulk change request" if file_name == REQUEST_SCHEMA else "the XML results download"
+    what = WHAT[file_name]
     schemas.add_api_route(
         route,
         serve,

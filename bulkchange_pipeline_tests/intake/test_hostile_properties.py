@@ -632,6 +632,7 @@ GET_ROUTES = [
     "/openapi.json",
     "/schemas/bulk-change-request.xsd",
     "/schemas/bulk-change-results.xsd",
+    "/schemas/submission-results.xsd",
 ]
 
 

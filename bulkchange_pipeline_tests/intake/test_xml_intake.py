@@ -154,6 +154,7 @@ def test_the_xsds_are_published_without_a_key_and_are_the_ones_intake_reads(api:
     for route, name in (
         ("/schemas/bulk-change-request.xsd", "bulk_change_request.xsd"),
         ("/schemas/bulk-change-results.xsd", "bulk_change_results.xsd"),
+        ("/schemas/submission-results.xsd", "submission_results.xsd"),
     ):
         r = api.client.get(route)  # no API key
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/xml")
