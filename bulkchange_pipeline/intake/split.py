@@ -58,6 +58,9 @@ class Placement:
 
     groups: dict[int, list[int]] = field(default_factory=dict)  # service provider id -> 0-based device indexes
     refused: list[RowError] = field(default_factory=list)
+    # what the inventory holds for every identifier looked up (an empty list: nothing), handed to
+    # each child's validation so a device is read once
+    known: dict[IdentifierKind, dict[str, list[ref.DeviceRecord]]] = field(default_factory=dict)
 
 
 def _identifier(entry: DeviceEntry) -> tuple[str, IdentifierKind | None, str | None]:
@@ -102,6 +105,7 @@ def place_devices(
         keyed[i] = (kind, value, raw)
         wanted.setdefault(kind, set()).add(value)
     found = {kind: ref.find_devices(engine, tenant_id, kind, values) for kind, values in wanted.items()}
+    out.known = {kind: {v: found[kind].get(v, []) for v in values} for kind, values in wanted.items()}
     names = {sp.id: sp.name for sp in ref.list_service_providers(engine, tenant_id)} if keyed else {}
     for i, (kind, value, raw) in keyed.items():
         candidates = found[kind].get(value, [])
@@ -189,7 +193,9 @@ def submit_split(
                 "idempotency_key": None,
             }
         )
-        reports.append(validate_request(engine, tenant_id, child, row_numbers=[numbers[i] for i in indexes]))
+        reports.append(
+            validate_request(engine, tenant_id, child, row_numbers=[numbers[i] for i in indexes], known=placement.known)
+        )
     needed = split_approval(engine, tenant_id, reports)
     if dry_run:
         children = [_child(r, None, None, needed) for r in reports]

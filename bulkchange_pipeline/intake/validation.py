@@ -55,7 +55,16 @@ from .row_outcome import (
     is_carrier_dated,
     to_change,
 )
-from .validation_rules import ARCHIVE_USAGE_DAYS, CHUNK_ROWS, Lookups, Row, first_pass, payload_reason, second_pass
+from .validation_rules import (
+    ARCHIVE_USAGE_DAYS,
+    CHUNK_ROWS,
+    KnownDevices,
+    Lookups,
+    Row,
+    first_pass,
+    payload_reason,
+    second_pass,
+)
 
 SAMPLE_ROWS = 1_000  # rows a streamed report keeps for a dry run's listing (the rest are counted)
 
@@ -195,12 +204,13 @@ def _validate_chunk(
     row_errors: Mapping[int, str],
     state: FileState,
     now: datetime,
+    known: KnownDevices | None = None,
 ) -> tuple[list[Row], list[NewDeviceChange]]:
     """One chunk through both passes and the carrier rules; ``row_errors`` by the chunk's index."""
     ct, sp = request.change_type, head.sp
     rows = [Row(e) for e in entries]
     first_pass(rows, ct, request.payload, row_errors, head.blanket, numbers, state)
-    ctx = Lookups.load(engine, tenant_id, sp, ct, rows, now)
+    ctx = Lookups.load(engine, tenant_id, sp, ct, rows, now, known)
     second_pass(rows, ct, sp, ctx, now, numbers, state)
     carrier_rules(rows, ct, sp, ctx, now, bool(request.defer_if_limited))
     dates = head.cap.dates if head.cap is not None else None
@@ -216,11 +226,13 @@ def validate_request(
     row_errors: Mapping[int, str] | None = None,
     row_numbers: Sequence[int] | None = None,
     now: datetime | None = None,
+    known: KnownDevices | None = None,
 ) -> ValidationReport:
     """Check every device of ``request`` for ``tenant_id``; raise RequestRejected for request-level faults.
 
     ``row_errors`` are parse errors by 0-based device index; ``row_numbers`` are the numbers that
-    reports use for the devices (CSV: file lines), default their positions 1..n.
+    reports use for the devices (CSV: file lines), default their positions 1..n. ``known``: devices
+    the caller already looked up (the split's placement), not read again.
     """
     now = now or utcnow()
     head = _header(engine, tenant_id, request)
@@ -229,7 +241,7 @@ def validate_request(
     if len(numbers) != len(entries):
         raise ValueError("row_numbers must have one number per device")
     rows, changes = _validate_chunk(
-        engine, tenant_id, request, head, entries, numbers, row_errors or {}, FileState(), now
+        engine, tenant_id, request, head, entries, numbers, row_errors or {}, FileState(), now, known
     )
     report = _empty_report(tenant_id, request, head)
     report.rows, report.identifiers, report.row_numbers = changes, [r.raw for r in rows], numbers

@@ -182,6 +182,7 @@ class Lookups:
         ct: ChangeType,
         rows: list[Row],
         now: datetime,
+        known: KnownDevices | None = None,
     ) -> Lookups:
         wanted: dict[IdentifierKind, set[str]] = defaultdict(set)
         ids: dict[str, set[int]] = defaultdict(set)
@@ -197,7 +198,7 @@ class Lookups:
             for key in ("new_iccid", "new_imei"):
                 if t.get(key):
                     new_ids[key].add(normalize(t[key]))
-        found = {kind: ref.find_devices(engine, tenant_id, kind, values) for kind, values in wanted.items()}
+        found = {kind: _find(engine, tenant_id, kind, values, known) for kind, values in wanted.items()}
         devices: dict[int, ref.DeviceRecord | None] = {}
         for i, r in enumerate(rows):
             if r.reason is None and r.kind is not None:
@@ -224,6 +225,23 @@ class Lookups:
             histories=histories,
             taken=taken,
         )
+
+
+# Devices already looked up, by identifier kind: every value looked up maps to what the inventory
+# holds for it (an empty list: none). The cross-carrier split looks each device up to place it and
+# hands the result to each child's validation, so a device is read once, not twice.
+KnownDevices = Mapping[IdentifierKind, Mapping[str, list[ref.DeviceRecord]]]
+
+
+def _find(
+    engine: sa.Engine, tenant_id: int, kind: IdentifierKind, values: set[str], known: KnownDevices | None
+) -> dict[str, list[ref.DeviceRecord]]:
+    """``ref.find_devices`` for the values ``known`` does not already answer."""
+    have = known.get(kind, {}) if known else {}
+    missing = {v for v in values if v not in have}
+    found = ref.find_devices(engine, tenant_id, kind, missing) if missing else {}
+    found.update((v, have[v]) for v in values if v in have and have[v])
+    return found
 
 
 def _pick(candidates: list[ref.DeviceRecord], sp_id: int) -> ref.DeviceRecord | None:

@@ -96,6 +96,33 @@ def test_unknown_ambiguous_and_invalid_devices_are_refused_with_their_reason(eng
     assert {r.row_number: r.reason for r in stored} == reasons
 
 
+def test_placement_hands_its_lookups_to_validation_so_each_device_is_read_once(
+    engine: sa.Engine, seed: DemoSeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Placement reads every device to find its service provider; each child's validation reuses
+    that read instead of looking the same devices up again (a 100,000-device split read them twice).
+    The result is the one a fresh lookup gives: the same children, rows and refusals."""
+    j, t, p = (seed.sample_iccids[i] for i in ("jasper", "telegence", "pond"))
+    body = edit_body([t[0], j[0], t[1], UNKNOWN_ICCID, p[0], j[1]])
+    fresh = _split(engine, seed, body, dry_run=True)
+
+    looked_up: list[str] = []
+    real = ref.find_devices
+
+    def counting(engine: sa.Engine, tenant_id: int, kind, values):  # type: ignore[no-untyped-def]
+        looked_up.extend(values)
+        return real(engine, tenant_id, kind, values)
+
+    monkeypatch.setattr(ref, "find_devices", counting)
+    out = _split(engine, seed, body, dry_run=True)
+
+    assert sorted(looked_up) == sorted({t[0], j[0], t[1], UNKNOWN_ICCID, p[0], j[1]})  # each once
+    assert [(c.integration, c.counts) for c in out.children] == [(c.integration, c.counts) for c in fresh.children]
+    assert [(e.row, e.reason) for e in out.refused] == [(e.row, e.reason) for e in fresh.refused]
+    rows = [[(r.iccid, r.status, r.status_details) for r in c.report.rows] for c in out.children if c.report]
+    assert rows == [[(r.iccid, r.status, r.status_details) for r in c.report.rows] for c in fresh.children if c.report]
+
+
 def test_csv_rows_that_did_not_parse_are_refused_before_placement(engine: sa.Engine, seed: DemoSeed) -> None:
     j = seed.sample_iccids["jasper"]
     data = f"iccid,costCenter\n{j[0]},CC-1\n{j[1]},CC-2,extra\n".encode()
