@@ -18,12 +18,20 @@ import httpx
 
 __all__ = ["wait_for_server", "wait_until"]
 
+MAX_INTERVAL = 0.05
+
 
 def wait_until(
     predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.005, what: str = "condition"
 ) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned); fail the test after ``timeout`` s."""
+    """Poll ``predicate`` until it returns something truthy (returned); fail the test after ``timeout`` s.
+
+    The pause starts at ``interval`` and grows by half each time up to ``MAX_INTERVAL`` (or
+    ``interval``, if larger): a quick result is still seen within milliseconds, while a long wait for
+    a run worker no longer queries the database 200 times a second, taking the CPU from the very
+    process it is waiting for (two CPUs, three test workers and their children)."""
     deadline = time.monotonic() + timeout
+    ceiling = max(interval, MAX_INTERVAL)
     while True:
         value = predicate()
         if value:
@@ -31,6 +39,7 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+        interval = min(interval * 1.5, ceiling)
 
 
 def wait_for_server(url: str, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> httpx.Response:

@@ -4,6 +4,7 @@ bulk change runs in at most 64 steps (steps grow with batches, not devices)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,12 +44,14 @@ def _seed(engine, sim, base_url, n, **account):
     return ids, devices
 
 
-def test_run_killed_half_way_then_rerun_applies_each_device_once(db_url, engine, tmp_path, monkeypatch, jasper_env):
+def test_run_killed_half_way_then_rerun_applies_each_device_once(
+    db_url, engine, tmp_path, monkeypatch, jasper_env, _sqlite_dagster_template
+):
     n = 240
     sim = JasperSimulator({JASPER_USER: JASPER_KEY}, rate_per_second=0, max_concurrency=2)
     sim.configure(latency_ms=15)
     home = tmp_path / "dagster_home"
-    home.mkdir()
+    shutil.copytree(_sqlite_dagster_template, home)  # storage made once per session, not per process
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("BULKCHANGE_DATABASE_URL", db_url)

@@ -71,6 +71,9 @@ def worker_home(
     shm = Path("/dev/shm")
     home = Path(tempfile.mkdtemp(prefix="bc-dagster-", dir=shm if shm.is_dir() else tmp_path))
     request.addfinalizer(lambda: shutil.rmtree(home, ignore_errors=True))
+    # Storage already made and stamped (the session's template): the first process to open the
+    # instance would otherwise spend 1-2 s of CPU creating it, under load far more.
+    shutil.copytree(request.getfixturevalue("_sqlite_dagster_template"), home, dirs_exist_ok=True)
     # The repository's instance settings (run queue, pools), as a deployment reads them.
     config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     (home / "dagster.yaml").write_text(
